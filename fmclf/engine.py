@@ -1,0 +1,339 @@
+"""fit, evaluate, predict: the training loop and nothing else.
+
+The update rule is the textbook's: an updater of our own gets
+``loss.sum().backward()`` then ``step(batch_size)``; a torch optimizer gets
+``loss.mean().backward()`` then ``step()``. Metrics accumulate in tensors on
+the device and are read once per epoch, so a CUDA run does not wait on the
+host after every batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from . import events
+from .errors import ComponentError, DivergenceError, Interrupted
+from .registry import ComponentRecord
+
+
+@dataclass
+class TrainState:
+    """Where training stands; a checkpoint stores it and ``--resume`` restores it."""
+
+    epoch: int = 0  #: epochs completed
+    batch: int = 0  #: batches done in the next epoch (non-zero only when interrupted mid-epoch)
+    loss_sum: float = 0.0  #: partial sums of that unfinished epoch
+    correct: int = 0
+    examples: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  #: one metrics row per finished epoch
+
+
+class StopFlag:
+    """Set from a signal handler; the loop stops after the batch in flight."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def request(self, signal_name: str) -> None:
+        self.signal = signal_name
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+@dataclass
+class Parts:
+    """The assembled components of a run, with the records they came from."""
+
+    dataset: Any
+    model: Any
+    loss: Callable
+    updater: Any
+    visualizers: list[tuple[ComponentRecord, Any]] = field(default_factory=list)
+    records: dict[str, ComponentRecord] = field(default_factory=dict)
+
+
+class OptimizerUpdater:
+    """A ``torch.optim.Optimizer`` behind the updater contract (``step`` ignores the batch size)."""
+
+    reduction = "mean"
+
+    def __init__(self, optimizer: Any) -> None:
+        self.optimizer = optimizer
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self, batch_size: int) -> None:  # noqa: ARG002 - the optimizer averages itself
+        self.optimizer.step()
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def adapt_updater(obj: Any) -> Any:
+    """Wrap torch optimizers; check that anything else has ``zero_grad`` and ``step``."""
+    import torch
+
+    if isinstance(obj, torch.optim.Optimizer):
+        return OptimizerUpdater(obj)
+    missing = [m for m in ("zero_grad", "step") if not callable(getattr(obj, m, None))]
+    if missing:
+        raise TypeError(f"it returned {type(obj).__name__}, which lacks {' and '.join(missing)}()")
+    return obj
+
+
+def _fault(record: ComponentRecord | None, what: str, exc: BaseException, where: str) -> ComponentError:
+    who = record.describe() if record else what
+    return ComponentError(
+        f"{who} raised {type(exc).__name__} {where}: {exc}. This is a fault in that component; "
+        f"report it to its authors, or choose another with `fmclf plugins`."
+    )
+
+
+def evaluate(model: Any, batches: Any, num_classes: int) -> tuple[float, Any]:
+    """Accuracy of ``model`` over ``batches`` and the confusion matrix
+    (a ``num_classes`` square int64 tensor on the device; rows are true classes)."""
+    import torch
+
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    confusion = None
+    try:
+        with torch.no_grad():
+            for X, y in batches:
+                pred = model(X).argmax(dim=1)
+                if y.ndim == 2:  # probability targets: the most likely class is the label
+                    y = y.argmax(dim=1)
+                counts = torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
+                confusion = counts if confusion is None else confusion.add_(counts)
+    finally:
+        if was_training:
+            model.train()
+    if confusion is None:
+        raise ValueError("the evaluation set is empty")
+    confusion = confusion.reshape(num_classes, num_classes)
+    total = int(confusion.sum())
+    return float(confusion.diagonal().sum()) / max(total, 1), confusion
+
+
+def predict(model: Any, X: Any) -> Any:
+    """Predicted class indices for a batch of inputs."""
+    import torch
+
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(X).argmax(dim=1)
+    finally:
+        if was_training:
+            model.train()
+
+
+def per_class_accuracy(confusion: Any, classes: Sequence[str]) -> dict[str, float]:
+    """Accuracy of each true class, from a confusion matrix."""
+    rows = confusion.sum(dim=1).clamp(min=1)
+    acc = (confusion.diagonal().double() / rows.double()).tolist()
+    return {str(c): round(a, 6) for c, a in zip(classes, acc)}
+
+
+class Trainer:
+    """Trains ``parts`` for ``epochs`` epochs, evaluating after each.
+
+    ``checkpoint(state)`` is called after each epoch's metrics are final and when
+    a stop is requested mid-epoch; ``comm`` (see :mod:`fmclf.distributed`)
+    averages gradients and sums metrics across processes.
+    """
+
+    def __init__(
+        self,
+        parts: Parts,
+        *,
+        device: Any,
+        epochs: int,
+        run_dir: Any = None,
+        checkpoint: Callable[[TrainState], None] | None = None,
+        stop: StopFlag | None = None,
+        comm: Any = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.parts = parts
+        self.device = device
+        self.epochs = epochs
+        self.run_dir = run_dir
+        self.checkpoint = checkpoint
+        self.stop = stop if stop is not None else StopFlag()
+        self.comm = comm
+        self.config = config or {}
+        self.updater = adapt_updater(parts.updater)
+        self.sum_reduction = getattr(self.updater, "reduction", "sum") != "mean"
+        self.params = [p for p in parts.model.parameters() if p.requires_grad]
+        self.classes = list(parts.dataset.classes)
+        # CPU: look at every batch's loss (costs nothing). Elsewhere that would
+        # stall the device after every batch, so look every few batches instead.
+        self.check_every = 1 if getattr(device, "type", "cpu") == "cpu" else 32
+        self._listeners = {
+            name: [(rec, getattr(obj, name)) for rec, obj in parts.visualizers if callable(getattr(obj, name, None))]
+            for name in events.EVENTS
+        }
+
+    def _emit(self, name: str, event: Any) -> None:
+        for record, method in self._listeners[name]:
+            try:
+                method(event)
+            except Exception as exc:
+                raise _fault(record, "visualizer", exc, f"in {name}") from exc
+
+    def fit(self, state: TrainState | None = None) -> TrainState:
+        """Train from ``state`` (a fresh start when None) to the last epoch."""
+        state = state or TrainState()
+        self._emit(
+            "on_fit_start",
+            events.FitStart(
+                epochs=self.epochs, start_epoch=state.epoch + 1, num_batches=len(self.parts.dataset.train),
+                classes=self.classes, device=str(self.device), run_dir=self.run_dir, config=self.config,
+                history=list(state.history),
+            ),
+        )
+        confusion = None
+        for epoch in range(state.epoch + 1, self.epochs + 1):
+            start = time.perf_counter()
+            train_loss, train_acc = self.train_epoch(epoch, state)
+            test_acc, confusion = self.evaluate()
+            metrics = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_acc": test_acc,
+                "per_class_test_acc": per_class_accuracy(confusion, self.classes),
+                "seconds": round(time.perf_counter() - start, 6),
+            }
+            state.history.append(metrics)
+            state.epoch, state.batch, state.loss_sum, state.correct, state.examples = epoch, 0, 0.0, 0, 0
+            if self.checkpoint:
+                self.checkpoint(state)
+            self._emit("on_epoch_end", events.EpochEnd(epoch, self.epochs, metrics, list(state.history)))
+            if self.stop:
+                raise Interrupted(f"stopped by {self.stop.signal} after epoch {epoch}")
+        if confusion is None:  # resumed after the last epoch: nothing left to train
+            _, confusion = self.evaluate()
+        final = state.history[-1] if state.history else {}
+        self._emit(
+            "on_fit_end",
+            events.FitEnd(list(state.history), final, confusion.cpu().tolist(), self.classes, self.parts.model, self.run_dir),
+        )
+        return state
+
+    def evaluate(self) -> tuple[float, Any]:
+        """Test accuracy and confusion matrix (summed over processes when distributed)."""
+        try:
+            _, confusion = evaluate(self.parts.model, self.parts.dataset.test, len(self.classes))
+        except ComponentError:
+            raise
+        except Exception as exc:
+            raise _fault(self.parts.records.get("model"), "model", exc, "while evaluating on the test set") from exc
+        if self.comm is not None:
+            confusion = self.comm.sum(confusion)
+        total = int(confusion.sum())
+        return float(confusion.diagonal().sum()) / max(total, 1), confusion
+
+    def train_epoch(self, epoch: int, state: TrainState) -> tuple[float, float]:
+        """One pass over the training batches; returns (mean loss, accuracy)."""
+        import torch
+
+        model, loss_fn, updater, records = self.parts.model, self.parts.loss, self.updater, self.parts.records
+        train = self.parts.dataset.train
+        if hasattr(train, "set_epoch"):
+            train.set_epoch(epoch)
+        num_batches = len(train)
+        if hasattr(model, "train"):
+            model.train()
+        loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64, device=self.device)
+        correct = torch.tensor(state.correct, dtype=torch.int64, device=self.device)
+        examples, first = state.examples, state.batch
+        batch_events = bool(self._listeners["on_batch_end"])
+        pending: list[tuple[int, Any]] = []  # recent batch losses not yet checked for inf/nan
+        batches = iter(train)
+        if first:  # resuming mid-epoch: the same order, minus what was already trained
+            batches = itertools.islice(batches, first, None)
+        b = first
+        for b, (X, y) in enumerate(batches, start=first + 1):
+            n = y.shape[0]
+            try:
+                logits = model(X)
+            except Exception as exc:
+                raise _fault(records.get("model"), "model", exc, f"on batch {b} of epoch {epoch}") from exc
+            try:
+                losses = loss_fn(logits, y)
+            except Exception as exc:
+                raise _fault(records.get("loss"), "loss", exc, f"on batch {b} of epoch {epoch}") from exc
+            if b == first + 1:
+                self._check_shapes(logits, losses, n)
+            total = losses.sum()
+            pending.append((b, total))
+            if len(pending) >= self.check_every:
+                self._check_finite(pending, epoch, num_batches)
+            try:
+                updater.zero_grad()
+                (total if self.sum_reduction else losses.mean()).backward()
+                if self.comm is not None:
+                    self.comm.average_gradients(self.params)
+                updater.step(n)
+            except Exception as exc:
+                raise _fault(records.get("updater"), "updater", exc, f"while updating on batch {b} of epoch {epoch}") from exc
+            loss_sum += total.detach()
+            correct += (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
+            examples += n
+            if batch_events:
+                self._emit("on_batch_end", events.BatchEnd(epoch, b, num_batches, examples, loss_sum, correct))
+            if self.stop and b < num_batches:
+                self._check_finite(pending, epoch, num_batches)
+                state.batch, state.loss_sum, state.correct, state.examples = b, float(loss_sum), int(correct), examples
+                if self.checkpoint:
+                    self.checkpoint(state)
+                raise Interrupted(f"stopped by {self.stop.signal} after batch {b} of epoch {epoch}")
+        self._check_finite(pending, epoch, num_batches)
+        if self.comm is not None:
+            sums = self.comm.sum(torch.stack([loss_sum, correct.double(), torch.tensor(float(examples), dtype=torch.float64, device=self.device)]))
+            loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
+        return float(loss_sum) / max(examples, 1), float(correct) / max(examples, 1)
+
+    def _check_shapes(self, logits: Any, losses: Any, n: int) -> None:
+        records = self.parts.records
+        if logits.ndim != 2 or logits.shape[0] != n:
+            raise ComponentError(
+                f"{records['model'].describe() if 'model' in records else 'the model'} returned shape "
+                f"{tuple(logits.shape)} for a batch of {n}; a model must return logits of shape (N, num_classes)."
+            )
+        if tuple(losses.shape) != (n,):
+            raise ComponentError(
+                f"{records['loss'].describe() if 'loss' in records else 'the loss'} returned shape "
+                f"{tuple(losses.shape)} for a batch of {n}; a loss must return one value per example, shape (N,)."
+            )
+
+    def _check_finite(self, pending: list[tuple[int, Any]], epoch: int, num_batches: int) -> None:
+        if not pending:
+            return
+        for b, total in pending:
+            value = float(total.detach())
+            if not math.isfinite(value):
+                loss = self.parts.records.get("loss")
+                raise DivergenceError(
+                    f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
+                    f"{epoch}{f' with {loss.describe()}' if loss else ''}. "
+                    + ("The naive loss exponentiates logits without subtracting their maximum and "
+                       "overflows when they grow; use --loss fused, or a smaller --lr. "
+                       if loss is not None and loss.name == "naive" else
+                       "Try a smaller --lr, or --loss fused, which stays finite for any finite logits. "),
+                    epoch=epoch, batch=b,
+                )
+        pending.clear()

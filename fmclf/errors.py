@@ -1,0 +1,70 @@
+"""The errors fmclf raises on purpose.
+
+Each carries a message written for the person at the keyboard: what was
+wrong and what to do about it, in one paragraph. The CLI prints the message
+(never a traceback) and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+
+class FmclfError(Exception):
+    """Base class: a problem fmclf explains instead of crashing on."""
+
+    exit_code = 1
+
+
+class UsageError(FmclfError):
+    """Bad input caught before any work started (exit code 2, like Click's)."""
+
+    exit_code = 2
+
+
+class UnknownComponentError(UsageError):
+    """A component name that no loaded plugin registered."""
+
+
+class AmbiguousComponentError(UsageError):
+    """A component name that two or more plugins registered."""
+
+
+class OptionError(UsageError):
+    """An unknown, missing or ill-typed component option."""
+
+
+class DeviceError(UsageError):
+    """A device that does not exist or is not available on this machine."""
+
+
+class ConfigError(UsageError):
+    """A run configuration file that cannot be read or does not fit."""
+
+
+class PluginError(FmclfError):
+    """A plugin failed to load or register (raised only in strict mode)."""
+
+
+class DataError(FmclfError):
+    """A data set that cannot be found, read or trusted."""
+
+
+class ComponentError(FmclfError):
+    """A component raised while it was built or used; names the component and its plugin."""
+
+
+class DivergenceError(FmclfError):
+    """Training produced a non-finite loss at ``epoch``, ``batch``."""
+
+    def __init__(self, message: str, *, epoch: int | None = None, batch: int | None = None) -> None:
+        super().__init__(message)
+        self.epoch, self.batch = epoch, batch
+
+
+class CheckpointError(FmclfError):
+    """A checkpoint or run folder that cannot be read or written."""
+
+
+class Interrupted(FmclfError):
+    """Training was stopped by SIGINT or SIGTERM after a checkpoint was written."""
+
+    exit_code = 130

@@ -1,0 +1,41 @@
+"""The five hooks a plugin may implement.
+
+Each hook is called once, with ``register``: call ``register(name, factory,
+help=...)`` for every component the plugin provides. Factories are called only
+when a run uses the component, so keep heavy imports (torch) inside them.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("fmclf")
+hookimpl = pluggy.HookimplMarker("fmclf")
+
+
+@hookspec
+def register_datasets(register):
+    """Register data sets: ``factory(*, batch_size, device, **options)``
+    returns an object with ``train``, ``test``, ``classes`` and ``input_shape``."""
+
+
+@hookspec
+def register_models(register):
+    """Register models: ``factory(*, num_inputs, num_classes, **options)``
+    returns a ``torch.nn.Module`` that maps a batch to logits ``(N, num_classes)``."""
+
+
+@hookspec
+def register_losses(register):
+    """Register losses: ``factory(**options)`` returns a callable
+    ``(logits, y) -> per-example loss`` of shape ``(N,)``."""
+
+
+@hookspec
+def register_updaters(register):
+    """Register updaters: ``factory(*, params, lr, **options)`` returns an object
+    with ``zero_grad()`` and ``step(batch_size)``, or a ``torch.optim.Optimizer``."""
+
+
+@hookspec
+def register_visualizers(register):
+    """Register visualizers: ``factory(*, run_dir, **options)`` returns an object
+    with any of ``on_fit_start``, ``on_batch_end``, ``on_epoch_end``, ``on_fit_end``."""

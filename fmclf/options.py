@@ -1,0 +1,319 @@
+"""Component options: read from a factory's signature, parsed from text.
+
+A factory's keyword parameters, minus the ones the core passes for its kind
+(``batch_size``, ``device``, ``num_inputs``, ...), are the component's
+options. Their annotations type them, their defaults default them, and a line
+``name: help`` under ``Options:`` (or ``Args:``) in the factory's docstring
+documents them. Supported types: ``int``, ``float``, ``bool``, ``str``,
+``pathlib.Path``, ``Literal[...]``, ``X | None`` and ``list[X]`` /
+``tuple[X, ...]`` of those scalars.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import difflib
+import inspect
+import pathlib
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import OptionError
+from .registry import ComponentRecord
+
+#: Parameters the core itself passes to factories of each kind (only those a
+#: factory accepts are passed). Everything else a factory takes is an option.
+CORE_PARAMS: dict[str, tuple[str, ...]] = {
+    "dataset": ("batch_size", "device", "seed", "shard"),
+    "model": ("num_inputs", "num_classes", "input_shape"),
+    "loss": (),
+    "updater": ("params", "lr"),
+    "visualizer": ("run_dir",),
+}
+
+_SCALARS = {int: "int", float: "float", bool: "bool", str: "str", pathlib.Path: "path"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"none", "null"}
+
+
+class Required:
+    """Marker default of an option that has none."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED = Required()
+
+
+@dataclass(frozen=True)
+class TypeSpec:
+    """What values an option takes."""
+
+    base: type = str
+    nullable: bool = False
+    choices: tuple = ()
+    sequence: bool = False
+
+    def __str__(self) -> str:
+        text = "one of " + "|".join(map(str, self.choices)) if self.choices else _SCALARS.get(self.base, "str")
+        if self.sequence:
+            text = f"list of {text}"
+        return f"{text} or none" if self.nullable else text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of one component."""
+
+    name: str
+    type: TypeSpec
+    default: Any
+    help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def describe(self) -> str:
+        """``hidden (int, default 256)``."""
+        default = "required" if self.required else f"default {format_value(self.default)}"
+        return f"{self.name} ({self.type}, {default})"
+
+    def parse(self, text: str) -> Any:
+        """Parse a command-line string into this option's type."""
+        t = self.type
+        if t.nullable and text.strip().lower() in _NONE:
+            return None
+        if t.sequence:
+            parts = [p for p in (s.strip() for s in text.strip().strip("[]").split(",")) if p]
+            return [self._scalar(p) for p in parts]
+        return self._scalar(text.strip())
+
+    def coerce(self, value: Any) -> Any:
+        """Check and convert a value from a config file or Python."""
+        if isinstance(value, str):
+            return self.parse(value)
+        t = self.type
+        if value is None:
+            if t.nullable:
+                return None
+            raise ValueError("none is not allowed")
+        if t.sequence:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"expected a list, got {value!r}")
+            return [self._scalar_value(v) for v in value]
+        return self._scalar_value(value)
+
+    def _scalar(self, text: str) -> Any:
+        base = self.type.base
+        if base is bool:
+            low = text.lower()
+            if low in _TRUE:
+                value: Any = True
+            elif low in _FALSE:
+                value = False
+            else:
+                raise ValueError(f"{text!r} is not a boolean (use true or false)")
+        elif base is int:
+            try:
+                value = int(text, 0) if text.lower().startswith(("0x", "0o", "0b")) else int(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an integer") from None
+        elif base is float:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a number") from None
+        elif base is pathlib.Path:
+            value = pathlib.Path(text).expanduser()
+        else:
+            value = text
+        return self._check_choice(value)
+
+    def _scalar_value(self, value: Any) -> Any:
+        base = self.type.base
+        ok = (
+            (base is bool and isinstance(value, bool))
+            or (base is int and isinstance(value, int) and not isinstance(value, bool))
+            or (base is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+            or (base is pathlib.Path and isinstance(value, (str, pathlib.PurePath)))
+            or (base is str and isinstance(value, str))
+        )
+        if not ok:
+            raise ValueError(f"{value!r} is not a {_SCALARS.get(base, 'str')}")
+        if base is float:
+            value = float(value)
+        elif base is pathlib.Path:
+            value = pathlib.Path(value).expanduser()
+        return self._check_choice(value)
+
+    def _check_choice(self, value: Any) -> Any:
+        if self.type.choices and value not in self.type.choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(map(repr, self.type.choices))}")
+        return value
+
+
+def format_value(value: Any) -> str:
+    """A value as a user would type it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_value(v) for v in value)
+    return str(value)
+
+
+_EVAL_NS = {
+    "int": int, "float": float, "bool": bool, "str": str, "Path": pathlib.Path, "pathlib": pathlib,
+    "Optional": typing.Optional, "Union": typing.Union, "Literal": typing.Literal, "list": list,
+    "tuple": tuple, "List": typing.List, "Tuple": typing.Tuple, "Sequence": typing.Sequence,
+    "typing": typing, "None": None,
+}
+
+
+def _annotation(factory: Callable, param: inspect.Parameter) -> Any:
+    ann = param.annotation
+    if isinstance(ann, str):
+        try:  # the module's own names first (a factory's module must not need torch for this)
+            ann = eval(ann, dict(getattr(factory, "__globals__", {})), _EVAL_NS)  # noqa: S307 - annotations are code the plugin ships
+        except Exception:
+            try:
+                ann = eval(ann, {}, _EVAL_NS)  # noqa: S307
+            except Exception:
+                ann = inspect.Parameter.empty
+    return ann
+
+
+def type_spec(annotation: Any, default: Any) -> TypeSpec:
+    """Map an annotation (or, without one, the default's type) to a :class:`TypeSpec`."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        if default is None or default is REQUIRED:
+            return TypeSpec(str, nullable=default is None)
+        return type_spec(type(default), default)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            inner = type_spec(rest[0], default)
+            return TypeSpec(inner.base, True, inner.choices, inner.sequence)
+        return TypeSpec(str, type(None) in args)
+    if origin is typing.Literal:
+        base = type(args[0]) if args and all(type(a) is type(args[0]) for a in args) else str
+        return TypeSpec(base if base in _SCALARS else str, choices=tuple(args))
+    if origin in (list, tuple, collections.abc.Sequence):
+        inner_args = [a for a in args if a is not Ellipsis]
+        inner = type_spec(inner_args[0], REQUIRED) if inner_args else TypeSpec(str)
+        return TypeSpec(inner.base, choices=inner.choices, sequence=True)
+    if annotation in _SCALARS:
+        return TypeSpec(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, pathlib.PurePath):
+        return TypeSpec(pathlib.Path)
+    return TypeSpec(str)
+
+
+_DOC_HEADER = re.compile(r"^\s*(Options|Args|Arguments|Parameters|Keyword Args)\s*:\s*$")
+_DOC_ITEM = re.compile(r"^\s+(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
+
+
+def _doc_help(factory: Callable) -> dict[str, str]:
+    """``name: help`` lines under an ``Options:``/``Args:`` header of the docstring."""
+    out: dict[str, str] = {}
+    inside = False
+    for line in (inspect.getdoc(factory) or "").splitlines():
+        if _DOC_HEADER.match(line):
+            inside = True
+        elif inside and line.strip() and not line[0].isspace():
+            inside = False  # the next section ("Returns:") or prose
+        elif inside and (m := _DOC_ITEM.match(line)):
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def accepted_core_params(record: ComponentRecord) -> set[str]:
+    """The core parameters of its kind that this factory accepts."""
+    params = _signature(record).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return set(CORE_PARAMS[record.kind])
+    return {n for n in CORE_PARAMS[record.kind] if n in params}
+
+
+def _signature(record: ComponentRecord) -> inspect.Signature:
+    try:
+        return inspect.signature(record.factory)
+    except (TypeError, ValueError):  # some builtins have no signature
+        return inspect.Signature()
+
+
+def options_of(record: ComponentRecord) -> list[Option]:
+    """The options of a component, in signature order."""
+    helps = _doc_help(record.factory)
+    out = []
+    for p in _signature(record).parameters.values():
+        if p.name in CORE_PARAMS[record.kind] or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
+            continue
+        default = REQUIRED if p.default is p.empty else p.default
+        out.append(Option(p.name, type_spec(_annotation(record.factory, p), default), default, helps.get(p.name, "")))
+    return out
+
+
+def resolve_options(record: ComponentRecord, given: dict[str, Any]) -> dict[str, Any]:
+    """Check ``given`` (strings from the command line, or config values) against the
+    component's options; return every option's value, defaults filled in."""
+    options = {o.name: o for o in options_of(record)}
+    listing = "; ".join(o.describe() for o in options.values()) or "it has no options"
+    out: dict[str, Any] = {}
+    for raw_name, value in given.items():
+        name = raw_name.replace("-", "_")
+        option = options.get(name)
+        if option is None:
+            close = difflib.get_close_matches(name, list(options), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise OptionError(f"{record.describe()} has no option {raw_name!r}.{hint} Its options: {listing}.")
+        try:
+            out[name] = option.parse(value) if isinstance(value, str) else option.coerce(value)
+        except ValueError as exc:
+            raise OptionError(
+                f"bad value for option {name!r} of {record.describe()}: {exc}. "
+                f"It takes {option.type}. Its options: {listing}."
+            ) from None
+    for option in options.values():
+        if option.name not in out:
+            if option.required:
+                raise OptionError(
+                    f"{record.describe()} needs option {option.name!r} ({option.type}); set it with "
+                    f"`-o {record.kind}.{option.name}=VALUE`. Its options: {listing}."
+                )
+            out[option.name] = option.default
+    return out
+
+
+def parse_assignment(text: str) -> tuple[str, str, str]:
+    """Split ``kind.option=value`` (or ``visualizer.NAME.option=value``) into
+    ``(target, option, value)``; target is a kind, or ``visualizer.NAME``."""
+    key, sep, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise OptionError(
+            f"cannot read option {text!r}: write KIND.OPTION=VALUE, for example "
+            f"`-o model.hidden=128` or `-o loss.label_smoothing=0.1` (for a visualizer, "
+            f"`-o visualizer.NAME.OPTION=VALUE`)."
+        )
+    kinds = tuple(CORE_PARAMS)
+    if parts[0] not in kinds:
+        raise OptionError(f"cannot read option {text!r}: {parts[0]!r} is not a component kind; kinds are: {', '.join(kinds)}.")
+    if parts[0] == "visualizer":
+        if len(parts) != 3:
+            raise OptionError(
+                f"cannot read option {text!r}: visualizer options name the visualizer, as in "
+                f"`-o visualizer.animator.svg=false`."
+            )
+        return f"visualizer.{parts[1]}", parts[2], value
+    if len(parts) != 2:
+        raise OptionError(f"cannot read option {text!r}: write {parts[0]}.OPTION=VALUE.")
+    return parts[0], parts[1], value

@@ -1,0 +1,142 @@
+"""Component records and the name lookup over them.
+
+A record says what a component is (kind, name, factory, help) and who
+registered it (the plugin, its distribution and version). Names are unique
+per kind unless two plugins collide; a collided name is ambiguous and must be
+qualified as ``dist:name`` (or ``plugin:name``), while every other name keeps
+working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from .errors import AmbiguousComponentError, UnknownComponentError
+
+#: The component kinds, in the order a run assembles them.
+KINDS = ("dataset", "model", "loss", "updater", "visualizer")
+
+#: Hook name that registers each kind.
+HOOKS = {kind: f"register_{kind}{'es' if kind.endswith('s') else 's'}" for kind in KINDS}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a plugin came from."""
+
+    name: str  #: entry-point name (or the name given to ``register``)
+    module: str  #: import path of the plugin object
+    dist: str | None = None  #: distribution that declared the entry point
+    version: str | None = None  #: that distribution's version
+    builtin: bool = False  #: shipped with fmclf itself
+
+    def describe(self) -> str:
+        """``dist version`` when known, else the plugin name."""
+        if self.dist:
+            return f"{self.dist} {self.version}" if self.version else self.dist
+        return f"plugin {self.name!r}"
+
+
+@dataclass(frozen=True)
+class ComponentRecord:
+    """One registered component."""
+
+    kind: str
+    name: str
+    factory: Callable
+    help: str
+    plugin: PluginInfo
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def qualified_name(self) -> str:
+        """``dist:name``: unique even when two plugins use the same name."""
+        return f"{self.plugin.dist or self.plugin.name}:{self.name}"
+
+    def describe(self) -> str:
+        """``model 'mlp' (fmclf-example 0.1.0)``, for messages."""
+        return f"{self.kind} {self.name!r} ({self.plugin.describe()})"
+
+
+def check_name(name: object) -> str | None:
+    """Return why ``name`` is not a valid component name, or None."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        return (
+            f"component names are non-empty strings of letters, digits, '.', '_' "
+            f"and '-', starting with a letter or digit; got {name!r}"
+        )
+    return None
+
+
+def first_doc_line(obj: object) -> str:
+    """First non-empty line of ``obj``'s docstring, or ''."""
+    for line in (getattr(obj, "__doc__", None) or "").strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+class Registry:
+    """All components of one plugin load, looked up by kind and name."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, dict[str, list[ComponentRecord]]] = {k: {} for k in KINDS}
+
+    def add(self, record: ComponentRecord) -> None:
+        """Add a record; a second plugin using the same name makes it ambiguous."""
+        same = self._records[record.kind].setdefault(record.name, [])
+        if any(r.plugin.name == record.plugin.name for r in same):
+            raise ValueError(f"{record.kind} {record.name!r} is registered twice by the same plugin")
+        same.append(record)
+
+    def __iter__(self) -> Iterator[ComponentRecord]:
+        for kind in KINDS:
+            for name in sorted(self._records[kind]):
+                yield from self._records[kind][name]
+
+    def list(self, kind: str | None = None, filter: str | None = None) -> list[ComponentRecord]:
+        """Records of one kind (or all), optionally only names containing ``filter``."""
+        return [
+            r
+            for r in self
+            if (kind is None or r.kind == kind) and (not filter or filter.lower() in r.name.lower())
+        ]
+
+    def names(self, kind: str) -> list[str]:
+        """The names a user can type for ``kind`` (qualified where ambiguous)."""
+        out = []
+        for name, recs in sorted(self._records[kind].items()):
+            out.extend([name] if len(recs) == 1 else [r.qualified_name for r in recs])
+        return out
+
+    def get(self, kind: str, name: str) -> ComponentRecord:
+        """Look up ``name`` (or ``dist:name``); raise a helpful error when absent or ambiguous."""
+        if kind not in self._records:
+            raise UnknownComponentError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
+        owner, _, bare = name.rpartition(":")
+        recs = self._records[kind].get(bare, [])
+        if owner:
+            recs = [r for r in recs if owner in (r.plugin.dist, r.plugin.name)]
+        if len(recs) == 1:
+            return recs[0]
+        if len(recs) > 1:
+            owners = " and ".join(r.plugin.describe() for r in recs)
+            choices = ", ".join(repr(r.qualified_name) for r in recs)
+            raise AmbiguousComponentError(
+                f"{kind} {bare!r} is registered by more than one plugin ({owners}). "
+                f"Say which one with a qualified name: {choices}; or block the plugin "
+                f"you do not want with `-p no:PLUGIN`."
+            )
+        available = self.names(kind)
+        close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
+        hint = f" — did you mean {close[0]!r}?" if close else " —"
+        listing = ", ".join(available) if available else "none (no plugin registers one)"
+        raise UnknownComponentError(
+            f"unknown {kind} {name!r}{hint} available: {listing}. "
+            f"`fmclf plugins` lists every component and the plugin that provides it."
+        )

@@ -1,0 +1,48 @@
+"""Visualizers: a tqdm progress bar, the textbook's animated curves, and nothing."""
+
+from __future__ import annotations
+
+import pathlib
+
+import fmclf
+
+
+@fmclf.hookimpl
+def register_visualizers(register):
+    register("tqdm", tqdm_bars, help="a progress bar per epoch with running loss and accuracy (plain lines when not a terminal)")
+    register("animator", animator, help="the textbook's curves (train loss, train acc, test acc per epoch): live in Jupyter, curves.png elsewhere")
+    register("none", nothing, help="show nothing")
+
+
+def tqdm_bars(*, run_dir: pathlib.Path | None = None, leave: bool = False, refresh: float = 0.2):
+    """One tqdm bar per epoch over its batches, on stderr.
+
+    Options:
+        leave: keep each finished bar on screen
+        refresh: seconds between updates of the running loss and accuracy (each read waits for the device)
+    """
+    from .progress import ProgressBars
+
+    return ProgressBars(leave=leave, refresh=refresh)
+
+
+def animator(*, run_dir: pathlib.Path | None = None, svg: bool = True, ylim_low: float = 0.3, ylim_high: float = 0.9):
+    """d2l's Animator: epoch on x, train loss / train acc / test acc on y.
+
+    Options:
+        svg: also write curves.svg beside curves.png
+        ylim_low: bottom of the y axis (the textbook's 0.3)
+        ylim_high: top of the y axis (the textbook's 0.9)
+    """
+    from .animator import Animator
+
+    return Animator(run_dir, svg=svg, ylim=(ylim_low, ylim_high))
+
+
+class _Nothing:
+    """A visualizer that listens to no event."""
+
+
+def nothing():
+    """Show nothing (the epoch lines and the summary are still printed)."""
+    return _Nothing()
