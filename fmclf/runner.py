@@ -24,6 +24,7 @@ from .config import RunConfig, load_config
 from .devices import resolve_device
 from .engine import StopFlag, Trainer, TrainState
 from .errors import CheckpointError, ConfigError, DivergenceError, Interrupted, UsageError
+from .memory import peak_memory
 from .plugins import PluginHost
 
 Echo = Callable[[str], None]
@@ -39,6 +40,7 @@ class RunResult:
     seconds: float
     plan: Plan
     trained_epochs: int
+    memory: dict[str, float] = dataclasses.field(default_factory=dict)  #: peak memory, see fmclf.memory
 
 
 class EpochLines:
@@ -115,6 +117,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
     """Train a new run of ``config`` into ``out`` (default: a fresh ``runs/...`` folder)."""
     plan = resolve(config, host)
     device = resolve_device(plan.config.device)
+    _check_cuda_graphs(plan.config, device)
     run_dir = runs.prepare_new(pathlib.Path(out) if out is not None else runs.default_run_dir(plan.config.model, plan.config.loss))
     header = "# fmclf run configuration. `fmclf run --config config.toml` repeats this run;\n# [provenance] records what produced it and is not read back.\n"
     prov = provenance(plan, host, device)
@@ -140,10 +143,19 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
     config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
     plan = resolve(config, host)
     device = resolve_device(plan.config.device)
+    _check_cuda_graphs(plan.config, device)
     checkpoint = runs.load_torch(run_dir / runs.CHECKPOINT, "checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != runs.CHECKPOINT_FORMAT:
         raise CheckpointError(f"{run_dir / runs.CHECKPOINT}: not an fmclf checkpoint (format {checkpoint.get('format') if isinstance(checkpoint, dict) else type(checkpoint).__name__!r}).")
     return _train(plan, host, device, run_dir, checkpoint, echo, provenance(plan, host, device))
+
+
+def _check_cuda_graphs(config: RunConfig, device: Any) -> None:
+    """``--cuda-graphs`` off a CUDA device fails before the data is loaded."""
+    if config.cuda_graphs:
+        from .graphs import check_device
+
+        check_device(device)
 
 
 def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, checkpoint: dict | None, echo: Echo, prov: dict[str, Any]) -> RunResult:
@@ -180,7 +192,7 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
         runs.write_metrics(run_dir, state.history)
 
     flag = StopFlag()
-    trainer = Trainer(parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=flag, config={"run": dataclasses.asdict(config), "provenance": prov})
+    trainer = Trainer(parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=flag, config={"run": dataclasses.asdict(config), "provenance": prov}, cuda_graphs=config.cuda_graphs)
     start_epoch = state.epoch
     started = time.perf_counter()
     echo(
@@ -205,9 +217,10 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
     seconds = time.perf_counter() - started
     runs.save_torch(run_dir / runs.WEIGHTS, parts.model.state_dict())
     final = state.history[-1]
+    memory = peak_memory(device)
     runs.write_json(run_dir / runs.SUMMARY, {
         "epochs": config.epochs, "device": str(device), "seconds": round(seconds, 3),
         "train_loss": final["train_loss"], "train_acc": final["train_acc"], "test_acc": final["test_acc"],
-        "per_class_test_acc": final["per_class_test_acc"], "components": plan.components(),
+        "per_class_test_acc": final["per_class_test_acc"], "components": plan.components(), "peak_memory": memory,
     })
-    return RunResult(run_dir, state.history, str(device), seconds, plan, config.epochs - start_epoch)
+    return RunResult(run_dir, state.history, str(device), seconds, plan, config.epochs - start_epoch, memory)
