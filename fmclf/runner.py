@@ -106,6 +106,7 @@ def provenance(plan: Plan, host: PluginHost, device: Any, extra: dict[str, Any] 
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),
+        "threads": torch.get_num_threads(),  # a CPU run's last bits can depend on it
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "components": plan.components(),
         "plugins": {p.info.name: f"{p.info.describe()} ({p.info.module})" for p in host.plugins},
@@ -117,7 +118,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
     """Train a new run of ``config`` into ``out`` (default: a fresh ``runs/...`` folder)."""
     plan = resolve(config, host)
     device = resolve_device(plan.config.device)
-    _check_cuda_graphs(plan.config, device)
+    _prepare_device(plan.config, device)
     run_dir = runs.prepare_new(pathlib.Path(out) if out is not None else runs.default_run_dir(plan.config.model, plan.config.loss))
     header = "# fmclf run configuration. `fmclf run --config config.toml` repeats this run;\n# [provenance] records what produced it and is not read back.\n"
     prov = provenance(plan, host, device)
@@ -143,19 +144,23 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
     config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
     plan = resolve(config, host)
     device = resolve_device(plan.config.device)
-    _check_cuda_graphs(plan.config, device)
+    _prepare_device(plan.config, device)
     checkpoint = runs.load_torch(run_dir / runs.CHECKPOINT, "checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != runs.CHECKPOINT_FORMAT:
         raise CheckpointError(f"{run_dir / runs.CHECKPOINT}: not an fmclf checkpoint (format {checkpoint.get('format') if isinstance(checkpoint, dict) else type(checkpoint).__name__!r}).")
     return _train(plan, host, device, run_dir, checkpoint, echo, provenance(plan, host, device))
 
 
-def _check_cuda_graphs(config: RunConfig, device: Any) -> None:
-    """``--cuda-graphs`` off a CUDA device fails before the data is loaded."""
+def _prepare_device(config: RunConfig, device: Any) -> None:
+    """Before any work: refuse ``--cuda-graphs`` off CUDA, apply ``--threads``."""
     if config.cuda_graphs:
         from .graphs import check_device
 
         check_device(device)
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
 
 
 def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, checkpoint: dict | None, echo: Echo, prov: dict[str, Any]) -> RunResult:

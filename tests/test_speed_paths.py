@@ -253,3 +253,27 @@ def test_cuda_graphs_is_recorded_and_may_be_set_on_resume(tiny_data, tmp_path):
     assert "cuda_graphs = false" in (out / "config.toml").read_text()
     again = CliRunner().invoke(cli, ["run", "--resume", str(out), "--epochs", "2", "--cuda-graphs"])
     assert again.exit_code == 2 and "--cuda-graphs needs a CUDA device" in again.output
+
+
+# -- threads ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_threads_are_applied_and_recorded(tiny_data, tmp_path, keep_threads):
+    import tomllib
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "1",
+                                      "--visualizer", "none", "--device", "cpu", "--threads", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == 1
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["threads"] == 1 and config["provenance"]["threads"] == 1
+    bad = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "--threads", "0", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "--threads must be a whole number of at least 1" in bad.output

@@ -130,3 +130,19 @@ def test_the_hand_loop_is_the_engines_math(tiny_data):
     history = engine_trainer(parts).fit(TrainState()).history[-1]
     assert hand.epoch(1) == (history["train_loss"], history["train_acc"], history["test_acc"])
     assert torch.equal(hand.W, parts.model.W) and torch.equal(hand.b, parts.model.b)
+
+
+@pytest.mark.realdata
+def test_epoch_engine_cpu_one_thread(benchmark, real_data, parts_on):
+    """The engine again with one intra-op thread: what torch's threads bring here (and,
+    on a busy machine, cost: threads that wait for each other at every operation)."""
+    benchmark.group = "epoch"
+    trainer = engine_trainer(parts_on("cpu", real_data), device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        history = benchmark.pedantic(lambda: trainer.fit(TrainState()).history[-1], rounds=15, warmup_rounds=2)
+    finally:
+        torch.set_num_threads(threads)
+    _check((history["train_loss"], history["train_acc"], history["test_acc"]))
+    _record(benchmark, "cpu", "fmclf engine, 1 thread", vs=ENGINE, detail=f"torch.set_num_threads(1) instead of {threads}")
