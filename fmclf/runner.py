@@ -24,6 +24,7 @@ from .config import RunConfig, load_config
 from .engine import StopFlag, Trainer, TrainState
 from .errors import CheckpointError, ConfigError, DistributedError, DivergenceError, Interrupted, UsageError
 from .plugins import PluginHost
+from .report import RunReport
 
 Echo = Callable[[str], None]
 
@@ -218,8 +219,11 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
         where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
         echo(f"resuming {run_dir} at {where} of {config.epochs}")
     comm.share_model(parts.model)  # identical starting weights, whatever each process drew
-    if comm.is_root:
+    report = None
+    if comm.is_root:  # the others print and draw nothing
         parts.visualizers.insert(0, (None, EpochLines(echo)))
+        report = RunReport(run_dir, parts.dataset, plan)  # pictures and report.md, drawn at the end
+        parts.visualizers.append((None, report))
 
     def save(state: TrainState) -> None:
         saved = comm.global_state(state)
@@ -278,6 +282,8 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
         })
 
     comm.on_root("writing the final weights and summary", write_results)
+    if report is not None:
+        report.finish(seconds, device, echo)
     if processes and not processes["weights_identical"]:
         raise comm.alike(DistributedError(
             f"the {comm.world_size} processes ended with different weights (SHA-256 digests in {run_dir / runs.SUMMARY}); "
