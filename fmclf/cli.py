@@ -14,6 +14,7 @@ from click.core import ParameterSource
 
 from . import __version__
 from .config import RunConfig, load_config
+from .distributed import is_root_process, process_label
 from .errors import FmclfError, UsageError
 from .options import format_value, options_of, parse_assignment
 from .registry import KINDS
@@ -36,10 +37,12 @@ def friendly(fn: Callable) -> Callable:
         except FmclfError as exc:
             if os.environ.get("FMCLF_DEBUG"):
                 raise
-            _echo_err(f"Error: {exc}")
+            if not getattr(exc, "quiet", False):  # under torchrun, rank 0 reports what every process hit
+                _echo_err(f"{process_label()}Error: {exc}")
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            _echo_err("Interrupted. Anything written to the run folder is complete; the last checkpoint is its last finished epoch.")
+            if is_root_process():
+                _echo_err("Interrupted. Anything written to the run folder is complete; the last checkpoint is its last finished epoch.")
             sys.exit(130)
 
     return wrapper
@@ -139,7 +142,8 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
         for target, values in cli_options.items():
             config.options.setdefault(target, {}).update(values)
         result = run_new(config, host, out=out, echo=click.echo)
-    _print_summary(result)
+    if is_root_process():
+        _print_summary(result)
 
 
 def _print_summary(result) -> None:

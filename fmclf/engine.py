@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from . import events
-from .errors import ComponentError, DivergenceError, Interrupted
+from .errors import ComponentError, DivergenceError, FmclfError, Interrupted
 from .registry import ComponentRecord
 
 
@@ -288,6 +288,8 @@ class Trainer:
                 if self.comm is not None:
                     self.comm.average_gradients(self.params)
                 updater.step(n)
+            except FmclfError:
+                raise  # a lost peer (fmclf.distributed) is no fault of the updater's
             except Exception as exc:
                 raise _fault(records.get("updater"), "updater", exc, f"while updating on batch {b} of epoch {epoch}") from exc
             loss_sum += total.detach()
