@@ -35,6 +35,7 @@ from .build import call_factory
 from .errors import FmclfError
 from .events import EVENTS
 from .options import resolve_options
+from . import plugins
 from .plugins import get_host, load_plugins
 from .registry import ComponentRecord, PluginInfo, first_doc_line
 
@@ -412,9 +413,10 @@ def check_plugin(
     component's options (needed for required ones); ``skip`` lists kinds or
     ``"kind:name"`` entries not to check (a dataset that needs files, say).
     Fails when loading reports anything. Returns the checked records."""
-    name = name or getattr(plugin, "__name__", type(plugin).__name__)
+    pinned = [n for n, obj in plugins.process_plugins if obj is plugin]  # already there by the fixture
+    name = pinned[0] if pinned else name or getattr(plugin, "__name__", type(plugin).__name__)
     try:
-        host = load_plugins(autoload=False, strict=True, extra=[(name, plugin)])
+        host = load_plugins(autoload=False, strict=True, extra=[] if pinned else [(name, plugin)])
     except FmclfError as exc:
         raise ContractError(str(exc)) from None
     if host.notes:

@@ -243,6 +243,12 @@ def test_check_plugin_checks_every_component_of_a_plugin_object():
     assert (record.kind, record.name, record.plugin.name) == ("model", "kit-linear", "good")
 
 
+def test_check_plugin_works_on_a_plugin_the_fixture_registered(fmclf_plugin):
+    plugin = GoodPlugin()
+    fmclf_plugin(plugin, "good")
+    assert [r.name for r in check_plugin(plugin)] == ["kit-linear"]
+
+
 def test_check_plugin_reports_a_plugin_that_does_not_load():
     class Typo:
         @fmclf.hookimpl
