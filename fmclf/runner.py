@@ -25,6 +25,7 @@ from .devices import resolve_device
 from .engine import StopFlag, Trainer, TrainState
 from .errors import CheckpointError, ConfigError, DivergenceError, Interrupted, UsageError
 from .plugins import PluginHost
+from .report import RunReport
 
 Echo = Callable[[str], None]
 
@@ -168,6 +169,8 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
         where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
         echo(f"resuming {run_dir} at {where} of {config.epochs}")
     parts.visualizers.insert(0, (None, EpochLines(echo)))
+    report = RunReport(run_dir, parts.dataset, plan)  # pictures and report.md, drawn at the end
+    parts.visualizers.append((None, report))
 
     def save(state: TrainState) -> None:
         runs.save_torch(run_dir / runs.CHECKPOINT, {
@@ -210,4 +213,5 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
         "train_loss": final["train_loss"], "train_acc": final["train_acc"], "test_acc": final["test_acc"],
         "per_class_test_acc": final["per_class_test_acc"], "components": plan.components(),
     })
+    report.finish(seconds, device, echo)
     return RunResult(run_dir, state.history, str(device), seconds, plan, config.epochs - start_epoch)
