@@ -13,7 +13,7 @@ import click
 from click.core import ParameterSource
 
 from . import __version__
-from .config import RunConfig, load_config
+from .config import RunConfig, load_config, merge
 from .distributed import is_root_process, process_label
 from .errors import FmclfError, UsageError
 from .options import format_value, options_of, parse_assignment
@@ -116,8 +116,8 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
     for text in option_args:
         target, key, value = parse_assignment(text)
         cli_options.setdefault(target, {})[key] = value
-    if data_root is not None:
-        cli_options.setdefault("dataset", {})["data_root"] = str(data_root)
+    if data_root is not None:  # absolute, so the recorded config.toml works from any folder
+        cli_options.setdefault("dataset", {})["data_root"] = str(data_root.expanduser().absolute())
 
     from .runner import run_new, run_resume
 
@@ -132,15 +132,9 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
             )
         result = run_resume(resume_dir, host, overrides={k: given[k] for k in explicit}, echo=click.echo)
     else:
-        config = RunConfig(**{k: given[k] for k in _RUN_KEYS})
+        config = RunConfig(**{k: given[k] for k in _RUN_KEYS}, options=cli_options)
         if config_path is not None:
-            settings, file_options = load_config(config_path)
-            for key, value in settings.items():
-                if key not in explicit:
-                    setattr(config, key, value)
-            config.options = file_options
-        for target, values in cli_options.items():
-            config.options.setdefault(target, {}).update(values)
+            config = merge(config, explicit, *load_config(config_path))
         result = run_new(config, host, out=out, echo=click.echo)
     if is_root_process():
         _print_summary(result)
@@ -166,14 +160,24 @@ def _print_summary(result) -> None:
 @click.pass_context
 @friendly
 def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | None) -> None:
-    """List plugins and their components with every option (does not import torch)."""
+    """List plugins and their components with every option (does not import torch).
+
+    FILTER keeps the components whose name, plugin or distribution contains it.
+    """
     host = ctx.obj.host()
-    records = host.registry.list(kind, filter)
+    text = (filter or "").lower()
+
+    def matches(info) -> bool:
+        return text in info.name.lower() or text in (info.dist or "").lower()
+
+    records = [r for r in host.registry.list(kind) if text in r.name.lower() or matches(r.plugin)]
+    owners = {r.plugin for r in records}
+    shown = [p for p in host.plugins if not (filter or kind) or p.info in owners or (filter and matches(p.info))]
     if as_json:
-        click.echo(json.dumps(_plugins_json(host, records), indent=2))
+        click.echo(json.dumps(_plugins_json(host, shown, records), indent=2))
         return
     click.echo("plugins:")
-    for p in host.plugins:
+    for p in shown:
         tags = ["built-in"] if p.info.builtin else []
         if p.imported_torch:
             tags.append("imports torch at import time: slows every fmclf command")
@@ -186,25 +190,27 @@ def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | N
             continue
         prefix = "visualizer.NAME" if k == "visualizer" else k
         click.echo(f"\n{PLURALS[k]}  (options: -o {prefix}.OPTION=VALUE)")
-        ambiguous = {r.name for r in group if sum(o.name == r.name for o in group) > 1}
         for r in group:
-            name = r.qualified_name if r.name in ambiguous else r.name
+            name = host.registry.name_to_type(r)
             click.echo(f"  {name:<16} {r.help}  [{r.plugin.describe()}]")
             for o in options_of(r):
                 default = "required" if o.required else f"= {format_value(o.default)}"
                 click.echo(f"      {o.name:<14} {str(o.type) + ' ' + default:<22} {o.help}".rstrip())
+    if not records:
+        what = f"{kind} " if kind else ""
+        click.echo(f"\nno {what}component{f' matches {filter!r}' if filter else ' is registered'}.")
 
 
-def _plugins_json(host, records) -> dict[str, Any]:
+def _plugins_json(host, shown, records) -> dict[str, Any]:
     def info(i):
         return {"name": i.name, "dist": i.dist, "version": i.version, "module": i.module, "builtin": i.builtin}
 
     return {
-        "plugins": [{**info(p.info), "load_seconds": round(p.seconds, 4), "imports_torch": p.imported_torch} for p in host.plugins],
+        "plugins": [{**info(p.info), "load_seconds": round(p.seconds, 4), "imports_torch": p.imported_torch} for p in shown],
         "failures": [{**info(f.plugin), "stage": f.stage, "error": f.error} for f in host.failures],
         "components": [
             {
-                "kind": r.kind, "name": r.name, "qualified_name": r.qualified_name, "help": r.help, "plugin": info(r.plugin),
+                "kind": r.kind, "name": r.name, "qualified_name": r.qualified_name, "select_as": host.registry.name_to_type(r), "help": r.help, "plugin": info(r.plugin),
                 "options": [
                     {"name": o.name, "type": str(o.type), "default": None if o.required else _jsonable(o.default), "required": o.required, "help": o.help}
                     for o in options_of(r)
