@@ -120,11 +120,21 @@ class InMemoryDataset:
     source: str = ""  #: where the data came from, for the run's record
 
 
-def shard(n: int, shard: tuple[int, int] | None) -> slice:
-    """The rows of an ``n``-row set that rank ``r`` of ``w`` holds: every w-th row
-    from ``r``, cut to ``n // w`` rows so every rank runs the same number of steps."""
+def shard(n: int, shard: tuple[int, int] | None, *, equal: bool = True) -> slice:
+    """The rows of an ``n``-row set that rank ``r`` of ``w`` holds: every w-th row from ``r``.
+
+    With ``equal`` (for training) each shard is cut to ``n // w`` rows, so every
+    rank takes the same number of steps; the at most ``w - 1`` rows left over
+    are not trained on. Pass ``equal=False`` for evaluation, which runs in no
+    lockstep: the shards, one row longer on the first ``n % w`` ranks, then
+    cover every row once, and the summed confusion matrix is the whole set's.
+    """
     if shard is None:
         return slice(None)
     rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard {shard!r}: the rank must be from 0 to world_size - 1")
+    if not equal:
+        return slice(rank, None, world)
     per = n // world
     return slice(rank, rank + per * world, world)

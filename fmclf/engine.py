@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from . import events
-from .errors import ComponentError, DivergenceError, Interrupted
+from .errors import ComponentError, DivergenceError, FmclfError, Interrupted
 from .registry import ComponentRecord
 
 
@@ -311,6 +311,8 @@ class Trainer:
                     if comm is not None:
                         comm.average_gradients(params)
                     updater.step(n)
+                except FmclfError:
+                    raise  # a lost peer (fmclf.distributed) is no fault of the updater's
                 except Exception as exc:
                     raise _fault(records.get("updater"), "updater", exc, f"while updating on batch {b} of epoch {epoch}") from exc
                 hits = (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()

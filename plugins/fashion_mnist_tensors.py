@@ -57,7 +57,7 @@ def build_dataset(arrays, source: str, classes, *, batch_size: int, device, seed
         lshape, lpayload = arrays[f"{split}_labels"]
         if lshape[0] != shape[0]:
             raise DataError(f"{source}: {shape[0]} {split} images but {lshape[0]} labels; the files belong to different data sets.")
-        rows = shard_rows(shape[0], shard)
+        rows = shard_rows(shape[0], shard, equal=split == "train")  # every test row is evaluated once
         X = _images(shape, payload, rows, device, resize, raw_pixels)
         y = _labels(lshape, lpayload, rows, device)
         if len(y) and int(y.max()) >= len(classes):
