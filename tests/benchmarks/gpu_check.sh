@@ -137,13 +137,17 @@ for bench in (out / "bench-cuda.json", out / "bench-cpu.json"):
         print(f"\n{bench.name}: no results (see {bench.stem}.log)")
         continue
     print(f"\n{bench.stem} (one epoch = train + test; fastest round; ratio to the textbook pipeline on the same device):")
-    best = {}
+    best, baseline = {}, {}
     for b in data["benchmarks"]:
         info = b["extra_info"]
+        if not str(b.get("group")).startswith("epoch"):
+            continue
         best[(info.get("device"), info.get("label"))] = (b["stats"]["min"], info.get("overhead_vs_hand_interleaved"))
+        if info.get("baseline"):
+            baseline[info.get("device")] = b["stats"]["min"]
     for (device, label), (t, extra) in sorted(best.items(), key=lambda kv: -kv[1][0]):
-        base = best.get((device, "textbook"), (None,))[0]
-        print(f"  {device:<5} {label:<30} {t * 1e3:9.1f} ms" + (f"  {base / t:7.1f}x textbook" if base else "")
+        base = baseline.get(device)
+        print(f"  {device!s:<5} {label!s:<30} {t * 1e3:9.1f} ms" + (f"  {base / t:7.1f}x textbook" if base else "")
               + (f"  overhead vs hand loop (interleaved) {extra:+.1%}" if extra is not None else ""))
     m = data.get("machine_info", {})
     print(f"  machine: {m.get('cpu', {}).get('brand_raw')} ({m.get('cpu', {}).get('count')} cores), {m.get('cuda_device')}, torch {m.get('torch')} ({m.get('torch_threads')} threads)")

@@ -19,7 +19,7 @@ from pipelines import HandLoop, Textbook, engine_parts, engine_trainer
 from fmclf.engine import TrainState
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
-TEXTBOOK, HAND, ENGINE = "textbook", "hand-written loop", "fmclf engine"
+TEXTBOOK, HAND, ENGINE = "textbook pipeline", "hand-written loop", "fmclf engine"
 _best: dict[tuple[str, str], float] = {}  # (device, pipeline) -> fastest round, for the ratios
 
 
