@@ -106,7 +106,8 @@ class GraphedStep:
             p.grad = None
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # on the warm-up's stream, whose cuBLAS state is set up already
+            with torch.cuda.graph(graph, stream=side):
                 _, _, self.total, self.hits = self._step(self.X, self.y, update=True)
         except RuntimeError as exc:
             raise UsageError(
