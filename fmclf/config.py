@@ -26,6 +26,10 @@ class RunConfig:
     batch_size: int = 256
     lr: float = 0.1
     seed: int | None = None
+    #: replay each training step as one CUDA graph (CUDA only; see fmclf.graphs)
+    cuda_graphs: bool = False
+    #: CPU threads for torch's operations; None leaves torch's choice (one per core)
+    threads: int | None = None
     #: component options by target: "dataset", "model", "loss", "updater", "visualizer.NAME"
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -48,6 +52,10 @@ class RunConfig:
             raise bad(f"--lr must be a finite number above 0, got {self.lr!r}", "The textbook uses 0.1.")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
             raise bad(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed!r}", "Any such number repeats a CPU run exactly.")
+        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
+            raise bad(f"--threads must be a whole number of at least 1, got {self.threads!r}", "Leave it out for one thread per core.")
+        if not isinstance(self.cuda_graphs, bool):
+            raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}", "Leave it out for false.")
         if not self.visualizers:
             raise bad("no visualizer is selected", "Use --visualizer none to show nothing.")
         for name in ("dataset", "model", "loss", "updater", "device"):

@@ -23,6 +23,7 @@ from .build import Plan, assemble, resolve
 from .config import RunConfig, load_config
 from .engine import StopFlag, Trainer, TrainState
 from .errors import CheckpointError, ConfigError, DistributedError, DivergenceError, Interrupted, UsageError
+from .memory import peak_memory
 from .plugins import PluginHost
 from .report import RunReport
 
@@ -39,6 +40,7 @@ class RunResult:
     seconds: float
     plan: Plan
     trained_epochs: int
+    memory: dict[str, float] = dataclasses.field(default_factory=dict)  #: peak memory, see fmclf.memory
 
 
 class EpochLines:
@@ -104,6 +106,7 @@ def provenance(plan: Plan, host: PluginHost, device: Any, extra: dict[str, Any] 
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),
+        "threads": torch.get_num_threads(),  # a CPU run's last bits can depend on it
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "components": plan.components(),
         "plugins": {p.info.name: f"{p.info.describe()} ({p.info.module})" for p in host.plugins},
@@ -160,7 +163,20 @@ def _prepare(config: RunConfig, host: PluginHost, comm: distributed.Solo) -> tup
     plan = resolve(config, host)
     device = comm.device_for(plan.config.device)
     comm.check_plan(plan)
+    _prepare_device(plan.config, device)
     return plan, device
+
+
+def _prepare_device(config: RunConfig, device: Any) -> None:
+    """Before any work: refuse ``--cuda-graphs`` off CUDA, apply ``--threads``."""
+    if config.cuda_graphs:
+        from .graphs import check_device
+
+        check_device(device)
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
 
 
 def _agree_on_plan(plan: Plan, device: Any, comm: distributed.Solo) -> None:
@@ -245,7 +261,7 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
     flag = StopFlag()
     trainer = Trainer(
         parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=comm.watch(flag),
-        comm=comm.trainer_comm(), config={"run": dataclasses.asdict(config), "provenance": prov},
+        comm=comm.trainer_comm(), config={"run": dataclasses.asdict(config), "provenance": prov}, cuda_graphs=config.cuda_graphs,
     )
     start_epoch = state.epoch
     started = time.perf_counter()
@@ -269,6 +285,7 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
                 epoch=exc.epoch, batch=exc.batch,
             ) from None
     seconds = time.perf_counter() - started
+    memory = peak_memory(device)
     processes = comm.weights_record(parts.model)
 
     def write_results() -> None:
@@ -277,7 +294,7 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
         runs.write_json(run_dir / runs.SUMMARY, {
             "epochs": config.epochs, "device": str(device), "seconds": round(seconds, 3),
             "train_loss": final["train_loss"], "train_acc": final["train_acc"], "test_acc": final["test_acc"],
-            "per_class_test_acc": final["per_class_test_acc"], "components": plan.components(),
+            "per_class_test_acc": final["per_class_test_acc"], "components": plan.components(), "peak_memory": memory,
             **({"distributed": processes} if processes else {}),
         })
 
@@ -290,4 +307,4 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
             f"{run_dir / runs.WEIGHTS} holds rank 0's. A component does something different in each process "
             f"(a random draw from an unseeded generator, a non-deterministic kernel); please report it."
         ))
-    return RunResult(run_dir, state.history, str(device), seconds, plan, config.epochs - start_epoch)
+    return RunResult(run_dir, state.history, str(device), seconds, plan, config.epochs - start_epoch, memory)
