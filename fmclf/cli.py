@@ -14,7 +14,7 @@ from click.core import ParameterSource
 
 from . import __version__
 from .config import RunConfig, load_config
-from .errors import FmclfError, UsageError
+from .errors import FmclfError, Interrupted, UsageError
 from .options import format_value, options_of, parse_assignment
 from .registry import KINDS
 
@@ -36,10 +36,10 @@ def friendly(fn: Callable) -> Callable:
         except FmclfError as exc:
             if os.environ.get("FMCLF_DEBUG"):
                 raise
-            _echo_err(f"Error: {exc}")
+            _echo_err(f"{'Stopped' if isinstance(exc, Interrupted) else 'Error'}: {exc}")
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            _echo_err("Interrupted. Anything written to the run folder is complete; the last checkpoint is its last finished epoch.")
+        except KeyboardInterrupt:  # before training started (during it, the runner explains)
+            _echo_err("Interrupted.")
             sys.exit(130)
 
     return wrapper

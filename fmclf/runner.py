@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import pathlib
 import platform
 import random
+import shlex
 import signal
 import sys
 import threading
@@ -18,11 +20,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from . import __version__, runs
+from . import __version__, atomic, runs
 from .build import Plan, assemble, resolve
 from .config import RunConfig, load_config
 from .devices import resolve_device
-from .engine import StopFlag, Trainer, TrainState
+from .engine import Parts, StopFlag, Trainer, TrainState
 from .errors import CheckpointError, ConfigError, DivergenceError, Interrupted, UsageError
 from .plugins import PluginHost
 
@@ -56,7 +58,7 @@ class EpochLines:
 
 
 @contextlib.contextmanager
-def stop_on_signals(flag: StopFlag, echo: Echo) -> Iterator[None]:
+def stop_on_signals(flag: StopFlag) -> Iterator[None]:
     """SIGINT/SIGTERM ask the loop to stop after the batch in flight; a second SIGINT stops at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -66,7 +68,7 @@ def stop_on_signals(flag: StopFlag, echo: Echo) -> Iterator[None]:
         if flag and signum == signal.SIGINT:
             raise KeyboardInterrupt
         flag.request(signal.Signals(signum).name)
-        echo(f"\n{flag.signal}: stopping after this batch and writing a checkpoint (Ctrl-C again to stop at once, losing this epoch)")
+        _say(f"\n{flag.signal}: stopping after this batch and writing a checkpoint (Ctrl-C again to stop at once, losing this epoch's progress)\n")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -74,6 +76,14 @@ def stop_on_signals(flag: StopFlag, echo: Echo) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _say(text: str) -> None:
+    """Write to stderr from a signal handler. ``print`` could be in the middle of
+    writing to the same buffered stream (a progress bar is, all the time), and
+    re-entering it raises; a raw ``os.write`` cannot."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.write(sys.stderr.fileno(), text.encode("utf-8", "replace"))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -111,17 +121,34 @@ def provenance(plan: Plan, host: PluginHost, device: Any, extra: dict[str, Any] 
     }
 
 
-def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = None, echo: Echo = print) -> RunResult:
-    """Train a new run of ``config`` into ``out`` (default: a fresh ``runs/...`` folder)."""
-    plan = resolve(config, host)
-    device = resolve_device(plan.config.device)
-    run_dir = runs.prepare_new(pathlib.Path(out) if out is not None else runs.default_run_dir(plan.config.model, plan.config.loss))
-    header = "# fmclf run configuration. `fmclf run --config config.toml` repeats this run;\n# [provenance] records what produced it and is not read back.\n"
-    prov = provenance(plan, host, device)
-    from . import atomic
+_HEADER = (
+    "# fmclf run configuration. `fmclf run --config config.toml` repeats this run;\n"
+    "# [provenance] records what produced it and is not read back.\n"
+)
 
-    atomic.write_text(run_dir / runs.CONFIG, plan.config.to_toml(prov, header))
-    return _train(plan, host, device, run_dir, None, echo, prov)
+
+def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = None, echo: Echo = print) -> RunResult:
+    """Train a new run of ``config`` into ``out`` (default: a fresh ``runs/...`` folder).
+
+    Everything that can be checked is checked before any work: the settings
+    and options (no torch yet), the run folder, then the device.
+    """
+    plan = resolve(config, host)
+    out_dir = pathlib.Path(out) if out is not None else runs.default_run_dir(plan.config.model, plan.config.loss)
+    runs.check_new(out_dir)
+    device = resolve_device(plan.config.device)
+    existed = out_dir.exists()
+    run_dir = runs.prepare_new(out_dir)
+    try:
+        parts = assemble(plan, device=device, run_dir=run_dir)
+    except BaseException:
+        if not existed:  # leave no empty folder behind for a run that never started
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
+    prov = provenance(plan, host, device)
+    atomic.write_text(run_dir / runs.CONFIG, plan.config.to_toml(prov, _HEADER))
+    return _train(plan, parts, device, run_dir, None, echo, prov)
 
 
 def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, Any] | None = None, echo: Echo = print) -> RunResult:
@@ -140,36 +167,108 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
     config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
     plan = resolve(config, host)
     device = resolve_device(plan.config.device)
-    checkpoint = runs.load_torch(run_dir / runs.CHECKPOINT, "checkpoint")
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != runs.CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{run_dir / runs.CHECKPOINT}: not an fmclf checkpoint (format {checkpoint.get('format') if isinstance(checkpoint, dict) else type(checkpoint).__name__!r}).")
-    return _train(plan, host, device, run_dir, checkpoint, echo, provenance(plan, host, device))
-
-
-def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, checkpoint: dict | None, echo: Echo, prov: dict[str, Any]) -> RunResult:
-    config = plan.config
+    checkpoint = _load_checkpoint(run_dir)
+    if checkpoint is None:
+        echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
     parts = assemble(plan, device=device, run_dir=run_dir)
-    state = TrainState()
-    if checkpoint is not None:
-        try:
-            parts.model.load_state_dict(checkpoint["model"])
-            if checkpoint.get("updater") is not None and hasattr(parts.updater, "load_state_dict"):
-                parts.updater.load_state_dict(checkpoint["updater"])
-            state = TrainState(**checkpoint["state"])
-        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+    prov = _resumed_provenance(run_dir, provenance(plan, host, device))
+    atomic.write_text(run_dir / runs.CONFIG, plan.config.to_toml(prov, _HEADER))  # --epochs may have grown
+    return _train(plan, parts, device, run_dir, checkpoint, echo, prov)
+
+
+def _load_checkpoint(run_dir: pathlib.Path) -> dict | None:
+    """The run's checkpoint; None when it never wrote one (nothing was trained)."""
+    path = run_dir / runs.CHECKPOINT
+    if not path.exists():
+        done = len(runs.read_metrics(run_dir))
+        if done:
             raise CheckpointError(
-                f"{run_dir / runs.CHECKPOINT} does not fit this run's components ({type(exc).__name__}: {str(exc)[:300]}). "
-                f"Were the plugins changed since? {run_dir / runs.CONFIG} lists the versions that wrote it."
-            ) from None
+                f"{path} is missing, but {runs.METRICS} records {done} finished epoch(s): the checkpoint was "
+                f"deleted or moved. Put it back to resume, or start a new run with "
+                f"`fmclf run --config {shlex.quote(str(run_dir / runs.CONFIG))}`."
+            )
+        return None
+    checkpoint = runs.load_torch(path, "checkpoint")
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != runs.CHECKPOINT_FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(
+            f"{path}: not an fmclf checkpoint (format {found!r}, expected {runs.CHECKPOINT_FORMAT!r}). "
+            f"It was written by another program, or by an fmclf too different from this one."
+        )
+    return checkpoint
+
+
+def _resumed_provenance(run_dir: pathlib.Path, now: dict[str, Any]) -> dict[str, Any]:
+    """The run's recorded [provenance], with one line added for this resume."""
+    import tomllib
+
+    try:
+        recorded = tomllib.loads((run_dir / runs.CONFIG).read_text(encoding="utf-8")).get("provenance")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        return now
+    line = f"{now['started']} on {now['device']} (fmclf {now['fmclf']}, torch {now['torch']})"
+    return {**recorded, "resumed": [*recorded.get("resumed", []), line]}
+
+
+def _restore(parts: Parts, checkpoint: dict, path: pathlib.Path, config_path: pathlib.Path) -> TrainState:
+    """Put the model, the updater and the RNGs back as the checkpoint has them."""
+    try:
+        parts.model.load_state_dict(checkpoint["model"])
+        if checkpoint.get("updater") is not None and hasattr(parts.updater, "load_state_dict"):
+            parts.updater.load_state_dict(checkpoint["updater"])
+        state = TrainState(**checkpoint["state"])
         _set_rng_state(checkpoint["rng"])
-        if state.epoch >= config.epochs:
+    except (KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{path} does not fit this run's components ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}). "
+            f"It comes from another run, or the plugins changed since it was written ({config_path} lists the "
+            f"versions that wrote it). Start a new run, or reinstall those versions."
+        ) from None
+    return state
+
+
+def _check_weights(parts: Parts, state: TrainState) -> None:
+    """Refuse to checkpoint weights that are inf or nan: the last good checkpoint stays."""
+    import torch
+
+    params = [p.detach() for p in parts.model.parameters()]
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        epoch = state.epoch if state.batch == 0 else state.epoch + 1
+        raise DivergenceError(
+            f"training diverged: the model's weights became inf or nan in epoch {epoch} although every batch "
+            f"loss was finite (an update overflowed). Try a smaller --lr.",
+            epoch=epoch, batch=state.batch or None,
+        )
+
+
+def _kept(last: tuple[int, int] | None) -> str:
+    """What the run folder holds after a stop, for messages."""
+    if last is None:
+        return "holds no checkpoint: the first is written when the first epoch ends"
+    at = f"epoch {last[0] + 1}, batch {last[1]}" if last[1] else f"epoch {last[0]}"
+    return f"keeps its last good checkpoint (after {at}) and the metrics of every epoch finished before it"
+
+
+def _train(plan: Plan, parts: Parts, device: Any, run_dir: pathlib.Path, checkpoint: dict | None, echo: Echo, prov: dict[str, Any]) -> RunResult:
+    config = plan.config
+    state = TrainState()
+    last = None  # (epoch, batch) of the checkpoint on disk
+    if checkpoint is not None:
+        state = _restore(parts, checkpoint, run_dir / runs.CHECKPOINT, run_dir / runs.CONFIG)
+        last = (state.epoch, state.batch)
+        finished = (run_dir / runs.WEIGHTS).exists() and (run_dir / runs.SUMMARY).exists()
+        if state.epoch >= config.epochs and finished:
             echo(f"{run_dir}: already trained {state.epoch} epoch(s) of {config.epochs}; pass --epochs N to train further.")
             return RunResult(run_dir, state.history, str(device), 0.0, plan, 0)
         where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
-        echo(f"resuming {run_dir} at {where} of {config.epochs}")
+        echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else f"finishing {run_dir}")
     parts.visualizers.insert(0, (None, EpochLines(echo)))
 
     def save(state: TrainState) -> None:
+        nonlocal last
+        _check_weights(parts, state)
         runs.save_torch(run_dir / runs.CHECKPOINT, {
             "format": runs.CHECKPOINT_FORMAT,
             "model": parts.model.state_dict(),
@@ -178,6 +277,7 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
             "state": dataclasses.asdict(state),
         })
         runs.write_metrics(run_dir, state.history)
+        last = (state.epoch, state.batch)
 
     flag = StopFlag()
     trainer = Trainer(parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=flag, config={"run": dataclasses.asdict(config), "provenance": prov})
@@ -187,27 +287,25 @@ def _train(plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, che
         f"training {config.model} + {config.loss} + {config.updater} on {config.dataset} "
         f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {device}, seed {config.seed}; run folder {run_dir}"
     )
-    with stop_on_signals(flag, lambda text: print(text, file=sys.stderr, flush=True)):
+    with stop_on_signals(flag):
         try:
             state = trainer.fit(state)
         except Interrupted as exc:
+            raise Interrupted(f"{exc}; checkpoint written to {run_dir / runs.CHECKPOINT}. Resume with: {runs.resume_hint(run_dir)}") from None
+        except KeyboardInterrupt:
             raise Interrupted(
-                f"{exc}; checkpoint written to {run_dir / runs.CHECKPOINT}. "
-                f"Resume with: fmclf run --resume {run_dir}"
+                f"stopped at once by a second SIGINT; the run folder {run_dir} {_kept(last)}. "
+                f"Resume with: {runs.resume_hint(run_dir)}"
             ) from None
         except DivergenceError as exc:
-            done = len(runs.read_metrics(run_dir))
-            kept = f"the checkpoint of epoch {done}" if done else "no checkpoint (no epoch finished)"
-            raise DivergenceError(
-                f"{exc} The run folder {run_dir} keeps {kept} and the metrics of every finished epoch.",
-                epoch=exc.epoch, batch=exc.batch,
-            ) from None
-    seconds = time.perf_counter() - started
-    runs.save_torch(run_dir / runs.WEIGHTS, parts.model.state_dict())
-    final = state.history[-1]
-    runs.write_json(run_dir / runs.SUMMARY, {
-        "epochs": config.epochs, "device": str(device), "seconds": round(seconds, 3),
-        "train_loss": final["train_loss"], "train_acc": final["train_acc"], "test_acc": final["test_acc"],
-        "per_class_test_acc": final["per_class_test_acc"], "components": plan.components(),
-    })
-    return RunResult(run_dir, state.history, str(device), seconds, plan, config.epochs - start_epoch)
+            raise DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}.", epoch=exc.epoch, batch=exc.batch) from None
+        seconds = time.perf_counter() - started
+        runs.save_torch(run_dir / runs.WEIGHTS, parts.model.state_dict())
+        final = state.history[-1]
+        runs.write_json(run_dir / runs.SUMMARY, {
+            "epochs": config.epochs, "device": str(device),
+            "seconds": round(sum(row.get("seconds", 0.0) for row in state.history), 3),
+            "train_loss": final["train_loss"], "train_acc": final["train_acc"], "test_acc": final["test_acc"],
+            "per_class_test_acc": final["per_class_test_acc"], "components": plan.components(),
+        })
+    return RunResult(run_dir, state.history, str(device), seconds, plan, max(config.epochs - start_epoch, 0))

@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import json
 import pathlib
+import shlex
 import time
+import warnings
 from typing import Any
 
 from . import atomic
@@ -40,20 +42,31 @@ def holds_run(path: pathlib.Path) -> bool:
     return any((path / name).exists() for name in (CONFIG, CHECKPOINT, METRICS, WEIGHTS))
 
 
-def prepare_new(path: pathlib.Path) -> pathlib.Path:
-    """Check ``path`` can take a new run and create it."""
+def check_new(path: pathlib.Path) -> pathlib.Path:
+    """Check, without creating anything, that ``path`` can take a new run."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {str(path)!r} is a file, not a folder. Choose another --out.")
     if path.is_dir() and holds_run(path):
         raise UsageError(
-            f"--out {str(path)!r} already holds a run. Continue it with `fmclf run --resume {path}`, "
+            f"--out {str(path)!r} already holds a run. Continue it with `fmclf run --resume {shlex.quote(str(path))}`, "
             f"or choose another --out (leave it out for a fresh runs/... folder)."
         )
+    return path
+
+
+def prepare_new(path: pathlib.Path) -> pathlib.Path:
+    """Check ``path`` can take a new run and create it."""
+    check_new(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the run folder {str(path)!r}: {exc.strerror or exc}. Choose another --out.") from None
     return path
+
+
+def resume_hint(run_dir: pathlib.Path) -> str:
+    """The command that continues the run in ``run_dir``, quoted for a shell."""
+    return f"fmclf run --resume {shlex.quote(str(run_dir))}"
 
 
 def write_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]]) -> None:
@@ -90,14 +103,23 @@ def load_torch(path: pathlib.Path, what: str) -> Any:
 
     import torch
 
-    if not path.exists():
-        raise CheckpointError(f"{path}: no {what} here. Is this a run folder? A run writes {CHECKPOINT} after its first epoch.")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no {what} here{' (it is a folder)' if path.is_dir() else ''}.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        with warnings.catch_warnings():  # torch's warnings about odd pickles; the error below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")), lines[-1] if lines else "")
         raise CheckpointError(
-            f"{path}: the {what} cannot be loaded ({first[:300]}). It is damaged, truncated, or was not "
-            f"written by fmclf (fmclf loads only tensors and plain data, so it will not run code from "
-            f"such a file). Start a new run, or restore the file from a backup."
+            f"{path}: the {what} holds something other than tensors and plain data ({detail[:300]}). fmclf "
+            f"refuses to load it, because unpickling such objects can run arbitrary code: it was not written "
+            f"by fmclf, or it was tampered with or damaged. Start a new run, or restore the file from a backup."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError, KeyError, IndexError) as exc:
+        first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: the {what} cannot be loaded ({first[:300]}). It is damaged or truncated, or was not "
+            f"written by fmclf. Start a new run, or restore the file from a backup."
         ) from None
