@@ -36,7 +36,8 @@ def friendly(fn: Callable) -> Callable:
         except FmclfError as exc:
             if os.environ.get("FMCLF_DEBUG"):
                 raise
-            _echo_err(f"{'Stopped' if isinstance(exc, Interrupted) else 'Error'}: {exc}")
+            text = str(exc)
+            _echo_err(text[:1].upper() + text[1:] if isinstance(exc, Interrupted) else f"Error: {text}")
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # before training started (during it, the runner explains)
             _echo_err("Interrupted.")

@@ -25,7 +25,7 @@ from .build import Plan, assemble, resolve
 from .config import RunConfig, load_config
 from .devices import resolve_device
 from .engine import Parts, StopFlag, Trainer, TrainState
-from .errors import CheckpointError, ConfigError, DivergenceError, Interrupted, UsageError
+from .errors import CheckpointError, ComponentError, ConfigError, DivergenceError, Interrupted, UsageError
 from .plugins import PluginHost
 
 Echo = Callable[[str], None]
@@ -299,6 +299,13 @@ def _train(plan: Plan, parts: Parts, device: Any, run_dir: pathlib.Path, checkpo
             ) from None
         except DivergenceError as exc:
             raise DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}.", epoch=exc.epoch, batch=exc.batch) from None
+        except ComponentError as exc:
+            if last is None:
+                raise
+            raise ComponentError(
+                f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; {runs.resume_hint(run_dir)} continues "
+                f"from it (--visualizer may swap a visualizer)."
+            ) from exc
         seconds = time.perf_counter() - started
         runs.save_torch(run_dir / runs.WEIGHTS, parts.model.state_dict())
         final = state.history[-1]

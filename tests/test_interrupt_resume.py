@@ -92,7 +92,7 @@ def test_sigint_from_another_process_mid_epoch_then_resume_is_bit_for_bit(tiny_d
     assert "PAUSED" in out, (out, err)
     assert proc.returncode == 130, (out, err)
     assert "SIGINT: stopping after this batch" in err
-    assert "stopped by SIGINT after batch 3 of epoch 2" in err
+    assert "Stopped by SIGINT after batch 3 of epoch 2; checkpoint written to " in err
     assert f"Resume with: fmclf run --resume {run_dir}" in err
     assert "Traceback" not in err
 
@@ -117,7 +117,7 @@ def test_sigterm_during_evaluation_checkpoints_the_whole_epoch(tiny_data, tmp_pa
     run_dir = tmp_path / "run"
     result = cli_run(*common(tiny_data), "--model", "linear", "-o", "model.signal_at_eval=2", "--visualizer", "none", "--out", str(run_dir))
     assert result.exit_code == 130, result.output
-    assert "stopped by SIGTERM after epoch 2" in result.stderr
+    assert "Stopped by SIGTERM after epoch 2" in result.stderr
     assert f"Resume with: fmclf run --resume {run_dir}" in result.stderr
     assert load(run_dir / "checkpoint.pt")["state"]["epoch"] == 2
     assert len(rows(run_dir)) == 2
@@ -135,7 +135,7 @@ def test_sigterm_between_epochs(tiny_data, tmp_path, reference):
     result = cli_run(*common(tiny_data), "--model", "linear", "--visualizer", "signal-at", "-o", "visualizer.signal-at.epoch=1",
                      "-o", "visualizer.signal-at.batch=0", "-o", "visualizer.signal-at.signal_name=SIGTERM", "--out", str(run_dir))
     assert result.exit_code == 130, result.output
-    assert "stopped by SIGTERM after epoch 1" in result.stderr
+    assert "Stopped by SIGTERM after epoch 1" in result.stderr
     assert load(run_dir / "checkpoint.pt")["state"]["epoch"] == 1
     resumed = cli_run("run", "--resume", str(run_dir), "--visualizer", "none")
     assert resumed.exit_code == 0, resumed.output
@@ -156,7 +156,7 @@ def test_second_sigint_stops_at_once_and_keeps_the_last_checkpoint(tiny_data, tm
     result = cli_run(*common(tiny_data), "--model", "linear", "--visualizer", "signal-at", "-o", "visualizer.signal-at.epoch=2",
                      "-o", "visualizer.signal-at.batch=2", "-o", "visualizer.signal-at.times=2", "--out", str(run_dir))
     assert result.exit_code == 130, result.output
-    assert "stopped at once by a second SIGINT" in result.stderr
+    assert "Stopped at once by a second SIGINT" in result.stderr
     assert "keeps its last good checkpoint (after epoch 1)" in result.stderr
     assert f"Resume with: fmclf run --resume {run_dir}" in result.stderr
     checkpoint = load(run_dir / "checkpoint.pt")
