@@ -27,6 +27,7 @@ from .devices import resolve_device
 from .engine import Parts, StopFlag, Trainer, TrainState
 from .errors import CheckpointError, ComponentError, ConfigError, DivergenceError, Interrupted, UsageError
 from .plugins import PluginHost
+from .report import RunReport
 
 Echo = Callable[[str], None]
 
@@ -265,6 +266,8 @@ def _train(plan: Plan, parts: Parts, device: Any, run_dir: pathlib.Path, checkpo
         where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
         echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else f"finishing {run_dir}")
     parts.visualizers.insert(0, (None, EpochLines(echo)))
+    report = RunReport(run_dir, parts.dataset, plan)  # pictures and report.md, drawn at the end
+    parts.visualizers.append((None, report))
 
     def save(state: TrainState) -> None:
         nonlocal last
@@ -315,4 +318,5 @@ def _train(plan: Plan, parts: Parts, device: Any, run_dir: pathlib.Path, checkpo
             "train_loss": final["train_loss"], "train_acc": final["train_acc"], "test_acc": final["test_acc"],
             "per_class_test_acc": final["per_class_test_acc"], "components": plan.components(),
         })
+    report.finish(seconds, device, echo)  # after the run's files are on disk: drawing can fail harmlessly
     return RunResult(run_dir, state.history, str(device), seconds, plan, max(config.epochs - start_epoch, 0))

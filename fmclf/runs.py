@@ -96,6 +96,9 @@ def save_torch(path: pathlib.Path, obj: Any) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
+_DAMAGED = "It is damaged or truncated, or was not written by fmclf. Start a new run, or restore the file from a backup."
+
+
 def load_torch(path: pathlib.Path, what: str) -> Any:
     """``torch.load(weights_only=True)``: tensors and plain data only, never code."""
     import pickle
@@ -111,15 +114,15 @@ def load_torch(path: pathlib.Path, what: str) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        detail = next((line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")), lines[-1] if lines else "")
+        refused = next((line for line in lines if "GLOBAL" in line), None)
+        if refused is None:  # not an object it refused: bytes that are no pickle at all
+            why = next((line for line in lines if line.startswith("Unsupported")), "not a file torch.save wrote")
+            raise CheckpointError(f"{path}: the {what} cannot be loaded ({why[:200]}). {_DAMAGED}") from None
         raise CheckpointError(
-            f"{path}: the {what} holds something other than tensors and plain data ({detail[:300]}). fmclf "
-            f"refuses to load it, because unpickling such objects can run arbitrary code: it was not written "
-            f"by fmclf, or it was tampered with or damaged. Start a new run, or restore the file from a backup."
+            f"{path}: the {what} cannot be loaded: it holds Python objects other than tensors and plain data "
+            f"({refused[:300]}), and unpickling such objects can run arbitrary code, so fmclf refuses. It was "
+            f"not written by fmclf, or it was tampered with. Start a new run, or restore the file from a backup."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError, KeyError, IndexError) as exc:
         first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: the {what} cannot be loaded ({first[:300]}). It is damaged or truncated, or was not "
-            f"written by fmclf. Start a new run, or restore the file from a backup."
-        ) from None
+        raise CheckpointError(f"{path}: the {what} cannot be loaded ({first[:300]}). {_DAMAGED}") from None

@@ -2,42 +2,51 @@
 
 from __future__ import annotations
 
-import io
 import pathlib
 
-from fmclf import atomic
+from fmclf import atomic, pictures
 
 
 def in_jupyter() -> bool:
-    """True inside a Jupyter kernel (where the figure can be redrawn in place)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    """True inside a Jupyter kernel (where output can be redrawn in place)."""
+    import sys
+
+    if "IPython" not in sys.modules:  # not even loaded: certainly no kernel
         return False
+    from IPython import get_ipython
+
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 class Animator:
-    """Redraws in place inside Jupyter; elsewhere writes curves.png (and .svg) to the run folder."""
+    """Redraws in place inside Jupyter; writes curves.png (and .svg) to the run folder
+    after every epoch, atomically, so the file can be watched while a run trains.
 
-    LEGEND = ("train loss", "train acc", "test acc")
-    FMTS = ("-", "m--", "g-.")
+    The textbook shows each frame with ``display`` and ``clear_output(wait=True)``.
+    That clears the whole cell, so the epoch lines printed between frames vanish and
+    the last frame is wiped by the first line printed after it. Here the figure is
+    displayed once with a display id and each epoch *updates* that output in place:
+    the same live picture, and everything else the cell prints stays.
+    """
 
-    def __init__(self, run_dir: pathlib.Path | None, *, svg: bool = True, ylim: tuple[float, float] = (0.3, 0.9)) -> None:
+    def __init__(self, run_dir: pathlib.Path | None, *, svg: bool = True, ylim: tuple[float, float] = pictures.TEXTBOOK_YLIM) -> None:
         self.run_dir = pathlib.Path(run_dir) if run_dir is not None else None
         self.svg = svg
         self.ylim = ylim
         self.epochs = 10
         self.X: list[int] = []
-        self.Y: list[list[float]] = [[], [], []]
+        self.Y: list[list[float]] = [[] for _ in pictures.CURVE_KEYS]
         self.jupyter = in_jupyter()
-        self.fig = None
+        self.fig = self.ax = None
+        self._handle = None  # the notebook output this animator updates
 
     def on_fit_start(self, event) -> None:
         self.epochs = event.epochs
         for row in event.history:  # resumed: redraw what came before
             self._add(row)
+        if event.history:
+            self.draw()
 
     def on_epoch_end(self, event) -> None:
         self._add(event.metrics)
@@ -45,44 +54,28 @@ class Animator:
 
     def _add(self, row) -> None:
         self.X.append(row["epoch"])
-        for ys, key in zip(self.Y, ("train_loss", "train_acc", "test_acc")):
+        for ys, key in zip(self.Y, pictures.CURVE_KEYS):
             ys.append(row[key])
 
-    def _figure(self):
-        if self.fig is None:
-            if self.jupyter:
-                import matplotlib.pyplot as plt
-
-                self.fig, self.ax = plt.subplots(figsize=(3.5, 2.5))
-            else:  # headless-safe: no pyplot, no display needed
-                from matplotlib.figure import Figure
-
-                self.fig = Figure(figsize=(3.5, 2.5))
-                self.ax = self.fig.subplots()
-        return self.fig, self.ax
-
     def draw(self) -> None:
-        fig, ax = self._figure()
-        ax.cla()
-        for ys, fmt in zip(self.Y, self.FMTS):
-            ax.plot(self.X, ys, fmt)
-        ax.set_xlabel("epoch")
-        ax.set_xlim(1, max(self.epochs, 2))
-        ax.set_ylim(*self.ylim)
-        ax.legend(self.LEGEND)
-        ax.grid()
-        fig.tight_layout()
+        """Redraw the curves; show them in the notebook and/or write the files."""
+        if self.fig is None:
+            self.fig = pictures.new_figure(3.5, 2.5)  # the textbook's figsize
+            self.ax = self.fig.subplots()
+        pictures.draw_curves(self.ax, self.X, self.Y, epochs=self.epochs, ylim=self.ylim)
+        svg = pictures.render(self.fig, "svg") if (self.jupyter or self.svg) else None
         if self.jupyter:
-            from IPython import display
-
-            display.display(fig)
-            display.clear_output(wait=True)
+            self._show(svg)
         if self.run_dir is not None:
-            self._save(fig, "png")
+            atomic.write_bytes(self.run_dir / "curves.png", pictures.render(self.fig, "png"))
             if self.svg:
-                self._save(fig, "svg")
+                atomic.write_bytes(self.run_dir / "curves.svg", svg)
 
-    def _save(self, fig, fmt: str) -> None:
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=150)
-        atomic.write_bytes(self.run_dir / f"curves.{fmt}", buf.getvalue())
+    def _show(self, svg: bytes) -> None:
+        from IPython import display
+
+        picture = display.SVG(svg)  # SVG as the textbook's use_svg_display(): sharp at any zoom
+        if self._handle is None:
+            self._handle = display.display(picture, display_id=True)
+        else:
+            self._handle.update(picture)

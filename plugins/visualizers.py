@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import fmclf
+from fmclf.errors import OptionError
 
 
 @fmclf.hookimpl
@@ -14,16 +15,19 @@ def register_visualizers(register):
     register("none", nothing, help="show nothing")
 
 
-def tqdm_bars(*, run_dir: pathlib.Path | None = None, leave: bool = False, refresh: float = 0.2):
-    """One tqdm bar per epoch over its batches, on stderr.
+def tqdm_bars(*, run_dir: pathlib.Path | None = None, leave: bool = False, refresh: float = 0.2, interval: float = 10.0):
+    """One tqdm bar per epoch over its batches, on stderr; plain lines when stderr is not a terminal.
 
     Options:
         leave: keep each finished bar on screen
         refresh: seconds between updates of the running loss and accuracy (each read waits for the device)
+        interval: seconds between plain progress lines when stderr is not a terminal (logs, CI)
     """
+    if refresh < 0 or interval < 0:
+        raise OptionError(f"options refresh and interval of visualizer 'tqdm' are seconds, 0 or more; got refresh={refresh}, interval={interval}.")
     from .progress import ProgressBars
 
-    return ProgressBars(leave=leave, refresh=refresh)
+    return ProgressBars(leave=leave, refresh=refresh, interval=interval)
 
 
 def animator(*, run_dir: pathlib.Path | None = None, svg: bool = True, ylim_low: float = 0.3, ylim_high: float = 0.9):
@@ -34,6 +38,8 @@ def animator(*, run_dir: pathlib.Path | None = None, svg: bool = True, ylim_low:
         ylim_low: bottom of the y axis (the textbook's 0.3)
         ylim_high: top of the y axis (the textbook's 0.9)
     """
+    if not ylim_low < ylim_high:
+        raise OptionError(f"visualizer 'animator': ylim_low ({ylim_low}) must be below ylim_high ({ylim_high}). The textbook uses 0.3 and 0.9.")
     from .animator import Animator
 
     return Animator(run_dir, svg=svg, ylim=(ylim_low, ylim_high))
