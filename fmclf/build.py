@@ -75,6 +75,16 @@ def _check_dataset(record: ComponentRecord, dataset: Any) -> None:
         )
 
 
+def require_shardable(record: ComponentRecord) -> None:
+    """Refuse, at start-up, a data set whose factory cannot take ``shard=(rank, world_size)``."""
+    if "shard" not in accepted_core_params(record):
+        raise OptionError(
+            f"{record.describe()} cannot run distributed: its factory takes no `shard` "
+            f"argument, so every process would train on all the data. Run it in one process, or "
+            f"ask its authors to accept shard=(rank, world_size)."
+        )
+
+
 def assemble(plan: Plan, *, device: Any, run_dir: Any = None, shard: tuple[int, int] | None = None, batch_size: int | None = None) -> Parts:
     """Build every component of ``plan`` on ``device``.
 
@@ -85,12 +95,8 @@ def assemble(plan: Plan, *, device: Any, run_dir: Any = None, shard: tuple[int, 
     import torch
 
     config, records, options = plan.config, plan.records, plan.options
-    if shard is not None and shard[1] > 1 and "shard" not in accepted_core_params(records["dataset"]):
-        raise OptionError(
-            f"{records['dataset'].describe()} cannot run distributed: its factory takes no `shard` "
-            f"argument, so every process would train on all the data. Run it in one process, or "
-            f"ask its authors to accept shard=(rank, world_size)."
-        )
+    if shard is not None and shard[1] > 1:
+        require_shardable(records["dataset"])
     torch.manual_seed(config.seed)
     dataset = call_factory(
         records["dataset"],

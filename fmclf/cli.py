@@ -13,8 +13,10 @@ import click
 from click.core import ParameterSource
 
 from . import __version__
-from .config import RunConfig, load_config
+from .config import RunConfig, load_config, merge
+from .distributed import is_root_process, process_label
 from .errors import FmclfError, Interrupted, UsageError
+from .memory import describe as describe_memory
 from .options import format_value, options_of, parse_assignment
 from .registry import KINDS
 
@@ -36,11 +38,13 @@ def friendly(fn: Callable) -> Callable:
         except FmclfError as exc:
             if os.environ.get("FMCLF_DEBUG"):
                 raise
-            text = str(exc)
-            _echo_err(text[:1].upper() + text[1:] if isinstance(exc, Interrupted) else f"Error: {text}")
+            if not getattr(exc, "quiet", False):  # under torchrun, rank 0 reports what every process hit
+                text = str(exc)
+                _echo_err(f"{process_label()}{text[:1].upper() + text[1:]}" if isinstance(exc, Interrupted) else f"{process_label()}Error: {text}")
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # before training started (during it, the runner explains)
-            _echo_err("Interrupted.")
+            if is_root_process():
+                _echo_err("Interrupted.")
             sys.exit(130)
 
     return wrapper
@@ -82,7 +86,7 @@ def cli(ctx: click.Context, plugin_flags: tuple[str, ...]) -> None:
     ctx.obj = Settings(plugin_flags)
 
 
-_RUN_KEYS = ("dataset", "model", "loss", "updater", "visualizers", "device", "epochs", "batch_size", "lr", "seed")
+_RUN_KEYS = ("dataset", "model", "loss", "updater", "visualizers", "device", "epochs", "batch_size", "lr", "seed", "cuda_graphs", "threads")
 
 
 @cli.command()
@@ -92,6 +96,10 @@ _RUN_KEYS = ("dataset", "model", "loss", "updater", "visualizers", "device", "ep
 @click.option("--updater", default="sgd", show_default=True, help="Updater component (sgd, torch-sgd, ...).")
 @click.option("--visualizer", "visualizers", multiple=True, default=("tqdm",), show_default=True, help="Visualizer component; repeat for several, 'none' for none.")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=False,
+              help="CUDA only: replay each training step as one CUDA graph (same math, a fraction of the launch overhead; needs --updater sgd).")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads for torch's operations. [default: one per core] On a machine busy with other work, 1 is often several times faster.")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training set.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Examples per minibatch.")
 @click.option("--lr", type=float, default=0.1, show_default=True, help="Learning rate.")
@@ -114,33 +122,28 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
     for text in option_args:
         target, key, value = parse_assignment(text)
         cli_options.setdefault(target, {})[key] = value
-    if data_root is not None:
-        cli_options.setdefault("dataset", {})["data_root"] = str(data_root)
+    if data_root is not None:  # absolute, so the recorded config.toml works from any folder
+        cli_options.setdefault("dataset", {})["data_root"] = str(data_root.expanduser().absolute())
 
     from .runner import run_new, run_resume
 
     host = ctx.obj.host()
     if resume_dir is not None:
-        fixed = explicit - {"epochs", "device", "visualizers"}
+        fixed = explicit - {"epochs", "device", "visualizers", "cuda_graphs", "threads"}
         if fixed or config_path or cli_options or out:
             named = sorted({f"--{k.replace('_', '-')}" for k in fixed} | ({"--config"} if config_path else set()) | ({"-o/--data-root"} if cli_options else set()) | ({"--out"} if out else set()))
             raise UsageError(
                 f"--resume continues a run with the settings it started with; {', '.join(named)} cannot change them. "
-                f"Only --epochs (to train further), --device and --visualizer may be given with --resume."
+                f"Only --epochs (to train further), --device, --cuda-graphs, --threads and --visualizer may be given with --resume."
             )
         result = run_resume(resume_dir, host, overrides={k: given[k] for k in explicit}, echo=click.echo)
     else:
-        config = RunConfig(**{k: given[k] for k in _RUN_KEYS})
+        config = RunConfig(**{k: given[k] for k in _RUN_KEYS}, options=cli_options)
         if config_path is not None:
-            settings, file_options = load_config(config_path)
-            for key, value in settings.items():
-                if key not in explicit:
-                    setattr(config, key, value)
-            config.options = file_options
-        for target, values in cli_options.items():
-            config.options.setdefault(target, {}).update(values)
+            config = merge(config, explicit, *load_config(config_path))
         result = run_new(config, host, out=out, echo=click.echo)
-    _print_summary(result)
+    if is_root_process():
+        _print_summary(result)
 
 
 def _print_summary(result) -> None:
@@ -152,7 +155,8 @@ def _print_summary(result) -> None:
         f"done: {result.trained_epochs} epoch(s) in {result.seconds:.2f} s ({per_epoch:.3f} s/epoch) on {result.device}\n"
         f"final: train loss {final['train_loss']:.4f}  train acc {final['train_acc']:.4f}  test acc {final['test_acc']:.4f}\n"
         "per-class test acc: " + "  ".join(f"{c} {a:.2f}" for c, a in final["per_class_test_acc"].items()) + "\n"
-        f"run folder: {result.run_dir}"
+        + (f"peak memory: {describe_memory(result.memory, result.device)}\n" if result.memory else "")
+        + f"run folder: {result.run_dir}"
     )
 
 
@@ -163,14 +167,24 @@ def _print_summary(result) -> None:
 @click.pass_context
 @friendly
 def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | None) -> None:
-    """List plugins and their components with every option (does not import torch)."""
+    """List plugins and their components with every option (does not import torch).
+
+    FILTER keeps the components whose name, plugin or distribution contains it.
+    """
     host = ctx.obj.host()
-    records = host.registry.list(kind, filter)
+    text = (filter or "").lower()
+
+    def matches(info) -> bool:
+        return text in info.name.lower() or text in (info.dist or "").lower()
+
+    records = [r for r in host.registry.list(kind) if text in r.name.lower() or matches(r.plugin)]
+    owners = {r.plugin for r in records}
+    shown = [p for p in host.plugins if not (filter or kind) or p.info in owners or (filter and matches(p.info))]
     if as_json:
-        click.echo(json.dumps(_plugins_json(host, records), indent=2))
+        click.echo(json.dumps(_plugins_json(host, shown, records), indent=2))
         return
     click.echo("plugins:")
-    for p in host.plugins:
+    for p in shown:
         tags = ["built-in"] if p.info.builtin else []
         if p.imported_torch:
             tags.append("imports torch at import time: slows every fmclf command")
@@ -183,25 +197,27 @@ def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | N
             continue
         prefix = "visualizer.NAME" if k == "visualizer" else k
         click.echo(f"\n{PLURALS[k]}  (options: -o {prefix}.OPTION=VALUE)")
-        ambiguous = {r.name for r in group if sum(o.name == r.name for o in group) > 1}
         for r in group:
-            name = r.qualified_name if r.name in ambiguous else r.name
+            name = host.registry.name_to_type(r)
             click.echo(f"  {name:<16} {r.help}  [{r.plugin.describe()}]")
             for o in options_of(r):
                 default = "required" if o.required else f"= {format_value(o.default)}"
                 click.echo(f"      {o.name:<14} {str(o.type) + ' ' + default:<22} {o.help}".rstrip())
+    if not records:
+        what = f"{kind} " if kind else ""
+        click.echo(f"\nno {what}component{f' matches {filter!r}' if filter else ' is registered'}.")
 
 
-def _plugins_json(host, records) -> dict[str, Any]:
+def _plugins_json(host, shown, records) -> dict[str, Any]:
     def info(i):
         return {"name": i.name, "dist": i.dist, "version": i.version, "module": i.module, "builtin": i.builtin}
 
     return {
-        "plugins": [{**info(p.info), "load_seconds": round(p.seconds, 4), "imports_torch": p.imported_torch} for p in host.plugins],
+        "plugins": [{**info(p.info), "load_seconds": round(p.seconds, 4), "imports_torch": p.imported_torch} for p in shown],
         "failures": [{**info(f.plugin), "stage": f.stage, "error": f.error} for f in host.failures],
         "components": [
             {
-                "kind": r.kind, "name": r.name, "qualified_name": r.qualified_name, "help": r.help, "plugin": info(r.plugin),
+                "kind": r.kind, "name": r.name, "qualified_name": r.qualified_name, "select_as": host.registry.name_to_type(r), "help": r.help, "plugin": info(r.plugin),
                 "options": [
                     {"name": o.name, "type": str(o.type), "default": None if o.required else _jsonable(o.default), "required": o.required, "help": o.help}
                     for o in options_of(r)

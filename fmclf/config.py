@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import pathlib
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .devices import check_spec
@@ -27,6 +27,10 @@ class RunConfig:
     batch_size: int = 256
     lr: float = 0.1
     seed: int | None = None
+    #: replay each training step as one CUDA graph (CUDA only; see fmclf.graphs)
+    cuda_graphs: bool = False
+    #: CPU threads for torch's operations; None leaves torch's choice (one per core)
+    threads: int | None = None
     #: component options by target: "dataset", "model", "loss", "updater", "visualizer.NAME"
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -49,6 +53,10 @@ class RunConfig:
             raise bad(f"--lr must be a finite number above 0, got {self.lr!r}", "The textbook uses 0.1.")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
             raise bad(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed!r}", "Any such number repeats a CPU run exactly.")
+        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
+            raise bad(f"--threads must be a whole number of at least 1, got {self.threads!r}", "Leave it out for one thread per core.")
+        if not isinstance(self.cuda_graphs, bool):
+            raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}", "Leave it out for false.")
         if not self.visualizers:
             raise bad("no visualizer is selected", "Use --visualizer none to show nothing.")
         if not isinstance(self.visualizers, (list, tuple)) or not all(isinstance(v, str) and v for v in self.visualizers):
@@ -74,14 +82,32 @@ class RunConfig:
         options: dict[str, Any] = {}
         for target, values in self.options.items():
             node = options
-            for part in target.split("."):
+            for part in target.split(".", 1):  # "visualizer.NAME": NAME may hold dots
                 node = node.setdefault(part, {})
-            node.update({k: v for k, v in values.items() if v is not None})
+            node.update({k: _option_value(v) for k, v in values.items() if _writable(v)})
         if options:
             doc["options"] = options
         if provenance:
             doc["provenance"] = provenance
         return header + dumps(doc)
+
+
+def _option_value(value: Any) -> Any:
+    # TOML has no null; "none" is what -o takes for None, and what the option parses back.
+    return "none" if value is None else value
+
+
+def _writable(value: Any) -> bool:
+    """Whether a value survives the trip through TOML. Only a default can fail to
+    (values from the command line or a file are scalars); leaving it out of the
+    file leaves it at that same default when the file is read back."""
+    if value is None:
+        return True
+    try:
+        _value(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _is_int(value: Any) -> bool:
@@ -112,6 +138,8 @@ def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dic
         )
     if "visualizers" in data and isinstance(data["visualizers"], str):
         data["visualizers"] = [data["visualizers"]]
+    if "visualizers" in data and not (isinstance(data["visualizers"], list) and all(isinstance(v, str) for v in data["visualizers"])):
+        raise ConfigError(f"config file {str(path)!r}: visualizers must be a list of names, such as [\"tqdm\", \"animator\"].")
     if not isinstance(raw_options, dict):
         raise ConfigError(f"config file {str(path)!r}: 'options' must be a table such as [options.model].")
     options: dict[str, dict[str, Any]] = {}
@@ -128,6 +156,9 @@ def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dic
     return data, options
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
 def _value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -142,8 +173,7 @@ def _value(value: Any) -> str:
     if isinstance(value, pathlib.PurePath):
         value = str(value)
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-        return f'"{escaped}"'
+        return '"' + "".join(_ESCAPES.get(ch) or (f"\\u{ord(ch):04x}" if ch < " " or ch == "\x7f" else ch) for ch in value) + '"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} to TOML")
@@ -165,3 +195,23 @@ def dumps(doc: dict[str, Any], prefix: str = "") -> str:
                 out += f"\n[{name}]\n"
             out += body
     return out
+
+
+def merge(config: RunConfig, explicit: set[str], settings: dict[str, Any], options: dict[str, dict[str, Any]]) -> RunConfig:
+    """Lay a config file (``settings``, ``options`` from :func:`load_config`) under
+    ``config``, whose fields named in ``explicit`` came from the command line and win.
+
+    The file's options for a component go only to that same component: when the
+    command line picks another model, the file's model options are dropped
+    rather than handed to a model that never declared them.
+    """
+    merged = replace(config, visualizers=list(config.visualizers), options={})
+    for key, value in settings.items():
+        if key not in explicit:
+            setattr(merged, key, value)
+    from_file = replace(RunConfig(), **{k: v for k, v in settings.items() if k in _KEYS})
+    file_targets, targets = from_file.targets(), merged.targets()
+    merged.options = {t: dict(v) for t, v in options.items() if t not in file_targets or targets.get(t) == file_targets[t]}
+    for target, values in config.options.items():
+        merged.options.setdefault(target, {}).update(values)
+    return merged

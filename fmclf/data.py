@@ -8,11 +8,46 @@ milliseconds instead of seconds.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 if TYPE_CHECKING:
     import torch
+
+
+def empty_dataset_tensor(shape: Sequence[int], *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised tensor to hold a whole data set on ``device``.
+
+    On a Linux CPU it asks for 2 MB pages (``madvise(MADV_HUGEPAGE)``, before
+    the memory is first touched): a shuffled batch is gathered from rows all
+    over the set, and with 4 KB pages nearly every row costs a TLB miss. The
+    epoch's gathers then take about a quarter less time. Elsewhere, or if the
+    kernel says no, it is a plain ``torch.empty``.
+    """
+    import torch
+
+    X = torch.empty(tuple(shape), dtype=dtype, device=device)
+    if X.device.type == "cpu" and sys.platform.startswith("linux") and X.nbytes >= 4 * _HUGE_PAGE:
+        _advise_huge_pages(X.data_ptr(), X.nbytes)
+    return X
+
+
+_HUGE_PAGE = 2 * 2**20
+
+
+def _advise_huge_pages(address: int, length: int) -> None:
+    import ctypes
+    import mmap
+
+    start = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE  # madvise wants whole pages
+    end = (address + length) // mmap.PAGESIZE * mmap.PAGESIZE
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        libc.madvise(start, end - start, 14)  # MADV_HUGEPAGE; failing only means smaller pages
+    except (OSError, AttributeError):
+        pass
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -61,12 +96,17 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, b = len(self.X), self.batch_size
         perm = self.order()
-        for start in range(0, n, b):
-            if perm is None:  # the test set: plain views, no copy
+        if perm is None:  # the test set: plain views, no copy
+            for start in range(0, n, b):
                 yield self.X[start : start + b], self.y[start : start + b]
-            else:
-                idx = perm[start : start + b]
-                yield self.X.index_select(0, idx), self.y.index_select(0, idx)
+            return
+        # The labels are permuted once per epoch (480 KB) and sliced; the images
+        # are gathered batch by batch. Gathering all of them at once would need a
+        # second 188 MB copy and, measured on a 2-core CPU, takes several times
+        # longer than the 235 small gathers, whose output stays in cache.
+        y = self.y.index_select(0, perm)
+        for start in range(0, n, b):
+            yield self.X.index_select(0, perm[start : start + b]), y[start : start + b]
 
 
 @dataclass
@@ -80,11 +120,21 @@ class InMemoryDataset:
     source: str = ""  #: where the data came from, for the run's record
 
 
-def shard(n: int, shard: tuple[int, int] | None) -> slice:
-    """The rows of an ``n``-row set that rank ``r`` of ``w`` holds: every w-th row
-    from ``r``, cut to ``n // w`` rows so every rank runs the same number of steps."""
+def shard(n: int, shard: tuple[int, int] | None, *, equal: bool = True) -> slice:
+    """The rows of an ``n``-row set that rank ``r`` of ``w`` holds: every w-th row from ``r``.
+
+    With ``equal`` (for training) each shard is cut to ``n // w`` rows, so every
+    rank takes the same number of steps; the at most ``w - 1`` rows left over
+    are not trained on. Pass ``equal=False`` for evaluation, which runs in no
+    lockstep: the shards, one row longer on the first ``n % w`` ranks, then
+    cover every row once, and the summed confusion matrix is the whole set's.
+    """
     if shard is None:
         return slice(None)
     rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard {shard!r}: the rank must be from 0 to world_size - 1")
+    if not equal:
+        return slice(rank, None, world)
     per = n // world
     return slice(rank, rank + per * world, world)

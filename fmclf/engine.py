@@ -123,21 +123,27 @@ def evaluate(model: Any, batches: Any, num_classes: int) -> tuple[float, Any]:
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    confusion = None
+    flat = ones = None
     try:
         with torch.no_grad():
             for X, y in batches:
                 pred = model(X).argmax(dim=1)
                 if y.ndim == 2:  # probability targets: the most likely class is the label
                     y = y.argmax(dim=1)
-                counts = torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
-                confusion = counts if confusion is None else confusion.add_(counts)
+                if flat is None:
+                    flat = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=pred.device)
+                    ones = torch.ones(len(pred), dtype=torch.int64, device=pred.device)
+                elif len(ones) < len(pred):
+                    ones = torch.ones(len(pred), dtype=torch.int64, device=pred.device)
+                # scatter_add_, not bincount: CUDA's bincount reads the largest
+                # index back to the host, a stall per batch.
+                flat.scatter_add_(0, y * num_classes + pred, ones[: len(pred)])
     finally:
         if was_training:
             model.train()
-    if confusion is None:
+    if flat is None:
         raise ValueError("the evaluation set is empty")
-    confusion = confusion.reshape(num_classes, num_classes)
+    confusion = flat.reshape(num_classes, num_classes)
     total = int(confusion.sum())
     return float(confusion.diagonal().sum()) / max(total, 1), confusion
 
@@ -187,6 +193,7 @@ class Trainer:
         stop: StopFlag | None = None,
         comm: Any = None,
         config: dict[str, Any] | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         self.parts = parts
         self.device = device
@@ -200,13 +207,17 @@ class Trainer:
         self.sum_reduction = getattr(self.updater, "reduction", "sum") != "mean"
         self.params = [p for p in parts.model.parameters() if p.requires_grad]
         self.classes = list(parts.dataset.classes)
-        # CPU: look at every batch's loss (costs nothing). Elsewhere that would
-        # stall the device after every batch, so look every few batches instead.
-        self.check_every = 1 if getattr(device, "type", "cpu") == "cpu" else 32
         self._listeners = {
             name: [(rec, getattr(obj, name)) for rec, obj in parts.visualizers if callable(getattr(obj, name, None))]
             for name in events.EVENTS
         }
+        self.graphed = None  # see fmclf.graphs: the training step as one CUDA graph
+        if cuda_graphs:
+            from .graphs import GraphedStep, check_supported
+
+            record = parts.records.get("updater")
+            check_supported(device, self.updater, comm, record.describe() if record else "the updater")
+            self.graphed = GraphedStep(parts.model, parts.loss, self.updater, self.sum_reduction)
 
     def _emit(self, name: str, event: Any) -> None:
         for record, method in self._listeners[name]:
@@ -270,10 +281,16 @@ class Trainer:
         return float(confusion.diagonal().sum()) / max(total, 1), confusion
 
     def train_epoch(self, epoch: int, state: TrainState) -> tuple[float, float]:
-        """One pass over the training batches; returns (mean loss, accuracy)."""
+        """One pass over the training batches; returns (mean loss, accuracy).
+
+        Per batch: forward, loss, the inf/nan watch, ``zero_grad``, backward,
+        ``comm`` gradient averaging, ``step``, then the metrics, summed in tensors
+        on the device. Nothing in the loop waits for an accelerator (see
+        :class:`LossWatch`); the metrics are read once, at the end.
+        """
         import torch
 
-        model, loss_fn, updater, records = self.parts.model, self.parts.loss, self.updater, self.parts.records
+        model, loss_fn, updater, comm, records = self.parts.model, self.parts.loss, self.updater, self.comm, self.parts.records
         train = self.parts.dataset.train
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch)
@@ -284,49 +301,58 @@ class Trainer:
         correct = torch.tensor(state.correct, dtype=torch.int64, device=self.device)
         examples, first = state.examples, state.batch
         batch_events = bool(self._listeners["on_batch_end"])
-        pending: list[tuple[int, Any]] = []  # recent batch losses not yet checked for inf/nan
-        batches = _guarded(train, self.parts.records.get("dataset"), f"while yielding training batches in epoch {epoch}")
+        sum_reduction, params, stop = self.sum_reduction, self.params, self.stop
+        watch = LossWatch(self.device, num_batches, first, lambda value, b: self._diverged(value, b, epoch, num_batches))
+        batches = _guarded(train, records.get("dataset"), f"while yielding training batches in epoch {epoch}")
         if first:  # resuming mid-epoch: the same order, minus what was already trained
             batches = itertools.islice(batches, first, None)
         b = first
+        graphed = self.graphed
         for b, (X, y) in enumerate(batches, start=first + 1):
             n = y.shape[0]
-            try:
-                logits = model(X)
-            except Exception as exc:
-                raise _fault(records.get("model"), "model", exc, f"on batch {b} of epoch {epoch}") from exc
-            try:
-                losses = loss_fn(logits, y)
-            except Exception as exc:
-                raise _fault(records.get("loss"), "loss", exc, f"on batch {b} of epoch {epoch}") from exc
-            if b == first + 1:
-                self._check_shapes(logits, losses, n)
-            total = losses.sum()
-            pending.append((b, total))
-            if len(pending) >= self.check_every:
-                self._check_finite(pending, epoch, num_batches)
-            try:
-                updater.zero_grad()
-                (total if self.sum_reduction else losses.mean()).backward()
-                if self.comm is not None:
-                    self.comm.average_gradients(self.params)
-                updater.step(n)
-            except Exception as exc:
-                raise _fault(records.get("updater"), "updater", exc, f"while updating on batch {b} of epoch {epoch}") from exc
+            if graphed is not None and graphed.fits(X, y):
+                if graphed.graph is None:
+                    graphed.capture(X, y, self._check_shapes)
+                total, hits = graphed(X, y)
+                watch.add(b, total)
+            else:
+                try:
+                    logits = model(X)
+                except Exception as exc:
+                    raise _fault(records.get("model"), "model", exc, f"on batch {b} of epoch {epoch}") from exc
+                try:
+                    losses = loss_fn(logits, y)
+                except Exception as exc:
+                    raise _fault(records.get("loss"), "loss", exc, f"on batch {b} of epoch {epoch}") from exc
+                if b == first + 1:
+                    self._check_shapes(logits, losses, n)
+                total = losses.sum()
+                watch.add(b, total)  # on the CPU: raises here, before the update
+                try:
+                    updater.zero_grad()
+                    (total if sum_reduction else losses.mean()).backward()
+                    if comm is not None:
+                        comm.average_gradients(params)
+                    updater.step(n)
+                except FmclfError:
+                    raise  # a lost peer (fmclf.distributed) is no fault of the updater's
+                except Exception as exc:
+                    raise _fault(records.get("updater"), "updater", exc, f"while updating on batch {b} of epoch {epoch}") from exc
+                hits = (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
             loss_sum += total.detach()
-            correct += (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
+            correct += hits
             examples += n
             if batch_events:
                 self._emit("on_batch_end", events.BatchEnd(epoch, b, num_batches, examples, loss_sum, correct))
-            if self.stop and b < num_batches:
-                self._check_finite(pending, epoch, num_batches)
+            if stop and b < num_batches:
+                watch.check(b)
                 state.batch, state.loss_sum, state.correct, state.examples = b, float(loss_sum), int(correct), examples
                 if self.checkpoint:
                     self.checkpoint(state)
-                raise Interrupted(f"stopped by {self.stop.signal} after batch {b} of epoch {epoch}")
-        self._check_finite(pending, epoch, num_batches)
-        if self.comm is not None:
-            sums = self.comm.sum(torch.stack([loss_sum, correct.double(), torch.tensor(float(examples), dtype=torch.float64, device=self.device)]))
+                raise Interrupted(f"stopped by {stop.signal} after batch {b} of epoch {epoch}")
+        watch.check(b)
+        if comm is not None:
+            sums = comm.sum(torch.stack([loss_sum, correct.double(), torch.tensor(float(examples), dtype=torch.float64, device=self.device)]))
             loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
         return float(loss_sum) / max(examples, 1), float(correct) / max(examples, 1)
 
@@ -343,20 +369,55 @@ class Trainer:
                 f"{_shape(losses)} for a batch of {n}; a loss must return one value per example, shape (N,)."
             )
 
-    def _check_finite(self, pending: list[tuple[int, Any]], epoch: int, num_batches: int) -> None:
-        if not pending:
+    def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
+        """Raise the error for a batch whose summed loss was ``value`` (inf or nan)."""
+        loss = self.parts.records.get("loss")
+        raise DivergenceError(
+            f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
+            f"{epoch}{f' with {loss.describe()}' if loss else ''}. "
+            + ("The naive loss exponentiates logits without subtracting their maximum and "
+               "overflows when they grow; use --loss fused, or a smaller --lr. "
+               if loss is not None and loss.name == "naive" else
+               "Try a smaller --lr, or --loss fused, which stays finite for any finite logits. "),
+            epoch=epoch, batch=b,
+        )
+
+
+class LossWatch:
+    """Finds the first batch of an epoch whose summed loss is inf or nan.
+
+    On the CPU each batch's loss is read as it comes (free there), so the error
+    is raised before the update the bad loss would make. On an accelerator a
+    read would make the host wait for the device after every batch; there the
+    sums go into a buffer on the device, read once when the epoch ends or
+    stops. The batch named is the same; the epoch just runs to its end first.
+    """
+
+    def __init__(self, device: Any, num_batches: int, first: int, diverged: Callable[[float, int], None], *, defer: bool | None = None) -> None:
+        import torch
+
+        self.diverged = diverged
+        self.first = first  #: batches done before this pass (a resumed epoch)
+        self.sums = None
+        if defer if defer is not None else getattr(device, "type", "cpu") != "cpu":
+            self.sums = torch.zeros(max(num_batches, 1), dtype=torch.float32, device=device)
+
+    def add(self, b: int, total: Any) -> None:
+        """Record batch ``b``'s (1-based) summed loss."""
+        sums = self.sums
+        if sums is not None and b <= len(sums):
+            sums[b - 1] = total.detach()
             return
-        for b, total in pending:
-            value = float(total.detach())
-            if not math.isfinite(value):
-                loss = self.parts.records.get("loss")
-                raise DivergenceError(
-                    f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
-                    f"{epoch}{f' with {loss.describe()}' if loss else ''}. "
-                    + ("The naive loss exponentiates logits without subtracting their maximum and "
-                       "overflows when they grow; use --loss fused, or a smaller --lr. "
-                       if loss is not None and loss.name == "naive" else
-                       "Try a smaller --lr, or --loss fused, which stays finite for any finite logits. "),
-                    epoch=epoch, batch=b,
-                )
-        pending.clear()
+        value = total.item()  # the CPU; or a data set longer than its len()
+        if not math.isfinite(value):
+            self.diverged(value, b)
+
+    def check(self, last: int) -> None:
+        """Raise for the first bad batch among those recorded up to ``last``."""
+        if self.sums is None or last <= self.first:
+            return
+        seen = self.sums[self.first : min(last, len(self.sums))]
+        bad = ~seen.isfinite()
+        if bool(bad.any()):  # the one read from the device per epoch
+            i = int(bad.nonzero()[0, 0])
+            self.diverged(float(seen[i]), self.first + i + 1)

@@ -64,6 +64,10 @@ class CheckpointError(FmclfError):
     """A checkpoint or run folder that cannot be read or written."""
 
 
+class DistributedError(FmclfError):
+    """The processes of a distributed run disagree, or one of them failed or went silent."""
+
+
 class Interrupted(FmclfError):
     """Training was stopped by SIGINT or SIGTERM after a checkpoint was written."""
 

@@ -12,6 +12,7 @@ documents them. Supported types: ``int``, ``float``, ``bool``, ``str``,
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import difflib
 import inspect
 import pathlib
@@ -35,6 +36,7 @@ CORE_PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 _SCALARS = {int: "int", float: "float", bool: "bool", str: "str", pathlib.Path: "path"}
+_A_SCALAR = {int: "an integer", float: "a number", bool: "a boolean", str: "a string", pathlib.Path: "a path"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _NONE = {"none", "null"}
@@ -58,11 +60,13 @@ class TypeSpec:
     nullable: bool = False
     choices: tuple = ()
     sequence: bool = False
+    length: int | None = None  #: a fixed-length tuple (``tuple[float, float]``)
+    as_tuple: bool = False  #: values are passed as a tuple, not a list
 
     def __str__(self) -> str:
-        text = "one of " + "|".join(map(str, self.choices)) if self.choices else _SCALARS.get(self.base, "str")
+        text = "one of " + "|".join(map(format_value, self.choices)) if self.choices else _SCALARS.get(self.base, "str")
         if self.sequence:
-            text = f"list of {text}"
+            text = ",".join([text] * self.length) if self.length else f"comma-separated list of {text}"
         return f"{text} or none" if self.nullable else text
 
 
@@ -90,8 +94,8 @@ class Option:
         if t.nullable and text.strip().lower() in _NONE:
             return None
         if t.sequence:
-            parts = [p for p in (s.strip() for s in text.strip().strip("[]").split(",")) if p]
-            return [self._scalar(p) for p in parts]
+            parts = [p for p in (s.strip() for s in text.strip().strip("[]()").split(",")) if p]
+            return self._sized([self._scalar(p) for p in parts])
         return self._scalar(text.strip())
 
     def coerce(self, value: Any) -> Any:
@@ -106,8 +110,13 @@ class Option:
         if t.sequence:
             if not isinstance(value, (list, tuple)):
                 raise ValueError(f"expected a list, got {value!r}")
-            return [self._scalar_value(v) for v in value]
+            return self._sized([self._scalar_value(v) for v in value])
         return self._scalar_value(value)
+
+    def _sized(self, values: list) -> list | tuple:
+        if self.type.length is not None and len(values) != self.type.length:
+            raise ValueError(f"expected {self.type.length} values, got {len(values)}")
+        return tuple(values) if self.type.as_tuple else values
 
     def _scalar(self, text: str) -> Any:
         base = self.type.base
@@ -145,7 +154,7 @@ class Option:
             or (base is str and isinstance(value, str))
         )
         if not ok:
-            raise ValueError(f"{value!r} is not a {_SCALARS.get(base, 'str')}")
+            raise ValueError(f"{value!r} is not {_A_SCALAR.get(base, 'a string')}")
         if base is float:
             value = float(value)
         elif base is pathlib.Path:
@@ -191,7 +200,14 @@ def _annotation(factory: Callable, param: inspect.Parameter) -> Any:
 
 
 def type_spec(annotation: Any, default: Any) -> TypeSpec:
-    """Map an annotation (or, without one, the default's type) to a :class:`TypeSpec`."""
+    """Map an annotation (or, without one, the default's type) to a :class:`TypeSpec`.
+    A default of None makes the option nullable whatever the annotation says
+    (``hidden: int = None`` means ``int | None``)."""
+    spec = _type_spec(annotation, default)
+    return dataclasses.replace(spec, nullable=True) if default is None and not spec.nullable else spec
+
+
+def _type_spec(annotation: Any, default: Any) -> TypeSpec:
     if annotation is inspect.Parameter.empty or annotation is Any:
         if default is None or default is REQUIRED:
             return TypeSpec(str, nullable=default is None)
@@ -200,8 +216,7 @@ def type_spec(annotation: Any, default: Any) -> TypeSpec:
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1:
-            inner = type_spec(rest[0], default)
-            return TypeSpec(inner.base, True, inner.choices, inner.sequence)
+            return dataclasses.replace(type_spec(rest[0], default), nullable=True)
         return TypeSpec(str, type(None) in args)
     if origin is typing.Literal:
         base = type(args[0]) if args and all(type(a) is type(args[0]) for a in args) else str
@@ -209,7 +224,8 @@ def type_spec(annotation: Any, default: Any) -> TypeSpec:
     if origin in (list, tuple, collections.abc.Sequence):
         inner_args = [a for a in args if a is not Ellipsis]
         inner = type_spec(inner_args[0], REQUIRED) if inner_args else TypeSpec(str)
-        return TypeSpec(inner.base, choices=inner.choices, sequence=True)
+        fixed = origin is tuple and Ellipsis not in args and len(set(args)) == 1
+        return TypeSpec(inner.base, choices=inner.choices, sequence=True, length=len(args) if fixed else None, as_tuple=origin is tuple)
     if annotation in _SCALARS:
         return TypeSpec(annotation)
     if isinstance(annotation, type) and issubclass(annotation, pathlib.PurePath):
@@ -266,7 +282,7 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any]) -> dict[str,
     """Check ``given`` (strings from the command line, or config values) against the
     component's options; return every option's value, defaults filled in."""
     options = {o.name: o for o in options_of(record)}
-    listing = "; ".join(o.describe() for o in options.values()) or "it has no options"
+    listing = ("Its options: " + "; ".join(o.describe() for o in options.values())) if options else "It has no options"
     out: dict[str, Any] = {}
     for raw_name, value in given.items():
         name = raw_name.replace("-", "_")
@@ -274,23 +290,26 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any]) -> dict[str,
         if option is None:
             close = difflib.get_close_matches(name, list(options), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise OptionError(f"{record.describe()} has no option {raw_name!r}.{hint} Its options: {listing}.")
+            raise OptionError(f"{record.describe()} has no option {raw_name!r}.{hint} {listing}.")
         try:
             out[name] = option.parse(value) if isinstance(value, str) else option.coerce(value)
         except ValueError as exc:
             raise OptionError(
                 f"bad value for option {name!r} of {record.describe()}: {exc}. "
-                f"It takes {option.type}. Its options: {listing}."
+                f"It takes {option.type}. {listing}."
             ) from None
     for option in options.values():
-        if option.name not in out:
-            if option.required:
-                raise OptionError(
-                    f"{record.describe()} needs option {option.name!r} ({option.type}); set it with "
-                    f"`-o {record.kind}.{option.name}=VALUE`. Its options: {listing}."
-                )
-            out[option.name] = option.default
-    return out
+        if option.name not in out and option.required:
+            raise OptionError(
+                f"{record.describe()} needs option {option.name!r} ({option.type}); set it with "
+                f"`-o {option_target(record)}.{option.name}=VALUE`. {listing}."
+            )
+    return {name: out.get(name, option.default) for name, option in options.items()}
+
+
+def option_target(record: ComponentRecord) -> str:
+    """How ``-o`` names this component: its kind, or ``visualizer.NAME`` (a run has several)."""
+    return f"visualizer.{record.name}" if record.kind == "visualizer" else record.kind
 
 
 def parse_assignment(text: str) -> tuple[str, str, str]:
@@ -308,12 +327,14 @@ def parse_assignment(text: str) -> tuple[str, str, str]:
     if parts[0] not in kinds:
         raise OptionError(f"cannot read option {text!r}: {parts[0]!r} is not a component kind; kinds are: {', '.join(kinds)}.")
     if parts[0] == "visualizer":
-        if len(parts) != 3:
+        if len(parts) < 3:
             raise OptionError(
                 f"cannot read option {text!r}: visualizer options name the visualizer, as in "
                 f"`-o visualizer.animator.svg=false`."
             )
-        return f"visualizer.{parts[1]}", parts[2], value
+        # Option names are identifiers, so the last part is the option; a visualizer's
+        # name (or its qualified dist:name) may itself contain dots.
+        return f"visualizer.{'.'.join(parts[1:-1])}", parts[-1], value
     if len(parts) != 2:
         raise OptionError(f"cannot read option {text!r}: write {parts[0]}.OPTION=VALUE.")
     return parts[0], parts[1], value

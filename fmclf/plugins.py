@@ -13,9 +13,11 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Callable, Iterable
@@ -24,7 +26,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError
-from .registry import HOOKS, KINDS, ComponentRecord, PluginInfo, Registry, check_name, first_doc_line
+from .registry import HOOKS, KINDS, ComponentRecord, PluginInfo, Registry, check_name, first_doc_line, normalize
 
 ENTRY_POINT_GROUP = "fmclf"
 BUILTIN_DIST = "fmclf"
@@ -43,13 +45,20 @@ class PluginFailure:
     stage: str  #: "import", "registration", "hook register_models", ...
     error: str
 
-    def message(self) -> str:
-        """One paragraph for the user."""
+    def message(self, *, strict: bool = False) -> str:
+        """One paragraph for the user (``strict``: it is about to stop the command)."""
+        lost = (
+            "the components that hook registers are not available"
+            if self.stage.startswith("hook ")
+            else "none of its components are available"
+        )
+        source = f"{self.plugin.describe()}, " if self.plugin.dist else ""
         return (
-            f"plugin {self.plugin.name!r} ({self.plugin.describe()}, module {self.plugin.module}) "
-            f"failed at {self.stage}: {self.error}. Its components are not available; everything "
-            f"else works. Fix or uninstall it, block it with `-p no:{self.plugin.name}`, or set "
-            f"FMCLF_STRICT_PLUGINS=1 to make this an error."
+            f"plugin {self.plugin.name!r} ({source}module {self.plugin.module}) "
+            f"failed at {self.stage}: {self.error.rstrip('.')}. "
+            + ("" if strict else f"So {lost}; everything else works. ")
+            + f"Fix or uninstall it, or block it with `fmclf -p no:{self.plugin.name} ...`"
+            + ("." if strict else "; FMCLF_STRICT_PLUGINS=1 makes this an error.")
         )
 
 
@@ -84,28 +93,30 @@ def _dist_of(ep: metadata.EntryPoint) -> tuple[str | None, str | None]:
     return dist.metadata["Name"], dist.version
 
 
-def _norm(name: str | None) -> str:
-    return (name or "").lower().replace("_", "-")
-
-
 def _entry_points() -> list[tuple[metadata.EntryPoint, PluginInfo]]:
     """Every ``fmclf`` entry point once, built-ins first, then by name."""
     seen, out = set(), []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist, version = _dist_of(ep)
-        key = (_norm(dist), ep.name, ep.value)
+        key = (normalize(dist), ep.name, ep.value)
         if key in seen:  # the same distribution on sys.path twice
             continue
         seen.add(key)
-        info = PluginInfo(ep.name, ep.value, dist, version, builtin=_norm(dist) == BUILTIN_DIST)
+        info = PluginInfo(ep.name, ep.value, dist, version, builtin=normalize(dist) == BUILTIN_DIST)
         out.append((ep, info))
     out.sort(key=lambda pair: (not pair[1].builtin, pair[1].name))
     return out
 
 
 def _matches(info: PluginInfo, names: Iterable[str]) -> bool:
-    wanted = {_norm(n) for n in names}
-    return _norm(info.name) in wanted or (info.dist is not None and _norm(info.dist) in wanted)
+    wanted = {normalize(n) for n in names}
+    return normalize(info.name) in wanted or (info.dist is not None and normalize(info.dist) in wanted)
+
+
+#: ``(name, plugin_object)`` pairs that every load in this process adds after the
+#: installed plugins. The ``fmclf_plugin`` test fixture puts a plugin here for one test,
+#: so that ``fmclf.get_component`` and the CLI (run in-process) both see it.
+process_plugins: list[tuple[str, object]] = []
 
 
 def load_plugins(
@@ -122,7 +133,7 @@ def load_plugins(
     installed entry point; otherwise only the built-ins and those named in
     ``include`` (entry-point name, distribution name, or an importable module
     path). ``block`` names plugins never to load. ``extra`` registers
-    ``(name, plugin_object)`` pairs directly, as the test fixture does.
+    ``(name, plugin_object)`` pairs directly (after :data:`process_plugins`).
     ``strict`` (default ``$FMCLF_STRICT_PLUGINS``) raises :class:`PluginError`
     instead of warning when a plugin fails.
     """
@@ -137,6 +148,10 @@ def load_plugins(
     infos: dict[str, PluginInfo] = {}
 
     found = _entry_points()
+    known = sorted({i.name for _, i in found} | {i.dist for _, i in found if i.dist})
+    for wanted in block:
+        if not any(_matches(info, [wanted]) for _, info in found) and not any(n == wanted for n, _ in [*process_plugins, *extra]):
+            host.notes.append(f"`-p no:{wanted}` blocks nothing: no installed plugin is named {wanted!r}.{_did_you_mean(wanted, known)}")
     for ep, info in found:
         if _matches(info, block):
             continue
@@ -145,34 +160,43 @@ def load_plugins(
         _add(host, infos, info, ep.load)
 
     for wanted in include:
-        if any(_matches(info, [wanted]) for _, info in found) or _matches_any(infos, wanted):
+        if any(_matches(info, [wanted]) for _, info in found):
             continue
         # Not an entry point: an importable module, like pytest's `-p module`.
         info = PluginInfo(wanted, wanted)
-        if importlib.util.find_spec(wanted.split(".")[0]) is None:
-            names = sorted({i.name for _, i in found})
-            close = difflib.get_close_matches(wanted, names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            host.failures.append(
-                PluginFailure(info, "loading", f"no installed plugin or importable module is named {wanted!r}.{hint} Installed plugins: {', '.join(names) or 'none'}")
-            )
+        try:
+            spec = importlib.util.find_spec(wanted)
+        except Exception:  # noqa: BLE001 - a parent package that is missing or broken
+            spec = None
+        if spec is None:
+            host.failures.append(PluginFailure(
+                info, "loading",
+                f"no installed plugin or importable module is named {wanted!r}.{_did_you_mean(wanted, known)} "
+                f"Installed plugins: {', '.join(known) or 'none'}",
+            ))
             continue
         _add(host, infos, info, lambda w=wanted: importlib.import_module(w))
 
-    for name, obj in extra:
-        _add(host, infos, PluginInfo(name, getattr(obj, "__name__", type(obj).__name__)), lambda o=obj: o)
+    for name, obj in [*process_plugins, *extra]:
+        if name not in block:
+            _add(host, infos, PluginInfo(name, getattr(obj, "__name__", type(obj).__name__)), lambda o=obj: o)
 
     _collect(host, infos)
     if strict and host.failures:
         raise PluginError(
-            "FMCLF_STRICT_PLUGINS is set and plugins failed:\n"
-            + "\n".join(f"- {f.message()}" for f in host.failures)
+            "strict plugin loading is on (FMCLF_STRICT_PLUGINS=1) and plugins failed:\n"
+            + "\n".join(f"- {f.message(strict=True)}" for f in host.failures)
         )
     return host
 
 
-def _matches_any(infos: dict[str, PluginInfo], wanted: str) -> bool:
-    return any(_matches(i, [wanted]) for i in infos.values())
+def _who(info: PluginInfo) -> str:
+    return f"plugin {info.name!r}" + (f" ({info.describe()})" if info.dist else "")
+
+
+def _did_you_mean(wanted: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(wanted, names, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load: Callable[[], object]) -> None:
@@ -187,42 +211,65 @@ def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load:
         host.failures.append(PluginFailure(info, "import", f"{type(exc).__name__}: {exc}"))
         return
     seconds = time.perf_counter() - start
-    name = info.name if host.pm.get_plugin(info.name) is None else f"{info.dist}:{info.name}"
+    problems = _check_hookimpls(host.pm, obj)
+    if problems:
+        host.failures.append(PluginFailure(info, "registration", "; ".join(problems)))
+        return
+    # Two distributions may use the same entry-point name; pluggy needs unique ones.
+    name = info.name if host.pm.get_plugin(info.name) is None else f"{info.dist or info.module}:{info.name}"
     try:
         host.pm.register(obj, name=name)
-    except pluggy.PluginValidationError as exc:
-        host.failures.append(PluginFailure(info, "registration", f"a hook implementation does not match its hook: {exc}"))
+    except pluggy.PluginValidationError as exc:  # what _check_hookimpls did not foresee
+        host.failures.append(PluginFailure(info, "registration", " ".join(str(exc).split())))
         return
-    except ValueError as exc:  # the same object registered twice
-        host.notes.append(f"plugin {info.name!r} ({info.describe()}) was not loaded again: {exc}")
-        return
-    problem = _misspelled_hooks(host.pm, obj)
-    if problem:
-        host.pm.unregister(obj)
-        host.failures.append(PluginFailure(info, "registration", problem))
+    except ValueError as exc:  # the same object (or name) registered twice
+        host.notes.append(f"{_who(info)} was not loaded again: {exc}")
         return
     unmarked = [h for h in HOOKS.values() if callable(getattr(obj, h, None)) and host.pm.parse_hookimpl_opts(obj, h) is None]
     if unmarked:
         host.notes.append(
-            f"plugin {info.name!r} ({info.describe()}) defines {', '.join(unmarked)} without "
+            f"{_who(info)} defines {', '.join(unmarked)} without "
             f"@fmclf.hookimpl, so fmclf does not call it; add the decorator."
         )
     infos[name] = info
     host.plugins.append(LoadedPlugin(info, seconds, imported_torch=not had_torch and "torch" in sys.modules))
 
 
-def _misspelled_hooks(pm: pluggy.PluginManager, obj: object) -> str | None:
-    """Hook implementations whose name is not a hook (pluggy's check_pending, per plugin)."""
-    bad = []
+def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
+    """What is wrong with a plugin's hook implementations, in words: a name that is
+    no hook (pluggy would only notice in ``check_pending``), arguments the hook
+    does not pass, a wrapper. Empty when all is well."""
+    hooks = list(HOOKS.values())
+    problems = []
     for attr in dir(obj):
-        if attr.startswith("_") or pm.parse_hookimpl_opts(obj, attr) is None:
+        if attr.startswith("_"):
             continue
-        if attr not in HOOKS.values():
-            close = difflib.get_close_matches(attr, list(HOOKS.values()), n=1)
-            bad.append(f"{attr!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    if bad:
-        return f"hook implementation {', '.join(bad)} names no fmclf hook; the hooks are: {', '.join(HOOKS.values())}"
-    return None
+        opts = pm.parse_hookimpl_opts(obj, attr)
+        if opts is None:
+            continue
+        if attr not in hooks:
+            close = difflib.get_close_matches(attr, hooks, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"hook implementation {attr!r} names no fmclf hook{hint}; the hooks are: {', '.join(hooks)}")
+            continue
+        if opts.get("hookwrapper") or opts.get("wrapper"):
+            problems.append(f"{attr} is marked as a wrapper; fmclf hooks are plain functions that call register(...)")
+            continue
+        try:
+            signature = inspect.signature(getattr(obj, attr))
+        except (TypeError, ValueError):
+            continue  # pluggy checks what we cannot
+        params = list(signature.parameters.values())
+        unknown = [p.name for p in params if p.name != "register" and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if unknown:
+            hint = " (did you mean 'register'?)" if difflib.get_close_matches(unknown[0], ["register"]) else ""
+            why = f"it asks for {', '.join(map(repr, unknown))}{hint}, and the hook passes only 'register'"
+        elif any(p.name == "register" and p.kind is p.KEYWORD_ONLY for p in params):
+            why = "'register' is keyword-only, but the hook passes it by position"
+        else:
+            continue
+        problems.append(f"hook implementation {attr}{signature} does not match the hook {attr}(register): {why}")
+    return problems
 
 
 def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
@@ -230,7 +277,7 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
     for kind in KINDS:
         hook_name = HOOKS[kind]
         caller = getattr(host.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # pluggy lists last-registered first
+        for impl in caller.get_hookimpls():  # in registration order: built-ins first
             info = infos[impl.plugin_name]
             records: list[ComponentRecord] = []
 
@@ -238,6 +285,11 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
                 why = check_name(name)
                 if why:
                     raise ValueError(why)
+                if isinstance(factory, types.ModuleType):
+                    raise TypeError(
+                        f"the factory for {_kind} {name!r} is the module {factory.__name__}: a submodule named like "
+                        f"the factory function replaced it on the package once imported; rename the submodule"
+                    )
                 if not callable(factory):
                     raise TypeError(f"the factory for {_kind} {name!r} is not callable: {factory!r}")
                 if any(r.name == name for r in _out):

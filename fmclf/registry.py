@@ -63,6 +63,12 @@ class ComponentRecord:
         return f"{self.kind} {self.name!r} ({self.plugin.describe()})"
 
 
+def normalize(name: str | None) -> str:
+    """A distribution or plugin name compared the way pip compares them
+    (case-insensitive, ``_`` and ``.`` the same as ``-``)."""
+    return re.sub(r"[-_.]+", "-", name or "").lower()
+
+
 def check_name(name: object) -> str | None:
     """Return why ``name`` is not a valid component name, or None."""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -90,7 +96,7 @@ class Registry:
     def add(self, record: ComponentRecord) -> None:
         """Add a record; a second plugin using the same name makes it ambiguous."""
         same = self._records[record.kind].setdefault(record.name, [])
-        if any(r.plugin.name == record.plugin.name for r in same):
+        if any(r.plugin == record.plugin for r in same):
             raise ValueError(f"{record.kind} {record.name!r} is registered twice by the same plugin")
         same.append(record)
 
@@ -109,10 +115,12 @@ class Registry:
 
     def names(self, kind: str) -> list[str]:
         """The names a user can type for ``kind`` (qualified where ambiguous)."""
-        out = []
-        for name, recs in sorted(self._records[kind].items()):
-            out.extend([name] if len(recs) == 1 else [r.qualified_name for r in recs])
-        return out
+        return [self.name_to_type(r) for r in self.list(kind)]
+
+    def name_to_type(self, record: ComponentRecord) -> str:
+        """What selects ``record``: its plain name, or a qualified one when that is ambiguous."""
+        rivals = self._records[record.kind].get(record.name, [])
+        return record.name if len(rivals) <= 1 else self._choice(record, rivals)
 
     def get(self, kind: str, name: str) -> ComponentRecord:
         """Look up ``name`` (or ``dist:name``); raise a helpful error when absent or ambiguous."""
@@ -121,16 +129,24 @@ class Registry:
         owner, _, bare = name.rpartition(":")
         recs = self._records[kind].get(bare, [])
         if owner:
-            recs = [r for r in recs if owner in (r.plugin.dist, r.plugin.name)]
+            mine = [r for r in recs if normalize(owner) in (normalize(r.plugin.dist), normalize(r.plugin.name))]
+            if not mine and recs:
+                raise UnknownComponentError(
+                    f"no plugin named {owner!r} registers {kind} {bare!r}; it comes from "
+                    f"{' and '.join(r.plugin.describe() for r in recs)}: use "
+                    f"{' or '.join(repr(self._choice(r, recs)) for r in recs)}."
+                )
+            recs = mine
         if len(recs) == 1:
             return recs[0]
         if len(recs) > 1:
             owners = " and ".join(r.plugin.describe() for r in recs)
-            choices = ", ".join(repr(r.qualified_name) for r in recs)
+            choices = ", ".join(repr(self._choice(r, recs)) for r in recs)
             raise AmbiguousComponentError(
-                f"{kind} {bare!r} is registered by more than one plugin ({owners}). "
-                f"Say which one with a qualified name: {choices}; or block the plugin "
-                f"you do not want with `-p no:PLUGIN`."
+                f"{kind} {bare!r} is registered by more than one plugin ({owners}), so the plain "
+                f"name is ambiguous. Say which one with a qualified name: {choices} (for example "
+                f"`--{kind} {self._choice(recs[0], recs)}`); or block the plugin you do not want "
+                f"with `fmclf -p no:PLUGIN`."
             )
         available = self.names(kind)
         close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
@@ -140,3 +156,10 @@ class Registry:
             f"unknown {kind} {name!r}{hint} available: {listing}. "
             f"`fmclf plugins` lists every component and the plugin that provides it."
         )
+
+    @staticmethod
+    def _choice(record: ComponentRecord, rivals: list[ComponentRecord]) -> str:
+        """The qualified name that picks ``record`` out of ``rivals``: ``dist:name``, or
+        ``plugin:name`` when one distribution ships two plugins with that name."""
+        same_dist = [r for r in rivals if normalize(r.plugin.dist or r.plugin.name) == normalize(record.plugin.dist or record.plugin.name)]
+        return record.qualified_name if len(same_dist) == 1 else f"{record.plugin.name}:{record.name}"

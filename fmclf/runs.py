@@ -64,11 +64,6 @@ def prepare_new(path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def resume_hint(run_dir: pathlib.Path) -> str:
-    """The command that continues the run in ``run_dir``, quoted for a shell."""
-    return f"fmclf run --resume {shlex.quote(str(run_dir))}"
-
-
 def write_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]]) -> None:
     """Rewrite metrics.jsonl with every finished epoch."""
     atomic.write_text(run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in history))

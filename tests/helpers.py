@@ -60,3 +60,19 @@ def run_fmclf(*args: str, env: dict[str, str] | None = None, cwd: pathlib.Path |
     exe = pathlib.Path(sys.executable).with_name("fmclf")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fmclf"]
     return subprocess.run([*cmd, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+def assemble_parts(data_root: pathlib.Path, *, device: str = "cpu", verify: bool = False, dataset_options: dict | None = None, **settings):
+    """The components ``fmclf run`` would build (visualizer none unless given), from
+    the data in ``data_root``; ``settings`` are RunConfig fields (loss, lr, batch_size...)."""
+    import torch
+
+    from fmclf.build import assemble, resolve
+    from fmclf.config import RunConfig
+    from fmclf.plugins import load_plugins
+
+    settings.setdefault("visualizers", ["none"])
+    settings.setdefault("seed", 0)
+    options = {"dataset": {"data_root": str(data_root), "verify": verify, **(dataset_options or {})}}
+    plan = resolve(RunConfig(device=device, options=options, **settings), load_plugins())
+    return assemble(plan, device=torch.device(device))

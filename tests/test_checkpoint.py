@@ -66,7 +66,7 @@ def test_every_epoch_writes_a_checkpoint_and_the_metrics(tiny_data, tmp_path, mo
 def test_the_checkpoint_holds_model_updater_rng_progress_and_metrics(finished):
     checkpoint = torch.load(finished / "checkpoint.pt", weights_only=True)
     assert checkpoint["format"] == runs.CHECKPOINT_FORMAT
-    assert set(checkpoint) == {"format", "model", "updater", "rng", "state"}
+    assert set(checkpoint) == {"format", "model", "updater", "rng", "state", "world_size"} and checkpoint["world_size"] == 1
     assert checkpoint["updater"] == {"lr": 0.1}
     assert isinstance(checkpoint["rng"]["torch"], torch.Tensor) and checkpoint["rng"]["python"][0] == 3
     assert checkpoint["state"]["epoch"] == 2

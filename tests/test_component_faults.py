@@ -43,7 +43,7 @@ def test_a_component_fault_names_the_component_and_its_plugin(tiny_data, tmp_pat
     assert "Traceback" not in result.output
     if "boom-epoch-end" in args:  # it failed after epoch 1 was saved: the user is told so
         assert "keeps its last good checkpoint (after epoch 1)" in result.stderr
-        assert f"fmclf run --resume {tmp_path / 'run'} continues from it" in result.stderr
+        assert f"`fmclf run --resume {tmp_path / 'run'}` continues from it" in result.stderr
 
 
 def test_a_run_whose_visualizer_failed_resumes_without_it(tiny_data, tmp_path):

@@ -1,0 +1,83 @@
+"""fmclf-example: an MLP model, an Adam updater and a CSV-metrics visualizer.
+
+This module is what fmclf imports for every command, so it imports no torch:
+the factories import the heavy code when a run builds them.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import fmclf
+from fmclf.errors import OptionError
+
+__version__ = "0.1.0"
+
+
+@fmclf.hookimpl
+def register_models(register):
+    register("mlp", mlp)
+
+
+@fmclf.hookimpl
+def register_updaters(register):
+    register("adam", adam)
+
+
+@fmclf.hookimpl
+def register_visualizers(register):
+    register("csv", csv_metrics)
+
+
+def mlp(*, num_inputs: int, num_classes: int, hidden: int = 256, dropout: float = 0.0):
+    """Multilayer perceptron (d2l 4.2): Flatten, Linear, ReLU, Dropout, Linear.
+
+    Options:
+        hidden: units in the hidden layer
+        dropout: chance of zeroing each hidden unit while training (0 for none)
+    """
+    if hidden < 1:
+        raise OptionError(f"option hidden of model 'mlp' must be at least 1, got {hidden}. The textbook uses 256.")
+    if not 0.0 <= dropout < 1.0:
+        raise OptionError(f"option dropout of model 'mlp' must be at least 0 and below 1, got {dropout}.")
+    from .networks import MLP
+
+    return MLP(num_inputs, num_classes, hidden=hidden, dropout=dropout)
+
+
+def adam(
+    *,
+    params,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+):
+    """Adam (torch.optim.Adam); the loss is averaged over the batch. Use a small --lr, such as 0.001.
+
+    Options:
+        betas: decay rates of the running mean and of the running square of the gradient
+        eps: added to the denominator for numerical stability
+        weight_decay: L2 penalty added to the gradient
+        amsgrad: use the AMSGrad variant
+    """
+    if not all(0.0 <= b < 1.0 for b in betas):
+        raise OptionError(f"option betas of updater 'adam' must be two numbers from 0 up to (not including) 1, got {betas}.")
+    if eps <= 0 or weight_decay < 0:
+        raise OptionError(f"options of updater 'adam': eps must be above 0 and weight_decay at least 0, got eps={eps}, weight_decay={weight_decay}.")
+    import torch
+
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+def csv_metrics(*, run_dir: pathlib.Path | None = None, filename: str = "metrics.csv", per_class: bool = True):
+    """Writes every finished epoch's metrics to a CSV file in the run folder, atomically.
+
+    Options:
+        filename: name of the CSV file inside the run folder
+        per_class: add a test-accuracy column for each class
+    """
+    from .csv_writer import CsvMetrics
+
+    return CsvMetrics(run_dir, filename=filename, per_class=per_class)

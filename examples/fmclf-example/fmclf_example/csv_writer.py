@@ -1,0 +1,51 @@
+"""A visualizer that keeps a CSV copy of the run's metrics, one row per epoch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pathlib
+
+from fmclf import atomic, runs
+from fmclf.errors import OptionError
+
+COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds")
+
+
+class CsvMetrics:
+    """Rewrites ``run_dir/filename`` after every epoch from the whole history.
+
+    Rewriting (rather than appending) keeps the file right when a run is
+    resumed, and :func:`fmclf.atomic.write_text` means a crash never leaves a
+    half-written file: a reader sees the previous epoch's file or this one.
+    """
+
+    def __init__(self, run_dir: pathlib.Path | None, *, filename: str = "metrics.csv", per_class: bool = True) -> None:
+        if run_dir is None:
+            raise OptionError("visualizer 'csv' writes into the run folder, and it was given none (run_dir=None).")
+        name = pathlib.PurePath(filename)
+        if name.name != filename or filename in ("", ".", ".."):
+            raise OptionError(f"option filename of visualizer 'csv' must be a plain file name such as metrics.csv, got {filename!r}.")
+        if filename in (runs.CONFIG, runs.METRICS, runs.CHECKPOINT, runs.WEIGHTS, runs.SUMMARY):
+            raise OptionError(f"option filename of visualizer 'csv' must not be {filename!r}: fmclf writes that file itself.")
+        self.path = pathlib.Path(run_dir) / filename
+        self.per_class = per_class
+        self.classes: list[str] = []
+
+    def on_fit_start(self, event) -> None:
+        self.classes = [str(c) for c in event.classes]
+        if event.history:  # resumed: the file holds the epochs done so far
+            self._write(event.history)
+
+    def on_epoch_end(self, event) -> None:
+        self._write(event.history)
+
+    def _write(self, history: list[dict]) -> None:
+        per_class = [f"test_acc_{c}" for c in self.classes] if self.per_class else []
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([*COLUMNS, *per_class])
+        for row in history:
+            accs = row.get("per_class_test_acc", {})
+            writer.writerow([row.get(c, "") for c in COLUMNS] + ([accs.get(c, "") for c in self.classes] if per_class else []))
+        atomic.write_text(self.path, out.getvalue())

@@ -1,0 +1,447 @@
+"""Contract checks for plugin authors.
+
+Each ``check_*`` builds a component the way ``fmclf run`` does (same core
+arguments, same option parsing) and checks what the engine relies on, with a
+message that says what broke and what the contract expects::
+
+    from fmclf.testing import check_model, check_plugin
+    import my_plugin
+
+    def test_components():
+        check_plugin(my_plugin)                      # every component, default options
+
+    def test_wide_mlp():
+        check_model("mlp", options={"hidden": 8})    # by name, with options
+
+A component is given as a registered name (``"mlp"``, ``"my-dist:mlp"``), a
+:class:`~fmclf.registry.ComponentRecord`, or the factory itself. A failed
+check raises :class:`ContractError` (an ``AssertionError``). The pytest fixture
+``fmclf_plugin`` (see :mod:`fmclf.pytest_plugin`) registers a plugin object
+for one test. Importing this module imports neither torch nor pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import pathlib
+import subprocess
+import sys
+import tempfile
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from .build import call_factory
+from .errors import FmclfError
+from .events import EVENTS
+from .options import resolve_options
+from . import plugins
+from .plugins import get_host, load_plugins
+from .registry import ComponentRecord, PluginInfo, first_doc_line
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "ContractError", "check_dataset", "check_import_is_light", "check_loss", "check_model", "check_plugin",
+    "check_updater", "check_visualizer",
+]
+
+Component = str | ComponentRecord | Callable[..., Any]
+
+
+class ContractError(AssertionError):
+    """A component does not do what the engine relies on."""
+
+
+def _record(kind: str, component: Component) -> ComponentRecord:
+    if isinstance(component, ComponentRecord):
+        if component.kind != kind:
+            raise TypeError(f"{component.describe()} is a {component.kind}, not a {kind}")
+        return component
+    if isinstance(component, str):
+        return get_host().registry.get(kind, component)
+    if callable(component):
+        name = getattr(component, "__name__", type(component).__name__)
+        module = getattr(component, "__module__", None) or "?"
+        return ComponentRecord(kind, name, component, first_doc_line(component), PluginInfo(name, module))
+    raise TypeError(f"expected a component name, a ComponentRecord or a factory, got {component!r}")
+
+
+def _build(kind: str, component: Component, core: dict[str, Any], options: Mapping[str, Any] | None) -> tuple[ComponentRecord, Any]:
+    record = _record(kind, component)
+    return record, call_factory(record, core, resolve_options(record, dict(options or {})))
+
+
+def _fail(record: ComponentRecord, what: str) -> ContractError:
+    return ContractError(f"{record.describe()}: {what}")
+
+
+def _device(device: Any) -> torch.device:
+    import torch
+
+    return torch.device(device)
+
+
+def _same_device(actual: torch.device, wanted: torch.device) -> bool:
+    return actual.type == wanted.type and (wanted.index is None or actual.index in (wanted.index, None))
+
+
+def _generator(seed: int = 0) -> torch.Generator:
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def check_model(
+    model: Component,
+    *,
+    options: Mapping[str, Any] | None = None,
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    num_classes: int = 10,
+    batch_size: int = 8,
+    device: Any = "cpu",
+) -> torch.nn.Module:
+    """Build a model for inputs of ``input_shape`` and check that it is a
+    ``torch.nn.Module`` with trainable parameters, maps ``(N, *input_shape)`` to
+    finite logits ``(N, num_classes)`` on ``device`` for any N, treats each
+    example on its own (in eval mode), lets every trainable parameter receive a
+    gradient, and survives a ``state_dict`` round trip (checkpoints need it).
+    Returns the model."""
+    import torch
+
+    device = _device(device)
+    core = {"num_inputs": math.prod(input_shape), "num_classes": num_classes, "input_shape": tuple(input_shape)}
+    record, net = _build("model", model, core, options)
+    if not isinstance(net, torch.nn.Module):
+        raise _fail(record, f"the factory returned {type(net).__name__}; a model must be a torch.nn.Module")
+    net.to(device)
+    params = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    if not params:
+        raise _fail(record, "it has no trainable parameters, so no updater can train it")
+    X = torch.rand((batch_size, *input_shape), generator=_generator()).to(device)
+    net.train()
+    logits = net(X)
+    if not isinstance(logits, torch.Tensor):
+        raise _fail(record, f"forward returned {type(logits).__name__}; a model returns a tensor of logits")
+    if tuple(logits.shape) != (batch_size, num_classes):
+        raise _fail(record, f"for a batch of shape {tuple(X.shape)} it returned shape {tuple(logits.shape)}; "
+                            f"logits must have shape (N, num_classes) = ({batch_size}, {num_classes})")
+    if not logits.is_floating_point() or not bool(torch.isfinite(logits).all()):
+        raise _fail(record, f"its logits must be finite floating-point numbers; got dtype {logits.dtype} with non-finite values or integers")
+    if not _same_device(logits.device, device):
+        raise _fail(record, f"its logits are on {logits.device}, not on {device}, where its inputs were")
+    logits.sum().backward()
+    missing = [n for n, p in params if p.grad is None]
+    if missing:
+        raise _fail(record, f"parameter(s) {', '.join(missing)} receive no gradient from the logits: they are not "
+                            f"used in forward (set requires_grad=False on what should stay fixed)")
+    net.eval()
+    with torch.no_grad():
+        whole, first = net(X), net(X[:1])
+    if tuple(first.shape) != (1, num_classes):
+        raise _fail(record, f"for a batch of one it returned shape {tuple(first.shape)}, not (1, {num_classes}); "
+                            f"the last batch of an epoch is often smaller")
+    if not torch.allclose(whole[0], first[0], rtol=1e-4, atol=1e-5):
+        raise _fail(record, "in eval mode the logits of example 0 change with the rest of the batch; "
+                            "each example's logits must depend on that example only")
+    net.load_state_dict(net.state_dict())
+    net.train()
+    return net
+
+
+def check_loss(
+    loss: Component,
+    *,
+    options: Mapping[str, Any] | None = None,
+    num_classes: int = 10,
+    batch_size: int = 8,
+    device: Any = "cpu",
+) -> Callable:
+    """Build a loss and check that ``loss(logits, y)`` returns one finite value
+    per example, shape ``(N,)``, on the logits' device; that example i's value
+    depends only on row i of the logits (a batch mean broadcast to ``(N,)``
+    fails); and that it backpropagates finite, non-zero gradients to the
+    logits. Returns the loss."""
+    import torch
+
+    device = _device(device)
+    record, fn = _build("loss", loss, {}, options)
+    if not callable(fn):
+        raise _fail(record, f"the factory returned {type(fn).__name__}, which is not callable; a loss is (logits, y) -> per-example loss")
+    g = _generator()
+    logits = (torch.randn(batch_size, num_classes, generator=g) * 2).to(device).requires_grad_()
+    y = torch.randint(num_classes, (batch_size,), generator=g).to(device)
+    out = fn(logits, y)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (batch_size,):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise _fail(record, f"for logits of shape ({batch_size}, {num_classes}) it returned {shape}; a loss returns "
+                            f"one value per example, shape ({batch_size},) (do not average: the engine does)")
+    if not out.is_floating_point() or not bool(torch.isfinite(out).all()):
+        raise _fail(record, f"it returned non-finite or non-float values for moderate logits: {out.detach().cpu().tolist()}")
+    if not _same_device(out.device, device):
+        raise _fail(record, f"it returned a tensor on {out.device}, not on {device} with the logits")
+    if not out.requires_grad:
+        raise _fail(record, "its result does not require grad, so it does not backpropagate to the logits (is it detached, or computed with numbers instead of tensors?)")
+    out.sum().backward()
+    grad = logits.grad
+    if grad is None or not bool(torch.isfinite(grad).all()) or not bool(grad.abs().sum() > 0):
+        raise _fail(record, "it does not backpropagate a finite, non-zero gradient to the logits (is the result detached?)")
+    with torch.no_grad():
+        moved = logits.detach().clone()
+        moved[0] += torch.randn(num_classes, generator=g).to(device)
+        before, after = fn(logits.detach(), y), fn(moved, y)
+    if not torch.allclose(before[1:], after[1:], rtol=1e-5, atol=1e-6):
+        raise _fail(record, "changing the logits of example 0 changed the loss of other examples; "
+                            "each value must depend on its own example only")
+    return fn
+
+
+def check_updater(
+    updater: Component,
+    *,
+    options: Mapping[str, Any] | None = None,
+    lr: float = 0.01,
+    device: Any = "cpu",
+) -> Any:
+    """Build an updater for a small linear classifier and train it the way the
+    engine does (``zero_grad``, backward, ``step(batch_size)``); check that a
+    step changes every parameter, keeps them finite, lowers the loss (the step
+    goes downhill), and that ``zero_grad`` clears the gradients. A
+    ``torch.optim.Optimizer`` is adapted as in a run. Returns the (adapted) updater."""
+    import torch
+
+    from .engine import adapt_updater
+
+    device = _device(device)
+    g = _generator()
+    model = torch.nn.Linear(6, 3).to(device)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    X = torch.randn(16, 6, generator=g).to(device)
+    y = torch.randint(3, (16,), generator=g).to(device)
+    record, built = _build("updater", updater, {"params": list(model.parameters()), "lr": lr}, options)
+    try:
+        upd = adapt_updater(built)
+    except TypeError as exc:
+        raise _fail(record, f"{exc}; an updater has zero_grad() and step(batch_size), or is a torch.optim.Optimizer") from None
+    mean = getattr(upd, "reduction", "sum") == "mean"
+
+    def loss() -> torch.Tensor:
+        losses = torch.nn.functional.cross_entropy(model(X), y, reduction="none")
+        return losses.mean() if mean else losses.sum()
+
+    def value() -> float:
+        with torch.no_grad():
+            return float(loss())
+
+    before = [p.detach().clone() for p in model.parameters()]
+    start = value()
+    upd.zero_grad()
+    loss().backward()
+    upd.step(len(y))
+    after = list(model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+    unchanged = [n for n, b, a in zip(names, before, after) if torch.equal(b, a.detach())]
+    if unchanged:
+        raise _fail(record, f"step() left parameter(s) {', '.join(unchanged)} unchanged; it must update the parameters it was given in place")
+    if not all(bool(torch.isfinite(p).all()) for p in after):
+        raise _fail(record, "step() made parameters non-finite")
+    end = value()
+    if not end < start:
+        raise _fail(record, f"one step with lr={lr} raised the loss of a small linear classifier from {start:.6f} to {end:.6f}; "
+                            f"an update must go against the gradient")
+    loss().backward()
+    upd.zero_grad()
+    stale = [n for n, p in model.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)]
+    if stale:
+        raise _fail(record, f"zero_grad() left gradients on {', '.join(stale)}; they would add up across batches")
+    if callable(getattr(upd, "state_dict", None)) and callable(getattr(upd, "load_state_dict", None)):
+        upd.load_state_dict(upd.state_dict())
+    return upd
+
+
+def _tiny_dataset(device: torch.device) -> Any:
+    import torch
+
+    from .data import InMemoryDataset, TensorBatches
+
+    g = _generator()
+    y = torch.arange(24) % 3
+    X = torch.randn(24, 1, 2, 2, generator=g) + y.view(-1, 1, 1, 1).float()
+    train = TensorBatches(X.to(device), y.to(device), 8, shuffle=True, seed=0)
+    test = TensorBatches(X[:12].to(device), y[:12].to(device), 8, shuffle=False)
+    return InMemoryDataset(train, test, ("a", "b", "c"), (1, 2, 2), "fmclf.testing")
+
+
+def check_visualizer(
+    visualizer: Component,
+    *,
+    options: Mapping[str, Any] | None = None,
+    run_dir: str | pathlib.Path | None = None,
+    device: Any = "cpu",
+) -> Any:
+    """Build a visualizer for ``run_dir`` (a temporary folder when None) and
+    feed it every event of a real two-epoch run, then of a resumed third epoch:
+    ``on_fit_start``, ``on_batch_end``, ``on_epoch_end``, ``on_fit_end``. Fails
+    when it raises, or when it has an ``on_...`` method that is no event (a
+    misspelled one is never called). Returns the visualizer."""
+    with contextlib.ExitStack() as stack:
+        if run_dir is None:
+            run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fmclf-check-"))
+        return _check_visualizer(visualizer, options, pathlib.Path(run_dir), _device(device))
+
+
+def _check_visualizer(visualizer: Component, options: Mapping[str, Any] | None, run_dir: pathlib.Path, device: torch.device) -> Any:
+    import torch
+
+    from .engine import Parts, Trainer, TrainState
+
+    record, vis = _build("visualizer", visualizer, {"run_dir": run_dir}, options)
+    strays = [a for a in dir(vis) if a.startswith("on_") and a not in EVENTS and callable(getattr(vis, a))]
+    if strays:
+        hints = [f"{a!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(a, EVENTS, n=1)) else "") for a in strays]
+        raise _fail(record, f"{', '.join(hints)} is no event, so it is never called; the events are {', '.join(EVENTS)}")
+    torch.manual_seed(0)
+    dataset = _tiny_dataset(device)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).to(device)
+    parts = Parts(
+        dataset, model, lambda logits, y: torch.nn.functional.cross_entropy(logits, y, reduction="none"),
+        torch.optim.SGD(model.parameters(), lr=0.1), [(record, vis)], {"visualizer": record},
+    )
+    try:
+        state = Trainer(parts, device=device, epochs=2, run_dir=run_dir).fit(TrainState())
+        Trainer(parts, device=device, epochs=3, run_dir=run_dir).fit(state)  # a resumed run
+    except FmclfError as exc:
+        raise ContractError(str(exc)) from exc
+    return vis
+
+
+def check_dataset(
+    dataset: Component,
+    *,
+    options: Mapping[str, Any] | None = None,
+    batch_size: int = 32,
+    device: Any = "cpu",
+    seed: int = 0,
+) -> Any:
+    """Build a data set and check ``train``, ``test``, ``classes`` and
+    ``input_shape``: every batch is ``(X, y)`` with X of shape ``(n, *input_shape)``,
+    ``1 <= n <= batch_size``, floating point, y int64 labels in range (or
+    ``(n, classes)`` probabilities), both on ``device``; ``len(train)`` is the
+    number of batches; ``set_epoch(e)``, when present, repeats an epoch's order
+    exactly (resuming relies on it). Returns the data set."""
+    import torch
+
+    from .build import _check_dataset
+
+    device = _device(device)
+    record, data = _build("dataset", dataset, {"batch_size": batch_size, "device": device, "seed": seed, "shard": None}, options)
+    try:
+        _check_dataset(record, data)
+    except FmclfError as exc:
+        raise ContractError(str(exc)) from None
+    classes = list(data.classes)
+    if not classes or not all(isinstance(c, str) for c in classes):
+        raise _fail(record, f"classes must be a non-empty sequence of text labels, got {data.classes!r}")
+    shape = tuple(data.input_shape)
+    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise _fail(record, f"input_shape must be a tuple of positive ints such as (1, 28, 28), got {data.input_shape!r}")
+    for split in ("train", "test"):
+        batches = getattr(data, split)
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(1)
+        count = 0
+        for count, batch in enumerate(batches, start=1):
+            _check_batch(record, split, count, batch, shape, len(classes), batch_size, device)
+        if count == 0:
+            raise _fail(record, f"its {split} split yields no batch")
+        if split == "train" and len(batches) != count:
+            raise _fail(record, f"len(train) is {len(batches)} but it yields {count} batches; the engine and progress bars use len(train)")
+    if hasattr(data.train, "set_epoch"):
+        def first_labels(epoch: int) -> torch.Tensor:
+            data.train.set_epoch(epoch)
+            return next(iter(data.train))[1].cpu()
+
+        if not torch.equal(first_labels(1), first_labels(1)):
+            raise _fail(record, "two passes over epoch 1 came in different orders; set_epoch(e) must fix the order so a resumed run sees the same batches")
+    return data
+
+
+def _check_batch(record: ComponentRecord, split: str, index: int, batch: Any, shape: tuple[int, ...], num_classes: int, batch_size: int, device: torch.device) -> None:
+    import torch
+
+    where = f"batch {index} of {split}"
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch)):
+        raise _fail(record, f"{where} is {type(batch).__name__}; batches are (X, y) pairs of tensors")
+    X, y = batch
+    n = X.shape[0] if X.ndim else 0
+    if tuple(X.shape[1:]) != shape or not 1 <= n <= batch_size:
+        raise _fail(record, f"{where} has X of shape {tuple(X.shape)}; expected (n, *input_shape) = (n, {', '.join(map(str, shape))}) with 1 <= n <= {batch_size}")
+    if not X.is_floating_point():
+        raise _fail(record, f"{where} has X of dtype {X.dtype}; models expect floating-point inputs")
+    if y.shape == (n,):
+        if y.dtype != torch.int64:
+            raise _fail(record, f"{where} has labels of dtype {y.dtype}; labels are int64 class indices")
+        if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise _fail(record, f"{where} has a label outside 0..{num_classes - 1} (there are {num_classes} classes)")
+    elif not (y.shape == (n, num_classes) and y.is_floating_point()):
+        raise _fail(record, f"{where} has y of shape {tuple(y.shape)}; expected ({n},) class indices or ({n}, {num_classes}) probabilities")
+    for name, t in (("X", X), ("y", y)):
+        if not _same_device(t.device, device):
+            raise _fail(record, f"{where} has {name} on {t.device}, but the run asked for {device}; batches must already be on the run's device")
+
+
+_CHECKS: dict[str, Callable[..., Any]] = {
+    "dataset": check_dataset, "model": check_model, "loss": check_loss,
+    "updater": check_updater, "visualizer": check_visualizer,
+}
+
+
+def check_plugin(
+    plugin: object,
+    *,
+    name: str | None = None,
+    options: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+    skip: tuple[str, ...] = (),
+    device: Any = "cpu",
+) -> list[ComponentRecord]:
+    """Load ``plugin`` (a module, class or instance with ``@fmclf.hookimpl``
+    functions) on its own, strictly, and run the contract check of every
+    component it registers. ``options`` maps ``(kind, name)`` to that
+    component's options (needed for required ones); ``skip`` lists kinds or
+    ``"kind:name"`` entries not to check (a dataset that needs files, say).
+    Fails when loading reports anything. Returns the checked records."""
+    pinned = [n for n, obj in plugins.process_plugins if obj is plugin]  # already there by the fixture
+    name = pinned[0] if pinned else name or getattr(plugin, "__name__", type(plugin).__name__)
+    try:
+        host = load_plugins(autoload=False, strict=True, extra=[] if pinned else [(name, plugin)])
+    except FmclfError as exc:
+        raise ContractError(str(exc)) from None
+    if host.notes:
+        raise ContractError("loading the plugin reported: " + " ".join(host.notes))
+    records = [r for r in host.registry if r.plugin.name == name and r.plugin.dist is None]
+    if not records:
+        raise ContractError(f"plugin {name!r} registers no component; its hooks must call register(name, factory)")
+    options = options or {}
+    for record in records:
+        if record.kind in skip or f"{record.kind}:{record.name}" in skip:
+            continue
+        _CHECKS[record.kind](record, options=options.get((record.kind, record.name)), device=device)
+    return records
+
+
+def check_import_is_light(module: str) -> None:
+    """Import ``module`` in a fresh interpreter and fail if that imports torch:
+    fmclf imports every plugin to learn its components (``fmclf plugins``, a run
+    that stops at a typo), so torch belongs inside factories."""
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise ContractError(f"importing {module} failed:\n{done.stderr.strip()}")
+    if done.stdout.strip() == "True":
+        raise ContractError(
+            f"importing {module} imports torch; every fmclf command that loads plugins would pay for it. "
+            f"Move `import torch` into the factories or into a module they import."
+        )
