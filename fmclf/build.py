@@ -73,6 +73,13 @@ def _check_dataset(record: ComponentRecord, dataset: Any) -> None:
             f"{record.describe()} returned {type(dataset).__name__}, which lacks {', '.join(missing)}; "
             f"a data set has train, test, classes and input_shape."
         )
+    try:
+        len(dataset.train)
+    except TypeError:
+        raise ComponentError(
+            f"{record.describe()}: its train batches have no len(); fmclf needs the number of "
+            f"batches per epoch (for progress, and to resume mid-epoch). Give the train iterable a __len__."
+        ) from None
 
 
 def require_shardable(record: ComponentRecord) -> None:

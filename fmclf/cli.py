@@ -15,7 +15,7 @@ from click.core import ParameterSource
 from . import __version__
 from .config import RunConfig, load_config, merge
 from .distributed import is_root_process, process_label
-from .errors import FmclfError, UsageError
+from .errors import FmclfError, Interrupted, UsageError
 from .memory import describe as describe_memory
 from .options import format_value, options_of, parse_assignment
 from .registry import KINDS
@@ -39,11 +39,12 @@ def friendly(fn: Callable) -> Callable:
             if os.environ.get("FMCLF_DEBUG"):
                 raise
             if not getattr(exc, "quiet", False):  # under torchrun, rank 0 reports what every process hit
-                _echo_err(f"{process_label()}Error: {exc}")
+                text = str(exc)
+                _echo_err(f"{process_label()}{text[:1].upper() + text[1:]}" if isinstance(exc, Interrupted) else f"{process_label()}Error: {text}")
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # before training started (during it, the runner explains)
             if is_root_process():
-                _echo_err("Interrupted. Anything written to the run folder is complete; the last checkpoint is its last finished epoch.")
+                _echo_err("Interrupted.")
             sys.exit(130)
 
     return wrapper

@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .devices import check_spec
 from .errors import ConfigError, UsageError
 
 
@@ -58,10 +59,13 @@ class RunConfig:
             raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}", "Leave it out for false.")
         if not self.visualizers:
             raise bad("no visualizer is selected", "Use --visualizer none to show nothing.")
+        if not isinstance(self.visualizers, (list, tuple)) or not all(isinstance(v, str) and v for v in self.visualizers):
+            raise bad(f"visualizers must be a list of names, got {self.visualizers!r}", "`fmclf plugins --kind visualizer` lists them.")
         for name in ("dataset", "model", "loss", "updater", "device"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise bad(f"{name} must be a non-empty name, got {value!r}", "`fmclf plugins` lists the names.")
+        check_spec(self.device)  # its form; whether this machine has it needs torch, later
         unknown = set(self.options) - set(self.targets())
         if unknown:
             raise ConfigError(

@@ -13,7 +13,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import events
 from .errors import ComponentError, DivergenceError, FmclfError, Interrupted
@@ -98,6 +98,23 @@ def _fault(record: ComponentRecord | None, what: str, exc: BaseException, where:
     )
 
 
+def _guarded(batches: Any, record: ComponentRecord | None, where: str) -> Iterator[Any]:
+    """Iterate a data set's batches, blaming the data set for what its iterator raises
+    (an fmclf error, such as a DataError, already says what it is and passes through)."""
+    it = None
+    while True:
+        try:
+            it = iter(batches) if it is None else it
+            item = next(it)
+        except StopIteration:
+            return
+        except FmclfError:
+            raise
+        except Exception as exc:
+            raise _fault(record, "dataset", exc, where) from exc
+        yield item
+
+
 def evaluate(model: Any, batches: Any, num_classes: int) -> tuple[float, Any]:
     """Accuracy of ``model`` over ``batches`` and the confusion matrix
     (a ``num_classes`` square int64 tensor on the device; rows are true classes)."""
@@ -143,6 +160,11 @@ def predict(model: Any, X: Any) -> Any:
     finally:
         if was_training:
             model.train()
+
+
+def _shape(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return str(tuple(shape)) if shape is not None else f"no shape (a {type(value).__name__})"
 
 
 def per_class_accuracy(confusion: Any, classes: Sequence[str]) -> dict[str, float]:
@@ -233,7 +255,7 @@ class Trainer:
             if self.checkpoint:
                 self.checkpoint(state)
             self._emit("on_epoch_end", events.EpochEnd(epoch, self.epochs, metrics, list(state.history)))
-            if self.stop:
+            if self.stop and epoch < self.epochs:  # after the last epoch there is nothing left to stop
                 raise Interrupted(f"stopped by {self.stop.signal} after epoch {epoch}")
         if confusion is None:  # resumed after the last epoch: nothing left to train
             _, confusion = self.evaluate()
@@ -247,7 +269,8 @@ class Trainer:
     def evaluate(self) -> tuple[float, Any]:
         """Test accuracy and confusion matrix (summed over processes when distributed)."""
         try:
-            _, confusion = evaluate(self.parts.model, self.parts.dataset.test, len(self.classes))
+            test = _guarded(self.parts.dataset.test, self.parts.records.get("dataset"), "while yielding test batches")
+            _, confusion = evaluate(self.parts.model, test, len(self.classes))
         except ComponentError:
             raise
         except Exception as exc:
@@ -280,7 +303,7 @@ class Trainer:
         batch_events = bool(self._listeners["on_batch_end"])
         sum_reduction, params, stop = self.sum_reduction, self.params, self.stop
         watch = LossWatch(self.device, num_batches, first, lambda value, b: self._diverged(value, b, epoch, num_batches))
-        batches = iter(train)
+        batches = _guarded(train, records.get("dataset"), f"while yielding training batches in epoch {epoch}")
         if first:  # resuming mid-epoch: the same order, minus what was already trained
             batches = itertools.islice(batches, first, None)
         b = first
@@ -335,15 +358,15 @@ class Trainer:
 
     def _check_shapes(self, logits: Any, losses: Any, n: int) -> None:
         records = self.parts.records
-        if logits.ndim != 2 or logits.shape[0] != n:
+        if getattr(logits, "ndim", None) != 2 or logits.shape[0] != n:
             raise ComponentError(
                 f"{records['model'].describe() if 'model' in records else 'the model'} returned shape "
-                f"{tuple(logits.shape)} for a batch of {n}; a model must return logits of shape (N, num_classes)."
+                f"{_shape(logits)} for a batch of {n}; a model must return logits of shape (N, num_classes)."
             )
-        if tuple(losses.shape) != (n,):
+        if tuple(getattr(losses, "shape", ())) != (n,) or not hasattr(losses, "sum"):
             raise ComponentError(
                 f"{records['loss'].describe() if 'loss' in records else 'the loss'} returned shape "
-                f"{tuple(losses.shape)} for a batch of {n}; a loss must return one value per example, shape (N,)."
+                f"{_shape(losses)} for a batch of {n}; a loss must return one value per example, shape (N,)."
             )
 
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import json
 import pathlib
+import shlex
 import time
+import warnings
 from typing import Any
 
 from . import atomic
@@ -40,15 +42,21 @@ def holds_run(path: pathlib.Path) -> bool:
     return any((path / name).exists() for name in (CONFIG, CHECKPOINT, METRICS, WEIGHTS))
 
 
-def prepare_new(path: pathlib.Path) -> pathlib.Path:
-    """Check ``path`` can take a new run and create it."""
+def check_new(path: pathlib.Path) -> pathlib.Path:
+    """Check, without creating anything, that ``path`` can take a new run."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {str(path)!r} is a file, not a folder. Choose another --out.")
     if path.is_dir() and holds_run(path):
         raise UsageError(
-            f"--out {str(path)!r} already holds a run. Continue it with `fmclf run --resume {path}`, "
+            f"--out {str(path)!r} already holds a run. Continue it with `fmclf run --resume {shlex.quote(str(path))}`, "
             f"or choose another --out (leave it out for a fresh runs/... folder)."
         )
+    return path
+
+
+def prepare_new(path: pathlib.Path) -> pathlib.Path:
+    """Check ``path`` can take a new run and create it."""
+    check_new(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -83,6 +91,9 @@ def save_torch(path: pathlib.Path, obj: Any) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
+_DAMAGED = "It is damaged or truncated, or was not written by fmclf. Start a new run, or restore the file from a backup."
+
+
 def load_torch(path: pathlib.Path, what: str) -> Any:
     """``torch.load(weights_only=True)``: tensors and plain data only, never code."""
     import pickle
@@ -90,14 +101,23 @@ def load_torch(path: pathlib.Path, what: str) -> Any:
 
     import torch
 
-    if not path.exists():
-        raise CheckpointError(f"{path}: no {what} here. Is this a run folder? A run writes {CHECKPOINT} after its first epoch.")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no {what} here{' (it is a folder)' if path.is_dir() else ''}.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        with warnings.catch_warnings():  # torch's warnings about odd pickles; the error below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        refused = next((line for line in lines if "GLOBAL" in line), None)
+        if refused is None:  # not an object it refused: bytes that are no pickle at all
+            why = next((line for line in lines if line.startswith("Unsupported")), "not a file torch.save wrote")
+            raise CheckpointError(f"{path}: the {what} cannot be loaded ({why[:200]}). {_DAMAGED}") from None
         raise CheckpointError(
-            f"{path}: the {what} cannot be loaded ({first[:300]}). It is damaged, truncated, or was not "
-            f"written by fmclf (fmclf loads only tensors and plain data, so it will not run code from "
-            f"such a file). Start a new run, or restore the file from a backup."
+            f"{path}: the {what} cannot be loaded: it holds Python objects other than tensors and plain data "
+            f"({refused[:300]}), and unpickling such objects can run arbitrary code, so fmclf refuses. It was "
+            f"not written by fmclf, or it was tampered with. Start a new run, or restore the file from a backup."
         ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError, KeyError, IndexError) as exc:
+        first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: the {what} cannot be loaded ({first[:300]}). {_DAMAGED}") from None

@@ -44,7 +44,10 @@ def fashion_mnist(
         verify: check the files against Fashion-MNIST's checksums and shapes (off for other IDX data)
     """
     if resize is not None and resize < 1:
-        raise OptionError(f"option resize of dataset 'fashion-mnist' must be at least 1 pixel, got {resize}. Leave it out to keep 28x28.")
+        raise OptionError(
+            f"option 'resize' of dataset 'fashion-mnist' must be at least 1 (pixels a side), got {resize}. "
+            f"Leave it out to keep 28x28, or pass e.g. -o dataset.resize=64."
+        )
     from .fashion_mnist_files import load_idx_set
     from .fashion_mnist_tensors import build_dataset
 

@@ -10,18 +10,21 @@ from dataclasses import dataclass
 from fmclf import atomic
 from fmclf.errors import DataError
 
-from .idx import parse_idx, read_bytes
+from .idx import gunzip, parse_idx, read_raw
 
 SYSTEM_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 
-#: key -> (file name without .gz, dimensions, shape, MD5 of the decompressed content).
-#: The MD5s are of the IDX content itself, so they hold for the published .gz
-#: files and for copies recompressed by a packager alike.
+#: key -> (file name without .gz, dimensions, shape, MD5 of the published .gz, MD5 of its content).
+#: Zalando publishes the MD5 of each .gz file (github.com/zalandoresearch/fashion-mnist,
+#: the same values torchvision checks). A packager who recompresses the files, as
+#: Debian's dataset-fashion-mnist does, changes those bytes but not the content, so a
+#: copy is also accepted when its decompressed content has the MD5 of the published
+#: files decompressed (`gunzip *.gz && md5sum *` on Zalando's files gives these).
 FILES = {
-    "train_images": ("train-images-idx3-ubyte", 3, (60000, 28, 28), "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
-    "train_labels": ("train-labels-idx1-ubyte", 1, (60000,), "9018921c3c673c538a1fc5bad174d6f9"),
-    "test_images": ("t10k-images-idx3-ubyte", 3, (10000, 28, 28), "8181f5470baa50b63fa0f6fddb340f0a"),
-    "test_labels": ("t10k-labels-idx1-ubyte", 1, (10000,), "15d484375f8d13e6eb1aabb0c3f46965"),
+    "train_images": ("train-images-idx3-ubyte", 3, (60000, 28, 28), "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+    "train_labels": ("train-labels-idx1-ubyte", 1, (60000,), "25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"),
+    "test_images": ("t10k-images-idx3-ubyte", 3, (10000, 28, 28), "bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
+    "test_labels": ("t10k-labels-idx1-ubyte", 1, (10000,), "bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
 }
 
 
@@ -56,9 +59,18 @@ def places(data_root: pathlib.Path | None) -> list[Place]:
 def find_files(folder: pathlib.Path) -> dict[str, pathlib.Path] | str:
     """The four files in ``folder`` (or its torchvision layout ``FashionMNIST/raw``),
     raw preferred over ``.gz``; or a short reason why they are not all there."""
+    try:
+        return _find_files(folder)
+    except OSError as exc:  # a folder we may not list, a broken mount ...
+        return f"cannot be read: {exc.strerror or exc}"
+
+
+def _find_files(folder: pathlib.Path) -> dict[str, pathlib.Path] | str:
     if not folder.is_dir():
         return "no such folder" if not folder.exists() else "not a folder"
-    best: dict[str, pathlib.Path] | None = None
+    if not os.access(folder, os.R_OK | os.X_OK):
+        return "folder not readable (permissions)"
+    best: dict[str, pathlib.Path] = {}
     for sub in (folder, folder / "FashionMNIST" / "raw"):
         found = {}
         for key, (name, *_rest) in FILES.items():
@@ -68,22 +80,19 @@ def find_files(folder: pathlib.Path) -> dict[str, pathlib.Path] | str:
                     break
         if len(found) == len(FILES):
             return found
-        if best is None or len(found) > len(best):
+        if len(found) > len(best):
             best = found
-    missing = [FILES[k][0] for k in FILES if k not in (best or {})]
-    try:
-        readable = os.access(folder, os.R_OK | os.X_OK)
-    except OSError:
-        readable = False
-    if not readable:
-        return "folder not readable (permissions)"
+    missing = [FILES[k][0] for k in FILES if k not in best]
     return "empty" if len(missing) == len(FILES) else f"missing {', '.join(missing)}"
 
 
 def read_checked(key: str, path: pathlib.Path, fix: str, verify: bool) -> tuple[tuple[int, ...], memoryview, bytes]:
-    """Read one file; check its header, length and (with ``verify``) shape and checksum."""
-    name, ndim, shape, md5 = FILES[key]
-    data = read_bytes(path, fix)
+    """Read one file; check its header, length and (with ``verify``) shape and checksum.
+    Returns ``(shape, payload, decompressed content)``."""
+    name, ndim, shape, gz_md5, md5 = FILES[key]
+    raw = read_raw(path, fix)
+    compressed = path.suffix == ".gz"
+    data = gunzip(raw, path, fix) if compressed else raw
     got_shape, payload = parse_idx(data, path, fix, magic_dims=ndim)
     if verify:
         if got_shape != shape:
@@ -92,14 +101,19 @@ def read_checked(key: str, path: pathlib.Path, fix: str, verify: bool) -> tuple[
                 f"{'x'.join(map(str, shape))}; it is another data set's file. {fix} (For other data in this "
                 f"format, pass -o dataset.verify=false.)"
             )
-        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        if digest != md5:
+        published = compressed and _md5(raw) == gz_md5  # Zalando's own .gz, byte for byte
+        if not published and _md5(data) != md5:
             raise DataError(
-                f"{path}: its content does not match Fashion-MNIST's published checksum (MD5 {digest}, "
-                f"expected {md5}): the file is damaged or is not Fashion-MNIST. {fix} (For other data in "
-                f"this format, pass -o dataset.verify=false.)"
+                f"{path}: does not match Fashion-MNIST's published checksums (the MD5 of its content is "
+                f"{_md5(data)}, expected {md5}{f'; of the .gz file, expected {gz_md5}' if compressed else ''}): "
+                f"the file is damaged or is not Fashion-MNIST. {fix} (For other data in this format, pass "
+                f"-o dataset.verify=false.)"
             )
     return got_shape, payload, data
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _cache_copy(files: dict[str, bytes]) -> str | None:
@@ -122,25 +136,33 @@ def torchvision_download(root: pathlib.Path) -> None:
 
 
 def load_idx_set(data_root: pathlib.Path | None, *, download: bool = True, verify: bool = True) -> tuple[dict[str, tuple[tuple[int, ...], memoryview]], str]:
-    """The four arrays as ``key -> (shape, bytes)`` and a description of where they came from."""
-    tried = []
+    """The four arrays as ``key -> (shape, bytes)`` and a description of where they came from.
+
+    The first place holding all four files is used; a damaged file there is an
+    error (naming the file and the fix), not a reason to look further.
+    """
+    tried: list[str] = []
+    skipped: list[str] = []  # places the user named that did not hold the files
     for place in places(data_root):
         found = find_files(place.folder)
         if isinstance(found, str):
             tried.append(f"{place.label}: {place.folder} ({found})")
+            if place.label.startswith(("--", "$")):
+                skipped.append(tried[-1])
             continue
-        return _read_all(found, place, verify)
+        return _read_all(found, place, verify, skipped)
     if download:
         root = pathlib.Path(data_root).expanduser() if data_root is not None else cache_dir()
         place = Place("torchvision download", root, f"Delete {root / 'FashionMNIST'} and run again to download afresh.")
         try:
             torchvision_download(root)
         except Exception as exc:  # noqa: BLE001 - any network or mirror failure
-            tried.append(f"torchvision download into {root} (failed: {type(exc).__name__}: {exc})")
+            why = " ".join(str(exc).split())[:400]
+            tried.append(f"torchvision download into {root} (failed: {type(exc).__name__}: {why})")
         else:
             found = find_files(root)
             if not isinstance(found, str):
-                return _read_all(found, place, verify)
+                return _read_all(found, place, verify, skipped)
             tried.append(f"torchvision download into {root} (finished but {found})")
     else:
         tried.append("torchvision download (switched off by -o dataset.download=false)")
@@ -152,7 +174,7 @@ def load_idx_set(data_root: pathlib.Path | None, *, download: bool = True, verif
     )
 
 
-def _read_all(found: dict[str, pathlib.Path], place: Place, verify: bool):
+def _read_all(found: dict[str, pathlib.Path], place: Place, verify: bool, skipped: list[str]):
     arrays, compressed = {}, {}
     for key, path in found.items():
         shape, payload, data = read_checked(key, path, place.fix, verify)
@@ -160,6 +182,8 @@ def _read_all(found: dict[str, pathlib.Path], place: Place, verify: bool):
         if path.suffix == ".gz":
             compressed[key] = data
     source = f"{place.label}: {place.folder}"
+    if skipped:  # say so: the user named a place and got another
+        source += f"; not in {'; '.join(skipped)}"
     if compressed and verify and place.folder != cache_dir():
         note = _cache_copy(compressed)
         if note:

@@ -51,6 +51,10 @@ def _labels(shape, payload, rows, device) -> torch.Tensor:
 
 def build_dataset(arrays, source: str, classes, *, batch_size: int, device, seed: int, shard, resize, raw_pixels) -> InMemoryDataset:
     """Both splits on ``device``; with ``shard=(rank, world)`` only that rank's rows."""
+    if shard is not None and shard[1] > 1:
+        # Each rank shuffles its own shard in its own order: with one shared
+        # order, rows 2i and 2i+1 would always meet in the same global batch.
+        seed = (seed * 1_000_033 + shard[0]) % (2**63 - 1)
     splits = {}
     for split in ("train", "test"):
         shape, payload = arrays[f"{split}_images"]

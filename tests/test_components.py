@@ -147,3 +147,27 @@ def test_visualizers_accept_every_event(registry, name, tmp_path):
 def test_tensor_batches_check_lengths():
     with pytest.raises(ValueError, match="3 inputs but 2 labels"):
         TensorBatches(torch.zeros(3, 2), torch.zeros(2), 2, shuffle=False)
+
+
+def test_a_dataset_whose_train_batches_have_no_len_is_refused_clearly():
+    from fmclf.build import _check_dataset
+    from fmclf.errors import ComponentError
+    from fmclf.registry import PluginInfo
+
+    class NoLen:
+        train = iter([])
+        test, classes, input_shape = [], ["a"], (1,)
+
+    record = ComponentRecord("dataset", "odd", lambda: None, "", PluginInfo("odd", "odd"))
+    with pytest.raises(ComponentError, match="no len\\(\\); .* __len__"):
+        _check_dataset(record, NoLen())
+
+
+def test_shards_shuffle_in_different_orders(registry, tiny_data):
+    core = {"batch_size": 8, "device": "cpu", "seed": 4}
+    orders = []
+    for rank in (0, 1):
+        ds = build(registry, "dataset", "fashion-mnist", {**core, "shard": (rank, 2)}, data_root=tiny_data, verify=False, download=False)
+        ds.train.set_epoch(1)
+        orders.append(ds.train.order().tolist())
+    assert sorted(orders[0]) == sorted(orders[1]) and orders[0] != orders[1]

@@ -1,0 +1,272 @@
+"""A third-party-style plugin whose components misbehave on cue, for the robustness tests.
+
+Loaded like any plugin: ``fmclf -p chaos_plugin run ...`` (with this folder on
+PYTHONPATH) or ``load_plugins(include=["chaos_plugin"])``. Every trigger is
+counted, not timed, so each test is deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import select
+import signal
+import sys
+
+import fmclf
+
+
+@fmclf.hookimpl
+def register_datasets(register):
+    register("flaky-data", flaky_data, help="tiny Fashion-MNIST files whose training batches fail at one batch")
+
+
+@fmclf.hookimpl
+def register_models(register):
+    register("linear", linear, help="flatten + linear; can send itself a signal during its n-th evaluation")
+    register("boom-build", boom_build, help="a model whose factory raises")
+    register("boom-forward", boom_forward, help="a model whose forward raises at call n")
+
+
+@fmclf.hookimpl
+def register_losses(register):
+    register("inf-at", inf_at, help="the fused cross-entropy, except that call n returns inf")
+    register("boom", boom_loss, help="a loss that raises")
+
+
+@fmclf.hookimpl
+def register_updaters(register):
+    register("poison", poison, help="minibatch SGD that writes nan into the weights at step n")
+    register("boom-step", boom_step, help="an updater whose step raises")
+
+
+@fmclf.hookimpl
+def register_visualizers(register):
+    register("pause-at", pause_at, help="prints PAUSED at one batch and waits there for a signal")
+    register("signal-at", signal_at, help="sends this process a signal at one batch (batch 0: at the end of the epoch)")
+    register("boom-epoch-end", boom_epoch_end, help="a visualizer whose on_epoch_end raises")
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def flaky_data(*, batch_size: int, device, seed: int = 0, data_root: pathlib.Path | None = None, fail_at: int = 2):
+    """Options:
+        data_root: folder with tiny IDX files
+        fail_at: the training batch whose fetch raises
+    """
+    from fmclf_plugins.fashion_mnist import fashion_mnist
+
+    data = fashion_mnist(batch_size=batch_size, device=device, seed=seed, data_root=data_root, verify=False, download=False)
+
+    class Flaky:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __len__(self):
+            return len(self.inner)
+
+        def set_epoch(self, epoch):
+            self.inner.set_epoch(epoch)
+
+        def __iter__(self):
+            for i, batch in enumerate(self.inner, start=1):
+                if i == fail_at:
+                    raise OSError("lost the connection to the data server")
+                yield batch
+
+    data.train = Flaky(data.train)
+    return data
+
+
+# --- models -----------------------------------------------------------------------------
+
+
+def linear(*, num_inputs: int, num_classes: int, signal_at_eval: int = 0, signal_name: str = "SIGTERM"):
+    """Options:
+        signal_at_eval: during this evaluation (1 = after epoch 1) send the signal; 0: never
+        signal_name: SIGTERM or SIGINT
+    """
+    import torch
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(num_inputs, num_classes))
+            self.evals, self.fired = 0, False
+
+        def train(self, mode: bool = True):
+            if not mode:
+                self.evals += 1
+            return super().train(mode)
+
+        def forward(self, X):
+            sig = getattr(signal, signal_name)
+            # only while fmclf listens: a model is also evaluated after training (the pictures),
+            # where a SIGTERM would simply end the process — here, the test run itself
+            listening = callable(signal.getsignal(sig))
+            if not self.training and self.evals == signal_at_eval and not self.fired and listening:
+                self.fired = True
+                os.kill(os.getpid(), sig)
+            return self.net(X)
+
+    return Linear()
+
+
+def boom_build(*, num_inputs: int, num_classes: int):
+    raise RuntimeError("no GPU kernels for this model")
+
+
+def boom_forward(*, num_inputs: int, num_classes: int, at_call: int = 1):
+    """Options:
+        at_call: the forward call that raises
+    """
+    import torch
+
+    class Boom(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(num_inputs, num_classes)
+            self.calls = 0
+
+        def forward(self, X):
+            self.calls += 1
+            if self.calls == at_call:
+                raise ValueError("matrix shapes went wrong inside the model")
+            return self.lin(X.flatten(1))
+
+    return Boom()
+
+
+# --- losses -----------------------------------------------------------------------------
+
+
+def inf_at(*, at_call: int = 1):
+    """Options:
+        at_call: the call (counted over the whole run, 1-based) that returns inf
+    """
+    import torch
+
+    calls = [0]
+
+    def loss(logits, y):
+        calls[0] += 1
+        out = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        if calls[0] == at_call:
+            out = out + float("inf")
+        return out
+
+    return loss
+
+
+def boom_loss():
+    def loss(logits, y):
+        raise ZeroDivisionError("division by zero in the loss")
+
+    return loss
+
+
+# --- updaters ---------------------------------------------------------------------------
+
+
+def poison(*, params, lr: float, at_step: int = 1):
+    """Options:
+        at_step: the step (counted over the whole run, 1-based) after which the weights hold nan
+    """
+    import torch
+
+    class Poison:
+        reduction = "sum"
+
+        def __init__(self):
+            self.params, self.steps = list(params), 0
+
+        def zero_grad(self):
+            for p in self.params:
+                p.grad = None
+
+        @torch.no_grad()
+        def step(self, batch_size):
+            self.steps += 1
+            for p in self.params:
+                p -= lr * p.grad / batch_size
+                if self.steps == at_step:
+                    p.fill_(float("nan"))
+
+    return Poison()
+
+
+def boom_step(*, params, lr: float):
+    class Boom:
+        def zero_grad(self):
+            pass
+
+        def step(self, batch_size):
+            raise RuntimeError("the optimizer state is on another device")
+
+    return Boom()
+
+
+# --- visualizers ------------------------------------------------------------------------
+
+
+def pause_at(*, run_dir=None, epoch: int = 1, batch: int = 1):
+    """Options:
+        epoch: the epoch
+        batch: the batch after which to print PAUSED and wait for a signal
+    """
+
+    class PauseAt:
+        def on_batch_end(self, event):
+            if (event.epoch, event.batch) == (epoch, batch):
+                # Wait for the signal without a race: a signal arriving before the wait
+                # begins is still seen, because the wakeup fd records every signal.
+                r, w = os.pipe()
+                os.set_blocking(w, False)
+                previous = signal.set_wakeup_fd(w)
+                try:
+                    print("PAUSED", flush=True)
+                    select.select([r], [], [], 120)
+                finally:
+                    signal.set_wakeup_fd(previous)
+                    os.close(r)
+                    os.close(w)
+
+    return PauseAt()
+
+
+def signal_at(*, run_dir=None, epoch: int = 1, batch: int = 1, signal_name: str = "SIGINT", times: int = 1):
+    """Options:
+        epoch: the epoch
+        batch: the batch after which to send the signal (0: at the end of the epoch)
+        signal_name: SIGINT or SIGTERM
+        times: how many times to send it
+    """
+    sig = getattr(signal, signal_name)
+
+    def fire():
+        for _ in range(times):
+            os.kill(os.getpid(), sig)
+
+    class SignalAt:
+        def on_batch_end(self, event):
+            if batch and (event.epoch, event.batch) == (epoch, batch):
+                fire()
+
+        def on_epoch_end(self, event):
+            if not batch and event.epoch == epoch:
+                fire()
+
+    return SignalAt()
+
+
+def boom_epoch_end(*, run_dir=None):
+    class Boom:
+        def on_epoch_end(self, event):
+            raise KeyError("no such column in the plot")
+
+    return Boom()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("a plugin module: load it with `fmclf -p chaos_plugin`")
