@@ -1,4 +1,11 @@
-"""Cross-entropy two ways, both taking logits and returning one loss per example."""
+"""The textbook's cross-entropy (d2l 3.6), kept as it is written there: its failures are the point.
+
+``softmax`` exponentiates the logits without subtracting their maximum, so a
+logit past ~88.7 (float32; 11.1 in float16) overflows to inf and the row
+becomes nan; a target whose logit sits ~104 below the row's largest
+underflows to probability 0 and its loss to inf. ``docs/stability.md``
+measures where; the ``fused`` loss (:mod:`.fused_cross_entropy`) does not fail.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +20,11 @@ def softmax(O: torch.Tensor) -> torch.Tensor:
 
 
 def naive_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``-log softmax(logits)[y]``: inf or nan once exp overflows (logits past ~88.7 in float32)."""
+    """``-log softmax(logits)[y]``: inf or nan once exp overflows or underflows.
+
+    Probability targets (N, C) get the textbook's general form ``-sum_j y_j log y_hat_j``.
+    """
     y_hat = softmax(logits)
+    if y.is_floating_point():
+        return -(y * torch.log(y_hat)).sum(1)
     return -torch.log(y_hat[torch.arange(len(y_hat), device=y_hat.device), y])
-
-
-def fused_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``log sum exp(o - m) - (o_y - m)`` with m the row maximum."""
-    m = logits.amax(dim=1, keepdim=True)
-    shifted = logits - m
-    return torch.log(torch.exp(shifted).sum(dim=1)) - shifted.gather(1, y.unsqueeze(1)).squeeze(1)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import fmclf
+from fmclf.errors import OptionError
 
 
 @fmclf.hookimpl
@@ -18,8 +21,38 @@ def naive():
     return naive_cross_entropy
 
 
-def fused():
-    """``log sum exp(o - m) - (o_y - m)`` per row, m the row maximum."""
-    from .cross_entropy import fused_cross_entropy
+def fused(
+    *,
+    label_smoothing: float = 0.0,
+    soft_label: float | None = None,
+    ignore_index: int = -100,
+    weight: list[float] | None = None,
+):
+    """``log sum exp(o - m) - (o_y - m)`` per row, m the row maximum; options as in
+    ``torch.nn.functional.cross_entropy``.
 
-    return fused_cross_entropy
+    Options:
+        label_smoothing: mix the target with the uniform distribution: (1 - eps) * onehot + eps / C (0 to 1)
+        soft_label: probability on the true class, the rest shared equally by the other classes (the textbook's 0.9); same as label_smoothing = (1 - p) * C / (C - 1)
+        ignore_index: rows whose target is this class index get loss 0 and no gradient
+        weight: one weight per class, scaling that class's term (comma-separated)
+    """
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise OptionError(f"option label_smoothing of loss 'fused' must be between 0 and 1, got {label_smoothing}.")
+    if soft_label is not None:
+        if not 0.0 <= soft_label <= 1.0:
+            raise OptionError(f"option soft_label of loss 'fused' is a probability and must be between 0 and 1, got {soft_label}.")
+        if label_smoothing:
+            raise OptionError(
+                "options soft_label and label_smoothing of loss 'fused' say the same thing two ways; give one "
+                "(soft_label=p is label_smoothing=(1 - p) * C / (C - 1) for C classes)."
+            )
+    if weight is not None:
+        if not weight:
+            raise OptionError("option weight of loss 'fused' is empty; give one weight per class, e.g. -o loss.weight=1,1,2,...")
+        bad = [w for w in weight if not (math.isfinite(w) and w >= 0)]
+        if bad:
+            raise OptionError(f"option weight of loss 'fused' must hold finite weights >= 0, got {bad[0]}.")
+    from .fused_cross_entropy import FusedCrossEntropy
+
+    return FusedCrossEntropy(label_smoothing=label_smoothing, soft_label=soft_label, ignore_index=ignore_index, weight=weight)
