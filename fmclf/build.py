@@ -118,7 +118,7 @@ def assemble(plan: Plan, *, device: Any, run_dir: Any = None, shard: tuple[int, 
     if not isinstance(model, torch.nn.Module):
         raise ComponentError(f"{records['model'].describe()} returned {type(model).__name__}; a model must be a torch.nn.Module.")
     model.to(device)
-    loss = call_factory(records["loss"], {}, options["loss"])
+    loss = call_factory(records["loss"], {"num_classes": len(dataset.classes)}, options["loss"])
     if not callable(loss):
         raise ComponentError(f"{records['loss'].describe()} returned {type(loss).__name__}, which is not callable; a loss is a callable (logits, y) -> per-example loss.")
     updater = call_factory(records["updater"], {"params": list(model.parameters()), "lr": config.lr}, options["updater"])

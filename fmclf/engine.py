@@ -318,10 +318,14 @@ class Trainer:
             else:
                 try:
                     logits = model(X)
+                except FmclfError:
+                    raise  # already says what is wrong and whose it is
                 except Exception as exc:
                     raise _fault(records.get("model"), "model", exc, f"on batch {b} of epoch {epoch}") from exc
                 try:
                     losses = loss_fn(logits, y)
+                except FmclfError:
+                    raise
                 except Exception as exc:
                     raise _fault(records.get("loss"), "loss", exc, f"on batch {b} of epoch {epoch}") from exc
                 if b == first + 1:

@@ -25,8 +25,8 @@ def register_models(register):
 
 @hookspec
 def register_losses(register):
-    """Register losses: ``factory(**options)`` returns a callable
-    ``(logits, y) -> per-example loss`` of shape ``(N,)``."""
+    """Register losses: ``factory(**options)`` (plus ``num_classes`` if it asks)
+    returns a callable ``(logits, y) -> per-example loss`` of shape ``(N,)``."""
 
 
 @hookspec

@@ -30,7 +30,7 @@ from .registry import ComponentRecord
 CORE_PARAMS: dict[str, tuple[str, ...]] = {
     "dataset": ("batch_size", "device", "seed", "shard"),
     "model": ("num_inputs", "num_classes", "input_shape"),
-    "loss": (),
+    "loss": ("num_classes",),
     "updater": ("params", "lr"),
     "visualizer": ("run_dir",),
 }

@@ -166,7 +166,7 @@ def check_loss(
     import torch
 
     device = _device(device)
-    record, fn = _build("loss", loss, {}, options)
+    record, fn = _build("loss", loss, {"num_classes": num_classes}, options)
     if not callable(fn):
         raise _fail(record, f"the factory returned {type(fn).__name__}, which is not callable; a loss is (logits, y) -> per-example loss")
     g = _generator()

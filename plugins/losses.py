@@ -27,6 +27,7 @@ def fused(
     soft_label: float | None = None,
     ignore_index: int = -100,
     weight: list[float] | None = None,
+    num_classes: int | None = None,
 ):
     """``log sum exp(o - m) - (o_y - m)`` per row, m the row maximum; options as in
     ``torch.nn.functional.cross_entropy``.
@@ -53,6 +54,11 @@ def fused(
         bad = [w for w in weight if not (math.isfinite(w) and w >= 0)]
         if bad:
             raise OptionError(f"option weight of loss 'fused' must hold finite weights >= 0, got {bad[0]}.")
+        if num_classes is not None and len(weight) != num_classes:
+            raise OptionError(
+                f"option weight of loss 'fused' has {len(weight)} entries but the data set has {num_classes} "
+                f"classes; give one weight per class."
+            )
     from .fused_cross_entropy import FusedCrossEntropy
 
     return FusedCrossEntropy(label_smoothing=label_smoothing, soft_label=soft_label, ignore_index=ignore_index, weight=weight)

@@ -102,3 +102,10 @@ def test_help_lists_the_run_options(runner):
     for flag in ("--dataset", "--model", "--loss", "--updater", "--visualizer", "--device", "--epochs",
                  "--batch-size", "--lr", "--seed", "--data-root", "--out", "--config", "--resume", "-o"):
         assert flag in result.output
+
+
+def test_loss_weights_are_checked_against_the_classes_before_training(runner, tiny_data, tmp_path):
+    result = tiny_run(runner, tiny_data, tmp_path / "run", "-o", "loss.weight=1,2,3")
+    assert result.exit_code == 2, result.output
+    assert "has 3 entries but the data set has 10 classes" in result.output
+    assert "epoch 1/" not in result.output

@@ -7,7 +7,8 @@
 Rows are grouped as the benchmarks group themselves. What a benchmark puts in
 its ``extra_info`` shapes its row: ``label`` names it; ``baseline: true``
 makes it the group's reference, and every other row gets its speed-up over
-it; ``vs: LABEL`` adds a comparison with another row of the group. Ratios
+it; ``vs: LABEL`` adds a comparison with another row of the group;
+``readme: false`` keeps a row out (what it measures is not speed). Ratios
 are of the fastest rounds (the least disturbed by other processes) and
 were measured in one run, so they compare like with like.
 """
@@ -65,6 +66,8 @@ def rows(data: dict) -> list[str]:
     """Markdown rows for one run's benchmarks, group by group."""
     groups: dict[str, list[dict]] = {}
     for bench in data.get("benchmarks", []):
+        if bench["extra_info"].get("readme") is False:  # e.g. the stability errors: docs/stability.md has them
+            continue
         groups.setdefault(bench.get("group") or "", []).append(bench)
     out = []
     for group, benches in groups.items():
