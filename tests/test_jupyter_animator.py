@@ -8,8 +8,6 @@ import pathlib
 import sys
 import textwrap
 
-import ipykernel  # noqa: F401 - the test extra installs it; the kernel below runs it
-
 CELL = textwrap.dedent(
     """
     import pathlib, sys
@@ -31,6 +29,7 @@ CELL = textwrap.dedent(
 
 def _kernel(tmp_path: pathlib.Path):
     """A kernel running *this* interpreter (the venv's), whatever kernel specs are installed."""
+    import ipykernel  # noqa: F401 - the test extra installs it (imported here, so collecting the suite never needs it)
     from jupyter_client.kernelspec import KernelSpecManager  # comes with ipykernel
     from jupyter_client.manager import KernelManager
 
