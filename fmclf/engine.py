@@ -115,6 +115,17 @@ def _guarded(batches: Any, record: ComponentRecord | None, where: str) -> Iterat
         yield item
 
 
+def _backward_fault(records: dict[str, ComponentRecord], exc: BaseException, where: str) -> ComponentError:
+    """A failure inside ``backward()``: the gradients run back through the loss and
+    the model, so name both (the updater has not been called yet)."""
+    names = " and ".join(records[k].describe() for k in ("loss", "model") if k in records) or "the loss and the model"
+    return ComponentError(
+        f"computing gradients raised {type(exc).__name__} {where}: {exc}. The backward pass runs through "
+        f"{names}; one of them (a custom autograd function, say) is at fault. Report it to its authors, "
+        f"or choose another with `fmclf plugins`."
+    )
+
+
 def evaluate(model: Any, batches: Any, num_classes: int) -> tuple[float, Any]:
     """Accuracy of ``model`` over ``batches`` and the confusion matrix
     (a ``num_classes`` square int64 tensor on the device; rows are true classes)."""
@@ -334,7 +345,10 @@ class Trainer:
                 watch.add(b, total)  # on the CPU: raises here, before the update
                 try:
                     updater.zero_grad()
-                    (total if sum_reduction else losses.mean()).backward()
+                    try:
+                        (total if sum_reduction else losses.mean()).backward()
+                    except Exception as exc:
+                        raise _backward_fault(records, exc, f"on batch {b} of epoch {epoch}") from exc
                     if comm is not None:
                         comm.average_gradients(params)
                     updater.step(n)

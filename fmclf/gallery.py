@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from . import pictures, runs
 from .build import Plan, assemble, resolve
 from .config import RunConfig, load_config
-from .errors import CheckpointError, ConfigError, UsageError
+from .errors import CheckpointError, UsageError
 from .options import resolve_options
 from .plugins import PluginHost
 
@@ -81,11 +81,8 @@ def load_run_config(run_dir: pathlib.Path) -> RunConfig:
     path = run_dir / runs.CONFIG
     if not path.is_file():
         raise UsageError(f"{str(run_dir)!r} is not a run folder (no {runs.CONFIG}). Pass the folder `fmclf run` printed.")
-    settings, options = load_config(path)
-    try:
-        return RunConfig(**settings, options=options)
-    except TypeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    settings, options = load_config(path)  # refuses unknown settings, so the call below cannot fail
+    return RunConfig(**settings, options=options)
 
 
 def _final_weights(run_dir: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:

@@ -24,7 +24,7 @@ from . import __version__, atomic, distributed, runs
 from .build import Plan, assemble, resolve
 from .config import RunConfig, load_config
 from .engine import Parts, StopFlag, Trainer, TrainState
-from .errors import CheckpointError, ComponentError, ConfigError, DistributedError, DivergenceError, Interrupted, UsageError
+from .errors import CheckpointError, ComponentError, DistributedError, DivergenceError, Interrupted, UsageError
 from .memory import peak_memory
 from .plugins import PluginHost
 from .report import RunReport
@@ -175,10 +175,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
     with distributed.connect() as comm:
         echo = comm.root_only(echo)
         settings, options, checkpoint = comm.on_root("reading the run folder", lambda: _read_run(run_dir, comm))
-        try:
-            config = RunConfig(**settings, options=options)
-        except TypeError as exc:
-            raise comm.alike(ConfigError(f"{run_dir / runs.CONFIG}: {exc}")) from None
+        config = RunConfig(**settings, options=options)  # load_config refused unknown settings
         for key, value in (overrides or {}).items():
             setattr(config, key, value)
         config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}

@@ -66,3 +66,35 @@ def test_debug_mode_shows_the_components_own_traceback(tiny_data, tmp_path, monk
     cause = result.exception.__cause__
     assert isinstance(cause, ZeroDivisionError)
     assert pathlib.Path(traceback.extract_tb(cause.__traceback__)[-1].filename).name == "chaos_plugin.py"
+
+
+def test_a_failing_backward_names_the_loss_and_the_model_not_the_updater(fmclf_plugin, tiny_data, tmp_path):
+    """The gradients run back through the loss and the model; the updater is innocent."""
+    import types
+
+    import torch
+
+    import fmclf
+
+    class Broken(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, logits, y):
+            return logits.sum(dim=1) * 0
+
+        @staticmethod
+        def backward(ctx, g):
+            raise ArithmeticError("no gradient today")
+
+    plugin = types.SimpleNamespace(register_losses=fmclf.hookimpl(lambda register: register("broken-grad", lambda: Broken.apply)))
+    fmclf_plugin(plugin, name="grad-plugin")
+    from click.testing import CliRunner
+
+    from fmclf.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--loss", "broken-grad",
+                                      "--epochs", "1", "--batch-size", "16", "--visualizer", "none", "--device", "cpu",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert "computing gradients raised ArithmeticError on batch 1 of epoch 1: no gradient today" in result.output
+    assert "loss 'broken-grad'" in result.output and "model 'scratch'" in result.output
+    assert "updater" not in result.output.split("Error:", 1)[1]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import json
 import math
-import pathlib
 import sys
 
 import pytest
