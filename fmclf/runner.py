@@ -154,9 +154,8 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
         prov = provenance(plan, host, device, comm.describe())
         existed = out_dirs[0].exists()
         run_dir = comm.on_root("creating the run folder", lambda: runs.prepare_new(out_dirs[0]))
-        write_config = lambda: atomic.write_text(run_dir / runs.CONFIG, plan.config.to_toml(prov, _HEADER))  # noqa: E731
         try:
-            return _train(plan, host, device, run_dir, None, echo, prov, comm, write_config)
+            return _train(plan, host, device, run_dir, None, echo, prov, comm)
         except BaseException:
             if comm.is_root and not existed:  # only an empty folder goes: a run that never started
                 with contextlib.suppress(OSError):
@@ -184,8 +183,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
         prov = _resumed_provenance(run_dir, provenance(plan, host, device, comm.describe())) if comm.is_root else {}
         if checkpoint is None:
             echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
-        write_config = lambda: atomic.write_text(run_dir / runs.CONFIG, plan.config.to_toml(prov, _HEADER))  # noqa: E731
-        return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm, write_config)
+        return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm)
 
 
 def _prepare(config: RunConfig, host: PluginHost, comm: distributed.Solo, check: Callable[[Plan], None] | None = None) -> tuple[Plan, Any]:
@@ -317,7 +315,7 @@ def _kept(last: tuple[int, int] | None) -> str:
 
 def _train(
     plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, checkpoint: dict | None, echo: Echo,
-    prov: dict[str, Any], comm: distributed.Solo, write_config: Callable[[], None],
+    prov: dict[str, Any], comm: distributed.Solo,
 ) -> RunResult:
     config = plan.config
     # Only rank 0 draws: the other processes build no visualizer.
@@ -335,7 +333,8 @@ def _train(
             return RunResult(run_dir, state.history, str(device), 0.0, plan, 0)
         where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
         echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else f"finishing {run_dir}")
-    comm.on_root("writing the run's settings", write_config)  # once the components are built: a failed start leaves none
+    # Once the components are built: a failed start leaves no config behind.
+    comm.on_root("writing the run's settings", lambda: atomic.write_text(run_dir / runs.CONFIG, config.to_toml(prov, _HEADER)))
     comm.share_model(parts.model)  # identical starting weights, whatever each process drew
     report = None
     if comm.is_root:  # the others print and draw nothing
