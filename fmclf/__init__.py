@@ -6,7 +6,8 @@ and the errors. Importing fmclf imports neither torch nor any plugin.
 
 from .errors import ComponentError, DataError, FmclfError, OptionError, UsageError
 from .hookspecs import hookimpl
-from .registry import KINDS, ComponentRecord, PluginInfo
+from .host.registry import ComponentRecord, PluginInfo
+from .kinds import KINDS
 
 __version__ = "0.1.0"
 
@@ -19,13 +20,13 @@ __all__ = [
 def get_component(kind: str, name: str) -> ComponentRecord:
     """The record of component ``name`` of ``kind`` (``"model"``, ``"loss"`` ...);
     raises :class:`fmclf.errors.UnknownComponentError` with the closest names."""
-    from .plugins import get_host
+    from .host.loading import get_host
 
     return get_host().registry.get(kind, name)
 
 
 def list_components(kind: str | None = None, filter: str | None = None) -> list[ComponentRecord]:
     """Every registered component, or those of one kind whose name contains ``filter``."""
-    from .plugins import get_host
+    from .host.loading import get_host
 
     return get_host().registry.list(kind, filter)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from . import plugins
-from .plugins import PluginHost, get_host, set_host
+from .host import loading as plugins
+from .host.loading import PluginHost, get_host, set_host
 
 
 class PluginRegistrar:

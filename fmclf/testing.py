@@ -31,13 +31,14 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .build import call_factory
+from .run.plan import call_factory
 from .errors import FmclfError
 from .events import EVENTS
-from .options import resolve_options
-from . import plugins
-from .plugins import get_host, load_plugins
-from .registry import ComponentRecord, PluginInfo, first_doc_line
+from .kinds import BY_NAME, KINDS
+from .host.options import resolve_options
+from .host import loading as plugins
+from .host.loading import get_host, load_plugins
+from .host.registry import ComponentRecord, PluginInfo, first_doc_line
 
 if TYPE_CHECKING:
     import torch
@@ -211,7 +212,7 @@ def check_updater(
     ``torch.optim.Optimizer`` is adapted as in a run. Returns the (adapted) updater."""
     import torch
 
-    from .engine import adapt_updater
+    from .train.updaters import adapt_updater
 
     device = _device(device)
     g = _generator()
@@ -296,7 +297,7 @@ def check_visualizer(
 def _check_visualizer(visualizer: Component, options: Mapping[str, Any] | None, run_dir: pathlib.Path, device: torch.device) -> Any:
     import torch
 
-    from .engine import Parts, Trainer, TrainState
+    from .train.engine import Parts, Trainer, TrainState
 
     record, vis = _build("visualizer", visualizer, {"run_dir": run_dir}, options)
     strays = [a for a in dir(vis) if a.startswith("on_") and a not in EVENTS and callable(getattr(vis, a))]
@@ -334,12 +335,10 @@ def check_dataset(
     exactly (resuming relies on it). Returns the data set."""
     import torch
 
-    from .build import _check_dataset
-
     device = _device(device)
     record, data = _build("dataset", dataset, {"batch_size": batch_size, "device": device, "seed": seed, "shard": None}, options)
     try:
-        _check_dataset(record, data)
+        BY_NAME["dataset"].accept(record, data)
     except FmclfError as exc:
         raise ContractError(str(exc)) from None
     classes = list(data.classes)
@@ -393,10 +392,8 @@ def _check_batch(record: ComponentRecord, split: str, index: int, batch: Any, sh
             raise _fail(record, f"{where} has {name} on {t.device}, but the run asked for {device}; batches must already be on the run's device")
 
 
-_CHECKS: dict[str, Callable[..., Any]] = {
-    "dataset": check_dataset, "model": check_model, "loss": check_loss,
-    "updater": check_updater, "visualizer": check_visualizer,
-}
+#: The contract check of each kind: ``check_KIND`` (see :mod:`fmclf.kinds`).
+_CHECKS: dict[str, Callable[..., Any]] = {k: globals()[f"check_{k}"] for k in KINDS}
 
 
 def check_plugin(

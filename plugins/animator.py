@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pathlib
 
-from fmclf import atomic, pictures
+from fmclf import atomic
+from fmclf.draw import pictures
 
 
 def in_jupyter() -> bool:

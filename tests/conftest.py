@@ -34,7 +34,7 @@ def _session_cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _fresh_plugin_host():
     """Each test starts with no cached plugin load."""
-    from fmclf.plugins import set_host
+    from fmclf.host.loading import set_host
 
     set_host(None)
     yield

@@ -130,7 +130,7 @@ def engine_parts(data_root: pathlib.Path, *, device: str = "cpu", seed: int = 0,
 
 def engine_trainer(parts, *, device: str = "cpu", **options):
     """A Trainer for one epoch; ``trainer.fit(TrainState())`` runs it (train + test)."""
-    from fmclf.engine import Trainer
+    from fmclf.train.engine import Trainer
 
     return Trainer(parts, device=torch.device(device), epochs=1, **options)
 

@@ -16,7 +16,7 @@ import torch
 
 from pipelines import HandLoop, Textbook, engine_parts, engine_trainer
 
-from fmclf.engine import TrainState
+from fmclf.train.engine import TrainState
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
 TEXTBOOK, HAND, ENGINE = "textbook pipeline", "hand-written loop", "fmclf engine"

@@ -9,9 +9,9 @@ import itertools
 import pytest
 import torch
 
-from fmclf.build import assemble, resolve
-from fmclf.config import RunConfig
-from fmclf.plugins import load_plugins
+from fmclf.run.plan import assemble, resolve
+from fmclf.run.config import RunConfig
+from fmclf.host.loading import load_plugins
 
 _fresh = itertools.count()
 

@@ -6,7 +6,9 @@ import csv
 import io
 import pathlib
 
-from fmclf import atomic, runs
+from fmclf import atomic
+
+from fmclf.run import folder
 from fmclf.errors import OptionError
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds")
@@ -26,7 +28,7 @@ class CsvMetrics:
         name = pathlib.PurePath(filename)
         if name.name != filename or filename in ("", ".", ".."):
             raise OptionError(f"option filename of visualizer 'csv' must be a plain file name such as metrics.csv, got {filename!r}.")
-        if filename in (runs.CONFIG, runs.METRICS, runs.CHECKPOINT, runs.WEIGHTS, runs.SUMMARY):
+        if filename in (folder.CONFIG, folder.METRICS, folder.CHECKPOINT, folder.WEIGHTS, folder.SUMMARY):
             raise OptionError(f"option filename of visualizer 'csv' must not be {filename!r}: fmclf writes that file itself.")
         self.path = pathlib.Path(run_dir) / filename
         self.per_class = per_class

@@ -1,0 +1,141 @@
+"""Pictures of data and predictions: the work behind ``fmclf show`` and
+``fmclf predict``, and the predictions grid a run leaves in its folder."""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from . import pictures
+
+from ..run import checkpoint, folder
+from ..run.plan import Plan, assemble, resolve
+from ..run.config import RunConfig, load_config
+from ..errors import CheckpointError, UsageError
+from ..host.options import resolve_options
+from ..host.loading import PluginHost
+
+PREDICTIONS = "predictions.png"
+
+
+def is_image_shape(shape: Sequence[int]) -> bool:
+    """Whether inputs of this shape are images: ``(1|3, H, W)``."""
+    return len(shape) == 3 and int(shape[0]) in (1, 3)
+
+
+def require_images(name: str, shape: Sequence[int], command: str) -> None:
+    """A clear error when a data set's inputs are not images."""
+    if not is_image_shape(shape):
+        raise UsageError(
+            f"data set {name!r} has inputs of shape {tuple(shape)}, not images of shape (1 or 3, H, W), "
+            f"so `fmclf {command}` cannot draw them. It draws image data sets such as fashion-mnist."
+        )
+
+
+def first_examples(batches: Any, n: int) -> tuple[Any, Any]:
+    """The first ``n`` examples of an iterable of ``(X, y)`` batches (fewer if it holds fewer)."""
+    import torch
+
+    xs, ys, have = [], [], 0
+    for X, y in batches:
+        xs.append(X[: n - have])
+        ys.append(y[: n - have])
+        have += len(xs[-1])
+        if have >= n:
+            break
+    if not xs:
+        raise UsageError("the data set yielded no examples to draw.")
+    y = torch.cat(ys)
+    return torch.cat(xs), (y.argmax(dim=1) if y.ndim == 2 else y)  # probability targets: the likeliest class
+
+
+def labels_of(indices: Any, classes: Sequence[str]) -> list[str]:
+    """d2l's ``get_fashion_mnist_labels``: class indices to text labels."""
+    return [str(classes[int(i)]) for i in indices]
+
+
+def write_predictions(model: Any, batches: Any, classes: Sequence[str], path: pathlib.Path, *, n: int = 18,
+                      title: str | None = None) -> tuple[int, int]:
+    """Predict the first ``n`` examples of ``batches`` and draw them titled true / predicted,
+    the wrong ones in red (d2l's ``predict_ch3``). Returns ``(right, shown)``."""
+    from ..train.metrics import predict
+
+    X, y = first_examples(batches, n)
+    pred = predict(model, X)
+    true, guessed = labels_of(y, classes), labels_of(pred, classes)
+    pictures.save(pictures.predictions_figure(X.detach().float().cpu().numpy(), true, guessed, title=title), path)
+    return sum(t == p for t, p in zip(true, guessed)), len(true)
+
+
+@dataclass
+class Predicted:
+    """What ``fmclf predict`` drew."""
+
+    path: pathlib.Path
+    right: int
+    shown: int
+    weights: pathlib.Path
+
+
+def load_run_config(run_dir: pathlib.Path) -> RunConfig:
+    """The settings a run folder's config.toml records."""
+    path = run_dir / folder.CONFIG
+    if not path.is_file():
+        raise UsageError(f"{str(run_dir)!r} is not a run folder (no {folder.CONFIG}). Pass the folder `fmclf run` printed.")
+    settings, options = load_config(path)  # refuses unknown settings, so the call below cannot fail
+    return RunConfig(**settings, options=options)
+
+
+def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pathlib.Path | None = None,
+                device: str = "cpu", data_root: pathlib.Path | None = None) -> Predicted:
+    """Rebuild a run's data set and model from its config.toml, load its saved weights,
+    and draw its predictions for the first ``n`` test images."""
+    from ..run.devices import resolve_device
+
+    run_dir = pathlib.Path(run_dir)
+    config = load_run_config(run_dir)
+    config.visualizers, config.device = ["none"], device
+    config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.")}
+    if data_root is not None:
+        config.options.setdefault("dataset", {})["data_root"] = str(data_root)
+    plan: Plan = resolve(config, host)
+    out = pathlib.Path(out) if out is not None else run_dir / PREDICTIONS
+    pictures.picture_format(out)  # a bad name fails before the data set loads
+    state, weights = checkpoint.final_weights(run_dir)
+    dev = resolve_device(device)
+    parts = assemble(plan, device=dev)
+    require_images(config.dataset, parts.dataset.input_shape, "predict")
+    try:
+        parts.model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"{weights} does not fit the model {plan.records['model'].describe()} ({str(exc).splitlines()[0][:300]}). "
+            f"Were the plugins changed since the run? {run_dir / folder.CONFIG} lists the versions that trained it."
+        ) from None
+    right, shown = write_predictions(parts.model, parts.dataset.test, parts.dataset.classes, out, n=n,
+                                     title=f"{run_dir.name}: {config.model} + {config.loss} on {config.dataset} test images")
+    return Predicted(out, right, shown, weights)
+
+
+def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Path, split: str = "train", seed: int = 0,
+                 options: dict[str, Any] | None = None) -> tuple[pathlib.Path, list[str]]:
+    """Draw ``n`` images of a data set's ``split`` with their text labels (d2l's
+    ``show_images``); the training split is shuffled by ``seed``. Returns the path and labels."""
+    import torch
+
+    from ..run.plan import call_factory
+
+    record = host.registry.get("dataset", dataset)
+    values = resolve_options(record, options or {})
+    pictures.picture_format(out)
+    data = call_factory(record, {"batch_size": n, "device": torch.device("cpu"), "seed": seed, "shard": None}, values)
+    require_images(dataset, getattr(data, "input_shape", ()), "show")
+    batches = getattr(data, split)
+    if hasattr(batches, "set_epoch"):
+        batches.set_epoch(1)  # the order the first training epoch sees
+    X, y = first_examples(batches, n)
+    labels = labels_of(y, data.classes)
+    title = f"{dataset}, {split} set: {len(labels)} images" + (f" (shuffled, seed {seed})" if split == "train" else "")
+    pictures.save(pictures.samples_figure(X.float().numpy(), labels, title=title), out)
+    return pathlib.Path(out), labels

@@ -1,0 +1,128 @@
+"""What a finished run leaves to look at: confusion.png, predictions.png,
+curves.png (unless the animator drew its own) and report.md, which links
+them and tabulates the metrics of every epoch."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Callable, Sequence
+
+from .. import atomic
+
+from . import gallery, pictures
+
+from ..run import folder
+from ..run.plan import Plan
+
+REPORT = "report.md"
+CONFUSION = "confusion.png"
+CURVES = "curves.png"
+
+
+class RunReport:
+    """An internal listener the runner adds: it keeps the final model and confusion
+    matrix from ``on_fit_end``; :meth:`finish` draws and writes once the weights
+    and summary are safely on disk, so a drawing problem never costs a run."""
+
+    def __init__(self, run_dir: pathlib.Path, dataset: Any, plan: Plan, *, n_predictions: int = 18) -> None:
+        self.run_dir = pathlib.Path(run_dir)
+        self.dataset = dataset
+        self.plan = plan
+        self.n_predictions = n_predictions
+        self.end = None
+
+    def on_fit_end(self, event) -> None:
+        self.end = event
+
+    def finish(self, seconds: float, device: Any, echo: Callable[[str], None]) -> None:
+        """Write the pictures and report.md; a failure is reported, not raised."""
+        if self.end is None:
+            return
+        try:
+            drawn = self._draw()
+            write_report(self.run_dir, self.plan, self.end.history, self.end.confusion, self.end.classes,
+                         seconds=seconds, device=str(device), pictures_drawn=drawn)
+        except Exception as exc:  # the run's files are complete; only the pictures are missing
+            echo(f"Warning: could not draw the run's pictures ({type(exc).__name__}: {exc}); its other files are complete.")
+            return
+        echo(f"pictures: {', '.join(drawn)}; {REPORT} links them")
+
+    def _draw(self) -> list[str]:
+        end, run_dir, config = self.end, self.run_dir, self.plan.config
+        pictures.save(pictures.confusion_figure(end.confusion, end.classes), run_dir / CONFUSION)
+        drawn = [CONFUSION]
+        if gallery.is_image_shape(self.dataset.input_shape):
+            gallery.write_predictions(end.model, self.dataset.test, end.classes, run_dir / gallery.PREDICTIONS,
+                                      n=self.n_predictions, title=f"{config.model} + {config.loss}: first test images")
+            drawn.append(gallery.PREDICTIONS)
+        if not (run_dir / CURVES).exists():  # the animator, when used, has drawn them with its own options
+            pictures.save(pictures.curves_figure(end.history, epochs=config.epochs), run_dir / CURVES)
+        return [CURVES, *drawn]
+
+
+def _f(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> list[str]:
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(map(str, r)) + " |" for r in (header, rule, *rows)]
+
+
+def per_class_rows(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> list[list[str]]:
+    """Per class: test accuracy, examples, and the class it is most often taken for."""
+    rows = []
+    for i, name in enumerate(classes):
+        row = confusion[i]
+        total = sum(row)
+        others = [(count, classes[j]) for j, count in enumerate(row) if j != i and count]
+        worst = max(others, default=None)
+        rows.append([name, _f(row[i] / total) if total else "-", str(total),
+                     f"{worst[1]} ({worst[0]})" if worst else "-"])
+    return rows
+
+
+def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, Any]], confusion: Sequence[Sequence[int]],
+                 classes: Sequence[str], *, seconds: float, device: str, pictures_drawn: Sequence[str] = ()) -> pathlib.Path:
+    """Write report.md: settings, final metrics, per-class accuracy, every epoch's
+    metrics and links to the pictures in the run folder."""
+    run_dir = pathlib.Path(run_dir)
+    config, final = plan.config, history[-1]
+    lines = [
+        f"# fmclf run {run_dir.name}",
+        "",
+        f"{config.model} + {config.loss} + {config.updater} on {config.dataset}: {len(history)} epoch{'s' if len(history) != 1 else ''}, "
+        f"batch size {config.batch_size}, lr {config.lr}, seed {config.seed}, on {device}; "
+        f"{seconds:.2f} s in this session.",
+        "",
+        "Components: " + "; ".join(f"{t} `{c}`" for t, c in plan.components().items()) + ".",
+        f"Settings and versions are in [{folder.CONFIG}]({folder.CONFIG}); `fmclf run --config {run_dir}/{folder.CONFIG}` repeats the run.",
+        "",
+        "## Final metrics",
+        "",
+        *_table(["train loss", "train acc", "test acc"], [[_f(final["train_loss"]), _f(final["train_acc"]), _f(final["test_acc"])]], "rrr"),
+        "",
+    ]
+    present = [name for name in (CURVES, CONFUSION, gallery.PREDICTIONS) if name in pictures_drawn or (run_dir / name).exists()]
+    captions = {CURVES: "Training curves", CONFUSION: "Confusion matrix (test set)", gallery.PREDICTIONS: "Predictions on the first test images"}
+    if present:
+        lines += ["## Pictures", ""]
+        for name in present:
+            lines += [f"### {captions[name]}", "", f"![{captions[name]}]({name})", ""]
+    lines += [
+        "## Per-class test accuracy",
+        "",
+        *_table(["class", "test acc", "examples", "most often taken for"], per_class_rows(confusion, classes), "lrrl"),
+        "",
+        "## Metrics per epoch",
+        "",
+        *_table(["epoch", "train loss", "train acc", "test acc", "seconds"],
+                [[r["epoch"], _f(r["train_loss"]), _f(r["train_acc"]), _f(r["test_acc"]), f"{r['seconds']:.2f}"] for r in history]),
+        "",
+        f"Every epoch's metrics, with per-class test accuracy, are in [{folder.METRICS}]({folder.METRICS}).",
+        "",
+    ]
+    path = run_dir / REPORT
+    atomic.write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,327 @@
+"""Finding, loading and isolating plugins.
+
+Built-ins and third-party packages are loaded the same way: one entry point
+of the ``fmclf`` group at a time, each import and each hook call guarded, so
+that one broken plugin produces a warning naming it instead of taking down
+the command. ``FMCLF_STRICT_PLUGINS=1`` turns those warnings into an error;
+``FMCLF_DISABLE_PLUGIN_AUTOLOAD=1`` loads only the built-ins (plus what
+``-p NAME`` asks for), like pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Callable, Iterable
+
+import pluggy
+
+from .. import hookspecs
+from ..errors import PluginError
+from ..kinds import ROWS
+from .registry import ComponentRecord, PluginInfo, Registry, check_name, first_doc_line, normalize
+
+HOOKS = [k.hook for k in ROWS]
+
+ENTRY_POINT_GROUP = "fmclf"
+BUILTIN_DIST = "fmclf"
+
+
+def env_flag(name: str) -> bool:
+    """True when environment variable ``name`` is set to a true-ish value."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class PluginFailure:
+    """A plugin that could not be used, and why."""
+
+    plugin: PluginInfo
+    stage: str  #: "import", "registration", "hook register_models", ...
+    error: str
+
+    def message(self, *, strict: bool = False) -> str:
+        """One paragraph for the user (``strict``: it is about to stop the command)."""
+        lost = (
+            "the components that hook registers are not available"
+            if self.stage.startswith("hook ")
+            else "none of its components are available"
+        )
+        source = f"{self.plugin.describe()}, " if self.plugin.dist else ""
+        return (
+            f"plugin {self.plugin.name!r} ({source}module {self.plugin.module}) "
+            f"failed at {self.stage}: {self.error.rstrip('.')}. "
+            + ("" if strict else f"So {lost}; everything else works. ")
+            + f"Fix or uninstall it, or block it with `fmclf -p no:{self.plugin.name} ...`"
+            + ("." if strict else "; FMCLF_STRICT_PLUGINS=1 makes this an error.")
+        )
+
+
+@dataclass
+class LoadedPlugin:
+    """A plugin that loaded, with what loading it cost."""
+
+    info: PluginInfo
+    seconds: float
+    imported_torch: bool  #: it imported torch at import time (slows every command)
+
+
+@dataclass
+class PluginHost:
+    """The result of one plugin load: the plugins, their failures, their components."""
+
+    pm: pluggy.PluginManager
+    plugins: list[LoadedPlugin] = field(default_factory=list)
+    failures: list[PluginFailure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    registry: Registry = field(default_factory=Registry)
+
+    def warnings(self) -> list[str]:
+        """Messages the CLI prints to stderr."""
+        return [f.message() for f in self.failures] + self.notes
+
+
+def _dist_of(ep: metadata.EntryPoint) -> tuple[str | None, str | None]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return None, None
+    return dist.metadata["Name"], dist.version
+
+
+def _entry_points() -> list[tuple[metadata.EntryPoint, PluginInfo]]:
+    """Every ``fmclf`` entry point once, built-ins first, then by name."""
+    seen, out = set(), []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist, version = _dist_of(ep)
+        key = (normalize(dist), ep.name, ep.value)
+        if key in seen:  # the same distribution on sys.path twice
+            continue
+        seen.add(key)
+        info = PluginInfo(ep.name, ep.value, dist, version, builtin=normalize(dist) == BUILTIN_DIST)
+        out.append((ep, info))
+    out.sort(key=lambda pair: (not pair[1].builtin, pair[1].name))
+    return out
+
+
+def _matches(info: PluginInfo, names: Iterable[str]) -> bool:
+    wanted = {normalize(n) for n in names}
+    return normalize(info.name) in wanted or (info.dist is not None and normalize(info.dist) in wanted)
+
+
+#: ``(name, plugin_object)`` pairs that every load in this process adds after the
+#: installed plugins. The ``fmclf_plugin`` test fixture puts a plugin here for one test,
+#: so that ``fmclf.get_component`` and the CLI (run in-process) both see it.
+process_plugins: list[tuple[str, object]] = []
+
+
+def load_plugins(
+    *,
+    autoload: bool | None = None,
+    include: Iterable[str] = (),
+    block: Iterable[str] = (),
+    strict: bool | None = None,
+    extra: Iterable[tuple[str, object]] = (),
+) -> PluginHost:
+    """Load plugins and collect their components.
+
+    ``autoload`` (default: not ``$FMCLF_DISABLE_PLUGIN_AUTOLOAD``) loads every
+    installed entry point; otherwise only the built-ins and those named in
+    ``include`` (entry-point name, distribution name, or an importable module
+    path). ``block`` names plugins never to load. ``extra`` registers
+    ``(name, plugin_object)`` pairs directly (after :data:`process_plugins`).
+    ``strict`` (default ``$FMCLF_STRICT_PLUGINS``) raises :class:`PluginError`
+    instead of warning when a plugin fails.
+    """
+    if autoload is None:
+        autoload = not env_flag("FMCLF_DISABLE_PLUGIN_AUTOLOAD")
+    if strict is None:
+        strict = env_flag("FMCLF_STRICT_PLUGINS")
+    include, block = list(include), list(block)
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    host = PluginHost(pm)
+    infos: dict[str, PluginInfo] = {}
+
+    found = _entry_points()
+    known = sorted({i.name for _, i in found} | {i.dist for _, i in found if i.dist})
+    for wanted in block:
+        if not any(_matches(info, [wanted]) for _, info in found) and not any(n == wanted for n, _ in [*process_plugins, *extra]):
+            host.notes.append(f"`-p no:{wanted}` blocks nothing: no installed plugin is named {wanted!r}.{_did_you_mean(wanted, known)}")
+    for ep, info in found:
+        if _matches(info, block):
+            continue
+        if not (info.builtin or autoload or _matches(info, include)):
+            continue
+        _add(host, infos, info, ep.load)
+
+    for wanted in include:
+        if any(_matches(info, [wanted]) for _, info in found):
+            continue
+        # Not an entry point: an importable module, like pytest's `-p module`.
+        info = PluginInfo(wanted, wanted)
+        try:
+            spec = importlib.util.find_spec(wanted)
+        except Exception:  # noqa: BLE001 - a parent package that is missing or broken
+            spec = None
+        if spec is None:
+            host.failures.append(PluginFailure(
+                info, "loading",
+                f"no installed plugin or importable module is named {wanted!r}.{_did_you_mean(wanted, known)} "
+                f"Installed plugins: {', '.join(known) or 'none'}",
+            ))
+            continue
+        _add(host, infos, info, lambda w=wanted: importlib.import_module(w))
+
+    for name, obj in [*process_plugins, *extra]:
+        if name not in block:
+            _add(host, infos, PluginInfo(name, getattr(obj, "__name__", type(obj).__name__)), lambda o=obj: o)
+
+    _collect(host, infos)
+    if strict and host.failures:
+        raise PluginError(
+            "strict plugin loading is on (FMCLF_STRICT_PLUGINS=1) and plugins failed:\n"
+            + "\n".join(f"- {f.message(strict=True)}" for f in host.failures)
+        )
+    return host
+
+
+def _who(info: PluginInfo) -> str:
+    return f"plugin {info.name!r}" + (f" ({info.describe()})" if info.dist else "")
+
+
+def _did_you_mean(wanted: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(wanted, names, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load: Callable[[], object]) -> None:
+    """Import one plugin and register it with pluggy, recording any failure."""
+    had_torch = "torch" in sys.modules
+    start = time.perf_counter()
+    try:
+        obj = load()
+    except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        host.failures.append(PluginFailure(info, "import", f"{type(exc).__name__}: {exc}"))
+        return
+    seconds = time.perf_counter() - start
+    problems = _check_hookimpls(host.pm, obj)
+    if problems:
+        host.failures.append(PluginFailure(info, "registration", "; ".join(problems)))
+        return
+    # Two distributions may use the same entry-point name; pluggy needs unique ones.
+    name = info.name if host.pm.get_plugin(info.name) is None else f"{info.dist or info.module}:{info.name}"
+    try:
+        host.pm.register(obj, name=name)
+    except pluggy.PluginValidationError as exc:  # what _check_hookimpls did not foresee
+        host.failures.append(PluginFailure(info, "registration", " ".join(str(exc).split())))
+        return
+    except ValueError as exc:  # the same object (or name) registered twice
+        host.notes.append(f"{_who(info)} was not loaded again: {exc}")
+        return
+    unmarked = [h for h in HOOKS if callable(getattr(obj, h, None)) and host.pm.parse_hookimpl_opts(obj, h) is None]
+    if unmarked:
+        host.notes.append(
+            f"{_who(info)} defines {', '.join(unmarked)} without "
+            f"@fmclf.hookimpl, so fmclf does not call it; add the decorator."
+        )
+    infos[name] = info
+    host.plugins.append(LoadedPlugin(info, seconds, imported_torch=not had_torch and "torch" in sys.modules))
+
+
+def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
+    """What is wrong with a plugin's hook implementations, in words: a name that is
+    no hook (pluggy would only notice in ``check_pending``), arguments the hook
+    does not pass, a wrapper. Empty when all is well."""
+    hooks = HOOKS
+    problems = []
+    for attr in dir(obj):
+        if attr.startswith("_"):
+            continue
+        opts = pm.parse_hookimpl_opts(obj, attr)
+        if opts is None:
+            continue
+        if attr not in hooks:
+            close = difflib.get_close_matches(attr, hooks, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"hook implementation {attr!r} names no fmclf hook{hint}; the hooks are: {', '.join(hooks)}")
+            continue
+        if opts.get("hookwrapper") or opts.get("wrapper"):
+            problems.append(f"{attr} is marked as a wrapper; fmclf hooks are plain functions that call register(...)")
+            continue
+        try:
+            signature = inspect.signature(getattr(obj, attr))
+        except (TypeError, ValueError):
+            continue  # pluggy checks what we cannot
+        params = list(signature.parameters.values())
+        unknown = [p.name for p in params if p.name != "register" and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if unknown:
+            hint = " (did you mean 'register'?)" if difflib.get_close_matches(unknown[0], ["register"]) else ""
+            why = f"it asks for {', '.join(map(repr, unknown))}{hint}, and the hook passes only 'register'"
+        elif any(p.name == "register" and p.kind is p.KEYWORD_ONLY for p in params):
+            why = "'register' is keyword-only, but the hook passes it by position"
+        else:
+            continue
+        problems.append(f"hook implementation {attr}{signature} does not match the hook {attr}(register): {why}")
+    return problems
+
+
+def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
+    """Call each hook implementation on its own, so a raising hook only costs its plugin."""
+    for row in ROWS:
+        kind, hook_name = row.name, row.hook
+        caller = getattr(host.pm.hook, hook_name)
+        for impl in caller.get_hookimpls():  # in registration order: built-ins first
+            info = infos[impl.plugin_name]
+            records: list[ComponentRecord] = []
+
+            def register(name: str, factory: Callable, *, help: str | None = None, _kind=kind, _info=info, _out=records, **extra) -> None:
+                why = check_name(name)
+                if why:
+                    raise ValueError(why)
+                if isinstance(factory, types.ModuleType):
+                    raise TypeError(
+                        f"the factory for {_kind} {name!r} is the module {factory.__name__}: a submodule named like "
+                        f"the factory function replaced it on the package once imported; rename the submodule"
+                    )
+                if not callable(factory):
+                    raise TypeError(f"the factory for {_kind} {name!r} is not callable: {factory!r}")
+                if any(r.name == name for r in _out):
+                    raise ValueError(f"{_kind} {name!r} is registered twice")
+                _out.append(ComponentRecord(_kind, name, factory, help or first_doc_line(factory), _info, dict(extra)))
+
+            try:
+                impl.function(*[{"register": register}[a] for a in impl.argnames])
+            except BaseException as exc:  # noqa: BLE001 - isolate any plugin fault
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                host.failures.append(PluginFailure(info, f"hook {hook_name}", f"{type(exc).__name__}: {exc}"))
+                continue
+            for record in records:
+                host.registry.add(record)
+
+
+_current: PluginHost | None = None
+
+
+def get_host() -> PluginHost:
+    """The plugins of this process, loaded on first use with the environment's settings."""
+    global _current
+    if _current is None:
+        _current = load_plugins()
+    return _current
+
+
+def set_host(host: PluginHost | None) -> None:
+    """Make ``host`` the current plugin load (the CLI does this after reading its flags)."""
+    global _current
+    _current = host

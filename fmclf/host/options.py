@@ -1,0 +1,332 @@
+"""Component options: read from a factory's signature, parsed from text.
+
+A factory's keyword parameters, minus the ones the core passes for its kind
+(``batch_size``, ``device``, ``num_inputs``, ...), are the component's
+options. Their annotations type them, their defaults default them, and a line
+``name: help`` under ``Options:`` (or ``Args:``) in the factory's docstring
+documents them. Supported types: ``int``, ``float``, ``bool``, ``str``,
+``pathlib.Path``, ``Literal[...]``, ``X | None`` and ``list[X]`` /
+``tuple[X, ...]`` of those scalars.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import inspect
+import pathlib
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import OptionError
+from ..kinds import BY_NAME, KINDS, core_params
+from .registry import ComponentRecord
+
+_SCALARS = {int: "int", float: "float", bool: "bool", str: "str", pathlib.Path: "path"}
+_A_SCALAR = {int: "an integer", float: "a number", bool: "a boolean", str: "a string", pathlib.Path: "a path"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"none", "null"}
+
+
+class Required:
+    """Marker default of an option that has none."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED = Required()
+
+
+@dataclass(frozen=True)
+class TypeSpec:
+    """What values an option takes."""
+
+    base: type = str
+    nullable: bool = False
+    choices: tuple = ()
+    sequence: bool = False
+    length: int | None = None  #: a fixed-length tuple (``tuple[float, float]``)
+    as_tuple: bool = False  #: values are passed as a tuple, not a list
+
+    def __str__(self) -> str:
+        text = "one of " + "|".join(map(format_value, self.choices)) if self.choices else _SCALARS.get(self.base, "str")
+        if self.sequence:
+            text = ",".join([text] * self.length) if self.length else f"comma-separated list of {text}"
+        return f"{text} or none" if self.nullable else text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of one component."""
+
+    name: str
+    type: TypeSpec
+    default: Any
+    help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def describe(self) -> str:
+        """``hidden (int, default 256)``."""
+        default = "required" if self.required else f"default {format_value(self.default)}"
+        return f"{self.name} ({self.type}, {default})"
+
+    def parse(self, text: str) -> Any:
+        """Parse a command-line string into this option's type."""
+        t = self.type
+        if t.nullable and text.strip().lower() in _NONE:
+            return None
+        if t.sequence:
+            parts = [p for p in (s.strip() for s in text.strip().strip("[]()").split(",")) if p]
+            return self._sized([self._scalar(p) for p in parts])
+        return self._scalar(text.strip())
+
+    def coerce(self, value: Any) -> Any:
+        """Check and convert a value from a config file or Python."""
+        if isinstance(value, str):
+            return self.parse(value)
+        t = self.type
+        if value is None:
+            if t.nullable:
+                return None
+            raise ValueError("none is not allowed")
+        if t.sequence:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"expected a list, got {value!r}")
+            return self._sized([self._scalar_value(v) for v in value])
+        return self._scalar_value(value)
+
+    def _sized(self, values: list) -> list | tuple:
+        if self.type.length is not None and len(values) != self.type.length:
+            raise ValueError(f"expected {self.type.length} values, got {len(values)}")
+        return tuple(values) if self.type.as_tuple else values
+
+    def _scalar(self, text: str) -> Any:
+        base = self.type.base
+        if base is bool:
+            low = text.lower()
+            if low in _TRUE:
+                value: Any = True
+            elif low in _FALSE:
+                value = False
+            else:
+                raise ValueError(f"{text!r} is not a boolean (use true or false)")
+        elif base is int:
+            try:
+                value = int(text, 0) if text.lower().startswith(("0x", "0o", "0b")) else int(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an integer") from None
+        elif base is float:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a number") from None
+        elif base is pathlib.Path:
+            value = pathlib.Path(text).expanduser()
+        else:
+            value = text
+        return self._check_choice(value)
+
+    def _scalar_value(self, value: Any) -> Any:
+        base = self.type.base
+        ok = (
+            (base is bool and isinstance(value, bool))
+            or (base is int and isinstance(value, int) and not isinstance(value, bool))
+            or (base is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+            or (base is pathlib.Path and isinstance(value, (str, pathlib.PurePath)))
+            or (base is str and isinstance(value, str))
+        )
+        if not ok:
+            raise ValueError(f"{value!r} is not {_A_SCALAR.get(base, 'a string')}")
+        if base is float:
+            value = float(value)
+        elif base is pathlib.Path:
+            value = pathlib.Path(value).expanduser()
+        return self._check_choice(value)
+
+    def _check_choice(self, value: Any) -> Any:
+        if self.type.choices and value not in self.type.choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(map(repr, self.type.choices))}")
+        return value
+
+
+def format_value(value: Any) -> str:
+    """A value as a user would type it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_value(v) for v in value)
+    return str(value)
+
+
+_EVAL_NS = {
+    "int": int, "float": float, "bool": bool, "str": str, "Path": pathlib.Path, "pathlib": pathlib,
+    "Optional": typing.Optional, "Union": typing.Union, "Literal": typing.Literal, "list": list,
+    "tuple": tuple, "List": typing.List, "Tuple": typing.Tuple, "Sequence": typing.Sequence,
+    "typing": typing, "None": None,
+}
+
+
+def _annotation(factory: Callable, param: inspect.Parameter) -> Any:
+    ann = param.annotation
+    if isinstance(ann, str):
+        try:  # the module's own names first (a factory's module must not need torch for this)
+            ann = eval(ann, dict(getattr(factory, "__globals__", {})), _EVAL_NS)  # noqa: S307 - annotations are code the plugin ships
+        except Exception:
+            try:
+                ann = eval(ann, {}, _EVAL_NS)  # noqa: S307
+            except Exception:
+                ann = inspect.Parameter.empty
+    return ann
+
+
+def type_spec(annotation: Any, default: Any) -> TypeSpec:
+    """Map an annotation (or, without one, the default's type) to a :class:`TypeSpec`.
+    A default of None makes the option nullable whatever the annotation says
+    (``hidden: int = None`` means ``int | None``)."""
+    spec = _type_spec(annotation, default)
+    return dataclasses.replace(spec, nullable=True) if default is None and not spec.nullable else spec
+
+
+def _type_spec(annotation: Any, default: Any) -> TypeSpec:
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        if default is None or default is REQUIRED:
+            return TypeSpec(str, nullable=default is None)
+        return type_spec(type(default), default)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return dataclasses.replace(type_spec(rest[0], default), nullable=True)
+        return TypeSpec(str, type(None) in args)
+    if origin is typing.Literal:
+        base = type(args[0]) if args and all(type(a) is type(args[0]) for a in args) else str
+        return TypeSpec(base if base in _SCALARS else str, choices=tuple(args))
+    if origin in (list, tuple, collections.abc.Sequence):
+        inner_args = [a for a in args if a is not Ellipsis]
+        inner = type_spec(inner_args[0], REQUIRED) if inner_args else TypeSpec(str)
+        fixed = origin is tuple and Ellipsis not in args and len(set(args)) == 1
+        return TypeSpec(inner.base, choices=inner.choices, sequence=True, length=len(args) if fixed else None, as_tuple=origin is tuple)
+    if annotation in _SCALARS:
+        return TypeSpec(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, pathlib.PurePath):
+        return TypeSpec(pathlib.Path)
+    return TypeSpec(str)
+
+
+_DOC_HEADER = re.compile(r"^\s*(Options|Args|Arguments|Parameters|Keyword Args)\s*:\s*$")
+_DOC_ITEM = re.compile(r"^\s+(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
+
+
+def _doc_help(factory: Callable) -> dict[str, str]:
+    """``name: help`` lines under an ``Options:``/``Args:`` header of the docstring."""
+    out: dict[str, str] = {}
+    inside = False
+    for line in (inspect.getdoc(factory) or "").splitlines():
+        if _DOC_HEADER.match(line):
+            inside = True
+        elif inside and line.strip() and not line[0].isspace():
+            inside = False  # the next section ("Returns:") or prose
+        elif inside and (m := _DOC_ITEM.match(line)):
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def accepted_core_params(record: ComponentRecord) -> set[str]:
+    """The core parameters of its kind that this factory accepts."""
+    params = _signature(record).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return set(core_params(record.kind))
+    return {n for n in core_params(record.kind) if n in params}
+
+
+def _signature(record: ComponentRecord) -> inspect.Signature:
+    try:
+        return inspect.signature(record.factory)
+    except (TypeError, ValueError):  # some builtins have no signature
+        return inspect.Signature()
+
+
+def options_of(record: ComponentRecord) -> list[Option]:
+    """The options of a component, in signature order."""
+    helps = _doc_help(record.factory)
+    out = []
+    for p in _signature(record).parameters.values():
+        if p.name in core_params(record.kind) or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
+            continue
+        default = REQUIRED if p.default is p.empty else p.default
+        out.append(Option(p.name, type_spec(_annotation(record.factory, p), default), default, helps.get(p.name, "")))
+    return out
+
+
+def resolve_options(record: ComponentRecord, given: dict[str, Any]) -> dict[str, Any]:
+    """Check ``given`` (strings from the command line, or config values) against the
+    component's options; return every option's value, defaults filled in."""
+    options = {o.name: o for o in options_of(record)}
+    listing = ("Its options: " + "; ".join(o.describe() for o in options.values())) if options else "It has no options"
+    out: dict[str, Any] = {}
+    for raw_name, value in given.items():
+        name = raw_name.replace("-", "_")
+        option = options.get(name)
+        if option is None:
+            close = difflib.get_close_matches(name, list(options), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise OptionError(f"{record.describe()} has no option {raw_name!r}.{hint} {listing}.")
+        try:
+            out[name] = option.parse(value) if isinstance(value, str) else option.coerce(value)
+        except ValueError as exc:
+            raise OptionError(
+                f"bad value for option {name!r} of {record.describe()}: {exc}. "
+                f"It takes {option.type}. {listing}."
+            ) from None
+    for option in options.values():
+        if option.name not in out and option.required:
+            raise OptionError(
+                f"{record.describe()} needs option {option.name!r} ({option.type}); set it with "
+                f"`-o {option_target(record)}.{option.name}=VALUE`. {listing}."
+            )
+    return {name: out.get(name, option.default) for name, option in options.items()}
+
+
+def option_target(record: ComponentRecord) -> str:
+    """How ``-o`` names this component: its kind, or ``visualizer.NAME`` for a kind a run has several of."""
+    return BY_NAME[record.kind].target(record.name)
+
+
+def parse_assignment(text: str) -> tuple[str, str, str]:
+    """Split ``kind.option=value`` (or ``visualizer.NAME.option=value``) into
+    ``(target, option, value)``; target is a kind, or ``KIND.NAME`` for a kind a run has several of."""
+    key, sep, value = text.partition("=")
+    parts = key.strip().split(".")
+    many = [k.name for k in BY_NAME.values() if k.many]
+    if not sep or len(parts) < 2 or not all(parts):
+        raise OptionError(
+            f"cannot read option {text!r}: write KIND.OPTION=VALUE, for example "
+            f"`-o model.hidden=128` or `-o loss.label_smoothing=0.1` (for a "
+            f"{' or '.join(many)}, `-o {many[0]}.NAME.OPTION=VALUE`)."
+        )
+    if parts[0] not in BY_NAME:
+        raise OptionError(f"cannot read option {text!r}: {parts[0]!r} is not a component kind; kinds are: {', '.join(KINDS)}.")
+    row = BY_NAME[parts[0]]
+    if row.many:
+        if len(parts) < 3:
+            raise OptionError(
+                f"cannot read option {text!r}: {row.name} options name the {row.name}, as in "
+                f"`-o {row.name}.NAME.OPTION=VALUE` (a run may have several)."
+            )
+        # Option names are identifiers, so the last part is the option; a component's
+        # name (or its qualified dist:name) may itself contain dots.
+        return row.target(".".join(parts[1:-1])), parts[-1], value
+    if len(parts) != 2:
+        raise OptionError(f"cannot read option {text!r}: write {parts[0]}.OPTION=VALUE.")
+    return parts[0], parts[1], value

@@ -1,0 +1,160 @@
+"""Component records and the name lookup over them.
+
+A record says what a component is (kind, name, factory, help) and who
+registered it (the plugin, its distribution and version). Names are unique
+per kind unless two plugins collide; a collided name is ambiguous and must be
+qualified as ``dist:name`` (or ``plugin:name``), while every other name keeps
+working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from ..errors import AmbiguousComponentError, UnknownComponentError
+from ..kinds import KINDS
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a plugin came from."""
+
+    name: str  #: entry-point name (or the name given to ``register``)
+    module: str  #: import path of the plugin object
+    dist: str | None = None  #: distribution that declared the entry point
+    version: str | None = None  #: that distribution's version
+    builtin: bool = False  #: shipped with fmclf itself
+
+    def describe(self) -> str:
+        """``dist version`` when known, else the plugin name."""
+        if self.dist:
+            return f"{self.dist} {self.version}" if self.version else self.dist
+        return f"plugin {self.name!r}"
+
+
+@dataclass(frozen=True)
+class ComponentRecord:
+    """One registered component."""
+
+    kind: str
+    name: str
+    factory: Callable
+    help: str
+    plugin: PluginInfo
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def qualified_name(self) -> str:
+        """``dist:name``: unique even when two plugins use the same name."""
+        return f"{self.plugin.dist or self.plugin.name}:{self.name}"
+
+    def describe(self) -> str:
+        """``model 'mlp' (fmclf-example 0.1.0)``, for messages."""
+        return f"{self.kind} {self.name!r} ({self.plugin.describe()})"
+
+
+def normalize(name: str | None) -> str:
+    """A distribution or plugin name compared the way pip compares them
+    (case-insensitive, ``_`` and ``.`` the same as ``-``)."""
+    return re.sub(r"[-_.]+", "-", name or "").lower()
+
+
+def check_name(name: object) -> str | None:
+    """Return why ``name`` is not a valid component name, or None."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        return (
+            f"component names are non-empty strings of letters, digits, '.', '_' "
+            f"and '-', starting with a letter or digit; got {name!r}"
+        )
+    return None
+
+
+def first_doc_line(obj: object) -> str:
+    """First non-empty line of ``obj``'s docstring, or ''."""
+    for line in (getattr(obj, "__doc__", None) or "").strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+class Registry:
+    """All components of one plugin load, looked up by kind and name."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, dict[str, list[ComponentRecord]]] = {k: {} for k in KINDS}
+
+    def add(self, record: ComponentRecord) -> None:
+        """Add a record; a second plugin using the same name makes it ambiguous."""
+        same = self._records[record.kind].setdefault(record.name, [])
+        if any(r.plugin == record.plugin for r in same):
+            raise ValueError(f"{record.kind} {record.name!r} is registered twice by the same plugin")
+        same.append(record)
+
+    def __iter__(self) -> Iterator[ComponentRecord]:
+        for kind in KINDS:
+            for name in sorted(self._records[kind]):
+                yield from self._records[kind][name]
+
+    def list(self, kind: str | None = None, filter: str | None = None) -> list[ComponentRecord]:
+        """Records of one kind (or all), optionally only names containing ``filter``."""
+        return [
+            r
+            for r in self
+            if (kind is None or r.kind == kind) and (not filter or filter.lower() in r.name.lower())
+        ]
+
+    def names(self, kind: str) -> list[str]:
+        """The names a user can type for ``kind`` (qualified where ambiguous)."""
+        return [self.name_to_type(r) for r in self.list(kind)]
+
+    def name_to_type(self, record: ComponentRecord) -> str:
+        """What selects ``record``: its plain name, or a qualified one when that is ambiguous."""
+        rivals = self._records[record.kind].get(record.name, [])
+        return record.name if len(rivals) <= 1 else self._choice(record, rivals)
+
+    def get(self, kind: str, name: str) -> ComponentRecord:
+        """Look up ``name`` (or ``dist:name``); raise a helpful error when absent or ambiguous."""
+        if kind not in self._records:
+            raise UnknownComponentError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
+        owner, _, bare = name.rpartition(":")
+        recs = self._records[kind].get(bare, [])
+        if owner:
+            mine = [r for r in recs if normalize(owner) in (normalize(r.plugin.dist), normalize(r.plugin.name))]
+            if not mine and recs:
+                raise UnknownComponentError(
+                    f"no plugin named {owner!r} registers {kind} {bare!r}; it comes from "
+                    f"{' and '.join(r.plugin.describe() for r in recs)}: use "
+                    f"{' or '.join(repr(self._choice(r, recs)) for r in recs)}."
+                )
+            recs = mine
+        if len(recs) == 1:
+            return recs[0]
+        if len(recs) > 1:
+            owners = " and ".join(r.plugin.describe() for r in recs)
+            choices = ", ".join(repr(self._choice(r, recs)) for r in recs)
+            raise AmbiguousComponentError(
+                f"{kind} {bare!r} is registered by more than one plugin ({owners}), so the plain "
+                f"name is ambiguous. Say which one with a qualified name: {choices} (for example "
+                f"`--{kind} {self._choice(recs[0], recs)}`); or block the plugin you do not want "
+                f"with `fmclf -p no:PLUGIN`."
+            )
+        available = self.names(kind)
+        close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
+        hint = f" — did you mean {close[0]!r}?" if close else " —"
+        listing = ", ".join(available) if available else "none (no plugin registers one)"
+        raise UnknownComponentError(
+            f"unknown {kind} {name!r}{hint} available: {listing}. "
+            f"`fmclf plugins` lists every component and the plugin that provides it."
+        )
+
+    @staticmethod
+    def _choice(record: ComponentRecord, rivals: list[ComponentRecord]) -> str:
+        """The qualified name that picks ``record`` out of ``rivals``: ``dist:name``, or
+        ``plugin:name`` when one distribution ships two plugins with that name."""
+        same_dist = [r for r in rivals if normalize(r.plugin.dist or r.plugin.name) == normalize(record.plugin.dist or record.plugin.name)]
+        return record.qualified_name if len(same_dist) == 1 else f"{record.plugin.name}:{record.name}"

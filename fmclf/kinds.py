@@ -1,0 +1,135 @@
+"""The component kinds, one row each: everything the core knows about a kind.
+
+A row gives the kind's name, the hook that registers it, the core parameters
+its factories may ask for, whether a run takes one or several (and so how
+``-o`` and the command line name it), and its contract: what a factory must
+return, checked when a run builds it. Adding a kind is one row here plus a
+``check_KIND`` in :mod:`fmclf.testing`. Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import ComponentError
+
+if TYPE_CHECKING:
+    from .host.registry import ComponentRecord
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of component."""
+
+    name: str  #: "loss"
+    plural: str  #: "losses": the hook is register_<plural>, the run setting of a `many` kind is <plural>
+    core: tuple[str, ...]  #: parameters the core passes to a factory that asks for them
+    returns: str  #: the contract in words, for messages
+    accept: Callable[[ComponentRecord, Any], Any]  #: checks (and may adapt) what a factory built
+    many: bool = False  #: a run uses several: the flag repeats and options name the component
+
+    @property
+    def hook(self) -> str:
+        """The hook that registers components of this kind."""
+        return f"register_{self.plural}"
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag that chooses one (repeatable when ``many``)."""
+        return f"--{self.name}"
+
+    @property
+    def setting(self) -> str:
+        """The :class:`fmclf.run.config.RunConfig` field that names the chosen component(s)."""
+        return self.plural if self.many else self.name
+
+    @property
+    def option_prefix(self) -> str:
+        """How ``-o`` addresses a component of this kind: ``loss`` or ``visualizer.NAME``."""
+        return f"{self.name}.NAME" if self.many else self.name
+
+    def target(self, component: str) -> str:
+        """The option target of the chosen ``component``: ``loss``, or ``visualizer.tqdm``."""
+        return f"{self.name}.{component}" if self.many else self.name
+
+
+def _accept_dataset(record: ComponentRecord, dataset: Any) -> Any:
+    missing = [a for a in ("train", "test", "classes", "input_shape") if not hasattr(dataset, a)]
+    if missing:
+        raise ComponentError(
+            f"{record.describe()} returned {type(dataset).__name__}, which lacks {', '.join(missing)}; "
+            f"a data set has train, test, classes and input_shape."
+        )
+    try:
+        len(dataset.train)
+    except TypeError:
+        raise ComponentError(
+            f"{record.describe()}: its train batches have no len(); fmclf needs the number of "
+            f"batches per epoch (for progress, and to resume mid-epoch). Give the train iterable a __len__."
+        ) from None
+    return dataset
+
+
+def _accept_model(record: ComponentRecord, model: Any) -> Any:
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ComponentError(f"{record.describe()} returned {type(model).__name__}; a model must be a torch.nn.Module.")
+    return model
+
+
+def _accept_loss(record: ComponentRecord, loss: Any) -> Any:
+    if not callable(loss):
+        raise ComponentError(
+            f"{record.describe()} returned {type(loss).__name__}, which is not callable; "
+            f"a loss is a callable (logits, y) -> per-example loss."
+        )
+    return loss
+
+
+def _accept_updater(record: ComponentRecord, updater: Any) -> Any:
+    from .train.updaters import adapt_updater
+
+    try:
+        return adapt_updater(updater)
+    except TypeError as exc:
+        raise ComponentError(f"{record.describe()}: {exc}; an updater has zero_grad() and step(batch_size).") from None
+
+
+def _accept_anything(record: ComponentRecord, obj: Any) -> Any:  # noqa: ARG001 - every event is optional
+    return obj
+
+
+ROWS: tuple[Kind, ...] = (
+    Kind("dataset", "datasets", ("batch_size", "device", "seed", "shard"),
+         "an object with train and test (iterables of (X, y) batches with len()), classes and input_shape",
+         _accept_dataset),
+    Kind("model", "models", ("num_inputs", "num_classes", "input_shape"),
+         "a torch.nn.Module that maps a batch to logits (N, num_classes)", _accept_model),
+    Kind("loss", "losses", ("num_classes",),
+         "a callable (logits, y) -> per-example loss of shape (N,)", _accept_loss),
+    Kind("updater", "updaters", ("params", "lr"),
+         "an object with zero_grad() and step(batch_size), or a torch.optim.Optimizer", _accept_updater),
+    Kind("visualizer", "visualizers", ("run_dir",),
+         "an object with any of the event methods (on_fit_start, on_batch_end, on_epoch_end, on_fit_end)",
+         _accept_anything, many=True),
+)
+
+BY_NAME: dict[str, Kind] = {k.name: k for k in ROWS}
+
+#: The kind names, in the order a run assembles them.
+KINDS: tuple[str, ...] = tuple(BY_NAME)
+
+
+def kind(name: str) -> Kind:
+    """The row of kind ``name``; a KeyError names the kinds there are."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown component kind {name!r}; kinds are: {', '.join(KINDS)}") from None
+
+
+def core_params(name: str) -> tuple[str, ...]:
+    """The parameters the core passes to factories of kind ``name``."""
+    return kind(name).core

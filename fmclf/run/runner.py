@@ -1,0 +1,276 @@
+"""Running a plan: device, run folder, components, training, checkpoints, signals.
+
+The CLI parses and prints; this module does the work, so the same run can be
+started from Python (``fmclf.runner.run_new``) or resumed (``run_resume``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import platform
+import random
+import shlex
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from .. import __version__, atomic
+
+from ..dist import comm as distributed
+
+from . import checkpoint as checkpoint_io
+from . import folder, provenance
+from .signals import say, stop_on_signals
+from .plan import Plan, assemble, resolve
+from .config import RunConfig, load_config
+from ..train.engine import Parts, StopFlag, Trainer, TrainState
+from ..errors import CheckpointError, ComponentError, DistributedError, DivergenceError, Interrupted, UsageError
+from .memory import peak_memory
+from ..host.loading import PluginHost
+from ..draw.report import RunReport
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    """What a finished (or already finished) run reports."""
+
+    run_dir: pathlib.Path
+    history: list[dict[str, Any]]
+    device: str
+    seconds: float
+    plan: Plan
+    trained_epochs: int
+    memory: dict[str, float] = dataclasses.field(default_factory=dict)  #: peak memory, see fmclf.memory
+
+
+class EpochLines:
+    """Prints one line per finished epoch (an internal listener, not a plugin)."""
+
+    def __init__(self, echo: Echo) -> None:
+        self.echo = echo
+
+    def on_epoch_end(self, event) -> None:
+        m = event.metrics
+        self.echo(
+            f"epoch {m['epoch']:>{len(str(event.epochs))}}/{event.epochs}  train loss {m['train_loss']:.4f}  "
+            f"train acc {m['train_acc']:.4f}  test acc {m['test_acc']:.4f}  ({m['seconds']:.2f} s)"
+        )
+
+
+_HEADER = (
+    "# fmclf run configuration. `fmclf run --config config.toml` repeats this run;\n"
+    "# [provenance] records what produced it and is not read back.\n"
+)
+
+
+def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = None, echo: Echo = print) -> RunResult:
+    """Train a new run of ``config`` into ``out`` (default: a fresh ``runs/...`` folder).
+
+    Everything that can be checked is checked before any work: the settings and
+    options and the run folder (no torch yet), then the device. A run that fails
+    before training leaves no folder behind. Under torchrun every process calls
+    this; they train together (see :mod:`fmclf.distributed`).
+    """
+    with distributed.connect() as comm:
+        echo = comm.root_only(echo)
+        out_dirs: list[pathlib.Path] = []
+
+        def check_out(plan: Plan) -> None:
+            out_dirs.append(pathlib.Path(out) if out is not None else folder.default_run_dir(plan.config.model, plan.config.loss))
+            if comm.is_root:
+                folder.check_new(out_dirs[0])
+
+        plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm, check_out))
+        _agree_on_plan(plan, device, comm)
+        prov = provenance.record(plan, host, device, comm.describe())
+        existed = out_dirs[0].exists()
+        run_dir = comm.on_root("creating the run folder", lambda: folder.prepare_new(out_dirs[0]))
+        try:
+            return _train(plan, host, device, run_dir, None, echo, prov, comm)
+        except BaseException:
+            if comm.is_root and not existed:  # only an empty folder goes: a run that never started
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
+            raise
+
+
+def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, Any] | None = None, echo: Echo = print) -> RunResult:
+    """Continue the run in ``run_dir`` from its last checkpoint; ``overrides`` may set
+    ``epochs`` (to train further), ``device`` and ``visualizers``.
+
+    Under torchrun only rank 0 reads the run folder; it must be resumed by as
+    many processes as trained it.
+    """
+    run_dir = pathlib.Path(run_dir)
+    with distributed.connect() as comm:
+        echo = comm.root_only(echo)
+        settings, options, checkpoint = comm.on_root("reading the run folder", lambda: _read_run(run_dir, comm))
+        config = RunConfig(**settings, options=options)  # load_config refused unknown settings
+        for key, value in (overrides or {}).items():
+            setattr(config, key, value)
+        config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
+        plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm))
+        _agree_on_plan(plan, device, comm)
+        prov = provenance.resumed(run_dir, provenance.record(plan, host, device, comm.describe())) if comm.is_root else {}
+        if checkpoint is None:
+            echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
+        return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm)
+
+
+def _prepare(config: RunConfig, host: PluginHost, comm: distributed.Solo, check: Callable[[Plan], None] | None = None) -> tuple[Plan, Any]:
+    """Resolve the plan, ``check`` it (no torch yet), then the device; refuse what cannot run in these processes."""
+    plan = resolve(config, host)
+    if check is not None:
+        check(plan)
+    device = comm.device_for(plan.config.device)
+    comm.check_plan(plan)
+    _prepare_device(plan.config, device)
+    return plan, device
+
+
+def _prepare_device(config: RunConfig, device: Any) -> None:
+    """Before any work: refuse ``--cuda-graphs`` off CUDA, apply ``--threads``."""
+    if config.cuda_graphs:
+        from ..train.graphs import check_device
+
+        check_device(device)
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
+
+
+def _agree_on_plan(plan: Plan, device: Any, comm: distributed.Solo) -> None:
+    """Every process must run the same settings with the same plugins; rank 0's drawn seed is everyone's."""
+    settings = {k: v for k, v in dataclasses.asdict(plan.config).items() if k != "seed"}
+    comm.same_everywhere(
+        "their settings", {**settings, "components": plan.components(), "device": getattr(device, "type", str(device))},
+        "Start every process with the same command line, on machines with the same plugins installed.",
+    )
+    plan.config.seed = comm.broadcast(plan.config.seed)
+
+
+def _read_run(run_dir: pathlib.Path, comm: distributed.Solo) -> tuple[dict[str, Any], dict[str, Any], dict | None]:
+    """A run folder's settings and checkpoint (None: it never wrote one), checked to fit this many processes."""
+    if not (run_dir / folder.CONFIG).is_file():
+        raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run printed at its start.")
+    settings, options = load_config(run_dir / folder.CONFIG)
+    checkpoint = checkpoint_io.load(run_dir)
+    trained_by = checkpoint.get("world_size", 1) if checkpoint is not None else comm.world_size
+    if trained_by != comm.world_size:
+        how = "one process (fmclf run ...)" if trained_by == 1 else f"{trained_by} processes (torchrun, WORLD_SIZE={trained_by})"
+        now = "one process" if comm.world_size == 1 else f"{comm.world_size} processes"
+        raise UsageError(
+            f"--resume {str(run_dir)!r}: this run was trained by {how}, but {now} started to resume it. "
+            f"Each process trains on its own shard of the data with its share of the batch, so a run resumes only "
+            f"with the number of processes it started with; resume it with {how}, or start a new run with "
+            f"--config {run_dir / folder.CONFIG}."
+        )
+    return settings, options, checkpoint
+
+
+def _kept(last: tuple[int, int] | None) -> str:
+    """What the run folder holds after a stop, for messages."""
+    if last is None:
+        return "holds no checkpoint: the first is written when the first epoch ends"
+    at = f"epoch {last[0] + 1}, batch {last[1]}" if last[1] else f"epoch {last[0]}"
+    return f"keeps its last good checkpoint (after {at}) and the metrics of every epoch finished before it"
+
+
+def _train(
+    plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, checkpoint: dict | None, echo: Echo,
+    prov: dict[str, Any], comm: distributed.Solo,
+) -> RunResult:
+    config = plan.config
+    # Only rank 0 draws: the other processes build no visualizer.
+    built = plan if comm.is_root else dataclasses.replace(plan, records={t: r for t, r in plan.records.items() if r.kind != "visualizer"})
+    parts = comm.agree("loading the data and building the components", lambda: assemble(built, device=device, run_dir=run_dir, **comm.dataset_args(config.batch_size)))
+    comm.check_data(parts.dataset)
+    state = TrainState()
+    last = None  # (epoch, batch) of the checkpoint on disk
+    if checkpoint is not None:
+        state = checkpoint_io.restore(parts, checkpoint, run_dir, comm)
+        last = (state.epoch, state.batch)
+        finished = comm.on_root("reading the run folder", lambda: (run_dir / folder.WEIGHTS).exists() and (run_dir / folder.SUMMARY).exists())
+        if state.epoch >= config.epochs and finished:
+            echo(f"{run_dir}: already trained {state.epoch} epoch(s) of {config.epochs}; pass --epochs N to train further.")
+            return RunResult(run_dir, state.history, str(device), 0.0, plan, 0)
+        where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
+        echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else f"finishing {run_dir}")
+    # Once the components are built: a failed start leaves no config behind.
+    comm.on_root("writing the run's settings", lambda: atomic.write_text(run_dir / folder.CONFIG, config.to_toml(prov, _HEADER)))
+    comm.share_model(parts.model)  # identical starting weights, whatever each process drew
+    report = None
+    if comm.is_root:  # the others print and draw nothing
+        parts.visualizers.insert(0, (None, EpochLines(echo)))
+        report = RunReport(run_dir, parts.dataset, plan)  # pictures and report.md, drawn at the end
+        parts.visualizers.append((None, report))
+
+    def save(state: TrainState) -> None:
+        nonlocal last
+        checkpoint_io.check_weights(parts, state)  # the same weights in every process, so all raise alike
+        saved = checkpoint_io.global_state(state, comm)
+        # Rank 0 writes while the others wait: none exits (and has torchrun stop rank 0) before it is written.
+        comm.on_root("writing the checkpoint", lambda: checkpoint_io.save(run_dir, parts, saved, comm.world_size))
+        last = (state.epoch, state.batch)
+
+    flag = StopFlag()
+    trainer = Trainer(
+        parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=comm.watch(flag),
+        comm=comm.trainer_comm(), config={"run": dataclasses.asdict(config), "provenance": prov}, cuda_graphs=config.cuda_graphs,
+    )
+    start_epoch = state.epoch
+    started = time.perf_counter()
+    echo(
+        f"training {config.model} + {config.loss} + {config.updater} on {config.dataset} "
+        f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {comm.where(device)}, seed {config.seed}; run folder {run_dir}"
+    )
+    resume = f"Resume with: {comm.command} run --resume {shlex.quote(str(run_dir))}"
+    with stop_on_signals(flag, comm.root_only(say)):
+        try:
+            state = trainer.fit(state)
+        except Interrupted as exc:
+            raise comm.alike(Interrupted(f"{exc}; checkpoint written to {run_dir / folder.CHECKPOINT}. {resume}")) from None
+        except KeyboardInterrupt:
+            raise comm.alike(Interrupted(f"stopped at once by a second SIGINT; the run folder {run_dir} {_kept(last)}. {resume}")) from None
+        except DivergenceError as exc:
+            raise DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}.", epoch=exc.epoch, batch=exc.batch) from None
+        except ComponentError as exc:
+            if last is None:
+                raise
+            raise ComponentError(
+                f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; `{comm.command} run --resume "
+                f"{shlex.quote(str(run_dir))}` continues from it (--visualizer may swap a visualizer)."
+            ) from exc
+    seconds = time.perf_counter() - started
+    memory = peak_memory(device)
+    processes = comm.weights_record(parts.model)
+
+    def write_results() -> None:
+        checkpoint_io.save_weights(run_dir, parts.model)
+        final = state.history[-1]
+        folder.write_json(run_dir / folder.SUMMARY, {
+            "epochs": config.epochs, "device": str(device), "seconds": round(seconds, 3),
+            "train_loss": final["train_loss"], "train_acc": final["train_acc"], "test_acc": final["test_acc"],
+            "per_class_test_acc": final["per_class_test_acc"], "components": plan.components(), "peak_memory": memory,
+            **({"distributed": processes} if processes else {}),
+        })
+
+    comm.on_root("writing the final weights and summary", write_results)
+    if report is not None:
+        report.finish(seconds, device, echo)
+    if processes and not processes["weights_identical"]:
+        raise comm.alike(DistributedError(
+            f"the {comm.world_size} processes ended with different weights (SHA-256 digests in {run_dir / folder.SUMMARY}); "
+            f"{run_dir / folder.WEIGHTS} holds rank 0's. A component does something different in each process "
+            f"(a random draw from an unseeded generator, a non-deterministic kernel); please report it."
+        ))
+    return RunResult(run_dir, state.history, str(device), seconds, plan, max(config.epochs - start_epoch, 0), memory)

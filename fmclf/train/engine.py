@@ -1,0 +1,356 @@
+"""fit, evaluate, predict: the training loop and nothing else.
+
+The update rule is the textbook's: an updater of our own gets
+``loss.sum().backward()`` then ``step(batch_size)``; a torch optimizer gets
+``loss.mean().backward()`` then ``step()``. Metrics accumulate in tensors on
+the device and are read once per epoch, so a CUDA run does not wait on the
+host after every batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+from .. import events
+from ..errors import ComponentError, DivergenceError, FmclfError, Interrupted
+from ..host.registry import ComponentRecord
+from .metrics import evaluate, per_class_accuracy
+from .updaters import adapt_updater
+
+
+@dataclass
+class TrainState:
+    """Where training stands; a checkpoint stores it and ``--resume`` restores it."""
+
+    epoch: int = 0  #: epochs completed
+    batch: int = 0  #: batches done in the next epoch (non-zero only when interrupted mid-epoch)
+    loss_sum: float = 0.0  #: partial sums of that unfinished epoch
+    correct: int = 0
+    examples: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  #: one metrics row per finished epoch
+
+
+class StopFlag:
+    """Set from a signal handler; the loop stops after the batch in flight."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def request(self, signal_name: str) -> None:
+        self.signal = signal_name
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+@dataclass
+class Parts:
+    """The assembled components of a run, with the records they came from."""
+
+    dataset: Any
+    model: Any
+    loss: Callable
+    updater: Any
+    visualizers: list[tuple[ComponentRecord, Any]] = field(default_factory=list)
+    records: dict[str, ComponentRecord] = field(default_factory=dict)
+
+
+def _fault(record: ComponentRecord | None, what: str, exc: BaseException, where: str) -> ComponentError:
+    who = record.describe() if record else what
+    return ComponentError(
+        f"{who} raised {type(exc).__name__} {where}: {exc}. This is a fault in that component; "
+        f"report it to its authors, or choose another with `fmclf plugins`."
+    )
+
+
+def _guarded(batches: Any, record: ComponentRecord | None, where: str) -> Iterator[Any]:
+    """Iterate a data set's batches, blaming the data set for what its iterator raises
+    (an fmclf error, such as a DataError, already says what it is and passes through)."""
+    it = None
+    while True:
+        try:
+            it = iter(batches) if it is None else it
+            item = next(it)
+        except StopIteration:
+            return
+        except FmclfError:
+            raise
+        except Exception as exc:
+            raise _fault(record, "dataset", exc, where) from exc
+        yield item
+
+
+def _backward_fault(records: dict[str, ComponentRecord], exc: BaseException, where: str) -> ComponentError:
+    """A failure inside ``backward()``: the gradients run back through the loss and
+    the model, so name both (the updater has not been called yet)."""
+    names = " and ".join(records[k].describe() for k in ("loss", "model") if k in records) or "the loss and the model"
+    return ComponentError(
+        f"computing gradients raised {type(exc).__name__} {where}: {exc}. The backward pass runs through "
+        f"{names}; one of them (a custom autograd function, say) is at fault. Report it to its authors, "
+        f"or choose another with `fmclf plugins`."
+    )
+
+
+def _shape(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return str(tuple(shape)) if shape is not None else f"no shape (a {type(value).__name__})"
+
+
+class Trainer:
+    """Trains ``parts`` for ``epochs`` epochs, evaluating after each.
+
+    ``checkpoint(state)`` is called after each epoch's metrics are final and when
+    a stop is requested mid-epoch; ``comm`` (see :mod:`fmclf.distributed`)
+    averages gradients and sums metrics across processes.
+    """
+
+    def __init__(
+        self,
+        parts: Parts,
+        *,
+        device: Any,
+        epochs: int,
+        run_dir: Any = None,
+        checkpoint: Callable[[TrainState], None] | None = None,
+        stop: StopFlag | None = None,
+        comm: Any = None,
+        config: dict[str, Any] | None = None,
+        cuda_graphs: bool = False,
+    ) -> None:
+        self.parts = parts
+        self.device = device
+        self.epochs = epochs
+        self.run_dir = run_dir
+        self.checkpoint = checkpoint
+        self.stop = stop if stop is not None else StopFlag()
+        self.comm = comm
+        self.config = config or {}
+        self.updater = adapt_updater(parts.updater)
+        self.sum_reduction = getattr(self.updater, "reduction", "sum") != "mean"
+        self.params = [p for p in parts.model.parameters() if p.requires_grad]
+        self.classes = list(parts.dataset.classes)
+        self._listeners = {
+            name: [(rec, getattr(obj, name)) for rec, obj in parts.visualizers if callable(getattr(obj, name, None))]
+            for name in events.EVENTS
+        }
+        self.graphed = None  # see fmclf.graphs: the training step as one CUDA graph
+        if cuda_graphs:
+            from .graphs import GraphedStep, check_supported
+
+            record = parts.records.get("updater")
+            check_supported(device, self.updater, comm, record.describe() if record else "the updater")
+            self.graphed = GraphedStep(parts.model, parts.loss, self.updater, self.sum_reduction)
+
+    def _emit(self, name: str, event: Any) -> None:
+        for record, method in self._listeners[name]:
+            try:
+                method(event)
+            except Exception as exc:
+                raise _fault(record, "visualizer", exc, f"in {name}") from exc
+
+    def fit(self, state: TrainState | None = None) -> TrainState:
+        """Train from ``state`` (a fresh start when None) to the last epoch."""
+        state = state or TrainState()
+        self._emit(
+            "on_fit_start",
+            events.FitStart(
+                epochs=self.epochs, start_epoch=state.epoch + 1, num_batches=len(self.parts.dataset.train),
+                classes=self.classes, device=str(self.device), run_dir=self.run_dir, config=self.config,
+                history=list(state.history),
+            ),
+        )
+        confusion = None
+        for epoch in range(state.epoch + 1, self.epochs + 1):
+            start = time.perf_counter()
+            train_loss, train_acc = self.train_epoch(epoch, state)
+            test_acc, confusion = self.evaluate()
+            metrics = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_acc": test_acc,
+                "per_class_test_acc": per_class_accuracy(confusion, self.classes),
+                "seconds": round(time.perf_counter() - start, 6),
+            }
+            state.history.append(metrics)
+            state.epoch, state.batch, state.loss_sum, state.correct, state.examples = epoch, 0, 0.0, 0, 0
+            if self.checkpoint:
+                self.checkpoint(state)
+            self._emit("on_epoch_end", events.EpochEnd(epoch, self.epochs, metrics, list(state.history)))
+            if self.stop and epoch < self.epochs:  # after the last epoch there is nothing left to stop
+                raise Interrupted(f"stopped by {self.stop.signal} after epoch {epoch}")
+        if confusion is None:  # resumed after the last epoch: nothing left to train
+            _, confusion = self.evaluate()
+        final = state.history[-1] if state.history else {}
+        self._emit(
+            "on_fit_end",
+            events.FitEnd(list(state.history), final, confusion.cpu().tolist(), self.classes, self.parts.model, self.run_dir),
+        )
+        return state
+
+    def evaluate(self) -> tuple[float, Any]:
+        """Test accuracy and confusion matrix (summed over processes when distributed)."""
+        try:
+            test = _guarded(self.parts.dataset.test, self.parts.records.get("dataset"), "while yielding test batches")
+            _, confusion = evaluate(self.parts.model, test, len(self.classes))
+        except ComponentError:
+            raise
+        except Exception as exc:
+            raise _fault(self.parts.records.get("model"), "model", exc, "while evaluating on the test set") from exc
+        if self.comm is not None:
+            confusion = self.comm.sum(confusion)
+        total = int(confusion.sum())
+        return float(confusion.diagonal().sum()) / max(total, 1), confusion
+
+    def train_epoch(self, epoch: int, state: TrainState) -> tuple[float, float]:
+        """One pass over the training batches; returns (mean loss, accuracy).
+
+        Per batch: forward, loss, the inf/nan watch, ``zero_grad``, backward,
+        ``comm`` gradient averaging, ``step``, then the metrics, summed in tensors
+        on the device. Nothing in the loop waits for an accelerator (see
+        :class:`LossWatch`); the metrics are read once, at the end.
+        """
+        import torch
+
+        model, loss_fn, updater, comm, records = self.parts.model, self.parts.loss, self.updater, self.comm, self.parts.records
+        train = self.parts.dataset.train
+        if hasattr(train, "set_epoch"):
+            train.set_epoch(epoch)
+        num_batches = len(train)
+        if hasattr(model, "train"):
+            model.train()
+        loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64, device=self.device)
+        correct = torch.tensor(state.correct, dtype=torch.int64, device=self.device)
+        examples, first = state.examples, state.batch
+        batch_events = bool(self._listeners["on_batch_end"])
+        sum_reduction, params, stop = self.sum_reduction, self.params, self.stop
+        watch = LossWatch(self.device, num_batches, first, lambda value, b: self._diverged(value, b, epoch, num_batches))
+        batches = _guarded(train, records.get("dataset"), f"while yielding training batches in epoch {epoch}")
+        if first:  # resuming mid-epoch: the same order, minus what was already trained
+            batches = itertools.islice(batches, first, None)
+        b = first
+        graphed = self.graphed
+        for b, (X, y) in enumerate(batches, start=first + 1):
+            n = y.shape[0]
+            if graphed is not None and graphed.fits(X, y):
+                if graphed.graph is None:
+                    graphed.capture(X, y, self._check_shapes)
+                total, hits = graphed(X, y)
+                watch.add(b, total)
+            else:
+                try:
+                    logits = model(X)
+                except FmclfError:
+                    raise  # already says what is wrong and whose it is
+                except Exception as exc:
+                    raise _fault(records.get("model"), "model", exc, f"on batch {b} of epoch {epoch}") from exc
+                try:
+                    losses = loss_fn(logits, y)
+                except FmclfError:
+                    raise
+                except Exception as exc:
+                    raise _fault(records.get("loss"), "loss", exc, f"on batch {b} of epoch {epoch}") from exc
+                if b == first + 1:
+                    self._check_shapes(logits, losses, n)
+                total = losses.sum()
+                watch.add(b, total)  # on the CPU: raises here, before the update
+                try:
+                    updater.zero_grad()
+                    try:
+                        (total if sum_reduction else losses.mean()).backward()
+                    except Exception as exc:
+                        raise _backward_fault(records, exc, f"on batch {b} of epoch {epoch}") from exc
+                    if comm is not None:
+                        comm.average_gradients(params)
+                    updater.step(n)
+                except FmclfError:
+                    raise  # a lost peer (fmclf.distributed) is no fault of the updater's
+                except Exception as exc:
+                    raise _fault(records.get("updater"), "updater", exc, f"while updating on batch {b} of epoch {epoch}") from exc
+                hits = (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
+            loss_sum += total.detach()
+            correct += hits
+            examples += n
+            if batch_events:
+                self._emit("on_batch_end", events.BatchEnd(epoch, b, num_batches, examples, loss_sum, correct))
+            if stop and b < num_batches:
+                watch.check(b)
+                state.batch, state.loss_sum, state.correct, state.examples = b, float(loss_sum), int(correct), examples
+                if self.checkpoint:
+                    self.checkpoint(state)
+                raise Interrupted(f"stopped by {stop.signal} after batch {b} of epoch {epoch}")
+        watch.check(b)
+        if comm is not None:
+            sums = comm.sum(torch.stack([loss_sum, correct.double(), torch.tensor(float(examples), dtype=torch.float64, device=self.device)]))
+            loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
+        return float(loss_sum) / max(examples, 1), float(correct) / max(examples, 1)
+
+    def _check_shapes(self, logits: Any, losses: Any, n: int) -> None:
+        records = self.parts.records
+        if getattr(logits, "ndim", None) != 2 or logits.shape[0] != n:
+            raise ComponentError(
+                f"{records['model'].describe() if 'model' in records else 'the model'} returned shape "
+                f"{_shape(logits)} for a batch of {n}; a model must return logits of shape (N, num_classes)."
+            )
+        if tuple(getattr(losses, "shape", ())) != (n,) or not hasattr(losses, "sum"):
+            raise ComponentError(
+                f"{records['loss'].describe() if 'loss' in records else 'the loss'} returned shape "
+                f"{_shape(losses)} for a batch of {n}; a loss must return one value per example, shape (N,)."
+            )
+
+    def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
+        """Raise the error for a batch whose summed loss was ``value`` (inf or nan)."""
+        loss = self.parts.records.get("loss")
+        raise DivergenceError(
+            f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
+            f"{epoch}{f' with {loss.describe()}' if loss else ''}. "
+            + ("The naive loss exponentiates logits without subtracting their maximum and "
+               "overflows when they grow; use --loss fused, or a smaller --lr. "
+               if loss is not None and loss.name == "naive" else
+               "Try a smaller --lr, or --loss fused, which stays finite for any finite logits. "),
+            epoch=epoch, batch=b,
+        )
+
+
+class LossWatch:
+    """Finds the first batch of an epoch whose summed loss is inf or nan.
+
+    On the CPU each batch's loss is read as it comes (free there), so the error
+    is raised before the update the bad loss would make. On an accelerator a
+    read would make the host wait for the device after every batch; there the
+    sums go into a buffer on the device, read once when the epoch ends or
+    stops. The batch named is the same; the epoch just runs to its end first.
+    """
+
+    def __init__(self, device: Any, num_batches: int, first: int, diverged: Callable[[float, int], None], *, defer: bool | None = None) -> None:
+        import torch
+
+        self.diverged = diverged
+        self.first = first  #: batches done before this pass (a resumed epoch)
+        self.sums = None
+        if defer if defer is not None else getattr(device, "type", "cpu") != "cpu":
+            self.sums = torch.zeros(max(num_batches, 1), dtype=torch.float32, device=device)
+
+    def add(self, b: int, total: Any) -> None:
+        """Record batch ``b``'s (1-based) summed loss."""
+        sums = self.sums
+        if sums is not None and b <= len(sums):
+            sums[b - 1] = total.detach()
+            return
+        value = total.item()  # the CPU; or a data set longer than its len()
+        if not math.isfinite(value):
+            self.diverged(value, b)
+
+    def check(self, last: int) -> None:
+        """Raise for the first bad batch among those recorded up to ``last``."""
+        if self.sums is None or last <= self.first:
+            return
+        seen = self.sums[self.first : min(last, len(self.sums))]
+        bad = ~seen.isfinite()
+        if bool(bad.any()):  # the one read from the device per epoch
+            i = int(bad.nonzero()[0, 0])
+            self.diverged(float(seen[i]), self.first + i + 1)
