@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from .. import events
+from ..dist.comm import Solo
 from ..errors import ComponentError, DivergenceError, FmclfError, Interrupted
 from ..host.registry import ComponentRecord
 from .metrics import evaluate, per_class_accuracy
@@ -104,8 +105,9 @@ class Trainer:
     """Trains ``parts`` for ``epochs`` epochs, evaluating after each.
 
     ``checkpoint(state)`` is called after each epoch's metrics are final and when
-    a stop is requested mid-epoch; ``comm`` (see :mod:`fmclf.distributed`)
-    averages gradients and sums metrics across processes.
+    a stop is requested mid-epoch; ``comm`` (see :mod:`fmclf.dist.comm`)
+    averages gradients and sums metrics across processes: a process on its own
+    gets :class:`~fmclf.dist.comm.Solo`, whose collectives do nothing.
     """
 
     def __init__(
@@ -117,7 +119,7 @@ class Trainer:
         run_dir: Any = None,
         checkpoint: Callable[[TrainState], None] | None = None,
         stop: StopFlag | None = None,
-        comm: Any = None,
+        comm: Solo = Solo(),  # noqa: B008 - stateless; every collective a no-op
         config: dict[str, Any] | None = None,
         cuda_graphs: bool = False,
     ) -> None:
@@ -201,8 +203,7 @@ class Trainer:
             raise
         except Exception as exc:
             raise _fault(self.parts.records.get("model"), "model", exc, "while evaluating on the test set") from exc
-        if self.comm is not None:
-            confusion = self.comm.sum(confusion)
+        confusion = self.comm.sum(confusion)
         total = int(confusion.sum())
         return float(confusion.diagonal().sum()) / max(total, 1), confusion
 
@@ -264,11 +265,10 @@ class Trainer:
                         (total if sum_reduction else losses.mean()).backward()
                     except Exception as exc:
                         raise _backward_fault(records, exc, f"on batch {b} of epoch {epoch}") from exc
-                    if comm is not None:
-                        comm.average_gradients(params)
+                    comm.average_gradients(params)
                     updater.step(n)
                 except FmclfError:
-                    raise  # a lost peer (fmclf.distributed) is no fault of the updater's
+                    raise  # a lost peer (fmclf.dist.comm) is no fault of the updater's
                 except Exception as exc:
                     raise _fault(records.get("updater"), "updater", exc, f"while updating on batch {b} of epoch {epoch}") from exc
                 hits = (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
@@ -284,9 +284,9 @@ class Trainer:
                     self.checkpoint(state)
                 raise Interrupted(f"stopped by {stop.signal} after batch {b} of epoch {epoch}")
         watch.check(b)
-        if comm is not None:
-            sums = comm.sum(torch.stack([loss_sum, correct.double(), torch.tensor(float(examples), dtype=torch.float64, device=self.device)]))
-            loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
+        count = torch.tensor(float(examples), dtype=torch.float64, device=self.device)
+        sums = comm.sum(torch.stack([loss_sum, correct.double(), count]))
+        loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
         return float(loss_sum) / max(examples, 1), float(correct) / max(examples, 1)
 
     def _check_shapes(self, logits: Any, losses: Any, n: int) -> None:

@@ -41,10 +41,14 @@ def check_device(device: Any) -> None:
 
 
 def check_supported(device: Any, updater: Any, comm: Any, updater_name: str = "the updater") -> None:
-    """Raise a UsageError when ``--cuda-graphs`` cannot run with these parts."""
+    """Raise a UsageError when ``--cuda-graphs`` cannot run with these parts; ``comm``
+    is the run's (:mod:`fmclf.dist.comm`), and a graph cannot hold its collectives."""
     check_device(device)
-    if comm is not None:
-        raise UsageError("--cuda-graphs does not combine with distributed training (its gradient all-reduce is not captured). Leave one of them out.")
+    if comm.world_size > 1:
+        raise UsageError(
+            "--cuda-graphs does not combine with distributed training (its gradient all-reduce is not captured). "
+            "Leave one of them out."
+        )
     if not getattr(updater, "capturable", False):
         raise UsageError(
             f"--cuda-graphs needs an updater whose step a CUDA graph can replay (one that declares "

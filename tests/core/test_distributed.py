@@ -16,8 +16,11 @@ import sys
 import pytest
 import torch
 
-from fmclf.dist import comm as distributed
-from fmclf.run.plan import resolve
+from fmclf.dist import launch as distributed
+from fmclf.dist.launch import Launch
+from fmclf.run.devices import launch_device
+from fmclf.run.plan import check_processes, resolve
+from fmclf.run.processes import weights_digest
 from fmclf.run.config import RunConfig
 from fmclf.data import shard
 from fmclf.errors import DeviceError, UsageError
@@ -44,7 +47,7 @@ def summary(run_dir: pathlib.Path) -> dict:
 
 def saved_digest(run_dir: pathlib.Path) -> str:
     """The digest of the weights rank 0 wrote, computed here, not by the run."""
-    return distributed.weights_digest(torch.load(run_dir / "model.pt", weights_only=True))
+    return weights_digest(torch.load(run_dir / "model.pt", weights_only=True))
 
 
 def test_shard_training_rows_are_equal_and_test_rows_cover_everything():
@@ -71,14 +74,14 @@ def test_launch_environment_is_read_and_checked():
 
 
 def test_what_cannot_run_in_two_processes_is_refused_before_any_work():
-    comm = distributed.Comm(distributed.Launch(0, 2, 0, 2), "gloo", 10.0)  # refusing needs no collective
+    launch = Launch(0, 2, 0, 2)  # refusing needs no collective
     with pytest.raises(DeviceError, match="no collective backend"):
-        comm.device_for("mps")
-    assert comm.device_for("auto").type == "cpu"  # a gloo-only group trains on the CPU
+        launch_device("mps", launch, "gloo")
+    assert launch_device("auto", launch, "gloo").type == "cpu"  # a gloo-only group trains on the CPU
     plan = resolve(RunConfig(batch_size=15, visualizers=["none"]), load_plugins())
     with pytest.raises(UsageError, match=r"--batch-size 15 is the global batch.*Use --batch-size 14 or 16"):
-        comm.check_plan(plan)
-    comm.check_plan(resolve(RunConfig(batch_size=16, visualizers=["none"]), load_plugins()))
+        check_processes(plan, launch.world_size)
+    check_processes(resolve(RunConfig(batch_size=16, visualizers=["none"]), load_plugins()), launch.world_size)
 
 
 @pytest.fixture(scope="module")
