@@ -284,15 +284,15 @@ class Trainer:
             )
 
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
-        """Raise the error for a batch whose summed loss was ``value`` (inf or nan)."""
+        """Raise the error for a batch whose summed loss was ``value`` (inf or nan), with the
+        loss's own ``divergence_hint`` when it has one, else the generic advice."""
         loss = self.parts.records.get("loss")
+        hint = getattr(self.parts.loss, "divergence_hint", None)
+        if not (isinstance(hint, str) and hint.strip()):
+            hint = "Try a smaller --lr, or --loss fused, which stays finite for any finite logits."
         raise DivergenceError(
             f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
-            f"{epoch}{f' with {loss.describe()}' if loss else ''}. "
-            + ("The naive loss exponentiates logits without subtracting their maximum and "
-               "overflows when they grow; use --loss fused, or a smaller --lr. "
-               if loss is not None and loss.name == "naive" else
-               "Try a smaller --lr, or --loss fused, which stays finite for any finite logits. "),
+            f"{epoch}{f' with {loss.describe()}' if loss else ''}. {hint.strip()} ",
             epoch=epoch, batch=b,
         )
 
