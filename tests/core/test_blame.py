@@ -61,9 +61,10 @@ def _models(outputs: int | None):
 
 
 def _run(tiny_data, tmp_path, *args: str):
-    return CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--model", "odd",
-                                    "--epochs", "1", "--batch-size", "16", "--visualizer", "none", "--device", "cpu",
-                                    "--out", str(tmp_path / "run"), *args])
+    return CliRunner().invoke(cli, [
+        "run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--model", "odd", "--epochs", "1",
+        "--batch-size", "16", "--visualizer", "none", "--device", "cpu", "--out", str(tmp_path / "run"), *args,
+    ])
 
 
 @pytest.mark.parametrize("loss", ["fused", "naive"])

@@ -84,6 +84,59 @@ def test_what_cannot_run_in_two_processes_is_refused_before_any_work():
     check_processes(resolve(RunConfig(batch_size=16, visualizers=["none"]), load_plugins()), launch.world_size)
 
 
+def test_a_process_on_its_own_gets_collectives_that_do_nothing():
+    from fmclf.dist.comm import Solo
+    from fmclf.run import processes
+    from fmclf.train.engine import StopFlag
+
+    solo, cpu = Solo(), torch.device("cpu")
+    t = torch.arange(3.0)
+    assert solo.sum(t) is t
+    p = torch.nn.Parameter(torch.ones(2))
+    p.grad = torch.full((2,), 3.0)
+    solo.average_gradients([p])
+    assert torch.equal(p.grad, torch.full((2,), 3.0))
+    assert solo.gather("comparing", 5) == [5] and solo.broadcast(7) == 7
+    assert (solo.rank, solo.world_size, solo.is_root) == (0, 1, True)
+    flag = StopFlag()
+    assert solo.watch(flag, cpu) is flag
+    assert processes.where(solo, cpu) == "cpu" and processes.describe(solo, cpu) == {}
+    assert processes.weights_record(solo, torch.nn.Linear(2, 2), cpu) == {}  # no "distributed" in summary.json
+    assert processes.restart_command(solo.launch) == "fmclf"
+
+
+def test_what_a_run_says_about_its_processes():
+    from fmclf.dist.comm import Comm
+    from fmclf.run import processes
+
+    assert processes.restart_command(Launch(0, 2, 0, 2)) == "torchrun --nproc-per-node 2 -m fmclf"
+    assert processes.restart_command(Launch(3, 8, 3, 4)) == (
+        "torchrun --nnodes 2 --nproc-per-node 4 --rdzv-endpoint HOST:PORT -m fmclf"
+    )
+    comm = Comm(Launch(0, 8, 0, 4), "cpu:gloo,cuda:nccl", 10.0)  # describing needs no collective
+    assert processes.where(comm, torch.device("cpu")) == "cpu x 8 processes on 2 nodes (gloo)"
+    assert processes.describe(comm, torch.device("cuda", 0)) == {"processes": 8, "nodes": 2, "backend": "nccl"}
+
+
+def test_a_training_set_too_small_to_shard_is_refused():
+    import types
+
+    from fmclf.errors import DataError
+    from fmclf.run.plan import check_shards
+
+    agreed = []
+    comm = types.SimpleNamespace(
+        world_size=2, same_everywhere=lambda what, value, fix: agreed.append(value), alike=lambda exc: exc,
+    )
+
+    class Empty(list):
+        num_examples = 0
+
+    with pytest.raises(DataError, match="too small to give each of the 2 processes one example"):
+        check_shards(types.SimpleNamespace(train=Empty()), comm)
+    assert agreed == [{"training batches": 0, "training examples": 0}]  # compared across processes first
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> pathlib.Path:
     from helpers import write_tiny_fashion

@@ -109,14 +109,16 @@ def test_a_loss_with_a_divergence_hint_gives_its_own_advice(fmclf_plugin, tiny_d
         def __call__(self, logits, y):
             return torch.nn.functional.cross_entropy(logits, y, reduction="none") + float("inf")
 
-    plugin = types.SimpleNamespace(register_losses=fmclf.hookimpl(lambda register: register("hinted", lambda: Hinted())))
-    fmclf_plugin(plugin, name="hint-plugin")
-    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--loss", "hinted",
-                                      "--batch-size", "16", "--epochs", "1", "--device", "cpu", "--visualizer", "none",
-                                      "--out", str(tmp_path / "run")])
+    hooks = fmclf.hookimpl(lambda register: register("hinted", lambda: Hinted()))
+    fmclf_plugin(types.SimpleNamespace(register_losses=hooks), name="hint-plugin")
+    result = CliRunner().invoke(cli, [
+        "run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--loss", "hinted", "--batch-size", "16",
+        "--epochs", "1", "--device", "cpu", "--visualizer", "none", "--out", str(tmp_path / "run"),
+    ])
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith(
-        "Error: training diverged: the loss became inf on batch 1 of 6 in epoch 1 with loss 'hinted' (plugin 'hint-plugin'). "
-        "Lower -o loss.sharpness; this loss multiplies the logits by it. The run folder "
+        "Error: training diverged: the loss became inf on batch 1 of 6 in epoch 1 "
+        "with loss 'hinted' (plugin 'hint-plugin'). Lower -o loss.sharpness; this loss multiplies the logits by it. "
+        "The run folder "
     ), result.stderr
     assert "Try a smaller --lr" not in result.stderr and "naive" not in result.stderr
