@@ -48,15 +48,16 @@ class blame_gradients(blame):  # noqa: N801
     """Blame a failing ``backward()``: the gradients run back through the loss and
     the model, so both are named (the updater has not been called yet)."""
 
-    __slots__ = ()
+    __slots__ = ("records",)
 
     def __init__(self, records: Mapping[str, ComponentRecord], where: str) -> None:
-        names = " and ".join(records[k].describe() for k in ("loss", "model") if k in records)
-        super().__init__(names or "the loss and the model", where)
+        super().__init__("the loss and the model", where)
+        self.records = records  # described only on failure: this runs every batch
 
     def message(self, exc: BaseException) -> str:
+        names = " and ".join(self.records[k].describe() for k in ("loss", "model") if k in self.records)
         return (
             f"computing gradients raised {type(exc).__name__} {self.where}: {exc}. The backward pass runs through "
-            f"{self.who}; one of them (a custom autograd function, say) is at fault. Report it to its authors, "
-            f"or choose another with `fmclf plugins`."
+            f"{names or self.who}; one of them (a custom autograd function, say) is at fault. Report it to its "
+            f"authors, or choose another with `fmclf plugins`."
         )
