@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..errors import FmclfError, UsageError
 

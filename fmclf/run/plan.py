@@ -14,13 +14,13 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import RunConfig
-from ..train.engine import Parts
 from ..errors import ComponentError, DataError, FmclfError, OptionError, UsageError
-from ..host.options import accepted_core_params, resolve_options
 from ..host.loading import PluginHost
+from ..host.options import accepted_core_params, resolve_options
 from ..host.registry import ComponentRecord
 from ..kinds import BY_NAME
+from ..train.engine import Parts
+from .config import RunConfig
 
 
 @dataclass

@@ -11,17 +11,17 @@ generator, because the training loop enters one per call, on every batch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Mapping
 
 from ..errors import ComponentError, FmclfError
 from ..host.registry import ComponentRecord
 
 
-class blame:  # noqa: N801 - used like a function: `with blame(record, where):`
+class blame:
     """Blame ``who`` for what the block raises ``where`` (e.g. ``"on batch 3 of epoch 1"``)."""
 
-    __slots__ = ("who", "where")
+    __slots__ = ("where", "who")
 
     def __init__(self, who: ComponentRecord | str, where: str) -> None:
         self.who = who
@@ -44,7 +44,7 @@ class blame:  # noqa: N801 - used like a function: `with blame(record, where):`
         )
 
 
-class blame_gradients(blame):  # noqa: N801
+class blame_gradients(blame):
     """Blame a failing ``backward()``: the gradients run back through the loss and
     the model, so both are named (the updater has not been called yet)."""
 

@@ -17,16 +17,14 @@ from fmclf.train.blame import blame, blame_gradients
 
 def test_an_fmclf_error_passes_through_untouched():
     error = DataError("the data moved")
-    with pytest.raises(DataError) as info:
-        with blame("dataset 'x'", "while yielding training batches in epoch 1"):
-            raise error
+    with pytest.raises(DataError) as info, blame("dataset 'x'", "while yielding training batches in epoch 1"):
+        raise error
     assert info.value is error
 
 
 def test_any_other_exception_names_the_component_and_keeps_the_cause():
-    with pytest.raises(ComponentError) as info:
-        with blame("model 'm' (plugin 'p')", "on batch 2 of epoch 1"):
-            raise ValueError("bad matrix")
+    with pytest.raises(ComponentError) as info, blame("model 'm' (plugin 'p')", "on batch 2 of epoch 1"):
+        raise ValueError("bad matrix")
     assert str(info.value) == (
         "model 'm' (plugin 'p') raised ValueError on batch 2 of epoch 1: bad matrix. This is a fault in that "
         "component; report it to its authors, or choose another with `fmclf plugins`."
@@ -35,16 +33,15 @@ def test_any_other_exception_names_the_component_and_keeps_the_cause():
 
 
 def test_an_interrupt_is_nobodys_fault():
-    with pytest.raises(KeyboardInterrupt):
-        with blame("model 'm'", "on batch 1 of epoch 1"):
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), blame("model 'm'", "on batch 1 of epoch 1"):
+        raise KeyboardInterrupt
 
 
 def test_a_failing_backward_names_the_loss_and_the_model_without_records():
-    with pytest.raises(ComponentError, match=r"^computing gradients raised ArithmeticError on batch 1 of epoch 1: "
-                                             r"no gradient\. The backward pass runs through the loss and the model;"):
-        with blame_gradients({}, "on batch 1 of epoch 1"):
-            raise ArithmeticError("no gradient")
+    expected = (r"^computing gradients raised ArithmeticError on batch 1 of epoch 1: no gradient\. "
+                r"The backward pass runs through the loss and the model;")
+    with pytest.raises(ComponentError, match=expected), blame_gradients({}, "on batch 1 of epoch 1"):
+        raise ArithmeticError("no gradient")
 
 
 def _models(outputs: int | None):
@@ -95,9 +92,9 @@ def test_logits_of_one_dimension_are_blamed_on_the_model_before_the_loss_sees_th
 def test_a_data_error_from_the_test_set_is_not_blamed_on_the_model(tiny_data):
     """Evaluation runs the model over the test batches; the data set's own DataError stays its own."""
     import torch
+    from helpers import assemble_parts
 
     from fmclf.train.engine import Trainer
-    from helpers import assemble_parts
 
     parts = assemble_parts(tiny_data)
 

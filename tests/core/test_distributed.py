@@ -16,15 +16,15 @@ import sys
 import pytest
 import torch
 
+from fmclf.data import shard
 from fmclf.dist import launch as distributed
 from fmclf.dist.launch import Launch
+from fmclf.errors import DeviceError, UsageError
+from fmclf.host.loading import load_plugins
+from fmclf.run.config import RunConfig
 from fmclf.run.devices import launch_device
 from fmclf.run.plan import check_processes, resolve
 from fmclf.run.processes import weights_digest
-from fmclf.run.config import RunConfig
-from fmclf.data import shard
-from fmclf.errors import DeviceError, UsageError
-from fmclf.host.loading import load_plugins
 from fmclf.run.runner import run_new, run_resume
 
 TESTS = pathlib.Path(__file__).parents[1]  # where the helper plugins live
