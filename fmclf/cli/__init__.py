@@ -14,7 +14,7 @@ from click.core import ParameterSource
 
 from .. import __version__
 from ..run.config import RunConfig, load_config, merge
-from ..dist.comm import is_root_process, process_label
+from ..dist.launch import is_root_process, process_label
 from ..errors import FmclfError, Interrupted, UsageError
 from ..run.memory import describe as describe_memory
 from ..host.options import format_value, options_of, parse_assignment
