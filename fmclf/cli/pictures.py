@@ -10,6 +10,7 @@ import click
 from . import cli, friendly
 from ..errors import UsageError
 from ..host.options import parse_assignment
+from ..run.config import RunConfig
 
 
 @cli.command()
@@ -33,7 +34,8 @@ def predict(ctx: click.Context, run_dir: pathlib.Path, n: int, out: pathlib.Path
 
 
 @cli.command()
-@click.option("--dataset", default="fashion-mnist", show_default=True, help="Data-set component whose inputs are images.")
+@click.option("--dataset", default=RunConfig().dataset, show_default=True,
+              help="Data-set component whose inputs are images (`fmclf plugins --kind dataset` lists them).")
 @click.option("-n", "n", type=click.IntRange(1, 100), default=18, show_default=True, help="How many images.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True, help="Training images (shuffled by --seed) or the first test images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Shuffling seed for the training images.")

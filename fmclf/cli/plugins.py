@@ -9,9 +9,7 @@ import click
 
 from . import cli, friendly
 from ..host.options import format_value, options_of
-from ..kinds import KINDS
-
-PLURALS = {"dataset": "datasets", "model": "models", "loss": "losses", "updater": "updaters", "visualizer": "visualizers"}
+from ..kinds import BY_NAME, KINDS
 
 
 @cli.command()
@@ -49,8 +47,8 @@ def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | N
         group = [r for r in records if r.kind == k]
         if not group:
             continue
-        prefix = "visualizer.NAME" if k == "visualizer" else k
-        click.echo(f"\n{PLURALS[k]}  (options: -o {prefix}.OPTION=VALUE)")
+        row = BY_NAME[k]
+        click.echo(f"\n{row.plural}  (options: -o {row.option_prefix}.OPTION=VALUE)")
         for r in group:
             name = host.registry.name_to_type(r)
             click.echo(f"  {name:<16} {r.help}  [{r.plugin.describe()}]")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from dataclasses import fields
+from typing import Any, Callable
 
 import click
 from click.core import ParameterSource
@@ -12,33 +13,59 @@ from . import cli, friendly
 from ._flags import gather_options
 from ..dist.comm import is_root_process
 from ..errors import UsageError
+from ..kinds import ROWS
 from ..run.config import RunConfig, load_config, merge
 from ..run.memory import describe as describe_memory
 
-_RUN_KEYS = ("dataset", "model", "loss", "updater", "visualizers", "device", "epochs", "batch_size", "lr", "seed", "cuda_graphs", "threads")
+#: The settings a run takes from the command line: every RunConfig field but the options.
+_RUN_KEYS = tuple(f.name for f in fields(RunConfig) if f.name != "options")
+#: What --resume may change (the rest is fixed by the run's config.toml).
+_RESUMABLE = {"epochs", "device", "cuda_graphs", "threads", *(k.setting for k in ROWS if k.many)}
+_DEFAULTS = RunConfig()
+
+
+def component_flags(command: Callable) -> Callable:
+    """One flag per kind (``--model``, ``--visualizer`` ...), defaulted from :class:`RunConfig`;
+    a kind a run has several of repeats its flag."""
+    for row in reversed(ROWS):  # click lists options in the reverse order they are added
+        default = getattr(_DEFAULTS, row.setting)
+        listed = f"`fmclf plugins --kind {row.name}` lists them"
+        if row.many:
+            command = click.option(row.flag, row.setting, multiple=True, default=tuple(default), show_default=True,
+                                   help=f"{row.name.capitalize()} component; repeat for several, 'none' for none "
+                                        f"({listed}).")(command)
+        else:
+            command = click.option(row.flag, default=default, show_default=True,
+                                   help=f"{row.name.capitalize()} component ({listed}).")(command)
+    return command
 
 
 @cli.command()
-@click.option("--dataset", default="fashion-mnist", show_default=True, help="Data-set component.")
-@click.option("--model", default="scratch", show_default=True, help="Model component (scratch, nn, ...).")
-@click.option("--loss", default="fused", show_default=True, help="Loss component (fused, naive, ...).")
-@click.option("--updater", default="sgd", show_default=True, help="Updater component (sgd, torch-sgd, ...).")
-@click.option("--visualizer", "visualizers", multiple=True, default=("tqdm",), show_default=True, help="Visualizer component; repeat for several, 'none' for none.")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
-@click.option("--cuda-graphs/--no-cuda-graphs", default=False,
-              help="CUDA only: replay each training step as one CUDA graph (same math, a fraction of the launch overhead; needs --updater sgd).")
-@click.option("--threads", type=int, default=None,
-              help="CPU threads for torch's operations. [default: one per core] On a machine busy with other work, 1 is often several times faster.")
-@click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training set.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Examples per minibatch.")
-@click.option("--lr", type=float, default=0.1, show_default=True, help="Learning rate.")
-@click.option("--seed", type=int, default=None, help="Seed for initial weights and shuffling; a CPU run with the same seed repeats exactly. [default: drawn and recorded]")
-@click.option("--data-root", type=click.Path(path_type=pathlib.Path), default=None, help="Folder with the data set's files (the dataset's data_root option).")
+@component_flags
+@click.option("--device", default=_DEFAULTS.device, show_default=True,
+              help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=_DEFAULTS.cuda_graphs,
+              help="CUDA only: replay each training step as one CUDA graph (same math, a fraction of the launch "
+                   "overhead; needs an updater that declares capturable = True).")
+@click.option("--threads", type=int, default=_DEFAULTS.threads,
+              help="CPU threads for torch's operations. [default: one per core] On a machine busy with other work, "
+                   "1 is often several times faster.")
+@click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True, help="Passes over the training set.")
+@click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
+              help="Examples per minibatch.")
+@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Learning rate.")
+@click.option("--seed", type=int, default=_DEFAULTS.seed,
+              help="Seed for initial weights and shuffling; a CPU run with the same seed repeats exactly. "
+                   "[default: drawn and recorded]")
+@click.option("--data-root", type=click.Path(path_type=pathlib.Path), default=None,
+              help="Folder with the data set's files (the data set's data_root option).")
 @click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE",
-              help="Set a component option, e.g. -o model.hidden=128, -o updater.momentum=0.9, -o visualizer.animator.svg=false. Repeatable.")
+              help="Set a component option, e.g. -o model.hidden=128, or -o visualizer.NAME.OPTION=VALUE; "
+                   "`fmclf plugins` lists every option. Repeatable.")
 @click.option("--config", "config_path", type=click.Path(path_type=pathlib.Path), default=None,
               help="Read settings from a TOML file (a run folder's config.toml works); options given here win.")
-@click.option("--out", type=click.Path(path_type=pathlib.Path), default=None, help="Run folder to create. [default: runs/DATE-TIME-MODEL-LOSS]")
+@click.option("--out", type=click.Path(path_type=pathlib.Path), default=None,
+              help="Run folder to create. [default: runs/DATE-TIME-MODEL-LOSS]")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=pathlib.Path), default=None,
               help="Continue the run in this folder from its last checkpoint (--epochs may extend it).")
 @click.pass_context
@@ -46,7 +73,7 @@ _RUN_KEYS = ("dataset", "model", "loss", "updater", "visualizers", "device", "ep
 def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir, **given: Any) -> None:
     """Train a classifier and write a run folder (config, metrics, checkpoint, weights)."""
     explicit = {k for k in given if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-    given["visualizers"] = list(given["visualizers"])
+    given.update({k.setting: list(given[k.setting]) for k in ROWS if k.many})
     cli_options = gather_options(option_args)
     if data_root is not None:  # absolute, so the recorded config.toml works from any folder
         cli_options.setdefault("dataset", {})["data_root"] = str(data_root.expanduser().absolute())
@@ -55,7 +82,7 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
 
     host = ctx.obj.host()
     if resume_dir is not None:
-        fixed = explicit - {"epochs", "device", "visualizers", "cuda_graphs", "threads"}
+        fixed = explicit - _RESUMABLE
         if fixed or config_path or cli_options or out:
             named = sorted({f"--{k.replace('_', '-')}" for k in fixed} | ({"--config"} if config_path else set()) | ({"-o/--data-root"} if cli_options else set()) | ({"--out"} if out else set()))
             raise UsageError(

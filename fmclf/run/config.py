@@ -11,6 +11,7 @@ from typing import Any
 
 from .devices import check_spec
 from ..errors import ConfigError, UsageError
+from ..kinds import BY_NAME, ROWS
 
 
 @dataclass
@@ -35,9 +36,11 @@ class RunConfig:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def targets(self) -> dict[str, str]:
-        """Option target -> component name, for every component of this run."""
-        out = {"dataset": self.dataset, "model": self.model, "loss": self.loss, "updater": self.updater}
-        out.update({f"visualizer.{v}": v for v in self.visualizers})
+        """Option target -> component name, for every component of this run (see :mod:`fmclf.kinds`)."""
+        out = {}
+        for row in ROWS:
+            chosen = getattr(self, row.setting)
+            out.update({row.target(name): name for name in (chosen if row.many else [chosen])})
         return out
 
     def validate(self) -> None:
@@ -136,21 +139,23 @@ def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dic
             f"config file {str(path)!r} has unknown setting(s) {', '.join(sorted(unknown))}; "
             f"settings are: {', '.join(sorted(_KEYS))}, and an [options.KIND] table per component."
         )
-    if "visualizers" in data and isinstance(data["visualizers"], str):
-        data["visualizers"] = [data["visualizers"]]
-    if "visualizers" in data and not (isinstance(data["visualizers"], list) and all(isinstance(v, str) for v in data["visualizers"])):
-        raise ConfigError(f"config file {str(path)!r}: visualizers must be a list of names, such as [\"tqdm\", \"animator\"].")
+    for setting in (row.setting for row in ROWS if row.many):
+        if isinstance(data.get(setting), str):
+            data[setting] = [data[setting]]
+        if setting in data and not (isinstance(data[setting], list) and all(isinstance(v, str) for v in data[setting])):
+            example = ", ".join(f'"{v}"' for v in getattr(RunConfig(), setting)) or '"NAME"'
+            raise ConfigError(f"config file {str(path)!r}: {setting} must be a list of names, such as [{example}].")
     if not isinstance(raw_options, dict):
         raise ConfigError(f"config file {str(path)!r}: 'options' must be a table such as [options.model].")
     options: dict[str, dict[str, Any]] = {}
     for kind, table in raw_options.items():
         if not isinstance(table, dict):
             raise ConfigError(f"config file {str(path)!r}: options.{kind} must be a table of option = value.")
-        if kind == "visualizer":
+        if kind in BY_NAME and BY_NAME[kind].many:
             for name, sub in table.items():
                 if not isinstance(sub, dict):
-                    raise ConfigError(f"config file {str(path)!r}: visualizer options go in [options.visualizer.NAME] tables.")
-                options[f"visualizer.{name}"] = dict(sub)
+                    raise ConfigError(f"config file {str(path)!r}: {kind} options go in [options.{kind}.NAME] tables.")
+                options[BY_NAME[kind].target(name)] = dict(sub)
         else:
             options[kind] = dict(table)
     return data, options
