@@ -11,6 +11,7 @@ from . import cli, friendly
 from ..errors import UsageError
 from ..host.options import parse_assignment
 from ..run.config import RunConfig
+from ._flags import DATA_ROOT, require_data_root
 
 
 @cli.command()
@@ -26,9 +27,12 @@ def predict(ctx: click.Context, run_dir: pathlib.Path, n: int, out: pathlib.Path
 
     Uses RUN_DIR/model.pt (or the last checkpoint of an unfinished run).
     """
-    from ..draw.gallery import predict_run
+    from ..draw.gallery import load_run_config, predict_run
 
-    result = predict_run(run_dir, ctx.obj.host(), n=n, out=out, device=device, data_root=data_root)
+    host = ctx.obj.host()
+    if data_root is not None:
+        require_data_root(host, load_run_config(run_dir).dataset)
+    result = predict_run(run_dir, host, n=n, out=out, device=device, data_root=data_root)
     click.echo(f"{result.right} of {result.shown} right ({100 * result.right / result.shown:.1f}%), weights from {result.weights}")
     click.echo(f"wrote {result.path}")
 
@@ -52,11 +56,13 @@ def show(ctx: click.Context, dataset: str, n: int, split: str, seed: int, out: p
         if target != "dataset":
             raise UsageError(f"-o {text!r}: `fmclf show` builds only the data set, so only dataset.OPTION=VALUE options apply.")
         options[key] = value
+    host = ctx.obj.host()
     if data_root is not None:
-        options["data_root"] = str(data_root)
+        require_data_root(host, dataset)
+        options[DATA_ROOT] = str(data_root)
     from ..draw.gallery import show_samples
 
-    path, labels = show_samples(ctx.obj.host(), dataset, n=n, out=out or pathlib.Path(f"{dataset.replace(':', '_').replace('/', '_')}-{split}.png"),
+    path, labels = show_samples(host, dataset, n=n, out=out or pathlib.Path(f"{dataset.replace(':', '_').replace('/', '_')}-{split}.png"),
                                 split=split, seed=seed, options=options)
     click.echo(f"{len(labels)} {split} images: {', '.join(labels)}")
     click.echo(f"wrote {path}")

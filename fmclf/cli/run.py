@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from . import cli, friendly
-from ._flags import gather_options
+from ._flags import DATA_ROOT, gather_options, require_data_root
 from ..dist.comm import is_root_process
 from ..errors import UsageError
 from ..kinds import ROWS
@@ -76,7 +76,7 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
     given.update({k.setting: list(given[k.setting]) for k in ROWS if k.many})
     cli_options = gather_options(option_args)
     if data_root is not None:  # absolute, so the recorded config.toml works from any folder
-        cli_options.setdefault("dataset", {})["data_root"] = str(data_root.expanduser().absolute())
+        cli_options.setdefault("dataset", {})[DATA_ROOT] = str(data_root.expanduser().absolute())
 
     from ..run.runner import run_new, run_resume
 
@@ -94,6 +94,8 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
         config = RunConfig(**{k: given[k] for k in _RUN_KEYS}, options=cli_options)
         if config_path is not None:
             config = merge(config, explicit, *load_config(config_path))
+        if data_root is not None:
+            require_data_root(host, config.dataset)
         result = run_new(config, host, out=out, echo=click.echo)
     if is_root_process():
         _print_summary(result)
