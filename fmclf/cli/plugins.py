@@ -67,6 +67,7 @@ def _plugins_json(host, shown, records) -> dict[str, Any]:
     return {
         "plugins": [{**info(p.info), "load_seconds": round(p.seconds, 4), "imports_torch": p.imported_torch} for p in shown],
         "failures": [{**info(f.plugin), "stage": f.stage, "error": f.error} for f in host.failures],
+        "notes": list(host.notes),
         "components": [
             {
                 "kind": r.kind, "name": r.name, "qualified_name": r.qualified_name, "select_as": host.registry.name_to_type(r), "help": r.help, "plugin": info(r.plugin),

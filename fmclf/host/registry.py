@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ..errors import AmbiguousComponentError, UnknownComponentError
@@ -46,7 +46,6 @@ class ComponentRecord:
     factory: Callable
     help: str
     plugin: PluginInfo
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def qualified_name(self) -> str:
