@@ -52,7 +52,8 @@ import pluggy
 
 from .. import hookspecs
 from ..errors import PluginError
-from ..kinds import ROWS
+from ..kinds import BY_NAME, ROWS
+from .options import lookalike_options
 from .registry import ComponentRecord, PluginInfo, Registry, check_name, first_doc_line, normalize
 
 HOOKS = [k.hook for k in ROWS]
@@ -367,6 +368,27 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
                 continue
             for record in records:
                 host.registry.add(record)
+                host.notes.extend(_lookalike_notes(record))
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def _lookalike_notes(record: ComponentRecord) -> list[str]:
+    """A note for each option of ``record`` named like something fmclf passes to another kind."""
+    row = BY_NAME[record.kind]
+    gets = ", ".join(row.core) or "nothing"
+    notes = []
+    for param, owners in lookalike_options(record).items():
+        passed = f"passes only to {' and '.join(map(_a, owners))}" if owners else "passes to no factory"
+        notes.append(
+            f"{_who(record.plugin)}: {record.kind} {record.name!r} asks for {param!r}, which fmclf {passed}; "
+            f"{_a(record.kind)} gets {gets}. So {param!r} is an option of {record.name!r} "
+            f"(`-o {row.target(record.name)}.{param}=VALUE`), never the run's {param}: rename it, "
+            f"or build what it needs from what {_a(record.kind)} gets."
+        )
+    return notes
 
 
 _current: PluginHost | None = None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import OptionError
-from ..kinds import BY_NAME, KINDS, core_params
+from ..kinds import BY_NAME, KINDS, core_params, lookalikes
 from .registry import ComponentRecord
 
 _SCALARS = {int: "int", float: "float", bool: "bool", str: "str", pathlib.Path: "path"}
@@ -255,6 +255,16 @@ def _signature(record: ComponentRecord) -> inspect.Signature:
         return inspect.signature(record.factory)
     except (TypeError, ValueError):  # some builtins have no signature
         return inspect.Signature()
+
+
+def lookalike_options(record: ComponentRecord) -> dict[str, tuple[str, ...]]:
+    """The options of ``record`` named like something fmclf passes to factories, but not to
+    factories of its kind (an updater's ``model``, a loss's ``device``): almost surely a factory
+    that expects a core parameter it will never get. Maps each to the kinds that do get it."""
+    suspects = lookalikes(record.kind)
+    names = [p.name for p in _signature(record).parameters.values()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return {n: suspects[n] for n in names if n in suspects}
 
 
 def options_of(record: ComponentRecord) -> list[Option]:
