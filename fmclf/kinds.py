@@ -75,7 +75,8 @@ def _accept_model(record: ComponentRecord, model: Any) -> Any:
     import torch
 
     if not isinstance(model, torch.nn.Module):
-        raise ComponentError(f"{record.describe()} returned {type(model).__name__}; a model must be a torch.nn.Module.")
+        raise ComponentError(f"{record.describe()} returned {type(model).__name__}; "
+                             f"a model must be a torch.nn.Module.")
     return model
 
 

@@ -40,8 +40,10 @@ def friendly(fn: Callable) -> Callable:
                 raise
             if not getattr(exc, "quiet", False):  # under torchrun, rank 0 reports what every process hit
                 text = str(exc)
-                interrupted = isinstance(exc, Interrupted)
-                echo_err(f"{process_label()}{text[:1].upper() + text[1:]}" if interrupted else f"{process_label()}Error: {text}")
+                if isinstance(exc, Interrupted):
+                    echo_err(f"{process_label()}{text[:1].upper() + text[1:]}")
+                else:
+                    echo_err(f"{process_label()}Error: {text}")
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # before training started (during it, the runner explains)
             if is_root_process():

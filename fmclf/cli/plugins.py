@@ -40,7 +40,8 @@ def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | N
         tags = ["built-in"] if p.info.builtin else []
         if p.imported_torch:
             tags.append("imports torch at import time: slows every fmclf command")
-        click.echo(f"  {p.info.name:<24} {p.info.describe():<20} {p.info.module}" + (f"  [{'; '.join(tags)}]" if tags else ""))
+        click.echo(f"  {p.info.name:<24} {p.info.describe():<20} {p.info.module}"
+                   + (f"  [{'; '.join(tags)}]" if tags else ""))
     for f in host.failures:
         click.echo(f"  {f.plugin.name:<24} {f.plugin.describe():<20} FAILED at {f.stage}: {f.error}")
     for k in KINDS if kind is None else (kind,):
@@ -65,14 +66,18 @@ def _plugins_json(host, shown, records) -> dict[str, Any]:
         return {"name": i.name, "dist": i.dist, "version": i.version, "module": i.module, "builtin": i.builtin}
 
     return {
-        "plugins": [{**info(p.info), "load_seconds": round(p.seconds, 4), "imports_torch": p.imported_torch} for p in shown],
+        "plugins": [
+            {**info(p.info), "load_seconds": round(p.seconds, 4), "imports_torch": p.imported_torch} for p in shown
+        ],
         "failures": [{**info(f.plugin), "stage": f.stage, "error": f.error} for f in host.failures],
         "notes": list(host.notes),
         "components": [
             {
-                "kind": r.kind, "name": r.name, "qualified_name": r.qualified_name, "select_as": host.registry.name_to_type(r), "help": r.help, "plugin": info(r.plugin),
+                "kind": r.kind, "name": r.name, "qualified_name": r.qualified_name,
+                "select_as": host.registry.name_to_type(r), "help": r.help, "plugin": info(r.plugin),
                 "options": [
-                    {"name": o.name, "type": str(o.type), "default": None if o.required else _jsonable(o.default), "required": o.required, "help": o.help}
+                    {"name": o.name, "type": str(o.type), "default": None if o.required else _jsonable(o.default),
+                     "required": o.required, "help": o.help}
                     for o in options_of(r)
                 ],
             }

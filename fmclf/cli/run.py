@@ -72,7 +72,8 @@ def component_flags(command: Callable) -> Callable:
 @friendly
 def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir, **given: Any) -> None:
     """Train a classifier and write a run folder (config, metrics, checkpoint, weights)."""
-    explicit = {k for k in given if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    explicit = {k for k in given if ctx.get_parameter_source(k) in typed}
     given.update({k.setting: list(given[k.setting]) for k in ROWS if k.many})
     cli_options = gather_options(option_args)
     if data_root is not None:  # absolute, so the recorded config.toml works from any folder
@@ -84,10 +85,14 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
     if resume_dir is not None:
         fixed = explicit - _RESUMABLE
         if fixed or config_path or cli_options or out:
-            named = sorted({f"--{k.replace('_', '-')}" for k in fixed} | ({"--config"} if config_path else set()) | ({"-o/--data-root"} if cli_options else set()) | ({"--out"} if out else set()))
+            named = sorted({f"--{k.replace('_', '-')}" for k in fixed}
+                           | ({"--config"} if config_path else set())
+                           | ({"-o/--data-root"} if cli_options else set())
+                           | ({"--out"} if out else set()))
             raise UsageError(
                 f"--resume continues a run with the settings it started with; {', '.join(named)} cannot change them. "
-                f"Only --epochs (to train further), --device, --cuda-graphs, --threads and --visualizer may be given with --resume."
+                f"Only --epochs (to train further), --device, --cuda-graphs, --threads and --visualizer "
+                f"may be given with --resume."
             )
         result = run_resume(resume_dir, host, overrides={k: given[k] for k in explicit}, echo=click.echo)
     else:
@@ -107,8 +112,10 @@ def _print_summary(result) -> None:
     final = result.history[-1]
     per_epoch = result.seconds / result.trained_epochs
     click.echo(
-        f"done: {result.trained_epochs} epoch(s) in {result.seconds:.2f} s ({per_epoch:.3f} s/epoch) on {result.device}\n"
-        f"final: train loss {final['train_loss']:.4f}  train acc {final['train_acc']:.4f}  test acc {final['test_acc']:.4f}\n"
+        f"done: {result.trained_epochs} epoch(s) in {result.seconds:.2f} s ({per_epoch:.3f} s/epoch) "
+        f"on {result.device}\n"
+        f"final: train loss {final['train_loss']:.4f}  train acc {final['train_acc']:.4f}  "
+        f"test acc {final['test_acc']:.4f}\n"
         "per-class test acc: " + "  ".join(f"{c} {a:.2f}" for c, a in final["per_class_test_acc"].items()) + "\n"
         + (f"peak memory: {describe_memory(result.memory, result.device)}\n" if result.memory else "")
         + f"run folder: {result.run_dir}"

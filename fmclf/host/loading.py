@@ -181,8 +181,10 @@ def load_plugins(
     known = sorted({i.name for _, i in found} | {i.dist for _, i in found if i.dist})
     for wanted in block:
         pm.set_blocked(wanted)
-        if not any(_matches(info, [wanted]) for _, info in found) and not any(n == wanted for n, _ in [*process_plugins, *extra]):
-            host.notes.append(f"`-p no:{wanted}` blocks nothing: no installed plugin is named {wanted!r}.{_did_you_mean(wanted, known)}")
+        in_process = any(n == wanted for n, _ in [*process_plugins, *extra])
+        if not in_process and not any(_matches(info, [wanted]) for _, info in found):
+            host.notes.append(f"`-p no:{wanted}` blocks nothing: no installed plugin is named "
+                              f"{wanted!r}.{_did_you_mean(wanted, known)}")
     for ep, info in found:
         if _matches(info, block):
             continue
@@ -288,7 +290,8 @@ def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
                 continue
             close = difflib.get_close_matches(hook, HOOKS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"hook implementation {hook!r} names no fmclf hook{hint}; the hooks are: {', '.join(HOOKS)}")
+            problems.append(f"hook implementation {hook!r} names no fmclf hook{hint}; "
+                            f"the hooks are: {', '.join(HOOKS)}")
             continue
         if opts.get("hookwrapper") or opts.get("wrapper"):
             problems.append(f"{attr} is marked as a wrapper; fmclf hooks are plain functions that call register(...)")
@@ -299,16 +302,20 @@ def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
             continue  # pluggy checks what we cannot
         passed = getattr(pm.hook, hook).spec.argnames  # what the hook passes: ("register",)
         params = list(signature.parameters.values())
-        unknown = [p.name for p in params if p.name not in passed and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        unknown = [p.name for p in params if p.name not in passed and p.default is p.empty
+                   and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        by_keyword = [p.name for p in params if p.name in passed and p.kind is p.KEYWORD_ONLY]
         if unknown:
             close = difflib.get_close_matches(unknown[0], passed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            why = f"it asks for {', '.join(map(repr, unknown))}{hint}, and the hook passes only {', '.join(map(repr, passed))}"
-        elif any(p.name in passed and p.kind is p.KEYWORD_ONLY for p in params):
-            why = f"{' and '.join(repr(p.name) for p in params if p.name in passed and p.kind is p.KEYWORD_ONLY)} is keyword-only, but the hook passes it by position"
+            why = (f"it asks for {', '.join(map(repr, unknown))}{hint}, and the hook passes only "
+                   f"{', '.join(map(repr, passed))}")
+        elif by_keyword:
+            why = f"{' and '.join(map(repr, by_keyword))} is keyword-only, but the hook passes it by position"
         else:
             continue
-        problems.append(f"hook implementation {attr}{signature} does not match the hook {hook}({', '.join(passed)}): {why}")
+        problems.append(f"hook implementation {attr}{signature} does not match the hook "
+                        f"{hook}({', '.join(passed)}): {why}")
     return problems
 
 
@@ -347,7 +354,8 @@ def _unexpected(unknown: dict[str, object]) -> str:
     for key in unknown:
         close = difflib.get_close_matches(key, REGISTER_KEYWORDS, n=1, cutoff=0.5)
         words.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return ("an unexpected keyword argument " if len(words) == 1 else "unexpected keyword arguments ") + ", ".join(words)
+    lead = "an unexpected keyword argument " if len(words) == 1 else "unexpected keyword arguments "
+    return lead + ", ".join(words)
 
 
 def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:

@@ -155,5 +155,6 @@ class Registry:
     def _choice(record: ComponentRecord, rivals: list[ComponentRecord]) -> str:
         """The qualified name that picks ``record`` out of ``rivals``: ``dist:name``, or
         ``plugin:name`` when one distribution ships two plugins with that name."""
-        same_dist = [r for r in rivals if normalize(r.plugin.dist or r.plugin.name) == normalize(record.plugin.dist or record.plugin.name)]
+        mine = normalize(record.plugin.dist or record.plugin.name)
+        same_dist = [r for r in rivals if normalize(r.plugin.dist or r.plugin.name) == mine]
         return record.qualified_name if len(same_dist) == 1 else f"{record.plugin.name}:{record.name}"
