@@ -33,7 +33,7 @@ How a distributed run works:
 Why an explicit all-reduce and not ``DistributedDataParallel``: the model
 stays the plugin's own module, so its ``state_dict`` and checkpoints are a
 one-process run's (no ``module.`` prefix) and updaters and visualizers see
-what the plugin built; the scratch model's transposed ``W`` gets gradients
+what the plugin built; a parameter stored transposed gets gradients
 whose strides DDP's bucket views do not match (a warning and a copy each
 step); and DDP's gain, overlapping communication with a deep backward pass,
 is nil for a model whose backward is one matrix product.

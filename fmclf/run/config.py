@@ -13,6 +13,10 @@ from .devices import check_spec
 from ..errors import ConfigError, UsageError
 from ..kinds import BY_NAME, ROWS
 
+#: What a divergence message advises when the loss has no divergence_hint of its own: the
+#: default loss is the stable one (this module is where the core may name a built-in).
+DIVERGENCE_ADVICE = "Try a smaller --lr, or --loss fused, which stays finite for any finite logits."
+
 
 @dataclass
 class RunConfig:

@@ -22,7 +22,7 @@ from ..host.loading import PluginHost
 from ..train.engine import StopFlag, Trainer, TrainState
 from . import checkpoint as checkpoint_io
 from . import folder, processes, provenance
-from .config import RunConfig, load_config
+from .config import DIVERGENCE_ADVICE, RunConfig, load_config
 from .devices import launch_device
 from .memory import peak_memory
 from .plan import Plan, assemble, check_processes, check_shards, resolve, shard_args
@@ -222,6 +222,7 @@ def _train(
     trainer = Trainer(
         parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=comm.watch(flag, device),
         comm=comm, config={"run": dataclasses.asdict(config), "provenance": prov}, cuda_graphs=config.cuda_graphs,
+        divergence_advice=DIVERGENCE_ADVICE,
     )
     start_epoch = state.epoch
     started = time.perf_counter()

@@ -102,8 +102,10 @@ class Trainer:
         comm: Solo = Solo(),  # noqa: B008 - stateless; every collective a no-op
         config: dict[str, Any] | None = None,
         cuda_graphs: bool = False,
+        divergence_advice: str = "Try a smaller --lr, or a loss that stays finite for any finite logits.",
     ) -> None:
         self.parts = parts
+        self.divergence_advice = divergence_advice  #: said when the loss has no divergence_hint of its own
         self.device = device
         self.epochs = epochs
         self.run_dir = run_dir
@@ -289,7 +291,7 @@ class Trainer:
         loss = self.parts.records.get("loss")
         hint = getattr(self.parts.loss, "divergence_hint", None)
         if not (isinstance(hint, str) and hint.strip()):
-            hint = "Try a smaller --lr, or --loss fused, which stays finite for any finite logits."
+            hint = self.divergence_advice
         raise DivergenceError(
             f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
             f"{epoch}{f' with {loss.describe()}' if loss else ''}. {hint.strip()} ",

@@ -52,8 +52,8 @@ def check_supported(device: Any, updater: Any, comm: Any, updater_name: str = "t
     if not getattr(updater, "capturable", False):
         raise UsageError(
             f"--cuda-graphs needs an updater whose step a CUDA graph can replay (one that declares "
-            f"capturable = True, such as the built-in sgd); {updater_name} does not. "
-            "Use --updater sgd, or leave --cuda-graphs out."
+            f"capturable = True); {updater_name} does not. "
+            "Choose such an updater (`fmclf plugins --kind updater`), or leave --cuda-graphs out."
         )
 
 
