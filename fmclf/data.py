@@ -118,6 +118,7 @@ class InMemoryDataset:
     classes: Sequence[str]
     input_shape: tuple[int, ...]
     source: str = ""  #: where the data came from, for the run's record
+    valid: TensorBatches | None = None  #: the validation split, when one is held out (see :func:`stratified_split`)
 
 
 def shard(n: int, shard: tuple[int, int] | None, *, equal: bool = True) -> slice:
@@ -138,3 +139,33 @@ def shard(n: int, shard: tuple[int, int] | None, *, equal: bool = True) -> slice
         return slice(rank, None, world)
     per = n // world
     return slice(rank, rank + per * world, world)
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hold out ``fraction`` of the rows of each class: ``(train_rows, valid_rows)``, each sorted.
+
+    For a validation split. Each class gives ``round(fraction * its rows)`` rows
+    (at least one, and never all of them, when it has two or more), chosen by a
+    generator seeded with ``seed`` alone: pass a fixed seed, not the run's, so
+    that every run of a comparison, whatever its seed, is validated on the
+    same rows and trained on the same others. ``labels`` are the class
+    indices of the rows (1-D, on any device; the result is on the CPU).
+    """
+    import torch
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the validation fraction must be above 0 and below 1, got {fraction}")
+    labels = labels.detach().cpu()
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be one class index per row, got shape {tuple(labels.shape)}")
+    g = torch.Generator().manual_seed(int(seed))
+    held = []
+    for c in torch.unique(labels).tolist():  # ascending: the same draws in the same order every time
+        rows = (labels == c).nonzero().flatten()
+        n = len(rows)
+        take = min(max(round(fraction * n), 1), n - 1) if n > 1 else 0
+        held.append(rows[torch.randperm(n, generator=g)[:take]])
+    valid = torch.cat(held).sort().values if held else torch.zeros(0, dtype=torch.int64)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[valid] = False
+    return keep.nonzero().flatten(), valid

@@ -95,11 +95,25 @@ def _accept_updater(record: ComponentRecord, updater: Any) -> Any:
     try:
         return adapt_updater(updater)
     except TypeError as exc:
-        raise ComponentError(f"{record.describe()}: {exc}; an updater has zero_grad() and step(batch_size).") from None
+        raise ComponentError(f"{record.describe()}: {exc}; an updater has zero_grad() and step(batch_size), or is a "
+                             f"torch.optim.Optimizer, or a pair (optimizer, scheduler).") from None
 
 
 def _accept_anything(record: ComponentRecord, obj: Any) -> Any:  # noqa: ARG001 - every event is optional
     return obj
+
+
+def _accept_metric(record: ComponentRecord, metric: Any) -> Any:
+    missing = [m for m in ("update", "compute", "reset") if not callable(getattr(metric, m, None))]
+    if missing:
+        raise ComponentError(
+            f"{record.describe()} returned {type(metric).__name__}, which lacks {', '.join(m + '()' for m in missing)}; "
+            f"a metric has update(logits, y), compute() and reset() (a torchmetrics.Metric has all three)."
+        )
+    if hasattr(metric, "sync_on_compute"):  # a torchmetrics.Metric: fmclf gathers the held-out data itself
+        metric.sync_on_compute = False
+        metric._to_sync = False  # what torchmetrics reads; set from sync_on_compute only in its __init__
+    return metric
 
 
 ROWS: tuple[Kind, ...] = (
@@ -110,10 +124,17 @@ ROWS: tuple[Kind, ...] = (
          "a torch.nn.Module that maps a batch to logits (N, num_classes)", _accept_model),
     Kind("loss", "losses", ("num_classes",),
          "a callable (logits, y) -> per-example loss of shape (N,)", _accept_loss),
-    Kind("updater", "updaters", ("params", "lr"),
-         "an object with zero_grad() and step(batch_size), or a torch.optim.Optimizer", _accept_updater),
+    Kind("updater", "updaters", ("params", "lr", "epochs", "steps_per_epoch"),
+         "an object with zero_grad() and step(batch_size), a torch.optim.Optimizer, or (optimizer, scheduler)",
+         _accept_updater),
+    Kind("metric", "metrics", ("num_classes", "loss"),
+         "an object with update(logits, y), compute() (a float or a dict of floats) and reset()",
+         _accept_metric, many=True),
     Kind("visualizer", "visualizers", ("run_dir",),
-         "an object with any of the event methods (on_fit_start, on_batch_end, on_epoch_end, on_fit_end)",
+         "an object with any of the event methods (on_fit_start, on_batch_end, on_epoch_end, on_fit_end, "
+         "on_exception)", _accept_anything, many=True),
+    Kind("callback", "callbacks", ("run_dir",),
+         "an object with any of the event methods; it may stop the run through event.control",
          _accept_anything, many=True),
 )
 

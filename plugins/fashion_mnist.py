@@ -33,6 +33,7 @@ def fashion_mnist(
     raw_pixels: bool = False,
     download: bool = True,
     verify: bool = True,
+    valid: float = 0.0,
 ):
     """Fashion-MNIST as one float32 tensor on the device, batches sliced from a seeded permutation.
 
@@ -42,14 +43,21 @@ def fashion_mnist(
         raw_pixels: feed pixel values 0-255 instead of 0-1 (pushes logits up; shows the naive loss overflow)
         download: let torchvision download the files when no copy is found
         verify: check the files against Fashion-MNIST's checksums and shapes (off for other IDX data)
+        valid: fraction of the training set held out as a validation split (0.1: 6000 images), stratified by class; the same rows whatever --seed
     """
     if resize is not None and resize < 1:
         raise OptionError(
             f"option 'resize' of dataset 'fashion-mnist' must be at least 1 (pixels a side), got {resize}. "
             f"Leave it out to keep 28x28, or pass e.g. -o dataset.resize=64."
         )
+    if not 0.0 <= valid < 1.0:
+        raise OptionError(
+            f"option 'valid' of dataset 'fashion-mnist' is the fraction of the training set held out for "
+            f"validation, from 0 (none) to below 1; got {valid}. Try -o dataset.valid=0.1."
+        )
     from .fashion_mnist_files import load_idx_set
     from .fashion_mnist_tensors import build_dataset
 
     arrays, source = load_idx_set(data_root, download=download, verify=verify)
-    return build_dataset(arrays, source, CLASSES, batch_size=batch_size, device=device, seed=seed, shard=shard, resize=resize, raw_pixels=raw_pixels)
+    return build_dataset(arrays, source, CLASSES, batch_size=batch_size, device=device, seed=seed, shard=shard, resize=resize, raw_pixels=raw_pixels,
+                         valid=valid)

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from fmclf.data import InMemoryDataset, TensorBatches, empty_dataset_tensor, shard as shard_rows
+from fmclf.data import InMemoryDataset, TensorBatches, empty_dataset_tensor, shard as shard_rows, stratified_split
 from fmclf.errors import DataError
 
 _BLOCK = 2048  # rows widened at a time: 6 MB of float32 for 28x28 images
@@ -49,22 +49,39 @@ def _labels(shape, payload, rows, device) -> torch.Tensor:
     return _uint8(payload)[rows].to(device).to(torch.int64)
 
 
-def build_dataset(arrays, source: str, classes, *, batch_size: int, device, seed: int, shard, resize, raw_pixels) -> InMemoryDataset:
-    """Both splits on ``device``; with ``shard=(rank, world)`` only that rank's rows."""
+#: The seed of the validation split: fixed, so every run (whatever its --seed) holds out the same rows.
+VALID_SEED = 0
+
+
+def build_dataset(arrays, source: str, classes, *, batch_size: int, device, seed: int, shard, resize, raw_pixels,
+                  valid: float = 0.0) -> InMemoryDataset:
+    """Both splits on ``device`` (three with a ``valid`` fraction held out of the training
+    set); with ``shard=(rank, world)`` only that rank's rows of each."""
     if shard is not None and shard[1] > 1:
         # Each rank shuffles its own shard in its own order: with one shared
         # order, rows 2i and 2i+1 would always meet in the same global batch.
         seed = (seed * 1_000_033 + shard[0]) % (2**63 - 1)
+    picked = {"train": None, "test": None}  # rows of the file each split takes; None: all
+    if valid:
+        lshape, lpayload = arrays["train_labels"]
+        picked["train"], picked["valid"] = stratified_split(_uint8(lpayload).to(torch.int64), valid, seed=VALID_SEED)
     splits = {}
-    for split in ("train", "test"):
-        shape, payload = arrays[f"{split}_images"]
-        lshape, lpayload = arrays[f"{split}_labels"]
+    for split, chosen in picked.items():
+        shape, payload = arrays[f"{'test' if split == 'test' else 'train'}_images"]
+        lshape, lpayload = arrays[f"{'test' if split == 'test' else 'train'}_labels"]
         if lshape[0] != shape[0]:
             raise DataError(f"{source}: {shape[0]} {split} images but {lshape[0]} labels; the files belong to different data sets.")
-        rows = shard_rows(shape[0], shard, equal=split == "train")  # every test row is evaluated once
+        n = shape[0] if chosen is None else len(chosen)
+        rows = shard_rows(n, shard, equal=split == "train")  # every held-out row is evaluated once
+        if chosen is not None:
+            rows = chosen[rows]
+            if not len(rows):
+                raise DataError(f"{source}: the {split} split of this shard is empty; use a larger -o dataset.valid "
+                                f"or fewer processes.")
         X = _images(shape, payload, rows, device, resize, raw_pixels)
         y = _labels(lshape, lpayload, rows, device)
         if len(y) and int(y.max()) >= len(classes):
             raise DataError(f"{source}: a {split} label is {int(y.max())}, but there are only {len(classes)} classes.")
         splits[split] = TensorBatches(X, y, batch_size, shuffle=split == "train", seed=seed)
-    return InMemoryDataset(splits["train"], splits["test"], classes, tuple(splits["train"].X.shape[1:]), source)
+    return InMemoryDataset(splits["train"], splits["test"], classes, tuple(splits["train"].X.shape[1:]), source,
+                           valid=splits.get("valid"))

@@ -1,14 +1,20 @@
-"""Updaters: the textbook's minibatch SGD and torch's own SGD."""
+"""Updaters: the textbook's minibatch SGD and torch's own SGD, with a learning-rate schedule."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import fmclf
+from fmclf.errors import OptionError
+
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
 @fmclf.hookimpl
 def register_updaters(register):
     register("sgd", sgd, help="minibatch SGD as the textbook writes it: p -= lr * grad / batch_size")
-    register("torch-sgd", torch_sgd, help="torch.optim.SGD (the loss is averaged over the batch)")
+    register("torch-sgd", torch_sgd, help="torch.optim.SGD (the loss is averaged over the batch), with an optional "
+                                          "learning-rate schedule and warmup")
 
 
 def sgd(*, params, lr: float):
@@ -18,15 +24,56 @@ def sgd(*, params, lr: float):
     return MinibatchSGD(params, lr)
 
 
-def torch_sgd(*, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, dampening: float = 0.0, nesterov: bool = False):
-    """torch.optim.SGD.
+def torch_sgd(
+    *,
+    params,
+    lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = "constant",
+    warmup: float = 0.0,
+    step_epochs: int | None = None,
+    gamma: float = 0.1,
+    min_lr: float = 0.0,
+):
+    """torch.optim.SGD, its learning rate changed after every batch by ``schedule``.
 
     Options:
         momentum: momentum factor (0 is plain SGD)
         weight_decay: L2 penalty added to the gradient
         dampening: dampening for momentum
         nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0)
+        schedule: constant; step (times gamma every step_epochs); cosine (down to min_lr at the last batch); onecycle (up from lr/25 to lr, then down to lr/25e4, as torch's OneCycleLR)
+        warmup: epochs (fractions allowed) over which the rate rises linearly to lr first; for onecycle, the length of its rise (default 30% of the run)
+        step_epochs: for schedule step, epochs between drops (default: a third of the run)
+        gamma: for schedule step, the factor of each drop
+        min_lr: for schedule cosine, the rate it ends at
     """
+    total = epochs * steps_per_epoch
+    warm = round(warmup * steps_per_epoch)
+    where = "of updater 'torch-sgd'"
+    if not warmup >= 0 or (warm >= total and warmup > 0):
+        raise OptionError(f"option warmup {where} is in epochs and must be from 0 to below the run's {epochs} "
+                          f"epoch(s), got {warmup}.")
+    if step_epochs is not None and step_epochs < 1:
+        raise OptionError(f"option step_epochs {where} must be at least 1 (epochs), got {step_epochs}.")
+    if not 0 < gamma <= 1:
+        raise OptionError(f"option gamma {where} multiplies the rate at each step and must be above 0 and at most 1, "
+                          f"got {gamma}.")
+    if not 0 <= min_lr < lr:
+        raise OptionError(f"option min_lr {where} must be 0 or more and below --lr {lr}, got {min_lr}.")
     import torch
 
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, dampening=dampening, nesterov=nesterov)
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, dampening=dampening,
+                                nesterov=nesterov)
+    if schedule == "constant" and not warm:
+        return optimizer
+    from .schedules import factor
+
+    step_steps = (step_epochs or max(1, epochs // 3)) * steps_per_epoch
+    shape = factor(schedule, total, warm, step_steps=step_steps, gamma=gamma, floor=min_lr / lr)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, shape)

@@ -19,8 +19,9 @@ from ..run.memory import describe as describe_memory
 
 #: The settings a run takes from the command line: every RunConfig field but the options.
 _RUN_KEYS = tuple(f.name for f in fields(RunConfig) if f.name != "options")
-#: What --resume may change (the rest is fixed by the run's config.toml).
-_RESUMABLE = {"epochs", "device", "cuda_graphs", "threads", *(k.setting for k in ROWS if k.many)}
+#: What --resume may change (the rest is fixed by the run's config.toml). Visualizers only show, so they may
+#: change; metrics and callbacks decide what a run records and when it stops, so they may not.
+_RESUMABLE = {"epochs", "device", "cuda_graphs", "threads", "visualizers"}
 _DEFAULTS = RunConfig()
 
 
@@ -31,8 +32,9 @@ def component_flags(command: Callable) -> Callable:
         default = getattr(_DEFAULTS, row.setting)
         listed = f"`fmclf plugins --kind {row.name}` lists them"
         if row.many:
-            command = click.option(row.flag, row.setting, multiple=True, default=tuple(default), show_default=True,
-                                   help=f"{row.name.capitalize()} component; repeat for several, 'none' for none "
+            none = ", 'none' for none" if default else ""
+            command = click.option(row.flag, row.setting, multiple=True, default=tuple(default), show_default=bool(default),
+                                   help=f"{row.name.capitalize()} component; repeat for several{none} "
                                         f"({listed}).")(command)
         else:
             command = click.option(row.flag, default=default, show_default=True,
@@ -90,9 +92,9 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
                            | ({"-o/--data-root"} if cli_options else set())
                            | ({"--out"} if out else set()))
             raise UsageError(
-                f"--resume continues a run with the settings it started with; {', '.join(named)} cannot change them. "
-                f"Only --epochs (to train further), --device, --cuda-graphs, --threads and --visualizer "
-                f"may be given with --resume."
+                f"--resume continues a run with the settings it started with; {', '.join(named)} cannot change them "
+                f"(metrics and callbacks decide what the run records and when it stops). Only --epochs (to train "
+                f"further), --device, --cuda-graphs, --threads and --visualizer may be given with --resume."
             )
         result = run_resume(resume_dir, host, overrides={k: given[k] for k in explicit}, echo=click.echo)
     else:
@@ -111,12 +113,19 @@ def _print_summary(result) -> None:
         return
     final = result.history[-1]
     per_epoch = result.seconds / result.trained_epochs
+    stopped = result.stopped
+    valid = (f"valid loss {final['valid_loss']:.4f}  valid acc {final['valid_acc']:.4f}  "
+             if "valid_acc" in final else "")
+    extra = [f"{k} {v:.4f}" for k, v in final.items() if k.startswith(("valid_", "test_"))
+             and k not in ("valid_loss", "valid_acc", "test_loss", "test_acc") and isinstance(v, float)]
     click.echo(
         f"done: {result.trained_epochs} epoch(s) in {result.seconds:.2f} s ({per_epoch:.3f} s/epoch) "
         f"on {result.device}\n"
-        f"final: train loss {final['train_loss']:.4f}  train acc {final['train_acc']:.4f}  "
-        f"test acc {final['test_acc']:.4f}\n"
-        "per-class test acc: " + "  ".join(f"{c} {a:.2f}" for c, a in final["per_class_test_acc"].items()) + "\n"
+        + (f"stopped after epoch {stopped['epoch']} by {stopped['by']}: {stopped['reason']}\n" if stopped else "")
+        + f"final: train loss {final['train_loss']:.4f}  train acc {final['train_acc']:.4f}  {valid}"
+        f"test loss {final['test_loss']:.4f}  test acc {final['test_acc']:.4f}\n"
+        + (f"metrics: {'  '.join(extra)}\n" if extra else "")
+        + "per-class test acc: " + "  ".join(f"{c} {a:.2f}" for c, a in final["per_class_test_acc"].items()) + "\n"
         + (f"peak memory: {describe_memory(result.memory, result.device)}\n" if result.memory else "")
         + f"run folder: {result.run_dir}"
     )

@@ -6,12 +6,17 @@ epoch (and when a run is stopped mid-epoch)::
     format      "fmclf-checkpoint/1"
     model       the model's state_dict
     updater     the updater's state_dict, or None when it has none
+    scheduler   the LR scheduler's state_dict (an updater that returned (optimizer, scheduler)), or None
+    callbacks   {"callback.NAME": state_dict} for each callback with state_dict()/load_state_dict()
     rng         the torch (CPU, and CUDA when used) and Python RNG states
-    state       the TrainState: epochs done, batches into the next, partial sums, history
+    state       the TrainState: epochs done, batches into the next, partial sums, history, and a
+                callback's stop ({"by", "reason", "epoch"}, or None)
     world_size  how many processes trained it (a run resumes with as many)
 
 Everything is read back with ``weights_only=True``: tensors and plain data,
-never code.
+never code; a callback whose state holds anything else is refused when the
+checkpoint is written, naming it. ``scheduler`` and ``callbacks`` are absent
+from checkpoints written before they existed, which read back as None and {}.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ import zipfile
 from typing import Any
 
 from .. import atomic
-from ..errors import CheckpointError, DivergenceError
+from ..errors import CheckpointError, ComponentError, DivergenceError
 from ..train.engine import Parts, TrainState
+from ..train.updaters import scheduler_of
 from . import folder
 
 FORMAT = "fmclf-checkpoint/1"
@@ -128,12 +134,53 @@ def local_state(saved: dict[str, Any], comm: Any) -> TrainState:
     return state
 
 
+def _plain(value: Any) -> bool:
+    """Whether ``weights_only=True`` reads ``value`` back: tensors, numbers, strings and containers of them."""
+    import torch
+
+    if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, (str, int)) and _plain(v) for k, v in value.items())
+    return False
+
+
+def _target(record: Any) -> str:
+    return f"callback.{record.name}"
+
+
+def callback_states(parts: Parts) -> dict[str, Any]:
+    """Each callback's ``state_dict()``, by option target; one that is no plain data is its fault."""
+    out = {}
+    for record, callback in parts.callbacks:
+        if not (callable(getattr(callback, "state_dict", None)) and callable(getattr(callback, "load_state_dict", None))):
+            continue
+        try:
+            state = callback.state_dict()
+        except Exception as exc:
+            raise ComponentError(f"{record.describe()} raised {type(exc).__name__} in state_dict(): {exc}. "
+                                 f"This is a fault in that callback; report it to its authors.") from exc
+        if not _plain(state):
+            raise ComponentError(
+                f"{record.describe()}: state_dict() returned {type(state).__name__} holding objects other than "
+                f"tensors, numbers, strings, lists and dicts; a checkpoint keeps only those (it is read back "
+                f"with weights_only=True). Return plain data from state_dict()."
+            )
+        out[_target(record)] = state
+    return out
+
+
 def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int) -> None:
     """Write checkpoint.pt and metrics.jsonl for ``saved_state`` (see :func:`global_state`)."""
+    scheduler = scheduler_of(parts.updater)
     save_torch(run_dir / folder.CHECKPOINT, {
         "format": FORMAT,
         "model": parts.model.state_dict(),
         "updater": parts.updater.state_dict() if hasattr(parts.updater, "state_dict") else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "callbacks": callback_states(parts),
         "rng": rng_state(),
         "state": saved_state,
         "world_size": world_size,
@@ -164,11 +211,15 @@ def load(run_dir: pathlib.Path) -> dict | None:
 
 
 def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) -> TrainState:
-    """Put the model, the updater and the RNGs back as the checkpoint has them."""
+    """Put the model, the updater, its scheduler, the callbacks and the RNGs back as the checkpoint has them."""
     try:
         parts.model.load_state_dict(checkpoint["model"])
         if checkpoint.get("updater") is not None and hasattr(parts.updater, "load_state_dict"):
             parts.updater.load_state_dict(checkpoint["updater"])
+        scheduler = scheduler_of(parts.updater)
+        if checkpoint.get("scheduler") is not None and scheduler is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        restore_callbacks(parts, checkpoint.get("callbacks") or {})
         state = local_state(checkpoint["state"], comm)
         set_rng_state(checkpoint["rng"])
     except (KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -178,6 +229,21 @@ def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) ->
             f"written ({run_dir / folder.CONFIG} lists the versions that wrote it). Start a new run, or reinstall those versions."
         )) from None
     return state
+
+
+def restore_callbacks(parts: Parts, states: dict[str, Any]) -> None:
+    """Give each callback its saved state (a callback new to the run starts afresh)."""
+    for record, callback in parts.callbacks:
+        state = states.get(_target(record))
+        if state is None or not callable(getattr(callback, "load_state_dict", None)):
+            continue
+        try:
+            callback.load_state_dict(state)
+        except Exception as exc:
+            raise ComponentError(
+                f"{record.describe()} raised {type(exc).__name__} in load_state_dict() while the run resumed: {exc}. "
+                f"Its saved state does not fit this version of it; report this to its authors, or start a new run."
+            ) from exc
 
 
 def save_weights(run_dir: pathlib.Path, model: Any) -> None:

@@ -17,6 +17,10 @@ from ..kinds import BY_NAME, ROWS
 #: default loss is the stable one (this module is where the core may name a built-in).
 DIVERGENCE_ADVICE = "Try a smaller --lr, or --loss fused, which stays finite for any finite logits."
 
+#: The built-in metrics every run records without being asked, and the key each is recorded under
+#: (valid_acc, test_acc; valid_loss, test_loss): naming one with --metric adds nothing.
+RECORDED_METRICS: dict[str, str] = {"accuracy": "acc", "loss": "loss"}
+
 
 @dataclass
 class RunConfig:
@@ -27,6 +31,10 @@ class RunConfig:
     loss: str = "fused"
     updater: str = "sgd"
     visualizers: list[str] = field(default_factory=lambda: ["tqdm"])
+    #: metrics recorded beside accuracy and loss (which every run records), on valid and test
+    metrics: list[str] = field(default_factory=list)
+    #: callbacks, which may stop the run (early stopping) or keep files (the best weights)
+    callbacks: list[str] = field(default_factory=list)
     device: str = "auto"
     epochs: int = 10
     batch_size: int = 256
@@ -36,7 +44,7 @@ class RunConfig:
     cuda_graphs: bool = False
     #: CPU threads for torch's operations; None leaves torch's choice (one per core)
     threads: int | None = None
-    #: component options by target: "dataset", "model", "loss", "updater", "visualizer.NAME"
+    #: component options by target: "dataset", "model", "loss", "updater", "visualizer.NAME", "metric.NAME", ...
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def targets(self) -> dict[str, str]:
@@ -71,10 +79,11 @@ class RunConfig:
             raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}", "Leave it out for false.")
         if not self.visualizers:
             raise bad("no visualizer is selected", "Use --visualizer none to show nothing.")
-        if not isinstance(self.visualizers, (list, tuple)) \
-                or not all(isinstance(v, str) and v for v in self.visualizers):
-            raise bad(f"visualizers must be a list of names, got {self.visualizers!r}",
-                      "`fmclf plugins --kind visualizer` lists them.")
+        for row in ROWS:
+            names = getattr(self, row.setting)
+            if row.many and (not isinstance(names, (list, tuple)) or not all(isinstance(v, str) and v for v in names)):
+                raise bad(f"{row.setting} must be a list of names, got {names!r}",
+                          f"`fmclf plugins --kind {row.name}` lists them.")
         for name in [*(row.setting for row in ROWS if not row.many), "device"]:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
@@ -225,7 +234,7 @@ def merge(config: RunConfig, explicit: set[str], settings: dict[str, Any],
     command line picks another model, the file's model options are dropped
     rather than handed to a model that never declared them.
     """
-    merged = replace(config, visualizers=list(config.visualizers), options={})
+    merged = replace(config, options={}, **{row.setting: list(getattr(config, row.setting)) for row in ROWS if row.many})
     for key, value in settings.items():
         if key not in explicit:
             setattr(merged, key, value)

@@ -20,7 +20,8 @@ from ..host.options import accepted_core_params, resolve_options
 from ..host.registry import ComponentRecord
 from ..kinds import BY_NAME
 from ..train.engine import Parts
-from .config import RunConfig
+from ..train.heldout import Metric
+from .config import RECORDED_METRICS, RunConfig
 
 
 @dataclass
@@ -49,7 +50,30 @@ def resolve(config: RunConfig, host: PluginHost) -> Plan:
         plan.records[target] = record
         plan.options[target] = resolve_options(record, config.options.get(target, {}))
     config.options = {t: dict(v) for t, v in plan.options.items()}
+    metric_keys(plan)  # two metrics recorded under one key are refused here, before any work
     return plan
+
+
+def recorded_anyway(record: ComponentRecord) -> bool:
+    """Whether ``record`` is a built-in metric that every run records (accuracy, loss): not built again."""
+    return record.kind == "metric" and record.plugin.builtin and record.name in RECORDED_METRICS
+
+
+def metric_keys(plan: Plan) -> dict[str, str]:
+    """Option target -> the key each metric this run builds is recorded under (``ece``: valid_ece, test_ece)."""
+    keys: dict[str, str] = {}
+    taken = {key: f"every run's {name}" for name, key in RECORDED_METRICS.items()}
+    for target, record in plan.records.items():
+        if record.kind != "metric" or recorded_anyway(record):
+            continue
+        key = record.name
+        if key in taken:
+            raise UsageError(
+                f"{record.describe()} would be recorded as valid_{key} and test_{key}, which {taken[key]} "
+                f"already is. Use one of them, or block the plugin you do not want with `fmclf -p no:PLUGIN`."
+            )
+        taken[key], keys[target] = record.describe(), key
+    return keys
 
 
 def call_factory(record: ComponentRecord, core: dict[str, Any], options: dict[str, Any]) -> Any:
@@ -158,6 +182,15 @@ def assemble(
     model = build(records["model"], model_core, options["model"])
     model.to(device)
     loss = build(records["loss"], {"num_classes": num_classes}, options["loss"])
-    updater = build(records["updater"], {"params": list(model.parameters()), "lr": config.lr}, options["updater"])
-    listeners = [(r, build(r, {"run_dir": run_dir}, options[t])) for t, r in records.items() if BY_NAME[r.kind].many]
-    return Parts(dataset, model, loss, updater, listeners, dict(records))
+    steps = {"epochs": config.epochs, "steps_per_epoch": len(dataset.train)}
+    updater = build(records["updater"], {"params": list(model.parameters()), "lr": config.lr, **steps},
+                    options["updater"])
+    metrics = []
+    for target, key in metric_keys(plan).items():
+        built = build(records[target], {"num_classes": num_classes, "loss": loss}, options[target])
+        if isinstance(built, torch.nn.Module):  # a torchmetrics.Metric keeps its state in buffers
+            built.to(device)
+        metrics.append(Metric(records[target], key, built))
+    listeners = {kind: [(r, build(r, {"run_dir": run_dir}, options[t])) for t, r in records.items() if r.kind == kind]
+                 for kind in ("visualizer", "callback")}
+    return Parts(dataset, model, loss, updater, listeners["visualizer"], dict(records), metrics, listeners["callback"])

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import pathlib
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -43,6 +44,7 @@ class RunResult:
     plan: Plan
     trained_epochs: int
     memory: dict[str, float] = dataclasses.field(default_factory=dict)  #: peak memory, see fmclf.memory
+    stopped: dict[str, Any] | None = None  #: a callback's stop, {"by", "reason", "epoch"} (see fmclf.events.Control)
 
 
 class EpochLines:
@@ -53,10 +55,18 @@ class EpochLines:
 
     def on_epoch_end(self, event) -> None:
         m = event.metrics
+        valid = f"valid loss {m['valid_loss']:.4f}  valid acc {m['valid_acc']:.4f}  " if "valid_acc" in m else ""
         self.echo(
             f"epoch {m['epoch']:>{len(str(event.epochs))}}/{event.epochs}  train loss {m['train_loss']:.4f}  "
-            f"train acc {m['train_acc']:.4f}  test acc {m['test_acc']:.4f}  ({m['seconds']:.2f} s)"
+            f"train acc {m['train_acc']:.4f}  {valid}test acc {m['test_acc']:.4f}  ({m['seconds']:.2f} s)"
         )
+        if event.control.stopping:
+            self.echo(f"stopped after epoch {event.control.epoch} by {event.control.stopped_by}: {event.control.reason}")
+
+
+def _warn(text: str) -> None:
+    """Print a component's warning to stderr (where the CLI's own warnings go)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 _HEADER = (
@@ -145,7 +155,7 @@ def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any]
     prov = provenance.resumed(run_dir, now) if comm.is_root else {}
     if checkpoint is None:
         echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
-    return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm)
+    return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm, extend="epochs" in (overrides or {}))
 
 
 def _prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None) -> tuple[Plan, Any]:
@@ -210,11 +220,13 @@ def _kept(last: tuple[int, int] | None) -> str:
 
 def _train(
     plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, checkpoint: dict | None, echo: Echo,
-    prov: dict[str, Any], comm: Solo,
+    prov: dict[str, Any], comm: Solo, extend: bool = False,
 ) -> RunResult:
     config = plan.config
-    # Only rank 0 draws: the other processes build no visualizer.
-    built = plan if comm.is_root else dataclasses.replace(plan, records={t: r for t, r in plan.records.items() if r.kind != "visualizer"})
+    # Only rank 0 draws and steers: the other processes build no visualizer and no callback.
+    listening = ("visualizer", "callback")
+    built = plan if comm.is_root else dataclasses.replace(
+        plan, records={t: r for t, r in plan.records.items() if r.kind not in listening})
     shard = shard_args(config.batch_size, comm.rank, comm.world_size)
     parts = comm.agree("loading the data and building the components",
                        lambda: assemble(built, device=device, run_dir=run_dir, **shard))
@@ -227,7 +239,14 @@ def _train(
         finished = comm.on_root("reading the run folder", lambda: (run_dir / folder.WEIGHTS).exists() and (run_dir / folder.SUMMARY).exists())
         if state.epoch >= config.epochs and finished:
             echo(f"{run_dir}: already trained {state.epoch} epoch(s) of {config.epochs}; pass --epochs N to train further.")
-            return RunResult(run_dir, state.history, str(device), 0.0, plan, 0)
+            return RunResult(run_dir, state.history, str(device), 0.0, plan, 0, stopped=state.stopped)
+        if state.stopped is not None and state.batch == 0 and finished:
+            if not extend:
+                s = state.stopped
+                echo(f"{run_dir}: stopped after epoch {s['epoch']} of {config.epochs} by {s['by']} ({s['reason']}); "
+                     f"pass --epochs N to train further anyway.")
+                return RunResult(run_dir, state.history, str(device), 0.0, plan, 0, stopped=state.stopped)
+            state.stopped = None  # --epochs on a stopped run: train on, the callbacks keep their state
         where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
         echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else f"finishing {run_dir}")
     # Once the components are built: a failed start leaves no config behind.
@@ -251,7 +270,7 @@ def _train(
     trainer = Trainer(
         parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=comm.watch(flag, device),
         comm=comm, config={"run": dataclasses.asdict(config), "provenance": prov}, cuda_graphs=config.cuda_graphs,
-        divergence_advice=DIVERGENCE_ADVICE,
+        divergence_advice=DIVERGENCE_ADVICE, warn=processes.root_only(comm, _warn),
     )
     start_epoch = state.epoch
     started = time.perf_counter()
@@ -283,12 +302,11 @@ def _train(
 
     def write_results() -> None:
         checkpoint_io.save_weights(run_dir, parts.model)
-        final = state.history[-1]
+        final = {k: v for k, v in state.history[-1].items() if k not in ("epoch", "seconds")}
         folder.write_json(run_dir / folder.SUMMARY, {
-            "epochs": config.epochs, "device": str(device), "seconds": round(seconds, 3),
-            "train_loss": final["train_loss"], "train_acc": final["train_acc"], "test_acc": final["test_acc"],
-            "per_class_test_acc": final["per_class_test_acc"], "components": plan.components(), "peak_memory": memory,
-            **({"distributed": record} if record else {}),
+            "epochs": config.epochs, "epochs_trained": len(state.history), "device": str(device),
+            "seconds": round(seconds, 3), **final, "stopped": state.stopped, "components": plan.components(),
+            "peak_memory": memory, **({"distributed": record} if record else {}),
         })
 
     comm.on_root("writing the final weights and summary", write_results)
@@ -300,4 +318,5 @@ def _train(
             f"{run_dir / folder.WEIGHTS} holds rank 0's. A component does something different in each process "
             f"(a random draw from an unseeded generator, a non-deterministic kernel); please report it."
         ))
-    return RunResult(run_dir, state.history, str(device), seconds, plan, max(config.epochs - start_epoch, 0), memory)
+    trained = max(len(state.history) - start_epoch, 0)
+    return RunResult(run_dir, state.history, str(device), seconds, plan, trained, memory, state.stopped)

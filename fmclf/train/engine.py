@@ -20,8 +20,9 @@ from ..dist.comm import Solo
 from ..errors import ComponentError, DivergenceError, Interrupted
 from ..host.registry import ComponentRecord
 from .blame import blame, blame_gradients
-from .metrics import evaluate, per_class_accuracy
-from .updaters import adapt_updater
+from .heldout import HeldOut, Metric
+from .metrics import per_class_accuracy
+from .updaters import adapt_updater, current_lr
 
 
 @dataclass
@@ -34,6 +35,7 @@ class TrainState:
     correct: int = 0
     examples: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)  #: one metrics row per finished epoch
+    stopped: dict[str, Any] | None = None  #: a callback's stop: {"by", "reason", "epoch"} (see events.Control)
 
 
 class StopFlag:
@@ -59,6 +61,8 @@ class Parts:
     updater: Any
     visualizers: list[tuple[ComponentRecord, Any]] = field(default_factory=list)
     records: dict[str, ComponentRecord] = field(default_factory=dict)
+    metrics: list[Metric] = field(default_factory=list)  #: what --metric adds to accuracy and loss
+    callbacks: list[tuple[ComponentRecord, Any]] = field(default_factory=list)
 
 
 _END = object()  # what next() returns after a data set's last batch
@@ -86,8 +90,14 @@ class Trainer:
 
     ``checkpoint(state)`` is called after each epoch's metrics are final and when
     a stop is requested mid-epoch; ``comm`` (see :mod:`fmclf.dist.comm`)
-    averages gradients and sums metrics across processes: a process on its own
-    gets :class:`~fmclf.dist.comm.Solo`, whose collectives do nothing.
+    averages gradients and gathers the held-out logits across processes: a
+    process on its own gets :class:`~fmclf.dist.comm.Solo`, whose collectives
+    do nothing. Callbacks (``parts.callbacks``) hear every event before
+    visualizers, may stop the run through ``event.control`` (rank 0's
+    decision is everyone's), and their ``on_epoch_end`` runs before the
+    checkpoint, so what they decide is saved with it. ``warn`` prints the
+    warnings of components (``control.warn``) and of listeners that fail in
+    ``on_exception``.
     """
 
     def __init__(
@@ -103,6 +113,7 @@ class Trainer:
         config: dict[str, Any] | None = None,
         cuda_graphs: bool = False,
         divergence_advice: str = "Try a smaller --lr, or a loss that stays finite for any finite logits.",
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.parts = parts
         self.divergence_advice = divergence_advice  #: said when the loss has no divergence_hint of its own
@@ -113,16 +124,24 @@ class Trainer:
         self.stop = stop if stop is not None else StopFlag()
         self.comm = comm
         self.config = config or {}
+        self.warn = warn or _stderr
         self.updater = adapt_updater(parts.updater)
         self.sum_reduction = getattr(self.updater, "reduction", "sum") != "mean"
         self.params = [p for p in parts.model.parameters() if p.requires_grad]
         self.classes = list(parts.dataset.classes)
         # who is blamed for a fault: the component's record, or its kind when built without one (tests)
         self._who = {kind: parts.records.get(kind) or kind for kind in ("dataset", "model", "loss", "updater")}
+        listeners = [("callback", rec, obj) for rec, obj in parts.callbacks]
+        listeners += [("visualizer", rec, obj) for rec, obj in parts.visualizers]
         self._listeners = {
-            name: [(rec, getattr(obj, name)) for rec, obj in parts.visualizers if callable(getattr(obj, name, None))]
+            name: [(kind, rec, getattr(obj, name)) for kind, rec, obj in listeners if callable(getattr(obj, name, None))]
             for name in events.EVENTS
         }
+        self.control = events.Control(self.warn)
+        self.heldout = HeldOut(parts.model, parts.loss, parts.metrics, len(self.classes), comm, who=self._who)
+        self.splits = ("valid", "test") if getattr(parts.dataset, "valid", None) is not None else ("test",)
+        self._epoch: int | None = None  # where training is, for on_exception
+        self._batch: int | None = None
         self.graphed = None  # see fmclf.graphs: the training step as one CUDA graph
         if cuda_graphs:
             from .graphs import GraphedStep, check_supported
@@ -131,61 +150,119 @@ class Trainer:
             check_supported(device, self.updater, comm, record.describe() if record else "the updater")
             self.graphed = GraphedStep(parts.model, parts.loss, self.updater, self.sum_reduction)
 
-    def _emit(self, name: str, event: Any) -> None:
-        for record, method in self._listeners[name]:
-            with blame(record or "visualizer", f"in {name}"):
-                method(event)
+    def _emit(self, name: str, event: Any, only: str | None = None) -> None:
+        """Call every listener of ``name`` (callbacks first), or those of kind ``only``."""
+        control = self.control
+        for kind, record, method in self._listeners[name]:
+            if only is not None and kind != only:
+                continue
+            control._caller = (kind, record.describe() if record is not None else f"a {kind}")
+            try:
+                with blame(record or kind, f"in {name}"):
+                    method(event)
+            finally:
+                control._caller = None
 
     def fit(self, state: TrainState | None = None) -> TrainState:
-        """Train from ``state`` (a fresh start when None) to the last epoch."""
+        """Train from ``state`` (a fresh start when None) to the last epoch, or until a callback stops the run.
+
+        Whatever stops training early (Ctrl-C, divergence, a fault) is told to
+        every listener's ``on_exception`` first, then raised again."""
         state = state or TrainState()
+        control = self.control
+        control.restore(state.stopped)
+        control._at = state.epoch + 1
+        try:
+            return self._fit(state, control)
+        except BaseException as exc:
+            self._told(exc, state)
+            raise
+
+    def _fit(self, state: TrainState, control: events.Control) -> TrainState:
         self._emit(
             "on_fit_start",
             events.FitStart(
                 epochs=self.epochs, start_epoch=state.epoch + 1, num_batches=len(self.parts.dataset.train),
                 classes=self.classes, device=str(self.device), run_dir=self.run_dir, config=self.config,
-                history=list(state.history),
+                history=list(state.history), control=control, splits=self.splits,
             ),
         )
         confusion = None
         for epoch in range(state.epoch + 1, self.epochs + 1):
+            if state.stopped is not None and state.batch == 0:  # resumed after a callback's stop
+                break
+            control._at, self._epoch, self._batch = epoch, epoch, None
             start = time.perf_counter()
             train_loss, train_acc = self.train_epoch(epoch, state)
-            test_acc, confusion = self.evaluate()
-            metrics = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "test_acc": test_acc,
-                "per_class_test_acc": per_class_accuracy(confusion, self.classes),
-                "seconds": round(time.perf_counter() - start, 6),
-            }
+            self._batch = None
+            metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
+            for split in self.splits:
+                result = self.evaluate_split(split)
+                metrics.update({f"{split}_{k}": v for k, v in result.values.items()})
+                confusion = result.confusion
+            metrics["per_class_test_acc"] = per_class_accuracy(confusion, self.classes)
+            metrics["lr"] = current_lr(self.updater)
+            metrics["seconds"] = round(time.perf_counter() - start, 6)
             state.history.append(metrics)
             state.epoch, state.batch, state.loss_sum, state.correct, state.examples = epoch, 0, 0.0, 0, 0
+            event = events.EpochEnd(epoch, self.epochs, metrics, list(state.history), model=self.parts.model,
+                                    lr=metrics["lr"], control=control)
+            self._emit("on_epoch_end", event, only="callback")
+            control.restore(self.comm.broadcast(control.record(), "agreeing whether to stop"))  # rank 0 decides
+            state.stopped = control.record()
             if self.checkpoint:
                 self.checkpoint(state)
-            self._emit("on_epoch_end", events.EpochEnd(epoch, self.epochs, metrics, list(state.history)))
+            self._emit("on_epoch_end", event, only="visualizer")
+            if control.stopping:
+                break
             if self.stop and epoch < self.epochs:  # after the last epoch there is nothing left to stop
                 raise Interrupted(f"stopped by {self.stop.signal} after epoch {epoch}")
         if confusion is None:  # resumed after the last epoch: nothing left to train
-            _, confusion = self.evaluate()
+            confusion = self.evaluate_split("test").confusion
         final = state.history[-1] if state.history else {}
         self._emit(
             "on_fit_end",
             events.FitEnd(
                 list(state.history), final, confusion.cpu().tolist(), self.classes, self.parts.model, self.run_dir,
+                control=control,
             ),
         )
         return state
 
+    def _told(self, exc: BaseException, state: TrainState) -> None:
+        """Tell every listener's ``on_exception`` about ``exc``; a listener that fails there is a
+        warning, never the error the run reports."""
+        if not self._listeners["on_exception"]:
+            return
+        if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+            cause = "interrupt"
+        elif isinstance(exc, DivergenceError):
+            cause = "divergence"
+        else:
+            cause = "fault"
+        epoch = getattr(exc, "epoch", None) or self._epoch
+        batch = getattr(exc, "batch", None) if isinstance(exc, DivergenceError) else self._batch
+        event = events.ExceptionRaised(exc, epoch, batch, cause, self.run_dir, list(state.history), self.control)
+        for kind, record, method in self._listeners["on_exception"]:
+            who = record.describe() if record is not None else f"a {kind}"
+            self.control._caller = (kind, who)
+            try:
+                method(event)
+            except Exception as inner:  # noqa: BLE001 - the run's own error is the one to report
+                self.warn(f"Warning: {who} raised {type(inner).__name__} in on_exception: {inner}. "
+                          f"(The error that stopped the run follows.)")
+            finally:
+                self.control._caller = None
+
+    def evaluate_split(self, split: str):
+        """Accuracy, loss, the metrics and the confusion matrix of the data set's ``split`` ("valid" or "test"),
+        over every process's shard."""
+        return self.heldout.evaluate(split, getattr(self.parts.dataset, split))
+
     def evaluate(self) -> tuple[float, Any]:
-        """Test accuracy and confusion matrix (summed over processes when distributed)."""
-        test = _guarded(self.parts.dataset.test, self._who["dataset"], "while yielding test batches")
-        with blame(self._who["model"], "while evaluating on the test set"):
-            _, confusion = evaluate(self.parts.model, test, len(self.classes))
-        confusion = self.comm.sum(confusion)
-        total = int(confusion.sum())
-        return float(confusion.diagonal().sum()) / max(total, 1), confusion
+        """Test accuracy and confusion matrix (over every process's shard)."""
+        result = self.evaluate_split("test")
+        return result.values["acc"], result.confusion
 
     def train_epoch(self, epoch: int, state: TrainState) -> tuple[float, float]:
         """One pass over the training batches; returns (mean loss, accuracy).
@@ -209,50 +286,55 @@ class Trainer:
         correct = torch.tensor(state.correct, dtype=torch.int64, device=self.device)
         examples, first = state.examples, state.batch
         batch_events = bool(self._listeners["on_batch_end"])
-        sum_reduction, params, stop = self.sum_reduction, self.params, self.stop
+        sum_reduction, params, stop, control = self.sum_reduction, self.params, self.stop, self.control
         watch = LossWatch(self.device, num_batches, first, lambda v, b: self._diverged(v, b, epoch, num_batches))
         batches = _guarded(train, who["dataset"], f"while yielding training batches in epoch {epoch}")
         if first:  # resuming mid-epoch: the same order, minus what was already trained
             batches = itertools.islice(batches, first, None)
         b = first
         graphed = self.graphed
-        for b, (X, y) in enumerate(batches, start=first + 1):
-            n = y.shape[0]
-            if graphed is not None and graphed.fits(X, y):
-                if graphed.graph is None:
-                    graphed.capture(X, y, self._check_logits, self._check_losses)
-                total, hits = graphed(X, y)
-                watch.add(b, total)
-            else:
-                at = f"on batch {b} of epoch {epoch}"
-                with blame(who["model"], at):
-                    logits = model(X)
-                if b == first + 1:  # before the loss sees them: wrong logits are the model's fault
-                    self._check_logits(logits, n)
-                with blame(who["loss"], at):
-                    losses = loss_fn(logits, y)
-                if b == first + 1:
-                    self._check_losses(losses, n)
-                total = losses.sum()
-                watch.add(b, total)  # on the CPU: raises here, before the update
-                with blame(who["updater"], f"while updating {at}"):
-                    updater.zero_grad()
-                    with blame_gradients(records, at):
-                        (total if sum_reduction else losses.mean()).backward()
-                    comm.average_gradients(params)  # a lost peer raises a DistributedError: no one's fault here
-                    updater.step(n)
-                hits = (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
-            loss_sum += total.detach()
-            correct += hits
-            examples += n
-            if batch_events:
-                self._emit("on_batch_end", events.BatchEnd(epoch, b, num_batches, examples, loss_sum, correct))
-            if stop and b < num_batches:
-                watch.check(b)
-                state.batch, state.loss_sum, state.correct, state.examples = b, float(loss_sum), int(correct), examples
-                if self.checkpoint:
-                    self.checkpoint(state)
-                raise Interrupted(f"stopped by {stop.signal} after batch {b} of epoch {epoch}")
+        try:
+            for b, (X, y) in enumerate(batches, start=first + 1):
+                n = y.shape[0]
+                if graphed is not None and graphed.fits(X, y):
+                    if graphed.graph is None:
+                        graphed.capture(X, y, self._check_logits, self._check_losses)
+                    total, hits = graphed(X, y)
+                    watch.add(b, total)
+                else:
+                    at = f"on batch {b} of epoch {epoch}"
+                    with blame(who["model"], at):
+                        logits = model(X)
+                    if b == first + 1:  # before the loss sees them: wrong logits are the model's fault
+                        self._check_logits(logits, n)
+                    with blame(who["loss"], at):
+                        losses = loss_fn(logits, y)
+                    if b == first + 1:
+                        self._check_losses(losses, n)
+                    total = losses.sum()
+                    watch.add(b, total)  # on the CPU: raises here, before the update
+                    with blame(who["updater"], f"while updating {at}"):
+                        updater.zero_grad()
+                        with blame_gradients(records, at):
+                            (total if sum_reduction else losses.mean()).backward()
+                        comm.average_gradients(params)  # a lost peer raises a DistributedError: no one's fault here
+                        updater.step(n)
+                    hits = (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
+                loss_sum += total.detach()
+                correct += hits
+                examples += n
+                if batch_events:
+                    self._emit("on_batch_end", events.BatchEnd(epoch, b, num_batches, examples, loss_sum, correct, control))
+                if stop and b < num_batches:
+                    watch.check(b)
+                    state.batch, state.loss_sum, state.correct, state.examples = b, float(loss_sum), int(correct), examples
+                    state.stopped = control.record()  # a stop a callback asked for in this epoch holds after the resume
+                    if self.checkpoint:
+                        self.checkpoint(state)
+                    raise Interrupted(f"stopped by {stop.signal} after batch {b} of epoch {epoch}")
+        except BaseException:
+            self._batch = b  # where it stopped, for on_exception (free in the loop: a try costs nothing)
+            raise
         watch.check(b)
         count = torch.tensor(float(examples), dtype=torch.float64, device=self.device)
         sums = comm.sum(torch.stack([loss_sum, correct.double(), count]))
@@ -340,3 +422,9 @@ class LossWatch:
         if bool(bad.any()):  # the one read from the device per epoch
             i = int(bad.nonzero()[0, 0])
             self.diverged(float(seen[i]), self.first + i + 1)
+
+
+def _stderr(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)

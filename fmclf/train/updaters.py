@@ -1,4 +1,4 @@
-"""The updater contract's adapters: a torch optimizer behind ``zero_grad`` / ``step(batch_size)``."""
+"""The updater contract's adapters: a torch optimizer (and its LR scheduler) behind ``zero_grad`` / ``step(batch_size)``."""
 
 from __future__ import annotations
 
@@ -6,18 +6,28 @@ from typing import Any
 
 
 class OptimizerUpdater:
-    """A ``torch.optim.Optimizer`` behind the updater contract (``step`` ignores the batch size)."""
+    """A ``torch.optim.Optimizer`` behind the updater contract (``step`` ignores the batch size).
+
+    With a ``scheduler`` (a torch LR scheduler), each step is ``optimizer.step()`` then
+    ``scheduler.step()``: the schedule counts batches, not epochs. ``last_lr`` is the
+    learning rate the latest step used, read before the scheduler moves it on.
+    """
 
     reduction = "mean"
 
-    def __init__(self, optimizer: Any) -> None:
+    def __init__(self, optimizer: Any, scheduler: Any = None) -> None:
         self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.last_lr: float | None = None
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
     def step(self, batch_size: int) -> None:  # noqa: ARG002 - the optimizer averages itself
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.last_lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
 
     def state_dict(self) -> dict:
         return self.optimizer.state_dict()
@@ -26,13 +36,57 @@ class OptimizerUpdater:
         self.optimizer.load_state_dict(state)
 
 
+def _is_plateau(scheduler: Any) -> bool:
+    import torch
+
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
 def adapt_updater(obj: Any) -> Any:
-    """Wrap torch optimizers; check that anything else has ``zero_grad`` and ``step``."""
+    """Wrap torch optimizers, and ``(optimizer, scheduler)`` pairs; check that anything else
+    has ``zero_grad`` and ``step``. Raises TypeError saying what is wrong."""
     import torch
 
     if isinstance(obj, torch.optim.Optimizer):
         return OptimizerUpdater(obj)
+    if isinstance(obj, tuple):
+        if len(obj) != 2 or not isinstance(obj[0], torch.optim.Optimizer):
+            kinds = ", ".join(type(o).__name__ for o in obj)
+            raise TypeError(f"it returned a tuple ({kinds}); a pair must be (torch.optim.Optimizer, LR scheduler)")
+        optimizer, scheduler = obj
+        if _is_plateau(scheduler):
+            raise TypeError("its scheduler is ReduceLROnPlateau, which steps on a metric, not once per batch; "
+                            "return a scheduler that steps per batch, or lower the rate from a callback")
+        if not callable(getattr(scheduler, "step", None)):
+            raise TypeError(f"the second item of its pair is {type(scheduler).__name__}, which has no step(); "
+                            f"it must be a torch LR scheduler")
+        if getattr(scheduler, "optimizer", optimizer) is not optimizer:
+            raise TypeError("its scheduler was made for another optimizer than the one it returned, "
+                            "so the schedule would change nothing")
+        return OptimizerUpdater(optimizer, scheduler)
     missing = [m for m in ("zero_grad", "step") if not callable(getattr(obj, m, None))]
     if missing:
         raise TypeError(f"it returned {type(obj).__name__}, which lacks {' and '.join(missing)}()")
     return obj
+
+
+def scheduler_of(updater: Any) -> Any:
+    """The LR scheduler behind an adapted updater, or None."""
+    return getattr(updater, "scheduler", None) if isinstance(updater, OptimizerUpdater) else None
+
+
+def current_lr(updater: Any) -> float | None:
+    """The learning rate of the updater's latest step (its first parameter group's), or
+    None when it does not say: an optimizer's ``param_groups``, else an ``lr`` attribute."""
+    value = getattr(updater, "last_lr", None)
+    if value is None:
+        holder = updater.optimizer if isinstance(updater, OptimizerUpdater) else updater
+        groups = getattr(holder, "param_groups", None)
+        if groups:
+            value = groups[0].get("lr")
+        else:
+            value = getattr(holder, "lr", None)
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):  # an lr that is no number: not ours to log
+        return None

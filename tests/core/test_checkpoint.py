@@ -69,8 +69,11 @@ def test_every_epoch_writes_a_checkpoint_and_the_metrics(tiny_data, tmp_path, mo
 def test_the_checkpoint_holds_model_updater_rng_progress_and_metrics(finished):
     checkpoint = torch.load(finished / "checkpoint.pt", weights_only=True)
     assert checkpoint["format"] == checkpoints.FORMAT
-    assert set(checkpoint) == {"format", "model", "updater", "rng", "state", "world_size"} and checkpoint["world_size"] == 1
+    assert set(checkpoint) == {"format", "model", "updater", "scheduler", "callbacks", "rng", "state", "world_size"}
+    assert checkpoint["world_size"] == 1
     assert checkpoint["updater"] == {"lr": 0.1}
+    assert checkpoint["scheduler"] is None and checkpoint["callbacks"] == {}  # sgd has no schedule, the run no callback
+    assert checkpoint["state"]["stopped"] is None
     assert isinstance(checkpoint["rng"]["torch"], torch.Tensor) and checkpoint["rng"]["python"][0] == 3
     assert checkpoint["state"]["epoch"] == 2
     assert checkpoint["state"]["history"] == [json.loads(line) for line in (finished / "metrics.jsonl").read_text().splitlines()]
