@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "ContractError", "check_dataset", "check_import_is_light", "check_loss", "check_model", "check_plugin",
-    "check_updater", "check_visualizer",
+    "ContractError", "check_callback", "check_dataset", "check_import_is_light", "check_loss", "check_metric",
+    "check_model", "check_plugin", "check_updater", "check_visualizer",
 ]
 
 Component = str | ComponentRecord | Callable[..., Any]
@@ -162,8 +162,13 @@ def check_loss(
     """Build a loss and check that ``loss(logits, y)`` returns one finite value
     per example, shape ``(N,)``, on the logits' device; that example i's value
     depends only on row i of the logits (a batch mean broadcast to ``(N,)``
-    fails); and that it backpropagates finite, non-zero gradients to the
-    logits. Returns the loss."""
+    fails); that it backpropagates finite, non-zero gradients to the logits,
+    and the right ones: ``torch.autograd.gradcheck`` compares them with finite
+    differences in float64 (a hand-written backward that is off fails); and
+    that it stays finite, with finite gradients, for extreme float32 logits
+    (rows shifted by 1e4, spread over 1e4, near float32's largest) unless it
+    carries a ``divergence_hint``, its way of saying that it does not and what
+    to do then. Returns the loss."""
     import torch
 
     device = _device(device)
@@ -195,7 +200,56 @@ def check_loss(
     if not torch.allclose(before[1:], after[1:], rtol=1e-5, atol=1e-6):
         raise _fail(record, "changing the logits of example 0 changed the loss of other examples; "
                             "each value must depend on its own example only")
+    _check_loss_gradient(record, fn, num_classes, device)
+    _check_extreme_logits(record, fn, num_classes, device)
     return fn
+
+
+def _check_loss_gradient(record: ComponentRecord, fn: Callable, num_classes: int, device: torch.device) -> None:
+    """The backward pass against finite differences, in float64 (small: gradcheck differentiates numerically)."""
+    import torch
+
+    g = _generator(1)
+    logits = torch.randn(3, num_classes, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    y = torch.randint(num_classes, (3,), generator=g).to(device)
+    try:
+        ok = torch.autograd.gradcheck(lambda o: fn(o, y), (logits,), eps=1e-6, atol=1e-5, rtol=1e-4,
+                                      raise_exception=True)
+    except Exception as exc:  # gradcheck's own report: which entries disagree, and by how much
+        first = " ".join(str(exc).split())[:400]
+        raise _fail(record, f"its gradient with respect to the logits disagrees with finite differences "
+                            f"(torch.autograd.gradcheck, float64 logits): {first}") from None
+    if not ok:
+        raise _fail(record, "its gradient with respect to the logits disagrees with finite differences")
+
+
+def _check_extreme_logits(record: ComponentRecord, fn: Callable, num_classes: int, device: torch.device) -> None:
+    """Finite losses and gradients where a careless softmax overflows, unless the loss says it may not be."""
+    import torch
+
+    hint = getattr(fn, "divergence_hint", None)
+    g = _generator(2)
+    base = torch.randn(4, num_classes, generator=g)
+    cases = {
+        "shifted by +1e4": base + 1e4,
+        "spread over 1e4": base * 1e4,
+        "near float32's largest": 3e38 - base.abs() * 1e36,  # the true losses stay below 1e37
+    }
+    y = torch.randint(num_classes, (4,), generator=g).to(device)
+    for what, raw in cases.items():
+        logits = raw.to(device).requires_grad_()
+        out = fn(logits, y)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (4,):
+            raise _fail(record, f"for logits {what} it returned {type(out).__name__} of shape "
+                                f"{tuple(getattr(out, 'shape', ()))}; a loss returns one value per example")
+        if isinstance(hint, str) and hint.strip():
+            continue  # it says it may overflow, and what to do: the run tells the user that
+        out.sum().backward()
+        finite = bool(torch.isfinite(out).all()) and logits.grad is not None and bool(torch.isfinite(logits.grad).all())
+        if not finite:
+            raise _fail(record, f"for float32 logits {what} it returned a non-finite loss or gradient "
+                                f"({out.detach().cpu().tolist()}); compute it stably (subtract each row's maximum), "
+                                f"or give the loss a divergence_hint saying that it overflows and what to do")
 
 
 def check_updater(
@@ -203,16 +257,22 @@ def check_updater(
     *,
     options: Mapping[str, Any] | None = None,
     lr: float = 0.01,
+    epochs: int = 2,
+    steps_per_epoch: int = 5,
     device: Any = "cpu",
 ) -> Any:
     """Build an updater for a small linear classifier and train it the way the
     engine does (``zero_grad``, backward, ``step(batch_size)``); check that a
     step changes every parameter, keeps them finite, lowers the loss (the step
     goes downhill), and that ``zero_grad`` clears the gradients. A
-    ``torch.optim.Optimizer`` is adapted as in a run. Returns the (adapted) updater."""
+    ``torch.optim.Optimizer`` and an ``(optimizer, scheduler)`` pair are adapted as
+    in a run; the factory is told ``epochs`` and ``steps_per_epoch`` and a
+    scheduler is then stepped through the whole run, which must keep the rate
+    finite and not below 0 (a schedule that fails after N steps fails here).
+    Returns the (adapted) updater."""
     import torch
 
-    from .train.updaters import adapt_updater
+    from .train.updaters import adapt_updater, current_lr, scheduler_of
 
     device = _device(device)
     g = _generator()
@@ -222,11 +282,13 @@ def check_updater(
             p.copy_(torch.randn(p.shape, generator=g))
     X = torch.randn(16, 6, generator=g).to(device)
     y = torch.randint(3, (16,), generator=g).to(device)
-    record, built = _build("updater", updater, {"params": list(model.parameters()), "lr": lr}, options)
+    core = {"params": list(model.parameters()), "lr": lr, "epochs": epochs, "steps_per_epoch": steps_per_epoch}
+    record, built = _build("updater", updater, core, options)
     try:
         upd = adapt_updater(built)
     except TypeError as exc:
-        raise _fail(record, f"{exc}; an updater has zero_grad() and step(batch_size), or is a torch.optim.Optimizer") from None
+        raise _fail(record, f"{exc}; an updater has zero_grad() and step(batch_size), or is a torch.optim.Optimizer, "
+                            f"or a pair (optimizer, scheduler)") from None
     mean = getattr(upd, "reduction", "sum") == "mean"
 
     def loss() -> torch.Tensor:
@@ -260,6 +322,20 @@ def check_updater(
         raise _fail(record, f"zero_grad() left gradients on {', '.join(stale)}; they would add up across batches")
     if callable(getattr(upd, "state_dict", None)) and callable(getattr(upd, "load_state_dict", None)):
         upd.load_state_dict(upd.state_dict())
+    scheduler = scheduler_of(upd)
+    if scheduler is not None:
+        scheduler.load_state_dict(scheduler.state_dict())
+        for step in range(2, epochs * steps_per_epoch + 1):  # the first was taken above
+            try:
+                upd.step(len(y))
+            except Exception as exc:
+                raise _fail(record, f"step {step} of a run of {epochs} epoch(s) x {steps_per_epoch} steps raised "
+                                    f"{type(exc).__name__}: {exc}; a schedule must last as long as the run it is "
+                                    f"given (epochs * steps_per_epoch steps)") from None
+            rate = current_lr(upd)
+            if rate is None or not math.isfinite(rate) or rate < 0:
+                raise _fail(record, f"after step {step} of {epochs * steps_per_epoch} its learning rate is {rate}; "
+                                    f"a schedule keeps it a finite number, 0 or more")
     return upd
 
 
@@ -273,7 +349,8 @@ def _tiny_dataset(device: torch.device) -> Any:
     X = torch.randn(24, 1, 2, 2, generator=g) + y.view(-1, 1, 1, 1).float()
     train = TensorBatches(X.to(device), y.to(device), 8, shuffle=True, seed=0)
     test = TensorBatches(X[:12].to(device), y[:12].to(device), 8, shuffle=False)
-    return InMemoryDataset(train, test, ("a", "b", "c"), (1, 2, 2), "fmclf.testing")
+    valid = TensorBatches(X[12:18].to(device), y[12:18].to(device), 8, shuffle=False)
+    return InMemoryDataset(train, test, ("a", "b", "c"), (1, 2, 2), "fmclf.testing", valid=valid)
 
 
 def check_visualizer(
@@ -284,39 +361,158 @@ def check_visualizer(
     device: Any = "cpu",
 ) -> Any:
     """Build a visualizer for ``run_dir`` (a temporary folder when None) and
-    feed it every event of a real two-epoch run, then of a resumed third epoch:
-    ``on_fit_start``, ``on_batch_end``, ``on_epoch_end``, ``on_fit_end``. Fails
-    when it raises, or when it has an ``on_...`` method that is no event (a
-    misspelled one is never called). Returns the visualizer."""
+    feed it every event of a real two-epoch run (with a validation split), then
+    of a resumed third epoch, then of a run stopped by SIGINT: ``on_fit_start``,
+    ``on_batch_end``, ``on_epoch_end``, ``on_fit_end``, ``on_exception``. Fails
+    when it raises, when it calls ``control.stop`` (visualizers do not steer),
+    or when it has an ``on_...`` method that is no event (a misspelled one is
+    never called). Returns the visualizer."""
     with contextlib.ExitStack() as stack:
         if run_dir is None:
             run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fmclf-check-"))
-        return _check_visualizer(visualizer, options, pathlib.Path(run_dir), _device(device))
+        return _check_listener("visualizer", visualizer, options, pathlib.Path(run_dir), _device(device))
 
 
-def _check_visualizer(visualizer: Component, options: Mapping[str, Any] | None, run_dir: pathlib.Path, device: torch.device) -> Any:
+def check_callback(
+    callback: Component,
+    *,
+    options: Mapping[str, Any] | None = None,
+    run_dir: str | pathlib.Path | None = None,
+    device: Any = "cpu",
+) -> Any:
+    """Build a callback for ``run_dir`` (a temporary folder when None) and feed it
+    the events of runs as :func:`check_visualizer` does, a stop it asks for
+    honoured as a run honours it. With ``state_dict()`` / ``load_state_dict()``
+    (both or neither), its state must be what a checkpoint keeps (tensors,
+    numbers, strings, lists, dicts: it survives ``torch.save`` and
+    ``torch.load(weights_only=True)``) and go back in. Returns the callback."""
+    with contextlib.ExitStack() as stack:
+        if run_dir is None:
+            run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fmclf-check-"))
+        return _check_listener("callback", callback, options, pathlib.Path(run_dir), _device(device))
+
+
+def _check_listener(kind: str, component: Component, options: Mapping[str, Any] | None, run_dir: pathlib.Path,
+                    device: torch.device) -> Any:
     import torch
 
-    from .train.engine import Parts, Trainer, TrainState
+    from .train.engine import Parts, StopFlag, Trainer, TrainState
 
-    record, vis = _build("visualizer", visualizer, {"run_dir": run_dir}, options)
-    strays = [a for a in dir(vis) if a.startswith("on_") and a not in EVENTS and callable(getattr(vis, a))]
+    record, obj = _build(kind, component, {"run_dir": run_dir}, options)
+    strays = [a for a in dir(obj) if a.startswith("on_") and a not in EVENTS and callable(getattr(obj, a))]
     if strays:
-        hints = [f"{a!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(a, EVENTS, n=1)) else "") for a in strays]
+        hints = [f"{a!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(a, EVENTS, n=1)) else "")
+                 for a in strays]
         raise _fail(record, f"{', '.join(hints)} is no event, so it is never called; the events are {', '.join(EVENTS)}")
+    stateful = [callable(getattr(obj, m, None)) for m in ("state_dict", "load_state_dict")]
+    if kind == "callback" and any(stateful) and not all(stateful):
+        raise _fail(record, "it has only one of state_dict() and load_state_dict(); a checkpoint needs both "
+                            "to bring its state back on --resume")
     torch.manual_seed(0)
     dataset = _tiny_dataset(device)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).to(device)
+    listeners = [(record, obj)]
     parts = Parts(
         dataset, model, lambda logits, y: torch.nn.functional.cross_entropy(logits, y, reduction="none"),
-        torch.optim.SGD(model.parameters(), lr=0.1), [(record, vis)], {"visualizer": record},
+        torch.optim.SGD(model.parameters(), lr=0.1), listeners if kind == "visualizer" else [], {kind: record},
+        callbacks=listeners if kind == "callback" else [],
     )
+    warnings: list[str] = []
     try:
-        state = Trainer(parts, device=device, epochs=2, run_dir=run_dir).fit(TrainState())
-        Trainer(parts, device=device, epochs=3, run_dir=run_dir).fit(state)  # a resumed run
+        state = Trainer(parts, device=device, epochs=2, run_dir=run_dir, warn=warnings.append).fit(TrainState())
+        if kind == "callback" and all(stateful):
+            _check_callback_state(record, obj)
+        Trainer(parts, device=device, epochs=3, run_dir=run_dir, warn=warnings.append).fit(state)  # a resumed run
+        flag = StopFlag()
+        flag.request("SIGINT")  # as Ctrl-C does: the run stops after its first batch, and on_exception hears of it
+        with contextlib.suppress(FmclfError):
+            Trainer(parts, device=device, epochs=4, run_dir=run_dir, stop=flag, warn=warnings.append).fit(TrainState())
     except FmclfError as exc:
         raise ContractError(str(exc)) from exc
-    return vis
+    failed = [w for w in warnings if "in on_exception" in w]
+    if failed:
+        raise ContractError(failed[0])
+    return obj
+
+
+def _check_callback_state(record: ComponentRecord, callback: Any) -> None:
+    import io
+
+    import torch
+
+    from .run.checkpoint import _plain
+
+    state = callback.state_dict()
+    if not _plain(state):
+        raise _fail(record, f"state_dict() returned {state!r}, which holds objects other than tensors, numbers, "
+                            f"strings, lists and dicts; a checkpoint is read back with weights_only=True and keeps only those")
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    callback.load_state_dict(torch.load(buf, weights_only=True))
+
+
+def check_metric(
+    metric: Component,
+    *,
+    options: Mapping[str, Any] | None = None,
+    num_classes: int = 10,
+    device: Any = "cpu",
+) -> Any:
+    """Build a metric (given ``num_classes`` and, if it asks, a per-example
+    cross-entropy as the run's ``loss``) and check that ``update(logits, y)`` then
+    ``compute()`` gives a finite number or a dict of finite numbers (a 0-d
+    tensor counts), the same whether the examples come in one batch or in
+    several (fmclf hands a metric whole chunks of a split), and that
+    ``reset()`` forgets what came before. A ``torch.nn.Module`` (a
+    ``torchmetrics.Metric``) is moved to ``device`` as in a run. Returns the metric."""
+    import torch
+
+    from .train.heldout import as_values
+
+    device = _device(device)
+
+    def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits, y, reduction="none")
+
+    record, obj = _build("metric", metric, {"num_classes": num_classes, "loss": ce}, options)
+    try:
+        obj = BY_NAME["metric"].accept(record, obj)
+    except FmclfError as exc:
+        raise ContractError(str(exc)) from None
+    if isinstance(obj, torch.nn.Module):
+        obj.to(device)
+    g = _generator(3)
+    logits = (torch.randn(50, num_classes, generator=g) * 2).to(device)
+    y = torch.randint(num_classes, (50,), generator=g).to(device)
+    other = (torch.randn(30, num_classes, generator=g) * 5).to(device)
+    other_y = torch.randint(num_classes, (30,), generator=g).to(device)
+
+    def run(batches: list[tuple[torch.Tensor, torch.Tensor]], what: str) -> dict[str, float]:
+        obj.reset()
+        for X, t in batches:
+            obj.update(X, t)
+        try:
+            values = as_values(record, record.name, obj.compute())
+        except FmclfError as exc:
+            raise ContractError(str(exc)) from None
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            raise _fail(record, f"compute() after {what} gave non-finite values {bad}")
+        return values
+
+    whole = run([(logits, y)], "one batch of 50 examples")
+    pieces = run([(logits[:16], y[:16]), (logits[16:32], y[16:32]), (logits[32:], y[32:])], "three batches")
+    if whole.keys() != pieces.keys() or not all(math.isclose(whole[k], pieces[k], rel_tol=1e-5, abs_tol=1e-6)
+                                                for k in whole):
+        raise _fail(record, f"the same 50 examples gave {whole} in one batch and {pieces} in three; a metric must "
+                            f"not depend on how the examples are batched (fmclf hands it whole chunks)")
+    run([(other, other_y)], "other examples")
+    again = run([(logits, y)], "reset() and the first examples again")
+    if not all(math.isclose(whole[k], again.get(k, math.nan), rel_tol=1e-5, abs_tol=1e-6) for k in whole):
+        raise _fail(record, f"after reset() the same examples gave {again} instead of {whole}; reset() must forget "
+                            f"every example seen before (a metric is reset before each split of each epoch)")
+    return obj
 
 
 def check_dataset(
@@ -332,7 +528,11 @@ def check_dataset(
     ``1 <= n <= batch_size``, floating point, y int64 labels in range (or
     ``(n, classes)`` probabilities), both on ``device``; ``len(train)`` is the
     number of batches; ``set_epoch(e)``, when present, repeats an epoch's order
-    exactly (resuming relies on it). Returns the data set."""
+    exactly (resuming relies on it). A ``valid`` split, when there is one, is
+    checked as ``test`` is. A factory that takes ``shard`` is built again for
+    ``shard=(0, 2)`` and ``(1, 2)``: both shards must train for the same number
+    of batches on at most half the training examples each, and together hold
+    every held-out example once. Returns the data set."""
     import torch
 
     device = _device(device)
@@ -347,7 +547,8 @@ def check_dataset(
     shape = tuple(data.input_shape)
     if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
         raise _fail(record, f"input_shape must be a tuple of positive ints such as (1, 28, 28), got {data.input_shape!r}")
-    for split in ("train", "test"):
+    splits = ("train", "test", "valid") if getattr(data, "valid", None) is not None else ("train", "test")
+    for split in splits:
         batches = getattr(data, split)
         if hasattr(batches, "set_epoch"):
             batches.set_epoch(1)
@@ -365,7 +566,41 @@ def check_dataset(
 
         if not torch.equal(first_labels(1), first_labels(1)):
             raise _fail(record, "two passes over epoch 1 came in different orders; set_epoch(e) must fix the order so a resumed run sees the same batches")
+    from .host.options import accepted_core_params
+
+    if "shard" in accepted_core_params(record):
+        _check_shards(record, data, splits, batch_size, device, seed, options)
     return data
+
+
+def _examples(batches: Any) -> int:
+    if hasattr(batches, "set_epoch"):
+        batches.set_epoch(1)
+    return sum(len(y) for _, y in batches)
+
+
+def _check_shards(record: ComponentRecord, data: Any, splits: tuple[str, ...], batch_size: int, device: torch.device,
+                  seed: int, options: Mapping[str, Any] | None) -> None:
+    """Two shards: the same number of training steps each, every held-out example once over both."""
+    full = {split: _examples(getattr(data, split)) for split in splits}
+    shards = []
+    for rank in (0, 1):
+        core = {"batch_size": batch_size, "device": device, "seed": seed, "shard": (rank, 2)}
+        shards.append(_build("dataset", record, core, options)[1])
+    lengths = [len(s.train) for s in shards]
+    if lengths[0] != lengths[1]:
+        raise _fail(record, f"shard=(0, 2) and shard=(1, 2) train for {lengths[0]} and {lengths[1]} batches; every "
+                            f"process must take the same number of steps (fmclf.data.shard(n, shard) cuts them alike)")
+    for split in splits:
+        counts = [_examples(getattr(s, split, None) or []) for s in shards]
+        if split == "train":
+            if max(counts) > -(-full["train"] // 2):
+                raise _fail(record, f"shards of 2 hold {counts} training examples of {full['train']}; each process "
+                                    f"must hold only its share")
+        elif sum(counts) != full[split]:
+            raise _fail(record, f"shards of 2 hold {counts} {split} examples, {sum(counts)} together, but the whole "
+                                f"{split} split has {full[split]}: every {split} example must be evaluated exactly once "
+                                f"(fmclf.data.shard(n, shard, equal=False))")
 
 
 def _check_batch(record: ComponentRecord, split: str, index: int, batch: Any, shape: tuple[int, ...], num_classes: int, batch_size: int, device: torch.device) -> None:

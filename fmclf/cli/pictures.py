@@ -28,20 +28,23 @@ _PATH = click.Path(path_type=pathlib.Path)
                    "mps or auto.")
 @click.option("--data-root", type=_PATH, default=None,
               help="Folder with the data set's files, if not where the run found them.")
+@click.option("--weights", default="final", show_default=True, metavar="final|NAME",
+              help="final: model.pt (or the last checkpoint); NAME: RUN_DIR/NAME.pt that a callback kept, such as "
+                   "best.")
 @click.pass_context
 @friendly
 def predict(ctx: click.Context, run_dir: pathlib.Path, n: int, out: pathlib.Path | None, device: str,
-            data_root: pathlib.Path | None) -> None:
+            data_root: pathlib.Path | None, weights: str) -> None:
     """Draw a run's predictions: the first N test images titled true / predicted, wrong ones in red.
 
-    Uses RUN_DIR/model.pt (or the last checkpoint of an unfinished run).
+    Uses RUN_DIR/model.pt (or the last checkpoint of an unfinished run), or --weights NAME.
     """
     from ..draw.gallery import load_run_config, predict_run
 
     host = ctx.obj.host()
     if data_root is not None:
         require_data_root(host, load_run_config(run_dir).dataset)
-    result = predict_run(run_dir, host, n=n, out=out, device=device, data_root=data_root)
+    result = predict_run(run_dir, host, n=n, out=out, device=device, data_root=data_root, weights=weights)
     click.echo(f"{result.right} of {result.shown} right ({100 * result.right / result.shown:.1f}%), "
                f"weights from {result.weights}")
     click.echo(f"wrote {result.path}")

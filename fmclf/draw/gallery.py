@@ -88,21 +88,24 @@ def load_run_config(run_dir: pathlib.Path) -> RunConfig:
 
 
 def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pathlib.Path | None = None,
-                device: str = "cpu", data_root: pathlib.Path | None = None) -> Predicted:
-    """Rebuild a run's data set and model from its config.toml, load its saved weights,
-    and draw its predictions for the first ``n`` test images."""
+                device: str = "cpu", data_root: pathlib.Path | None = None, weights: str = "final") -> Predicted:
+    """Rebuild a run's data set and model from its config.toml, load its saved weights
+    (``weights``: final, or the NAME of RUN_DIR/NAME.pt, such as best), and draw its
+    predictions for the first ``n`` test images."""
     from ..run.devices import resolve_device
 
     run_dir = pathlib.Path(run_dir)
     config = load_run_config(run_dir)
     config.visualizers, config.device = ["none"], device
-    config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.")}
+    # Only the data set and the model are needed: nothing that shows, steers or measures.
+    config.metrics, config.callbacks = [], []
+    config.options = {t: o for t, o in config.options.items() if not t.startswith(("visualizer.", "callback.", "metric."))}
     if data_root is not None:
         config.options.setdefault("dataset", {})["data_root"] = str(data_root)
     plan: Plan = resolve(config, host)
     out = pathlib.Path(out) if out is not None else run_dir / PREDICTIONS
     pictures.picture_format(out)  # a bad name fails before the data set loads
-    state, weights = checkpoint.final_weights(run_dir)
+    state, weights = checkpoint.named_weights(run_dir, weights)
     dev = resolve_device(device)
     parts = assemble(plan, device=dev)
     require_images(config.dataset, parts.dataset.input_shape, "predict")

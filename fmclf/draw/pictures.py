@@ -214,3 +214,56 @@ def curves_figure(history: Sequence[dict[str, Any]], *, epochs: int | None = Non
     if title:
         ax.set_title(title, fontsize=9)
     return fig
+
+
+#: The splits a metric is recorded for, as line styles of :func:`metrics_figure`.
+SPLIT_STYLES = {"train": "-", "valid": "--", "test": "-."}
+
+
+def metric_families(history: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Every numeric metric of a run's rows, grouped by what it measures: ``{"loss": {"train": [(epoch, v), ...],
+    "valid": ..., "test": ...}, "ece": {...}, "lr": {"": [...]}}``, in the order the rows first show them.
+    Read generically: whatever numeric keys the rows hold (a plugin's metrics too)."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for row in history:
+        for key, value in row.items():
+            if key in ("epoch", "seconds") or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            split, _, name = key.partition("_")
+            if split not in SPLIT_STYLES or not name:
+                split, name = "", key
+            out.setdefault(name, {}).setdefault(split, []).append((row["epoch"], float(value)))
+    return out
+
+
+def metrics_figure(history: Sequence[dict[str, Any]], *, epochs: int | None = None) -> Figure:
+    """One panel per metric (loss, acc, each added metric, the learning rate), a line per split,
+    epoch on x: everything a run records, beside the textbook's curves."""
+    from matplotlib.ticker import MaxNLocator
+
+    families = metric_families(history)
+    if not families:
+        raise ValueError("the run's rows hold no numeric metric to draw")
+    n = len(families)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig = new_figure(3.3 * cols, 2.5 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    last = epochs or max((row["epoch"] for row in history), default=1)
+    for ax, (name, splits) in zip(axes, families.items()):
+        for split, points in splits.items():
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, SPLIT_STYLES.get(split, "-"), marker=".", markersize=5, label=split or name)
+        ax.set_title("learning rate" if name == "lr" else name, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_xlim(*((1, last) if last > 1 else (0.5, 1.5)))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+        if name == "lr":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.grid(True)
+        if len(splits) > 1:
+            ax.legend(loc="best", fontsize=7)
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig

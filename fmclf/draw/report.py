@@ -1,6 +1,7 @@
-"""What a finished run leaves to look at: curves.png, confusion.png,
-predictions.png and report.md, which links them and tabulates the metrics of
-every epoch. The report draws every picture itself, from the run's whole
+"""What a finished run leaves to look at: curves.png (the textbook's three curves),
+metrics.png (every metric the run records, and the learning rate),
+confusion.png, predictions.png and report.md, which links them and tabulates
+the metrics of every epoch. The report draws every picture itself, from the run's whole
 history: a curves.png a visualizer left behind may be stale (a resumed run
 that no longer uses it) and is redrawn."""
 
@@ -19,6 +20,7 @@ from ..run.plan import Plan
 REPORT = "report.md"
 CONFUSION = "confusion.png"
 CURVES = "curves.png"
+METRICS = "metrics.png"
 
 
 class RunReport:
@@ -43,7 +45,7 @@ class RunReport:
         try:
             drawn = self._draw()
             write_report(self.run_dir, self.plan, self.end.history, self.end.confusion, self.end.classes,
-                         seconds=seconds, device=str(device), pictures_drawn=drawn)
+                         seconds=seconds, device=str(device), pictures_drawn=drawn, stopped=self.end.control.record())
         except Exception as exc:  # the run's files are complete; only the pictures are missing
             echo(f"Warning: could not draw the run's pictures ({type(exc).__name__}: {exc}); its other files are complete.")
             return
@@ -58,7 +60,8 @@ class RunReport:
                                       n=self.n_predictions, title=f"{config.model} + {config.loss}: first test images")
             drawn.append(gallery.PREDICTIONS)
         pictures.save(pictures.curves_figure(end.history, epochs=config.epochs), run_dir / CURVES)
-        return [CURVES, *drawn]
+        pictures.save(pictures.metrics_figure(end.history, epochs=config.epochs), run_dir / METRICS)
+        return [CURVES, *drawn, METRICS]
 
 
 def _f(value: float) -> str:
@@ -84,12 +87,46 @@ def per_class_rows(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -
     return rows
 
 
+#: The columns every run's per-epoch table starts with (the textbook's three curves), before the rest.
+FIRST = ("train_loss", "train_acc", "test_acc")
+
+
+def _numbers(row: dict[str, Any]) -> list[str]:
+    """The row's numeric keys, in its order (read generically: a plugin's metrics too)."""
+    return [k for k, v in row.items() if k not in ("epoch", "seconds") and isinstance(v, (int, float))
+            and not isinstance(v, bool)]
+
+
+def _value(value: Any) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    return f"{value:.3g}" if 0 < abs(value) < 1e-3 else _f(value)
+
+
+def final_rows(final: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The final metrics as a table: a row per split (train, valid, test), a column per metric."""
+    keys = _numbers(final)
+    names: list[str] = []
+    for key in keys:
+        split, _, name = key.partition("_")
+        if split in pictures.SPLIT_STYLES and name and name not in names:
+            names.append(name)
+    rows = [[split, *[_value(final.get(f"{split}_{name}")) for name in names]]
+            for split in pictures.SPLIT_STYLES if any(f"{split}_{name}" in final for name in names)]
+    return ["split", *names], rows
+
+
 def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, Any]], confusion: Sequence[Sequence[int]],
-                 classes: Sequence[str], *, seconds: float, device: str, pictures_drawn: Sequence[str] = ()) -> pathlib.Path:
-    """Write report.md: settings, final metrics, per-class accuracy, every epoch's
-    metrics and links to the pictures in the run folder."""
+                 classes: Sequence[str], *, seconds: float, device: str, pictures_drawn: Sequence[str] = (),
+                 stopped: dict[str, Any] | None = None) -> pathlib.Path:
+    """Write report.md: settings, who stopped the run (when a callback did), final metrics,
+    per-class accuracy, every epoch's metrics and links to the pictures in the run folder."""
     run_dir = pathlib.Path(run_dir)
     config, final = plan.config, history[-1]
+    columns = [*(k for k in FIRST if k in final), *(k for k in _numbers(final) if k not in FIRST)]
+    header, split_rows = final_rows(final)
+    stop = ([f"Stopped after epoch {stopped['epoch']} of {config.epochs} by {stopped['by']}: {stopped['reason']}.", ""]
+            if stopped else [])
     lines = [
         f"# fmclf run {run_dir.name}",
         "",
@@ -100,13 +137,17 @@ def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, 
         "Components: " + "; ".join(f"{t} `{c}`" for t, c in plan.components().items()) + ".",
         f"Settings and versions are in [{folder.CONFIG}]({folder.CONFIG}); `fmclf run --config {run_dir}/{folder.CONFIG}` repeats the run.",
         "",
+        *stop,
         "## Final metrics",
         "",
-        *_table(["train loss", "train acc", "test acc"], [[_f(final["train_loss"]), _f(final["train_acc"]), _f(final["test_acc"])]], "rrr"),
+        *_table(header, split_rows, "l" + "r" * (len(header) - 1)),
         "",
+        *([f"Learning rate of the last step: {_value(final['lr'])}.", ""] if _value(final.get("lr")) != "-" else []),
     ]
-    present = [name for name in (CURVES, CONFUSION, gallery.PREDICTIONS) if name in pictures_drawn or (run_dir / name).exists()]
-    captions = {CURVES: "Training curves", CONFUSION: "Confusion matrix (test set)", gallery.PREDICTIONS: "Predictions on the first test images"}
+    present = [name for name in (CURVES, METRICS, CONFUSION, gallery.PREDICTIONS)
+               if name in pictures_drawn or (run_dir / name).exists()]
+    captions = {CURVES: "Training curves", METRICS: "Every metric and the learning rate, per epoch",
+                CONFUSION: "Confusion matrix (test set)", gallery.PREDICTIONS: "Predictions on the first test images"}
     if present:
         lines += ["## Pictures", ""]
         for name in present:
@@ -118,8 +159,8 @@ def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, 
         "",
         "## Metrics per epoch",
         "",
-        *_table(["epoch", "train loss", "train acc", "test acc", "seconds"],
-                [[r["epoch"], _f(r["train_loss"]), _f(r["train_acc"]), _f(r["test_acc"]), f"{r['seconds']:.2f}"] for r in history]),
+        *_table(["epoch", *(c.replace("_", " ") for c in columns), "seconds"],
+                [[r["epoch"], *(_value(r.get(c)) for c in columns), f"{r['seconds']:.2f}"] for r in history]),
         "",
         f"Every epoch's metrics, with per-class test accuracy, are in [{folder.METRICS}]({folder.METRICS}).",
         "",

@@ -264,3 +264,24 @@ def final_weights(run_dir: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
         f"{run_dir} holds no weights ({folder.WEIGHTS} is written when a run finishes, {folder.CHECKPOINT} "
         f"after its first epoch). Train it first, or continue it with `fmclf run --resume {run_dir}`."
     )
+
+
+def named_weights(run_dir: pathlib.Path, name: str) -> tuple[dict[str, Any], pathlib.Path]:
+    """The weights ``fmclf predict --weights NAME`` asks for: ``final`` (see :func:`final_weights`), or
+    RUN_DIR/NAME.pt, a state_dict that a callback kept (``best``: the best epoch's)."""
+    if name == "final":
+        return final_weights(run_dir)
+    if not name or any(ch in name for ch in "/\\") or name.startswith("."):
+        raise CheckpointError(f"--weights {name!r}: give final, or the name of a .pt file in the run folder "
+                              f"(best for best.pt), without a path.")
+    path = run_dir / f"{name.removesuffix('.pt')}.pt"
+    if not path.is_file():
+        kept = sorted(p.stem for p in run_dir.glob("*.pt") if p.name not in (folder.CHECKPOINT,))
+        raise CheckpointError(
+            f"{run_dir} holds no {path.name}: it is written by a callback that keeps weights, and this run had none "
+            f"that wrote it. Weights in this folder: {', '.join(['final', *(k for k in kept if k != 'model')])}."
+        )
+    weights = load_torch(path, f"weights ({path.name})")
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path} holds {type(weights).__name__}, not a model's state_dict.")
+    return weights, path

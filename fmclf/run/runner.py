@@ -60,8 +60,6 @@ class EpochLines:
             f"epoch {m['epoch']:>{len(str(event.epochs))}}/{event.epochs}  train loss {m['train_loss']:.4f}  "
             f"train acc {m['train_acc']:.4f}  {valid}test acc {m['test_acc']:.4f}  ({m['seconds']:.2f} s)"
         )
-        if event.control.stopping:
-            self.echo(f"stopped after epoch {event.control.epoch} by {event.control.stopped_by}: {event.control.reason}")
 
 
 def _warn(text: str) -> None:
