@@ -17,8 +17,9 @@ keep in ``state_dict()`` is saved with it), visualizers' after it.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 EVENTS = ("on_fit_start", "on_batch_end", "on_epoch_end", "on_fit_end", "on_exception")
 
@@ -94,7 +95,7 @@ class FitStart:
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)  #: epochs already done (on resume)
     control: Control = field(default_factory=Control)
-    splits: tuple[str, ...] = ("test",)  #: the held-out splits evaluated after each epoch: ("valid", "test") or ("test",)
+    splits: tuple[str, ...] = ("test",)  #: the held-out splits evaluated each epoch: ("valid", "test") or ("test",)
 
 
 @dataclass

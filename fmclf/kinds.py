@@ -107,7 +107,8 @@ def _accept_metric(record: ComponentRecord, metric: Any) -> Any:
     missing = [m for m in ("update", "compute", "reset") if not callable(getattr(metric, m, None))]
     if missing:
         raise ComponentError(
-            f"{record.describe()} returned {type(metric).__name__}, which lacks {', '.join(m + '()' for m in missing)}; "
+            f"{record.describe()} returned {type(metric).__name__}, which lacks "
+            f"{', '.join(m + '()' for m in missing)}; "
             f"a metric has update(logits, y), compute() and reset() (a torchmetrics.Metric has all three)."
         )
     if hasattr(metric, "sync_on_compute"):  # a torchmetrics.Metric: fmclf gathers the held-out data itself

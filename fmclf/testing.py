@@ -445,7 +445,8 @@ def _check_callback_state(record: ComponentRecord, callback: Any) -> None:
     state = callback.state_dict()
     if not _plain(state):
         raise _fail(record, f"state_dict() returned {state!r}, which holds objects other than tensors, numbers, "
-                            f"strings, lists and dicts; a checkpoint is read back with weights_only=True and keeps only those")
+                            f"strings, lists and dicts; a checkpoint is read back with weights_only=True and keeps "
+                            f"only those")
     buf = io.BytesIO()
     torch.save(state, buf)
     buf.seek(0)
@@ -599,7 +600,8 @@ def _check_shards(record: ComponentRecord, data: Any, splits: tuple[str, ...], b
                                     f"must hold only its share")
         elif sum(counts) != full[split]:
             raise _fail(record, f"shards of 2 hold {counts} {split} examples, {sum(counts)} together, but the whole "
-                                f"{split} split has {full[split]}: every {split} example must be evaluated exactly once "
+                                f"{split} split has {full[split]}: every {split} example must be evaluated "
+                                f"exactly once "
                                 f"(fmclf.data.shard(n, shard, equal=False))")
 
 

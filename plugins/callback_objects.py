@@ -45,7 +45,7 @@ class Monitor:
         self.best_epoch: int | None = None
 
     def check_splits(self, event) -> None:
-        """At fit start: a valid_ metric needs a validation split; a test_ one next to a validation split is a warning."""
+        """At fit start: a valid_ metric needs a validation split; a test_ one beside one is warned of."""
         split = self.key.split("_", 1)[0]
         if split == "valid" and "valid" not in event.splits:
             raise OptionError(

@@ -30,7 +30,7 @@ def early_stop(*, monitor: str = "valid_loss", patience: int = 3, mode: Mode = "
     Options:
         monitor: the metric to watch, a key of metrics.jsonl (valid_loss needs -o dataset.valid=F)
         patience: epochs without improvement before the run stops
-        mode: min (lower is better), max (higher is better), or auto (from the name: losses and errors min, accuracies and F1 max)
+        mode: min (lower is better), max, or auto (from the name: losses and errors min, accuracies and F1 max)
         min_delta: how much better than the best so far a value must be to count as an improvement
     """
     if patience < 1:
@@ -47,7 +47,7 @@ def best(*, run_dir: pathlib.Path | None = None, monitor: str = "valid_loss", mo
 
     Options:
         monitor: the metric to watch, a key of metrics.jsonl (valid_loss needs -o dataset.valid=F)
-        mode: min (lower is better), max (higher is better), or auto (from the name: losses and errors min, accuracies and F1 max)
+        mode: min (lower is better), max, or auto (from the name: losses and errors min, accuracies and F1 max)
     """
     if run_dir is None:
         raise OptionError("callback 'best' writes best.pt into the run folder, and it was given none (run_dir=None).")

@@ -43,7 +43,7 @@ def fashion_mnist(
         raw_pixels: feed pixel values 0-255 instead of 0-1 (pushes logits up; shows the naive loss overflow)
         download: let torchvision download the files when no copy is found
         verify: check the files against Fashion-MNIST's checksums and shapes (off for other IDX data)
-        valid: fraction of the training set held out as a validation split (0.1: 6000 images), stratified by class; the same rows whatever --seed
+        valid: fraction of the training set held out for validation (0.1: 6000), stratified; the same whatever --seed
     """
     if resize is not None and resize < 1:
         raise OptionError(
@@ -59,5 +59,5 @@ def fashion_mnist(
     from .fashion_mnist_tensors import build_dataset
 
     arrays, source = load_idx_set(data_root, download=download, verify=verify)
-    return build_dataset(arrays, source, CLASSES, batch_size=batch_size, device=device, seed=seed, shard=shard, resize=resize, raw_pixels=raw_pixels,
-                         valid=valid)
+    return build_dataset(arrays, source, CLASSES, batch_size=batch_size, device=device, seed=seed, shard=shard,
+                         resize=resize, raw_pixels=raw_pixels, valid=valid)

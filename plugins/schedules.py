@@ -10,7 +10,7 @@ the end of the old one.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 
 def _anneal(start: float, end: float, pct: float) -> float:

@@ -47,8 +47,8 @@ def torch_sgd(
         weight_decay: L2 penalty added to the gradient
         dampening: dampening for momentum
         nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0)
-        schedule: constant; step (times gamma every step_epochs); cosine (down to min_lr at the last batch); onecycle (up from lr/25 to lr, then down to lr/25e4, as torch's OneCycleLR)
-        warmup: epochs (fractions allowed) over which the rate rises linearly to lr first; for onecycle, the length of its rise (default 30% of the run)
+        schedule: constant, step (x gamma every step_epochs), cosine (to min_lr), onecycle (as torch's OneCycleLR)
+        warmup: epochs (fractions allowed) of a linear rise to lr first; for onecycle, its rise (default 30% of the run)
         step_epochs: for schedule step, epochs between drops (default: a third of the run)
         gamma: for schedule step, the factor of each drop
         min_lr: for schedule cosine, the rate it ends at

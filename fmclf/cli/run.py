@@ -33,7 +33,8 @@ def component_flags(command: Callable) -> Callable:
         listed = f"`fmclf plugins --kind {row.name}` lists them"
         if row.many:
             none = ", 'none' for none" if default else ""
-            command = click.option(row.flag, row.setting, multiple=True, default=tuple(default), show_default=bool(default),
+            command = click.option(row.flag, row.setting, multiple=True, default=tuple(default),
+                                   show_default=bool(default),
                                    help=f"{row.name.capitalize()} component; repeat for several{none} "
                                         f"({listed}).")(command)
         else:

@@ -99,7 +99,8 @@ def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pa
     config.visualizers, config.device = ["none"], device
     # Only the data set and the model are needed: nothing that shows, steers or measures.
     config.metrics, config.callbacks = [], []
-    config.options = {t: o for t, o in config.options.items() if not t.startswith(("visualizer.", "callback.", "metric."))}
+    config.options = {t: o for t, o in config.options.items()
+                      if not t.startswith(("visualizer.", "callback.", "metric."))}
     if data_root is not None:
         config.options.setdefault("dataset", {})["data_root"] = str(data_root)
     plan: Plan = resolve(config, host)

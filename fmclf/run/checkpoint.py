@@ -155,7 +155,7 @@ def callback_states(parts: Parts) -> dict[str, Any]:
     """Each callback's ``state_dict()``, by option target; one that is no plain data is its fault."""
     out = {}
     for record, callback in parts.callbacks:
-        if not (callable(getattr(callback, "state_dict", None)) and callable(getattr(callback, "load_state_dict", None))):
+        if not all(callable(getattr(callback, m, None)) for m in ("state_dict", "load_state_dict")):
             continue
         try:
             state = callback.state_dict()

@@ -234,7 +234,8 @@ def merge(config: RunConfig, explicit: set[str], settings: dict[str, Any],
     command line picks another model, the file's model options are dropped
     rather than handed to a model that never declared them.
     """
-    merged = replace(config, options={}, **{row.setting: list(getattr(config, row.setting)) for row in ROWS if row.many})
+    lists = {row.setting: list(getattr(config, row.setting)) for row in ROWS if row.many}
+    merged = replace(config, options={}, **lists)
     for key, value in settings.items():
         if key not in explicit:
             setattr(merged, key, value)

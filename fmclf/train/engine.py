@@ -134,7 +134,8 @@ class Trainer:
         listeners = [("callback", rec, obj) for rec, obj in parts.callbacks]
         listeners += [("visualizer", rec, obj) for rec, obj in parts.visualizers]
         self._listeners = {
-            name: [(kind, rec, getattr(obj, name)) for kind, rec, obj in listeners if callable(getattr(obj, name, None))]
+            name: [(kind, rec, getattr(obj, name)) for kind, rec, obj in listeners
+                   if callable(getattr(obj, name, None))]
             for name in events.EVENTS
         }
         self.control = events.Control(self.warn)
@@ -324,10 +325,12 @@ class Trainer:
                 correct += hits
                 examples += n
                 if batch_events:
-                    self._emit("on_batch_end", events.BatchEnd(epoch, b, num_batches, examples, loss_sum, correct, control))
+                    self._emit("on_batch_end",
+                               events.BatchEnd(epoch, b, num_batches, examples, loss_sum, correct, control))
                 if stop and b < num_batches:
                     watch.check(b)
-                    state.batch, state.loss_sum, state.correct, state.examples = b, float(loss_sum), int(correct), examples
+                    state.batch, state.loss_sum, state.correct = b, float(loss_sum), int(correct)
+                    state.examples = examples
                     state.stopped = control.record()  # a stop a callback asked for in this epoch holds after the resume
                     if self.checkpoint:
                         self.checkpoint(state)

@@ -22,8 +22,9 @@ state it keeps (a plain object or a ``torchmetrics.Metric``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import ComponentError, DataError
 from ..host.registry import ComponentRecord

@@ -1,4 +1,4 @@
-"""The updater contract's adapters: a torch optimizer (and its LR scheduler) behind ``zero_grad`` / ``step(batch_size)``."""
+"""The updater contract's adapters: a torch optimizer (and scheduler) behind ``zero_grad`` / ``step(batch_size)``."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class OptimizerUpdater:
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
-    def step(self, batch_size: int) -> None:  # noqa: ARG002 - the optimizer averages itself
+    def step(self, batch_size: int) -> None:
         self.optimizer.step()
         if self.scheduler is not None:
             self.last_lr = self.optimizer.param_groups[0]["lr"]
