@@ -45,6 +45,14 @@ def register_visualizers(register):
     register("pause-at", pause_at, help="prints PAUSED at one batch and waits there for a signal")
     register("signal-at", signal_at, help="sends this process a signal at one batch (batch 0: at the end of the epoch)")
     register("boom-epoch-end", boom_epoch_end, help="a visualizer whose on_epoch_end raises")
+    register("record", record_events, help="appends every event it hears to RUN_DIR/<name>.events, one line each")
+    register("stop-now", stop_now, help="a visualizer that (wrongly) asks to stop the run")
+
+
+@fmclf.hookimpl
+def register_callbacks(register):
+    register("record", record_events, help="appends every event it hears to RUN_DIR/<name>.events, one line each")
+    register("boom-on-exception", boom_on_exception, help="a callback whose on_exception itself raises")
 
 
 # --- data -------------------------------------------------------------------------------
@@ -264,6 +272,48 @@ def boom_epoch_end(*, run_dir=None):
     class Boom:
         def on_epoch_end(self, event):
             raise KeyError("no such column in the plot")
+
+    return Boom()
+
+
+def record_events(*, run_dir=None, name: str = "record"):
+    """Options:
+        name: the file (RUN_DIR/NAME.events) the events go to
+    """
+    path = pathlib.Path(run_dir) / f"{name}.events"
+
+    def write(line: str) -> None:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    class Record:
+        def on_fit_start(self, event):
+            write(f"fit_start {event.start_epoch} {','.join(event.splits)}")
+
+        def on_epoch_end(self, event):
+            write(f"epoch_end {event.epoch} stopping={event.control.stopping}")
+
+        def on_fit_end(self, event):
+            write("fit_end")
+
+        def on_exception(self, event):
+            write(f"exception {event.cause} {event.epoch} {event.batch} {type(event.error).__name__}")
+
+    return Record()
+
+
+def stop_now(*, run_dir=None):
+    class StopNow:
+        def on_epoch_end(self, event):
+            event.control.stop("a visualizer wants out")
+
+    return StopNow()
+
+
+def boom_on_exception(*, run_dir=None):
+    class Boom:
+        def on_exception(self, event):
+            raise RuntimeError("the log file is gone too")
 
     return Boom()
 
