@@ -97,3 +97,19 @@ def test_the_examples_own_test_suite_passes_with_the_fixture_from_the_entry_poin
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+def test_the_examples_metric_and_callback_steer_a_run(example, tiny_data, tmp_path):
+    """top-k recorded every epoch; target stops the run the first epoch it is good enough."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--batch-size", "16", "--epochs", "6",
+        "--seed", "1", "--device", "cpu", "--visualizer", "none", "--out", str(out), "--metric", "top-k",
+        "--callback", "target", "-o", "callback.target.monitor=test_top-k", "-o", "callback.target.value=0.5",
+    ])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["test_top-k"] >= r["test_acc"] for r in rows)
+    assert rows[-1]["test_top-k"] >= 0.5 > max([r["test_top-k"] for r in rows[:-1]], default=0)
+    stopped = json.loads((out / "summary.json").read_text())["stopped"]
+    assert stopped["by"] == "callback 'target' (fmclf-example 0.1.0)" and stopped["epoch"] == len(rows)

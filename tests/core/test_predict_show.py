@@ -39,7 +39,7 @@ def tiny_run(tiny_data, tmp_path) -> pathlib.Path:
     result = fmclf("run", "--data-root", tiny_data, *TINY, "--epochs", 2, "--batch-size", 32, "--seed", 1,
                    "--visualizer", "none", "--out", run)
     assert result.exit_code == 0, result.output
-    assert "pictures: curves.png, confusion.png, predictions.png; report.md links them" in result.output
+    assert "pictures: curves.png, confusion.png, predictions.png, metrics.png; report.md links them" in result.output
     return run
 
 
@@ -47,9 +47,10 @@ def test_every_run_leaves_pictures_and_a_report(tiny_run):
     assert_picture(tiny_run / "confusion.png", min_size=(900, 900))
     assert_picture(tiny_run / "curves.png", min_size=(450, 330))  # drawn at the end when no animator ran
     assert_picture(tiny_run / "predictions.png", min_size=(1500, 400))
+    assert_picture(tiny_run / "metrics.png", min_size=(1400, 350))  # loss, acc and lr panels beside the curves
     report = (tiny_run / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", report)
-    assert {"curves.png", "confusion.png", "predictions.png", "config.toml", "metrics.jsonl"} <= set(links)
+    assert {"curves.png", "metrics.png", "confusion.png", "predictions.png", "config.toml", "metrics.jsonl"} <= set(links)
     assert all((tiny_run / link).is_file() for link in links)
     history = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     for row in history:  # the per-epoch table holds metrics.jsonl's numbers

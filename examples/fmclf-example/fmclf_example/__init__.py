@@ -1,4 +1,4 @@
-"""fmclf-example: an MLP model, an Adam updater and a CSV-metrics visualizer.
+"""fmclf-example: an MLP model, an Adam updater, a CSV-metrics visualizer, a top-k metric and a target callback.
 
 This module is what fmclf imports for every command, so it imports no torch:
 the factories import the heavy code when a run builds them.
@@ -27,6 +27,16 @@ def register_updaters(register):
 @fmclf.hookimpl
 def register_visualizers(register):
     register("csv", csv_metrics)
+
+
+@fmclf.hookimpl
+def register_metrics(register):
+    register("top-k", top_k)
+
+
+@fmclf.hookimpl
+def register_callbacks(register):
+    register("target", target)
 
 
 def mlp(*, num_inputs: int, num_classes: int, hidden: int = 256, dropout: float = 0.0):
@@ -81,3 +91,31 @@ def csv_metrics(*, run_dir: pathlib.Path | None = None, filename: str = "metrics
     from .csv_writer import CsvMetrics
 
     return CsvMetrics(run_dir, filename=filename, per_class=per_class)
+
+
+def top_k(*, num_classes: int, k: int = 3):
+    """Top-k accuracy: the share of examples whose class is among the k largest logits.
+
+    Options:
+        k: how many of the largest logits count (1 is plain accuracy)
+    """
+    if not 1 <= k <= num_classes:
+        raise OptionError(f"option k of metric 'top-k' must be from 1 to the {num_classes} classes, got {k}.")
+    from .measures import TopK
+
+    return TopK(k)
+
+
+def target(*, monitor: str = "valid_acc", value: float = 0.85, times: int = 1):
+    """Stop the run once ``monitor`` has reached ``value`` for ``times`` epochs in a row.
+
+    Options:
+        monitor: the metric to watch (a key of metrics.jsonl, higher is better)
+        value: the score that is good enough
+        times: epochs in a row at or above value before the run stops
+    """
+    if times < 1:
+        raise OptionError(f"option times of callback 'target' must be at least 1, got {times}.")
+    from .measures import Target
+
+    return Target(monitor, value, times)

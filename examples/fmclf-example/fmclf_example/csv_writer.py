@@ -11,7 +11,15 @@ from fmclf import atomic
 from fmclf.run import folder
 from fmclf.errors import OptionError
 
-COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds")
+def columns(history: list[dict]) -> list[str]:
+    """Every numeric key of the rows, in the order they first appear: whatever metrics a run records
+    (valid_*, test_NAME of a --metric, lr) get a column, without a fixed list to keep up to date."""
+    out: list[str] = []
+    for row in history:
+        for key, value in row.items():
+            if key not in out and isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.append(key)
+    return out
 
 
 class CsvMetrics:
@@ -46,8 +54,9 @@ class CsvMetrics:
         per_class = [f"test_acc_{c}" for c in self.classes] if self.per_class else []
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([*COLUMNS, *per_class])
+        names = columns(history)
+        writer.writerow([*names, *per_class])
         for row in history:
             accs = row.get("per_class_test_acc", {})
-            writer.writerow([row.get(c, "") for c in COLUMNS] + ([accs.get(c, "") for c in self.classes] if per_class else []))
+            writer.writerow([row.get(c, "") for c in names] + ([accs.get(c, "") for c in self.classes] if per_class else []))
         atomic.write_text(self.path, out.getvalue())
