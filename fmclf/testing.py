@@ -23,6 +23,7 @@ for one test. Importing this module imports neither torch nor pytest.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import math
 import pathlib
@@ -396,7 +397,7 @@ def _check_listener(kind: str, component: Component, options: Mapping[str, Any] 
                     device: torch.device) -> Any:
     import torch
 
-    from .train.engine import Parts, StopFlag, Trainer, TrainState
+    from .train.engine import Parts, Trainer, TrainState
 
     record, obj = _build(kind, component, {"run_dir": run_dir}, options)
     strays = [a for a in dir(obj) if a.startswith("on_") and a not in EVENTS and callable(getattr(obj, a))]
@@ -423,16 +424,32 @@ def _check_listener(kind: str, component: Component, options: Mapping[str, Any] 
         if kind == "callback" and all(stateful):
             _check_callback_state(record, obj)
         Trainer(parts, device=device, epochs=3, run_dir=run_dir, warn=warnings.append).fit(state)  # a resumed run
-        flag = StopFlag()
-        flag.request("SIGINT")  # as Ctrl-C does: the run stops after its first batch, and on_exception hears of it
-        with contextlib.suppress(FmclfError):
-            Trainer(parts, device=device, epochs=4, run_dir=run_dir, stop=flag, warn=warnings.append).fit(TrainState())
+        # Ctrl-C twice, as the first batch is fetched: on_exception hears of it (cause "interrupt")
+        interrupted = dataclasses.replace(parts, dataset=dataclasses.replace(dataset, train=_Interrupting(dataset.train)))
+        with contextlib.suppress(KeyboardInterrupt):
+            Trainer(interrupted, device=device, epochs=4, run_dir=run_dir, warn=warnings.append).fit(TrainState())
     except FmclfError as exc:
         raise ContractError(str(exc)) from exc
     failed = [w for w in warnings if "in on_exception" in w]
     if failed:
         raise ContractError(failed[0])
     return obj
+
+
+class _Interrupting:
+    """Training batches whose first fetch is interrupted, as by a second Ctrl-C."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Any:
+        raise KeyboardInterrupt
 
 
 def _check_callback_state(record: ComponentRecord, callback: Any) -> None:
@@ -503,16 +520,16 @@ def check_metric(
         return values
 
     whole = run([(logits, y)], "one batch of 50 examples")
-    pieces = run([(logits[:16], y[:16]), (logits[16:32], y[16:32]), (logits[32:], y[32:])], "three batches")
-    if whole.keys() != pieces.keys() or not all(math.isclose(whole[k], pieces[k], rel_tol=1e-5, abs_tol=1e-6)
-                                                for k in whole):
-        raise _fail(record, f"the same 50 examples gave {whole} in one batch and {pieces} in three; a metric must "
-                            f"not depend on how the examples are batched (fmclf hands it whole chunks)")
     run([(other, other_y)], "other examples")
     again = run([(logits, y)], "reset() and the first examples again")
     if not all(math.isclose(whole[k], again.get(k, math.nan), rel_tol=1e-5, abs_tol=1e-6) for k in whole):
         raise _fail(record, f"after reset() the same examples gave {again} instead of {whole}; reset() must forget "
                             f"every example seen before (a metric is reset before each split of each epoch)")
+    pieces = run([(logits[:16], y[:16]), (logits[16:32], y[16:32]), (logits[32:], y[32:])], "three batches")
+    if whole.keys() != pieces.keys() or not all(math.isclose(whole[k], pieces[k], rel_tol=1e-5, abs_tol=1e-6)
+                                                for k in whole):
+        raise _fail(record, f"the same 50 examples gave {whole} in one batch and {pieces} in three; a metric must "
+                            f"not depend on how the examples are batched (fmclf hands it whole chunks)")
     return obj
 
 

@@ -5,6 +5,7 @@ registers a plugin for one test."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -17,8 +18,8 @@ from fmclf.data import InMemoryDataset, TensorBatches
 from fmclf.errors import PluginError, UnknownComponentError
 from fmclf.pytest_plugin import PluginRegistrar
 from fmclf.testing import (
-    ContractError, check_dataset, check_import_is_light, check_loss, check_model, check_plugin, check_updater,
-    check_visualizer,
+    ContractError, check_callback, check_dataset, check_import_is_light, check_loss, check_metric, check_model,
+    check_plugin, check_updater, check_visualizer,
 )
 
 
@@ -304,3 +305,139 @@ def test_check_import_is_light_catches_a_module_that_imports_torch(tmp_path, mon
     with pytest.raises(ContractError, match="importing kit_heavy imports torch"):
         check_import_is_light("kit_heavy")
     assert "kit_heavy" not in sys.modules
+
+
+# --- metrics, callbacks, and what check_loss and check_dataset check now ---------------------
+
+
+def test_the_builtin_metrics_and_callbacks_keep_their_contracts(tiny_data):
+    for name in ("accuracy", "loss", "ece", "macro-f1"):
+        check_metric(name)
+    for name in ("early-stop", "best"):
+        check_callback(name)
+    data = check_dataset("fashion-mnist", options={"data_root": str(tiny_data), "verify": False, "valid": 0.25},
+                         batch_size=16)
+    assert sum(len(y) for _, y in data.valid) == 20
+
+
+class MeanOfBatchMeans:
+    """Averages per-batch accuracies: depends on how the examples are batched."""
+
+    def reset(self):
+        self.means = []
+
+    def update(self, logits, y):
+        self.means.append(float((logits.argmax(1) == y).float().mean()))
+
+    def compute(self):
+        return sum(self.means) / len(self.means)
+
+
+class Forgetful(MeanOfBatchMeans):
+    def reset(self):
+        if not hasattr(self, "means"):
+            self.means = []
+
+    def update(self, logits, y):
+        self.means.append(float((logits.argmax(1) == y).sum()) / 50)
+
+    def compute(self):
+        return sum(self.means)
+
+
+@pytest.mark.parametrize(("metric", "fragment"), [
+    (MeanOfBatchMeans, "must not depend on how the examples are batched"),
+    (Forgetful, "reset() must forget"),
+    (lambda: type("NoReset", (), {"update": lambda s, l, y: None, "compute": lambda s: 0.0})(), "lacks reset()"),
+    (lambda: type("Vector", (MeanOfBatchMeans,), {"compute": lambda s: torch.ones(3)})(), "of shape (3,)"),
+])
+def test_check_metric_catches(metric, fragment):
+    with pytest.raises(ContractError, match=re.escape(fragment)):
+        check_metric(lambda *, num_classes: metric())
+
+
+class Unsaveable:
+    def on_epoch_end(self, event):
+        pass
+
+    def state_dict(self):
+        return {"when": object()}
+
+    def load_state_dict(self, state):
+        pass
+
+
+@pytest.mark.parametrize(("factory", "fragment"), [
+    (lambda *, run_dir: Unsaveable(), "holds objects other than tensors"),
+    (lambda *, run_dir: type("Half", (), {"state_dict": lambda s: {}})(), "only one of state_dict() and load_state_dict()"),
+    (lambda *, run_dir: type("Typo", (), {"on_epoch_ends": lambda s, e: None})(), "did you mean 'on_epoch_end'"),
+])
+def test_check_callback_catches(factory, fragment):
+    with pytest.raises(ContractError, match=re.escape(fragment)):
+        check_callback(factory)
+
+
+def test_check_callback_feeds_on_exception_and_honours_a_stop(tmp_path):
+    seen = []
+
+    class Stopper:
+        def on_epoch_end(self, event):
+            seen.append(("epoch", event.epoch))
+            event.control.stop("enough")
+
+        def on_exception(self, event):
+            seen.append(("exception", event.cause))
+
+    check_callback(lambda *, run_dir: Stopper(), run_dir=tmp_path)
+    assert seen[0] == ("epoch", 1) and ("epoch", 2) not in seen  # the first run stopped after epoch 1
+    assert seen[-1] == ("exception", "interrupt")
+
+
+def test_check_visualizer_refuses_a_visualizer_that_steers():
+    class Steers:
+        def on_epoch_end(self, event):
+            event.control.stop("no")
+
+    with pytest.raises(ContractError, match="a visualizer shows and does not steer"):
+        check_visualizer(lambda *, run_dir: Steers())
+
+
+def test_check_loss_compares_the_gradient_with_finite_differences():
+    class HalfGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, logits, y):
+            ctx.save_for_backward(logits, y)
+            return torch.nn.functional.cross_entropy(logits, y, reduction="none")
+
+        @staticmethod
+        def backward(ctx, grad):
+            logits, y = ctx.saved_tensors
+            g = logits.softmax(1) - torch.nn.functional.one_hot(y, logits.shape[1]).to(logits.dtype)
+            return 0.5 * g * grad.unsqueeze(1), None  # half of what it should be
+
+    with pytest.raises(ContractError, match="disagrees with finite differences"):
+        check_loss(lambda: HalfGradient.apply)
+
+
+def test_check_loss_wants_finite_extreme_logits_or_a_divergence_hint():
+    def careless(logits, y):
+        p = logits.exp() / logits.exp().sum(1, keepdim=True)
+        return -p[range(len(y)), y].log()
+
+    with pytest.raises(ContractError, match="for float32 logits shifted by \\+1e4 it returned a non-finite loss"):
+        check_loss(lambda: careless)
+    careless.divergence_hint = "It overflows past 88; use --loss fused."
+    check_loss(lambda: careless)  # it says so, and what to do
+
+
+def test_check_dataset_builds_two_shards_when_the_factory_takes_shard():
+    def uneven(*, batch_size, device, shard=None):
+        from fmclf.data import InMemoryDataset, TensorBatches
+
+        n = 20 if shard is None or shard[0] == 0 else 12  # rank 1 holds fewer training examples
+        X, y = torch.rand(n, 1, 2, 2), torch.arange(n) % 2
+        return InMemoryDataset(TensorBatches(X, y, batch_size, shuffle=True), TensorBatches(X, y, batch_size, shuffle=False),
+                               ("a", "b"), (1, 2, 2))
+
+    with pytest.raises(ContractError, match="train for 3 and 2 batches"):
+        check_dataset(uneven, batch_size=8)
