@@ -235,3 +235,35 @@ def test_two_gpus_train_with_nccl(tiny, tmp_path):
     assert done.returncode == 0, done.stderr
     record = summary(tmp_path / "run")["distributed"]
     assert record["backend"] == "nccl" and record["weights_sha256"] == [saved_digest(tmp_path / "run")] * 2
+
+
+def test_metrics_and_a_callbacks_stop_agree_across_processes(tiny, tmp_path):
+    """Each process evaluates its shard of the validation and test splits; the recorded metrics are
+    those of the whole splits (recomputed here from the saved weights), and rank 0's early stop
+    ends both processes after the same epoch, with exit 0."""
+    done = torchrun("run", "--data-root", str(tiny), *TINY, "--epochs", "5", "-o", "dataset.valid=0.25",
+                    "--metric", "ece", "--callback", "early-stop", "-o", "callback.early-stop.patience=1",
+                    "-o", "callback.early-stop.min_delta=10", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    s = summary(run_dir)
+    assert s["stopped"]["epoch"] == 2 and s["stopped"]["by"].startswith("callback 'early-stop'")
+    assert s["distributed"]["weights_identical"]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+    from torchmetrics.classification import MulticlassCalibrationError
+    from helpers import assemble_parts
+
+    parts = assemble_parts(tiny, seed=5, batch_size=16, dataset_options={"valid": 0.25})
+    parts.model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
+    for split in ("valid", "test"):
+        X = torch.cat([X for X, _ in getattr(parts.dataset, split)])
+        y = torch.cat([y for _, y in getattr(parts.dataset, split)])
+        with torch.no_grad():
+            logits = parts.model(X)
+        final = rows[-1]
+        assert final[f"{split}_acc"] == pytest.approx(float((logits.argmax(1) == y).double().mean()))
+        assert final[f"{split}_loss"] == pytest.approx(float(parts.loss(logits, y).double().mean()), rel=1e-5)
+        ece = MulticlassCalibrationError(num_classes=10, n_bins=15)(logits.softmax(1), y)
+        assert final[f"{split}_ece"] == pytest.approx(float(ece), rel=1e-4)
