@@ -9,6 +9,8 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
+from fmclf_plugins.schedules import factor
+from fmclf_plugins.updaters import torch_sgd
 
 from fmclf.cli import cli
 from fmclf.data import stratified_split
@@ -16,8 +18,6 @@ from fmclf.errors import ComponentError
 from fmclf.kinds import BY_NAME
 from fmclf.testing import check_updater
 from fmclf.train.updaters import adapt_updater, current_lr
-from fmclf_plugins.schedules import factor
-from fmclf_plugins.updaters import torch_sgd
 
 
 def rates(schedule: str, epochs: int = 4, steps: int = 5, **options) -> list[float]:

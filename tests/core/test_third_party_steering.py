@@ -9,10 +9,9 @@ import json
 import math
 
 from click.testing import CliRunner
+from test_plugins_loading import site  # noqa: F401 - the fixture
 
 from fmclf.cli import cli
-
-from test_plugins_loading import site  # noqa: F401 - the fixture
 
 STEER = '''
     import fmclf
