@@ -151,15 +151,17 @@ def boom_forward(*, num_inputs: int, num_classes: int, at_call: int = 1):
 
 def inf_at(*, at_call: int = 1):
     """Options:
-        at_call: the call (counted over the whole run, 1-based) that returns inf
+        at_call: the training call (counted over the whole run, 1-based) that returns inf
     """
     import torch
 
     calls = [0]
 
     def loss(logits, y):
-        calls[0] += 1
         out = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        if not torch.is_grad_enabled():  # the held-out loss after each epoch: not counted
+            return out
+        calls[0] += 1
         if calls[0] == at_call:
             out = out + float("inf")
         return out

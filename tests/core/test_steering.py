@@ -201,12 +201,12 @@ def events(run_dir: pathlib.Path, name: str) -> list[str]:
 @pytest.mark.parametrize(("extra", "expected", "code"), [
     (["--visualizer", "signal-at", "-o", "visualizer.signal-at.epoch=2", "-o", "visualizer.signal-at.batch=3"],
      "exception interrupt 2 3 Interrupted", 130),
-    (["--loss", "inf-at", "-o", "loss.at_call=9"], "exception divergence 2 2 DivergenceError", 1),
+    (["--loss", "inf-at", "-o", "loss.at_call=9"], "exception divergence 2 3 DivergenceError", 1),
     (["--model", "boom-forward", "-o", "model.at_call=13"], "exception fault 2 4 ComponentError", 1),
 ], ids=["ctrl-c", "divergence", "fault"])
 def test_every_callback_and_visualizer_hears_what_stopped_the_run(tiny_data, tmp_path, extra, expected, code):
-    """Six training batches an epoch; the test set's 40 examples are 3 more forward calls and one loss call
-    (evaluation hands the loss whole chunks): loss call 9 is batch 2 of epoch 2, forward call 13 batch 4."""
+    """Six training batches an epoch: training loss call 9 is batch 3 of epoch 2; the test set's 40 examples
+    are 3 more forward calls an epoch, so forward call 13 is batch 4 of epoch 2."""
     run_dir = tmp_path / "run"
     result = invoke(*common(tiny_data, epochs=3), *RECORD, *extra, "--out", str(run_dir))
     assert result.exit_code == code, result.output
