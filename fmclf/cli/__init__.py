@@ -287,3 +287,6 @@ def show(ctx: click.Context, dataset: str, n: int, split: str, seed: int, out: p
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="fmclf")
+
+
+from . import bench as _bench, compare as _compare  # noqa: E402, F401 - each registers its command on `cli`
