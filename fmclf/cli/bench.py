@@ -57,9 +57,14 @@ def loss(ctx: click.Context, names: tuple[str, ...], shape_args: tuple[str, ...]
     if max_time <= 0 or min_rounds < 1:
         raise UsageError("--max-time must be above 0 and --min-rounds at least 1.")
     shapes = engine.parse_shapes(shape_args)
-    for path in update_files:
+    for path in update_files:  # before minutes of work, not after
         if not path.is_file():
             raise UsageError(f"--update {str(path)!r}: no such file. Give a Markdown file that holds the table markers.")
+        wanted = {"summary": stability, "cases": stability, "speed": speed}
+        unmeasured = [b for b in engine.marked_blocks(path) if not wanted[b]]
+        if unmeasured:
+            raise UsageError(f"--update {str(path)!r} holds the {', '.join(unmeasured)} table(s), which this run does not "
+                             f"measure; drop --no-speed or --no-stability.")
     from ..run.devices import check_spec
 
     check_spec(device)

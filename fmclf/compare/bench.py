@@ -100,8 +100,16 @@ def contenders(host: PluginHost, names: Sequence[str]) -> list[Contender]:
 
 
 def stability(contenders: Sequence[Contender], device: str = "cpu") -> dict[str, list[CaseResult]]:
-    """Each contender on every case of the stress grid."""
-    return {c.name: stress.stress(c.build, per_classes=True, device=device) for c in contenders}
+    """Each contender on every case of the stress grid, on one CPU thread: the cases are
+    tiny, and on a busy machine several threads only wait for each other (25x slower here)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {c.name: stress.stress(c.build, per_classes=True, device=device) for c in contenders}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def parse_shapes(texts: Sequence[str]) -> list[tuple[int, int]]:
@@ -227,11 +235,23 @@ def run_bench(host: PluginHost, names: Sequence[str], *, shapes: Sequence[tuple[
         report.speed, report.machine = time_losses(entries, all_shapes, device=device, max_time=max_time, min_rounds=min_rounds)
     import torch
 
-    if not report.machine:
-        report.machine = {"machine": platform.machine(), "system": platform.system(), "python_version": platform.python_version()}
+    if not report.machine:  # pytest-benchmark did not run: the same facts, from the system
+        report.machine = {"processor": _cpu_name(), "cpu": {"count": os.cpu_count()}, "system": platform.system(),
+                          "python_version": platform.python_version()}
     report.machine.setdefault("torch", torch.__version__)
     report.machine.setdefault("torch_threads", torch.get_num_threads())
     return report
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 # -- summaries and tables -------------------------------------------------------------
@@ -411,21 +431,34 @@ def blocks(report: BenchReport, command: str) -> dict[str, str]:
     return out
 
 
-def update_file(path: pathlib.Path, filled: dict[str, str]) -> list[str]:
-    """Replace the text between each block's markers in ``path``; the names of the blocks replaced."""
-    from .. import atomic
-
+def marked_blocks(path: pathlib.Path) -> list[str]:
+    """The blocks whose markers ``path`` holds; refuses a file with none, or with a start and no end."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--update {str(path)!r}: cannot read it ({exc.strerror or exc}).") from None
-    done = []
+    found = []
     for block in BLOCKS:
         start, end = _markers(block)
-        if start not in text:
-            continue
-        if end not in text:
+        if start in text and end not in text:
             raise UsageError(f"--update {str(path)!r}: it has {start} but not {end}. Add the end marker after the table.")
+        if start in text:
+            found.append(block)
+    if not found:
+        raise UsageError(f"--update {str(path)!r}: it has no table markers; put {_markers('summary')[0]} and "
+                         f"{_markers('summary')[1]} (or the cases or speed ones) where a table goes.")
+    return found
+
+
+def update_file(path: pathlib.Path, filled: dict[str, str]) -> list[str]:
+    """Replace the text between each block's markers in ``path``; the names of the blocks replaced."""
+    from .. import atomic
+
+    blocks_here = marked_blocks(path)
+    text = path.read_text(encoding="utf-8")
+    done = []
+    for block in blocks_here:
+        start, end = _markers(block)
         if block not in filled:
             raise UsageError(f"--update {str(path)!r} holds the {block} table, which this run did not measure "
                              f"(drop --no-speed or --no-stability).")
@@ -433,9 +466,6 @@ def update_file(path: pathlib.Path, filled: dict[str, str]) -> list[str]:
         _, after = rest.split(end, 1)
         text = f"{before}{start}\n{filled[block]}\n{end}{after}"
         done.append(block)
-    if not done:
-        raise UsageError(f"--update {str(path)!r}: it has no table markers; put {_markers('summary')[0]} and "
-                         f"{_markers('summary')[1]} (or the cases or speed ones) where a table goes.")
     atomic.write_text(path, text)
     return done
 
