@@ -100,16 +100,8 @@ def contenders(host: PluginHost, names: Sequence[str]) -> list[Contender]:
 
 
 def stability(contenders: Sequence[Contender], device: str = "cpu") -> dict[str, list[CaseResult]]:
-    """Each contender on every case of the stress grid, on one CPU thread: the cases are
-    tiny, and on a busy machine several threads only wait for each other (25x slower here)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return {c.name: stress.stress(c.build, per_classes=True, device=device) for c in contenders}
-    finally:
-        torch.set_num_threads(threads)
+    """Each contender on every case of the stress grid."""
+    return {c.name: stress.stress(c.build, per_classes=True, device=device) for c in contenders}
 
 
 def parse_shapes(texts: Sequence[str]) -> list[tuple[int, int]]:

@@ -485,7 +485,22 @@ def measure(case: Case, dtype: str, loss: Callable, reference: Reference | None 
 def stress(loss: Callable | Callable[[int], Callable], reference: Callable | None = None, *, per_classes: bool = False,
            cases: list[tuple[Case, str]] | None = None, device: Any = "cpu") -> list[CaseResult]:
     """Every case of the grid (or ``cases``) for one loss. With ``per_classes``,
-    ``loss`` is called with each case's class count to build the loss for it."""
+    ``loss`` is called with each case's class count to build the loss for it.
+
+    Runs on one CPU thread: the cases are tiny, and on a busy machine several
+    threads only wait for each other (25 times slower on a loaded 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _stress(loss, reference, per_classes, cases, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _stress(loss: Callable, reference: Callable | None, per_classes: bool, cases: list[tuple[Case, str]] | None,
+            device: Any) -> list[CaseResult]:
     built: dict[int, Callable] = {}
 
     def for_classes(C: int) -> Callable:
