@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shlex
 
 import click
 
-from . import cli, friendly
 from ..errors import UsageError
+from . import cli, friendly
+from .commandline import command_line
 
 
 @cli.group()
@@ -75,9 +75,7 @@ def loss(ctx: click.Context, names: tuple[str, ...], shape_args: tuple[str, ...]
     else:
         click.echo(engine.terminal(report))
     if update_files:
-        command = shlex.join(["fmclf", "bench", "loss", *names, *(a for s in shape_args for a in ("--shapes", s))]
-                             + ([] if speed else ["--no-speed"]) + ([] if stability else ["--no-stability"]))
-        filled = engine.blocks(report, command)
+        filled = engine.blocks(report, command_line(ctx))
         for path in update_files:
             done = engine.update_file(path, filled)
             click.echo(f"updated {path}: {', '.join(done)}", err=as_json)

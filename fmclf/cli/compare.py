@@ -14,17 +14,17 @@ import copy
 import dataclasses
 import inspect
 import pathlib
-import shlex
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
-from . import cli, friendly
 from ..errors import UsageError
 from ..host.options import parse_assignment
 from ..kinds import BY_NAME
 from ..run.config import RunConfig, load_config, merge
+from . import cli, friendly
+from .commandline import command_line
 
 #: Run options that have no meaning for a comparison: it names its runs' folders and continues them itself.
 _NOT_HERE = {"out", "resume_dir"}
@@ -57,25 +57,6 @@ def _from_run(param: click.Parameter, axes: list[str]) -> click.Parameter:
     elif p.name == "threads":
         p.help = "CPU threads of each run. [default: this machine's cores divided by --jobs]"
     return p
-
-
-def _command(ctx: click.Context) -> str:
-    """The command line that repeats this comparison, from the options given."""
-    parts = ["fmclf"]
-    for flag in ctx.parent.params.get("plugin_flags", ()) if ctx.parent else ():
-        parts += ["-p", flag]
-    parts.append(ctx.command.name)
-    for p in ctx.command.params:
-        if not isinstance(p, click.Option) or ctx.get_parameter_source(p.name) != ParameterSource.COMMANDLINE:
-            continue
-        value = ctx.params[p.name]
-        if p.is_flag and not p.multiple:
-            opts = p.opts if value else p.secondary_opts
-            parts += opts[:1]
-            continue
-        for v in value if p.multiple else (value,):
-            parts += [max(p.opts, key=len), str(v)]
-    return shlex.join(parts)
 
 
 def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_args, data_root, config_path) -> tuple[RunConfig, dict[str, list[str]], dict[str, list[str]]]:
@@ -127,7 +108,7 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int, retry
     executor = InProcessExecutor() if jobs == 1 else LocalExecutor(workers=jobs)
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
                                 plugin_args=plugin_args, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
-                                command=_command(ctx))
+                                command=command_line(ctx))
     from ..compare.markdown import COMPARE_MD
 
     table = [line for line in (comparison.root / COMPARE_MD).read_text(encoding="utf-8").splitlines() if line.startswith("|")]

@@ -21,8 +21,9 @@ import pathlib
 import platform
 import re
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..errors import FmclfError, OptionError, UsageError
 from ..host.loading import PluginHost
@@ -65,7 +66,7 @@ class BenchReport:
     device: str = "cpu"
 
 
-def _torch_cross_entropy(num_classes: int) -> Callable:  # noqa: ARG001 - every contender is built for C
+def _torch_cross_entropy(num_classes: int) -> Callable:
     import torch.nn.functional as F
 
     def cross_entropy(logits, y):
@@ -77,10 +78,10 @@ def _torch_cross_entropy(num_classes: int) -> Callable:  # noqa: ARG001 - every 
 def contenders(host: PluginHost, names: Sequence[str]) -> list[Contender]:
     """torch's ``F.cross_entropy``, then each named loss (none named: every installed
     one that builds with its default options)."""
+    import torch
+
     from ..host.options import resolve_options
     from ..run.plan import build
-
-    import torch
 
     out = [Contender(BASELINE, f"torch {torch.__version__} F.cross_entropy(reduction='none')", _torch_cross_entropy)]
     records = [host.registry.get("loss", n) for n in names] if names else host.registry.list("loss")
@@ -296,7 +297,7 @@ def _ulps(x: float | None) -> str:
     if math.isinf(x):
         return "∞"
     if x < 1000:
-        return f"{x:.0f}" if x >= 1 or x == 0 else f"{x:.1f}"
+        return f"{x:.0f}" if x >= 1 or x == 0 else f"{x:.1g}"
     return f"{x:.0e}".replace("e+0", "e").replace("e+", "e")
 
 
@@ -393,8 +394,9 @@ def terminal(report: BenchReport) -> str:
     out = []
     if report.stability:
         n = len(next(iter(report.stability.values())))
-        out += [f"stability: {n} stress cases × dtypes (fmclf.compare.stress) against a float64 reference; "
-                f"errors in ulps of the dtype each loss returns", "", text_table(summary_rows(report)), ""]
+        head = (f"stability: {n} stress cases × dtypes (fmclf.compare.stress) against a float64 reference; "
+                f"errors in ulps of the dtype each loss returns")
+        out += [head, "", text_table(summary_rows(report)), ""]
     if report.speed:
         out += [f"speed: forward + backward, fastest round by pytest-benchmark; (×): time over {BASELINE}'s in this run",
                 "", text_table(speed_rows(report)), ""]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..draw import pictures
 from . import stats

@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 import os
 import pathlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .. import __version__, atomic
 from ..errors import Interrupted, UsageError
@@ -74,7 +75,7 @@ def run_comparison(
     runs = jobs.runs_of(list(cells), seeds, out, per_run)
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
-        clash = sorted({n for n in names if names.count(n) > 1})[0]
+        clash = min(n for n in names if names.count(n) > 1)
         raise UsageError(f"two cells of this comparison get the same folder name {clash!r}; give the components names that differ in more than punctuation.")
     for run in runs:
         jobs.assess(run, host, retry_failed=retry_failed)
@@ -109,7 +110,7 @@ def run_comparison(
         if work:
             executor.run(work, done)
     except Interrupted as exc:
-        comparison = _finish(out, cells, runs, seeds, rank_by, len(work), executor.workers, per_run, command, echo)
+        _finish(out, cells, runs, seeds, rank_by, len(work), executor.workers, per_run, command, echo)
         left = sum(1 for r in runs if r.state in (NEW, RESUME, EXTEND))
         raise Interrupted(
             f"{str(exc)[:1].upper() + str(exc)[1:]}; every stopped run keeps its checkpoint, and {out / results.COMPARE_JSON} "

@@ -27,8 +27,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from ..errors import Interrupted
 from ..run.signals import say
@@ -95,7 +96,7 @@ class LocalExecutor:
         running: list[_Running] = []
         requests: list[int] = []
 
-        def handler(signum, frame):  # noqa: ARG001 - only note it; the loop passes it on
+        def handler(signum, frame):
             requests.append(signum)
             name = signal.Signals(signum).name
             if len(requests) == 1:
@@ -133,7 +134,7 @@ class LocalExecutor:
         log.flush()
         process = subprocess.Popen(
             [*self.command, *job.args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=self.env, process_group=0, preexec_fn=_die_with_parent(),
+            env=self.env, process_group=0, preexec_fn=_die_with_parent(),  # noqa: PLW1509 - started from one thread
         )
         return _Running(job, process, time.perf_counter(), log)
 

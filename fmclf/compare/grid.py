@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import UsageError
 from ..host.loading import PluginHost

@@ -4,7 +4,7 @@ against the best cell that says whether the difference is beyond the seeds' nois
 from __future__ import annotations
 
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import stats
 from .grid import varying
@@ -74,11 +74,11 @@ def render(results: Sequence[CellResult], ranking: Ranking | None, *, seeds: lis
         lines += ["", f"    {command}"]
     lines.append("")
     if ranking is not None:
-        lines += [
+        lines += [(
             f"Ranked by **{ranking.metric}** ({'higher' if ranking.higher_is_better else 'lower'} is better) at the last epoch: "
             f"mean ± the 95% confidence interval of the mean over the seeds (Student's t). *vs best*: the mean "
             f"difference from the best cell over the seeds both finished, ± its 95% interval, and the paired t-test's p; "
-            f"*beyond noise* when that interval excludes 0. Other metrics: mean ± standard deviation.",
+            f"*beyond noise* when that interval excludes 0. Other metrics: mean ± standard deviation."),
             "",
         ]
     head = ["rank", *axes]
@@ -105,6 +105,6 @@ def render(results: Sequence[CellResult], ranking: Ranking | None, *, seeds: lis
         lines += ["", f"**Incomplete**: {missing} run(s) not trained yet. The same command again continues."]
     if ranking is not None and ranking.metric not in metrics:
         lines += ["", f"No finished run recorded {ranking.metric!r}; its metrics are: {', '.join(metrics) or 'none yet'}."]
-    lines += ["", f"Curves: [curves.png](curves.png) (mean per cell, band: ± one standard deviation over the seeds).",
+    lines += ["", "Curves: [curves.png](curves.png) (mean per cell, band: ± one standard deviation over the seeds).",
               f"Metrics read from each run's metrics.jsonl (every numeric key but {', '.join(sorted(NOT_METRICS))}).", ""]
     return "\n".join(lines)

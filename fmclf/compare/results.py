@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import pathlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..run import folder
 from . import stats

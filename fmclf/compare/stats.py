@@ -10,8 +10,8 @@ bisection on that CDF; the tests hold both to published tables.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True)

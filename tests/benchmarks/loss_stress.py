@@ -9,18 +9,30 @@ Import it as ``loss_stress`` from this folder, or as ``benchmarks.loss_stress`` 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
-from fmclf.compare.stress import (  # noqa: F401 - re-exported for the tests
-    CASES, DTYPE_NAMES, TOLERANCE_ULPS, Case, compute_eps, cross_entropy_reference, exp_overflow, gradient_error,
-    grid, hash_name, mp_reference_loss, relative_error, run, tolerance,
-)
-from fmclf.compare import stress
 from fmclf_plugins.cross_entropy import naive_cross_entropy
 from fmclf_plugins.fused_cross_entropy import fused_cross_entropy
+
+from fmclf.compare import stress
+from fmclf.compare.stress import (  # noqa: F401 - re-exported for the tests
+    CASES,
+    DTYPE_NAMES,
+    TOLERANCE_ULPS,
+    Case,
+    compute_eps,
+    cross_entropy_reference,
+    exp_overflow,
+    gradient_error,
+    grid,
+    hash_name,
+    mp_reference_loss,
+    relative_error,
+    run,
+    tolerance,
+)
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 reference = cross_entropy_reference

@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 import pathlib
 
+import loss_stress as S
 import pytest
 
-import loss_stress as S
 from fmclf.compare.bench import BASELINE, published_failures
 
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "stability.md"

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from helpers import run_fmclf
+from plugin_dists import make_dist
 
 from fmclf.cli import cli
 from fmclf.compare import bench, stress
-from helpers import run_fmclf
-from plugin_dists import make_dist
 
 LOSSES = '''
     import fmclf
@@ -129,7 +129,7 @@ def test_update_rewrites_only_the_marked_tables(tmp_path):
     assert result.exit_code == 0, result.output
     text = doc.read_text()
     assert "old table" not in text and text.startswith("# Mine\n\nkeep this\n\n" + start) and text.endswith(end + "\n\nand this\n")
-    assert "| naive | cross-entropy | 32 of 58 |" in text and "| F.cross_entropy | cross-entropy | 0 of 58 |" in text and "Produced by `fmclf bench loss naive --no-speed`" in text
+    assert "| naive | cross-entropy | 32 of 58 |" in text and "| F.cross_entropy | cross-entropy | 0 of 58 |" in text and f"Produced by `fmclf bench loss naive --no-speed --update {doc}`" in text
     plain = tmp_path / "plain.md"
     plain.write_text("no markers\n")
     refused = CliRunner().invoke(cli, ["bench", "loss", "fused", "--no-stability", "--update", str(plain)])

@@ -14,10 +14,10 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+from plugin_dists import make_dist
 
 from fmclf.compare import stress
 from fmclf.testing import stress_loss
-from plugin_dists import make_dist
 
 GRID = stress.grid()
 
@@ -90,7 +90,7 @@ def test_the_plugins_doc_example_runs_as_a_third_party_suite(tmp_path):
     """docs/plugins.md's focal loss and its benchmark against fused, as its author would run them."""
     doc = (pathlib.Path(__file__).parents[2] / "docs" / "plugins.md").read_text(encoding="utf-8")
     section = doc[doc.index("## Benchmarking a loss"):]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     package, suite = blocks[0], blocks[1]
     root = make_dist(tmp_path / "site", "fmclf-focal", modules={"fmclf_focal": package})
     (tmp_path / "tests").mkdir()
