@@ -1,8 +1,9 @@
-"""The five hooks a plugin may implement.
+"""The hooks a plugin may implement, one per kind of component (:mod:`fmclf.kinds`).
 
-Each hook is called once, with ``register``: call ``register(name, factory,
-help=...)`` for every component the plugin provides. Factories are called only
-when a run uses the component, so keep heavy imports (torch) inside them.
+Each hook is called once, with ``register``: call ``register(name, factory, *,
+help=None)`` for every component the plugin provides; any other keyword fails
+the hook, naming the plugin. Factories are called only when a run uses the
+component, so keep heavy imports (torch) inside them.
 """
 
 import pluggy

@@ -50,7 +50,7 @@ class Kind:
         return f"{self.name}.NAME" if self.many else self.name
 
     def target(self, component: str) -> str:
-        """The option target of the chosen ``component``: ``loss``, or ``visualizer.tqdm``."""
+        """The option target of the chosen ``component``: ``loss``, or ``visualizer.NAME``."""
         return f"{self.name}.{component}" if self.many else self.name
 
 
@@ -75,7 +75,8 @@ def _accept_model(record: ComponentRecord, model: Any) -> Any:
     import torch
 
     if not isinstance(model, torch.nn.Module):
-        raise ComponentError(f"{record.describe()} returned {type(model).__name__}; a model must be a torch.nn.Module.")
+        raise ComponentError(f"{record.describe()} returned {type(model).__name__}; "
+                             f"a model must be a torch.nn.Module.")
     return model
 
 
@@ -118,6 +119,10 @@ ROWS: tuple[Kind, ...] = (
 
 BY_NAME: dict[str, Kind] = {k.name: k for k in ROWS}
 
+#: What a run has that is no core parameter (yet) but that a factory may well ask for by name,
+#: believing fmclf passes it: the live model, and the run's length (which updaters with a schedule need).
+RUN_NAMES: tuple[str, ...] = ("model", "epochs", "steps_per_epoch")
+
 #: The kind names, in the order a run assembles them.
 KINDS: tuple[str, ...] = tuple(BY_NAME)
 
@@ -133,3 +138,20 @@ def kind(name: str) -> Kind:
 def core_params(name: str) -> tuple[str, ...]:
     """The parameters the core passes to factories of kind ``name``."""
     return kind(name).core
+
+
+def lookalikes(name: str) -> dict[str, tuple[str, ...]]:
+    """Parameter names that a factory of kind ``name`` is not given but that look as if
+    fmclf gave them: another kind's core parameters, and :data:`RUN_NAMES`. Maps each to
+    the kinds that do get it (empty: none does). A name that becomes a core parameter
+    of kind ``name`` here stops being a lookalike for it."""
+    own = set(core_params(name))
+    out: dict[str, tuple[str, ...]] = {}
+    for row in ROWS:
+        for param in row.core:
+            if param not in own:
+                out[param] = (*out.get(param, ()), row.name)
+    for param in RUN_NAMES:
+        if param not in own:
+            out.setdefault(param, ())
+    return out

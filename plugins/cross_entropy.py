@@ -28,3 +28,10 @@ def naive_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if y.is_floating_point():
         return -(y * torch.log(y_hat)).sum(1)
     return -torch.log(y_hat[torch.arange(len(y_hat), device=y_hat.device), y])
+
+
+#: What the engine's divergence message advises (DESIGN.md's loss contract: ``divergence_hint``).
+naive_cross_entropy.divergence_hint = (  # type: ignore[attr-defined]
+    "The naive loss exponentiates logits without subtracting their maximum and "
+    "overflows when they grow; use --loss fused, or a smaller --lr."
+)

@@ -15,7 +15,8 @@ def register_losses(register):
 
 
 def naive():
-    """The textbook's ``cross_entropy(softmax(o), y)``: its failures are the point."""
+    """The textbook's ``cross_entropy(softmax(o), y)``: its failures are the point, and its
+    ``divergence_hint`` tells the user who meets one what to do."""
     from .cross_entropy import naive_cross_entropy
 
     return naive_cross_entropy

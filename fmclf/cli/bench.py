@@ -10,7 +10,7 @@ import click
 
 from ..errors import UsageError
 from . import cli, friendly
-from .commandline import command_line
+from ._commandline import command_line
 
 
 @cli.group()

@@ -24,7 +24,9 @@ from ..host.options import parse_assignment
 from ..kinds import BY_NAME
 from ..run.config import RunConfig, load_config, merge
 from . import cli, friendly
-from .commandline import command_line
+from ._flags import DATA_ROOT, require_data_root
+from .run import run as run_command  # whose options this command takes
+from ._commandline import command_line
 
 #: Run options that have no meaning for a comparison: it names its runs' folders and continues them itself.
 _NOT_HERE = {"out", "resume_dir"}
@@ -69,7 +71,7 @@ def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_a
 
     fixed, grid_options = option_axes([parse_assignment(text) for text in option_args])
     if data_root is not None:  # absolute, so every run's recorded config.toml works from any folder
-        fixed.setdefault("dataset", {})["data_root"] = str(data_root.expanduser().absolute())
+        fixed.setdefault("dataset", {})[DATA_ROOT] = str(data_root.expanduser().absolute())
     base = RunConfig(**settings, options=fixed)
     if config_path is not None:
         base = merge(base, explicit - set(axes), *load_config(config_path))
@@ -97,11 +99,13 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int, retry
 
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}. It is how many runs train side by side.")
-    axes = _axes_of(cli.commands["run"])
+    axes = _axes_of(run_command)
     threads = given.get("threads")
     base, setting_axes, grid_options = _config(ctx, given, axes, option_args, data_root, config_path)
     seed_list = seeds_from(base.seed if base.seed is not None else 0, seeds)
     host = ctx.obj.host()
+    if data_root is not None and "dataset" not in setting_axes:  # on an axis, it goes to the data sets that take it
+        require_data_root(host, base.dataset)
     cells = build_cells(base, setting_axes, grid_options, host)
     settings = ctx.obj
     plugin_args = [a for f in settings.include for a in ("-p", f)] + [a for f in settings.block for a in ("-p", f"no:{f}")]
@@ -116,9 +120,8 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int, retry
 
 
 def _build() -> click.Command:
-    run = cli.commands["run"]
-    axes = _axes_of(run)
-    params = [_from_run(p, axes) for p in run.params if p.name not in _NOT_HERE]
+    axes = _axes_of(run_command)
+    params = [_from_run(p, axes) for p in run_command.params if p.name not in _NOT_HERE]
     params += [
         click.Option(["--out"], type=click.Path(path_type=pathlib.Path), required=True, metavar="DIR",
                      help="The comparison's folder: runs/, jobs/, compare.json, compare.md, curves.png. Give the same DIR to continue."),

@@ -1,11 +1,14 @@
-"""Data-parallel training across the processes torchrun starts.
+"""The collectives of data-parallel training across the processes torchrun starts.
 
 torchrun starts one process per device and tells each, through its
-environment, who it is (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and where
-the others are (``MASTER_ADDR``, ``MASTER_PORT``). :func:`connect` joins them
-into one process group and returns a :class:`Comm`; outside torchrun, or with
-one process, it returns :class:`Solo`, which has the same methods and costs
-nothing, so the runner never asks which it has.
+environment, who it is (:mod:`.launch` reads that) and where the others are
+(``MASTER_ADDR``, ``MASTER_PORT``). :func:`connect` joins them into one
+process group and returns a :class:`Comm`; outside torchrun, or with one
+process, it returns :class:`Solo`, whose collectives are no-ops, so neither
+the runner nor the engine asks which it has. This module only talks to the
+other processes; what a run makes of that (the device of each process, the
+checks of a plan, the records in summary.json, the messages) is
+:mod:`fmclf.run`'s.
 
 How a distributed run works:
 
@@ -30,7 +33,7 @@ How a distributed run works:
 Why an explicit all-reduce and not ``DistributedDataParallel``: the model
 stays the plugin's own module, so its ``state_dict`` and checkpoints are a
 one-process run's (no ``module.`` prefix) and updaters and visualizers see
-what the plugin built; the scratch model's transposed ``W`` gets gradients
+what the plugin built; a parameter stored transposed gets gradients
 whose strides DDP's bucket views do not match (a warning and a copy each
 step); and DDP's gain, overlapping communication with a deep backward pass,
 is nil for a model whose backward is one matrix product.
@@ -39,104 +42,18 @@ is nil for a model whose backward is one matrix product.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
-import hashlib
-import math
 import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
-from ..errors import DataError, DeviceError, DistributedError, FmclfError, UsageError
+from ..errors import DistributedError, FmclfError, UsageError
+from .launch import ALONE, TIMEOUT_ENV, Launch, launch_from_env, timeout_seconds
 
 if TYPE_CHECKING:
     import torch
 
-    from ..run.plan import Plan
-    from ..train.engine import StopFlag, TrainState
-
 T = TypeVar("T")
-TIMEOUT_ENV = "FMCLF_DIST_TIMEOUT"
-DEFAULT_TIMEOUT = 600.0  #: seconds a collective waits for a silent process
-
-
-@dataclasses.dataclass(frozen=True)
-class Launch:
-    """This process's place in a launch, as torchrun's environment tells it."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    local_world_size: int
-
-    @property
-    def nodes(self) -> int:
-        return max(self.world_size // max(self.local_world_size, 1), 1)
-
-
-def _env_int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
-    text = environ.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise UsageError(f"{name}={text!r} is not a whole number. torchrun sets it; start fmclf with `torchrun ... -m fmclf run ...`.") from None
-
-
-def launch_from_env(environ: Mapping[str, str] = os.environ) -> Launch | None:
-    """This process's :class:`Launch`, or None when it runs alone (no ``WORLD_SIZE``, or one process)."""
-    world = _env_int(environ, "WORLD_SIZE", None)
-    if world is None or world <= 1:
-        return None
-    rank = _env_int(environ, "RANK", None)
-    if rank is None or not 0 <= rank < world:
-        raise UsageError(
-            f"WORLD_SIZE is {world} but RANK is {environ.get('RANK')!r}; each of the {world} processes needs "
-            f"a RANK from 0 to {world - 1}. Start them with torchrun (`torchrun --nproc-per-node N -m fmclf run ...`), which sets both."
-        )
-    local_rank = _env_int(environ, "LOCAL_RANK", 0)
-    local_world = _env_int(environ, "LOCAL_WORLD_SIZE", world)
-    return Launch(rank, world, local_rank, local_world)
-
-
-def process_label(environ: Mapping[str, str] = os.environ) -> str:
-    """``"[rank R] "`` in a process other than rank 0 of a launch, else ``""``: a prefix for its messages."""
-    try:
-        launch = launch_from_env(environ)
-    except FmclfError:
-        return ""
-    return f"[rank {launch.rank}] " if launch is not None and launch.rank != 0 else ""
-
-
-def is_root_process(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether this process reports to the user: rank 0 of a launch, or a process on its own."""
-    return process_label(environ) == ""
-
-
-def timeout_seconds(environ: Mapping[str, str] = os.environ) -> float:
-    """How long a collective waits for a silent process: ``$FMCLF_DIST_TIMEOUT`` or 600 s."""
-    text = environ.get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise UsageError(f"{TIMEOUT_ENV}={text!r} must be a number of seconds above 0 (default {DEFAULT_TIMEOUT:g}).")
-    return value
-
-
-def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 of a ``state_dict`` (names, dtypes, shapes, bytes): equal digests, bitwise-equal weights."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, tensor in state.items():
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+Flag = TypeVar("Flag")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -196,12 +113,16 @@ def _groups(tensors: Iterable[torch.Tensor]) -> list[list[torch.Tensor]]:
 
 
 class Solo:
-    """One process: the interface :class:`Comm` implements, every collective the identity."""
+    """A process on its own: the same methods as :class:`Comm`, every collective a no-op.
+
+    The engine and the runner always get a comm; with this one nothing is sent
+    anywhere and nothing waits."""
 
     rank = 0
     world_size = 1
     is_root = True
-    command = "fmclf"  #: how to start the same processes again, for messages
+    launch = ALONE
+    backend = ""  #: no process group
 
     def agree(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` in every process; if it fails in any, raise in all of them."""
@@ -215,90 +136,49 @@ class Solo:
         """Rank 0's ``value``, in every process."""
         return value
 
+    def gather(self, what: str, value: Any) -> list[Any]:
+        """Every process's ``value``, in rank order, in every process."""
+        return [value]
+
     def same_everywhere(self, what: str, value: Any, fix: str) -> None:
         """Refuse to go on unless ``value`` is equal in every process."""
 
-    def device_for(self, spec: str) -> torch.device:
-        """The device this process trains on."""
-        from ..run.devices import resolve_device
-
-        return resolve_device(spec)
-
-    def check_plan(self, plan: Plan) -> None:
-        """Refuse, at start-up, what cannot run in this many processes."""
-
-    def dataset_args(self, batch_size: int) -> dict[str, Any]:
-        """``shard`` and per-process ``batch_size`` for :func:`fmclf.build.assemble`."""
-        return {}
-
-    def check_data(self, dataset: Any) -> None:
-        """Refuse data sets whose shards would make the processes take different numbers of steps."""
+    def alike(self, exc: FmclfError) -> FmclfError:
+        """``exc``, raised alike in every process: reported by rank 0 only."""
+        return exc
 
     def share_model(self, module: Any) -> None:
         """Make every process's weights rank 0's, and keep its floating-point buffers
         (batch-norm statistics) averaged over the processes after every step."""
 
-    def watch(self, flag: StopFlag) -> StopFlag:
-        """Given the flag signals set, the flag the training loop should obey."""
+    def watch(self, flag: Flag, device: Any = None) -> Flag:
+        """Given the flag signals set in this process, the flag the training loop should
+        obey: set in every process after the same batch (looked at every step on the
+        CPU, every 32 on an accelerator, where reading it waits for the device)."""
         return flag
 
-    def trainer_comm(self) -> Comm | None:
-        """What :class:`fmclf.engine.Trainer` gets as ``comm`` (None: one process, no collectives)."""
-        return None
+    def average_gradients(self, params: list[torch.Tensor]) -> None:
+        """Replace every gradient by its mean over the processes."""
 
-    def global_state(self, state: TrainState) -> dict[str, Any]:
-        """``state`` for a checkpoint, its partial sums of an unfinished epoch added up over processes."""
-        return dataclasses.asdict(state)
-
-    def local_state(self, saved: dict[str, Any]) -> TrainState:
-        """A checkpoint's state for this process (rank 0 carries the partial sums)."""
-        from ..train.engine import TrainState
-
-        return TrainState(**saved)
-
-    def weights_record(self, module: Any) -> dict[str, Any]:
-        """What summary.json records about the processes (and their weights' digests)."""
-        return {}
-
-    def describe(self) -> dict[str, Any]:
-        """The processes, for the run's provenance."""
-        return {}
-
-    def where(self, device: Any) -> str:
-        """Where training runs, for the start line."""
-        return str(device)
-
-    def root_only(self, echo: Callable[[str], None]) -> Callable[[str], None]:
-        """``echo`` in rank 0; elsewhere, silence."""
-        return echo
-
-    def alike(self, exc: FmclfError) -> FmclfError:
-        """``exc``, raised alike in every process: reported by rank 0 only."""
-        return exc
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over the processes."""
+        return tensor
 
 
 class Comm(Solo):
     """One process of a torchrun launch, joined to the others by ``torch.distributed``."""
 
     def __init__(self, launch: Launch, backend: str, timeout: float) -> None:
-        from ..train.engine import StopFlag
-
         self.launch = launch
         self.rank, self.world_size = launch.rank, launch.world_size
         self.is_root = self.rank == 0
         self.backend = backend  #: the process group's ("gloo", or "cpu:gloo,cuda:nccl")
         self.timeout = timeout
-        self.device: Any = None
-        self.stop = StopFlag()  #: set in every process after the same batch
-        self._local: StopFlag | None = None
+        self.stop: Any = None  #: the agreed stop flag (see :meth:`watch`)
+        self._local: Any = None  #: the flag this process's signal handlers set
         self._steps = 0
         self._stop_every = 1
         self._buffers: list[Any] = []
-        per, nodes = launch.local_world_size, launch.nodes
-        self.command = (
-            f"torchrun --nproc-per-node {per} -m fmclf" if nodes == 1
-            else f"torchrun --nnodes {nodes} --nproc-per-node {per} --rdzv-endpoint HOST:PORT -m fmclf"
-        )
 
     # --- talking to the other processes -------------------------------------------------
 
@@ -309,11 +189,11 @@ class Comm(Solo):
             raise DistributedError(
                 f"process {self.rank} of {self.world_size} lost contact with the others while {what} "
                 f"({_first_line(exc)}). Another process has probably failed or been stopped: look for its own "
-                f"message (\"[rank N] Error: ...\"; torchrun's report names it). If one is only slow (a slow disk, a first "
-                f"compilation), set {TIMEOUT_ENV} to more than {self.timeout:g} seconds."
+                f"message (\"[rank N] Error: ...\"; torchrun's report names it). If one is only slow (a slow disk, "
+                f"a first compilation), set {TIMEOUT_ENV} to more than {self.timeout:g} seconds."
             ) from None
 
-    def _gather(self, what: str, value: Any) -> list[Any]:
+    def gather(self, what: str, value: Any) -> list[Any]:
         import torch.distributed as dist
 
         out: list[Any] = [None] * self.world_size
@@ -334,7 +214,7 @@ class Comm(Solo):
             result = fn()
         except Exception as exc:  # every failure is shared, so that no process waits for this one
             error = exc
-        failures = self._gather(what, None if error is None else (getattr(error, "exit_code", 1), _describe(error)))
+        failures = self.gather(what, None if error is None else (getattr(error, "exit_code", 1), _describe(error)))
         if not any(failures):
             return result
         if error is not None and not isinstance(error, FmclfError):
@@ -350,7 +230,7 @@ class Comm(Solo):
         if error is not None and not others:
             raise error
         lines = [own] if own else []
-        lines += [f"{_processes(ranks)} of {self.world_size} failed while {what}: {msg}" for msg, ranks in others.items()]
+        lines += [f"{_processes(r)} of {self.world_size} failed while {what}: {msg}" for msg, r in others.items()]
         exc = DistributedError("\n".join(lines))
         exc.exit_code = code
         raise exc
@@ -372,7 +252,7 @@ class Comm(Solo):
         raise _quiet(DistributedError(f"stopped: process 0 failed while {what}: {failure[1]}"), failure[0])
 
     def same_everywhere(self, what: str, value: Any, fix: str) -> None:
-        values = self._gather(f"comparing {what}", value)
+        values = self.gather(f"comparing {what}", value)
         differ = [r for r, v in enumerate(values) if v != values[0]]
         if differ:
             exc = DistributedError(
@@ -384,86 +264,7 @@ class Comm(Solo):
     def alike(self, exc: FmclfError) -> FmclfError:
         return exc if self.is_root else _quiet(exc)
 
-    # --- start-up ------------------------------------------------------------------------
-
-    def device_for(self, spec: str) -> torch.device:
-        """cpu (gloo), or cuda:LOCAL_RANK (nccl); never mps, which has no collective backend."""
-        import torch
-
-        from ..run.devices import check_spec, resolve_device
-
-        text = check_spec(spec)
-        kind, _, index = text.partition(":")
-        if kind == "mps":
-            raise DeviceError(
-                f"--device mps cannot be shared by {self.world_size} processes: PyTorch has no collective "
-                f"backend for Apple's GPU, so they could not average their gradients. Use --device cpu "
-                f"under torchrun (gloo), or train in one process with --device mps."
-            )
-        if kind == "cpu" or (kind == "auto" and "nccl" not in self.backend):  # nccl: CUDA is there and usable
-            device = torch.device("cpu")
-        else:
-            resolve_device("cuda")  # the plain "no CUDA here" message when there is none
-            if "nccl" not in self.backend:
-                raise DeviceError(
-                    f"--device {text} with {self.world_size} processes needs NCCL, which this torch lacks "
-                    f"(its process group is {self.backend}). Use --device cpu, or a torch built with NCCL."
-                )
-            count = torch.cuda.device_count()
-            if index and self.launch.local_world_size > 1:
-                raise DeviceError(
-                    f"--device {text} names one GPU, but torchrun started {self.launch.local_world_size} "
-                    f"processes on this node and each trains on the GPU of its local rank (cuda:LOCAL_RANK). "
-                    f"Use --device cuda (or auto); choose the GPUs with CUDA_VISIBLE_DEVICES."
-                )
-            i = int(index) if index else self.launch.local_rank
-            if i >= count:
-                raise DeviceError(
-                    f"process {self.rank} (local rank {self.launch.local_rank}) trains on cuda:{i}, but this "
-                    f"node has {count} GPU(s). Start at most {count} process(es) per node "
-                    f"(torchrun --nproc-per-node {count}), or use --device cpu."
-                )
-            torch.cuda.set_device(i)  # nccl's communicators and object collectives use the current device
-            device = torch.device("cuda", i)
-        self.device = device
-        # Reading the agreed stop flag waits for the device; on a GPU, look every 32 steps, as the engine does.
-        self._stop_every = 1 if device.type == "cpu" else 32
-        return device
-
-    def check_plan(self, plan: Plan) -> None:
-        from ..run.plan import require_shardable
-
-        b, w = plan.config.batch_size, self.world_size
-        if b % w:
-            lower = b // w * w
-            fits = f"--batch-size {lower} or {lower + w}" if lower else f"--batch-size {w}"
-            raise UsageError(
-                f"--batch-size {b} is the global batch, split evenly over the {w} processes, so it must be "
-                f"a multiple of {w}. Use {fits}; each process then takes batch-size / {w} examples a step, "
-                f"and the run matches a one-process run with the same --batch-size."
-            )
-        require_shardable(plan.records["dataset"])
-
-    def dataset_args(self, batch_size: int) -> dict[str, Any]:
-        return {"shard": (self.rank, self.world_size), "batch_size": batch_size // self.world_size}
-
-    def check_data(self, dataset: Any) -> None:
-        train = dataset.train
-        try:
-            batches = len(train)
-        except TypeError:
-            batches = None
-        sizes = {"training batches": batches, "training examples": getattr(train, "num_examples", None)}
-        self.same_everywhere(
-            "the size of their training shards", sizes,
-            "Every process must take the same number of steps: the data set's factory must cut each shard "
-            "(shard=(rank, world_size)) to the same length, as fmclf.data.shard does.",
-        )
-        if batches == 0 or sizes["training examples"] == 0:
-            raise self.alike(DataError(
-                f"the training set is too small to give each of the {self.world_size} processes one example. "
-                f"Use fewer processes, or more data."
-            ))
+    # --- the model and the training loop ----------------------------------------------------
 
     def share_model(self, module: Any) -> None:
         import torch
@@ -476,14 +277,12 @@ class Comm(Solo):
                 self._collective("receiving rank 0's initial weights", lambda: dist.broadcast(flat, src=0))
                 _unflatten(flat, group)
 
-    def watch(self, flag: StopFlag) -> StopFlag:
+    def watch(self, flag: Flag, device: Any = None) -> Flag:
         self._local = flag
+        self.stop = type(flag)()  # a flag of the same kind, set only by what the gradient buffer carries
+        # Reading the agreed stop flag waits for the device; on a GPU, look every 32 steps, as the engine does.
+        self._stop_every = 1 if getattr(device, "type", "cpu") == "cpu" else 32
         return self.stop
-
-    def trainer_comm(self) -> Comm:
-        return self
-
-    # --- what the engine calls -----------------------------------------------------------
 
     def average_gradients(self, params: list[torch.Tensor]) -> None:
         """Replace every gradient by its mean over the processes: one flat all-reduce.
@@ -493,13 +292,13 @@ class Comm(Solo):
         The model's floating-point buffers (batch-norm statistics, updated by
         each process's forward pass) are averaged in the same all-reduce, so
         they too stay identical. Every ``_stop_every`` steps the buffer also
-        carries this process's stop request, so that all of them see it after
-        the same batch.
+        carries this process's stop request (once :meth:`watch` gave it one), so
+        that all of them see it after the same batch.
         """
         import torch
         import torch.distributed as dist
 
-        check = self._steps % self._stop_every == 0
+        check = self._steps % self._stop_every == 0 and self.stop is not None
         self._steps += 1
         with torch.no_grad():
             grads = []
@@ -528,39 +327,6 @@ class Comm(Solo):
         self._collective("adding up the metrics", lambda: dist.all_reduce(out))
         return out
 
-    # --- checkpoints and the end -----------------------------------------------------------
-
-    def global_state(self, state: TrainState) -> dict[str, Any]:
-        import torch
-
-        saved = dataclasses.asdict(state)
-        if state.batch:  # stopped mid-epoch: the checkpoint keeps the partial sums of every process
-            sums = self.sum(torch.tensor([state.loss_sum, state.correct, state.examples], dtype=torch.float64))
-            saved.update(loss_sum=float(sums[0]), correct=int(sums[1]), examples=int(sums[2]))
-        return saved
-
-    def local_state(self, saved: dict[str, Any]) -> TrainState:
-        state = super().local_state(saved)
-        if not self.is_root:  # rank 0 carries the sums so far; the epoch's end adds them up once
-            state.loss_sum, state.correct, state.examples = 0.0, 0, 0
-        return state
-
-    def weights_record(self, module: Any) -> dict[str, Any]:
-        digests = self._gather("comparing the final weights", weights_digest(module.state_dict()))
-        return {**self.describe(), "weights_sha256": digests, "weights_identical": len(set(digests)) == 1}
-
-    def describe(self) -> dict[str, Any]:
-        device = getattr(self.device, "type", "cpu")
-        return {"processes": self.world_size, "nodes": self.launch.nodes, "backend": "nccl" if device == "cuda" else "gloo"}
-
-    def where(self, device: Any) -> str:
-        d = self.describe()
-        nodes = f" on {d['nodes']} nodes" if d["nodes"] > 1 else ""
-        return f"{getattr(device, 'type', device)} x {self.world_size} processes{nodes} ({d['backend']})"
-
-    def root_only(self, echo: Callable[[str], None]) -> Callable[[str], None]:
-        return echo if self.is_root else (lambda text: None)
-
 
 @contextlib.contextmanager
 def connect(environ: Mapping[str, str] = os.environ) -> Iterator[Solo]:
@@ -579,12 +345,17 @@ def connect(environ: Mapping[str, str] = os.environ) -> Iterator[Solo]:
     import torch.distributed as dist
 
     if not dist.is_available():
-        raise UsageError(f"WORLD_SIZE is {launch.world_size}, but this torch was built without torch.distributed. Train in one process.")
+        raise UsageError(
+            f"WORLD_SIZE is {launch.world_size}, but this torch was built without torch.distributed. "
+            f"Train in one process."
+        )
     owned = not dist.is_initialized()
     if owned:
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
         try:
-            dist.init_process_group(backend, rank=launch.rank, world_size=launch.world_size, timeout=datetime.timedelta(seconds=timeout))
+            dist.init_process_group(
+                backend, rank=launch.rank, world_size=launch.world_size, timeout=datetime.timedelta(seconds=timeout)
+            )
         except (RuntimeError, ValueError) as exc:
             where = f"{environ.get('MASTER_ADDR', '?')}:{environ.get('MASTER_PORT', '?')}"
             raise DistributedError(
@@ -592,7 +363,7 @@ def connect(environ: Mapping[str, str] = os.environ) -> Iterator[Solo]:
                 f"({_first_line(exc)}). Start all {launch.world_size} with torchrun (--nnodes, --nproc-per-node, "
                 f"--rdzv-endpoint reachable from every node), or set {TIMEOUT_ENV} to wait more than {timeout:g} s."
             ) from None
-    else:  # the caller made the group (fmclf.runner called from a script of theirs)
+    else:  # the caller made the group (fmclf.run.runner called from a script of theirs)
         if (dist.get_rank(), dist.get_world_size()) != (launch.rank, launch.world_size):
             raise DistributedError(
                 f"the process group has rank {dist.get_rank()} of {dist.get_world_size()}, but RANK and "

@@ -29,7 +29,7 @@ def require_images(name: str, shape: Sequence[int], command: str) -> None:
     if not is_image_shape(shape):
         raise UsageError(
             f"data set {name!r} has inputs of shape {tuple(shape)}, not images of shape (1 or 3, H, W), "
-            f"so `fmclf {command}` cannot draw them. It draws image data sets such as fashion-mnist."
+            f"so `fmclf {command}` cannot draw them. It draws image data sets only."
         )
 
 

@@ -1,6 +1,8 @@
-"""What a finished run leaves to look at: confusion.png, predictions.png,
-curves.png (unless the animator drew its own) and report.md, which links
-them and tabulates the metrics of every epoch."""
+"""What a finished run leaves to look at: curves.png, confusion.png,
+predictions.png and report.md, which links them and tabulates the metrics of
+every epoch. The report draws every picture itself, from the run's whole
+history: a curves.png a visualizer left behind may be stale (a resumed run
+that no longer uses it) and is redrawn."""
 
 from __future__ import annotations
 
@@ -55,8 +57,7 @@ class RunReport:
             gallery.write_predictions(end.model, self.dataset.test, end.classes, run_dir / gallery.PREDICTIONS,
                                       n=self.n_predictions, title=f"{config.model} + {config.loss}: first test images")
             drawn.append(gallery.PREDICTIONS)
-        if not (run_dir / CURVES).exists():  # the animator, when used, has drawn them with its own options
-            pictures.save(pictures.curves_figure(end.history, epochs=config.epochs), run_dir / CURVES)
+        pictures.save(pictures.curves_figure(end.history, epochs=config.epochs), run_dir / CURVES)
         return [CURVES, *drawn]
 
 

@@ -6,6 +6,32 @@ that one broken plugin produces a warning naming it instead of taking down
 the command. ``FMCLF_STRICT_PLUGINS=1`` turns those warnings into an error;
 ``FMCLF_DISABLE_PLUGIN_AUTOLOAD=1`` loads only the built-ins (plus what
 ``-p NAME`` asks for), like pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
+
+What pluggy does and what this module adds. Plugins are registered with the
+``PluginManager``, which keeps the hook implementations, their order and its
+own validation; ``-p no:NAME`` is ``pm.set_blocked``. Three things stay here,
+because pluggy does them in a way that loses the isolation above:
+
+- Hooks are called one implementation at a time, not as
+  ``pm.hook.register_models(register=...)``: pluggy's call loop stops at the
+  first implementation that raises, so one plugin's bug would cost every
+  plugin after it, and the exception would not say whose it is. The per-plugin
+  proxy pluggy offers, ``pm.subset_hook_caller``, filters plugins with
+  ``hasattr(plugin, hook_name)`` into a set, so it calls a ``specname``
+  implementation once per other plugin and fails on an unhashable plugin object
+  (a ``SimpleNamespace``); it is also quadratic. Each call gets a ``register``
+  that knows its plugin, which is what lets a bad registration name it.
+- Entry points are found and imported here, not by
+  ``pm.load_setuptools_entrypoints``, which imports them unguarded (the first
+  broken plugin stops the load), cannot load only some (autoload off, ``-p``),
+  skips a second distribution's entry point of the same name without a word,
+  and cannot time an import or see it pull in torch.
+- Hook implementations are checked before ``pm.register``, in words that name
+  the plugin and the fix. pluggy only checks at registration that an
+  implementation asks for no argument the spec lacks; it finds a misspelled
+  hook only in ``check_pending`` (first offender, for the whole manager) and
+  never a keyword-only ``register``; and a ``PluginValidationError`` leaves the
+  plugin half-registered. Its own check still runs after ours, as a backstop.
 """
 
 from __future__ import annotations
@@ -26,7 +52,8 @@ import pluggy
 
 from .. import hookspecs
 from ..errors import PluginError
-from ..kinds import ROWS
+from ..kinds import BY_NAME, ROWS
+from .options import lookalike_options
 from .registry import ComponentRecord, PluginInfo, Registry, check_name, first_doc_line, normalize
 
 HOOKS = [k.hook for k in ROWS]
@@ -153,8 +180,11 @@ def load_plugins(
     found = _entry_points()
     known = sorted({i.name for _, i in found} | {i.dist for _, i in found if i.dist})
     for wanted in block:
-        if not any(_matches(info, [wanted]) for _, info in found) and not any(n == wanted for n, _ in [*process_plugins, *extra]):
-            host.notes.append(f"`-p no:{wanted}` blocks nothing: no installed plugin is named {wanted!r}.{_did_you_mean(wanted, known)}")
+        pm.set_blocked(wanted)
+        in_process = any(n == wanted for n, _ in [*process_plugins, *extra])
+        if not in_process and not any(_matches(info, [wanted]) for _, info in found):
+            host.notes.append(f"`-p no:{wanted}` blocks nothing: no installed plugin is named "
+                              f"{wanted!r}.{_did_you_mean(wanted, known)}")
     for ep, info in found:
         if _matches(info, block):
             continue
@@ -181,8 +211,7 @@ def load_plugins(
         _add(host, infos, info, lambda w=wanted: importlib.import_module(w))
 
     for name, obj in [*process_plugins, *extra]:
-        if name not in block:
-            _add(host, infos, PluginInfo(name, getattr(obj, "__name__", type(obj).__name__)), lambda o=obj: o)
+        _add(host, infos, PluginInfo(name, getattr(obj, "__name__", type(obj).__name__)), lambda o=obj: o)
 
     _collect(host, infos)
     if strict and host.failures:
@@ -204,6 +233,11 @@ def _did_you_mean(wanted: str, names: list[str]) -> str:
 
 def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load: Callable[[], object]) -> None:
     """Import one plugin and register it with pluggy, recording any failure."""
+    pm = host.pm
+    # Two distributions may use the same entry-point name; pluggy needs unique ones.
+    name = info.name if pm.get_plugin(info.name) is None else f"{info.dist or info.module}:{info.name}"
+    if pm.is_blocked(name):  # `-p no:NAME`: never imported, as in pluggy's own entry-point loader
+        return
     had_torch = "torch" in sys.modules
     start = time.perf_counter()
     try:
@@ -214,21 +248,20 @@ def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load:
         host.failures.append(PluginFailure(info, "import", f"{type(exc).__name__}: {exc}"))
         return
     seconds = time.perf_counter() - start
-    problems = _check_hookimpls(host.pm, obj)
+    problems = _check_hookimpls(pm, obj)
     if problems:
         host.failures.append(PluginFailure(info, "registration", "; ".join(problems)))
         return
-    # Two distributions may use the same entry-point name; pluggy needs unique ones.
-    name = info.name if host.pm.get_plugin(info.name) is None else f"{info.dist or info.module}:{info.name}"
     try:
-        host.pm.register(obj, name=name)
+        pm.register(obj, name=name)
     except pluggy.PluginValidationError as exc:  # what _check_hookimpls did not foresee
+        pm.unregister(name=name)  # pluggy keeps the implementations it added before the one it refused
         host.failures.append(PluginFailure(info, "registration", " ".join(str(exc).split())))
         return
     except ValueError as exc:  # the same object (or name) registered twice
         host.notes.append(f"{_who(info)} was not loaded again: {exc}")
         return
-    unmarked = [h for h in HOOKS if callable(getattr(obj, h, None)) and host.pm.parse_hookimpl_opts(obj, h) is None]
+    unmarked = [h for h in HOOKS if callable(getattr(obj, h, None)) and pm.parse_hookimpl_opts(obj, h) is None]
     if unmarked:
         host.notes.append(
             f"{_who(info)} defines {', '.join(unmarked)} without "
@@ -241,8 +274,9 @@ def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load:
 def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
     """What is wrong with a plugin's hook implementations, in words: a name that is
     no hook (pluggy would only notice in ``check_pending``), arguments the hook
-    does not pass, a wrapper. Empty when all is well."""
-    hooks = HOOKS
+    does not pass, a wrapper. Empty when all is well. ``specname`` and
+    ``optionalhook`` mean what they mean to pluggy: an optional implementation of a
+    hook this fmclf lacks (a newer one's, say) is not an error, and is never called."""
     problems = []
     for attr in dir(obj):
         if attr.startswith("_"):
@@ -250,10 +284,14 @@ def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
         opts = pm.parse_hookimpl_opts(obj, attr)
         if opts is None:
             continue
-        if attr not in hooks:
-            close = difflib.get_close_matches(attr, hooks, n=1)
+        hook = opts.get("specname") or attr
+        if hook not in HOOKS:
+            if opts.get("optionalhook"):
+                continue
+            close = difflib.get_close_matches(hook, HOOKS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"hook implementation {attr!r} names no fmclf hook{hint}; the hooks are: {', '.join(hooks)}")
+            problems.append(f"hook implementation {hook!r} names no fmclf hook{hint}; "
+                            f"the hooks are: {', '.join(HOOKS)}")
             continue
         if opts.get("hookwrapper") or opts.get("wrapper"):
             problems.append(f"{attr} is marked as a wrapper; fmclf hooks are plain functions that call register(...)")
@@ -262,52 +300,103 @@ def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
             signature = inspect.signature(getattr(obj, attr))
         except (TypeError, ValueError):
             continue  # pluggy checks what we cannot
+        passed = getattr(pm.hook, hook).spec.argnames  # what the hook passes: ("register",)
         params = list(signature.parameters.values())
-        unknown = [p.name for p in params if p.name != "register" and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        unknown = [p.name for p in params if p.name not in passed and p.default is p.empty
+                   and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        by_keyword = [p.name for p in params if p.name in passed and p.kind is p.KEYWORD_ONLY]
         if unknown:
-            hint = " (did you mean 'register'?)" if difflib.get_close_matches(unknown[0], ["register"]) else ""
-            why = f"it asks for {', '.join(map(repr, unknown))}{hint}, and the hook passes only 'register'"
-        elif any(p.name == "register" and p.kind is p.KEYWORD_ONLY for p in params):
-            why = "'register' is keyword-only, but the hook passes it by position"
+            close = difflib.get_close_matches(unknown[0], passed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            why = (f"it asks for {', '.join(map(repr, unknown))}{hint}, and the hook passes only "
+                   f"{', '.join(map(repr, passed))}")
+        elif by_keyword:
+            why = f"{' and '.join(map(repr, by_keyword))} is keyword-only, but the hook passes it by position"
         else:
             continue
-        problems.append(f"hook implementation {attr}{signature} does not match the hook {attr}(register): {why}")
+        problems.append(f"hook implementation {attr}{signature} does not match the hook "
+                        f"{hook}({', '.join(passed)}): {why}")
     return problems
 
 
+#: The keywords ``register`` takes after the name and the factory.
+REGISTER_KEYWORDS = ("help",)
+
+
+def _registrar(kind: str, info: PluginInfo, out: list[ComponentRecord]) -> Callable[..., None]:
+    """The ``register`` one plugin's hook is called with: it checks each registration and
+    collects the records in ``out``; a bad one raises, failing that plugin's hook."""
+
+    def register(name: str, factory: Callable, *, help: str | None = None, **unknown: object) -> None:
+        if unknown:
+            raise TypeError(f"register() got {_unexpected(unknown)} for {kind} {name!r}; it takes "
+                            f"register(name, factory, *, {', '.join(f'{k}=...' for k in REGISTER_KEYWORDS)})")
+        why = check_name(name)
+        if why:
+            raise ValueError(why)
+        if isinstance(factory, types.ModuleType):
+            raise TypeError(
+                f"the factory for {kind} {name!r} is the module {factory.__name__}: a submodule named like "
+                f"the factory function replaced it on the package once imported; rename the submodule"
+            )
+        if not callable(factory):
+            raise TypeError(f"the factory for {kind} {name!r} is not callable: {factory!r}")
+        if any(r.name == name for r in out):
+            raise ValueError(f"{kind} {name!r} is registered twice")
+        out.append(ComponentRecord(kind, name, factory, help or first_doc_line(factory), info))
+
+    return register
+
+
+def _unexpected(unknown: dict[str, object]) -> str:
+    """``an unexpected keyword argument 'hlep' (did you mean 'help'?)``, for one or several."""
+    words = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, REGISTER_KEYWORDS, n=1, cutoff=0.5)
+        words.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    lead = "an unexpected keyword argument " if len(words) == 1 else "unexpected keyword arguments "
+    return lead + ", ".join(words)
+
+
 def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
-    """Call each hook implementation on its own, so a raising hook only costs its plugin."""
+    """Call each hook implementation on its own, so a raising hook only costs its plugin
+    (see the module's docstring for why not through ``pm.hook``)."""
     for row in ROWS:
-        kind, hook_name = row.name, row.hook
-        caller = getattr(host.pm.hook, hook_name)
-        for impl in caller.get_hookimpls():  # in registration order: built-ins first
+        # Registration order, built-ins first: it decides the order rivals are listed in a collision.
+        for impl in getattr(host.pm.hook, row.hook).get_hookimpls():
             info = infos[impl.plugin_name]
             records: list[ComponentRecord] = []
-
-            def register(name: str, factory: Callable, *, help: str | None = None, _kind=kind, _info=info, _out=records, **extra) -> None:
-                why = check_name(name)
-                if why:
-                    raise ValueError(why)
-                if isinstance(factory, types.ModuleType):
-                    raise TypeError(
-                        f"the factory for {_kind} {name!r} is the module {factory.__name__}: a submodule named like "
-                        f"the factory function replaced it on the package once imported; rename the submodule"
-                    )
-                if not callable(factory):
-                    raise TypeError(f"the factory for {_kind} {name!r} is not callable: {factory!r}")
-                if any(r.name == name for r in _out):
-                    raise ValueError(f"{_kind} {name!r} is registered twice")
-                _out.append(ComponentRecord(_kind, name, factory, help or first_doc_line(factory), _info, dict(extra)))
-
+            kwargs = {"register": _registrar(row.name, info, records)}
             try:
-                impl.function(*[{"register": register}[a] for a in impl.argnames])
+                impl.function(*(kwargs[a] for a in impl.argnames))
             except BaseException as exc:  # noqa: BLE001 - isolate any plugin fault
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                host.failures.append(PluginFailure(info, f"hook {hook_name}", f"{type(exc).__name__}: {exc}"))
+                host.failures.append(PluginFailure(info, f"hook {row.hook}", f"{type(exc).__name__}: {exc}"))
                 continue
             for record in records:
                 host.registry.add(record)
+                host.notes.extend(_lookalike_notes(record))
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def _lookalike_notes(record: ComponentRecord) -> list[str]:
+    """A note for each option of ``record`` named like something fmclf passes to another kind."""
+    row = BY_NAME[record.kind]
+    gets = ", ".join(row.core) or "nothing"
+    notes = []
+    for param, owners in lookalike_options(record).items():
+        passed = f"passes only to {' and '.join(map(_a, owners))}" if owners else "passes to no factory"
+        notes.append(
+            f"{_who(record.plugin)}: {record.kind} {record.name!r} asks for {param!r}, which fmclf {passed}; "
+            f"{_a(record.kind)} gets {gets}. So {param!r} is an option of {record.name!r} "
+            f"(`-o {row.target(record.name)}.{param}=VALUE`), never the run's {param}: rename it, "
+            f"or build what it needs from what {_a(record.kind)} gets."
+        )
+    return notes
 
 
 _current: PluginHost | None = None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import OptionError
-from ..kinds import BY_NAME, KINDS, core_params
+from ..kinds import BY_NAME, KINDS, core_params, lookalikes
 from .registry import ComponentRecord
 
 _SCALARS = {int: "int", float: "float", bool: "bool", str: "str", pathlib.Path: "path"}
@@ -55,7 +55,10 @@ class TypeSpec:
     as_tuple: bool = False  #: values are passed as a tuple, not a list
 
     def __str__(self) -> str:
-        text = "one of " + "|".join(map(format_value, self.choices)) if self.choices else _SCALARS.get(self.base, "str")
+        if self.choices:
+            text = "one of " + "|".join(map(format_value, self.choices))
+        else:
+            text = _SCALARS.get(self.base, "str")
         if self.sequence:
             text = ",".join([text] * self.length) if self.length else f"comma-separated list of {text}"
         return f"{text} or none" if self.nullable else text
@@ -181,7 +184,8 @@ def _annotation(factory: Callable, param: inspect.Parameter) -> Any:
     ann = param.annotation
     if isinstance(ann, str):
         try:  # the module's own names first (a factory's module must not need torch for this)
-            ann = eval(ann, dict(getattr(factory, "__globals__", {})), _EVAL_NS)  # noqa: S307 - annotations are code the plugin ships
+            # eval: annotations are code the plugin ships, as its factory is
+            ann = eval(ann, dict(getattr(factory, "__globals__", {})), _EVAL_NS)  # noqa: S307
         except Exception:
             try:
                 ann = eval(ann, {}, _EVAL_NS)  # noqa: S307
@@ -216,7 +220,8 @@ def _type_spec(annotation: Any, default: Any) -> TypeSpec:
         inner_args = [a for a in args if a is not Ellipsis]
         inner = type_spec(inner_args[0], REQUIRED) if inner_args else TypeSpec(str)
         fixed = origin is tuple and Ellipsis not in args and len(set(args)) == 1
-        return TypeSpec(inner.base, choices=inner.choices, sequence=True, length=len(args) if fixed else None, as_tuple=origin is tuple)
+        return TypeSpec(inner.base, choices=inner.choices, sequence=True, length=len(args) if fixed else None,
+                        as_tuple=origin is tuple)
     if annotation in _SCALARS:
         return TypeSpec(annotation)
     if isinstance(annotation, type) and issubclass(annotation, pathlib.PurePath):
@@ -255,6 +260,16 @@ def _signature(record: ComponentRecord) -> inspect.Signature:
         return inspect.signature(record.factory)
     except (TypeError, ValueError):  # some builtins have no signature
         return inspect.Signature()
+
+
+def lookalike_options(record: ComponentRecord) -> dict[str, tuple[str, ...]]:
+    """The options of ``record`` named like something fmclf passes to factories, but not to
+    factories of its kind (an updater's ``model``, a loss's ``device``): almost surely a factory
+    that expects a core parameter it will never get. Maps each to the kinds that do get it."""
+    suspects = lookalikes(record.kind)
+    names = [p.name for p in _signature(record).parameters.values()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return {n: suspects[n] for n in names if n in suspects}
 
 
 def options_of(record: ComponentRecord) -> list[Option]:
@@ -316,7 +331,8 @@ def parse_assignment(text: str) -> tuple[str, str, str]:
             f"{' or '.join(many)}, `-o {many[0]}.NAME.OPTION=VALUE`)."
         )
     if parts[0] not in BY_NAME:
-        raise OptionError(f"cannot read option {text!r}: {parts[0]!r} is not a component kind; kinds are: {', '.join(KINDS)}.")
+        raise OptionError(f"cannot read option {text!r}: {parts[0]!r} is not a component kind; "
+                          f"kinds are: {', '.join(KINDS)}.")
     row = BY_NAME[parts[0]]
     if row.many:
         if len(parts) < 3:

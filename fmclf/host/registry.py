@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ..errors import AmbiguousComponentError, UnknownComponentError
@@ -46,7 +46,6 @@ class ComponentRecord:
     factory: Callable
     help: str
     plugin: PluginInfo
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def qualified_name(self) -> str:
@@ -156,5 +155,6 @@ class Registry:
     def _choice(record: ComponentRecord, rivals: list[ComponentRecord]) -> str:
         """The qualified name that picks ``record`` out of ``rivals``: ``dist:name``, or
         ``plugin:name`` when one distribution ships two plugins with that name."""
-        same_dist = [r for r in rivals if normalize(r.plugin.dist or r.plugin.name) == normalize(record.plugin.dist or record.plugin.name)]
+        mine = normalize(record.plugin.dist or record.plugin.name)
+        same_dist = [r for r in rivals if normalize(r.plugin.dist or r.plugin.name) == mine]
         return record.qualified_name if len(same_dist) == 1 else f"{record.plugin.name}:{record.name}"

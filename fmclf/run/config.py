@@ -11,6 +11,11 @@ from typing import Any
 
 from .devices import check_spec
 from ..errors import ConfigError, UsageError
+from ..kinds import BY_NAME, ROWS
+
+#: What a divergence message advises when the loss has no divergence_hint of its own: the
+#: default loss is the stable one (this module is where the core may name a built-in).
+DIVERGENCE_ADVICE = "Try a smaller --lr, or --loss fused, which stays finite for any finite logits."
 
 
 @dataclass
@@ -35,9 +40,11 @@ class RunConfig:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def targets(self) -> dict[str, str]:
-        """Option target -> component name, for every component of this run."""
-        out = {"dataset": self.dataset, "model": self.model, "loss": self.loss, "updater": self.updater}
-        out.update({f"visualizer.{v}": v for v in self.visualizers})
+        """Option target -> component name, for every component of this run (see :mod:`fmclf.kinds`)."""
+        out = {}
+        for row in ROWS:
+            chosen = getattr(self, row.setting)
+            out.update({row.target(name): name for name in (chosen if row.many else [chosen])})
         return out
 
     def validate(self) -> None:
@@ -46,22 +53,29 @@ class RunConfig:
             return UsageError(f"{what}. {fix}")
 
         if not _is_int(self.epochs) or self.epochs < 1:
-            raise bad(f"--epochs must be a whole number of at least 1, got {self.epochs!r}", "Train for one epoch or more.")
+            raise bad(f"--epochs must be a whole number of at least 1, got {self.epochs!r}",
+                      "Train for one epoch or more.")
         if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise bad(f"--batch-size must be a whole number of at least 1, got {self.batch_size!r}", "The textbook uses 256.")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise bad(f"--lr must be a finite number above 0, got {self.lr!r}", "The textbook uses 0.1.")
+            raise bad(f"--batch-size must be a whole number of at least 1, got {self.batch_size!r}",
+                      f"The textbook uses {RunConfig.batch_size}.")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) \
+                or self.lr <= 0:
+            raise bad(f"--lr must be a finite number above 0, got {self.lr!r}", f"The textbook uses {RunConfig.lr}.")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
-            raise bad(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed!r}", "Any such number repeats a CPU run exactly.")
+            raise bad(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed!r}",
+                      "Any such number repeats a CPU run exactly.")
         if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
-            raise bad(f"--threads must be a whole number of at least 1, got {self.threads!r}", "Leave it out for one thread per core.")
+            raise bad(f"--threads must be a whole number of at least 1, got {self.threads!r}",
+                      "Leave it out for one thread per core.")
         if not isinstance(self.cuda_graphs, bool):
             raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}", "Leave it out for false.")
         if not self.visualizers:
             raise bad("no visualizer is selected", "Use --visualizer none to show nothing.")
-        if not isinstance(self.visualizers, (list, tuple)) or not all(isinstance(v, str) and v for v in self.visualizers):
-            raise bad(f"visualizers must be a list of names, got {self.visualizers!r}", "`fmclf plugins --kind visualizer` lists them.")
-        for name in ("dataset", "model", "loss", "updater", "device"):
+        if not isinstance(self.visualizers, (list, tuple)) \
+                or not all(isinstance(v, str) and v for v in self.visualizers):
+            raise bad(f"visualizers must be a list of names, got {self.visualizers!r}",
+                      "`fmclf plugins --kind visualizer` lists them.")
+        for name in [*(row.setting for row in ROWS if not row.many), "device"]:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise bad(f"{name} must be a non-empty name, got {value!r}", "`fmclf plugins` lists the names.")
@@ -123,7 +137,8 @@ def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dic
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist. Pass the path of a TOML file, such as a run folder's config.toml.") from None
+        raise ConfigError(f"config file {str(path)!r} does not exist. Pass the path of a TOML file, such as a "
+                          f"run folder's config.toml.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc}.") from None
     except tomllib.TOMLDecodeError as exc:
@@ -136,21 +151,24 @@ def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dic
             f"config file {str(path)!r} has unknown setting(s) {', '.join(sorted(unknown))}; "
             f"settings are: {', '.join(sorted(_KEYS))}, and an [options.KIND] table per component."
         )
-    if "visualizers" in data and isinstance(data["visualizers"], str):
-        data["visualizers"] = [data["visualizers"]]
-    if "visualizers" in data and not (isinstance(data["visualizers"], list) and all(isinstance(v, str) for v in data["visualizers"])):
-        raise ConfigError(f"config file {str(path)!r}: visualizers must be a list of names, such as [\"tqdm\", \"animator\"].")
+    for setting in (row.setting for row in ROWS if row.many):
+        if isinstance(data.get(setting), str):
+            data[setting] = [data[setting]]
+        names = data.get(setting, [])
+        if not (isinstance(names, list) and all(isinstance(v, str) for v in names)):
+            example = ", ".join(f'"{v}"' for v in getattr(RunConfig(), setting)) or '"NAME"'
+            raise ConfigError(f"config file {str(path)!r}: {setting} must be a list of names, such as [{example}].")
     if not isinstance(raw_options, dict):
         raise ConfigError(f"config file {str(path)!r}: 'options' must be a table such as [options.model].")
     options: dict[str, dict[str, Any]] = {}
     for kind, table in raw_options.items():
         if not isinstance(table, dict):
             raise ConfigError(f"config file {str(path)!r}: options.{kind} must be a table of option = value.")
-        if kind == "visualizer":
+        if kind in BY_NAME and BY_NAME[kind].many:
             for name, sub in table.items():
                 if not isinstance(sub, dict):
-                    raise ConfigError(f"config file {str(path)!r}: visualizer options go in [options.visualizer.NAME] tables.")
-                options[f"visualizer.{name}"] = dict(sub)
+                    raise ConfigError(f"config file {str(path)!r}: {kind} options go in [options.{kind}.NAME] tables.")
+                options[BY_NAME[kind].target(name)] = dict(sub)
         else:
             options[kind] = dict(table)
     return data, options
@@ -173,7 +191,8 @@ def _value(value: Any) -> str:
     if isinstance(value, pathlib.PurePath):
         value = str(value)
     if isinstance(value, str):
-        return '"' + "".join(_ESCAPES.get(ch) or (f"\\u{ord(ch):04x}" if ch < " " or ch == "\x7f" else ch) for ch in value) + '"'
+        return '"' + "".join(_ESCAPES.get(ch) or (f"\\u{ord(ch):04x}" if ch < " " or ch == "\x7f" else ch)
+                             for ch in value) + '"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} to TOML")
@@ -197,7 +216,8 @@ def dumps(doc: dict[str, Any], prefix: str = "") -> str:
     return out
 
 
-def merge(config: RunConfig, explicit: set[str], settings: dict[str, Any], options: dict[str, dict[str, Any]]) -> RunConfig:
+def merge(config: RunConfig, explicit: set[str], settings: dict[str, Any],
+          options: dict[str, dict[str, Any]]) -> RunConfig:
     """Lay a config file (``settings``, ``options`` from :func:`load_config`) under
     ``config``, whose fields named in ``explicit`` came from the command line and win.
 
@@ -211,7 +231,8 @@ def merge(config: RunConfig, explicit: set[str], settings: dict[str, Any], optio
             setattr(merged, key, value)
     from_file = replace(RunConfig(), **{k: v for k, v in settings.items() if k in _KEYS})
     file_targets, targets = from_file.targets(), merged.targets()
-    merged.options = {t: dict(v) for t, v in options.items() if t not in file_targets or targets.get(t) == file_targets[t]}
+    merged.options = {t: dict(v) for t, v in options.items()
+                      if t not in file_targets or targets.get(t) == file_targets[t]}
     for target, values in config.options.items():
         merged.options.setdefault(target, {}).update(values)
     return merged

@@ -1,10 +1,16 @@
-"""Turning ``--device`` into a ``torch.device`` that exists, or a clear error."""
+"""Turning ``--device`` into a ``torch.device`` that exists, or a clear error:
+for a process on its own (:func:`resolve_device`) and for each process of a
+torchrun launch (:func:`launch_device`)."""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from ..errors import DeviceError
+
+if TYPE_CHECKING:
+    from ..dist.launch import Launch
 
 _SPEC = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 
@@ -60,7 +66,8 @@ def resolve_device(spec: str):
             )
         return torch.device("mps")
     if not torch.cuda.is_available():
-        why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)"
+        why = ("this torch was built without CUDA" if torch.version.cuda is None
+               else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
         raise DeviceError(
             f"device {text!r} is not available: {why}. Available: {available}. "
             f"Use --device cpu or --device auto."
@@ -68,5 +75,51 @@ def resolve_device(spec: str):
     n = torch.cuda.device_count()
     i = int(index) if index else torch.cuda.current_device()
     if i >= n:
-        raise DeviceError(f"device {text!r} does not exist: this machine has {n} CUDA device(s). Available: {available}.")
+        raise DeviceError(
+            f"device {text!r} does not exist: this machine has {n} CUDA device(s). Available: {available}."
+        )
+    return torch.device("cuda", i)
+
+
+def launch_device(spec: str, launch: Launch, backend: str):
+    """The device this process of ``launch`` trains on: cpu (gloo), or cuda:LOCAL_RANK
+    (nccl), made the current CUDA device; never mps, which has no collective backend.
+    ``backend`` is the process group's (:attr:`fmclf.dist.comm.Comm.backend`).
+    A process on its own gets :func:`resolve_device`'s."""
+    if launch.world_size == 1:
+        return resolve_device(spec)
+    import torch
+
+    text = check_spec(spec)
+    kind, _, index = text.partition(":")
+    world = launch.world_size
+    if kind == "mps":
+        raise DeviceError(
+            f"--device mps cannot be shared by {world} processes: PyTorch has no collective "
+            f"backend for Apple's GPU, so they could not average their gradients. Use --device cpu "
+            f"under torchrun (gloo), or train in one process with --device mps."
+        )
+    if kind == "cpu" or (kind == "auto" and "nccl" not in backend):  # nccl: CUDA is there and usable
+        return torch.device("cpu")
+    resolve_device("cuda")  # the plain "no CUDA here" message when there is none
+    if "nccl" not in backend:
+        raise DeviceError(
+            f"--device {text} with {world} processes needs NCCL, which this torch lacks "
+            f"(its process group is {backend}). Use --device cpu, or a torch built with NCCL."
+        )
+    count = torch.cuda.device_count()
+    if index and launch.local_world_size > 1:
+        raise DeviceError(
+            f"--device {text} names one GPU, but torchrun started {launch.local_world_size} "
+            f"processes on this node and each trains on the GPU of its local rank (cuda:LOCAL_RANK). "
+            f"Use --device cuda (or auto); choose the GPUs with CUDA_VISIBLE_DEVICES."
+        )
+    i = int(index) if index else launch.local_rank
+    if i >= count:
+        raise DeviceError(
+            f"process {launch.rank} (local rank {launch.local_rank}) trains on cuda:{i}, but this "
+            f"node has {count} GPU(s). Start at most {count} process(es) per node "
+            f"(torchrun --nproc-per-node {count}), or use --device cpu."
+        )
+    torch.cuda.set_device(i)  # nccl's communicators and object collectives use the current device
     return torch.device("cuda", i)

@@ -3,6 +3,8 @@
 :func:`resolve` looks every name up and checks every option without
 importing torch, so a typo fails in milliseconds. :func:`assemble` then calls
 the factories, on the device, in the order a run needs them.
+:func:`check_processes` and :func:`check_shards` refuse, before any training,
+what cannot run in the processes of a torchrun launch.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import RunConfig
-from ..train.engine import Parts
-from ..errors import ComponentError, FmclfError, OptionError
-from ..host.options import accepted_core_params, resolve_options
+from ..errors import ComponentError, DataError, FmclfError, OptionError, UsageError
 from ..host.loading import PluginHost
+from ..host.options import accepted_core_params, resolve_options
 from ..host.registry import ComponentRecord
 from ..kinds import BY_NAME
+from ..train.engine import Parts
+from .config import RunConfig
 
 
 @dataclass
@@ -77,13 +79,64 @@ def require_shardable(record: ComponentRecord) -> None:
         )
 
 
+def check_processes(plan: Plan, world_size: int) -> None:
+    """Refuse, at start-up, what cannot run in ``world_size`` processes: a global batch
+    they cannot split evenly, a data set that cannot shard. Nothing to refuse for one."""
+    if world_size == 1:
+        return
+    b, w = plan.config.batch_size, world_size
+    if b % w:
+        lower = b // w * w
+        fits = f"--batch-size {lower} or {lower + w}" if lower else f"--batch-size {w}"
+        raise UsageError(
+            f"--batch-size {b} is the global batch, split evenly over the {w} processes, so it must be "
+            f"a multiple of {w}. Use {fits}; each process then takes batch-size / {w} examples a step, "
+            f"and the run matches a one-process run with the same --batch-size."
+        )
+    require_shardable(plan.records["dataset"])
+
+
+def shard_args(batch_size: int, rank: int, world_size: int) -> dict[str, Any]:
+    """:func:`assemble`'s ``shard`` and per-process ``batch_size`` for process ``rank``
+    of ``world_size`` (none for a process on its own)."""
+    if world_size == 1:
+        return {}
+    return {"shard": (rank, world_size), "batch_size": batch_size // world_size}
+
+
+def check_shards(dataset: Any, comm: Any) -> None:
+    """Refuse data sets whose shards would make the processes of ``comm`` (a
+    :class:`fmclf.dist.comm.Solo` or ``Comm``) take different numbers of steps."""
+    if comm.world_size == 1:
+        return
+    train = dataset.train
+    try:
+        batches = len(train)
+    except TypeError:
+        batches = None
+    sizes = {"training batches": batches, "training examples": getattr(train, "num_examples", None)}
+    comm.same_everywhere(
+        "the size of their training shards", sizes,
+        "Every process must take the same number of steps: the data set's factory must cut each shard "
+        "(shard=(rank, world_size)) to the same length, as fmclf.data.shard does.",
+    )
+    if batches == 0 or sizes["training examples"] == 0:
+        raise comm.alike(DataError(
+            f"the training set is too small to give each of the {comm.world_size} processes one example. "
+            f"Use fewer processes, or more data."
+        ))
+
+
 def build(record: ComponentRecord, core: dict[str, Any], options: dict[str, Any]) -> Any:
     """Call the factory (see :func:`call_factory`) and check what it returned against
     its kind's contract (:mod:`fmclf.kinds`); returns it, adapted where the contract says so."""
     return BY_NAME[record.kind].accept(record, call_factory(record, core, options))
 
 
-def assemble(plan: Plan, *, device: Any, run_dir: Any = None, shard: tuple[int, int] | None = None, batch_size: int | None = None) -> Parts:
+def assemble(
+    plan: Plan, *, device: Any, run_dir: Any = None,
+    shard: tuple[int, int] | None = None, batch_size: int | None = None,
+) -> Parts:
     """Build every component of ``plan`` on ``device``.
 
     ``shard=(rank, world)`` and a per-process ``batch_size`` are given when
@@ -101,7 +154,8 @@ def assemble(plan: Plan, *, device: Any, run_dir: Any = None, shard: tuple[int, 
     input_shape = tuple(int(d) for d in dataset.input_shape)
     num_classes = len(dataset.classes)
     torch.manual_seed(config.seed)  # the same initial weights whatever the data set drew
-    model = build(records["model"], {"num_inputs": math.prod(input_shape), "num_classes": num_classes, "input_shape": input_shape}, options["model"])
+    model_core = {"num_inputs": math.prod(input_shape), "num_classes": num_classes, "input_shape": input_shape}
+    model = build(records["model"], model_core, options["model"])
     model.to(device)
     loss = build(records["loss"], {"num_classes": num_classes}, options["loss"])
     updater = build(records["updater"], {"params": list(model.parameters()), "lr": config.lr}, options["updater"])

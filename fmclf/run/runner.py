@@ -1,39 +1,32 @@
 """Running a plan: device, run folder, components, training, checkpoints, signals.
 
 The CLI parses and prints; this module does the work, so the same run can be
-started from Python (``fmclf.runner.run_new``) or resumed (``run_resume``).
+started from Python (``fmclf.run.runner.run_new``) or resumed (``run_resume``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import pathlib
-import platform
-import random
 import shlex
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from .. import __version__, atomic
-
-from ..dist import comm as distributed
-
-from . import checkpoint as checkpoint_io
-from . import folder, provenance
-from .signals import say, stop_on_signals
-from .plan import Plan, assemble, resolve
-from .config import RunConfig, load_config
-from ..train.engine import Parts, StopFlag, Trainer, TrainState
-from ..errors import CheckpointError, ComponentError, DistributedError, DivergenceError, Interrupted, UsageError
-from .memory import peak_memory
-from ..host.loading import PluginHost
+from .. import atomic
+from ..dist.comm import Solo, connect
 from ..draw.report import RunReport
+from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, UsageError
+from ..host.loading import PluginHost
+from ..train.engine import StopFlag, Trainer, TrainState
+from . import checkpoint as checkpoint_io
+from . import folder, processes, provenance
+from .config import DIVERGENCE_ADVICE, RunConfig, load_config
+from .devices import launch_device
+from .memory import peak_memory
+from .plan import Plan, assemble, check_processes, check_shards, resolve, shard_args
+from .signals import say, stop_on_signals
 
 Echo = Callable[[str], None]
 
@@ -77,10 +70,10 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
     Everything that can be checked is checked before any work: the settings and
     options and the run folder (no torch yet), then the device. A run that fails
     before training leaves no folder behind. Under torchrun every process calls
-    this; they train together (see :mod:`fmclf.distributed`).
+    this; they train together (see :mod:`fmclf.dist.comm`).
     """
-    with distributed.connect() as comm:
-        echo = comm.root_only(echo)
+    with connect() as comm:
+        echo = processes.root_only(comm, echo)
         out_dirs: list[pathlib.Path] = []
 
         def check_out(plan: Plan) -> None:
@@ -90,7 +83,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
 
         plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm, check_out))
         _agree_on_plan(plan, device, comm)
-        prov = provenance.record(plan, host, device, comm.describe())
+        prov = provenance.record(plan, host, device, processes.describe(comm, device))
         existed = out_dirs[0].exists()
         run_dir = comm.on_root("creating the run folder", lambda: folder.prepare_new(out_dirs[0]))
         try:
@@ -110,8 +103,8 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
     many processes as trained it.
     """
     run_dir = pathlib.Path(run_dir)
-    with distributed.connect() as comm:
-        echo = comm.root_only(echo)
+    with connect() as comm:
+        echo = processes.root_only(comm, echo)
         settings, options, checkpoint = comm.on_root("reading the run folder", lambda: _read_run(run_dir, comm))
         config = RunConfig(**settings, options=options)  # load_config refused unknown settings
         for key, value in (overrides or {}).items():
@@ -119,19 +112,20 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
         config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
         plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm))
         _agree_on_plan(plan, device, comm)
-        prov = provenance.resumed(run_dir, provenance.record(plan, host, device, comm.describe())) if comm.is_root else {}
+        now = provenance.record(plan, host, device, processes.describe(comm, device))
+        prov = provenance.resumed(run_dir, now) if comm.is_root else {}
         if checkpoint is None:
             echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
         return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm)
 
 
-def _prepare(config: RunConfig, host: PluginHost, comm: distributed.Solo, check: Callable[[Plan], None] | None = None) -> tuple[Plan, Any]:
+def _prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None) -> tuple[Plan, Any]:
     """Resolve the plan, ``check`` it (no torch yet), then the device; refuse what cannot run in these processes."""
     plan = resolve(config, host)
     if check is not None:
         check(plan)
-    device = comm.device_for(plan.config.device)
-    comm.check_plan(plan)
+    device = launch_device(plan.config.device, comm.launch, comm.backend)
+    check_processes(plan, comm.world_size)
     _prepare_device(plan.config, device)
     return plan, device
 
@@ -148,7 +142,7 @@ def _prepare_device(config: RunConfig, device: Any) -> None:
         torch.set_num_threads(config.threads)
 
 
-def _agree_on_plan(plan: Plan, device: Any, comm: distributed.Solo) -> None:
+def _agree_on_plan(plan: Plan, device: Any, comm: Solo) -> None:
     """Every process must run the same settings with the same plugins; rank 0's drawn seed is everyone's."""
     settings = {k: v for k, v in dataclasses.asdict(plan.config).items() if k != "seed"}
     comm.same_everywhere(
@@ -158,7 +152,7 @@ def _agree_on_plan(plan: Plan, device: Any, comm: distributed.Solo) -> None:
     plan.config.seed = comm.broadcast(plan.config.seed)
 
 
-def _read_run(run_dir: pathlib.Path, comm: distributed.Solo) -> tuple[dict[str, Any], dict[str, Any], dict | None]:
+def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[str, Any], dict | None]:
     """A run folder's settings and checkpoint (None: it never wrote one), checked to fit this many processes."""
     if not (run_dir / folder.CONFIG).is_file():
         raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run printed at its start.")
@@ -187,13 +181,15 @@ def _kept(last: tuple[int, int] | None) -> str:
 
 def _train(
     plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, checkpoint: dict | None, echo: Echo,
-    prov: dict[str, Any], comm: distributed.Solo,
+    prov: dict[str, Any], comm: Solo,
 ) -> RunResult:
     config = plan.config
     # Only rank 0 draws: the other processes build no visualizer.
     built = plan if comm.is_root else dataclasses.replace(plan, records={t: r for t, r in plan.records.items() if r.kind != "visualizer"})
-    parts = comm.agree("loading the data and building the components", lambda: assemble(built, device=device, run_dir=run_dir, **comm.dataset_args(config.batch_size)))
-    comm.check_data(parts.dataset)
+    shard = shard_args(config.batch_size, comm.rank, comm.world_size)
+    parts = comm.agree("loading the data and building the components",
+                       lambda: assemble(built, device=device, run_dir=run_dir, **shard))
+    check_shards(parts.dataset, comm)
     state = TrainState()
     last = None  # (epoch, batch) of the checkpoint on disk
     if checkpoint is not None:
@@ -224,17 +220,19 @@ def _train(
 
     flag = StopFlag()
     trainer = Trainer(
-        parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=comm.watch(flag),
-        comm=comm.trainer_comm(), config={"run": dataclasses.asdict(config), "provenance": prov}, cuda_graphs=config.cuda_graphs,
+        parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=comm.watch(flag, device),
+        comm=comm, config={"run": dataclasses.asdict(config), "provenance": prov}, cuda_graphs=config.cuda_graphs,
+        divergence_advice=DIVERGENCE_ADVICE,
     )
     start_epoch = state.epoch
     started = time.perf_counter()
     echo(
         f"training {config.model} + {config.loss} + {config.updater} on {config.dataset} "
-        f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {comm.where(device)}, seed {config.seed}; run folder {run_dir}"
+        f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {processes.where(comm, device)}, seed {config.seed}; run folder {run_dir}"
     )
-    resume = f"Resume with: {comm.command} run --resume {shlex.quote(str(run_dir))}"
-    with stop_on_signals(flag, comm.root_only(say)):
+    command = processes.restart_command(comm.launch)
+    resume = f"Resume with: {command} run --resume {shlex.quote(str(run_dir))}"
+    with stop_on_signals(flag, processes.root_only(comm, say)):
         try:
             state = trainer.fit(state)
         except Interrupted as exc:
@@ -247,12 +245,12 @@ def _train(
             if last is None:
                 raise
             raise ComponentError(
-                f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; `{comm.command} run --resume "
+                f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; `{command} run --resume "
                 f"{shlex.quote(str(run_dir))}` continues from it (--visualizer may swap a visualizer)."
             ) from exc
     seconds = time.perf_counter() - started
     memory = peak_memory(device)
-    processes = comm.weights_record(parts.model)
+    record = processes.weights_record(comm, parts.model, device)
 
     def write_results() -> None:
         checkpoint_io.save_weights(run_dir, parts.model)
@@ -261,13 +259,13 @@ def _train(
             "epochs": config.epochs, "device": str(device), "seconds": round(seconds, 3),
             "train_loss": final["train_loss"], "train_acc": final["train_acc"], "test_acc": final["test_acc"],
             "per_class_test_acc": final["per_class_test_acc"], "components": plan.components(), "peak_memory": memory,
-            **({"distributed": processes} if processes else {}),
+            **({"distributed": record} if record else {}),
         })
 
     comm.on_root("writing the final weights and summary", write_results)
     if report is not None:
         report.finish(seconds, device, echo)
-    if processes and not processes["weights_identical"]:
+    if record and not record["weights_identical"]:
         raise comm.alike(DistributedError(
             f"the {comm.world_size} processes ended with different weights (SHA-256 digests in {run_dir / folder.SUMMARY}); "
             f"{run_dir / folder.WEIGHTS} holds rank 0's. A component does something different in each process "

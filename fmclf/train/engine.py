@@ -13,11 +13,13 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 from .. import events
-from ..errors import ComponentError, DivergenceError, FmclfError, Interrupted
+from ..dist.comm import Solo
+from ..errors import ComponentError, DivergenceError, Interrupted
 from ..host.registry import ComponentRecord
+from .blame import blame, blame_gradients
 from .metrics import evaluate, per_class_accuracy
 from .updaters import adapt_updater
 
@@ -59,40 +61,19 @@ class Parts:
     records: dict[str, ComponentRecord] = field(default_factory=dict)
 
 
-def _fault(record: ComponentRecord | None, what: str, exc: BaseException, where: str) -> ComponentError:
-    who = record.describe() if record else what
-    return ComponentError(
-        f"{who} raised {type(exc).__name__} {where}: {exc}. This is a fault in that component; "
-        f"report it to its authors, or choose another with `fmclf plugins`."
-    )
+_END = object()  # what next() returns after a data set's last batch
 
 
-def _guarded(batches: Any, record: ComponentRecord | None, where: str) -> Iterator[Any]:
-    """Iterate a data set's batches, blaming the data set for what its iterator raises
-    (an fmclf error, such as a DataError, already says what it is and passes through)."""
-    it = None
+def _guarded(batches: Any, who: ComponentRecord | str, where: str) -> Iterator[Any]:
+    """Iterate a data set's batches, blaming the data set for what its iterator raises."""
+    with blame(who, where):
+        it = iter(batches)
     while True:
-        try:
-            it = iter(batches) if it is None else it
-            item = next(it)
-        except StopIteration:
+        with blame(who, where):
+            item = next(it, _END)
+        if item is _END:
             return
-        except FmclfError:
-            raise
-        except Exception as exc:
-            raise _fault(record, "dataset", exc, where) from exc
         yield item
-
-
-def _backward_fault(records: dict[str, ComponentRecord], exc: BaseException, where: str) -> ComponentError:
-    """A failure inside ``backward()``: the gradients run back through the loss and
-    the model, so name both (the updater has not been called yet)."""
-    names = " and ".join(records[k].describe() for k in ("loss", "model") if k in records) or "the loss and the model"
-    return ComponentError(
-        f"computing gradients raised {type(exc).__name__} {where}: {exc}. The backward pass runs through "
-        f"{names}; one of them (a custom autograd function, say) is at fault. Report it to its authors, "
-        f"or choose another with `fmclf plugins`."
-    )
 
 
 def _shape(value: Any) -> str:
@@ -104,8 +85,9 @@ class Trainer:
     """Trains ``parts`` for ``epochs`` epochs, evaluating after each.
 
     ``checkpoint(state)`` is called after each epoch's metrics are final and when
-    a stop is requested mid-epoch; ``comm`` (see :mod:`fmclf.distributed`)
-    averages gradients and sums metrics across processes.
+    a stop is requested mid-epoch; ``comm`` (see :mod:`fmclf.dist.comm`)
+    averages gradients and sums metrics across processes: a process on its own
+    gets :class:`~fmclf.dist.comm.Solo`, whose collectives do nothing.
     """
 
     def __init__(
@@ -117,11 +99,13 @@ class Trainer:
         run_dir: Any = None,
         checkpoint: Callable[[TrainState], None] | None = None,
         stop: StopFlag | None = None,
-        comm: Any = None,
+        comm: Solo = Solo(),  # noqa: B008 - stateless; every collective a no-op
         config: dict[str, Any] | None = None,
         cuda_graphs: bool = False,
+        divergence_advice: str = "Try a smaller --lr, or a loss that stays finite for any finite logits.",
     ) -> None:
         self.parts = parts
+        self.divergence_advice = divergence_advice  #: said when the loss has no divergence_hint of its own
         self.device = device
         self.epochs = epochs
         self.run_dir = run_dir
@@ -133,6 +117,8 @@ class Trainer:
         self.sum_reduction = getattr(self.updater, "reduction", "sum") != "mean"
         self.params = [p for p in parts.model.parameters() if p.requires_grad]
         self.classes = list(parts.dataset.classes)
+        # who is blamed for a fault: the component's record, or its kind when built without one (tests)
+        self._who = {kind: parts.records.get(kind) or kind for kind in ("dataset", "model", "loss", "updater")}
         self._listeners = {
             name: [(rec, getattr(obj, name)) for rec, obj in parts.visualizers if callable(getattr(obj, name, None))]
             for name in events.EVENTS
@@ -147,10 +133,8 @@ class Trainer:
 
     def _emit(self, name: str, event: Any) -> None:
         for record, method in self._listeners[name]:
-            try:
+            with blame(record or "visualizer", f"in {name}"):
                 method(event)
-            except Exception as exc:
-                raise _fault(record, "visualizer", exc, f"in {name}") from exc
 
     def fit(self, state: TrainState | None = None) -> TrainState:
         """Train from ``state`` (a fresh start when None) to the last epoch."""
@@ -188,21 +172,18 @@ class Trainer:
         final = state.history[-1] if state.history else {}
         self._emit(
             "on_fit_end",
-            events.FitEnd(list(state.history), final, confusion.cpu().tolist(), self.classes, self.parts.model, self.run_dir),
+            events.FitEnd(
+                list(state.history), final, confusion.cpu().tolist(), self.classes, self.parts.model, self.run_dir,
+            ),
         )
         return state
 
     def evaluate(self) -> tuple[float, Any]:
         """Test accuracy and confusion matrix (summed over processes when distributed)."""
-        try:
-            test = _guarded(self.parts.dataset.test, self.parts.records.get("dataset"), "while yielding test batches")
+        test = _guarded(self.parts.dataset.test, self._who["dataset"], "while yielding test batches")
+        with blame(self._who["model"], "while evaluating on the test set"):
             _, confusion = evaluate(self.parts.model, test, len(self.classes))
-        except ComponentError:
-            raise
-        except Exception as exc:
-            raise _fault(self.parts.records.get("model"), "model", exc, "while evaluating on the test set") from exc
-        if self.comm is not None:
-            confusion = self.comm.sum(confusion)
+        confusion = self.comm.sum(confusion)
         total = int(confusion.sum())
         return float(confusion.diagonal().sum()) / max(total, 1), confusion
 
@@ -216,7 +197,8 @@ class Trainer:
         """
         import torch
 
-        model, loss_fn, updater, comm, records = self.parts.model, self.parts.loss, self.updater, self.comm, self.parts.records
+        model, loss_fn, updater, comm, who = self.parts.model, self.parts.loss, self.updater, self.comm, self._who
+        records = self.parts.records
         train = self.parts.dataset.train
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch)
@@ -228,8 +210,8 @@ class Trainer:
         examples, first = state.examples, state.batch
         batch_events = bool(self._listeners["on_batch_end"])
         sum_reduction, params, stop = self.sum_reduction, self.params, self.stop
-        watch = LossWatch(self.device, num_batches, first, lambda value, b: self._diverged(value, b, epoch, num_batches))
-        batches = _guarded(train, records.get("dataset"), f"while yielding training batches in epoch {epoch}")
+        watch = LossWatch(self.device, num_batches, first, lambda v, b: self._diverged(v, b, epoch, num_batches))
+        batches = _guarded(train, who["dataset"], f"while yielding training batches in epoch {epoch}")
         if first:  # resuming mid-epoch: the same order, minus what was already trained
             batches = itertools.islice(batches, first, None)
         b = first
@@ -238,39 +220,27 @@ class Trainer:
             n = y.shape[0]
             if graphed is not None and graphed.fits(X, y):
                 if graphed.graph is None:
-                    graphed.capture(X, y, self._check_shapes)
+                    graphed.capture(X, y, self._check_logits, self._check_losses)
                 total, hits = graphed(X, y)
                 watch.add(b, total)
             else:
-                try:
+                at = f"on batch {b} of epoch {epoch}"
+                with blame(who["model"], at):
                     logits = model(X)
-                except FmclfError:
-                    raise  # already says what is wrong and whose it is
-                except Exception as exc:
-                    raise _fault(records.get("model"), "model", exc, f"on batch {b} of epoch {epoch}") from exc
-                try:
+                if b == first + 1:  # before the loss sees them: wrong logits are the model's fault
+                    self._check_logits(logits, n)
+                with blame(who["loss"], at):
                     losses = loss_fn(logits, y)
-                except FmclfError:
-                    raise
-                except Exception as exc:
-                    raise _fault(records.get("loss"), "loss", exc, f"on batch {b} of epoch {epoch}") from exc
                 if b == first + 1:
-                    self._check_shapes(logits, losses, n)
+                    self._check_losses(losses, n)
                 total = losses.sum()
                 watch.add(b, total)  # on the CPU: raises here, before the update
-                try:
+                with blame(who["updater"], f"while updating {at}"):
                     updater.zero_grad()
-                    try:
+                    with blame_gradients(records, at):
                         (total if sum_reduction else losses.mean()).backward()
-                    except Exception as exc:
-                        raise _backward_fault(records, exc, f"on batch {b} of epoch {epoch}") from exc
-                    if comm is not None:
-                        comm.average_gradients(params)
+                    comm.average_gradients(params)  # a lost peer raises a DistributedError: no one's fault here
                     updater.step(n)
-                except FmclfError:
-                    raise  # a lost peer (fmclf.distributed) is no fault of the updater's
-                except Exception as exc:
-                    raise _fault(records.get("updater"), "updater", exc, f"while updating on batch {b} of epoch {epoch}") from exc
                 hits = (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
             loss_sum += total.detach()
             correct += hits
@@ -284,34 +254,47 @@ class Trainer:
                     self.checkpoint(state)
                 raise Interrupted(f"stopped by {stop.signal} after batch {b} of epoch {epoch}")
         watch.check(b)
-        if comm is not None:
-            sums = comm.sum(torch.stack([loss_sum, correct.double(), torch.tensor(float(examples), dtype=torch.float64, device=self.device)]))
-            loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
+        count = torch.tensor(float(examples), dtype=torch.float64, device=self.device)
+        sums = comm.sum(torch.stack([loss_sum, correct.double(), count]))
+        loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
         return float(loss_sum) / max(examples, 1), float(correct) / max(examples, 1)
 
-    def _check_shapes(self, logits: Any, losses: Any, n: int) -> None:
-        records = self.parts.records
+    def _check_logits(self, logits: Any, n: int) -> None:
+        """Refuse, on the first batch, logits that are not ``(n, number of classes)``: the model's fault."""
+        model = self.parts.records.get("model")
+        who = model.describe() if model else "the model"
         if getattr(logits, "ndim", None) != 2 or logits.shape[0] != n:
             raise ComponentError(
-                f"{records['model'].describe() if 'model' in records else 'the model'} returned shape "
-                f"{_shape(logits)} for a batch of {n}; a model must return logits of shape (N, num_classes)."
+                f"{who} returned shape {_shape(logits)} for a batch of {n}; a model must return logits of shape "
+                f"(N, num_classes)."
             )
+        classes = len(self.classes)
+        if logits.shape[1] != classes:
+            raise ComponentError(
+                f"{who} returned {logits.shape[1]} outputs per example, but the data set has {classes} classes; "
+                f"a model must return logits of shape (N, num_classes) = ({n}, {classes}). Build it with the "
+                f"num_classes its factory is given."
+            )
+
+    def _check_losses(self, losses: Any, n: int) -> None:
+        """Refuse, on the first batch, a loss that is not one value per example."""
+        loss = self.parts.records.get("loss")
         if tuple(getattr(losses, "shape", ())) != (n,) or not hasattr(losses, "sum"):
             raise ComponentError(
-                f"{records['loss'].describe() if 'loss' in records else 'the loss'} returned shape "
+                f"{loss.describe() if loss else 'the loss'} returned shape "
                 f"{_shape(losses)} for a batch of {n}; a loss must return one value per example, shape (N,)."
             )
 
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
-        """Raise the error for a batch whose summed loss was ``value`` (inf or nan)."""
+        """Raise the error for a batch whose summed loss was ``value`` (inf or nan), with the
+        loss's own ``divergence_hint`` when it has one, else the generic advice."""
         loss = self.parts.records.get("loss")
+        hint = getattr(self.parts.loss, "divergence_hint", None)
+        if not (isinstance(hint, str) and hint.strip()):
+            hint = self.divergence_advice
         raise DivergenceError(
             f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
-            f"{epoch}{f' with {loss.describe()}' if loss else ''}. "
-            + ("The naive loss exponentiates logits without subtracting their maximum and "
-               "overflows when they grow; use --loss fused, or a smaller --lr. "
-               if loss is not None and loss.name == "naive" else
-               "Try a smaller --lr, or --loss fused, which stays finite for any finite logits. "),
+            f"{epoch}{f' with {loss.describe()}' if loss else ''}. {hint.strip()} ",
             epoch=epoch, batch=b,
         )
 
@@ -326,7 +309,10 @@ class LossWatch:
     stops. The batch named is the same; the epoch just runs to its end first.
     """
 
-    def __init__(self, device: Any, num_batches: int, first: int, diverged: Callable[[float, int], None], *, defer: bool | None = None) -> None:
+    def __init__(
+        self, device: Any, num_batches: int, first: int, diverged: Callable[[float, int], None], *,
+        defer: bool | None = None,
+    ) -> None:
         import torch
 
         self.diverged = diverged

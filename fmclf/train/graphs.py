@@ -41,15 +41,19 @@ def check_device(device: Any) -> None:
 
 
 def check_supported(device: Any, updater: Any, comm: Any, updater_name: str = "the updater") -> None:
-    """Raise a UsageError when ``--cuda-graphs`` cannot run with these parts."""
+    """Raise a UsageError when ``--cuda-graphs`` cannot run with these parts; ``comm``
+    is the run's (:mod:`fmclf.dist.comm`), and a graph cannot hold its collectives."""
     check_device(device)
-    if comm is not None:
-        raise UsageError("--cuda-graphs does not combine with distributed training (its gradient all-reduce is not captured). Leave one of them out.")
+    if comm.world_size > 1:
+        raise UsageError(
+            "--cuda-graphs does not combine with distributed training (its gradient all-reduce is not captured). "
+            "Leave one of them out."
+        )
     if not getattr(updater, "capturable", False):
         raise UsageError(
             f"--cuda-graphs needs an updater whose step a CUDA graph can replay (one that declares "
-            f"capturable = True, such as the built-in sgd); {updater_name} does not. "
-            "Use --updater sgd, or leave --cuda-graphs out."
+            f"capturable = True); {updater_name} does not. "
+            "Choose such an updater (`fmclf plugins --kind updater`), or leave --cuda-graphs out."
         )
 
 
@@ -65,11 +69,17 @@ class GraphedStep:
         """Whether this batch has the captured batch's shape (always true before capture)."""
         if self.graph is None:
             return True
-        return X.shape == self.X.shape and y.shape == self.y.shape and X.dtype == self.X.dtype and y.dtype == self.y.dtype
+        return (X.shape, y.shape, X.dtype, y.dtype) == (self.X.shape, self.y.shape, self.X.dtype, self.y.dtype)
 
-    def _step(self, X: Any, y: Any, update: bool) -> tuple[Any, Any, Any, Any]:
+    def _step(
+        self, X: Any, y: Any, update: bool, checks: tuple[Callable, Callable] | None = None,
+    ) -> tuple[Any, Any, Any, Any]:
         logits = self.model(X)
+        if checks:  # the engine's checks, before the loss sees the logits (not captured: Python only)
+            checks[0](logits, y.shape[0])
         losses = self.loss_fn(logits, y)
+        if checks:
+            checks[1](losses, y.shape[0])
         total = losses.sum()
         (total if self.sum_reduction else losses.mean()).backward()
         if update:
@@ -77,11 +87,13 @@ class GraphedStep:
         hits = (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
         return logits, losses, total, hits
 
-    def capture(self, X: Any, y: Any, check: Callable[[Any, Any, int], None]) -> None:
+    def capture(
+        self, X: Any, y: Any, check_logits: Callable[[Any, int], None], check_losses: Callable[[Any, int], None],
+    ) -> None:
         """Warm up on a side stream, then capture the step for batches shaped like ``X, y``.
 
-        ``check(logits, losses, n)`` sees the first eager pass's outputs (the
-        engine's shape check)."""
+        ``check_logits(logits, n)`` and ``check_losses(losses, n)`` see the first
+        eager pass's outputs (the engine's shape checks), each before it is used."""
         import torch
 
         self.X, self.y = X.clone(), y.clone()
@@ -92,9 +104,7 @@ class GraphedStep:
         with torch.cuda.stream(side):
             for i in range(WARMUP):
                 self.updater.zero_grad()
-                logits, losses, _, _ = self._step(self.X, self.y, update=False)
-                if i == 0:
-                    check(logits, losses, y.shape[0])
+                self._step(self.X, self.y, update=False, checks=(check_logits, check_losses) if i == 0 else None)
         torch.cuda.current_stream().wait_stream(side)
         with torch.no_grad():
             for t, s in zip(buffers, saved):

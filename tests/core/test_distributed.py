@@ -16,12 +16,15 @@ import sys
 import pytest
 import torch
 
-from fmclf.dist import comm as distributed
-from fmclf.run.plan import resolve
-from fmclf.run.config import RunConfig
 from fmclf.data import shard
+from fmclf.dist import launch as distributed
+from fmclf.dist.launch import Launch
 from fmclf.errors import DeviceError, UsageError
 from fmclf.host.loading import load_plugins
+from fmclf.run.config import RunConfig
+from fmclf.run.devices import launch_device
+from fmclf.run.plan import check_processes, resolve
+from fmclf.run.processes import weights_digest
 from fmclf.run.runner import run_new, run_resume
 
 TESTS = pathlib.Path(__file__).parents[1]  # where the helper plugins live
@@ -44,7 +47,7 @@ def summary(run_dir: pathlib.Path) -> dict:
 
 def saved_digest(run_dir: pathlib.Path) -> str:
     """The digest of the weights rank 0 wrote, computed here, not by the run."""
-    return distributed.weights_digest(torch.load(run_dir / "model.pt", weights_only=True))
+    return weights_digest(torch.load(run_dir / "model.pt", weights_only=True))
 
 
 def test_shard_training_rows_are_equal_and_test_rows_cover_everything():
@@ -71,14 +74,67 @@ def test_launch_environment_is_read_and_checked():
 
 
 def test_what_cannot_run_in_two_processes_is_refused_before_any_work():
-    comm = distributed.Comm(distributed.Launch(0, 2, 0, 2), "gloo", 10.0)  # refusing needs no collective
+    launch = Launch(0, 2, 0, 2)  # refusing needs no collective
     with pytest.raises(DeviceError, match="no collective backend"):
-        comm.device_for("mps")
-    assert comm.device_for("auto").type == "cpu"  # a gloo-only group trains on the CPU
+        launch_device("mps", launch, "gloo")
+    assert launch_device("auto", launch, "gloo").type == "cpu"  # a gloo-only group trains on the CPU
     plan = resolve(RunConfig(batch_size=15, visualizers=["none"]), load_plugins())
     with pytest.raises(UsageError, match=r"--batch-size 15 is the global batch.*Use --batch-size 14 or 16"):
-        comm.check_plan(plan)
-    comm.check_plan(resolve(RunConfig(batch_size=16, visualizers=["none"]), load_plugins()))
+        check_processes(plan, launch.world_size)
+    check_processes(resolve(RunConfig(batch_size=16, visualizers=["none"]), load_plugins()), launch.world_size)
+
+
+def test_a_process_on_its_own_gets_collectives_that_do_nothing():
+    from fmclf.dist.comm import Solo
+    from fmclf.run import processes
+    from fmclf.train.engine import StopFlag
+
+    solo, cpu = Solo(), torch.device("cpu")
+    t = torch.arange(3.0)
+    assert solo.sum(t) is t
+    p = torch.nn.Parameter(torch.ones(2))
+    p.grad = torch.full((2,), 3.0)
+    solo.average_gradients([p])
+    assert torch.equal(p.grad, torch.full((2,), 3.0))
+    assert solo.gather("comparing", 5) == [5] and solo.broadcast(7) == 7
+    assert (solo.rank, solo.world_size, solo.is_root) == (0, 1, True)
+    flag = StopFlag()
+    assert solo.watch(flag, cpu) is flag
+    assert processes.where(solo, cpu) == "cpu" and processes.describe(solo, cpu) == {}
+    assert processes.weights_record(solo, torch.nn.Linear(2, 2), cpu) == {}  # no "distributed" in summary.json
+    assert processes.restart_command(solo.launch) == "fmclf"
+
+
+def test_what_a_run_says_about_its_processes():
+    from fmclf.dist.comm import Comm
+    from fmclf.run import processes
+
+    assert processes.restart_command(Launch(0, 2, 0, 2)) == "torchrun --nproc-per-node 2 -m fmclf"
+    assert processes.restart_command(Launch(3, 8, 3, 4)) == (
+        "torchrun --nnodes 2 --nproc-per-node 4 --rdzv-endpoint HOST:PORT -m fmclf"
+    )
+    comm = Comm(Launch(0, 8, 0, 4), "cpu:gloo,cuda:nccl", 10.0)  # describing needs no collective
+    assert processes.where(comm, torch.device("cpu")) == "cpu x 8 processes on 2 nodes (gloo)"
+    assert processes.describe(comm, torch.device("cuda", 0)) == {"processes": 8, "nodes": 2, "backend": "nccl"}
+
+
+def test_a_training_set_too_small_to_shard_is_refused():
+    import types
+
+    from fmclf.errors import DataError
+    from fmclf.run.plan import check_shards
+
+    agreed = []
+    comm = types.SimpleNamespace(
+        world_size=2, same_everywhere=lambda what, value, fix: agreed.append(value), alike=lambda exc: exc,
+    )
+
+    class Empty(list):
+        num_examples = 0
+
+    with pytest.raises(DataError, match="too small to give each of the 2 processes one example"):
+        check_shards(types.SimpleNamespace(train=Empty()), comm)
+    assert agreed == [{"training batches": 0, "training examples": 0}]  # compared across processes first
 
 
 @pytest.fixture(scope="module")

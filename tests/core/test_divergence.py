@@ -95,3 +95,30 @@ def test_the_textbooks_naive_loss_overflowing_points_to_the_fused_loss(tiny_data
     assert " in epoch " in message and " on batch " in message
     assert "with loss 'naive'" in message and "use --loss fused, or a smaller --lr" in message
     assert (run_dir / "config.toml").exists()
+
+
+def test_a_loss_with_a_divergence_hint_gives_its_own_advice(fmclf_plugin, tiny_data, tmp_path):
+    """The advice comes from the loss (DESIGN.md's `divergence_hint`), not from a list of names in the core."""
+    import types
+
+    import fmclf
+
+    class Hinted:
+        divergence_hint = "Lower -o loss.sharpness; this loss multiplies the logits by it."
+
+        def __call__(self, logits, y):
+            return torch.nn.functional.cross_entropy(logits, y, reduction="none") + float("inf")
+
+    hooks = fmclf.hookimpl(lambda register: register("hinted", lambda: Hinted()))
+    fmclf_plugin(types.SimpleNamespace(register_losses=hooks), name="hint-plugin")
+    result = CliRunner().invoke(cli, [
+        "run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--loss", "hinted", "--batch-size", "16",
+        "--epochs", "1", "--device", "cpu", "--visualizer", "none", "--out", str(tmp_path / "run"),
+    ])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(
+        "Error: training diverged: the loss became inf on batch 1 of 6 in epoch 1 "
+        "with loss 'hinted' (plugin 'hint-plugin'). Lower -o loss.sharpness; this loss multiplies the logits by it. "
+        "The run folder "
+    ), result.stderr
+    assert "Try a smaller --lr" not in result.stderr and "naive" not in result.stderr

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from fmclf.cli import cli
+from fmclf.draw import pictures
 from picture_checks import assert_picture, red_pixels
 
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -69,6 +70,21 @@ def test_animator_curves_are_kept_and_listed(tiny_data, tmp_path):
     assert ">3.0<" in svg or "3.0" in svg  # the animator's own y axis, not redrawn with the textbook's
     assert_picture(run / "curves.png", min_size=(450, 330))
     assert "![Training curves](curves.png)" in (run / "report.md").read_text()
+
+
+def test_a_resumed_run_redraws_the_curves_an_animator_left(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    first = fmclf("run", "--data-root", tiny_data, *TINY, "--epochs", 1, "--batch-size", 32, "--seed", 3,
+                  "--visualizer", "animator", "--out", run)
+    assert first.exit_code == 0, first.output
+    one_epoch = (run / "curves.png").read_bytes()
+    again = fmclf("run", "--resume", run, "--epochs", 3, "--visualizer", "none")
+    assert again.exit_code == 0, again.output
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    drawn = (run / "curves.png").read_bytes()
+    assert drawn != one_epoch  # not the stale one-epoch picture
+    assert drawn == pictures.render(pictures.curves_figure(history, epochs=3), "png")  # all three epochs
 
 
 def test_predict_draws_true_and_predicted_labels(tiny_run, tiny_data, tmp_path):

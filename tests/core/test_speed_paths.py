@@ -225,6 +225,8 @@ def test_cuda_graphs_off_cuda_is_a_usage_error(tiny_data, tmp_path):
 
 
 def test_cuda_graphs_refuses_what_a_graph_cannot_replay(tiny_data):
+    from fmclf.dist.comm import Comm, Solo
+    from fmclf.dist.launch import Launch
     from fmclf.train.graphs import check_supported
 
     parts = assemble_parts(tiny_data, updater="torch-sgd")
@@ -232,10 +234,10 @@ def test_cuda_graphs_refuses_what_a_graph_cannot_replay(tiny_data):
         Trainer(parts, device=CPU, epochs=1, cuda_graphs=True)
     cuda = torch.device("cuda", 0)  # only its type is looked at
     with pytest.raises(UsageError, match=r"capturable = True.*fmclf:torch-sgd|torch-sgd.*does not"):
-        check_supported(cuda, parts.updater, None, parts.records["updater"].describe())
+        check_supported(cuda, parts.updater, Solo(), parts.records["updater"].describe())
     with pytest.raises(UsageError, match="distributed"):
-        check_supported(cuda, assemble_parts(tiny_data).updater, object())
-    check_supported(cuda, assemble_parts(tiny_data).updater, None)  # the built-in sgd is accepted
+        check_supported(cuda, assemble_parts(tiny_data).updater, Comm(Launch(0, 2, 0, 2), "gloo", 10.0))
+    check_supported(cuda, assemble_parts(tiny_data).updater, Solo())  # the built-in sgd is accepted
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")

@@ -1,0 +1,84 @@
+"""The picture commands: ``fmclf predict`` (a run's predictions) and ``fmclf show`` (a data set's images)."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import click
+
+from . import cli, friendly
+from ..errors import UsageError
+from ..host.options import parse_assignment
+from ..run.config import RunConfig
+from ._flags import DATA_ROOT, require_data_root
+
+
+_PATH = click.Path(path_type=pathlib.Path)
+
+
+@cli.command()
+@click.argument("run_dir", type=_PATH)
+@click.option("-n", "n", type=click.IntRange(1, 100), default=18, show_default=True,
+              help="How many test images to predict and draw.")
+@click.option("--out", type=_PATH, default=None,
+              help="Picture to write (.png, .svg or .pdf). [default: RUN_DIR/predictions.png]")
+@click.option("--device", default="cpu", show_default=True,
+              help="Device to predict on: cpu (instant for a few images, whatever trained the run), cuda, cuda:N, "
+                   "mps or auto.")
+@click.option("--data-root", type=_PATH, default=None,
+              help="Folder with the data set's files, if not where the run found them.")
+@click.pass_context
+@friendly
+def predict(ctx: click.Context, run_dir: pathlib.Path, n: int, out: pathlib.Path | None, device: str,
+            data_root: pathlib.Path | None) -> None:
+    """Draw a run's predictions: the first N test images titled true / predicted, wrong ones in red.
+
+    Uses RUN_DIR/model.pt (or the last checkpoint of an unfinished run).
+    """
+    from ..draw.gallery import load_run_config, predict_run
+
+    host = ctx.obj.host()
+    if data_root is not None:
+        require_data_root(host, load_run_config(run_dir).dataset)
+    result = predict_run(run_dir, host, n=n, out=out, device=device, data_root=data_root)
+    click.echo(f"{result.right} of {result.shown} right ({100 * result.right / result.shown:.1f}%), "
+               f"weights from {result.weights}")
+    click.echo(f"wrote {result.path}")
+
+
+@cli.command()
+@click.option("--dataset", default=RunConfig().dataset, show_default=True,
+              help="Data-set component whose inputs are images (`fmclf plugins --kind dataset` lists them).")
+@click.option("-n", "n", type=click.IntRange(1, 100), default=18, show_default=True, help="How many images.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="Training images (shuffled by --seed) or the first test images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Shuffling seed for the training images.")
+@click.option("--out", type=_PATH, default=None,
+              help="Picture to write (.png, .svg or .pdf). [default: DATASET-SPLIT.png]")
+@click.option("--data-root", type=_PATH, default=None,
+              help="Folder with the data set's files (the data set's data_root option).")
+@click.option("-o", "--option", "option_args", multiple=True, metavar="dataset.OPTION=VALUE",
+              help="Set a data-set option, e.g. -o dataset.resize=64. Repeatable.")
+@click.pass_context
+@friendly
+def show(ctx: click.Context, dataset: str, n: int, split: str, seed: int, out: pathlib.Path | None,
+         data_root: pathlib.Path | None, option_args: tuple[str, ...]) -> None:
+    """Draw sample images of a data set with their text labels."""
+    options: dict[str, Any] = {}
+    for text in option_args:
+        target, key, value = parse_assignment(text)
+        if target != "dataset":
+            raise UsageError(f"-o {text!r}: `fmclf show` builds only the data set, so only dataset.OPTION=VALUE "
+                             f"options apply.")
+        options[key] = value
+    host = ctx.obj.host()
+    if data_root is not None:
+        require_data_root(host, dataset)
+        options[DATA_ROOT] = str(data_root)
+    from ..draw.gallery import show_samples
+
+    default_out = pathlib.Path(f"{dataset.replace(':', '_').replace('/', '_')}-{split}.png")
+    path, labels = show_samples(host, dataset, n=n, out=out or default_out, split=split, seed=seed, options=options)
+    click.echo(f"{len(labels)} {split} images: {', '.join(labels)}")
+    click.echo(f"wrote {path}")
