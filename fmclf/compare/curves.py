@@ -59,6 +59,15 @@ def figure(results: Sequence[CellResult]):
     if not keys:
         axes[0].text(0.5, 0.5, "no finished run yet", ha="center", va="center")
     handles, labels = axes[0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    from .markdown import runs_phrase
+
+    for r, color in zip(results, colors):  # a cell with no curve still says why
+        if not r.histories:
+            handles.append(Line2D([], [], color=color, linestyle="none", marker="x"))
+            label = " + ".join(r.cell.label(axes_names).values()) or r.cell.name
+            labels.append(f"{label}: no finished run ({runs_phrase(r)})")
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), fontsize=8)
     fig.suptitle("mean over seeds; band: ± one standard deviation", fontsize=9)

@@ -235,3 +235,29 @@ def test_ctrl_c_stops_every_job_with_its_checkpoint_and_the_same_command_continu
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 2 and (run / "model.pt").exists()
         assert "resuming" in (out / "jobs" / f"{model}-fused-sgd-fashion-mnist-seed0.log").read_text()
     assert json.loads((out / "compare.json").read_text())["complete"] is True
+
+
+def test_ctrl_c_with_one_job_in_this_process_stops_with_the_checkpoint(tiny_data, tmp_path, monkeypatch):
+    """--jobs 1 trains in the compare process: Ctrl-C reaches the run in flight, which checkpoints;
+    no further run starts; the same command resumes it."""
+    monkeypatch.syspath_prepend(str(TESTS))
+    out = tmp_path / "one"
+    args = ["--model", "scratch", "--model", "nn", "--seeds", "1", *tiny(tiny_data, epochs=2), "--out", str(out),
+            "--visualizer", "signal-at", "-o", "visualizer.signal-at.epoch=1", "-o", "visualizer.signal-at.batch=2"]
+    stopped = compare(*args, plugins=("chaos_plugin",))
+    assert stopped.exit_code == 130, stopped.output
+    assert "1 job(s) were not started" in stopped.output and "Run the same command again to continue" in stopped.output
+    import torch
+
+    state = torch.load(out / "runs" / "scratch-fused-sgd-fashion-mnist-seed0" / "checkpoint.pt", weights_only=True)["state"]
+    assert (state["epoch"], state["batch"]) == (0, 2)
+    assert not (out / "runs" / "nn-fused-sgd-fashion-mnist-seed0").exists()
+    doc = json.loads((out / "compare.json").read_text())
+    assert doc["complete"] is False and all(row["missing"] == [0] for row in doc["rows"])
+    assert "**Incomplete**: 2 run(s) not trained yet" in (out / "compare.md").read_text()
+
+    resumed = compare(*args, plugins=("chaos_plugin",))  # the resumed run is past its signal; the new one stops
+    assert resumed.exit_code == 130 and "(1 to resume, 1 new)" in resumed.output
+    finished = compare(*args, plugins=("chaos_plugin",))
+    assert finished.exit_code == 0 and "(1 finished, 1 to resume)" in finished.output
+    assert json.loads((out / "compare.json").read_text())["complete"] is True
