@@ -24,9 +24,9 @@ from ..host.options import parse_assignment
 from ..kinds import BY_NAME
 from ..run.config import RunConfig, load_config, merge
 from . import cli, friendly
+from ._commandline import command_line
 from ._flags import DATA_ROOT, require_data_root
 from .run import run as run_command  # whose options this command takes
-from ._commandline import command_line
 
 #: Run options that have no meaning for a comparison: it names its runs' folders and continues them itself.
 _NOT_HERE = {"out", "resume_dir"}
