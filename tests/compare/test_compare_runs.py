@@ -20,7 +20,6 @@ from picture_checks import assert_picture
 
 from fmclf.cli import cli
 from fmclf.compare.engine import threads_per_run
-from fmclf.compare.stats import t_quantile
 
 TESTS = pathlib.Path(__file__).parents[1]  # where the chaos plugin lives
 
@@ -44,6 +43,7 @@ def stamps(out: pathlib.Path) -> dict[str, float]:
     return {str(p): p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # eight subprocesses, each starting torch and drawing its report: 1.5-3 minutes on 2 busy cores
 def test_a_grid_of_eight_runs_with_two_jobs_then_the_same_command_trains_nothing(tiny_data, tmp_path):
     """The issue's acceptance run: 2 losses x 2 models x 2 seeds, two runs at a time."""
     out = tmp_path / "cmp"
@@ -88,39 +88,35 @@ def test_a_grid_of_eight_runs_with_two_jobs_then_the_same_command_trains_nothing
 
 def test_continuing_adds_seeds_and_epochs_and_keeps_what_is_done(tiny_data, tmp_path):
     out = tmp_path / "grow"
-    first = compare("--model", "scratch", "--model", "nn", "--seeds", "1", *tiny(tiny_data, epochs=1), "--out", str(out))
+    first = compare("--model", "nn", "--seeds", "1", *tiny(tiny_data, epochs=1), "--out", str(out))
     assert first.exit_code == 0, first.output
-    assert "2 runs in" in first.output and "(2 new)" in first.output
+    assert "1 runs in" in first.output and "(1 new)" in first.output
     epoch1 = final_rows(out)
 
-    grown_args = ["--model", "scratch", "--model", "nn", "--seeds", "2", *tiny(tiny_data, epochs=2), "--rank-by", "train_loss",
-                  "--out", str(out)]
+    grown_args = ["--model", "nn", "--seeds", "2", *tiny(tiny_data, epochs=2), "--out", str(out)]
     grown = compare(*grown_args)
     assert grown.exit_code == 0, grown.output
-    assert "4 runs in" in grown.output and "(2 to train further, 2 new)" in grown.output
-    for name in epoch1:  # trained further from their checkpoints: epoch 1 kept as it was
+    assert "2 runs in" in grown.output and "(1 to train further, 1 new)" in grown.output
+    for name in epoch1:  # trained further from its checkpoint: epoch 1 kept as it was
         rows = [json.loads(line) for line in (out / "runs" / name / "metrics.jsonl").read_text().splitlines()]
         assert len(rows) == 2 and rows[0] == epoch1[name]
     doc = json.loads((out / "compare.json").read_text())
-    assert [row["seeds"] for row in doc["rows"]] == [[0, 1], [0, 1]] and doc["epochs"] == 2
-
-    # ranked by the metric asked for, lower first; the other cell paired with the best over both seeds
-    assert doc["rank_by"] == "train_loss" and doc["higher_is_better"] is False
-    best, other = doc["rows"]
-    assert best["metrics"]["train_loss"]["mean"] <= other["metrics"]["train_loss"]["mean"]
-    assert best["vs_best"] is None and other["vs_best"]["n"] == 2
-    diffs = [a - b for a, b in zip(other["metrics"]["train_loss"]["values"], best["metrics"]["train_loss"]["values"])]
-    assert other["vs_best"]["mean_diff"] == pytest.approx(statistics.fmean(diffs))
-    assert other["vs_best"]["ci95"] == pytest.approx(t_quantile(0.975, 1) * statistics.stdev(diffs) / math.sqrt(2))
-    assert (other["vs_best"]["beyond_noise"] is True) == (abs(statistics.fmean(diffs)) > other["vs_best"]["ci95"])
+    assert doc["rows"][0]["seeds"] == [0, 1] and doc["epochs"] == 2
 
     again = compare(*grown_args)
-    assert "(4 finished); nothing to train" in again.output
+    assert "(2 finished); nothing to train" in again.output
 
     other_lr = compare(*grown_args, "--lr", "0.5")
     assert other_lr.exit_code == 2
     assert "was trained with other settings than this command gives it: lr = 0.1 (this command: 0.5)" in other_lr.output
     assert "Traceback" not in other_lr.output
+
+    # each run is an ordinary run folder: fmclf predict and fmclf run --resume work on it
+    run_dir = out / "runs" / "nn-fused-sgd-fashion-mnist-seed1"
+    predicted = CliRunner().invoke(cli, ["predict", str(run_dir), "-n", "4", "--out", str(tmp_path / "p.png")])
+    assert predicted.exit_code == 0, predicted.output
+    further = CliRunner().invoke(cli, ["run", "--resume", str(run_dir), "--epochs", "3"])
+    assert further.exit_code == 0 and "resuming" in further.output
 
 
 def test_a_diverging_cell_is_recorded_and_not_retrained(tiny_data, tmp_path):
