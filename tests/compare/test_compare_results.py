@@ -47,7 +47,7 @@ def comparison(tmp_path):
 
 
 def test_every_numeric_key_of_the_last_epoch_is_a_metric(comparison):
-    root, cells, runs = comparison
+    _, cells, runs = comparison
     found = results.collect(cells, runs)
     assert results.metric_names(found) == ["train_loss", "test_ece"]  # not epoch, seconds, a dict or a bool
     assert found[0].values["train_loss"] == {0: 0.50, 1: 0.51, 2: 0.52}
