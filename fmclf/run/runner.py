@@ -24,6 +24,7 @@ from . import checkpoint as checkpoint_io
 from . import folder, processes, provenance
 from .config import DIVERGENCE_ADVICE, RunConfig, load_config
 from .devices import launch_device
+from .lock import RunLock
 from .memory import peak_memory
 from .plan import Plan, assemble, check_processes, check_shards, resolve, shard_args
 from .signals import say, stop_on_signals
@@ -85,18 +86,30 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
         _agree_on_plan(plan, device, comm)
         prov = provenance.record(plan, host, device, processes.describe(comm, device))
         existed = out_dirs[0].exists()
-        run_dir = comm.on_root("creating the run folder", lambda: folder.prepare_new(out_dirs[0]))
+        lock = RunLock(out_dirs[0])
+
+        def create() -> pathlib.Path:
+            path = folder.prepare_new(out_dirs[0])
+            note = lock.acquire("start a run in it")
+            if note:
+                echo(f"Note: {note}.")
+            return folder.check_new(path)  # again, now that it is ours: another run may have filled it meanwhile
+
         try:
+            run_dir = comm.on_root("creating the run folder", create)
             return _train(plan, host, device, run_dir, None, echo, prov, comm)
         except BaseException:
-            if comm.is_root and not existed:  # only an empty folder goes: a run that never started
+            if lock.held and not existed:  # only an empty folder goes: a run that never started
+                lock.release(remove=True)
                 with contextlib.suppress(OSError):
-                    run_dir.rmdir()
+                    out_dirs[0].rmdir()
             raise
+        finally:
+            lock.release()
 
 
 def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, Any] | None = None, echo: Echo = print) -> RunResult:
-    """Continue the run in ``run_dir`` from its last checkpoint; ``overrides`` may set
+    """Continue the run in ``run_dir`` from its last checkpoint, holding its lock; ``overrides`` may set
     ``epochs`` (to train further), ``device`` and ``visualizers``.
 
     Under torchrun only rank 0 reads the run folder; it must be resumed by as
@@ -105,18 +118,34 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
     run_dir = pathlib.Path(run_dir)
     with connect() as comm:
         echo = processes.root_only(comm, echo)
-        settings, options, checkpoint = comm.on_root("reading the run folder", lambda: _read_run(run_dir, comm))
-        config = RunConfig(**settings, options=options)  # load_config refused unknown settings
-        for key, value in (overrides or {}).items():
-            setattr(config, key, value)
-        config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
-        plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm))
-        _agree_on_plan(plan, device, comm)
-        now = provenance.record(plan, host, device, processes.describe(comm, device))
-        prov = provenance.resumed(run_dir, now) if comm.is_root else {}
-        if checkpoint is None:
-            echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
-        return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm)
+        lock = RunLock(run_dir)
+
+        def read() -> tuple[dict[str, Any], dict[str, Any], dict | None]:
+            if (run_dir / folder.CONFIG).is_file():  # a folder that is no run gets no lock file
+                note = lock.acquire("resume it")
+                if note:
+                    echo(f"Note: {note}.")
+            return _read_run(run_dir, comm)
+
+        with contextlib.ExitStack() as held:
+            held.callback(lock.release)
+            return _resume(run_dir, host, comm.on_root("reading the run folder", read), overrides, echo, comm)
+
+
+def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any], dict[str, Any], dict | None],
+            overrides: dict[str, Any] | None, echo: Echo, comm: Solo) -> RunResult:
+    settings, options, checkpoint = found
+    config = RunConfig(**settings, options=options)  # load_config refused unknown settings
+    for key, value in (overrides or {}).items():
+        setattr(config, key, value)
+    config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
+    plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm))
+    _agree_on_plan(plan, device, comm)
+    now = provenance.record(plan, host, device, processes.describe(comm, device))
+    prov = provenance.resumed(run_dir, now) if comm.is_root else {}
+    if checkpoint is None:
+        echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
+    return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm)
 
 
 def _prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None) -> tuple[Plan, Any]:

@@ -1,0 +1,140 @@
+"""One writer per run folder: a lock held for the life of the run that writes it.
+
+The lock is an advisory ``flock`` on ``RUN_DIR/.lock``, which also records who
+holds it (pid, host, start time, command). The kernel drops an ``flock`` when
+its process ends, however it ends, so a lock cannot outlive its run: a
+``.lock`` that still names a holder but is not locked was left by a process
+that was killed, and the next run takes it over (and says so). A clean exit
+empties the file. Where ``fcntl`` is missing (Windows) runs are not locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import socket
+import sys
+import time
+from typing import Any
+
+from ..errors import UsageError
+
+NAME = ".lock"
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+class RunLocked(UsageError):
+    """Another live process holds the run folder's lock."""
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    host = holder.get("host")
+    where = "" if host in (None, socket.gethostname()) else f" on {host}"
+    started = holder.get("started")
+    since = f", started {started}" if started else ""
+    return f"process {holder.get('pid', '?')}{where}{since}"
+
+
+def _read(fd: int) -> dict[str, Any] | None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 65536).decode("utf-8", "replace").strip()
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {"pid": "?"}
+    return data if isinstance(data, dict) else {"pid": "?"}
+
+
+class RunLock:
+    """The lock of one run folder; :meth:`acquire` it before writing anything there."""
+
+    def __init__(self, run_dir: pathlib.Path) -> None:
+        self.run_dir = pathlib.Path(run_dir)
+        self.path = self.run_dir / NAME
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._fd is not None
+
+    def acquire(self, what: str = "write to it") -> str | None:
+        """Take the lock, or raise :class:`RunLocked` naming its live holder. Returns a note
+        when it took over a lock a killed process left behind (None otherwise)."""
+        if fcntl is None or self._fd is not None:
+            return None
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read(fd) or {}
+            os.close(fd)
+            raise RunLocked(
+                f"the run folder {str(self.run_dir)!r} is in use by {_describe(holder)} "
+                f"({holder.get('command', 'fmclf')}), so this command cannot {what}. A run folder has one "
+                f"writer at a time: wait for that run to end (or stop it with Ctrl-C), or choose another folder."
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        stale = _read(fd)
+        record = {
+            "pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": " ".join(["fmclf", *sys.argv[1:]])[:500],
+        }
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(record) + "\n").encode("utf-8"))
+        self._fd = fd
+        if stale:
+            return (f"took over the lock of {self.run_dir}, left by {_describe(stale)}, which ended without "
+                    f"releasing it (it was killed)")
+        return None
+
+    def release(self, *, remove: bool = False) -> None:
+        """Give the lock up; ``remove`` deletes the lock file too (a folder left empty goes then)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            if remove:
+                self.path.unlink()
+            else:
+                os.ftruncate(fd, 0)  # an empty lock file: released cleanly, nothing to take over
+        os.close(fd)  # closing drops the flock
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def holder(run_dir: pathlib.Path) -> dict[str, Any] | None:
+    """Who is writing ``run_dir`` now (``pid``, ``host``, ``started``, ``command``), or None
+    when nobody is (no lock file, a released one, or one a killed process left)."""
+    path = pathlib.Path(run_dir) / NAME
+    if fcntl is None or not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read(fd) or {"pid": "?"}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
