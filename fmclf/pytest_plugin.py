@@ -1,4 +1,7 @@
-"""The ``fmclf_plugin`` pytest fixture, for authors of fmclf plugins.
+"""pytest fixtures for authors of fmclf plugins: ``fmclf_plugin`` registers a
+plugin for one test; ``fmclf_stress_case`` and ``fmclf_loss_shape`` parametrize
+a loss author's tests over the stress grid and the speed shapes of
+``fmclf bench loss``.
 
 Installed with fmclf as a ``pytest11`` entry point, so a plugin's test suite
 gets the fixture with no conftest line. It imports neither torch nor anything
@@ -9,8 +12,11 @@ switches it on where plugin autoloading is disabled).
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pytest
 
+from .compare import stress
 from .host import loading as plugins
 from .host.loading import PluginHost, get_host, set_host
 
@@ -51,3 +57,81 @@ def fmclf_plugin(monkeypatch: pytest.MonkeyPatch):
     set_host(None)
     yield PluginRegistrar(monkeypatch)
     set_host(None)
+
+
+class StressCase:
+    """One case of the stress grid in one dtype: what ``fmclf_stress_case`` gives a test."""
+
+    _references: dict[int, tuple[Any, str, Any]] = {}  # id(loss) -> (loss, kind, reference), chosen once per loss
+
+    def __init__(self, case: stress.Case, dtype: str) -> None:
+        self.case, self.dtype = case, dtype
+        self.id = f"{case.name}-{dtype}"
+        self._inputs = None
+
+    @property
+    def inputs(self):
+        """The case's ``(logits, y)`` (CPU tensors; the same on every run)."""
+        if self._inputs is None:
+            self._inputs = self.case.make(self.dtype)
+        return self._inputs
+
+    def measure(self, loss: Callable, reference: Callable | None = None) -> stress.CaseResult:
+        """Run ``loss`` on this case: a :class:`fmclf.compare.stress.CaseResult` (inf/nan
+        counts; errors in ulps against ``reference``, the loss's own, or cross-entropy's)."""
+        if reference is not None:
+            kind, ref = stress.choose_reference(loss, reference)
+        else:
+            known = self._references.get(id(loss))
+            if known is None or known[0] is not loss:
+                known = (loss, *stress.choose_reference(loss))
+                StressCase._references[id(loss)] = known
+            kind, ref = known[1], known[2]
+        return stress.measure(self.case, self.dtype, loss, ref, kind=kind)
+
+
+_GRID = stress.grid()
+
+
+@pytest.fixture(params=_GRID, ids=[f"{c.name}-{d}" for c, d in _GRID])
+def fmclf_stress_case(request) -> StressCase:
+    """Each case and dtype of ``fmclf bench loss``'s stress grid in turn:
+    ``result = fmclf_stress_case.measure(my_loss)``; ``assert result.loss_finite``."""
+    return StressCase(*request.param)
+
+
+class LossShape:
+    """One speed shape, N x C: what ``fmclf_loss_shape`` gives a test."""
+
+    def __init__(self, rows: int, classes: int) -> None:
+        self.rows, self.classes = rows, classes
+        self.id = f"{rows}x{classes}"
+        self._inputs = None
+
+    @property
+    def inputs(self):
+        """``(x, y)``: N x C logits N(0, 3^2) that require grad, and targets (the same on every run)."""
+        if self._inputs is None:
+            logits, y = stress.speed_inputs(self.rows, self.classes)
+            self._inputs = (logits.requires_grad_(True), y)
+        return self._inputs
+
+    def step(self, loss: Callable) -> None:
+        """One forward and backward of ``loss`` on this shape, as a training step does them."""
+        x, y = self.inputs
+        stress.step(loss, x, y)
+
+    def loss(self, name: str, **options: Any) -> Callable:
+        """The registered loss ``name`` (``"fused"``), built for this shape's number of classes."""
+        from .host.options import resolve_options
+        from .run.plan import build
+
+        record = get_host().registry.get("loss", name)
+        return build(record, {"num_classes": self.classes}, resolve_options(record, options))
+
+
+@pytest.fixture(params=stress.SPEED_SHAPES, ids=[f"{n}x{c}" for n, c in stress.SPEED_SHAPES])
+def fmclf_loss_shape(request) -> LossShape:
+    """Each shape ``fmclf bench loss`` times, in turn: ``benchmark(fmclf_loss_shape.step, my_loss)``;
+    ``fmclf_loss_shape.loss("fused")`` builds a registered loss to compare with."""
+    return LossShape(*request.param)

@@ -17,7 +17,10 @@ A component is given as a registered name (``"mlp"``, ``"my-dist:mlp"``), a
 :class:`~fmclf.registry.ComponentRecord`, or the factory itself. A failed
 check raises :class:`ContractError` (an ``AssertionError``). The pytest fixture
 ``fmclf_plugin`` (see :mod:`fmclf.pytest_plugin`) registers a plugin object
-for one test. Importing this module imports neither torch nor pytest.
+for one test. :func:`stress_loss` runs a loss over the stress grid of
+``fmclf bench loss`` (huge shifts, ties at the largest float, overflow ...)
+and returns each case's errors against a float64 reference. Importing this
+module imports neither torch nor pytest.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ContractError", "check_callback", "check_dataset", "check_import_is_light", "check_loss", "check_metric",
-    "check_model", "check_plugin", "check_updater", "check_visualizer",
+    "check_model", "check_plugin", "check_updater", "check_visualizer", "stress_loss",
 ]
 
 Component = str | ComponentRecord | Callable[..., Any]
@@ -696,3 +699,37 @@ def check_import_is_light(module: str) -> None:
             f"importing {module} imports torch; every fmclf command that loads plugins would pay for it. "
             f"Move `import torch` into the factories or into a module they import."
         )
+
+
+def stress_loss(
+    loss: Component | Callable[..., Any],
+    reference: Callable | None = None,
+    *,
+    options: Mapping[str, Any] | None = None,
+    device: Any = "cpu",
+) -> list[Any]:
+    """Run ``loss`` on every case of the stress grid (:mod:`fmclf.compare.stress`,
+    the cases ``fmclf bench loss`` uses) and return one
+    :class:`~fmclf.compare.stress.CaseResult` per case and dtype: how many rows
+    of its loss (entries of its gradient) went inf or nan, and its largest
+    errors against a float64 reference, relative and in ulps.
+
+    ``loss`` is the loss itself, ``(logits, y) -> per-example loss``, or a
+    registered loss name (or record), built with ``options`` for each case's
+    number of classes. The reference is ``reference`` (a function of float64
+    logits and targets returning the per-example loss, or ``(loss, grad)``),
+    else the loss's own ``reference`` attribute, else cross-entropy's when the
+    loss agrees with cross-entropy on moderate logits, else none: then only
+    finiteness is measured (each result's ``reference`` says which)."""
+    from .compare import stress
+
+    if isinstance(loss, (str, ComponentRecord)):
+        record = _record("loss", loss)
+
+        def build(num_classes: int) -> Callable:
+            return call_factory(record, {"num_classes": num_classes}, resolve_options(record, dict(options or {})))
+
+        return stress.stress(build, reference, per_classes=True, device=device)
+    if not callable(loss):
+        raise TypeError(f"expected a loss (a callable (logits, y) -> per-example loss) or a registered loss name, got {loss!r}")
+    return stress.stress(loss, reference, device=device)

@@ -4,7 +4,8 @@ Each benchmark times one loss's forward and backward on one case and puts
 its largest relative errors against the float64 reference in ``extra_info``
 (``loss_error``, ``grad_error``, and how many rows went inf or nan). It also
 checks that docs/stability.md still says the same about where each loss
-fails, so the published table cannot drift from what the code does.
+fails, so the published table (written by ``fmclf bench loss``) cannot drift
+from what the code does.
 
     pytest tests/benchmarks/test_stability.py --benchmark-enable --benchmark-json=stability.json
 """
@@ -12,11 +13,15 @@ fails, so the published table cannot drift from what the code does.
 from __future__ import annotations
 
 import math
-
-import pytest
+import pathlib
 
 import loss_stress as S
-from stability_table import DOC, failures
+import pytest
+
+from fmclf.compare.bench import BASELINE, published_failures
+
+DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "stability.md"
+NAMES = {"torch": BASELINE}  # this suite's name for torch's loss -> the table's
 
 GRID = [(case, dtype, loss) for case, dtype in S.grid() for loss in S.LOSSES]
 
@@ -24,7 +29,7 @@ GRID = [(case, dtype, loss) for case, dtype in S.grid() for loss in S.LOSSES]
 @pytest.fixture(scope="module")
 def published():
     """(case, dtype, loss) -> "inf"/"nan" for the failing cells of docs/stability.md."""
-    return failures(DOC.read_text(encoding="utf-8"))
+    return published_failures(DOC.read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize(("case", "dtype", "loss"), GRID, ids=[f"{c.name}-{d}-{l}" for c, d, l in GRID])
@@ -45,9 +50,9 @@ def test_stability(benchmark, published, case, dtype, loss):
     benchmark.pedantic(S.run, args=(fn, logits, y), rounds=5, warmup_rounds=1)
 
     failed = ("nan" if result["loss_nan"] else "inf") if result["loss_nonfinite"] else None
-    assert published.get((case.what, dtype, loss)) == failed, (
+    assert published.get((case.what, dtype, NAMES.get(loss, loss))) == failed, (
         f"docs/stability.md is out of date for {loss} on {case.name} ({dtype}); "
-        "run `python tests/benchmarks/stability_table.py`"
+        "run `fmclf bench loss naive fused --no-speed --update docs/stability.md`"
     )
     if loss == "fused":
         assert failed is None and result["grad_nonfinite"] == 0

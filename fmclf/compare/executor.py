@@ -1,0 +1,223 @@
+"""Where a comparison's runs execute.
+
+A run is a command line, ``fmclf run ...``, that writes its own run folder:
+everything an executor needs to know is in :class:`Job`, and everything the
+comparison needs back is the exit code (the rest is on disk). So an executor
+is small: :class:`Executor` is the whole interface. :class:`LocalExecutor`
+runs up to ``workers`` jobs side by side as subprocesses of this machine;
+:class:`InProcessExecutor` runs them one after the other in this process
+(``--jobs 1``: no interpreter and torch start-up per run).
+
+Another executor (a Ray or Dask cluster, a SLURM array) implements the same
+``run`` method: start each job's command where the comparison folder is
+reachable (a shared file system), report each exit code through ``done``,
+and on a stop request pass SIGINT or SIGTERM on to the running jobs, which
+then checkpoint and exit 130.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import Interrupted
+from ..run.signals import say
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to execute: the arguments after ``fmclf``, and where its output goes."""
+
+    name: str
+    args: tuple[str, ...]
+    log: pathlib.Path
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended: its exit code (negative: killed by that signal) and how long it took."""
+
+    job: Job
+    returncode: int
+    seconds: float
+
+
+class Executor(Protocol):
+    """Runs jobs; the comparison decides which and reads their results from disk."""
+
+    #: how many jobs run at once (the comparison divides the CPU threads by it)
+    workers: int
+
+    def run(self, jobs: Sequence[Job], done: Callable[[Outcome], None]) -> None:
+        """Run every job, calling ``done`` as each one ends. On SIGINT or SIGTERM:
+        start no more, pass the signal on to the running jobs, wait for them
+        (each writes a checkpoint and exits 130), then raise
+        :class:`fmclf.errors.Interrupted`."""
+
+
+@dataclass
+class _Running:
+    job: Job
+    process: subprocess.Popen
+    started: float
+    log: object
+    sent: int = 0  #: how many of the stop requests it has been sent
+
+
+@dataclass
+class LocalExecutor:
+    """Up to ``workers`` jobs at a time, each ``command + job.args`` in a subprocess.
+
+    Each job runs in its own process group, so a Ctrl-C at the terminal reaches
+    only this process, which passes it on exactly once to each job (a second
+    Ctrl-C is passed on again: the jobs then stop at once, keeping their last
+    checkpoint). On Linux a job also gets SIGTERM if this process dies.
+    """
+
+    workers: int = 1
+    command: Sequence[str] = field(default_factory=lambda: (sys.executable, "-m", "fmclf"))
+    env: dict[str, str] | None = None
+    poll_seconds: float = 0.05
+    announce: Callable[[str], None] = say
+
+    def run(self, jobs: Sequence[Job], done: Callable[[Outcome], None]) -> None:
+        pending = collections.deque(jobs)
+        running: list[_Running] = []
+        requests: list[int] = []
+
+        def handler(signum, frame):
+            requests.append(signum)
+            name = signal.Signals(signum).name
+            if len(requests) == 1:
+                self.announce(f"\n{name}: stopping the running jobs after their current batch; each writes a checkpoint "
+                              f"(Ctrl-C again to stop them at once, keeping their last epoch's checkpoint)\n")
+            else:
+                self.announce(f"\n{name} again: stopping the running jobs at once\n")
+
+        with _signals(handler):
+            try:
+                while pending or running:
+                    while pending and len(running) < max(1, self.workers) and not requests:
+                        running.append(self._start(pending.popleft()))
+                    for r in running:
+                        for signum in requests[r.sent:]:
+                            with contextlib.suppress(ProcessLookupError):
+                                r.process.send_signal(signum)
+                        r.sent = len(requests)
+                    for r in [r for r in running if r.process.poll() is not None]:
+                        running.remove(r)
+                        r.log.close()
+                        done(Outcome(r.job, r.process.returncode, time.perf_counter() - r.started))
+                    if running:
+                        time.sleep(self.poll_seconds)
+            finally:
+                _stop(running)
+        if requests:
+            name = signal.Signals(requests[0]).name
+            raise Interrupted(f"stopped by {name}; {len(pending)} job(s) were not started")
+
+    def _start(self, job: Job) -> _Running:
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        log = open(job.log, "ab")  # noqa: SIM115 - closed when the job ends
+        log.write(f"$ fmclf {' '.join(job.args)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            [*self.command, *job.args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env, process_group=0, preexec_fn=_die_with_parent(),  # noqa: PLW1509 - started from one thread
+        )
+        return _Running(job, process, time.perf_counter(), log)
+
+
+@contextlib.contextmanager
+def _signals(handler):
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _stop(running: list[_Running]) -> None:
+    """Leaving with jobs still running (an error in this process): ask them to stop, and wait."""
+    for r in running:
+        with contextlib.suppress(ProcessLookupError):
+            r.process.send_signal(signal.SIGTERM)
+    for r in running:
+        try:
+            r.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            r.process.kill()
+            r.process.wait()
+        r.log.close()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux: a child gets SIGTERM (checkpoint, exit) when this process dies, instead of running on orphaned."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def setup() -> None:
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return setup
+
+
+def _fmclf_main(args: list[str]) -> int:
+    """``fmclf ARGS`` in this process; its exit code."""
+    from ..cli import cli
+
+    try:
+        cli.main(args, prog_name="fmclf")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+@dataclass
+class InProcessExecutor:
+    """One job at a time, each ``fmclf ARGS`` called in this process with its output
+    sent to the job's log. Ctrl-C reaches the run in flight, which checkpoints and
+    exits 130; then no further job starts."""
+
+    main: Callable[[list[str]], int] = _fmclf_main
+    workers: int = 1
+
+    def run(self, jobs: Sequence[Job], done: Callable[[Outcome], None]) -> None:
+        for i, job in enumerate(jobs):
+            job.log.parent.mkdir(parents=True, exist_ok=True)
+            started = time.perf_counter()
+            with open(job.log, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                print(f"$ fmclf {' '.join(job.args)}", flush=True)
+                try:
+                    code = self.main(list(job.args))
+                except KeyboardInterrupt:
+                    code = 130
+                except Exception as exc:  # a crash in one run is that run's failure, not the comparison's
+                    print(f"Error: {type(exc).__name__}: {exc}", flush=True)
+                    code = 1
+            done(Outcome(job, code, time.perf_counter() - started))
+            if code == 130:
+                raise Interrupted(f"stopped by a signal while {job.name} trained; {len(jobs) - i - 1} job(s) were not started")

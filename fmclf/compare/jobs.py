@@ -1,0 +1,191 @@
+"""The runs of a comparison on disk, and what each needs next.
+
+``DIR/runs/NAME`` is an ordinary run folder. Beside it, ``DIR/jobs/`` keeps
+what the comparison itself needs: ``NAME.toml`` (the settings a new run
+starts from, read by ``fmclf run --config``), ``NAME.log`` (its output) and,
+for a run that failed, ``NAME.json`` (its exit code and one-line reason), so
+the next invocation reports it instead of training it again. Importing this
+module imports no torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import pathlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .. import atomic
+from ..errors import ConfigError, FmclfError, UsageError
+from ..host.loading import PluginHost
+from ..run import folder
+from ..run.config import RunConfig, load_config
+from ..run.plan import resolve
+from .grid import Cell
+
+RUNS, JOBS = "runs", "jobs"
+
+#: What a run needs next.
+FINISHED, FAILED, RESUME, EXTEND, NEW = "finished", "failed", "resume", "extend", "new"
+
+#: Settings a run may change when it is continued (as ``fmclf run --resume`` allows).
+CONTINUABLE = {"epochs", "device", "visualizers", "cuda_graphs", "threads"}
+
+
+@dataclass
+class Run:
+    """One seed of one cell."""
+
+    cell: Cell
+    seed: int
+    config: RunConfig  #: the cell's configuration with this seed and the thread count
+    root: pathlib.Path  #: the comparison's folder
+    state: str = NEW
+    reason: str = ""  #: why it failed (one line)
+    diverged: bool = False
+
+    @property
+    def name(self) -> str:
+        """``CELL-seedS``."""
+        return f"{self.cell.name}-seed{self.seed}"
+
+    @property
+    def run_dir(self) -> pathlib.Path:
+        return self.root / RUNS / self.name
+
+    @property
+    def settings_file(self) -> pathlib.Path:
+        return self.root / JOBS / f"{self.name}.toml"
+
+    @property
+    def log(self) -> pathlib.Path:
+        return self.root / JOBS / f"{self.name}.log"
+
+    @property
+    def failure_file(self) -> pathlib.Path:
+        return self.root / JOBS / f"{self.name}.json"
+
+    def args(self) -> list[str]:
+        """The ``fmclf run`` arguments that do what the run needs next."""
+        c = self.config
+        if self.state == NEW:
+            return ["run", "--config", str(self.settings_file), "--out", str(self.run_dir)]
+        args = ["run", "--resume", str(self.run_dir), "--epochs", str(c.epochs), "--device", c.device,
+                "--cuda-graphs" if c.cuda_graphs else "--no-cuda-graphs"]
+        return args + (["--threads", str(c.threads)] if c.threads is not None else [])
+
+
+def runs_of(cells: list[Cell], seeds: list[int], root: pathlib.Path, threads: int | None) -> list[Run]:
+    """Every run of the comparison, cell by cell, seed by seed."""
+    out = []
+    for cell in cells:
+        for seed in seeds:
+            config = copy.deepcopy(cell.config)
+            config.seed = seed
+            if threads is not None:
+                config.threads = threads
+            out.append(Run(cell, seed, config, root))
+    return out
+
+
+def assess(run: Run, host: PluginHost, *, retry_failed: bool = False) -> Run:
+    """Set ``run.state`` from what is on disk: finished (kept), failed (kept unless
+    ``retry_failed``), interrupted (resumed), finished with fewer epochs (trained
+    further) or absent (new). A run folder trained with other settings is refused."""
+    recorded = _read_failure(run.failure_file)
+    has_run = run.run_dir.is_dir() and folder.holds_run(run.run_dir)
+    trained: dict[str, Any] = {}
+    if has_run and (run.run_dir / folder.CONFIG).is_file():
+        trained = _check_same(run, host)
+    if recorded is not None and not retry_failed:
+        run.state, run.reason, run.diverged = FAILED, recorded.get("reason", ""), bool(recorded.get("diverged"))
+    elif not has_run:
+        run.state = NEW
+    elif (run.run_dir / folder.WEIGHTS).exists() and (run.run_dir / folder.SUMMARY).exists():
+        run.state = EXTEND if trained.get("epochs", run.config.epochs) < run.config.epochs else FINISHED
+    else:
+        run.state = RESUME
+    return run
+
+
+def _check_same(run: Run, host: PluginHost) -> dict[str, Any]:
+    """The settings the run folder was trained with, after checking that they are this run's."""
+    path = run.run_dir / folder.CONFIG
+    try:
+        settings, options = load_config(path)
+        then = resolve(RunConfig(**settings, options=options), host)
+    except (ConfigError, TypeError) as exc:
+        raise UsageError(f"{run.run_dir} is part of this comparison but its {folder.CONFIG} cannot be read: {exc} "
+                         f"Delete that run folder to train it again.") from None
+    except FmclfError as exc:
+        raise UsageError(f"{run.run_dir} was trained with settings this machine cannot run now: {exc}") from None
+    now = resolve(copy.deepcopy(run.config), host)
+    mine = dataclasses.asdict(now.config)
+    theirs = dataclasses.asdict(then.config)
+    differ = [f"{k} = {theirs[k]!r} (this command: {mine[k]!r})" for k in mine
+              if k not in CONTINUABLE | {"options"} and theirs.get(k) != mine[k]]
+    for target, values in now.options.items():
+        if target.startswith("visualizer."):
+            continue
+        old = then.options.get(target, {})
+        differ += [f"{target}.{k} = {old.get(k)!r} (this command: {v!r})" for k, v in values.items() if old.get(k) != v]
+    if differ:
+        raise UsageError(
+            f"{run.run_dir} was trained with other settings than this command gives it: {'; '.join(differ)}. "
+            f"Run the command that started {run.root} to continue it, or choose another --out for a new comparison."
+        )
+    if theirs["epochs"] > run.config.epochs:
+        raise UsageError(
+            f"{run.run_dir} has trained {theirs['epochs']} epochs, more than --epochs {run.config.epochs}. "
+            f"Give --epochs {theirs['epochs']} (or more) to continue this comparison, or choose another --out."
+        )
+    return theirs
+
+
+def write_settings(run: Run) -> None:
+    """Write the settings a new run starts from (read back by ``fmclf run --config``)."""
+    header = f"# fmclf compare: the settings of {run.name}; its run folder is {run.run_dir}\n"
+    atomic.write_text(run.settings_file, run.config.to_toml(None, header))
+
+
+def record_failure(run: Run, returncode: int) -> None:
+    """Keep the failure (exit code, one-line reason) so the next invocation reports it."""
+    run.reason, run.diverged = failure_reason(run.log, returncode)
+    run.state = FAILED
+    folder.write_json(run.failure_file, {"exit_code": returncode, "reason": run.reason, "diverged": run.diverged})
+
+
+def forget_failure(run: Run) -> None:
+    """A run that finished leaves no failure behind."""
+    run.failure_file.unlink(missing_ok=True)
+
+
+def _read_failure(path: pathlib.Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"reason": f"failed (its record {path} is unreadable)"}
+    return data if isinstance(data, dict) else {"reason": "failed"}
+
+
+_SENTENCE_END = re.compile(r"\.\s+(?=[A-Z`(])")
+
+
+def failure_reason(log: pathlib.Path, returncode: int) -> tuple[str, bool]:
+    """The one-line reason a run failed, from its log: the first sentence of its last
+    ``Error:`` line (or the last line it wrote); and whether it diverged."""
+    try:
+        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    errors = [line for line in lines if line.startswith("Error: ")]
+    text = errors[-1][len("Error: "):] if errors else (lines[-1] if lines else f"exit code {returncode}")
+    first = _SENTENCE_END.split(text, maxsplit=1)[0].rstrip(".")
+    if len(first) > 200:
+        first = first[:199] + "…"
+    return first, "diverged" in first

@@ -1,0 +1,110 @@
+"""``compare.md``: the cells ranked by one metric, each with the paired comparison
+against the best cell that says whether the difference is beyond the seeds' noise."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+
+from . import stats
+from .grid import varying
+from .results import NOT_METRICS, CellResult, Ranking, metric_names
+
+COMPARE_MD = "compare.md"
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _mean_ci(s: stats.Summary, digits: int = 4) -> str:
+    if s.mean is None:
+        return "—"
+    return _num(s.mean, digits) + (f" ± {_num(s.ci95, digits)}" if s.ci95 is not None else "")
+
+
+def _mean_sd(s: stats.Summary, digits: int = 4) -> str:
+    if s.mean is None:
+        return "—"
+    return _num(s.mean, digits) + (f" ± {_num(s.std, digits)}" if s.std is not None else "")
+
+
+def verdict(p: stats.Paired | None, best: bool) -> str:
+    """The "vs best" cell: the mean paired difference, its 95% interval and what it means."""
+    if best:
+        return "best"
+    if p is None:
+        return "no shared seed"
+    if p.beyond_noise is None:
+        return f"{p.mean_diff:+.4f} (1 shared seed: cannot tell)"
+    what = "beyond noise" if p.beyond_noise else "within noise"
+    return f"{p.mean_diff:+.4f} ± {p.ci95:.4f}, p = {p.p:.2g}: {what}"
+
+
+def runs_phrase(r: CellResult) -> str:
+    """``5 of 5``, or ``2 of 5; diverged in 3 of 5 seeds``."""
+    n = len(r.runs)
+    parts = [f"{len(r.finished)} of {n}"]
+    diverged = sum(1 for run in r.failed if run.diverged)
+    other = len(r.failed) - diverged
+    if diverged:
+        parts.append(f"diverged in {diverged} of {n} seeds")
+    if other:
+        parts.append(f"failed in {other} of {n} seeds")
+    if r.missing:
+        parts.append(f"{len(r.missing)} not trained yet")
+    return "; ".join(parts)
+
+
+def render(results: Sequence[CellResult], ranking: Ranking | None, *, seeds: list[int], epochs: int,
+           command: str | None = None, root: pathlib.Path | None = None) -> str:
+    """The whole of compare.md."""
+    cells = [r.cell for r in results]
+    axes = varying(cells) or list(cells[0].components)[:2] if cells else []
+    metrics = metric_names(results)
+    others = [m for m in metrics if ranking is None or m != ranking.metric]
+    n_runs = sum(len(r.runs) for r in results)
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
+    lines = [
+        f"# Comparison: {len(cells)} cell(s) × {len(seeds)} seed(s), {epochs} epoch(s)",
+        "",
+        f"{n_runs} runs ({seed_text}, the same in every cell, so cells are paired by seed); each run folder is under `runs/`.",
+    ]
+    if command:
+        lines += ["", f"    {command}"]
+    lines.append("")
+    if ranking is not None:
+        lines += [(
+            f"Ranked by **{ranking.metric}** ({'higher' if ranking.higher_is_better else 'lower'} is better) at the last epoch: "
+            f"mean ± the 95% confidence interval of the mean over the seeds (Student's t). *vs best*: the mean "
+            f"difference from the best cell over the seeds both finished, ± its 95% interval, and the paired t-test's p; "
+            f"*beyond noise* when that interval excludes 0. Other metrics: mean ± standard deviation."),
+            "",
+        ]
+    head = ["rank", *axes]
+    if ranking is not None:
+        head += [f"{ranking.metric}", "vs best"]
+    head += [*others, "s/epoch", "runs"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(results, start=1):
+        row = [str(i), *r.cell.label(axes).values()]
+        if ranking is not None:
+            row += [_mean_ci(r.summary(ranking.metric)), verdict(r.vs_best, i == 1 and bool(r.values.get(ranking.metric)))
+                    if r.values.get(ranking.metric) else "—"]
+        row += [_mean_sd(r.summary(m)) for m in others]
+        row += [_mean_sd(stats.summarize(list(r.epoch_seconds.values())), 3), runs_phrase(r)]
+        lines.append("| " + " | ".join(row) + " |")
+    failed = [run for r in results for run in r.failed]
+    if failed:
+        lines += ["", "Failed runs (kept as they stopped; `--retry-failed` trains them again):", ""]
+        for run in failed:
+            where = run.run_dir.relative_to(root) if root is not None and run.run_dir.is_relative_to(root) else run.run_dir
+            lines.append(f"- `{where}`: {run.reason}")
+    missing = sum(len(r.missing) for r in results)
+    if missing:
+        lines += ["", f"**Incomplete**: {missing} run(s) not trained yet. The same command again continues."]
+    if ranking is not None and ranking.metric not in metrics:
+        lines += ["", f"No finished run recorded {ranking.metric!r}; its metrics are: {', '.join(metrics) or 'none yet'}."]
+    lines += ["", "Curves: [curves.png](curves.png) (mean per cell, band: ± one standard deviation over the seeds).",
+              f"Metrics read from each run's metrics.jsonl (every numeric key but {', '.join(sorted(NOT_METRICS))}).", ""]
+    return "\n".join(lines)
