@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shlex
 import time
@@ -26,12 +27,39 @@ SUMMARY = "summary.json"
 
 
 def default_run_dir(model: str, loss: str, root: pathlib.Path = pathlib.Path("runs")) -> pathlib.Path:
-    """``runs/YYYYmmdd-HHMMSS-MODEL-LOSS``, suffixed ``-2``, ``-3`` ... if taken."""
+    """``runs/YYYYmmdd-HHMMSS-MODEL-LOSS``: the name a run without ``--out`` asks for.
+    :func:`create_new` with ``unique=True`` suffixes it ``-2``, ``-3`` ... when taken."""
     stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{loss}".replace(":", "_").replace("/", "_")
-    path, n = root / stem, 2
-    while path.exists():
-        path, n = root / f"{stem}-{n}", n + 1
-    return path
+    return root / stem
+
+
+def create_new(path: pathlib.Path, *, unique: bool = False) -> tuple[pathlib.Path, bool]:
+    """Create the folder of a new run: ``(the folder, whether this call created it)``.
+
+    With ``unique`` (a default name) the folder is made with ``os.mkdir``, which
+    fails if the name exists, trying ``-2``, ``-3`` ... until one is made: two runs
+    started in the same second can never get the same folder (checking first and
+    creating after could). Without it ``path`` is the user's ``--out``: it may
+    exist already, and :func:`check_new` decides whether it can take a run.
+    """
+    try:
+        if not unique:
+            existed = path.is_dir()
+            path.mkdir(parents=True, exist_ok=True)
+            return path, not existed
+        path.parent.mkdir(parents=True, exist_ok=True)
+        candidate, n = path, 2
+        while True:
+            try:
+                os.mkdir(candidate)
+                return candidate, True
+            except FileExistsError:
+                candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
+    except OSError as exc:
+        from ..atomic import advice
+
+        raise UsageError(f"cannot create the run folder {str(path)!r}: {exc.strerror or exc}. "
+                         f"{advice(exc, path)} Or choose another --out.") from None
 
 
 def holds_run(path: pathlib.Path) -> bool:
@@ -54,11 +82,7 @@ def check_new(path: pathlib.Path) -> pathlib.Path:
 def prepare_new(path: pathlib.Path) -> pathlib.Path:
     """Check ``path`` can take a new run and create it."""
     check_new(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the run folder {str(path)!r}: {exc.strerror or exc}. Choose another --out.") from None
-    return path
+    return create_new(path)[0]
 
 
 def write_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]]) -> None:

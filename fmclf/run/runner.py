@@ -79,17 +79,18 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
 
         def check_out(plan: Plan) -> None:
             out_dirs.append(pathlib.Path(out) if out is not None else folder.default_run_dir(plan.config.model, plan.config.loss))
-            if comm.is_root:
+            if comm.is_root and out is not None:  # a default name that is taken gets a suffix instead
                 folder.check_new(out_dirs[0])
 
         plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm, check_out))
         _agree_on_plan(plan, device, comm)
         prov = provenance.record(plan, host, device, processes.describe(comm, device))
-        existed = out_dirs[0].exists()
-        lock = RunLock(out_dirs[0])
+        locks: list[tuple[RunLock, bool]] = []  # rank 0's: the lock, and whether this run made the folder
 
         def create() -> pathlib.Path:
-            path = folder.prepare_new(out_dirs[0])
+            path, created = folder.create_new(out_dirs[0], unique=out is None)
+            lock = RunLock(path)
+            locks.append((lock, created))
             note = lock.acquire("start a run in it")
             if note:
                 echo(f"Note: {note}.")
@@ -99,13 +100,15 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
             run_dir = comm.on_root("creating the run folder", create)
             return _train(plan, host, device, run_dir, None, echo, prov, comm)
         except BaseException:
-            if lock.held and not existed:  # only an empty folder goes: a run that never started
-                lock.release(remove=True)
-                with contextlib.suppress(OSError):
-                    out_dirs[0].rmdir()
+            for lock, created in locks:
+                if lock.held and created:  # only an empty folder goes: a run that never started
+                    lock.release(remove=True)
+                    with contextlib.suppress(OSError):
+                        lock.run_dir.rmdir()
             raise
         finally:
-            lock.release()
+            for lock, _ in locks:
+                lock.release()
 
 
 def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, Any] | None = None, echo: Echo = print) -> RunResult:
