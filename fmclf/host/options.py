@@ -133,9 +133,9 @@ class Option:
             except ValueError:
                 raise ValueError(f"{text!r} is not a number") from None
         elif base is pathlib.Path:
-            value = pathlib.Path(text).expanduser()
+            value = pathlib.Path(_recordable(text, path=True)).expanduser()
         else:
-            value = text
+            value = _recordable(text)
         return self._check_choice(value)
 
     def _scalar_value(self, value: Any) -> Any:
@@ -152,13 +152,27 @@ class Option:
         if base is float:
             value = float(value)
         elif base is pathlib.Path:
-            value = pathlib.Path(value).expanduser()
+            value = pathlib.Path(_recordable(str(value), path=True)).expanduser()
+        elif base is str:
+            value = _recordable(value)
         return self._check_choice(value)
 
     def _check_choice(self, value: Any) -> Any:
         if self.type.choices and value not in self.type.choices:
             raise ValueError(f"{value!r} is not one of {', '.join(map(repr, self.type.choices))}")
         return value
+
+
+def _recordable(text: str, *, path: bool = False) -> str:
+    """``text``, if a run's config.toml (UTF-8) can record it: an empty path (which would mean the
+    current folder) and text holding bytes that are not UTF-8 (as a path may) are refused."""
+    if path and not text.strip():
+        raise ValueError("the path is empty (it would mean the current folder); give a file or folder name")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{text!r} holds bytes that are not UTF-8 text, which config.toml cannot record") from None
+    return text
 
 
 def format_value(value: Any) -> str:

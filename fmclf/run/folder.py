@@ -68,15 +68,42 @@ def holds_run(path: pathlib.Path) -> bool:
 
 
 def check_new(path: pathlib.Path) -> pathlib.Path:
-    """Check, without creating anything, that ``path`` can take a new run."""
+    """Check, without creating anything, that ``path`` can take a new run: it does not exist,
+    or it is an empty folder (one holding only a lock a killed run left is empty too).
+
+    A folder holding anything else is refused, run or not: a run writes config.toml,
+    report.md, pictures ... there, and a folder that is not a run may hold the user's
+    own files of those names."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {str(path)!r} is a file, not a folder. Choose another --out.")
-    if path.is_dir() and holds_run(path):
+    if not path.is_dir():
+        return path
+    if holds_run(path):
         raise UsageError(
             f"--out {str(path)!r} already holds a run. Continue it with `fmclf run --resume {shlex.quote(str(path))}`, "
             f"or choose another --out (leave it out for a fresh runs/... folder)."
         )
+    try:
+        others = sorted(name for name in os.listdir(path) if not is_own_leftover(name))
+    except OSError as exc:
+        raise UsageError(f"--out {str(path)!r} cannot be read ({exc.strerror or exc}). Choose another --out.") from None
+    if others:
+        shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+        raise UsageError(
+            f"--out {str(path)!r} is a folder that already holds files ({shown}) but no fmclf run. A run writes "
+            f"config.toml, metrics.jsonl, report.md, pictures and more into its folder and could overwrite yours, "
+            f"so it takes only a new or empty folder: choose another --out (leave it out for a fresh runs/... folder)."
+        )
     return path
+
+
+def is_own_leftover(name: str) -> bool:
+    """Whether a file named ``name`` is what fmclf itself leaves in a folder where no run started:
+    a lock file, or the temporary of an atomic write a killed process left behind."""
+    from ..atomic import is_temporary
+    from .lock import NAME
+
+    return name == NAME or is_temporary(name)
 
 
 def prepare_new(path: pathlib.Path) -> pathlib.Path:
