@@ -156,10 +156,12 @@ def write_with(path: str | os.PathLike, writer: Callable[[IO], None]) -> None:
         writer(fh)
 
 
-def check_writable(folder: str | os.PathLike, *, what: str = "write there") -> None:
-    """Refuse, before any work, a folder that cannot take a new file: a temporary file
-    is made and removed again. Raises :class:`~fmclf.errors.WriteError` with exit code 2
-    (bad input caught before any work). A folder that does not exist is fine if it can be made."""
+def check_writable(folder: str | os.PathLike, *, what: str = "write there",
+                   target: str | os.PathLike | None = None) -> None:
+    """Refuse, before any work, a folder that cannot take a new file (``target``, named in the
+    message): a temporary file is made and removed again. Raises :class:`~fmclf.errors.WriteError`
+    with exit code 2 (bad input caught before any work). A folder that does not exist is fine if it
+    can be made."""
     folder = pathlib.Path(folder)
     probe = folder
     while not probe.exists() and probe != probe.parent:  # the nearest folder that exists
@@ -170,7 +172,7 @@ def check_writable(folder: str | os.PathLike, *, what: str = "write there") -> N
     try:
         fd, tmp = tempfile.mkstemp(prefix=".fmclf-probe.", suffix=".tmp", dir=probe)
     except OSError as exc:
-        raise write_error(folder, exc, exit_code=2) from None
+        raise write_error(target if target is not None else folder, exc, exit_code=2) from None
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(tmp)

@@ -124,7 +124,7 @@ def check_picture_path(out: pathlib.Path, what: str = "--out") -> None:
     if out.is_dir():
         raise UsageError(f"{what} {str(out)!r} is a folder; name the picture file, such as "
                          f"{str(out / PREDICTIONS)!r}.")
-    atomic.check_writable(out.parent, what=f"write {str(out)!r}")
+    atomic.check_writable(out.parent, what=f"write {str(out)!r}", target=out)
 
 
 def _predict(run_dir: pathlib.Path, plan: Plan, config: RunConfig, out: pathlib.Path, n: int, device: str) -> Predicted:

@@ -130,6 +130,12 @@ def local_state(saved: dict[str, Any], comm: Any) -> TrainState:
 
 def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int) -> None:
     """Write checkpoint.pt and metrics.jsonl for ``saved_state`` (see :func:`global_state`)."""
+    save_checkpoint(run_dir, parts, saved_state, world_size)
+    folder.write_metrics(run_dir, saved_state["history"])
+
+
+def save_checkpoint(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int) -> None:
+    """Write checkpoint.pt alone (:func:`save` writes metrics.jsonl after it)."""
     save_torch(run_dir / folder.CHECKPOINT, {
         "format": FORMAT,
         "model": parts.model.state_dict(),
@@ -138,7 +144,6 @@ def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world
         "state": saved_state,
         "world_size": world_size,
     })
-    folder.write_metrics(run_dir, saved_state["history"])
 
 
 def load(run_dir: pathlib.Path) -> dict | None:

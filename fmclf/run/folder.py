@@ -24,6 +24,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
 SUMMARY = "summary.json"
+REPORT = "report.md"
 
 
 def default_run_dir(model: str, loss: str, root: pathlib.Path = pathlib.Path("runs")) -> pathlib.Path:
@@ -117,6 +118,18 @@ def write_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]]) -> None:
     atomic.write_text(run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in history))
 
 
+def mend_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.jsonl as ``history`` (a checkpoint's) unless it already says exactly that."""
+    want = "".join(json.dumps(row) + "\n" for row in history).encode("utf-8")
+    try:
+        with open(run_dir / METRICS, "rb") as fh:
+            same = fh.read(len(want) + 1) == want  # no more than that: the file may be anything now
+    except OSError:
+        same = False
+    if not same:
+        atomic.write_bytes(run_dir / METRICS, want)
+
+
 def read_metrics(run_dir: pathlib.Path) -> list[dict[str, Any]]:
     """The rows of metrics.jsonl ([] when absent)."""
     path = run_dir / METRICS
@@ -128,3 +141,12 @@ def read_metrics(run_dir: pathlib.Path) -> list[dict[str, Any]]:
 def write_json(path: pathlib.Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
     atomic.write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def recorded_seconds(run_dir: pathlib.Path) -> float:
+    """The training time summary.json records (0.0 when it cannot say)."""
+    try:
+        value = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")).get("seconds", 0.0)
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0

@@ -17,17 +17,17 @@ from typing import Any, Callable
 from .. import atomic
 from ..dist.comm import Solo, connect
 from ..draw.report import RunReport
-from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, UsageError
+from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, Stopped, UsageError, WriteError
 from ..host.loading import PluginHost
 from ..train.engine import StopFlag, Trainer, TrainState
 from . import checkpoint as checkpoint_io
-from . import folder, processes, provenance
+from . import folder, processes, provenance, signals
 from .config import DIVERGENCE_ADVICE, RunConfig, load_config
 from .devices import launch_device
 from .lock import RunLock
 from .memory import peak_memory
 from .plan import Plan, assemble, check_processes, check_shards, resolve, shard_args
-from .signals import say, stop_on_signals
+from .signals import handled, say, stop_on_signals
 
 Echo = Callable[[str], None]
 
@@ -73,7 +73,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
     before training leaves no folder behind. Under torchrun every process calls
     this; they train together (see :mod:`fmclf.dist.comm`).
     """
-    with connect() as comm:
+    with handled(), connect() as comm:
         echo = processes.root_only(comm, echo)
         out_dirs: list[pathlib.Path] = []
 
@@ -99,12 +99,17 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
         try:
             run_dir = comm.on_root("creating the run folder", create)
             return _train(plan, host, device, run_dir, None, echo, prov, comm)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, (Stopped, Interrupted)):
+                signals.ending()  # the clean-up below runs to its end, whatever else arrives
             for lock, created in locks:
                 if lock.held and created:  # only an empty folder goes: a run that never started
                     lock.release(remove=True)
                     with contextlib.suppress(OSError):
                         lock.run_dir.rmdir()
+            if isinstance(exc, Stopped):
+                where = locks[0][0].run_dir if locks else None
+                raise comm.alike(Interrupted(_after_stop(exc.signal, where, comm))) from None
             raise
         finally:
             for lock, _ in locks:
@@ -119,7 +124,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
     many processes as trained it.
     """
     run_dir = pathlib.Path(run_dir)
-    with connect() as comm:
+    with handled(), connect() as comm:
         echo = processes.root_only(comm, echo)
         lock = RunLock(run_dir)
 
@@ -132,7 +137,14 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
 
         with contextlib.ExitStack() as held:
             held.callback(lock.release)
-            return _resume(run_dir, host, comm.on_root("reading the run folder", read), overrides, echo, comm)
+            try:
+                return _resume(run_dir, host, comm.on_root("reading the run folder", read), overrides, echo, comm)
+            except Stopped as exc:
+                signals.ending()
+                raise comm.alike(Interrupted(_after_stop(exc.signal, run_dir if lock.held else None, comm))) from None
+            except Interrupted:
+                signals.ending()
+                raise
 
 
 def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any], dict[str, Any], dict | None],
@@ -203,6 +215,32 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
     return settings, options, checkpoint
 
 
+def _after_stop(signal_name: str, run_dir: pathlib.Path | None, comm: Solo) -> str:
+    """What a stop outside training leaves, read from the run folder itself, and how to go on."""
+    head = f"stopped by {signal_name}"
+    if run_dir is None:
+        return f"{head} before anything was written"
+    if not run_dir.is_dir():
+        return (f"{head} before training started; nothing was written to {run_dir} (the folder this run had made "
+                f"is removed again, so the same command can use it)")
+    command = processes.restart_command(comm.launch)
+    resume = f"`{command} run --resume {shlex.quote(str(run_dir))}`"
+    has = {name: (run_dir / name).exists() for name in (folder.CONFIG, folder.CHECKPOINT, folder.WEIGHTS,
+                                                        folder.SUMMARY, folder.REPORT)}
+    if not has[folder.CONFIG]:
+        return f"{head} before training started; nothing was written to {run_dir}"
+    if not has[folder.CHECKPOINT]:
+        return (f"{head} before training started; the run folder {run_dir} holds its settings but no checkpoint, "
+                f"and {resume} starts it from epoch 1")
+    if not (has[folder.WEIGHTS] and has[folder.SUMMARY]):
+        return (f"{head} outside training; the run folder {run_dir} keeps its last checkpoint and the metrics of "
+                f"every epoch before it, and {resume} continues (or finishes) it")
+    if not has[folder.REPORT]:
+        return (f"{head} after training had finished: {run_dir} holds the trained weights ({folder.WEIGHTS}) and "
+                f"{folder.SUMMARY}; {resume} draws the pictures and {folder.REPORT} the stop cut short")
+    return f"{head} after the run had finished; {run_dir} holds the whole run"
+
+
 def _kept(last: tuple[int, int] | None) -> str:
     """What the run folder holds after a stop, for messages."""
     if last is None:
@@ -224,15 +262,23 @@ def _train(
     check_shards(parts.dataset, comm)
     state = TrainState()
     last = None  # (epoch, batch) of the checkpoint on disk
+    redraw = False  # a finished run whose pictures and report were cut short: draw them, nothing else
     if checkpoint is not None:
         state = checkpoint_io.restore(parts, checkpoint, run_dir, comm)
         last = (state.epoch, state.batch)
-        finished = comm.on_root("reading the run folder", lambda: (run_dir / folder.WEIGHTS).exists() and (run_dir / folder.SUMMARY).exists())
-        if state.epoch >= config.epochs and finished:
+        # The checkpoint's history is the record: metrics.jsonl written after it (a full disk, a stop, an edit) is mended.
+        comm.on_root("writing the metrics", lambda: folder.mend_metrics(run_dir, state.history))
+        finished, reported = comm.on_root("reading the run folder", lambda: (
+            (run_dir / folder.WEIGHTS).exists() and (run_dir / folder.SUMMARY).exists(),
+            (run_dir / folder.REPORT).exists()))
+        if state.epoch >= config.epochs and finished and reported:
             echo(f"{run_dir}: already trained {state.epoch} epoch(s) of {config.epochs}; pass --epochs N to train further.")
             return RunResult(run_dir, state.history, str(device), 0.0, plan, 0)
+        redraw = state.epoch >= config.epochs and finished  # trained and saved; the pictures were cut short
         where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
-        echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else f"finishing {run_dir}")
+        echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else
+             f"drawing the pictures and {folder.REPORT} of {run_dir}, which a stop cut short" if redraw else
+             f"finishing {run_dir}")
     # Once the components are built: a failed start leaves no config behind.
     comm.on_root("writing the run's settings", lambda: atomic.write_text(run_dir / folder.CONFIG, config.to_toml(prov, _HEADER)))
     comm.share_model(parts.model)  # identical starting weights, whatever each process drew
@@ -247,8 +293,9 @@ def _train(
         checkpoint_io.check_weights(parts, state)  # the same weights in every process, so all raise alike
         saved = checkpoint_io.global_state(state, comm)
         # Rank 0 writes while the others wait: none exits (and has torchrun stop rank 0) before it is written.
-        comm.on_root("writing the checkpoint", lambda: checkpoint_io.save(run_dir, parts, saved, comm.world_size))
+        comm.on_root("writing the checkpoint", lambda: checkpoint_io.save_checkpoint(run_dir, parts, saved, comm.world_size))
         last = (state.epoch, state.batch)
+        comm.on_root("writing the metrics", lambda: folder.write_metrics(run_dir, saved["history"]))
 
     flag = StopFlag()
     trainer = Trainer(
@@ -268,9 +315,15 @@ def _train(
         try:
             state = trainer.fit(state)
         except Interrupted as exc:
+            signals.ending()
             raise comm.alike(Interrupted(f"{exc}; checkpoint written to {run_dir / folder.CHECKPOINT}. {resume}")) from None
         except KeyboardInterrupt:
+            signals.ending()
             raise comm.alike(Interrupted(f"stopped at once by a second SIGINT; the run folder {run_dir} {_kept(last)}. {resume}")) from None
+        except WriteError as exc:
+            raise WriteError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; once it can be written, "
+                             f"`{command} run --resume {shlex.quote(str(run_dir))}` continues from it.",
+                             errno=exc.errno, filename=exc.filename) from None
         except DivergenceError as exc:
             raise DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}.", epoch=exc.epoch, batch=exc.batch) from None
         except ComponentError as exc:
@@ -294,13 +347,25 @@ def _train(
             **({"distributed": record} if record else {}),
         })
 
-    comm.on_root("writing the final weights and summary", write_results)
-    if report is not None:
-        report.finish(seconds, device, echo)
+    try:
+        if redraw:
+            seconds = comm.on_root("reading the run folder", lambda: folder.recorded_seconds(run_dir))
+        else:
+            comm.on_root("writing the final weights and summary", write_results)
+        if report is not None:
+            report.finish(seconds, device, echo)
+    except WriteError as exc:
+        saved = (run_dir / folder.WEIGHTS).exists() and (run_dir / folder.SUMMARY).exists()
+        rest = f"the pictures and {folder.REPORT}" if saved else f"{folder.WEIGHTS}, {folder.SUMMARY} and the pictures"
+        raise WriteError(
+            f"{str(exc).strip()} Training has finished and {run_dir / folder.CHECKPOINT} holds it; once the folder "
+            f"can be written, `{command} run --resume {shlex.quote(str(run_dir))}` writes {rest}.",
+            errno=exc.errno, filename=exc.filename) from None
     if record and not record["weights_identical"]:
         raise comm.alike(DistributedError(
             f"the {comm.world_size} processes ended with different weights (SHA-256 digests in {run_dir / folder.SUMMARY}); "
             f"{run_dir / folder.WEIGHTS} holds rank 0's. A component does something different in each process "
             f"(a random draw from an unseeded generator, a non-deterministic kernel); please report it."
         ))
-    return RunResult(run_dir, state.history, str(device), seconds, plan, max(config.epochs - start_epoch, 0), memory)
+    trained = 0 if redraw else max(config.epochs - start_epoch, 0)
+    return RunResult(run_dir, state.history, str(device), seconds, plan, trained, memory)
