@@ -19,6 +19,7 @@ from ..host.loading import PluginHost
 from ..host.options import accepted_core_params, resolve_options
 from ..host.registry import ComponentRecord
 from ..kinds import BY_NAME
+from ..train.blame import memory_message, out_of_memory
 from ..train.engine import Parts
 from .config import RunConfig
 
@@ -63,6 +64,8 @@ def call_factory(record: ComponentRecord, core: dict[str, Any], options: dict[st
     except FmclfError:
         raise
     except Exception as exc:
+        if out_of_memory(exc):
+            raise ComponentError(memory_message(record.describe(), "while building it", exc)) from exc
         raise ComponentError(
             f"{record.describe()} failed to build: {type(exc).__name__}: {exc}. "
             f"Check its options (`fmclf plugins --kind {record.kind}`) or report this to its authors."

@@ -19,7 +19,8 @@ from .. import events
 from ..dist.comm import Solo
 from ..errors import ComponentError, DivergenceError, Interrupted
 from ..host.registry import ComponentRecord
-from .blame import blame, blame_gradients
+from .blame import blame, blame_gradients, blame_labels, blame_update
+from .labels import check_batch, check_splits
 from .metrics import evaluate, per_class_accuracy
 from .updaters import adapt_updater
 
@@ -113,6 +114,7 @@ class Trainer:
         self.stop = stop if stop is not None else StopFlag()
         self.comm = comm
         self.config = config or {}
+        self.lr = (self.config.get("run") or {}).get("lr")  #: named when a step overflows
         self.updater = adapt_updater(parts.updater)
         self.sum_reduction = getattr(self.updater, "reduction", "sum") != "mean"
         self.params = [p for p in parts.model.parameters() if p.requires_grad]
@@ -139,6 +141,7 @@ class Trainer:
     def fit(self, state: TrainState | None = None) -> TrainState:
         """Train from ``state`` (a fresh start when None) to the last epoch."""
         state = state or TrainState()
+        check_splits(self.parts.dataset, self._who["dataset"], len(self.classes))
         self._emit(
             "on_fit_start",
             events.FitStart(
@@ -182,7 +185,7 @@ class Trainer:
         """Test accuracy and confusion matrix (summed over processes when distributed)."""
         test = _guarded(self.parts.dataset.test, self._who["dataset"], "while yielding test batches")
         with blame(self._who["model"], "while evaluating on the test set"):
-            _, confusion = evaluate(self.parts.model, test, len(self.classes))
+            _, confusion = evaluate(self.parts.model, test, len(self.classes), dataset=self._who["dataset"])
         confusion = self.comm.sum(confusion)
         total = int(confusion.sum())
         return float(confusion.diagonal().sum()) / max(total, 1), confusion
@@ -216,8 +219,11 @@ class Trainer:
             batches = itertools.islice(batches, first, None)
         b = first
         graphed = self.graphed
+        classes = len(self.classes)
         for b, (X, y) in enumerate(batches, start=first + 1):
             n = y.shape[0]
+            if b == first + 1:  # labels out of range are the data set's fault, whoever trips over them
+                check_batch(y, who["dataset"], "training", classes)
             if graphed is not None and graphed.fits(X, y):
                 if graphed.graph is None:
                     graphed.capture(X, y, self._check_logits, self._check_losses)
@@ -229,13 +235,13 @@ class Trainer:
                     logits = model(X)
                 if b == first + 1:  # before the loss sees them: wrong logits are the model's fault
                     self._check_logits(logits, n)
-                with blame(who["loss"], at):
+                with blame_labels(who["loss"], at, y, who["dataset"], classes):
                     losses = loss_fn(logits, y)
                 if b == first + 1:
                     self._check_losses(losses, n)
                 total = losses.sum()
                 watch.add(b, total)  # on the CPU: raises here, before the update
-                with blame(who["updater"], f"while updating {at}"):
+                with blame_update(who["updater"], f"while updating {at}", self.lr):
                     updater.zero_grad()
                     with blame_gradients(records, at):
                         (total if sum_reduction else losses.mean()).backward()
