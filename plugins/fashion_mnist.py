@@ -10,8 +10,10 @@ Files found compressed are decompressed once into the user cache.
 from __future__ import annotations
 
 import pathlib
+from typing import Annotated
 
 import fmclf
+from fmclf import Range
 from fmclf.errors import OptionError
 
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -29,7 +31,7 @@ def fashion_mnist(
     seed: int = 0,
     shard: tuple[int, int] | None = None,
     data_root: pathlib.Path | None = None,
-    resize: int | None = None,
+    resize: Annotated[int, Range(max=1024)] | None = None,
     raw_pixels: bool = False,
     download: bool = True,
     verify: bool = True,
@@ -43,13 +45,23 @@ def fashion_mnist(
         download: let torchvision download the files when no copy is found
         verify: check the files against Fashion-MNIST's checksums and shapes (off for other IDX data)
     """
-    if resize is not None and resize < 1:
-        raise OptionError(
-            f"option 'resize' of dataset 'fashion-mnist' must be at least 1 (pixels a side), got {resize}. "
-            f"Leave it out to keep 28x28, or pass e.g. -o dataset.resize=64."
-        )
+    check_fashion_mnist(resize=resize)
     from .fashion_mnist_files import load_idx_set
     from .fashion_mnist_tensors import build_dataset
 
     arrays, source = load_idx_set(data_root, download=download, verify=verify)
     return build_dataset(arrays, source, CLASSES, batch_size=batch_size, device=device, seed=seed, shard=shard, resize=resize, raw_pixels=raw_pixels)
+
+
+@fmclf.checks(fashion_mnist)
+def check_fashion_mnist(*, resize: int | None = None, verify: bool = True) -> dict:
+    """Before any data is read: the option ``resize``, and what the data set will have, for the other
+    components' checks (its ten classes always; its image shape when the files are checked to be
+    Fashion-MNIST's 28x28, or resized)."""
+    if resize is not None and resize < 1:
+        raise OptionError(
+            f"option 'resize' of dataset 'fashion-mnist' must be at least 1 (pixels a side), got {resize}. "
+            f"Leave it out to keep 28x28, or pass e.g. -o dataset.resize=64."
+        )
+    side = resize or 28
+    return {"classes": CLASSES, **({"input_shape": (1, side, side)} if verify or resize else {})}

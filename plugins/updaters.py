@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import fmclf
+from fmclf import Range
+from fmclf.errors import OptionError
 
 
 @fmclf.hookimpl
@@ -18,7 +22,9 @@ def sgd(*, params, lr: float):
     return MinibatchSGD(params, lr)
 
 
-def torch_sgd(*, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, dampening: float = 0.0, nesterov: bool = False):
+def torch_sgd(*, params, lr: float, momentum: Annotated[float, Range(0, 1)] = 0.0,
+              weight_decay: Annotated[float, Range(0)] = 0.0, dampening: Annotated[float, Range(0, 1)] = 0.0,
+              nesterov: bool = False):
     """torch.optim.SGD.
 
     Options:
@@ -27,6 +33,17 @@ def torch_sgd(*, params, lr: float, momentum: float = 0.0, weight_decay: float =
         dampening: dampening for momentum
         nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0)
     """
+    check_torch_sgd(momentum=momentum, dampening=dampening, nesterov=nesterov)
     import torch
 
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, dampening=dampening, nesterov=nesterov)
+
+
+@fmclf.checks(torch_sgd)
+def check_torch_sgd(*, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False) -> None:
+    """Nesterov momentum needs momentum and no dampening (torch refuses it only once it builds)."""
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise OptionError(
+            f"option nesterov of updater 'torch-sgd' needs momentum above 0 and dampening 0 (got momentum "
+            f"{momentum}, dampening {dampening}): set -o updater.momentum=0.9, say, or leave nesterov out."
+        )

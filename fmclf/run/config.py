@@ -18,6 +18,12 @@ from ..kinds import BY_NAME, ROWS
 DIVERGENCE_ADVICE = "Try a smaller --lr, or --loss fused, which stays finite for any finite logits."
 
 
+#: The bounds of the core numbers (beyond them a run cannot work, or the thread library aborts):
+MAX_EPOCHS = 10**9
+MAX_BATCH = 2**31 - 1
+MAX_THREADS = 1024
+
+
 @dataclass
 class RunConfig:
     """Everything that decides what a run computes. Defaults are the textbook's."""
@@ -55,18 +61,23 @@ class RunConfig:
         if not _is_int(self.epochs) or self.epochs < 1:
             raise bad(f"--epochs must be a whole number of at least 1, got {self.epochs!r}",
                       "Train for one epoch or more.")
+        if self.epochs > MAX_EPOCHS:
+            raise bad(f"--epochs must be at most {MAX_EPOCHS:,}, got {self.epochs:,}", "Train for fewer epochs.")
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise bad(f"--batch-size must be a whole number of at least 1, got {self.batch_size!r}",
                       f"The textbook uses {RunConfig.batch_size}.")
+        if self.batch_size > MAX_BATCH:
+            raise bad(f"--batch-size must be at most {MAX_BATCH:,} (2**31 - 1), got {self.batch_size:,}",
+                      "A batch is at most the whole training set; give a smaller one.")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) \
                 or self.lr <= 0:
             raise bad(f"--lr must be a finite number above 0, got {self.lr!r}", f"The textbook uses {RunConfig.lr}.")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
             raise bad(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed!r}",
                       "Any such number repeats a CPU run exactly.")
-        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
-            raise bad(f"--threads must be a whole number of at least 1, got {self.threads!r}",
-                      "Leave it out for one thread per core.")
+        if self.threads is not None and (not _is_int(self.threads) or not 1 <= self.threads <= MAX_THREADS):
+            raise bad(f"--threads must be a whole number from 1 to {MAX_THREADS}, got {self.threads!r}",
+                      "More threads than cores only make them wait for each other; leave it out for one per core.")
         if not isinstance(self.cuda_graphs, bool):
             raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}", "Leave it out for false.")
         if not self.visualizers:

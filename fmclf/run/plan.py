@@ -16,9 +16,10 @@ from typing import Any
 
 from ..errors import ComponentError, DataError, FmclfError, OptionError, UsageError
 from ..host.loading import PluginHost
-from ..host.options import accepted_core_params, resolve_options
+from ..host.checks import facts_of, run_check
+from ..host.options import accepted_core_params, options_of, resolve_options
 from ..host.registry import ComponentRecord
-from ..kinds import BY_NAME
+from ..kinds import BY_NAME, core_params
 from ..train.blame import memory_message, out_of_memory
 from ..train.engine import Parts
 from .config import RunConfig
@@ -31,6 +32,8 @@ class Plan:
     config: RunConfig
     records: dict[str, ComponentRecord] = field(default_factory=dict)  #: by option target
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: what the data set's check said it will have (``classes``, ``input_shape`` ...): see fmclf.host.checks
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def components(self) -> dict[str, str]:
         """``target -> "name (dist version)"``, for the run's record."""
@@ -50,7 +53,35 @@ def resolve(config: RunConfig, host: PluginHost) -> Plan:
         plan.records[target] = record
         plan.options[target] = resolve_options(record, config.options.get(target, {}))
     config.options = {t: dict(v) for t, v in plan.options.items()}
+    run_checks(plan)
     return plan
+
+
+def run_checks(plan: Plan) -> None:
+    """Every component's own check (:mod:`fmclf.host.checks`), the data set's first: what it says the
+    data set will have (its classes) reaches the others' checks, before any data is read."""
+    config = plan.config
+    known_by_kind = {"dataset": {"batch_size": config.batch_size, "seed": config.seed}, "updater": {"lr": config.lr}}
+    for target, record in plan.records.items():
+        known = dict(known_by_kind.get(record.kind, {}))
+        if record.kind in ("model", "loss"):
+            known.update({k: v for k, v in plan.facts.items() if k in core_params(record.kind)})
+        listing = "Its options: " + "; ".join(o.describe() for o in options_of(record))
+        returned = run_check(record, plan.options[target], known, listing)
+        if record.kind == "dataset":
+            plan.facts = facts_of(record, returned)
+
+
+def _check_facts(plan: Plan, dataset: Any) -> None:
+    """The data set, built, must have what its check said it would (the other checks relied on it)."""
+    record, facts = plan.records["dataset"], plan.facts
+    got = {"num_classes": len(dataset.classes), "input_shape": tuple(int(d) for d in dataset.input_shape)}
+    for key in ("num_classes", "input_shape"):
+        if key in facts and facts[key] != got[key]:
+            raise ComponentError(
+                f"{record.describe()}: its option check said the data set has {key.replace('_', ' ')} "
+                f"{facts[key]}, but the data set it built has {got[key]}. Report this to its authors."
+            )
 
 
 def call_factory(record: ComponentRecord, core: dict[str, Any], options: dict[str, Any]) -> Any:
@@ -154,6 +185,7 @@ def assemble(
     torch.manual_seed(config.seed)
     core = {"batch_size": batch_size or config.batch_size, "device": device, "seed": config.seed, "shard": shard}
     dataset = build(records["dataset"], core, options["dataset"])
+    _check_facts(plan, dataset)
     input_shape = tuple(int(d) for d in dataset.input_shape)
     num_classes = len(dataset.classes)
     torch.manual_seed(config.seed)  # the same initial weights whatever the data set drew
