@@ -176,3 +176,17 @@ def check_writable(folder: str | os.PathLike, *, what: str = "write there",
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(tmp)
+
+
+class TooLarge(ValueError):
+    """A file read with :func:`read_limited` holds more than its limit."""
+
+
+def read_limited(path: str | os.PathLike, limit: int) -> bytes:
+    """The bytes of ``path``, at most ``limit`` of them: a file that holds more (``/dev/zero``, a log
+    given by mistake) raises :class:`TooLarge` after reading ``limit + 1`` bytes, never all of it."""
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"{str(path)!r} holds more than {limit:,} bytes")
+    return data

@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ..atomic import TooLarge, read_limited
 from .devices import check_spec
 from ..errors import ConfigError, UsageError
 from ..kinds import BY_NAME, ROWS
@@ -146,15 +147,26 @@ def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dic
     """Read a run file: ``(settings, options)``; settings hold only the keys present."""
     path = pathlib.Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_limited(path, CONFIG_LIMIT).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist. Pass the path of a TOML file, such as a "
                           f"run folder's config.toml.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc}.") from None
+    except TooLarge:
+        raise ConfigError(f"config file {str(path)!r} is larger than {CONFIG_LIMIT // 2**20} MiB, and a run's "
+                          f"settings take a few hundred bytes: it is not a config file. Pass the path of a TOML "
+                          f"file, such as a run folder's config.toml.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a folder. Pass the path of a TOML file, such as "
+                          f"{str(path / 'config.toml')!r}.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}), so it is not a TOML "
+                          f"file. Pass the path of one, such as a run folder's config.toml.") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}. Fix the line it names.") from None
     data.pop("provenance", None)  # what produced a recorded run; not a setting
+    _check_types(data, path)
     raw_options = data.pop("options", {})
     unknown = set(data) - _KEYS
     if unknown:
@@ -183,6 +195,27 @@ def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dic
         else:
             options[kind] = dict(table)
     return data, options
+
+
+#: The most a config file may hold: a run's settings take a few hundred bytes.
+CONFIG_LIMIT = 2**20
+
+#: What each setting of a config file must be (options are checked by their components).
+_TYPES = {"dataset": str, "model": str, "loss": str, "updater": str, "device": str, "epochs": int, "batch_size": int,
+          "lr": (int, float), "seed": int, "cuda_graphs": bool, "threads": int}
+
+
+def _check_types(data: dict[str, Any], path: pathlib.Path) -> None:
+    """Refuse a setting of the wrong type, naming the file (a damaged or edited config.toml)."""
+    for key, want in _TYPES.items():
+        if key not in data:
+            continue
+        value = data[key]
+        wrong = isinstance(value, bool) and want is not bool or not isinstance(value, want)
+        if wrong:
+            kind = {str: "a name (a string)", int: "a whole number", bool: "true or false"}.get(want, "a number")
+            raise ConfigError(f"config file {str(path)!r}: {key} must be {kind}, got {value!r}. Fix or remove "
+                              f"that line.")
 
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -17,7 +18,7 @@ import time
 from typing import Any
 
 from .. import atomic
-from ..errors import UsageError
+from ..errors import CheckpointError, UsageError
 
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
@@ -130,12 +131,95 @@ def mend_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]]) -> None:
         atomic.write_bytes(run_dir / METRICS, want)
 
 
+#: The most metrics.jsonl may hold (some 600 bytes an epoch: over 400000 epochs).
+METRICS_LIMIT = 256 * 2**20
+
+
 def read_metrics(run_dir: pathlib.Path) -> list[dict[str, Any]]:
-    """The rows of metrics.jsonl ([] when absent)."""
+    """The rows of metrics.jsonl ([] when absent), each checked to be an epoch's row (see
+    :func:`check_rows`); a file that is not is a :class:`~fmclf.errors.CheckpointError` naming it."""
     path = run_dir / METRICS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    damaged = "It is damaged or was edited; restore it, or delete it (--resume rewrites it from the checkpoint)."
+    try:
+        text = atomic.read_limited(path, METRICS_LIMIT).decode("utf-8")
+    except atomic.TooLarge:
+        raise CheckpointError(f"{path} holds more than {METRICS_LIMIT // 2**20} MiB, far more than a run's "
+                              f"metrics. {damaged}") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path} is not UTF-8 text (byte {exc.start}). {damaged}") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}.") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            raise CheckpointError(f"{path}, line {number}, is not JSON ({exc}). {damaged}") from None
+    why = check_rows(rows)
+    if why:
+        raise CheckpointError(f"{path}: {why}. {damaged}")
+    return rows
+
+
+#: The keys of a metrics row the core itself reads (every other key is read as any number would be).
+CORE_KEYS = ("train_loss", "train_acc", "test_acc")
+
+
+def check_rows(rows: Any) -> str | None:
+    """Why ``rows`` is not a run's history (a list with one object per finished epoch, in order:
+    ``epoch`` 1, 2, ..., the core's keys numbers, every other value plain data), or None."""
+    if not isinstance(rows, list):
+        return f"the history is {type(rows).__name__}, not a list of epochs"
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            return f"epoch {i}'s row is {_short(row)}, not an object"
+        if row.get("epoch") != i or isinstance(row.get("epoch"), bool):
+            return f"row {i} says epoch {_short(row.get('epoch'))}; the rows must be epochs 1, 2, 3 ... in order"
+        for key in CORE_KEYS:
+            if not _number(row.get(key)):
+                return f"epoch {i}'s {key} is {_short(row.get(key))}, not a number"
+        for key, value in row.items():
+            if not isinstance(key, str) or not _plain(value):
+                return f"epoch {i}'s {_short(key)} is {_short(value)}, not plain data"
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if depth > 4:
+        return False
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def remove_temporaries(run_dir: pathlib.Path) -> None:
+    """Remove the temporaries of atomic writes a killed process left (SIGKILL cannot be held back).
+    Only by the folder's one writer: call it holding the lock."""
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return
+    for name in names:
+        if atomic.is_temporary(name):
+            with contextlib.suppress(OSError):
+                os.unlink(run_dir / name)
 
 
 def write_json(path: pathlib.Path, data: Any) -> None:
@@ -146,7 +230,7 @@ def write_json(path: pathlib.Path, data: Any) -> None:
 def recorded_seconds(run_dir: pathlib.Path) -> float:
     """The training time summary.json records (0.0 when it cannot say)."""
     try:
-        value = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")).get("seconds", 0.0)
+        value = json.loads(atomic.read_limited(run_dir / SUMMARY, 2**20)).get("seconds", 0.0)
     except (OSError, ValueError, AttributeError):
         return 0.0
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0

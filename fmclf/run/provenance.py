@@ -34,11 +34,28 @@ def resumed(run_dir: pathlib.Path, now: dict[str, Any]) -> dict[str, Any]:
     """The run's recorded [provenance], with one line added for this resume."""
     import tomllib
 
+    from ..atomic import read_limited
+    from .config import CONFIG_LIMIT
+
     try:
-        recorded = tomllib.loads((run_dir / folder.CONFIG).read_text(encoding="utf-8")).get("provenance")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        recorded = tomllib.loads(read_limited(run_dir / folder.CONFIG, CONFIG_LIMIT).decode("utf-8")).get("provenance")
+    except (OSError, ValueError):  # (TooLarge, UnicodeDecodeError and TOMLDecodeError are ValueErrors)
         recorded = None
     if not isinstance(recorded, dict):
         return now
     line = f"{now['started']} on {now['device']} (fmclf {now['fmclf']}, torch {now['torch']})"
-    return {**recorded, "resumed": [*recorded.get("resumed", []), line]}
+    recorded = _plain(recorded)
+    before = recorded.get("resumed", [])
+    before = [str(x) for x in before] if isinstance(before, list) else []  # a hand-edited one is not a reason to fail
+    return {**recorded, "resumed": [*before, line]}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with anything TOML read that fmclf does not write back (a date, say) turned to text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

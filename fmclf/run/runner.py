@@ -94,6 +94,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
             note = lock.acquire("start a run in it")
             if note:
                 echo(f"Note: {note}.")
+            folder.remove_temporaries(path)
             return folder.check_new(path)  # again, now that it is ours: another run may have filled it meanwhile
 
         try:
@@ -133,6 +134,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
                 note = lock.acquire("resume it")
                 if note:
                     echo(f"Note: {note}.")
+                folder.remove_temporaries(run_dir)  # what a killed writer left: the folder is ours now
             return _read_run(run_dir, comm)
 
         with contextlib.ExitStack() as held:
@@ -153,6 +155,7 @@ def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any]
     config = RunConfig(**settings, options=options)  # load_config refused unknown settings
     for key, value in (overrides or {}).items():
         setattr(config, key, value)
+    _check_epochs(run_dir, checkpoint, config.epochs)
     config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
     plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm))
     _agree_on_plan(plan, device, comm)
@@ -161,6 +164,24 @@ def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any]
     if checkpoint is None:
         echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
     return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm)
+
+
+def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -> None:
+    """Refuse ``--epochs`` below what the checkpoint has trained: the run would end with the weights
+    of a later point than the metrics it reports (half of epoch 2 under epoch 1's accuracy)."""
+    if checkpoint is None or not isinstance(epochs, int) or isinstance(epochs, bool):
+        return
+    done, batch = checkpoint["state"]["epoch"], checkpoint["state"].get("batch", 0)
+    reached = done + (1 if batch else 0)
+    if epochs >= reached:
+        return
+    where = (f"has trained {done} epoch(s) and {batch} batch(es) of epoch {done + 1}" if batch else
+             f"has trained {done} epoch(s)")
+    raise UsageError(
+        f"--epochs {epochs} is fewer than {run_dir} has reached: it {where}, and its weights are those of that "
+        f"point, so it cannot end at epoch {epochs}. Pass --epochs {reached} or more (or leave --epochs out), or "
+        f"start a new run with `fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))} --epochs {epochs}`."
+    )
 
 
 def _prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None) -> tuple[Plan, Any]:
