@@ -387,6 +387,13 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
             for record in records:
                 host.registry.add(record)
                 host.notes.extend(_lookalike_notes(record))
+    for builtin, others in host.registry.shadowed():
+        for other in others:
+            host.notes.append(
+                f"{_who(other.plugin)} registers {builtin.kind} {builtin.name!r}, the name of a built-in; the plain "
+                f"name {builtin.name!r} stays the built-in's, so commands and run folders keep their meaning. "
+                f"Select the plugin's with `--{other.kind} {host.registry.name_to_type(other)}`."
+            )
 
 
 def _a(noun: str) -> str:

@@ -34,6 +34,13 @@ class Plan:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: what the data set's check said it will have (``classes``, ``input_shape`` ...): see fmclf.host.checks
     facts: dict[str, Any] = field(default_factory=dict)
+    #: by option target, the qualified name (``dist:name``) of each component, which config.toml records
+    qualified: dict[str, str] = field(default_factory=dict)
+
+    def recorded(self) -> RunConfig:
+        """The settings as a run folder records them: every component by its qualified name, so that a
+        plugin installed later that registers the same name changes nothing for this run."""
+        return _renamed(self.config, self.qualified)
 
     def components(self) -> dict[str, str]:
         """``target -> "name (dist version)"``, for the run's record."""
@@ -53,8 +60,33 @@ def resolve(config: RunConfig, host: PluginHost) -> Plan:
         plan.records[target] = record
         plan.options[target] = resolve_options(record, config.options.get(target, {}))
     config.options = {t: dict(v) for t, v in plan.options.items()}
+    plan.qualified = {t: host.registry.qualified(r) for t, r in plan.records.items()}
+    # Each component as a user reads it (plain unless ambiguous), whatever spelling selected it.
+    shown = {t: host.registry.name_to_type(r) for t, r in plan.records.items()}
+    plan.config = _renamed(config, shown)
+    plan.records = {_retarget(t, shown[t]): r for t, r in plan.records.items()}
+    plan.options = {_retarget(t, shown[t]): o for t, o in plan.options.items()}
+    plan.qualified = {_retarget(t, shown[t]): q for t, q in plan.qualified.items()}
     run_checks(plan)
     return plan
+
+
+def _retarget(target: str, name: str) -> str:
+    """The option target of ``target``'s component when it is called ``name``."""
+    kind = target.split(".", 1)[0]
+    return BY_NAME[kind].target(name)
+
+
+def _renamed(config: RunConfig, names: dict[str, str]) -> RunConfig:
+    """``config`` with each component (by option target) called as ``names`` says, options following."""
+    out = replace(config, options={})
+    for row in BY_NAME.values():
+        if row.many:
+            setattr(out, row.setting, [names.get(row.target(n), n) for n in getattr(config, row.setting)])
+        else:
+            setattr(out, row.setting, names.get(row.target(getattr(config, row.setting)), getattr(config, row.setting)))
+    out.options = {(_retarget(t, names[t]) if t in names else t): dict(v) for t, v in config.options.items()}
+    return out
 
 
 def run_checks(plan: Plan) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pathlib
 import platform
 import time
+import tomllib
 from typing import Any
 
 from .. import __version__
+from ..kinds import ROWS
 from ..host.loading import PluginHost
 from . import folder
 from .plan import Plan
@@ -30,18 +32,40 @@ def record(plan: Plan, host: PluginHost, device: Any, extra: dict[str, Any] | No
     }
 
 
-def resumed(run_dir: pathlib.Path, now: dict[str, Any]) -> dict[str, Any]:
-    """The run's recorded [provenance], with one line added for this resume."""
-    import tomllib
-
+def recorded_provenance(run_dir: pathlib.Path) -> dict[str, Any] | None:
+    """The [provenance] table of a run folder's config.toml (None when it cannot be read)."""
     from ..atomic import read_limited
     from .config import CONFIG_LIMIT
 
     try:
-        recorded = tomllib.loads(read_limited(run_dir / folder.CONFIG, CONFIG_LIMIT).decode("utf-8")).get("provenance")
+        found = tomllib.loads(read_limited(run_dir / folder.CONFIG, CONFIG_LIMIT).decode("utf-8")).get("provenance")
     except (OSError, ValueError):  # (TooLarge, UnicodeDecodeError and TOMLDecodeError are ValueErrors)
-        recorded = None
-    if not isinstance(recorded, dict):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def pin_names(settings: dict[str, Any], run_dir: pathlib.Path) -> dict[str, Any]:
+    """A run's component settings by the qualified names its provenance recorded, where config.toml
+    has plain ones (folders written before config.toml recorded qualified names): a plugin installed
+    since, registering the same name, must not change what the run resumes with."""
+    components = (recorded_provenance(run_dir) or {}).get("components")
+    if not isinstance(components, dict):
+        return settings
+    out = dict(settings)
+    for row in ROWS:
+        name, recorded = out.get(row.setting), components.get(row.name)
+        if row.many or not isinstance(name, str) or ":" in name or not isinstance(recorded, str):
+            continue
+        qualified = recorded.split(" ")[0]
+        if qualified.rpartition(":")[2] == name:
+            out[row.setting] = qualified
+    return out
+
+
+def resumed(run_dir: pathlib.Path, now: dict[str, Any]) -> dict[str, Any]:
+    """The run's recorded [provenance], with one line added for this resume."""
+    recorded = recorded_provenance(run_dir)
+    if recorded is None:
         return now
     line = f"{now['started']} on {now['device']} (fmclf {now['fmclf']}, torch {now['torch']})"
     recorded = _plain(recorded)

@@ -222,6 +222,7 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
     if not (run_dir / folder.CONFIG).is_file():
         raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run printed at its start.")
     settings, options = load_config(run_dir / folder.CONFIG)
+    settings = provenance.pin_names(settings, run_dir)
     checkpoint = checkpoint_io.load(run_dir)
     trained_by = checkpoint.get("world_size", 1) if checkpoint is not None else comm.world_size
     if trained_by != comm.world_size:
@@ -301,7 +302,8 @@ def _train(
              f"drawing the pictures and {folder.REPORT} of {run_dir}, which a stop cut short" if redraw else
              f"finishing {run_dir}")
     # Once the components are built: a failed start leaves no config behind.
-    comm.on_root("writing the run's settings", lambda: atomic.write_text(run_dir / folder.CONFIG, config.to_toml(prov, _HEADER)))
+    comm.on_root("writing the run's settings",
+                 lambda: atomic.write_text(run_dir / folder.CONFIG, plan.recorded().to_toml(prov, _HEADER)))
     comm.share_model(parts.model)  # identical starting weights, whatever each process drew
     report = None
     if comm.is_root:  # the others print and draw nothing

@@ -31,8 +31,13 @@ class blame:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
-        if exc is None or isinstance(exc, FmclfError) or not isinstance(exc, Exception):
-            return False  # nothing, an fmclf error, or KeyboardInterrupt/SystemExit: as they are
+        if exc is None or isinstance(exc, FmclfError):
+            return False  # nothing, or an fmclf error: as it is
+        if not isinstance(exc, Exception):
+            # KeyboardInterrupt/SystemExit pass, unless the component raised it itself: under fmclf's
+            # handler a real signal raises Stopped, so a bare KeyboardInterrupt is the component's own.
+            if not (type(exc) is KeyboardInterrupt and _signals_handled()):
+                return False
         cause = self.diagnose(exc)
         if cause is not None:  # not the component's fault after all
             raise cause from exc
@@ -53,6 +58,12 @@ class blame:
             f"{self.describe()} raised {type(exc).__name__} {self.where}: {exc}. This is a fault in that component; "
             f"report it to its authors, or choose another with `fmclf plugins`."
         )
+
+
+def _signals_handled() -> bool:
+    from ..run.signals import installed
+
+    return installed()
 
 
 def out_of_memory(exc: BaseException) -> bool:
