@@ -245,6 +245,22 @@ def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) ->
     return state
 
 
+def finished(run_dir: pathlib.Path) -> bool:
+    """Whether the run's final files are there and read back: model.pt a state_dict, summary.json an
+    object. One that is damaged counts as missing, so that --resume writes it again."""
+    import json
+
+    import torch
+
+    try:
+        summary = json.loads(atomic.read_limited(run_dir / folder.SUMMARY, 2**20))
+        weights = load_torch(run_dir / folder.WEIGHTS, "final weights")
+    except (OSError, ValueError, CheckpointError):
+        return False
+    return isinstance(summary, dict) and isinstance(weights, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())
+
+
 def save_weights(run_dir: pathlib.Path, model: Any) -> None:
     """Write the final weights, model.pt (a state_dict)."""
     save_torch(run_dir / folder.WEIGHTS, model.state_dict())

@@ -291,8 +291,7 @@ def _train(
         # The checkpoint's history is the record: metrics.jsonl written after it (a full disk, a stop, an edit) is mended.
         comm.on_root("writing the metrics", lambda: folder.mend_metrics(run_dir, state.history))
         finished, reported = comm.on_root("reading the run folder", lambda: (
-            (run_dir / folder.WEIGHTS).exists() and (run_dir / folder.SUMMARY).exists(),
-            (run_dir / folder.REPORT).exists()))
+            checkpoint_io.finished(run_dir), (run_dir / folder.REPORT).exists()))
         if state.epoch >= config.epochs and finished and reported:
             echo(f"{run_dir}: already trained {state.epoch} epoch(s) of {config.epochs}; pass --epochs N to train further.")
             return RunResult(run_dir, state.history, str(device), 0.0, plan, 0)

@@ -215,6 +215,9 @@ def test_fuzz_resume_and_predict_a_damaged_folder(finished_run, tiny_data, tmp_p
         result = invoke("predict", str(run), "-n", "4", "--data-root", str(tiny_data), "--out", str(tmp_path / "p.png"))
     check_outcome(result)
     after = snapshot(run)
-    if after != before:
+    changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+    if command == "predict" and changed <= {"predictions.png"}:
+        return  # it drew its picture, as asked, and touched nothing else (the damage is not its business)
+    if changed:
         why = valid_run(run)
-        assert why is None, (hows, command, why, result.output)
+        assert why is None, (hows, command, sorted(changed), why, result.output)
