@@ -6,14 +6,16 @@ and the errors. Importing fmclf imports neither torch nor any plugin.
 
 from .errors import ComponentError, DataError, FmclfError, OptionError, UsageError
 from .hookspecs import hookimpl
+from .host.checks import checks
+from .host.ranges import Range
 from .host.registry import ComponentRecord, PluginInfo
 from .kinds import KINDS
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "KINDS", "ComponentError", "ComponentRecord", "DataError", "FmclfError", "OptionError", "PluginInfo",
-    "UsageError", "__version__", "get_component", "hookimpl", "list_components",
+    "KINDS", "ComponentError", "ComponentRecord", "DataError", "FmclfError", "OptionError", "PluginInfo", "Range",
+    "UsageError", "__version__", "checks", "get_component", "hookimpl", "list_components",
 ]
 
 

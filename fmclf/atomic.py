@@ -1,37 +1,125 @@
-"""Writing files so that a crash or Ctrl-C never leaves half of one behind.
+"""Writing files so that a crash, a full disk or Ctrl-C never leaves half of one behind.
 
 Write to a temporary file in the same folder, fsync it, rename it over the
 target (atomic on POSIX), then fsync the folder so the rename itself survives
 a power cut. A reader sees the old file or the new one, never a mix.
+
+SIGINT, SIGTERM and SIGHUP that arrive while a file is being written wait
+until it is whole (or its temporary is removed): then they are handled as
+they would have been. A write that fails raises :class:`fmclf.errors.WriteError`
+(an ``OSError`` too) whose message names the file and what to do; the file
+that was there before is untouched and no temporary is left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pathlib
+import signal
 import tempfile
+import threading
 from typing import IO, Callable, Iterator
+
+from .errors import WriteError
+
+#: The signals a write holds back until it is done.
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+#: What to do about a failed write, by errno.
+_ADVICE = {
+    errno.ENOSPC: "The disk is full: free some space (or write elsewhere)",
+    errno.EDQUOT: "The disk quota is used up: free some space (or write elsewhere)",
+    errno.EROFS: "It is on a read-only file system: write elsewhere, or mount it read-write",
+    errno.EACCES: "Permission denied: make the folder writable (chmod u+w), or write elsewhere",
+    errno.EPERM: "The operation is not permitted there: make the folder writable, or write elsewhere",
+    errno.EISDIR: "A folder has that name: choose a file name, or move the folder",
+    errno.ENOTDIR: "A part of the path is a file, not a folder: choose another path",
+    errno.ENAMETOOLONG: "The name is too long for the file system: choose a shorter path",
+    errno.EIO: "The disk (or network file system) reported an input/output error: check it, or write elsewhere",
+    errno.ENOENT: "A folder on the path does not exist (or was removed meanwhile): choose an existing place",
+    errno.EEXIST: "Something already has that name: choose another path",
+    errno.EMFILE: "Too many files are open: close other programs, or raise the limit (ulimit -n)",
+}
+
+
+def advice(exc: BaseException, path: str | os.PathLike | None = None) -> str:  # noqa: ARG001 - path for later wording
+    """What to do about the failed write ``exc``, as a sentence."""
+    code = getattr(exc, "errno", None)
+    text = _ADVICE.get(code) if code is not None else None
+    return f"{text}." if text else "Check that the folder exists, is writable and has space, or write elsewhere."
+
+
+def write_error(path: str | os.PathLike, exc: OSError, *, exit_code: int = 1) -> WriteError:
+    """The :class:`WriteError` for failing to write ``path``: what happened and what to do."""
+    if isinstance(exc, WriteError):
+        return exc
+    why = exc.strerror or str(exc) or type(exc).__name__
+    return WriteError(f"cannot write {str(path)!r}: {why}. {advice(exc, path)}", errno=exc.errno,
+                      filename=str(path), exit_code=exit_code)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP back for the block; afterwards they are raised again,
+    in order, for the handlers that were there before (``KeyboardInterrupt``, fmclf's own, or
+    the default, which ends the process). In the main thread only: elsewhere no handler runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum, frame):  # noqa: ARG001
+        pending.append(signum)
+
+    previous: dict[int, object] = {}
+    try:
+        for s in SIGNALS:
+            before = signal.getsignal(s)
+            if before is None:  # set outside Python: it cannot be put back, so leave it
+                continue
+            previous[s] = signal.signal(s, hold)
+        yield
+    finally:
+        for s, before in previous.items():
+            signal.signal(s, before)
+        for s in pending:
+            signal.raise_signal(s)
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file that replaces ``path`` when the block exits normally."""
+    """Open a temporary file that replaces ``path`` when the block exits normally.
+    An ``OSError`` on the way becomes a :class:`~fmclf.errors.WriteError` naming ``path``."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    with signals_deferred():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            raise write_error(path, exc) from None
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+            with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            # an OSError about this file (not one the block hit opening some other file)
+            if isinstance(exc, OSError) and exc.filename in (None, tmp, str(path)):
+                raise write_error(path, exc) from None
+            raise
+        _fsync_dir(path.parent)
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is the temporary file of an atomic write (one that a killed
+    process can leave behind: SIGKILL cannot be held back)."""
+    return name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3
 
 
 def _umask() -> int:
@@ -66,3 +154,39 @@ def write_with(path: str | os.PathLike, writer: Callable[[IO], None]) -> None:
     (``torch.save``, ``figure.savefig`` ...)."""
     with atomic_open(path, "wb") as fh:
         writer(fh)
+
+
+def check_writable(folder: str | os.PathLike, *, what: str = "write there",
+                   target: str | os.PathLike | None = None) -> None:
+    """Refuse, before any work, a folder that cannot take a new file (``target``, named in the
+    message): a temporary file is made and removed again. Raises :class:`~fmclf.errors.WriteError`
+    with exit code 2 (bad input caught before any work). A folder that does not exist is fine if it
+    can be made."""
+    folder = pathlib.Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:  # the nearest folder that exists
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise WriteError(f"cannot {what}: {str(probe)!r} is a file, not a folder. Choose another path.",
+                         errno=errno.ENOTDIR, filename=str(probe), exit_code=2)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".fmclf-probe.", suffix=".tmp", dir=probe)
+    except OSError as exc:
+        raise write_error(target if target is not None else folder, exc, exit_code=2) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+class TooLarge(ValueError):
+    """A file read with :func:`read_limited` holds more than its limit."""
+
+
+def read_limited(path: str | os.PathLike, limit: int) -> bytes:
+    """The bytes of ``path``, at most ``limit`` of them: a file that holds more (``/dev/zero``, a log
+    given by mistake) raises :class:`TooLarge` after reading ``limit + 1`` bytes, never all of it."""
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"{str(path)!r} holds more than {limit:,} bytes")
+    return data

@@ -68,7 +68,31 @@ class DistributedError(FmclfError):
     """The processes of a distributed run disagree, or one of them failed or went silent."""
 
 
+class WriteError(FmclfError, OSError):
+    """A file or folder fmclf (or a component, through :mod:`fmclf.atomic`) had to write could
+    not be written: the message names the path and what to do. An ``OSError`` too, so code
+    that catches the ``OSError`` of a failed write keeps working."""
+
+    def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None,
+                 exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.errno, self.filename, self.exit_code = errno, filename, exit_code
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class Interrupted(FmclfError):
-    """Training was stopped by SIGINT or SIGTERM after a checkpoint was written."""
+    """A signal (SIGINT, SIGTERM, SIGHUP) stopped the command; the message says what was kept."""
 
     exit_code = 130
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised by fmclf's signal handler where a signal ends the command at once (outside
+    training, or a second Ctrl-C during it). A ``KeyboardInterrupt``, so it passes every
+    ``except Exception`` on its way up; the runner turns it into :class:`Interrupted`."""
+
+    def __init__(self, signal_name: str = "SIGINT") -> None:
+        super().__init__(signal_name)
+        self.signal = signal_name

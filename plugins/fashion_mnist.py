@@ -10,8 +10,10 @@ Files found compressed are decompressed once into the user cache.
 from __future__ import annotations
 
 import pathlib
+from typing import Annotated
 
 import fmclf
+from fmclf import Range
 from fmclf.errors import OptionError
 
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -29,7 +31,7 @@ def fashion_mnist(
     seed: int = 0,
     shard: tuple[int, int] | None = None,
     data_root: pathlib.Path | None = None,
-    resize: int | None = None,
+    resize: Annotated[int, Range(max=1024)] | None = None,
     raw_pixels: bool = False,
     download: bool = True,
     verify: bool = True,
@@ -45,6 +47,20 @@ def fashion_mnist(
         verify: check the files against Fashion-MNIST's checksums and shapes (off for other IDX data)
         valid: fraction of the training set held out for validation (0.1: 6000), stratified; the same whatever --seed
     """
+    check_fashion_mnist(resize=resize, valid=valid)
+    from .fashion_mnist_files import load_idx_set
+    from .fashion_mnist_tensors import build_dataset
+
+    arrays, source = load_idx_set(data_root, download=download, verify=verify)
+    return build_dataset(arrays, source, CLASSES, batch_size=batch_size, device=device, seed=seed, shard=shard,
+                         resize=resize, raw_pixels=raw_pixels, valid=valid)
+
+
+@fmclf.checks(fashion_mnist)
+def check_fashion_mnist(*, resize: int | None = None, valid: float = 0.0, verify: bool = True) -> dict:
+    """Before any data is read: the options ``resize`` and ``valid``, and what the data set will have, for the other
+    components' checks, and ``valid`` (its ten classes always; its image shape when the files are checked to be
+    Fashion-MNIST's 28x28, or resized)."""
     if resize is not None and resize < 1:
         raise OptionError(
             f"option 'resize' of dataset 'fashion-mnist' must be at least 1 (pixels a side), got {resize}. "
@@ -55,9 +71,5 @@ def fashion_mnist(
             f"option 'valid' of dataset 'fashion-mnist' is the fraction of the training set held out for "
             f"validation, from 0 (none) to below 1; got {valid}. Try -o dataset.valid=0.1."
         )
-    from .fashion_mnist_files import load_idx_set
-    from .fashion_mnist_tensors import build_dataset
-
-    arrays, source = load_idx_set(data_root, download=download, verify=verify)
-    return build_dataset(arrays, source, CLASSES, batch_size=batch_size, device=device, seed=seed, shard=shard,
-                         resize=resize, raw_pixels=raw_pixels, valid=valid)
+    side = resize or 28
+    return {"classes": CLASSES, **({"input_shape": (1, side, side)} if verify or resize else {})}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import fmclf
+from fmclf import Range
 from fmclf.errors import OptionError
 
 
@@ -24,10 +26,10 @@ def naive():
 
 def fused(
     *,
-    label_smoothing: float = 0.0,
-    soft_label: float | None = None,
+    label_smoothing: Annotated[float, Range(0, 1)] = 0.0,
+    soft_label: Annotated[float, Range(0, 1)] | None = None,
     ignore_index: int = -100,
-    weight: list[float] | None = None,
+    weight: list[Annotated[float, Range(0)]] | None = None,
     num_classes: int | None = None,
 ):
     """``log sum exp(o - m) - (o_y - m)`` per row, m the row maximum; options as in
@@ -39,11 +41,22 @@ def fused(
         ignore_index: rows whose target is this class index get loss 0 and no gradient
         weight: one weight per class, scaling that class's term (comma-separated)
     """
+    check_fused(label_smoothing=label_smoothing, soft_label=soft_label, weight=weight, num_classes=num_classes)
+    from .fused_cross_entropy import FusedCrossEntropy
+
+    return FusedCrossEntropy(label_smoothing=label_smoothing, soft_label=soft_label, ignore_index=ignore_index, weight=weight)
+
+
+@fmclf.checks(fused)
+def check_fused(*, label_smoothing: float = 0.0, soft_label: float | None = None, weight: list[float] | None = None,
+                num_classes: int | None = None) -> None:
+    """What the bounds cannot say, checked before any work (``num_classes`` comes from the data set's check)."""
     if not 0.0 <= label_smoothing <= 1.0:
         raise OptionError(f"option label_smoothing of loss 'fused' must be between 0 and 1, got {label_smoothing}.")
     if soft_label is not None:
         if not 0.0 <= soft_label <= 1.0:
-            raise OptionError(f"option soft_label of loss 'fused' is a probability and must be between 0 and 1, got {soft_label}.")
+            raise OptionError(f"option soft_label of loss 'fused' is a probability and must be between 0 and 1, "
+                              f"got {soft_label}.")
         if label_smoothing:
             raise OptionError(
                 "options soft_label and label_smoothing of loss 'fused' say the same thing two ways; give one "
@@ -51,7 +64,8 @@ def fused(
             )
     if weight is not None:
         if not weight:
-            raise OptionError("option weight of loss 'fused' is empty; give one weight per class, e.g. -o loss.weight=1,1,2,...")
+            raise OptionError("option weight of loss 'fused' is empty; give one weight per class, "
+                              "e.g. -o loss.weight=1,1,2,...")
         bad = [w for w in weight if not (math.isfinite(w) and w >= 0)]
         if bad:
             raise OptionError(f"option weight of loss 'fused' must hold finite weights >= 0, got {bad[0]}.")
@@ -60,6 +74,3 @@ def fused(
                 f"option weight of loss 'fused' has {len(weight)} entries but the data set has {num_classes} "
                 f"classes; give one weight per class."
             )
-    from .fused_cross_entropy import FusedCrossEntropy
-
-    return FusedCrossEntropy(label_smoothing=label_smoothing, soft_label=soft_label, ignore_index=ignore_index, weight=weight)

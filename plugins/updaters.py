@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import fmclf
+from fmclf import Range
 from fmclf.errors import OptionError
 
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -30,15 +31,15 @@ def torch_sgd(
     lr: float,
     epochs: int,
     steps_per_epoch: int,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    dampening: float = 0.0,
+    momentum: Annotated[float, Range(0, 1)] = 0.0,
+    weight_decay: Annotated[float, Range(0)] = 0.0,
+    dampening: Annotated[float, Range(0, 1)] = 0.0,
     nesterov: bool = False,
     schedule: Literal["constant", "step", "cosine", "onecycle"] = "constant",
-    warmup: float = 0.0,
-    step_epochs: int | None = None,
-    gamma: float = 0.1,
-    min_lr: float = 0.0,
+    warmup: Annotated[float, Range(0)] = 0.0,
+    step_epochs: Annotated[int, Range(1)] | None = None,
+    gamma: Annotated[float, Range(0, 1, min_open=True)] = 0.1,
+    min_lr: Annotated[float, Range(0)] = 0.0,
 ):
     """torch.optim.SGD, its learning rate changed after every batch by ``schedule``.
 
@@ -53,19 +54,13 @@ def torch_sgd(
         gamma: for schedule step, the factor of each drop
         min_lr: for schedule cosine, the rate it ends at
     """
+    check_torch_sgd(lr=lr, epochs=epochs, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                    warmup=warmup, min_lr=min_lr)
     total = epochs * steps_per_epoch
     warm = round(warmup * steps_per_epoch)
-    where = "of updater 'torch-sgd'"
-    if not warmup >= 0 or (warm >= total and warmup > 0):
-        raise OptionError(f"option warmup {where} is in epochs and must be from 0 to below the run's {epochs} "
-                          f"epoch(s), got {warmup}.")
-    if step_epochs is not None and step_epochs < 1:
-        raise OptionError(f"option step_epochs {where} must be at least 1 (epochs), got {step_epochs}.")
-    if not 0 < gamma <= 1:
-        raise OptionError(f"option gamma {where} multiplies the rate at each step and must be above 0 and at most 1, "
-                          f"got {gamma}.")
-    if not 0 <= min_lr < lr:
-        raise OptionError(f"option min_lr {where} must be 0 or more and below --lr {lr}, got {min_lr}.")
+    if warm >= total and warmup > 0:
+        raise OptionError(f"option warmup of updater 'torch-sgd' is in epochs and must be below the run's {epochs} "
+                          f"epoch(s) of {steps_per_epoch} step(s), got {warmup}.")
     import torch
 
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, dampening=dampening,
@@ -77,3 +72,21 @@ def torch_sgd(
     step_steps = (step_epochs or max(1, epochs // 3)) * steps_per_epoch
     shape = factor(schedule, total, warm, step_steps=step_steps, gamma=gamma, floor=min_lr / lr)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
+
+
+@fmclf.checks(torch_sgd)
+def check_torch_sgd(*, lr: float | None = None, epochs: int | None = None, momentum: float = 0.0,
+                    dampening: float = 0.0, nesterov: bool = False, warmup: float = 0.0, min_lr: float = 0.0) -> None:
+    """Before any work: Nesterov momentum needs momentum and no dampening (torch refuses it only once
+    it builds), warmup fits in the run, and a cosine's floor is below the rate."""
+    where = "of updater 'torch-sgd'"
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise OptionError(
+            f"option nesterov {where} needs momentum above 0 and dampening 0 (got momentum "
+            f"{momentum}, dampening {dampening}): set -o updater.momentum=0.9, say, or leave nesterov out."
+        )
+    if epochs is not None and warmup >= epochs and warmup > 0:
+        raise OptionError(f"option warmup {where} is in epochs and must be from 0 to below the run's {epochs} "
+                          f"epoch(s), got {warmup}.")
+    if lr is not None and not min_lr < lr:
+        raise OptionError(f"option min_lr {where} must be 0 or more and below --lr {lr}, got {min_lr}.")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pathlib
+from typing import Annotated
 
 import fmclf
+from fmclf import Range
 from fmclf.errors import OptionError
 
 
@@ -15,7 +17,8 @@ def register_visualizers(register):
     register("none", nothing, help="show nothing")
 
 
-def tqdm_bars(*, run_dir: pathlib.Path | None = None, leave: bool = False, refresh: float = 0.2, interval: float = 10.0):
+def tqdm_bars(*, run_dir: pathlib.Path | None = None, leave: bool = False, refresh: Annotated[float, Range(0)] = 0.2,
+              interval: Annotated[float, Range(0)] = 10.0):
     """One tqdm bar per epoch over its batches, on stderr; plain lines when stderr is not a terminal.
 
     Options:
@@ -38,11 +41,18 @@ def animator(*, run_dir: pathlib.Path | None = None, svg: bool = True, ylim_low:
         ylim_low: bottom of the y axis (the textbook's 0.3)
         ylim_high: top of the y axis (the textbook's 0.9)
     """
-    if not ylim_low < ylim_high:
-        raise OptionError(f"visualizer 'animator': ylim_low ({ylim_low}) must be below ylim_high ({ylim_high}). The textbook uses 0.3 and 0.9.")
+    check_animator(ylim_low=ylim_low, ylim_high=ylim_high)
     from .animator import Animator
 
     return Animator(run_dir, svg=svg, ylim=(ylim_low, ylim_high))
+
+
+@fmclf.checks(animator)
+def check_animator(*, ylim_low: float = 0.3, ylim_high: float = 0.9) -> None:
+    """The y axis needs its bottom below its top (both finite: the option parser sees to that)."""
+    if not ylim_low < ylim_high:
+        raise OptionError(f"visualizer 'animator': ylim_low ({ylim_low}) must be below ylim_high ({ylim_high}). "
+                          f"The textbook uses 0.3 and 0.9.")
 
 
 class _Nothing:

@@ -19,6 +19,7 @@ import fmclf
 @fmclf.hookimpl
 def register_datasets(register):
     register("flaky-data", flaky_data, help="tiny Fashion-MNIST files whose training batches fail at one batch")
+    register("pause-data", pause_data, help="tiny Fashion-MNIST files; prints PAUSED and waits for a signal at one moment")
 
 
 @fmclf.hookimpl
@@ -87,6 +88,52 @@ def flaky_data(*, batch_size: int, device, seed: int = 0, data_root: pathlib.Pat
     return data
 
 
+def wait_for_a_signal(seconds: float = 120) -> None:
+    """Print PAUSED and wait for a signal without a race: one arriving before the wait
+    begins is still seen, because the wakeup fd records every signal."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    previous = signal.set_wakeup_fd(w)
+    try:
+        print("PAUSED", flush=True)
+        select.select([r], [], [], seconds)
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(r)
+        os.close(w)
+
+
+def pause_data(*, batch_size: int, device, seed: int = 0, data_root: pathlib.Path | None = None,
+               pause: str = "build", verify: bool = False):
+    """Options:
+        data_root: folder with tiny IDX files
+        verify: ignored (the files are tiny, not Fashion-MNIST); here so that the usual flags work
+        pause: build (while the data set loads), test:K (when the test set is read the K-th time:
+            once after each epoch, then for the pictures after the last), or none
+    """
+    from fmclf_plugins.fashion_mnist import fashion_mnist
+
+    if pause == "build":
+        wait_for_a_signal()
+    data = fashion_mnist(batch_size=batch_size, device=device, seed=seed, data_root=data_root, verify=False,
+                         download=False)
+    if pause.startswith("test:"):
+        at, inner, reads = int(pause[5:]), data.test, [0]
+
+        class Pausing:
+            def __len__(self):
+                return len(inner)
+
+            def __iter__(self):
+                reads[0] += 1
+                if reads[0] == at:
+                    wait_for_a_signal()
+                return iter(inner)
+
+        data.test = Pausing()
+    return data
+
+
 # --- models -----------------------------------------------------------------------------
 
 
@@ -109,10 +156,13 @@ def linear(*, num_inputs: int, num_classes: int, signal_at_eval: int = 0, signal
             return super().train(mode)
 
         def forward(self, X):
+            from fmclf.run.signals import training
+
             sig = getattr(signal, signal_name)
-            # only while fmclf listens: a model is also evaluated after training (the pictures),
-            # where a SIGTERM would simply end the process — here, the test run itself
-            listening = callable(signal.getsignal(sig))
+            # only while fmclf trains: a model is also evaluated after training (the pictures),
+            # where a signal stops the command at once — these tests are about the evaluations
+            # between epochs
+            listening = training()
             if not self.training and self.evals == signal_at_eval and not self.fired and listening:
                 self.fired = True
                 os.kill(os.getpid(), sig)

@@ -20,6 +20,7 @@ import click
 from .. import __version__
 from ..dist.launch import is_root_process, process_label
 from ..errors import FmclfError, Interrupted
+from ..run import signals
 
 
 def echo_err(text: str) -> None:
@@ -36,6 +37,7 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except FmclfError as exc:
+            signals.ending()  # a signal now must not cut the message (or the exit) short
             if os.environ.get("FMCLF_DEBUG"):
                 raise
             if not getattr(exc, "quiet", False):  # under torchrun, rank 0 reports what every process hit
@@ -45,9 +47,10 @@ def friendly(fn: Callable) -> Callable:
                 else:
                     echo_err(f"{process_label()}Error: {text}")
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:  # before training started (during it, the runner explains)
+        except KeyboardInterrupt as exc:  # a signal outside a run (a run's own stops say what they kept)
+            signals.ending()
             if is_root_process():
-                echo_err("Interrupted.")
+                echo_err(_stopped(exc))
             sys.exit(130)
 
     return wrapper
@@ -89,9 +92,29 @@ def cli(ctx: click.Context, plugin_flags: tuple[str, ...]) -> None:
     ctx.obj = Settings(plugin_flags)
 
 
+def _stopped(exc: BaseException) -> str:
+    name = getattr(exc, "signal", None)
+    return f"Stopped by {name}." if name else "Interrupted."
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="fmclf")
+    """Console-script entry point: fmclf's signal handler first (see :mod:`fmclf.run.signals`), then
+    standard output that cannot stop the work (see :mod:`fmclf.cli._streams`), then the command."""
+    signals.install()
+    from . import _streams
+
+    streams = _streams.guard()
+    try:
+        cli(prog_name="fmclf")
+        code: int | str | None = 0
+    except SystemExit as exc:
+        code = exc.code
+    except KeyboardInterrupt as exc:  # a signal while click parsed the command line
+        signals.ending()
+        echo_err(_stopped(exc))
+        code = 130
+    signals.ignore_from_now_on()  # exiting: nothing may turn the exit code into a death by signal now
+    sys.exit(streams.finish(code))
 
 
 # The commands: every public module of this package (click lists them sorted by name).

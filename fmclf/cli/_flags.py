@@ -4,7 +4,11 @@ the data set it goes to."""
 
 from __future__ import annotations
 
+import os
+import pathlib
 from typing import Any, Iterable
+
+import click
 
 from ..errors import OptionError
 from ..host.options import options_of, parse_assignment
@@ -34,3 +38,29 @@ def require_data_root(host: Any, dataset: str) -> None:
         f"cannot apply; leave --data-root out (this data set finds its data itself, or through its own "
         f"options). {listing}."
     )
+
+
+class PathArg(click.ParamType):
+    """A path flag: refuses the empty string (``pathlib.Path("")`` is the current folder, which
+    ``--out ""`` would silently make the run folder) and, where fmclf records the path in its
+    UTF-8 files (config.toml, report.md), one holding bytes that are not UTF-8."""
+
+    name = "path"
+
+    def __init__(self, *, recorded: bool = True) -> None:
+        self.recorded = recorded
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> pathlib.Path:
+        if isinstance(value, pathlib.Path):
+            return value
+        text = os.fsdecode(value) if isinstance(value, bytes) else str(value)
+        if not text.strip():
+            self.fail("the path is empty. Give a file or folder name, or leave the option out.", param, ctx)
+        if self.recorded:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                self.fail(f"{text!r} holds bytes that are not UTF-8 text. fmclf records paths in its UTF-8 "
+                          f"files (config.toml, report.md), which cannot hold them: rename the file or "
+                          f"folder, or use another one.", param, ctx)
+        return pathlib.Path(text)

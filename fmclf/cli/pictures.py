@@ -11,10 +11,10 @@ from . import cli, friendly
 from ..errors import UsageError
 from ..host.options import parse_assignment
 from ..run.config import RunConfig
-from ._flags import DATA_ROOT, require_data_root
+from ._flags import DATA_ROOT, PathArg, require_data_root
 
 
-_PATH = click.Path(path_type=pathlib.Path)
+_PATH = PathArg()
 
 
 @cli.command()

@@ -77,13 +77,24 @@ def _plugins_json(host, shown, records) -> dict[str, Any]:
                 "select_as": host.registry.name_to_type(r), "help": r.help, "plugin": info(r.plugin),
                 "options": [
                     {"name": o.name, "type": str(o.type), "default": None if o.required else _jsonable(o.default),
-                     "required": o.required, "help": o.help}
+                     "required": o.required, "help": o.help, "bounds": _bounds(o)}
                     for o in options_of(r)
                 ],
             }
             for r in records
         ],
     }
+
+
+def _bounds(option: Any) -> dict[str, Any] | None:
+    """A number option's bounds (``fmclf.Range``) for machines; None for other options."""
+    spec = option.type
+    if spec.base not in (int, float) or spec.choices:
+        return None
+    b = spec.bounds
+    return {"min": b.min if b else None, "max": b.max if b else None, "min_open": bool(b and b.min_open),
+            "max_open": bool(b and b.max_open),
+            "inf": spec.base is float and (spec.allow_inf or bool(b and b.inf))}
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 from dataclasses import fields
 from typing import Any, Callable
 
@@ -10,7 +9,7 @@ import click
 from click.core import ParameterSource
 
 from . import cli, friendly
-from ._flags import DATA_ROOT, gather_options, require_data_root
+from ._flags import DATA_ROOT, PathArg, gather_options, require_data_root
 from ..dist.launch import is_root_process
 from ..errors import UsageError
 from ..kinds import ROWS
@@ -60,16 +59,16 @@ def component_flags(command: Callable) -> Callable:
 @click.option("--seed", type=int, default=_DEFAULTS.seed,
               help="Seed for initial weights and shuffling; a CPU run with the same seed repeats exactly. "
                    "[default: drawn and recorded]")
-@click.option("--data-root", type=click.Path(path_type=pathlib.Path), default=None,
+@click.option("--data-root", type=PathArg(), default=None,
               help="Folder with the data set's files (the data set's data_root option).")
 @click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE",
               help="Set a component option, e.g. -o model.hidden=128, or -o visualizer.NAME.OPTION=VALUE; "
                    "`fmclf plugins` lists every option. Repeatable.")
-@click.option("--config", "config_path", type=click.Path(path_type=pathlib.Path), default=None,
+@click.option("--config", "config_path", type=PathArg(recorded=False), default=None,
               help="Read settings from a TOML file (a run folder's config.toml works); options given here win.")
-@click.option("--out", type=click.Path(path_type=pathlib.Path), default=None,
+@click.option("--out", type=PathArg(), default=None,
               help="Run folder to create. [default: runs/DATE-TIME-MODEL-LOSS]")
-@click.option("--resume", "resume_dir", type=click.Path(path_type=pathlib.Path), default=None,
+@click.option("--resume", "resume_dir", type=PathArg(), default=None,
               help="Continue the run in this folder from its last checkpoint (--epochs may extend it).")
 @click.pass_context
 @friendly

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from . import pictures
+from .. import atomic
 
-from ..run import checkpoint, folder
+from ..run import checkpoint, folder, lock
 from ..run.plan import Plan, assemble, resolve
 from ..run.config import RunConfig, load_config
 from ..errors import CheckpointError, UsageError
@@ -92,8 +94,6 @@ def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pa
     """Rebuild a run's data set and model from its config.toml, load its saved weights
     (``weights``: final, or the NAME of RUN_DIR/NAME.pt, such as best), and draw its
     predictions for the first ``n`` test images."""
-    from ..run.devices import resolve_device
-
     run_dir = pathlib.Path(run_dir)
     config = load_run_config(run_dir)
     config.visualizers, config.device = ["none"], device
@@ -105,8 +105,37 @@ def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pa
         config.options.setdefault("dataset", {})["data_root"] = str(data_root)
     plan: Plan = resolve(config, host)
     out = pathlib.Path(out) if out is not None else run_dir / PREDICTIONS
-    pictures.picture_format(out)  # a bad name fails before the data set loads
-    state, weights = checkpoint.named_weights(run_dir, weights)
+    check_picture_path(out, "--out" if out != run_dir / PREDICTIONS else "the predictions")  # before any work
+    inside = _inside(out, run_dir)
+    # Into the run folder: as its one writer (a run that trains there draws its own predictions.png at the end).
+    held = lock.writing(run_dir, "draw its predictions", "write the picture elsewhere with --out") if inside \
+        else contextlib.nullcontext()
+    with held:
+        return _predict(run_dir, plan, config, out, n, device, weights)
+
+
+def _inside(path: pathlib.Path, folder_path: pathlib.Path) -> bool:
+    try:
+        return path.absolute().resolve().is_relative_to(folder_path.absolute().resolve())
+    except OSError:
+        return False
+
+
+def check_picture_path(out: pathlib.Path, what: str = "--out") -> None:
+    """Refuse, before any work, a picture path that cannot be written: a name without .png, .svg or
+    .pdf, a folder, a folder that cannot take a new file (read-only, full)."""
+    pictures.picture_format(out)
+    if out.is_dir():
+        raise UsageError(f"{what} {str(out)!r} is a folder; name the picture file, such as "
+                         f"{str(out / PREDICTIONS)!r}.")
+    atomic.check_writable(out.parent, what=f"write {str(out)!r}", target=out)
+
+
+def _predict(run_dir: pathlib.Path, plan: Plan, config: RunConfig, out: pathlib.Path, n: int, device: str,
+             which: str) -> Predicted:
+    from ..run.devices import resolve_device
+
+    state, weights = checkpoint.named_weights(run_dir, which)
     dev = resolve_device(device)
     parts = assemble(plan, device=dev)
     require_images(config.dataset, parts.dataset.input_shape, "predict")
@@ -132,7 +161,7 @@ def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Pa
 
     record = host.registry.get("dataset", dataset)
     values = resolve_options(record, options or {})
-    pictures.picture_format(out)
+    check_picture_path(pathlib.Path(out))
     data = call_factory(record, {"batch_size": n, "device": torch.device("cpu"), "seed": seed, "shard": None}, values)
     require_images(dataset, getattr(data, "input_shape", ()), "show")
     batches = getattr(data, split)

@@ -11,13 +11,14 @@ import pathlib
 from typing import Any, Callable, Sequence
 
 from .. import atomic
+from ..errors import WriteError
 
 from . import gallery, pictures
 
 from ..run import folder
 from ..run.plan import Plan
 
-REPORT = "report.md"
+REPORT = folder.REPORT
 CONFUSION = "confusion.png"
 CURVES = "curves.png"
 METRICS = "metrics.png"
@@ -46,6 +47,8 @@ class RunReport:
             drawn = self._draw()
             write_report(self.run_dir, self.plan, self.end.history, self.end.confusion, self.end.classes,
                          seconds=seconds, device=str(device), pictures_drawn=drawn, stopped=self.end.control.record())
+        except WriteError:  # a full disk, a read-only folder: an error, which --resume can mend
+            raise
         except Exception as exc:  # the run's files are complete; only the pictures are missing
             echo(f"Warning: could not draw the run's pictures ({type(exc).__name__}: {exc}); its other files are complete.")
             return

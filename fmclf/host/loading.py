@@ -51,7 +51,7 @@ from typing import Callable, Iterable
 import pluggy
 
 from .. import hookspecs
-from ..errors import PluginError
+from ..errors import PluginError, Stopped
 from ..kinds import BY_NAME, ROWS
 from .options import lookalike_options
 from .registry import ComponentRecord, PluginInfo, Registry, check_name, first_doc_line, normalize
@@ -167,6 +167,16 @@ def load_plugins(
     ``strict`` (default ``$FMCLF_STRICT_PLUGINS``) raises :class:`PluginError`
     instead of warning when a plugin fails.
     """
+    from ..run.signals import handled
+
+    # Under fmclf's handler a real Ctrl-C raises Stopped, which stops the load; a plugin that
+    # raises KeyboardInterrupt itself (as some do on a failed prompt) is that plugin's failure.
+    with handled():
+        return _load_plugins(autoload, include, block, strict, extra)
+
+
+def _load_plugins(autoload: bool | None, include: Iterable[str], block: Iterable[str], strict: bool | None,
+                  extra: Iterable[tuple[str, object]]) -> PluginHost:
     if autoload is None:
         autoload = not env_flag("FMCLF_DISABLE_PLUGIN_AUTOLOAD")
     if strict is None:
@@ -243,7 +253,7 @@ def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load:
     try:
         obj = load()
     except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, Stopped):  # a real signal (see load_plugins), not the plugin's own raise
             raise
         host.failures.append(PluginFailure(info, "import", f"{type(exc).__name__}: {exc}"))
         return
@@ -370,13 +380,20 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
             try:
                 impl.function(*(kwargs[a] for a in impl.argnames))
             except BaseException as exc:  # noqa: BLE001 - isolate any plugin fault
-                if isinstance(exc, KeyboardInterrupt):
+                if isinstance(exc, Stopped):
                     raise
                 host.failures.append(PluginFailure(info, f"hook {row.hook}", f"{type(exc).__name__}: {exc}"))
                 continue
             for record in records:
                 host.registry.add(record)
                 host.notes.extend(_lookalike_notes(record))
+    for builtin, others in host.registry.shadowed():
+        for other in others:
+            host.notes.append(
+                f"{_who(other.plugin)} registers {builtin.kind} {builtin.name!r}, the name of a built-in; the plain "
+                f"name {builtin.name!r} stays the built-in's, so commands and run folders keep their meaning. "
+                f"Select the plugin's with `--{other.kind} {host.registry.name_to_type(other)}`."
+            )
 
 
 def _a(noun: str) -> str:

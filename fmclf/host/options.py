@@ -6,7 +6,8 @@ options. Their annotations type them, their defaults default them, and a line
 ``name: help`` under ``Options:`` (or ``Args:``) in the factory's docstring
 documents them. Supported types: ``int``, ``float``, ``bool``, ``str``,
 ``pathlib.Path``, ``Literal[...]``, ``X | None`` and ``list[X]`` /
-``tuple[X, ...]`` of those scalars.
+``tuple[X, ...]`` of those scalars; ``Annotated[X, fmclf.Range(...)]`` bounds a
+number (see :mod:`fmclf.host.ranges`), and floats are finite unless they say otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import collections.abc
 import dataclasses
 import difflib
 import inspect
+import math
 import pathlib
 import re
 import types
@@ -24,6 +26,8 @@ from typing import Any, Callable
 
 from ..errors import OptionError
 from ..kinds import BY_NAME, KINDS, core_params, lookalikes
+from . import ranges
+from .ranges import Range
 from .registry import ComponentRecord
 
 _SCALARS = {int: "int", float: "float", bool: "bool", str: "str", pathlib.Path: "path"}
@@ -53,12 +57,16 @@ class TypeSpec:
     sequence: bool = False
     length: int | None = None  #: a fixed-length tuple (``tuple[float, float]``)
     as_tuple: bool = False  #: values are passed as a tuple, not a list
+    bounds: Range | None = None  #: for numbers (each element of a list): ``Annotated[float, fmclf.Range(0, 1)]``
+    allow_inf: bool = False  #: a float that may be inf (its default is): see :mod:`fmclf.host.ranges`
 
     def __str__(self) -> str:
         if self.choices:
             text = "one of " + "|".join(map(format_value, self.choices))
         else:
             text = _SCALARS.get(self.base, "str")
+            if self.bounds is not None and self.base in (int, float):
+                text = f"{text} {self.bounds}"
         if self.sequence:
             text = ",".join([text] * self.length) if self.length else f"comma-separated list of {text}"
         return f"{text} or none" if self.nullable else text
@@ -133,9 +141,9 @@ class Option:
             except ValueError:
                 raise ValueError(f"{text!r} is not a number") from None
         elif base is pathlib.Path:
-            value = pathlib.Path(text).expanduser()
+            value = pathlib.Path(_recordable(text, path=True)).expanduser()
         else:
-            value = text
+            value = _recordable(text)
         return self._check_choice(value)
 
     def _scalar_value(self, value: Any) -> Any:
@@ -152,13 +160,30 @@ class Option:
         if base is float:
             value = float(value)
         elif base is pathlib.Path:
-            value = pathlib.Path(value).expanduser()
+            value = pathlib.Path(_recordable(str(value), path=True)).expanduser()
+        elif base is str:
+            value = _recordable(value)
         return self._check_choice(value)
 
     def _check_choice(self, value: Any) -> Any:
         if self.type.choices and value not in self.type.choices:
             raise ValueError(f"{value!r} is not one of {', '.join(map(repr, self.type.choices))}")
+        if self.type.base in (int, float) and not self.type.choices:
+            ranges.check_number(value, self.type.bounds, is_float=self.type.base is float,
+                                allow_inf=self.type.allow_inf)
         return value
+
+
+def _recordable(text: str, *, path: bool = False) -> str:
+    """``text``, if a run's config.toml (UTF-8) can record it: an empty path (which would mean the
+    current folder) and text holding bytes that are not UTF-8 (as a path may) are refused."""
+    if path and not text.strip():
+        raise ValueError("the path is empty (it would mean the current folder); give a file or folder name")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{text!r} holds bytes that are not UTF-8 text, which config.toml cannot record") from None
+    return text
 
 
 def format_value(value: Any) -> str:
@@ -176,7 +201,7 @@ _EVAL_NS = {
     "int": int, "float": float, "bool": bool, "str": str, "Path": pathlib.Path, "pathlib": pathlib,
     "Optional": typing.Optional, "Union": typing.Union, "Literal": typing.Literal, "list": list,
     "tuple": tuple, "List": typing.List, "Tuple": typing.Tuple, "Sequence": typing.Sequence,
-    "typing": typing, "None": None,
+    "typing": typing, "None": None, "Annotated": typing.Annotated, "Range": Range,
 }
 
 
@@ -199,6 +224,8 @@ def type_spec(annotation: Any, default: Any) -> TypeSpec:
     A default of None makes the option nullable whatever the annotation says
     (``hidden: int = None`` means ``int | None``)."""
     spec = _type_spec(annotation, default)
+    if spec.base is float and isinstance(default, float) and math.isinf(default) and not spec.allow_inf:
+        spec = dataclasses.replace(spec, allow_inf=True)  # a default of inf says inf is a value
     return dataclasses.replace(spec, nullable=True) if default is None and not spec.nullable else spec
 
 
@@ -208,6 +235,10 @@ def _type_spec(annotation: Any, default: Any) -> TypeSpec:
             return TypeSpec(str, nullable=default is None)
         return type_spec(type(default), default)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:  # Annotated[X, fmclf.Range(...)]: X's spec, bounded
+        spec = type_spec(args[0], default)
+        bounds = ranges.find(args[1:])
+        return spec if bounds is None else dataclasses.replace(spec, bounds=bounds)
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1:
@@ -221,7 +252,7 @@ def _type_spec(annotation: Any, default: Any) -> TypeSpec:
         inner = type_spec(inner_args[0], REQUIRED) if inner_args else TypeSpec(str)
         fixed = origin is tuple and Ellipsis not in args and len(set(args)) == 1
         return TypeSpec(inner.base, choices=inner.choices, sequence=True, length=len(args) if fixed else None,
-                        as_tuple=origin is tuple)
+                        as_tuple=origin is tuple, bounds=inner.bounds, allow_inf=inner.allow_inf)
     if annotation in _SCALARS:
         return TypeSpec(annotation)
     if isinstance(annotation, type) and issubclass(annotation, pathlib.PurePath):

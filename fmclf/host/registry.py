@@ -4,7 +4,8 @@ A record says what a component is (kind, name, factory, help) and who
 registered it (the plugin, its distribution and version). Names are unique
 per kind unless two plugins collide; a collided name is ambiguous and must be
 qualified as ``dist:name`` (or ``plugin:name``), while every other name keeps
-working.
+working. A plugin that registers a built-in's name does not make it ambiguous:
+the plain name stays the built-in's, and the plugin's is selected qualified.
 """
 
 from __future__ import annotations
@@ -114,7 +115,31 @@ class Registry:
     def name_to_type(self, record: ComponentRecord) -> str:
         """What selects ``record``: its plain name, or a qualified one when that is ambiguous."""
         rivals = self._records[record.kind].get(record.name, [])
-        return record.name if len(rivals) <= 1 else self._choice(record, rivals)
+        if len(rivals) <= 1 or self._builtin_of(rivals) is record:
+            return record.name
+        return self._choice(record, rivals)
+
+    def qualified(self, record: ComponentRecord) -> str:
+        """The qualified name that selects ``record`` whatever else gets installed later (what a run
+        folder's config.toml records): ``dist:name``, or ``plugin:name`` where that is not enough."""
+        rivals = self._records[record.kind].get(record.name, []) or [record]
+        return self._choice(record, rivals if record in rivals else [*rivals, record])
+
+    def shadowed(self) -> list[tuple[ComponentRecord, list[ComponentRecord]]]:
+        """Each built-in whose plain name another plugin registers too, with those others."""
+        out = []
+        for kind in KINDS:
+            for recs in self._records[kind].values():
+                builtin = self._builtin_of(recs)
+                if builtin is not None and len(recs) > 1:
+                    out.append((builtin, [r for r in recs if r is not builtin]))
+        return out
+
+    @staticmethod
+    def _builtin_of(records: list[ComponentRecord]) -> ComponentRecord | None:
+        """The one built-in among ``records``, which keeps the plain name (see :meth:`get`), or None."""
+        builtins = [r for r in records if r.plugin.builtin]
+        return builtins[0] if len(builtins) == 1 else None
 
     def get(self, kind: str, name: str) -> ComponentRecord:
         """Look up ``name`` (or ``dist:name``); raise a helpful error when absent or ambiguous."""
@@ -133,6 +158,10 @@ class Registry:
             recs = mine
         if len(recs) == 1:
             return recs[0]
+        if len(recs) > 1 and not owner and self._builtin_of(recs) is not None:
+            # A plugin that registers a built-in's name does not take it over: plain `scratch` stays the
+            # textbook's, so commands and run folders keep their meaning; the plugin's is `DIST:scratch`.
+            return self._builtin_of(recs)
         if len(recs) > 1:
             owners = " and ".join(r.plugin.describe() for r in recs)
             choices = ", ".join(repr(self._choice(r, recs)) for r in recs)

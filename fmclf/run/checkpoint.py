@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import math
 import pathlib
 import pickle
 import random
@@ -174,6 +175,12 @@ def callback_states(parts: Parts) -> dict[str, Any]:
 
 def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int) -> None:
     """Write checkpoint.pt and metrics.jsonl for ``saved_state`` (see :func:`global_state`)."""
+    save_checkpoint(run_dir, parts, saved_state, world_size)
+    folder.write_metrics(run_dir, saved_state["history"])
+
+
+def save_checkpoint(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int) -> None:
+    """Write checkpoint.pt alone (:func:`save` writes metrics.jsonl after it)."""
     scheduler = scheduler_of(parts.updater)
     save_torch(run_dir / folder.CHECKPOINT, {
         "format": FORMAT,
@@ -185,7 +192,6 @@ def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world
         "state": saved_state,
         "world_size": world_size,
     })
-    folder.write_metrics(run_dir, saved_state["history"])
 
 
 def load(run_dir: pathlib.Path) -> dict | None:
@@ -207,7 +213,62 @@ def load(run_dir: pathlib.Path) -> dict | None:
             f"{path}: not an fmclf checkpoint (format {found!r}, expected {FORMAT!r}). "
             f"It was written by another program, or by an fmclf too different from this one."
         )
+    why = problem(checkpoint)
+    if why:
+        raise CheckpointError(
+            f"{path}: {why}. It is damaged or was edited: restore it from a backup, or start a new run with "
+            f"`fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))}`."
+        )
     return checkpoint
+
+
+def problem(checkpoint: dict[str, Any]) -> str | None:
+    """What in a loaded checkpoint is not what fmclf writes (fields, types, ranges, the history), or None."""
+    import torch
+
+    def short(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    def whole(value: Any, low: int = 0) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    model = checkpoint.get("model")
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in model.items()):
+        return f"its model is {short(type(model).__name__)}, not a state_dict (names to tensors)"
+    if checkpoint.get("updater") is not None and not isinstance(checkpoint["updater"], dict):
+        return f"its updater state is {short(checkpoint['updater'])}, not a state_dict or none"
+    rng = checkpoint.get("rng")
+    if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor) \
+            or rng["torch"].dtype != torch.uint8 or rng["torch"].ndim != 1:
+        return "its random number generators' state is missing or is not torch's"
+    py = rng.get("python")
+    if not (isinstance(py, (tuple, list)) and len(py) == 3 and isinstance(py[1], (tuple, list))
+            and all(isinstance(x, int) for x in py[1])):
+        return "its Python random number generator's state is missing or malformed"
+    if not whole(checkpoint.get("world_size"), 1):
+        return f"its world_size is {short(checkpoint.get('world_size'))}, not a number of processes (1 or more)"
+    state = checkpoint.get("state")
+    fields = {f.name for f in dataclasses.fields(TrainState)}
+    if not isinstance(state, dict) or not {"epoch", "history"} <= set(state) <= fields:
+        return f"its training state is {short(state)}, not one with {', '.join(sorted(fields))}"
+    for key in ("epoch", "batch", "correct", "examples"):
+        if key in state and not whole(state[key]):
+            return f"its state.{key} is {short(state[key])}, not a whole number of 0 or more"
+    loss_sum = state.get("loss_sum", 0.0)
+    if isinstance(loss_sum, bool) or not isinstance(loss_sum, (int, float)) or not math.isfinite(loss_sum) \
+            or loss_sum < 0:
+        return f"its state.loss_sum is {short(loss_sum)}, not a finite sum of losses"
+    if state.get("correct", 0) > state.get("examples", 0):
+        return f"its state has {state['correct']} correct of {state.get('examples', 0)} examples"
+    why = folder.check_rows(state["history"])
+    if why:
+        return f"its history: {why}"
+    if len(state["history"]) != state["epoch"]:
+        return (f"its state says {state['epoch']} epoch(s) are done, but its history holds "
+                f"{len(state['history'])}")
+    return None
 
 
 def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) -> TrainState:
@@ -222,6 +283,10 @@ def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) ->
         restore_callbacks(parts, checkpoint.get("callbacks") or {})
         state = local_state(checkpoint["state"], comm)
         set_rng_state(checkpoint["rng"])
+        batches = len(parts.dataset.train)
+        if state.batch >= batches:
+            raise ValueError(f"it says {state.batch} batches of epoch {state.epoch + 1} are done, but an epoch "
+                             f"has {batches}")
     except (KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise comm.alike(CheckpointError(
             f"{run_dir / folder.CHECKPOINT} does not fit this run's components ({type(exc).__name__}: "
@@ -244,6 +309,22 @@ def restore_callbacks(parts: Parts, states: dict[str, Any]) -> None:
                 f"{record.describe()} raised {type(exc).__name__} in load_state_dict() while the run resumed: {exc}. "
                 f"Its saved state does not fit this version of it; report this to its authors, or start a new run."
             ) from exc
+
+
+def finished(run_dir: pathlib.Path) -> bool:
+    """Whether the run's final files are there and read back: model.pt a state_dict, summary.json an
+    object. One that is damaged counts as missing, so that --resume writes it again."""
+    import json
+
+    import torch
+
+    try:
+        summary = json.loads(atomic.read_limited(run_dir / folder.SUMMARY, 2**20))
+        weights = load_torch(run_dir / folder.WEIGHTS, "final weights")
+    except (OSError, ValueError, CheckpointError):
+        return False
+    return isinstance(summary, dict) and isinstance(weights, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())
 
 
 def save_weights(run_dir: pathlib.Path, model: Any) -> None:

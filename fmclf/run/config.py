@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ..atomic import TooLarge, read_limited
 from .devices import check_spec
 from ..errors import ConfigError, UsageError
 from ..kinds import BY_NAME, ROWS
@@ -20,6 +21,12 @@ DIVERGENCE_ADVICE = "Try a smaller --lr, or --loss fused, which stays finite for
 #: The built-in metrics every run records without being asked, and the key each is recorded under
 #: (valid_acc, test_acc; valid_loss, test_loss): naming one with --metric adds nothing.
 RECORDED_METRICS: dict[str, str] = {"accuracy": "acc", "loss": "loss"}
+
+
+#: The bounds of the core numbers (beyond them a run cannot work, or the thread library aborts):
+MAX_EPOCHS = 10**9
+MAX_BATCH = 2**31 - 1
+MAX_THREADS = 1024
 
 
 @dataclass
@@ -63,18 +70,23 @@ class RunConfig:
         if not _is_int(self.epochs) or self.epochs < 1:
             raise bad(f"--epochs must be a whole number of at least 1, got {self.epochs!r}",
                       "Train for one epoch or more.")
+        if self.epochs > MAX_EPOCHS:
+            raise bad(f"--epochs must be at most {MAX_EPOCHS:,}, got {self.epochs:,}", "Train for fewer epochs.")
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise bad(f"--batch-size must be a whole number of at least 1, got {self.batch_size!r}",
                       f"The textbook uses {RunConfig.batch_size}.")
+        if self.batch_size > MAX_BATCH:
+            raise bad(f"--batch-size must be at most {MAX_BATCH:,} (2**31 - 1), got {self.batch_size:,}",
+                      "A batch is at most the whole training set; give a smaller one.")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) \
                 or self.lr <= 0:
             raise bad(f"--lr must be a finite number above 0, got {self.lr!r}", f"The textbook uses {RunConfig.lr}.")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
             raise bad(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed!r}",
                       "Any such number repeats a CPU run exactly.")
-        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
-            raise bad(f"--threads must be a whole number of at least 1, got {self.threads!r}",
-                      "Leave it out for one thread per core.")
+        if self.threads is not None and (not _is_int(self.threads) or not 1 <= self.threads <= MAX_THREADS):
+            raise bad(f"--threads must be a whole number from 1 to {MAX_THREADS}, got {self.threads!r}",
+                      "More threads than cores only make them wait for each other; leave it out for one per core.")
         if not isinstance(self.cuda_graphs, bool):
             raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}", "Leave it out for false.")
         if not self.visualizers:
@@ -144,15 +156,26 @@ def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dic
     """Read a run file: ``(settings, options)``; settings hold only the keys present."""
     path = pathlib.Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_limited(path, CONFIG_LIMIT).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist. Pass the path of a TOML file, such as a "
                           f"run folder's config.toml.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc}.") from None
+    except TooLarge:
+        raise ConfigError(f"config file {str(path)!r} is larger than {CONFIG_LIMIT // 2**20} MiB, and a run's "
+                          f"settings take a few hundred bytes: it is not a config file. Pass the path of a TOML "
+                          f"file, such as a run folder's config.toml.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a folder. Pass the path of a TOML file, such as "
+                          f"{str(path / 'config.toml')!r}.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}), so it is not a TOML "
+                          f"file. Pass the path of one, such as a run folder's config.toml.") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}. Fix the line it names.") from None
     data.pop("provenance", None)  # what produced a recorded run; not a setting
+    _check_types(data, path)
     raw_options = data.pop("options", {})
     unknown = set(data) - _KEYS
     if unknown:
@@ -181,6 +204,27 @@ def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dic
         else:
             options[kind] = dict(table)
     return data, options
+
+
+#: The most a config file may hold: a run's settings take a few hundred bytes.
+CONFIG_LIMIT = 2**20
+
+#: What each setting of a config file must be (options are checked by their components).
+_TYPES = {"dataset": str, "model": str, "loss": str, "updater": str, "device": str, "epochs": int, "batch_size": int,
+          "lr": (int, float), "seed": int, "cuda_graphs": bool, "threads": int}
+
+
+def _check_types(data: dict[str, Any], path: pathlib.Path) -> None:
+    """Refuse a setting of the wrong type, naming the file (a damaged or edited config.toml)."""
+    for key, want in _TYPES.items():
+        if key not in data:
+            continue
+        value = data[key]
+        wrong = isinstance(value, bool) and want is not bool or not isinstance(value, want)
+        if wrong:
+            kind = {str: "a name (a string)", int: "a whole number", bool: "true or false"}.get(want, "a number")
+            raise ConfigError(f"config file {str(path)!r}: {key} must be {kind}, got {value!r}. Fix or remove "
+                              f"that line.")
 
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}

@@ -17,9 +17,9 @@ import pathlib
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
-from ..errors import UsageError
+from ..errors import UsageError, WriteError
 
 NAME = ".lock"
 
@@ -66,12 +66,17 @@ class RunLock:
         """Whether this object holds the lock now."""
         return self._fd is not None
 
-    def acquire(self, what: str = "write to it") -> str | None:
-        """Take the lock, or raise :class:`RunLocked` naming its live holder. Returns a note
-        when it took over a lock a killed process left behind (None otherwise)."""
+    def acquire(self, what: str = "write to it", fix: str = "choose another folder") -> str | None:
+        """Take the lock, or raise :class:`RunLocked` naming its live holder (``fix``: the other
+        way out, besides waiting). Returns a note when it took over a lock a killed process left
+        behind (None otherwise). A folder where the lock file cannot be written (read-only, full)
+        is a :class:`~fmclf.errors.WriteError` with exit code 2: nothing has been done yet."""
         if fcntl is None or self._fd is not None:
             return None
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._cannot(exc, what) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -80,24 +85,37 @@ class RunLock:
             raise RunLocked(
                 f"the run folder {str(self.run_dir)!r} is in use by {_describe(holder)} "
                 f"({holder.get('command', 'fmclf')}), so this command cannot {what}. A run folder has one "
-                f"writer at a time: wait for that run to end (or stop it with Ctrl-C), or choose another folder."
+                f"writer at a time: wait for that run to end (or stop it with Ctrl-C), or {fix}."
             ) from None
-        except OSError:
+        except OSError as exc:
             os.close(fd)
-            raise
-        stale = _read(fd)
-        record = {
-            "pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": " ".join(["fmclf", *sys.argv[1:]])[:500],
-        }
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(record) + "\n").encode("utf-8"))
+            raise self._cannot(exc, what) from None
+        try:
+            stale = _read(fd)
+            record = {
+                "pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "command": " ".join(["fmclf", *sys.argv[1:]])[:500],
+            }
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, (json.dumps(record, ensure_ascii=True) + "\n").encode("utf-8"))
+        except OSError as exc:
+            os.close(fd)
+            raise self._cannot(exc, what) from None
         self._fd = fd
         if stale:
             return (f"took over the lock of {self.run_dir}, left by {_describe(stale)}, which ended without "
                     f"releasing it (it was killed)")
         return None
+
+    def _cannot(self, exc: OSError, what: str) -> WriteError:
+        from ..atomic import advice
+
+        return WriteError(
+            f"cannot write to the run folder {str(self.run_dir)!r} (its lock file {self.path.name}: "
+            f"{exc.strerror or exc}), so this command cannot {what}. {advice(exc, self.path)}",
+            errno=exc.errno, filename=str(self.path), exit_code=2,
+        )
 
     def release(self, *, remove: bool = False) -> None:
         """Give the lock up; ``remove`` deletes the lock file too (a folder left empty goes then)."""
@@ -117,6 +135,20 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def writing(run_dir: pathlib.Path, what: str, fix: str = "choose another folder", echo=None) -> Iterator[RunLock]:
+    """Hold the lock of ``run_dir`` for the block (see :meth:`RunLock.acquire`); ``echo`` prints
+    the note about a stale lock taken over."""
+    lock = RunLock(run_dir)
+    note = lock.acquire(what, fix)
+    if note and echo is not None:
+        echo(f"Note: {note}.")
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 def holder(run_dir: pathlib.Path) -> dict[str, Any] | None:

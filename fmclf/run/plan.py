@@ -16,9 +16,11 @@ from typing import Any
 
 from ..errors import ComponentError, DataError, FmclfError, OptionError, UsageError
 from ..host.loading import PluginHost
-from ..host.options import accepted_core_params, resolve_options
+from ..host.checks import facts_of, run_check
+from ..host.options import accepted_core_params, options_of, resolve_options
 from ..host.registry import ComponentRecord
-from ..kinds import BY_NAME
+from ..kinds import BY_NAME, core_params
+from ..train.blame import memory_message, out_of_memory
 from ..train.engine import Parts
 from ..train.heldout import Metric
 from .config import RECORDED_METRICS, RunConfig
@@ -31,6 +33,15 @@ class Plan:
     config: RunConfig
     records: dict[str, ComponentRecord] = field(default_factory=dict)  #: by option target
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: what the data set's check said it will have (``classes``, ``input_shape`` ...): see fmclf.host.checks
+    facts: dict[str, Any] = field(default_factory=dict)
+    #: by option target, the qualified name (``dist:name``) of each component, which config.toml records
+    qualified: dict[str, str] = field(default_factory=dict)
+
+    def recorded(self) -> RunConfig:
+        """The settings as a run folder records them: every component by its qualified name, so that a
+        plugin installed later that registers the same name changes nothing for this run."""
+        return _renamed(self.config, self.qualified)
 
     def components(self) -> dict[str, str]:
         """``target -> "name (dist version)"``, for the run's record."""
@@ -50,6 +61,14 @@ def resolve(config: RunConfig, host: PluginHost) -> Plan:
         plan.records[target] = record
         plan.options[target] = resolve_options(record, config.options.get(target, {}))
     config.options = {t: dict(v) for t, v in plan.options.items()}
+    plan.qualified = {t: host.registry.qualified(r) for t, r in plan.records.items()}
+    # Each component as a user reads it (plain unless ambiguous), whatever spelling selected it.
+    shown = {t: host.registry.name_to_type(r) for t, r in plan.records.items()}
+    plan.config = _renamed(config, shown)
+    plan.records = {_retarget(t, shown[t]): r for t, r in plan.records.items()}
+    plan.options = {_retarget(t, shown[t]): o for t, o in plan.options.items()}
+    plan.qualified = {_retarget(t, shown[t]): q for t, q in plan.qualified.items()}
+    run_checks(plan)
     metric_keys(plan)  # two metrics recorded under one key are refused here, before any work
     return plan
 
@@ -76,6 +95,51 @@ def metric_keys(plan: Plan) -> dict[str, str]:
     return keys
 
 
+def _retarget(target: str, name: str) -> str:
+    """The option target of ``target``'s component when it is called ``name``."""
+    kind = target.split(".", 1)[0]
+    return BY_NAME[kind].target(name)
+
+
+def _renamed(config: RunConfig, names: dict[str, str]) -> RunConfig:
+    """``config`` with each component (by option target) called as ``names`` says, options following."""
+    out = replace(config, options={})
+    for row in BY_NAME.values():
+        if row.many:
+            setattr(out, row.setting, [names.get(row.target(n), n) for n in getattr(config, row.setting)])
+        else:
+            setattr(out, row.setting, names.get(row.target(getattr(config, row.setting)), getattr(config, row.setting)))
+    out.options = {(_retarget(t, names[t]) if t in names else t): dict(v) for t, v in config.options.items()}
+    return out
+
+
+def run_checks(plan: Plan) -> None:
+    """Every component's own check (:mod:`fmclf.host.checks`), the data set's first: what it says the
+    data set will have (its classes) reaches the others' checks, before any data is read."""
+    config = plan.config
+    known_by_kind = {"dataset": {"batch_size": config.batch_size, "seed": config.seed}, "updater": {"lr": config.lr, "epochs": config.epochs}}
+    for target, record in plan.records.items():
+        known = dict(known_by_kind.get(record.kind, {}))
+        if record.kind in ("model", "loss"):
+            known.update({k: v for k, v in plan.facts.items() if k in core_params(record.kind)})
+        listing = "Its options: " + "; ".join(o.describe() for o in options_of(record))
+        returned = run_check(record, plan.options[target], known, listing)
+        if record.kind == "dataset":
+            plan.facts = facts_of(record, returned)
+
+
+def _check_facts(plan: Plan, dataset: Any) -> None:
+    """The data set, built, must have what its check said it would (the other checks relied on it)."""
+    record, facts = plan.records["dataset"], plan.facts
+    got = {"num_classes": len(dataset.classes), "input_shape": tuple(int(d) for d in dataset.input_shape)}
+    for key in ("num_classes", "input_shape"):
+        if key in facts and facts[key] != got[key]:
+            raise ComponentError(
+                f"{record.describe()}: its option check said the data set has {key.replace('_', ' ')} "
+                f"{facts[key]}, but the data set it built has {got[key]}. Report this to its authors."
+            )
+
+
 def call_factory(record: ComponentRecord, core: dict[str, Any], options: dict[str, Any]) -> Any:
     """Call a factory with the core arguments it accepts and its options; a failure
     that is not already an fmclf error is reported as that component's fault."""
@@ -87,6 +151,8 @@ def call_factory(record: ComponentRecord, core: dict[str, Any], options: dict[st
     except FmclfError:
         raise
     except Exception as exc:
+        if out_of_memory(exc):
+            raise ComponentError(memory_message(record.describe(), "while building it", exc)) from exc
         raise ComponentError(
             f"{record.describe()} failed to build: {type(exc).__name__}: {exc}. "
             f"Check its options (`fmclf plugins --kind {record.kind}`) or report this to its authors."
@@ -175,6 +241,7 @@ def assemble(
     torch.manual_seed(config.seed)
     core = {"batch_size": batch_size or config.batch_size, "device": device, "seed": config.seed, "shard": shard}
     dataset = build(records["dataset"], core, options["dataset"])
+    _check_facts(plan, dataset)
     input_shape = tuple(int(d) for d in dataset.input_shape)
     num_classes = len(dataset.classes)
     torch.manual_seed(config.seed)  # the same initial weights whatever the data set drew

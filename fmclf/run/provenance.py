@@ -5,9 +5,11 @@ from __future__ import annotations
 import pathlib
 import platform
 import time
+import tomllib
 from typing import Any
 
 from .. import __version__
+from ..kinds import ROWS
 from ..host.loading import PluginHost
 from . import folder
 from .plan import Plan
@@ -30,15 +32,54 @@ def record(plan: Plan, host: PluginHost, device: Any, extra: dict[str, Any] | No
     }
 
 
-def resumed(run_dir: pathlib.Path, now: dict[str, Any]) -> dict[str, Any]:
-    """The run's recorded [provenance], with one line added for this resume."""
-    import tomllib
+def recorded_provenance(run_dir: pathlib.Path) -> dict[str, Any] | None:
+    """The [provenance] table of a run folder's config.toml (None when it cannot be read)."""
+    from ..atomic import read_limited
+    from .config import CONFIG_LIMIT
 
     try:
-        recorded = tomllib.loads((run_dir / folder.CONFIG).read_text(encoding="utf-8")).get("provenance")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        recorded = None
-    if not isinstance(recorded, dict):
+        found = tomllib.loads(read_limited(run_dir / folder.CONFIG, CONFIG_LIMIT).decode("utf-8")).get("provenance")
+    except (OSError, ValueError):  # (TooLarge, UnicodeDecodeError and TOMLDecodeError are ValueErrors)
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def pin_names(settings: dict[str, Any], run_dir: pathlib.Path) -> dict[str, Any]:
+    """A run's component settings by the qualified names its provenance recorded, where config.toml
+    has plain ones (folders written before config.toml recorded qualified names): a plugin installed
+    since, registering the same name, must not change what the run resumes with."""
+    components = (recorded_provenance(run_dir) or {}).get("components")
+    if not isinstance(components, dict):
+        return settings
+    out = dict(settings)
+    for row in ROWS:
+        name, recorded = out.get(row.setting), components.get(row.name)
+        if row.many or not isinstance(name, str) or ":" in name or not isinstance(recorded, str):
+            continue
+        qualified = recorded.split(" ")[0]
+        if qualified.rpartition(":")[2] == name:
+            out[row.setting] = qualified
+    return out
+
+
+def resumed(run_dir: pathlib.Path, now: dict[str, Any]) -> dict[str, Any]:
+    """The run's recorded [provenance], with one line added for this resume."""
+    recorded = recorded_provenance(run_dir)
+    if recorded is None:
         return now
     line = f"{now['started']} on {now['device']} (fmclf {now['fmclf']}, torch {now['torch']})"
-    return {**recorded, "resumed": [*recorded.get("resumed", []), line]}
+    recorded = _plain(recorded)
+    before = recorded.get("resumed", [])
+    before = [str(x) for x in before] if isinstance(before, list) else []  # a hand-edited one is not a reason to fail
+    return {**recorded, "resumed": [*before, line]}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with anything TOML read that fmclf does not write back (a date, say) turned to text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

@@ -18,17 +18,17 @@ from typing import Any, Callable
 from .. import atomic
 from ..dist.comm import Solo, connect
 from ..draw.report import RunReport
-from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, UsageError
+from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, Stopped, UsageError, WriteError
 from ..host.loading import PluginHost
 from ..train.engine import StopFlag, Trainer, TrainState
 from . import checkpoint as checkpoint_io
-from . import folder, processes, provenance
+from . import folder, processes, provenance, signals
 from .config import DIVERGENCE_ADVICE, RunConfig, load_config
 from .devices import launch_device
 from .lock import RunLock
 from .memory import peak_memory
 from .plan import Plan, assemble, check_processes, check_shards, resolve, shard_args
-from .signals import say, stop_on_signals
+from .signals import handled, say, stop_on_signals
 
 Echo = Callable[[str], None]
 
@@ -81,39 +81,48 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
     before training leaves no folder behind. Under torchrun every process calls
     this; they train together (see :mod:`fmclf.dist.comm`).
     """
-    with connect() as comm:
+    with handled(), connect() as comm:
         echo = processes.root_only(comm, echo)
         out_dirs: list[pathlib.Path] = []
 
         def check_out(plan: Plan) -> None:
             out_dirs.append(pathlib.Path(out) if out is not None else folder.default_run_dir(plan.config.model, plan.config.loss))
-            if comm.is_root:
+            if comm.is_root and out is not None:  # a default name that is taken gets a suffix instead
                 folder.check_new(out_dirs[0])
 
         plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm, check_out))
         _agree_on_plan(plan, device, comm)
         prov = provenance.record(plan, host, device, processes.describe(comm, device))
-        existed = out_dirs[0].exists()
-        lock = RunLock(out_dirs[0])
+        locks: list[tuple[RunLock, bool]] = []  # rank 0's: the lock, and whether this run made the folder
 
         def create() -> pathlib.Path:
-            path = folder.prepare_new(out_dirs[0])
+            path, created = folder.create_new(out_dirs[0], unique=out is None)
+            lock = RunLock(path)
+            locks.append((lock, created))
             note = lock.acquire("start a run in it")
             if note:
                 echo(f"Note: {note}.")
+            folder.remove_temporaries(path)
             return folder.check_new(path)  # again, now that it is ours: another run may have filled it meanwhile
 
         try:
             run_dir = comm.on_root("creating the run folder", create)
             return _train(plan, host, device, run_dir, None, echo, prov, comm)
-        except BaseException:
-            if lock.held and not existed:  # only an empty folder goes: a run that never started
-                lock.release(remove=True)
-                with contextlib.suppress(OSError):
-                    out_dirs[0].rmdir()
+        except BaseException as exc:
+            if isinstance(exc, (Stopped, Interrupted)):
+                signals.ending()  # the clean-up below runs to its end, whatever else arrives
+            for lock, created in locks:
+                if lock.held and created:  # only an empty folder goes: a run that never started
+                    lock.release(remove=True)
+                    with contextlib.suppress(OSError):
+                        lock.run_dir.rmdir()
+            if isinstance(exc, Stopped):
+                where = locks[0][0].run_dir if locks else None
+                raise comm.alike(Interrupted(_after_stop(exc.signal, where, comm))) from None
             raise
         finally:
-            lock.release()
+            for lock, _ in locks:
+                lock.release()
 
 
 def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, Any] | None = None, echo: Echo = print) -> RunResult:
@@ -124,7 +133,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
     many processes as trained it.
     """
     run_dir = pathlib.Path(run_dir)
-    with connect() as comm:
+    with handled(), connect() as comm:
         echo = processes.root_only(comm, echo)
         lock = RunLock(run_dir)
 
@@ -133,11 +142,19 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
                 note = lock.acquire("resume it")
                 if note:
                     echo(f"Note: {note}.")
+                folder.remove_temporaries(run_dir)  # what a killed writer left: the folder is ours now
             return _read_run(run_dir, comm)
 
         with contextlib.ExitStack() as held:
             held.callback(lock.release)
-            return _resume(run_dir, host, comm.on_root("reading the run folder", read), overrides, echo, comm)
+            try:
+                return _resume(run_dir, host, comm.on_root("reading the run folder", read), overrides, echo, comm)
+            except Stopped as exc:
+                signals.ending()
+                raise comm.alike(Interrupted(_after_stop(exc.signal, run_dir if lock.held else None, comm))) from None
+            except Interrupted:
+                signals.ending()
+                raise
 
 
 def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any], dict[str, Any], dict | None],
@@ -146,6 +163,7 @@ def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any]
     config = RunConfig(**settings, options=options)  # load_config refused unknown settings
     for key, value in (overrides or {}).items():
         setattr(config, key, value)
+    _check_epochs(run_dir, checkpoint, config.epochs)
     config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
     plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm))
     _agree_on_plan(plan, device, comm)
@@ -154,6 +172,24 @@ def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any]
     if checkpoint is None:
         echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
     return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm, extend="epochs" in (overrides or {}))
+
+
+def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -> None:
+    """Refuse ``--epochs`` below what the checkpoint has trained: the run would end with the weights
+    of a later point than the metrics it reports (half of epoch 2 under epoch 1's accuracy)."""
+    if checkpoint is None or not isinstance(epochs, int) or isinstance(epochs, bool):
+        return
+    done, batch = checkpoint["state"]["epoch"], checkpoint["state"].get("batch", 0)
+    reached = done + (1 if batch else 0)
+    if epochs >= reached:
+        return
+    where = (f"has trained {done} epoch(s) and {batch} batch(es) of epoch {done + 1}" if batch else
+             f"has trained {done} epoch(s)")
+    raise UsageError(
+        f"--epochs {epochs} is fewer than {run_dir} has reached: it {where}, and its weights are those of that "
+        f"point, so it cannot end at epoch {epochs}. Pass --epochs {reached} or more (or leave --epochs out), or "
+        f"start a new run with `fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))} --epochs {epochs}`."
+    )
 
 
 def _prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None) -> tuple[Plan, Any]:
@@ -194,6 +230,7 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
     if not (run_dir / folder.CONFIG).is_file():
         raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run printed at its start.")
     settings, options = load_config(run_dir / folder.CONFIG)
+    settings = provenance.pin_names(settings, run_dir)
     checkpoint = checkpoint_io.load(run_dir)
     trained_by = checkpoint.get("world_size", 1) if checkpoint is not None else comm.world_size
     if trained_by != comm.world_size:
@@ -206,6 +243,32 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
             f"--config {run_dir / folder.CONFIG}."
         )
     return settings, options, checkpoint
+
+
+def _after_stop(signal_name: str, run_dir: pathlib.Path | None, comm: Solo) -> str:
+    """What a stop outside training leaves, read from the run folder itself, and how to go on."""
+    head = f"stopped by {signal_name}"
+    if run_dir is None:
+        return f"{head} before anything was written"
+    if not run_dir.is_dir():
+        return (f"{head} before training started; nothing was written to {run_dir} (the folder this run had made "
+                f"is removed again, so the same command can use it)")
+    command = processes.restart_command(comm.launch)
+    resume = f"`{command} run --resume {shlex.quote(str(run_dir))}`"
+    has = {name: (run_dir / name).exists() for name in (folder.CONFIG, folder.CHECKPOINT, folder.WEIGHTS,
+                                                        folder.SUMMARY, folder.REPORT)}
+    if not has[folder.CONFIG]:
+        return f"{head} before training started; nothing was written to {run_dir}"
+    if not has[folder.CHECKPOINT]:
+        return (f"{head} before training started; the run folder {run_dir} holds its settings but no checkpoint, "
+                f"and {resume} starts it from epoch 1")
+    if not (has[folder.WEIGHTS] and has[folder.SUMMARY]):
+        return (f"{head} outside training; the run folder {run_dir} keeps its last checkpoint and the metrics of "
+                f"every epoch before it, and {resume} continues (or finishes) it")
+    if not has[folder.REPORT]:
+        return (f"{head} after training had finished: {run_dir} holds the trained weights ({folder.WEIGHTS}) and "
+                f"{folder.SUMMARY}; {resume} draws the pictures and {folder.REPORT} the stop cut short")
+    return f"{head} after the run had finished; {run_dir} holds the whole run"
 
 
 def _kept(last: tuple[int, int] | None) -> str:
@@ -231,11 +294,15 @@ def _train(
     check_shards(parts.dataset, comm)
     state = TrainState()
     last = None  # (epoch, batch) of the checkpoint on disk
+    redraw = False  # a finished run whose pictures and report were cut short: draw them, nothing else
     if checkpoint is not None:
         state = checkpoint_io.restore(parts, checkpoint, run_dir, comm)
         last = (state.epoch, state.batch)
-        finished = comm.on_root("reading the run folder", lambda: (run_dir / folder.WEIGHTS).exists() and (run_dir / folder.SUMMARY).exists())
-        if state.epoch >= config.epochs and finished:
+        # The checkpoint's history is the record: metrics.jsonl written after it (a full disk, a stop, an edit) is mended.
+        comm.on_root("writing the metrics", lambda: folder.mend_metrics(run_dir, state.history))
+        finished, reported = comm.on_root("reading the run folder", lambda: (
+            checkpoint_io.finished(run_dir), (run_dir / folder.REPORT).exists()))
+        if state.epoch >= config.epochs and finished and reported:
             echo(f"{run_dir}: already trained {state.epoch} epoch(s) of {config.epochs}; pass --epochs N to train further.")
             return RunResult(run_dir, state.history, str(device), 0.0, plan, 0, stopped=state.stopped)
         if state.stopped is not None and state.batch == 0 and finished:
@@ -245,10 +312,14 @@ def _train(
                      f"pass --epochs N to train further anyway.")
                 return RunResult(run_dir, state.history, str(device), 0.0, plan, 0, stopped=state.stopped)
             state.stopped = None  # --epochs on a stopped run: train on, the callbacks keep their state
+        redraw = state.epoch >= config.epochs and finished  # trained and saved; the pictures were cut short
         where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
-        echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else f"finishing {run_dir}")
+        echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else
+             f"drawing the pictures and {folder.REPORT} of {run_dir}, which a stop cut short" if redraw else
+             f"finishing {run_dir}")
     # Once the components are built: a failed start leaves no config behind.
-    comm.on_root("writing the run's settings", lambda: atomic.write_text(run_dir / folder.CONFIG, config.to_toml(prov, _HEADER)))
+    comm.on_root("writing the run's settings",
+                 lambda: atomic.write_text(run_dir / folder.CONFIG, plan.recorded().to_toml(prov, _HEADER)))
     comm.share_model(parts.model)  # identical starting weights, whatever each process drew
     report = None
     if comm.is_root:  # the others print and draw nothing
@@ -261,8 +332,9 @@ def _train(
         checkpoint_io.check_weights(parts, state)  # the same weights in every process, so all raise alike
         saved = checkpoint_io.global_state(state, comm)
         # Rank 0 writes while the others wait: none exits (and has torchrun stop rank 0) before it is written.
-        comm.on_root("writing the checkpoint", lambda: checkpoint_io.save(run_dir, parts, saved, comm.world_size))
+        comm.on_root("writing the checkpoint", lambda: checkpoint_io.save_checkpoint(run_dir, parts, saved, comm.world_size))
         last = (state.epoch, state.batch)
+        comm.on_root("writing the metrics", lambda: folder.write_metrics(run_dir, saved["history"]))
 
     flag = StopFlag()
     trainer = Trainer(
@@ -282,9 +354,15 @@ def _train(
         try:
             state = trainer.fit(state)
         except Interrupted as exc:
+            signals.ending()
             raise comm.alike(Interrupted(f"{exc}; checkpoint written to {run_dir / folder.CHECKPOINT}. {resume}")) from None
         except KeyboardInterrupt:
+            signals.ending()
             raise comm.alike(Interrupted(f"stopped at once by a second SIGINT; the run folder {run_dir} {_kept(last)}. {resume}")) from None
+        except WriteError as exc:
+            raise WriteError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; once it can be written, "
+                             f"`{command} run --resume {shlex.quote(str(run_dir))}` continues from it.",
+                             errno=exc.errno, filename=exc.filename) from None
         except DivergenceError as exc:
             raise DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}.", epoch=exc.epoch, batch=exc.batch) from None
         except ComponentError as exc:
@@ -307,14 +385,25 @@ def _train(
             "peak_memory": memory, **({"distributed": record} if record else {}),
         })
 
-    comm.on_root("writing the final weights and summary", write_results)
-    if report is not None:
-        report.finish(seconds, device, echo)
+    try:
+        if redraw:
+            seconds = comm.on_root("reading the run folder", lambda: folder.recorded_seconds(run_dir))
+        else:
+            comm.on_root("writing the final weights and summary", write_results)
+        if report is not None:
+            report.finish(seconds, device, echo)
+    except WriteError as exc:
+        saved = (run_dir / folder.WEIGHTS).exists() and (run_dir / folder.SUMMARY).exists()
+        rest = f"the pictures and {folder.REPORT}" if saved else f"{folder.WEIGHTS}, {folder.SUMMARY} and the pictures"
+        raise WriteError(
+            f"{str(exc).strip()} Training has finished and {run_dir / folder.CHECKPOINT} holds it; once the folder "
+            f"can be written, `{command} run --resume {shlex.quote(str(run_dir))}` writes {rest}.",
+            errno=exc.errno, filename=exc.filename) from None
     if record and not record["weights_identical"]:
         raise comm.alike(DistributedError(
             f"the {comm.world_size} processes ended with different weights (SHA-256 digests in {run_dir / folder.SUMMARY}); "
             f"{run_dir / folder.WEIGHTS} holds rank 0's. A component does something different in each process "
             f"(a random draw from an unseeded generator, a non-deterministic kernel); please report it."
         ))
-    trained = max(len(state.history) - start_epoch, 0)
+    trained = 0 if redraw else max(len(state.history) - start_epoch, 0)
     return RunResult(run_dir, state.history, str(device), seconds, plan, trained, memory, state.stopped)

@@ -1,4 +1,23 @@
-"""SIGINT and SIGTERM during training: finish the batch in flight, checkpoint, stop."""
+"""SIGINT, SIGTERM and SIGHUP, at any moment: what stops, what is kept, how it ends.
+
+One handler, in one of three modes:
+
+- **at once** (start-up, loading the data, building the components, writing the results
+  and drawing the pictures after the last epoch): the signal raises
+  :class:`~fmclf.errors.Stopped` where the program is; the runner says what the run
+  folder keeps (an empty folder is removed) and how to continue, and the command exits 130.
+- **training**: the first signal asks the loop to stop after the batch in flight and
+  write a checkpoint; a second SIGINT (Ctrl-C twice) stops at once; more SIGTERMs or
+  SIGHUPs (a burst, a terminal closing) change nothing, the stop is already under way.
+- **ending**: once a stop was raised, further signals are ignored, so that the clean-up
+  (releasing the lock, removing an empty folder, printing what to do) runs to its end.
+
+A file being written when a signal arrives is finished first (:mod:`fmclf.atomic` holds
+signals back for the length of a write), so no signal leaves half a file or a temporary.
+The CLI installs the handler as the first thing it does (:func:`install`); the runner
+and the plugin loader enter :func:`handled`, which installs it where nobody did (Python,
+a notebook, tests) and restores what was there after. Importing this module is light.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +26,27 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from ..train.engine import StopFlag
+from ..errors import Stopped
+
+if TYPE_CHECKING:
+    from ..train.engine import StopFlag
 
 Echo = Callable[[str], None]
 
+#: The signals that end fmclf as documented (SIGKILL cannot be caught; SIGQUIT keeps its core dump).
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
-@contextlib.contextmanager
-def stop_on_signals(flag: StopFlag, echo: Echo | None = None) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the loop to stop after the batch in flight; a second SIGINT stops at once.
-    ``echo`` (default: stderr, written safely from a signal handler) says so."""
-    echo = echo or say
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def handler(signum, frame):  # noqa: ARG001
-        if flag and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag.request(signal.Signals(signum).name)
-        echo(f"\n{flag.signal}: stopping after this batch and writing a checkpoint (Ctrl-C again to stop at once, losing this epoch's progress)\n")
+class _State:
+    flag: StopFlag | None = None  #: set while training: signals ask the loop to stop
+    echo: Echo | None = None
+    ending = False  #: a stop was raised: ignore what follows
+    warned = False
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+
+_state = _State()
 
 
 def say(text: str) -> None:
@@ -43,3 +55,101 @@ def say(text: str) -> None:
     re-entering it raises; a raw ``os.write`` cannot."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         os.write(sys.stderr.fileno(), text.encode("utf-8", "replace"))
+
+
+def _handler(signum: int, frame) -> None:  # noqa: ARG001
+    name = signal.Signals(signum).name
+    state = _state
+    if state.ending:
+        return
+    flag = state.flag
+    if flag is None:  # not training: stop where we are
+        state.ending = True
+        raise Stopped(name)
+    echo = state.echo or say
+    if not flag:
+        flag.request(name)
+        echo(f"\n{name}: stopping after this batch and writing a checkpoint (Ctrl-C again to stop at once, "
+             f"losing this epoch's progress)\n")
+    elif signum == signal.SIGINT:
+        state.ending = True
+        raise Stopped(name)
+    elif not state.warned:
+        state.warned = True
+        echo(f"\n{name}: already stopping after this batch (Ctrl-C stops at once)\n")
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def install() -> None:
+    """Make fmclf's handler the process's for SIGINT, SIGTERM and SIGHUP (the CLI's first step)."""
+    if _main_thread():
+        for s in SIGNALS:
+            signal.signal(s, _handler)
+
+
+def installed() -> bool:
+    """Whether fmclf's handler is the process's now."""
+    return all(signal.getsignal(s) is _handler for s in SIGNALS)
+
+
+def training() -> bool:
+    """Whether a signal now asks a training loop to stop after its batch (rather than stopping at once)."""
+    return _state.flag is not None and installed()
+
+
+def ending() -> None:
+    """The command is ending (its error is being reported): from now on signals are ignored."""
+    _state.ending = True
+
+
+def ignore_from_now_on() -> None:
+    """The process is about to exit: ignore the signals outright. (While Python shuts down it puts
+    back the default action of every signal that has a Python handler, and a Ctrl-C then would end
+    the process as killed by SIGINT, exit code -2, instead of with the code it is exiting with.)"""
+    if _main_thread():
+        for s in SIGNALS:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(s, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """A piece of work during which signals stop it as documented: installs the handler where it is
+    not installed (and restores the previous ones after), and starts afresh (not ending, not training)."""
+    if not _main_thread():
+        yield
+        return
+    previous = None if installed() else {s: signal.getsignal(s) for s in SIGNALS}
+    saved = (_state.flag, _state.echo, _state.ending, _state.warned)
+    _state.flag, _state.ending, _state.warned = None, False, False
+    if previous is not None:
+        install()
+    try:
+        yield
+    finally:
+        _state.flag, _state.echo = saved[0], saved[1]
+        if previous is not None:
+            for s, h in previous.items():
+                if h is not None:
+                    signal.signal(s, h)
+            _state.ending, _state.warned = saved[2], saved[3]
+
+
+@contextlib.contextmanager
+def stop_on_signals(flag: StopFlag, echo: Echo | None = None) -> Iterator[None]:
+    """Training: the first signal sets ``flag`` (the loop stops after the batch in flight and
+    checkpoints); a second SIGINT stops at once. ``echo`` (default: stderr, written safely
+    from a signal handler) says so."""
+    with handled():
+        if not _main_thread():
+            yield
+            return
+        before = (_state.flag, _state.echo)
+        _state.flag, _state.echo = flag, echo or say
+        try:
+            yield
+        finally:
+            _state.flag, _state.echo = before

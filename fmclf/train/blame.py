@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import TracebackType
 
-from ..errors import ComponentError, FmclfError
+from ..errors import ComponentError, DivergenceError, FmclfError
 from ..host.registry import ComponentRecord
 
 
@@ -31,16 +31,98 @@ class blame:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
-        if exc is None or isinstance(exc, FmclfError) or not isinstance(exc, Exception):
-            return False  # nothing, an fmclf error, or KeyboardInterrupt/SystemExit: as they are
+        if exc is None or isinstance(exc, FmclfError):
+            return False  # nothing, or an fmclf error: as it is
+        if not isinstance(exc, Exception):
+            # KeyboardInterrupt/SystemExit pass, unless the component raised it itself: under fmclf's
+            # handler a real signal raises Stopped, so a bare KeyboardInterrupt is the component's own.
+            if not (type(exc) is KeyboardInterrupt and _signals_handled()):
+                return False
+        cause = self.diagnose(exc)
+        if cause is not None:  # not the component's fault after all
+            raise cause from exc
+        if out_of_memory(exc):
+            raise ComponentError(memory_message(self.describe(), self.where, exc)) from exc
         raise ComponentError(self.message(exc)) from exc
+
+    def describe(self) -> str:
+        return self.who if isinstance(self.who, str) else self.who.describe()
+
+    def diagnose(self, exc: BaseException) -> FmclfError | None:  # noqa: ARG002 - for subclasses
+        """The real cause of ``exc`` when it lies outside the component (subclasses look), or None."""
+        return None
 
     def message(self, exc: BaseException) -> str:
         """The paragraph the user reads."""
-        who = self.who if isinstance(self.who, str) else self.who.describe()
         return (
-            f"{who} raised {type(exc).__name__} {self.where}: {exc}. This is a fault in that component; "
+            f"{self.describe()} raised {type(exc).__name__} {self.where}: {exc}. This is a fault in that component; "
             f"report it to its authors, or choose another with `fmclf plugins`."
+        )
+
+
+def _signals_handled() -> bool:
+    from ..run.signals import installed
+
+    return installed()
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out (host or device): the settings' doing, not a bug."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "cannot allocate memory" in text)
+
+
+def memory_message(who: str, where: str, exc: BaseException) -> str:
+    """The paragraph for running out of memory: what asked for it, and the settings that decide it."""
+    first = " ".join(str(exc).split())
+    asked = ""
+    if "tried to allocate" in first:
+        asked = " (" + first[first.index("tried to allocate"):].split(".")[0].split(";")[0].rstrip(")") + ")"
+    return (
+        f"the memory ran out {where}, in {who}{asked}. The settings ask for more memory than this machine (or "
+        f"device) has: use smaller ones (a smaller --batch-size; for the data set, options such as "
+        f"-o dataset.resize) or another --device."
+    )
+
+
+class blame_labels(blame):
+    """Blame a failing loss, unless the labels it was given are out of range: then the data set."""
+
+    __slots__ = ("classes", "dataset", "split", "y")
+
+    def __init__(self, who: ComponentRecord | str, where: str, y, dataset: ComponentRecord | str, classes: int,
+                 split: str = "training") -> None:
+        super().__init__(who, where)
+        self.y, self.dataset, self.classes, self.split = y, dataset, classes, split
+
+    def diagnose(self, exc: BaseException) -> FmclfError | None:
+        from .labels import bad_label, error
+
+        label = bad_label(self.y, self.classes)
+        return None if label is None else error(self.dataset, self.split, label, self.classes)
+
+
+class blame_update(blame):
+    """Blame a failing updater, unless the step overflowed: then the learning rate."""
+
+    __slots__ = ("lr",)
+
+    def __init__(self, who: ComponentRecord | str, where: str, lr: float | None) -> None:
+        super().__init__(who, where)
+        self.lr = lr
+
+    def diagnose(self, exc: BaseException) -> FmclfError | None:
+        if not (isinstance(exc, OverflowError) or "overflow" in str(exc).lower()):
+            return None
+        lr = f"--lr {self.lr:g}" if isinstance(self.lr, (int, float)) else "the learning rate"
+        at = self.where.replace("while updating ", "")
+        return DivergenceError(
+            f"training diverged: {self.describe()} could not take a step {at} with {lr}: {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}. A step of that size overflows the weights' floating-point numbers; "
+            f"this is the learning rate's doing: use a much smaller --lr (the textbook uses 0.1)."
         )
 
 

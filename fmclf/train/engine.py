@@ -19,8 +19,9 @@ from .. import events
 from ..dist.comm import Solo
 from ..errors import ComponentError, DivergenceError, Interrupted
 from ..host.registry import ComponentRecord
-from .blame import blame, blame_gradients
+from .blame import blame, blame_gradients, blame_labels, blame_update
 from .heldout import HeldOut, Metric
+from .labels import check_batch, check_splits
 from .metrics import per_class_accuracy
 from .updaters import adapt_updater, current_lr
 
@@ -125,6 +126,7 @@ class Trainer:
         self.comm = comm
         self.config = config or {}
         self.warn = warn or _stderr
+        self.lr = (self.config.get("run") or {}).get("lr")  #: named when a step overflows
         self.updater = adapt_updater(parts.updater)
         self.sum_reduction = getattr(self.updater, "reduction", "sum") != "mean"
         self.params = [p for p in parts.model.parameters() if p.requires_grad]
@@ -170,6 +172,7 @@ class Trainer:
         Whatever stops training early (Ctrl-C, divergence, a fault) is told to
         every listener's ``on_exception`` first, then raised again."""
         state = state or TrainState()
+        check_splits(self.parts.dataset, self._who["dataset"], len(self.classes))
         control = self.control
         control.restore(state.stopped)
         control._at = state.epoch + 1
@@ -294,9 +297,12 @@ class Trainer:
             batches = itertools.islice(batches, first, None)
         b = first
         graphed = self.graphed
+        classes = len(self.classes)
         try:
             for b, (X, y) in enumerate(batches, start=first + 1):
                 n = y.shape[0]
+                if b == first + 1:  # labels out of range are the data set's fault, whoever trips over them
+                    check_batch(y, who["dataset"], "training", classes)
                 if graphed is not None and graphed.fits(X, y):
                     if graphed.graph is None:
                         graphed.capture(X, y, self._check_logits, self._check_losses)
@@ -308,13 +314,13 @@ class Trainer:
                         logits = model(X)
                     if b == first + 1:  # before the loss sees them: wrong logits are the model's fault
                         self._check_logits(logits, n)
-                    with blame(who["loss"], at):
+                    with blame_labels(who["loss"], at, y, who["dataset"], classes):
                         losses = loss_fn(logits, y)
                     if b == first + 1:
                         self._check_losses(losses, n)
                     total = losses.sum()
                     watch.add(b, total)  # on the CPU: raises here, before the update
-                    with blame(who["updater"], f"while updating {at}"):
+                    with blame_update(who["updater"], f"while updating {at}", self.lr):
                         updater.zero_grad()
                         with blame_gradients(records, at):
                             (total if sum_reduction else losses.mean()).backward()

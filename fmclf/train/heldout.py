@@ -28,7 +28,8 @@ from typing import Any
 
 from ..errors import ComponentError, DataError
 from ..host.registry import ComponentRecord
-from .blame import blame
+from .blame import blame, blame_labels
+from .labels import check_batch
 
 #: Logits buffered before they are handed on (numbers, not bytes): 8 MB of float32.
 CHUNK = 2**21
@@ -149,7 +150,7 @@ class HeldOut:
         C = self.num_classes
         with blame(self.who_model, f"while evaluating on the {split} set"):
             pred = logits.argmax(dim=1)
-        with blame(self.who_loss, f"while computing the loss on the {split} set"):
+        with blame_labels(self.who_loss, f"while computing the loss on the {split} set", y, self.who_data, C, split):
             loss_sum = self.loss(logits, y).double().sum()
         if self._flat is None:
             self._flat = torch.zeros(C * C, dtype=torch.int64, device=pred.device)
@@ -157,7 +158,11 @@ class HeldOut:
         self._loss_sum += loss_sum
         self._count += len(pred)
         # scatter_add_, not bincount: CUDA's bincount reads the largest index back to the host.
-        self._flat.scatter_add_(0, _labels(y) * C + pred, torch.ones_like(pred))
+        try:
+            self._flat.scatter_add_(0, _labels(y) * C + pred, torch.ones_like(pred))
+        except (RuntimeError, IndexError):
+            check_batch(y, self.who_data, split, C)  # raises when the labels are at fault
+            raise
         for m in self.metrics:
             with blame(m.who, f"in update() on the {split} set"):
                 m.obj.update(logits, y)

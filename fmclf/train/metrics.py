@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 
-def evaluate(model: Any, batches: Any, num_classes: int) -> tuple[float, Any]:
+def evaluate(model: Any, batches: Any, num_classes: int, *, dataset: Any = "the data set") -> tuple[float, Any]:
     """Accuracy of ``model`` over ``batches`` and the confusion matrix
-    (a ``num_classes`` square int64 tensor on the device; rows are true classes)."""
+    (a ``num_classes`` square int64 tensor on the device; rows are true classes). A label out of
+    range is a :class:`~fmclf.errors.DataError` naming ``dataset`` (its record, or words)."""
     import torch
 
     was_training = getattr(model, "training", False)
@@ -27,7 +28,13 @@ def evaluate(model: Any, batches: Any, num_classes: int) -> tuple[float, Any]:
                     ones = torch.ones(len(pred), dtype=torch.int64, device=pred.device)
                 # scatter_add_, not bincount: CUDA's bincount reads the largest
                 # index back to the host, a stall per batch.
-                flat.scatter_add_(0, y * num_classes + pred, ones[: len(pred)])
+                try:
+                    flat.scatter_add_(0, y * num_classes + pred, ones[: len(pred)])
+                except (RuntimeError, IndexError):
+                    from .labels import check_batch
+
+                    check_batch(y, dataset, "test", num_classes)  # raises when the labels are at fault
+                    raise
     finally:
         if was_training:
             model.train()

@@ -34,6 +34,27 @@ BEFORE_TORCH = [
     (["--out", "{file}"], ["is a file, not a folder"]),
     (["--resume", "{held}", "--lr", "0.5"], ["--resume continues a run with the settings it started with", "--lr"]),
     (["--resume", "{nowhere}"], ["not a run folder"]),
+    # numbers: the core's bounds, and every component's (fmclf.Range, checked by the option parser), before any work
+    (["--threads", "3000000000"], ["--threads must be a whole number from 1 to 1024, got 3000000000"]),
+    (["--threads", "20000"], ["--threads must be a whole number from 1 to 1024"]),
+    (["--threads", "0"], ["--threads must be a whole number from 1 to 1024, got 0"]),
+    (["--epochs", "10000000000"], ["--epochs must be at most 1,000,000,000"]),
+    (["--batch-size", "3000000000"], ["--batch-size must be at most 2,147,483,647"]),
+    (["-o", "loss.label_smoothing=2"], ["option 'label_smoothing' of loss 'fused'", "2 is not in [0, 1]"]),
+    (["-o", "loss.label_smoothing=nan"], ["nan is not a number this option can take"]),
+    (["-o", "loss.weight=1,2"], ["option weight of loss 'fused' has 2 entries but the data set has 10 classes"]),
+    (["-o", "loss.weight=1,1,1,1,1,1,1,1,1,inf"], ["inf is not a finite number"]),
+    (["-o", "loss.soft_label=0.9", "-o", "loss.label_smoothing=0.1"], ["say the same thing two ways"]),
+    (["-o", "loss.ignore_index=99999999999999999999"], ["whole numbers are 64-bit"]),
+    (["--updater", "torch-sgd", "-o", "updater.momentum=-1"], ["option 'momentum' of updater 'torch-sgd'",
+                                                              "-1 is not in [0, 1]"]),
+    (["--updater", "torch-sgd", "-o", "updater.weight_decay=nan"], ["'weight_decay'", "nan is not a number"]),
+    (["--updater", "torch-sgd", "-o", "updater.nesterov=true"], ["nesterov of updater 'torch-sgd' needs momentum"]),
+    (["--visualizer", "animator", "-o", "visualizer.animator.ylim_low=-inf"], ["-inf is not a finite number"]),
+    (["--visualizer", "animator", "-o", "visualizer.animator.ylim_low=2"], ["ylim_low (2.0) must be below"]),
+    (["-o", "visualizer.tqdm.interval=nan"], ["option 'interval' of visualizer 'tqdm'", "nan is not a number"]),
+    (["-o", "visualizer.tqdm.refresh=-1"], ["-1 is not >= 0"]),
+    (["-o", "dataset.resize=100000"], ["100000 is not <= 1024"]),
 ]
 
 SCRIPT = textwrap.dedent(

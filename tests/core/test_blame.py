@@ -108,3 +108,97 @@ def test_a_data_error_from_the_test_set_is_not_blamed_on_the_model(tiny_data):
     parts.dataset.test = Vanishing()
     with pytest.raises(DataError, match="the test files vanished"):
         Trainer(parts, device=torch.device("cpu"), epochs=1).evaluate()
+
+
+# --- the real cause, not the built-in that tripped over it -----------------------------------------------
+
+def _labelled(bad: int, *, split: str = "train", tensors: bool = True, at_batch: int = 1):
+    """A plugin with data set 'odd-labels': 64 random 1x28x28 images of 10 classes, one label set to ``bad``
+    (in batch ``at_batch`` of ``split``), held in tensors or yielded by a plain generator."""
+
+    def odd_labels(*, batch_size: int, device, seed: int = 0):
+        import torch
+
+        from fmclf.data import InMemoryDataset, TensorBatches
+
+        g = torch.Generator().manual_seed(0)
+        X, y = torch.rand(64, 1, 28, 28, generator=g), torch.arange(64) % 10
+        bad_y = y.clone()
+        bad_y[(at_batch - 1) * batch_size] = bad
+        train = TensorBatches(X, bad_y if split == "train" else y, batch_size, shuffle=False)
+        test = TensorBatches(X, bad_y if split == "test" else y, batch_size, shuffle=False)
+        if not tensors:
+            class Plain:
+                def __init__(self, inner):
+                    self.inner = inner
+
+                def __len__(self):
+                    return len(self.inner)
+
+                def __iter__(self):
+                    return iter(self.inner)
+
+            train, test = Plain(train), Plain(test)
+        return InMemoryDataset(train, test, [str(i) for i in range(10)], (1, 28, 28), "made up")
+
+    return types.SimpleNamespace(register_datasets=fmclf.hookimpl(lambda register: register("odd-labels", odd_labels)))
+
+
+def _run_on(tmp_path, *args: str):
+    result = CliRunner().invoke(cli, ["run", "--dataset", "odd-labels", "--epochs", "1", "--batch-size", "16",
+                                      "--visualizer", "none", "--device", "cpu", "--out", str(tmp_path / "run"), *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+@pytest.mark.parametrize("loss", ["fused", "naive"])
+@pytest.mark.parametrize("bad", [10, -1, 255])
+@pytest.mark.parametrize("tensors", [True, False])
+def test_labels_out_of_range_are_the_data_sets_fault(fmclf_plugin, tmp_path, loss, bad, tensors):
+    fmclf_plugin(_labelled(bad, tensors=tensors), name="labels-plugin")
+    result = _run_on(tmp_path, "--loss", loss)
+    assert result.exit_code == 1, result.output
+    assert (f"Error: dataset 'odd-labels' (plugin 'labels-plugin') gave a training label of {bad}, but it has 10 "
+            f"classes") in result.stderr, result.stderr
+    assert "This is the data set's doing, not the loss's or the model's" in result.stderr
+    assert "report it to its authors" not in result.stderr and f"loss '{loss}'" not in result.stderr
+
+
+def test_a_bad_label_in_a_later_batch_is_found_where_the_loss_trips(fmclf_plugin, tmp_path):
+    fmclf_plugin(_labelled(10, tensors=False, at_batch=3), name="labels-plugin")
+    result = _run_on(tmp_path, "--loss", "fused")
+    assert result.exit_code == 1 and "gave a training label of 10" in result.stderr, result.stderr
+    assert "report it to its authors" not in result.stderr
+
+
+@pytest.mark.parametrize("bad", [10, -1])
+def test_a_bad_test_label_is_not_blamed_on_the_model(fmclf_plugin, tmp_path, bad):
+    fmclf_plugin(_labelled(bad, split="test", tensors=False, at_batch=2), name="labels-plugin")
+    result = _run_on(tmp_path)
+    assert result.exit_code == 1, result.output
+    assert f"gave a test label of {bad}, but it has 10 classes" in result.stderr, result.stderr
+    assert "model 'scratch'" not in result.stderr and "report it to its authors" not in result.stderr
+
+
+@pytest.mark.parametrize("updater", ["sgd", "torch-sgd"])
+def test_a_learning_rate_that_overflows_is_named_as_the_cause(tiny_data, tmp_path, updater):
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs",
+                                      "1", "--visualizer", "none", "--lr", "1e308", "--updater", updater,
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert "with --lr 1e+308" in result.stderr and "this is the learning rate's doing" in result.stderr, result.stderr
+    assert "report it to its authors" not in result.stderr and "fault in that component" not in result.stderr
+
+
+def test_running_out_of_memory_is_named_as_the_settings_doing(fmclf_plugin, tiny_data, tmp_path):
+    def greedy(*, num_inputs: int, num_classes: int):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 3840000000000 bytes. Error code 12")
+
+    fmclf_plugin(types.SimpleNamespace(register_models=fmclf.hookimpl(lambda register: register("greedy", greedy))),
+                 name="greedy-plugin")
+    result = _run(tiny_data, tmp_path, "--model", "greedy")
+    assert result.exit_code == 1, result.output
+    assert "the memory ran out while building it, in model 'greedy'" in result.stderr, result.stderr
+    assert "tried to allocate 3840000000000 bytes" in result.stderr and "--batch-size" in result.stderr
+    assert "report this to its authors" not in result.stderr

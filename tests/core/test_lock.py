@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -83,3 +84,94 @@ def test_two_runs_into_one_folder_cannot_both_write_it(tiny_data, tmp_path):
     winner_seed = 1 if results[0][0] == 0 else 2
     config = (out / "config.toml").read_text()
     assert f"seed = {winner_seed}\n" in config and f"seed {winner_seed}," in (out / "report.md").read_text()
+
+
+TINY = ["-o", "dataset.verify=false", "--epochs", "1", "--batch-size", "96", "--visualizer", "none", "--seed", "1"]
+
+
+def test_default_folder_names_cannot_collide_even_when_created_at_once(tmp_path):
+    """os.mkdir either makes a name or fails: twenty threads asking for one name get twenty folders."""
+    import threading
+
+    from fmclf.run import folder
+
+    want = tmp_path / "runs" / "20260101-000000-scratch-fused"
+    got, start = [], threading.Barrier(20)
+
+    def make():
+        start.wait()
+        got.append(folder.create_new(want, unique=True))
+
+    threads = [threading.Thread(target=make) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    paths = [p for p, created in got]
+    assert all(created for _, created in got) and len(set(paths)) == 20
+    assert want in paths and want.with_name(want.name + "-20") in paths
+
+
+def test_two_default_runs_started_together_get_two_folders(tiny_data, tmp_path):
+    """Two processes whose clocks say the same second: both train, each in a folder of its own."""
+    frozen = ("import sys, time; time.strftime = lambda fmt, *a: '20260101-120000'; "
+              "from fmclf.cli import main; sys.argv[0] = 'fmclf'; main()")
+    args = ["run", "--data-root", str(tiny_data), *TINY]
+    procs = [subprocess.Popen([sys.executable, "-c", frozen, *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert [r[0] for r in results] == [0, 0], results
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert folders == ["20260101-120000-scratch-fused", "20260101-120000-scratch-fused-2"], folders
+    for name in folders:
+        assert (tmp_path / "runs" / name / "model.pt").exists()
+        assert len((tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_two_default_runs_in_the_same_second_get_two_folders(tiny_data, tmp_path, monkeypatch):
+    """The second default run started in the same second as the first neither shares nor refuses its
+    folder: it gets the next name, and a folder of that name holding someone's files is skipped too."""
+    from click.testing import CliRunner
+
+    from fmclf.cli import cli
+    from fmclf.run import folder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(folder.time, "strftime", lambda fmt, *a: "20260101-120000")
+    stem = tmp_path / "runs" / "20260101-120000-scratch-fused"
+    args = ["run", "--data-root", str(tiny_data), *TINY]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    (stem.with_name(stem.name + "-2")).mkdir()
+    (stem.with_name(stem.name + "-2") / "notes.txt").write_text("mine")
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    third = stem.with_name(stem.name + "-3")
+    assert f"run folder: {pathlib.Path('runs') / third.name}" in second.output
+    assert (stem / "model.pt").exists() and (third / "model.pt").exists()
+    assert (stem.with_name(stem.name + "-2") / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in stem.with_name(stem.name + "-2").iterdir()) == ["notes.txt"]
+
+
+def test_predict_into_a_folder_another_process_writes_is_refused_elsewhere_it_works(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    done = run_fmclf("run", "--data-root", str(tiny_data), *TINY, "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    before = (run / "predictions.png").read_bytes()
+    code = ("import sys, time; from fmclf.run.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        refused = run_fmclf("predict", str(run), "--data-root", str(tiny_data), "-n", "4")
+        assert refused.returncode == 2, refused.stderr
+        assert f"in use by process {child.pid}" in refused.stderr and "cannot draw its predictions" in refused.stderr
+        assert "elsewhere with --out" in refused.stderr and "Traceback" not in refused.stderr
+        assert (run / "predictions.png").read_bytes() == before
+        elsewhere = run_fmclf("predict", str(run), "--data-root", str(tiny_data), "-n", "4",
+                              "--out", str(tmp_path / "p.png"))
+        assert elsewhere.returncode == 0, elsewhere.stderr
+        assert (tmp_path / "p.png").stat().st_size > 0
+    finally:
+        child.kill()
+        child.wait()

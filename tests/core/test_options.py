@@ -141,7 +141,7 @@ def test_cli_refuses_an_unknown_option_before_any_work(tmp_path):
     result, out = run_cli("--updater", "torch-sgd", "-o", "updater.momentom=0.9", tmp_path=tmp_path)
     assert result.exit_code == 2
     assert "updater 'torch-sgd' (fmclf 0.1.0) has no option 'momentom'. Did you mean 'momentum'?" in result.stderr
-    assert "Its options: momentum (float, default 0.0); weight_decay" in result.stderr
+    assert "Its options: momentum (float in [0, 1], default 0.0); weight_decay" in result.stderr
     assert not out.exists()
 
 

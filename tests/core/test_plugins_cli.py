@@ -43,7 +43,9 @@ def test_plugins_json_is_complete_and_filterable(site):  # noqa: F811
     ]
     (component,) = data["components"]
     assert (component["kind"], component["name"], component["qualified_name"], component["select_as"]) == ("model", "good", "fmclf-good:good", "good")
-    assert component["options"] == [{"name": "hidden", "type": "int", "default": 7, "required": False, "help": "units"}]
+    assert component["options"] == [{"name": "hidden", "type": "int", "default": 7, "required": False, "help": "units",
+                                     "bounds": {"min": None, "max": None, "min_open": False, "max_open": False,
+                                                "inf": False}}]
     every = json.loads(invoke("plugins", "--json").stdout)
     assert {c["name"] for c in every["components"]} >= {"good", "scratch", "fused", "sgd", "tqdm", "fashion-mnist"}
 

@@ -177,11 +177,12 @@ def test_options_from_the_command_line_work(record):
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ({"label_smoothing": "1.5"}, "between 0 and 1"),
-        ({"soft_label": "-0.1"}, "between 0 and 1"),
+        # the bounds the factory declares (fmclf.Range) are checked by the option parser, in its words
+        ({"label_smoothing": "1.5"}, r"1.5 is not in \[0, 1\]"),
+        ({"soft_label": "-0.1"}, r"-0.1 is not in \[0, 1\]"),
         ({"soft_label": "0.9", "label_smoothing": "0.1"}, "give one"),
-        ({"weight": "1,-2"}, "finite weights >= 0"),
-        ({"weight": "1,nan"}, "finite weights >= 0"),
+        ({"weight": "1,-2"}, "-2 is not >= 0"),
+        ({"weight": "1,nan"}, "nan is not a number this option can take"),
     ],
 )
 def test_bad_options_are_refused_when_built(record, given, message):
@@ -193,3 +194,14 @@ def test_a_weight_per_class_is_checked_against_the_model(record):
     loss = build(record, weight="1,2")
     with pytest.raises(OptionError, match="has 2 entries but the model has 3 classes"):
         loss(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"label_smoothing": 1.5}, "between 0 and 1"), ({"soft_label": -0.1}, "between 0 and 1"),
+    ({"weight": [1.0, -2.0]}, "finite weights >= 0"), ({"weight": [1.0, float("nan")]}, "finite weights >= 0"),
+])
+def test_the_factory_called_directly_checks_its_own_options(record, values, message):
+    """Python callers bypass the option parser; the factory's own check (fmclf.checks) still refuses."""
+    options = {**{o.name: o.default for o in options_of(record)}, **values}
+    with pytest.raises(OptionError, match=message):
+        call_factory(record, {"num_classes": 3}, options)
