@@ -74,6 +74,11 @@ def read_metrics(run_dir: pathlib.Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def read_json(path: pathlib.Path) -> Any:
+    """The JSON a file holds (``{}`` when it is absent)."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
 def write_json(path: pathlib.Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
     atomic.write_text(path, json.dumps(data, indent=2) + "\n")

@@ -15,9 +15,9 @@ Echo = Callable[[str], None]
 
 
 @contextlib.contextmanager
-def stop_on_signals(flag: StopFlag, echo: Echo | None = None) -> Iterator[None]:
+def stop_on_signals(flag: StopFlag, echo: Echo | None = None, again: str = "Ctrl-C again") -> Iterator[None]:
     """SIGINT/SIGTERM ask the loop to stop after the batch in flight; a second SIGINT stops at once.
-    ``echo`` (default: stderr, written safely from a signal handler) says so."""
+    ``echo`` (default: stderr, written safely from a signal handler) says so, and that ``again`` stops at once."""
     echo = echo or say
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -27,7 +27,7 @@ def stop_on_signals(flag: StopFlag, echo: Echo | None = None) -> Iterator[None]:
         if flag and signum == signal.SIGINT:
             raise KeyboardInterrupt
         flag.request(signal.Signals(signum).name)
-        echo(f"\n{flag.signal}: stopping after this batch and writing a checkpoint (Ctrl-C again to stop at once, losing this epoch's progress)\n")
+        echo(f"\n{flag.signal}: stopping after this batch and writing a checkpoint ({again} to stop at once, losing this epoch's progress)\n")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
