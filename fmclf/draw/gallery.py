@@ -55,17 +55,27 @@ def labels_of(indices: Any, classes: Sequence[str]) -> list[str]:
     return [str(classes[int(i)]) for i in indices]
 
 
-def write_predictions(model: Any, batches: Any, classes: Sequence[str], path: pathlib.Path, *, n: int = 18,
-                      title: str | None = None) -> tuple[int, int]:
-    """Predict the first ``n`` examples of ``batches`` and draw them titled true / predicted,
-    the wrong ones in red (d2l's ``predict_ch3``). Returns ``(right, shown)``."""
+def predictions_of(model: Any, batches: Any, classes: Sequence[str], *, n: int = 18,
+                   title: str | None = None) -> tuple[Any, int, int]:
+    """Predict the first ``n`` examples of ``batches`` (on the device of the model's parameters) and
+    draw them titled true / predicted, the wrong ones in red (d2l's ``predict_ch3``).
+    Returns ``(figure, right, shown)``."""
     from ..train.metrics import predict
 
     X, y = first_examples(batches, n)
-    pred = predict(model, X)
+    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    pred = predict(model, X.to(param.device) if param is not None else X)
     true, guessed = labels_of(y, classes), labels_of(pred, classes)
-    pictures.save(pictures.predictions_figure(X.detach().float().cpu().numpy(), true, guessed, title=title), path)
-    return sum(t == p for t, p in zip(true, guessed)), len(true)
+    fig = pictures.predictions_figure(X.detach().float().cpu().numpy(), true, guessed, title=title)
+    return fig, sum(t == p for t, p in zip(true, guessed)), len(true)
+
+
+def write_predictions(model: Any, batches: Any, classes: Sequence[str], path: pathlib.Path, *, n: int = 18,
+                      title: str | None = None) -> tuple[int, int]:
+    """:func:`predictions_of`, written to ``path``. Returns ``(right, shown)``."""
+    fig, right, shown = predictions_of(model, batches, classes, n=n, title=title)
+    pictures.save(fig, path)
+    return right, shown
 
 
 @dataclass
@@ -91,17 +101,31 @@ def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pa
                 device: str = "cpu", data_root: pathlib.Path | None = None) -> Predicted:
     """Rebuild a run's data set and model from its config.toml, load its saved weights,
     and draw its predictions for the first ``n`` test images."""
+    run_dir = pathlib.Path(run_dir)
+    out = pathlib.Path(out) if out is not None else run_dir / PREDICTIONS
+    pictures.picture_format(out)  # a bad name fails before the data set loads
+    fig, right, shown, weights = run_predictions(run_dir, host, n=n, device=device, data_root=data_root)
+    pictures.save(fig, out)
+    return Predicted(out, right, shown, weights)
+
+
+def run_predictions(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, device: str = "cpu",
+                    data_root: pathlib.Path | None = None) -> tuple[Any, int, int, pathlib.Path]:
+    """The work of :func:`predict_run`: ``(figure, right, shown, weights file)``."""
     from ..run.devices import resolve_device
+    from ..run.plan import python_only
 
     run_dir = pathlib.Path(run_dir)
     config = load_run_config(run_dir)
     config.visualizers, config.device = ["none"], device
     config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.")}
+    config.from_python = [t for t in config.from_python if not t.startswith("visualizer.")]
+    if config.from_python:
+        raise UsageError(python_only(config, config.from_python,
+                                     "draw its predictions from Python instead: fmclf.predict(model, data)"))
     if data_root is not None:
         config.options.setdefault("dataset", {})["data_root"] = str(data_root)
     plan: Plan = resolve(config, host)
-    out = pathlib.Path(out) if out is not None else run_dir / PREDICTIONS
-    pictures.picture_format(out)  # a bad name fails before the data set loads
     state, weights = checkpoint.final_weights(run_dir)
     dev = resolve_device(device)
     parts = assemble(plan, device=dev)
@@ -113,23 +137,38 @@ def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pa
             f"{weights} does not fit the model {plan.records['model'].describe()} ({str(exc).splitlines()[0][:300]}). "
             f"Were the plugins changed since the run? {run_dir / folder.CONFIG} lists the versions that trained it."
         ) from None
-    right, shown = write_predictions(parts.model, parts.dataset.test, parts.dataset.classes, out, n=n,
-                                     title=f"{run_dir.name}: {config.model} + {config.loss} on {config.dataset} test images")
-    return Predicted(out, right, shown, weights)
+    fig, right, shown = predictions_of(parts.model, parts.dataset.test, parts.dataset.classes, n=n,
+                                       title=f"{run_dir.name}: {config.model} + {config.loss} on {config.dataset} test images")
+    return fig, right, shown, weights
 
 
 def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Path, split: str = "train", seed: int = 0,
                  options: dict[str, Any] | None = None) -> tuple[pathlib.Path, list[str]]:
     """Draw ``n`` images of a data set's ``split`` with their text labels (d2l's
     ``show_images``); the training split is shuffled by ``seed``. Returns the path and labels."""
+    pictures.picture_format(out)
+    fig, labels = samples_of(host, dataset, n=n, split=split, seed=seed, options=options)
+    pictures.save(fig, out)
+    return pathlib.Path(out), labels
+
+
+def load_dataset(host: PluginHost, dataset: str, *, batch_size: int, seed: int = 0,
+                 options: dict[str, Any] | None = None) -> Any:
+    """Build the registered data set ``dataset`` on the CPU, its options checked first."""
     import torch
 
     from ..run.plan import call_factory
 
     record = host.registry.get("dataset", dataset)
     values = resolve_options(record, options or {})
-    pictures.picture_format(out)
-    data = call_factory(record, {"batch_size": n, "device": torch.device("cpu"), "seed": seed, "shard": None}, values)
+    return call_factory(record, {"batch_size": batch_size, "device": torch.device("cpu"), "seed": seed, "shard": None},
+                        values)
+
+
+def samples_of(host: PluginHost, dataset: str, *, n: int = 18, split: str = "train", seed: int = 0,
+               options: dict[str, Any] | None = None) -> tuple[Any, list[str]]:
+    """The work of :func:`show_samples`: ``(figure, labels)``."""
+    data = load_dataset(host, dataset, batch_size=n, seed=seed, options=options)
     require_images(dataset, getattr(data, "input_shape", ()), "show")
     batches = getattr(data, split)
     if hasattr(batches, "set_epoch"):
@@ -137,5 +176,4 @@ def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Pa
     X, y = first_examples(batches, n)
     labels = labels_of(y, data.classes)
     title = f"{dataset}, {split} set: {len(labels)} images" + (f" (shuffled, seed {seed})" if split == "train" else "")
-    pictures.save(pictures.samples_figure(X.float().numpy(), labels, title=title), out)
-    return pathlib.Path(out), labels
+    return pictures.samples_figure(X.float().numpy(), labels, title=title), labels
