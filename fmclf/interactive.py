@@ -79,6 +79,7 @@ class FitResult:
                 if k not in ("epoch", "seconds") and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def headline(self) -> str:
+        """One line: the components, the epochs, how long and where."""
         c = self.config
         seconds = self.summary.get("seconds")
         took = f" in {seconds:.2f} s" if isinstance(seconds, (int, float)) else ""
@@ -219,7 +220,8 @@ def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitRe
     jupyter = in_jupyter()
     voice = Voice(resume=lambda run_dir: _resume_call(run_dir, objects),
                   further="pass epochs=N to train further",
-                  again="interrupt the kernel again" if jupyter else "Ctrl-C again")
+                  again="interrupt the kernel again" if jupyter else "Ctrl-C again",
+                  notice=_notice_from_a_thread if jupyter else None)
     if recorded is not None:
         overrides = _overrides(args, given, recorded, names, objects, host)
         result = run_resume(pathlib.Path(resume), host, overrides=overrides, echo=echo, objects=objects, voice=voice)
@@ -239,6 +241,17 @@ def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitRe
     else:
         echo(str(fitted))
     return fitted
+
+
+def _notice_from_a_thread(text: str) -> None:
+    """Print ``text`` to the notebook from a signal handler. A kernel's stderr is no file (the
+    command line's raw write to fd 2 would go to the terminal that started Jupyter), and writing
+    to it from the handler could wait forever on a lock the interrupted code holds; a thread of
+    its own waits its turn instead."""
+    import sys
+    import threading
+
+    threading.Thread(target=lambda: print(text.strip(), file=sys.stderr, flush=True), daemon=True).start()
 
 
 def _recorded(resume: Any) -> RunConfig:
@@ -363,8 +376,8 @@ def _options(args: dict[str, Any], names: dict[str, Any], objects: Mapping[str, 
             continue
         if owners:
             raise UsageError(
-                f"{option}= is an option of {' and '.join(owners)}, so fmclf cannot tell which one you mean; say it with "
-                f"options={{{owners[0]!r}: {{{option!r}: {value!r}}}}}."
+                f"{option}= is an option of {' and '.join(owners)}, so fmclf cannot tell which one you mean; say it "
+                f"with options={{{owners[0]!r}: {{{option!r}: {value!r}}}}}."
             )
         import difflib
 
@@ -434,7 +447,7 @@ def _resume_call(run_dir: pathlib.Path | None, objects: Mapping[str, Any]) -> st
     if "model" in kinds:
         shown.insert(1, "params=...")
     return (f"fmclf.fit({', '.join(shown) or '...'}, resume={str(run_dir)!r}), passing the same objects as "
-            f"the call that started it")
+            f"the call that started it.")
 
 
 def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig, names: dict[str, Any],
@@ -446,8 +459,8 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
         if kind in recorded.from_python:
             if kind not in objects:
                 raise UsageError(
-                    f"the run's {kind} {was!r} was a Python object, which a run folder records by name only: give it "
-                    f"again, {kind}=<the same object>, with resume=."
+                    f"the run's {kind} {was!r} was a Python object, which a run folder records by name only: pass "
+                    f"the same object again, {kind}=..., with resume=."
                 )
             if names[kind] != was:
                 raise UsageError(
@@ -455,7 +468,8 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
                     f"Pass the same object, or start a new run (leave resume out)."
                 )
         elif kind in objects:
-            raise UsageError(f"the run's {kind} is {was!r}, by name: leave {kind} out (or pass {kind}={was!r}) with resume=.")
+            raise UsageError(f"the run's {kind} is {was!r}, by name: leave {kind} out (or pass {kind}={was!r}) "
+                             f"with resume=.")
         elif kind in given and names[kind] != was:
             raise UsageError(f"resume continues a run with its own components: its {kind} is {was!r}, not "
                              f"{names[kind]!r}; leave {kind} out.")
@@ -552,7 +566,10 @@ def show(data: Any = None, n: int = 18, *, split: str = "train", seed: int = 0, 
         images, labels = _examples(data, n, split, classes)
         if titles is not None:
             labels = [str(t) for t in titles][: len(images)]
-        return pictures.image_grid(list(images), labels)
+        try:
+            return pictures.image_grid(list(images), labels)
+        except ValueError as exc:  # not images: (N, 784) rows, say
+            raise UsageError(f"show: {exc}; reshape them first, as the chapter does: X.reshape(n, 28, 28).") from None
     except FmclfError as exc:
         exc.args = (pythonic(str(exc)), *exc.args[1:])
         raise
@@ -565,13 +582,13 @@ def _examples(data: Any, n: int, split: str, classes: Sequence[str] | None) -> t
     from .draw import gallery
     from .train.adapters import classes_of
 
-    if _is_images(data):
+    if _is_array(data):
         return torch.as_tensor(data)[:n].detach().float().cpu().numpy(), None
-    if isinstance(data, (tuple, list)) and len(data) == 2 and _is_images(data[0]) and not _is_images(data[1]):
+    if isinstance(data, (tuple, list)) and len(data) == 2 and _is_array(data[0]):  # one batch (X, y)
         batches, names = [(torch.as_tensor(data[0]), torch.as_tensor(data[1]))], classes
     elif hasattr(data, "train") and hasattr(data, "test"):
         batches, names = getattr(data, split), classes or classes_of(data, getattr(data, split))
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and not _is_images(data[0]):
+    elif isinstance(data, (tuple, list)) and len(data) == 2:  # (train_iter, test_iter)
         batches = data[0] if split == "train" else data[1]
         names = classes or classes_of(batches)
     else:
@@ -581,8 +598,8 @@ def _examples(data: Any, n: int, split: str, classes: Sequence[str] | None) -> t
     return X.detach().float().cpu().numpy(), gallery.labels_of(y, names)
 
 
-def _is_images(value: Any) -> bool:
-    """A tensor or array of images (or of labels), as opposed to batches or data sets."""
+def _is_array(value: Any) -> bool:
+    """A tensor or array (of images, or of labels), as opposed to batches or data sets."""
     return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (str, bytes))
 
 
@@ -649,7 +666,7 @@ def _test_batches(data: Any, classes: Sequence[str] | None) -> tuple[Any, Sequen
     if hasattr(data, "train") and hasattr(data, "test"):
         return data.test, classes or classes_of(data, data.test)
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        if _is_images(data[0]):
+        if _is_array(data[0]):
             return [(torch.as_tensor(data[0]), torch.as_tensor(data[1]))], classes
         return data[1], classes or classes_of(data[1], data[0])
     return data, classes or classes_of(data)

@@ -30,7 +30,8 @@ def kernel_manager(folder: pathlib.Path, env: dict[str, str] | None = None) -> A
         "display_name": "fmclf test", "language": "python",
         "env": {"PYTHONWARNINGS": "ignore", **(env or {})},
     }))
-    return KernelManager(kernel_name="fmclf-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]))
+    specs = KernelSpecManager(kernel_dirs=[str(spec.parent)])
+    return KernelManager(kernel_name="fmclf-test", kernel_spec_manager=specs)
 
 
 def execute(path: pathlib.Path, cwd: pathlib.Path, *, timeout: int = 600, env: dict[str, str] | None = None) -> Any:
@@ -65,3 +66,48 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+class Kernel:
+    """A started kernel (this interpreter's) to run cells in one by one, and interrupt."""
+
+    def __init__(self, folder: pathlib.Path, env: dict[str, str] | None = None) -> None:
+        self.km = kernel_manager(folder, env)
+        self.km.start_kernel(cwd=str(folder))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+
+    def run(self, code: str, *, until: str | None = None, then: Any = None,
+            timeout: float = 300) -> list[tuple[str, dict]]:
+        """Execute ``code``; returns its iopub messages as ``(msg_type, content)``. When stdout first
+        shows ``until``, ``then()`` is called (an interrupt, say) and the cell runs on to its end."""
+        import queue
+        import time
+
+        msg_id = self.kc.execute(code)
+        out: list[tuple[str, dict]] = []
+        seen, deadline = "", time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "status" and content["execution_state"] == "idle":
+                return out
+            if kind in ("status", "execute_input"):
+                continue
+            out.append((kind, content))
+            if kind == "stream" and until is not None and then is not None:
+                seen += content["text"]
+                if until in seen:
+                    then()
+                    then = None
+        raise TimeoutError(f"the cell did not finish in {timeout} s")
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)

@@ -137,8 +137,8 @@ def run_predictions(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, dev
             f"{weights} does not fit the model {plan.records['model'].describe()} ({str(exc).splitlines()[0][:300]}). "
             f"Were the plugins changed since the run? {run_dir / folder.CONFIG} lists the versions that trained it."
         ) from None
-    fig, right, shown = predictions_of(parts.model, parts.dataset.test, parts.dataset.classes, n=n,
-                                       title=f"{run_dir.name}: {config.model} + {config.loss} on {config.dataset} test images")
+    title = f"{run_dir.name}: {config.model} + {config.loss} on {config.dataset} test images"
+    fig, right, shown = predictions_of(parts.model, parts.dataset.test, parts.dataset.classes, n=n, title=title)
     return fig, right, shown, weights
 
 

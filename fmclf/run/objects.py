@@ -108,7 +108,8 @@ def updater_record(updater: Any, names: Sequence[str] = ()) -> ComponentRecord:
         hint = f" (the class {updater.__name__}: build one first, such as {updater.__name__}(net.parameters(), lr=0.1))"
     elif callable(updater):
         try:
-            hint = f" ({name} takes {_arguments(updater)}: wrap it, as the chapter does, in a function of the batch size)"
+            hint = (f" ({name} takes {_arguments(updater)}: wrap it, as the chapter does, in a function of the "
+                    f"batch size)")
         except (TypeError, ValueError):
             pass
     listing = f" such as {', '.join(repr(n) for n in names)}" if names else ""
@@ -144,7 +145,8 @@ def dataset_record(dataset: Any, echo: Echo) -> ComponentRecord:
         name = readable_name(getattr(train, "dataset", None) or train)
     elif hasattr(dataset, "train") and hasattr(dataset, "test"):
         train, test = dataset.train, dataset.test
-        extra = {k: getattr(dataset, k) for k in ("classes", "input_shape", "valid") if getattr(dataset, k, None) is not None}
+        extra = {k: getattr(dataset, k) for k in ("classes", "input_shape", "valid")
+                 if getattr(dataset, k, None) is not None}
         name = readable_name(dataset)
     else:
         raise UsageError(

@@ -54,9 +54,11 @@ class Voice:
     """Who started a run, and so how its messages say to go on: the command line's words by default.
     ``fmclf.fit`` passes Python's (see :mod:`fmclf.interactive`)."""
 
-    resume: Callable[[pathlib.Path], str] | None = None  #: the call that resumes a run folder; None: `fmclf run --resume`
+    #: the call that resumes a run folder; None: `fmclf run --resume`
+    resume: Callable[[pathlib.Path], str] | None = None
     further: str = "pass --epochs N to train further"  #: for a run that already trained all its epochs
     again: str = "Ctrl-C again"  #: how to stop at once after the first interrupt
+    notice: Callable[[str], None] | None = None  #: says so from the signal handler; None: straight to stderr's fd
 
 
 class EpochLines:
@@ -269,7 +271,8 @@ def _train(
         echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else f"finishing {run_dir}")
     # Once the components are built: a failed start leaves no config behind.
     if run_dir is not None:
-        comm.on_root("writing the run's settings", lambda: atomic.write_text(run_dir / folder.CONFIG, config.to_toml(prov, _HEADER)))
+        comm.on_root("writing the run's settings",
+                     lambda: atomic.write_text(run_dir / folder.CONFIG, config.to_toml(prov, _HEADER)))
     comm.share_model(parts.model)  # identical starting weights, whatever each process drew
     report = None
     if comm.is_root:  # the others print and draw nothing
@@ -300,8 +303,8 @@ def _train(
     started = time.perf_counter()
     echo(
         f"training {config.model} + {config.loss} + {config.updater} on {config.dataset} "
-        f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {processes.where(comm, device)}, seed {config.seed}; "
-        + (f"run folder {run_dir}" if run_dir is not None else "no run folder")
+        f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {processes.where(comm, device)}, "
+        f"seed {config.seed}; " + (f"run folder {run_dir}" if run_dir is not None else "no run folder")
     )
     command = processes.restart_command(comm.launch)
     how = f"{command} run --resume {shlex.quote(str(run_dir))}" if voice.resume is None else voice.resume(run_dir)
@@ -312,7 +315,7 @@ def _train(
     elif not checkpoints:
         kept = (f"this run keeps no checkpoints (fmclf does not know the model's parameters), so it cannot be resumed; "
                 f"the model holds what it learned so far, and {run_dir} the metrics of every finished epoch")
-    with stop_on_signals(flag, processes.root_only(comm, say), again=voice.again):
+    with stop_on_signals(flag, processes.root_only(comm, voice.notice or say), again=voice.again):
         try:
             state = trainer.fit(state)
         except Interrupted as exc:
@@ -329,7 +332,8 @@ def _train(
             if not checkpoints:
                 raise DivergenceError(
                     f"{str(exc).strip()} The run folder {run_dir} keeps the metrics of every epoch finished before it "
-                    f"(and no checkpoint: fmclf does not know the model's parameters).", epoch=exc.epoch, batch=exc.batch,
+                    f"(and no checkpoint: fmclf does not know the model's parameters).",
+                    epoch=exc.epoch, batch=exc.batch,
                 ) from None
             raise DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}.", epoch=exc.epoch, batch=exc.batch) from None
         except ComponentError as exc:

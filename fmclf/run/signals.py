@@ -27,7 +27,8 @@ def stop_on_signals(flag: StopFlag, echo: Echo | None = None, again: str = "Ctrl
         if flag and signum == signal.SIGINT:
             raise KeyboardInterrupt
         flag.request(signal.Signals(signum).name)
-        echo(f"\n{flag.signal}: stopping after this batch and writing a checkpoint ({again} to stop at once, losing this epoch's progress)\n")
+        echo(f"\n{flag.signal}: stopping after this batch and writing a checkpoint ({again} to stop at once, "
+             f"losing this epoch's progress)\n")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

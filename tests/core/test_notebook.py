@@ -4,11 +4,13 @@ and the copy committed with its outputs (so that it reads on GitHub)."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
-
 from notebooks import execute
 
 NOTEBOOK = pathlib.Path(__file__).parents[2] / "docs" / "notebooks" / "chapter3.ipynb"
@@ -20,8 +22,8 @@ def _text(value) -> str:
 
 def _cells(nb) -> list[dict]:
     """The code cells, each as ``{"source", "outputs", "tags"}``."""
-    return [{"source": _text(c["source"]), "outputs": c.get("outputs", []), "tags": c.get("metadata", {}).get("tags", [])}
-            for c in nb["cells"] if c["cell_type"] == "code"]
+    return [{"source": _text(c["source"]), "outputs": c.get("outputs", []),
+             "tags": c.get("metadata", {}).get("tags", [])} for c in nb["cells"] if c["cell_type"] == "code"]
 
 
 def _cell(cells: list[dict], start: str) -> dict:
@@ -102,3 +104,18 @@ def test_the_committed_notebook_holds_its_outputs():
     # Small enough to read on GitHub: pictures at modest size, no stray megabytes.
     sizes = [len(_text(v)) for c in cells for o in c["outputs"] for v in o.get("data", {}).values()]
     assert max(sizes) < 100_000 and NOTEBOOK.stat().st_size < 400_000
+
+
+@pytest.mark.realdata
+def test_the_readmes_notebook_example_works(tmp_path, real_data):
+    readme = (NOTEBOOK.parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- notebook-example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = block + "\nprint('MODEL', type(result.model).__name__, 'TEST', result.summary['test_acc'])\n" \
+                   "print('PICTURE', type(fmclf.predict(result, n=6)).__name__)\n"
+    env = {**os.environ, "FMCLF_DATA": str(real_data), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    model, acc = re.search(r"MODEL (\w+) TEST ([\d.]+)", done.stdout).groups()
+    assert model == "Sequential" and float(acc) > 0.7 and "PICTURE Picture" in done.stdout
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # the run folder the command line would write
