@@ -236,6 +236,10 @@ def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitRe
     model = args["model"] if not isinstance(args["model"], str) else result.model
     data = args["dataset"] if not isinstance(args["dataset"], str) else None
     fitted = FitResult(model, result.history, result.summary, result.run_dir, result.plan.config, data)
+    from .dist.launch import is_root_process
+
+    if not is_root_process():  # under torchrun, rank 0 alone talks
+        return fitted
     if jupyter:
         fitted._show()
     else:
