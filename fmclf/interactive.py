@@ -37,8 +37,6 @@ __all__ = ["FitResult", "fit", "predict", "show"]
 
 #: The kinds a run has one of, in the order fit takes them.
 _SINGLE = ("model", "loss", "updater", "dataset")
-#: What fmclf.fit(..., resume=) may change, like `fmclf run --resume`.
-_RESUMABLE = {"epochs", "device", *(row.plural for row in ROWS if row.many)}
 
 
 def in_jupyter() -> bool:
@@ -223,14 +221,14 @@ def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitRe
                   again="interrupt the kernel again" if jupyter else "Ctrl-C again",
                   notice=_notice_from_a_thread if jupyter else None)
     if recorded is not None:
-        overrides = _overrides(args, given, recorded, names, objects, host)
+        overrides = _overrides(args, given, recorded, names, objects)
         result = run_resume(pathlib.Path(resume), host, overrides=overrides, echo=echo, objects=objects, voice=voice)
     else:
         config = RunConfig(**names, epochs=args["epochs"], batch_size=args["batch_size"], lr=args["lr"],
                            device=args["device"], seed=args["seed"],
                            options=_options(args, names, objects, host))
         _fit_batch_size(config, args, given)
-        _fit_device(config, args, given, objects)
+        _fit_device(config, args, objects)
         result = run_new(config, host, out=_out(args["out"]), echo=echo, objects=objects, voice=voice,
                          checkpoints=checkpoints)
     model = args["model"] if not isinstance(args["model"], str) else result.model
@@ -411,7 +409,7 @@ def _fit_batch_size(config: RunConfig, args: dict[str, Any], given: frozenset[st
     config.batch_size = size
 
 
-def _fit_device(config: RunConfig, args: dict[str, Any], given: frozenset[str], objects: Mapping[str, Any]) -> None:
+def _fit_device(config: RunConfig, args: dict[str, Any], objects: Mapping[str, Any]) -> None:
     """``device="auto"`` with a model object: where its parameters already are (cpu for a function
     without params), so that fit does not move your tensors unasked."""
     if config.device.strip().lower() != "auto" or "model" not in objects:
@@ -455,7 +453,7 @@ def _resume_call(run_dir: pathlib.Path | None, objects: Mapping[str, Any]) -> st
 
 
 def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig, names: dict[str, Any],
-               objects: Mapping[str, Any], host: PluginHost) -> dict[str, Any]:
+               objects: Mapping[str, Any]) -> dict[str, Any]:
     """What ``fit(..., resume=)`` changes in the recorded run (epochs, device, visualizers); any
     other setting given must be the run's own, and its objects must be given again."""
     for kind in _SINGLE:
@@ -477,6 +475,13 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
         elif kind in given and names[kind] != was:
             raise UsageError(f"resume continues a run with its own components: its {kind} is {was!r}, not "
                              f"{names[kind]!r}; leave {kind} out.")
+    for row in ROWS:
+        mine = [t for t in recorded.from_python if row.many and t.startswith(f"{row.name}.")]
+        if mine and row.plural not in given:
+            raise UsageError(
+                f"the run's {row.name} {mine[0].split('.', 1)[1]!r} was a Python object, which a run folder records by "
+                f"name only: pass {row.plural}=[...] again with resume= (the same objects, or others)."
+            )
     for setting in ("batch_size", "lr", "seed"):
         if setting in given and args[setting] != getattr(recorded, setting):
             raise UsageError(
