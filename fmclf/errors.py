@@ -7,11 +7,20 @@ wrong and what to do about it, in one paragraph. The CLI prints the message
 
 from __future__ import annotations
 
+import os
+
 
 class FmclfError(Exception):
     """Base class: a problem fmclf explains instead of crashing on."""
 
     exit_code = 1
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython and Jupyter show for it: the paragraph, not a traceback through fmclf's
+        internals, as the command line does. FMCLF_DEBUG=1 brings the traceback back."""
+        if os.environ.get("FMCLF_DEBUG"):
+            raise NotImplementedError  # IPython falls back to its usual traceback
+        return [f"{type(self).__name__}: {self}"]
 
 
 class UsageError(FmclfError):

@@ -16,8 +16,9 @@ from ..kinds import ROWS
 from ..run.config import RunConfig, load_config, merge
 from ..run.memory import describe as describe_memory
 
-#: The settings a run takes from the command line: every RunConfig field but the options.
-_RUN_KEYS = tuple(f.name for f in fields(RunConfig) if f.name != "options")
+#: The settings a run takes from the command line: every RunConfig field but the options (and from_python,
+#: which only fmclf.fit sets).
+_RUN_KEYS = tuple(f.name for f in fields(RunConfig) if f.name not in ("options", "from_python"))
 #: What --resume may change (the rest is fixed by the run's config.toml). Visualizers only show, so they may
 #: change; metrics and callbacks decide what a run records and when it stops, so they may not.
 _RESUMABLE = {"epochs", "device", "cuda_graphs", "threads", "visualizers"}

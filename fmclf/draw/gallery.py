@@ -57,17 +57,27 @@ def labels_of(indices: Any, classes: Sequence[str]) -> list[str]:
     return [str(classes[int(i)]) for i in indices]
 
 
-def write_predictions(model: Any, batches: Any, classes: Sequence[str], path: pathlib.Path, *, n: int = 18,
-                      title: str | None = None) -> tuple[int, int]:
-    """Predict the first ``n`` examples of ``batches`` and draw them titled true / predicted,
-    the wrong ones in red (d2l's ``predict_ch3``). Returns ``(right, shown)``."""
+def predictions_of(model: Any, batches: Any, classes: Sequence[str], *, n: int = 18,
+                   title: str | None = None) -> tuple[Any, int, int]:
+    """Predict the first ``n`` examples of ``batches`` (on the device of the model's parameters) and
+    draw them titled true / predicted, the wrong ones in red (d2l's ``predict_ch3``).
+    Returns ``(figure, right, shown)``."""
     from ..train.metrics import predict
 
     X, y = first_examples(batches, n)
-    pred = predict(model, X)
+    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    pred = predict(model, X.to(param.device) if param is not None else X)
     true, guessed = labels_of(y, classes), labels_of(pred, classes)
-    pictures.save(pictures.predictions_figure(X.detach().float().cpu().numpy(), true, guessed, title=title), path)
-    return sum(t == p for t, p in zip(true, guessed)), len(true)
+    fig = pictures.predictions_figure(X.detach().float().cpu().numpy(), true, guessed, title=title)
+    return fig, sum(t == p for t, p in zip(true, guessed)), len(true)
+
+
+def write_predictions(model: Any, batches: Any, classes: Sequence[str], path: pathlib.Path, *, n: int = 18,
+                      title: str | None = None) -> tuple[int, int]:
+    """:func:`predictions_of`, written to ``path``. Returns ``(right, shown)``."""
+    fig, right, shown = predictions_of(model, batches, classes, n=n, title=title)
+    pictures.save(fig, path)
+    return right, shown
 
 
 @dataclass
@@ -95,23 +105,16 @@ def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pa
     (``weights``: final, or the NAME of RUN_DIR/NAME.pt, such as best), and draw its
     predictions for the first ``n`` test images."""
     run_dir = pathlib.Path(run_dir)
-    config = load_run_config(run_dir)
-    config.visualizers, config.device = ["none"], device
-    # Only the data set and the model are needed: nothing that shows, steers or measures.
-    config.metrics, config.callbacks = [], []
-    config.options = {t: o for t, o in config.options.items()
-                      if not t.startswith(("visualizer.", "callback.", "metric."))}
-    if data_root is not None:
-        config.options.setdefault("dataset", {})["data_root"] = str(data_root)
-    plan: Plan = resolve(config, host)
     out = pathlib.Path(out) if out is not None else run_dir / PREDICTIONS
     check_picture_path(out, "--out" if out != run_dir / PREDICTIONS else "the predictions")  # before any work
-    inside = _inside(out, run_dir)
     # Into the run folder: as its one writer (a run that trains there draws its own predictions.png at the end).
-    held = lock.writing(run_dir, "draw its predictions", "write the picture elsewhere with --out") if inside \
-        else contextlib.nullcontext()
+    held = lock.writing(run_dir, "draw its predictions", "write the picture elsewhere with --out") \
+        if _inside(out, run_dir) else contextlib.nullcontext()
     with held:
-        return _predict(run_dir, plan, config, out, n, device, weights)
+        fig, right, shown, used = run_predictions(run_dir, host, n=n, device=device, data_root=data_root,
+                                                  weights=weights)
+        pictures.save(fig, out)
+    return Predicted(out, right, shown, used)
 
 
 def _inside(path: pathlib.Path, folder_path: pathlib.Path) -> bool:
@@ -131,11 +134,27 @@ def check_picture_path(out: pathlib.Path, what: str = "--out") -> None:
     atomic.check_writable(out.parent, what=f"write {str(out)!r}", target=out)
 
 
-def _predict(run_dir: pathlib.Path, plan: Plan, config: RunConfig, out: pathlib.Path, n: int, device: str,
-             which: str) -> Predicted:
+def run_predictions(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, device: str = "cpu",
+                    data_root: pathlib.Path | None = None, weights: str = "final") -> tuple[Any, int, int, pathlib.Path]:
+    """The work of :func:`predict_run`: ``(figure, right, shown, weights file)``."""
     from ..run.devices import resolve_device
+    from ..run.plan import python_only
 
-    state, weights = checkpoint.named_weights(run_dir, which)
+    run_dir = pathlib.Path(run_dir)
+    config = load_run_config(run_dir)
+    config.visualizers, config.device = ["none"], device
+    # Only the data set and the model are needed: nothing that shows, steers or measures.
+    config.metrics, config.callbacks = [], []
+    listening = ("visualizer.", "callback.", "metric.")
+    config.options = {t: o for t, o in config.options.items() if not t.startswith(listening)}
+    config.from_python = [t for t in config.from_python if not t.startswith(listening)]
+    if config.from_python:
+        raise UsageError(python_only(config, config.from_python,
+                                     "draw its predictions from Python instead: fmclf.predict(model, data)"))
+    if data_root is not None:
+        config.options.setdefault("dataset", {})["data_root"] = str(data_root)
+    plan: Plan = resolve(config, host)
+    state, weights_file = checkpoint.named_weights(run_dir, weights)
     dev = resolve_device(device)
     parts = assemble(plan, device=dev)
     require_images(config.dataset, parts.dataset.input_shape, "predict")
@@ -143,26 +162,41 @@ def _predict(run_dir: pathlib.Path, plan: Plan, config: RunConfig, out: pathlib.
         parts.model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(
-            f"{weights} does not fit the model {plan.records['model'].describe()} ({str(exc).splitlines()[0][:300]}). "
+            f"{weights_file} does not fit the model {plan.records['model'].describe()} ({str(exc).splitlines()[0][:300]}). "
             f"Were the plugins changed since the run? {run_dir / folder.CONFIG} lists the versions that trained it."
         ) from None
-    right, shown = write_predictions(parts.model, parts.dataset.test, parts.dataset.classes, out, n=n,
-                                     title=f"{run_dir.name}: {config.model} + {config.loss} on {config.dataset} test images")
-    return Predicted(out, right, shown, weights)
+    title = f"{run_dir.name}: {config.model} + {config.loss} on {config.dataset} test images"
+    fig, right, shown = predictions_of(parts.model, parts.dataset.test, parts.dataset.classes, n=n, title=title)
+    return fig, right, shown, weights_file
 
 
 def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Path, split: str = "train", seed: int = 0,
                  options: dict[str, Any] | None = None) -> tuple[pathlib.Path, list[str]]:
     """Draw ``n`` images of a data set's ``split`` with their text labels (d2l's
     ``show_images``); the training split is shuffled by ``seed``. Returns the path and labels."""
+    check_picture_path(pathlib.Path(out))
+    fig, labels = samples_of(host, dataset, n=n, split=split, seed=seed, options=options)
+    pictures.save(fig, out)
+    return pathlib.Path(out), labels
+
+
+def load_dataset(host: PluginHost, dataset: str, *, batch_size: int, seed: int = 0,
+                 options: dict[str, Any] | None = None) -> Any:
+    """Build the registered data set ``dataset`` on the CPU, its options checked first."""
     import torch
 
     from ..run.plan import call_factory
 
     record = host.registry.get("dataset", dataset)
     values = resolve_options(record, options or {})
-    check_picture_path(pathlib.Path(out))
-    data = call_factory(record, {"batch_size": n, "device": torch.device("cpu"), "seed": seed, "shard": None}, values)
+    return call_factory(record, {"batch_size": batch_size, "device": torch.device("cpu"), "seed": seed, "shard": None},
+                        values)
+
+
+def samples_of(host: PluginHost, dataset: str, *, n: int = 18, split: str = "train", seed: int = 0,
+               options: dict[str, Any] | None = None) -> tuple[Any, list[str]]:
+    """The work of :func:`show_samples`: ``(figure, labels)``."""
+    data = load_dataset(host, dataset, batch_size=n, seed=seed, options=options)
     require_images(dataset, getattr(data, "input_shape", ()), "show")
     batches = getattr(data, split)
     if hasattr(batches, "set_epoch"):
@@ -170,5 +204,4 @@ def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Pa
     X, y = first_examples(batches, n)
     labels = labels_of(y, data.classes)
     title = f"{dataset}, {split} set: {len(labels)} images" + (f" (shuffled, seed {seed})" if split == "train" else "")
-    pictures.save(pictures.samples_figure(X.float().numpy(), labels, title=title), out)
-    return pathlib.Path(out), labels
+    return pictures.samples_figure(X.float().numpy(), labels, title=title), labels

@@ -32,10 +32,11 @@ WRONG = "#d62728"  # misclassified: red title and frame
 
 
 def new_figure(width: float, height: float) -> Figure:
-    """A pyplot-free figure with constrained layout (titles and labels never overlap)."""
-    from matplotlib.figure import Figure
+    """A pyplot-free figure with constrained layout (titles and labels never overlap); it shows
+    itself in Jupyter (:class:`fmclf.draw.figure.Picture`)."""
+    from .figure import Picture
 
-    return Figure(figsize=(width, height), layout="constrained")
+    return Picture(figsize=(width, height), layout="constrained")
 
 
 def render(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:

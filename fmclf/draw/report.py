@@ -138,7 +138,10 @@ def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, 
         f"{seconds:.2f} s in this session.",
         "",
         "Components: " + "; ".join(f"{t} `{c}`" for t, c in plan.components().items()) + ".",
-        f"Settings and versions are in [{folder.CONFIG}]({folder.CONFIG}); `fmclf run --config {run_dir}/{folder.CONFIG}` repeats the run.",
+        f"Settings and versions are in [{folder.CONFIG}]({folder.CONFIG}); " + (
+            f"`fmclf run --config {run_dir}/{folder.CONFIG}` repeats the run." if not config.from_python else
+            f"{', '.join(config.from_python)} came from Python objects, so Python repeats the run "
+            f"(`fmclf.fit(...)` with the same objects) and continues it (`fmclf.fit(..., resume=...)`)."),
         "",
         *stop,
         "## Final metrics",

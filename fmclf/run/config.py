@@ -28,6 +28,9 @@ MAX_EPOCHS = 10**9
 MAX_BATCH = 2**31 - 1
 MAX_THREADS = 1024
 
+#: What ``fmclf.fit`` shows by default: in Jupyter the textbook's live curves (the command line's is tqdm).
+NOTEBOOK_VISUALIZERS = ("animator",)
+
 
 @dataclass
 class RunConfig:
@@ -53,6 +56,9 @@ class RunConfig:
     threads: int | None = None
     #: component options by target: "dataset", "model", "loss", "updater", "visualizer.NAME", "metric.NAME", ...
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: option targets whose component was a Python object handed to ``fmclf.fit`` (``model``, ``loss`` ...):
+    #: recorded by name only, so only Python, given the same objects, can rebuild the run
+    from_python: list[str] = field(default_factory=list)
 
     def targets(self) -> dict[str, str]:
         """Option target -> component name, for every component of this run (see :mod:`fmclf.kinds`)."""
@@ -101,6 +107,12 @@ class RunConfig:
             if not isinstance(value, str) or not value:
                 raise bad(f"{name} must be a non-empty name, got {value!r}", "`fmclf plugins` lists the names.")
         check_spec(self.device)  # its form; whether this machine has it needs torch, later
+        if not isinstance(self.from_python, (list, tuple)) \
+                or not all(isinstance(t, str) and t in self.targets() for t in self.from_python):
+            raise ConfigError(
+                f"from_python must list components of this run ({', '.join(self.targets())}), got "
+                f"{self.from_python!r}. It records which came from Python objects; leave it as a run wrote it."
+            )
         unknown = set(self.options) - set(self.targets())
         if unknown:
             raise ConfigError(
@@ -113,6 +125,8 @@ class RunConfig:
         top = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
         if top["seed"] is None:
             del top["seed"]
+        if not top["from_python"]:  # a run of registered components only, as before from_python existed
+            del top["from_python"]
         doc: dict[str, Any] = dict(top)
         options: dict[str, Any] = {}
         for target, values in self.options.items():
@@ -289,4 +303,6 @@ def merge(config: RunConfig, explicit: set[str], settings: dict[str, Any],
                       if t not in file_targets or targets.get(t) == file_targets[t]}
     for target, values in config.options.items():
         merged.options.setdefault(target, {}).update(values)
+    # A component the command line replaced is no longer the file's Python object.
+    merged.from_python = [t for t in merged.from_python if t in file_targets and targets.get(t) == file_targets[t]]
     return merged

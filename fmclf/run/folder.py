@@ -222,6 +222,11 @@ def remove_temporaries(run_dir: pathlib.Path) -> None:
                 os.unlink(run_dir / name)
 
 
+def read_json(path: pathlib.Path) -> Any:
+    """The JSON a file holds (``{}`` when it is absent)."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
 def write_json(path: pathlib.Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
     atomic.write_text(path, json.dumps(data, indent=2) + "\n")

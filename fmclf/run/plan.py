@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,16 +49,26 @@ class Plan:
         return {t: f"{r.qualified_name} {r.plugin.version or ''}".strip() for t, r in self.records.items()}
 
 
-def resolve(config: RunConfig, host: PluginHost) -> Plan:
-    """Validate ``config`` against the loaded plugins; draw a seed if none is set."""
+def resolve(config: RunConfig, host: PluginHost, objects: Mapping[str, ComponentRecord] | None = None) -> Plan:
+    """Validate ``config`` against the loaded plugins; draw a seed if none is set.
+
+    ``objects`` gives, by option target, the records of components that are Python
+    objects (see :mod:`fmclf.run.objects`) instead of names to look up; the config's
+    ``from_python`` names those targets, and one it names that ``objects`` lacks is refused.
+    """
     visualizers = [v for v in config.visualizers if v != "none"] or ["none"]
     config = replace(config, visualizers=visualizers)
     if config.seed is None:
         config.seed = secrets.randbelow(2**31)  # recorded, so the run can be repeated
+    objects = dict(objects or {})
+    config.from_python = [t for t in config.targets() if t in objects or t in config.from_python]
     config.validate()
+    missing = [t for t in config.from_python if t not in objects]
+    if missing:
+        raise UsageError(python_only(config, missing, "start it with `fmclf.fit`, passing those objects"))
     plan = Plan(config)
     for target, name in config.targets().items():
-        record = host.registry.get(target.split(".")[0], name)
+        record = objects.get(target) or host.registry.get(target.split(".")[0], name)
         plan.records[target] = record
         plan.options[target] = resolve_options(record, config.options.get(target, {}))
     config.options = {t: dict(v) for t, v in plan.options.items()}
@@ -138,6 +149,17 @@ def _check_facts(plan: Plan, dataset: Any) -> None:
                 f"{record.describe()}: its option check said the data set has {key.replace('_', ' ')} "
                 f"{facts[key]}, but the data set it built has {got[key]}. Report this to its authors."
             )
+
+
+def python_only(config: RunConfig, targets: list[str], what_to_do: str) -> str:
+    """The sentence refusing to rebuild a run's components that were Python objects, by name, from its settings."""
+    named = [f"{t.split('.')[0]} {config.targets()[t]!r}" for t in targets]
+    listing = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    return (
+        f"this run's {listing} {'was a Python object' if len(named) == 1 else 'were Python objects'} handed to "
+        f"fmclf.fit, which a run folder records by name only, so fmclf cannot rebuild "
+        f"{'it' if len(named) == 1 else 'them'} here; {what_to_do}."
+    )
 
 
 def call_factory(record: ComponentRecord, core: dict[str, Any], options: dict[str, Any]) -> Any:

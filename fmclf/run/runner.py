@@ -12,14 +12,16 @@ import pathlib
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from .. import atomic
 from ..dist.comm import Solo, connect
 from ..draw.report import RunReport
 from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, Stopped, UsageError, WriteError
 from ..host.loading import PluginHost
+from ..host.registry import ComponentRecord
 from ..train.engine import StopFlag, Trainer, TrainState
 from . import checkpoint as checkpoint_io
 from . import folder, processes, provenance, signals
@@ -27,7 +29,7 @@ from .config import DIVERGENCE_ADVICE, RunConfig, load_config
 from .devices import launch_device
 from .lock import RunLock
 from .memory import peak_memory
-from .plan import Plan, assemble, check_processes, check_shards, resolve, shard_args
+from .plan import Plan, assemble, check_processes, check_shards, python_only, resolve, shard_args
 from .signals import handled, say, stop_on_signals
 
 Echo = Callable[[str], None]
@@ -45,6 +47,20 @@ class RunResult:
     trained_epochs: int
     memory: dict[str, float] = dataclasses.field(default_factory=dict)  #: peak memory, see fmclf.memory
     stopped: dict[str, Any] | None = None  #: a callback's stop, {"by", "reason", "epoch"} (see fmclf.events.Control)
+    model: Any = None  #: the trained model (rank 0's)
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)  #: what summary.json holds
+
+
+@dataclass(frozen=True)
+class Voice:
+    """Who started a run, and so how its messages say to go on: the command line's words by default.
+    ``fmclf.fit`` passes Python's (see :mod:`fmclf.interactive`)."""
+
+    #: the call that resumes a run folder; None: `fmclf run --resume`
+    resume: Callable[[pathlib.Path], str] | None = None
+    further: str = "pass --epochs N to train further"  #: for a run that already trained all its epochs
+    again: str = "Ctrl-C again"  #: how to stop at once after the first interrupt
+    notice: Callable[[str], None] | None = None  #: says so from the signal handler; None: straight to stderr's fd
 
 
 class EpochLines:
@@ -73,24 +89,33 @@ _HEADER = (
 )
 
 
-def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = None, echo: Echo = print) -> RunResult:
-    """Train a new run of ``config`` into ``out`` (default: a fresh ``runs/...`` folder).
+def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[False] | None = None,
+            echo: Echo = print, objects: Mapping[str, ComponentRecord] | None = None, voice: Voice = Voice(),
+            checkpoints: bool = True) -> RunResult:
+    """Train a new run of ``config`` into ``out`` (default: a fresh ``runs/...`` folder; False: none at all).
 
     Everything that can be checked is checked before any work: the settings and
     options and the run folder (no torch yet), then the device. A run that fails
     before training leaves no folder behind. Under torchrun every process calls
-    this; they train together (see :mod:`fmclf.dist.comm`).
+    this; they train together (see :mod:`fmclf.dist.comm`). ``objects`` are the
+    records of components given as Python objects (see :func:`fmclf.run.plan.resolve`);
+    without ``checkpoints`` the folder gets the metrics, summary and report but no weights.
     """
     with handled(), connect() as comm:
         echo = processes.root_only(comm, echo)
         out_dirs: list[pathlib.Path] = []
+        if out is False:
+            plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm, objects=objects))
+            _agree_on_plan(plan, device, comm)
+            prov = provenance.record(plan, host, device, processes.describe(comm, device))
+            return _train(plan, host, device, None, None, echo, prov, comm, voice, checkpoints)
 
         def check_out(plan: Plan) -> None:
             out_dirs.append(pathlib.Path(out) if out is not None else folder.default_run_dir(plan.config.model, plan.config.loss))
             if comm.is_root and out is not None:  # a default name that is taken gets a suffix instead
                 folder.check_new(out_dirs[0])
 
-        plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm, check_out))
+        plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm, check_out, objects))
         _agree_on_plan(plan, device, comm)
         prov = provenance.record(plan, host, device, processes.describe(comm, device))
         locks: list[tuple[RunLock, bool]] = []  # rank 0's: the lock, and whether this run made the folder
@@ -107,7 +132,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
 
         try:
             run_dir = comm.on_root("creating the run folder", create)
-            return _train(plan, host, device, run_dir, None, echo, prov, comm)
+            return _train(plan, host, device, run_dir, None, echo, prov, comm, voice, checkpoints)
         except BaseException as exc:
             if isinstance(exc, (Stopped, Interrupted)):
                 signals.ending()  # the clean-up below runs to its end, whatever else arrives
@@ -125,9 +150,11 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | None = N
                 lock.release()
 
 
-def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, Any] | None = None, echo: Echo = print) -> RunResult:
+def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, Any] | None = None, echo: Echo = print,
+               objects: Mapping[str, ComponentRecord] | None = None, voice: Voice = Voice()) -> RunResult:
     """Continue the run in ``run_dir`` from its last checkpoint, holding its lock; ``overrides`` may set
-    ``epochs`` (to train further), ``device`` and ``visualizers``.
+    ``epochs`` (to train further), ``device`` and ``visualizers``. A run some of whose components were
+    Python objects resumes only given the same ``objects`` (see :func:`run_new`).
 
     Under torchrun only rank 0 reads the run folder; it must be resumed by as
     many processes as trained it.
@@ -148,7 +175,8 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
         with contextlib.ExitStack() as held:
             held.callback(lock.release)
             try:
-                return _resume(run_dir, host, comm.on_root("reading the run folder", read), overrides, echo, comm)
+                found = comm.on_root("reading the run folder", read)
+                return _resume(run_dir, host, found, overrides, echo, comm, objects or {}, voice)
             except Stopped as exc:
                 signals.ending()
                 raise comm.alike(Interrupted(_after_stop(exc.signal, run_dir if lock.held else None, comm))) from None
@@ -158,20 +186,28 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
 
 
 def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any], dict[str, Any], dict | None],
-            overrides: dict[str, Any] | None, echo: Echo, comm: Solo) -> RunResult:
+            overrides: dict[str, Any] | None, echo: Echo, comm: Solo, objects: Mapping[str, ComponentRecord],
+            voice: Voice) -> RunResult:
     settings, options, checkpoint = found
     config = RunConfig(**settings, options=options)  # load_config refused unknown settings
     for key, value in (overrides or {}).items():
         setattr(config, key, value)
     _check_epochs(run_dir, checkpoint, config.epochs)
     config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
-    plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm))
+    config.from_python = [t for t in config.from_python if t in config.targets()]  # a swapped visualizer is gone
+    missing = [t for t in config.from_python if t not in objects]
+    if missing:
+        raise UsageError(python_only(config, missing, (
+            f"resume it from Python instead, with the call that started it plus "
+            f"resume={str(run_dir)!r}: fmclf.fit(..., resume={str(run_dir)!r})")))
+    plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm, objects=objects))
     _agree_on_plan(plan, device, comm)
     now = provenance.record(plan, host, device, processes.describe(comm, device))
     prov = provenance.resumed(run_dir, now) if comm.is_root else {}
     if checkpoint is None:
         echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
-    return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm, extend="epochs" in (overrides or {}))
+    return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm, voice,
+                  extend="epochs" in (overrides or {}))
 
 
 def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -> None:
@@ -192,9 +228,10 @@ def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -
     )
 
 
-def _prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None) -> tuple[Plan, Any]:
+def _prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None,
+             objects: Mapping[str, ComponentRecord] | None = None) -> tuple[Plan, Any]:
     """Resolve the plan, ``check`` it (no torch yet), then the device; refuse what cannot run in these processes."""
-    plan = resolve(config, host)
+    plan = resolve(config, host, objects)
     if check is not None:
         check(plan)
     device = launch_device(plan.config.device, comm.launch, comm.backend)
@@ -280,9 +317,11 @@ def _kept(last: tuple[int, int] | None) -> str:
 
 
 def _train(
-    plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, checkpoint: dict | None, echo: Echo,
-    prov: dict[str, Any], comm: Solo, extend: bool = False,
+    plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path | None, checkpoint: dict | None, echo: Echo,
+    prov: dict[str, Any], comm: Solo, voice: Voice = Voice(), checkpoints: bool = True, extend: bool = False,
 ) -> RunResult:
+    """Build the components and train them; ``run_dir`` None keeps no files (``fmclf.fit(out=False)``),
+    ``checkpoints`` False keeps no weights (a model whose parameters fmclf does not know)."""
     config = plan.config
     # Only rank 0 draws and steers: the other processes build no visualizer and no callback.
     listening = ("visualizer", "callback")
@@ -303,14 +342,14 @@ def _train(
         finished, reported = comm.on_root("reading the run folder", lambda: (
             checkpoint_io.finished(run_dir), (run_dir / folder.REPORT).exists()))
         if state.epoch >= config.epochs and finished and reported:
-            echo(f"{run_dir}: already trained {state.epoch} epoch(s) of {config.epochs}; pass --epochs N to train further.")
-            return RunResult(run_dir, state.history, str(device), 0.0, plan, 0, stopped=state.stopped)
+            echo(f"{run_dir}: already trained {state.epoch} epoch(s) of {config.epochs}; {voice.further}.")
+            return _recorded(run_dir, state, device, plan, parts, comm)
         if state.stopped is not None and state.batch == 0 and finished:
             if not extend:
                 s = state.stopped
                 echo(f"{run_dir}: stopped after epoch {s['epoch']} of {config.epochs} by {s['by']} ({s['reason']}); "
-                     f"pass --epochs N to train further anyway.")
-                return RunResult(run_dir, state.history, str(device), 0.0, plan, 0, stopped=state.stopped)
+                     f"{voice.further} anyway.")
+                return _recorded(run_dir, state, device, plan, parts, comm)
             state.stopped = None  # --epochs on a stopped run: train on, the callbacks keep their state
         redraw = state.epoch >= config.epochs and finished  # trained and saved; the pictures were cut short
         where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
@@ -318,18 +357,23 @@ def _train(
              f"drawing the pictures and {folder.REPORT} of {run_dir}, which a stop cut short" if redraw else
              f"finishing {run_dir}")
     # Once the components are built: a failed start leaves no config behind.
-    comm.on_root("writing the run's settings",
-                 lambda: atomic.write_text(run_dir / folder.CONFIG, plan.recorded().to_toml(prov, _HEADER)))
+    if run_dir is not None:
+        comm.on_root("writing the run's settings",
+                     lambda: atomic.write_text(run_dir / folder.CONFIG, plan.recorded().to_toml(prov, _HEADER)))
     comm.share_model(parts.model)  # identical starting weights, whatever each process drew
     report = None
     if comm.is_root:  # the others print and draw nothing
         parts.visualizers.insert(0, (None, EpochLines(echo)))
-        report = RunReport(run_dir, parts.dataset, plan)  # pictures and report.md, drawn at the end
-        parts.visualizers.append((None, report))
+        if run_dir is not None:
+            report = RunReport(run_dir, parts.dataset, plan)  # pictures and report.md, drawn at the end
+            parts.visualizers.append((None, report))
 
     def save(state: TrainState) -> None:
         nonlocal last
         checkpoint_io.check_weights(parts, state)  # the same weights in every process, so all raise alike
+        if not checkpoints:  # no weights to keep: the metrics still are
+            comm.on_root("writing the metrics", lambda: folder.write_metrics(run_dir, state.history))
+            return
         saved = checkpoint_io.global_state(state, comm)
         # Rank 0 writes while the others wait: none exits (and has torchrun stop rank 0) before it is written.
         comm.on_root("writing the checkpoint", lambda: checkpoint_io.save_checkpoint(run_dir, parts, saved, comm.world_size))
@@ -338,7 +382,8 @@ def _train(
 
     flag = StopFlag()
     trainer = Trainer(
-        parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=comm.watch(flag, device),
+        parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save if run_dir is not None else None,
+        stop=comm.watch(flag, device),
         comm=comm, config={"run": dataclasses.asdict(config), "provenance": prov}, cuda_graphs=config.cuda_graphs,
         divergence_advice=DIVERGENCE_ADVICE, warn=processes.root_only(comm, _warn),
     )
@@ -346,49 +391,73 @@ def _train(
     started = time.perf_counter()
     echo(
         f"training {config.model} + {config.loss} + {config.updater} on {config.dataset} "
-        f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {processes.where(comm, device)}, seed {config.seed}; run folder {run_dir}"
+        f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {processes.where(comm, device)}, "
+        f"seed {config.seed}; " + (f"run folder {run_dir}" if run_dir is not None else "no run folder")
     )
     command = processes.restart_command(comm.launch)
-    resume = f"Resume with: {command} run --resume {shlex.quote(str(run_dir))}"
-    with stop_on_signals(flag, processes.root_only(comm, say)):
+    how = f"{command} run --resume {shlex.quote(str(run_dir))}" if voice.resume is None else voice.resume(run_dir)
+    resume = f"Resume with: {how}"
+    kept = None  # what is left after a stop, when it is not a checkpoint to resume from
+    if run_dir is None:
+        kept = "there is no run folder, so nothing to resume from; the model holds what it learned so far"
+    elif not checkpoints:
+        kept = (f"this run keeps no checkpoints (fmclf does not know the model's parameters), so it cannot be resumed; "
+                f"the model holds what it learned so far, and {run_dir} the metrics of every finished epoch")
+    with stop_on_signals(flag, processes.root_only(comm, voice.notice or say), again=voice.again):
         try:
             state = trainer.fit(state)
         except Interrupted as exc:
             signals.ending()
+            if kept:
+                raise comm.alike(Interrupted(f"{exc}; {kept}.")) from None
             raise comm.alike(Interrupted(f"{exc}; checkpoint written to {run_dir / folder.CHECKPOINT}. {resume}")) from None
         except KeyboardInterrupt:
             signals.ending()
+            if kept:
+                raise comm.alike(Interrupted(f"stopped at once by a second SIGINT; {kept}.")) from None
             raise comm.alike(Interrupted(f"stopped at once by a second SIGINT; the run folder {run_dir} {_kept(last)}. {resume}")) from None
         except WriteError as exc:
             raise WriteError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; once it can be written, "
                              f"`{command} run --resume {shlex.quote(str(run_dir))}` continues from it.",
                              errno=exc.errno, filename=exc.filename) from None
         except DivergenceError as exc:
+            if run_dir is None:
+                raise
+            if not checkpoints:
+                raise DivergenceError(
+                    f"{str(exc).strip()} The run folder {run_dir} keeps the metrics of every epoch finished before it "
+                    f"(and no checkpoint: fmclf does not know the model's parameters).",
+                    epoch=exc.epoch, batch=exc.batch,
+                ) from None
             raise DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}.", epoch=exc.epoch, batch=exc.batch) from None
         except ComponentError as exc:
             if last is None:
                 raise
             raise ComponentError(
-                f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; `{command} run --resume "
-                f"{shlex.quote(str(run_dir))}` continues from it (--visualizer may swap a visualizer)."
+                f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; `{how}` continues from it "
+                f"(--visualizer may swap a visualizer)."
             ) from exc
     seconds = time.perf_counter() - started
     memory = peak_memory(device)
     record = processes.weights_record(comm, parts.model, device)
 
+    final = {k: v for k, v in state.history[-1].items() if k not in ("epoch", "seconds")}
+    summary = {
+        "epochs": config.epochs, "epochs_trained": len(state.history), "device": str(device),
+        "seconds": round(seconds, 3), **final, "stopped": state.stopped, "components": plan.components(),
+        "peak_memory": memory, **({"distributed": record} if record else {}),
+    }
+
     def write_results() -> None:
-        checkpoint_io.save_weights(run_dir, parts.model)
-        final = {k: v for k, v in state.history[-1].items() if k not in ("epoch", "seconds")}
-        folder.write_json(run_dir / folder.SUMMARY, {
-            "epochs": config.epochs, "epochs_trained": len(state.history), "device": str(device),
-            "seconds": round(seconds, 3), **final, "stopped": state.stopped, "components": plan.components(),
-            "peak_memory": memory, **({"distributed": record} if record else {}),
-        })
+        if checkpoints:
+            checkpoint_io.save_weights(run_dir, parts.model)
+        folder.write_json(run_dir / folder.SUMMARY, summary)
 
     try:
         if redraw:
             seconds = comm.on_root("reading the run folder", lambda: folder.recorded_seconds(run_dir))
-        else:
+            summary = comm.on_root("reading the run folder", lambda: folder.read_json(run_dir / folder.SUMMARY))
+        elif run_dir is not None:
             comm.on_root("writing the final weights and summary", write_results)
         if report is not None:
             report.finish(seconds, device, echo)
@@ -397,7 +466,7 @@ def _train(
         rest = f"the pictures and {folder.REPORT}" if saved else f"{folder.WEIGHTS}, {folder.SUMMARY} and the pictures"
         raise WriteError(
             f"{str(exc).strip()} Training has finished and {run_dir / folder.CHECKPOINT} holds it; once the folder "
-            f"can be written, `{command} run --resume {shlex.quote(str(run_dir))}` writes {rest}.",
+            f"can be written, `{how}` writes {rest}.",
             errno=exc.errno, filename=exc.filename) from None
     if record and not record["weights_identical"]:
         raise comm.alike(DistributedError(
@@ -406,4 +475,12 @@ def _train(
             f"(a random draw from an unseeded generator, a non-deterministic kernel); please report it."
         ))
     trained = 0 if redraw else max(len(state.history) - start_epoch, 0)
-    return RunResult(run_dir, state.history, str(device), seconds, plan, trained, memory, state.stopped)
+    return RunResult(run_dir, state.history, str(device), seconds, plan, trained, memory, state.stopped,
+                     model=parts.model, summary=summary)
+
+
+def _recorded(run_dir: pathlib.Path, state: TrainState, device: Any, plan: Plan, parts: Any, comm: Solo) -> RunResult:
+    """The result of a run that had nothing left to train: what its folder records."""
+    summary = comm.on_root("reading the run folder", lambda: folder.read_json(run_dir / folder.SUMMARY))
+    return RunResult(run_dir, state.history, str(device), 0.0, plan, 0, stopped=state.stopped, model=parts.model,
+                     summary=summary)

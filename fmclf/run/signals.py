@@ -44,6 +44,7 @@ class _State:
     echo: Echo | None = None
     ending = False  #: a stop was raised: ignore what follows
     warned = False
+    again = "Ctrl-C again"  #: how to stop at once, as the one who started the run says it
 
 
 _state = _State()
@@ -69,7 +70,7 @@ def _handler(signum: int, frame) -> None:  # noqa: ARG001
     echo = state.echo or say
     if not flag:
         flag.request(name)
-        echo(f"\n{name}: stopping after this batch and writing a checkpoint (Ctrl-C again to stop at once, "
+        echo(f"\n{name}: stopping after this batch and writing a checkpoint ({state.again} to stop at once, "
              f"losing this epoch's progress)\n")
     elif signum == signal.SIGINT:
         state.ending = True
@@ -139,17 +140,17 @@ def handled() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def stop_on_signals(flag: StopFlag, echo: Echo | None = None) -> Iterator[None]:
+def stop_on_signals(flag: StopFlag, echo: Echo | None = None, again: str = "Ctrl-C again") -> Iterator[None]:
     """Training: the first signal sets ``flag`` (the loop stops after the batch in flight and
     checkpoints); a second SIGINT stops at once. ``echo`` (default: stderr, written safely
-    from a signal handler) says so."""
+    from a signal handler) says so, and that ``again`` stops at once."""
     with handled():
         if not _main_thread():
             yield
             return
-        before = (_state.flag, _state.echo)
-        _state.flag, _state.echo = flag, echo or say
+        before = (_state.flag, _state.echo, _state.again)
+        _state.flag, _state.echo, _state.again = flag, echo or say, again
         try:
             yield
         finally:
-            _state.flag, _state.echo = before
+            _state.flag, _state.echo, _state.again = before

@@ -370,6 +370,12 @@ class Trainer:
     def _check_losses(self, losses: Any, n: int) -> None:
         """Refuse, on the first batch, a loss that is not one value per example."""
         loss = self.parts.records.get("loss")
+        if getattr(losses, "shape", None) == ():
+            raise ComponentError(
+                f"{loss.describe() if loss else 'the loss'} returned one number for a batch of {n}, but a loss must "
+                f"return one value per example, shape (N,): fmclf sums or averages them itself, so leave out the "
+                f"loss's final .sum() or .mean()."
+            )
         if tuple(getattr(losses, "shape", ())) != (n,) or not hasattr(losses, "sum"):
             raise ComponentError(
                 f"{loss.describe() if loss else 'the loss'} returned shape "

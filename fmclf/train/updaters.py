@@ -1,4 +1,5 @@
-"""The updater contract's adapters: a torch optimizer (and scheduler) behind ``zero_grad`` / ``step(batch_size)``."""
+"""The updater contract's adapters: a torch optimizer (and scheduler), or the textbook's
+``updater(batch_size)`` function, behind ``zero_grad`` / ``step(batch_size)``."""
 
 from __future__ import annotations
 
@@ -34,6 +35,21 @@ class OptimizerUpdater:
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state)
+
+
+class BatchSizeFunction:
+    """The textbook's ``updater(batch_size)`` behind the updater contract: called after
+    ``loss.sum().backward()``, exactly as ``train_epoch_ch3`` calls it. The function zeroes the
+    gradients itself (``d2l.sgd`` does, after its step), so ``zero_grad`` does nothing."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def zero_grad(self) -> None:
+        pass  # train_epoch_ch3 calls no zero_grad for its own updaters
+
+    def step(self, batch_size: int) -> None:
+        self.fn(batch_size)
 
 
 def _is_plateau(scheduler: Any) -> bool:

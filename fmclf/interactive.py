@@ -1,0 +1,707 @@
+"""fmclf from Python and Jupyter: :func:`fit`, :func:`show` and :func:`predict`.
+
+``fmclf.fit`` is ``fmclf run`` as a function. Each component is a registered name (with its
+options as keyword arguments or ``options={...}``) or an object of the user's own: the chapter's
+``net``, ``cross_entropy`` and ``updater(batch_size)``, an ``nn.Module``, a torch optimizer,
+``(train_iter, test_iter)``. It writes the same run folder as the command line (unless
+``out=False``), returns the trained model with the run's history and summary, and inside Jupyter
+the animator draws in place and the summary shows as a table. ``show`` and ``predict`` are the
+chapter's ``show_images`` and ``predict_ch3``: they return figures that display inline.
+
+Messages are worded for Python: ``epochs=``, ``loss="..."`` and ``fmclf.fit(..., resume=...)``
+instead of the command line's flags. Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import os
+import pathlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import FmclfError, UsageError
+from .kinds import BY_NAME, ROWS
+from .run.config import NOTEBOOK_VISUALIZERS, RunConfig
+
+if TYPE_CHECKING:
+    from .draw.figure import Picture
+    from .host.loading import PluginHost
+    from .host.registry import ComponentRecord
+
+__all__ = ["FitResult", "fit", "predict", "show"]
+
+#: The kinds a run has one of, in the order fit takes them.
+_SINGLE = ("model", "loss", "updater", "dataset")
+
+
+def in_jupyter() -> bool:
+    """True inside a Jupyter kernel (where output can be shown as rich HTML and images)."""
+    import sys
+
+    if "IPython" not in sys.modules:  # not even loaded: certainly no kernel
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _execution_count() -> int | None:
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return getattr(shell, "execution_count", None)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns. In Jupyter it shows as a table of the final metrics."""
+
+    model: Any  #: the trained model: the very object passed in, or the nn.Module built by name
+    history: list[dict[str, Any]]  #: one row per epoch, as metrics.jsonl holds them
+    summary: dict[str, Any]  #: the final metrics, as summary.json holds them
+    run_dir: pathlib.Path | None  #: the run folder (None with out=False)
+    config: RunConfig  #: the run's settings, every option resolved
+    _data: Any = field(default=None, repr=False, compare=False)  # the user's data object, for predict()
+    _shown_in: int | None = field(default=None, repr=False, compare=False)  # the cell fit() displayed it in
+
+    def final(self) -> dict[str, float]:
+        """The last epoch's numbers: losses, accuracies and every other metric recorded."""
+        row = self.history[-1] if self.history else {}
+        return {k: v for k, v in row.items()
+                if k not in ("epoch", "seconds") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def headline(self) -> str:
+        """One line: the components, the epochs, how long and where."""
+        c = self.config
+        seconds = self.summary.get("seconds")
+        took = f" in {seconds:.2f} s" if isinstance(seconds, (int, float)) else ""
+        n = len(self.history)
+        return (f"{c.model} + {c.loss} + {c.updater} on {c.dataset}: {n} epoch{'s' if n != 1 else ''}{took} "
+                f"on {self.summary.get('device', c.device)}")
+
+    def __str__(self) -> str:
+        per_class = self.history[-1].get("per_class_test_acc", {}) if self.history else {}
+        lines = [f"done: {self.headline()}",
+                 "final: " + "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in self.final().items())]
+        if per_class:
+            lines.append("per-class test acc: " + "  ".join(f"{c} {a:.2f}" for c, a in per_class.items()))
+        lines.append(f"run folder: {self.run_dir}" if self.run_dir is not None else "no run folder (out=False)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        acc = self.final().get("test_acc")
+        return (f"FitResult({self.headline()}" + (f", test acc {acc:.4f}" if acc is not None else "")
+                + f", run_dir={str(self.run_dir) if self.run_dir else None!r})")
+
+    def _repr_html_(self) -> str | None:
+        if self._shown_in is not None and self._shown_in == _execution_count():
+            return None  # fit() showed it in this very cell: its value adds only the one-line repr
+        return self.html()
+
+    def html(self) -> str:
+        """The summary as an HTML table (what Jupyter shows)."""
+        e = html.escape
+        final = self.final()
+        per_class = self.history[-1].get("per_class_test_acc", {}) if self.history else {}
+        cell = "padding:2px 8px;text-align:right"
+        rows = [
+            f"<p><b>fmclf.fit</b>: {e(self.headline())}</p>",
+            "<table><tr>" + "".join(f"<th style='{cell}'>{e(k.replace('_', ' '))}</th>" for k in final) + "</tr><tr>"
+            + "".join(f"<td style='{cell}'>{v:.4f}</td>" for v in final.values()) + "</tr></table>",
+        ]
+        if per_class:
+            rows.append(
+                "<table><tr><th style='text-align:left'>per-class test acc</th>"
+                + "".join(f"<th style='{cell}'>{e(str(c))}</th>" for c in per_class) + "</tr><tr><td></td>"
+                + "".join(f"<td style='{cell}'>{a:.2f}</td>" for a in per_class.values()) + "</tr></table>")
+        where = (f"run folder <code>{e(str(self.run_dir))}</code> (report.md, config.toml, metrics.jsonl)"
+                 if self.run_dir is not None else "no run folder (out=False)")
+        rows.append(f"<p>{where}</p>")
+        return "<div>" + "".join(rows) + "</div>"
+
+    def _show(self) -> None:
+        """Display the summary in the notebook now, once."""
+        from IPython.display import display
+
+        display(self)
+        self._shown_in = _execution_count()
+
+
+def _noting_given(fn: Callable[..., FitResult]) -> Callable[..., FitResult]:
+    """Pass ``fn`` the names of the arguments its caller gave (``_given``): ``fit(..., resume=)``
+    keeps a run's recorded settings for those left out, whatever their defaults say."""
+    sig = inspect.signature(fn)
+    public = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "_given"])
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> FitResult:
+        given = frozenset(public.bind(*args, **kwargs).arguments)
+        return fn(*args, _given=given, **kwargs)
+
+    wrapper.__signature__ = public  # type: ignore[attr-defined]
+    return wrapper
+
+
+@_noting_given
+def fit(
+    model: Any = RunConfig.model,
+    loss: Any = RunConfig.loss,
+    updater: Any = RunConfig.updater,
+    dataset: Any = RunConfig.dataset,
+    epochs: int = RunConfig.epochs,
+    batch_size: int = RunConfig.batch_size,
+    lr: float = RunConfig.lr,
+    device: str = RunConfig.device,
+    seed: int | None = None,
+    visualizers: Sequence[Any] = NOTEBOOK_VISUALIZERS,
+    callbacks: Sequence[Any] = (),
+    metrics: Sequence[Any] = (),
+    out: str | os.PathLike[str] | bool | None = None,
+    options: Mapping[str, Any] | None = None,
+    *,
+    params: Sequence[Any] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    _given: frozenset[str] = frozenset(),
+    **component_options: Any,
+) -> FitResult:
+    """Train a classifier, as ``fmclf run`` does, and return the trained model with its history.
+
+    Each of ``model``, ``loss``, ``updater`` and ``dataset`` is a registered name (``fmclf plugins``
+    lists them; their options go as keyword arguments, ``fit(loss="...", label_smoothing=0.1)``, or
+    as ``options={"loss": {"label_smoothing": 0.1}}``) or an object of your own:
+
+    - ``model``: an ``nn.Module``, or a plain function ``net(X)`` with ``params=[W, b]``, the
+      tensors it computes with (without them it still trains, but keeps no checkpoints);
+    - ``loss``: any callable ``(y_hat, y) -> one loss per example``; your net and loss are a pair
+      and run as they are (the chapter's ``cross_entropy`` takes its ``net``'s probabilities);
+    - ``updater``: a ``torch.optim.Optimizer`` (stepped after ``l.mean().backward()``), the
+      chapter's ``updater(batch_size)`` (called after ``l.sum().backward()``, as
+      ``train_epoch_ch3`` does), or an object with ``zero_grad()`` and ``step(batch_size)``;
+    - ``dataset``: ``(train_iter, test_iter)`` of iterables of ``(X, y)`` batches (a ``DataLoader``
+      works), or an object with ``train``, ``test`` and, ideally, ``classes``.
+
+    ``visualizers`` (and, once installed, ``callbacks`` and ``metrics``) are names or objects with
+    event methods. ``device="auto"`` trains a model object where its parameters are and
+    anything else on cuda, then mps, then cpu. ``out`` is the run folder (default: a fresh
+    ``runs/...``; ``False``: none), which ``fmclf predict`` and ``fmclf run --resume`` take when
+    every component was given by name. ``resume=run_dir`` continues a run from its last
+    checkpoint: give the components that were objects again (the same objects), and ``epochs``
+    to train further; the other settings are the run's own.
+
+    An interrupt (Ctrl-C, or the kernel's stop button) stops after the batch in flight, writes a
+    checkpoint and raises :class:`fmclf.errors.Interrupted` saying how to resume.
+    """
+    args = dict(locals())
+    from .host.loading import get_host
+
+    host = get_host()
+    try:
+        return _fit(args, _given, host)
+    except FmclfError as exc:
+        exc.args = (pythonic(str(exc), host), *exc.args[1:])
+        raise
+
+
+def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitResult:
+    from .run.runner import Voice, run_new, run_resume
+
+    echo = print
+    resume = args["resume"]
+    recorded = _recorded(resume) if resume is not None else None
+    objects, names, checkpoints = _components(args, given, host, recorded, echo)
+    jupyter = in_jupyter()
+    voice = Voice(resume=lambda run_dir: _resume_call(run_dir, objects),
+                  further="pass epochs=N to train further",
+                  again="interrupt the kernel again" if jupyter else "Ctrl-C again",
+                  notice=_notice_from_a_thread if jupyter else None)
+    if recorded is not None:
+        overrides = _overrides(args, given, recorded, names, objects)
+        result = run_resume(pathlib.Path(resume), host, overrides=overrides, echo=echo, objects=objects, voice=voice)
+    else:
+        config = RunConfig(**names, epochs=args["epochs"], batch_size=args["batch_size"], lr=args["lr"],
+                           device=args["device"], seed=args["seed"],
+                           options=_options(args, names, objects, host))
+        _fit_batch_size(config, args, given)
+        _fit_device(config, args, objects)
+        result = run_new(config, host, out=_out(args["out"]), echo=echo, objects=objects, voice=voice,
+                         checkpoints=checkpoints)
+    model = args["model"] if not isinstance(args["model"], str) else result.model
+    data = args["dataset"] if not isinstance(args["dataset"], str) else None
+    fitted = FitResult(model, result.history, result.summary, result.run_dir, result.plan.config, data)
+    from .dist.launch import is_root_process
+
+    if not is_root_process():  # under torchrun, rank 0 alone talks
+        return fitted
+    if jupyter:
+        fitted._show()
+    else:
+        echo(str(fitted))
+    return fitted
+
+
+def _notice_from_a_thread(text: str) -> None:
+    """Print ``text`` to the notebook from a signal handler. A kernel's stderr is no file (the
+    command line's raw write to fd 2 would go to the terminal that started Jupyter), and writing
+    to it from the handler could wait forever on a lock the interrupted code holds; a thread of
+    its own waits its turn instead."""
+    import sys
+    import threading
+
+    threading.Thread(target=lambda: print(text.strip(), file=sys.stderr, flush=True), daemon=True).start()
+
+
+def _recorded(resume: Any) -> RunConfig:
+    """The settings of the run folder ``resume``, refused in words when it cannot be resumed."""
+    from .run import folder
+    from .run.config import load_config
+
+    run_dir = pathlib.Path(resume)
+    if not (run_dir / folder.CONFIG).is_file():
+        raise UsageError(f"resume={str(run_dir)!r} is not a run folder (it has no {folder.CONFIG}): pass the run_dir "
+                         f"a fit returned, or the folder a run printed at its start.")
+    if not (run_dir / folder.CHECKPOINT).exists() and folder.read_metrics(run_dir):
+        raise UsageError(
+            f"resume={str(run_dir)!r}: the run has no checkpoint to continue from, though it finished epochs: it kept "
+            f"none (its model was a function without params) or the file was deleted. Start a new run instead."
+        )
+    settings, options = load_config(run_dir / folder.CONFIG)
+    return RunConfig(**settings, options=options)
+
+
+def _components(args: dict[str, Any], given: frozenset[str], host: PluginHost, recorded: RunConfig | None,
+                echo: Callable[[str], None]) -> tuple[dict[str, ComponentRecord], dict[str, Any], bool]:
+    """The records of the components given as objects (by option target), every component's name
+    (the RunConfig fields), and whether the run can keep checkpoints."""
+    from .run import objects as obj
+
+    records: dict[str, ComponentRecord] = {}
+    model, updater, params = args["model"], args["updater"], args["params"]
+    function_model = not isinstance(model, str) and not _is_module(model)
+    if params is None and function_model and _is_optimizer(updater):
+        params = obj.optimizer_params(updater)  # a torch optimizer holds the tensors it updates
+    if not isinstance(model, str):
+        records["model"] = obj.model_record(model, params)
+    elif params is not None:
+        raise UsageError(f"params= goes with a plain model function; model {model!r} is built by name by its "
+                         f"plugin, with its own parameters, so leave params out.")
+    if not isinstance(args["loss"], str):
+        records["loss"] = obj.loss_record(args["loss"])
+    if not isinstance(updater, str):
+        records["updater"] = obj.updater_record(updater, host.registry.names("updater"))
+    if not isinstance(args["dataset"], str):
+        records["dataset"] = obj.dataset_record(args["dataset"], echo)
+    no_params = function_model and params is None
+    if no_params and isinstance(updater, str):
+        name = records["model"].name
+        raise UsageError(
+            f"updater {updater!r} is built from the model's parameters, but model {name!r} is a plain function that "
+            f"came without params, so fmclf does not know them: pass params=[...] (the tensors {name} computes with, "
+            f"such as [W, b]), or an updater that holds them (a torch optimizer, or a function of the batch size like "
+            f"the chapter's updater)."
+        )
+    if no_params and recorded is None:
+        echo(f"Note: model {records['model'].name!r} came without params, so fmclf cannot save or restore its "
+             f"weights: this run keeps no checkpoints and cannot be resumed (pass params=[W, b] to keep them).")
+    names = {kind: (records[kind].name if kind in records else args[kind]) for kind in _SINGLE}
+    for row in ROWS:
+        if row.many:
+            names[row.setting] = _listeners(row.name, args.get(row.plural, ()), records)
+    for plural in ("visualizers", "callbacks", "metrics"):
+        if not any(row.many and row.plural == plural for row in ROWS) and args[plural]:
+            singular = plural[:-1]
+            raise UsageError(f"{plural}= takes {singular} components, a kind this version of fmclf does not have yet; "
+                             f"leave {plural} out.")
+    return records, names, not no_params
+
+
+def _is_module(model: Any) -> bool:
+    import torch
+
+    return isinstance(model, torch.nn.Module)
+
+
+def _is_optimizer(updater: Any) -> bool:
+    if isinstance(updater, str):
+        return False
+    import torch
+
+    return isinstance(updater, torch.optim.Optimizer)
+
+
+def _listeners(kind: str, given: Any, records: dict[str, ComponentRecord]) -> list[str]:
+    """Names for a kind a run has several of (visualizers ...): names as they are, objects recorded."""
+    from .run import objects as obj
+
+    values = [given] if isinstance(given, str) else list(given or ())
+    names: list[str] = []
+    row = BY_NAME[kind]
+    for value in values:
+        if isinstance(value, str):
+            names.append(value)
+            continue
+        rec = obj.listener_record(kind, value, names)
+        records[row.target(rec.name)] = rec
+        names.append(rec.name)
+    return names
+
+
+def _options(args: dict[str, Any], names: dict[str, Any], objects: Mapping[str, Any],
+             host: PluginHost) -> dict[str, dict[str, Any]]:
+    """``options={...}`` (by target, or flat ``"loss.label_smoothing"`` keys) and the keyword
+    arguments, each given to the one named component of this run that has such an option."""
+    from .host.options import options_of, parse_assignment
+
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in (args["options"] or {}).items():
+        if isinstance(value, Mapping):
+            out.setdefault(key, {}).update(value)
+        else:
+            target, option, _ = parse_assignment(f"{key}=")
+            out.setdefault(target, {})[option] = value
+    targets = RunConfig(**{k: v for k, v in names.items()}).targets()
+    offered: dict[str, list[str]] = {}
+    for target, name in targets.items():
+        if target in objects:
+            continue
+        for option in options_of(host.registry.get(target.split(".")[0], name)):
+            offered.setdefault(option.name, []).append(target)
+    for option, value in args["component_options"].items():
+        owners = offered.get(option, [])
+        if len(owners) == 1:
+            out.setdefault(owners[0], {})[option] = value
+            continue
+        if owners:
+            raise UsageError(
+                f"{option}= is an option of {' and '.join(owners)}, so fmclf cannot tell which one you mean; say it "
+                f"with options={{{owners[0]!r}: {{{option!r}: {value!r}}}}}."
+            )
+        import difflib
+
+        close = difflib.get_close_matches(option, list(offered), n=1)
+        raise UsageError(
+            f"fmclf.fit() has no argument {option!r}, and no component of this run takes an option of that name"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + (f"; their options: {', '.join(sorted(offered))}." if offered else "; they have no options.")
+        )
+    return out
+
+
+def _fit_batch_size(config: RunConfig, args: dict[str, Any], given: frozenset[str]) -> None:
+    """With your own batches, the batch size is theirs: recorded, and a different batch_size= refused."""
+    from .run.objects import batch_size_of
+
+    if isinstance(args["dataset"], str):
+        return
+    size = batch_size_of(args["dataset"])
+    if size is None:
+        return
+    if "batch_size" in given and args["batch_size"] != size:
+        raise UsageError(
+            f"batch_size={args['batch_size']}, but your training batches come {size} at a time (the DataLoader's "
+            f"batch_size): the batches are yours, so leave batch_size out, or build them with the size you want."
+        )
+    config.batch_size = size
+
+
+def _fit_device(config: RunConfig, args: dict[str, Any], objects: Mapping[str, Any]) -> None:
+    """``device="auto"`` with a model object: where its parameters already are (cpu for a function
+    without params), so that fit does not move your tensors unasked."""
+    if config.device.strip().lower() != "auto" or "model" not in objects:
+        return
+    model = args["model"]
+    tensors = list(model.parameters()) if _is_module(model) else list(args["params"] or [])
+    if not tensors and _is_optimizer(args["updater"]):
+        from .run.objects import optimizer_params
+
+        tensors = optimizer_params(args["updater"])
+    config.device = str(tensors[0].device) if tensors else "cpu"
+
+
+def _out(out: Any) -> Any:
+    """fit's ``out`` as the runner takes it: a folder, None (a fresh runs/... one) or False (none)."""
+    from .run import folder
+
+    if out is None or out is False:
+        return out
+    if out is True or not isinstance(out, (str, os.PathLike)):
+        raise UsageError(f"out must be a folder, None (a fresh runs/... folder) or False (no run folder); got {out!r}.")
+    path = pathlib.Path(out)
+    if path.is_dir() and folder.holds_run(path):
+        raise UsageError(
+            f"out={str(path)!r} already holds a run: continue it with fmclf.fit(..., resume={str(path)!r}), or "
+            f"choose another out (leave it out for a fresh runs/... folder)."
+        )
+    return path
+
+
+def _resume_call(run_dir: pathlib.Path | None, objects: Mapping[str, Any]) -> str:
+    """The call that continues ``run_dir``: the components that were objects must be given again."""
+    if not objects:
+        return f"fmclf.fit(resume={str(run_dir)!r})"
+    kinds = [t.split(".")[0] for t in objects]
+    shown = [f"{k}=..." for k in dict.fromkeys(kinds) if k != "visualizer"]
+    if "model" in kinds:
+        shown.insert(1, "params=...")
+    return (f"fmclf.fit({', '.join(shown) or '...'}, resume={str(run_dir)!r}), passing the same objects as "
+            f"the call that started it.")
+
+
+def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig, names: dict[str, Any],
+               objects: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``fit(..., resume=)`` changes in the recorded run (epochs, device, visualizers); any
+    other setting given must be the run's own, and its objects must be given again."""
+    for kind in _SINGLE:
+        was = getattr(recorded, kind)
+        if kind in recorded.from_python:
+            if kind not in objects:
+                raise UsageError(
+                    f"the run's {kind} {was!r} was a Python object, which a run folder records by name only: pass "
+                    f"the same object again, {kind}=..., with resume=."
+                )
+            if names[kind] != was:
+                raise UsageError(
+                    f"resume continues a run with its own components: its {kind} was {was!r}, this is {names[kind]!r}. "
+                    f"Pass the same object, or start a new run (leave resume out)."
+                )
+        elif kind in objects:
+            raise UsageError(f"the run's {kind} is {was!r}, by name: leave {kind} out (or pass {kind}={was!r}) "
+                             f"with resume=.")
+        elif kind in given and names[kind] != was:
+            raise UsageError(f"resume continues a run with its own components: its {kind} is {was!r}, not "
+                             f"{names[kind]!r}; leave {kind} out.")
+    for row in ROWS:
+        mine = [t for t in recorded.from_python if row.many and t.startswith(f"{row.name}.")]
+        if mine and row.plural not in given:
+            raise UsageError(
+                f"the run's {row.name} {mine[0].split('.', 1)[1]!r} was a Python object, which a run folder records by "
+                f"name only: pass {row.plural}=[...] again with resume= (the same objects, or others)."
+            )
+    for setting in ("batch_size", "lr", "seed"):
+        if setting in given and args[setting] != getattr(recorded, setting):
+            raise UsageError(
+                f"resume continues a run with the settings it started with: its {setting} is "
+                f"{getattr(recorded, setting)!r}, not {args[setting]!r}; leave {setting} out (only epochs, device and "
+                f"visualizers may change)."
+            )
+    if args["options"] or args["component_options"]:
+        raise UsageError("resume continues a run with the options it started with (its config.toml has them all); "
+                         "leave options out.")
+    overrides: dict[str, Any] = {}
+    if "epochs" in given:
+        overrides["epochs"] = args["epochs"]
+    if "device" in given:
+        overrides["device"] = args["device"]
+    for row in ROWS:
+        if not (row.many and row.plural in given):
+            continue
+        was = list(getattr(recorded, row.setting))
+        if row.name != "visualizer" and list(names[row.setting]) != was:
+            # As `fmclf run --resume`: metrics and callbacks decide what a run records and when it stops.
+            raise UsageError(
+                f"resume continues a run with its own {row.plural}: it has {was or 'none'}, not "
+                f"{list(names[row.setting]) or 'none'}; pass the same {row.plural} (objects again where they were "
+                f"objects) or leave {row.plural} out. Only visualizers may change."
+            )
+        overrides[row.setting] = names[row.setting]
+    return overrides
+
+
+# Command-line flags in messages, and what they are called in fit (outside `backticks`, which quote commands).
+_FLAG = re.compile(r"(?<![\w-])--(?P<flag>[a-z][a-z-]*[a-z])(?P<value> (?:'[^']*'|[\w.:/+-]*\w))?")
+_OPTION = re.compile(r"(?<![\w-])-o (?P<target>[\w.:-]+)\.(?P<option>\w+)=(?P<value>\S+?)(?=[`'\s,;)]|\.?$|\.\s)")
+_NUMBER = re.compile(r"(?:N|-?\d+(?:\.\d*)?(?:e-?\d+)?)")
+_NUMERIC = {"epochs", "batch_size", "lr", "seed", "threads"}
+
+
+def pythonic(text: str, host: PluginHost | None = None) -> str:
+    """``text`` (a message written for the command line) with its flags as fmclf.fit's arguments:
+    ``--loss fused`` becomes ``loss="fused"``, ``--epochs N`` ``epochs=N``, ``-o loss.x=1``
+    ``options={"loss": {"x": 1}}``; text between backticks (commands) is left as it is."""
+    parts = text.split("`")
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            parts[i] = _OPTION.sub(_option_keyword, _FLAG.sub(functools.partial(_flag_keyword, host=host), part))
+        elif part.startswith("-o "):  # a quoted -o sample is a flag too; a whole quoted command is not
+            parts[i] = _OPTION.sub(_option_keyword, part)
+    return "`".join(parts)
+
+
+def _flag_keyword(m: re.Match[str], host: PluginHost | None) -> str:
+    flag, value = m["flag"], m["value"]
+    name = "visualizers" if flag == "visualizer" else flag.replace("-", "_")
+    if name not in inspect.signature(fit).parameters and name != "data_root":
+        return m[0]
+    if value is None:
+        return name
+    v = value.strip()
+    if name in _NUMERIC and _NUMBER.fullmatch(v):
+        return f"{name}={v}"
+    if v.startswith("'"):
+        return f"{name}={v}"
+    if name in _SINGLE and host is not None and v in host.registry.names(name):
+        return f'{name}="{v}"'
+    return name + value
+
+
+def _option_keyword(m: re.Match[str]) -> str:
+    return f'options={{"{m["target"]}": {{"{m["option"]}": {m["value"]}}}}}'
+
+
+def _host() -> PluginHost:
+    from .host.loading import get_host
+
+    return get_host()
+
+
+def show(data: Any = None, n: int = 18, *, split: str = "train", seed: int = 0, titles: Sequence[str] | None = None,
+         classes: Sequence[str] | None = None, options: Mapping[str, Any] | None = None,
+         **dataset_options: Any) -> Picture:
+    """Draw images with their labels: the chapter's ``show_images``, returned as a figure that
+    Jupyter displays inline (``.save("samples.png")`` writes it; it is a matplotlib ``Figure``).
+
+    ``data`` is a registered data set's name (default: the run's default data set; its options as
+    keyword arguments or ``options``), whose ``split`` ("train", shuffled by ``seed``, or "test")
+    is drawn; a data-set object; an iterable of ``(X, y)`` batches (a ``DataLoader``); a pair
+    ``(X, y)``; or images themselves, ``(N, H, W)`` or ``(N, C, H, W)``, titled by ``titles``.
+    ``classes`` names the labels where the data does not.
+    """
+    from .draw import gallery, pictures
+
+    try:
+        if data is None or isinstance(data, str):
+            name = data or RunConfig.dataset
+            fig, _ = gallery.samples_of(_host(), name, n=n, split=split, seed=seed,
+                                        options={**(options or {}), **dataset_options})
+            return fig
+        if options or dataset_options:
+            raise UsageError("show: options apply to a data set given by name; this data is yours already.")
+        images, labels = _examples(data, n, split, classes)
+        if titles is not None:
+            labels = [str(t) for t in titles][: len(images)]
+        try:
+            return pictures.image_grid(list(images), labels)
+        except ValueError as exc:  # not images: (N, 784) rows, say
+            raise UsageError(f"show: {exc}; reshape them first, as the chapter does: X.reshape(n, 28, 28).") from None
+    except FmclfError as exc:
+        exc.args = (pythonic(str(exc)), *exc.args[1:])
+        raise
+
+
+def _examples(data: Any, n: int, split: str, classes: Sequence[str] | None) -> tuple[Any, list[str] | None]:
+    """The first ``n`` images of ``data`` (any form :func:`show` takes) and their labels."""
+    import torch
+
+    from .draw import gallery
+    from .train.adapters import classes_of
+
+    if _is_array(data):
+        return torch.as_tensor(data)[:n].detach().float().cpu().numpy(), None
+    if isinstance(data, (tuple, list)) and len(data) == 2 and _is_array(data[0]):  # one batch (X, y)
+        batches, names = [(torch.as_tensor(data[0]), torch.as_tensor(data[1]))], classes
+    elif hasattr(data, "train") and hasattr(data, "test"):
+        batches, names = getattr(data, split), classes or classes_of(data, getattr(data, split))
+    elif isinstance(data, (tuple, list)) and len(data) == 2:  # (train_iter, test_iter)
+        batches = data[0] if split == "train" else data[1]
+        names = classes or classes_of(batches)
+    else:
+        batches, names = data, classes or classes_of(data)
+    X, y = gallery.first_examples(batches, n)
+    names = list(names) if names else [str(i) for i in range(int(y.max()) + 1)]
+    return X.detach().float().cpu().numpy(), gallery.labels_of(y, names)
+
+
+def _is_array(value: Any) -> bool:
+    """A tensor or array (of images, or of labels), as opposed to batches or data sets."""
+    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (str, bytes))
+
+
+def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str] | None = None,
+            device: str = "cpu") -> Picture:
+    """Draw the first ``n`` test images titled true label over predicted label, the wrong ones in
+    red: the chapter's ``predict_ch3``, returned as a figure that Jupyter displays inline.
+
+    ``model`` is what :func:`fit` returned (its test data is used unless ``data`` says otherwise),
+    a run folder (as ``fmclf predict RUN_DIR``: its saved weights, on ``device``), an
+    ``nn.Module``, or a model function like the chapter's ``net``. ``data`` is a registered data
+    set's name, a data-set object or ``(train_iter, test_iter)`` (their test part), an iterable of
+    ``(X, y)`` batches such as ``test_iter``, or a pair ``(X, y)``.
+    """
+    from .draw import gallery
+
+    try:
+        if isinstance(model, (str, os.PathLike)):
+            if data is not None:
+                raise UsageError("predict: a run folder predicts on its own test set; leave data out.")
+            fig, _, _, _ = gallery.run_predictions(pathlib.Path(model), _host(), n=n, device=device)
+            return fig
+        if isinstance(model, FitResult):
+            result = model
+            model = result.model
+            if data is None:
+                data = result._data if result._data is not None else _named_test(result.config, n)
+            if classes is None and result.history:
+                classes = list(result.history[-1].get("per_class_test_acc", {})) or None
+        if data is None:
+            data = RunConfig.dataset
+        if isinstance(data, str):
+            data = gallery.load_dataset(_host(), data, batch_size=n)
+        batches, names = _test_batches(data, classes)
+        module = _as_module(model)
+        X, y = gallery.first_examples(batches, n)
+        names = list(names) if names else None
+        if names is None:
+            import torch
+
+            with torch.no_grad():
+                width = module(X[:1].to(_device_of(module))).shape[1]
+            names = [str(i) for i in range(width)]
+        fig, _, _ = gallery.predictions_of(module, [(X, y)], names, n=n)
+        return fig
+    except FmclfError as exc:
+        exc.args = (pythonic(str(exc)), *exc.args[1:])
+        raise
+
+
+def _named_test(config: RunConfig, n: int) -> Any:
+    """The registered data set a run used, rebuilt on the CPU with the run's options."""
+    from .draw import gallery
+
+    return gallery.load_dataset(_host(), config.dataset, batch_size=n, seed=config.seed or 0,
+                                options=config.options.get("dataset", {}))
+
+
+def _test_batches(data: Any, classes: Sequence[str] | None) -> tuple[Any, Sequence[str] | None]:
+    import torch
+
+    from .train.adapters import classes_of
+
+    if hasattr(data, "train") and hasattr(data, "test"):
+        return data.test, classes or classes_of(data, data.test)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        if _is_array(data[0]):
+            return [(torch.as_tensor(data[0]), torch.as_tensor(data[1]))], classes
+        return data[1], classes or classes_of(data[1], data[0])
+    return data, classes or classes_of(data)
+
+
+def _as_module(model: Any) -> Any:
+    """An nn.Module to predict with: the model itself, or a model function wrapped as one."""
+    if _is_module(model):
+        return model
+    if isinstance(model, type) or not callable(model):
+        raise UsageError(f"predict: model must be what fit returned, a run folder, an nn.Module or a function net(X); "
+                         f"got a {type(model).__name__}.")
+    from .train.adapters import FunctionModel
+
+    return FunctionModel(model)
+
+
+def _device_of(module: Any) -> Any:
+    param = next(iter(module.parameters()), None)
+    return param.device if param is not None else "cpu"

@@ -1,0 +1,193 @@
+"""Python objects behind the component contracts: what ``fmclf.fit`` hands the engine when it is
+given a plain model function, or data as iterables of ``(X, y)``, instead of registered names.
+
+Nothing here copies what the user made: a model function keeps computing with its own tensors, and
+a data loader keeps yielding its own batches; they are only moved to the run's device.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from ..errors import UsageError
+
+
+class FunctionModel(torch.nn.Module):
+    """A plain model function, like the chapter's ``net(X)``, as an ``nn.Module`` whose parameters are
+    the very tensors the function computes with (``params=[W, b]``).
+
+    The chapter's ``W`` and ``b`` are plain leaf tensors, not ``nn.Parameter``s, and its ``net`` and
+    ``updater`` use them by identity: wrapping must keep those objects, not copies. They are put into
+    the module's parameter table as they are, so ``parameters()``, ``state_dict()``,
+    ``load_state_dict()`` (a checkpoint restores them in place) and ``.to(device)`` (which moves
+    them in place, as it does a module's parameters) work on them.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], params: Sequence[Any] = ()) -> None:
+        super().__init__()
+        self.fn = fn
+        for name, tensor in zip(parameter_names(fn, params), params):
+            self._parameters[name] = tensor  # as it is: register_parameter would demand an nn.Parameter
+
+    def forward(self, X: Any) -> Any:
+        return self.fn(X)
+
+    def extra_repr(self) -> str:
+        return getattr(self.fn, "__name__", type(self.fn).__name__)
+
+
+def parameter_names(fn: Callable[[Any], Any], params: Sequence[Any]) -> list[str]:
+    """Names for ``params`` in checkpoints: the names ``fn`` reads them by (``W``, ``b``) where
+    they can be found among the globals and closure of ``fn``, else ``param0``, ``param1`` ..."""
+    scope: dict[str, Any] = dict(getattr(fn, "__globals__", {}))
+    code = getattr(fn, "__code__", None)
+    for name, cell in zip(getattr(code, "co_freevars", ()), getattr(fn, "__closure__", None) or ()):
+        try:
+            scope[name] = cell.cell_contents
+        except ValueError:  # an empty cell
+            pass
+    read = set(getattr(code, "co_names", ())) | set(getattr(code, "co_freevars", ()))
+    # Names the function reads first, then any other public name (a notebook's globals hold _1, _2 ...).
+    ranked = sorted(scope, key=lambda k: (k not in read, k.startswith("_")))
+    by_id: dict[int, str] = {}
+    for name in ranked:
+        if isinstance(scope[name], torch.Tensor) and not name.startswith("_"):
+            by_id.setdefault(id(scope[name]), name)
+    names: list[str] = []
+    for i, tensor in enumerate(params):
+        name = by_id.get(id(tensor), "")
+        if not name.isidentifier() or name in names or hasattr(torch.nn.Module, name) or name == "fn":
+            name = f"param{i}"
+        names.append(name)
+    return names
+
+
+def check_params(params: Any, model_name: str) -> list[Any]:
+    """``params`` as a list of tensors; a clear error for anything else."""
+    if isinstance(params, torch.Tensor) or not isinstance(params, Iterable):
+        raise UsageError(
+            f"params must be a list of the tensors model {model_name!r} computes with, such as params=[W, b]; "
+            f"got {type(params).__name__}."
+        )
+    params = list(params)
+    bad = [type(p).__name__ for p in params if not isinstance(p, torch.Tensor)]
+    if bad:
+        raise UsageError(
+            f"params must hold tensors (the ones model {model_name!r} computes with, such as [W, b]); "
+            f"it holds a {bad[0]}."
+        )
+    return params
+
+
+class OnDevice:
+    """An iterable of ``(X, y)`` batches (a ``DataLoader``, a list ...) whose batches are moved to
+    ``device`` as they come; ``len()`` is the iterable's own, or counted by one pass when it has none."""
+
+    def __init__(self, batches: Any, device: Any, length: int | None = None) -> None:
+        self.batches = batches
+        self.device = device
+        self.length = length if length is not None else _length(batches)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Passed on to batches that take it (a sampler's order per epoch)."""
+        if callable(getattr(self.batches, "set_epoch", None)):
+            self.batches.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        device = self.device
+        for item in self.batches:
+            try:
+                X, y = item[0], item[1]
+            except (TypeError, IndexError, KeyError):
+                raise TypeError(f"a batch must be a pair (X, y); got {type(item).__name__}") from None
+            yield _on(X, device), _on(y, device)
+
+
+def _on(value: Any, device: Any) -> Any:
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value)
+    return value.to(device, non_blocking=True)
+
+
+def _length(batches: Any) -> int:
+    try:
+        return len(batches)
+    except TypeError:
+        return sum(1 for _ in batches)  # no len(): one pass to count (the engine needs it every epoch)
+
+
+def has_len(batches: Any) -> bool:
+    """Whether ``len(batches)`` works (a ``DataLoader`` over an ``IterableDataset`` raises)."""
+    try:
+        len(batches)
+    except TypeError:
+        return False
+    return True
+
+
+def classes_of(*sources: Any) -> list[str] | None:
+    """A data set's class names, where they are kept: a ``classes`` list on the object itself, or on
+    the ``dataset`` a ``DataLoader`` reads (torchvision's data sets have one)."""
+    for source in sources:
+        for holder in (source, getattr(source, "dataset", None)):
+            names = getattr(holder, "classes", None)
+            if isinstance(names, (list, tuple)) and names and not isinstance(names, str):
+                return [str(c) for c in names]
+    return None
+
+
+def count_classes(batches: Iterable[Any]) -> int:
+    """The number of classes the labels of ``batches`` show: the largest index plus one (or the
+    width of probability targets)."""
+    top = -1
+    for item in batches:
+        y = item[1]
+        y = y if isinstance(y, torch.Tensor) else torch.as_tensor(y)
+        if y.ndim == 2:
+            return int(y.shape[1])
+        if y.numel():
+            top = builtins.max(top, int(y.max()))
+    return top + 1
+
+
+class ObjectDataset:
+    """A data set made of the user's own objects: ``train`` and ``test`` on the run's device, with
+    ``classes`` and ``input_shape`` found where they can be (see :func:`user_dataset`)."""
+
+    def __init__(self, train: OnDevice, test: OnDevice, classes: Sequence[str], input_shape: tuple[int, ...],
+                 source: str, valid: OnDevice | None = None) -> None:
+        self.train, self.test, self.classes, self.input_shape, self.source = train, test, classes, input_shape, source
+        if valid is not None:
+            self.valid = valid
+
+
+def user_dataset(train: Any, test: Any, device: Any, *, classes: Sequence[str] | None = None,
+                 input_shape: Sequence[int] | None = None, valid: Any = None,
+                 note: Callable[[str], None] = print) -> ObjectDataset:
+    """The contract's data set from the user's iterables of ``(X, y)``: batches moved to ``device``,
+    ``len()`` counted when missing, the class names from ``classes`` or the data (else ``"0"`` ..
+    ``"C-1"``, C from the test labels), the input shape from the first test batch. ``note`` says
+    what was inferred."""
+    if not has_len(train):
+        note("Note: the training batches have no len(); fmclf counts them with one pass before training.")
+    on_train, on_test = OnDevice(train, device), OnDevice(test, device)
+    first = next(iter(test), None)
+    if first is None:
+        raise UsageError("the test batches are empty: fmclf evaluates on them after every epoch, so give some.")
+    shape = tuple(int(d) for d in (input_shape if input_shape is not None else first[0].shape[1:]))
+    names = list(classes) if classes is not None else classes_of(train, test)
+    if names is None:
+        k = count_classes(test)
+        names = [str(i) for i in range(k)]
+        note(f"Note: your data keeps no class names (a `classes` list), so fmclf calls the {k} classes its test "
+             f"labels show {names[0]} to {names[-1]}.")
+    source = f"your {type(getattr(train, 'dataset', None) or train).__name__}, {len(on_train)} batches an epoch"
+    return ObjectDataset(on_train, on_test, names, shape, source,
+                         OnDevice(valid, device) if valid is not None else None)
