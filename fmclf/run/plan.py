@@ -47,7 +47,7 @@ def resolve(config: RunConfig, host: PluginHost) -> Plan:
     for target, name in config.targets().items():
         record = host.registry.get(target.split(".")[0], name)
         plan.records[target] = record
-        plan.options[target] = resolve_options(record, config.options.get(target, {}))
+        plan.options[target] = resolve_options(record, config.options.get(target, {}), host.registry.list(record.kind))
     config.options = {t: dict(v) for t, v in plan.options.items()}
     return plan
 
