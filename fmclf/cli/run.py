@@ -183,9 +183,10 @@ def _print_summary(result) -> None:
         return
     final = result.history[-1]
     per_epoch = result.seconds / result.trained_epochs
+    done = len(result.history)
+    now = f" ({result.trained_epochs} of them in this session)" if result.trained_epochs < done else ""
     click.echo(
-        f"done: {result.trained_epochs} epoch(s) in {result.seconds:.2f} s ({per_epoch:.3f} s/epoch) "
-        f"on {result.device}\n"
+        f"done: {done} epoch(s){now} in {result.seconds:.2f} s ({per_epoch:.3f} s/epoch) on {result.device}\n"
         f"final: train loss {final['train_loss']:.4f}  train acc {final['train_acc']:.4f}  "
         f"test acc {final['test_acc']:.4f}\n"
         "per-class test acc: " + "  ".join(f"{c} {a:.2f}" for c, a in final["per_class_test_acc"].items()) + "\n"

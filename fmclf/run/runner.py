@@ -208,6 +208,18 @@ def _kept(last: tuple[int, int] | None) -> str:
     return f"keeps its last good checkpoint (after {at}) and the metrics of every epoch finished before it"
 
 
+def _resume_point(state: TrainState, epochs: int, train: Any) -> str:
+    """``epoch 9 of 40``, or ``epoch 9 of 40, batch 2047 of 2345`` (the epoch's batches) mid-epoch."""
+    where = f"epoch {state.epoch + 1} of {epochs}"
+    if not state.batch:
+        return where
+    try:
+        of = f" of {len(train)}"
+    except TypeError:
+        of = ""
+    return f"{where}, batch {state.batch + 1}{of}"
+
+
 def _train(
     plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path, checkpoint: dict | None, echo: Echo,
     prov: dict[str, Any], comm: Solo,
@@ -228,8 +240,8 @@ def _train(
         if state.epoch >= config.epochs and finished:
             echo(f"{run_dir}: already trained {state.epoch} epoch(s) of {config.epochs}; pass --epochs N to train further.")
             return RunResult(run_dir, state.history, str(device), 0.0, plan, 0)
-        where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
-        echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else f"finishing {run_dir}")
+        echo(f"resuming {run_dir} at {_resume_point(state, config.epochs, parts.dataset.train)}"
+             if state.epoch < config.epochs else f"finishing {run_dir}")
     # Once the components are built: a failed start leaves no config behind.
     comm.on_root("writing the run's settings", lambda: atomic.write_text(run_dir / folder.CONFIG, config.to_toml(prov, _HEADER)))
     comm.share_model(parts.model)  # identical starting weights, whatever each process drew
