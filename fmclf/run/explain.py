@@ -9,7 +9,8 @@ and given back to ``fmclf run --config``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..host.loading import PluginHost
 from ..kinds import BY_NAME
