@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from typing import Any
 
 import click
 
-from . import cli, friendly
+from . import cli, echo_err, friendly
 from ..host.options import format_value, options_of
 from ..kinds import BY_NAME, KINDS
 
@@ -32,33 +34,75 @@ def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | N
     records = [r for r in host.registry.list(kind) if text in r.name.lower() or matches(r.plugin)]
     owners = {r.plugin for r in records}
     shown = [p for p in host.plugins if not (filter or kind) or p.info in owners or (filter and matches(p.info))]
+    nothing = bool(filter) and not records and not shown
     if as_json:
         click.echo(json.dumps(_plugins_json(host, shown, records), indent=2))
+        if nothing:
+            ctx.exit(1)
         return
+    if nothing:
+        echo_err(f"nothing matches {filter!r}{f' among the {kind} components' if kind else ''}: no component, plugin "
+                 f"or distribution name contains it. `fmclf plugins` lists everything installed.")
+        ctx.exit(1)
+    width = _width()
     click.echo("plugins:")
+    rows = []
     for p in shown:
         tags = ["built-in"] if p.info.builtin else []
         if p.imported_torch:
             tags.append("imports torch at import time: slows every fmclf command")
-        click.echo(f"  {p.info.name:<24} {p.info.describe():<20} {p.info.module}"
-                   + (f"  [{'; '.join(tags)}]" if tags else ""))
-    for f in host.failures:
-        click.echo(f"  {f.plugin.name:<24} {f.plugin.describe():<20} FAILED at {f.stage}: {f.error}")
+        tag = f"  [{'; '.join(tags)}]" if tags else ""
+        rows.append([p.info.name, p.info.describe().replace(" ", _NBSP), p.info.module + tag])
+    rows += [[f.plugin.name, f.plugin.describe(), f"FAILED at {f.stage}: {f.error}"] for f in host.failures]
+    _grid(rows, width, indent=2)
     for k in KINDS if kind is None else (kind,):
         group = [r for r in records if r.kind == k]
         if not group:
             continue
         row = BY_NAME[k]
         click.echo(f"\n{row.plural}  (options: -o {row.option_prefix}.OPTION=VALUE)")
-        for r in group:
-            name = host.registry.name_to_type(r)
-            click.echo(f"  {name:<16} {r.help}  [{r.plugin.describe()}]")
-            for o in options_of(r):
-                default = "required" if o.required else f"= {format_value(o.default)}"
-                click.echo(f"      {o.name:<14} {str(o.type) + ' ' + default:<22} {o.help}".rstrip())
-    if not records:
+        names = [host.registry.name_to_type(r) for r in group]
+        options = {id(r): options_of(r) for r in group}
+        name_width = max(16, *map(len, names))
+        option_width = max([14, *(len(o.name) for r in group for o in options[id(r)])])
+        type_width = min(28, max([22, *(len(_type_text(o)) for r in group for o in options[id(r)])]))
+        for r, name in zip(group, names):
+            owner = f"[{r.plugin.describe()}]".replace(" ", _NBSP)  # kept on one line
+            _grid([[name, f"{r.help}  {owner}"]], width, indent=2, widths=[name_width])
+            _grid([[o.name, _type_text(o), o.help] for o in options[id(r)]], width, indent=6,
+                  widths=[option_width, type_width])
+    if not records and not filter:
         what = f"{kind} " if kind else ""
-        click.echo(f"\nno {what}component{f' matches {filter!r}' if filter else ' is registered'}.")
+        click.echo(f"\nno {what}component is registered.")
+
+
+def _width() -> int:
+    """The terminal's width (100 when it is not a terminal), within 60 to 160 columns."""
+    return min(max(shutil.get_terminal_size((100, 24)).columns, 60), 160)
+
+
+def _type_text(option) -> str:
+    return f"{option.type} {'required' if option.required else f'= {format_value(option.default)}'}"
+
+
+def _grid(rows: list[list[str]], width: int, *, indent: int, widths: list[int] | None = None) -> None:
+    """Print ``rows`` in columns: each column as wide as its widest cell (or ``widths``), a cell
+    too long for its column wrapped inside it, the last column wrapped in the room that is left."""
+    if not rows:
+        return
+    n = len(rows[0])
+    fixed = widths or [max(len(r[i]) for r in rows) for i in range(n - 1)]
+    fixed = [min(w, max(width // 3, 12)) for w in fixed]
+    last = max(width - indent - sum(fixed) - 2 * (n - 1), 24)
+    for row in rows:
+        cells = [textwrap.wrap(text, w, break_on_hyphens=False) or [""] for text, w in zip(row, [*fixed, last])]
+        for i in range(max(map(len, cells))):
+            parts = [(c[i] if i < len(c) else "") for c in cells]
+            line = "  ".join(f"{p:<{w}}" for p, w in zip(parts[:-1], fixed)) + "  " + parts[-1]
+            click.echo((" " * indent + line).rstrip().replace(_NBSP, " "))
+
+
+_NBSP = "\u00a0"  # textwrap breaks lines at ASCII spaces only
 
 
 def _plugins_json(host, shown, records) -> dict[str, Any]:

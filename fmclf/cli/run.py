@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from . import cli, friendly
-from ._flags import DATA_ROOT, gather_options, require_data_root
+from ._flags import DATA_ROOT, complete_component, complete_option, gather_options, require_data_root
 from ._help import epilog
 from ..dist.launch import is_root_process
 from ..errors import UsageError
@@ -33,10 +33,12 @@ def component_flags(command: Callable) -> Callable:
         listed = f"`fmclf plugins --kind {row.name}` lists them"
         if row.many:
             command = click.option(row.flag, row.setting, multiple=True, default=tuple(default), show_default=True,
+                                   shell_complete=complete_component(row.name),
                                    help=f"{row.name.capitalize()} component; repeat for several, 'none' for none "
                                         f"({listed}).")(command)
         else:
             command = click.option(row.flag, default=default, show_default=True,
+                                   shell_complete=complete_component(row.name),
                                    help=f"{row.name.capitalize()} component ({listed}).")(command)
     return command
 
@@ -60,7 +62,7 @@ def component_flags(command: Callable) -> Callable:
                    "[default: drawn and recorded]")
 @click.option("--data-root", type=click.Path(path_type=pathlib.Path), default=None,
               help="Folder with the data set's files (the data set's data_root option).")
-@click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE",
+@click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE", shell_complete=complete_option,
               help="Set a component option, e.g. -o model.hidden=128, or -o visualizer.NAME.OPTION=VALUE; "
                    "`fmclf plugins` lists every option. Repeatable.")
 @click.option("--config", "config_path", type=click.Path(path_type=pathlib.Path), default=None,

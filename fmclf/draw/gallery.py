@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from . import pictures
-
-from ..run import checkpoint, folder
-from ..run.plan import Plan, assemble, resolve
-from ..run.config import RunConfig, load_config
-from ..errors import CheckpointError, UsageError
-from ..host.options import resolve_options
+from ..errors import UsageError
 from ..host.loading import PluginHost
+from ..host.options import resolve_options
+from ..run.saved import load_run_config, load_trained  # noqa: F401 - load_run_config: the CLI reads it here
+from . import pictures
 
 PREDICTIONS = "predictions.png"
 
@@ -78,44 +76,19 @@ class Predicted:
     weights: pathlib.Path
 
 
-def load_run_config(run_dir: pathlib.Path) -> RunConfig:
-    """The settings a run folder's config.toml records."""
-    path = run_dir / folder.CONFIG
-    if not path.is_file():
-        raise UsageError(f"{str(run_dir)!r} is not a run folder (no {folder.CONFIG}). Pass the folder `fmclf run` printed.")
-    settings, options = load_config(path)  # refuses unknown settings, so the call below cannot fail
-    return RunConfig(**settings, options=options)
-
-
 def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pathlib.Path | None = None,
                 device: str = "cpu", data_root: pathlib.Path | None = None) -> Predicted:
     """Rebuild a run's data set and model from its config.toml, load its saved weights,
     and draw its predictions for the first ``n`` test images."""
-    from ..run.devices import resolve_device
-
     run_dir = pathlib.Path(run_dir)
-    config = load_run_config(run_dir)
-    config.visualizers, config.device = ["none"], device
-    config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.")}
-    if data_root is not None:
-        config.options.setdefault("dataset", {})["data_root"] = str(data_root)
-    plan: Plan = resolve(config, host)
     out = pathlib.Path(out) if out is not None else run_dir / PREDICTIONS
     pictures.picture_format(out)  # a bad name fails before the data set loads
-    state, weights = checkpoint.final_weights(run_dir)
-    dev = resolve_device(device)
-    parts = assemble(plan, device=dev)
+    trained = load_trained(run_dir, host, device=device, data_root=data_root)
+    config, parts = trained.plan.config, trained.parts
     require_images(config.dataset, parts.dataset.input_shape, "predict")
-    try:
-        parts.model.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"{weights} does not fit the model {plan.records['model'].describe()} ({str(exc).splitlines()[0][:300]}). "
-            f"Were the plugins changed since the run? {run_dir / folder.CONFIG} lists the versions that trained it."
-        ) from None
     right, shown = write_predictions(parts.model, parts.dataset.test, parts.dataset.classes, out, n=n,
                                      title=f"{run_dir.name}: {config.model} + {config.loss} on {config.dataset} test images")
-    return Predicted(out, right, shown, weights)
+    return Predicted(out, right, shown, trained.weights)
 
 
 def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Path, split: str = "train", seed: int = 0,

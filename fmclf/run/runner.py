@@ -273,16 +273,24 @@ def _train(
     )
     command = processes.restart_command(comm.launch)
     resume = f"Resume with: {command} run --resume {shlex.quote(str(run_dir))}"
+    def ended(status: str, exc: BaseException) -> None:
+        if comm.is_root:
+            folder.write_status(run_dir, status, last[0] if last else 0, str(exc) or type(exc).__name__)
+
     with stop_on_signals(flag, processes.root_only(comm, say)):
         try:
             state = trainer.fit(state)
         except Interrupted as exc:
+            ended("interrupted", exc)
             raise comm.alike(Interrupted(f"{exc}; checkpoint written to {run_dir / folder.CHECKPOINT}. {resume}")) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            ended("interrupted", exc)
             raise comm.alike(Interrupted(f"stopped at once by a second SIGINT; the run folder {run_dir} {_kept(last)}. {resume}")) from None
         except DivergenceError as exc:
+            ended("diverged", exc)
             raise DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}.", epoch=exc.epoch, batch=exc.batch) from None
         except ComponentError as exc:
+            ended("failed", exc)
             if last is None:
                 raise
             raise ComponentError(
@@ -304,6 +312,8 @@ def _train(
         })
 
     comm.on_root("writing the final weights and summary", write_results)
+    if comm.is_root:
+        folder.write_status(run_dir, "finished", len(state.history))
     if report is not None:
         report.finish(seconds, device, echo)
     if record and not record["weights_identical"]:

@@ -86,7 +86,9 @@ def test_fmclf_run_trains_with_the_examples_mlp_adam_and_csv(example, tiny_data,
 def test_blocking_the_example_leaves_the_builtins_and_names_the_missing_model(example, tmp_path):
     result = CliRunner().invoke(cli, ["-p", "no:fmclf-example", "run", "--model", "mlp", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
-    assert "unknown model 'mlp'" in result.stderr and "scratch" in result.stderr
+    # named as blocked, not as unknown, with the flag that blocks it and the models there are
+    assert "model 'mlp' comes from plugin 'example'" in result.stderr and "`-p no:fmclf-example` blocks" in result.stderr
+    assert "unknown" not in result.stderr and "scratch" in result.stderr
 
 
 def test_the_examples_own_test_suite_passes_with_the_fixture_from_the_entry_point(example):
