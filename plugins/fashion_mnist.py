@@ -43,13 +43,33 @@ def fashion_mnist(
         download: let torchvision download the files when no copy is found
         verify: check the files against Fashion-MNIST's checksums and shapes (off for other IDX data)
     """
-    if resize is not None and resize < 1:
-        raise OptionError(
-            f"option 'resize' of dataset 'fashion-mnist' must be at least 1 (pixels a side), got {resize}. "
-            f"Leave it out to keep 28x28, or pass e.g. -o dataset.resize=64."
-        )
+    _check_resize(resize)
     from .fashion_mnist_files import load_idx_set
     from .fashion_mnist_tensors import build_dataset
 
     arrays, source = load_idx_set(data_root, download=download, verify=verify)
     return build_dataset(arrays, source, CLASSES, batch_size=batch_size, device=device, seed=seed, shard=shard, resize=resize, raw_pixels=raw_pixels)
+
+
+def _check_resize(resize: int | None) -> None:
+    if resize is not None and resize < 1:
+        raise OptionError(
+            f"option 'resize' of dataset 'fashion-mnist' must be at least 1 (pixels a side), got {resize}. "
+            f"Leave it out to keep 28x28, or pass e.g. -o dataset.resize=64."
+        )
+
+
+def preview(*, n: int, split: str, seed: int = 0, data_root: pathlib.Path | None = None, resize: int | None = None,
+            raw_pixels: bool = False, download: bool = True, verify: bool = True):
+    """The first ``n`` images of ``split`` as the data set yields them, converting only those (``fmclf show``).
+    The files are found and checked exactly as for a run."""
+    _check_resize(resize)
+    from .fashion_mnist_files import load_idx_set
+    from .fashion_mnist_tensors import preview_rows
+
+    arrays, source = load_idx_set(data_root, download=download, verify=verify)
+    X, y = preview_rows(arrays, source, CLASSES, split=split, n=n, seed=seed, resize=resize, raw_pixels=raw_pixels)
+    return X, y, CLASSES
+
+
+fashion_mnist.preview = preview  # the data-set contract's optional light path for a few images

@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from . import cli, echo_err, friendly
 from ..host.options import format_value, options_of
 from ..kinds import BY_NAME, KINDS
+from . import cli, echo_err, friendly
 
 
 @cli.command()
@@ -86,20 +86,38 @@ def _type_text(option) -> str:
 
 
 def _grid(rows: list[list[str]], width: int, *, indent: int, widths: list[int] | None = None) -> None:
-    """Print ``rows`` in columns: each column as wide as its widest cell (or ``widths``), a cell
-    too long for its column wrapped inside it, the last column wrapped in the room that is left."""
+    """Print ``rows`` in columns within ``width``: each column as wide as its widest cell (or
+    ``widths``), narrowed when the line is short, text wrapped between words inside its column, the
+    last column in the room that is left. A word too long for its column (a long name) takes its own
+    line, and the rest of the row starts below it, in its columns: nothing runs into the next column."""
     if not rows:
         return
     n = len(rows[0])
-    fixed = widths or [max(len(r[i]) for r in rows) for i in range(n - 1)]
-    fixed = [min(w, max(width // 3, 12)) for w in fixed]
-    last = max(width - indent - sum(fixed) - 2 * (n - 1), 24)
+    fixed = list(widths or [max(len(r[i]) for r in rows) for i in range(n - 1)])
+    room = width - indent - 2 * (n - 1)
+    longest_word = max((len(w) for r in rows for w in r[-1].split()), default=0)
+    need_last = max(24, min(longest_word, room // 2))
+    while sum(fixed) + need_last > room and max(fixed) > 8:  # narrow the widest column first
+        fixed[fixed.index(max(fixed))] -= 1
+    last = max(room - sum(fixed), need_last)
     for row in rows:
-        cells = [textwrap.wrap(text, w, break_on_hyphens=False) or [""] for text, w in zip(row, [*fixed, last])]
+        cells = [_wrap(text, w) for text, w in zip(row, [*fixed, last])]
+        while (long := next((i for i in range(n - 1) if any(len(x) > fixed[i] for x in cells[i])), None)) is not None:
+            # the cells before it keep their first line here; the long one is written whole
+            head = "".join(f"{c[0]:<{w + 2}}" for c, w in zip(cells[:long], fixed)) + " ".join(cells[long])
+            click.echo((" " * indent + head).rstrip().replace(_NBSP, " "))
+            cells = [c[1:] or [""] for c in cells[:long]] + [[""]] + cells[long + 1:]
         for i in range(max(map(len, cells))):
             parts = [(c[i] if i < len(c) else "") for c in cells]
             line = "  ".join(f"{p:<{w}}" for p, w in zip(parts[:-1], fixed)) + "  " + parts[-1]
-            click.echo((" " * indent + line).rstrip().replace(_NBSP, " "))
+            if line.strip():
+                click.echo((" " * indent + line).rstrip().replace(_NBSP, " "))
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    # words joined by _NBSP stay on one line, unless together they are too long for the column
+    text = " ".join(w.replace(_NBSP, " ") if len(w) > width else w for w in text.split(" "))
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False) or [""]
 
 
 _NBSP = "\u00a0"  # textwrap breaks lines at ASCII spaces only

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
+from ..train.blame import blame
 from ..host.loading import PluginHost
 from ..host.options import resolve_options
 from ..run.saved import load_run_config, load_trained  # noqa: F401 - load_run_config: the CLI reads it here
@@ -94,21 +95,39 @@ def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pa
 def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Path, split: str = "train", seed: int = 0,
                  options: dict[str, Any] | None = None) -> tuple[pathlib.Path, list[str]]:
     """Draw ``n`` images of a data set's ``split`` with their text labels (d2l's
-    ``show_images``); the training split is shuffled by ``seed``. Returns the path and labels."""
+    ``show_images``); the training split is shuffled by ``seed``, as epoch 1 of a run is.
+    Returns the path and labels.
+
+    A data-set factory that carries ``preview(*, n, split, seed, **options) -> (X, y, classes)``
+    is asked only for those ``n`` examples; any other is built whole, as a run builds it."""
+    record = host.registry.get("dataset", dataset)
+    values = resolve_options(record, options or {})
+    pictures.picture_format(out)
+    preview = getattr(record.factory, "preview", None)
+    if callable(preview):
+        with blame(record, f"while previewing its {split} images"):
+            X, y, classes = preview(n=n, split=split, seed=seed, **values)
+        shape = tuple(X.shape[1:])
+    else:
+        X, y, classes, shape = _first_of_built(record, values, n=n, split=split, seed=seed)
+    require_images(dataset, shape, "show")
+    labels = labels_of(y, classes)
+    title = f"{dataset}, {split} set: {len(labels)} images" + (f" (shuffled, seed {seed})" if split == "train" else "")
+    pictures.save(pictures.samples_figure(X.float().cpu().numpy(), labels, title=title), out)
+    return pathlib.Path(out), labels
+
+
+def _first_of_built(record: Any, values: dict[str, Any], *, n: int, split: str, seed: int) -> tuple[Any, Any, Any, Any]:
+    """Build the data set as a run would (on the CPU) and take the first ``n`` examples of ``split``."""
     import torch
 
     from ..run.plan import call_factory
 
-    record = host.registry.get("dataset", dataset)
-    values = resolve_options(record, options or {})
-    pictures.picture_format(out)
     data = call_factory(record, {"batch_size": n, "device": torch.device("cpu"), "seed": seed, "shard": None}, values)
-    require_images(dataset, getattr(data, "input_shape", ()), "show")
+    shape = getattr(data, "input_shape", ())
+    require_images(record.name, shape, "show")
     batches = getattr(data, split)
     if hasattr(batches, "set_epoch"):
         batches.set_epoch(1)  # the order the first training epoch sees
     X, y = first_examples(batches, n)
-    labels = labels_of(y, data.classes)
-    title = f"{dataset}, {split} set: {len(labels)} images" + (f" (shuffled, seed {seed})" if split == "train" else "")
-    pictures.save(pictures.samples_figure(X.float().numpy(), labels, title=title), out)
-    return pathlib.Path(out), labels
+    return X, y, data.classes, shape
