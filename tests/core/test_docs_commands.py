@@ -54,10 +54,17 @@ def _id(key) -> str:
     return f"{places[0].where} {key[0][:60]}"
 
 
-def _gpu() -> bool:
+def _gpus_missing(text: str) -> str:
+    """Why a GPU command cannot run here ("" when it can): no GPU, or fewer than its processes."""
     import torch
 
-    return torch.cuda.is_available()
+    if not torch.cuda.is_available():
+        return "none is visible to torch here"
+    wanted = re.search(r"--nproc-per-node[ =](\d+)", text)
+    have = torch.cuda.device_count()
+    if wanted and int(wanted.group(1)) > have:
+        return f"it starts {wanted.group(1)} processes, one per GPU, and torch sees {have}"
+    return ""
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +230,8 @@ def test_documented_command_works_as_written(key, tmp_path, environment, doc_sit
     places = ", ".join(c.where for c in COMMANDS[key])
     if skip == "cluster":
         pytest.skip(f"needs a cluster ({places})")
-    if skip == "gpu" and not _gpu():
-        pytest.skip(f"needs a GPU ({places}); none is visible to torch here")
+    if skip == "gpu" and (why := _gpus_missing(text)):
+        pytest.skip(f"needs a GPU ({places}): {why}")
     command = COMMANDS[key][0]
     if command.synopsis:
         _check_synopsis(text)
