@@ -386,8 +386,8 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
 
 def _blocked_owner(host: PluginHost, kind: str, name: str) -> tuple[PluginInfo, str] | None:
     """The blocked plugin that would register ``name`` as a ``kind``, if one does, and the name it was
-    blocked by. Only asked when
-    a name is missing, so a blocked plugin is imported (guarded, as any load) only to say so."""
+    blocked by. Only asked when a name is missing, so a blocked plugin is imported (guarded, as any
+    load) only to say so."""
     hook = BY_NAME[kind].hook if kind in BY_NAME else None
     for info, load, flag in host.blocked:
         try:

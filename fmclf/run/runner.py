@@ -273,7 +273,8 @@ def _train(
     )
     command = processes.restart_command(comm.launch)
     resume = f"Resume with: {command} run --resume {shlex.quote(str(run_dir))}"
-    def ended(status: str, exc: BaseException) -> None:
+
+    def ended(status: str, exc: BaseException) -> None:  # status.json, for `fmclf runs`
         if comm.is_root:
             folder.write_status(run_dir, status, last[0] if last else 0, str(exc) or type(exc).__name__)
 
