@@ -58,9 +58,9 @@ def fashion_mnist(
 
 @fmclf.checks(fashion_mnist)
 def check_fashion_mnist(*, resize: int | None = None, valid: float = 0.0, verify: bool = True) -> dict:
-    """Before any data is read: the options ``resize`` and ``valid``, and what the data set will have, for the other
-    components' checks, and ``valid`` (its ten classes always; its image shape when the files are checked to be
-    Fashion-MNIST's 28x28, or resized)."""
+    """Before any data is read: the options ``resize`` and ``valid``, and what the data set will have,
+    for the other components' checks (its ten classes always; its image shape when the files are
+    checked to be Fashion-MNIST's 28x28, or resized)."""
     if resize is not None and resize < 1:
         raise OptionError(
             f"option 'resize' of dataset 'fashion-mnist' must be at least 1 (pixels a side), got {resize}. "
@@ -73,3 +73,32 @@ def check_fashion_mnist(*, resize: int | None = None, valid: float = 0.0, verify
         )
     side = resize or 28
     return {"classes": CLASSES, **({"input_shape": (1, side, side)} if verify or resize else {})}
+
+
+def preview(*, n: int, split: str, seed: int = 0, data_root: pathlib.Path | None = None, resize: int | None = None,
+            raw_pixels: bool = False, download: bool = True, verify: bool = True, valid: float = 0.0):
+    """The first ``n`` images of ``split`` as the data set yields them, converting only those (``fmclf show``).
+    The files are found and checked exactly as for a run. With a validation split the training rows
+    are chosen by the stratified split, so the set is built whole, as a run builds it."""
+    check_fashion_mnist(resize=resize, valid=valid)
+    if split not in ("train", "test") and not (split == "valid" and valid):
+        raise OptionError(f"dataset 'fashion-mnist' has no {split!r} split"
+                          + (" unless -o dataset.valid=0.1 (say) holds one out." if split == "valid" else "."))
+    if valid:
+        import torch
+
+        data = fashion_mnist(batch_size=n, device=torch.device("cpu"), seed=seed, data_root=data_root, resize=resize,
+                             raw_pixels=raw_pixels, download=download, verify=verify, valid=valid)
+        batches = getattr(data, split)
+        batches.set_epoch(1)  # the order the first training epoch sees
+        X, y = next(iter(batches))
+        return X[:n], y[:n], CLASSES
+    from .fashion_mnist_files import load_idx_set
+    from .fashion_mnist_tensors import preview_rows
+
+    arrays, source = load_idx_set(data_root, download=download, verify=verify)
+    X, y = preview_rows(arrays, source, CLASSES, split=split, n=n, seed=seed, resize=resize, raw_pixels=raw_pixels)
+    return X, y, CLASSES
+
+
+fashion_mnist.preview = preview  # the data-set contract's optional light path for a few images

@@ -85,3 +85,24 @@ def build_dataset(arrays, source: str, classes, *, batch_size: int, device, seed
         splits[split] = TensorBatches(X, y, batch_size, shuffle=split == "train", seed=seed)
     return InMemoryDataset(splits["train"], splits["test"], classes, tuple(splits["train"].X.shape[1:]), source,
                            valid=splits.get("valid"))
+
+
+def preview_rows(arrays, source: str, classes, *, split: str, n: int, seed: int, resize, raw_pixels):
+    """The first ``n`` examples of ``split`` exactly as a run's data set yields them (the training
+    split in the order of epoch 1 with ``seed``), converting only those rows: what ``fmclf show``
+    draws, without building the whole set. Returns ``(X, y)`` on the CPU."""
+    shape, payload = arrays[f"{split}_images"]
+    lshape, lpayload = arrays[f"{split}_labels"]
+    if lshape[0] != shape[0]:
+        raise DataError(f"{source}: {shape[0]} {split} images but {lshape[0]} labels; the files belong to different data sets.")
+    labels = _uint8(lpayload).to(torch.int64)
+    if split == "train":  # the permutation TensorBatches draws, over a stand-in with no pixels
+        order = TensorBatches(torch.empty((shape[0], 0)), labels, 1, shuffle=True, seed=seed)
+        order.set_epoch(1)
+        rows = order.order()[:n]
+    else:
+        rows = torch.arange(min(n, shape[0]))
+    y = labels[rows]
+    if len(y) and int(y.max()) >= len(classes):
+        raise DataError(f"{source}: a {split} label is {int(y.max())}, but there are only {len(classes)} classes.")
+    return _images(shape, payload, rows, torch.device("cpu"), resize, raw_pixels), y

@@ -1,4 +1,5 @@
-"""Visualizers: a tqdm progress bar, the textbook's animated curves, and nothing."""
+"""Visualizers: a tqdm progress bar, the textbook's animated curves, a CSV file,
+TensorBoard event files, and nothing."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from typing import Annotated
 import fmclf
 from fmclf import Range
 from fmclf.errors import OptionError
+from fmclf.run import folder
 
 
 @fmclf.hookimpl
 def register_visualizers(register):
     register("tqdm", tqdm_bars, help="a progress bar per epoch with running loss and accuracy (plain lines when not a terminal)")
     register("animator", animator, help="the textbook's curves (train loss, train acc, test acc per epoch): live in Jupyter, curves.png elsewhere")
+    register("csv", csv_metrics, help="metrics.csv in the run folder: one row per epoch, a column per metric")
+    register("tensorboard", tensorboard, help="TensorBoard event files in the run folder: every metric, the config, "
+             "weight histograms, the confusion matrix (needs fmclf[tensorboard])")
     register("none", nothing, help="show nothing")
 
 
@@ -53,6 +58,61 @@ def check_animator(*, ylim_low: float = 0.3, ylim_high: float = 0.9) -> None:
     if not ylim_low < ylim_high:
         raise OptionError(f"visualizer 'animator': ylim_low ({ylim_low}) must be below ylim_high ({ylim_high}). "
                           f"The textbook uses 0.3 and 0.9.")
+
+
+#: The run folder's own files, which a logger must not overwrite.
+_RESERVED = (folder.CONFIG, folder.METRICS, folder.CHECKPOINT, folder.WEIGHTS, folder.SUMMARY, "report.md")
+
+
+def _inside(run_dir: pathlib.Path | None, name: str, option: str, visualizer: str, example: str) -> pathlib.Path:
+    """``run_dir / name``, refusing a name that is not a plain file name or is one of fmclf's own files."""
+    if run_dir is None:
+        raise OptionError(f"visualizer {visualizer!r} writes into the run folder, and it was given none (run_dir=None).")
+    if pathlib.PurePath(name).name != name or name in ("", ".", ".."):
+        raise OptionError(f"option {option} of visualizer {visualizer!r} must be a plain name inside the run folder, "
+                          f"such as {example}; got {name!r}.")
+    if name in _RESERVED:
+        raise OptionError(f"option {option} of visualizer {visualizer!r} must not be {name!r}: fmclf writes that "
+                          f"file itself. The default is {example}.")
+    return pathlib.Path(run_dir) / name
+
+
+def csv_metrics(*, run_dir: pathlib.Path | None = None, filename: str = "metrics.csv", nested: bool = True):
+    """One CSV row per epoch with every metric of metrics.jsonl, rewritten atomically after each epoch.
+
+    Options:
+        filename: name of the CSV file inside the run folder
+        nested: a column per entry of a metric that is a dict, such as per_class_test_acc/t-shirt
+    """
+    from .csv_logger import CsvLogger
+
+    return CsvLogger(_inside(run_dir, filename, "filename", "csv", "metrics.csv"), nested=nested)
+
+
+def tensorboard(*, run_dir: pathlib.Path | None = None, log_dir: str = "tensorboard", every: int = 50,
+                histograms: bool = True, confusion: bool = True):
+    """TensorBoard event files: every epoch metric, a running loss every N batches, the config, weights, confusion.
+
+    Options:
+        log_dir: folder inside the run folder for the event files (`tensorboard --logdir runs` shows every run)
+        every: log the running train loss and accuracy every this many batches (0: per epoch only)
+        histograms: weight histograms of the model (at the end; after every epoch when the events carry the model)
+        confusion: the final test confusion matrix as an image
+    """
+    if every < 0:
+        raise OptionError(f"option every of visualizer 'tensorboard' is a number of batches, 0 or more; got {every}.")
+    logs = _inside(run_dir, log_dir, "log_dir", "tensorboard", "tensorboard")
+    try:
+        import tensorboard as _  # noqa: F401 - torch's SummaryWriter needs it
+    except ImportError:
+        raise OptionError(
+            "visualizer 'tensorboard' needs the tensorboard package, which is not installed. Install it with "
+            "`pip install 'fmclf[tensorboard]'` (or `pip install tensorboard`), or choose another visualizer "
+            "(`fmclf plugins --kind visualizer` lists them)."
+        ) from None
+    from .tensorboard_logger import TensorBoardLogger
+
+    return TensorBoardLogger(logs, every=every, histograms=histograms, confusion=confusion)
 
 
 class _Nothing:

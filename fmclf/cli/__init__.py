@@ -17,10 +17,10 @@ from typing import Callable
 
 import click
 
-from .. import __version__
 from ..dist.launch import is_root_process, process_label
 from ..errors import FmclfError, Interrupted
 from ..run import signals
+from ._help import Group, epilog
 
 
 def echo_err(text: str) -> None:
@@ -76,18 +76,33 @@ class Settings:
         return self._host
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="fmclf")
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from ._version import report
+
+    click.echo(report())
+    ctx.exit()
+
+
+@click.group(cls=Group, epilog=epilog(), context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show fmclf's version, torch's, whether CUDA is available and the plugins loaded, then exit.")
 @click.option("-p", "--plugin", "plugin_flags", multiple=True, metavar="NAME|no:NAME",
-              help="Load plugin NAME even when FMCLF_DISABLE_PLUGIN_AUTOLOAD=1, or block it with no:NAME. Repeatable.")
+              help="Load plugin NAME even when FMCLF_DISABLE_PLUGIN_AUTOLOAD=1, or block it with no:NAME. Repeatable; "
+                   "goes before the subcommand.")
 @click.pass_context
 def cli(ctx: click.Context, plugin_flags: tuple[str, ...]) -> None:
     """Train and compare classifier components on Fashion-MNIST; every component is a plugin.
 
     \b
-    fmclf run                          softmax regression, the textbook's settings
-    fmclf run --loss naive --lr 0.5    watch the naive cross-entropy fail
-    fmclf plugins                      what is installed, with every option
+    fmclf run                       softmax regression, the textbook's settings
+    fmclf run --loss naive --lr 2   watch the naive cross-entropy fail
+    fmclf run --dry-run             the settings a run would use, and why
+    fmclf runs                      the run folders under runs/, newest first
+    fmclf plugins                   what is installed, with every option
+
+    `fmclf COMMAND --help` says more about each command.
     """
     ctx.obj = Settings(plugin_flags)
 

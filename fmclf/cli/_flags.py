@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 from ..errors import OptionError
 from ..host.options import options_of, parse_assignment
@@ -64,3 +66,57 @@ class PathArg(click.ParamType):
                           f"files (config.toml, report.md), which cannot hold them: rename the file or "
                           f"folder, or use another one.", param, ctx)
         return pathlib.Path(text)
+
+
+def _completion_host() -> Any:
+    """The plugins, loaded quietly for shell completion (no torch, no warnings on the user's prompt)."""
+    from ..host.loading import load_plugins
+
+    ctx = click.get_current_context(silent=True)
+    flags = ctx.find_root().params.get("plugin_flags", ()) if ctx is not None else ()
+    include = [f for f in flags or () if not f.startswith("no:")]
+    block = [f[3:] for f in flags or () if f.startswith("no:")]
+    return load_plugins(include=include, block=block, strict=False)
+
+
+def complete_component(kind: str) -> Callable[[click.Context, click.Parameter, str], list[CompletionItem]]:
+    """Shell completion of a ``kind``'s component names, from the registry (imports no torch)."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        try:
+            registry = _completion_host().registry
+        except Exception:  # noqa: BLE001 - a completion never fails the prompt
+            return []
+        return [CompletionItem(registry.name_to_type(r), help=r.help) for r in registry.list(kind)
+                if registry.name_to_type(r).startswith(incomplete)]
+
+    return complete
+
+
+def complete_option(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of ``-o``: ``KIND.OPTION=`` for the components chosen so far on the line
+    (or the defaults), each with its type and default."""
+    from ..kinds import ROWS
+
+    if "=" in incomplete:
+        return []
+    try:
+        registry = _completion_host().registry
+        items = []
+        for row in ROWS:
+            chosen = ctx.params.get(row.setting) or getattr(_defaults(), row.setting)
+            for name in (chosen if row.many else [chosen]):
+                record = registry.get(row.name, name)
+                for option in options_of(record):
+                    text = f"{row.target(name)}.{option.name}="
+                    if text.startswith(incomplete):
+                        items.append(CompletionItem(text, help=f"{option.type}; {option.help}".rstrip("; ")))
+    except Exception:  # noqa: BLE001 - an unknown name typed so far: nothing to offer
+        return []
+    return items
+
+
+def _defaults() -> Any:
+    from ..run.config import RunConfig
+
+    return RunConfig()

@@ -11,7 +11,7 @@ from . import cli, friendly
 from ..errors import UsageError
 from ..host.options import parse_assignment
 from ..run.config import RunConfig
-from ._flags import DATA_ROOT, PathArg, require_data_root
+from ._flags import DATA_ROOT, PathArg, complete_component, require_data_root
 
 
 _PATH = PathArg()
@@ -51,7 +51,7 @@ def predict(ctx: click.Context, run_dir: pathlib.Path, n: int, out: pathlib.Path
 
 
 @cli.command()
-@click.option("--dataset", default=RunConfig().dataset, show_default=True,
+@click.option("--dataset", default=RunConfig().dataset, show_default=True, shell_complete=complete_component("dataset"),
               help="Data-set component whose inputs are images (`fmclf plugins --kind dataset` lists them).")
 @click.option("-n", "n", type=click.IntRange(1, 100), default=18, show_default=True, help="How many images.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,

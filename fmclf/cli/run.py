@@ -9,7 +9,8 @@ import click
 from click.core import ParameterSource
 
 from . import cli, friendly
-from ._flags import DATA_ROOT, PathArg, gather_options, require_data_root
+from ._flags import DATA_ROOT, PathArg, complete_component, complete_option, gather_options, require_data_root
+from ._help import epilog
 from ..dist.launch import is_root_process
 from ..errors import UsageError
 from ..kinds import ROWS
@@ -34,16 +35,17 @@ def component_flags(command: Callable) -> Callable:
         if row.many:
             none = ", 'none' for none" if default else ""
             command = click.option(row.flag, row.setting, multiple=True, default=tuple(default),
-                                   show_default=bool(default),
+                                   show_default=bool(default), shell_complete=complete_component(row.name),
                                    help=f"{row.name.capitalize()} component; repeat for several{none} "
                                         f"({listed}).")(command)
         else:
             command = click.option(row.flag, default=default, show_default=True,
+                                   shell_complete=complete_component(row.name),
                                    help=f"{row.name.capitalize()} component ({listed}).")(command)
     return command
 
 
-@cli.command()
+@cli.command(epilog=epilog())
 @component_flags
 @click.option("--device", default=_DEFAULTS.device, show_default=True,
               help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
@@ -62,7 +64,7 @@ def component_flags(command: Callable) -> Callable:
                    "[default: drawn and recorded]")
 @click.option("--data-root", type=PathArg(), default=None,
               help="Folder with the data set's files (the data set's data_root option).")
-@click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE",
+@click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE", shell_complete=complete_option,
               help="Set a component option, e.g. -o model.hidden=128, or -o visualizer.NAME.OPTION=VALUE; "
                    "`fmclf plugins` lists every option. Repeatable.")
 @click.option("--config", "config_path", type=PathArg(recorded=False), default=None,
@@ -71,18 +73,26 @@ def component_flags(command: Callable) -> Callable:
               help="Run folder to create. [default: runs/DATE-TIME-MODEL-LOSS]")
 @click.option("--resume", "resume_dir", type=PathArg(), default=None,
               help="Continue the run in this folder from its last checkpoint (--epochs may extend it).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the settings and every component option the run would use, each with where it came "
+                   "from (default, config file, command line), and exit: nothing is trained or written.")
 @click.pass_context
 @friendly
-def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir, **given: Any) -> None:
-    """Train a classifier and write a run folder (config, metrics, checkpoint, weights)."""
+def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir, dry_run, **given: Any) -> None:
+    """Train a classifier and write a run folder (config, metrics, checkpoint, weights).
+
+    \b
+    fmclf run --epochs 20 --lr 0.05             the textbook's model, longer
+    fmclf run --updater torch-sgd -o updater.momentum=0.9
+    fmclf run --dry-run --config runs/X/config.toml
+    fmclf run --resume runs/X --epochs 20       train a run further
+    """
     typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     explicit = {k for k in given if ctx.get_parameter_source(k) in typed}
     given.update({k.setting: list(given[k.setting]) for k in ROWS if k.many})
     cli_options = gather_options(option_args)
     if data_root is not None:  # absolute, so the recorded config.toml works from any folder
         cli_options.setdefault("dataset", {})[DATA_ROOT] = str(data_root.expanduser().absolute())
-
-    from ..run.runner import run_new, run_resume
 
     host = ctx.obj.host()
     if resume_dir is not None:
@@ -97,16 +107,79 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
                 f"(metrics and callbacks decide what the run records and when it stops). Only --epochs (to train "
                 f"further), --device, --cuda-graphs, --threads and --visualizer may be given with --resume."
             )
-        result = run_resume(resume_dir, host, overrides={k: given[k] for k in explicit}, echo=click.echo)
+        overrides = {k: given[k] for k in explicit}
+        if dry_run:
+            click.echo(_dry_resume(resume_dir, host, overrides))
+            return
+        from ..run.runner import run_resume
+
+        result = run_resume(resume_dir, host, overrides=overrides, echo=click.echo)
     else:
         config = RunConfig(**{k: given[k] for k in _RUN_KEYS}, options=cli_options)
+        file_settings: dict[str, Any] = {}
         if config_path is not None:
-            config = merge(config, explicit, *load_config(config_path))
+            file_settings, file_options = load_config(config_path)
+            config = merge(config, explicit, file_settings, file_options)
         if data_root is not None:
             require_data_root(host, config.dataset)
+        if dry_run:
+            click.echo(_dry_new(config, host, explicit, file_settings, config_path, cli_options, out))
+            return
+        from ..run.runner import run_new
+
         result = run_new(config, host, out=out, echo=click.echo)
     if is_root_process():
         _print_summary(result)
+
+
+def _given(options: dict[str, dict[str, Any]], target: str, name: str) -> bool:
+    return name in {k.replace("-", "_") for k in options.get(target, {})}
+
+
+def _dry_new(config: RunConfig, host, explicit: set[str], file_settings: dict[str, Any],
+             config_path: pathlib.Path | None, cli_options: dict[str, dict[str, Any]],
+             out: pathlib.Path | None) -> str:
+    """``--dry-run`` of a new run: sources are the command line, the --config file, the defaults."""
+    from ..run import folder
+    from ..run.explain import COMMAND_LINE, DEFAULT, explain
+
+    from_file = f"config file {config_path}"
+
+    def source(key: str) -> str:
+        return COMMAND_LINE if key in explicit else from_file if key in file_settings else DEFAULT
+
+    def option_source(target: str, name: str) -> str:
+        if _given(cli_options, target, name):
+            return COMMAND_LINE + (" (--data-root)" if target == "dataset" and name == DATA_ROOT else "")
+        return from_file if _given(config.options, target, name) else DEFAULT
+
+    if out is not None:
+        folder.check_new(out)
+    where = str(out) if out is not None else str(folder.default_run_dir(config.model, config.loss))
+    return explain(config, host, source=source, option_source=option_source,
+                   run_dir=where if out is not None else f"{where} (the default; --out chooses)")
+
+
+def _dry_resume(run_dir: pathlib.Path, host, overrides: dict[str, Any]) -> str:
+    """``--dry-run`` with ``--resume``: the run folder's settings, with what the command line changes."""
+    from ..run import folder
+    from ..run.explain import COMMAND_LINE, explain
+
+    if not (run_dir / folder.CONFIG).is_file():
+        raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run "
+                         f"printed at its start.")
+    settings, options = load_config(run_dir / folder.CONFIG)
+    config = RunConfig(**{**settings, **overrides}, options=options)
+    config.options = {t: o for t, o in options.items()
+                      if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
+    recorded = f"run folder ({run_dir / folder.CONFIG})"
+
+    def option_source(target: str, name: str) -> str:
+        return recorded if _given(config.options, target, name) else "default"
+
+    return explain(config, host, source=lambda k: COMMAND_LINE if k in overrides else recorded,
+                   option_source=option_source, run_dir=f"{run_dir} (resumed)",
+                   heading="the settings the resumed run would use")
 
 
 def _print_summary(result) -> None:
@@ -114,14 +187,15 @@ def _print_summary(result) -> None:
         return
     final = result.history[-1]
     per_epoch = result.seconds / result.trained_epochs
+    done = len(result.history)
+    now = f" ({result.trained_epochs} of them in this session)" if result.trained_epochs < done else ""
     stopped = result.stopped
     valid = (f"valid loss {final['valid_loss']:.4f}  valid acc {final['valid_acc']:.4f}  "
              if "valid_acc" in final else "")
     extra = [f"{k} {v:.4f}" for k, v in final.items() if k.startswith(("valid_", "test_"))
              and k not in ("valid_loss", "valid_acc", "test_loss", "test_acc") and isinstance(v, float)]
     click.echo(
-        f"done: {result.trained_epochs} epoch(s) in {result.seconds:.2f} s ({per_epoch:.3f} s/epoch) "
-        f"on {result.device}\n"
+        f"done: {done} epoch(s){now} in {result.seconds:.2f} s ({per_epoch:.3f} s/epoch) on {result.device}\n"
         + (f"stopped after epoch {stopped['epoch']} by {stopped['by']}: {stopped['reason']}\n" if stopped else "")
         + f"final: train loss {final['train_loss']:.4f}  train acc {final['train_acc']:.4f}  {valid}"
         f"test loss {final['test_loss']:.4f}  test acc {final['test_acc']:.4f}\n"

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from . import pictures
 from .. import atomic
-
-from ..run import checkpoint, folder, lock
-from ..run.plan import Plan, assemble, resolve
-from ..run.config import RunConfig, load_config
-from ..errors import CheckpointError, UsageError
-from ..host.options import resolve_options
+from ..errors import UsageError
+from ..run import lock
+from ..train.blame import blame
 from ..host.loading import PluginHost
+from ..host.options import resolve_options
+from ..run.saved import load_run_config, load_trained  # noqa: F401 - load_run_config: the CLI reads it here
+from . import pictures
 
 PREDICTIONS = "predictions.png"
 
@@ -90,15 +90,6 @@ class Predicted:
     weights: pathlib.Path
 
 
-def load_run_config(run_dir: pathlib.Path) -> RunConfig:
-    """The settings a run folder's config.toml records."""
-    path = run_dir / folder.CONFIG
-    if not path.is_file():
-        raise UsageError(f"{str(run_dir)!r} is not a run folder (no {folder.CONFIG}). Pass the folder `fmclf run` printed.")
-    settings, options = load_config(path)  # refuses unknown settings, so the call below cannot fail
-    return RunConfig(**settings, options=options)
-
-
 def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pathlib.Path | None = None,
                 device: str = "cpu", data_root: pathlib.Path | None = None, weights: str = "final") -> Predicted:
     """Rebuild a run's data set and model from its config.toml, load its saved weights
@@ -137,47 +128,45 @@ def check_picture_path(out: pathlib.Path, what: str = "--out") -> None:
 def run_predictions(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, device: str = "cpu",
                     data_root: pathlib.Path | None = None, weights: str = "final") -> tuple[Any, int, int, pathlib.Path]:
     """The work of :func:`predict_run`: ``(figure, right, shown, weights file)``."""
-    from ..run.devices import resolve_device
-    from ..run.plan import python_only
-
-    run_dir = pathlib.Path(run_dir)
-    config = load_run_config(run_dir)
-    config.visualizers, config.device = ["none"], device
-    # Only the data set and the model are needed: nothing that shows, steers or measures.
-    config.metrics, config.callbacks = [], []
-    listening = ("visualizer.", "callback.", "metric.")
-    config.options = {t: o for t, o in config.options.items() if not t.startswith(listening)}
-    config.from_python = [t for t in config.from_python if not t.startswith(listening)]
-    if config.from_python:
-        raise UsageError(python_only(config, config.from_python,
-                                     "draw its predictions from Python instead: fmclf.predict(model, data)"))
-    if data_root is not None:
-        config.options.setdefault("dataset", {})["data_root"] = str(data_root)
-    plan: Plan = resolve(config, host)
-    state, weights_file = checkpoint.named_weights(run_dir, weights)
-    dev = resolve_device(device)
-    parts = assemble(plan, device=dev)
+    trained = load_trained(run_dir, host, device=device, data_root=data_root, weights=weights, metrics=False,
+                           python_instead="draw its predictions from Python instead: fmclf.predict(model, data)")
+    config, parts = trained.plan.config, trained.parts
     require_images(config.dataset, parts.dataset.input_shape, "predict")
-    try:
-        parts.model.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"{weights_file} does not fit the model {plan.records['model'].describe()} ({str(exc).splitlines()[0][:300]}). "
-            f"Were the plugins changed since the run? {run_dir / folder.CONFIG} lists the versions that trained it."
-        ) from None
-    title = f"{run_dir.name}: {config.model} + {config.loss} on {config.dataset} test images"
+    title = f"{trained.run_dir.name}: {config.model} + {config.loss} on {config.dataset} test images"
     fig, right, shown = predictions_of(parts.model, parts.dataset.test, parts.dataset.classes, n=n, title=title)
-    return fig, right, shown, weights_file
+    return fig, right, shown, trained.weights
 
 
 def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Path, split: str = "train", seed: int = 0,
                  options: dict[str, Any] | None = None) -> tuple[pathlib.Path, list[str]]:
     """Draw ``n`` images of a data set's ``split`` with their text labels (d2l's
-    ``show_images``); the training split is shuffled by ``seed``. Returns the path and labels."""
+    ``show_images``); the training split is shuffled by ``seed``, as epoch 1 of a run is.
+    Returns the path and labels."""
     check_picture_path(pathlib.Path(out))
     fig, labels = samples_of(host, dataset, n=n, split=split, seed=seed, options=options)
     pictures.save(fig, out)
     return pathlib.Path(out), labels
+
+
+def samples_of(host: PluginHost, dataset: str, *, n: int = 18, split: str = "train", seed: int = 0,
+               options: dict[str, Any] | None = None) -> tuple[Any, list[str]]:
+    """The work of :func:`show_samples`: ``(figure, labels)``.
+
+    A data-set factory that carries ``preview(*, n, split, seed, **options) -> (X, y, classes)``
+    is asked only for those ``n`` examples; any other is built whole, as a run builds it."""
+    record = host.registry.get("dataset", dataset)
+    values = resolve_options(record, options or {})
+    preview = getattr(record.factory, "preview", None)
+    if callable(preview):
+        with blame(record, f"while previewing its {split} images"):
+            X, y, classes = preview(n=n, split=split, seed=seed, **values)
+        shape = tuple(X.shape[1:])
+    else:
+        X, y, classes, shape = _first_of_built(host, dataset, n=n, split=split, seed=seed, options=options)
+    require_images(dataset, shape, "show")
+    labels = labels_of(y, classes)
+    title = f"{dataset}, {split} set: {len(labels)} images" + (f" (shuffled, seed {seed})" if split == "train" else "")
+    return pictures.samples_figure(X.float().cpu().numpy(), labels, title=title), labels
 
 
 def load_dataset(host: PluginHost, dataset: str, *, batch_size: int, seed: int = 0,
@@ -193,15 +182,14 @@ def load_dataset(host: PluginHost, dataset: str, *, batch_size: int, seed: int =
                         values)
 
 
-def samples_of(host: PluginHost, dataset: str, *, n: int = 18, split: str = "train", seed: int = 0,
-               options: dict[str, Any] | None = None) -> tuple[Any, list[str]]:
-    """The work of :func:`show_samples`: ``(figure, labels)``."""
+def _first_of_built(host: PluginHost, dataset: str, *, n: int, split: str, seed: int,
+                    options: dict[str, Any] | None) -> tuple[Any, Any, Any, Any]:
+    """Build the data set as a run would (on the CPU) and take the first ``n`` examples of ``split``."""
     data = load_dataset(host, dataset, batch_size=n, seed=seed, options=options)
-    require_images(dataset, getattr(data, "input_shape", ()), "show")
+    shape = getattr(data, "input_shape", ())
+    require_images(dataset, shape, "show")
     batches = getattr(data, split)
     if hasattr(batches, "set_epoch"):
         batches.set_epoch(1)  # the order the first training epoch sees
     X, y = first_examples(batches, n)
-    labels = labels_of(y, data.classes)
-    title = f"{dataset}, {split} set: {len(labels)} images" + (f" (shuffled, seed {seed})" if split == "train" else "")
-    return pictures.samples_figure(X.float().numpy(), labels, title=title), labels
+    return X, y, data.classes, shape

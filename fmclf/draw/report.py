@@ -11,7 +11,7 @@ import pathlib
 from typing import Any, Callable, Sequence
 
 from .. import atomic
-from ..errors import WriteError
+from ..errors import CheckpointError, WriteError
 
 from . import gallery, pictures
 
@@ -44,15 +44,20 @@ class RunReport:
         if self.end is None:
             return
         try:
-            drawn = self._draw()
-            write_report(self.run_dir, self.plan, self.end.history, self.end.confusion, self.end.classes,
-                         seconds=seconds, device=str(device), pictures_drawn=drawn, stopped=self.end.control.record())
+            drawn = self.write(seconds, device)
         except WriteError:  # a full disk, a read-only folder: an error, which --resume can mend
             raise
         except Exception as exc:  # the run's files are complete; only the pictures are missing
             echo(f"Warning: could not draw the run's pictures ({type(exc).__name__}: {exc}); its other files are complete.")
             return
         echo(f"pictures: {', '.join(drawn)}; {REPORT} links them")
+
+    def write(self, seconds: float, device: Any) -> list[str]:
+        """Draw every picture and write report.md (raising what fails); returns the pictures drawn."""
+        drawn = self._draw()
+        write_report(self.run_dir, self.plan, self.end.history, self.end.confusion, self.end.classes,
+                     seconds=seconds, device=str(device), pictures_drawn=drawn, stopped=self.end.control.record())
+        return drawn
 
     def _draw(self) -> list[str]:
         end, run_dir, config = self.end, self.run_dir, self.plan.config
@@ -174,3 +179,33 @@ def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, 
     path = run_dir / REPORT
     atomic.write_text(path, "\n".join(lines))
     return path
+
+
+def rebuild(run_dir: pathlib.Path, host: Any, *, device: str = "cpu", data_root: pathlib.Path | None = None) -> list[str]:
+    """Redraw report.md and every picture of the run in ``run_dir`` from what its folder holds: the
+    metrics of every epoch, the saved weights (model.pt, or the last checkpoint) and the data set, on
+    which the confusion matrix is computed again. Returns the pictures drawn."""
+    from ..events import Control, FitEnd
+    from ..run import lock
+    from ..run.saved import evaluate_split, load_trained
+
+    with lock.writing(pathlib.Path(run_dir), "redraw its report", "wait until the run has finished"):
+        trained = load_trained(run_dir, host, device=device, data_root=data_root,
+                               python_instead="draw its pictures from Python instead: fmclf.predict(model, data)")
+        if not trained.history:
+            raise CheckpointError(f"{run_dir} records no finished epoch in {folder.METRICS}, so there is nothing to "
+                                  f"report yet. Train it further with `fmclf run --resume {run_dir}`.")
+        test = evaluate_split(trained, "test")
+        classes = [str(c) for c in trained.parts.dataset.classes]
+        report = RunReport(trained.run_dir, trained.parts.dataset, trained.plan)
+        summary = folder.read_summary(trained.run_dir)
+        control = Control()
+        stopped = summary.get("stopped")
+        if isinstance(stopped, dict) and {"by", "reason", "epoch"} <= set(stopped):
+            control.restore(stopped)  # the report says who stopped the run, as it did when the run ended
+        report.end = FitEnd(trained.history, trained.history[-1], test["confusion"], classes, trained.parts.model,
+                            trained.run_dir, control)
+        seconds = summary.get("seconds") if isinstance(summary.get("seconds"), (int, float)) else None
+        if seconds is None:
+            seconds = sum(r.get("seconds", 0) for r in trained.history if isinstance(r.get("seconds", 0), (int, float)))
+        return report.write(seconds, summary.get("device") or device)

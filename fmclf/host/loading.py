@@ -110,6 +110,8 @@ class PluginHost:
     failures: list[PluginFailure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     registry: Registry = field(default_factory=Registry)
+    #: plugins kept out by ``-p no:NAME``, with how to load them (only to name them when a lookup misses)
+    blocked: list[tuple[PluginInfo, Callable[[], object], str]] = field(default_factory=list)
 
     def warnings(self) -> list[str]:
         """Messages the CLI prints to stderr."""
@@ -197,6 +199,7 @@ def _load_plugins(autoload: bool | None, include: Iterable[str], block: Iterable
                               f"{wanted!r}.{_did_you_mean(wanted, known)}")
     for ep, info in found:
         if _matches(info, block):
+            host.blocked.append((info, ep.load, next(w for w in block if _matches(info, [w]))))
             continue
         if not (info.builtin or autoload or _matches(info, include)):
             continue
@@ -224,6 +227,7 @@ def _load_plugins(autoload: bool | None, include: Iterable[str], block: Iterable
         _add(host, infos, PluginInfo(name, getattr(obj, "__name__", type(obj).__name__)), lambda o=obj: o)
 
     _collect(host, infos)
+    host.registry.blocked_owner = lambda kind, name: _blocked_owner(host, kind, name)
     if strict and host.failures:
         raise PluginError(
             "strict plugin loading is on (FMCLF_STRICT_PLUGINS=1) and plugins failed:\n"
@@ -247,6 +251,7 @@ def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load:
     # Two distributions may use the same entry-point name; pluggy needs unique ones.
     name = info.name if pm.get_plugin(info.name) is None else f"{info.dist or info.module}:{info.name}"
     if pm.is_blocked(name):  # `-p no:NAME`: never imported, as in pluggy's own entry-point loader
+        host.blocked.append((info, load, name))
         return
     had_torch = "torch" in sys.modules
     start = time.perf_counter()
@@ -394,6 +399,24 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
                 f"name {builtin.name!r} stays the built-in's, so commands and run folders keep their meaning. "
                 f"Select the plugin's with `--{other.kind} {host.registry.name_to_type(other)}`."
             )
+
+
+def _blocked_owner(host: PluginHost, kind: str, name: str) -> tuple[PluginInfo, str] | None:
+    """The blocked plugin that would register ``name`` as a ``kind``, if one does, and the name it was
+    blocked by. Only asked when a name is missing, so a blocked plugin is imported (guarded, as any
+    load) only to say so."""
+    hook = BY_NAME[kind].hook if kind in BY_NAME else None
+    for info, load, flag in host.blocked:
+        try:
+            impl = getattr(load(), hook or "", None)
+            records: list[ComponentRecord] = []
+            if callable(impl):
+                getattr(impl, "__wrapped__", impl)(_registrar(kind, info, records))
+        except Exception:  # noqa: BLE001 - it is blocked; its faults are not this lookup's
+            continue
+        if any(r.name == name for r in records):
+            return info, flag
+    return None
 
 
 def _a(noun: str) -> str:

@@ -22,7 +22,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..errors import OptionError
 from ..kinds import BY_NAME, KINDS, core_params, lookalikes
@@ -315,9 +315,11 @@ def options_of(record: ComponentRecord) -> list[Option]:
     return out
 
 
-def resolve_options(record: ComponentRecord, given: dict[str, Any]) -> dict[str, Any]:
+def resolve_options(record: ComponentRecord, given: dict[str, Any],
+                    others: Iterable[ComponentRecord] = ()) -> dict[str, Any]:
     """Check ``given`` (strings from the command line, or config values) against the
-    component's options; return every option's value, defaults filled in."""
+    component's options; return every option's value, defaults filled in. ``others``, the
+    other components of its kind, are named when one of them has an option this one lacks."""
     options = {o.name: o for o in options_of(record)}
     listing = ("Its options: " + "; ".join(o.describe() for o in options.values())) if options else "It has no options"
     out: dict[str, Any] = {}
@@ -325,8 +327,13 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any]) -> dict[str,
         name = raw_name.replace("-", "_")
         option = options.get(name)
         if option is None:
+            having = [r for r in others if r != record and any(o.name == name for o in options_of(r))]
             close = difflib.get_close_matches(name, list(options), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = f" Did you mean {close[0]!r}?" if close and not having else ""
+            if having:
+                flag = BY_NAME[record.kind].flag
+                hint = (f" {name!r} is an option of {' and of '.join(r.describe() for r in having)}: choose "
+                        f"{'it' if len(having) == 1 else 'one'} with {' or '.join(f'`{flag} {r.name}`' for r in having)}.")
             raise OptionError(f"{record.describe()} has no option {raw_name!r}.{hint} {listing}.")
         try:
             out[name] = option.parse(value) if isinstance(value, str) else option.coerce(value)

@@ -87,6 +87,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._records: dict[str, dict[str, list[ComponentRecord]]] = {k: {} for k in KINDS}
+        #: Says why a name is missing when a plugin the user blocked would register it (set by the loader).
+        self.blocked_owner: Callable[[str, str], tuple[PluginInfo, str] | None] = lambda kind, name: None
 
     def add(self, record: ComponentRecord) -> None:
         """Add a record; a second plugin using the same name makes it ambiguous."""
@@ -172,6 +174,14 @@ class Registry:
                 f"with `fmclf -p no:PLUGIN`."
             )
         available = self.names(kind)
+        blocked = self.blocked_owner(kind, bare)
+        if blocked is not None:
+            info, flag = blocked
+            others = ", ".join(available) if available else "none"
+            raise UnknownComponentError(
+                f"{kind} {bare!r} comes from plugin {info.name!r} ({info.describe()}), which `-p no:{flag}` blocks, "
+                f"so it is not available. Drop that flag to use it, or choose another {kind}: {others}."
+            )
         close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
         hint = f" — did you mean {close[0]!r}?" if close else " —"
         listing = ", ".join(available) if available else "none (no plugin registers one)"

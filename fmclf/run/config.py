@@ -115,9 +115,12 @@ class RunConfig:
             )
         unknown = set(self.options) - set(self.targets())
         if unknown:
+            adds = [f"{BY_NAME[t.split('.')[0]].flag} {t.split('.', 1)[1]}" for t in sorted(unknown)
+                    if "." in t and t.split(".")[0] in BY_NAME]
+            add = f"add the component ({', '.join(adds)})" if adds else "add the component"
             raise ConfigError(
                 f"options are set for {', '.join(sorted(unknown))}, which this run does not use "
-                f"(it uses: {', '.join(self.targets())}). Remove them or add the component."
+                f"(it uses: {', '.join(self.targets())}). Remove them or {add}."
             )
 
     def to_toml(self, provenance: dict[str, Any] | None = None, header: str = "") -> str:

@@ -5,6 +5,7 @@
     checkpoint.pt   model, updater state, RNG states and progress, rewritten every epoch
     model.pt        the final weights (a state_dict)
     summary.json    the final metrics
+    status.json     how the last session ended: finished, interrupted, diverged or failed
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
 SUMMARY = "summary.json"
 REPORT = "report.md"
+STATUS = "status.json"
+
+#: What status.json may say (``fmclf runs`` adds "running", from the lock, and "stopped", from the summary).
+ENDINGS = ("finished", "interrupted", "diverged", "failed")
 
 
 def default_run_dir(model: str, loss: str, root: pathlib.Path = pathlib.Path("runs")) -> pathlib.Path:
@@ -227,6 +232,15 @@ def read_json(path: pathlib.Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+def read_summary(run_dir: pathlib.Path) -> dict[str, Any]:
+    """summary.json ({} when absent or not a JSON object)."""
+    try:
+        data = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def write_json(path: pathlib.Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
     atomic.write_text(path, json.dumps(data, indent=2) + "\n")
@@ -239,3 +253,24 @@ def recorded_seconds(run_dir: pathlib.Path) -> float:
     except (OSError, ValueError, AttributeError):
         return 0.0
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def write_status(run_dir: pathlib.Path, status: str, epochs_done: int, reason: str = "") -> None:
+    """Record how this session ended (one of :data:`ENDINGS`), for ``fmclf runs``. Best effort: a run
+    folder that cannot take it loses nothing else (the run's own error is what the user needs)."""
+    record = {"status": status, "epochs_done": epochs_done, "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if reason:
+        record["reason"] = " ".join(reason.split())[:500]
+    try:
+        write_json(run_dir / STATUS, record)
+    except OSError:
+        pass
+
+
+def read_status(run_dir: pathlib.Path) -> dict[str, Any] | None:
+    """status.json, or None when it is absent or not one (runs older than it have none)."""
+    try:
+        data = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("status") in ENDINGS else None

@@ -70,7 +70,7 @@ def resolve(config: RunConfig, host: PluginHost, objects: Mapping[str, Component
     for target, name in config.targets().items():
         record = objects.get(target) or host.registry.get(target.split(".")[0], name)
         plan.records[target] = record
-        plan.options[target] = resolve_options(record, config.options.get(target, {}))
+        plan.options[target] = resolve_options(record, config.options.get(target, {}), host.registry.list(record.kind))
     config.options = {t: dict(v) for t, v in plan.options.items()}
     plan.qualified = {t: host.registry.qualified(r) for t, r in plan.records.items()}
     # Each component as a user reads it (plain unless ambiguous), whatever spelling selected it.

@@ -316,6 +316,18 @@ def _kept(last: tuple[int, int] | None) -> str:
     return f"keeps its last good checkpoint (after {at}) and the metrics of every epoch finished before it"
 
 
+def _resume_point(state: TrainState, epochs: int, train: Any) -> str:
+    """``epoch 9 of 40``, or ``epoch 9 of 40, batch 2047 of 2345`` (the epoch's batches) mid-epoch."""
+    where = f"epoch {state.epoch + 1} of {epochs}"
+    if not state.batch:
+        return where
+    try:
+        of = f" of {len(train)}"
+    except TypeError:
+        of = ""
+    return f"{where}, batch {state.batch + 1}{of}"
+
+
 def _train(
     plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path | None, checkpoint: dict | None, echo: Echo,
     prov: dict[str, Any], comm: Solo, voice: Voice = Voice(), checkpoints: bool = True, extend: bool = False,
@@ -352,8 +364,8 @@ def _train(
                 return _recorded(run_dir, state, device, plan, parts, comm)
             state.stopped = None  # --epochs on a stopped run: train on, the callbacks keep their state
         redraw = state.epoch >= config.epochs and finished  # trained and saved; the pictures were cut short
-        where = f"epoch {state.epoch + 1}, batch {state.batch + 1}" if state.batch else f"epoch {state.epoch + 1}"
-        echo(f"resuming {run_dir} at {where} of {config.epochs}" if state.epoch < config.epochs else
+        echo(f"resuming {run_dir} at {_resume_point(state, config.epochs, parts.dataset.train)}"
+             if state.epoch < config.epochs else
              f"drawing the pictures and {folder.REPORT} of {run_dir}, which a stop cut short" if redraw else
              f"finishing {run_dir}")
     # Once the components are built: a failed start leaves no config behind.
@@ -403,16 +415,23 @@ def _train(
     elif not checkpoints:
         kept = (f"this run keeps no checkpoints (fmclf does not know the model's parameters), so it cannot be resumed; "
                 f"the model holds what it learned so far, and {run_dir} the metrics of every finished epoch")
+
+    def ended(status: str, exc: BaseException) -> None:  # status.json, for `fmclf runs`
+        if comm.is_root and run_dir is not None:
+            folder.write_status(run_dir, status, last[0] if last else 0, str(exc) or type(exc).__name__)
+
     with stop_on_signals(flag, processes.root_only(comm, voice.notice or say), again=voice.again):
         try:
             state = trainer.fit(state)
         except Interrupted as exc:
             signals.ending()
+            ended("interrupted", exc)
             if kept:
                 raise comm.alike(Interrupted(f"{exc}; {kept}.")) from None
             raise comm.alike(Interrupted(f"{exc}; checkpoint written to {run_dir / folder.CHECKPOINT}. {resume}")) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             signals.ending()
+            ended("interrupted", exc)
             if kept:
                 raise comm.alike(Interrupted(f"stopped at once by a second SIGINT; {kept}.")) from None
             raise comm.alike(Interrupted(f"stopped at once by a second SIGINT; the run folder {run_dir} {_kept(last)}. {resume}")) from None
@@ -421,6 +440,7 @@ def _train(
                              f"`{command} run --resume {shlex.quote(str(run_dir))}` continues from it.",
                              errno=exc.errno, filename=exc.filename) from None
         except DivergenceError as exc:
+            ended("diverged", exc)
             if run_dir is None:
                 raise
             if not checkpoints:
@@ -431,6 +451,7 @@ def _train(
                 ) from None
             raise DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}.", epoch=exc.epoch, batch=exc.batch) from None
         except ComponentError as exc:
+            ended("failed", exc)
             if last is None:
                 raise
             raise ComponentError(
@@ -459,6 +480,8 @@ def _train(
             summary = comm.on_root("reading the run folder", lambda: folder.read_json(run_dir / folder.SUMMARY))
         elif run_dir is not None:
             comm.on_root("writing the final weights and summary", write_results)
+        if comm.is_root and run_dir is not None:
+            folder.write_status(run_dir, "finished", len(state.history))
         if report is not None:
             report.finish(seconds, device, echo)
     except WriteError as exc:

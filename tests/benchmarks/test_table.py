@@ -31,7 +31,9 @@ def test_the_table_gives_ratios_and_the_machine(tmp_path):
     text = table.table([path])
     assert "AMD EPYC (2 cores)" in text and "torch 2.14.1 (1 threads)" in text
     assert "| epoch | textbook | 2.50 s | 2.75 s | baseline |" in text
-    assert "| epoch | fmclf engine | 82.0 ms | 90.2 ms | 30× faster; +2.5% vs hand-written loop; +2.1% vs hand-written loop, rounds interleaved |" in text
+    # one ratio format throughout: "N× faster" or "N× slower", never percentages
+    assert "| epoch | fmclf engine | 82.0 ms | 90.2 ms | 30× faster; 1.02× slower than hand-written loop; 1.02× slower than hand-written loop, rounds interleaved |" in text
+    assert "%" not in text
     assert "| startup | fmclf --help | 150.0 ms | 165.0 ms | 10× faster than import torch |" in text
     assert "stability" not in text
 
@@ -45,3 +47,8 @@ def test_readme_gets_the_table_under_its_anchor_only(tmp_path):
     assert text.count("## Benchmarks") == 1 and "| a |" not in text and "| b |\n| 2 |" in text
     assert text.index("<!-- section: benchmarks -->") < text.index("| b |") < text.index("## Development")
     assert "keep\n" in text and "keep too" in text
+
+
+def test_every_comparison_reads_as_faster_or_slower():
+    assert table.versus(1.0, 2.1) == "2.10× faster" and table.versus(1.4, 1.0) == "1.40× slower"
+    assert table.versus(0.1, 4.9) == "49× faster" and table.versus(1.0, 1.0) == "1.00× faster"

@@ -51,14 +51,14 @@ def test_the_installed_example_is_this_repositorys_and_registers_through_the_ent
 def test_fmclf_run_trains_with_the_examples_mlp_adam_and_csv(example, tiny_data, tmp_path):
     out = tmp_path / "run"
     done = run_fmclf(
-        "run", "--model", "mlp", "--updater", "adam", "--visualizer", "csv", "--lr", "0.01", "--epochs", "2",
+        "run", "--model", "mlp", "--updater", "adam", "--visualizer", "history-csv", "--lr", "0.01", "--epochs", "2",
         "--batch-size", "32", "--seed", "3", "-o", "model.hidden=32", "-o", "updater.betas=0.8,0.99",
         "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--out", str(out), timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "training mlp + fused + adam" in done.stdout
 
-    with open(out / "metrics.csv", newline="") as fh:
+    with open(out / "history.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -72,13 +72,13 @@ def test_fmclf_run_trains_with_the_examples_mlp_adam_and_csv(example, tiny_data,
     provenance = config["provenance"]
     assert provenance["plugins"]["example"] == f"fmclf-example {example.version} (fmclf_example)"
     assert provenance["components"]["model"] == f"fmclf-example:mlp {example.version}"
-    assert provenance["components"]["visualizer.csv"] == f"fmclf-example:csv {example.version}"
+    assert provenance["components"]["visualizer.history-csv"] == f"fmclf-example:history-csv {example.version}"
 
     # the recorded config repeats the run through the same plugin, option values included
     again = tmp_path / "again"
     result = CliRunner().invoke(cli, ["run", "--config", str(out / "config.toml"), "--out", str(again)])
     assert result.exit_code == 0, result.output
-    assert (again / "metrics.csv").read_text().splitlines()[0] == (out / "metrics.csv").read_text().splitlines()[0]
+    assert (again / "history.csv").read_text().splitlines()[0] == (out / "history.csv").read_text().splitlines()[0]
     repeated = [json.loads(line) for line in (again / "metrics.jsonl").read_text().splitlines()]
     assert [{k: v for k, v in h.items() if k != "seconds"} for h in repeated] == [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
@@ -86,7 +86,9 @@ def test_fmclf_run_trains_with_the_examples_mlp_adam_and_csv(example, tiny_data,
 def test_blocking_the_example_leaves_the_builtins_and_names_the_missing_model(example, tmp_path):
     result = CliRunner().invoke(cli, ["-p", "no:fmclf-example", "run", "--model", "mlp", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
-    assert "unknown model 'mlp'" in result.stderr and "scratch" in result.stderr
+    # named as blocked, not as unknown, with the flag that blocks it and the models there are
+    assert "model 'mlp' comes from plugin 'example'" in result.stderr and "`-p no:fmclf-example` blocks" in result.stderr
+    assert "unknown" not in result.stderr and "scratch" in result.stderr
 
 
 def test_the_examples_own_test_suite_passes_with_the_fixture_from_the_entry_point(example):

@@ -107,7 +107,7 @@ def test_sigint_from_another_process_mid_epoch_then_resume_is_bit_for_bit(tiny_d
 
     resumed = run_fmclf("run", "--resume", str(run_dir), "--visualizer", "none", env=env)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming {run_dir} at epoch 2, batch 4 of 3" in resumed.stdout
+    assert f"resuming {run_dir} at epoch 2 of 3, batch 4 of 6" in resumed.stdout  # batch of the epoch's 6
     assert "epoch 1/3" not in resumed.stdout and "epoch 3/3" in resumed.stdout
 
     ref_out, ref_err = ref.communicate(timeout=120)

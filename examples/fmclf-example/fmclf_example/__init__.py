@@ -1,4 +1,5 @@
-"""fmclf-example: an MLP model, an Adam updater, a CSV-metrics visualizer, a top-k metric and a target callback.
+"""fmclf-example: an MLP model, an Adam updater, a visualizer that writes a wide CSV table, a top-k
+metric and a target callback.
 
 This module is what fmclf imports for every command, so it imports no torch:
 the factories import the heavy code when a run builds them.
@@ -26,7 +27,9 @@ def register_updaters(register):
 
 @fmclf.hookimpl
 def register_visualizers(register):
-    register("csv", csv_metrics)
+    # Not "csv": fmclf has a built-in csv visualizer, and two plugins registering one name make
+    # the plain name ambiguous for everyone who installs both.
+    register("history-csv", csv_metrics)
 
 
 @fmclf.hookimpl
@@ -81,8 +84,8 @@ def adam(
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
 
-def csv_metrics(*, run_dir: pathlib.Path | None = None, filename: str = "metrics.csv", per_class: bool = True):
-    """Writes every finished epoch's metrics to a CSV file in the run folder, atomically.
+def csv_metrics(*, run_dir: pathlib.Path | None = None, filename: str = "history.csv", per_class: bool = True):
+    """Writes chosen metrics of every finished epoch, and a column per class, to a CSV file, atomically.
 
     Options:
         filename: name of the CSV file inside the run folder

@@ -30,14 +30,14 @@ class CsvMetrics:
     half-written file: a reader sees the previous epoch's file or this one.
     """
 
-    def __init__(self, run_dir: pathlib.Path | None, *, filename: str = "metrics.csv", per_class: bool = True) -> None:
+    def __init__(self, run_dir: pathlib.Path | None, *, filename: str = "history.csv", per_class: bool = True) -> None:
         if run_dir is None:
-            raise OptionError("visualizer 'csv' writes into the run folder, and it was given none (run_dir=None).")
+            raise OptionError("visualizer 'history-csv' writes into the run folder, and it was given none (run_dir=None).")
         name = pathlib.PurePath(filename)
         if name.name != filename or filename in ("", ".", ".."):
-            raise OptionError(f"option filename of visualizer 'csv' must be a plain file name such as metrics.csv, got {filename!r}.")
+            raise OptionError(f"option filename of visualizer 'history-csv' must be a plain file name such as history.csv, got {filename!r}.")
         if filename in (folder.CONFIG, folder.METRICS, folder.CHECKPOINT, folder.WEIGHTS, folder.SUMMARY):
-            raise OptionError(f"option filename of visualizer 'csv' must not be {filename!r}: fmclf writes that file itself.")
+            raise OptionError(f"option filename of visualizer 'history-csv' must not be {filename!r}: fmclf writes that file itself.")
         self.path = pathlib.Path(run_dir) / filename
         self.per_class = per_class
         self.classes: list[str] = []

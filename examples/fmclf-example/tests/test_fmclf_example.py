@@ -23,7 +23,7 @@ from fmclf.testing import (
 
 def test_every_component_keeps_its_contract():
     records = check_plugin(fmclf_example)
-    assert {(r.kind, r.name) for r in records} == {("model", "mlp"), ("updater", "adam"), ("visualizer", "csv"),
+    assert {(r.kind, r.name) for r in records} == {("model", "mlp"), ("updater", "adam"), ("visualizer", "history-csv"),
                                                    ("metric", "top-k"), ("callback", "target")}
 
 
@@ -50,7 +50,7 @@ def test_bad_options_are_refused_with_a_reason():
 
 def test_csv_rewrites_the_whole_history_every_epoch(tmp_path):
     check_visualizer(fmclf_example.csv_metrics, run_dir=tmp_path, options={"per_class": False})
-    with open(tmp_path / "metrics.csv", newline="") as fh:
+    with open(tmp_path / "history.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     # two epochs, then a resumed third: one row each, in order, no duplicates
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]

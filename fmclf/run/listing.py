@@ -1,0 +1,124 @@
+"""Finding run folders again: what ``fmclf runs`` lists. Reads files only (no torch).
+
+A run's status comes from, in order: its lock (a live process holds it: running),
+its summary (finished, or stopped when a callback ended it early), the status.json
+the last session wrote when it ended (interrupted, diverged, failed), and, for a
+folder without one, what is there (a checkpoint but no summary: interrupted).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import folder
+from .lock import holder
+
+#: How deep below DIR run folders are looked for (``fmclf compare`` puts them in DIR/runs/).
+MAX_DEPTH = 3
+
+
+@dataclass
+class RunInfo:
+    """One run folder, as ``fmclf runs`` shows it."""
+
+    path: str
+    started: str  #: ISO time the run started ("" when not recorded)
+    components: dict[str, str] = field(default_factory=dict)  #: kind (or visualizer.NAME) -> name
+    epochs_done: int = 0
+    epochs: int | None = None  #: asked for (None: unreadable config)
+    test_acc: float | None = None  #: of the last finished epoch
+    status: str = "interrupted"
+    reason: str = ""  #: why it stopped, diverged or failed; who holds it while running
+
+    def to_json(self) -> dict[str, Any]:
+        """The record ``fmclf runs --json`` prints."""
+        return asdict(self)
+
+
+def _started(config: dict[str, Any], path: pathlib.Path) -> tuple[float, str]:
+    text = (config.get("provenance") or {}).get("started", "") if isinstance(config.get("provenance"), dict) else ""
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S%z")), text
+    except (TypeError, ValueError):
+        stamp = path.stat().st_mtime
+        return stamp, time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stamp))
+
+
+def _rows(path: pathlib.Path) -> list[dict[str, Any]]:
+    try:
+        rows = folder.read_metrics(path)
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def _json(path: pathlib.Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def describe(path: pathlib.Path) -> tuple[float, RunInfo]:
+    """One run folder: ``(start time, info)``; a damaged folder is described, not raised on."""
+    info = RunInfo(str(path), "")
+    try:
+        config = tomllib.loads((path / folder.CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        config = {}
+        info.status, info.reason = "unreadable", f"{folder.CONFIG}: {exc}"
+    when, info.started = _started(config, path)
+    components = (config.get("provenance") or {}).get("components") if isinstance(config.get("provenance"), dict) else None
+    if isinstance(components, dict):
+        info.components = {t: str(c).split(" ")[0].split(":")[-1] for t, c in components.items()}
+    else:
+        info.components = {k: str(config[k]) for k in ("dataset", "model", "loss", "updater") if k in config}
+    if isinstance(config.get("epochs"), int):
+        info.epochs = config["epochs"]
+    rows = _rows(path)
+    info.epochs_done = len(rows)
+    if rows and isinstance(rows[-1].get("test_acc"), (int, float)):
+        info.test_acc = float(rows[-1]["test_acc"])
+    if info.status == "unreadable":
+        return when, info
+    live = holder(path)
+    summary = _json(path / folder.SUMMARY) if (path / folder.WEIGHTS).exists() else None
+    ended = folder.read_status(path)
+    if live is not None:
+        info.status, info.reason = "running", f"process {live.get('pid', '?')} on {live.get('host', '?')}"
+    elif ended is not None and ended["status"] != "finished" and (summary is None or ended["epochs_done"] >= len(rows)):
+        # a later session's ending (resumed past a finished run, then interrupted) beats an older summary
+        info.status, info.reason = ended["status"], str(ended.get("reason", ""))
+    elif summary is not None:
+        stopped = summary.get("stopped")
+        if isinstance(stopped, dict):
+            info.status, info.reason = "stopped", f"by {stopped.get('by', '?')}: {stopped.get('reason', '')}"
+        elif info.epochs is not None and info.epochs_done < info.epochs:
+            info.status = "interrupted"  # --resume --epochs N asked for more, and ended before a summary
+        else:
+            info.status = "finished"
+    return when, info
+
+
+def _folders(root: pathlib.Path, depth: int) -> list[pathlib.Path]:
+    if (root / folder.CONFIG).is_file():
+        return [root]
+    if depth == 0:
+        return []
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+    return [run for child in children for run in _folders(child, depth - 1)]
+
+
+def find_runs(root: pathlib.Path) -> list[RunInfo]:
+    """Every run folder at or below ``root`` (down to :data:`MAX_DEPTH`), newest first."""
+    found = [describe(path) for path in _folders(pathlib.Path(root), MAX_DEPTH)]
+    return [info for _, info in sorted(found, key=lambda pair: pair[0], reverse=True)]

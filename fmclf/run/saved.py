@@ -1,0 +1,98 @@
+"""A finished (or interrupted) run brought back from its folder: the settings from
+config.toml, the components rebuilt by name, the saved weights loaded, the data
+set on the device asked for. What ``fmclf eval``, ``fmclf report`` and
+``fmclf predict`` start from.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CheckpointError, UsageError
+from ..host.loading import PluginHost
+from . import checkpoint, folder
+from .config import RunConfig, load_config
+from .plan import Plan, assemble, resolve
+
+
+def load_run_config(run_dir: pathlib.Path) -> RunConfig:
+    """The settings a run folder's config.toml records."""
+    path = pathlib.Path(run_dir) / folder.CONFIG
+    if not path.is_file():
+        raise UsageError(f"{str(run_dir)!r} is not a run folder (no {folder.CONFIG}). Pass the folder `fmclf run` "
+                         f"printed (`fmclf runs` lists them).")
+    settings, options = load_config(path)  # refuses unknown settings, so the call below cannot fail
+    return RunConfig(**settings, options=options)
+
+
+@dataclass
+class Trained:
+    """A run's components with its saved weights loaded."""
+
+    run_dir: pathlib.Path
+    plan: Plan
+    parts: Any  #: fmclf.train.engine.Parts
+    weights: pathlib.Path  #: model.pt, or checkpoint.pt for a run that has not finished
+    history: list[dict[str, Any]] = field(default_factory=list)  #: metrics.jsonl
+
+
+def load_trained(run_dir: pathlib.Path, host: PluginHost, *, device: str = "cpu",
+                 data_root: pathlib.Path | None = None, weights: str = "final", metrics: bool = True,
+                 python_instead: str = "work with it from Python instead") -> Trained:
+    """Rebuild the run in ``run_dir`` on ``device`` (its data set, model and loss, and its metrics
+    unless not ``metrics``; nothing that shows or steers) and load its ``weights``: final (model.pt,
+    or the last checkpoint's), or the NAME of RUN_DIR/NAME.pt that a callback kept, such as best.
+    A run whose components were Python objects cannot be rebuilt by name: ``python_instead`` says
+    what to do."""
+    from .devices import resolve_device
+    from .plan import python_only
+
+    run_dir = pathlib.Path(run_dir)
+    config = load_run_config(run_dir)
+    config.visualizers, config.device, config.callbacks = ["none"], device, []
+    dropped = ("visualizer.", "callback.") if metrics else ("visualizer.", "callback.", "metric.")
+    if not metrics:
+        config.metrics = []
+    config.options = {t: o for t, o in config.options.items() if not t.startswith(dropped)}
+    config.from_python = [t for t in config.from_python if not t.startswith(dropped)]
+    if config.from_python:
+        raise UsageError(python_only(config, config.from_python, python_instead))
+    if data_root is not None:
+        config.options.setdefault("dataset", {})["data_root"] = str(data_root)
+    plan = resolve(config, host)
+    state, used = checkpoint.named_weights(run_dir, weights)
+    parts = assemble(plan, device=resolve_device(device))
+    try:
+        parts.model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"{used} does not fit the model {plan.records['model'].describe()} ({str(exc).splitlines()[0][:300]}). "
+            f"Were the plugins changed since the run? {run_dir / folder.CONFIG} lists the versions that trained it."
+        ) from None
+    return Trained(run_dir, plan, parts, used, folder.read_metrics(run_dir))
+
+
+def evaluate_split(trained: Trained, split: str = "test") -> dict[str, Any]:
+    """The saved model's metrics on one split of the data set, computed as a run computes them
+    after each epoch (:class:`fmclf.train.heldout.HeldOut`): ``{split}_acc``, ``{split}_loss``
+    (the run's own loss, averaged over the examples), ``{split}_KEY`` for each metric component the
+    run chose, ``per_class_{split}_acc``, ``examples`` and ``confusion`` (rows: true class)."""
+    from ..dist.comm import Solo
+    from ..train.heldout import HeldOut
+    from ..train.metrics import per_class_accuracy
+
+    parts = trained.parts
+    batches = getattr(parts.dataset, split, None)
+    if batches is None:
+        raise UsageError(f"the data set of {trained.run_dir} has no {split!r} split.")
+    classes = [str(c) for c in parts.dataset.classes]
+    who = {kind: parts.records.get(kind) or kind for kind in ("dataset", "model", "loss")}
+    result = HeldOut(parts.model, parts.loss, parts.metrics, len(classes), Solo(), who=who).evaluate(split, batches)
+    confusion = result.confusion.cpu()
+    out: dict[str, Any] = {f"{split}_{key}": value for key, value in result.values.items()}
+    out[f"per_class_{split}_acc"] = per_class_accuracy(confusion, classes)
+    out["examples"] = int(confusion.sum())
+    out["confusion"] = confusion.tolist()
+    return out
