@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import fmclf
 from fmclf.cli import cli
-from fmclf.errors import ComponentError, OptionError
+from fmclf.errors import OptionError
 from fmclf.host.options import options_of, resolve_options
 
 TINY = ["-o", "dataset.verify=false", "--epochs", "1", "--batch-size", "32", "--visualizer", "none"]

@@ -21,7 +21,6 @@ import pytest
 from click.testing import CliRunner
 
 from fmclf.cli import cli
-from helpers import run_fmclf
 
 TINY = ["-o", "dataset.verify=false", "--epochs", "2", "--batch-size", "32", "--visualizer", "none", "--seed", "3",
         "--device", "cpu"]
