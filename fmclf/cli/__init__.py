@@ -20,6 +20,7 @@ import click
 from .. import __version__
 from ..dist.launch import is_root_process, process_label
 from ..errors import FmclfError, Interrupted
+from ..run.threads import calm_openmp
 
 
 def echo_err(text: str) -> None:
@@ -91,6 +92,7 @@ def cli(ctx: click.Context, plugin_flags: tuple[str, ...]) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    calm_openmp()  # before anything imports torch: OpenMP reads it once, when it loads
     cli(prog_name="fmclf")
 
 

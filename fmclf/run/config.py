@@ -34,7 +34,7 @@ class RunConfig:
     seed: int | None = None
     #: replay each training step as one CUDA graph (CUDA only; see fmclf.graphs)
     cuda_graphs: bool = False
-    #: CPU threads for torch's operations; None leaves torch's choice (one per core)
+    #: CPU threads for torch's operations; None: chosen by the run (fmclf.run.threads), which records its choice
     threads: int | None = None
     #: component options by target: "dataset", "model", "loss", "updater", "visualizer.NAME"
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -66,7 +66,7 @@ class RunConfig:
                       "Any such number repeats a CPU run exactly.")
         if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
             raise bad(f"--threads must be a whole number of at least 1, got {self.threads!r}",
-                      "Leave it out for one thread per core.")
+                      "Leave it out to let the run choose.")
         if not isinstance(self.cuda_graphs, bool):
             raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}", "Leave it out for false.")
         if not self.visualizers:

@@ -21,7 +21,7 @@ from ..errors import ComponentError, DistributedError, DivergenceError, Interrup
 from ..host.loading import PluginHost
 from ..train.engine import StopFlag, Trainer, TrainState
 from . import checkpoint as checkpoint_io
-from . import folder, processes, provenance
+from . import folder, processes, provenance, threads
 from .config import DIVERGENCE_ADVICE, RunConfig, load_config
 from .devices import launch_device
 from .lock import RunLock
@@ -171,6 +171,21 @@ def _prepare_device(config: RunConfig, device: Any) -> None:
         torch.set_num_threads(config.threads)
 
 
+def _choose_threads(config: RunConfig, parts: Any, device: Any, comm: Solo) -> threads.Choice | None:
+    """On a CPU: the thread count (``--threads``, else chosen from the model and the machine),
+    applied and written into ``config`` so that config.toml records it."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return None
+    import torch
+
+    choice = threads.choose(config.threads, threads.batch_work(parts.model, config.batch_size),
+                            cpus=threads.usable_cpus(), processes_here=comm.launch.local_world_size,
+                            current=torch.get_num_threads())
+    threads.apply(choice)
+    config.threads = choice.threads
+    return choice
+
+
 def _agree_on_plan(plan: Plan, device: Any, comm: Solo) -> None:
     """Every process must run the same settings with the same plugins; rank 0's drawn seed is everyone's."""
     settings = {k: v for k, v in dataclasses.asdict(plan.config).items() if k != "seed"}
@@ -200,6 +215,14 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
     return settings, options, checkpoint
 
 
+def _thread_note(choice: threads.Choice | None) -> str:
+    """`` (1 thread)`` for the start line; why, when it was chosen."""
+    if choice is None:
+        return ""
+    count = f"{choice.threads} thread{'s' if choice.threads != 1 else ''}"
+    return f" ({count}: {choice.why})" if choice.chosen else f" ({count})"
+
+
 def _kept(last: tuple[int, int] | None) -> str:
     """What the run folder holds after a stop, for messages."""
     if last is None:
@@ -219,6 +242,9 @@ def _train(
     parts = comm.agree("loading the data and building the components",
                        lambda: assemble(built, device=device, run_dir=run_dir, **shard))
     check_shards(parts.dataset, comm)
+    chosen = _choose_threads(config, parts, device, comm)
+    if chosen is not None and "threads" in prov and "resumed" not in prov:  # recorded before the choice
+        prov["threads"] = chosen.threads
     state = TrainState()
     last = None  # (epoch, batch) of the checkpoint on disk
     if checkpoint is not None:
@@ -236,6 +262,8 @@ def _train(
     report = None
     if comm.is_root:  # the others print and draw nothing
         parts.visualizers.insert(0, (None, EpochLines(echo)))
+        if chosen is not None:
+            parts.visualizers.insert(1, (None, threads.ContentionWatch(chosen.threads, echo)))
         report = RunReport(run_dir, parts.dataset, plan)  # pictures and report.md, drawn at the end
         parts.visualizers.append((None, report))
 
@@ -257,7 +285,8 @@ def _train(
     started = time.perf_counter()
     echo(
         f"training {config.model} + {config.loss} + {config.updater} on {config.dataset} "
-        f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {processes.where(comm, device)}, seed {config.seed}; run folder {run_dir}"
+        f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {processes.where(comm, device)}"
+        f"{_thread_note(chosen)}, seed {config.seed}; run folder {run_dir}"
     )
     command = processes.restart_command(comm.launch)
     resume = f"Resume with: {command} run --resume {shlex.quote(str(run_dir))}"
