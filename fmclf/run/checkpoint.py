@@ -37,13 +37,14 @@ FORMAT = "fmclf-checkpoint/1"
 _DAMAGED = "It is damaged or truncated, or was not written by fmclf. Start a new run, or restore the file from a backup."
 
 
-def save_torch(path: pathlib.Path, obj: Any) -> None:
-    """``torch.save`` through a temporary file, fsync and rename."""
+def save_torch(path: pathlib.Path, obj: Any, writer: Any = None) -> None:
+    """``torch.save`` through a temporary file, fsync and rename; by ``writer``
+    (a :class:`~fmclf.run.writer.BackgroundWriter`) when given, serialised now."""
     import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic.write_bytes(path, buf.getvalue())
+    (writer or atomic).write_bytes(path, buf.getvalue())
 
 
 def load_torch(path: pathlib.Path, what: str) -> Any:
@@ -128,8 +129,10 @@ def local_state(saved: dict[str, Any], comm: Any) -> TrainState:
     return state
 
 
-def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int) -> None:
-    """Write checkpoint.pt and metrics.jsonl for ``saved_state`` (see :func:`global_state`)."""
+def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int,
+         writer: Any = None) -> None:
+    """Write checkpoint.pt and metrics.jsonl for ``saved_state`` (see :func:`global_state`); through
+    ``writer`` (:class:`~fmclf.run.writer.BackgroundWriter`) when given, as they are now."""
     save_torch(run_dir / folder.CHECKPOINT, {
         "format": FORMAT,
         "model": parts.model.state_dict(),
@@ -137,8 +140,8 @@ def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world
         "rng": rng_state(),
         "state": saved_state,
         "world_size": world_size,
-    })
-    folder.write_metrics(run_dir, saved_state["history"])
+    }, writer)
+    folder.write_metrics(run_dir, saved_state["history"], writer)
 
 
 def load(run_dir: pathlib.Path) -> dict | None:

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import pathlib
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -28,6 +29,7 @@ from .lock import RunLock
 from .memory import peak_memory
 from .plan import Plan, assemble, check_processes, check_shards, resolve, shard_args
 from .signals import say, stop_on_signals
+from .writer import BackgroundWriter
 
 Echo = Callable[[str], None]
 
@@ -272,9 +274,12 @@ def _train(
         checkpoint_io.check_weights(parts, state)  # the same weights in every process, so all raise alike
         saved = checkpoint_io.global_state(state, comm)
         # Rank 0 writes while the others wait: none exits (and has torchrun stop rank 0) before it is written.
-        comm.on_root("writing the checkpoint", lambda: checkpoint_io.save(run_dir, parts, saved, comm.world_size))
+        comm.on_root("writing the checkpoint", lambda: checkpoint_io.save(run_dir, parts, saved, comm.world_size, writer))
         last = (state.epoch, state.batch)
 
+    # One process writes its checkpoints while the next epoch trains. Under torchrun they are written
+    # at once: rank 0 writes while the others wait, so none exits (and has torchrun kill it) first.
+    writer = BackgroundWriter() if comm.world_size == 1 else None
     flag = StopFlag()
     trainer = Trainer(
         parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=comm.watch(flag, device),
@@ -292,7 +297,11 @@ def _train(
     resume = f"Resume with: {command} run --resume {shlex.quote(str(run_dir))}"
     with stop_on_signals(flag, processes.root_only(comm, say)):
         try:
-            state = trainer.fit(state)
+            try:
+                state = trainer.fit(state)
+            finally:  # however training ended, its files are on disk before anything is said
+                if writer is not None:
+                    writer.close(raise_error=sys.exc_info()[0] is None)
         except Interrupted as exc:
             raise comm.alike(Interrupted(f"{exc}; checkpoint written to {run_dir / folder.CHECKPOINT}. {resume}")) from None
         except KeyboardInterrupt:

@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tomllib
+from typing import Self
 
 import pytest
 from whole_runs import fmclf_exe
@@ -57,7 +58,7 @@ class Hogs:
         self.n = n
         self.procs: list[subprocess.Popen] = []
 
-    def __enter__(self) -> Hogs:
+    def __enter__(self) -> Self:
         self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.n)]
         return self
 
