@@ -32,8 +32,9 @@ class RunConfig:
     batch_size: int = 256
     lr: float = 0.1
     seed: int | None = None
-    #: replay each training step as one CUDA graph (CUDA only; see fmclf.graphs)
-    cuda_graphs: bool = False
+    #: replay the training as CUDA graphs (see fmclf.train.graphs); None: whenever the device is CUDA
+    #: and the parts allow it. A run records what it did.
+    cuda_graphs: bool | None = None
     #: CPU threads for torch's operations; None: chosen by the run (fmclf.run.threads), which records its choice
     threads: int | None = None
     #: component options by target: "dataset", "model", "loss", "updater", "visualizer.NAME"
@@ -67,8 +68,9 @@ class RunConfig:
         if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
             raise bad(f"--threads must be a whole number of at least 1, got {self.threads!r}",
                       "Leave it out to let the run choose.")
-        if not isinstance(self.cuda_graphs, bool):
-            raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}", "Leave it out for false.")
+        if self.cuda_graphs is not None and not isinstance(self.cuda_graphs, bool):
+            raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}",
+                      "Leave it out to use them on CUDA whenever the run's parts allow it.")
         if not self.visualizers:
             raise bad("no visualizer is selected", "Use --visualizer none to show nothing.")
         if not isinstance(self.visualizers, (list, tuple)) \

@@ -217,6 +217,18 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
     return settings, options, checkpoint
 
 
+def _choose_graphs(config: RunConfig, parts: Any, device: Any, comm: Solo, echo: Echo) -> bool:
+    """Whether the training is captured in CUDA graphs (see :func:`fmclf.train.graphs.decide`), saying
+    in one line why not when the default cannot be honoured."""
+    from ..train.graphs import decide
+
+    record = parts.records.get("updater")
+    use, note = decide(config.cuda_graphs, device, parts.updater, comm, record.describe() if record else "the updater")
+    if note:
+        echo(note)
+    return use
+
+
 def _thread_note(choice: threads.Choice | None) -> str:
     """`` (1 thread)`` for the start line; why, when it was chosen."""
     if choice is None:
@@ -245,6 +257,8 @@ def _train(
                        lambda: assemble(built, device=device, run_dir=run_dir, **shard))
     check_shards(parts.dataset, comm)
     chosen = _choose_threads(config, parts, device, comm)
+    graphs_by_default = config.cuda_graphs is None
+    config.cuda_graphs = _choose_graphs(config, parts, device, comm, echo)
     if chosen is not None and "threads" in prov and "resumed" not in prov:  # recorded before the choice
         prov["threads"] = chosen.threads
     state = TrainState()
@@ -284,7 +298,7 @@ def _train(
     trainer = Trainer(
         parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save, stop=comm.watch(flag, device),
         comm=comm, config={"run": dataclasses.asdict(config), "provenance": prov}, cuda_graphs=config.cuda_graphs,
-        divergence_advice=DIVERGENCE_ADVICE,
+        divergence_advice=DIVERGENCE_ADVICE, graph_fallback=echo if graphs_by_default else None,
     )
     start_epoch = state.epoch
     started = time.perf_counter()

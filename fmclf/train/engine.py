@@ -101,8 +101,9 @@ class Trainer:
         stop: StopFlag | None = None,
         comm: Solo = Solo(),  # noqa: B008 - stateless; every collective a no-op
         config: dict[str, Any] | None = None,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool | None = None,
         divergence_advice: str = "Try a smaller --lr, or a loss that stays finite for any finite logits.",
+        graph_fallback: Callable[[str], None] | None = None,
     ) -> None:
         self.parts = parts
         self.divergence_advice = divergence_advice  #: said when the loss has no divergence_hint of its own
@@ -123,13 +124,28 @@ class Trainer:
             name: [(rec, getattr(obj, name)) for rec, obj in parts.visualizers if callable(getattr(obj, name, None))]
             for name in events.EVENTS
         }
-        self.graphed = None  # see fmclf.graphs: the training step as one CUDA graph
-        if cuda_graphs:
-            from .graphs import GraphedStep, check_supported
+        # CUDA graphs (fmclf.train.graphs): True captures (or refuses, saying why), None decides (on for
+        # CUDA when the parts allow it), False never; graph_fallback(note) lets a failed capture train eagerly.
+        self.graphed = self.epoch_graph = None
+        self.graph_fallback = graph_fallback
+        self.cuda_graphs = self._graphs(cuda_graphs)
 
-            record = parts.records.get("updater")
-            check_supported(device, self.updater, comm, record.describe() if record else "the updater")
-            self.graphed = GraphedStep(parts.model, parts.loss, self.updater, self.sum_reduction)
+    def _graphs(self, requested: bool | None) -> bool:
+        from .graphs import EpochGraph, GraphedStep, decide, fits_epoch
+
+        parts = self.parts
+        record = parts.records.get("updater")
+        use, note = decide(requested, self.device, self.updater, self.comm, record.describe() if record else "the updater")
+        if note:
+            (self.graph_fallback or _stderr)(note)
+        if not use:
+            return False
+        model, loss, updater, train = parts.model, parts.loss, self.updater, parts.dataset.train
+        if fits_epoch(train, self.device, batch_listeners=False):
+            self.epoch_graph = EpochGraph(model, loss, updater, self.sum_reduction, train)
+        else:
+            self.graphed = GraphedStep(model, loss, updater, self.sum_reduction)
+        return True
 
     def _emit(self, name: str, event: Any) -> None:
         for record, method in self._listeners[name]:
@@ -340,3 +356,9 @@ class LossWatch:
         if bool(bad.any()):  # the one read from the device per epoch
             i = int(bad.nonzero()[0, 0])
             self.diverged(float(seen[i]), self.first + i + 1)
+
+
+def _stderr(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
