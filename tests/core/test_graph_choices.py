@@ -12,7 +12,6 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-
 from helpers import assemble_parts
 
 from fmclf.cli import cli
