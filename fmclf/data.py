@@ -86,12 +86,19 @@ class TensorBatches:
 
     def order(self) -> torch.Tensor | None:
         """This epoch's permutation on the data's device (None when unshuffled)."""
+        if not self.shuffle:
+            return None
+        return self.permutation(self.epoch).to(self.X.device)
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """Epoch ``epoch``'s order of the rows, on the CPU (the identity when unshuffled): drawn from
+        :func:`epoch_seed` on the CPU, so every device trains in the same order."""
         import torch
 
         if not self.shuffle:
-            return None
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return torch.randperm(len(self.X), generator=g).to(self.X.device)
+            return torch.arange(len(self.X))
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        return torch.randperm(len(self.X), generator=g)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, b = len(self.X), self.batch_size

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import pathlib
+import zlib
 from dataclasses import dataclass
 
 from fmclf import atomic
@@ -86,9 +89,31 @@ def _find_files(folder: pathlib.Path) -> dict[str, pathlib.Path] | str:
     return "empty" if len(missing) == len(FILES) else f"missing {', '.join(missing)}"
 
 
-def read_checked(key: str, path: pathlib.Path, fix: str, verify: bool) -> tuple[tuple[int, ...], memoryview, bytes]:
+#: In the user cache: ``{file name: [size, CRC-32]}`` of the files whose MD5 matched Zalando's. A
+#: later run that finds the same size and CRC-32 skips the MD5 (CRC-32 is some 3x faster here, and
+#: as sure to catch a damaged file), saving a few tens of milliseconds a run.
+STAMP = ".verified.json"
+
+
+def read_stamp(folder: pathlib.Path) -> dict[str, list[int]]:
+    """The cache's record of verified files ({} when there is none, or it is unreadable)."""
+    try:
+        stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
+
+
+def fingerprint(data: bytes) -> list[int]:
+    """What the stamp keeps of a verified file: its size and CRC-32."""
+    return [len(data), zlib.crc32(data)]
+
+
+def read_checked(key: str, path: pathlib.Path, fix: str, verify: bool,
+                 stamp: dict[str, list[int]] | None = None) -> tuple[tuple[int, ...], memoryview, bytes]:
     """Read one file; check its header, length and (with ``verify``) shape and checksum.
-    Returns ``(shape, payload, decompressed content)``."""
+    ``stamp`` (a cache's, see :data:`STAMP`): a file whose fingerprint it holds is not checked by
+    MD5 again, and one checked by MD5 now is added to it. Returns ``(shape, payload, decompressed content)``."""
     name, ndim, shape, gz_md5, md5 = FILES[key]
     raw = read_raw(path, fix)
     compressed = path.suffix == ".gz"
@@ -101,6 +126,9 @@ def read_checked(key: str, path: pathlib.Path, fix: str, verify: bool) -> tuple[
                 f"{'x'.join(map(str, shape))}; it is another data set's file. {fix} (For other data in this "
                 f"format, pass -o dataset.verify=false.)"
             )
+        mark = fingerprint(data) if stamp is not None and not compressed else None
+        if mark is not None and stamp.get(path.name) == mark:
+            return got_shape, payload, data
         published = compressed and _md5(raw) == gz_md5  # Zalando's own .gz, byte for byte
         if not published and _md5(data) != md5:
             raise DataError(
@@ -109,6 +137,8 @@ def read_checked(key: str, path: pathlib.Path, fix: str, verify: bool) -> tuple[
                 f"the file is damaged or is not Fashion-MNIST. {fix} (For other data in this format, pass "
                 f"-o dataset.verify=false.)"
             )
+        if mark is not None:
+            stamp[path.name] = mark
     return got_shape, payload, data
 
 
@@ -117,11 +147,12 @@ def _md5(data: bytes) -> str:
 
 
 def _cache_copy(files: dict[str, bytes]) -> str | None:
-    """Write decompressed copies into the user cache; return a note if that failed."""
+    """Write decompressed copies into the user cache, with their stamp; return a note if that failed."""
     cache = cache_dir()
     try:
         for key, data in files.items():
             atomic.write_bytes(cache / FILES[key][0], data)
+        atomic.write_text(cache / STAMP, json.dumps({FILES[k][0]: fingerprint(d) for k, d in files.items()}))
     except OSError as exc:
         return f"could not write the decompressed cache in {cache} ({exc}); later runs decompress again"
     return None
@@ -176,11 +207,16 @@ def load_idx_set(data_root: pathlib.Path | None, *, download: bool = True, verif
 
 def _read_all(found: dict[str, pathlib.Path], place: Place, verify: bool, skipped: list[str]):
     arrays, compressed = {}, {}
+    stamp = read_stamp(place.folder) if place.folder == cache_dir() and verify else None
+    before = dict(stamp or {})
     for key, path in found.items():
-        shape, payload, data = read_checked(key, path, place.fix, verify)
+        shape, payload, data = read_checked(key, path, place.fix, verify, stamp)
         arrays[key] = (shape, payload)
         if path.suffix == ".gz":
             compressed[key] = data
+    if stamp is not None and stamp != before:  # checked by MD5 just now: the next run need not
+        with contextlib.suppress(OSError):
+            atomic.write_text(place.folder / STAMP, json.dumps(stamp))
     source = f"{place.label}: {place.folder}"
     if skipped:  # say so: the user named a place and got another
         source += f"; not in {'; '.join(skipped)}"

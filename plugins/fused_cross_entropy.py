@@ -17,10 +17,17 @@ precision instead of cancelling to 0. Forward computes it along with the loss
 (they share every pass) and saves only that (N, C) tensor, as torch's own
 cross-entropy saves its log-softmax; backward scales it.
 
-Two routes to the exponentials, chosen by measurement on the CPU: below 32
-classes ``exp(o - m)`` then a row sum (torch's softmax kernel has a large
-per-row cost there); from 32 classes on, and on accelerators, torch's fused
-softmax kernel.
+On the CPU, the common case (class targets, no weights, no smoothing, no
+ignored rows) takes a short route of nine operations: torch's softmax
+kernel, then ``loss = log1p(rest / p_y)`` with ``rest`` the other classes'
+probabilities summed without ``p_y`` (the shared ``1 / sum`` cancels in the
+ratio, so it is as exact as the long route) and the gradient's target entry
+``-rest``. One look at the largest loss decides whether it holds: when
+``p_y`` could have underflowed (a target some 80 below the maximum) or a
+row held an infinity or a nan, the batch is computed again the long way.
+The long way, and everything else: below 32 classes ``exp(o - m)`` then a
+row sum (torch's softmax kernel has a large per-row cost there); from 32
+classes on, and on accelerators, torch's fused softmax kernel.
 
 Semantics follow ``torch.nn.functional.cross_entropy(..., reduction="none")``:
 class-index or probability targets, ``label_smoothing``, ``ignore_index`` and
@@ -146,6 +153,31 @@ def _gather(x: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         raise _IgnoredOrInvalid from None
 
 
+#: The short route's limit on the loss: past it ``p_y`` may be subnormal (float32's
+#: smallest normal number is e^-87.3, float64's e^-708.4), and the batch goes the long way.
+_SHORT_LIMIT = {torch.float32: 80.0, torch.float64: 700.0}
+
+
+def _short_route(o: torch.Tensor, j: torch.Tensor):
+    """``(loss (N,), D)`` for finite CPU logits in float32 or float64 and valid class indices
+    ``j`` (N, 1) with no weights, smoothing or ignored rows; None when the long way is needed.
+
+    ``P = softmax(o)``; ``rest = sum_{c != j} p_c``, summed with ``p_j`` zeroed (never
+    ``1 - p_j``); ``loss = log1p(rest / p_j)``, in which the softmax's shared ``1 / sum``
+    cancels, so it is ``log1p(sum_{c != j} exp(o_c - o_j))``: every digit of a confident
+    row's tiny loss. ``D`` is ``P`` with column ``j`` set to ``-rest``.
+    """
+    P = torch.softmax(o, dim=1)
+    pj = _gather(P, j)  # an ignored or invalid target raises _IgnoredOrInvalid
+    # at most 1, as 1 - p_j is: a few ulps over it where p_j is tiny would make |D| > 1
+    rest = P.scatter_(1, j, 0.0).sum(dim=1, keepdim=True).clamp_(max=1.0)
+    loss = torch.log1p(rest.div(pj))
+    # nan (an infinite or nan logit) fails the comparison too
+    if not float(loss.max()) <= _SHORT_LIMIT[o.dtype]:
+        return None
+    return loss.view(-1), P.scatter_(1, j, rest.neg_())
+
+
 def loss_and_gradient(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor | None, weight: torch.Tensor | None, eps: float):
     """``(loss (N,), D (N, C))``: the per-row loss and its gradient with respect
     to the logits, ``D = A softmax(o) - a`` (``a`` the row's weighted, smoothed
@@ -155,7 +187,12 @@ def loss_and_gradient(logits: torch.Tensor, target: torch.Tensor, keep: torch.Te
     None or a mask (N,) of the rows whose target is not ignored.
     """
     dtype = compute_dtype(logits.dtype)
-    o, m = _limits(logits if logits.dtype == dtype else logits.to(dtype))
+    o = logits if logits.dtype == dtype else logits.to(dtype)
+    if keep is None and weight is None and not eps and o.is_cpu and o.shape[0] and not target.is_floating_point():
+        short = _short_route(o, target.unsqueeze(1))
+        if short is not None:
+            return short
+    o, m = _limits(o)
     C = o.shape[1]
     if target.is_floating_point():  # probabilities
         j = o.argmax(dim=1, keepdim=True)  # a maximum: p_j - 1 is the entry that could cancel

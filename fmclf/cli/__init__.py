@@ -21,6 +21,7 @@ from ..dist.launch import is_root_process, process_label
 from ..errors import FmclfError, Interrupted
 from ..run import signals
 from ._help import Group, epilog
+from ..run.threads import calm_openmp
 
 
 def echo_err(text: str) -> None:
@@ -115,6 +116,7 @@ def _stopped(exc: BaseException) -> str:
 def main() -> None:
     """Console-script entry point: fmclf's signal handler first (see :mod:`fmclf.run.signals`), then
     standard output that cannot stop the work (see :mod:`fmclf.cli._streams`), then the command."""
+    calm_openmp()  # before anything imports torch: OpenMP reads it once, when it loads
     signals.install()
     from . import _streams
 

@@ -44,13 +44,14 @@ FORMAT = "fmclf-checkpoint/1"
 _DAMAGED = "It is damaged or truncated, or was not written by fmclf. Start a new run, or restore the file from a backup."
 
 
-def save_torch(path: pathlib.Path, obj: Any) -> None:
-    """``torch.save`` through a temporary file, fsync and rename."""
+def save_torch(path: pathlib.Path, obj: Any, writer: Any = None) -> None:
+    """``torch.save`` through a temporary file, fsync and rename; by ``writer``
+    (a :class:`~fmclf.run.writer.BackgroundWriter`) when given, serialised now."""
     import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic.write_bytes(path, buf.getvalue())
+    (writer or atomic).write_bytes(path, buf.getvalue())
 
 
 def load_torch(path: pathlib.Path, what: str) -> Any:
@@ -173,14 +174,17 @@ def callback_states(parts: Parts) -> dict[str, Any]:
     return out
 
 
-def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int) -> None:
-    """Write checkpoint.pt and metrics.jsonl for ``saved_state`` (see :func:`global_state`)."""
-    save_checkpoint(run_dir, parts, saved_state, world_size)
-    folder.write_metrics(run_dir, saved_state["history"])
+def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int,
+         writer: Any = None) -> None:
+    """Write checkpoint.pt and metrics.jsonl for ``saved_state`` (see :func:`global_state`); through
+    ``writer`` (:class:`~fmclf.run.writer.BackgroundWriter`) when given, as they are now."""
+    save_checkpoint(run_dir, parts, saved_state, world_size, writer)
+    folder.write_metrics(run_dir, saved_state["history"], writer)
 
 
-def save_checkpoint(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int) -> None:
-    """Write checkpoint.pt alone (:func:`save` writes metrics.jsonl after it)."""
+def save_checkpoint(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int,
+                    writer: Any = None) -> None:
+    """Write checkpoint.pt alone (:func:`save` writes metrics.jsonl after it), through ``writer`` when given."""
     scheduler = scheduler_of(parts.updater)
     save_torch(run_dir / folder.CHECKPOINT, {
         "format": FORMAT,
@@ -191,7 +195,7 @@ def save_checkpoint(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, 
         "rng": rng_state(),
         "state": saved_state,
         "world_size": world_size,
-    })
+    }, writer)
 
 
 def load(run_dir: pathlib.Path) -> dict | None:

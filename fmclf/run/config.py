@@ -50,9 +50,10 @@ class RunConfig:
     batch_size: int = 256
     lr: float = 0.1
     seed: int | None = None
-    #: replay each training step as one CUDA graph (CUDA only; see fmclf.graphs)
-    cuda_graphs: bool = False
-    #: CPU threads for torch's operations; None leaves torch's choice (one per core)
+    #: replay the training as CUDA graphs (see fmclf.train.graphs); None: whenever the device is CUDA
+    #: and the parts allow it. A run records what it did.
+    cuda_graphs: bool | None = None
+    #: CPU threads for torch's operations; None: chosen by the run (fmclf.run.threads), which records its choice
     threads: int | None = None
     #: component options by target: "dataset", "model", "loss", "updater", "visualizer.NAME", "metric.NAME", ...
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -92,9 +93,10 @@ class RunConfig:
                       "Any such number repeats a CPU run exactly.")
         if self.threads is not None and (not _is_int(self.threads) or not 1 <= self.threads <= MAX_THREADS):
             raise bad(f"--threads must be a whole number from 1 to {MAX_THREADS}, got {self.threads!r}",
-                      "More threads than cores only make them wait for each other; leave it out for one per core.")
-        if not isinstance(self.cuda_graphs, bool):
-            raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}", "Leave it out for false.")
+                      "More threads than cores only make them wait for each other; leave it out to let the run choose.")
+        if self.cuda_graphs is not None and not isinstance(self.cuda_graphs, bool):
+            raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}",
+                      "Leave it out to use them on CUDA whenever the run's parts allow it.")
         if not self.visualizers:
             raise bad("no visualizer is selected", "Use --visualizer none to show nothing.")
         for row in ROWS:

@@ -119,9 +119,15 @@ def prepare_new(path: pathlib.Path) -> pathlib.Path:
     return create_new(path)[0]
 
 
-def write_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]]) -> None:
-    """Rewrite metrics.jsonl with every finished epoch."""
-    atomic.write_text(run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in history))
+def metrics_text(history: list[dict[str, Any]]) -> str:
+    """What metrics.jsonl holds: one JSON object a line, one line per finished epoch."""
+    return "".join(json.dumps(row) + "\n" for row in history)
+
+
+def write_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]], writer: Any = None) -> None:
+    """Rewrite metrics.jsonl with every finished epoch (through ``writer``, a
+    :class:`~fmclf.run.writer.BackgroundWriter`, when given)."""
+    (writer or atomic).write_text(run_dir / METRICS, metrics_text(history))
 
 
 def mend_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]]) -> None:

@@ -24,13 +24,14 @@ from ..host.loading import PluginHost
 from ..host.registry import ComponentRecord
 from ..train.engine import StopFlag, Trainer, TrainState
 from . import checkpoint as checkpoint_io
-from . import folder, processes, provenance, signals
+from . import folder, processes, provenance, signals, threads
 from .config import DIVERGENCE_ADVICE, RunConfig, load_config
 from .devices import launch_device
 from .lock import RunLock
 from .memory import peak_memory
 from .plan import Plan, assemble, check_processes, check_shards, python_only, resolve, shard_args
 from .signals import handled, say, stop_on_signals
+from .writer import BackgroundWriter
 
 Echo = Callable[[str], None]
 
@@ -252,6 +253,21 @@ def _prepare_device(config: RunConfig, device: Any) -> None:
         torch.set_num_threads(config.threads)
 
 
+def _choose_threads(config: RunConfig, parts: Any, device: Any, comm: Solo) -> threads.Choice | None:
+    """On a CPU: the thread count (``--threads``, else chosen from the model and the machine),
+    applied and written into ``config`` so that config.toml records it."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return None
+    import torch
+
+    choice = threads.choose(config.threads, threads.batch_work(parts.model, config.batch_size),
+                            cpus=threads.usable_cpus(), processes_here=comm.launch.local_world_size,
+                            current=torch.get_num_threads())
+    threads.apply(choice)
+    config.threads = choice.threads
+    return choice
+
+
 def _agree_on_plan(plan: Plan, device: Any, comm: Solo) -> None:
     """Every process must run the same settings with the same plugins; rank 0's drawn seed is everyone's."""
     settings = {k: v for k, v in dataclasses.asdict(plan.config).items() if k != "seed"}
@@ -308,6 +324,26 @@ def _after_stop(signal_name: str, run_dir: pathlib.Path | None, comm: Solo) -> s
     return f"{head} after the run had finished; {run_dir} holds the whole run"
 
 
+def _choose_graphs(config: RunConfig, parts: Any, device: Any, comm: Solo, echo: Echo) -> bool:
+    """Whether the training is captured in CUDA graphs (see :func:`fmclf.train.graphs.decide`), saying
+    in one line why not when the default cannot be honoured."""
+    from ..train.graphs import decide
+
+    record = parts.records.get("updater")
+    use, note = decide(config.cuda_graphs, device, parts.updater, comm, record.describe() if record else "the updater")
+    if note:
+        echo(note)
+    return use
+
+
+def _thread_note(choice: threads.Choice | None) -> str:
+    """`` (1 thread)`` for the start line; why, when it was chosen."""
+    if choice is None:
+        return ""
+    count = f"{choice.threads} thread{'s' if choice.threads != 1 else ''}"
+    return f" ({count}: {choice.why})" if choice.chosen else f" ({count})"
+
+
 def _kept(last: tuple[int, int] | None) -> str:
     """What the run folder holds after a stop, for messages."""
     if last is None:
@@ -343,6 +379,11 @@ def _train(
     parts = comm.agree("loading the data and building the components",
                        lambda: assemble(built, device=device, run_dir=run_dir, **shard))
     check_shards(parts.dataset, comm)
+    chosen = _choose_threads(config, parts, device, comm)
+    graphs_by_default = config.cuda_graphs is None
+    config.cuda_graphs = _choose_graphs(config, parts, device, comm, echo)
+    if chosen is not None and "threads" in prov and "resumed" not in prov:  # recorded before the choice
+        prov["threads"] = chosen.threads
     state = TrainState()
     last = None  # (epoch, batch) of the checkpoint on disk
     redraw = False  # a finished run whose pictures and report were cut short: draw them, nothing else
@@ -376,6 +417,8 @@ def _train(
     report = None
     if comm.is_root:  # the others print and draw nothing
         parts.visualizers.insert(0, (None, EpochLines(echo)))
+        if chosen is not None:
+            parts.visualizers.insert(1, (None, threads.ContentionWatch(chosen.threads, echo)))
         if run_dir is not None:
             report = RunReport(run_dir, parts.dataset, plan)  # pictures and report.md, drawn at the end
             parts.visualizers.append((None, report))
@@ -384,27 +427,32 @@ def _train(
         nonlocal last
         checkpoint_io.check_weights(parts, state)  # the same weights in every process, so all raise alike
         if not checkpoints:  # no weights to keep: the metrics still are
-            comm.on_root("writing the metrics", lambda: folder.write_metrics(run_dir, state.history))
+            comm.on_root("writing the metrics", lambda: folder.write_metrics(run_dir, state.history, writer))
             return
         saved = checkpoint_io.global_state(state, comm)
         # Rank 0 writes while the others wait: none exits (and has torchrun stop rank 0) before it is written.
-        comm.on_root("writing the checkpoint", lambda: checkpoint_io.save_checkpoint(run_dir, parts, saved, comm.world_size))
+        comm.on_root("writing the checkpoint",
+                     lambda: checkpoint_io.save_checkpoint(run_dir, parts, saved, comm.world_size, writer))
         last = (state.epoch, state.batch)
-        comm.on_root("writing the metrics", lambda: folder.write_metrics(run_dir, saved["history"]))
+        comm.on_root("writing the metrics", lambda: folder.write_metrics(run_dir, saved["history"], writer))
 
+    # One process writes its checkpoints while the next epoch trains. Under torchrun they are written
+    # at once: rank 0 writes while the others wait, so none exits (and has torchrun kill it) first.
+    writer = BackgroundWriter() if comm.world_size == 1 else None
     flag = StopFlag()
     trainer = Trainer(
         parts, device=device, epochs=config.epochs, run_dir=run_dir, checkpoint=save if run_dir is not None else None,
         stop=comm.watch(flag, device),
         comm=comm, config={"run": dataclasses.asdict(config), "provenance": prov}, cuda_graphs=config.cuda_graphs,
         divergence_advice=DIVERGENCE_ADVICE, warn=processes.root_only(comm, _warn),
+        graph_fallback=echo if graphs_by_default else None,
     )
     start_epoch = state.epoch
     started = time.perf_counter()
     echo(
         f"training {config.model} + {config.loss} + {config.updater} on {config.dataset} "
-        f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {processes.where(comm, device)}, "
-        f"seed {config.seed}; " + (f"run folder {run_dir}" if run_dir is not None else "no run folder")
+        f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {processes.where(comm, device)}"
+        f"{_thread_note(chosen)}, seed {config.seed}; " + (f"run folder {run_dir}" if run_dir is not None else "no run folder")
     )
     command = processes.restart_command(comm.launch)
     how = f"{command} run --resume {shlex.quote(str(run_dir))}" if voice.resume is None else voice.resume(run_dir)
@@ -422,7 +470,11 @@ def _train(
 
     with stop_on_signals(flag, processes.root_only(comm, voice.notice or say), again=voice.again):
         try:
-            state = trainer.fit(state)
+            try:
+                state = trainer.fit(state)
+            finally:  # however training ended, its files are on disk before anything is said
+                if writer is not None:
+                    writer.close(raise_error=sys.exc_info()[0] is None)
         except Interrupted as exc:
             signals.ending()
             ended("interrupted", exc)

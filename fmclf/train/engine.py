@@ -112,9 +112,10 @@ class Trainer:
         stop: StopFlag | None = None,
         comm: Solo = Solo(),  # noqa: B008 - stateless; every collective a no-op
         config: dict[str, Any] | None = None,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool | None = None,
         divergence_advice: str = "Try a smaller --lr, or a loss that stays finite for any finite logits.",
         warn: Callable[[str], None] | None = None,
+        graph_fallback: Callable[[str], None] | None = None,
     ) -> None:
         self.parts = parts
         self.divergence_advice = divergence_advice  #: said when the loss has no divergence_hint of its own
@@ -145,13 +146,28 @@ class Trainer:
         self.splits = ("valid", "test") if getattr(parts.dataset, "valid", None) is not None else ("test",)
         self._epoch: int | None = None  # where training is, for on_exception
         self._batch: int | None = None
-        self.graphed = None  # see fmclf.graphs: the training step as one CUDA graph
-        if cuda_graphs:
-            from .graphs import GraphedStep, check_supported
+        # CUDA graphs (fmclf.train.graphs): True captures (or refuses, saying why), None decides (on for
+        # CUDA when the parts allow it), False never; graph_fallback(note) lets a failed capture train eagerly.
+        self.graphed = self.epoch_graph = None
+        self.graph_fallback = graph_fallback
+        self.cuda_graphs = self._graphs(cuda_graphs)
 
-            record = parts.records.get("updater")
-            check_supported(device, self.updater, comm, record.describe() if record else "the updater")
-            self.graphed = GraphedStep(parts.model, parts.loss, self.updater, self.sum_reduction)
+    def _graphs(self, requested: bool | None) -> bool:
+        from .graphs import EpochGraph, GraphedStep, decide, fits_epoch
+
+        parts = self.parts
+        record = parts.records.get("updater")
+        use, note = decide(requested, self.device, self.updater, self.comm, record.describe() if record else "the updater")
+        if note:
+            (self.graph_fallback or self.warn)(note)
+        if not use:
+            return False
+        model, loss, updater, train = parts.model, parts.loss, self.updater, parts.dataset.train
+        if fits_epoch(train, self.device, batch_listeners=bool(self._listeners["on_batch_end"])):
+            self.epoch_graph = EpochGraph(model, loss, updater, self.sum_reduction, train)
+        else:
+            self.graphed = GraphedStep(model, loss, updater, self.sum_reduction)
+        return True
 
     def _emit(self, name: str, event: Any, only: str | None = None) -> None:
         """Call every listener of ``name`` (callbacks first), or those of kind ``only``."""
@@ -295,6 +311,8 @@ class Trainer:
         batches = _guarded(train, who["dataset"], f"while yielding training batches in epoch {epoch}")
         if first:  # resuming mid-epoch: the same order, minus what was already trained
             batches = itertools.islice(batches, first, None)
+        if self.epoch_graph is not None and not first:
+            return self._graphed_epoch(epoch, num_batches)
         b = first
         graphed = self.graphed
         classes = len(self.classes)
@@ -349,6 +367,24 @@ class Trainer:
         sums = comm.sum(torch.stack([loss_sum, correct.double(), count]))
         loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
         return float(loss_sum) / max(examples, 1), float(correct) / max(examples, 1)
+
+    def _graphed_epoch(self, epoch: int, num_batches: int) -> tuple[float, float]:
+        """The whole epoch as one CUDA graph replay (:class:`~fmclf.train.graphs.EpochGraph`): chosen only
+        when nothing listens to single batches, so no batch event is lost; a signal takes effect after the
+        epoch. Every batch's loss is still checked for inf and nan, in one read from the device."""
+        import torch
+
+        graph = self.epoch_graph
+        if graph.graph is None:
+            with blame(self._who["model"], f"while capturing epoch {epoch} as a CUDA graph"):
+                graph.capture(self._check_logits, self._check_losses)
+        graph.run(epoch)
+        bad = ~torch.isfinite(graph.sums)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            self._diverged(float(graph.sums[i]), i + 1, epoch, num_batches)
+        examples = max(len(graph.batches.X), 1)
+        return float(graph.loss_sum) / examples, float(graph.correct) / examples
 
     def _check_logits(self, logits: Any, n: int) -> None:
         """Refuse, on the first batch, logits that are not ``(n, number of classes)``: the model's fault."""

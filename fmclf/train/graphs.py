@@ -1,14 +1,30 @@
-"""``--cuda-graphs``: the training step replayed as one CUDA graph.
+"""CUDA graphs: the training epoch (or step) replayed as one launch.
 
 A softmax-regression step on a GPU is some 30 tiny kernels; launched one by
 one from Python, the GPU waits on the host for most of the step. Captured
-once as a CUDA graph, the step (forward, loss, backward, update, the batch's
-correct count) is one launch. The math is the eager step's.
+once as a CUDA graph and replayed, the same kernels run with one launch.
+The math is the eager loop's.
+
+On CUDA this is the default (``cuda_graphs`` unset: :func:`decide`) whenever
+the parts allow it, and ``--no-cuda-graphs`` turns it off; when they do not
+allow it the run says so in one line and trains eagerly, while an explicit
+``--cuda-graphs`` that cannot be honoured is an error. Two units:
+
+- :class:`EpochGraph`, the whole training epoch as one graph: the gathers of
+  every batch from the shuffled order, forward, loss, backward, update and
+  the metrics of all of them. The order is drawn on the CPU (the same
+  permutation every device draws, so a CUDA run repeats a CPU run's order),
+  the next epoch's while the GPU trains this one, and copied into the graph's
+  input. Used when the training batches are a :class:`fmclf.data.TensorBatches`
+  on the device and no callback listens to single batches; visualizers then
+  hear one ``on_batch_end`` an epoch, after its last batch.
+- :class:`GraphedStep`, one step as a graph, for any other data set: each
+  batch is copied into the graph's static input, and a batch of another shape
+  (the last, smaller one of an epoch) runs eagerly.
 
 What a graph needs, and how this module meets it:
 
-- fixed shapes and addresses: batches are copied into static input tensors;
-  a batch of another shape (the last, smaller one of an epoch) runs eagerly.
+- fixed shapes and addresses: static input tensors (above).
 - no host synchronisation inside the step: components that read a value back
   (``.item()``, a data-dependent shape) fail at capture, with a message.
 - an update with no host-side state, since a replay does not run Python:
@@ -24,7 +40,8 @@ What a graph needs, and how this module meets it:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import UsageError
 
@@ -44,7 +61,7 @@ def check_supported(device: Any, updater: Any, comm: Any, updater_name: str = "t
     """Raise a UsageError when ``--cuda-graphs`` cannot run with these parts; ``comm``
     is the run's (:mod:`fmclf.dist.comm`), and a graph cannot hold its collectives."""
     check_device(device)
-    if comm.world_size > 1:
+    if getattr(comm, "world_size", 1) > 1:
         raise UsageError(
             "--cuda-graphs does not combine with distributed training (its gradient all-reduce is not captured). "
             "Leave one of them out."
@@ -55,6 +72,169 @@ def check_supported(device: Any, updater: Any, comm: Any, updater_name: str = "t
             f"capturable = True); {updater_name} does not. "
             "Choose such an updater (`fmclf plugins --kind updater`), or leave --cuda-graphs out."
         )
+
+
+def decide(requested: bool | None, device: Any, updater: Any, comm: Any,
+           updater_name: str = "the updater") -> tuple[bool, str | None]:
+    """Whether this run captures its training in CUDA graphs, and the note to print when the
+    default cannot: ``requested`` True (``--cuda-graphs``: what cannot be done is an error,
+    :func:`check_supported`), False (``--no-cuda-graphs``), or None, the default: on for a CUDA
+    device whenever the parts allow it."""
+    if requested is False:
+        return False, None
+    if requested:
+        check_supported(device, updater, comm, updater_name)
+        return True, None
+    if getattr(device, "type", str(device)) != "cuda":
+        return False, None
+    if getattr(comm, "world_size", 1) > 1:
+        return False, off_note("distributed training (its gradient all-reduce cannot be captured)")
+    if not getattr(updater, "capturable", False):
+        return False, off_note(f"{updater_name} does not declare capturable = True")
+    return True, None
+
+
+def off_note(why: str) -> str:
+    """The one line a run prints when the default CUDA graphs cannot be used."""
+    return f"Note: CUDA graphs are off for this run: {why}; it trains kernel by kernel (--no-cuda-graphs says so " \
+           f"without this note)."
+
+
+def fits_epoch(batches: Any, device: Any, batch_listeners: bool) -> bool:
+    """Whether the whole epoch can be one graph: the training batches are a
+    :class:`~fmclf.data.TensorBatches` held on ``device``, and no callback listens to single
+    batches (``batch_listeners``)."""
+    from ..data import TensorBatches
+
+    return (isinstance(batches, TensorBatches) and not batch_listeners and len(batches) > 0
+            and getattr(batches.X, "device", None) == device and batches.y.device == device)
+
+
+class EpochGraph:
+    """A whole training epoch as one graph (see the module's notes).
+
+    :meth:`program` is the epoch's work on static tensors (the order, the
+    per-batch loss sums, the epoch's summed loss and correct count); it is
+    what :meth:`capture` records, and what :meth:`run` does eagerly off CUDA
+    (tests compare its numbers with the engine's loop there).
+    """
+
+    def __init__(self, model: Any, loss_fn: Callable, updater: Any, sum_reduction: bool, batches: Any) -> None:
+        import torch
+
+        self.model, self.loss_fn, self.updater, self.sum_reduction = model, loss_fn, updater, sum_reduction
+        self.batches = batches
+        dev = batches.X.device
+        self.num_batches = len(batches)
+        self.perm = torch.empty(len(batches.X), dtype=torch.int64, device=dev)
+        self.sums = torch.zeros(self.num_batches, dtype=torch.float32, device=dev)  #: each batch's summed loss
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        self.correct = torch.zeros((), dtype=torch.int64, device=dev)
+        self.graph = None
+        self._orders: dict[int, Any] = {}  # epoch -> its permutation on the host, drawn ahead
+
+    def program(self) -> None:
+        """One epoch on the static tensors: every batch gathered in ``self.perm``'s order, trained,
+        and counted (as the engine's loop does it, batch by batch)."""
+        X, y, B = self.batches.X, self.batches.y, self.batches.batch_size
+        perm, sums, updater, model, loss_fn = self.perm, self.sums, self.updater, self.model, self.loss_fn
+        yp = y.index_select(0, perm)  # the labels once, permuted; the images batch by batch
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        for i, start in enumerate(range(0, len(X), B)):
+            xb, yb = X.index_select(0, perm[start : start + B]), yp[start : start + B]
+            updater.zero_grad()
+            logits = model(xb)
+            losses = loss_fn(logits, yb)
+            total = losses.sum()
+            (total if self.sum_reduction else losses.mean()).backward()
+            updater.step(yb.shape[0])
+            sums[i] = total.detach()
+            self.loss_sum += total.detach()
+            self.correct += (logits.argmax(dim=1) == (yb if yb.ndim == 1 else yb.argmax(dim=1))).sum()
+
+    def order(self, epoch: int) -> Any:
+        """Epoch ``epoch``'s permutation on the host (drawn ahead by :meth:`run` when it could)."""
+        ready = self._orders.pop(epoch, None)
+        if ready is not None:
+            return ready
+        perm = self.batches.permutation(epoch)
+        return perm.pin_memory() if self.perm.is_cuda else perm
+
+    def capture(self, check_logits: Callable[[Any, int], None], check_losses: Callable[[Any, int], None]) -> None:
+        """Warm up on a side stream, then record :meth:`program`. ``check_logits(logits, n)`` and
+        ``check_losses(losses, n)`` see the first warm-up pass's outputs (the engine's shape checks)."""
+        import torch
+
+        X, y = self.batches.X, self.batches.y
+        n = min(self.batches.batch_size, len(X))
+        side = _warm_up(self.model, self.loss_fn, self.updater, self.sum_reduction, X[:n], y[:n],
+                        check_logits, check_losses)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=side):
+                self.program()
+        except RuntimeError as exc:
+            _clear_grads(self.model, self.updater)
+            raise UsageError(capture_failed(exc)) from exc
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = graph
+
+    def run(self, epoch: int) -> None:
+        """Train epoch ``epoch``: its order into the graph's input, one replay (off CUDA: the program
+        itself); then the next epoch's order is drawn while the device works."""
+        self.perm.copy_(self.order(epoch), non_blocking=True)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.program()
+        self._orders = {epoch + 1: self.order(epoch + 1)}
+
+
+def capture_failed(exc: BaseException) -> str:
+    """What the user reads when a step cannot be captured."""
+    return (
+        f"--cuda-graphs: capturing the training step failed ({str(exc).splitlines()[0][:300]}). "
+        "A component reads a value back to the host during the step (.item(), float(), "
+        "a shape that depends on the data) or does something else a CUDA graph cannot hold. "
+        "Run with --no-cuda-graphs (a run that did not ask for graphs falls back to that by itself)."
+    )
+
+
+def _clear_grads(model: Any, updater: Any) -> None:
+    # No gradient may exist at capture, or the graph would add to it on every
+    # replay; the captured backward then allocates them in the graph's pool.
+    updater.zero_grad()
+    for p in model.parameters():
+        p.grad = None
+
+
+def _warm_up(model: Any, loss_fn: Callable, updater: Any, sum_reduction: bool, X: Any, y: Any,
+             check_logits: Callable[[Any, int], None], check_losses: Callable[[Any, int], None]) -> Any:
+    """Forward and backward passes on a side stream (no update), the model's buffers restored
+    after; returns the stream. The first pass's outputs go through the engine's checks."""
+    import torch
+
+    buffers = list(model.buffers())
+    saved = [t.detach().clone() for t in buffers]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(WARMUP):
+            updater.zero_grad()
+            logits = model(X)
+            if i == 0:  # the engine's checks, before the loss sees the logits (not captured: Python only)
+                check_logits(logits, y.shape[0])
+            losses = loss_fn(logits, y)
+            if i == 0:
+                check_losses(losses, y.shape[0])
+            (losses.sum() if sum_reduction else losses.mean()).backward()
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.no_grad():
+        for t, s in zip(buffers, saved):
+            t.copy_(s)
+    _clear_grads(model, updater)
+    return side
 
 
 class GraphedStep:
@@ -97,35 +277,16 @@ class GraphedStep:
         import torch
 
         self.X, self.y = X.clone(), y.clone()
-        buffers = [t for t in self.model.buffers()]
-        saved = [t.detach().clone() for t in buffers]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for i in range(WARMUP):
-                self.updater.zero_grad()
-                self._step(self.X, self.y, update=False, checks=(check_logits, check_losses) if i == 0 else None)
-        torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():
-            for t, s in zip(buffers, saved):
-                t.copy_(s)
-        # No gradient may exist at capture, or the graph would add to it on every
-        # replay; the captured backward then allocates them in the graph's pool.
-        self.updater.zero_grad()
-        for p in self.model.parameters():
-            p.grad = None
+        side = _warm_up(self.model, self.loss_fn, self.updater, self.sum_reduction, self.X, self.y,
+                        check_logits, check_losses)
         graph = torch.cuda.CUDAGraph()
         try:
             # on the warm-up's stream, whose cuBLAS state is set up already
             with torch.cuda.graph(graph, stream=side):
                 _, _, self.total, self.hits = self._step(self.X, self.y, update=True)
         except RuntimeError as exc:
-            raise UsageError(
-                f"--cuda-graphs: capturing the training step failed ({str(exc).splitlines()[0][:300]}). "
-                "A component reads a value back to the host during the step (.item(), float(), "
-                "a shape that depends on the data) or does something else a CUDA graph cannot hold. "
-                "Run without --cuda-graphs."
-            ) from exc
+            _clear_grads(self.model, self.updater)
+            raise UsageError(capture_failed(exc)) from exc
         self.graph = graph
 
     def __call__(self, X: Any, y: Any) -> tuple[Any, Any]:

@@ -1,4 +1,4 @@
-"""The three ways of running one epoch that the ``epoch`` benchmarks compare.
+"""The ways of running one epoch that the ``epoch`` benchmarks compare.
 
 An epoch is what the textbook's ``train_ch3`` does per epoch: one pass of
 minibatch SGD over the 60000 training images, then the accuracy on the 10000
@@ -11,23 +11,19 @@ test images.
 - :func:`engine_trainer`: fmclf's own loop (``Trainer.fit``) on the built-in
   components, as ``fmclf run --model scratch --loss fused --updater sgd
   --visualizer none`` assembles them.
-- :class:`HandLoop`: the same math as the engine, written out by hand with no
-  framework: the fmclf data tensors and permutation, the scratch model's
-  ``addmm``, the same loss
-  function, the finite check, foreach SGD, the same metrics and confusion
-  matrix. The engine's cost over it is the framework's overhead.
+- :func:`plain_loops`: the reference, the plain torch loop of
+  :mod:`plain_loop` (``F.linear`` + ``F.cross_entropy``, the textbook's SGD,
+  metrics summed on the device) and its numpy twin with the analytic
+  gradient, on the same tensors the engine trains on.
 """
 
 from __future__ import annotations
 
 import gzip
-import math
 import pathlib
 import shutil
 
 import torch
-
-from fmclf.data import epoch_seed
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -135,58 +131,12 @@ def engine_trainer(parts, *, device: str = "cpu", **options):
     return Trainer(parts, device=torch.device(device), epochs=1, **options)
 
 
-class HandLoop:
-    """The engine's math for one epoch, written out with no framework around it."""
+def plain_loops(parts, *, seed: int = 0):
+    """The reference loops of :mod:`plain_loop` on the same tensors the engine trains on:
+    ``(torch loop, numpy loop)``, each with its own weights."""
+    from plain_loop import PlainNumpy, PlainTorch
 
-    def __init__(self, parts, *, lr: float = 0.1, seed: int = 0) -> None:
-        self.train, self.test = parts.dataset.train, parts.dataset.test
-        # Copies of the scratch model's parameters (clone keeps W's layout), so
-        # the engine can train the originals in the same session.
-        self.W = parts.model.W.detach().clone().requires_grad_()
-        self.b = parts.model.b.detach().clone().requires_grad_()
-        self.loss = parts.loss
-        self.lr, self.seed = lr, seed
-        self.device = self.train.X.device
-        self.num_inputs = self.W.shape[0]
-
-    def epoch(self, epoch: int = 1) -> tuple[float, float, float]:
-        W, b, loss, lr, dev = self.W, self.b, self.loss, self.lr, self.device
-        X, y, B = self.train.X, self.train.y, self.train.batch_size
-        n, k = len(X), self.num_inputs
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        perm = torch.randperm(n, generator=g).to(dev)
-        yp = y.index_select(0, perm)
-        cpu = dev.type == "cpu"
-        sums = None if cpu else torch.zeros(-(-n // B), device=dev)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        correct = torch.zeros((), dtype=torch.int64, device=dev)
-        for i, start in enumerate(range(0, n, B)):
-            xb, yb = X.index_select(0, perm[start : start + B]), yp[start : start + B]
-            logits = torch.addmm(b.unsqueeze(1), W.t(), xb.reshape(-1, k).t()).t().contiguous()  # as SoftmaxScratch
-            total = loss(logits, yb).sum()
-            if cpu:
-                if not math.isfinite(total.item()):
-                    raise FloatingPointError(f"diverged on batch {i + 1}")
-            else:
-                sums[i] = total.detach()
-            W.grad = b.grad = None
-            total.backward()
-            with torch.no_grad():
-                torch._foreach_add_([W, b], [W.grad, b.grad], alpha=-lr / len(yb))
-            loss_sum += total.detach()
-            correct += (logits.argmax(dim=1) == yb).sum()
-        if sums is not None and not bool(sums.isfinite().all()):
-            raise FloatingPointError("diverged")
-        train_loss, train_acc = float(loss_sum) / n, float(correct) / n
-        C = W.shape[1]
-        flat = torch.zeros(C * C, dtype=torch.int64, device=dev)
-        ones = torch.ones(self.test.batch_size, dtype=torch.int64, device=dev)
-        Xt, yt = self.test.X, self.test.y
-        with torch.no_grad():
-            for start in range(0, len(Xt), B):
-                pred = torch.addmm(b.unsqueeze(1), W.t(), Xt[start : start + B].reshape(-1, k).t()).t().contiguous().argmax(dim=1)
-                flat.scatter_add_(0, yt[start : start + B] * C + pred, ones[: len(pred)])
-        confusion = flat.reshape(C, C)
-        per_class = (confusion.diagonal().double() / confusion.sum(dim=1).clamp(min=1).double()).tolist()
-        assert len(per_class) == C
-        return train_loss, train_acc, float(confusion.diagonal().sum()) / len(Xt)
+    train, test = parts.dataset.train, parts.dataset.test
+    flat = [t.reshape(len(t), -1) if t.is_floating_point() else t for t in (train.X, train.y, test.X, test.y)]
+    cpu = [t.cpu().numpy() for t in flat] if flat[0].device.type == "cpu" else None
+    return PlainTorch(*flat, seed=seed), (PlainNumpy(*cpu, seed=seed) if cpu is not None else None)

@@ -1,16 +1,21 @@
-"""Turn pytest-benchmark JSON into README's Benchmarks table.
+"""Turn pytest-benchmark JSON into README's speed tables.
 
     python tests/benchmarks/table.py                     # the newest run under .benchmarks/
     python tests/benchmarks/table.py a.json b.json       # several runs (say, CPU and GPU machines)
-    python tests/benchmarks/table.py --readme README.md  # also replace the table in README
+    python tests/benchmarks/table.py --readme README.md  # also replace the tables in README
 
-Rows are grouped as the benchmarks group themselves. What a benchmark puts in
-its ``extra_info`` shapes its row: ``label`` names it; ``baseline: true``
-makes it the group's reference, and every other row gets its speed-up over
-it; ``vs: LABEL`` adds a comparison with another row of the group;
-``readme: false`` keeps a row out (what it measures is not speed). Ratios
-are of the fastest rounds (the least disturbed by other processes) and
-were measured in one run, so they compare like with like.
+One table per benchmark group, under the machine the run was on. What a
+benchmark puts in its ``extra_info`` shapes its row: ``label`` names it;
+``baseline: true`` makes it the group's reference, and every other row gets
+its ratio to it; ``vs: LABEL`` adds a comparison with another row;
+``vs_reference_interleaved`` a ratio to the reference measured with the
+rounds interleaved; ``time_s`` replaces the timed figure (whole processes,
+whose figure is derived: per-epoch time), ``fixed_s`` adds a fixed cost;
+``readme: false`` keeps a row out (what it measures is not speed).
+
+Every ratio has one form, time against time: "2.1x faster", "1.04x slower".
+They are of the fastest rounds (the least disturbed by other processes),
+measured in one run, so they compare like with like.
 """
 
 from __future__ import annotations
@@ -23,6 +28,19 @@ import sys
 ANCHOR = "<!-- section: benchmarks -->"
 START, END = "<!-- benchmarks table (tests/benchmarks/table.py) -->", "<!-- end of benchmarks table -->"
 
+#: What each group measures, said above its table.
+TITLES = {
+    "epoch": "one epoch (train + test accuracy) in one process, CPU",
+    "epoch-cuda": "one epoch (train + test accuracy) in one process, GPU",
+    "whole-run": "whole processes: per epoch, and the fixed cost (start-up, loading, the run folder)",
+    "peers": "whole processes beside PyTorch Lightning and Keras 3 (`tox -e peers`)",
+    "threads": "thread counts: median epoch of a whole run, the machine as it was",
+    "busy-cpu": "thread counts beside two CPU-bound processes the benchmark starts",
+    "loading": "loading the data set, to the first batch",
+    "loss-speed": "a loss's forward + backward",
+    "startup": "commands that never train, in a fresh process",
+}
+
 
 def newest(root: pathlib.Path = pathlib.Path(".benchmarks")) -> pathlib.Path:
     """The most recently written JSON under pytest-benchmark's autosave folder."""
@@ -32,21 +50,23 @@ def newest(root: pathlib.Path = pathlib.Path(".benchmarks")) -> pathlib.Path:
     return found[-1]
 
 
-def _time(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.0f} µs"
+def seconds(value: float) -> str:
+    """A time, in the unit that suits it."""
+    if value >= 1:
+        return f"{value:.2f} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value * 1e6:.0f} µs"
 
 
-def _times(r: float) -> str:
-    return f"{r:.0f}×" if r >= 10 else f"{r:.2f}×"
-
-
-def versus(time: float, other: float) -> str:
-    """The one ratio format of every comparison: ``2.10× faster`` or ``1.40× slower`` (``49× faster`` from 10 up)."""
-    return f"{_times(other / time)} faster" if time <= other else f"{_times(time / other)} slower"
+def ratio(value: float, reference: float) -> str:
+    """``value`` against ``reference`` (times): "2.1x faster", "1.04x slower"."""
+    if value <= 0 or reference <= 0:
+        return "-"
+    r = value / reference
+    word = "slower" if r >= 1 else "faster"
+    r = max(r, 1 / r)
+    return f"{r:.0f}x {word}" if r >= 10 else f"{r:.1f}x {word}" if r >= 2 else f"{r:.2f}x {word}"
 
 
 def machine(data: dict) -> str:
@@ -61,46 +81,77 @@ def machine(data: dict) -> str:
     parts.append(f"{m.get('system', '')} {m.get('release', '')}".strip())
     parts.append(f"Python {m.get('python_version', '?')}")
     if m.get("torch"):
-        parts.append(f"torch {m['torch']} ({m.get('torch_threads', '?')} threads)")
+        parts.append(f"torch {m['torch']}")
     when = data.get("datetime", "")[:16].replace("T", " ")
     return ", ".join(p for p in parts if p) + (f"; {when} UTC" if when else "")
 
 
-def rows(data: dict) -> list[str]:
-    """Markdown rows for one run's benchmarks, group by group."""
+def _time(bench: dict) -> float:
+    return bench["extra_info"].get("time_s", bench["stats"]["min"])
+
+
+def _median(bench: dict) -> float:
+    return bench["extra_info"].get("median_s", bench["stats"]["median"] if "time_s" not in bench["extra_info"] else 0)
+
+
+def _notes(bench: dict, base: dict | None, by_label: dict[str, dict]) -> str:
+    info, t = bench["extra_info"], _time(bench)
+    notes = []
+    if base is not None:
+        notes.append("reference" if bench is base else f"{ratio(t, _time(base))} than {base['extra_info']['label']}")
+    other = by_label.get(info.get("vs") or "")
+    if other is not None and other is not base and other is not bench:
+        notes.append(f"{ratio(t, _time(other))} than {info['vs']}")
+    interleaved = info.get("vs_reference_interleaved")
+    if interleaved is not None:
+        notes.append(f"{ratio(interleaved, 1.0)} with the rounds interleaved")
+    return "; ".join(notes)
+
+
+def group_table(group: str, benches: list[dict]) -> list[str]:
+    """The Markdown lines of one group's table."""
+    by_label = {b["extra_info"].get("label", b["name"]): b for b in benches}
+    base = next((b for b in benches if b["extra_info"].get("baseline")), None)
+    title = TITLES.get(group, group)
+    lines = [f"**{group}**: {title}", ""]
+    if any("fixed_s" in b["extra_info"] for b in benches):
+        lines += ["| pipeline | per epoch | fixed cost | per epoch vs reference | fixed cost vs reference |",
+                  "|---|---|---|---|---|"]
+        for label, b in by_label.items():
+            info = b["extra_info"]
+            fixed = info.get("fixed_s")
+            vs_fixed = "reference" if b is base else (f"{info['fixed_vs_reference_s']:+.2f} s"
+                                                       if "fixed_vs_reference_s" in info else "")
+            lines.append(f"| {label} | {seconds(_time(b))} | {seconds(fixed) if fixed is not None else '-'} | "
+                         f"{_notes(b, base, by_label)} | {vs_fixed} |")
+        return lines
+    lines += ["| benchmark | fastest | median | ratio |", "|---|---|---|---|"]
+    for label, b in by_label.items():
+        median = _median(b)
+        lines.append(f"| {label} | {seconds(_time(b))} | {seconds(median) if median else '-'} | "
+                     f"{_notes(b, base, by_label)} |")
+    return lines
+
+
+def tables(data: dict) -> list[str]:
+    """Every group's table for one run, in the order the groups ran."""
     groups: dict[str, list[dict]] = {}
     for bench in data.get("benchmarks", []):
         if bench["extra_info"].get("readme") is False:  # e.g. the stability errors: docs/stability.md has them
             continue
         groups.setdefault(bench.get("group") or "", []).append(bench)
-    out = []
+    out: list[str] = []
     for group, benches in groups.items():
-        by_label = {b["extra_info"].get("label", b["name"]): b for b in benches}
-        base = next((b for b in benches if b["extra_info"].get("baseline")), None)
-        for label, b in by_label.items():
-            best, median = b["stats"]["min"], b["stats"]["median"]
-            notes = []
-            if base is not None:
-                notes.append("baseline" if b is base else versus(best, base["stats"]["min"]))
-            other = by_label.get(b["extra_info"].get("vs", ""))
-            if other is not None and other is not base:
-                notes.append(f"{versus(best, other['stats']['min'])} than {b['extra_info']['vs']}")
-            interleaved = b["extra_info"].get("overhead_vs_hand_interleaved")
-            if interleaved is not None:  # the relative overhead measured with rounds interleaved
-                notes.append(f"{versus(1 + interleaved, 1)} than hand-written loop, rounds interleaved")
-            out.append(f"| {group} | {label} | {_time(best)} | {_time(median)} | {'; '.join(notes)} |")
-    return out
+        out += [*group_table(group, benches), ""]
+    return out[:-1]
 
 
 def table(files: list[pathlib.Path]) -> str:
-    """The Markdown block: one table per run, each under the machine it ran on."""
+    """The Markdown block: each run's tables under the machine it ran on."""
     blocks = []
     for path in files:
         data = json.loads(path.read_text())
-        blocks.append(
-            f"Measured on {machine(data)}.\n\n"
-            "| group | benchmark | fastest | median | ratio |\n|---|---|---|---|---|\n" + "\n".join(rows(data))
-        )
+        blocks.append(f"Measured on {machine(data)}.\n\n" + "\n".join(tables(data)))
     return "\n\n".join(blocks)
 
 
@@ -123,7 +174,7 @@ def write_readme(readme: pathlib.Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="*", type=pathlib.Path, help="saved benchmark runs (default: the newest under .benchmarks/)")
-    parser.add_argument("--readme", type=pathlib.Path, help="also put the table into this README's benchmarks section")
+    parser.add_argument("--readme", type=pathlib.Path, help="also put the tables into this README's benchmarks section")
     args = parser.parse_args(argv)
     text = table(args.json or [newest()])
     print(text)

@@ -1,10 +1,14 @@
-"""Group ``epoch``: one epoch (train + test accuracy) three ways, side by side.
+"""Group ``epoch``: one epoch (train + test accuracy) four ways, side by side, in one process.
+
+The reference is the plain torch loop (:mod:`plain_loop`): what someone who
+knows torch writes by hand for this job. Every other row is a ratio to it:
+its numpy twin with the analytic gradient (the floor for Python), fmclf's
+loop on the default components, and the textbook's pipeline.
 
 ``tox -e bench`` times them on the real data; the normal test run executes
 each once, untimed (``--benchmark-disable``), the textbook pipeline then on
 the first 2048 training and 512 test images only, to stay quick. On a CUDA
 machine the same comparison runs as group ``epoch-cuda``.
-See :mod:`pipelines` for what each one does.
 """
 
 from __future__ import annotations
@@ -13,14 +17,13 @@ import time
 
 import pytest
 import torch
+from pipelines import Textbook, engine_parts, engine_trainer, plain_loops
 
-from pipelines import HandLoop, Textbook, engine_parts, engine_trainer
-
+from fmclf.data import epoch_seed
 from fmclf.train.engine import TrainState
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
-TEXTBOOK, HAND, ENGINE = "textbook pipeline", "hand-written loop", "fmclf engine"
-_best: dict[tuple[str, str], float] = {}  # (device, pipeline) -> fastest round, for the ratios
+TEXTBOOK, PLAIN, NUMPY, ENGINE = "textbook pipeline", "plain torch loop", "numpy, analytic gradient", "fmclf engine"
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +44,82 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _record(benchmark, device: str, name: str, **info) -> None:
-    benchmark.extra_info.update(label=name, device=device, **info)
-    if benchmark.disabled or benchmark.stats is None:
-        return
-    best = benchmark.stats.stats.min
-    _best[(device, name)] = best
-    if name != TEXTBOOK and (device, TEXTBOOK) in _best:
-        benchmark.extra_info["speedup_vs_textbook"] = round(_best[(device, TEXTBOOK)] / best, 2)
+def _group(device: str) -> str:
+    return "epoch" if device == "cpu" else f"epoch-{device}"
 
 
 def _check(result) -> None:
     train_loss, train_acc, test_acc = result
     assert 0 < train_loss < 5 and 0 < train_acc <= 1 and 0 < test_acc <= 1, result
+
+
+def _engine_epoch(trainer):
+    def epoch():
+        history = trainer.fit(TrainState()).history[-1]
+        return history["train_loss"], history["train_acc"], history["test_acc"]
+
+    return epoch
+
+
+def interleaved(runs: dict, device: str, rounds: int = 10) -> dict[str, float]:
+    """The fastest round of each callable, the rounds interleaved so that load from
+    other processes falls on all of them alike."""
+    best = {name: float("inf") for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("device", DEVICES)
+def test_epoch_plain_torch_loop(benchmark, real_data, parts_on, device):
+    benchmark.group = _group(device)
+    plain, _ = plain_loops(parts_on(device, real_data))
+    result = benchmark.pedantic(lambda: (plain.epoch(), _sync(device))[0], rounds=15, warmup_rounds=2)
+    _check(result)
+    benchmark.extra_info.update(label=PLAIN, device=device, baseline=True,
+                                detail="F.linear + F.cross_entropy(sum), the textbook's SGD, metrics read once an epoch")
+
+
+@pytest.mark.realdata
+def test_epoch_numpy_loop(benchmark, real_data, parts_on):
+    benchmark.group = "epoch"
+    _, numpy_loop = plain_loops(parts_on("cpu", real_data))
+    result = benchmark.pedantic(numpy_loop.epoch, rounds=15, warmup_rounds=2)
+    _check(result)
+    benchmark.extra_info.update(label=NUMPY, device="cpu", detail="numpy, X^T (softmax - onehot): no autograd")
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("device", DEVICES)
+def test_epoch_engine(benchmark, real_data, parts_on, device):
+    benchmark.group = _group(device)
+    parts = parts_on(device, real_data)
+    epoch = _engine_epoch(engine_trainer(parts, device=device))
+    result = benchmark.pedantic(epoch, rounds=15, warmup_rounds=2)
+    _check(result)
+    benchmark.extra_info.update(label=ENGINE, device=device, detail="Trainer.fit on the default components")
+    if not benchmark.disabled:
+        # Against the reference again, rounds interleaved: the ratio least disturbed by other work.
+        plain, _ = plain_loops(parts)
+        best = interleaved({"engine": epoch, "plain": plain.epoch}, device)
+        benchmark.extra_info["vs_reference_interleaved"] = round(best["engine"] / best["plain"], 4)
+
+
+@pytest.mark.cuda
+@pytest.mark.realdata
+def test_epoch_engine_cuda_eager(benchmark, real_data, parts_on):
+    """The engine on the GPU with CUDA graphs off: what ``--no-cuda-graphs`` gives."""
+    benchmark.group = "epoch-cuda"
+    epoch = _engine_epoch(engine_trainer(parts_on("cuda", real_data), device="cuda", cuda_graphs=False))
+    result = benchmark.pedantic(lambda: (epoch(), _sync("cuda"))[0], rounds=15, warmup_rounds=2)
+    _check(result)
+    benchmark.extra_info.update(label="fmclf engine, --no-cuda-graphs", device="cuda", vs=ENGINE,
+                                detail="every step launched kernel by kernel from Python")
 
 
 @pytest.mark.realdata
@@ -62,87 +128,46 @@ def _check(result) -> None:
 # cores, and float() of the loss, which still requires grad
 @pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning", "ignore:Converting a tensor with requires_grad:UserWarning")
 def test_epoch_textbook(benchmark, torchvision_root, device):
-    benchmark.group = "epoch" if device == "cpu" else f"epoch-{device}"
+    benchmark.group = _group(device)
     subset = (2048, 512) if benchmark.disabled else None
     pipeline = Textbook(torchvision_root, device=device, subset=subset)
     result = benchmark.pedantic(lambda: (pipeline.epoch(), _sync(device))[0], rounds=3, warmup_rounds=1)
     _check(result)
-    _record(benchmark, device, TEXTBOOK, baseline=True, detail="torchvision FashionMNIST + per-item ToTensor, DataLoader(num_workers=4), naive loss, d2l sgd")
+    benchmark.extra_info.update(label=TEXTBOOK, device=device,
+                                detail="torchvision FashionMNIST + per-item ToTensor, DataLoader(num_workers=4), naive loss, d2l sgd")
 
 
-@pytest.mark.realdata
-@pytest.mark.parametrize("device", DEVICES)
-def test_epoch_hand_loop(benchmark, real_data, parts_on, device):
-    benchmark.group = "epoch" if device == "cpu" else f"epoch-{device}"
-    hand = HandLoop(parts_on(device, real_data))
-    result = benchmark.pedantic(lambda: (hand.epoch(), _sync(device))[0], rounds=15, warmup_rounds=2)
-    _check(result)
-    _record(benchmark, device, HAND, detail="the engine's math with no framework: same tensors, ops and metrics")
+def _same_start(parts, seed: int):
+    """The reference loops starting where the engine starts: its initial weights and its batch order."""
+    train = parts.dataset.train
+    order = {"epoch": 1}
+
+    def perm():
+        g = torch.Generator().manual_seed(epoch_seed(train.seed, order["epoch"]))
+        return torch.randperm(len(train.X), generator=g)
+
+    plain, numpy_loop = plain_loops(parts, seed=seed)
+    with torch.no_grad():
+        plain.W.copy_(parts.model.W.t())
+        plain.b.copy_(parts.model.b)
+    numpy_loop.W[...] = parts.model.W.detach().numpy()
+    numpy_loop.b[...] = parts.model.b.detach().numpy()
+    plain.order = perm
+    numpy_loop.order = lambda: perm().numpy()
+    return plain, numpy_loop
 
 
-@pytest.mark.realdata
-@pytest.mark.parametrize("device", DEVICES)
-def test_epoch_engine(benchmark, real_data, parts_on, device):
-    benchmark.group = "epoch" if device == "cpu" else f"epoch-{device}"
-    parts = parts_on(device, real_data)
-    trainer = engine_trainer(parts, device=device)
-
-    def epoch():
-        history = trainer.fit(TrainState()).history[-1]
-        return history["train_loss"], history["train_acc"], history["test_acc"]
-
-    result = benchmark.pedantic(epoch, rounds=15, warmup_rounds=2)
-    _check(result)
-    _record(benchmark, device, ENGINE, vs=HAND, detail="Trainer.fit: scratch + fused + sgd, visualizer none")
-    if not benchmark.disabled:
-        # The overhead over the hand-written loop again, rounds interleaved, so
-        # that load from other processes falls on both alike.
-        hand = HandLoop(parts)
-        engine_t, hand_t = [], []
-        for _ in range(10):
-            for run, times in ((epoch, engine_t), (hand.epoch, hand_t)):
-                start = time.perf_counter()
-                run()
-                _sync(device)
-                times.append(time.perf_counter() - start)
-        benchmark.extra_info["overhead_vs_hand_interleaved"] = round(min(engine_t) / min(hand_t) - 1, 4)
-
-
-@pytest.mark.cuda
-@pytest.mark.realdata
-def test_epoch_engine_cuda_graphs(benchmark, real_data, parts_on):
-    benchmark.group = "epoch-cuda"
-    trainer = engine_trainer(parts_on("cuda", real_data), device="cuda", cuda_graphs=True)
-
-    def epoch():
-        history = trainer.fit(TrainState()).history[-1]
-        return history["train_loss"], history["train_acc"], history["test_acc"]
-
-    result = benchmark.pedantic(epoch, rounds=15, warmup_rounds=2)
-    _check(result)
-    _record(benchmark, "cuda", "fmclf engine, --cuda-graphs", vs=ENGINE, detail="Trainer.fit with each training step replayed as one CUDA graph")
-
-
-def test_the_hand_loop_is_the_engines_math(tiny_data):
-    """What makes the comparison fair: from the same start, one epoch of each gives the same numbers."""
+def test_the_reference_loops_do_the_engines_job(tiny_data):
+    """What makes the comparison fair: from the same weights, in the same order, one epoch
+    of the plain torch loop, of the numpy loop and of the engine give the same numbers
+    (up to float rounding: three ways of computing the same softmax regression)."""
     parts = engine_parts(tiny_data, seed=3, verify=False)
-    hand = HandLoop(parts, seed=3)  # copies the initial weights
+    plain, numpy_loop = _same_start(parts, seed=3)
+    torch_row, numpy_row = plain.epoch(), numpy_loop.epoch()
     history = engine_trainer(parts).fit(TrainState()).history[-1]
-    assert hand.epoch(1) == (history["train_loss"], history["train_acc"], history["test_acc"])
-    assert torch.equal(hand.W, parts.model.W) and torch.equal(hand.b, parts.model.b)
-
-
-@pytest.mark.realdata
-def test_epoch_engine_cpu_one_thread(benchmark, real_data, parts_on):
-    """The engine again with one intra-op thread: what torch's threads bring here (and,
-    on a busy machine, cost: threads that wait for each other at every operation)."""
-    benchmark.group = "epoch"
-    trainer = engine_trainer(parts_on("cpu", real_data), device="cpu")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        history = benchmark.pedantic(lambda: trainer.fit(TrainState()).history[-1], rounds=15, warmup_rounds=2)
-    finally:
-        torch.set_num_threads(threads)
-    _check((history["train_loss"], history["train_acc"], history["test_acc"]))
-    _record(benchmark, "cpu", "fmclf engine, 1 thread", vs=ENGINE, detail=f"torch.set_num_threads(1) instead of {threads}")
+    engine_row = (history["train_loss"], history["train_acc"], history["test_acc"])
+    for row in (torch_row, numpy_row):
+        assert row[0] == pytest.approx(engine_row[0], rel=1e-5)
+        assert row[1:] == engine_row[1:]
+    torch.testing.assert_close(plain.W.detach().t(), parts.model.W.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.from_numpy(numpy_loop.W), parts.model.W.detach(), rtol=1e-5, atol=1e-6)

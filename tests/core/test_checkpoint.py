@@ -58,8 +58,8 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_every_epoch_writes_a_checkpoint_and_the_metrics(tiny_data, tmp_path, monkeypatch):
     writes = []
     real_save, real_metrics = checkpoints.save_torch, runs.write_metrics
-    monkeypatch.setattr(checkpoints, "save_torch", lambda path, obj: (writes.append((path.name, obj.get("state", {}).get("epoch") if isinstance(obj, dict) else None)), real_save(path, obj))[1])
-    monkeypatch.setattr(runs, "write_metrics", lambda d, history: (writes.append(("metrics.jsonl", len(history))), real_metrics(d, history))[1])
+    monkeypatch.setattr(checkpoints, "save_torch", lambda path, obj, *writer: (writes.append((path.name, obj.get("state", {}).get("epoch") if isinstance(obj, dict) else None)), real_save(path, obj, *writer))[1])
+    monkeypatch.setattr(runs, "write_metrics", lambda d, history, *writer: (writes.append(("metrics.jsonl", len(history))), real_metrics(d, history, *writer))[1])
     run_dir = tmp_path / "run"
     assert invoke(*common(tiny_data, "--epochs", "3", "--out", str(run_dir))).exit_code == 0
     assert writes == [("checkpoint.pt", 1), ("metrics.jsonl", 1), ("checkpoint.pt", 2), ("metrics.jsonl", 2),

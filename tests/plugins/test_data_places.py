@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from fmclf.cli import cli
 from fmclf.errors import DataError
 from fmclf_plugins import fashion_mnist_files as files
+from fmclf_plugins.fashion_mnist import fashion_mnist
 from helpers import NAMES, write_tiny_fashion
 
 
@@ -164,3 +165,28 @@ def test_a_failed_download_is_listed_with_the_other_places(no_system_copy, monke
     message = str(info.value)
     assert f"- torchvision download into {files.cache_dir()} (failed: RuntimeError: Error downloading train-images-idx3-ubyte.gz:" in message
     assert "Debian package dataset-fashion-mnist" in message
+
+
+def test_a_cache_checked_once_is_not_checked_by_md5_again_but_a_damaged_one_is_caught(tiny_is_fashion_mnist, monkeypatch):
+    fashion_mnist(batch_size=16, device="cpu", data_root=tiny_is_fashion_mnist)  # fills the cache, with its stamp
+    stamp = files.read_stamp(files.cache_dir())
+    assert sorted(stamp) == sorted(spec[0] for spec in files.FILES.values())
+    hashed = []
+    real = files._md5
+    monkeypatch.setattr(files, "_md5", lambda data: hashed.append(len(data)) or real(data))
+    fashion_mnist(batch_size=16, device="cpu")  # from the cache: the stamp vouches for it
+    assert hashed == []
+    target = files.cache_dir() / "t10k-labels-idx1-ubyte"
+    data = bytearray(target.read_bytes())
+    data[-1] = (data[-1] + 1) % 10  # one label changed on disk: same size, another CRC
+    target.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="does not match Fashion-MNIST's published checksums"):
+        fashion_mnist(batch_size=16, device="cpu")
+    assert hashed  # the damaged file was checked in full
+
+
+def test_a_cache_from_before_stamps_is_stamped_after_one_full_check(tiny_is_fashion_mnist):
+    fashion_mnist(batch_size=16, device="cpu", data_root=tiny_is_fashion_mnist)
+    (files.cache_dir() / files.STAMP).unlink()
+    fashion_mnist(batch_size=16, device="cpu")
+    assert len(files.read_stamp(files.cache_dir())) == 4

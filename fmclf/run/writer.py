@@ -1,0 +1,87 @@
+"""Run-folder files written on a thread of their own, so that training does not wait for the disk.
+
+Every epoch rewrites checkpoint.pt and metrics.jsonl, each atomically
+(:mod:`fmclf.atomic`: a temporary file, fsync, rename, fsync of the folder).
+The two fsyncs took 2 to 60 ms an epoch on the disks this was measured on,
+as long as an epoch itself. The caller serialises (so what is written is the
+state at that moment), and a thread does the writing, in order, while the
+next epoch trains. At most two files wait (one epoch's pair): on a disk
+slower than training, training waits rather than memory filling up.
+
+:meth:`BackgroundWriter.close` waits for everything asked, and every way a
+run ends goes through it (the runner's ``finally``), so a finished or stopped
+run's files are on disk when fmclf returns, as before. A write that fails is
+raised, as it was, at the next write or at the close.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .. import atomic
+
+
+class BackgroundWriter:
+    """Atomic writes done one at a time, in the order asked, on a daemon thread."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self._jobs: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write_bytes(self, path: str | os.PathLike, data: bytes) -> None:
+        """Queue ``atomic.write_bytes(path, data)``."""
+        self._submit(atomic.write_bytes, path, data)
+
+    def write_text(self, path: str | os.PathLike, text: str) -> None:
+        """Queue ``atomic.write_text(path, text)``."""
+        self._submit(atomic.write_text, path, text)
+
+    def _submit(self, write: Callable[..., None], *args: Any) -> None:
+        self._raise()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="fmclf-writer", daemon=True)
+            self._thread.start()
+        self._jobs.put((write, args))
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:  # after a failure nothing more is written: the last good files stay
+                    write, args = job
+                    write(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the training thread, raised there
+                self._error = exc
+            finally:
+                self._jobs.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued write is done; raise the first that failed."""
+        if self._thread is not None:
+            self._jobs.join()
+        self._raise()
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Flush and stop the thread. ``raise_error=False`` (the run is failing already) keeps a
+        write's failure from hiding the error that ended the run."""
+        try:
+            if self._thread is not None:
+                self._jobs.join()
+                self._jobs.put(None)
+                self._thread.join()
+                self._thread = None
+        finally:
+            if raise_error:
+                self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error

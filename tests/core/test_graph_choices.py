@@ -1,0 +1,118 @@
+"""CUDA graphs by default: what is chosen, what is said, and the epoch graph's math, here without a GPU.
+
+The captures themselves run in tests/core/test_cuda.py (``-m cuda``); this file
+checks the choices (with device objects of type cuda, which need no GPU) and
+runs the whole-epoch program eagerly on the CPU against the engine's loop.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from helpers import assemble_parts
+
+from fmclf.cli import cli
+from fmclf.dist.comm import Comm, Solo
+from fmclf.dist.launch import Launch
+from fmclf.errors import UsageError
+from fmclf.train.engine import Trainer, TrainState
+from fmclf.train.graphs import EpochGraph, decide, fits_epoch
+
+CUDA = torch.device("cuda", 0)  # only its type is looked at
+CPU = torch.device("cpu")
+
+
+def test_the_default_is_on_for_cuda_when_the_parts_allow_it(tiny_data):
+    sgd = assemble_parts(tiny_data).updater
+    assert decide(None, CUDA, sgd, Solo()) == (True, None)
+    assert decide(False, CUDA, sgd, Solo()) == (False, None)  # --no-cuda-graphs: off, and nothing said
+    assert decide(None, CPU, sgd, Solo()) == (False, None)  # nothing to say off CUDA
+
+
+def test_the_default_falls_back_in_one_line_saying_why(tiny_data):
+    parts = assemble_parts(tiny_data, updater="torch-sgd")
+    use, note = decide(None, CUDA, parts.updater, Solo(), parts.records["updater"].describe())
+    assert not use and "\n" not in note
+    assert note.startswith("Note: CUDA graphs are off for this run:") and "does not declare capturable = True" in note
+    assert "--no-cuda-graphs" in note
+    use, note = decide(None, CUDA, assemble_parts(tiny_data).updater, Comm(Launch(0, 2, 0, 2), "nccl", 10.0))
+    assert not use and "distributed training" in note
+
+
+def test_asking_for_them_explicitly_is_refused_in_words(tiny_data):
+    parts = assemble_parts(tiny_data, updater="torch-sgd")
+    with pytest.raises(UsageError, match="--cuda-graphs needs a CUDA device"):
+        decide(True, CPU, parts.updater, Solo())
+    with pytest.raises(UsageError, match="capturable = True"):
+        decide(True, CUDA, parts.updater, Solo(), parts.records["updater"].describe())
+
+
+def test_the_whole_epoch_is_the_unit_for_tensor_batches_on_the_device(tiny_data):
+    train = assemble_parts(tiny_data).dataset.train
+    assert fits_epoch(train, CPU, batch_listeners=False)
+    assert not fits_epoch(train, CUDA, batch_listeners=False)  # held elsewhere
+    assert not fits_epoch(train, CPU, batch_listeners=True)  # a callback wants every batch
+    assert not fits_epoch(list(train), CPU, batch_listeners=False)  # any other iterable: a graph per step
+
+
+def test_a_cpu_run_records_that_it_used_none_and_says_nothing(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "1",
+                                      "--visualizer", "none", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "cuda_graphs = false" in (out / "config.toml").read_text() and "CUDA graphs" not in result.output
+
+
+def test_a_trainer_on_the_cpu_captures_nothing(tiny_data):
+    said = []
+    trainer = Trainer(assemble_parts(tiny_data), device=CPU, epochs=1, graph_fallback=said.append)
+    assert not trainer.cuda_graphs and trainer.epoch_graph is None and trainer.graphed is None and said == []
+
+
+@pytest.fixture
+def ragged_data(tmp_path):
+    """100 training images: 12 batches of 8 and a last one of 4."""
+    from helpers import write_tiny_fashion
+
+    return write_tiny_fashion(tmp_path / "ragged", n_train=100, n_test=40)
+
+
+def test_the_epoch_program_is_the_engines_epoch(ragged_data):
+    """What the graph records, run eagerly: from the same start, the same order, loss, count and weights
+    as the engine's loop, and each batch's loss where the divergence watch reads it."""
+    eager = assemble_parts(ragged_data, batch_size=8, seed=4)
+    graphed = assemble_parts(ragged_data, batch_size=8, seed=4)
+    for epoch in (1, 2):
+        history = Trainer(eager, device=CPU, epochs=epoch, cuda_graphs=False).fit(
+            TrainState(epoch=epoch - 1)).history[-1]
+        program = EpochGraph(graphed.model, graphed.loss, graphed.updater, True, graphed.dataset.train)
+        program.run(epoch)
+        n = len(graphed.dataset.train.X)
+        assert float(program.loss_sum) / n == pytest.approx(history["train_loss"], rel=1e-6)
+        assert int(program.correct) / n == history["train_acc"]
+        assert len(program.sums) == 13 and float(program.sums.sum()) == pytest.approx(float(program.loss_sum), rel=1e-5)
+        for p, q in zip(graphed.model.parameters(), eager.model.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_the_next_epochs_order_is_drawn_ahead_and_is_the_data_sets(tiny_data):
+    train = assemble_parts(tiny_data, seed=2).dataset.train
+    program = EpochGraph(assemble_parts(tiny_data).model, assemble_parts(tiny_data).loss,
+                         assemble_parts(tiny_data).updater, True, train)
+    program.run(3)
+    assert set(program._orders) == {4} and torch.equal(program._orders[4], train.permutation(4))
+    train.set_epoch(3)
+    assert torch.equal(program.perm, train.order())  # what the eager loop would have used
+
+
+def test_config_files_may_set_it_or_leave_it_out(tmp_path):
+    from fmclf.run.config import RunConfig
+
+    RunConfig(cuda_graphs=None).validate()
+    with pytest.raises(UsageError, match="cuda_graphs must be true or false"):
+        RunConfig(cuda_graphs="yes").validate()
+    assert "cuda_graphs" not in RunConfig().to_toml()
+    assert json.dumps(RunConfig(cuda_graphs=True).cuda_graphs) == "true"
