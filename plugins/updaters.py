@@ -55,7 +55,7 @@ def torch_sgd(
         min_lr: for schedule cosine, the rate it ends at
     """
     check_torch_sgd(lr=lr, epochs=epochs, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                    warmup=warmup, min_lr=min_lr)
+                    warmup=warmup, step_epochs=step_epochs, gamma=gamma, min_lr=min_lr)
     total = epochs * steps_per_epoch
     warm = round(warmup * steps_per_epoch)
     if warm >= total and warmup > 0:
@@ -76,10 +76,17 @@ def torch_sgd(
 
 @fmclf.checks(torch_sgd)
 def check_torch_sgd(*, lr: float | None = None, epochs: int | None = None, momentum: float = 0.0,
-                    dampening: float = 0.0, nesterov: bool = False, warmup: float = 0.0, min_lr: float = 0.0) -> None:
+                    dampening: float = 0.0, nesterov: bool = False, warmup: float = 0.0, step_epochs: int | None = None,
+                    gamma: float = 0.1, min_lr: float = 0.0) -> None:
     """Before any work: Nesterov momentum needs momentum and no dampening (torch refuses it only once
-    it builds), warmup fits in the run, and a cosine's floor is below the rate."""
+    it builds), warmup fits in the run, a step's gamma shrinks the rate, and a cosine's floor is below
+    it. (The option parser checks each bound; this also holds when the factory is called directly.)"""
     where = "of updater 'torch-sgd'"
+    if step_epochs is not None and step_epochs < 1:
+        raise OptionError(f"option step_epochs {where} must be at least 1 (epochs), got {step_epochs}.")
+    if not 0 < gamma <= 1:
+        raise OptionError(f"option gamma {where} multiplies the rate at each step and must be above 0 and at most 1, "
+                          f"got {gamma}.")
     if nesterov and (momentum <= 0 or dampening != 0):
         raise OptionError(
             f"option nesterov {where} needs momentum above 0 and dampening 0 (got momentum "

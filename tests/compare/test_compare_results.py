@@ -30,9 +30,10 @@ def finished(root: pathlib.Path, c: Cell, seed: int, rows: list[dict]) -> Run:
 
 
 def rows(loss: float, ece: float, seconds: float = 0.2) -> list[dict]:
-    """Two epochs; the last carries the values, plus keys that are not metrics."""
-    return [{"epoch": 1, "train_loss": loss + 1, "test_ece": ece + 0.1, "seconds": seconds, "per_class_test_acc": {"a": 1.0}},
-            {"epoch": 2, "train_loss": loss, "test_ece": ece, "seconds": seconds * 2, "per_class_test_acc": {"a": 1.0},
+    """Two epochs; the last carries the values, plus keys that are not metrics. Accuracies are the
+    same for every run (a run folder's rows always hold them)."""
+    return [{"epoch": 1, "train_loss": loss + 1, "train_acc": 0.5, "test_acc": 0.5, "test_ece": ece + 0.1, "seconds": seconds, "per_class_test_acc": {"a": 1.0}},
+            {"epoch": 2, "train_loss": loss, "train_acc": 0.6, "test_acc": 0.6, "test_ece": ece, "seconds": seconds * 2, "per_class_test_acc": {"a": 1.0},
              "flag": True}]
 
 
@@ -49,7 +50,8 @@ def comparison(tmp_path):
 def test_every_numeric_key_of_the_last_epoch_is_a_metric(comparison):
     _, cells, runs = comparison
     found = results.collect(cells, runs)
-    assert results.metric_names(found) == ["train_loss", "test_ece"]  # not epoch, seconds, a dict or a bool
+    # not epoch, seconds, a dict or a bool
+    assert results.metric_names(found) == ["train_loss", "train_acc", "test_acc", "test_ece"]
     assert found[0].values["train_loss"] == {0: 0.50, 1: 0.51, 2: 0.52}
     assert found[0].epoch_seconds[0] == pytest.approx(0.3)  # the mean of 0.2 and 0.4
     assert found[2].values == {} and len(found[2].failed) == 2 and len(found[2].missing) == 1

@@ -30,7 +30,7 @@ def test_run_writes_a_run_folder(runner, tiny_data, tmp_path):
     assert any(line.startswith("final: train loss") for line in lines)
     assert f"run folder: {out}" in result.output
     config = tomllib.loads((out / "config.toml").read_text())
-    assert config["seed"] == 5 and config["model"] == "scratch" and config["loss"] == "fused"
+    assert config["seed"] == 5 and config["model"] == "fmclf:scratch" and config["loss"] == "fmclf:fused"
     assert config["provenance"]["components"]["model"].startswith("fmclf:scratch")
     assert "fmclf.models" in config["provenance"]["plugins"]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -71,7 +71,7 @@ def test_unknown_component_exits_2_with_a_suggestion(runner, tiny_data, tmp_path
 def test_ill_typed_option_lists_the_options(runner, tiny_data, tmp_path):
     result = tiny_run(runner, tiny_data, tmp_path / "run", "--updater", "torch-sgd", "-o", "updater.momentum=lots")
     assert result.exit_code == 2
-    assert "'lots' is not a number" in result.output and "momentum (float, default 0.0)" in result.output
+    assert "'lots' is not a number" in result.output and "momentum (float in [0, 1], default 0.0)" in result.output
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")

@@ -150,7 +150,7 @@ def test_sigterm_while_predict_loads_the_data(tiny_data, tmp_path):
     before = (out / "predictions.png").read_bytes()
     config = (out / "config.toml").read_text().replace('dataset = "fmclf:fashion-mnist"', 'dataset = "pause-data"')
     config = config.replace('dataset = "fashion-mnist"', 'dataset = "pause-data"')
-    config = "\n".join(line for line in config.splitlines() if not line.startswith(("download", "resize", "raw_pixels")))
+    config = "\n".join(line for line in config.splitlines() if not line.startswith(("download", "resize", "raw_pixels", "valid")))
     (out / "config.toml").write_text(config + "\n")
     code, stdout, err = paused(["predict", str(out), "-n", "4"], signal.SIGTERM)
     assert code == 130, (stdout, err)

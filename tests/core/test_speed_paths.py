@@ -278,4 +278,4 @@ def test_threads_are_applied_and_recorded(tiny_data, tmp_path, keep_threads):
     config = tomllib.loads((out / "config.toml").read_text())
     assert config["threads"] == 1 and config["provenance"]["threads"] == 1
     bad = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "--threads", "0", "--out", str(tmp_path / "bad")])
-    assert bad.exit_code == 2 and "--threads must be a whole number of at least 1" in bad.output
+    assert bad.exit_code == 2 and "--threads must be a whole number from 1 to" in bad.output

@@ -115,7 +115,7 @@ def test_sgd_is_the_textbook_update(registry):
 
 def test_torch_sgd_is_adapted_and_takes_momentum(registry):
     w = torch.tensor([1.0], requires_grad=True)
-    opt = build(registry, "updater", "torch-sgd", {"params": [w], "lr": 0.1}, momentum=0.9)
+    opt = build(registry, "updater", "torch-sgd", {"params": [w], "lr": 0.1, "epochs": 1, "steps_per_epoch": 2}, momentum=0.9)
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
     updater = adapt_updater(opt)
     assert isinstance(updater, OptimizerUpdater) and updater.reduction == "mean"
