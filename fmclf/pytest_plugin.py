@@ -12,7 +12,8 @@ switches it on where plugin autoloading is disabled).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

@@ -33,16 +33,17 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from .run.plan import call_factory
 from .errors import FmclfError
 from .events import EVENTS
-from .kinds import BY_NAME, KINDS
-from .host.options import resolve_options
 from .host import loading as plugins
 from .host.loading import get_host, load_plugins
+from .host.options import resolve_options
 from .host.registry import ComponentRecord, PluginInfo, first_doc_line
+from .kinds import BY_NAME, KINDS
+from .run.plan import call_factory
 
 if TYPE_CHECKING:
     import torch

@@ -6,7 +6,8 @@ import warnings
 
 import torch
 
-from fmclf.data import InMemoryDataset, TensorBatches, empty_dataset_tensor, shard as shard_rows, stratified_split
+from fmclf.data import InMemoryDataset, TensorBatches, empty_dataset_tensor, stratified_split
+from fmclf.data import shard as shard_rows
 from fmclf.errors import DataError
 
 _BLOCK = 2048  # rows widened at a time: 6 MB of float32 for 28x28 images

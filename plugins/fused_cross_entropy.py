@@ -38,7 +38,7 @@ infinite logits this module decides; see :func:`fused_cross_entropy`.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

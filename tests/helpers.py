@@ -67,9 +67,9 @@ def assemble_parts(data_root: pathlib.Path, *, device: str = "cpu", verify: bool
     the data in ``data_root``; ``settings`` are RunConfig fields (loss, lr, batch_size...)."""
     import torch
 
-    from fmclf.run.plan import assemble, resolve
-    from fmclf.run.config import RunConfig
     from fmclf.host.loading import load_plugins
+    from fmclf.run.config import RunConfig
+    from fmclf.run.plan import assemble, resolve
 
     settings.setdefault("visualizers", ["none"])
     settings.setdefault("seed", 0)

@@ -13,15 +13,15 @@ import importlib
 import os
 import pkgutil
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import click
 
 from ..dist.launch import is_root_process, process_label
 from ..errors import FmclfError, Interrupted
 from ..run import signals
-from ._help import Group, epilog
 from ..run.threads import calm_openmp
+from ._help import Group, epilog
 
 
 def echo_err(text: str) -> None:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
-from . import cli, friendly
-from ._flags import DATA_ROOT, PathArg, complete_component, complete_option, gather_options, require_data_root
-from ._help import epilog
 from ..dist.launch import is_root_process
 from ..errors import UsageError
 from ..kinds import ROWS
 from ..run.config import RunConfig, load_config, merge
 from ..run.memory import describe as describe_memory
+from . import cli, friendly
+from ._flags import DATA_ROOT, PathArg, complete_component, complete_option, gather_options, require_data_root
+from ._help import epilog
 
 #: The settings a run takes from the command line: every RunConfig field but the options (and from_python,
 #: which only fmclf.fit sets).

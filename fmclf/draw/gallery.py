@@ -11,11 +11,11 @@ from typing import Any
 
 from .. import atomic
 from ..errors import UsageError
-from ..run import lock
-from ..train.blame import blame
 from ..host.loading import PluginHost
 from ..host.options import resolve_options
+from ..run import lock
 from ..run.saved import load_run_config, load_trained  # noqa: F401 - load_run_config: the CLI reads it here
+from ..train.blame import blame
 from . import pictures
 
 PREDICTIONS = "predictions.png"

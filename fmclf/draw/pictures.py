@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 import math
 import pathlib
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import atomic
 from ..errors import UsageError

@@ -8,15 +8,14 @@ that no longer uses it) and is redrawn."""
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import atomic
 from ..errors import CheckpointError, WriteError
-
-from . import gallery, pictures
-
 from ..run import folder
 from ..run.plan import Plan
+from . import gallery, pictures
 
 REPORT = folder.REPORT
 CONFUSION = "confusion.png"

@@ -44,9 +44,9 @@ import os
 import sys
 import time
 import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Callable, Iterable
 
 import pluggy
 

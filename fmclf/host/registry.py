@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from ..errors import AmbiguousComponentError, UnknownComponentError
 from ..kinds import KINDS

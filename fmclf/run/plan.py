@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ComponentError, DataError, FmclfError, OptionError, UsageError
-from ..host.loading import PluginHost
 from ..host.checks import facts_of, run_check
+from ..host.loading import PluginHost
 from ..host.options import accepted_core_params, options_of, resolve_options
 from ..host.registry import ComponentRecord
 from ..kinds import BY_NAME, core_params

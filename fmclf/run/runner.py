@@ -12,9 +12,9 @@ import pathlib
 import shlex
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from .. import atomic
 from ..dist.comm import Solo, connect

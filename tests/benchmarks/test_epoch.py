@@ -17,10 +17,11 @@ import time
 
 import pytest
 import torch
-from pipelines import Textbook, engine_parts, engine_trainer, plain_loops
 
 from fmclf.data import epoch_seed
 from fmclf.train.engine import TrainState
+
+from pipelines import Textbook, engine_parts, engine_trainer, plain_loops
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
 TEXTBOOK, PLAIN, NUMPY, ENGINE = "textbook pipeline", "plain torch loop", "numpy, analytic gradient", "fmclf engine"

@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 import pathlib
 
-import loss_stress as S
 import pytest
 
 from fmclf.compare.bench import BASELINE, published_failures
+
+import loss_stress as S
 
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "stability.md"
 NAMES = {"torch": BASELINE}  # this suite's name for torch's loss -> the table's

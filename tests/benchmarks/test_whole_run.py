@@ -16,6 +16,7 @@ import importlib.util
 import json
 
 import pytest
+
 import whole_runs as W
 
 SHORT, LONG, ROUNDS = 2, 12, 3

@@ -10,11 +10,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from helpers import run_fmclf
-from plugin_dists import make_dist
 
 from fmclf.cli import cli
 from fmclf.compare import bench, stress
+
+from helpers import run_fmclf
+from plugin_dists import make_dist
 
 LOSSES = '''
     import fmclf

@@ -15,11 +15,12 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from helpers import run_fmclf
-from picture_checks import assert_picture
 
 from fmclf.cli import cli
 from fmclf.compare.engine import threads_per_run
+
+from helpers import run_fmclf
+from picture_checks import assert_picture
 
 TESTS = pathlib.Path(__file__).parents[1]  # where the chaos plugin lives
 

@@ -13,11 +13,10 @@ import torch
 from click.testing import CliRunner
 
 from fmclf import atomic
-
-from fmclf.run import checkpoint as checkpoints
-from fmclf.run import folder as runs
 from fmclf.cli import cli
 from fmclf.errors import CheckpointError
+from fmclf.run import checkpoint as checkpoints
+from fmclf.run import folder as runs
 
 
 def common(data: pathlib.Path, *more: str) -> list[str]:

@@ -13,11 +13,12 @@ import tomllib
 
 import pytest
 from click.testing import CliRunner
-from plugin_dists import make_dist, model_plugin
-from test_plugins_loading import site  # noqa: F401 - the fixture
 
 from fmclf.cli import cli
 from fmclf.cli._help import ENVIRONMENT
+
+from plugin_dists import make_dist, model_plugin
+from test_plugins_loading import site  # noqa: F401 - the fixture
 
 ENV_NAMES = [name.split("=")[0] for name, _ in ENVIRONMENT]
 

@@ -10,13 +10,14 @@ import tomllib
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fmclf.cli import cli
-from fmclf.run.config import RunConfig, dumps, load_config, merge
 from fmclf.errors import ConfigError
 from fmclf.host.options import resolve_options
 from fmclf.host.registry import ComponentRecord, PluginInfo
+from fmclf.run.config import RunConfig, dumps, load_config, merge
 
 
 def write(tmp_path, text: str) -> pathlib.Path:

@@ -12,11 +12,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from helpers import assemble_parts, write_tiny_fashion
-
 from fmclf.cli import cli
-from fmclf.train.engine import Trainer, TrainState
 from fmclf.errors import DivergenceError
+from fmclf.train.engine import Trainer, TrainState
+
+from helpers import assemble_parts, write_tiny_fashion
 
 pytestmark = pytest.mark.cuda
 

@@ -253,6 +253,7 @@ def test_metrics_and_a_callbacks_stop_agree_across_processes(tiny, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
 
     from torchmetrics.classification import MulticlassCalibrationError
+
     from helpers import assemble_parts
 
     parts = assemble_parts(tiny, seed=5, batch_size=16, dataset_options={"valid": 0.25})

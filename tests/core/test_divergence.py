@@ -11,12 +11,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fmclf.run.plan import assemble, resolve
 from fmclf.cli import cli
-from fmclf.run.config import RunConfig
-from fmclf.train.engine import Trainer
 from fmclf.errors import DivergenceError
 from fmclf.host.loading import load_plugins
+from fmclf.run.config import RunConfig
+from fmclf.run.plan import assemble, resolve
+from fmclf.train.engine import Trainer
 
 
 def common(data: pathlib.Path) -> list[str]:

@@ -38,11 +38,12 @@ import traceback
 from importlib import metadata
 
 import click
-import docs_commands as docs
 import pytest
 from click.testing import CliRunner
 
 from fmclf.cli import cli
+
+import docs_commands as docs
 
 COMMANDS = docs.distinct_commands()
 HERE = pathlib.Path(sys.executable).parent

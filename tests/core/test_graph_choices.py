@@ -12,7 +12,6 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import assemble_parts
 
 from fmclf.cli import cli
 from fmclf.dist.comm import Comm, Solo
@@ -20,6 +19,8 @@ from fmclf.dist.launch import Launch
 from fmclf.errors import UsageError
 from fmclf.train.engine import Trainer, TrainState
 from fmclf.train.graphs import EpochGraph, decide, fits_epoch
+
+from helpers import assemble_parts
 
 CUDA = torch.device("cuda", 0)  # only its type is looked at
 CPU = torch.device("cpu")

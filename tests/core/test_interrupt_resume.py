@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from fmclf.cli import cli
+
 from helpers import run_fmclf
 
 TESTS = pathlib.Path(__file__).parents[1]  # where the helper plugins live

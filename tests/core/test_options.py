@@ -29,7 +29,7 @@ def toy(
     bias: bool = True,
     act: Literal["relu", "tanh"] = "relu",
     width: int | None = None,
-    depth: Optional[int] = 2,
+    depth: Optional[int] = 2,  # noqa: UP045 - the old spelling is what this covers
     sizes: list[int] = (8, 8),
     betas: tuple[float, float] = (0.9, 0.999),
     root: pathlib.Path | None = None,

@@ -11,6 +11,7 @@ import pytest
 
 from fmclf.draw import pictures
 from fmclf.errors import UsageError
+
 from picture_checks import assert_picture, red_pixels
 
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")

@@ -13,6 +13,7 @@ import sys
 from click.testing import CliRunner
 
 from fmclf.cli import cli
+
 from plugin_dists import make_dist
 from test_plugins_loading import site  # noqa: F401 - the fixture
 

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from fmclf.cli import cli
 from fmclf.draw import pictures
+
 from picture_checks import assert_picture, red_pixels
 
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")

@@ -13,14 +13,14 @@ import torch
 from click.testing import CliRunner
 from torch.overrides import TorchFunctionMode
 
-from helpers import assemble_parts, write_tiny_fashion
-
 import fmclf.train.engine as engine
 from fmclf.cli import cli
 from fmclf.data import TensorBatches, epoch_seed
+from fmclf.errors import DivergenceError, UsageError
 from fmclf.train.engine import LossWatch, Trainer, TrainState
 from fmclf.train.metrics import evaluate
-from fmclf.errors import DivergenceError, UsageError
+
+from helpers import assemble_parts, write_tiny_fashion
 
 CPU = torch.device("cpu")
 

@@ -14,9 +14,10 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import run_fmclf
 
 from fmclf.cli import cli
+
+from helpers import run_fmclf
 
 TESTS = pathlib.Path(__file__).parents[1]
 TIMING = {"seconds", "peak_memory"}

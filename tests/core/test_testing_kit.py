@@ -18,8 +18,16 @@ from fmclf.data import InMemoryDataset, TensorBatches
 from fmclf.errors import PluginError, UnknownComponentError
 from fmclf.pytest_plugin import PluginRegistrar
 from fmclf.testing import (
-    ContractError, check_callback, check_dataset, check_import_is_light, check_loss, check_metric, check_model,
-    check_plugin, check_updater, check_visualizer,
+    ContractError,
+    check_callback,
+    check_dataset,
+    check_import_is_light,
+    check_loss,
+    check_metric,
+    check_model,
+    check_plugin,
+    check_updater,
+    check_visualizer,
 )
 
 

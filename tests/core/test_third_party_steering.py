@@ -10,9 +10,10 @@ import math
 import re
 
 from click.testing import CliRunner
-from test_plugins_loading import site  # noqa: F401 - the fixture
 
 from fmclf.cli import cli
+
+from test_plugins_loading import site  # noqa: F401 - the fixture
 
 STEER = '''
     import fmclf

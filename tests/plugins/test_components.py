@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from fmclf.run.plan import call_factory
 from fmclf.data import TensorBatches
-from fmclf.train.updaters import OptimizerUpdater, adapt_updater
 from fmclf.host.loading import load_plugins
 from fmclf.host.registry import ComponentRecord
+from fmclf.run.plan import call_factory
+from fmclf.train.updaters import OptimizerUpdater, adapt_updater
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +150,9 @@ def test_tensor_batches_check_lengths():
 
 
 def test_a_dataset_whose_train_batches_have_no_len_is_refused_clearly():
-    from fmclf.kinds import BY_NAME
     from fmclf.errors import ComponentError
     from fmclf.host.registry import PluginInfo
+    from fmclf.kinds import BY_NAME
 
     class NoLen:
         train = iter([])

@@ -15,6 +15,7 @@ from fmclf.cli import cli
 from fmclf.errors import DataError
 from fmclf_plugins import fashion_mnist_files as files
 from fmclf_plugins.fashion_mnist import fashion_mnist
+
 from helpers import NAMES, write_tiny_fashion
 
 

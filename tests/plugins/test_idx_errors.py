@@ -14,6 +14,7 @@ from fmclf.cli import cli
 from fmclf.errors import DataError
 from fmclf_plugins import fashion_mnist_files as files
 from fmclf_plugins.idx import parse_idx, read_bytes
+
 from helpers import idx_bytes
 
 FIX = "Do the thing that fixes it."

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from fmclf.errors import DataError
 from fmclf_plugins.idx import parse_idx, read_bytes
+
 from helpers import idx_bytes
 
 FIX = "FIX-HINT"

@@ -17,6 +17,7 @@ from fmclf.events import BatchEnd, EpochEnd, FitEnd, FitStart
 from fmclf_plugins import visualizers
 from fmclf_plugins.animator import Animator, in_jupyter
 from fmclf_plugins.progress import ProgressBars
+
 from picture_checks import assert_picture
 
 

@@ -7,9 +7,9 @@ import io
 import pathlib
 
 from fmclf import atomic
-
-from fmclf.run import folder
 from fmclf.errors import OptionError
+from fmclf.run import folder
+
 
 def columns(history: list[dict]) -> list[str]:
     """Every numeric key of the rows, in the order they first appear: whatever metrics a run records

@@ -17,7 +17,13 @@ import fmclf_example
 from fmclf.cli import cli
 from fmclf.errors import OptionError
 from fmclf.testing import (
-    check_callback, check_import_is_light, check_metric, check_model, check_plugin, check_updater, check_visualizer,
+    check_callback,
+    check_import_is_light,
+    check_metric,
+    check_model,
+    check_plugin,
+    check_updater,
+    check_visualizer,
 )
 
 
