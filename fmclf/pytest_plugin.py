@@ -28,7 +28,8 @@ class PluginRegistrar:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self._monkeypatch = monkeypatch
 
-    def __call__(self, plugin: object, name: str | None = None, *, autoload: bool = False, strict: bool = True) -> PluginHost:
+    def __call__(self, plugin: object, name: str | None = None, *, autoload: bool = False,
+                 strict: bool = True) -> PluginHost:
         """Register ``plugin`` (a module, class or instance with ``@fmclf.hookimpl``
         functions) until the test ends, and return the fresh plugin load.
 

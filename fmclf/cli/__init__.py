@@ -86,7 +86,8 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     ctx.exit()
 
 
-@click.group(cls=Group, epilog=epilog(), context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, epilog=epilog(),
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show fmclf's version, torch's, whether CUDA is available and the plugins loaded, then exit.")
 @click.option("-p", "--plugin", "plugin_flags", multiple=True, metavar="NAME|no:NAME",

@@ -67,7 +67,8 @@ def component_flags(command: Callable) -> Callable:
                    "[default: drawn and recorded]")
 @click.option("--data-root", type=PathArg(), default=None,
               help="Folder with the data set's files (the data set's data_root option).")
-@click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE", shell_complete=complete_option,
+@click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE",
+              shell_complete=complete_option,
               help="Set a component option, e.g. -o model.hidden=128, or -o visualizer.NAME.OPTION=VALUE; "
                    "`fmclf plugins` lists every option. Repeatable.")
 @click.option("--config", "config_path", type=PathArg(recorded=False), default=None,

@@ -126,7 +126,8 @@ def check_picture_path(out: pathlib.Path, what: str = "--out") -> None:
 
 
 def run_predictions(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, device: str = "cpu",
-                    data_root: pathlib.Path | None = None, weights: str = "final") -> tuple[Any, int, int, pathlib.Path]:
+                    data_root: pathlib.Path | None = None,
+                    weights: str = "final") -> tuple[Any, int, int, pathlib.Path]:
     """The work of :func:`predict_run`: ``(figure, right, shown, weights file)``."""
     trained = load_trained(run_dir, host, device=device, data_root=data_root, weights=weights, metrics=False,
                            python_instead="draw its predictions from Python instead: fmclf.predict(model, data)")

@@ -335,7 +335,8 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any],
             if having:
                 flag = BY_NAME[record.kind].flag
                 hint = (f" {name!r} is an option of {' and of '.join(r.describe() for r in having)}: choose "
-                        f"{'it' if len(having) == 1 else 'one'} with {' or '.join(f'`{flag} {r.name}`' for r in having)}.")
+                        f"{'it' if len(having) == 1 else 'one'} with "
+                        f"{' or '.join(f'`{flag} {r.name}`' for r in having)}.")
             raise OptionError(f"{record.describe()} has no option {raw_name!r}.{hint} {listing}.")
         try:
             out[name] = option.parse(value) if isinstance(value, str) else option.coerce(value)

@@ -158,7 +158,8 @@ class Trainer:
 
         parts = self.parts
         record = parts.records.get("updater")
-        use, note = decide(requested, self.device, self.updater, self.comm, record.describe() if record else "the updater")
+        use, note = decide(requested, self.device, self.updater, self.comm,
+                           record.describe() if record else "the updater")
         if note:
             (self.graph_fallback or self.warn)(note)
         if not use:

@@ -121,7 +121,8 @@ def engine_parts(data_root: pathlib.Path, *, device: str = "cpu", seed: int = 0,
     """The components ``fmclf run --model scratch --loss fused --updater sgd --visualizer none`` builds."""
     from helpers import assemble_parts
 
-    return assemble_parts(data_root, device=device, seed=seed, verify=verify, model="scratch", loss="fused", updater="sgd")
+    return assemble_parts(data_root, device=device, seed=seed, verify=verify, model="scratch", loss="fused",
+                          updater="sgd")
 
 
 def engine_trainer(parts, *, device: str = "cpu", **options):

@@ -161,6 +161,8 @@ def test_visualizer_modules_stay_light():
 def test_report_path_helpers_are_importable_without_matplotlib():
     import subprocess
 
-    code = "import fmclf.draw.report, fmclf.draw.gallery, fmclf.draw.pictures, sys; print('matplotlib' in sys.modules, 'torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=pathlib.Path(__file__).parents[1]).stdout.split()
+    code = ("import fmclf.draw.report, fmclf.draw.gallery, fmclf.draw.pictures, sys; "
+            "print('matplotlib' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=pathlib.Path(__file__).parents[1]).stdout.split()
     assert out == ["False", "False"]
