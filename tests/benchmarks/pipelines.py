@@ -105,7 +105,7 @@ class Textbook:
         for X, y in self.train_iter:
             X, y = X.to(self.device), y.to(self.device)
             y_hat = self.net(X)
-            l = self.cross_entropy(y_hat, y)
+            l = self.cross_entropy(y_hat, y)  # noqa: E741 - train_epoch_ch3's own name, kept as the book has it
             l.sum().backward()
             self.sgd(X.shape[0])
             loss_sum, correct, n = loss_sum + float(l.sum()), correct + self.accuracy(y_hat, y), n + y.numel()

@@ -33,7 +33,7 @@ def published():
     return published_failures(DOC.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize(("case", "dtype", "loss"), GRID, ids=[f"{c.name}-{d}-{l}" for c, d, l in GRID])
+@pytest.mark.parametrize(("case", "dtype", "loss"), GRID, ids=[f"{c.name}-{d}-{name}" for c, d, name in GRID])
 def test_stability(benchmark, published, case, dtype, loss):
     logits, y = case.make(dtype)
     fn = S.LOSSES[loss]

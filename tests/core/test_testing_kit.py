@@ -359,7 +359,7 @@ class Forgetful(MeanOfBatchMeans):
 @pytest.mark.parametrize(("metric", "fragment"), [
     (MeanOfBatchMeans, "must not depend on how the examples are batched"),
     (Forgetful, "reset() must forget"),
-    (lambda: type("NoReset", (), {"update": lambda s, l, y: None, "compute": lambda s: 0.0})(), "lacks reset()"),
+    (lambda: type("NoReset", (), {"update": lambda s, logits, y: None, "compute": lambda s: 0.0})(), "lacks reset()"),
     (lambda: type("Vector", (MeanOfBatchMeans,), {"compute": lambda s: torch.ones(3)})(), "of shape (3,)"),
 ])
 def test_check_metric_catches(metric, fragment):
