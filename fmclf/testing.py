@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import FmclfError
 from .events import EVENTS
@@ -686,7 +686,7 @@ def check_plugin(
     ``"kind:name"`` entries not to check (a dataset that needs files, say).
     Fails when loading reports anything. Returns the checked records."""
     pinned = [n for n, obj in plugins.process_plugins if obj is plugin]  # already there by the fixture
-    name = pinned[0] if pinned else name or getattr(plugin, "__name__", type(plugin).__name__)
+    name = pinned[0] if pinned else name or cast(str, getattr(plugin, "__name__", type(plugin).__name__))
     try:
         host = load_plugins(autoload=False, strict=True, extra=[] if pinned else [(name, plugin)])
     except FmclfError as exc:
