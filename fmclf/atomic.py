@@ -20,7 +20,8 @@ import pathlib
 import signal
 import tempfile
 import threading
-from typing import IO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import IO
 
 from .errors import WriteError
 

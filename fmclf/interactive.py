@@ -369,8 +369,8 @@ def _options(args: dict[str, Any], names: dict[str, Any], objects: Mapping[str, 
     for target, name in targets.items():
         if target in objects:
             continue
-        for option in options_of(host.registry.get(target.split(".")[0], name)):
-            offered.setdefault(option.name, []).append(target)
+        for opt in options_of(host.registry.get(target.split(".")[0], name)):
+            offered.setdefault(opt.name, []).append(target)
     for option, value in args["component_options"].items():
         owners = offered.get(option, [])
         if len(owners) == 1:

@@ -9,8 +9,9 @@ return, checked when a run builds it. Adding a kind is one row here plus a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .errors import ComponentError
 

@@ -12,7 +12,8 @@ switches it on where plugin autoloading is disabled).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,8 @@ class PluginRegistrar:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self._monkeypatch = monkeypatch
 
-    def __call__(self, plugin: object, name: str | None = None, *, autoload: bool = False, strict: bool = True) -> PluginHost:
+    def __call__(self, plugin: object, name: str | None = None, *, autoload: bool = False,
+                 strict: bool = True) -> PluginHost:
         """Register ``plugin`` (a module, class or instance with ``@fmclf.hookimpl``
         functions) until the test ends, and return the fresh plugin load.
 

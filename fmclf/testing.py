@@ -33,16 +33,17 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
-from .run.plan import call_factory
 from .errors import FmclfError
 from .events import EVENTS
-from .kinds import BY_NAME, KINDS
-from .host.options import resolve_options
 from .host import loading as plugins
 from .host.loading import get_host, load_plugins
+from .host.options import resolve_options
 from .host.registry import ComponentRecord, PluginInfo, first_doc_line
+from .kinds import BY_NAME, KINDS
+from .run.plan import call_factory
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +74,8 @@ def _record(kind: str, component: Component) -> ComponentRecord:
     raise TypeError(f"expected a component name, a ComponentRecord or a factory, got {component!r}")
 
 
-def _build(kind: str, component: Component, core: dict[str, Any], options: Mapping[str, Any] | None) -> tuple[ComponentRecord, Any]:
+def _build(kind: str, component: Component, core: dict[str, Any],
+           options: Mapping[str, Any] | None) -> tuple[ComponentRecord, Any]:
     record = _record(kind, component)
     return record, call_factory(record, core, resolve_options(record, dict(options or {})))
 
@@ -133,7 +135,8 @@ def check_model(
         raise _fail(record, f"for a batch of shape {tuple(X.shape)} it returned shape {tuple(logits.shape)}; "
                             f"logits must have shape (N, num_classes) = ({batch_size}, {num_classes})")
     if not logits.is_floating_point() or not bool(torch.isfinite(logits).all()):
-        raise _fail(record, f"its logits must be finite floating-point numbers; got dtype {logits.dtype} with non-finite values or integers")
+        raise _fail(record, f"its logits must be finite floating-point numbers; got dtype {logits.dtype} with "
+                            f"non-finite values or integers")
     if not _same_device(logits.device, device):
         raise _fail(record, f"its logits are on {logits.device}, not on {device}, where its inputs were")
     logits.sum().backward()
@@ -178,7 +181,8 @@ def check_loss(
     device = _device(device)
     record, fn = _build("loss", loss, {"num_classes": num_classes}, options)
     if not callable(fn):
-        raise _fail(record, f"the factory returned {type(fn).__name__}, which is not callable; a loss is (logits, y) -> per-example loss")
+        raise _fail(record, f"the factory returned {type(fn).__name__}, which is not callable; a loss is (logits, y) "
+                            f"-> per-example loss")
     g = _generator()
     logits = (torch.randn(batch_size, num_classes, generator=g) * 2).to(device).requires_grad_()
     y = torch.randint(num_classes, (batch_size,), generator=g).to(device)
@@ -188,15 +192,18 @@ def check_loss(
         raise _fail(record, f"for logits of shape ({batch_size}, {num_classes}) it returned {shape}; a loss returns "
                             f"one value per example, shape ({batch_size},) (do not average: the engine does)")
     if not out.is_floating_point() or not bool(torch.isfinite(out).all()):
-        raise _fail(record, f"it returned non-finite or non-float values for moderate logits: {out.detach().cpu().tolist()}")
+        raise _fail(record, f"it returned non-finite or non-float values for moderate logits: "
+                            f"{out.detach().cpu().tolist()}")
     if not _same_device(out.device, device):
         raise _fail(record, f"it returned a tensor on {out.device}, not on {device} with the logits")
     if not out.requires_grad:
-        raise _fail(record, "its result does not require grad, so it does not backpropagate to the logits (is it detached, or computed with numbers instead of tensors?)")
+        raise _fail(record, "its result does not require grad, so it does not backpropagate to the logits (is it "
+                            "detached, or computed with numbers instead of tensors?)")
     out.sum().backward()
     grad = logits.grad
     if grad is None or not bool(torch.isfinite(grad).all()) or not bool(grad.abs().sum() > 0):
-        raise _fail(record, "it does not backpropagate a finite, non-zero gradient to the logits (is the result detached?)")
+        raise _fail(record, "it does not backpropagate a finite, non-zero gradient to the logits (is the result "
+                            "detached?)")
     with torch.no_grad():
         moved = logits.detach().clone()
         moved[0] += torch.randn(num_classes, generator=g).to(device)
@@ -312,13 +319,14 @@ def check_updater(
     names = [n for n, _ in model.named_parameters()]
     unchanged = [n for n, b, a in zip(names, before, after) if torch.equal(b, a.detach())]
     if unchanged:
-        raise _fail(record, f"step() left parameter(s) {', '.join(unchanged)} unchanged; it must update the parameters it was given in place")
+        raise _fail(record, f"step() left parameter(s) {', '.join(unchanged)} unchanged; it must update the parameters "
+                            f"it was given in place")
     if not all(bool(torch.isfinite(p).all()) for p in after):
         raise _fail(record, "step() made parameters non-finite")
     end = value()
     if not end < start:
-        raise _fail(record, f"one step with lr={lr} raised the loss of a small linear classifier from {start:.6f} to {end:.6f}; "
-                            f"an update must go against the gradient")
+        raise _fail(record, f"one step with lr={lr} raised the loss of a small linear classifier from {start:.6f} "
+                            f"to {end:.6f}; an update must go against the gradient")
     loss().backward()
     upd.zero_grad()
     stale = [n for n, p in model.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)]
@@ -407,7 +415,8 @@ def _check_listener(kind: str, component: Component, options: Mapping[str, Any] 
     if strays:
         hints = [f"{a!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(a, EVENTS, n=1)) else "")
                  for a in strays]
-        raise _fail(record, f"{', '.join(hints)} is no event, so it is never called; the events are {', '.join(EVENTS)}")
+        raise _fail(record,
+                    f"{', '.join(hints)} is no event, so it is never called; the events are {', '.join(EVENTS)}")
     stateful = [callable(getattr(obj, m, None)) for m in ("state_dict", "load_state_dict")]
     if kind == "callback" and any(stateful) and not all(stateful):
         raise _fail(record, "it has only one of state_dict() and load_state_dict(); a checkpoint needs both "
@@ -428,7 +437,8 @@ def _check_listener(kind: str, component: Component, options: Mapping[str, Any] 
             _check_callback_state(record, obj)
         Trainer(parts, device=device, epochs=3, run_dir=run_dir, warn=warnings.append).fit(state)  # a resumed run
         # Ctrl-C twice, as the first batch is fetched: on_exception hears of it (cause "interrupt")
-        interrupted = dataclasses.replace(parts, dataset=dataclasses.replace(dataset, train=_Interrupting(dataset.train)))
+        interrupted = dataclasses.replace(parts,
+                                          dataset=dataclasses.replace(dataset, train=_Interrupting(dataset.train)))
         with contextlib.suppress(KeyboardInterrupt):
             Trainer(interrupted, device=device, epochs=4, run_dir=run_dir, warn=warnings.append).fit(TrainState())
     except FmclfError as exc:
@@ -557,7 +567,8 @@ def check_dataset(
     import torch
 
     device = _device(device)
-    record, data = _build("dataset", dataset, {"batch_size": batch_size, "device": device, "seed": seed, "shard": None}, options)
+    record, data = _build("dataset", dataset, {"batch_size": batch_size, "device": device, "seed": seed, "shard": None},
+                          options)
     try:
         BY_NAME["dataset"].accept(record, data)
     except FmclfError as exc:
@@ -567,7 +578,8 @@ def check_dataset(
         raise _fail(record, f"classes must be a non-empty sequence of text labels, got {data.classes!r}")
     shape = tuple(data.input_shape)
     if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise _fail(record, f"input_shape must be a tuple of positive ints such as (1, 28, 28), got {data.input_shape!r}")
+        raise _fail(record, f"input_shape must be a tuple of positive ints such as (1, 28, 28), got "
+                            f"{data.input_shape!r}")
     splits = ("train", "test", "valid") if getattr(data, "valid", None) is not None else ("train", "test")
     for split in splits:
         batches = getattr(data, split)
@@ -579,14 +591,16 @@ def check_dataset(
         if count == 0:
             raise _fail(record, f"its {split} split yields no batch")
         if split == "train" and len(batches) != count:
-            raise _fail(record, f"len(train) is {len(batches)} but it yields {count} batches; the engine and progress bars use len(train)")
+            raise _fail(record, f"len(train) is {len(batches)} but it yields {count} batches; the engine and progress "
+                                f"bars use len(train)")
     if hasattr(data.train, "set_epoch"):
         def first_labels(epoch: int) -> torch.Tensor:
             data.train.set_epoch(epoch)
             return next(iter(data.train))[1].cpu()
 
         if not torch.equal(first_labels(1), first_labels(1)):
-            raise _fail(record, "two passes over epoch 1 came in different orders; set_epoch(e) must fix the order so a resumed run sees the same batches")
+            raise _fail(record, "two passes over epoch 1 came in different orders; set_epoch(e) must fix the order so "
+                                "a resumed run sees the same batches")
     from .host.options import accepted_core_params
 
     if "shard" in accepted_core_params(record):
@@ -625,7 +639,8 @@ def _check_shards(record: ComponentRecord, data: Any, splits: tuple[str, ...], b
                                 f"(fmclf.data.shard(n, shard, equal=False))")
 
 
-def _check_batch(record: ComponentRecord, split: str, index: int, batch: Any, shape: tuple[int, ...], num_classes: int, batch_size: int, device: torch.device) -> None:
+def _check_batch(record: ComponentRecord, split: str, index: int, batch: Any, shape: tuple[int, ...], num_classes: int,
+                 batch_size: int, device: torch.device) -> None:
     import torch
 
     where = f"batch {index} of {split}"
@@ -634,7 +649,8 @@ def _check_batch(record: ComponentRecord, split: str, index: int, batch: Any, sh
     X, y = batch
     n = X.shape[0] if X.ndim else 0
     if tuple(X.shape[1:]) != shape or not 1 <= n <= batch_size:
-        raise _fail(record, f"{where} has X of shape {tuple(X.shape)}; expected (n, *input_shape) = (n, {', '.join(map(str, shape))}) with 1 <= n <= {batch_size}")
+        raise _fail(record, f"{where} has X of shape {tuple(X.shape)}; expected (n, *input_shape) = (n, "
+                            f"{', '.join(map(str, shape))}) with 1 <= n <= {batch_size}")
     if not X.is_floating_point():
         raise _fail(record, f"{where} has X of dtype {X.dtype}; models expect floating-point inputs")
     if y.shape == (n,):
@@ -643,10 +659,12 @@ def _check_batch(record: ComponentRecord, split: str, index: int, batch: Any, sh
         if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise _fail(record, f"{where} has a label outside 0..{num_classes - 1} (there are {num_classes} classes)")
     elif not (y.shape == (n, num_classes) and y.is_floating_point()):
-        raise _fail(record, f"{where} has y of shape {tuple(y.shape)}; expected ({n},) class indices or ({n}, {num_classes}) probabilities")
+        raise _fail(record, f"{where} has y of shape {tuple(y.shape)}; expected ({n},) class indices or ({n}, "
+                            f"{num_classes}) probabilities")
     for name, t in (("X", X), ("y", y)):
         if not _same_device(t.device, device):
-            raise _fail(record, f"{where} has {name} on {t.device}, but the run asked for {device}; batches must already be on the run's device")
+            raise _fail(record, f"{where} has {name} on {t.device}, but the run asked for {device}; batches must "
+                                f"already be on the run's device")
 
 
 #: The contract check of each kind: ``check_KIND`` (see :mod:`fmclf.kinds`).
@@ -668,7 +686,7 @@ def check_plugin(
     ``"kind:name"`` entries not to check (a dataset that needs files, say).
     Fails when loading reports anything. Returns the checked records."""
     pinned = [n for n, obj in plugins.process_plugins if obj is plugin]  # already there by the fixture
-    name = pinned[0] if pinned else name or getattr(plugin, "__name__", type(plugin).__name__)
+    name = pinned[0] if pinned else name or cast(str, getattr(plugin, "__name__", type(plugin).__name__))
     try:
         host = load_plugins(autoload=False, strict=True, extra=[] if pinned else [(name, plugin)])
     except FmclfError as exc:
@@ -731,5 +749,6 @@ def stress_loss(
 
         return stress.stress(build, reference, per_classes=True, device=device)
     if not callable(loss):
-        raise TypeError(f"expected a loss (a callable (logits, y) -> per-example loss) or a registered loss name, got {loss!r}")
+        raise TypeError(f"expected a loss (a callable (logits, y) -> per-example loss) or a registered loss name, got "
+                        f"{loss!r}")
     return stress.stress(loss, reference, device=device)

@@ -31,7 +31,8 @@ class Animator:
     the same live picture, and everything else the cell prints stays.
     """
 
-    def __init__(self, run_dir: pathlib.Path | None, *, svg: bool = True, ylim: tuple[float, float] = pictures.TEXTBOOK_YLIM) -> None:
+    def __init__(self, run_dir: pathlib.Path | None, *, svg: bool = True,
+                 ylim: tuple[float, float] = pictures.TEXTBOOK_YLIM) -> None:
         self.run_dir = pathlib.Path(run_dir) if run_dir is not None else None
         self.svg = svg
         self.ylim = ylim

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 
-def softmax(O: torch.Tensor) -> torch.Tensor:
+def softmax(O: torch.Tensor) -> torch.Tensor:  # noqa: E741 - O: the textbook's name for the outputs
     """The textbook's softmax: exp, row sum, divide. No max subtraction."""
     O_exp = torch.exp(O)
     partition = O_exp.sum(1, keepdim=True)

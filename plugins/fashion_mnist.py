@@ -21,7 +21,8 @@ CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
 
 @fmclf.hookimpl
 def register_datasets(register):
-    register("fashion-mnist", fashion_mnist, help="Zalando's Fashion-MNIST: 60000 train / 10000 test 28x28 grey images, 10 classes")
+    register("fashion-mnist", fashion_mnist, help="Zalando's Fashion-MNIST: 60000 train / 10000 test 28x28 grey "
+                                                  "images, 10 classes")
 
 
 def fashion_mnist(

@@ -24,10 +24,14 @@ SYSTEM_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 #: copy is also accepted when its decompressed content has the MD5 of the published
 #: files decompressed (`gunzip *.gz && md5sum *` on Zalando's files gives these).
 FILES = {
-    "train_images": ("train-images-idx3-ubyte", 3, (60000, 28, 28), "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
-    "train_labels": ("train-labels-idx1-ubyte", 1, (60000,), "25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"),
-    "test_images": ("t10k-images-idx3-ubyte", 3, (10000, 28, 28), "bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
-    "test_labels": ("t10k-labels-idx1-ubyte", 1, (10000,), "bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
+    "train_images": ("train-images-idx3-ubyte", 3, (60000, 28, 28), "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                     "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+    "train_labels": ("train-labels-idx1-ubyte", 1, (60000,), "25c81989df183df01b3e8a0aad5dffbe",
+                     "9018921c3c673c538a1fc5bad174d6f9"),
+    "test_images": ("t10k-images-idx3-ubyte", 3, (10000, 28, 28), "bef4ecab320f06d8554ea6380940ec79",
+                    "8181f5470baa50b63fa0f6fddb340f0a"),
+    "test_labels": ("t10k-labels-idx1-ubyte", 1, (10000,), "bb300cfdad3c16e7a12a480ee83cd310",
+                    "15d484375f8d13e6eb1aabb0c3f46965"),
 }
 
 
@@ -50,12 +54,17 @@ def places(data_root: pathlib.Path | None) -> list[Place]:
     """Where to look, in order."""
     out = []
     if data_root is not None:
-        out.append(Place("--data-root", pathlib.Path(data_root).expanduser(), "Check the folder given with --data-root (or -o dataset.data_root), or leave it out to use the other places."))
+        out.append(Place("--data-root", pathlib.Path(data_root).expanduser(),
+                         "Check the folder given with --data-root (or -o dataset.data_root), or leave it out to use "
+                         "the other places."))
     if os.environ.get("FMCLF_DATA"):
-        out.append(Place("$FMCLF_DATA", pathlib.Path(os.environ["FMCLF_DATA"]).expanduser(), "Fix or unset $FMCLF_DATA."))
+        out.append(Place("$FMCLF_DATA", pathlib.Path(os.environ["FMCLF_DATA"]).expanduser(),
+                         "Fix or unset $FMCLF_DATA."))
     cache = cache_dir()
-    out.append(Place("user cache", cache, f"Delete the cache folder ({cache}) and run again; fmclf rebuilds it from another copy."))
-    out.append(Place("Debian package dataset-fashion-mnist", SYSTEM_DIR, "Reinstall it: apt-get install --reinstall dataset-fashion-mnist."))
+    out.append(Place("user cache", cache, f"Delete the cache folder ({cache}) and run again; fmclf rebuilds it from "
+                                          f"another copy."))
+    out.append(Place("Debian package dataset-fashion-mnist", SYSTEM_DIR,
+                     "Reinstall it: apt-get install --reinstall dataset-fashion-mnist."))
     return out
 
 
@@ -166,7 +175,8 @@ def torchvision_download(root: pathlib.Path) -> None:
         FashionMNIST(root=str(root), train=train, download=True)
 
 
-def load_idx_set(data_root: pathlib.Path | None, *, download: bool = True, verify: bool = True) -> tuple[dict[str, tuple[tuple[int, ...], memoryview]], str]:
+def load_idx_set(data_root: pathlib.Path | None, *, download: bool = True,
+                 verify: bool = True) -> tuple[dict[str, tuple[tuple[int, ...], memoryview]], str]:
     """The four arrays as ``key -> (shape, bytes)`` and a description of where they came from.
 
     The first place holding all four files is used; a damaged file there is an

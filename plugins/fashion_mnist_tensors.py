@@ -6,7 +6,8 @@ import warnings
 
 import torch
 
-from fmclf.data import InMemoryDataset, TensorBatches, empty_dataset_tensor, shard as shard_rows, stratified_split
+from fmclf.data import InMemoryDataset, TensorBatches, empty_dataset_tensor, stratified_split
+from fmclf.data import shard as shard_rows
 from fmclf.errors import DataError
 
 _BLOCK = 2048  # rows widened at a time: 6 MB of float32 for 28x28 images
@@ -28,7 +29,8 @@ def _images(shape, payload, rows, device, resize, raw_pixels) -> torch.Tensor:
     del u8  # the uint8 source is not kept
     if resize is not None and tuple(X.shape[-2:]) != (resize, resize):
         X = torch.cat([
-            torch.nn.functional.interpolate(chunk, size=(resize, resize), mode="bilinear", antialias=True, align_corners=False)
+            torch.nn.functional.interpolate(chunk, size=(resize, resize), mode="bilinear", antialias=True,
+                                            align_corners=False)
             for chunk in X.split(8192)
         ])
         if not raw_pixels:
@@ -70,7 +72,8 @@ def build_dataset(arrays, source: str, classes, *, batch_size: int, device, seed
         shape, payload = arrays[f"{'test' if split == 'test' else 'train'}_images"]
         lshape, lpayload = arrays[f"{'test' if split == 'test' else 'train'}_labels"]
         if lshape[0] != shape[0]:
-            raise DataError(f"{source}: {shape[0]} {split} images but {lshape[0]} labels; the files belong to different data sets.")
+            raise DataError(f"{source}: {shape[0]} {split} images but {lshape[0]} labels; the files belong to "
+                            f"different data sets.")
         n = shape[0] if chosen is None else len(chosen)
         rows = shard_rows(n, shard, equal=split == "train")  # every held-out row is evaluated once
         if chosen is not None:
@@ -94,7 +97,8 @@ def preview_rows(arrays, source: str, classes, *, split: str, n: int, seed: int,
     shape, payload = arrays[f"{split}_images"]
     lshape, lpayload = arrays[f"{split}_labels"]
     if lshape[0] != shape[0]:
-        raise DataError(f"{source}: {shape[0]} {split} images but {lshape[0]} labels; the files belong to different data sets.")
+        raise DataError(f"{source}: {shape[0]} {split} images but {lshape[0]} labels; the files belong to different "
+                        f"data sets.")
     labels = _uint8(lpayload).to(torch.int64)
     if split == "train":  # the permutation TensorBatches draws, over a stand-in with no pixels
         order = TensorBatches(torch.empty((shape[0], 0)), labels, 1, shuffle=True, seed=seed)

@@ -38,7 +38,7 @@ infinite logits this module decides; see :func:`fused_cross_entropy`.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -178,7 +178,8 @@ def _short_route(o: torch.Tensor, j: torch.Tensor):
     return loss.view(-1), P.scatter_(1, j, rest.neg_())
 
 
-def loss_and_gradient(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor | None, weight: torch.Tensor | None, eps: float):
+def loss_and_gradient(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor | None,
+                      weight: torch.Tensor | None, eps: float):
     """``(loss (N,), D (N, C))``: the per-row loss and its gradient with respect
     to the logits, ``D = A softmax(o) - a`` (``a`` the row's weighted, smoothed
     target distribution, ``A`` its total), both in :func:`compute_dtype`.
@@ -335,7 +336,8 @@ def fused_cross_entropy(
     this returns per-row values, so there is no mean to take).
     """
     if logits.ndim != 2 or not logits.is_floating_point():
-        raise ValueError(f"logits must be a floating-point (N, C) tensor, got {logits.dtype} of shape {tuple(logits.shape)}")
+        raise ValueError(f"logits must be a floating-point (N, C) tensor, got {logits.dtype} of shape "
+                         f"{tuple(logits.shape)}")
     N, C = logits.shape
     if C < 1:
         raise ValueError("the logits have 0 classes (shape (N, 0)); a classifier needs at least one class")
@@ -343,11 +345,13 @@ def fused_cross_entropy(
         raise ValueError("the fused loss does not differentiate with respect to the targets; pass target.detach()")
     if weight is not None:
         if weight.shape != (C,):
-            raise ValueError(f"weight has {weight.numel()} entries but the logits have {C} classes; give one weight per class")
+            raise ValueError(f"weight has {weight.numel()} entries but the logits have {C} classes; give one weight "
+                             f"per class")
         weight = weight.to(device=logits.device, dtype=compute_dtype(logits.dtype))
     eps = float(label_smoothing) if C > 1 else 0.0
     if not 0.0 <= eps <= C / (C - 1 or 1):  # C / (C - 1): the label gets nothing, the rest share all
-        raise ValueError(f"label_smoothing must be between 0 and C / (C - 1) = {C / (C - 1):.4g} for {C} classes, got {label_smoothing}")
+        raise ValueError(f"label_smoothing must be between 0 and C / (C - 1) = {C / (C - 1):.4g} for {C} classes, got "
+                         f"{label_smoothing}")
     if target.is_floating_point():
         if target.shape != logits.shape:
             raise ValueError(
@@ -356,7 +360,8 @@ def fused_cross_entropy(
             )
         return _FusedCrossEntropy.apply(logits, target, None, weight, eps)
     if target.shape != (N,):
-        raise ValueError(f"class-index targets must have shape ({N},) for {N} rows of logits, got {tuple(target.shape)}")
+        raise ValueError(f"class-index targets must have shape ({N},) for {N} rows of logits, got "
+                         f"{tuple(target.shape)}")
     y = target if target.dtype == torch.int64 else target.long()
     # On the CPU try without a mask first: an ignored (or invalid) target fails
     # to gather, and only then is the mask built. That keeps the common case lean.
@@ -401,7 +406,8 @@ class FusedCrossEntropy:
                 "give one weight per class."
             )
         eps = self.label_smoothing if self.soft_label is None else smoothing_for_soft_label(self.soft_label, C)
-        return fused_cross_entropy(logits, y, weight=self._weight_for(logits), ignore_index=self.ignore_index, label_smoothing=eps)
+        return fused_cross_entropy(logits, y, weight=self._weight_for(logits), ignore_index=self.ignore_index,
+                                   label_smoothing=eps)
 
     def __repr__(self) -> str:
         opts = [f"label_smoothing={self.label_smoothing}"] if self.label_smoothing else []

@@ -51,9 +51,11 @@ def gunzip(raw: bytes, path: pathlib.Path, fix: str) -> bytes:
         except zlib.error as exc:
             raise DataError(f"{path}: the gzip data is corrupt ({exc}); the file is damaged. {fix}") from None
         if len(out) > _MAX_GZ:
-            raise DataError(f"{path}: decompresses to more than {_MAX_GZ} bytes, far more than any IDX file of this data set. {fix}")
+            raise DataError(f"{path}: decompresses to more than {_MAX_GZ} bytes, far more than any IDX file of this "
+                            f"data set. {fix}")
         if not d.eof:
-            raise DataError(f"{path}: the gzip stream is truncated (the file ends early; a download or copy was cut short). {fix}")
+            raise DataError(f"{path}: the gzip stream is truncated (the file ends early; a download or copy was cut "
+                            f"short). {fix}")
         rest = d.unused_data
         if not rest.strip(b"\0"):  # the end, or zero padding after it (which gzip ignores too)
             return bytes(out)
@@ -79,7 +81,8 @@ def _looks_like(data: bytes) -> str:
     return ""
 
 
-def parse_idx(data: bytes, path: pathlib.Path, fix: str, *, magic_dims: int | None = None) -> tuple[tuple[int, ...], memoryview]:
+def parse_idx(data: bytes, path: pathlib.Path, fix: str, *,
+              magic_dims: int | None = None) -> tuple[tuple[int, ...], memoryview]:
     """Check an IDX header against the file's length; return ``(shape, payload)``.
 
     ``magic_dims`` is the number of dimensions expected (1 for labels, 3 for images).
@@ -102,7 +105,8 @@ def parse_idx(data: bytes, path: pathlib.Path, fix: str, *, magic_dims: int | No
         )
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DataError(f"{path}: the header announces {ndim} dimensions but the file ends after {len(data)} bytes. {fix}")
+        raise DataError(f"{path}: the header announces {ndim} dimensions but the file ends after {len(data)} bytes. "
+                        f"{fix}")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     size = 1
     for d in shape:
@@ -114,5 +118,6 @@ def parse_idx(data: bytes, path: pathlib.Path, fix: str, *, magic_dims: int | No
             f"{len(data) - header}: it is {state}. {fix}"
         )
     if size == 0:
-        raise DataError(f"{path}: a well-formed IDX file of shape {'x'.join(map(str, shape))}, which holds no values. {fix}")
+        raise DataError(f"{path}: a well-formed IDX file of shape {'x'.join(map(str, shape))}, which holds no values. "
+                        f"{fix}")
     return tuple(shape), memoryview(data)[header:]

@@ -12,8 +12,10 @@ from fmclf.errors import OptionError
 
 @fmclf.hookimpl
 def register_losses(register):
-    register("naive", naive, help="softmax by hand (exp / row sum, no max shift), then -log p[y]; overflows as the textbook warns")
-    register("fused", fused, help="log-softmax by the shifted log-sum-exp, fused with the loss; finite for any finite logits")
+    register("naive", naive, help="softmax by hand (exp / row sum, no max shift), then -log p[y]; overflows as the "
+                                  "textbook warns")
+    register("fused", fused, help="log-softmax by the shifted log-sum-exp, fused with the loss; finite for any finite "
+                                  "logits")
 
 
 def naive():
@@ -40,11 +42,12 @@ def fused(
         soft_label: probability on the true class, the rest shared equally by the other classes (the textbook's 0.9); same as label_smoothing = (1 - p) * C / (C - 1)
         ignore_index: rows whose target is this class index get loss 0 and no gradient
         weight: one weight per class, scaling that class's term (comma-separated)
-    """
+    """  # noqa: E501 - an option's help is its one line here (fmclf.host.options reads no continuation lines)
     check_fused(label_smoothing=label_smoothing, soft_label=soft_label, weight=weight, num_classes=num_classes)
     from .fused_cross_entropy import FusedCrossEntropy
 
-    return FusedCrossEntropy(label_smoothing=label_smoothing, soft_label=soft_label, ignore_index=ignore_index, weight=weight)
+    return FusedCrossEntropy(label_smoothing=label_smoothing, soft_label=soft_label, ignore_index=ignore_index,
+                             weight=weight)
 
 
 @fmclf.checks(fused)

@@ -10,7 +10,8 @@ import fmclf
 
 @fmclf.hookimpl
 def register_models(register):
-    register("scratch", scratch, help="softmax regression by hand: explicit W (inputs x classes) ~ N(0, 0.01), b = 0, X @ W + b")
+    register("scratch", scratch, help="softmax regression by hand: explicit W (inputs x classes) ~ N(0, 0.01), b = 0, "
+                                      "X @ W + b")
     register("nn", nn_linear, help="softmax regression with torch.nn: Flatten + Linear, weights ~ N(0, 0.01)")
 
 

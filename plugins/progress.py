@@ -18,7 +18,8 @@ class ProgressBars:
     every ``interval`` seconds instead, so a slow epoch still shows it is alive.
     """
 
-    def __init__(self, *, leave: bool = False, refresh: float = 0.2, interval: float = 10.0, file: IO | None = None) -> None:
+    def __init__(self, *, leave: bool = False, refresh: float = 0.2, interval: float = 10.0,
+                 file: IO | None = None) -> None:
         self.leave, self.refresh, self.interval = leave, refresh, interval
         self.file = file or sys.stderr
         self.bars = _is_tty(self.file) or in_jupyter()
@@ -59,7 +60,8 @@ class ProgressBars:
         rate = (event.batch - self._first_batch) / max(now - self._epoch_started, 1e-9)
         width = len(str(event.num_batches))
         print(
-            f"epoch {event.epoch:>{len(str(self.epochs))}}/{self.epochs}  batch {event.batch:>{width}}/{event.num_batches} "
+            f"epoch {event.epoch:>{len(str(self.epochs))}}/{self.epochs}  "
+            f"batch {event.batch:>{width}}/{event.num_batches} "
             f"({100 * event.batch // event.num_batches:>2}%)  loss {event.loss:.4f}  acc {event.acc:.4f}  "
             f"{rate:.1f} batch/s",
             file=self.file, flush=True,

@@ -14,8 +14,10 @@ from fmclf.run import folder
 
 @fmclf.hookimpl
 def register_visualizers(register):
-    register("tqdm", tqdm_bars, help="a progress bar per epoch with running loss and accuracy (plain lines when not a terminal)")
-    register("animator", animator, help="the textbook's curves (train loss, train acc, test acc per epoch): live in Jupyter, curves.png elsewhere")
+    register("tqdm", tqdm_bars, help="a progress bar per epoch with running loss and accuracy (plain lines when not a "
+                                     "terminal)")
+    register("animator", animator, help="the textbook's curves (train loss, train acc, test acc per epoch): live in "
+                                        "Jupyter, curves.png elsewhere")
     register("csv", csv_metrics, help="metrics.csv in the run folder: one row per epoch, a column per metric")
     register("tensorboard", tensorboard, help="TensorBoard event files in the run folder: every metric, the config, "
              "weight histograms, the confusion matrix (needs fmclf[tensorboard])")
@@ -32,7 +34,8 @@ def tqdm_bars(*, run_dir: pathlib.Path | None = None, leave: bool = False, refre
         interval: seconds between plain progress lines when stderr is not a terminal (logs, CI)
     """
     if refresh < 0 or interval < 0:
-        raise OptionError(f"options refresh and interval of visualizer 'tqdm' are seconds, 0 or more; got refresh={refresh}, interval={interval}.")
+        raise OptionError(f"options refresh and interval of visualizer 'tqdm' are seconds, 0 or more; got "
+                          f"refresh={refresh}, interval={interval}.")
     from .progress import ProgressBars
 
     return ProgressBars(leave=leave, refresh=refresh, interval=interval)
@@ -67,7 +70,8 @@ _RESERVED = (folder.CONFIG, folder.METRICS, folder.CHECKPOINT, folder.WEIGHTS, f
 def _inside(run_dir: pathlib.Path | None, name: str, option: str, visualizer: str, example: str) -> pathlib.Path:
     """``run_dir / name``, refusing a name that is not a plain file name or is one of fmclf's own files."""
     if run_dir is None:
-        raise OptionError(f"visualizer {visualizer!r} writes into the run folder, and it was given none (run_dir=None).")
+        raise OptionError(f"visualizer {visualizer!r} writes into the run folder, and it was given none "
+                          f"(run_dir=None).")
     if pathlib.PurePath(name).name != name or name in ("", ".", ".."):
         raise OptionError(f"option {option} of visualizer {visualizer!r} must be a plain name inside the run folder, "
                           f"such as {example}; got {name!r}.")

@@ -19,7 +19,8 @@ import fmclf
 @fmclf.hookimpl
 def register_datasets(register):
     register("flaky-data", flaky_data, help="tiny Fashion-MNIST files whose training batches fail at one batch")
-    register("pause-data", pause_data, help="tiny Fashion-MNIST files; prints PAUSED and waits for a signal at one moment")
+    register("pause-data", pause_data, help="tiny Fashion-MNIST files; prints PAUSED and waits for a signal at one "
+                                            "moment")
 
 
 @fmclf.hookimpl
@@ -66,7 +67,8 @@ def flaky_data(*, batch_size: int, device, seed: int = 0, data_root: pathlib.Pat
     """
     from fmclf_plugins.fashion_mnist import fashion_mnist
 
-    data = fashion_mnist(batch_size=batch_size, device=device, seed=seed, data_root=data_root, verify=False, download=False)
+    data = fashion_mnist(batch_size=batch_size, device=device, seed=seed, data_root=data_root, verify=False,
+                         download=False)
 
     class Flaky:
         def __init__(self, inner):

@@ -16,7 +16,8 @@ SYSTEM_DATA = pathlib.Path("/usr/share/datasets/fashion-mnist")
 def _session_cache(tmp_path_factory):
     """Keep the user's cache and $FMCLF_DATA out of the tests; one cache per session
     so the real data set is decompressed once, not once per test."""
-    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "FMCLF_DATA", "FMCLF_DISABLE_PLUGIN_AUTOLOAD", "FMCLF_STRICT_PLUGINS")}
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "FMCLF_DATA", "FMCLF_DISABLE_PLUGIN_AUTOLOAD",
+                                            "FMCLF_STRICT_PLUGINS")}
     real = os.environ.get("FMCLF_DATA")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
     os.environ.pop("FMCLF_DATA", None)
@@ -57,7 +58,8 @@ def _real_data_folder() -> pathlib.Path | None:
     for candidate in (os.environ.get("FMCLF_TEST_REAL_DATA"), str(SYSTEM_DATA)):
         if candidate and all(
             (pathlib.Path(candidate) / f).exists() or (pathlib.Path(candidate) / f"{f}.gz").exists()
-            for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+            for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                      "t10k-labels-idx1-ubyte")
         ):
             return pathlib.Path(candidate)
     return None

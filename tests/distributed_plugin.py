@@ -34,6 +34,7 @@ def unsharded(*, batch_size: int, device, seed: int = 0, data_root: str | None =
 
 def scripted(*, num_inputs: int, num_classes: int):
     import torch
+
     from fmclf_plugins.softmax import SoftmaxScratch
 
     cue = os.environ.get("FMCLF_TEST_CUE", "")

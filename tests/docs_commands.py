@@ -32,7 +32,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"^<!--\s*docs-test:\s*(?P<what>.*?)\s*-->$")
 SKIP_REASONS = {"needs a GPU": "gpu", "needs a cluster": "cluster"}
 _ENV = r"(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*"
-STARTS = re.compile(_ENV + r"(?:fmclf(?:\s|$)|python3? -m (?:fmclf|venv)\b|torchrun\s|pip3? install\s|\. \.venv/bin/activate)")
+STARTS = re.compile(_ENV + r"(?:fmclf(?:\s|$)|python3? -m (?:fmclf|venv)\b|torchrun\s|pip3? install\s"
+                           r"|\. \.venv/bin/activate)")
 SHELL_INFO = {"", "sh", "bash", "shell", "console", "text"}
 #: Placeholders that stand for a run folder; the test gives each command a finished run there.
 RUN_PLACEHOLDERS = ("RUN_DIR",)
@@ -126,7 +127,8 @@ def chunks(path: pathlib.Path) -> list[Chunk]:
                 i += 1
             i += 1
             chunk = Chunk(path, start + 2, "code", info, body)
-        elif line.startswith("    ") and (start == 0 or not lines[start - 1].strip() or MARKER.match(lines[start - 1].strip())):
+        elif line.startswith("    ") and (start == 0 or not lines[start - 1].strip()
+                                           or MARKER.match(lines[start - 1].strip())):
             body = []
             while i < len(lines) and (lines[i].startswith("    ") or not lines[i].strip()):
                 body.append(lines[i][4:])

@@ -34,7 +34,8 @@ def write_idx(path: pathlib.Path, shape: tuple[int, ...], payload: bytes, *, gz:
     return path
 
 
-def write_tiny_fashion(folder: pathlib.Path, *, n_train: int = 96, n_test: int = 40, side: int = 28, gz: bool = False, seed: int = 0) -> pathlib.Path:
+def write_tiny_fashion(folder: pathlib.Path, *, n_train: int = 96, n_test: int = 40, side: int = 28, gz: bool = False,
+                       seed: int = 0) -> pathlib.Path:
     """Four small Fashion-MNIST-shaped IDX files whose classes are learnable:
     class k lights up row band k of the image."""
     rng = random.Random(seed)
@@ -54,7 +55,8 @@ def write_tiny_fashion(folder: pathlib.Path, *, n_train: int = 96, n_test: int =
     return folder
 
 
-def run_fmclf(*args: str, env: dict[str, str] | None = None, cwd: pathlib.Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_fmclf(*args: str, env: dict[str, str] | None = None, cwd: pathlib.Path | None = None,
+              timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the installed ``fmclf`` console script in a subprocess."""
     full_env = {**os.environ, **(env or {})}
     exe = pathlib.Path(sys.executable).with_name("fmclf")
@@ -62,14 +64,15 @@ def run_fmclf(*args: str, env: dict[str, str] | None = None, cwd: pathlib.Path |
     return subprocess.run([*cmd, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
 
 
-def assemble_parts(data_root: pathlib.Path, *, device: str = "cpu", verify: bool = False, dataset_options: dict | None = None, **settings):
+def assemble_parts(data_root: pathlib.Path, *, device: str = "cpu", verify: bool = False,
+                   dataset_options: dict | None = None, **settings):
     """The components ``fmclf run`` would build (visualizer none unless given), from
     the data in ``data_root``; ``settings`` are RunConfig fields (loss, lr, batch_size...)."""
     import torch
 
-    from fmclf.run.plan import assemble, resolve
-    from fmclf.run.config import RunConfig
     from fmclf.host.loading import load_plugins
+    from fmclf.run.config import RunConfig
+    from fmclf.run.plan import assemble, resolve
 
     settings.setdefault("visualizers", ["none"])
     settings.setdefault("seed", 0)

@@ -22,7 +22,8 @@ def load_png(path: pathlib.Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def assert_picture(path: pathlib.Path, *, min_size: tuple[int, int] = (300, 200), max_size: tuple[int, int] = (6000, 6000)) -> np.ndarray:
+def assert_picture(path: pathlib.Path, *, min_size: tuple[int, int] = (300, 200),
+                   max_size: tuple[int, int] = (6000, 6000)) -> np.ndarray:
     """A valid PNG, between ``min_size`` and ``max_size`` (width, height), not blank."""
     pixels = load_png(path)
     height, width = pixels.shape[:2]

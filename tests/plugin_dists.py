@@ -12,7 +12,8 @@ import pathlib
 import textwrap
 
 
-def make_dist(root: pathlib.Path, dist: str, *, version: str = "1.0", modules: dict[str, str], entry_points: dict[str, str] | None = None) -> pathlib.Path:
+def make_dist(root: pathlib.Path, dist: str, *, version: str = "1.0", modules: dict[str, str],
+              entry_points: dict[str, str] | None = None) -> pathlib.Path:
     """Write ``modules`` (import name -> source) and the metadata of ``dist``,
     whose ``fmclf`` entry points are ``entry_points`` (name -> module),
     by default one per module, named after it. Returns ``root``."""
@@ -23,7 +24,8 @@ def make_dist(root: pathlib.Path, dist: str, *, version: str = "1.0", modules: d
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
     eps = entry_points if entry_points is not None else {m: m for m in modules}
-    (info / "entry_points.txt").write_text("[fmclf]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()), encoding="utf-8")
+    (info / "entry_points.txt").write_text("[fmclf]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()),
+                                           encoding="utf-8")
     return root
 
 

@@ -13,15 +13,15 @@ import importlib
 import os
 import pkgutil
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import click
 
 from ..dist.launch import is_root_process, process_label
 from ..errors import FmclfError, Interrupted
 from ..run import signals
-from ._help import Group, epilog
 from ..run.threads import calm_openmp
+from ._help import Group, epilog
 
 
 def echo_err(text: str) -> None:
@@ -86,7 +86,8 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     ctx.exit()
 
 
-@click.group(cls=Group, epilog=epilog(), context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, epilog=epilog(),
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show fmclf's version, torch's, whether CUDA is available and the plugins loaded, then exit.")
 @click.option("-p", "--plugin", "plugin_flags", multiple=True, metavar="NAME|no:NAME",

@@ -23,18 +23,24 @@ def bench() -> None:
 @click.option("--shapes", "shape_args", multiple=True, metavar="NxC[,NxC...]",
               help="Time these shapes too (beside 256x10, 4096x10, 4096x1000), e.g. --shapes 16384x32000. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (every case of every loss).")
-@click.option("--device", default="cpu", show_default=True, help="Device to run the losses on: cpu, cuda, cuda:N or mps.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Device to run the losses on: cpu, cuda, cuda:N or mps.")
 @click.option("--threads", type=int, default=None, help="torch's CPU threads while timing. [default: one per core]")
-@click.option("--speed/--no-speed", default=True, show_default=True, help="Time forward + backward with pytest-benchmark.")
+@click.option("--speed/--no-speed", default=True, show_default=True,
+              help="Time forward + backward with pytest-benchmark.")
 @click.option("--stability/--no-stability", default=True, show_default=True, help="Run the stress grid.")
-@click.option("--max-time", type=float, default=1.0, show_default=True, help="pytest-benchmark's time per loss and shape, in seconds.")
-@click.option("--min-rounds", type=int, default=5, show_default=True, help="pytest-benchmark's least number of rounds per loss and shape.")
+@click.option("--max-time", type=float, default=1.0, show_default=True,
+              help="pytest-benchmark's time per loss and shape, in seconds.")
+@click.option("--min-rounds", type=int, default=5, show_default=True,
+              help="pytest-benchmark's least number of rounds per loss and shape.")
 @click.option("--update", "update_files", multiple=True, type=click.Path(path_type=pathlib.Path), metavar="FILE",
-              help="Also write the tables into FILE between its <!-- fmclf bench loss: summary|cases|speed --> markers. Repeatable.")
+              help="Also write the tables into FILE between its <!-- fmclf bench loss: summary|cases|speed --> "
+                   "markers. Repeatable.")
 @click.pass_context
 @friendly
-def loss(ctx: click.Context, names: tuple[str, ...], shape_args: tuple[str, ...], as_json: bool, device: str, threads: int | None,
-         speed: bool, stability: bool, max_time: float, min_rounds: int, update_files: tuple[pathlib.Path, ...]) -> None:
+def loss(ctx: click.Context, names: tuple[str, ...], shape_args: tuple[str, ...], as_json: bool, device: str,
+         threads: int | None, speed: bool, stability: bool, max_time: float, min_rounds: int,
+         update_files: tuple[pathlib.Path, ...]) -> None:
     """Every named loss (default: every installed one) on the stress grid against a float64
     reference, and its forward + backward speed by pytest-benchmark at 256x10, 4096x10,
     4096x1000 (and --shapes), each beside torch's F.cross_entropy measured in the same run.
@@ -59,12 +65,13 @@ def loss(ctx: click.Context, names: tuple[str, ...], shape_args: tuple[str, ...]
     shapes = engine.parse_shapes(shape_args)
     for path in update_files:  # before minutes of work, not after
         if not path.is_file():
-            raise UsageError(f"--update {str(path)!r}: no such file. Give a Markdown file that holds the table markers.")
+            raise UsageError(f"--update {str(path)!r}: no such file. Give a Markdown file that holds the table "
+                             f"markers.")
         wanted = {"summary": stability, "cases": stability, "speed": speed}
         unmeasured = [b for b in engine.marked_blocks(path) if not wanted[b]]
         if unmeasured:
-            raise UsageError(f"--update {str(path)!r} holds the {', '.join(unmeasured)} table(s), which this run does not "
-                             f"measure; drop --no-speed or --no-stability.")
+            raise UsageError(f"--update {str(path)!r} holds the {', '.join(unmeasured)} table(s), which this run "
+                             f"does not measure; drop --no-speed or --no-stability.")
     from ..run.devices import check_spec
 
     check_spec(device)

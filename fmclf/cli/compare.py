@@ -61,9 +61,11 @@ def _from_run(param: click.Parameter, axes: list[str]) -> click.Parameter:
     return p
 
 
-def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_args, data_root, config_path) -> tuple[RunConfig, dict[str, list[str]], dict[str, list[str]]]:
+def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_args, data_root,
+            config_path) -> tuple[RunConfig, dict[str, list[str]], dict[str, list[str]]]:
     """The base configuration, the setting axes and the option axes."""
-    explicit = {k for k in given if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    explicit = {k for k in given if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE,
+                                                                    ParameterSource.ENVIRONMENT)}
     settings = {k: v for k, v in given.items() if k in _RUN_FIELDS and k not in axes}
     settings["visualizers"] = list(settings.get("visualizers") or ["none"])
     setting_axes = {k: list(given[k]) for k in axes if given.get(k)}
@@ -108,14 +110,16 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int, retry
         require_data_root(host, base.dataset)
     cells = build_cells(base, setting_axes, grid_options, host)
     settings = ctx.obj
-    plugin_args = [a for f in settings.include for a in ("-p", f)] + [a for f in settings.block for a in ("-p", f"no:{f}")]
+    plugin_args = ([a for f in settings.include for a in ("-p", f)]
+                   + [a for f in settings.block for a in ("-p", f"no:{f}")])
     executor = InProcessExecutor() if jobs == 1 else LocalExecutor(workers=jobs)
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
                                 plugin_args=plugin_args, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
                                 command=command_line(ctx))
     from ..compare.markdown import COMPARE_MD
 
-    table = [line for line in (comparison.root / COMPARE_MD).read_text(encoding="utf-8").splitlines() if line.startswith("|")]
+    table = [line for line in (comparison.root / COMPARE_MD).read_text(encoding="utf-8").splitlines()
+             if line.startswith("|")]
     click.echo("\n".join(["", *table]))
 
 
@@ -124,13 +128,17 @@ def _build() -> click.Command:
     params = [_from_run(p, axes) for p in run_command.params if p.name not in _NOT_HERE]
     params += [
         click.Option(["--out"], type=click.Path(path_type=pathlib.Path), required=True, metavar="DIR",
-                     help="The comparison's folder: runs/, jobs/, compare.json, compare.md, curves.png. Give the same DIR to continue."),
-        click.Option(["--seeds"], type=int, default=3, show_default=True, help="Runs per cell, with the same seeds in every cell (paired)."),
+                     help="The comparison's folder: runs/, jobs/, compare.json, compare.md, curves.png. Give the same "
+                          "DIR to continue."),
+        click.Option(["--seeds"], type=int, default=3, show_default=True,
+                     help="Runs per cell, with the same seeds in every cell (paired)."),
         click.Option(["--jobs"], type=int, default=1, show_default=True,
                      help="Runs side by side, each in its own process (1: one after the other in this process)."),
-        click.Option(["--retry-failed"], is_flag=True, help="Train the runs that failed or diverged again (from their last checkpoint)."),
+        click.Option(["--retry-failed"], is_flag=True,
+                     help="Train the runs that failed or diverged again (from their last checkpoint)."),
         click.Option(["--rank-by"], metavar="METRIC[:max|min]", default=None,
-                     help="Metric that ranks the cells. [default: test_acc; lower is better for names with loss, error or ece]"),
+                     help="Metric that ranks the cells. "
+                          "[default: test_acc; lower is better for names with loss, error or ece]"),
     ]
     callback = click.pass_context(friendly(_compare))
     return click.Command("compare", callback=callback, params=params, help=inspect.cleandoc(_compare.__doc__ or ""),

@@ -15,7 +15,8 @@ from ._flags import require_data_root
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=pathlib.Path))
 @click.option("--split", default="test", show_default=True,
               help="Which part of the data set to evaluate: test, or train (or valid, for a data set that has it).")
-@click.option("--device", default="cpu", show_default=True, help="Device to evaluate on: cpu, cuda, cuda:N, mps or auto.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Device to evaluate on: cpu, cuda, cuda:N, mps or auto.")
 @click.option("--data-root", type=click.Path(path_type=pathlib.Path), default=None,
               help="Folder with the data set's files, if not where the run found them.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output, the confusion matrix included.")
@@ -35,7 +36,8 @@ def eval_run(ctx: click.Context, run_dir: pathlib.Path, split: str, device: str,
     trained = load_trained(run_dir, host, device=device, data_root=data_root)
     result = evaluate_split(trained, split)
     if as_json:
-        click.echo(json.dumps({"run": str(run_dir), "weights": str(trained.weights), "split": split, **result}, indent=2))
+        click.echo(json.dumps({"run": str(run_dir), "weights": str(trained.weights), "split": split, **result},
+                              indent=2))
         return
     confusion = result.pop("confusion")
     per_class = result.pop(f"per_class_{split}_acc")

@@ -7,12 +7,11 @@ from typing import Any
 
 import click
 
-from . import cli, friendly
 from ..errors import UsageError
 from ..host.options import parse_assignment
 from ..run.config import RunConfig
+from . import cli, friendly
 from ._flags import DATA_ROOT, PathArg, complete_component, require_data_root
-
 
 _PATH = PathArg()
 

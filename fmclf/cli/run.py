@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
-from . import cli, friendly
-from ._flags import DATA_ROOT, PathArg, complete_component, complete_option, gather_options, require_data_root
-from ._help import epilog
 from ..dist.launch import is_root_process
 from ..errors import UsageError
 from ..kinds import ROWS
 from ..run.config import RunConfig, load_config, merge
 from ..run.memory import describe as describe_memory
+from . import cli, friendly
+from ._flags import DATA_ROOT, PathArg, complete_component, complete_option, gather_options, require_data_root
+from ._help import epilog
 
 #: The settings a run takes from the command line: every RunConfig field but the options (and from_python,
 #: which only fmclf.fit sets).
@@ -66,7 +67,8 @@ def component_flags(command: Callable) -> Callable:
                    "[default: drawn and recorded]")
 @click.option("--data-root", type=PathArg(), default=None,
               help="Folder with the data set's files (the data set's data_root option).")
-@click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE", shell_complete=complete_option,
+@click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE",
+              shell_complete=complete_option,
               help="Set a component option, e.g. -o model.hidden=128, or -o visualizer.NAME.OPTION=VALUE; "
                    "`fmclf plugins` lists every option. Repeatable.")
 @click.option("--config", "config_path", type=PathArg(recorded=False), default=None,

@@ -93,7 +93,8 @@ def contenders(host: PluginHost, names: Sequence[str]) -> list[Contender]:
             if names:
                 raise UsageError(f"loss {name!r} cannot be benched with its default options: {exc}") from None
             continue  # every installed loss: the ones that need options are left out
-        out.append(Contender(name, record.describe(), lambda C, r=record, o=options: build(r, {"num_classes": C}, dict(o))))
+        out.append(Contender(name, record.describe(),
+                             lambda C, r=record, o=options: build(r, {"num_classes": C}, dict(o))))
     seen = [c.name for c in out]
     if len(set(seen)) != len(seen):
         raise UsageError(f"a loss is named twice ({', '.join(seen[1:])}); name each once.")
@@ -167,7 +168,8 @@ class _SpeedPlugin:
 
 
 def time_losses(contenders: Sequence[Contender], shapes: Sequence[tuple[int, int]], *, device: str = "cpu",
-                max_time: float = 1.0, min_rounds: int = 5, echo: Callable[[str], None] | None = None) -> tuple[dict[str, dict[str, Timing]], dict]:
+                max_time: float = 1.0, min_rounds: int = 5,
+                echo: Callable[[str], None] | None = None) -> tuple[dict[str, dict[str, Timing]], dict]:
     """Time each contender's forward + backward at each shape with pytest-benchmark
     (``pytest.main`` on :mod:`fmclf.compare.speed_suite`). Returns loss -> shape ->
     timing, and pytest-benchmark's machine information."""
@@ -188,7 +190,8 @@ def time_losses(contenders: Sequence[Contender], shapes: Sequence[tuple[int, int
         ]
         output = io.StringIO()
         saved = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
-        os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only pytest-benchmark: no plugin of this environment interferes
+        # only pytest-benchmark: no plugin of this environment interferes
+        os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         try:
             with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
                 code = pytest.main(args, plugins=[_SpeedPlugin(cases)])
@@ -225,7 +228,8 @@ def run_bench(host: PluginHost, names: Sequence[str], *, shapes: Sequence[tuple[
     if stable:
         report.stability = stability(entries, device)
     if speed:
-        report.speed, report.machine = time_losses(entries, all_shapes, device=device, max_time=max_time, min_rounds=min_rounds)
+        report.speed, report.machine = time_losses(entries, all_shapes, device=device, max_time=max_time,
+                                                   min_rounds=min_rounds)
     import torch
 
     if not report.machine:  # pytest-benchmark did not run: the same facts, from the system
@@ -288,7 +292,8 @@ def to_json(report: BenchReport) -> dict[str, Any]:
             "name": c.name, "describe": c.describe, "baseline": c.name == BASELINE,
             "stability": summary(results) if results else None, "cases": [r.as_dict() for r in results], "speed": speed,
         })
-    return {"baseline": BASELINE, "device": report.device, "shapes": report.shapes, "machine": report.machine, "losses": losses}
+    return {"baseline": BASELINE, "device": report.device, "shapes": report.shapes, "machine": report.machine,
+            "losses": losses}
 
 
 def _ulps(x: float | None) -> str:
@@ -316,7 +321,8 @@ def summary_rows(report: BenchReport) -> list[list[str]]:
         s = summary(results)
         broken = f"{s['loss_nonfinite_cases']} of {s['cases']}" + (f" ({s['errors']} raised)" if s["errors"] else "")
         rows.append([c.name, _reference_text(s["reference"]), broken, f"{s['loss_inf_rows']} / {s['loss_nan_rows']}",
-                     f"{s['grad_nonfinite_cases']} of {s['cases']}", _ulps(s["max_loss_ulps"]), _ulps(s["max_grad_ulps"])])
+                     f"{s['grad_nonfinite_cases']} of {s['cases']}", _ulps(s["max_loss_ulps"]),
+                     _ulps(s["max_grad_ulps"])])
     return rows
 
 
@@ -375,7 +381,8 @@ def text_table(rows: list[list[str]]) -> str:
 
 
 def markdown_table(rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+    return "\n".join(["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+                     + ["| " + " | ".join(r) + " |" for r in rows[1:]])
 
 
 def machine_line(report: BenchReport) -> str:
@@ -398,7 +405,8 @@ def terminal(report: BenchReport) -> str:
                 f"errors in ulps of the dtype each loss returns")
         out += [head, "", text_table(summary_rows(report)), ""]
     if report.speed:
-        out += [f"speed: forward + backward, fastest round by pytest-benchmark; (×): time over {BASELINE}'s in this run",
+        out += [f"speed: forward + backward, fastest round by pytest-benchmark; (×): time over {BASELINE}'s "
+                f"in this run",
                 "", text_table(speed_rows(report)), ""]
     out.append(f"measured on {machine_line(report)}")
     return "\n".join(out)
@@ -435,7 +443,8 @@ def marked_blocks(path: pathlib.Path) -> list[str]:
     for block in BLOCKS:
         start, end = _markers(block)
         if start in text and end not in text:
-            raise UsageError(f"--update {str(path)!r}: it has {start} but not {end}. Add the end marker after the table.")
+            raise UsageError(f"--update {str(path)!r}: it has {start} but not {end}. Add the end marker after the "
+                             f"table.")
         if start in text:
             found.append(block)
     if not found:

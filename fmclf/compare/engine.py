@@ -76,7 +76,8 @@ def run_comparison(
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         clash = min(n for n in names if names.count(n) > 1)
-        raise UsageError(f"two cells of this comparison get the same folder name {clash!r}; give the components names that differ in more than punctuation.")
+        raise UsageError(f"two cells of this comparison get the same folder name {clash!r}; give the components names "
+                         f"that differ in more than punctuation.")
     for run in runs:
         jobs.assess(run, host, retry_failed=retry_failed)
     todo = [r for r in runs if r.state in (NEW, RESUME, EXTEND)]
@@ -103,7 +104,8 @@ def run_comparison(
             echo(f"{head}: stopped ({_signal_text(outcome.returncode)}); the next invocation resumes it")
         else:
             jobs.record_failure(run, outcome.returncode)
-            echo(f"{head}: {'diverged' if run.diverged else 'failed'} (exit {outcome.returncode}): {run.reason} [log: {run.log}]")
+            echo(f"{head}: {'diverged' if run.diverged else 'failed'} (exit {outcome.returncode}): {run.reason} "
+                 f"[log: {run.log}]")
 
     work = [Job(r.name, (*plugin_args, *r.args()), r.log) for r in todo]
     try:
@@ -113,9 +115,9 @@ def run_comparison(
         _finish(out, cells, runs, seeds, rank_by, len(work), executor.workers, per_run, command, echo)
         left = sum(1 for r in runs if r.state in (NEW, RESUME, EXTEND))
         raise Interrupted(
-            f"{str(exc)[:1].upper() + str(exc)[1:]}; every stopped run keeps its checkpoint, and {out / results.COMPARE_JSON} "
-            f"holds the {len(runs) - left} run(s) done so far. Run the same command again to continue: it keeps the "
-            f"finished runs, resumes the stopped ones and trains the {left} left."
+            f"{str(exc)[:1].upper() + str(exc)[1:]}; every stopped run keeps its checkpoint, and "
+            f"{out / results.COMPARE_JSON} holds the {len(runs) - left} run(s) done so far. Run the same command "
+            f"again to continue: it keeps the finished runs, resumes the stopped ones and trains the {left} left."
         ) from None
     return _finish(out, cells, runs, seeds, rank_by, len(work), executor.workers, per_run, command, echo)
 
@@ -131,7 +133,8 @@ def _check_out(out: pathlib.Path) -> None:
         raise UsageError(f"--out {str(out)!r} is a file, not a folder. Choose another --out.")
     if out.is_dir() and folder.holds_run(out):
         raise UsageError(f"--out {str(out)!r} holds a run, not a comparison. Choose another --out.")
-    if out.is_dir() and any(out.iterdir()) and not any((out / n).exists() for n in (jobs.RUNS, jobs.JOBS, results.COMPARE_JSON)):
+    if out.is_dir() and any(out.iterdir()) and not any((out / n).exists()
+                                                       for n in (jobs.RUNS, jobs.JOBS, results.COMPARE_JSON)):
         raise UsageError(
             f"--out {str(out)!r} already holds other files. A comparison goes into a new or empty folder, or one "
             f"an earlier `fmclf compare` wrote (to continue it)."
@@ -140,8 +143,10 @@ def _check_out(out: pathlib.Path) -> None:
 
 def _announce(runs: list[Run], todo: list[Run], workers: int, per_run: int, out: pathlib.Path, echo: Echo) -> None:
     states = {s: sum(1 for r in runs if r.state == s) for s in (FINISHED, FAILED, RESUME, EXTEND, NEW)}
-    kept = [f"{states[FINISHED]} finished" if states[FINISHED] else "", f"{states[FAILED]} failed" if states[FAILED] else ""]
-    work = [f"{states[RESUME]} to resume" if states[RESUME] else "", f"{states[EXTEND]} to train further" if states[EXTEND] else "",
+    kept = [f"{states[FINISHED]} finished" if states[FINISHED] else "",
+            f"{states[FAILED]} failed" if states[FAILED] else ""]
+    work = [f"{states[RESUME]} to resume" if states[RESUME] else "",
+            f"{states[EXTEND]} to train further" if states[EXTEND] else "",
             f"{states[NEW]} new" if states[NEW] else ""]
     text = ", ".join(p for p in kept + work if p)
     if todo:
@@ -152,7 +157,8 @@ def _announce(runs: list[Run], todo: list[Run], workers: int, per_run: int, out:
     others = sorted(p.name for p in (out / jobs.RUNS).glob("*") if p.is_dir()) if (out / jobs.RUNS).is_dir() else []
     strays = [n for n in others if n not in {r.name for r in runs}]
     if strays:
-        echo(f"note: {len(strays)} run folder(s) in {out / jobs.RUNS} are not part of this grid and are left out: {', '.join(strays[:5])}"
+        echo(f"note: {len(strays)} run folder(s) in {out / jobs.RUNS} are not part of this grid and are left out: "
+             f"{', '.join(strays[:5])}"
              + (" ..." if len(strays) > 5 else ""))
 
 
@@ -181,15 +187,18 @@ def _finish(out: pathlib.Path, cells: Sequence[Cell], runs: list[Run], seeds: li
     ranking = results.Ranking.parse(rank_by, results.metric_names(found))
     ranked = results.rank(found, ranking)
     epochs = runs[0].config.epochs if runs else 0
-    extra: dict[str, Any] = {"epochs": epochs, "jobs": workers, "threads_per_run": per_run, "command": command, "fmclf": __version__}
+    extra: dict[str, Any] = {"epochs": epochs, "jobs": workers, "threads_per_run": per_run, "command": command,
+                             "fmclf": __version__}
     doc = results.to_json(ranked, ranking, root=out, seeds=seeds, extra=extra)
     folder.write_json(out / results.COMPARE_JSON, doc)
-    atomic.write_text(out / markdown.COMPARE_MD, markdown.render(ranked, ranking, seeds=seeds, epochs=epochs, command=command, root=out))
+    atomic.write_text(out / markdown.COMPARE_MD,
+                      markdown.render(ranked, ranking, seeds=seeds, epochs=epochs, command=command, root=out))
     written = [results.COMPARE_JSON, markdown.COMPARE_MD]
     try:
         curves.write(ranked, out / curves.CURVES)
         written.append(curves.CURVES)
     except Exception as exc:  # the numbers are written; only the picture is missing
-        echo(f"Warning: could not draw {curves.CURVES} ({type(exc).__name__}: {exc}); compare.json and compare.md are complete.")
+        echo(f"Warning: could not draw {curves.CURVES} ({type(exc).__name__}: {exc}); compare.json and compare.md are "
+             f"complete.")
     echo(f"wrote {', '.join(str(out / w) for w in written)}")
     return Comparison(out, runs, ranked, ranking, trained)

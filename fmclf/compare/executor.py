@@ -100,8 +100,9 @@ class LocalExecutor:
             requests.append(signum)
             name = signal.Signals(signum).name
             if len(requests) == 1:
-                self.announce(f"\n{name}: stopping the running jobs after their current batch; each writes a checkpoint "
-                              f"(Ctrl-C again to stop them at once, keeping their last epoch's checkpoint)\n")
+                self.announce(f"\n{name}: stopping the running jobs after their current batch; each writes a "
+                              f"checkpoint (Ctrl-C again to stop them at once, keeping their last epoch's "
+                              f"checkpoint)\n")
             else:
                 self.announce(f"\n{name} again: stopping the running jobs at once\n")
 
@@ -209,7 +210,8 @@ class InProcessExecutor:
         for i, job in enumerate(jobs):
             job.log.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
-            with open(job.log, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            with (open(job.log, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log),
+                  contextlib.redirect_stderr(log)):
                 print(f"$ fmclf {' '.join(job.args)}", flush=True)
                 try:
                     code = self.main(list(job.args))
@@ -220,4 +222,5 @@ class InProcessExecutor:
                     code = 1
             done(Outcome(job, code, time.perf_counter() - started))
             if code == 130:
-                raise Interrupted(f"stopped by a signal while {job.name} trained; {len(jobs) - i - 1} job(s) were not started")
+                raise Interrupted(f"stopped by a signal while {job.name} trained; {len(jobs) - i - 1} job(s) were not "
+                                  f"started")

@@ -58,7 +58,8 @@ def seeds_from(base: int, n: int) -> list[int]:
     if n < 1:
         raise UsageError(f"--seeds must be at least 1, got {n}. Give the number of seeds each cell runs with.")
     if base < 0 or base + n > 2**63:
-        raise UsageError(f"--seed {base} with --seeds {n} leaves the range of seeds (0 to 2**63-1). Choose a smaller --seed.")
+        raise UsageError(f"--seed {base} with --seeds {n} leaves the range of seeds (0 to 2**63-1). Choose a smaller "
+                         f"--seed.")
     return [base + i for i in range(n)]
 
 
@@ -82,7 +83,8 @@ def option_axes(assignments: Sequence[tuple[str, str, str]]) -> tuple[dict[str, 
     return fixed, axes
 
 
-def build_cells(base: RunConfig, axes: dict[str, Sequence[str]], grid_options: dict[str, Sequence[str]], host: PluginHost) -> list[Cell]:
+def build_cells(base: RunConfig, axes: dict[str, Sequence[str]], grid_options: dict[str, Sequence[str]],
+                host: PluginHost) -> list[Cell]:
     """Every cell of the product of ``axes`` (setting -> values) and ``grid_options``
     (``target.option`` -> values), in that order, starting from ``base``.
 

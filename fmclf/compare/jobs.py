@@ -180,7 +180,8 @@ def failure_reason(log: pathlib.Path, returncode: int) -> tuple[str, bool]:
     """The one-line reason a run failed, from its log: the first sentence of its last
     ``Error:`` line (or the last line it wrote); and whether it diverged."""
     try:
-        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+                 if line.strip()]
     except OSError:
         lines = []
     errors = [line for line in lines if line.startswith("Error: ")]

@@ -68,17 +68,19 @@ def render(results: Sequence[CellResult], ranking: Ranking | None, *, seeds: lis
     lines = [
         f"# Comparison: {len(cells)} cell(s) × {len(seeds)} seed(s), {epochs} epoch(s)",
         "",
-        f"{n_runs} runs ({seed_text}, the same in every cell, so cells are paired by seed); each run folder is under `runs/`.",
+        f"{n_runs} runs ({seed_text}, the same in every cell, so cells are paired by seed); each run folder is under "
+        f"`runs/`.",
     ]
     if command:
         lines += ["", f"    {command}"]
     lines.append("")
     if ranking is not None:
         lines += [(
-            f"Ranked by **{ranking.metric}** ({'higher' if ranking.higher_is_better else 'lower'} is better) at the last epoch: "
-            f"mean ± the 95% confidence interval of the mean over the seeds (Student's t). *vs best*: the mean "
-            f"difference from the best cell over the seeds both finished, ± its 95% interval, and the paired t-test's p; "
-            f"*beyond noise* when that interval excludes 0. Other metrics: mean ± standard deviation."),
+            f"Ranked by **{ranking.metric}** ({'higher' if ranking.higher_is_better else 'lower'} is better) at "
+            f"the last epoch: mean ± the 95% confidence interval of the mean over the seeds (Student's t). "
+            f"*vs best*: the mean difference from the best cell over the seeds both finished, ± its 95% interval, "
+            f"and the paired t-test's p; *beyond noise* when that interval excludes 0. Other metrics: "
+            f"mean ± standard deviation."),
             "",
         ]
     head = ["rank", *axes]
@@ -89,7 +91,8 @@ def render(results: Sequence[CellResult], ranking: Ranking | None, *, seeds: lis
     for i, r in enumerate(results, start=1):
         row = [str(i), *r.cell.label(axes).values()]
         if ranking is not None:
-            row += [_mean_ci(r.summary(ranking.metric)), verdict(r.vs_best, i == 1 and bool(r.values.get(ranking.metric)))
+            row += [_mean_ci(r.summary(ranking.metric)),
+                    verdict(r.vs_best, i == 1 and bool(r.values.get(ranking.metric)))
                     if r.values.get(ranking.metric) else "—"]
         row += [_mean_sd(r.summary(m)) for m in others]
         row += [_mean_sd(stats.summarize(list(r.epoch_seconds.values())), 3), runs_phrase(r)]
@@ -98,13 +101,16 @@ def render(results: Sequence[CellResult], ranking: Ranking | None, *, seeds: lis
     if failed:
         lines += ["", "Failed runs (kept as they stopped; `--retry-failed` trains them again):", ""]
         for run in failed:
-            where = run.run_dir.relative_to(root) if root is not None and run.run_dir.is_relative_to(root) else run.run_dir
+            where = (run.run_dir.relative_to(root) if root is not None and run.run_dir.is_relative_to(root)
+                     else run.run_dir)
             lines.append(f"- `{where}`: {run.reason}")
     missing = sum(len(r.missing) for r in results)
     if missing:
         lines += ["", f"**Incomplete**: {missing} run(s) not trained yet. The same command again continues."]
     if ranking is not None and ranking.metric not in metrics:
-        lines += ["", f"No finished run recorded {ranking.metric!r}; its metrics are: {', '.join(metrics) or 'none yet'}."]
+        lines += ["", f"No finished run recorded {ranking.metric!r}; its metrics are: "
+                      f"{', '.join(metrics) or 'none yet'}."]
     lines += ["", "Curves: [curves.png](curves.png) (mean per cell, band: ± one standard deviation over the seeds).",
-              f"Metrics read from each run's metrics.jsonl (every numeric key but {', '.join(sorted(NOT_METRICS))}).", ""]
+              f"Metrics read from each run's metrics.jsonl (every numeric key but {', '.join(sorted(NOT_METRICS))}).",
+              ""]
     return "\n".join(lines)

@@ -74,7 +74,8 @@ class Ranking:
         if way not in ("", "max", "min"):
             from ..errors import UsageError
 
-            raise UsageError(f"--rank-by {text!r}: write METRIC, METRIC:max or METRIC:min (for example test_acc or test_loss:min).")
+            raise UsageError(f"--rank-by {text!r}: write METRIC, METRIC:max or METRIC:min (for example test_acc or "
+                             f"test_loss:min).")
         return cls(key, way == "max" or (way == "" and not _lower_is_better(key)))
 
 
@@ -150,7 +151,8 @@ def to_json(results: Sequence[CellResult], ranking: Ranking | None, *, root: pat
             "metrics": metrics,
             "epoch_seconds": {**seconds.as_dict(), "values": [r.epoch_seconds[s] for s in sorted(r.epoch_seconds)]},
             "failed": len(r.failed),
-            "failures": [{"seed": run.seed, "reason": run.reason, "diverged": run.diverged, "run": _rel(run.run_dir, root)}
+            "failures": [{"seed": run.seed, "reason": run.reason, "diverged": run.diverged,
+                          "run": _rel(run.run_dir, root)}
                          for run in r.failed],
             "missing": [run.seed for run in r.missing],
             "runs": {str(run.seed): _rel(run.run_dir, root) for run in r.runs},

@@ -56,7 +56,8 @@ class Paired:
 
     def as_dict(self) -> dict[str, float | int | bool | None]:
         """The JSON form (compare.json)."""
-        return {"n": self.n, "mean_diff": self.mean_diff, "ci95": self.ci95, "p": self.p, "beyond_noise": self.beyond_noise}
+        return {"n": self.n, "mean_diff": self.mean_diff, "ci95": self.ci95, "p": self.p,
+                "beyond_noise": self.beyond_noise}
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> Paired | None:

@@ -11,11 +11,11 @@ from typing import Any
 
 from .. import atomic
 from ..errors import UsageError
-from ..run import lock
-from ..train.blame import blame
 from ..host.loading import PluginHost
 from ..host.options import resolve_options
+from ..run import lock
 from ..run.saved import load_run_config, load_trained  # noqa: F401 - load_run_config: the CLI reads it here
+from ..train.blame import blame
 from . import pictures
 
 PREDICTIONS = "predictions.png"
@@ -126,7 +126,8 @@ def check_picture_path(out: pathlib.Path, what: str = "--out") -> None:
 
 
 def run_predictions(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, device: str = "cpu",
-                    data_root: pathlib.Path | None = None, weights: str = "final") -> tuple[Any, int, int, pathlib.Path]:
+                    data_root: pathlib.Path | None = None,
+                    weights: str = "final") -> tuple[Any, int, int, pathlib.Path]:
     """The work of :func:`predict_run`: ``(figure, right, shown, weights file)``."""
     trained = load_trained(run_dir, host, device=device, data_root=data_root, weights=weights, metrics=False,
                            python_instead="draw its predictions from Python instead: fmclf.predict(model, data)")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 import math
 import pathlib
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import atomic
 from ..errors import UsageError
@@ -89,7 +90,8 @@ def as_picture(image: Any) -> Any:
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3):
-        raise ValueError(f"an image must be (H, W), (1|3, H, W) or (H, W, 1|3); got shape {tuple(np.asarray(image).shape)}")
+        raise ValueError(f"an image must be (H, W), (1|3, H, W) or (H, W, 1|3); got shape "
+                         f"{tuple(np.asarray(image).shape)}")
     if a.ndim == 3 and a.size and float(a.max()) > 1.0:  # colour given as 0-255
         a = a / 255.0
     return a.clip(0.0, 1.0) if a.ndim == 3 else a
@@ -138,13 +140,15 @@ def samples_figure(images: Sequence[Any], labels: Sequence[str], *, title: str |
     return image_grid(images, [str(label) for label in labels], suptitle=title)
 
 
-def predictions_figure(images: Sequence[Any], true: Sequence[str], predicted: Sequence[str], *, title: str | None = None) -> Figure:
+def predictions_figure(images: Sequence[Any], true: Sequence[str], predicted: Sequence[str], *,
+                       title: str | None = None) -> Figure:
     """d2l's ``predict_ch3``: each image titled with its true label over the predicted
     one; misclassified images in red."""
     wrong = [t != p for t, p in zip(true, predicted)]
     right = len(wrong) - sum(wrong)
     head = f"{right} of {len(wrong)} right  (each title: true label over predicted label; red: wrong)"
-    return image_grid(images, [f"{t}\n{p}" for t, p in zip(true, predicted)], wrong=wrong, suptitle=f"{title}\n{head}" if title else head)
+    return image_grid(images, [f"{t}\n{p}" for t, p in zip(true, predicted)], wrong=wrong,
+                      suptitle=f"{title}\n{head}" if title else head)
 
 
 def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str], *, title: str | None = None) -> Figure:

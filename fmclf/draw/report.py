@@ -8,15 +8,14 @@ that no longer uses it) and is redrawn."""
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import atomic
 from ..errors import CheckpointError, WriteError
-
-from . import gallery, pictures
-
 from ..run import folder
 from ..run.plan import Plan
+from . import gallery, pictures
 
 REPORT = folder.REPORT
 CONFUSION = "confusion.png"
@@ -48,7 +47,8 @@ class RunReport:
         except WriteError:  # a full disk, a read-only folder: an error, which --resume can mend
             raise
         except Exception as exc:  # the run's files are complete; only the pictures are missing
-            echo(f"Warning: could not draw the run's pictures ({type(exc).__name__}: {exc}); its other files are complete.")
+            echo(f"Warning: could not draw the run's pictures ({type(exc).__name__}: {exc}); its other files are "
+                 f"complete.")
             return
         echo(f"pictures: {', '.join(drawn)}; {REPORT} links them")
 
@@ -124,8 +124,9 @@ def final_rows(final: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["split", *names], rows
 
 
-def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, Any]], confusion: Sequence[Sequence[int]],
-                 classes: Sequence[str], *, seconds: float, device: str, pictures_drawn: Sequence[str] = (),
+def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, Any]],
+                 confusion: Sequence[Sequence[int]], classes: Sequence[str], *, seconds: float, device: str,
+                 pictures_drawn: Sequence[str] = (),
                  stopped: dict[str, Any] | None = None) -> pathlib.Path:
     """Write report.md: settings, who stopped the run (when a callback did), final metrics,
     per-class accuracy, every epoch's metrics and links to the pictures in the run folder."""
@@ -138,7 +139,8 @@ def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, 
     lines = [
         f"# fmclf run {run_dir.name}",
         "",
-        f"{config.model} + {config.loss} + {config.updater} on {config.dataset}: {len(history)} epoch{'s' if len(history) != 1 else ''}, "
+        f"{config.model} + {config.loss} + {config.updater} on {config.dataset}: "
+        f"{len(history)} epoch{'s' if len(history) != 1 else ''}, "
         f"batch size {config.batch_size}, lr {config.lr}, seed {config.seed}, on {device}; "
         f"{seconds:.2f} s in this session.",
         "",
@@ -181,7 +183,8 @@ def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, 
     return path
 
 
-def rebuild(run_dir: pathlib.Path, host: Any, *, device: str = "cpu", data_root: pathlib.Path | None = None) -> list[str]:
+def rebuild(run_dir: pathlib.Path, host: Any, *, device: str = "cpu",
+            data_root: pathlib.Path | None = None) -> list[str]:
     """Redraw report.md and every picture of the run in ``run_dir`` from what its folder holds: the
     metrics of every epoch, the saved weights (model.pt, or the last checkpoint) and the data set, on
     which the confusion matrix is computed again. Returns the pictures drawn."""

@@ -44,9 +44,9 @@ import os
 import sys
 import time
 import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Callable, Iterable
 
 import pluggy
 
@@ -221,10 +221,12 @@ def _load_plugins(autoload: bool | None, include: Iterable[str], block: Iterable
                 f"Installed plugins: {', '.join(known) or 'none'}",
             ))
             continue
-        _add(host, infos, info, lambda w=wanted: importlib.import_module(w))
+        # mypy infers no type for a lambda with a default argument (the default binds this loop's name)
+        _add(host, infos, info, lambda w=wanted: importlib.import_module(w))  # type: ignore[misc]
 
     for name, obj in [*process_plugins, *extra]:
-        _add(host, infos, PluginInfo(name, getattr(obj, "__name__", type(obj).__name__)), lambda o=obj: o)
+        _add(host, infos, PluginInfo(name, getattr(obj, "__name__", type(obj).__name__)),
+             lambda o=obj: o)  # type: ignore[misc]  # as above
 
     _collect(host, infos)
     host.registry.blocked_owner = lambda kind, name: _blocked_owner(host, kind, name)

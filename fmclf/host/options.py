@@ -21,8 +21,9 @@ import pathlib
 import re
 import types
 import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..errors import OptionError
 from ..kinds import BY_NAME, KINDS, core_params, lookalikes
@@ -200,7 +201,8 @@ def format_value(value: Any) -> str:
 _EVAL_NS = {
     "int": int, "float": float, "bool": bool, "str": str, "Path": pathlib.Path, "pathlib": pathlib,
     "Optional": typing.Optional, "Union": typing.Union, "Literal": typing.Literal, "list": list,
-    "tuple": tuple, "List": typing.List, "Tuple": typing.Tuple, "Sequence": typing.Sequence,
+    # typing.List / typing.Tuple on purpose: what an old-style annotation names when evaluated
+    "tuple": tuple, "List": typing.List, "Tuple": typing.Tuple, "Sequence": typing.Sequence,  # noqa: UP006
     "typing": typing, "None": None, "Annotated": typing.Annotated, "Range": Range,
 }
 
@@ -333,7 +335,8 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any],
             if having:
                 flag = BY_NAME[record.kind].flag
                 hint = (f" {name!r} is an option of {' and of '.join(r.describe() for r in having)}: choose "
-                        f"{'it' if len(having) == 1 else 'one'} with {' or '.join(f'`{flag} {r.name}`' for r in having)}.")
+                        f"{'it' if len(having) == 1 else 'one'} with "
+                        f"{' or '.join(f'`{flag} {r.name}`' for r in having)}.")
             raise OptionError(f"{record.describe()} has no option {raw_name!r}.{hint} {listing}.")
         try:
             out[name] = option.parse(value) if isinstance(value, str) else option.coerce(value)

@@ -10,10 +10,11 @@ the plain name stays the built-in's, and the plugin's is selected qualified.
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from ..errors import AmbiguousComponentError, UnknownComponentError
 from ..kinds import KINDS
@@ -110,7 +111,7 @@ class Registry:
             if (kind is None or r.kind == kind) and (not filter or filter.lower() in r.name.lower())
         ]
 
-    def names(self, kind: str) -> list[str]:
+    def names(self, kind: str) -> builtins.list[str]:
         """The names a user can type for ``kind`` (qualified where ambiguous)."""
         return [self.name_to_type(r) for r in self.list(kind)]
 
@@ -127,7 +128,7 @@ class Registry:
         rivals = self._records[record.kind].get(record.name, []) or [record]
         return self._choice(record, rivals if record in rivals else [*rivals, record])
 
-    def shadowed(self) -> list[tuple[ComponentRecord, list[ComponentRecord]]]:
+    def shadowed(self) -> builtins.list[tuple[ComponentRecord, builtins.list[ComponentRecord]]]:
         """Each built-in whose plain name another plugin registers too, with those others."""
         out = []
         for kind in KINDS:
@@ -138,7 +139,7 @@ class Registry:
         return out
 
     @staticmethod
-    def _builtin_of(records: list[ComponentRecord]) -> ComponentRecord | None:
+    def _builtin_of(records: builtins.list[ComponentRecord]) -> ComponentRecord | None:
         """The one built-in among ``records``, which keeps the plain name (see :meth:`get`), or None."""
         builtins = [r for r in records if r.plugin.builtin]
         return builtins[0] if len(builtins) == 1 else None
@@ -160,10 +161,10 @@ class Registry:
             recs = mine
         if len(recs) == 1:
             return recs[0]
-        if len(recs) > 1 and not owner and self._builtin_of(recs) is not None:
+        if len(recs) > 1 and not owner and (builtin := self._builtin_of(recs)) is not None:
             # A plugin that registers a built-in's name does not take it over: plain `scratch` stays the
             # textbook's, so commands and run folders keep their meaning; the plugin's is `DIST:scratch`.
-            return self._builtin_of(recs)
+            return builtin
         if len(recs) > 1:
             owners = " and ".join(r.plugin.describe() for r in recs)
             choices = ", ".join(repr(self._choice(r, recs)) for r in recs)
@@ -191,7 +192,7 @@ class Registry:
         )
 
     @staticmethod
-    def _choice(record: ComponentRecord, rivals: list[ComponentRecord]) -> str:
+    def _choice(record: ComponentRecord, rivals: builtins.list[ComponentRecord]) -> str:
         """The qualified name that picks ``record`` out of ``rivals``: ``dist:name``, or
         ``plugin:name`` when one distribution ships two plugins with that name."""
         mine = normalize(record.plugin.dist or record.plugin.name)

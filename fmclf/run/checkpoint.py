@@ -41,7 +41,8 @@ from . import folder
 
 FORMAT = "fmclf-checkpoint/1"
 
-_DAMAGED = "It is damaged or truncated, or was not written by fmclf. Start a new run, or restore the file from a backup."
+_DAMAGED = ("It is damaged or truncated, or was not written by fmclf. Start a new run, or restore the file "
+            "from a backup.")
 
 
 def save_torch(path: pathlib.Path, obj: Any, writer: Any = None) -> None:
@@ -75,7 +76,8 @@ def load_torch(path: pathlib.Path, what: str) -> Any:
             f"({refused[:300]}), and unpickling such objects can run arbitrary code, so fmclf refuses. It was "
             f"not written by fmclf, or it was tampered with. Start a new run, or restore the file from a backup."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError, KeyError, IndexError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError, KeyError,
+            IndexError) as exc:
         first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: the {what} cannot be loaded ({first[:300]}). {_DAMAGED}") from None
 
@@ -295,7 +297,8 @@ def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) ->
         raise comm.alike(CheckpointError(
             f"{run_dir / folder.CHECKPOINT} does not fit this run's components ({type(exc).__name__}: "
             f"{' '.join(str(exc).split())[:300]}). It comes from another run, or the plugins changed since it was "
-            f"written ({run_dir / folder.CONFIG} lists the versions that wrote it). Start a new run, or reinstall those versions."
+            f"written ({run_dir / folder.CONFIG} lists the versions that wrote it). Start a new run, or reinstall "
+            f"those versions."
         )) from None
     return state
 

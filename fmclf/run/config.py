@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..atomic import TooLarge, read_limited
-from .devices import check_spec
 from ..errors import ConfigError, UsageError
 from ..kinds import BY_NAME, ROWS
+from .devices import check_spec
 
 #: What a divergence message advises when the loss has no divergence_hint of its own: the
 #: default loss is the stable one (this module is where the core may name a built-in).

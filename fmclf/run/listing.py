@@ -74,7 +74,8 @@ def describe(path: pathlib.Path) -> tuple[float, RunInfo]:
         config = {}
         info.status, info.reason = "unreadable", f"{folder.CONFIG}: {exc}"
     when, info.started = _started(config, path)
-    components = (config.get("provenance") or {}).get("components") if isinstance(config.get("provenance"), dict) else None
+    components = ((config.get("provenance") or {}).get("components") if isinstance(config.get("provenance"), dict)
+                  else None)
     if isinstance(components, dict):
         info.components = {t: str(c).split(" ")[0].split(":")[-1] for t, c in components.items()}
     else:

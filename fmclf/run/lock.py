@@ -17,7 +17,8 @@ import pathlib
 import socket
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..errors import UsageError, WriteError
 

@@ -17,7 +17,8 @@ def peak_memory(device: Any) -> dict[str, float]:
         pass
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        out["peak_rss_mb"] = round(peak / 2**20 if sys.platform == "darwin" else peak / 2**10, 1)  # bytes on macOS, KiB elsewhere
+        # bytes on macOS, KiB elsewhere
+        out["peak_rss_mb"] = round(peak / 2**20 if sys.platform == "darwin" else peak / 2**10, 1)
     if getattr(device, "type", None) == "cuda":
         import torch
 

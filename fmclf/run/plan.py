@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ComponentError, DataError, FmclfError, OptionError, UsageError
-from ..host.loading import PluginHost
 from ..host.checks import facts_of, run_check
+from ..host.loading import PluginHost
 from ..host.options import accepted_core_params, options_of, resolve_options
 from ..host.registry import ComponentRecord
 from ..kinds import BY_NAME, core_params
@@ -128,7 +128,8 @@ def run_checks(plan: Plan) -> None:
     """Every component's own check (:mod:`fmclf.host.checks`), the data set's first: what it says the
     data set will have (its classes) reaches the others' checks, before any data is read."""
     config = plan.config
-    known_by_kind = {"dataset": {"batch_size": config.batch_size, "seed": config.seed}, "updater": {"lr": config.lr, "epochs": config.epochs}}
+    known_by_kind = {"dataset": {"batch_size": config.batch_size, "seed": config.seed},
+                     "updater": {"lr": config.lr, "epochs": config.epochs}}
     for target, record in plan.records.items():
         known = dict(known_by_kind.get(record.kind, {}))
         if record.kind in ("model", "loss"):

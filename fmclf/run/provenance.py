@@ -9,8 +9,8 @@ import tomllib
 from typing import Any
 
 from .. import __version__
-from ..kinds import ROWS
 from ..host.loading import PluginHost
+from ..kinds import ROWS
 from . import folder
 from .plan import Plan
 

@@ -12,9 +12,9 @@ import pathlib
 import shlex
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from .. import atomic
 from ..dist.comm import Solo, connect
@@ -112,7 +112,8 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
             return _train(plan, host, device, None, None, echo, prov, comm, voice, checkpoints)
 
         def check_out(plan: Plan) -> None:
-            out_dirs.append(pathlib.Path(out) if out is not None else folder.default_run_dir(plan.config.model, plan.config.loss))
+            out_dirs.append(pathlib.Path(out) if out is not None
+                            else folder.default_run_dir(plan.config.model, plan.config.loss))
             if comm.is_root and out is not None:  # a default name that is taken gets a suffix instead
                 folder.check_new(out_dirs[0])
 
@@ -194,7 +195,8 @@ def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any]
     for key, value in (overrides or {}).items():
         setattr(config, key, value)
     _check_epochs(run_dir, checkpoint, config.epochs)
-    config.options = {t: o for t, o in config.options.items() if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
+    config.options = {t: o for t, o in config.options.items()
+                      if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
     config.from_python = [t for t in config.from_python if t in config.targets()]  # a swapped visualizer is gone
     missing = [t for t in config.from_python if t not in objects]
     if missing:
@@ -281,13 +283,15 @@ def _agree_on_plan(plan: Plan, device: Any, comm: Solo) -> None:
 def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[str, Any], dict | None]:
     """A run folder's settings and checkpoint (None: it never wrote one), checked to fit this many processes."""
     if not (run_dir / folder.CONFIG).is_file():
-        raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run printed at its start.")
+        raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run "
+                         f"printed at its start.")
     settings, options = load_config(run_dir / folder.CONFIG)
     settings = provenance.pin_names(settings, run_dir)
     checkpoint = checkpoint_io.load(run_dir)
     trained_by = checkpoint.get("world_size", 1) if checkpoint is not None else comm.world_size
     if trained_by != comm.world_size:
-        how = "one process (fmclf run ...)" if trained_by == 1 else f"{trained_by} processes (torchrun, WORLD_SIZE={trained_by})"
+        how = ("one process (fmclf run ...)" if trained_by == 1
+               else f"{trained_by} processes (torchrun, WORLD_SIZE={trained_by})")
         now = "one process" if comm.world_size == 1 else f"{comm.world_size} processes"
         raise UsageError(
             f"--resume {str(run_dir)!r}: this run was trained by {how}, but {now} started to resume it. "
@@ -390,7 +394,8 @@ def _train(
     if checkpoint is not None:
         state = checkpoint_io.restore(parts, checkpoint, run_dir, comm)
         last = (state.epoch, state.batch)
-        # The checkpoint's history is the record: metrics.jsonl written after it (a full disk, a stop, an edit) is mended.
+        # The checkpoint's history is the record: metrics.jsonl written after it (a full disk, a stop, an edit)
+        # is mended.
         comm.on_root("writing the metrics", lambda: folder.mend_metrics(run_dir, state.history))
         finished, reported = comm.on_root("reading the run folder", lambda: (
             checkpoint_io.finished(run_dir), (run_dir / folder.REPORT).exists()))
@@ -452,7 +457,8 @@ def _train(
     echo(
         f"training {config.model} + {config.loss} + {config.updater} on {config.dataset} "
         f"({getattr(parts.dataset, 'source', '') or 'data ready'}) on {processes.where(comm, device)}"
-        f"{_thread_note(chosen)}, seed {config.seed}; " + (f"run folder {run_dir}" if run_dir is not None else "no run folder")
+        f"{_thread_note(chosen)}, seed {config.seed}; "
+        + (f"run folder {run_dir}" if run_dir is not None else "no run folder")
     )
     command = processes.restart_command(comm.launch)
     how = f"{command} run --resume {shlex.quote(str(run_dir))}" if voice.resume is None else voice.resume(run_dir)
@@ -480,13 +486,15 @@ def _train(
             ended("interrupted", exc)
             if kept:
                 raise comm.alike(Interrupted(f"{exc}; {kept}.")) from None
-            raise comm.alike(Interrupted(f"{exc}; checkpoint written to {run_dir / folder.CHECKPOINT}. {resume}")) from None
+            raise comm.alike(Interrupted(f"{exc}; checkpoint written to {run_dir / folder.CHECKPOINT}. "
+                                         f"{resume}")) from None
         except KeyboardInterrupt as exc:
             signals.ending()
             ended("interrupted", exc)
             if kept:
                 raise comm.alike(Interrupted(f"stopped at once by a second SIGINT; {kept}.")) from None
-            raise comm.alike(Interrupted(f"stopped at once by a second SIGINT; the run folder {run_dir} {_kept(last)}. {resume}")) from None
+            raise comm.alike(Interrupted(f"stopped at once by a second SIGINT; the run folder {run_dir} {_kept(last)}. "
+                                         f"{resume}")) from None
         except WriteError as exc:
             raise WriteError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; once it can be written, "
                              f"`{command} run --resume {shlex.quote(str(run_dir))}` continues from it.",
@@ -501,7 +509,8 @@ def _train(
                     f"(and no checkpoint: fmclf does not know the model's parameters).",
                     epoch=exc.epoch, batch=exc.batch,
                 ) from None
-            raise DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}.", epoch=exc.epoch, batch=exc.batch) from None
+            raise DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}.", epoch=exc.epoch,
+                                  batch=exc.batch) from None
         except ComponentError as exc:
             ended("failed", exc)
             if last is None:
@@ -545,9 +554,10 @@ def _train(
             errno=exc.errno, filename=exc.filename) from None
     if record and not record["weights_identical"]:
         raise comm.alike(DistributedError(
-            f"the {comm.world_size} processes ended with different weights (SHA-256 digests in {run_dir / folder.SUMMARY}); "
-            f"{run_dir / folder.WEIGHTS} holds rank 0's. A component does something different in each process "
-            f"(a random draw from an unseeded generator, a non-deterministic kernel); please report it."
+            f"the {comm.world_size} processes ended with different weights (SHA-256 digests in "
+            f"{run_dir / folder.SUMMARY}); {run_dir / folder.WEIGHTS} holds rank 0's. A component does something "
+            f"different in each process (a random draw from an unseeded generator, a non-deterministic kernel); "
+            f"please report it."
         ))
     trained = 0 if redraw else max(len(state.history) - start_epoch, 0)
     return RunResult(run_dir, state.history, str(device), seconds, plan, trained, memory, state.stopped,

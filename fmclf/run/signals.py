@@ -26,7 +26,8 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import Stopped
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .. import events
 from ..dist.comm import Solo
@@ -157,7 +158,8 @@ class Trainer:
 
         parts = self.parts
         record = parts.records.get("updater")
-        use, note = decide(requested, self.device, self.updater, self.comm, record.describe() if record else "the updater")
+        use, note = decide(requested, self.device, self.updater, self.comm,
+                           record.describe() if record else "the updater")
         if note:
             (self.graph_fallback or self.warn)(note)
         if not use:

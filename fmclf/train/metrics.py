@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def evaluate(model: Any, batches: Any, num_classes: int, *, dataset: Any = "the data set") -> tuple[float, Any]:

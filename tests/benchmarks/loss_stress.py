@@ -13,8 +13,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from fmclf_plugins.cross_entropy import naive_cross_entropy
-from fmclf_plugins.fused_cross_entropy import fused_cross_entropy
 
 from fmclf.compare import stress
 from fmclf.compare.stress import (  # noqa: F401 - re-exported for the tests
@@ -33,6 +31,8 @@ from fmclf.compare.stress import (  # noqa: F401 - re-exported for the tests
     run,
     tolerance,
 )
+from fmclf_plugins.cross_entropy import naive_cross_entropy
+from fmclf_plugins.fused_cross_entropy import fused_cross_entropy
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 reference = cross_entropy_reference

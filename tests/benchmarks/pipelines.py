@@ -105,7 +105,7 @@ class Textbook:
         for X, y in self.train_iter:
             X, y = X.to(self.device), y.to(self.device)
             y_hat = self.net(X)
-            l = self.cross_entropy(y_hat, y)
+            l = self.cross_entropy(y_hat, y)  # noqa: E741 - train_epoch_ch3's own name, kept as the book has it
             l.sum().backward()
             self.sgd(X.shape[0])
             loss_sum, correct, n = loss_sum + float(l.sum()), correct + self.accuracy(y_hat, y), n + y.numel()
@@ -121,7 +121,8 @@ def engine_parts(data_root: pathlib.Path, *, device: str = "cpu", seed: int = 0,
     """The components ``fmclf run --model scratch --loss fused --updater sgd --visualizer none`` builds."""
     from helpers import assemble_parts
 
-    return assemble_parts(data_root, device=device, seed=seed, verify=verify, model="scratch", loss="fused", updater="sgd")
+    return assemble_parts(data_root, device=device, seed=seed, verify=verify, model="scratch", loss="fused",
+                          updater="sgd")
 
 
 def engine_trainer(parts, *, device: str = "cpu", **options):

@@ -173,7 +173,8 @@ def write_readme(readme: pathlib.Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", nargs="*", type=pathlib.Path, help="saved benchmark runs (default: the newest under .benchmarks/)")
+    parser.add_argument("json", nargs="*", type=pathlib.Path,
+                        help="saved benchmark runs (default: the newest under .benchmarks/)")
     parser.add_argument("--readme", type=pathlib.Path, help="also put the tables into this README's benchmarks section")
     args = parser.parse_args(argv)
     text = table(args.json or [newest()])

@@ -17,10 +17,11 @@ import time
 
 import pytest
 import torch
-from pipelines import Textbook, engine_parts, engine_trainer, plain_loops
 
 from fmclf.data import epoch_seed
 from fmclf.train.engine import TrainState
+
+from pipelines import Textbook, engine_parts, engine_trainer, plain_loops
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
 TEXTBOOK, PLAIN, NUMPY, ENGINE = "textbook pipeline", "plain torch loop", "numpy, analytic gradient", "fmclf engine"
@@ -82,7 +83,8 @@ def test_epoch_plain_torch_loop(benchmark, real_data, parts_on, device):
     result = benchmark.pedantic(lambda: (plain.epoch(), _sync(device))[0], rounds=15, warmup_rounds=2)
     _check(result)
     benchmark.extra_info.update(label=PLAIN, device=device, baseline=True,
-                                detail="F.linear + F.cross_entropy(sum), the textbook's SGD, metrics read once an epoch")
+                                detail="F.linear + F.cross_entropy(sum), the textbook's SGD, "
+                                       "metrics read once an epoch")
 
 
 @pytest.mark.realdata
@@ -126,7 +128,8 @@ def test_epoch_engine_cuda_eager(benchmark, real_data, parts_on):
 @pytest.mark.parametrize("device", DEVICES)
 # what the textbook's code does, warned about by today's torch: 4 workers on fewer
 # cores, and float() of the loss, which still requires grad
-@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning", "ignore:Converting a tensor with requires_grad:UserWarning")
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning",
+                            "ignore:Converting a tensor with requires_grad:UserWarning")
 def test_epoch_textbook(benchmark, torchvision_root, device):
     benchmark.group = _group(device)
     subset = (2048, 512) if benchmark.disabled else None
@@ -134,7 +137,8 @@ def test_epoch_textbook(benchmark, torchvision_root, device):
     result = benchmark.pedantic(lambda: (pipeline.epoch(), _sync(device))[0], rounds=3, warmup_rounds=1)
     _check(result)
     benchmark.extra_info.update(label=TEXTBOOK, device=device,
-                                detail="torchvision FashionMNIST + per-item ToTensor, DataLoader(num_workers=4), naive loss, d2l sgd")
+                                detail="torchvision FashionMNIST + per-item ToTensor, DataLoader(num_workers=4), "
+                                       "naive loss, d2l sgd")
 
 
 def _same_start(parts, seed: int):

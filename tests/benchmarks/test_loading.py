@@ -9,9 +9,9 @@ import itertools
 import pytest
 import torch
 
-from fmclf.run.plan import assemble, resolve
-from fmclf.run.config import RunConfig
 from fmclf.host.loading import load_plugins
+from fmclf.run.config import RunConfig
+from fmclf.run.plan import assemble, resolve
 
 _fresh = itertools.count()
 

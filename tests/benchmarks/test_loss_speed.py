@@ -12,9 +12,10 @@ README's loss-speed table is not made from here but by ``fmclf bench loss naive 
 
 from __future__ import annotations
 
-import loss_stress as S
 import pytest
 import torch
+
+import loss_stress as S
 
 
 @pytest.mark.parametrize("loss", ["torch", "fused", "naive"])

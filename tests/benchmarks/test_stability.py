@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 import pathlib
 
-import loss_stress as S
 import pytest
 
 from fmclf.compare.bench import BASELINE, published_failures
+
+import loss_stress as S
 
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "stability.md"
 NAMES = {"torch": BASELINE}  # this suite's name for torch's loss -> the table's
@@ -32,7 +33,7 @@ def published():
     return published_failures(DOC.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize(("case", "dtype", "loss"), GRID, ids=[f"{c.name}-{d}-{l}" for c, d, l in GRID])
+@pytest.mark.parametrize(("case", "dtype", "loss"), GRID, ids=[f"{c.name}-{d}-{name}" for c, d, name in GRID])
 def test_stability(benchmark, published, case, dtype, loss):
     logits, y = case.make(dtype)
     fn = S.LOSSES[loss]

@@ -8,12 +8,14 @@ import table
 
 
 def _bench(group, label, best, **info):
-    return {"group": group, "name": f"test_{label}", "stats": {"min": best, "median": best * 1.1}, "extra_info": {"label": label, **info}}
+    return {"group": group, "name": f"test_{label}", "stats": {"min": best, "median": best * 1.1},
+            "extra_info": {"label": label, **info}}
 
 
 RUN = {
     "datetime": "2026-11-28T15:00:00.000000",
-    "machine_info": {"cpu": {"brand_raw": "AMD EPYC", "count": 2}, "system": "Linux", "release": "6.1", "python_version": "3.11.7", "torch": "2.14.1", "torch_threads": 1},
+    "machine_info": {"cpu": {"brand_raw": "AMD EPYC", "count": 2}, "system": "Linux", "release": "6.1",
+                     "python_version": "3.11.7", "torch": "2.14.1", "torch_threads": 1},
     "benchmarks": [
         _bench("epoch", "plain torch loop", 0.080, baseline=True),
         _bench("epoch", "textbook", 2.5),
@@ -35,7 +37,8 @@ def test_the_table_gives_ratios_in_one_form_and_the_machine(tmp_path):
     assert "AMD EPYC (2 cores)" in text and "torch 2.14.1" in text
     assert "| plain torch loop | 80.0 ms | 88.0 ms | reference |" in text
     assert "| textbook | 2.50 s | 2.75 s | 31x slower than plain torch loop |" in text
-    assert "| fmclf engine | 82.0 ms | 90.2 ms | 1.02x slower than plain torch loop; 1.02x slower with the rounds interleaved |" in text
+    assert ("| fmclf engine | 82.0 ms | 90.2 ms | 1.02x slower than plain torch loop; "
+            "1.02x slower with the rounds interleaved |" in text)
     assert "| numpy | 60.0 ms | 66.0 ms | 1.33x faster than plain torch loop |" in text
     assert "| fmclf run (defaults) | 55.0 ms | 1.70 s | 1.04x slower than plain torch loop | +0.18 s |" in text
     assert "| fmclf --help | 150.0 ms | 165.0 ms | 10x faster than import torch |" in text
@@ -49,7 +52,8 @@ def test_ratios_read_the_same_both_ways():
 
 def test_readme_gets_the_table_under_its_anchor_only(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n<!-- section: other -->\nkeep\n\n<!-- section: benchmarks -->\n\n## Development\nkeep too\n")
+    readme.write_text("# x\n\n<!-- section: other -->\nkeep\n\n<!-- section: benchmarks -->\n\n"
+                      "## Development\nkeep too\n")
     table.write_readme(readme, "| a |\n| 1 |")
     table.write_readme(readme, "| b |\n| 2 |")  # a second run replaces the first table
     text = readme.read_text()

@@ -24,6 +24,7 @@ import tomllib
 from typing import Self
 
 import pytest
+
 from whole_runs import fmclf_exe
 
 EPOCHS = 4

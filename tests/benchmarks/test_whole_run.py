@@ -16,6 +16,7 @@ import importlib.util
 import json
 
 import pytest
+
 import whole_runs as W
 
 SHORT, LONG, ROUNDS = 2, 12, 3
@@ -53,7 +54,8 @@ def test_whole_run(benchmark, real_data, tmp_path_factory, group, name):
         if name == "fmclf":
             (run,) = [p for p in scratch.iterdir() if p.name.startswith("run-")]
             summary = json.loads((run / "summary.json").read_text())
-            assert summary["epochs"] == 1 and {"model.pt", "report.md", "checkpoint.pt"} <= {p.name for p in run.iterdir()}
+            assert (summary["epochs"] == 1
+                    and {"model.pt", "report.md", "checkpoint.pt"} <= {p.name for p in run.iterdir()})
         return
     found = _measured(group, real_data, tmp_path_factory)
     t = found[name]

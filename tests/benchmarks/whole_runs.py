@@ -106,7 +106,8 @@ def fmclf_exe() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "fmclf"]
 
 
-def fmclf_run(*flags: str, name: str = "fmclf", label: str = "fmclf run (defaults)", env: dict | None = None) -> Pipeline:
+def fmclf_run(*flags: str, name: str = "fmclf", label: str = "fmclf run (defaults)",
+              env: dict | None = None) -> Pipeline:
     """``fmclf run --epochs N --seed 0 --out SCRATCH/run FLAGS``: the default run unless flags say otherwise."""
     def command(epochs: int, scratch: pathlib.Path) -> list[str]:
         out = scratch / f"run-{time.monotonic_ns()}"
@@ -209,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--short", type=int, default=2)
     parser.add_argument("--long", type=int, default=12)
     parser.add_argument("--peers", action="store_true", help="also time PyTorch Lightning and Keras (peers.py)")
-    parser.add_argument("--only", default="", help="comma-separated pipeline names (fmclf, torch, numpy, lightning, keras)")
+    parser.add_argument("--only", default="", help="comma-separated pipeline names (fmclf, torch, numpy, lightning, "
+                                                   "keras)")
     args = parser.parse_args(argv)
     pipelines = standard(args.peers)
     if args.only:

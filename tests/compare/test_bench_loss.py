@@ -10,11 +10,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from helpers import run_fmclf
-from plugin_dists import make_dist
 
 from fmclf.cli import cli
 from fmclf.compare import bench, stress
+
+from helpers import run_fmclf
+from plugin_dists import make_dist
 
 LOSSES = '''
     import fmclf
@@ -64,8 +65,8 @@ def third_party(tmp_path):
 
 
 def test_a_third_party_loss_is_benched_beside_the_builtins(third_party):
-    proc = run_fmclf("bench", "loss", "fused", "naive", "focal", "ce-copy", "smooth-ref", "--json", "--max-time", "0.02",
-                     "--min-rounds", "2", "--threads", "1", env=third_party)
+    proc = run_fmclf("bench", "loss", "fused", "naive", "focal", "ce-copy", "smooth-ref", "--json",
+                     "--max-time", "0.02", "--min-rounds", "2", "--threads", "1", env=third_party)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     losses = {entry["name"]: entry for entry in doc["losses"]}
@@ -82,7 +83,8 @@ def test_a_third_party_loss_is_benched_beside_the_builtins(third_party):
     # the ratio is measured in the same run: each loss's fastest round over torch's
     for shape, t in losses["fused"]["speed"].items():
         assert t["vs_torch"] == pytest.approx(t["min"] / losses["F.cross_entropy"]["speed"][shape]["min"], rel=1e-3)
-    assert losses["fused"]["stability"]["loss_nonfinite_cases"] == 0 and losses["fused"]["stability"]["max_loss_ulps"] <= 32
+    assert (losses["fused"]["stability"]["loss_nonfinite_cases"] == 0
+            and losses["fused"]["stability"]["max_loss_ulps"] <= 32)
     assert losses["naive"]["stability"]["loss_nonfinite_cases"] > 20
     overflow = next(c for c in losses["naive"]["cases"] if (c["case"], c["dtype"]) == ("overflow", "float32"))
     assert overflow["loss_nan"] == overflow["rows"] == 37 and overflow["loss_ulps"] is None
@@ -96,7 +98,8 @@ def test_every_installed_loss_by_default_leaves_out_those_that_need_options(thir
     from fmclf.host.loading import load_plugins
 
     names = [c.name for c in bench.contenders(load_plugins(), [])]
-    assert names[0] == bench.BASELINE and sorted(names[1:]) == ["ce-copy", "focal", "fused", "naive", "smooth-ref"]  # not needs-k
+    # not needs-k
+    assert names[0] == bench.BASELINE and sorted(names[1:]) == ["ce-copy", "focal", "fused", "naive", "smooth-ref"]
     with pytest.raises(Exception, match="needs option 'k'"):
         bench.contenders(load_plugins(), ["needs-k"])
 
@@ -128,8 +131,10 @@ def test_update_rewrites_only_the_marked_tables(tmp_path):
     result = CliRunner().invoke(cli, ["bench", "loss", "naive", "--no-speed", "--update", str(doc)])
     assert result.exit_code == 0, result.output
     text = doc.read_text()
-    assert "old table" not in text and text.startswith("# Mine\n\nkeep this\n\n" + start) and text.endswith(end + "\n\nand this\n")
-    assert "| naive | cross-entropy | 32 of 58 |" in text and "| F.cross_entropy | cross-entropy | 0 of 58 |" in text and f"Produced by `fmclf bench loss naive --no-speed --update {doc}`" in text
+    assert ("old table" not in text and text.startswith("# Mine\n\nkeep this\n\n" + start)
+            and text.endswith(end + "\n\nand this\n"))
+    assert ("| naive | cross-entropy | 32 of 58 |" in text and "| F.cross_entropy | cross-entropy | 0 of 58 |" in text
+            and f"Produced by `fmclf bench loss naive --no-speed --update {doc}`" in text)
     plain = tmp_path / "plain.md"
     plain.write_text("no markers\n")
     refused = CliRunner().invoke(cli, ["bench", "loss", "fused", "--no-stability", "--update", str(plain)])
@@ -142,11 +147,14 @@ def test_the_published_stability_table_is_what_the_command_measures():
 
     text = (pathlib.Path(__file__).parents[2] / "docs" / "stability.md").read_text(encoding="utf-8")
     published = bench.published_failures(text)
-    report = bench.BenchReport(bench.contenders(__import__("fmclf.host.loading", fromlist=["x"]).load_plugins(), ["naive", "fused"]))
+    report = bench.BenchReport(bench.contenders(__import__("fmclf.host.loading", fromlist=["x"]).load_plugins(),
+                                                ["naive", "fused"]))
     report.stability = bench.stability(report.contenders)
-    measured = bench.published_failures("\n".join(["<!-- fmclf bench loss: cases -->", bench.markdown_table(bench.case_rows(report)),
+    measured = bench.published_failures("\n".join(["<!-- fmclf bench loss: cases -->",
+                                                   bench.markdown_table(bench.case_rows(report)),
                                                    "<!-- end of fmclf bench loss: cases -->"]))
-    assert measured and published == measured, "run `fmclf bench loss naive fused --no-speed --update docs/stability.md`"
+    assert measured and published == measured, ("run `fmclf bench loss naive fused --no-speed "
+                                                "--update docs/stability.md`")
 
 
 def test_help_does_not_import_torch_or_pytest():
@@ -157,7 +165,8 @@ def test_help_does_not_import_torch_or_pytest():
         "for args in (['--help'], ['compare', '--help'], ['bench', '--help'], ['bench', 'loss', '--help']):\n"
         "    r = CliRunner().invoke(cli, args)\n"
         "    assert r.exit_code == 0, r.output\n"
-        "print(','.join(sorted(m for m in ('torch', 'pytest', 'pytest_benchmark', 'matplotlib') if m in sys.modules)))\n"
+        "print(','.join(sorted(m for m in ('torch', 'pytest', 'pytest_benchmark', 'matplotlib')"
+        " if m in sys.modules)))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -25,8 +25,8 @@ def test_cells_are_the_product_of_the_axes_in_a_fixed_order(host):
 
 
 def test_a_repeated_option_key_is_a_grid_axis_and_a_single_one_is_fixed():
-    fixed, axes = option_axes([("loss", "label_smoothing", "0"), ("model", "hidden", "8"), ("loss", "label_smoothing", "0.1"),
-                               ("loss", "weight", "1,1,2")])
+    fixed, axes = option_axes([("loss", "label_smoothing", "0"), ("model", "hidden", "8"),
+                               ("loss", "label_smoothing", "0.1"), ("loss", "weight", "1,1,2")])
     assert fixed == {"model": {"hidden": "8"}, "loss": {"weight": "1,1,2"}}  # a list value is one value
     assert axes == {"loss.label_smoothing": ["0", "0.1"]}
     with pytest.raises(UsageError, match="given twice"):

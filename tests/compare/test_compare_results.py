@@ -32,9 +32,10 @@ def finished(root: pathlib.Path, c: Cell, seed: int, rows: list[dict]) -> Run:
 def rows(loss: float, ece: float, seconds: float = 0.2) -> list[dict]:
     """Two epochs; the last carries the values, plus keys that are not metrics. Accuracies are the
     same for every run (a run folder's rows always hold them)."""
-    return [{"epoch": 1, "train_loss": loss + 1, "train_acc": 0.5, "test_acc": 0.5, "test_ece": ece + 0.1, "seconds": seconds, "per_class_test_acc": {"a": 1.0}},
-            {"epoch": 2, "train_loss": loss, "train_acc": 0.6, "test_acc": 0.6, "test_ece": ece, "seconds": seconds * 2, "per_class_test_acc": {"a": 1.0},
-             "flag": True}]
+    return [{"epoch": 1, "train_loss": loss + 1, "train_acc": 0.5, "test_acc": 0.5, "test_ece": ece + 0.1,
+             "seconds": seconds, "per_class_test_acc": {"a": 1.0}},
+            {"epoch": 2, "train_loss": loss, "train_acc": 0.6, "test_acc": 0.6, "test_ece": ece, "seconds": seconds * 2,
+             "per_class_test_acc": {"a": 1.0}, "flag": True}]
 
 
 @pytest.fixture
@@ -100,5 +101,6 @@ def test_by_default_test_acc_ranks_and_higher_is_better():
 def test_within_noise_and_one_shared_seed_are_said_so():
     from fmclf.compare.stats import paired
 
-    assert markdown.verdict(paired({0: 1.0, 1: 2.0, 2: 1.4}, {0: 1.1, 1: 1.8, 2: 1.5}), best=False).endswith("within noise")
+    assert markdown.verdict(paired({0: 1.0, 1: 2.0, 2: 1.4}, {0: 1.1, 1: 1.8, 2: 1.5}),
+                            best=False).endswith("within noise")
     assert markdown.verdict(paired({0: 1.0}, {0: 1.1}), best=False) == "-0.1000 (1 shared seed: cannot tell)"

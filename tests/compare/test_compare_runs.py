@@ -15,18 +15,20 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from helpers import run_fmclf
-from picture_checks import assert_picture
 
 from fmclf.cli import cli
 from fmclf.compare.engine import threads_per_run
+
+from helpers import run_fmclf
+from picture_checks import assert_picture
 
 TESTS = pathlib.Path(__file__).parents[1]  # where the chaos plugin lives
 
 
 def tiny(data: pathlib.Path, epochs: int = 2) -> list[str]:
     """Six batches an epoch of the tiny IDX files, on the CPU."""
-    return ["--data-root", str(data), "-o", "dataset.verify=false", "--batch-size", "16", "--device", "cpu", "--epochs", str(epochs)]
+    return ["--data-root", str(data), "-o", "dataset.verify=false", "--batch-size", "16", "--device", "cpu",
+            "--epochs", str(epochs)]
 
 
 def compare(*args: str, plugins: tuple[str, ...] = ()):
@@ -36,7 +38,8 @@ def compare(*args: str, plugins: tuple[str, ...] = ()):
 
 def final_rows(out: pathlib.Path) -> dict[str, dict]:
     """Each run folder's last metrics row, by folder name."""
-    return {d.name: json.loads((d / "metrics.jsonl").read_text().splitlines()[-1]) for d in sorted((out / "runs").iterdir())}
+    return {d.name: json.loads((d / "metrics.jsonl").read_text().splitlines()[-1])
+            for d in sorted((out / "runs").iterdir())}
 
 
 def stamps(out: pathlib.Path) -> dict[str, float]:
@@ -52,7 +55,8 @@ def test_a_grid_of_eight_runs_with_two_jobs_then_the_same_command_trains_nothing
     first = run_fmclf(*args)
     assert first.returncode == 0, first.stdout + first.stderr
     runs = sorted(d.name for d in (out / "runs").iterdir())
-    assert len(runs) == 8 and all((out / "runs" / r / f).is_file() for r in runs for f in ("summary.json", "model.pt", "report.md"))
+    assert len(runs) == 8 and all((out / "runs" / r / f).is_file()
+                                  for r in runs for f in ("summary.json", "model.pt", "report.md"))
     assert "scratch-naive-sgd-fashion-mnist-seed1" in runs
     for name in ("compare.json", "compare.md", "curves.png"):
         assert (out / name).is_file()
@@ -134,7 +138,8 @@ def test_a_diverging_cell_is_recorded_and_not_retrained(tiny_data, tmp_path):
     naive = next(r for r in doc["rows"] if r["components"]["loss"] == "naive")
     fused = next(r for r in doc["rows"] if r["components"]["loss"] == "fused")
     assert naive["failed"] == 3 and naive["metrics"] == {} and naive["seeds"] == [] and naive["rank"] == 2
-    assert all(f["diverged"] and f["reason"].startswith("training diverged: the loss became") for f in naive["failures"])
+    assert all(f["diverged"] and f["reason"].startswith("training diverged: the loss became")
+               for f in naive["failures"])
     assert "\n" not in naive["failures"][0]["reason"]
     assert fused["failed"] == 0 and fused["seeds"] == [0, 1, 2] and fused["rank"] == 1
 
@@ -165,11 +170,13 @@ def test_bad_input_is_refused_before_any_run(tiny_data, tmp_path):
     out = tmp_path / "bad"
     unknown = compare("--loss", "fused", "--loss", "fsued", *tiny(tiny_data), "--out", str(out))
     assert unknown.exit_code == 2 and "unknown loss 'fsued' — did you mean 'fused'?" in unknown.output
-    typo = compare("--loss", "fused", "-o", "loss.smoothing=0", "-o", "loss.smoothing=0.1", *tiny(tiny_data), "--out", str(out))
+    typo = compare("--loss", "fused", "-o", "loss.smoothing=0", "-o", "loss.smoothing=0.1", *tiny(tiny_data),
+                   "--out", str(out))
     assert typo.exit_code == 2 and "no loss of this comparison has option 'smoothing'" in typo.output
     bad_value = compare("--loss", "fused", "-o", "loss.label_smoothing=lots", *tiny(tiny_data), "--out", str(out))
     assert bad_value.exit_code == 2 and "bad value for option 'label_smoothing'" in bad_value.output
-    for flags, text in ((["--seeds", "0"], "--seeds must be at least 1"), (["--jobs", "0"], "--jobs must be at least 1")):
+    for flags, text in ((["--seeds", "0"], "--seeds must be at least 1"),
+                        (["--jobs", "0"], "--jobs must be at least 1")):
         result = compare(*flags, *tiny(tiny_data), "--out", str(out))
         assert result.exit_code == 2 and text in result.output
     assert not out.exists()  # nothing was created
@@ -181,13 +188,15 @@ def test_bad_input_is_refused_before_any_run(tiny_data, tmp_path):
 
 def test_an_option_grid_runs_only_where_the_option_exists(tiny_data, tmp_path):
     out = tmp_path / "smooth"
-    result = compare("--loss", "naive", "--loss", "fused", "-o", "loss.label_smoothing=0", "-o", "loss.label_smoothing=0.3",
-                     "--seeds", "1", *tiny(tiny_data, epochs=1), "--out", str(out))
+    result = compare("--loss", "naive", "--loss", "fused", "-o", "loss.label_smoothing=0",
+                     "-o", "loss.label_smoothing=0.3", "--seeds", "1", *tiny(tiny_data, epochs=1), "--out", str(out))
     assert result.exit_code == 0, result.output
     assert sorted(d.name for d in (out / "runs").iterdir()) == [
-        "scratch-fused-sgd-fashion-mnist-label_smoothing=0-seed0", "scratch-fused-sgd-fashion-mnist-label_smoothing=0.3-seed0",
+        "scratch-fused-sgd-fashion-mnist-label_smoothing=0-seed0",
+        "scratch-fused-sgd-fashion-mnist-label_smoothing=0.3-seed0",
         "scratch-naive-sgd-fashion-mnist-seed0"]
-    assert "label_smoothing = 0.3" in (out / "runs" / "scratch-fused-sgd-fashion-mnist-label_smoothing=0.3-seed0" / "config.toml").read_text()
+    assert "label_smoothing = 0.3" in (out / "runs" / "scratch-fused-sgd-fashion-mnist-label_smoothing=0.3-seed0"
+                                       / "config.toml").read_text()
     doc = json.loads((out / "compare.json").read_text())
     assert doc["axes"] == ["loss", "loss.label_smoothing"]
     assert "| loss | loss.label_smoothing |" in (out / "compare.md").read_text()
@@ -199,9 +208,10 @@ def test_ctrl_c_stops_every_job_with_its_checkpoint_and_the_same_command_continu
     out = tmp_path / "ctrl-c"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     exe = pathlib.Path(sys.executable).with_name("fmclf")
-    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "fmclf"]), "-p", "chaos_plugin", "compare",
-           "--model", "scratch", "--model", "nn", "--seeds", "1", *tiny(tiny_data, epochs=2), "--jobs", "2", "--out", str(out),
-           "--visualizer", "pause-at", "-o", "visualizer.pause-at.epoch=1", "-o", "visualizer.pause-at.batch=3"]
+    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "fmclf"]),
+           "-p", "chaos_plugin", "compare", "--model", "scratch", "--model", "nn", "--seeds", "1",
+           *tiny(tiny_data, epochs=2), "--jobs", "2", "--out", str(out), "--visualizer", "pause-at",
+           "-o", "visualizer.pause-at.epoch=1", "-o", "visualizer.pause-at.batch=3"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     logs = [out / "jobs" / f"{m}-fused-sgd-fashion-mnist-seed0.log" for m in ("scratch", "nn")]
     deadline = time.monotonic() + 240
@@ -245,7 +255,8 @@ def test_ctrl_c_with_one_job_in_this_process_stops_with_the_checkpoint(tiny_data
     assert "1 job(s) were not started" in stopped.output and "Run the same command again to continue" in stopped.output
     import torch
 
-    state = torch.load(out / "runs" / "scratch-fused-sgd-fashion-mnist-seed0" / "checkpoint.pt", weights_only=True)["state"]
+    state = torch.load(out / "runs" / "scratch-fused-sgd-fashion-mnist-seed0" / "checkpoint.pt",
+                       weights_only=True)["state"]
     assert (state["epoch"], state["batch"]) == (0, 2)
     assert not (out / "runs" / "nn-fused-sgd-fashion-mnist-seed0").exists()
     doc = json.loads((out / "compare.json").read_text())

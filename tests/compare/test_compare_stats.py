@@ -61,7 +61,8 @@ def test_paired_comparison_by_hand():
 
 def test_a_difference_beyond_the_noise():
     a = {s: 0.80 + 0.01 * s for s in range(5)}
-    b = {s: v - 0.05 + (0.002 if s % 2 else -0.002) for s, v in a.items()}  # 0.05 better on every seed, give or take 0.002
+    # 0.05 better on every seed, give or take 0.002
+    b = {s: v - 0.05 + (0.002 if s % 2 else -0.002) for s, v in a.items()}
     p = stats.paired(a, b)
     assert p.beyond_noise is True and p.p < 1e-4
     assert p.mean_diff == pytest.approx((3 * 0.052 + 2 * 0.048) / 5, abs=1e-12)  # seeds 0, 2, 4: 0.052; 1, 3: 0.048

@@ -14,10 +14,11 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from plugin_dists import make_dist
 
 from fmclf.compare import stress
 from fmclf.testing import stress_loss
+
+from plugin_dists import make_dist
 
 GRID = stress.grid()
 

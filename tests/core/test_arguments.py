@@ -88,7 +88,8 @@ def before_torch(tmp_path_factory) -> dict[str, dict]:
     (base / "a-file").write_text("x")
     fill = {"{held}": str(held), "{file}": str(base / "a-file"), "{nowhere}": str(base / "nowhere")}
     cases = [[fill.get(a, a) for a in args] for args, _ in BEFORE_TORCH]
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(cases)], capture_output=True, text=True, cwd=work, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(cases)], capture_output=True, text=True, cwd=work,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert list(work.iterdir()) == []  # no run folder was started for any of them
@@ -122,7 +123,8 @@ def _run(args, cwd):
 ])
 def test_device_this_machine_lacks_exits_2_before_data_or_folder(device, words, tmp_path):
     # the data root does not exist: reaching the data would be a different error
-    result = _run(["--device", device, "--data-root", str(tmp_path / "no-data"), "-o", "dataset.download=false"], tmp_path)
+    result = _run(["--device", device, "--data-root", str(tmp_path / "no-data"), "-o", "dataset.download=false"],
+                  tmp_path)
     assert result.exit_code == 2, result.output
     for word in words:
         assert word in result.stderr

@@ -92,9 +92,10 @@ def test_logits_of_one_dimension_are_blamed_on_the_model_before_the_loss_sees_th
 def test_a_data_error_from_the_test_set_is_not_blamed_on_the_model(tiny_data):
     """Evaluation runs the model over the test batches; the data set's own DataError stays its own."""
     import torch
-    from helpers import assemble_parts
 
     from fmclf.train.engine import Trainer
+
+    from helpers import assemble_parts
 
     parts = assemble_parts(tiny_data)
 

@@ -13,11 +13,10 @@ import torch
 from click.testing import CliRunner
 
 from fmclf import atomic
-
-from fmclf.run import checkpoint as checkpoints
-from fmclf.run import folder as runs
 from fmclf.cli import cli
 from fmclf.errors import CheckpointError
+from fmclf.run import checkpoint as checkpoints
+from fmclf.run import folder as runs
 
 
 def common(data: pathlib.Path, *more: str) -> list[str]:
@@ -58,8 +57,13 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_every_epoch_writes_a_checkpoint_and_the_metrics(tiny_data, tmp_path, monkeypatch):
     writes = []
     real_save, real_metrics = checkpoints.save_torch, runs.write_metrics
-    monkeypatch.setattr(checkpoints, "save_torch", lambda path, obj, *writer: (writes.append((path.name, obj.get("state", {}).get("epoch") if isinstance(obj, dict) else None)), real_save(path, obj, *writer))[1])
-    monkeypatch.setattr(runs, "write_metrics", lambda d, history, *writer: (writes.append(("metrics.jsonl", len(history))), real_metrics(d, history, *writer))[1])
+    monkeypatch.setattr(checkpoints, "save_torch",
+                        lambda path, obj, *writer: (writes.append((path.name, obj.get("state", {}).get("epoch")
+                                                                   if isinstance(obj, dict) else None)),
+                                                    real_save(path, obj, *writer))[1])
+    monkeypatch.setattr(runs, "write_metrics",
+                        lambda d, history, *writer: (writes.append(("metrics.jsonl", len(history))),
+                                                     real_metrics(d, history, *writer))[1])
     run_dir = tmp_path / "run"
     assert invoke(*common(tiny_data, "--epochs", "3", "--out", str(run_dir))).exit_code == 0
     assert writes == [("checkpoint.pt", 1), ("metrics.jsonl", 1), ("checkpoint.pt", 2), ("metrics.jsonl", 2),
@@ -76,7 +80,8 @@ def test_the_checkpoint_holds_model_updater_rng_progress_and_metrics(finished):
     assert checkpoint["state"]["stopped"] is None
     assert isinstance(checkpoint["rng"]["torch"], torch.Tensor) and checkpoint["rng"]["python"][0] == 3
     assert checkpoint["state"]["epoch"] == 2
-    assert checkpoint["state"]["history"] == [json.loads(line) for line in (finished / "metrics.jsonl").read_text().splitlines()]
+    assert checkpoint["state"]["history"] == [json.loads(line)
+                                              for line in (finished / "metrics.jsonl").read_text().splitlines()]
     weights = torch.load(finished / "model.pt", weights_only=True)
     assert all(torch.equal(weights[k], checkpoint["model"][k]) for k in weights)
 
@@ -145,7 +150,8 @@ def test_a_checkpoint_from_a_different_model(finished, tiny_data, tmp_path):
     (finished / "checkpoint.pt").write_bytes((other / "checkpoint.pt").read_bytes())
     result = resume(finished)
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"Error: {finished / 'checkpoint.pt'} does not fit this run's components (RuntimeError: ")
+    assert result.stderr.startswith(f"Error: {finished / 'checkpoint.pt'} does not fit this run's components "
+                                    f"(RuntimeError: ")
     assert "It comes from another run, or the plugins changed since it was written" in result.stderr
 
 

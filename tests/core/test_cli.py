@@ -17,8 +17,9 @@ def runner():
 
 
 def tiny_run(runner, tiny_data, out, *args):
-    return runner.invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "-o", "dataset.download=false",
-                               "--batch-size", "16", "--epochs", "2", "--visualizer", "none", "--device", "cpu", "--out", str(out), *args])
+    return runner.invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                               "-o", "dataset.download=false", "--batch-size", "16", "--epochs", "2",
+                               "--visualizer", "none", "--device", "cpu", "--out", str(out), *args])
 
 
 def test_run_writes_a_run_folder(runner, tiny_data, tmp_path):
@@ -44,7 +45,8 @@ def test_run_writes_a_run_folder(runner, tiny_data, tmp_path):
 def test_same_seed_repeats_a_cpu_run_exactly(runner, tiny_data, tmp_path):
     for name in ("a", "b"):
         assert tiny_run(runner, tiny_data, tmp_path / name, "--seed", "11").exit_code == 0
-    rows = [[{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in "ab"]
+    rows = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
+             for line in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in "ab"]
     assert rows[0] == rows[1]
     import torch
 

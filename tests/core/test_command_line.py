@@ -13,11 +13,12 @@ import tomllib
 
 import pytest
 from click.testing import CliRunner
-from plugin_dists import make_dist, model_plugin
-from test_plugins_loading import site  # noqa: F401 - the fixture
 
 from fmclf.cli import cli
 from fmclf.cli._help import ENVIRONMENT
+
+from plugin_dists import make_dist, model_plugin
+from test_plugins_loading import site  # noqa: F401 - the fixture
 
 ENV_NAMES = [name.split("=")[0] for name, _ in ENVIRONMENT]
 
@@ -37,8 +38,8 @@ runpy.run_module("fmclf", run_name="__main__")
 def fresh(args: list[str], tmp_path, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, set[str]]:
     """``python -m fmclf ARGS`` in a fresh interpreter: the result and every module it imported."""
     out = tmp_path / "modules.json"
-    done = subprocess.run([sys.executable, "-c", _DRIVER, *args], capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, "MODULES_OUT": str(out), **(env or {})}, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-c", _DRIVER, *args], capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "MODULES_OUT": str(out), **(env or {})}, cwd=tmp_path)
     return done, set(json.loads(out.read_text()))
 
 
@@ -51,7 +52,8 @@ def uses_torch(modules: set[str]) -> bool:
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"]])
 def test_help_names_the_environment_the_exit_codes_and_the_docs(args):
     out = invoke(*args, terminal_width=80).output
-    for name in ("FMCLF_DATA", "FMCLF_DEBUG", "FMCLF_STRICT_PLUGINS", "FMCLF_DISABLE_PLUGIN_AUTOLOAD", "FMCLF_DIST_TIMEOUT"):
+    for name in ("FMCLF_DATA", "FMCLF_DEBUG", "FMCLF_STRICT_PLUGINS", "FMCLF_DISABLE_PLUGIN_AUTOLOAD",
+                 "FMCLF_DIST_TIMEOUT"):
         assert name in ENV_NAMES and name in out
     assert "Exit codes:" in out and "130" in out and "bad input" in out
     assert re.search(r"Docs: \S*README\.md", out)
@@ -212,7 +214,8 @@ def test_a_blocked_plugins_component_is_named_as_blocked(site, tmp_path):  # noq
     site("fmclf-good", modules={"fmclf_good": model_plugin("good")})
     result = invoke("-p", "no:fmclf-good", "run", "--model", "good", "--out", str(tmp_path / "r"))
     assert result.exit_code == 2
-    assert "model 'good' comes from plugin 'fmclf_good' (fmclf-good 1.0), which `-p no:fmclf-good` blocks" in result.stderr
+    assert ("model 'good' comes from plugin 'fmclf_good' (fmclf-good 1.0), which `-p no:fmclf-good` blocks"
+            in result.stderr)
     assert "unknown" not in result.stderr
     typo = invoke("-p", "no:fmclf-good", "run", "--model", "goood", "--out", str(tmp_path / "r"))
     assert "unknown model 'goood'" in typo.stderr  # a name no plugin has is still unknown

@@ -15,17 +15,23 @@ FAULTS = [
     (["--model", "boom-build"],
      "Error: model 'boom-build' (plugin 'chaos_plugin') failed to build: RuntimeError: no GPU kernels for this model."),
     (["--model", "boom-forward", "-o", "model.at_call=3"],
-     "Error: model 'boom-forward' (plugin 'chaos_plugin') raised ValueError on batch 3 of epoch 1: matrix shapes went wrong inside the model."),
+     "Error: model 'boom-forward' (plugin 'chaos_plugin') raised ValueError on batch 3 of epoch 1: matrix shapes went "
+     "wrong inside the model."),
     (["--model", "boom-forward", "-o", "model.at_call=4"],  # 3 training batches, then the test set
-     "Error: model 'boom-forward' (plugin 'chaos_plugin') raised ValueError while evaluating on the test set: matrix shapes went wrong"),
+     "Error: model 'boom-forward' (plugin 'chaos_plugin') raised ValueError while evaluating on the test set: matrix "
+     "shapes went wrong"),
     (["--loss", "boom"],
-     "Error: loss 'boom' (plugin 'chaos_plugin') raised ZeroDivisionError on batch 1 of epoch 1: division by zero in the loss."),
+     "Error: loss 'boom' (plugin 'chaos_plugin') raised ZeroDivisionError on batch 1 of epoch 1: division by zero in "
+     "the loss."),
     (["--updater", "boom-step"],
-     "Error: updater 'boom-step' (plugin 'chaos_plugin') raised RuntimeError while updating on batch 1 of epoch 1: the optimizer state is on another device."),
+     "Error: updater 'boom-step' (plugin 'chaos_plugin') raised RuntimeError while updating on batch 1 of epoch 1: the "
+     "optimizer state is on another device."),
     (["--visualizer", "boom-epoch-end"],
-     "Error: visualizer 'boom-epoch-end' (plugin 'chaos_plugin') raised KeyError in on_epoch_end: 'no such column in the plot'."),
+     "Error: visualizer 'boom-epoch-end' (plugin 'chaos_plugin') raised KeyError in on_epoch_end: 'no such column in "
+     "the plot'."),
     (["--dataset", "flaky-data", "-o", "dataset.fail_at=2"],
-     "Error: dataset 'flaky-data' (plugin 'chaos_plugin') raised OSError while yielding training batches in epoch 1: lost the connection to the data server."),
+     "Error: dataset 'flaky-data' (plugin 'chaos_plugin') raised OSError while yielding training batches in epoch 1: "
+     "lost the connection to the data server."),
 ]
 
 
@@ -34,11 +40,13 @@ def test_a_component_fault_names_the_component_and_its_plugin(tiny_data, tmp_pat
     data = ["-o", f"dataset.data_root={tiny_data}"] + ([] if "flaky-data" in args else ["-o", "dataset.verify=false"])
     result = CliRunner().invoke(
         cli, ["-p", "chaos_plugin", "run", "--batch-size", "32", "--epochs", "1", "--device", "cpu", "--seed", "1",
-              *(["--visualizer", "none"] if "--visualizer" not in args else []), *data, *args, "--out", str(tmp_path / "run")],
+              *(["--visualizer", "none"] if "--visualizer" not in args else []), *data, *args,
+              "--out", str(tmp_path / "run")],
     )
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith(start), result.stderr
-    assert "This is a fault in that component; report it to its authors" in result.stderr or "report this to its authors" in result.stderr
+    assert ("This is a fault in that component; report it to its authors" in result.stderr
+            or "report this to its authors" in result.stderr)
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
     if "boom-epoch-end" in args:  # it failed after epoch 1 was saved: the user is told so
@@ -85,15 +93,16 @@ def test_a_failing_backward_names_the_loss_and_the_model_not_the_updater(fmclf_p
         def backward(ctx, g):
             raise ArithmeticError("no gradient today")
 
-    plugin = types.SimpleNamespace(register_losses=fmclf.hookimpl(lambda register: register("broken-grad", lambda: Broken.apply)))
+    plugin = types.SimpleNamespace(
+        register_losses=fmclf.hookimpl(lambda register: register("broken-grad", lambda: Broken.apply)))
     fmclf_plugin(plugin, name="grad-plugin")
     from click.testing import CliRunner
 
     from fmclf.cli import cli
 
-    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--loss", "broken-grad",
-                                      "--epochs", "1", "--batch-size", "16", "--visualizer", "none", "--device", "cpu",
-                                      "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--loss", "broken-grad", "--epochs", "1", "--batch-size", "16",
+                                      "--visualizer", "none", "--device", "cpu", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1, result.output
     assert "computing gradients raised ArithmeticError on batch 1 of epoch 1: no gradient today" in result.output
     assert "loss 'broken-grad'" in result.output and "model 'scratch'" in result.output

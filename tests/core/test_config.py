@@ -10,13 +10,14 @@ import tomllib
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fmclf.cli import cli
-from fmclf.run.config import RunConfig, dumps, load_config, merge
 from fmclf.errors import ConfigError
 from fmclf.host.options import resolve_options
 from fmclf.host.registry import ComponentRecord, PluginInfo
+from fmclf.run.config import RunConfig, dumps, load_config, merge
 
 
 def write(tmp_path, text: str) -> pathlib.Path:
@@ -34,7 +35,8 @@ scalars = st.one_of(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True), st.one_of(scalars, st.lists(st.integers(-5, 5), max_size=3)), max_size=5))
+@given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True),
+                       st.one_of(scalars, st.lists(st.integers(-5, 5), max_size=3)), max_size=5))
 def test_dumps_writes_what_tomllib_reads_back(values):
     doc = {"model": "x", "options": {"model": values, "visualizer": {"a:b": {"k": 1}}}}
     back = tomllib.loads(dumps(doc))
@@ -43,7 +45,8 @@ def test_dumps_writes_what_tomllib_reads_back(values):
 
 def test_a_config_round_trips_every_option_value_including_none_and_tuples(tmp_path):
     def factory(*, num_inputs, num_classes, width: int | None = 4, betas: tuple[float, float] = (0.9, 0.99),
-                root: pathlib.Path | None = None, label: str = "a \"quoted\"\nline", rate: float = math.inf, obj: object = object()):
+                root: pathlib.Path | None = None, label: str = "a \"quoted\"\nline", rate: float = math.inf,
+                obj: object = object()):
         pass
 
     rec = ComponentRecord("model", "m", factory, "", PluginInfo("p", "p"))
@@ -84,7 +87,8 @@ def test_visualizer_names_with_dots_and_qualifiers_survive_the_file(tmp_path):
 
 
 def test_provenance_is_recorded_but_never_read_back(tmp_path):
-    settings_, _ = load_config(write(tmp_path, "epochs = 3\n[provenance]\nfmclf = '0.1.0'\n[provenance.plugins]\nx = 'y'\n"))
+    settings_, _ = load_config(write(tmp_path, "epochs = 3\n[provenance]\nfmclf = '0.1.0'\n"
+                                               "[provenance.plugins]\nx = 'y'\n"))
     assert settings_ == {"epochs": 3}
 
 
@@ -98,7 +102,8 @@ def test_the_command_line_wins_over_the_file_which_wins_over_defaults():
 
 def test_a_components_file_options_are_dropped_when_the_command_line_replaces_it():
     settings_ = {"model": "mlp", "visualizers": ["tqdm", "csv"]}
-    file_options = {"model": {"hidden": 128}, "visualizer.csv": {"per_class": False}, "visualizer.tqdm": {"leave": True}, "loss": {"smoothing": 0.1}}
+    file_options = {"model": {"hidden": 128}, "visualizer.csv": {"per_class": False},
+                    "visualizer.tqdm": {"leave": True}, "loss": {"smoothing": 0.1}}
     merged = merge(RunConfig(model="nn", visualizers=["tqdm"]), {"model", "visualizers"}, settings_, file_options)
     assert merged.model == "nn" and merged.visualizers == ["tqdm"]
     assert merged.options == {"visualizer.tqdm": {"leave": True}, "loss": {"smoothing": 0.1}}
@@ -109,8 +114,9 @@ def test_a_components_file_options_are_dropped_when_the_command_line_replaces_it
 def test_a_run_folders_config_repeats_the_run_exactly(tmp_path, tiny_data):
     runner = CliRunner()
     first = tmp_path / "first"
-    args = ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--updater", "torch-sgd", "-o", "updater.momentum=0.5",
-            "--visualizer", "none", "--epochs", "2", "--batch-size", "32", "--seed", "11", "--out", str(first)]
+    args = ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--updater", "torch-sgd",
+            "-o", "updater.momentum=0.5", "--visualizer", "none", "--epochs", "2", "--batch-size", "32", "--seed", "11",
+            "--out", str(first)]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     recorded = tomllib.loads((first / "config.toml").read_text())
@@ -127,12 +133,14 @@ def test_a_run_folders_config_repeats_the_run_exactly(tmp_path, tiny_data):
     assert repeated == recorded
 
     def metrics(folder):
-        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
     assert metrics(again) == metrics(first)  # same seed, same settings, on the CPU: the same numbers
 
     longer = tmp_path / "longer"
-    result = runner.invoke(cli, ["run", "--config", str(first / "config.toml"), "--epochs", "3", "-o", "updater.momentum=0.25", "--out", str(longer)])
+    result = runner.invoke(cli, ["run", "--config", str(first / "config.toml"), "--epochs", "3", "-o",
+                                 "updater.momentum=0.25", "--out", str(longer)])
     assert result.exit_code == 0, result.output
     changed = tomllib.loads((longer / "config.toml").read_text())
     assert (changed["epochs"], changed["options"]["updater"]["momentum"], changed["batch_size"]) == (3, 0.25, 32)
@@ -142,4 +150,5 @@ def test_config_options_are_checked_like_command_line_ones(tmp_path):
     path = write(tmp_path, "updater = 'torch-sgd'\n[options.updater]\nmomentum = 'high'\n")
     result = CliRunner().invoke(cli, ["run", "--config", str(path), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
-    assert "bad value for option 'momentum' of updater 'torch-sgd'" in result.stderr and "'high' is not a number" in result.stderr
+    assert ("bad value for option 'momentum' of updater 'torch-sgd'" in result.stderr
+            and "'high' is not a number" in result.stderr)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from helpers import assemble_parts, write_tiny_fashion
-
 from fmclf.cli import cli
-from fmclf.train.engine import Trainer, TrainState
 from fmclf.errors import DivergenceError
+from fmclf.train.engine import Trainer, TrainState
+
+from helpers import assemble_parts, write_tiny_fashion
 
 pytestmark = pytest.mark.cuda
 
@@ -43,8 +43,9 @@ def test_a_cuda_run_gives_the_cpu_numbers_and_reports_its_memory(tiny_data, tmp_
     runs = {}
     for device in ("cpu", "cuda"):
         out = tmp_path / device
-        result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--device", device,
-                                          "--epochs", "2", "--batch-size", "8", "--seed", "3", "--visualizer", "none", "--out", str(out)])
+        result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                          "--device", device, "--epochs", "2", "--batch-size", "8", "--seed", "3",
+                                          "--visualizer", "none", "--out", str(out)])
         assert result.exit_code == 0, result.output
         runs[device] = json.loads((out / "summary.json").read_text())
     # Same seed: the same initial weights and batch order, so the same numbers up to float rounding.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fmclf.run.devices import available_devices, check_spec, resolve_device
 from fmclf.errors import DeviceError
+from fmclf.run.devices import available_devices, check_spec, resolve_device
 
 
 def test_cpu_and_auto():

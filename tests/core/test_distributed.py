@@ -31,13 +31,16 @@ TESTS = pathlib.Path(__file__).parents[1]  # where the helper plugins live
 TINY = ("--visualizer", "none", "--device", "cpu", "--batch-size", "16", "--seed", "5", "-o", "dataset.verify=false")
 
 
-def torchrun(*args: str, cwd: pathlib.Path, nproc: int = 2, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def torchrun(*args: str, cwd: pathlib.Path, nproc: int = 2, env: dict[str, str] | None = None,
+             timeout: float = 240) -> subprocess.CompletedProcess:
     """``torchrun --nproc-per-node N --standalone -m fmclf ARGS`` with the test plugin importable."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         full_env.pop(name, None)
     full_env.update(env or {})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--standalone", "-m", "fmclf", *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--standalone", "-m", "fmclf",
+           *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
 
 
@@ -148,7 +151,8 @@ def tiny(tmp_path_factory) -> pathlib.Path:
 def two_process_run(tiny, tmp_path_factory) -> pathlib.Path:
     """An uninterrupted 2-process run of the scripted (= scratch) model, 2 epochs."""
     work = tmp_path_factory.mktemp("dist-runs")
-    done = torchrun("-p", "distributed_plugin", "run", "--model", "scripted", "--epochs", "2", "--data-root", str(tiny), *TINY, "--out", "full", cwd=work)
+    done = torchrun("-p", "distributed_plugin", "run", "--model", "scripted", "--epochs", "2", "--data-root", str(tiny),
+                    *TINY, "--out", "full", cwd=work)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("epoch 1/2") == 1, done.stdout  # rank 0 prints; rank 1 is silent
     return work / "full"
@@ -165,7 +169,8 @@ def test_two_processes_end_with_identical_weights(two_process_run):
 
 def test_interrupted_run_resumes_with_the_same_processes_to_the_same_weights(two_process_run, tiny):
     work = two_process_run.parent
-    args = ("-p", "distributed_plugin", "run", "--model", "scripted", "--epochs", "2", "--data-root", str(tiny), *TINY, "--out", "half")
+    args = ("-p", "distributed_plugin", "run", "--model", "scripted", "--epochs", "2", "--data-root", str(tiny), *TINY,
+            "--out", "half")
     stopped = torchrun(*args, cwd=work, env={"FMCLF_TEST_CUE": "1:3:SIGTERM"})  # rank 1 alone gets the signal
     assert stopped.returncode != 0
     assert "Resume with: torchrun --nproc-per-node 2 -m fmclf run --resume half" in stopped.stderr, stopped.stderr
@@ -177,8 +182,10 @@ def test_interrupted_run_resumes_with_the_same_processes_to_the_same_weights(two
     resumed = torchrun("-p", "distributed_plugin", "run", "--resume", "half", cwd=work)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming half at epoch 1 of 2, batch 4 of 6" in resumed.stdout  # 48 rows a process, 8 a step
-    assert summary(work / "half")["distributed"]["weights_sha256"] == summary(two_process_run)["distributed"]["weights_sha256"]
-    half, full = (json.loads(p.read_text().splitlines()[0]) for p in (work / "half" / "metrics.jsonl", two_process_run / "metrics.jsonl"))
+    assert (summary(work / "half")["distributed"]["weights_sha256"]
+            == summary(two_process_run)["distributed"]["weights_sha256"])
+    half, full = (json.loads(p.read_text().splitlines()[0])
+                  for p in (work / "half" / "metrics.jsonl", two_process_run / "metrics.jsonl"))
     assert half["train_loss"] == pytest.approx(full["train_loss"], rel=1e-9)
     assert half["train_acc"] == full["train_acc"]
 
@@ -190,7 +197,8 @@ def test_resume_with_another_number_of_processes_is_refused(two_process_run):
 
 
 def test_dataset_without_shard_is_refused_at_start_up(tiny, tmp_path):
-    done = torchrun("-p", "distributed_plugin", "run", "--dataset", "unsharded", "--data-root", str(tiny), *TINY, "--out", "run", cwd=tmp_path)
+    done = torchrun("-p", "distributed_plugin", "run", "--dataset", "unsharded", "--data-root", str(tiny), *TINY,
+                    "--out", "run", cwd=tmp_path)
     assert done.returncode != 0
     assert done.stderr.count("cannot run distributed: its factory takes no `shard`") == 1, done.stderr
     assert not (tmp_path / "run").exists()
@@ -198,11 +206,12 @@ def test_dataset_without_shard_is_refused_at_start_up(tiny, tmp_path):
 
 def test_a_failing_process_stops_the_others(tiny, tmp_path):
     done = torchrun(
-        "-p", "distributed_plugin", "run", "--model", "scripted", "--epochs", "3", "--data-root", str(tiny), *TINY, "--out", "run",
-        cwd=tmp_path, env={"FMCLF_TEST_CUE": "1:2:raise", "FMCLF_DIST_TIMEOUT": "60"}, timeout=180,
+        "-p", "distributed_plugin", "run", "--model", "scripted", "--epochs", "3", "--data-root", str(tiny), *TINY,
+        "--out", "run", cwd=tmp_path, env={"FMCLF_TEST_CUE": "1:2:raise", "FMCLF_DIST_TIMEOUT": "60"}, timeout=180,
     )
     assert done.returncode != 0
-    assert "[rank 1] Error: " in done.stderr and "scripted failure on training call 2 in rank 1" in done.stderr, done.stderr
+    assert ("[rank 1] Error: " in done.stderr
+            and "scripted failure on training call 2 in rank 1" in done.stderr), done.stderr
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
@@ -213,7 +222,8 @@ def test_two_processes_match_one_on_fashion_mnist(model, real_data, tmp_path):
     # lr 0.03, not the textbook's 0.1: the processes see the examples in another order than one
     # process does, and at lr 0.1 the test accuracy after 2 epochs varies with the order alone by
     # a standard deviation of 0.0055 (0.0025 at 0.03), too much to hold two runs within 0.01.
-    settings = ("--model", model, "--epochs", "2", "--batch-size", "256", "--lr", "0.03", "--seed", "11", "--visualizer", "none", "--device", "cpu")
+    settings = ("--model", model, "--epochs", "2", "--batch-size", "256", "--lr", "0.03", "--seed", "11",
+                "--visualizer", "none", "--device", "cpu")
     done = torchrun("run", *settings, "--data-root", str(real_data), "--out", "two", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "on cpu x 2 processes (gloo)" in done.stdout and done.stdout.count("epoch 2/2") == 1
@@ -253,6 +263,7 @@ def test_metrics_and_a_callbacks_stop_agree_across_processes(tiny, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
 
     from torchmetrics.classification import MulticlassCalibrationError
+
     from helpers import assemble_parts
 
     parts = assemble_parts(tiny, seed=5, batch_size=16, dataset_options={"valid": 0.25})

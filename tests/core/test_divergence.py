@@ -11,12 +11,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fmclf.run.plan import assemble, resolve
 from fmclf.cli import cli
-from fmclf.run.config import RunConfig
-from fmclf.train.engine import Trainer
 from fmclf.errors import DivergenceError
 from fmclf.host.loading import load_plugins
+from fmclf.run.config import RunConfig
+from fmclf.run.plan import assemble, resolve
+from fmclf.train.engine import Trainer
 
 
 def common(data: pathlib.Path) -> list[str]:
@@ -31,10 +31,12 @@ def invoke(*args: str):
 
 def test_inf_loss_in_epoch_2_stops_and_keeps_epoch_1(tiny_data, tmp_path):
     run_dir, one_epoch = tmp_path / "run", tmp_path / "one-epoch"
-    result = invoke(*common(tiny_data), "--loss", "inf-at", "-o", "loss.at_call=9", "--out", str(run_dir))  # epoch 2, batch 3
+    result = invoke(*common(tiny_data), "--loss", "inf-at", "-o", "loss.at_call=9",
+                    "--out", str(run_dir))  # epoch 2, batch 3
     assert result.exit_code == 1, result.output
     message = result.stderr
-    assert message.startswith("Error: training diverged: the loss became inf on batch 3 of 6 in epoch 2 with loss 'inf-at' (plugin 'chaos_plugin').")
+    assert message.startswith("Error: training diverged: the loss became inf on batch 3 of 6 in epoch 2 with loss "
+                              "'inf-at' (plugin 'chaos_plugin').")
     assert "Try a smaller --lr, or --loss fused" in message
     assert f"The run folder {run_dir} keeps its last good checkpoint (after epoch 1)" in message
     assert "Traceback" not in result.output
@@ -48,7 +50,8 @@ def test_inf_loss_in_epoch_2_stops_and_keeps_epoch_1(tiny_data, tmp_path):
     assert not (run_dir / "model.pt").exists()
 
     # the checkpoint holds exactly the weights after epoch 1
-    assert invoke(*common(tiny_data), "--epochs", "1", "--loss", "inf-at", "-o", "loss.at_call=0", "--out", str(one_epoch)).exit_code == 0
+    assert invoke(*common(tiny_data), "--epochs", "1", "--loss", "inf-at", "-o", "loss.at_call=0",
+                  "--out", str(one_epoch)).exit_code == 0
     after_one = torch.load(one_epoch / "model.pt", weights_only=True)
     for key, value in after_one.items():
         assert torch.equal(checkpoint["model"][key], value)
@@ -57,7 +60,8 @@ def test_inf_loss_in_epoch_2_stops_and_keeps_epoch_1(tiny_data, tmp_path):
 def test_on_cpu_the_bad_batch_never_reaches_the_weights(tiny_data):
     """The loss is checked before the update: the model in memory is still finite."""
     host = load_plugins(include=["chaos_plugin"])
-    config = RunConfig(model="scratch", loss="inf-at", visualizers=["none"], device="cpu", epochs=1, batch_size=16, seed=3,
+    config = RunConfig(model="scratch", loss="inf-at", visualizers=["none"], device="cpu", epochs=1, batch_size=16,
+                       seed=3,
                        options={"dataset": {"data_root": str(tiny_data), "verify": "false"}, "loss": {"at_call": "2"}})
     plan = resolve(config, host)
     parts = assemble(plan, device=torch.device("cpu"))
@@ -88,7 +92,8 @@ def test_weights_that_overflow_with_a_finite_loss_are_not_checkpointed(tiny_data
 def test_the_textbooks_naive_loss_overflowing_points_to_the_fused_loss(tiny_data, tmp_path):
     """The real failure: raw 0-255 pixels and a large step make the naive softmax overflow."""
     run_dir = tmp_path / "run"
-    result = invoke(*common(tiny_data), "--loss", "naive", "-o", "dataset.raw_pixels=true", "--lr", "1", "--out", str(run_dir))
+    result = invoke(*common(tiny_data), "--loss", "naive", "-o", "dataset.raw_pixels=true", "--lr", "1",
+                    "--out", str(run_dir))
     assert result.exit_code == 1, result.output
     message = result.stderr
     assert "Error: training diverged: the loss became " in message

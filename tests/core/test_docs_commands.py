@@ -38,11 +38,12 @@ import traceback
 from importlib import metadata
 
 import click
-import docs_commands as docs
 import pytest
 from click.testing import CliRunner
 
 from fmclf.cli import cli
+
+import docs_commands as docs
 
 COMMANDS = docs.distinct_commands()
 HERE = pathlib.Path(sys.executable).parent
@@ -102,7 +103,8 @@ def doc_site(tmp_path_factory) -> tuple[pathlib.Path, list[pathlib.Path]]:
 
 @pytest.fixture(scope="module")
 def environment(real_data, bin_dir, doc_site) -> dict[str, str]:
-    env = {**os.environ, "FMCLF_DATA": str(real_data), "PATH": f"{bin_dir}{os.pathsep}{HERE}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "FMCLF_DATA": str(real_data),
+           "PATH": f"{bin_dir}{os.pathsep}{HERE}{os.pathsep}{os.environ['PATH']}"}
     env["PYTHONPATH"] = os.pathsep.join([*map(str, doc_site[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "FMCLF_DISABLE_PLUGIN_AUTOLOAD"):
         env.pop(name, None)

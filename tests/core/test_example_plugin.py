@@ -80,14 +80,16 @@ def test_fmclf_run_trains_with_the_examples_mlp_adam_and_csv(example, tiny_data,
     assert result.exit_code == 0, result.output
     assert (again / "history.csv").read_text().splitlines()[0] == (out / "history.csv").read_text().splitlines()[0]
     repeated = [json.loads(line) for line in (again / "metrics.jsonl").read_text().splitlines()]
-    assert [{k: v for k, v in h.items() if k != "seconds"} for h in repeated] == [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+    assert ([{k: v for k, v in h.items() if k != "seconds"} for h in repeated]
+            == [{k: v for k, v in h.items() if k != "seconds"} for h in history])
 
 
 def test_blocking_the_example_leaves_the_builtins_and_names_the_missing_model(example, tmp_path):
     result = CliRunner().invoke(cli, ["-p", "no:fmclf-example", "run", "--model", "mlp", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
     # named as blocked, not as unknown, with the flag that blocks it and the models there are
-    assert "model 'mlp' comes from plugin 'example'" in result.stderr and "`-p no:fmclf-example` blocks" in result.stderr
+    assert ("model 'mlp' comes from plugin 'example'" in result.stderr
+            and "`-p no:fmclf-example` blocks" in result.stderr)
     assert "unknown" not in result.stderr and "scratch" in result.stderr
 
 

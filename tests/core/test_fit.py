@@ -11,11 +11,12 @@ import sys
 
 import pytest
 import torch
-from helpers import run_fmclf
 from torch import nn
 
 import fmclf
 from fmclf.errors import ComponentError, Interrupted, UsageError
+
+from helpers import run_fmclf
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

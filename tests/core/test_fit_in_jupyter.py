@@ -8,6 +8,7 @@ import pathlib
 import textwrap
 
 import pytest
+
 from notebooks import Kernel
 
 TESTS = pathlib.Path(__file__).parents[1]

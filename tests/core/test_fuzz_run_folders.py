@@ -53,7 +53,8 @@ BAD = {
     "-o loss": ["1"],
 }
 #: Bad values that need another component chosen to reach their option.
-NEEDS = {"-o visualizer.tqdm.interval": ["--visualizer", "tqdm"], "-o visualizer.tqdm.refresh": ["--visualizer", "tqdm"],
+NEEDS = {"-o visualizer.tqdm.interval": ["--visualizer", "tqdm"],
+         "-o visualizer.tqdm.refresh": ["--visualizer", "tqdm"],
          "-o updater.momentum": ["--updater", "torch-sgd"]}
 TORCH_SGD = {"momentum": ["-1", "2", "nan", "inf"], "weight_decay": ["-1", "nan", "inf"],
              "dampening": ["-0.1", "1.5"], "nesterov": ["true", "maybe"]}

@@ -12,7 +12,6 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import assemble_parts
 
 from fmclf.cli import cli
 from fmclf.dist.comm import Comm, Solo
@@ -20,6 +19,8 @@ from fmclf.dist.launch import Launch
 from fmclf.errors import UsageError
 from fmclf.train.engine import Trainer, TrainState
 from fmclf.train.graphs import EpochGraph, decide, fits_epoch
+
+from helpers import assemble_parts
 
 CUDA = torch.device("cuda", 0)  # only its type is looked at
 CPU = torch.device("cpu")
@@ -60,8 +61,8 @@ def test_the_whole_epoch_is_the_unit_for_tensor_batches_on_the_device(tiny_data)
 
 def test_a_cpu_run_records_that_it_used_none_and_says_nothing(tiny_data, tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "1",
-                                      "--visualizer", "none", "--device", "cpu", "--out", str(out)])
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "cuda_graphs = false" in (out / "config.toml").read_text() and "CUDA graphs" not in result.output
 

@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from fmclf.cli import cli
+
 from helpers import run_fmclf
 
 TESTS = pathlib.Path(__file__).parents[1]  # where the helper plugins live
@@ -118,7 +119,8 @@ def test_sigint_from_another_process_mid_epoch_then_resume_is_bit_for_bit(tiny_d
 def test_sigterm_during_evaluation_checkpoints_the_whole_epoch(tiny_data, tmp_path, reference):
     """SIGTERM while the test set is evaluated after epoch 2: the epoch still counts."""
     run_dir = tmp_path / "run"
-    result = cli_run(*common(tiny_data), "--model", "linear", "-o", "model.signal_at_eval=2", "--visualizer", "none", "--out", str(run_dir))
+    result = cli_run(*common(tiny_data), "--model", "linear", "-o", "model.signal_at_eval=2", "--visualizer", "none",
+                     "--out", str(run_dir))
     assert result.exit_code == 130, result.output
     assert "Stopped by SIGTERM after epoch 2" in result.stderr
     assert f"Resume with: fmclf run --resume {run_dir}" in result.stderr
@@ -135,8 +137,9 @@ def test_sigterm_during_evaluation_checkpoints_the_whole_epoch(tiny_data, tmp_pa
 
 def test_sigterm_between_epochs(tiny_data, tmp_path, reference):
     run_dir = tmp_path / "run"
-    result = cli_run(*common(tiny_data), "--model", "linear", "--visualizer", "signal-at", "-o", "visualizer.signal-at.epoch=1",
-                     "-o", "visualizer.signal-at.batch=0", "-o", "visualizer.signal-at.signal_name=SIGTERM", "--out", str(run_dir))
+    result = cli_run(*common(tiny_data), "--model", "linear", "--visualizer", "signal-at",
+                     "-o", "visualizer.signal-at.epoch=1", "-o", "visualizer.signal-at.batch=0",
+                     "-o", "visualizer.signal-at.signal_name=SIGTERM", "--out", str(run_dir))
     assert result.exit_code == 130, result.output
     assert "Stopped by SIGTERM after epoch 1" in result.stderr
     assert load(run_dir / "checkpoint.pt")["state"]["epoch"] == 1
@@ -148,7 +151,8 @@ def test_sigterm_between_epochs(tiny_data, tmp_path, reference):
 def test_a_signal_during_the_last_evaluation_lets_the_run_finish(tiny_data, tmp_path, reference):
     """Nothing is left to stop: the run writes its weights and summary and exits 0."""
     run_dir = tmp_path / "run"
-    result = cli_run(*common(tiny_data), "--model", "linear", "-o", "model.signal_at_eval=3", "--visualizer", "none", "--out", str(run_dir))
+    result = cli_run(*common(tiny_data), "--model", "linear", "-o", "model.signal_at_eval=3", "--visualizer", "none",
+                     "--out", str(run_dir))
     assert result.exit_code == 0, result.output
     assert (run_dir / "model.pt").exists() and (run_dir / "summary.json").exists()
     assert_same_run(run_dir, reference)
@@ -156,8 +160,9 @@ def test_a_signal_during_the_last_evaluation_lets_the_run_finish(tiny_data, tmp_
 
 def test_second_sigint_stops_at_once_and_keeps_the_last_checkpoint(tiny_data, tmp_path, reference):
     run_dir = tmp_path / "run"
-    result = cli_run(*common(tiny_data), "--model", "linear", "--visualizer", "signal-at", "-o", "visualizer.signal-at.epoch=2",
-                     "-o", "visualizer.signal-at.batch=2", "-o", "visualizer.signal-at.times=2", "--out", str(run_dir))
+    result = cli_run(*common(tiny_data), "--model", "linear", "--visualizer", "signal-at",
+                     "-o", "visualizer.signal-at.epoch=2", "-o", "visualizer.signal-at.batch=2",
+                     "-o", "visualizer.signal-at.times=2", "--out", str(run_dir))
     assert result.exit_code == 130, result.output
     assert "Stopped at once by a second SIGINT" in result.stderr
     assert "keeps its last good checkpoint (after epoch 1)" in result.stderr
@@ -172,7 +177,8 @@ def test_second_sigint_stops_at_once_and_keeps_the_last_checkpoint(tiny_data, tm
 def test_resume_can_train_further_and_records_it(tiny_data, tmp_path, reference):
     """--epochs on --resume extends a finished run; the result equals a longer run's first epochs continued."""
     short = tmp_path / "short"
-    assert cli_run(*common(tiny_data, epochs=2), "--model", "linear", "--visualizer", "none", "--out", str(short)).exit_code == 0
+    assert cli_run(*common(tiny_data, epochs=2), "--model", "linear", "--visualizer", "none",
+                   "--out", str(short)).exit_code == 0
     again = cli_run("run", "--resume", str(short))
     assert again.exit_code == 0 and "already trained 2 epoch(s) of 2" in again.output
     longer = cli_run("run", "--resume", str(short), "--epochs", "3")

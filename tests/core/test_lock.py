@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from helpers import run_fmclf
-
 from fmclf.run.lock import NAME, RunLock, RunLocked, holder
+
+from helpers import run_fmclf
 
 
 def test_a_second_lock_on_a_held_folder_is_refused_naming_the_holder(tmp_path):

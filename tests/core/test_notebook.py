@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+
 from notebooks import execute
 
 NOTEBOOK = pathlib.Path(__file__).parents[2] / "docs" / "notebooks" / "chapter3.ipynb"

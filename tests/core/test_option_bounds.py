@@ -105,7 +105,8 @@ def few(*, batch_size: int, device, classes: int = 3):
     from fmclf.data import InMemoryDataset, TensorBatches
 
     X, y = torch.rand(30, 1, 4, 4), torch.arange(30) % 3
-    return InMemoryDataset(TensorBatches(X, y, batch_size, shuffle=False), TensorBatches(X, y, batch_size, shuffle=False),
+    return InMemoryDataset(TensorBatches(X, y, batch_size, shuffle=False),
+                           TensorBatches(X, y, batch_size, shuffle=False),
                            ["a", "b", "c"], (1, 4, 4))
 
 

@@ -29,7 +29,7 @@ def toy(
     bias: bool = True,
     act: Literal["relu", "tanh"] = "relu",
     width: int | None = None,
-    depth: Optional[int] = 2,
+    depth: Optional[int] = 2,  # noqa: UP045 - the old spelling is what this covers
     sizes: list[int] = (8, 8),
     betas: tuple[float, float] = (0.9, 0.999),
     root: pathlib.Path | None = None,
@@ -47,7 +47,8 @@ def toy(
 
 def test_options_come_from_the_signature_minus_the_core_parameters():
     opts = {o.name: o for o in options_of(record(toy))}
-    assert list(opts) == ["hidden", "rate", "bias", "act", "width", "depth", "sizes", "betas", "root", "sloppy", "untyped", "name"]
+    assert list(opts) == ["hidden", "rate", "bias", "act", "width", "depth", "sizes", "betas", "root", "sloppy",
+                          "untyped", "name"]
     assert [str(opts[n].type) for n in opts] == [
         "int", "float", "bool", "one of relu|tanh", "int or none", "int or none", "comma-separated list of int",
         "float,float", "path or none", "int or none", "int", "str",
@@ -64,7 +65,8 @@ def test_options_come_from_the_signature_minus_the_core_parameters():
     ({"sizes": "[1, 2, 3]", "betas": "0.8,0.99"}, {"sizes": [1, 2, 3], "betas": (0.8, 0.99)}),
     ({"root": "~/data"}, {"root": pathlib.Path("~/data").expanduser()}),
     ({"untyped": "7", "name": "none of it"}, {"untyped": 7, "name": "none of it"}),
-    ({"hidden": 64, "rate": 1, "betas": [0.5, 0.6]}, {"hidden": 64, "rate": 1.0, "betas": (0.5, 0.6)}),  # values from TOML
+    ({"hidden": 64, "rate": 1, "betas": [0.5, 0.6]},
+     {"hidden": 64, "rate": 1.0, "betas": (0.5, 0.6)}),  # values from TOML
 ])
 def test_values_are_parsed_by_the_annotation_and_defaults_fill_the_rest(given, expected):
     values = resolve_options(record(toy), given)
@@ -74,7 +76,8 @@ def test_values_are_parsed_by_the_annotation_and_defaults_fill_the_rest(given, e
 
 
 @pytest.mark.parametrize(("given", "fragment"), [
-    ({"hidden": "lots"}, "bad value for option 'hidden' of model 'toy' (fmclf-toy 0.3): 'lots' is not an integer. It takes int."),
+    ({"hidden": "lots"}, "bad value for option 'hidden' of model 'toy' (fmclf-toy 0.3): 'lots' is not an integer. It "
+                         "takes int."),
     ({"hidden": 1.5}, "1.5 is not an integer"),
     ({"hidden": True}, "True is not an integer"),
     ({"bias": "maybe"}, "'maybe' is not a boolean (use true or false)"),
@@ -96,7 +99,8 @@ def test_a_required_option_must_be_given_and_says_how():
     def needs(*, run_dir=None, path: str, every: int = 1):
         pass
 
-    with pytest.raises(OptionError, match=r"visualizer 'toy' \(fmclf-toy 0.3\) needs option 'path' \(str\); set it with `-o visualizer.toy.path=VALUE`"):
+    with pytest.raises(OptionError, match=r"visualizer 'toy' \(fmclf-toy 0.3\) needs option 'path' \(str\); set it "
+                                          r"with `-o visualizer.toy.path=VALUE`"):
         resolve_options(record(needs, "visualizer"), {})
     assert resolve_options(record(needs, "visualizer"), {"path": "a.csv"}) == {"path": "a.csv", "every": 1}
     (path, every) = options_of(record(needs, "visualizer"))
@@ -148,7 +152,8 @@ def test_cli_refuses_an_unknown_option_before_any_work(tmp_path):
 def test_cli_refuses_an_ill_typed_option(tmp_path):
     result, out = run_cli("-o", "visualizer.tqdm.leave=sometimes", tmp_path=tmp_path)
     assert result.exit_code == 2
-    assert "bad value for option 'leave' of visualizer 'tqdm' (fmclf 0.1.0): 'sometimes' is not a boolean" in result.stderr
+    assert ("bad value for option 'leave' of visualizer 'tqdm' (fmclf 0.1.0): 'sometimes' is not a boolean"
+            in result.stderr)
     assert not out.exists()
 
 
@@ -171,4 +176,5 @@ def test_cli_needs_a_required_option_of_a_plugin_component(tmp_path, fmclf_plugi
     fmclf_plugin(Plugin(), "weights")
     result, _ = run_cli("--loss", "weighted", tmp_path=tmp_path)
     assert result.exit_code == 2
-    assert "loss 'weighted' (plugin 'weights') needs option 'weight' (float); set it with `-o loss.weight=VALUE`" in result.stderr
+    assert ("loss 'weighted' (plugin 'weights') needs option 'weight' (float); set it with `-o loss.weight=VALUE`"
+            in result.stderr)

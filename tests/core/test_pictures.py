@@ -11,6 +11,7 @@ import pytest
 
 from fmclf.draw import pictures
 from fmclf.errors import UsageError
+
 from picture_checks import assert_picture, red_pixels
 
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -26,7 +27,8 @@ def _images(n: int, channels: int = 1, side: int = 28) -> np.ndarray:
 
 def _history(epochs: int = 4, loss0: float = 0.8) -> list[dict]:
     return [
-        {"epoch": e, "train_loss": 0.45 + (loss0 - 0.45) / e, "train_acc": 0.75 + 0.01 * e, "test_acc": 0.74 + 0.01 * e, "seconds": 0.1}
+        {"epoch": e, "train_loss": 0.45 + (loss0 - 0.45) / e, "train_acc": 0.75 + 0.01 * e, "test_acc": 0.74 + 0.01 * e,
+         "seconds": 0.1}
         for e in range(1, epochs + 1)
     ]
 
@@ -64,7 +66,8 @@ def test_samples_grid_titles_every_image(tmp_path):
 def test_colour_images_render_in_colour(tmp_path):
     X = _images(4, channels=3)
     X[:, 0] = 0.9  # strongly red
-    pixels = assert_picture(pictures.save(pictures.samples_figure(X, ["a", "b", "c", "d"]), tmp_path / "rgb.png"), min_size=(300, 200))
+    pixels = assert_picture(pictures.save(pictures.samples_figure(X, ["a", "b", "c", "d"]), tmp_path / "rgb.png"),
+                            min_size=(300, 200))
     r, g, b = (pixels[..., i].astype(int) for i in range(3))
     assert ((r - g > 100) & (r - b > 100)).sum() > 1000
 

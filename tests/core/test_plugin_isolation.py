@@ -13,6 +13,7 @@ import sys
 from click.testing import CliRunner
 
 from fmclf.cli import cli
+
 from plugin_dists import make_dist
 from test_plugins_loading import site  # noqa: F401 - the fixture
 
@@ -41,7 +42,8 @@ def invoke(*args: str):
     return result
 
 
-def test_a_plugin_registering_a_builtin_name_breaks_neither_plain_runs_nor_old_folders(site, tiny_data, tmp_path):  # noqa: F811
+def test_a_plugin_registering_a_builtin_name_breaks_neither_plain_runs_nor_old_folders(site,  # noqa: F811
+                                                                                       tiny_data, tmp_path):
     before = tmp_path / "before"
     assert invoke("run", "--data-root", str(tiny_data), *TINY, "--out", str(before)).exit_code == 0
     config = (before / "config.toml").read_text()

@@ -42,7 +42,8 @@ def test_plugins_json_is_complete_and_filterable(site):  # noqa: F811
         ("fmclf_good", "fmclf-good", "1.2", "fmclf_good", False)
     ]
     (component,) = data["components"]
-    assert (component["kind"], component["name"], component["qualified_name"], component["select_as"]) == ("model", "good", "fmclf-good:good", "good")
+    assert (component["kind"], component["name"], component["qualified_name"],
+            component["select_as"]) == ("model", "good", "fmclf-good:good", "good")
     assert component["options"] == [{"name": "hidden", "type": "int", "default": 7, "required": False, "help": "units",
                                      "bounds": {"min": None, "max": None, "min_open": False, "max_open": False,
                                                 "inf": False}}]
@@ -66,7 +67,8 @@ def test_strict_plugins_makes_the_command_fail(site):  # noqa: F811
     assert "Error: strict plugin loading is on" in result.stderr and "fmclf-broken 0.9" in result.stderr
 
 
-def test_an_ambiguous_name_stops_a_run_before_it_starts_and_a_qualified_name_or_block_fixes_it(site, tmp_path, tiny_data):  # noqa: F811
+def test_an_ambiguous_name_stops_a_run_before_it_starts_and_a_qualified_name_or_block_fixes_it(site,  # noqa: F811
+                                                                                               tmp_path, tiny_data):
     site("fmclf-a", modules={"fmclf_a": model_plugin("twin")})
     site("fmclf-b", modules={"fmclf_b": model_plugin("twin")})
     result = invoke("run", "--model", "twin", "--out", str(tmp_path / "run"))
@@ -103,7 +105,8 @@ runpy.run_module("fmclf", run_name="__main__")
 def _fresh(args: list[str], tmp_path, pythonpath: str = "") -> tuple[subprocess.CompletedProcess, set[str]]:
     """Run ``python -m fmclf ARGS`` in a fresh interpreter; return it and every module it imported."""
     out = tmp_path / "modules.json"
-    env = {**os.environ, "MODULES_OUT": str(out), "PYTHONPATH": os.pathsep.join(p for p in (pythonpath, os.environ.get("PYTHONPATH", "")) if p)}
+    env = {**os.environ, "MODULES_OUT": str(out),
+           "PYTHONPATH": os.pathsep.join(p for p in (pythonpath, os.environ.get("PYTHONPATH", "")) if p)}
     done = subprocess.run([sys.executable, "-c", _DRIVER, *args], capture_output=True, text=True, env=env, timeout=120)
     return done, set(json.loads(out.read_text()))
 
@@ -121,7 +124,8 @@ def test_help_and_plugins_do_not_import_torch(args, tmp_path):
 
 
 def test_plugins_flags_a_plugin_that_imports_torch_at_import_time(tmp_path):
-    root = make_dist(tmp_path / "site", "fmclf-heavy", version="0.1", modules={"fmclf_heavy": model_plugin("heavy", imports="torch")})
+    root = make_dist(tmp_path / "site", "fmclf-heavy", version="0.1",
+                     modules={"fmclf_heavy": model_plugin("heavy", imports="torch")})
     # A stand-in torch: what is detected is a module named torch appearing, and the real one takes seconds to import.
     (root / "torch").mkdir()
     (root / "torch" / "__init__.py").write_text("")

@@ -99,7 +99,10 @@ def test_a_raising_hook_costs_only_what_that_hook_registers(site):
 
 def test_a_collision_makes_only_that_name_ambiguous(site):
     site("fmclf-a", modules={"fmclf_a": model_plugin("mlp")})
-    site("fmclf-b", version="2.0", modules={"fmclf_b": model_plugin("mlp") + "\n        @fmclf.hookimpl\n        def register_losses(register):\n            register('only-b', lambda: None)\n"})
+    site("fmclf-b", version="2.0",
+         modules={"fmclf_b": model_plugin("mlp") + "\n        @fmclf.hookimpl\n"
+                                                   "        def register_losses(register):\n"
+                                                   "            register('only-b', lambda: None)\n"})
     host = load_plugins()
     with pytest.raises(AmbiguousComponentError) as caught:
         host.registry.get("model", "mlp")

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from fmclf.cli import cli
 from fmclf.draw import pictures
+
 from picture_checks import assert_picture, red_pixels
 
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -50,11 +51,13 @@ def test_every_run_leaves_pictures_and_a_report(tiny_run):
     assert_picture(tiny_run / "metrics.png", min_size=(1400, 350))  # loss, acc and lr panels beside the curves
     report = (tiny_run / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", report)
-    assert {"curves.png", "metrics.png", "confusion.png", "predictions.png", "config.toml", "metrics.jsonl"} <= set(links)
+    assert {"curves.png", "metrics.png", "confusion.png", "predictions.png", "config.toml",
+            "metrics.jsonl"} <= set(links)
     assert all((tiny_run / link).is_file() for link in links)
     history = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     for row in history:  # the per-epoch table holds metrics.jsonl's numbers
-        assert f"| {row['epoch']} | {row['train_loss']:.4f} | {row['train_acc']:.4f} | {row['test_acc']:.4f} |" in report
+        assert (f"| {row['epoch']} | {row['train_loss']:.4f} | {row['train_acc']:.4f} | {row['test_acc']:.4f} |"
+                in report)
         assert set(row["per_class_test_acc"]) == set(CLASSES)
     summary = json.loads((tiny_run / "summary.json").read_text())
     for name, acc in summary["per_class_test_acc"].items():
@@ -138,7 +141,8 @@ def test_show_labels_the_images(tiny_data, tmp_path):
     assert red_pixels(assert_picture(out, min_size=(1200, 400))) == 0
 
     def train_labels(seed):
-        result = fmclf("show", "--data-root", tiny_data, *TINY, "-n", 18, "--seed", seed, "--out", tmp_path / f"{seed}.png")
+        result = fmclf("show", "--data-root", tiny_data, *TINY, "-n", 18, "--seed", seed,
+                       "--out", tmp_path / f"{seed}.png")
         assert result.exit_code == 0, result.output
         return result.output.splitlines()[0]
 
@@ -175,7 +179,7 @@ PLUGIN = textwrap.dedent(
 
     def colour(*, batch_size, device):
         return _make((3, 16, 16), batch_size, device)
-    """
+    """  # noqa: E501 - a plugin's source, written out as it is
 )
 
 
@@ -217,7 +221,8 @@ def test_help_imports_neither_torch_nor_matplotlib():
 @pytest.mark.realdata
 def test_real_run_pictures(real_data, tmp_path):
     run = tmp_path / "real"
-    result = fmclf("run", "--data-root", real_data, "--epochs", 1, "--seed", 0, "--visualizer", "animator", "--out", run)
+    result = fmclf("run", "--data-root", real_data, "--epochs", 1, "--seed", 0, "--visualizer", "animator",
+                   "--out", run)
     assert result.exit_code == 0, result.output
     for name, size in (("curves.png", (450, 330)), ("confusion.png", (1200, 1100)), ("predictions.png", (1900, 500))):
         assert_picture(run / name, min_size=size)

@@ -73,5 +73,6 @@ def test_collision_is_ambiguous_but_qualified_names_and_others_work():
 
 
 def test_unknown_kind():
-    with pytest.raises(UnknownComponentError, match="kinds are: dataset, model, loss, updater, metric, visualizer, callback"):
+    with pytest.raises(UnknownComponentError,
+                       match="kinds are: dataset, model, loss, updater, metric, visualizer, callback"):
         Registry().get("optimizer", "sgd")

@@ -157,11 +157,11 @@ def test_the_resume_line_and_the_resumed_summary(tiny_data, tmp_path):
 
 
 def test_show_draws_from_the_few_examples_it_needs(tiny_data, tmp_path, monkeypatch):
-    import fmclf_plugins.fashion_mnist_tensors as tensors
     import torch
-    from fmclf_plugins.fashion_mnist import fashion_mnist
 
+    import fmclf_plugins.fashion_mnist_tensors as tensors
     from fmclf.draw.gallery import first_examples
+    from fmclf_plugins.fashion_mnist import fashion_mnist
 
     def whole(*args, **kwargs):
         raise AssertionError("show built the whole data set")

@@ -9,8 +9,6 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
-from fmclf_plugins.schedules import factor
-from fmclf_plugins.updaters import torch_sgd
 
 from fmclf.cli import cli
 from fmclf.data import stratified_split
@@ -18,6 +16,8 @@ from fmclf.errors import ComponentError
 from fmclf.kinds import BY_NAME
 from fmclf.testing import check_updater
 from fmclf.train.updaters import adapt_updater, current_lr
+from fmclf_plugins.schedules import factor
+from fmclf_plugins.updaters import torch_sgd
 
 
 def rates(schedule: str, epochs: int = 4, steps: int = 5, **options) -> list[float]:
@@ -162,8 +162,9 @@ def test_held_out_metrics_are_what_the_model_computes(tiny_data, tmp_path):
     assert result.exit_code == 0, result.output
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert not any(k.startswith(("test_accuracy", "valid_")) for k in row)  # accuracy and loss are recorded anyway
-    from helpers import assemble_parts
     from torchmetrics.classification import MulticlassCalibrationError
+
+    from helpers import assemble_parts
 
     parts = assemble_parts(tiny_data, batch_size=16, seed=4)
     parts.model.load_state_dict(torch.load(out / "model.pt", weights_only=True))

@@ -150,7 +150,8 @@ def test_sigterm_while_predict_loads_the_data(tiny_data, tmp_path):
     before = (out / "predictions.png").read_bytes()
     config = (out / "config.toml").read_text().replace('dataset = "fmclf:fashion-mnist"', 'dataset = "pause-data"')
     config = config.replace('dataset = "fashion-mnist"', 'dataset = "pause-data"')
-    config = "\n".join(line for line in config.splitlines() if not line.startswith(("download", "resize", "raw_pixels", "valid")))
+    config = "\n".join(line for line in config.splitlines()
+                       if not line.startswith(("download", "resize", "raw_pixels", "valid")))
     (out / "config.toml").write_text(config + "\n")
     code, stdout, err = paused(["predict", str(out), "-n", "4"], signal.SIGTERM)
     assert code == 130, (stdout, err)
@@ -168,10 +169,10 @@ def test_sigterm_at_random_moments_never_leaves_a_broken_folder(tiny_data, tmp_p
         proc = subprocess.Popen([*FMCLF, "run", *settings(tiny_data, epochs=3), "--visualizer", "none", "--out",
                                  str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append((out, proc, rng.uniform(0.0, 8.0)))
-    for out, proc, delay in procs:
+    for _out, proc, _delay in procs:
         handling(proc)
     start = time.monotonic()
-    for out, proc, delay in sorted(procs, key=lambda t: t[2]):
+    for _out, proc, delay in sorted(procs, key=lambda t: t[2]):
         time.sleep(max(0.0, start + delay - time.monotonic()))
         proc.send_signal(signal.SIGTERM)
     for out, proc, delay in procs:

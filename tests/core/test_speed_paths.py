@@ -13,14 +13,14 @@ import torch
 from click.testing import CliRunner
 from torch.overrides import TorchFunctionMode
 
-from helpers import assemble_parts, write_tiny_fashion
-
 import fmclf.train.engine as engine
 from fmclf.cli import cli
 from fmclf.data import TensorBatches, epoch_seed
+from fmclf.errors import DivergenceError, UsageError
 from fmclf.train.engine import LossWatch, Trainer, TrainState
 from fmclf.train.metrics import evaluate
-from fmclf.errors import DivergenceError, UsageError
+
+from helpers import assemble_parts, write_tiny_fashion
 
 CPU = torch.device("cpu")
 
@@ -206,7 +206,8 @@ def test_pixels_are_scaled_exactly_as_ToTensor_does(tmp_path):
 
 def test_a_run_reports_its_peak_memory(tiny_data, tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--out", str(out)])
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["peak_memory"]["peak_rss_mb"] > 50  # torch alone takes more
@@ -218,7 +219,8 @@ def test_a_run_reports_its_peak_memory(tiny_data, tmp_path):
 
 def test_cuda_graphs_off_cuda_is_a_usage_error(tiny_data, tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--device", "cpu", "--cuda-graphs", "--out", str(out)])
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--device", "cpu", "--cuda-graphs", "--out", str(out)])
     assert result.exit_code == 2
     assert "--cuda-graphs needs a CUDA device, and this run is on cpu" in result.output
     assert not (out / "config.toml").exists()  # refused before any work
@@ -242,7 +244,8 @@ def test_cuda_graphs_refuses_what_a_graph_cannot_replay(tiny_data):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_device_cuda_without_a_gpu_says_what_to_do(tiny_data, tmp_path):
-    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--device", "cuda", "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--device", "cuda", "--out", str(tmp_path / "run")])
     assert result.exit_code != 0
     assert "device 'cuda' is not available" in result.output and "Use --device cpu or --device auto" in result.output
     assert "Traceback" not in result.output
@@ -250,7 +253,8 @@ def test_device_cuda_without_a_gpu_says_what_to_do(tiny_data, tmp_path):
 
 def test_cuda_graphs_is_recorded_and_may_be_set_on_resume(tiny_data, tmp_path):
     out = tmp_path / "run"
-    first = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--out", str(out)])
+    first = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                     "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--out", str(out)])
     assert first.exit_code == 0, first.output
     assert "cuda_graphs = false" in (out / "config.toml").read_text()
     again = CliRunner().invoke(cli, ["run", "--resume", str(out), "--epochs", "2", "--cuda-graphs"])
@@ -271,11 +275,13 @@ def test_threads_are_applied_and_recorded(tiny_data, tmp_path, keep_threads):
     import tomllib
 
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "1",
-                                      "--visualizer", "none", "--device", "cpu", "--threads", "1", "--out", str(out)])
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--threads", "1",
+                                      "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert torch.get_num_threads() == 1
     config = tomllib.loads((out / "config.toml").read_text())
     assert config["threads"] == 1 and config["provenance"]["threads"] == 1
-    bad = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "--threads", "0", "--out", str(tmp_path / "bad")])
+    bad = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "--threads", "0",
+                                   "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "--threads must be a whole number from 1 to" in bad.output

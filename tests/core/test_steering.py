@@ -14,9 +14,10 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import run_fmclf
 
 from fmclf.cli import cli
+
+from helpers import run_fmclf
 
 TESTS = pathlib.Path(__file__).parents[1]
 TIMING = {"seconds", "peak_memory"}
@@ -69,7 +70,8 @@ def test_early_stopping_ends_the_run_cleanly_and_says_who_and_why(stopped_early)
     assert (out / "model.pt").exists()
     report = (out / "report.md").read_text()
     assert "Stopped after epoch 3 of 6 by callback 'early-stop' (fmclf 0.1.0): valid_loss has not improved" in report
-    assert "| valid |" in report and "ece" in report and "![Every metric and the learning rate, per epoch](metrics.png)" in report
+    assert ("| valid |" in report and "ece" in report
+            and "![Every metric and the learning rate, per epoch](metrics.png)" in report)
 
 
 def test_the_printed_summary_says_who_stopped_the_run(tiny_data, tmp_path):
@@ -148,16 +150,17 @@ def test_monitoring_a_valid_metric_without_a_validation_split_is_refused_before_
 
 
 def test_monitoring_a_test_metric_beside_a_validation_split_is_a_warning(tiny_data, tmp_path):
-    result = invoke(*common(tiny_data, epochs=1), "--callback", "early-stop", "-o", "callback.early-stop.monitor=test_acc",
-                    "-o", "dataset.valid=0.25", "--visualizer", "none", "--out", str(tmp_path / "run"))
+    result = invoke(*common(tiny_data, epochs=1), "--callback", "early-stop",
+                    "-o", "callback.early-stop.monitor=test_acc", "-o", "dataset.valid=0.25", "--visualizer", "none",
+                    "--out", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
     assert ("Warning: callback 'early-stop' (fmclf 0.1.0): it monitors 'test_acc' although the run has a "
             "validation split") in result.stderr
 
 
 def test_an_unknown_monitor_names_what_the_run_records(tiny_data, tmp_path):
-    result = invoke(*common(tiny_data), "--callback", "best", "-o", "callback.best.monitor=test_los", "-o", "callback.best.mode=min",
-                    "--visualizer", "none", "--out", str(tmp_path / "run"))
+    result = invoke(*common(tiny_data), "--callback", "best", "-o", "callback.best.monitor=test_los",
+                    "-o", "callback.best.mode=min", "--visualizer", "none", "--out", str(tmp_path / "run"))
     assert result.exit_code == 2, result.output
     assert "monitors 'test_los', which this run does not record. Did you mean 'test_loss'?" in result.output
     assert "train_loss, train_acc, test_loss, test_acc" in result.output

@@ -18,8 +18,16 @@ from fmclf.data import InMemoryDataset, TensorBatches
 from fmclf.errors import PluginError, UnknownComponentError
 from fmclf.pytest_plugin import PluginRegistrar
 from fmclf.testing import (
-    ContractError, check_callback, check_dataset, check_import_is_light, check_loss, check_metric, check_model,
-    check_plugin, check_updater, check_visualizer,
+    ContractError,
+    check_callback,
+    check_dataset,
+    check_import_is_light,
+    check_loss,
+    check_metric,
+    check_model,
+    check_plugin,
+    check_updater,
+    check_visualizer,
 )
 
 
@@ -61,9 +69,11 @@ class Centered(Wide):
 
 
 @pytest.mark.parametrize(("factory", "fragment"), [
-    (lambda *, num_inputs, num_classes: Wide(num_inputs, num_classes), "it returned shape (8, 11); logits must have shape (N, num_classes) = (8, 10)"),
+    (lambda *, num_inputs, num_classes: Wide(num_inputs, num_classes),
+     "it returned shape (8, 11); logits must have shape (N, num_classes) = (8, 10)"),
     (lambda *, num_inputs, num_classes: Unused(num_inputs, num_classes), "parameter(s) spare receive no gradient"),
-    (lambda *, num_inputs, num_classes: Centered(num_inputs, num_classes, extra=0), "logits of example 0 change with the rest of the batch"),
+    (lambda *, num_inputs, num_classes: Centered(num_inputs, num_classes, extra=0),
+     "logits of example 0 change with the rest of the batch"),
     (lambda *, num_inputs, num_classes: (lambda X: X), "a model must be a torch.nn.Module"),
     (lambda *, num_inputs, num_classes: torch.nn.Flatten(), "it has no trainable parameters"),
 ])
@@ -80,7 +90,8 @@ def ce(logits, y):
 
 
 @pytest.mark.parametrize(("loss", "fragment"), [
-    (lambda logits, y: ce(logits, y).mean(), "it returned (); a loss returns one value per example, shape (8,) (do not average"),
+    (lambda logits, y: ce(logits, y).mean(),
+     "it returned (); a loss returns one value per example, shape (8,) (do not average"),
     (lambda logits, y: ce(logits, y).mean().expand(len(y)), "changed the loss of other examples"),
     (lambda logits, y: ce(logits, y).detach(), "does not backpropagate"),
     (lambda logits, y: ce(logits, y).cpu() if logits.device.type == "cpu" else None, None),  # fine on the CPU
@@ -194,8 +205,8 @@ def test_check_visualizer_catches(cls, fragment):
 
 # --- datasets ---------------------------------------------------------------
 
-def make_dataset(*, batch_size, device, n=20, X_shape=(1, 4, 4), declared=(1, 4, 4), label_max=2, labels_dtype=torch.int64,
-                 length=None, shuffle_seed=None):
+def make_dataset(*, batch_size, device, n=20, X_shape=(1, 4, 4), declared=(1, 4, 4), label_max=2,
+                 labels_dtype=torch.int64, length=None, shuffle_seed=None):
     X = torch.rand(n, *X_shape)
     y = (torch.arange(n) % (label_max + 1)).to(labels_dtype)
     train = TensorBatches(X, y, batch_size, shuffle=True, seed=0)
@@ -348,7 +359,7 @@ class Forgetful(MeanOfBatchMeans):
 @pytest.mark.parametrize(("metric", "fragment"), [
     (MeanOfBatchMeans, "must not depend on how the examples are batched"),
     (Forgetful, "reset() must forget"),
-    (lambda: type("NoReset", (), {"update": lambda s, l, y: None, "compute": lambda s: 0.0})(), "lacks reset()"),
+    (lambda: type("NoReset", (), {"update": lambda s, logits, y: None, "compute": lambda s: 0.0})(), "lacks reset()"),
     (lambda: type("Vector", (MeanOfBatchMeans,), {"compute": lambda s: torch.ones(3)})(), "of shape (3,)"),
 ])
 def test_check_metric_catches(metric, fragment):
@@ -369,7 +380,8 @@ class Unsaveable:
 
 @pytest.mark.parametrize(("factory", "fragment"), [
     (lambda *, run_dir: Unsaveable(), "holds objects other than tensors"),
-    (lambda *, run_dir: type("Half", (), {"state_dict": lambda s: {}})(), "only one of state_dict() and load_state_dict()"),
+    (lambda *, run_dir: type("Half", (), {"state_dict": lambda s: {}})(),
+     "only one of state_dict() and load_state_dict()"),
     (lambda *, run_dir: type("Typo", (), {"on_epoch_ends": lambda s, e: None})(), "did you mean 'on_epoch_end'"),
 ])
 def test_check_callback_catches(factory, fragment):
@@ -436,7 +448,8 @@ def test_check_dataset_builds_two_shards_when_the_factory_takes_shard():
 
         n = 20 if shard is None or shard[0] == 0 else 12  # rank 1 holds fewer training examples
         X, y = torch.rand(n, 1, 2, 2), torch.arange(n) % 2
-        return InMemoryDataset(TensorBatches(X, y, batch_size, shuffle=True), TensorBatches(X, y, batch_size, shuffle=False),
+        return InMemoryDataset(TensorBatches(X, y, batch_size, shuffle=True),
+                               TensorBatches(X, y, batch_size, shuffle=False),
                                ("a", "b"), (1, 2, 2))
 
     with pytest.raises(ContractError, match="train for 3 and 2 batches"):

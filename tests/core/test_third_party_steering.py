@@ -10,9 +10,10 @@ import math
 import re
 
 from click.testing import CliRunner
-from test_plugins_loading import site  # noqa: F401 - the fixture
 
 from fmclf.cli import cli
+
+from test_plugins_loading import site  # noqa: F401 - the fixture
 
 STEER = '''
     import fmclf
@@ -104,8 +105,8 @@ def test_a_package_written_from_the_design_note_steers_a_run(site, tiny_data, tm
     out = tmp_path / "run"
     # The example package registers a top-k metric too: blocked, so the plain name is this package's.
     result = CliRunner().invoke(cli, [
-        "-p", "no:example", "run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--batch-size", "16", "--epochs", "5",
-        "--seed", "3", "--device", "cpu", "--visualizer", "none", "--out", str(out),
+        "-p", "no:example", "run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--batch-size", "16",
+        "--epochs", "5", "--seed", "3", "--device", "cpu", "--visualizer", "none", "--out", str(out),
         "--callback", "stop-at", "-o", "callback.stop-at.epoch=3", "--metric", "top-k", "--metric", "tm-top3",
         "--metric", "spread", "--updater", "cosine", "--lr", "0.5",
     ])

@@ -46,7 +46,8 @@ def test_a_small_model_gets_one_thread_a_large_one_every_cpu():
 
 def test_what_the_user_set_wins():
     assert choose(3, 10**9, cpus=8, environ={}) == Choice(3, "--threads", chosen=False)
-    assert choose(None, 10**9, cpus=8, environ={"OMP_NUM_THREADS": "2"}, current=2) == Choice(2, "$OMP_NUM_THREADS", chosen=False)
+    assert (choose(None, 10**9, cpus=8, environ={"OMP_NUM_THREADS": "2"}, current=2)
+            == Choice(2, "$OMP_NUM_THREADS", chosen=False))
     assert choose(None, 10, cpus=8, environ={"MKL_NUM_THREADS": "4"}, current=4).threads == 4
 
 
@@ -75,7 +76,8 @@ def test_contention_is_said_once_with_advice_for_the_thread_count():
     for n, seconds in enumerate([0.30, 0.20, 0.25, 0.50, 0.90], start=1):
         watch.on_epoch_end(_epoch(n, seconds))
     assert len(said) == 1
-    assert said[0].startswith("Note: epoch 4 took 0.50 s, 2.5x the fastest so far (0.20 s)") and "--threads 1" in said[0]
+    assert (said[0].startswith("Note: epoch 4 took 0.50 s, 2.5x the fastest so far (0.20 s)")
+            and "--threads 1" in said[0])
     one: list[str] = []
     watch = ContentionWatch(1, one.append)
     for n, seconds in enumerate([0.2, 0.5], start=1):
@@ -92,8 +94,9 @@ def test_tiny_epochs_do_not_count_as_contention():
 
 
 def _run(tiny_data, out, *flags):
-    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "1",
-                                      "--visualizer", "none", "--device", "cpu", "--out", str(out), *flags])
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--out", str(out),
+                                      *flags])
     assert result.exit_code == 0, result.output
     return result.output, tomllib.loads((out / "config.toml").read_text())
 

@@ -137,7 +137,8 @@ def test_standard_output_on_dev_full_does_not_stop_the_run(tiny_data, tmp_path):
 def test_a_closed_pipe_does_not_stop_the_run(tiny_data, tmp_path):
     """`fmclf run | head -1`: head reads the first line and goes; the run trains on and exits 0."""
     out = tmp_path / "run"
-    script = f"{FMCLF} run --data-root {tiny_data} {' '.join(TINY)} --out {out} | head -1; echo \"rc=${{PIPESTATUS[0]}}\""
+    script = (f"{FMCLF} run --data-root {tiny_data} {' '.join(TINY)} --out {out} | head -1; "
+              f"echo \"rc=${{PIPESTATUS[0]}}\"")
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300)
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("training scratch + fused + sgd") and lines[-1] == "rc=0", (proc.stdout, proc.stderr)

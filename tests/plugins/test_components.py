@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from fmclf.run.plan import call_factory
 from fmclf.data import TensorBatches
-from fmclf.train.updaters import OptimizerUpdater, adapt_updater
 from fmclf.host.loading import load_plugins
 from fmclf.host.registry import ComponentRecord
+from fmclf.run.plan import call_factory
+from fmclf.train.updaters import OptimizerUpdater, adapt_updater
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,8 @@ def test_sgd_is_the_textbook_update(registry):
 
 def test_torch_sgd_is_adapted_and_takes_momentum(registry):
     w = torch.tensor([1.0], requires_grad=True)
-    opt = build(registry, "updater", "torch-sgd", {"params": [w], "lr": 0.1, "epochs": 1, "steps_per_epoch": 2}, momentum=0.9)
+    opt = build(registry, "updater", "torch-sgd", {"params": [w], "lr": 0.1, "epochs": 1, "steps_per_epoch": 2},
+                momentum=0.9)
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
     updater = adapt_updater(opt)
     assert isinstance(updater, OptimizerUpdater) and updater.reduction == "mean"
@@ -132,7 +133,8 @@ def test_visualizers_accept_every_event(registry, name, tmp_path):
 
     vis = build(registry, "visualizer", name, {"run_dir": tmp_path})
     loss_sum, correct = torch.tensor(2.0), torch.tensor(3)
-    metrics = {"epoch": 1, "train_loss": 0.6, "train_acc": 0.7, "test_acc": 0.72, "per_class_test_acc": {}, "seconds": 0.1}
+    metrics = {"epoch": 1, "train_loss": 0.6, "train_acc": 0.7, "test_acc": 0.72, "per_class_test_acc": {},
+               "seconds": 0.1}
     for method, event in [
         ("on_fit_start", events.FitStart(1, 1, 2, ["a", "b"], "cpu", tmp_path)),
         ("on_batch_end", events.BatchEnd(1, 1, 2, 4, loss_sum, correct)),
@@ -150,9 +152,9 @@ def test_tensor_batches_check_lengths():
 
 
 def test_a_dataset_whose_train_batches_have_no_len_is_refused_clearly():
-    from fmclf.kinds import BY_NAME
     from fmclf.errors import ComponentError
     from fmclf.host.registry import PluginInfo
+    from fmclf.kinds import BY_NAME
 
     class NoLen:
         train = iter([])
@@ -167,7 +169,8 @@ def test_shards_shuffle_in_different_orders(registry, tiny_data):
     core = {"batch_size": 8, "device": "cpu", "seed": 4}
     orders = []
     for rank in (0, 1):
-        ds = build(registry, "dataset", "fashion-mnist", {**core, "shard": (rank, 2)}, data_root=tiny_data, verify=False, download=False)
+        ds = build(registry, "dataset", "fashion-mnist", {**core, "shard": (rank, 2)}, data_root=tiny_data,
+                   verify=False, download=False)
         ds.train.set_epoch(1)
         orders.append(ds.train.order().tolist())
     assert sorted(orders[0]) == sorted(orders[1]) and orders[0] != orders[1]

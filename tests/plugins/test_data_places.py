@@ -15,6 +15,7 @@ from fmclf.cli import cli
 from fmclf.errors import DataError
 from fmclf_plugins import fashion_mnist_files as files
 from fmclf_plugins.fashion_mnist import fashion_mnist
+
 from helpers import NAMES, write_tiny_fashion
 
 
@@ -41,7 +42,8 @@ def tiny_is_fashion_mnist(monkeypatch, tiny_data_gz):
         gz = (tiny_data_gz / f"{name}.gz").read_bytes()
         content = gzip.decompress(gz)
         shape = (int.from_bytes(content[4:8], "big"),) + ((28, 28) if ndim == 3 else ())
-        monkeypatch.setitem(files.FILES, key, (name, ndim, shape, hashlib.md5(gz).hexdigest(), hashlib.md5(content).hexdigest()))
+        monkeypatch.setitem(files.FILES, key,
+                            (name, ndim, shape, hashlib.md5(gz).hexdigest(), hashlib.md5(content).hexdigest()))
     return tiny_data_gz
 
 
@@ -68,14 +70,16 @@ def test_a_partial_or_unreadable_folder_says_so(no_system_copy, tiny_data, monke
     assert files.find_files(tiny_data) == "missing t10k-labels-idx1-ubyte"
     real_access = os.access
     # as root, permissions do not stop reading, so pretend they do
-    monkeypatch.setattr(files.os, "access", lambda p, mode: False if pathlib.Path(p) == tiny_data else real_access(p, mode))
+    monkeypatch.setattr(files.os, "access",
+                        lambda p, mode: False if pathlib.Path(p) == tiny_data else real_access(p, mode))
     with pytest.raises(DataError, match=r"--data-root: .*tiny \(folder not readable \(permissions\)\)"):
         files.load_idx_set(tiny_data, download=False)
 
 
 def test_the_command_line_shows_the_places(no_system_copy, tmp_path):
-    result = CliRunner().invoke(cli, ["run", "--device", "cpu", "--data-root", str(tmp_path / "nope"), "-o", "dataset.download=false",
-                                      "--visualizer", "none", "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(cli, ["run", "--device", "cpu", "--data-root", str(tmp_path / "nope"),
+                                      "-o", "dataset.download=false", "--visualizer", "none",
+                                      "--out", str(tmp_path / "run")])
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: Fashion-MNIST was not found. Places tried, in order:\n  - --data-root: ")
     assert f"{tmp_path / 'nope'} (no such folder)" in result.stderr
@@ -114,7 +118,8 @@ def test_compressed_files_are_decompressed_once_into_the_cache(no_system_copy, t
     arrays, source = files.load_idx_set(tiny_is_fashion_mnist, download=False)
     assert source == f"--data-root: {tiny_is_fashion_mnist}"
     for name in NAMES.values():
-        assert (files.cache_dir() / name).read_bytes() == gzip.decompress((tiny_is_fashion_mnist / f"{name}.gz").read_bytes())
+        assert ((files.cache_dir() / name).read_bytes()
+                == gzip.decompress((tiny_is_fashion_mnist / f"{name}.gz").read_bytes()))
     again, source = files.load_idx_set(None, download=False)
     assert source == f"user cache: {files.cache_dir()}"
     assert {k: (s, bytes(p)) for k, (s, p) in again.items()} == {k: (s, bytes(p)) for k, (s, p) in arrays.items()}
@@ -131,7 +136,8 @@ def mirror(tiny_is_fashion_mnist, monkeypatch):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tiny_is_fashion_mnist)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Quiet, directory=str(tiny_is_fashion_mnist)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
@@ -145,7 +151,8 @@ def test_download_through_torchvision_when_no_place_has_the_files(no_system_copy
     from torchvision.datasets import FashionMNIST
 
     monkeypatch.setattr(FashionMNIST, "mirrors", [mirror])
-    monkeypatch.setattr(FashionMNIST, "resources", [(f"{files.FILES[k][0]}.gz", files.FILES[k][3]) for k in files.FILES])
+    monkeypatch.setattr(FashionMNIST, "resources",
+                        [(f"{files.FILES[k][0]}.gz", files.FILES[k][3]) for k in files.FILES])
     root = tmp_path / "download-here"
     arrays, source = files.load_idx_set(root, download=True)
     assert source == f"torchvision download: {root}; not in --data-root: {root} (no such folder)"
@@ -163,11 +170,13 @@ def test_a_failed_download_is_listed_with_the_other_places(no_system_copy, monke
     with pytest.raises(DataError) as info:
         files.load_idx_set(None, download=True)
     message = str(info.value)
-    assert f"- torchvision download into {files.cache_dir()} (failed: RuntimeError: Error downloading train-images-idx3-ubyte.gz:" in message
+    assert (f"- torchvision download into {files.cache_dir()} (failed: RuntimeError: Error downloading "
+            f"train-images-idx3-ubyte.gz:" in message)
     assert "Debian package dataset-fashion-mnist" in message
 
 
-def test_a_cache_checked_once_is_not_checked_by_md5_again_but_a_damaged_one_is_caught(tiny_is_fashion_mnist, monkeypatch):
+def test_a_cache_checked_once_is_not_checked_by_md5_again_but_a_damaged_one_is_caught(tiny_is_fashion_mnist,
+                                                                                      monkeypatch):
     fashion_mnist(batch_size=16, device="cpu", data_root=tiny_is_fashion_mnist)  # fills the cache, with its stamp
     stamp = files.read_stamp(files.cache_dir())
     assert sorted(stamp) == sorted(spec[0] for spec in files.FILES.values())

@@ -27,7 +27,8 @@ def both(logits, target, **kw):
 
 @pytest.mark.parametrize("C", [5, 40, 1000])
 @pytest.mark.parametrize(
-    "kw", [{}, {"label_smoothing": 0.2}, {"ignore_index": 1}, {"weight": True}], ids=["plain", "smoothing", "ignore", "weight"]
+    "kw", [{}, {"label_smoothing": 0.2}, {"ignore_index": 1}, {"weight": True}],
+    ids=["plain", "smoothing", "ignore", "weight"]
 )
 def test_the_gpu_agrees_with_the_cpu(C, kw):
     g = torch.Generator().manual_seed(C)

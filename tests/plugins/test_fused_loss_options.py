@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fmclf.run.plan import call_factory
 from fmclf.errors import OptionError
-from fmclf.host.options import options_of, resolve_options
 from fmclf.host.loading import load_plugins
+from fmclf.host.options import options_of, resolve_options
+from fmclf.run.plan import call_factory
 from fmclf_plugins.fused_cross_entropy import FusedCrossEntropy, fused_cross_entropy, smoothing_for_soft_label
 
 # C = 5 runs the exp-then-sum path, C = 40 the fused-softmax-kernel path

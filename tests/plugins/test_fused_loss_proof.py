@@ -13,8 +13,8 @@ import math
 
 import pytest
 import torch
-
 from benchmarks import loss_stress as S
+
 from fmclf_plugins.fused_cross_entropy import fused_cross_entropy
 
 GRID = S.grid()

@@ -25,7 +25,8 @@ def problems(draw):
     soft = draw(st.booleans())
     target = y
     if soft:
-        q = torch.tensor(draw(st.lists(st.floats(0, 1), min_size=N * C, max_size=N * C)), dtype=torch.float64).reshape(N, C)
+        q = torch.tensor(draw(st.lists(st.floats(0, 1), min_size=N * C, max_size=N * C)),
+                         dtype=torch.float64).reshape(N, C)
         q[torch.arange(N), y] += 1e-3  # never an all-zero row
         target = (q / q.sum(dim=1, keepdim=True)).to(dtype)
     smoothing = draw(st.sampled_from([0.0, 0.0, 0.1, 1.0]))

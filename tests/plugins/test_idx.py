@@ -6,6 +6,7 @@ import pytest
 
 from fmclf.errors import DataError
 from fmclf_plugins.idx import parse_idx, read_bytes
+
 from helpers import write_idx
 
 

@@ -14,6 +14,7 @@ from fmclf.cli import cli
 from fmclf.errors import DataError
 from fmclf_plugins import fashion_mnist_files as files
 from fmclf_plugins.idx import parse_idx, read_bytes
+
 from helpers import idx_bytes
 
 FIX = "Do the thing that fixes it."
@@ -55,7 +56,8 @@ def test_two_gzip_members_and_zero_padding_are_read_as_gzip_reads_them(tmp_path)
     ("l", b"", ["the file is empty (0 bytes)"]),
     ("l.gz", b"", ["the file is empty"]),
     ("l.gz", LABELS, ["not gzip-compressed although its name ends in .gz", "starts 00000801"]),
-    ("l.gz", b"<!DOCTYPE html><html><body>rate limited</body></html>", ["not gzip-compressed", "looks like a web page"]),
+    ("l.gz", b"<!DOCTYPE html><html><body>rate limited</body></html>",
+     ["not gzip-compressed", "looks like a web page"]),
     ("l.gz", gzip.compress(LABELS)[:-6], ["gzip stream is truncated"]),
     ("l.gz", gzip.compress(LABELS)[:12], ["gzip stream is truncated"]),
     ("l.gz", gzip.compress(LABELS) + b"trailing junk", ["garbage after the gzip data"]),
@@ -63,7 +65,8 @@ def test_two_gzip_members_and_zero_padding_are_read_as_gzip_reads_them(tmp_path)
     ("l", b"\x89PNG\r\n\x1a\n" + bytes(40), ["not an IDX file", "89504e47", "a different file under this name"]),
     ("l", b"\0\0", ["only 2 bytes, too short for an IDX header"]),
     ("l", idx_bytes((5,), bytes(20), type_code=0x0D), ["holds float values", "unsigned bytes"]),
-    ("l", idx_bytes((1, 2, 2), bytes(4)), ["has 3 dimension(s) where 1 are expected", "name does not match its content"]),
+    ("l", idx_bytes((1, 2, 2), bytes(4)),
+     ["has 3 dimension(s) where 1 are expected", "name does not match its content"]),
     ("l", LABELS[:6], ["the header announces 1 dimensions but the file ends after 6 bytes"]),
     ("l", LABELS[:-2], ["the header says 5 = 5 values but the file holds 3: it is truncated"]),
     ("l", LABELS + b"\0", ["holds 6: it is longer than its header says"]),
@@ -132,7 +135,8 @@ def test_a_file_matching_neither_checksum_is_refused(tiny_data_gz, monkeypatch):
 
 def test_verify_rejects_another_data_sets_shape(tiny_data):
     path = tiny_data / "t10k-labels-idx1-ubyte"
-    with pytest.raises(DataError, match=r"holds 40 values where Fashion-MNIST's t10k-labels-idx1-ubyte holds 10000; it is another data set's file"):
+    with pytest.raises(DataError, match=r"holds 40 values where Fashion-MNIST's t10k-labels-idx1-ubyte holds 10000; it "
+                                        r"is another data set's file"):
         files.read_checked("test_labels", path, FIX, verify=True)
 
 
@@ -155,9 +159,11 @@ def test_the_command_line_shows_the_file_the_problem_and_the_fix(tiny_data):
     """What a user sees for a damaged file in --data-root."""
     images = tiny_data / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])
-    result = CliRunner().invoke(cli, ["run", "--device", "cpu", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
-                                      "--visualizer", "none", "--out", str(tiny_data / "run")])
+    result = CliRunner().invoke(cli, ["run", "--device", "cpu", "--data-root", str(tiny_data),
+                                      "-o", "dataset.verify=false", "--visualizer", "none",
+                                      "--out", str(tiny_data / "run")])
     assert result.exit_code == 1, result.output
-    assert result.stderr.startswith(f"Error: {images}: the header says 96x28x28 = 75264 values but the file holds 984: it is truncated.")
+    assert result.stderr.startswith(f"Error: {images}: the header says 96x28x28 = 75264 values but the file holds 984: "
+                                    f"it is truncated.")
     assert "Check the folder given with --data-root" in result.stderr
     assert "Traceback" not in result.output

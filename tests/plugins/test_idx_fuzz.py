@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 
 from fmclf.errors import DataError
 from fmclf_plugins.idx import parse_idx, read_bytes
+
 from helpers import idx_bytes
 
 FIX = "FIX-HINT"
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 GOOD = idx_bytes((3, 4, 4), bytes(range(48)))
 GOOD_GZ = gzip.compress(GOOD, mtime=0)
 _count = itertools.count()

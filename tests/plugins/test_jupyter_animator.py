@@ -51,7 +51,8 @@ def test_animator_updates_one_figure_in_place_inside_jupyter(tmp_path):
     try:
         kc.start_channels()
         kc.wait_for_ready(timeout=120)
-        reply = kc.execute_interactive(CELL.format(tests=str(pathlib.Path(__file__).parents[1])), output_hook=messages.append, timeout=300)
+        reply = kc.execute_interactive(CELL.format(tests=str(pathlib.Path(__file__).parents[1])),
+                                       output_hook=messages.append, timeout=300)
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

@@ -33,7 +33,8 @@ def test_naive_underflows_when_the_target_is_far_below_the_maximum(gap, finite):
     # exp(-gap) is 0 in float32 below about -103.3 (its smallest subnormal), and -log 0 = inf
     loss = naive([[0.0, gap, 0.0]], [0])
     assert bool(torch.isfinite(loss).all()) is finite
-    assert fused_cross_entropy(torch.tensor([[0.0, gap, 0.0]]), torch.tensor([0])).item() == pytest.approx(gap, rel=1e-6)
+    assert (fused_cross_entropy(torch.tensor([[0.0, gap, 0.0]]), torch.tensor([0])).item()
+            == pytest.approx(gap, rel=1e-6))
 
 
 def test_naive_is_right_where_nothing_overflows():
@@ -58,8 +59,9 @@ def train_raw_pixels(real_data, out, loss):
     loss inf) on the very first batch; fused's loss is large but finite and
     training goes on.
     """
-    return CliRunner().invoke(cli, ["run", "--data-root", str(real_data), "--loss", loss, "-o", "dataset.raw_pixels=true",
-                                    "--epochs", "1", "--seed", "0", "--device", "cpu", "--visualizer", "none", "--out", str(out)])
+    return CliRunner().invoke(cli, ["run", "--data-root", str(real_data), "--loss", loss,
+                                    "-o", "dataset.raw_pixels=true", "--epochs", "1", "--seed", "0", "--device", "cpu",
+                                    "--visualizer", "none", "--out", str(out)])
 
 
 @pytest.mark.realdata

@@ -17,6 +17,7 @@ from fmclf.events import BatchEnd, EpochEnd, FitEnd, FitStart
 from fmclf_plugins import visualizers
 from fmclf_plugins.animator import Animator, in_jupyter
 from fmclf_plugins.progress import ProgressBars
+
 from picture_checks import assert_picture
 
 
@@ -160,6 +161,8 @@ def test_visualizer_modules_stay_light():
 def test_report_path_helpers_are_importable_without_matplotlib():
     import subprocess
 
-    code = "import fmclf.draw.report, fmclf.draw.gallery, fmclf.draw.pictures, sys; print('matplotlib' in sys.modules, 'torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=pathlib.Path(__file__).parents[1]).stdout.split()
+    code = ("import fmclf.draw.report, fmclf.draw.gallery, fmclf.draw.pictures, sys; "
+            "print('matplotlib' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=pathlib.Path(__file__).parents[1]).stdout.split()
     assert out == ["False", "False"]

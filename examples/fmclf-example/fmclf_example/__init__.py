@@ -76,9 +76,11 @@ def adam(
         amsgrad: use the AMSGrad variant
     """
     if not all(0.0 <= b < 1.0 for b in betas):
-        raise OptionError(f"option betas of updater 'adam' must be two numbers from 0 up to (not including) 1, got {betas}.")
+        raise OptionError(f"option betas of updater 'adam' must be two numbers from 0 up to (not including) 1, got "
+                          f"{betas}.")
     if eps <= 0 or weight_decay < 0:
-        raise OptionError(f"options of updater 'adam': eps must be above 0 and weight_decay at least 0, got eps={eps}, weight_decay={weight_decay}.")
+        raise OptionError(f"options of updater 'adam': eps must be above 0 and weight_decay at least 0, got eps={eps}, "
+                          f"weight_decay={weight_decay}.")
     import torch
 
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)

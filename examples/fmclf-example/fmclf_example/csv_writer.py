@@ -7,9 +7,9 @@ import io
 import pathlib
 
 from fmclf import atomic
-
-from fmclf.run import folder
 from fmclf.errors import OptionError
+from fmclf.run import folder
+
 
 def columns(history: list[dict]) -> list[str]:
     """Every numeric key of the rows, in the order they first appear: whatever metrics a run records
@@ -32,12 +32,15 @@ class CsvMetrics:
 
     def __init__(self, run_dir: pathlib.Path | None, *, filename: str = "history.csv", per_class: bool = True) -> None:
         if run_dir is None:
-            raise OptionError("visualizer 'history-csv' writes into the run folder, and it was given none (run_dir=None).")
+            raise OptionError("visualizer 'history-csv' writes into the run folder, and it was given none "
+                              "(run_dir=None).")
         name = pathlib.PurePath(filename)
         if name.name != filename or filename in ("", ".", ".."):
-            raise OptionError(f"option filename of visualizer 'history-csv' must be a plain file name such as history.csv, got {filename!r}.")
+            raise OptionError(f"option filename of visualizer 'history-csv' must be a plain file name such as "
+                              f"history.csv, got {filename!r}.")
         if filename in (folder.CONFIG, folder.METRICS, folder.CHECKPOINT, folder.WEIGHTS, folder.SUMMARY):
-            raise OptionError(f"option filename of visualizer 'history-csv' must not be {filename!r}: fmclf writes that file itself.")
+            raise OptionError(f"option filename of visualizer 'history-csv' must not be {filename!r}: fmclf writes "
+                              f"that file itself.")
         self.path = pathlib.Path(run_dir) / filename
         self.per_class = per_class
         self.classes: list[str] = []
@@ -58,5 +61,6 @@ class CsvMetrics:
         writer.writerow([*names, *per_class])
         for row in history:
             accs = row.get("per_class_test_acc", {})
-            writer.writerow([row.get(c, "") for c in names] + ([accs.get(c, "") for c in self.classes] if per_class else []))
+            writer.writerow([row.get(c, "") for c in names]
+                            + ([accs.get(c, "") for c in self.classes] if per_class else []))
         atomic.write_text(self.path, out.getvalue())

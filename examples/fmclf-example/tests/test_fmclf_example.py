@@ -17,7 +17,13 @@ import fmclf_example
 from fmclf.cli import cli
 from fmclf.errors import OptionError
 from fmclf.testing import (
-    check_callback, check_import_is_light, check_metric, check_model, check_plugin, check_updater, check_visualizer,
+    check_callback,
+    check_import_is_light,
+    check_metric,
+    check_model,
+    check_plugin,
+    check_updater,
+    check_visualizer,
 )
 
 
@@ -70,7 +76,8 @@ def test_the_cli_lists_the_registered_plugin(fmclf_plugin):
     result = CliRunner().invoke(cli, ["plugins", "--json", "--kind", "model"])
     assert result.exit_code == 0, result.output
     mlp = next(c for c in json.loads(result.output)["components"] if c["name"] == "mlp")
-    assert [(o["name"], o["type"], o["default"]) for o in mlp["options"]] == [("hidden", "int", 256), ("dropout", "float", 0.0)]
+    assert [(o["name"], o["type"], o["default"]) for o in mlp["options"]] == [("hidden", "int", 256),
+                                                                              ("dropout", "float", 0.0)]
 
 
 def test_top_k_counts_the_class_among_the_k_largest_logits():
