@@ -54,10 +54,12 @@ def component_flags(command: Callable) -> Callable:
 @click.option("--cuda-graphs/--no-cuda-graphs", default=_DEFAULTS.cuda_graphs,
               help="CUDA: replay the training as CUDA graphs, a whole epoch at a time where the data set allows it "
                    "(same math, a fraction of the launch overhead; needs an updater that declares capturable = True). "
-                   "[default: on for CUDA whenever the run's parts allow it, with a note when they do not]")
+                   "On for CUDA whenever the run's parts allow it, with a note when they do not. "
+                   "[default: on where they work]")
 @click.option("--threads", type=int, default=_DEFAULTS.threads,
-              help="CPU threads for torch's operations. [default: chosen from the model and the machine: 1 for a "
-                   "small model, else one per CPU] The count used is recorded in config.toml.")
+              help="CPU threads for torch's operations, chosen from the model and the machine when not given: 1 for "
+                   "a small model, else one per CPU. The count used is recorded in config.toml. "
+                   "[default: chosen]")
 @click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True, help="Passes over the training set.")
 @click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
               help="Examples per minibatch.")

@@ -96,6 +96,7 @@ def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pa
     (``weights``: final, or the NAME of RUN_DIR/NAME.pt, such as best), and draw its
     predictions for the first ``n`` test images."""
     run_dir = pathlib.Path(run_dir)
+    load_run_config(run_dir)  # not a run folder: said before anything else
     out = pathlib.Path(out) if out is not None else run_dir / PREDICTIONS
     check_picture_path(out, "--out" if out != run_dir / PREDICTIONS else "the predictions")  # before any work
     # Into the run folder: as its one writer (a run that trains there draws its own predictions.png at the end).

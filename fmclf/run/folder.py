@@ -261,6 +261,18 @@ def recorded_seconds(run_dir: pathlib.Path) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
+def check_files(run_dir: pathlib.Path) -> None:
+    """Refuse a run folder where one of fmclf's own files is a folder (or another non-file): a resume
+    would train and then fail to write it."""
+    for name in (CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY, REPORT, STATUS):
+        path = run_dir / name
+        if path.exists() and not path.is_file():
+            raise CheckpointError(
+                f"{path} is {'a folder' if path.is_dir() else 'not a regular file'}, where the run keeps its "
+                f"{name}; nothing was changed. Move it out of {run_dir}, then resume again."
+            )
+
+
 def write_status(run_dir: pathlib.Path, status: str, epochs_done: int, reason: str = "") -> None:
     """Record how this session ended (one of :data:`ENDINGS`), for ``fmclf runs``. Best effort: a run
     folder that cannot take it loses nothing else (the run's own error is what the user needs)."""

@@ -72,9 +72,10 @@ def resolve(config: RunConfig, host: PluginHost, objects: Mapping[str, Component
         plan.records[target] = record
         plan.options[target] = resolve_options(record, config.options.get(target, {}), host.registry.list(record.kind))
     config.options = {t: dict(v) for t, v in plan.options.items()}
-    plan.qualified = {t: host.registry.qualified(r) for t, r in plan.records.items()}
+    # A Python object keeps its own name: it is no registry's, and a run folder records it by name only.
+    plan.qualified = {t: r.name if t in objects else host.registry.qualified(r) for t, r in plan.records.items()}
     # Each component as a user reads it (plain unless ambiguous), whatever spelling selected it.
-    shown = {t: host.registry.name_to_type(r) for t, r in plan.records.items()}
+    shown = {t: r.name if t in objects else host.registry.name_to_type(r) for t, r in plan.records.items()}
     plan.config = _renamed(config, shown)
     plan.records = {_retarget(t, shown[t]): r for t, r in plan.records.items()}
     plan.options = {_retarget(t, shown[t]): o for t, o in plan.options.items()}

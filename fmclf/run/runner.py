@@ -285,6 +285,7 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
     if not (run_dir / folder.CONFIG).is_file():
         raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run "
                          f"printed at its start.")
+    folder.check_files(run_dir)  # before anything is rewritten: a resume that cannot finish changes nothing
     settings, options = load_config(run_dir / folder.CONFIG)
     settings = provenance.pin_names(settings, run_dir)
     checkpoint = checkpoint_io.load(run_dir)
@@ -438,7 +439,16 @@ def _train(
         # Rank 0 writes while the others wait: none exits (and has torchrun stop rank 0) before it is written.
         comm.on_root("writing the checkpoint",
                      lambda: checkpoint_io.save_checkpoint(run_dir, parts, saved, comm.world_size, writer))
-        last = (state.epoch, state.batch)
+        mark = (state.epoch, state.batch)
+
+        def written() -> None:  # what messages say the folder keeps: the checkpoint on disk, not one queued
+            nonlocal last
+            last = mark
+
+        if writer is not None:
+            writer.then(written)
+        else:
+            written()
         comm.on_root("writing the metrics", lambda: folder.write_metrics(run_dir, saved["history"], writer))
 
     # One process writes its checkpoints while the next epoch trains. Under torchrun they are written

@@ -5,7 +5,7 @@ Every epoch rewrites checkpoint.pt and metrics.jsonl, each atomically
 The two fsyncs took 2 to 60 ms an epoch on the disks this was measured on,
 as long as an epoch itself. The caller serialises (so what is written is the
 state at that moment), and a thread does the writing, in order, while the
-next epoch trains. At most two files wait (one epoch's pair): on a disk
+next epoch trains. At most one epoch's pair of files waits: on a disk
 slower than training, training waits rather than memory filling up.
 
 :meth:`BackgroundWriter.close` waits for everything asked, and every way a
@@ -28,10 +28,11 @@ from .. import atomic
 class BackgroundWriter:
     """Atomic writes done one at a time, in the order asked, on a daemon thread."""
 
-    def __init__(self, depth: int = 2) -> None:
+    def __init__(self, depth: int = 3) -> None:
         self._jobs: queue.Queue = queue.Queue(maxsize=depth)
         self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  #: raised once, in the training thread
+        self._failed = False  #: until the failure is raised, nothing more is written: the last good files stay
 
     def write_bytes(self, path: str | os.PathLike, data: bytes) -> None:
         """Queue ``atomic.write_bytes(path, data)``."""
@@ -40,6 +41,10 @@ class BackgroundWriter:
     def write_text(self, path: str | os.PathLike, text: str) -> None:
         """Queue ``atomic.write_text(path, text)``."""
         self._submit(atomic.write_text, path, text)
+
+    def then(self, fn: Callable[[], None]) -> None:
+        """Queue ``fn()``, called once every write asked before it has succeeded (never after a failure)."""
+        self._submit(fn)
 
     def _submit(self, write: Callable[..., None], *args: Any) -> None:
         self._raise()
@@ -54,11 +59,11 @@ class BackgroundWriter:
             try:
                 if job is None:
                     return
-                if self._error is None:  # after a failure nothing more is written: the last good files stay
+                if not self._failed:  # after a failure nothing more is written: the last good files stay
                     write, args = job
                     write(*args)
             except BaseException as exc:  # noqa: BLE001 - handed to the training thread, raised there
-                self._error = exc
+                self._failed, self._error = True, exc
             finally:
                 self._jobs.task_done()
 
@@ -83,5 +88,7 @@ class BackgroundWriter:
 
     def _raise(self) -> None:
         if self._error is not None:
-            error, self._error = self._error, None
+            if self._thread is not None:
+                self._jobs.join()  # what was asked before the failure is skipped first, not written later
+            error, self._error, self._failed = self._error, None, False
             raise error

@@ -251,7 +251,9 @@ def test_other_misuse_is_refused_in_words(tiny_data, tmp_path):
 def test_metrics_and_callbacks_are_names_of_kinds_this_fmclf_has(tiny_data):
     for plural, name in (("metrics", "accuracy"), ("callbacks", "early-stop")):
         if plural[:-1] in fmclf.KINDS:  # once the kind exists: names passed on to the run, as --metric NAME is
-            result = fmclf.fit(epochs=1, out=False, **tiny(tiny_data), **{plural: (name,)})
+            # early-stop watches valid_loss by default; this data set holds no validation split
+            extra = {"options": {"callback.early-stop.monitor": "test_loss"}} if name == "early-stop" else {}
+            result = fmclf.fit(epochs=1, out=False, **tiny(tiny_data), **{plural: (name,)}, **extra)
             assert getattr(result.config, plural) == [name]
         else:
             with pytest.raises(UsageError, match=rf"{plural}= takes {plural[:-1]} components, a kind this version"):

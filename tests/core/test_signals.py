@@ -90,7 +90,7 @@ def test_sighup_mid_epoch_checkpoints_like_sigterm_and_resumes(tiny_data, tmp_pa
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
     resumed = run_fmclf("-p", "chaos_plugin", "run", "--resume", str(out), "--visualizer", "none", env=ENV)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming {out} at epoch 2, batch 4 of 2" in resumed.stdout
+    assert f"resuming {out} at epoch 2 of 2, batch 4 of 6" in resumed.stdout
 
 
 def test_a_burst_of_signals_mid_epoch_still_checkpoints_once_and_cleanly(tiny_data, tmp_path):
