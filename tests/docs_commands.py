@@ -83,6 +83,7 @@ class Command:
     path: pathlib.Path
     line: int
     marker: Marker = field(default_factory=Marker)
+    inline: bool = False  #: from an inline code span (a mention in running text), not a code block
 
     @property
     def where(self) -> str:
@@ -182,7 +183,7 @@ def commands_of(chunk: Chunk) -> list[Command]:
             text = " ".join(m.group(1).replace("\\|", "|").split())
             if _is_command(text):
                 found.append((text, chunk.line))
-    return [Command(text, chunk.path, line, marker) for text, line in found]
+    return [Command(text, chunk.path, line, marker, inline=chunk.kind != "code") for text, line in found]
 
 
 def doc_files() -> list[pathlib.Path]:

@@ -13,7 +13,7 @@ rounds interleaved; ``time_s`` replaces the timed figure (whole processes,
 whose figure is derived: per-epoch time), ``fixed_s`` adds a fixed cost;
 ``readme: false`` keeps a row out (what it measures is not speed).
 
-Every ratio has one form, time against time: "2.1x faster", "1.04x slower".
+Every ratio has one form, time against time: "2.1× faster", "1.04× slower".
 They are of the fastest rounds (the least disturbed by other processes),
 measured in one run, so they compare like with like.
 """
@@ -60,13 +60,13 @@ def seconds(value: float) -> str:
 
 
 def ratio(value: float, reference: float) -> str:
-    """``value`` against ``reference`` (times): "2.1x faster", "1.04x slower"."""
+    """``value`` against ``reference`` (times): "2.1× faster", "1.04× slower"."""
     if value <= 0 or reference <= 0:
         return "-"
     r = value / reference
     word = "slower" if r >= 1 else "faster"
     r = max(r, 1 / r)
-    return f"{r:.0f}x {word}" if r >= 10 else f"{r:.1f}x {word}" if r >= 2 else f"{r:.2f}x {word}"
+    return f"{r:.0f}× {word}" if r >= 10 else f"{r:.1f}× {word}" if r >= 2 else f"{r:.2f}× {word}"
 
 
 def machine(data: dict) -> str:
