@@ -18,12 +18,13 @@ import errno
 import os
 import pathlib
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import IO
 
-from .errors import WriteError
+from .errors import UsageError, WriteError
 
 #: The signals a write holds back until it is done.
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -183,11 +184,89 @@ class TooLarge(ValueError):
     """A file read with :func:`read_limited` holds more than its limit."""
 
 
-def read_limited(path: str | os.PathLike, limit: int) -> bytes:
+class RefusedFile(UsageError):
+    """A file fmclf owns (in a run or comparison folder) is a link, a FIFO, a device or a folder:
+    it is neither followed nor opened (exit 2, nothing done). Not an ``OSError``, so no handler of a
+    missing or unreadable file takes it for one."""
+
+    def __init__(self, message: str, filename: str) -> None:
+        super().__init__(message)
+        self.filename = filename
+
+
+#: What a path that is no regular file is, by ``stat.S_IFMT``, for :class:`RefusedFile`'s message.
+_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFLNK: "a symbolic link"}
+
+
+def refused(path: str | os.PathLike, what: str) -> RefusedFile:
+    """The :class:`RefusedFile` for ``path``, which is ``what`` (a symbolic link, a FIFO ...)."""
+    return RefusedFile(
+        f"{str(path)!r} is {what}, where fmclf keeps one of its own files; fmclf neither follows nor opens such a "
+        f"thing there, and changed nothing. Remove or move it (a run writes a plain file of that name), then "
+        f"try again.", str(path))
+
+
+def open_owned(path: str | os.PathLike, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    """THE way fmclf opens a file of its own in a run or comparison folder: never through a symbolic
+    link (``O_NOFOLLOW``), without blocking (``O_NONBLOCK``: a FIFO cannot hang the reader), and
+    only a regular file (a FIFO, device, socket or folder is refused). Returns the descriptor;
+    raises :class:`RefusedFile` (exit 2) for anything else, ``OSError`` as ``os.open`` does."""
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a link (EMLINK on FreeBSD)
+            raise refused(path, "a symbolic link") from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR, errno.ETXTBSY, errno.EWOULDBLOCK):
+            raise refused(path, _kind(path)) from None
+        raise
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        raise refused(path, kind_of(kind))
+    return fd
+
+
+def kind_of(mode: int) -> str:
+    """What a file of ``mode`` (``st_mode``) is, in words: "a symbolic link", "a FIFO (named pipe)" ..."""
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def _kind(path: str | os.PathLike) -> str:
+    try:
+        return kind_of(os.lstat(path).st_mode)
+    except OSError:
+        return "not a regular file"
+
+
+def open_append(path: str | os.PathLike, mode: str = "ab") -> IO:
+    """A file of a run or comparison folder opened for appending (a job's log), by :func:`open_owned`:
+    created when absent, never through a link, only a regular file."""
+    fd = open_owned(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
+def read_tail(path: str | os.PathLike, limit: int) -> bytes:
+    """The last ``limit`` bytes (at most) of a file of a run or comparison folder, opened by :func:`open_owned`."""
+    with os.fdopen(open_owned(path), "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(max(0, size - limit))
+        return fh.read(limit)
+
+
+def read_limited(path: str | os.PathLike, limit: int, *, owned: bool = False) -> bytes:
     """The bytes of ``path``, at most ``limit`` of them: a file that holds more (``/dev/zero``, a log
-    given by mistake) raises :class:`TooLarge` after reading ``limit + 1`` bytes, never all of it."""
-    with open(path, "rb") as fh:
-        data = fh.read(limit + 1)
+    given by mistake) raises :class:`TooLarge` after reading ``limit + 1`` bytes, never all of it.
+    With ``owned`` (a file of a run or comparison folder) it is opened by :func:`open_owned`:
+    a link, FIFO, device or folder there is a :class:`RefusedFile`. A user's own file (``--config``)
+    may be a link or a pipe (``--config <(...)``)."""
+    if owned:
+        with os.fdopen(open_owned(path), "rb") as fh:
+            data = fh.read(limit + 1)
+    else:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
     if len(data) > limit:
         raise TooLarge(f"{str(path)!r} holds more than {limit:,} bytes")
     return data

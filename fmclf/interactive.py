@@ -259,7 +259,6 @@ def _notice_from_a_thread(text: str) -> None:
 def _recorded(resume: Any) -> RunConfig:
     """The settings of the run folder ``resume``, refused in words when it cannot be resumed."""
     from .run import folder
-    from .run.config import load_config
 
     run_dir = pathlib.Path(resume)
     if not (run_dir / folder.CONFIG).is_file():
@@ -270,7 +269,7 @@ def _recorded(resume: Any) -> RunConfig:
             f"resume={str(run_dir)!r}: the run has no checkpoint to continue from, though it finished epochs: it kept "
             f"none (its model was a function without params) or the file was deleted. Start a new run instead."
         )
-    settings, options = load_config(run_dir / folder.CONFIG)
+    settings, options = folder.read_config(run_dir)
     return RunConfig(**settings, options=options)
 
 

@@ -142,6 +142,9 @@ ROWS: tuple[Kind, ...] = (
 
 BY_NAME: dict[str, Kind] = {k.name: k for k in ROWS}
 
+#: The splits a data set may provide: train and test always, valid optionally.
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
 #: What a run has that is no core parameter (yet) but that a factory may well ask for by name,
 #: believing fmclf passes it: the live model, and the run's length (which updaters with a schedule need).
 RUN_NAMES: tuple[str, ...] = ("model", "epochs", "steps_per_epoch")

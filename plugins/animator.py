@@ -6,6 +6,7 @@ import pathlib
 
 from fmclf import atomic
 from fmclf.draw import pictures
+from fmclf.run import folder
 
 
 def in_jupyter() -> bool:
@@ -69,9 +70,9 @@ class Animator:
         if self.jupyter:
             self._show(svg)
         if self.run_dir is not None:
-            atomic.write_bytes(self.run_dir / "curves.png", pictures.render(self.fig, "png"))
+            atomic.write_bytes(self.run_dir / folder.CURVES, pictures.render(self.fig, "png"))
             if self.svg:
-                atomic.write_bytes(self.run_dir / "curves.svg", svg)
+                atomic.write_bytes(self.run_dir / folder.CURVES_SVG, svg)
 
     def _show(self, svg: bytes) -> None:
         from IPython import display

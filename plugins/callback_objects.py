@@ -8,6 +8,7 @@ import pathlib
 from typing import Any
 
 from fmclf.errors import OptionError
+from fmclf.run import folder
 
 #: How ``mode = "auto"`` reads a metric's name: the last word decides.
 LOWER_IS_BETTER = ("loss", "ece", "error", "err")
@@ -124,7 +125,7 @@ class EarlyStopping:
 class BestWeights:
     """Writes the model's state_dict to best.pt (atomically) whenever the monitored metric reaches a new best."""
 
-    FILE = "best.pt"
+    FILE = folder.BEST
 
     def __init__(self, run_dir: pathlib.Path, monitor: Monitor) -> None:
         self.path = run_dir / self.FILE

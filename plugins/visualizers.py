@@ -63,24 +63,6 @@ def check_animator(*, ylim_low: float = 0.3, ylim_high: float = 0.9) -> None:
                           f"The textbook uses 0.3 and 0.9.")
 
 
-#: The run folder's own files, which a logger must not overwrite.
-_RESERVED = (folder.CONFIG, folder.METRICS, folder.CHECKPOINT, folder.WEIGHTS, folder.SUMMARY, "report.md")
-
-
-def _inside(run_dir: pathlib.Path | None, name: str, option: str, visualizer: str, example: str) -> pathlib.Path:
-    """``run_dir / name``, refusing a name that is not a plain file name or is one of fmclf's own files."""
-    if run_dir is None:
-        raise OptionError(f"visualizer {visualizer!r} writes into the run folder, and it was given none "
-                          f"(run_dir=None).")
-    if pathlib.PurePath(name).name != name or name in ("", ".", ".."):
-        raise OptionError(f"option {option} of visualizer {visualizer!r} must be a plain name inside the run folder, "
-                          f"such as {example}; got {name!r}.")
-    if name in _RESERVED:
-        raise OptionError(f"option {option} of visualizer {visualizer!r} must not be {name!r}: fmclf writes that "
-                          f"file itself. The default is {example}.")
-    return pathlib.Path(run_dir) / name
-
-
 def csv_metrics(*, run_dir: pathlib.Path | None = None, filename: str = "metrics.csv", nested: bool = True):
     """One CSV row per epoch with every metric of metrics.jsonl, rewritten atomically after each epoch.
 
@@ -90,7 +72,8 @@ def csv_metrics(*, run_dir: pathlib.Path | None = None, filename: str = "metrics
     """
     from .csv_logger import CsvLogger
 
-    return CsvLogger(_inside(run_dir, filename, "filename", "csv", "metrics.csv"), nested=nested)
+    path = folder.path_for(run_dir, filename, component="visualizer 'csv'", example="metrics.csv")
+    return CsvLogger(path, nested=nested)
 
 
 def tensorboard(*, run_dir: pathlib.Path | None = None, log_dir: str = "tensorboard", every: int = 50,
@@ -105,7 +88,8 @@ def tensorboard(*, run_dir: pathlib.Path | None = None, log_dir: str = "tensorbo
     """
     if every < 0:
         raise OptionError(f"option every of visualizer 'tensorboard' is a number of batches, 0 or more; got {every}.")
-    logs = _inside(run_dir, log_dir, "log_dir", "tensorboard", "tensorboard")
+    logs = folder.path_for(run_dir, log_dir, component="visualizer 'tensorboard'", option="log_dir",
+                           example="tensorboard")
     try:
         import tensorboard as _  # noqa: F401 - torch's SummaryWriter needs it
     except ImportError:

@@ -7,13 +7,14 @@ import pathlib
 
 import click
 
+from ..kinds import SPLITS
 from . import cli, friendly
 from ._flags import require_data_root
 
 
 @cli.command(name="eval")
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=pathlib.Path))
-@click.option("--split", default="test", show_default=True,
+@click.option("--split", default="test", show_default=True, type=click.Choice(SPLITS),
               help="Which part of the data set to evaluate: test, or train (or valid, for a data set that has it).")
 @click.option("--device", default="cpu", show_default=True,
               help="Device to evaluate on: cpu, cuda, cuda:N, mps or auto.")

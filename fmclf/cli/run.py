@@ -174,7 +174,7 @@ def _dry_resume(run_dir: pathlib.Path, host, overrides: dict[str, Any]) -> str:
     if not (run_dir / folder.CONFIG).is_file():
         raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run "
                          f"printed at its start.")
-    settings, options = load_config(run_dir / folder.CONFIG)
+    settings, options = folder.read_config(run_dir)
     config = RunConfig(**{**settings, **overrides}, options=options)
     config.options = {t: o for t, o in options.items()
                       if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}

@@ -37,7 +37,7 @@ def _row(info: RunInfo, root: pathlib.Path) -> tuple[str, ...]:
 def runs(ctx: click.Context, folder: pathlib.Path | None, as_json: bool) -> None:
     """List the run folders under runs/ (or DIR), newest first: when each started, its components,
     epochs done of those asked, the last test accuracy and its status (finished, running, interrupted,
-    diverged, failed, stopped).
+    diverged, failed, stopped; unreadable or damaged for a folder whose files cannot be read back).
     """
     root = folder if folder is not None else pathlib.Path("runs")
     if folder is not None and not folder.is_dir():
@@ -54,6 +54,7 @@ def runs(ctx: click.Context, folder: pathlib.Path | None, as_json: bool) -> None
     widths = [max(len(r[i]) for r in table) for i in range(len(_HEADER) - 1)]
     for r in table:
         click.echo("  ".join(f"{cell:<{w}}" for cell, w in zip(r, widths)) + "  " + r[-1])
-    reasons = [(info, info.reason) for info in found if info.status in ("diverged", "failed") and info.reason]
+    reasons = [(info, info.reason) for info in found
+               if info.status in ("diverged", "failed", "damaged", "unreadable") and info.reason]
     for info, reason in reasons:
         click.echo(f"\n{info.path} {info.status}: {reason[:300]}")

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .. import atomic
 from ..errors import Interrupted
 from ..run.signals import say
 
@@ -130,7 +131,7 @@ class LocalExecutor:
 
     def _start(self, job: Job) -> _Running:
         job.log.parent.mkdir(parents=True, exist_ok=True)
-        log = open(job.log, "ab")  # noqa: SIM115 - closed when the job ends
+        log = atomic.open_append(job.log)  # closed when the job ends
         log.write(f"$ fmclf {' '.join(job.args)}\n".encode())
         log.flush()
         process = subprocess.Popen(
@@ -210,7 +211,7 @@ class InProcessExecutor:
         for i, job in enumerate(jobs):
             job.log.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
-            with (open(job.log, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log),
+            with (atomic.open_append(job.log, "a") as log, contextlib.redirect_stdout(log),
                   contextlib.redirect_stderr(log)):
                 print(f"$ fmclf {' '.join(job.args)}", flush=True)
                 try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
+import os
 import pathlib
 import re
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from .. import atomic
 from ..errors import ConfigError, FmclfError, UsageError
 from ..host.loading import PluginHost
 from ..run import folder
-from ..run.config import RunConfig, load_config
+from ..run.config import RunConfig
 from ..run.plan import resolve
 from .grid import Cell
 
@@ -113,9 +113,8 @@ def assess(run: Run, host: PluginHost, *, retry_failed: bool = False) -> Run:
 
 def _check_same(run: Run, host: PluginHost) -> dict[str, Any]:
     """The settings the run folder was trained with, after checking that they are this run's."""
-    path = run.run_dir / folder.CONFIG
     try:
-        settings, options = load_config(path)
+        settings, options = folder.read_config(run.run_dir)
         then = resolve(RunConfig(**settings, options=options), host)
     except (ConfigError, TypeError) as exc:
         raise UsageError(f"{run.run_dir} is part of this comparison but its {folder.CONFIG} cannot be read: {exc} "
@@ -164,10 +163,10 @@ def forget_failure(run: Run) -> None:
 
 
 def _read_failure(path: pathlib.Path) -> dict[str, Any] | None:
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = folder.read_json(path)
     except (OSError, ValueError):
         return {"reason": f"failed (its record {path} is unreadable)"}
     return data if isinstance(data, dict) else {"reason": "failed"}
@@ -180,9 +179,9 @@ def failure_reason(log: pathlib.Path, returncode: int) -> tuple[str, bool]:
     """The one-line reason a run failed, from its log: the first sentence of its last
     ``Error:`` line (or the last line it wrote); and whether it diverged."""
     try:
-        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
-                 if line.strip()]
-    except OSError:
+        text = atomic.read_tail(log, 2**20).decode("utf-8", errors="replace")  # the end says why it failed
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+    except (OSError, atomic.RefusedFile):
         lines = []
     errors = [line for line in lines if line.startswith("Error: ")]
     text = errors[-1][len("Error: "):] if errors else (lines[-1] if lines else f"exit code {returncode}")

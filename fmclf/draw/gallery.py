@@ -13,12 +13,12 @@ from .. import atomic
 from ..errors import UsageError
 from ..host.loading import PluginHost
 from ..host.options import resolve_options
-from ..run import lock
+from ..run import folder, lock
 from ..run.saved import load_run_config, load_trained  # noqa: F401 - load_run_config: the CLI reads it here
 from ..train.blame import blame
 from . import pictures
 
-PREDICTIONS = "predictions.png"
+PREDICTIONS = folder.PREDICTIONS
 
 
 def is_image_shape(shape: Sequence[int]) -> bool:

@@ -18,9 +18,7 @@ from ..run.plan import Plan
 from . import gallery, pictures
 
 REPORT = folder.REPORT
-CONFUSION = "confusion.png"
-CURVES = "curves.png"
-METRICS = "metrics.png"
+CONFUSION, CURVES, METRICS = folder.CONFUSION, folder.CURVES, folder.METRICS_PNG
 
 
 class RunReport:

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import os
 import pathlib
 import pickle
 import random
@@ -56,15 +57,20 @@ def save_torch(path: pathlib.Path, obj: Any, writer: Any = None) -> None:
 
 
 def load_torch(path: pathlib.Path, what: str) -> Any:
-    """``torch.load(weights_only=True)``: tensors and plain data only, never code."""
+    """``torch.load(weights_only=True)``: tensors and plain data only, never code; the file opened as
+    every file of a run folder is (a link, FIFO, device or folder is refused, exit 2)."""
     import torch
 
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no {what} here{' (it is a folder)' if path.is_dir() else ''}.")
     try:
-        with warnings.catch_warnings():  # torch's warnings about odd pickles; the error below says it all
+        fh = os.fdopen(atomic.open_owned(path), "rb")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no {what} here.") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}.") from None
+    try:
+        with fh, warnings.catch_warnings():  # torch's warnings about odd pickles; the error below says it all
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         refused = next((line for line in lines if "GLOBAL" in line), None)
@@ -203,7 +209,7 @@ def save_checkpoint(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, 
 def load(run_dir: pathlib.Path) -> dict | None:
     """The run's checkpoint, checked to be one; None when it never wrote one (nothing was trained)."""
     path = run_dir / folder.CHECKPOINT
-    if not path.exists():
+    if not os.path.lexists(path):
         done = len(folder.read_metrics(run_dir))
         if done:
             raise CheckpointError(
@@ -321,14 +327,12 @@ def restore_callbacks(parts: Parts, states: dict[str, Any]) -> None:
 def finished(run_dir: pathlib.Path) -> bool:
     """Whether the run's final files are there and read back: model.pt a state_dict, summary.json an
     object. One that is damaged counts as missing, so that --resume writes it again."""
-    import json
-
     import torch
 
+    summary = folder.read_object(run_dir / folder.SUMMARY)
     try:
-        summary = json.loads(atomic.read_limited(run_dir / folder.SUMMARY, 2**20))
         weights = load_torch(run_dir / folder.WEIGHTS, "final weights")
-    except (OSError, ValueError, CheckpointError):
+    except CheckpointError:
         return False
     return isinstance(summary, dict) and isinstance(weights, dict) and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())
@@ -342,9 +346,9 @@ def save_weights(run_dir: pathlib.Path, model: Any) -> None:
 def final_weights(run_dir: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
     """model.pt, or the last checkpoint's model when the run has not finished; and which file it was."""
     path = run_dir / folder.WEIGHTS
-    if path.exists():
+    if os.path.lexists(path):  # a link is there to be refused, not passed over
         return load_torch(path, "final weights"), path
-    if (run_dir / folder.CHECKPOINT).exists():
+    if os.path.lexists(run_dir / folder.CHECKPOINT):
         checkpoint = load(run_dir)
         if checkpoint is not None and isinstance(checkpoint.get("model"), dict):
             return checkpoint["model"], run_dir / folder.CHECKPOINT
@@ -363,7 +367,7 @@ def named_weights(run_dir: pathlib.Path, name: str) -> tuple[dict[str, Any], pat
         raise CheckpointError(f"--weights {name!r}: give final, or the name of a .pt file in the run folder "
                               f"(best for best.pt), without a path.")
     path = run_dir / f"{name.removesuffix('.pt')}.pt"
-    if not path.is_file():
+    if not os.path.lexists(path):
         kept = sorted(p.stem for p in run_dir.glob("*.pt") if p.name not in (folder.CHECKPOINT,))
         raise CheckpointError(
             f"{run_dir} holds no {path.name}: it is written by a callback that keeps weights, and this run had none "

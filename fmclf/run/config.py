@@ -13,6 +13,7 @@ from ..atomic import TooLarge, read_limited
 from ..errors import ConfigError, UsageError
 from ..kinds import BY_NAME, ROWS
 from .devices import check_spec
+from .folder import CONFIG, FILES
 
 #: What a divergence message advises when the loss has no divergence_hint of its own: the
 #: default loss is the stable one (this module is where the core may name a built-in).
@@ -171,11 +172,21 @@ def _is_int(value: Any) -> bool:
 _KEYS = {f.name for f in fields(RunConfig)} - {"options"}
 
 
-def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Read a run file: ``(settings, options)``; settings hold only the keys present."""
+def parse_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads``, where nesting too deep for the parser (``a={b={c=...}}}``, ``[[[[...``) is a
+    ``TOMLDecodeError`` like any other bad TOML, never a ``RecursionError``."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("values are nested too deeply (a run's settings nest two levels)") from None
+
+
+def load_config(path: str | pathlib.Path, *, owned: bool = False) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Read a run file: ``(settings, options)``; settings hold only the keys present. ``owned``: it is a
+    run folder's config.toml, opened as fmclf's own files are (no link, FIFO or device: exit 2)."""
     path = pathlib.Path(path)
     try:
-        data = tomllib.loads(read_limited(path, CONFIG_LIMIT).decode("utf-8"))
+        data = parse_toml(read_limited(path, CONFIG_LIMIT, owned=owned).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist. Pass the path of a TOML file, such as a "
                           f"run folder's config.toml.") from None
@@ -185,7 +196,7 @@ def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dic
                           f"file, such as a run folder's config.toml.") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {str(path)!r} is a folder. Pass the path of a TOML file, such as "
-                          f"{str(path / 'config.toml')!r}.") from None
+                          f"{str(path / CONFIG)!r}.") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}), so it is not a TOML "
                           f"file. Pass the path of one, such as a run folder's config.toml.") from None
@@ -225,8 +236,8 @@ def load_config(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, dic
     return data, options
 
 
-#: The most a config file may hold: a run's settings take a few hundred bytes.
-CONFIG_LIMIT = 2**20
+#: The most a config file may hold (a run's settings take a few hundred bytes): a run folder's limit.
+CONFIG_LIMIT: int = FILES[CONFIG].limit or 0
 
 #: What each setting of a config file must be (options are checked by their components).
 _TYPES = {"dataset": str, "model": str, "loss": str, "updater": str, "device": str, "epochs": int, "batch_size": int,

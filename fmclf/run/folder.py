@@ -1,11 +1,7 @@
-"""The run folder: what a run leaves behind, every file written atomically.
-
-    config.toml     the resolved settings and what produced them (`--config` takes it back)
-    metrics.jsonl   one JSON object per finished epoch
-    checkpoint.pt   model, updater state, RNG states and progress, rewritten every epoch
-    model.pt        the final weights (a state_dict)
-    summary.json    the final metrics
-    status.json     how the last session ended: finished, interrupted, diverged or failed
+"""The run folder: the one owner of every file a run leaves behind (:data:`FILES`), and of how each is
+opened: never through a symbolic link, only a regular file, without blocking, read within a bound
+(:func:`fmclf.atomic.open_owned`), written atomically. Plugins that write into a run folder ask
+:func:`path_for` for a path, and cannot take a name listed here.
 """
 
 from __future__ import annotations
@@ -15,19 +11,141 @@ import json
 import os
 import pathlib
 import shlex
+import stat
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from .. import atomic
-from ..errors import CheckpointError, UsageError
+from ..errors import CheckpointError, OptionError, UsageError
 
-CONFIG = "config.toml"
-METRICS = "metrics.jsonl"
-CHECKPOINT = "checkpoint.pt"
-WEIGHTS = "model.pt"
-SUMMARY = "summary.json"
-REPORT = "report.md"
-STATUS = "status.json"
+MiB = 2**20
+#: The most metrics.jsonl may hold (some 600 bytes an epoch: over 400000 epochs).
+METRICS_LIMIT = 256 * MiB
+
+
+@dataclass(frozen=True)
+class File:
+    """One file fmclf keeps in a run folder."""
+
+    name: str
+    holds: str  #: what it holds, for messages and docs
+    limit: int | None = None  #: the most fmclf reads back, in bytes (None: never read back, or weights: any size)
+
+
+CONFIG, METRICS, CHECKPOINT, WEIGHTS, BEST = "config.toml", "metrics.jsonl", "checkpoint.pt", "model.pt", "best.pt"
+SUMMARY, STATUS, LOCK, REPORT = "summary.json", "status.json", ".lock", "report.md"
+CURVES, CURVES_SVG, METRICS_PNG, CONFUSION, PREDICTIONS = (
+    "curves.png", "curves.svg", "metrics.png", "confusion.png", "predictions.png")
+#: Every file of a run folder, by name: the one table (older run folders use the same names).
+FILES = {f.name: f for f in (
+    File(CONFIG, "the resolved settings and what produced them (`--config` takes it back)", MiB),
+    File(METRICS, "one JSON object per finished epoch", METRICS_LIMIT),
+    File(CHECKPOINT, "model, updater state, RNG states and progress, rewritten every epoch"),
+    File(WEIGHTS, "the final weights (a state_dict)"),
+    File(BEST, "the best weights by a monitored metric (callback best)"),
+    File(SUMMARY, "the final metrics", 64 * MiB),
+    File(STATUS, "how the last session ended: finished, interrupted, diverged or failed", MiB),
+    File(LOCK, "who writes the folder now (one writer at a time)", 64 * 2**10),
+    File(REPORT, "the report: settings, tables, pictures"),
+    File(CURVES, "the training curves (animator, report)"),
+    File(CURVES_SVG, "the training curves as SVG (animator)"),
+    File(METRICS_PNG, "every metric and the learning rate, per epoch (report)"),
+    File(CONFUSION, "the test confusion matrix (report)"),
+    File(PREDICTIONS, "predictions on the first test images (report, predict)"),
+)}
+#: The files a resume may rewrite, checked to be plain files before it does (pictures are drawn anew).
+CORE_FILES = (CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY, REPORT, STATUS)
+
+
+def owns(name: str) -> bool:
+    """Whether fmclf itself writes a file called ``name`` in a run folder (a plugin must not):
+    one of :data:`FILES`, or the temporary of an atomic write."""
+    return name in FILES or atomic.is_temporary(name)
+
+
+def path_for(run_dir: pathlib.Path | str | None, name: str, *, component: str, option: str = "filename",
+             example: str = "") -> pathlib.Path:
+    """The path of a plugin's own file ``name`` in ``run_dir``: what a visualizer or callback that
+    writes into the run folder asks for (``component`` such as "visualizer 'csv'", ``option`` the
+    option that named the file, ``example`` a good name). Refused with an
+    :class:`~fmclf.errors.OptionError` (exit 2, before any work): no run folder, a name that is not a
+    plain name inside it, or a name fmclf owns (:func:`owns`)."""
+    if run_dir is None:
+        raise OptionError(f"{component} writes into the run folder, and it was given none (run_dir=None).")
+    such = f", such as {example}" if example else ""
+    if pathlib.PurePath(name).name != name or name in ("", ".", ".."):
+        raise OptionError(f"option {option} of {component} must be a plain name inside the run folder{such}; "
+                          f"got {name!r}.")
+    if owns(name):
+        raise OptionError(f"option {option} of {component} must not be {name!r}: fmclf writes that file itself "
+                          f"(its own files: {', '.join(FILES)}). Choose another name{such}.")
+    return pathlib.Path(run_dir) / name
+
+
+def check_options(options: dict[str, dict[str, Any]], kinds: dict[str, str],
+                  run_dir: pathlib.Path | None = None) -> None:
+    """Refuse, before any work, a string option of a component that gets the run folder (``kinds``: the
+    kind of each option target) whose value would resolve to a file fmclf owns there: a plain name
+    (``status.json``), a relative path that comes down to one (``./logs/../status.json``), or, given
+    ``run_dir``, an absolute path into it."""
+    from ..kinds import core_params
+
+    for target, values in options.items():
+        if "run_dir" not in core_params(kinds.get(target, target.split(".")[0])):
+            continue
+        for option, value in values.items():
+            if isinstance(value, str) and _lands_on_owned(value, run_dir):
+                kind, _, name = target.partition(".")
+                raise OptionError(
+                    f"option {option} of {kind} {name or kind!r} is {value!r}: that is {os.path.basename(value)} in "
+                    f"the run folder, and fmclf writes that file itself (its own files: {', '.join(FILES)}). "
+                    f"Choose another name.")
+
+
+def _lands_on_owned(value: str, run_dir: pathlib.Path | None) -> bool:
+    path = os.path.normpath(value)
+    if os.path.isabs(path):
+        if run_dir is None:
+            return False
+        inside = os.path.normpath(os.path.abspath(run_dir))
+        return os.path.dirname(path) == inside and owns(os.path.basename(path))
+    return os.sep not in path and owns(path)
+
+
+def read_owned(path: pathlib.Path, limit: int | None = None) -> bytes:
+    """The bytes of one of fmclf's files in a run or comparison folder, opened the one way
+    (:func:`fmclf.atomic.open_owned`) and read within its limit in :data:`FILES` (or ``limit``).
+    Raises ``FileNotFoundError`` when absent, :class:`~fmclf.atomic.RefusedFile` (exit 2) for a link, FIFO,
+    device or folder, :class:`~fmclf.atomic.TooLarge` over the limit."""
+    row = FILES.get(path.name)
+    cap = limit if limit is not None else (row.limit if row and row.limit else 64 * MiB)
+    return atomic.read_limited(path, cap, owned=True)
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads``, where nesting too deep for the parser is a ``ValueError`` like any other bad JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def read_config(run_dir: pathlib.Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A run folder's config.toml as ``(settings, options)``, checked (see
+    :func:`fmclf.run.config.load_config`), opened as every file of the folder is."""
+    from .config import load_config
+
+    return load_config(pathlib.Path(run_dir) / CONFIG, owned=True)
+
+
+def read_config_table(run_dir: pathlib.Path) -> dict[str, Any]:
+    """A run folder's config.toml as the TOML table it holds, unchecked (what only shows it, or its
+    [provenance]). Raises ``OSError`` or ``ValueError`` (too large, not UTF-8, not TOML, too deep)."""
+    from .config import parse_toml
+
+    return parse_toml(read_owned(pathlib.Path(run_dir) / CONFIG).decode("utf-8"))
+
 
 #: What status.json may say (``fmclf runs`` adds "running", from the lock, and "stopped", from the summary).
 ENDINGS = ("finished", "interrupted", "diverged", "failed")
@@ -107,16 +225,7 @@ def check_new(path: pathlib.Path) -> pathlib.Path:
 def is_own_leftover(name: str) -> bool:
     """Whether a file named ``name`` is what fmclf itself leaves in a folder where no run started:
     a lock file, or the temporary of an atomic write a killed process left behind."""
-    from ..atomic import is_temporary
-    from .lock import NAME
-
-    return name == NAME or is_temporary(name)
-
-
-def prepare_new(path: pathlib.Path) -> pathlib.Path:
-    """Check ``path`` can take a new run and create it."""
-    check_new(path)
-    return create_new(path)[0]
+    return name == LOCK or atomic.is_temporary(name)
 
 
 def metrics_text(history: list[dict[str, Any]]) -> str:
@@ -132,29 +241,24 @@ def write_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]], writer: 
 
 def mend_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]]) -> None:
     """Rewrite metrics.jsonl as ``history`` (a checkpoint's) unless it already says exactly that."""
-    want = "".join(json.dumps(row) + "\n" for row in history).encode("utf-8")
+    want = metrics_text(history).encode("utf-8")
     try:
-        with open(run_dir / METRICS, "rb") as fh:
-            same = fh.read(len(want) + 1) == want  # no more than that: the file may be anything now
-    except OSError:
+        same = read_owned(run_dir / METRICS, len(want)) == want  # no more than that: the file may be anything now
+    except (OSError, atomic.TooLarge):
         same = False
     if not same:
         atomic.write_bytes(run_dir / METRICS, want)
-
-
-#: The most metrics.jsonl may hold (some 600 bytes an epoch: over 400000 epochs).
-METRICS_LIMIT = 256 * 2**20
 
 
 def read_metrics(run_dir: pathlib.Path) -> list[dict[str, Any]]:
     """The rows of metrics.jsonl ([] when absent), each checked to be an epoch's row (see
     :func:`check_rows`); a file that is not is a :class:`~fmclf.errors.CheckpointError` naming it."""
     path = run_dir / METRICS
-    if not path.exists():
-        return []
     damaged = "It is damaged or was edited; restore it, or delete it (--resume rewrites it from the checkpoint)."
     try:
-        text = atomic.read_limited(path, METRICS_LIMIT).decode("utf-8")
+        text = read_owned(path).decode("utf-8")
+    except FileNotFoundError:
+        return []
     except atomic.TooLarge:
         raise CheckpointError(f"{path} holds more than {METRICS_LIMIT // 2**20} MiB, far more than a run's "
                               f"metrics. {damaged}") from None
@@ -167,7 +271,7 @@ def read_metrics(run_dir: pathlib.Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append(parse_json(line))
         except ValueError as exc:
             raise CheckpointError(f"{path}, line {number}, is not JSON ({exc}). {damaged}") from None
     why = check_rows(rows)
@@ -177,7 +281,7 @@ def read_metrics(run_dir: pathlib.Path) -> list[dict[str, Any]]:
 
 
 #: The keys of a metrics row the core itself reads (every other key is read as any number would be).
-CORE_KEYS = ("train_loss", "train_acc", "test_acc")
+CORE_KEYS = ("train_loss", "train_acc", "test_acc", "seconds")
 
 
 def check_rows(rows: Any) -> str | None:
@@ -234,17 +338,29 @@ def remove_temporaries(run_dir: pathlib.Path) -> None:
 
 
 def read_json(path: pathlib.Path) -> Any:
-    """The JSON a file holds (``{}`` when it is absent)."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    """The JSON one of fmclf's files holds (``{}`` when it is absent), read the one way (:func:`read_owned`).
+    Bad JSON (too deep included) is a ``ValueError``; a link, FIFO or device a :class:`~fmclf.atomic.RefusedFile`."""
+    try:
+        data = read_owned(path)
+    except FileNotFoundError:
+        return {}
+    return parse_json(data)
+
+
+def read_object(path: pathlib.Path) -> dict[str, Any] | None:
+    """The JSON object one of fmclf's files holds, or None when it is absent, unreadable, too large,
+    not JSON or not an object (for what only shows it, such as ``fmclf runs``). A link, FIFO or
+    device is still a :class:`~fmclf.atomic.RefusedFile`: it is never followed."""
+    try:
+        data = parse_json(read_owned(path))
+    except (OSError, ValueError):  # absent, unreadable, too large (TooLarge), not UTF-8 or not JSON
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_summary(run_dir: pathlib.Path) -> dict[str, Any]:
     """summary.json ({} when absent or not a JSON object)."""
-    try:
-        data = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_object(run_dir / SUMMARY) or {}
 
 
 def write_json(path: pathlib.Path, data: Any) -> None:
@@ -254,23 +370,27 @@ def write_json(path: pathlib.Path, data: Any) -> None:
 
 def recorded_seconds(run_dir: pathlib.Path) -> float:
     """The training time summary.json records (0.0 when it cannot say)."""
-    try:
-        value = json.loads(atomic.read_limited(run_dir / SUMMARY, 2**20)).get("seconds", 0.0)
-    except (OSError, ValueError, AttributeError):
-        return 0.0
+    value = read_summary(run_dir).get("seconds", 0.0)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def check_files(run_dir: pathlib.Path) -> None:
-    """Refuse a run folder where one of fmclf's own files is a folder (or another non-file): a resume
-    would train and then fail to write it."""
-    for name in (CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY, REPORT, STATUS):
+    """Refuse, before anything is read or rewritten, a run folder where one of fmclf's own files
+    (:data:`FILES`) is a symbolic link, FIFO, device or socket (a :class:`~fmclf.atomic.RefusedFile`,
+    exit 2: never followed), or a folder (a resume would train and then fail to write it)."""
+    for name in FILES:
         path = run_dir / name
-        if path.exists() and not path.is_file():
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:  # absent (or unreadable: the read itself says so)
+            continue
+        if stat.S_ISDIR(mode):
             raise CheckpointError(
-                f"{path} is {'a folder' if path.is_dir() else 'not a regular file'}, where the run keeps its "
-                f"{name}; nothing was changed. Move it out of {run_dir}, then resume again."
+                f"{path} is a folder, where the run keeps its {name}; nothing was changed. Move it out of "
+                f"{run_dir}, then try again."
             )
+        if not stat.S_ISREG(mode):
+            raise atomic.refused(path, atomic.kind_of(mode))
 
 
 def write_status(run_dir: pathlib.Path, status: str, epochs_done: int, reason: str = "") -> None:
@@ -286,9 +406,10 @@ def write_status(run_dir: pathlib.Path, status: str, epochs_done: int, reason: s
 
 
 def read_status(run_dir: pathlib.Path) -> dict[str, Any] | None:
-    """status.json, or None when it is absent or not one (runs older than it have none)."""
-    try:
-        data = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """status.json, or None when it is absent or not one (runs older than it have none): a known
+    ending and a whole number of epochs done."""
+    data = read_object(run_dir / STATUS)
+    if data is None or data.get("status") not in ENDINGS:
         return None
-    return data if isinstance(data, dict) and data.get("status") in ENDINGS else None
+    done = data.get("epochs_done")
+    return data if isinstance(done, int) and not isinstance(done, bool) and done >= 0 else None

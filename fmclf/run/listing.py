@@ -8,13 +8,12 @@ folder without one, what is there (a checkpoint but no summary: interrupted).
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import FmclfError
 from . import folder
 from .lock import holder
 
@@ -32,7 +31,7 @@ class RunInfo:
     epochs_done: int = 0
     epochs: int | None = None  #: asked for (None: unreadable config)
     test_acc: float | None = None  #: of the last finished epoch
-    status: str = "interrupted"
+    status: str = "interrupted"  #: or running, finished, stopped, diverged, failed, unreadable, damaged
     reason: str = ""  #: why it stopped, diverged or failed; who holds it while running
 
     def to_json(self) -> dict[str, Any]:
@@ -49,30 +48,28 @@ def _started(config: dict[str, Any], path: pathlib.Path) -> tuple[float, str]:
         return stamp, time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stamp))
 
 
-def _rows(path: pathlib.Path) -> list[dict[str, Any]]:
-    try:
-        rows = folder.read_metrics(path)
-    except (OSError, ValueError):
-        return []
-    return [r for r in rows if isinstance(r, dict)]
-
-
-def _json(path: pathlib.Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def describe(path: pathlib.Path) -> tuple[float, RunInfo]:
-    """One run folder: ``(start time, info)``; a damaged folder is described, not raised on."""
+    """One run folder: ``(start time, info)``; a damaged folder is described, not raised on: a file
+    that cannot be read, or is a link, FIFO or device (never followed), makes the row "damaged"."""
+    try:
+        return _describe(path)
+    except (OSError, ValueError, FmclfError) as exc:
+        info = RunInfo(str(path), "", status="damaged", reason=_why(exc))
+        return 0.0, info
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, FmclfError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:300]
+
+
+def _describe(path: pathlib.Path) -> tuple[float, RunInfo]:
     info = RunInfo(str(path), "")
     try:
-        config = tomllib.loads((path / folder.CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        config = folder.read_config_table(path)
+    except (OSError, ValueError, FmclfError) as exc:  # absent, too large, not UTF-8, not TOML, too deep, a link
         config = {}
-        info.status, info.reason = "unreadable", f"{folder.CONFIG}: {exc}"
+        info.status, info.reason = "unreadable", f"{folder.CONFIG}: {_why(exc)}"
     when, info.started = _started(config, path)
     components = ((config.get("provenance") or {}).get("components") if isinstance(config.get("provenance"), dict)
                   else None)
@@ -82,14 +79,19 @@ def describe(path: pathlib.Path) -> tuple[float, RunInfo]:
         info.components = {k: str(config[k]) for k in ("dataset", "model", "loss", "updater") if k in config}
     if isinstance(config.get("epochs"), int):
         info.epochs = config["epochs"]
-    rows = _rows(path)
+    try:
+        rows = folder.read_metrics(path)
+    except (OSError, FmclfError) as exc:  # this row shows it; the other runs are listed as ever
+        rows = []
+        if info.status != "unreadable":
+            info.status, info.reason = "damaged", _why(exc)
     info.epochs_done = len(rows)
     if rows and isinstance(rows[-1].get("test_acc"), (int, float)):
         info.test_acc = float(rows[-1]["test_acc"])
-    if info.status == "unreadable":
-        return when, info
     live = holder(path)
-    summary = _json(path / folder.SUMMARY) if (path / folder.WEIGHTS).exists() else None
+    if info.status in ("unreadable", "damaged") and live is None:
+        return when, info
+    summary = folder.read_object(path / folder.SUMMARY) if (path / folder.WEIGHTS).exists() else None
     ended = folder.read_status(path)
     if live is not None:
         info.status, info.reason = "running", f"process {live.get('pid', '?')} on {live.get('host', '?')}"

@@ -20,9 +20,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ..atomic import RefusedFile, open_owned
 from ..errors import UsageError, WriteError
+from .folder import FILES, LOCK
 
-NAME = ".lock"
+NAME = LOCK
 
 try:
     import fcntl
@@ -44,7 +46,7 @@ def _describe(holder: dict[str, Any]) -> str:
 
 def _read(fd: int) -> dict[str, Any] | None:
     os.lseek(fd, 0, os.SEEK_SET)
-    text = os.read(fd, 65536).decode("utf-8", "replace").strip()
+    text = os.read(fd, FILES[LOCK].limit or 0).decode("utf-8", "replace").strip()
     if not text:
         return None
     try:
@@ -71,11 +73,13 @@ class RunLock:
         """Take the lock, or raise :class:`RunLocked` naming its live holder (``fix``: the other
         way out, besides waiting). Returns a note when it took over a lock a killed process left
         behind (None otherwise). A folder where the lock file cannot be written (read-only, full)
-        is a :class:`~fmclf.errors.WriteError` with exit code 2: nothing has been done yet."""
+        is a :class:`~fmclf.errors.WriteError` with exit code 2: nothing has been done yet. A lock
+        file that is a symbolic link, FIFO or device is a :class:`~fmclf.atomic.RefusedFile`
+        (exit 2): never followed, created through or truncated."""
         if fcntl is None or self._fd is not None:
             return None
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_owned(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise self._cannot(exc, what) from None
         try:
@@ -156,11 +160,11 @@ def holder(run_dir: pathlib.Path) -> dict[str, Any] | None:
     """Who is writing ``run_dir`` now (``pid``, ``host``, ``started``, ``command``), or None
     when nobody is (no lock file, a released one, or one a killed process left)."""
     path = pathlib.Path(run_dir) / NAME
-    if fcntl is None or not path.is_file():
+    if fcntl is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+        fd = open_owned(path)
+    except (OSError, RefusedFile):  # absent, or a link (never followed) or FIFO: nobody holds that
         return None
     try:
         try:

@@ -24,6 +24,7 @@ from ..kinds import BY_NAME, core_params
 from ..train.blame import memory_message, out_of_memory
 from ..train.engine import Parts
 from ..train.heldout import Metric
+from . import folder
 from .config import RECORDED_METRICS, RunConfig
 
 
@@ -81,6 +82,8 @@ def resolve(config: RunConfig, host: PluginHost, objects: Mapping[str, Component
     plan.options = {_retarget(t, shown[t]): o for t, o in plan.options.items()}
     plan.qualified = {_retarget(t, shown[t]): q for t, q in plan.qualified.items()}
     run_checks(plan)
+    # a component that gets the run folder must not name a file fmclf owns there (relative names: any folder)
+    folder.check_options(plan.options, {t: r.kind for t, r in plan.records.items()})
     metric_keys(plan)  # two metrics recorded under one key are refused here, before any work
     return plan
 
@@ -260,6 +263,8 @@ def assemble(
     import torch
 
     config, records, options = plan.config, plan.records, plan.options
+    if run_dir is not None:  # absolute paths into the run folder can be told now, before any work
+        folder.check_options(options, {t: r.kind for t, r in records.items()}, run_dir)
     if shard is not None and shard[1] > 1:
         require_shardable(records["dataset"])
     torch.manual_seed(config.seed)

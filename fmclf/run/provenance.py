@@ -5,7 +5,6 @@ from __future__ import annotations
 import pathlib
 import platform
 import time
-import tomllib
 from typing import Any
 
 from .. import __version__
@@ -34,11 +33,8 @@ def record(plan: Plan, host: PluginHost, device: Any, extra: dict[str, Any] | No
 
 def recorded_provenance(run_dir: pathlib.Path) -> dict[str, Any] | None:
     """The [provenance] table of a run folder's config.toml (None when it cannot be read)."""
-    from ..atomic import read_limited
-    from .config import CONFIG_LIMIT
-
     try:
-        found = tomllib.loads(read_limited(run_dir / folder.CONFIG, CONFIG_LIMIT).decode("utf-8")).get("provenance")
+        found = folder.read_config_table(run_dir).get("provenance")
     except (OSError, ValueError):  # (TooLarge, UnicodeDecodeError and TOMLDecodeError are ValueErrors)
         return None
     return found if isinstance(found, dict) else None

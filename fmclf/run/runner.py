@@ -25,7 +25,7 @@ from ..host.registry import ComponentRecord
 from ..train.engine import StopFlag, Trainer, TrainState
 from . import checkpoint as checkpoint_io
 from . import folder, processes, provenance, signals, threads
-from .config import DIVERGENCE_ADVICE, RunConfig, load_config
+from .config import DIVERGENCE_ADVICE, RunConfig
 from .devices import launch_device
 from .lock import RunLock
 from .memory import peak_memory
@@ -286,7 +286,7 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
         raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run "
                          f"printed at its start.")
     folder.check_files(run_dir)  # before anything is rewritten: a resume that cannot finish changes nothing
-    settings, options = load_config(run_dir / folder.CONFIG)
+    settings, options = folder.read_config(run_dir)
     settings = provenance.pin_names(settings, run_dir)
     checkpoint = checkpoint_io.load(run_dir)
     trained_by = checkpoint.get("world_size", 1) if checkpoint is not None else comm.world_size

@@ -12,8 +12,9 @@ from typing import Any
 
 from ..errors import CheckpointError, UsageError
 from ..host.loading import PluginHost
+from ..kinds import SPLITS
 from . import checkpoint, folder
-from .config import RunConfig, load_config
+from .config import RunConfig
 from .plan import Plan, assemble, resolve
 
 
@@ -23,7 +24,7 @@ def load_run_config(run_dir: pathlib.Path) -> RunConfig:
     if not path.is_file():
         raise UsageError(f"{str(run_dir)!r} is not a run folder (no {folder.CONFIG}). Pass the folder `fmclf run` "
                          f"printed (`fmclf runs` lists them).")
-    settings, options = load_config(path)  # refuses unknown settings, so the call below cannot fail
+    settings, options = folder.read_config(run_dir)  # refuses unknown settings, so the call below cannot fail
     return RunConfig(**settings, options=options)
 
 
@@ -51,6 +52,7 @@ def load_trained(run_dir: pathlib.Path, host: PluginHost, *, device: str = "cpu"
 
     run_dir = pathlib.Path(run_dir)
     config = load_run_config(run_dir)
+    folder.check_files(run_dir)  # a link, FIFO or device where fmclf keeps a file: refused before any work
     config.visualizers, config.device, config.callbacks = ["none"], device, []
     dropped = ("visualizer.", "callback.") if metrics else ("visualizer.", "callback.", "metric.")
     if not metrics:
@@ -84,9 +86,12 @@ def evaluate_split(trained: Trained, split: str = "test") -> dict[str, Any]:
     from ..train.metrics import per_class_accuracy
 
     parts = trained.parts
+    if split not in SPLITS:  # an attribute of the data set is no split (classes, __class__)
+        raise UsageError(f"{split!r} is not a split: choose {', '.join(SPLITS[:-1])} or {SPLITS[-1]}.")
     batches = getattr(parts.dataset, split, None)
     if batches is None:
-        raise UsageError(f"the data set of {trained.run_dir} has no {split!r} split.")
+        raise UsageError(f"the data set of {trained.run_dir} has no {split!r} split (a valid split is held out "
+                         f"when the run chose it, e.g. with -o dataset.valid=0.1). Choose train or test.")
     classes = [str(c) for c in parts.dataset.classes]
     who = {kind: parts.records.get(kind) or kind for kind in ("dataset", "model", "loss")}
     result = HeldOut(parts.model, parts.loss, parts.metrics, len(classes), Solo(), who=who).evaluate(split, batches)

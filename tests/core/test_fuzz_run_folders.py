@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from fmclf.atomic import is_temporary
 from fmclf.cli import cli
+from fmclf.run.folder import FILES
 
 CASES = int(os.environ.get("FMCLF_FUZZ_CASES", "30"))
 SEED = int(os.environ.get("FMCLF_FUZZ_SEED", "15"))
@@ -222,3 +223,110 @@ def test_fuzz_resume_and_predict_a_damaged_folder(finished_run, tiny_data, tmp_p
     if changed:
         why = valid_run(run)
         assert why is None, (hows, command, sorted(changed), why, result.output)
+
+
+# --- hostile run folders: links, FIFOs, devices, nesting, missing fields, wrong types --------------------------------
+
+#: The files a hostile folder may have replaced (fmclf's own: the table in fmclf.run.folder).
+HOSTILE_FILES = sorted(FILES)
+COMMANDS = ["resume", "predict", "eval", "report", "runs"]
+#: Hostile cases run by default (each runs a command, some of which train or draw): FMCLF_FUZZ_HOSTILE_CASES.
+HOSTILE_CASES = int(os.environ.get("FMCLF_FUZZ_HOSTILE_CASES", "20"))
+
+
+def _fresh(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` as a new regular file at ``path``, whatever an earlier damage left there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    path.unlink(missing_ok=True)
+    path.write_text(text)
+
+
+def hostile(folder: pathlib.Path, victim: pathlib.Path, rng: random.Random) -> str:
+    """Make one of fmclf's own files in ``folder`` hostile; says how (for the failure message)."""
+    name = rng.choice(HOSTILE_FILES)
+    path = folder / name
+    how = rng.choice(["link-victim", "link-dangling", "link-dir", "link-zero", "fifo", "folder", "deep-json",
+                      "deep-toml", "fields", "types"])
+    if how.startswith("link") or how in ("fifo", "folder"):
+        path.unlink(missing_ok=True)
+        if how == "link-victim":
+            path.symlink_to(victim)
+        elif how == "link-dangling":
+            path.symlink_to(victim.parent / "created-through-a-link")
+        elif how == "link-dir":
+            path.symlink_to(victim.parent)
+        elif how == "link-zero":
+            path.symlink_to("/dev/zero")
+        elif how == "fifo":
+            os.mkfifo(path)
+        else:
+            path.mkdir()
+    elif how == "deep-json":
+        name = rng.choice(["metrics.jsonl", "summary.json", "status.json"])
+        _fresh(folder / name, rng.choice(["[", '{"a":']) * rng.choice([1000, 100000]) + "\n")
+    elif how == "deep-toml":
+        _fresh(folder / "config.toml", rng.choice(["a = " + "{b = " * 3000, "[[" * 3000, "a = " + "[" * 3000]))
+    elif how == "fields":
+        name = rng.choice(["status.json", "summary.json", "metrics.jsonl"])
+        record = {"status.json": {"status": "failed"}, "summary.json": {},
+                  "metrics.jsonl": {"epoch": 1, "train_loss": 0.5}}[name]
+        _fresh(folder / name, json.dumps(record) + "\n")
+    else:
+        name = rng.choice(["status.json", "summary.json", "metrics.jsonl"])
+        value = rng.choice(['"3"', "null", "true", "[]", "{}", "-1", "1e999", '"\\ud800"'])
+        text = {"status.json": f'{{"status": "failed", "epochs_done": {value}}}',
+                "summary.json": f'{{"seconds": {value}, "stopped": {value}}}',
+                "metrics.jsonl": f'{{"epoch": 1, "train_loss": {value}, "train_acc": 1, "test_acc": 1, '
+                                 f'"seconds": {value}}}'}[name]
+        _fresh(folder / name, text + "\n")
+    return f"{how} {name}"
+
+
+def outside(root: pathlib.Path, run: pathlib.Path) -> dict[str, bytes]:
+    """Every file under ``root`` outside the run folder (and the data's), as it is: what no command may touch."""
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*"))
+            if not {run, root / "tiny"} & {p, *p.parents} and p.is_file() and not p.is_symlink()}
+
+
+@pytest.fixture
+def watchdog():
+    """Fail, rather than hang, a command that blocks (on a FIFO, say): SIGALRM interrupts it."""
+    import signal
+
+    def expire(signum, frame):
+        raise TimeoutError("the command blocked")
+
+    before = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, 120)
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, before)
+
+
+@pytest.mark.parametrize("case", range(HOSTILE_CASES), ids=lambda i: f"seed{SEED}-hostile{i}")
+def test_fuzz_commands_on_a_hostile_folder(finished_run, tiny_data, tmp_path, watchdog, case):
+    rng = random.Random(f"{SEED}-hostile-{case}")
+    run = tmp_path / "runs" / "run"
+    shutil.copytree(finished_run, run)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    hows = [hostile(run, victim, rng) for _ in range(rng.choice([1, 1, 2]))]
+    before = outside(tmp_path, run)
+    command = rng.choice(COMMANDS)
+    args = {"resume": ["run", "--resume", str(run), "--epochs", "3"],
+            "predict": ["predict", str(run), "-n", "4", "--data-root", str(tiny_data)],
+            "eval": ["eval", str(run), "--data-root", str(tiny_data)],
+            "report": ["report", str(run), "--data-root", str(tiny_data)],
+            "runs": ["runs", str(tmp_path / "runs"), "--json"]}[command]
+    result = invoke(*args)
+    check_outcome(result)
+    assert outside(tmp_path, run) == before, (hows, command, result.output)
+    assert not (tmp_path / "created-through-a-link").exists(), (hows, command)
+    assert victim.read_text() == "precious\n", (hows, command)
+    left = [p for p in (run / name for name in FILES) if p.is_symlink() or (p.exists() and not p.is_file()
+                                                                              and not p.is_dir())]
+    if left and command != "runs":  # a link or FIFO left where fmclf keeps a file: refused (another damage may be first)
+        assert result.exit_code in (1, 2), (hows, command, result.output)
+        if len(hows) == 1:
+            assert result.exit_code == 2 and left[0].name in result.output, (hows, command, result.output)

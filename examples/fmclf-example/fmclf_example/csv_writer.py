@@ -7,7 +7,6 @@ import io
 import pathlib
 
 from fmclf import atomic
-from fmclf.errors import OptionError
 from fmclf.run import folder
 
 
@@ -31,17 +30,8 @@ class CsvMetrics:
     """
 
     def __init__(self, run_dir: pathlib.Path | None, *, filename: str = "history.csv", per_class: bool = True) -> None:
-        if run_dir is None:
-            raise OptionError("visualizer 'history-csv' writes into the run folder, and it was given none "
-                              "(run_dir=None).")
-        name = pathlib.PurePath(filename)
-        if name.name != filename or filename in ("", ".", ".."):
-            raise OptionError(f"option filename of visualizer 'history-csv' must be a plain file name such as "
-                              f"history.csv, got {filename!r}.")
-        if filename in (folder.CONFIG, folder.METRICS, folder.CHECKPOINT, folder.WEIGHTS, folder.SUMMARY):
-            raise OptionError(f"option filename of visualizer 'history-csv' must not be {filename!r}: fmclf writes "
-                              f"that file itself.")
-        self.path = pathlib.Path(run_dir) / filename
+        # the run folder gives the path, and refuses a name that is not plain or that fmclf writes itself
+        self.path = folder.path_for(run_dir, filename, component="visualizer 'history-csv'", example="history.csv")
         self.per_class = per_class
         self.classes: list[str] = []
 
