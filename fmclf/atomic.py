@@ -218,7 +218,7 @@ def open_owned(path: str | os.PathLike, flags: int = os.O_RDONLY, mode: int = 0o
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a link (EMLINK on FreeBSD)
             raise refused(path, "a symbolic link") from None
-        if exc.errno in (errno.ENXIO, errno.EISDIR, errno.ETXTBSY, errno.EWOULDBLOCK):
+        if exc.errno in (errno.ENXIO, errno.EISDIR):  # a FIFO without a reader, a device; a folder
             raise refused(path, _kind(path)) from None
         raise
     kind = stat.S_IFMT(os.fstat(fd).st_mode)

@@ -22,6 +22,8 @@ from ..errors import CheckpointError, OptionError, UsageError
 MiB = 2**20
 #: The most metrics.jsonl may hold (some 600 bytes an epoch: over 400000 epochs).
 METRICS_LIMIT = 256 * MiB
+#: The most read back of a file of fmclf's that has no limit of its own in :data:`FILES` (compare's records).
+OTHER_LIMIT = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ def read_owned(path: pathlib.Path, limit: int | None = None) -> bytes:
     Raises ``FileNotFoundError`` when absent, :class:`~fmclf.atomic.RefusedFile` (exit 2) for a link, FIFO,
     device or folder, :class:`~fmclf.atomic.TooLarge` over the limit."""
     row = FILES.get(path.name)
-    cap = limit if limit is not None else (row.limit if row and row.limit else 64 * MiB)
+    cap = limit if limit is not None else (row.limit if row and row.limit else OTHER_LIMIT)
     return atomic.read_limited(path, cap, owned=True)
 
 

@@ -326,7 +326,7 @@ def test_fuzz_commands_on_a_hostile_folder(finished_run, tiny_data, tmp_path, wa
     assert victim.read_text() == "precious\n", (hows, command)
     left = [p for p in (run / name for name in FILES) if p.is_symlink() or (p.exists() and not p.is_file()
                                                                               and not p.is_dir())]
-    if left and command != "runs":  # a link or FIFO left where fmclf keeps a file: refused (another damage may be first)
+    if left and command != "runs":  # a link or FIFO where fmclf keeps a file: refused (another damage may come first)
         assert result.exit_code in (1, 2), (hows, command, result.output)
         if len(hows) == 1:
             assert result.exit_code == 2 and left[0].name in result.output, (hows, command, result.output)
