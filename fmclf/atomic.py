@@ -242,7 +242,11 @@ def _kind(path: str | os.PathLike) -> str:
 
 def open_append(path: str | os.PathLike, mode: str = "ab") -> IO:
     """A file of a run or comparison folder opened for appending (a job's log), by :func:`open_owned`:
-    created when absent, never through a link, only a regular file."""
+    created when absent, never through a link, only a regular file; its folder (a comparison's jobs/,
+    which fmclf made) is no link either."""
+    parent = os.path.dirname(os.fspath(path))
+    if parent and os.path.islink(parent):
+        raise refused(parent, "a symbolic link")
     fd = open_owned(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
 

@@ -98,6 +98,11 @@ def test_a_job_log_is_appended_to_only_as_a_regular_file(tmp_path):
     with atomic.open_append(tmp_path / "fresh.log", "a") as log:
         log.write("line\n")
     assert (tmp_path / "fresh.log").read_text() == "line\n" and victim.read_text() == "precious\n"
+    (tmp_path / "jobs").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(atomic.RefusedFile, match="jobs"):
+        atomic.open_append(tmp_path / "jobs" / "run.log")
+    assert not (tmp_path / "elsewhere" / "run.log").exists()
 
 
 def test_check_files_refuses_any_owned_name_that_is_not_a_regular_file(tmp_path):
