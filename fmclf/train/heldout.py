@@ -61,22 +61,20 @@ def _describe(who: ComponentRecord | str) -> str:
     return who if isinstance(who, str) else who.describe()
 
 
-def as_values(who: ComponentRecord | str, key: str, value: Any) -> dict[str, float | None]:
+def as_values(who: ComponentRecord | str, key: str, value: Any) -> dict[str, float]:
     """A metric's ``compute()`` result as recorded values: a number (or 0-d tensor) is
-    ``{key: v}``, a dict ``{key_K: v}``, None where it is nan or inf; anything else is that metric's fault."""
-    def number(v: Any, what: str) -> float | None:
+    ``{key: v}``, a dict ``{key_K: v}``; anything else is that metric's fault."""
+    def number(v: Any, what: str) -> float:
         if getattr(v, "ndim", 0) != 0 and getattr(v, "numel", lambda: 1)() != 1:
             raise ComponentError(
                 f"{_describe(who)}: compute() returned {what} of shape {tuple(v.shape)}; a metric returns a number "
                 f"or a dict of numbers (return a dict to record several)."
             )
         try:
-            number = float(v)
+            return float(v)
         except (TypeError, ValueError):
             raise ComponentError(f"{_describe(who)}: compute() returned {what} {v!r}, which is no number; a metric "
                                  f"returns a number or a dict of numbers.") from None
-        # nan or inf (a metric undefined on this split): recorded as null, which JSON has; a bare NaN is no JSON
-        return number if math.isfinite(number) else None
 
     if isinstance(value, dict):
         return {f"{key}_{k}": number(v, f"{k!r}:") for k, v in value.items()}
@@ -146,7 +144,9 @@ class HeldOut:
         values: dict[str, float | None] = {"loss": loss_sum / total, "acc": right / total}
         for m in self.metrics:
             with blame(m.who, f"in compute() on the {split} set"):
-                values.update(as_values(m.who, m.key, m.obj.compute()))
+                computed = as_values(m.who, m.key, m.obj.compute())
+            # nan or inf (a metric undefined on this split) is recorded as null, which JSON has; a bare NaN is no JSON
+            values.update({k: v if math.isfinite(v) else None for k, v in computed.items()})
         return Evaluated(values, confusion)
 
     def _take(self, split: str, logits_in: list, y_in: list) -> None:
