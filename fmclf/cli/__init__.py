@@ -54,7 +54,7 @@ def friendly(fn: Callable) -> Callable:
             if is_root_process():
                 echo_err(_stopped(exc))
             sys.exit(130)
-        except (ImportError, OSError, MemoryError) as exc:
+        except (ImportError, OSError) as exc:
             text = torch_failed(exc)
             if text is None or os.environ.get("FMCLF_DEBUG"):
                 raise
@@ -138,7 +138,7 @@ def main() -> None:
         signals.ending()
         echo_err(_stopped(exc))
         code = 130
-    except (ImportError, OSError, MemoryError) as exc:  # outside a command (--version): torch failing to load
+    except (ImportError, OSError) as exc:  # outside a command (--version): torch failing to load
         text = torch_failed(exc)
         if text is None or os.environ.get("FMCLF_DEBUG"):
             raise

@@ -76,12 +76,14 @@ def component_fault(exc: BaseException) -> bool:
 def torch_failed(exc: BaseException) -> str | None:
     """The paragraph for ``exc`` when it is torch failing to load (its libraries cannot be mapped under a
     memory limit such as ``ulimit -v``, or a broken install), else None."""
+    if not isinstance(exc, (ImportError, OSError)):  # what a failed import raises; anything else is no import
+        return None
     frames, tb = [], exc.__traceback__
     while tb is not None:
         frames.append(tb.tb_frame.f_code.co_filename)
         tb = tb.tb_next
     name = getattr(exc, "name", None) or ""
-    if not (name == "torch" or name.startswith("torch.")
+    if not (name in ("torch", "torch._C")  # not installed, or its core library would not load
             or any(f.endswith(os.path.join("torch", "__init__.py")) for f in frames)):  # torch's own import
         return None
     import resource

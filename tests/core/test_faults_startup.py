@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from fmclf.cli import torch_failed
+from fmclf.train.blame import torch_failed
 
 
 def _fmclf(*args: str, limit_kb: int = 1_500_000, cwd: pathlib.Path | None = None) -> subprocess.CompletedProcess:
@@ -48,3 +48,4 @@ def test_only_torchs_own_import_failing_is_taken_for_it():
                                                                      name="torch._C"))
     assert torch_failed(ImportError("no module named yaml", name="yaml")) is None
     assert torch_failed(OSError("disk full")) is None
+    assert torch_failed(ModuleNotFoundError("No module named 'torch.nope'", name="torch.nope")) is None
