@@ -119,3 +119,14 @@ def test_compare_records_a_run_whose_loss_called_sys_exit_as_failed(tiny_data, t
     assert rows["exit-loss"]["failed"] == 1 and rows["fused"]["failed"] == 0
     status = json.loads((out / "runs" / "scratch-exit-loss-sgd-fashion-mnist-seed0" / "status.json").read_text())
     assert status["status"] == "failed"
+
+
+def test_a_models_system_exit_while_the_pictures_are_drawn_is_a_warning_not_an_exit(tiny_data, tmp_path):
+    """After training the model is called once more, for predictions.png: its sys.exit(0) there costs
+    the picture (a warning), not the run's exit code or its files."""
+    run_dir = tmp_path / "run"
+    batches = 96 // 32 + 40 // 32 + 1  # every training and test forward of one epoch
+    result = _run(tiny_data, run_dir, "--model", "exit-forward", "-o", f"model.at_call={batches + 1}")
+    assert result.exit_code == 0, result.output
+    assert "Warning: could not draw the run's pictures (SystemExit" in result.output
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
