@@ -169,3 +169,22 @@ def test_a_metric_of_nan_is_recorded_as_null_and_every_file_is_json(tmp_path, mo
     assert listed.exit_code == 0, listed.output
     strict(listed.stdout)
     assert not any(isinstance(v, float) and math.isnan(v) for v in result.summary.values())
+
+
+def test_a_plugin_metric_of_nan_is_null_and_the_report_is_redrawn(fmclf_plugin, tiny_data, tmp_path):
+    import types
+
+    from fmclf.cli import cli
+
+    fmclf_plugin(types.SimpleNamespace(register_metrics=fmclf.hookimpl(
+        lambda register: register("nan-metric", lambda: _NanMetric()))), name="nan-plugin")
+    run_dir = tmp_path / "run"
+    done = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "1",
+                                    "--device", "cpu", "--visualizer", "none", "--metric", "nan-metric",
+                                    "--out", str(run_dir)])
+    assert done.exit_code == 0, done.output
+    row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1],
+                     parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    assert row["test_nan-metric_undefined"] is None and row["test_nan-metric_fine"] == 1.0
+    redrawn = CliRunner().invoke(cli, ["report", str(run_dir)])
+    assert redrawn.exit_code == 0, redrawn.output
