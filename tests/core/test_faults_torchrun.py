@@ -33,8 +33,6 @@ def test_processes_that_end_with_different_weights_fail_the_run(tiny_data, tmp_p
 
 
 def test_fit_raises_for_processes_that_end_with_different_weights(tiny_data, tmp_path, monkeypatch):
-    import pytest
-
     import fmclf
     from fmclf.errors import DistributedError
 
@@ -76,3 +74,23 @@ def test_an_old_checkpoint_without_seconds_still_resumes(tiny_data, tmp_path):
     torch.save(checkpoint, run_dir / "checkpoint.pt")
     resumed = CliRunner().invoke(cli, ["run", "--resume", str(run_dir), "--visualizer", "none"])
     assert resumed.exit_code == 0, resumed.output
+
+
+@pytest.mark.slow  # two processes under torchrun
+def test_torchrun_processes_that_end_with_different_weights_fail_loudly(tmp_path):
+    """Rank 1 moves its bias on its 2nd training step: the run must not be marked finished (issue 25)."""
+    from test_distributed import TINY, torchrun
+
+    from helpers import write_tiny_fashion
+
+    tiny = write_tiny_fashion(tmp_path / "data")
+    done = torchrun("-p", "distributed_plugin", "run", "--model", "scripted", "--epochs", "1", "--data-root",
+                    str(tiny), *TINY, "--out", "drift", cwd=tmp_path, env={"FMCLF_TEST_CUE": "1:2:drift"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    # fmclf's own words (torchrun's launcher adds its report of a failed child after them)
+    assert "Error: the 2 processes ended with different weights" in done.stderr, done.stderr
+    assert "fmclf/run/runner.py" not in done.stderr  # no traceback through fmclf
+    assert "Stopped by SIGTERM" not in done.stderr and "after training had finished" not in done.stderr
+    status = json.loads((tmp_path / "drift" / "status.json").read_text())
+    assert status["status"] == "failed"
+    assert json.loads((tmp_path / "drift" / "summary.json").read_text())["distributed"]["weights_identical"] is False
