@@ -1,4 +1,4 @@
-"""torchrun's promises kept in one process (issue 25, class 10): processes that end with different
+"""torchrun's promises (issue 25, class 10): processes that end with different
 weights fail the run (status failed, exit 1, saying so), and a resumed epoch is timed whole: the part
 trained before the stop plus the part after, not the few batches left as if they were an epoch."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from fmclf.cli import cli
