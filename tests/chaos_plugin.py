@@ -27,11 +27,9 @@ def register_datasets(register):
 def register_models(register):
     register("linear", linear, help="flatten + linear; can send itself a signal during its n-th evaluation")
     register("boom-build", boom_build, help="a model whose factory raises")
-    register("boom-forward", boom_forward, help="a model whose forward raises at call n")
-    register("exit-forward", exit_forward, help="a model whose forward raises a BaseException at call n")
-    register("int-logits", int_logits, help="a model that returns int64 logits")
+    register("boom-forward", boom_forward, help="a model whose forward raises at call n (or returns odd logits from "
+                                                "it on)")
     register("no-params", no_params, help="a model with no parameters")
-    register("nan-logits", nan_logits, help="flatten + linear whose logits are nan from call n on")
 
 
 @fmclf.hookimpl
@@ -191,9 +189,10 @@ def boom_build(*, num_inputs: int, num_classes: int):
     raise RuntimeError("no GPU kernels for this model")
 
 
-def boom_forward(*, num_inputs: int, num_classes: int, at_call: int = 1):
+def boom_forward(*, num_inputs: int, num_classes: int, at_call: int = 1, kind: str = "value"):
     """Options:
         at_call: the forward call that raises
+        kind: value (ValueError), exit0, exit3, generator, custom, keyboard; nan or int: such logits from then on
     """
     import torch
 
@@ -205,9 +204,14 @@ def boom_forward(*, num_inputs: int, num_classes: int, at_call: int = 1):
 
         def forward(self, X):
             self.calls += 1
+            out = self.lin(X.flatten(1))
+            if kind in ("nan", "int"):
+                return out if self.calls < at_call else out * float("nan") if kind == "nan" else out.round().long()
             if self.calls == at_call:
+                if kind != "value":
+                    raise_base(kind)
                 raise ValueError("matrix shapes went wrong inside the model")
-            return self.lin(X.flatten(1))
+            return out
 
     return Boom()
 
@@ -407,42 +411,6 @@ def raise_base(kind: str) -> None:
     raise Abandon("the plugin gave up")
 
 
-def exit_forward(*, num_inputs: int, num_classes: int, at_call: int = 1, kind: str = "exit0"):
-    """Options:
-        at_call: the forward call that raises
-        kind: exit0, exit3, generator, custom or keyboard
-    """
-    import torch
-
-    class ExitForward(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(num_inputs, num_classes)
-            self.calls = 0
-
-        def forward(self, X):
-            self.calls += 1
-            if self.calls == at_call:
-                raise_base(kind)
-            return self.lin(X.flatten(1))
-
-    return ExitForward()
-
-
-def int_logits(*, num_inputs: int, num_classes: int):
-    import torch
-
-    class IntLogits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(num_inputs, num_classes)
-
-        def forward(self, X):
-            return self.lin(X.flatten(1)).round().long()
-
-    return IntLogits()
-
-
 def no_params(*, num_inputs: int, num_classes: int):
     import torch
 
@@ -451,26 +419,6 @@ def no_params(*, num_inputs: int, num_classes: int):
             return torch.zeros(X.shape[0], num_classes)
 
     return NoParams()
-
-
-def nan_logits(*, num_inputs: int, num_classes: int, at_call: int = 1):
-    """Options:
-        at_call: from this forward call on the logits are nan
-    """
-    import torch
-
-    class NanLogits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(num_inputs, num_classes)
-            self.calls = 0
-
-        def forward(self, X):
-            self.calls += 1
-            out = self.lin(X.flatten(1))
-            return out * float("nan") if self.calls >= at_call else out
-
-    return NanLogits()
 
 
 def exit_loss(*, kind: str = "exit0"):

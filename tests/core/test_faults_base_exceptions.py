@@ -40,8 +40,8 @@ def _assert_blamed(result, run_dir: pathlib.Path, who: str, kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_models_base_exception_is_the_models_fault(tiny_data, tmp_path, kind):
     run_dir = tmp_path / "run"
-    result = _run(tiny_data, run_dir, "--model", "exit-forward", "-o", "model.at_call=2", "-o", f"model.kind={kind}")
-    _assert_blamed(result, run_dir, "model 'exit-forward'", kind)
+    result = _run(tiny_data, run_dir, "--model", "boom-forward", "-o", "model.at_call=2", "-o", f"model.kind={kind}")
+    _assert_blamed(result, run_dir, "model 'boom-forward'", kind)
     assert "on batch 2 of epoch 1" in result.stderr
 
 
@@ -126,7 +126,8 @@ def test_a_models_system_exit_while_the_pictures_are_drawn_is_a_warning_not_an_e
     the picture (a warning), not the run's exit code or its files."""
     run_dir = tmp_path / "run"
     batches = 96 // 32 + 40 // 32 + 1  # every training and test forward of one epoch
-    result = _run(tiny_data, run_dir, "--model", "exit-forward", "-o", f"model.at_call={batches + 1}")
+    result = _run(tiny_data, run_dir, "--model", "boom-forward", "-o", f"model.at_call={batches + 1}",
+                  "-o", "model.kind=exit0")
     assert result.exit_code == 0, result.output
     assert "Warning: could not draw the run's pictures (SystemExit" in result.output
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"

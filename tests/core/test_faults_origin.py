@@ -37,7 +37,8 @@ def _blamed(result, who: str, *innocent: str) -> str:
 
 @pytest.mark.parametrize("loss", ["fused", "naive"])
 def test_int64_logits_are_the_models_fault(tiny_data, tmp_path, loss):
-    error = _blamed(_run(tiny_data, tmp_path, "--model", "int-logits", "--loss", loss), "model 'int-logits'",
+    error = _blamed(_run(tiny_data, tmp_path, "--model", "boom-forward", "-o", "model.kind=int", "--loss", loss),
+                    "model 'boom-forward'",
                     f"loss '{loss}'")
     assert "returned logits of dtype torch.int64" in error
 
@@ -63,10 +64,11 @@ def test_a_model_whose_parameters_are_all_frozen_is_the_models_fault(fmclf_plugi
 
 @pytest.mark.parametrize("loss", ["fused", "naive"])
 def test_nan_logits_are_said_to_come_from_the_model_and_fused_is_not_advised(tiny_data, tmp_path, loss):
-    result = _run(tiny_data, tmp_path, "--model", "nan-logits", "-o", "model.at_call=2", "--loss", loss)
+    result = _run(tiny_data, tmp_path, "--model", "boom-forward", "-o", "model.at_call=2", "-o", "model.kind=nan",
+                  "--loss", loss)
     assert result.exit_code == 1, result.output
     assert "training diverged" in result.stderr
-    assert "The logits of model 'nan-logits' (plugin 'chaos_plugin') were already inf or nan" in result.stderr
+    assert "The logits of model 'boom-forward' (plugin 'chaos_plugin') were already inf or nan" in result.stderr
     assert "--loss fused" not in result.stderr
 
 
