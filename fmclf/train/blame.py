@@ -86,10 +86,14 @@ def torch_failed(exc: BaseException) -> str | None:
     if not (name in ("torch", "torch._C")  # not installed, or its core library would not load
             or any(f.endswith(os.path.join("torch", "__init__.py")) for f in frames)):  # torch's own import
         return None
-    import resource
+    try:
+        import resource
 
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    within = ("" if limit == resource.RLIM_INFINITY else
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        unlimited = limit == resource.RLIM_INFINITY
+    except (ImportError, OSError, ValueError):  # no such limits here (Windows)
+        limit, unlimited = 0, True
+    within = ("" if unlimited else
               f" This process may use at most {limit // 2**20} MiB of address space (`ulimit -v` {limit // 1024}), "
               f"and torch maps several GB of libraries when it loads: that limit is the likely cause.")
     first = " ".join(str(exc).split())[:300] or type(exc).__name__
