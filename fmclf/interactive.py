@@ -284,6 +284,7 @@ def _components(args: dict[str, Any], given: frozenset[str], host: PluginHost, r
     function_model = not isinstance(model, str) and not _is_module(model)
     if params is None and function_model and _is_optimizer(updater):
         params = obj.optimizer_params(updater)  # a torch optimizer holds the tensors it updates
+    _check_optimizer(model, updater, params)
     if not isinstance(model, str):
         records["model"] = obj.model_record(model, params)
     elif params is not None:
@@ -317,6 +318,31 @@ def _components(args: dict[str, Any], given: frozenset[str], host: PluginHost, r
             raise UsageError(f"{plural}= takes {singular} components, a kind this version of fmclf does not have yet; "
                              f"leave {plural} out.")
     return records, names, not no_params
+
+
+def _check_optimizer(model: Any, updater: Any, params: Sequence[Any] | None) -> None:
+    """Refuse a torch optimizer that would train nothing: over no tensor that requires grad, or over none
+    of the parameters of the model object it is given with (one built from another model's, say)."""
+    if not _is_optimizer(updater):
+        return
+    from .run.objects import optimizer_params
+
+    name = type(updater).__name__
+    mine = [p for p in optimizer_params(updater) if getattr(p, "requires_grad", False)]
+    if not mine:
+        raise UsageError(
+            f"the {name} optimizer holds no tensor that requires grad, so it would train nothing: build it from the "
+            f"parameters it should train, such as {name}(net.parameters(), lr=0.1) (or [W, b] with "
+            f"requires_grad=True)."
+        )
+    if _is_module(model) or params is not None:
+        model_params = list(model.parameters()) if _is_module(model) else list(params or ())
+        if not {id(p) for p in mine} & {id(p) for p in model_params}:
+            raise UsageError(
+                f"the {name} optimizer updates none of the model's parameters (it was built from other tensors, "
+                f"another model's perhaps), so training would change nothing: build it from this model's, such as "
+                f"{name}(net.parameters(), lr=0.1)."
+            )
 
 
 def _is_module(model: Any) -> bool:

@@ -376,6 +376,13 @@ def fused_cross_entropy(
 class FusedCrossEntropy:
     """The ``fused`` loss component: ``loss(logits, y)`` -> (N,), options fixed at construction."""
 
+    #: What the engine's divergence message advises: this loss stays finite for finite logits, so
+    #: suggesting it (the core's general advice) to a run that already uses it would mislead.
+    divergence_hint = (
+        "The fused loss stays finite for any finite logits, so the logits themselves became inf or nan: the "
+        "weights overflowed. Use a smaller --lr."
+    )
+
     def __init__(
         self,
         *,

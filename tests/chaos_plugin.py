@@ -27,13 +27,23 @@ def register_datasets(register):
 def register_models(register):
     register("linear", linear, help="flatten + linear; can send itself a signal during its n-th evaluation")
     register("boom-build", boom_build, help="a model whose factory raises")
-    register("boom-forward", boom_forward, help="a model whose forward raises at call n")
+    register("boom-forward", boom_forward, help="a model whose forward raises at call n (or returns odd logits from "
+                                                "it on)")
+    register("no-params", no_params, help="a model with no parameters")
 
 
 @fmclf.hookimpl
 def register_losses(register):
     register("inf-at", inf_at, help="the fused cross-entropy, except that call n returns inf")
     register("boom", boom_loss, help="a loss that raises")
+    register("exit-loss", exit_loss, help="a loss that raises a BaseException (sys.exit(0) ...)")
+    register("detached", detached_loss, help="cross-entropy, detached from the graph")
+    register("wide", wide_loss, help="a loss that returns shape (N, 3)")
+    register("bad-ref", bad_ref_loss, help="cross-entropy with a reference that is wrong (shape, raise or nan)")
+    register("raising-ref", lambda: bad_ref_loss(mode="raise"), help="cross-entropy with a reference that raises")
+    register("nan-ref", lambda: bad_ref_loss(mode="nan"), help="cross-entropy with a reference that is nan on large "
+                                                               "logits")
+    register("quit-loss", lambda: exit_loss(kind="custom"), help="a loss that raises a BaseException of its own")
 
 
 @fmclf.hookimpl
@@ -55,6 +65,8 @@ def register_visualizers(register):
 def register_callbacks(register):
     register("record", record_events, help="appends every event it hears to RUN_DIR/<name>.events, one line each")
     register("boom-on-exception", boom_on_exception, help="a callback whose on_exception itself raises")
+    register("exit-callback", exit_callback, help="a callback that raises a BaseException (SystemExit ...) at an event")
+    register("odd-state", odd_state, help="a callback whose state_dict() cannot make the checkpoint's round trip")
 
 
 # --- data -------------------------------------------------------------------------------
@@ -177,9 +189,10 @@ def boom_build(*, num_inputs: int, num_classes: int):
     raise RuntimeError("no GPU kernels for this model")
 
 
-def boom_forward(*, num_inputs: int, num_classes: int, at_call: int = 1):
+def boom_forward(*, num_inputs: int, num_classes: int, at_call: int = 1, kind: str = "value"):
     """Options:
         at_call: the forward call that raises
+        kind: value (ValueError), exit0, exit3, generator, custom, keyboard; nan or int: such logits from then on
     """
     import torch
 
@@ -191,9 +204,14 @@ def boom_forward(*, num_inputs: int, num_classes: int, at_call: int = 1):
 
         def forward(self, X):
             self.calls += 1
+            out = self.lin(X.flatten(1))
+            if kind in ("nan", "int"):
+                return out if self.calls < at_call else out * float("nan") if kind == "nan" else out.round().long()
             if self.calls == at_call:
+                if kind != "value":
+                    raise_base(kind)
                 raise ValueError("matrix shapes went wrong inside the model")
-            return self.lin(X.flatten(1))
+            return out
 
     return Boom()
 
@@ -370,6 +388,141 @@ def boom_on_exception(*, run_dir=None):
             raise RuntimeError("the log file is gone too")
 
     return Boom()
+
+
+# --- BaseExceptions, odd tensors and odd states (issue 25) -----------------------------------
+
+
+class Abandon(BaseException):
+    """A BaseException of a plugin's own (neither Exception, SystemExit nor KeyboardInterrupt)."""
+
+
+def raise_base(kind: str) -> None:
+    """Raise the BaseException ``kind`` names: exit0 (sys.exit(0)), exit3, generator (GeneratorExit),
+    custom (:class:`Abandon`) or keyboard (a bare KeyboardInterrupt, no signal behind it)."""
+    if kind == "exit0":
+        sys.exit(0)
+    if kind == "exit3":
+        raise SystemExit(3)
+    if kind == "generator":
+        raise GeneratorExit("closed")
+    if kind == "keyboard":
+        raise KeyboardInterrupt
+    raise Abandon("the plugin gave up")
+
+
+def no_params(*, num_inputs: int, num_classes: int):
+    import torch
+
+    class NoParams(torch.nn.Module):
+        def forward(self, X):
+            return torch.zeros(X.shape[0], num_classes)
+
+    return NoParams()
+
+
+def exit_loss(*, kind: str = "exit0"):
+    """Options:
+        kind: exit0, exit3, generator, custom or keyboard
+    """
+    def loss(logits, y):
+        raise_base(kind)
+
+    return loss
+
+
+def detached_loss():
+    import torch
+
+    def loss(logits, y):
+        return torch.nn.functional.cross_entropy(logits, y, reduction="none").detach()
+
+    return loss
+
+
+def wide_loss():
+    import torch
+
+    def loss(logits, y):
+        return torch.nn.functional.cross_entropy(logits, y, reduction="none")[:, None].expand(-1, 3)
+
+    return loss
+
+
+def bad_ref_loss(*, mode: str = "shape"):
+    """Options:
+        mode: shape (the reference returns (N, 1)), raise (it raises) or nan (it is nan on rows whose logits are large)
+    """
+    import torch
+
+    def loss(logits, y):
+        return torch.nn.functional.cross_entropy(logits, y, reduction="none")
+
+    def reference(logits, y):
+        out = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        if mode == "shape":
+            return out[:, None]
+        if mode == "raise":
+            raise ValueError("the reference has no float64 kernel")
+        return torch.where(logits.abs().amax(dim=1) > 50, float("nan"), out)
+
+    loss.reference = reference
+    return loss
+
+
+def exit_callback(*, run_dir=None, event: str = "on_epoch_end", kind: str = "exit0"):
+    """Options:
+        event: the event method that raises
+        kind: exit0, exit3, generator, custom or keyboard
+    """
+    class ExitCallback:
+        pass
+
+    setattr(ExitCallback, event, lambda self, e: raise_base(kind))
+    return ExitCallback()
+
+
+def odd_state(*, run_dir=None, state: str = "intenum"):
+    """Options:
+        state: intenum (an IntEnum), lambda (a defaultdict with a lambda), subclass (a tensor subclass),
+            deep (nesting too deep to pickle) or huge (100 MB)
+    """
+    import collections
+    import enum
+
+    import torch
+
+    class Mode(enum.IntEnum):
+        MIN = 1
+
+    class Tagged(torch.Tensor):
+        pass
+
+    def value():
+        if state == "intenum":
+            return {"mode": Mode.MIN}
+        if state == "lambda":
+            return {"counts": collections.defaultdict(lambda: 0, {"a": 1})}
+        if state == "subclass":
+            return {"best": torch.zeros(3).as_subclass(Tagged)}
+        if state == "deep":
+            nested: list = []
+            for _ in range(100_000):
+                nested = [nested]
+            return {"deep": nested}
+        return {"big": torch.zeros(26 * 2**20, dtype=torch.float32)}
+
+    class OddState:
+        def on_epoch_end(self, event):
+            pass
+
+        def state_dict(self):
+            return value()
+
+        def load_state_dict(self, s):
+            pass
+
+    return OddState()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,7 +4,8 @@
 ``scripted`` is the scratch model (same weights, same output) plus a buffer
 that its training forward pass updates from the batch, as batch norm's running
 statistics are; when ``$FMCLF_TEST_CUE`` is ``RANK:CALL:ACTION`` it sends
-itself SIGTERM (ACTION ``SIGTERM``) or raises (ACTION ``raise``) on its
+itself SIGTERM (ACTION ``SIGTERM``), raises (ACTION ``raise``) or moves its own weights
+away from the other processes' (ACTION ``drift``) on its
 CALL-th training forward pass in the process of that RANK.
 """
 
@@ -55,6 +56,10 @@ def scripted(*, num_inputs: int, num_classes: int):
                 if Scripted.calls == int(call):
                     if action == "raise":
                         raise RuntimeError(f"scripted failure on training call {call} in rank {rank}")
+                    if action == "drift":  # this process's weights part from the others' for good
+                        with torch.no_grad():
+                            self.b.add_(1.0)
+                        return super().forward(X)
                     os.kill(os.getpid(), getattr(signal, action))
             return super().forward(X)
 

@@ -21,6 +21,7 @@ from ..dist.launch import is_root_process, process_label
 from ..errors import FmclfError, Interrupted
 from ..run import signals
 from ..run.threads import calm_openmp
+from ..train.blame import torch_failed
 from ._help import Group, epilog
 
 
@@ -53,6 +54,12 @@ def friendly(fn: Callable) -> Callable:
             if is_root_process():
                 echo_err(_stopped(exc))
             sys.exit(130)
+        except (ImportError, OSError) as exc:
+            text = torch_failed(exc)
+            if text is None or os.environ.get("FMCLF_DEBUG"):
+                raise
+            echo_err(f"{process_label()}Error: {text}")
+            sys.exit(1)
 
     return wrapper
 
@@ -131,6 +138,12 @@ def main() -> None:
         signals.ending()
         echo_err(_stopped(exc))
         code = 130
+    except (ImportError, OSError) as exc:  # outside a command (--version): torch failing to load
+        text = torch_failed(exc)
+        if text is None or os.environ.get("FMCLF_DEBUG"):
+            raise
+        echo_err(f"Error: {text}")
+        code = 1
     signals.ignore_from_now_on()  # exiting: nothing may turn the exit code into a death by signal now
     sys.exit(streams.finish(code))
 

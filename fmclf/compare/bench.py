@@ -103,7 +103,13 @@ def contenders(host: PluginHost, names: Sequence[str]) -> list[Contender]:
 
 def stability(contenders: Sequence[Contender], device: str = "cpu") -> dict[str, list[CaseResult]]:
     """Each contender on every case of the stress grid."""
-    return {c.name: stress.stress(c.build, per_classes=True, device=device) for c in contenders}
+    from ..train.blame import blame
+
+    out = {}
+    for c in contenders:
+        with blame(c.describe, "on the stress grid"):  # what the grid does not catch is the loss's fault
+            out[c.name] = stress.stress(c.build, per_classes=True, device=device, who=c.describe)
+    return out
 
 
 def parse_shapes(texts: Sequence[str]) -> list[tuple[int, int]]:
@@ -267,6 +273,7 @@ def summary(results: Sequence[CaseResult]) -> dict[str, Any]:
         "loss_nan_rows": sum(r.loss_nan for r in results),
         "grad_nonfinite_cases": sum(1 for r in results if r.error is None and not r.grad_finite),
         "errors": sum(1 for r in results if r.error is not None),
+        "reference_nonfinite_cases": sum(1 for r in results if not r.reference_finite),
         "max_loss_ulps": max(finite_loss) if finite_loss else None,
         "max_grad_ulps": max(finite_grad) if finite_grad else None,
     }
@@ -348,10 +355,23 @@ def speed_rows(report: BenchReport) -> list[list[str]]:
     return rows
 
 
+def reference_notes(report: BenchReport) -> list[str]:
+    """One line per loss whose reference is itself inf or nan on some cases: their errors are not measured."""
+    notes = []
+    for c in report.contenders:
+        bad = [f"{r.case} ({r.dtype})" for r in report.stability.get(c.name, []) if not r.reference_finite]
+        if bad:
+            notes.append(f"the reference of {c.describe} is itself inf or nan on {len(bad)} case(s) "
+                         f"({', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}), so no error is measured there.")
+    return notes
+
+
 def case_cell(r: CaseResult) -> str:
     """One loss on one case: ``loss ulps / gradient ulps``, or its failure in bold."""
     if r.error is not None:
         return f"raised {r.error.split(':')[0]}"
+    if not r.reference_finite and r.loss_finite:
+        return "reference non-finite"
     if not r.loss_finite:
         bad = "nan" if r.loss_nan else "inf"
         return f"**{bad}** ({r.loss_inf + r.loss_nan} of {r.rows} rows)"
@@ -404,6 +424,7 @@ def terminal(report: BenchReport) -> str:
         head = (f"stability: {n} stress cases × dtypes (fmclf.compare.stress) against a float64 reference; "
                 f"errors in ulps of the dtype each loss returns")
         out += [head, "", text_table(summary_rows(report)), ""]
+        out += [f"Note: {line}" for line in reference_notes(report)]
     if report.speed:
         out += [f"speed: forward + backward, fastest round by pytest-benchmark; (×): time over {BASELINE}'s "
                 f"in this run",

@@ -30,6 +30,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ComponentError
+from ..train.blame import blame
+
 if TYPE_CHECKING:
     import torch
 
@@ -392,6 +395,7 @@ class CaseResult:
     loss_error: float | None = None  #: relative
     grad_error: float | None = None  #: relative, row by row
     error: str | None = None  #: the loss raised: "TypeError: ..."
+    reference_finite: bool = True  #: False: the reference itself is inf or nan here, so no error is measured
 
     @property
     def loss_finite(self) -> bool:
@@ -440,15 +444,18 @@ def is_cross_entropy(loss: Callable) -> bool:
             if relative_error(value, cross_entropy_reference(logits, y)[0]) > FAMILY_TOLERANCE:
                 return False
         except Exception:  # a loss that cannot take these inputs is measured for finiteness only
-            return False
+            return False  # (a BaseException, a stray sys.exit, passes: the caller's blame names the loss)
     return True
 
 
 def measure(case: Case, dtype: str, loss: Callable, reference: Reference | None = None, *, kind: str | None = None,
-            device: Any = "cpu") -> CaseResult:
+            device: Any = "cpu", who: str = "the loss") -> CaseResult:
     """Run ``loss`` on one case: its loss and gradient against ``reference`` (a
     ``(logits, y) -> (loss, grad)`` float64 function; None: finiteness only), and
-    how many of its values went inf or nan. ``kind`` names the reference in the result."""
+    how many of its values went inf or nan. ``kind`` names the reference in the result, ``who`` the loss in
+    errors: a result of the wrong shape and a reference that raises or returns the wrong shapes end the
+    measuring, blamed by name (and a BaseException from the loss, a stray ``sys.exit``, passes to the caller's
+    :class:`~fmclf.train.blame.blame`)."""
     import torch
 
     logits, y = case.make(dtype, device)
@@ -456,12 +463,17 @@ def measure(case: Case, dtype: str, loss: Callable, reference: Reference | None 
                         kind or (REFERENCE_NONE if reference is None else REFERENCE_OWN))
     try:
         value, grad = run(loss, logits, y)
-    except Exception as exc:  # one case's failure is that case's result
+    except Exception as exc:  # one case's failure is that case's result (a BaseException ends it: see stress)
         result.error = f"{type(exc).__name__}: {exc}"
         return result
     if not isinstance(value, torch.Tensor):
         result.error = f"returned {type(value).__name__}, not a tensor"
         return result
+    from ..train.engine import loss_shape_problem
+
+    problem = loss_shape_problem(value, int(y.shape[0]))
+    if problem:  # as `fmclf run` refuses it: rows of such a result are no per-example losses
+        raise ComponentError(f"{who} {problem} `fmclf run` refuses such a loss, so it is not benched either.")
     value = value.detach()
     flat = value.reshape(value.shape[0], -1) if value.ndim else value.reshape(1, 1)
     result.loss_inf = int(torch.isinf(flat).any(dim=1).sum())
@@ -472,8 +484,13 @@ def measure(case: Case, dtype: str, loss: Callable, reference: Reference | None 
         result.grad_inf, result.grad_nan = int(torch.isinf(grad).sum()), int(torch.isnan(grad).sum())
     if reference is None:
         return result
-    ref_loss, ref_grad = reference(logits, y)
+    with blame(f"the reference of {who}", f"on stress case {case.name!r} ({dtype})"):
+        ref_loss, ref_grad = reference(logits, y)
+    problem = reference_problem(ref_loss, ref_grad, tuple(logits.shape))
+    if problem:
+        raise ComponentError(f"the reference of {who} {problem}")
     finite_ref = bool(torch.isfinite(ref_loss).all())
+    result.reference_finite = finite_ref and bool(torch.isfinite(ref_grad).all())
     if result.loss_finite and finite_ref and value.shape == ref_loss.shape:
         result.loss_error = relative_error(value, ref_loss)
         result.loss_ulps = loss_ulps(value, ref_loss)
@@ -483,8 +500,18 @@ def measure(case: Case, dtype: str, loss: Callable, reference: Reference | None 
     return result
 
 
+def reference_problem(ref_loss: Any, ref_grad: Any, shape: tuple[int, int]) -> str | None:
+    """What is malformed in a reference's ``(loss, grad)`` for logits of ``shape`` (N, C), or None."""
+    got_loss, got_grad = tuple(getattr(ref_loss, "shape", ())), tuple(getattr(ref_grad, "shape", ()))
+    if got_loss == shape[:1] and got_grad == shape:
+        return None
+    return (f"is malformed: for logits of shape {shape} it returned a loss of shape {got_loss} and a gradient of "
+            f"shape {got_grad}, where a reference returns one loss per row, shape {shape[:1]} (and the gradient "
+            f"with the logits' shape), so no error against it would mean anything. Fix the loss's `reference`.")
+
+
 def stress(loss: Callable | Callable[[int], Callable], reference: Callable | None = None, *, per_classes: bool = False,
-           cases: list[tuple[Case, str]] | None = None, device: Any = "cpu") -> list[CaseResult]:
+           cases: list[tuple[Case, str]] | None = None, device: Any = "cpu", who: str = "the loss") -> list[CaseResult]:
     """Every case of the grid (or ``cases``) for one loss. With ``per_classes``,
     ``loss`` is called with each case's class count to build the loss for it.
 
@@ -495,13 +522,13 @@ def stress(loss: Callable | Callable[[int], Callable], reference: Callable | Non
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _stress(loss, reference, per_classes, cases, device)
+        return _stress(loss, reference, per_classes, cases, device, who)
     finally:
         torch.set_num_threads(threads)
 
 
 def _stress(loss: Callable, reference: Callable | None, per_classes: bool, cases: list[tuple[Case, str]] | None,
-            device: Any) -> list[CaseResult]:
+            device: Any, who: str = "the loss") -> list[CaseResult]:
     built: dict[int, Callable] = {}
 
     def for_classes(C: int) -> Callable:
@@ -516,7 +543,7 @@ def _stress(loss: Callable, reference: Callable | None, per_classes: bool, cases
     for case, dtype in cases or grid():
         try:
             fn = for_classes(case.classes)
-        except Exception as exc:
+        except Exception as exc:  # a BaseException passes: run_bench's blame names the loss
             out.append(CaseResult(case.name, dtype, case.what, case.rows, case.classes, REFERENCE_NONE,
                                   error=f"{type(exc).__name__}: {exc}"))
             continue
@@ -524,5 +551,5 @@ def _stress(loss: Callable, reference: Callable | None, per_classes: bool, cases
         if key not in kinds:
             kinds[key] = choose_reference(fn, reference)
         kind, ref = kinds[key]
-        out.append(measure(case, dtype, fn, ref, kind=kind, device=device))
+        out.append(measure(case, dtype, fn, ref, kind=kind, device=device, who=who))
     return out

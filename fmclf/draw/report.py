@@ -15,6 +15,7 @@ from .. import atomic
 from ..errors import CheckpointError, WriteError
 from ..run import folder
 from ..run.plan import Plan
+from ..train.blame import component_fault
 from . import gallery, pictures
 
 REPORT = folder.REPORT
@@ -44,7 +45,9 @@ class RunReport:
             drawn = self.write(seconds, device)
         except WriteError:  # a full disk, a read-only folder: an error, which --resume can mend
             raise
-        except Exception as exc:  # the run's files are complete; only the pictures are missing
+        except BaseException as exc:  # the run's files are complete; only the pictures are missing
+            if not (isinstance(exc, Exception) or component_fault(exc)):  # the user's own interrupt; a model's
+                raise  # sys.exit while drawing is a picture that failed, as any other error
             echo(f"Warning: could not draw the run's pictures ({type(exc).__name__}: {exc}); its other files are "
                  f"complete.")
             return

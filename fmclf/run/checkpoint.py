@@ -36,6 +36,7 @@ from typing import Any
 
 from .. import atomic
 from ..errors import CheckpointError, ComponentError, DivergenceError
+from ..train.blame import blame, component_fault
 from ..train.engine import Parts, TrainState
 from ..train.updaters import scheduler_of
 from . import folder
@@ -167,19 +168,59 @@ def callback_states(parts: Parts) -> dict[str, Any]:
     for record, callback in parts.callbacks:
         if not all(callable(getattr(callback, m, None)) for m in ("state_dict", "load_state_dict")):
             continue
-        try:
+        with blame(record, "in state_dict()"):
             state = callback.state_dict()
-        except Exception as exc:
-            raise ComponentError(f"{record.describe()} raised {type(exc).__name__} in state_dict(): {exc}. "
-                                 f"This is a fault in that callback; report it to its authors.") from exc
-        if not _plain(state):
+        try:
+            plain = _plain(state)
+        except RecursionError:  # nested too deep to look through: the round trip below says so
+            plain = True
+        if not plain:
             raise ComponentError(
                 f"{record.describe()}: state_dict() returned {type(state).__name__} holding objects other than "
                 f"tensors, numbers, strings, lists and dicts; a checkpoint keeps only those (it is read back "
                 f"with weights_only=True). Return plain data from state_dict()."
             )
+        round_trip(record, state)
         out[_target(record)] = state
     return out
+
+
+#: The most a callback's state may take in a checkpoint, written after every epoch.
+MAX_CALLBACK_STATE = 64 * 2**20
+
+
+def round_trip(record: Any, state: Any) -> None:  # record: a ComponentRecord, or a plain description
+    """Save ``state`` as a checkpoint is saved and read it back as ``--resume`` reads it: what passes
+    the type check but cannot make that trip (an IntEnum, a dict subclass holding a lambda, a tensor
+    subclass, nesting too deep to pickle) or is too big is refused now, naming the callback, before a
+    checkpoint ``--resume`` would refuse is written."""
+    import torch
+
+    who = record if isinstance(record, str) else record.describe()
+    buf = io.BytesIO()
+    try:
+        torch.save(state, buf)
+        size = buf.tell()
+        if size <= MAX_CALLBACK_STATE:
+            buf.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.load(buf, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the trip is the state's
+        why = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ComponentError(
+            f"{who}: the state its state_dict() returned cannot be saved in a checkpoint and read back "
+            f"({type(exc).__name__}: {why}). A checkpoint keeps plain tensors, numbers, strings, lists and dicts "
+            f"(read back with weights_only=True): return those from state_dict(), not subclasses of them (an "
+            f"IntEnum, a defaultdict, a tensor subclass). This is a fault in that callback; report it to its authors."
+        ) from exc
+    if size > MAX_CALLBACK_STATE:
+        raise ComponentError(
+            f"{who}: the state its state_dict() returned takes {size / 2**20:.0f} MiB in a checkpoint, "
+            f"more than the {MAX_CALLBACK_STATE // 2**20} MiB a callback may keep there (the checkpoint is written "
+            f"after every epoch). Keep less state, or write it to a file of its own. This is a fault in that "
+            f"callback; report it to its authors."
+        )
 
 
 def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int,
@@ -268,6 +309,9 @@ def problem(checkpoint: dict[str, Any]) -> str | None:
     for key in ("epoch", "batch", "correct", "examples"):
         if key in state and not whole(state[key]):
             return f"its state.{key} is {short(state[key])}, not a whole number of 0 or more"
+    seconds = state.get("seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+        return f"its state.seconds is {short(seconds)}, not a time in seconds"
     loss_sum = state.get("loss_sum", 0.0)
     if isinstance(loss_sum, bool) or not isinstance(loss_sum, (int, float)) or not math.isfinite(loss_sum) \
             or loss_sum < 0:
@@ -317,7 +361,9 @@ def restore_callbacks(parts: Parts, states: dict[str, Any]) -> None:
             continue
         try:
             callback.load_state_dict(state)
-        except Exception as exc:
+        except BaseException as exc:
+            if not component_fault(exc):
+                raise
             raise ComponentError(
                 f"{record.describe()} raised {type(exc).__name__} in load_state_dict() while the run resumed: {exc}. "
                 f"Its saved state does not fit this version of it; report this to its authors, or start a new run."

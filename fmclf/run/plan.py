@@ -21,7 +21,7 @@ from ..host.loading import PluginHost
 from ..host.options import accepted_core_params, options_of, resolve_options
 from ..host.registry import ComponentRecord
 from ..kinds import BY_NAME, core_params
-from ..train.blame import memory_message, out_of_memory
+from ..train.blame import component_fault, memory_message, out_of_memory, torch_failed
 from ..train.engine import Parts
 from ..train.heldout import Metric
 from . import folder
@@ -175,9 +175,12 @@ def call_factory(record: ComponentRecord, core: dict[str, Any], options: dict[st
     kwargs.update(options)
     try:
         return record.factory(**kwargs)
-    except FmclfError:
-        raise
-    except Exception as exc:
+    except BaseException as exc:
+        if not component_fault(exc):  # an fmclf error, or the user's own interrupt
+            raise
+        unloadable = torch_failed(exc)
+        if unloadable:  # torch itself cannot load: no component's fault
+            raise FmclfError(unloadable) from exc
         if out_of_memory(exc):
             raise ComponentError(memory_message(record.describe(), "while building it", exc)) from exc
         raise ComponentError(
@@ -244,6 +247,17 @@ def check_shards(dataset: Any, comm: Any) -> None:
         ))
 
 
+def require_parameters(model_record: ComponentRecord, model: Any, updater_record: ComponentRecord) -> None:
+    """Refuse a model with no trainable parameters before an updater is built from them: the updater
+    would fail on an empty list (and be blamed), or train nothing."""
+    if not any(getattr(p, "requires_grad", False) for p in model.parameters()):
+        raise ComponentError(
+            f"{model_record.describe()} has no trainable parameters (model.parameters() yields none that requires "
+            f"grad), so {updater_record.describe()} has nothing to train. This is the model's doing: register its "
+            f"weights as nn.Parameter (or report it to its authors), or choose another with `fmclf plugins`."
+        )
+
+
 def build(record: ComponentRecord, core: dict[str, Any], options: dict[str, Any]) -> Any:
     """Call the factory (see :func:`call_factory`) and check what it returned against
     its kind's contract (:mod:`fmclf.kinds`); returns it, adapted where the contract says so."""
@@ -279,6 +293,8 @@ def assemble(
     model.to(device)
     loss = build(records["loss"], {"num_classes": num_classes}, options["loss"])
     steps = {"epochs": config.epochs, "steps_per_epoch": len(dataset.train)}
+    if "params" in accepted_core_params(records["updater"]):
+        require_parameters(records["model"], model, records["updater"])
     updater = build(records["updater"], {"params": list(model.parameters()), "lr": config.lr, **steps},
                     options["updater"])
     metrics = []

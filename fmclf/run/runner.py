@@ -540,10 +540,14 @@ def _train(
         "peak_memory": memory, **({"distributed": record} if record else {}),
     }
 
+    differ = _different_weights(record, comm, run_dir)  # the run failed, though every epoch trained
+
     def write_results() -> None:
         if checkpoints:
             checkpoint_io.save_weights(run_dir, parts.model)
         folder.write_json(run_dir / folder.SUMMARY, summary)
+        if differ is not None:  # here, while the other processes wait: none exits (and has torchrun stop us) first
+            folder.write_status(run_dir, "failed", len(state.history), str(differ))
 
     try:
         if redraw:
@@ -551,6 +555,8 @@ def _train(
             summary = comm.on_root("reading the run folder", lambda: folder.read_json(run_dir / folder.SUMMARY))
         elif run_dir is not None:
             comm.on_root("writing the final weights and summary", write_results)
+        if differ is not None:
+            raise comm.alike(differ)
         if comm.is_root and run_dir is not None:
             folder.write_status(run_dir, "finished", len(state.history))
         if report is not None:
@@ -562,16 +568,23 @@ def _train(
             f"{str(exc).strip()} Training has finished and {run_dir / folder.CHECKPOINT} holds it; once the folder "
             f"can be written, `{how}` writes {rest}.",
             errno=exc.errno, filename=exc.filename) from None
-    if record and not record["weights_identical"]:
-        raise comm.alike(DistributedError(
-            f"the {comm.world_size} processes ended with different weights (SHA-256 digests in "
-            f"{run_dir / folder.SUMMARY}); {run_dir / folder.WEIGHTS} holds rank 0's. A component does something "
-            f"different in each process (a random draw from an unseeded generator, a non-deterministic kernel); "
-            f"please report it."
-        ))
     trained = 0 if redraw else max(len(state.history) - start_epoch, 0)
     return RunResult(run_dir, state.history, str(device), seconds, plan, trained, memory, state.stopped,
                      model=parts.model, summary=summary)
+
+
+def _different_weights(record: dict[str, Any] | None, comm: Solo,
+                       run_dir: pathlib.Path | None) -> DistributedError | None:
+    """The error for processes that ended with different weights (see :func:`processes.weights_record`), or None."""
+    if not record or record.get("weights_identical", True):
+        return None
+    where = (f"SHA-256 digests in {run_dir / folder.SUMMARY}); {run_dir / folder.WEIGHTS} holds rank 0's"
+             if run_dir is not None else "their SHA-256 digests differ)")
+    return DistributedError(
+        f"the {comm.world_size} processes ended with different weights ({where}, and the run is marked failed. A "
+        f"component does something different in each process (a random draw from an unseeded generator, a "
+        f"non-deterministic kernel); please report it."
+    )
 
 
 def _recorded(run_dir: pathlib.Path, state: TrainState, device: Any, plan: Plan, parts: Any, comm: Solo) -> RunResult:

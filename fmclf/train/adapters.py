@@ -107,12 +107,28 @@ class OnDevice:
                 X, y = item[0], item[1]
             except (TypeError, IndexError, KeyError):
                 raise TypeError(f"a batch must be a pair (X, y); got {type(item).__name__}") from None
-            yield _on(X, device), _on(y, device)
+            X, y = _on(X, "X", device), _on(y, "y", device)
+            if not len(y) or X.ndim == 0 or len(X) != len(y):
+                raise UsageError(
+                    f"a batch holds {len(X) if X.ndim else 0} examples (X of shape {tuple(X.shape)}) and "
+                    f"{len(y)} labels (y of shape {tuple(y.shape)}); every batch must hold the same number of "
+                    f"examples and labels, at least one. Leave empty batches out of your data."
+                )
+            yield X, y
 
 
-def _on(value: Any, device: Any) -> Any:
+def _on(value: Any, name: str, device: Any) -> torch.Tensor:
+    """``value`` (a tensor or a NumPy array) on ``device``; a clear error for what cannot be one."""
     if not isinstance(value, torch.Tensor):
-        value = torch.as_tensor(value)
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            inner = type(value[0]).__name__ if isinstance(value, (list, tuple)) and value else "?"
+            raise UsageError(
+                f"a batch's {name} is a {type(value).__name__} (of {inner}), which fmclf cannot turn into one tensor "
+                f"({' '.join(str(exc).split())[:200]}). Give each batch as tensors (X of shape (N, ...), y of shape "
+                f"(N,)): torch.stack a list of tensors, torch.tensor a list of numbers, or use a DataLoader."
+            ) from None
     return value.to(device, non_blocking=True)
 
 
@@ -153,7 +169,15 @@ def count_classes(batches: Iterable[Any]) -> int:
         if y.ndim == 2:
             return int(y.shape[1])
         if y.numel():
+            if int(y.min()) < 0:  # no class count can be read from it; the engine's label check says the rest
+                raise UsageError(
+                    f"the labels include {int(y.min())}, but labels are class indices from 0 to C-1 (or probability "
+                    f"targets of shape (N, C)): fix the labels of your data."
+                )
             top = builtins.max(top, int(y.max()))
+    if top < 0:
+        raise UsageError("the test labels hold no class index, so fmclf cannot tell how many classes there are: "
+                         "pass classes=[...] with your data set, or give test batches with labels.")
     return top + 1
 
 
@@ -178,7 +202,9 @@ def user_dataset(train: Any, test: Any, device: Any, *, classes: Sequence[str] |
     if not has_len(train):
         note("Note: the training batches have no len(); fmclf counts them with one pass before training.")
     on_train, on_test = OnDevice(train, device), OnDevice(test, device)
-    first = next(iter(test), None)
+    if not len(on_train):
+        raise UsageError("the training batches are empty: there is nothing to train on, so give some.")
+    first = next(iter(on_test), None)
     if first is None:
         raise UsageError("the test batches are empty: fmclf evaluates on them after every epoch, so give some.")
     shape = tuple(int(d) for d in (input_shape if input_shape is not None else first[0].shape[1:]))

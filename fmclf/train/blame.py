@@ -2,7 +2,8 @@
 
 Inside ``with blame(who, where):`` an :class:`~fmclf.errors.FmclfError` passes
 through untouched (it already says what is wrong and whose it is: a
-DataError, a lost peer); any other exception becomes the
+DataError, a lost peer); so does the user's own interrupt; any other exception,
+and any other BaseException (a stray ``sys.exit(0)``, see :func:`component_fault`), becomes the
 :class:`~fmclf.errors.ComponentError` that names ``who`` (a component's
 record, or a plain description when there is none) and ``where``, with the
 original chained as its cause for ``FMCLF_DEBUG=1``. A class, not a
@@ -11,10 +12,11 @@ generator, because the training loop enters one per call, on every batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from types import TracebackType
 
-from ..errors import ComponentError, DivergenceError, FmclfError
+from ..errors import ComponentError, DivergenceError, FmclfError, Stopped
 from ..host.registry import ComponentRecord
 
 
@@ -31,13 +33,11 @@ class blame:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
-        if exc is None or isinstance(exc, FmclfError):
-            return False  # nothing, or an fmclf error: as it is
-        if not isinstance(exc, Exception):
-            # KeyboardInterrupt/SystemExit pass, unless the component raised it itself: under fmclf's
-            # handler a real signal raises Stopped, so a bare KeyboardInterrupt is the component's own.
-            if not (type(exc) is KeyboardInterrupt and _signals_handled()):
-                return False
+        if exc is None or not component_fault(exc):
+            return False  # nothing, an fmclf error, or the user's own interrupt: as it is
+        text = torch_failed(exc)
+        if text is not None:  # torch itself cannot load (a memory limit): no component's fault
+            raise FmclfError(text) from exc
         cause = self.diagnose(exc)
         if cause is not None:  # not the component's fault after all
             raise cause from exc
@@ -58,6 +58,48 @@ class blame:
             f"{self.describe()} raised {type(exc).__name__} {self.where}: {exc}. This is a fault in that component; "
             f"report it to its authors, or choose another with `fmclf plugins`."
         )
+
+
+def component_fault(exc: BaseException) -> bool:
+    """Whether ``exc``, raised inside a component, is that component's fault. Any exception but an fmclf
+    error is; so is any other BaseException (SystemExit from a stray ``sys.exit(0)``, GeneratorExit, a
+    subclass of its own), except the user's own interrupt: under fmclf's handler a real signal raises
+    :class:`~fmclf.errors.Stopped`, so only a KeyboardInterrupt where no fmclf handler is installed
+    (a thread, a host that kept its own) is taken for the user's."""
+    if isinstance(exc, FmclfError) or isinstance(exc, Stopped):
+        return False
+    if isinstance(exc, KeyboardInterrupt):
+        return _signals_handled()
+    return True
+
+
+def torch_failed(exc: BaseException) -> str | None:
+    """The paragraph for ``exc`` when it is torch failing to load (its libraries cannot be mapped under a
+    memory limit such as ``ulimit -v``, or a broken install), else None."""
+    if not isinstance(exc, (ImportError, OSError)):  # what a failed import raises; anything else is no import
+        return None
+    frames, tb = [], exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    name = getattr(exc, "name", None) or ""
+    if not (name in ("torch", "torch._C")  # not installed, or its core library would not load
+            or any(f.endswith(os.path.join("torch", "__init__.py")) for f in frames)):  # torch's own import
+        return None
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        unlimited = limit == resource.RLIM_INFINITY
+    except (ImportError, OSError, ValueError):  # no such limits here (Windows)
+        limit, unlimited = 0, True
+    within = ("" if unlimited else
+              f" This process may use at most {limit // 2**20} MiB of address space (`ulimit -v` {limit // 1024}), "
+              f"and torch maps several GB of libraries when it loads: that limit is the likely cause.")
+    first = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return (f"torch could not be imported ({type(exc).__name__}: {first}), and fmclf needs it for this command."
+            f"{within} Raise or lift the limit (`ulimit -v unlimited`) or free memory, or reinstall torch if a file "
+            f"is missing; `fmclf --help` and `fmclf plugins` work without it.")
 
 
 def _signals_handled() -> bool:

@@ -20,8 +20,9 @@ from .. import events
 from ..dist.comm import Solo
 from ..errors import ComponentError, DivergenceError, Interrupted
 from ..host.registry import ComponentRecord
-from .blame import blame, blame_gradients, blame_labels, blame_update
+from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault
 from .heldout import HeldOut, Metric
+from .inputs import check_inputs, check_split_inputs
 from .labels import check_batch, check_splits
 from .metrics import per_class_accuracy
 from .updaters import adapt_updater, current_lr
@@ -38,6 +39,8 @@ class TrainState:
     examples: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)  #: one metrics row per finished epoch
     stopped: dict[str, Any] | None = None  #: a callback's stop: {"by", "reason", "epoch"} (see events.Control)
+    #: seconds that unfinished epoch took before it stopped: a resumed epoch is timed as both parts, not the last
+    seconds: float = 0.0
 
 
 class StopFlag:
@@ -87,6 +90,18 @@ def _shape(value: Any) -> str:
     return str(tuple(shape)) if shape is not None else f"no shape (a {type(value).__name__})"
 
 
+def loss_shape_problem(losses: Any, n: int) -> str | None:
+    """What is wrong with a loss's result for a batch of ``n`` (``"returned ..."``), or None: a loss
+    returns one value per example, shape (N,). ``fmclf run`` and ``fmclf bench loss`` refuse alike."""
+    if getattr(losses, "shape", None) == ():
+        return (f"returned one number for a batch of {n}, but a loss must return one value per example, shape (N,): "
+                f"fmclf sums or averages them itself, so leave out the loss's final .sum() or .mean().")
+    if tuple(getattr(losses, "shape", ())) != (n,) or not hasattr(losses, "sum"):
+        return (f"returned shape {_shape(losses)} for a batch of {n}; a loss must return one value per example, "
+                f"shape (N,).")
+    return None
+
+
 class Trainer:
     """Trains ``parts`` for ``epochs`` epochs, evaluating after each.
 
@@ -133,6 +148,7 @@ class Trainer:
         self.sum_reduction = getattr(self.updater, "reduction", "sum") != "mean"
         self.params = [p for p in parts.model.parameters() if p.requires_grad]
         self.classes = list(parts.dataset.classes)
+        self.input_shape = getattr(parts.dataset, "input_shape", None)  #: what every split's examples must fit
         # who is blamed for a fault: the component's record, or its kind when built without one (tests)
         self._who = {kind: parts.records.get(kind) or kind for kind in ("dataset", "model", "loss", "updater")}
         listeners = [("callback", rec, obj) for rec, obj in parts.callbacks]
@@ -143,9 +159,12 @@ class Trainer:
             for name in events.EVENTS
         }
         self.control = events.Control(self.warn)
-        self.heldout = HeldOut(parts.model, parts.loss, parts.metrics, len(self.classes), comm, who=self._who)
+        self.heldout = HeldOut(parts.model, parts.loss, parts.metrics, len(self.classes), comm, who=self._who,
+                               input_shape=self.input_shape)
         self.splits = ("valid", "test") if getattr(parts.dataset, "valid", None) is not None else ("test",)
         self._epoch: int | None = None  # where training is, for on_exception
+        self._logits: tuple[int, Any] | None = None  # the last eager batch's (number, logits)
+        self._epoch_start = time.perf_counter()  # when the epoch in hand began (earlier, for a resumed one)
         self._batch: int | None = None
         # CUDA graphs (fmclf.train.graphs): True captures (or refuses, saying why), None decides (on for
         # CUDA when the parts allow it), False never; graph_fallback(note) lets a failed capture train eagerly.
@@ -191,6 +210,7 @@ class Trainer:
         every listener's ``on_exception`` first, then raised again."""
         state = state or TrainState()
         check_splits(self.parts.dataset, self._who["dataset"], len(self.classes))
+        check_split_inputs(self.parts.dataset, self._who["dataset"])
         control = self.control
         control.restore(state.stopped)
         control._at = state.epoch + 1
@@ -214,7 +234,8 @@ class Trainer:
             if state.stopped is not None and state.batch == 0:  # resumed after a callback's stop
                 break
             control._at, self._epoch, self._batch = epoch, epoch, None
-            start = time.perf_counter()
+            # a resumed epoch counts the time its first part took, so that it is timed whole (not as a fast one)
+            start = self._epoch_start = time.perf_counter() - (state.seconds if state.batch else 0.0)
             train_loss, train_acc = self.train_epoch(epoch, state)
             self._batch = None
             metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
@@ -227,6 +248,7 @@ class Trainer:
             metrics["seconds"] = round(time.perf_counter() - start, 6)
             state.history.append(metrics)
             state.epoch, state.batch, state.loss_sum, state.correct, state.examples = epoch, 0, 0.0, 0, 0
+            state.seconds = 0.0
             event = events.EpochEnd(epoch, self.epochs, metrics, list(state.history), model=self.parts.model,
                                     lr=metrics["lr"], control=control)
             self._emit("on_epoch_end", event, only="callback")
@@ -270,7 +292,9 @@ class Trainer:
             self.control._caller = (kind, who)
             try:
                 method(event)
-            except Exception as inner:  # noqa: BLE001 - the run's own error is the one to report
+            except BaseException as inner:  # noqa: BLE001 - the run's own error is the one to report
+                if not component_fault(inner):
+                    raise
                 self.warn(f"Warning: {who} raised {type(inner).__name__} in on_exception: {inner}. "
                           f"(The error that stopped the run follows.)")
             finally:
@@ -323,6 +347,7 @@ class Trainer:
                 n = y.shape[0]
                 if b == first + 1:  # labels out of range are the data set's fault, whoever trips over them
                     check_batch(y, who["dataset"], "training", classes)
+                    check_inputs(X, who["dataset"], "training", self.input_shape)
                 if graphed is not None and graphed.fits(X, y):
                     if graphed.graph is None:
                         graphed.capture(X, y, self._check_logits, self._check_losses)
@@ -332,12 +357,13 @@ class Trainer:
                     at = f"on batch {b} of epoch {epoch}"
                     with blame(who["model"], at):
                         logits = model(X)
+                    self._logits = (b, logits)  # a reference, for a divergence: did it start before the loss?
                     if b == first + 1:  # before the loss sees them: wrong logits are the model's fault
                         self._check_logits(logits, n)
                     with blame_labels(who["loss"], at, y, who["dataset"], classes):
                         losses = loss_fn(logits, y)
                     if b == first + 1:
-                        self._check_losses(losses, n)
+                        self._check_losses(losses, n, logits)
                     total = losses.sum()
                     watch.add(b, total)  # on the CPU: raises here, before the update
                     with blame_update(who["updater"], f"while updating {at}", self.lr):
@@ -357,6 +383,7 @@ class Trainer:
                     watch.check(b)
                     state.batch, state.loss_sum, state.correct = b, float(loss_sum), int(correct)
                     state.examples = examples
+                    state.seconds = round(time.perf_counter() - self._epoch_start, 6)
                     state.stopped = control.record()  # a stop a callback asked for in this epoch holds after the resume
                     if self.checkpoint:
                         self.checkpoint(state)
@@ -365,6 +392,7 @@ class Trainer:
             self._batch = b  # where it stopped, for on_exception (free in the loop: a try costs nothing)
             raise
         watch.check(b)
+        self._logits = None  # no batch's graph kept alive through the evaluation
         count = torch.tensor(float(examples), dtype=torch.float64, device=self.device)
         sums = comm.sum(torch.stack([loss_sum, correct.double(), count]))
         loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
@@ -397,6 +425,12 @@ class Trainer:
                 f"{who} returned shape {_shape(logits)} for a batch of {n}; a model must return logits of shape "
                 f"(N, num_classes)."
             )
+        if not logits.is_floating_point():  # a loss would trip over it (and be blamed): the model made it
+            raise ComponentError(
+                f"{who} returned logits of dtype {logits.dtype}; a model must return floating-point logits of "
+                f"shape (N, num_classes) (float32, say). This is the model's doing: report it to its authors, or "
+                f"choose another with `fmclf plugins`."
+            )
         classes = len(self.classes)
         if logits.shape[1] != classes:
             raise ComponentError(
@@ -405,20 +439,20 @@ class Trainer:
                 f"num_classes its factory is given."
             )
 
-    def _check_losses(self, losses: Any, n: int) -> None:
-        """Refuse, on the first batch, a loss that is not one value per example."""
+    def _check_losses(self, losses: Any, n: int, logits: Any = None) -> None:
+        """Refuse, on the first batch, a loss that is not one value per example, or that cut the gradient's
+        way back to ``logits`` (a detached result: backward would fail through the model too)."""
         loss = self.parts.records.get("loss")
-        if getattr(losses, "shape", None) == ():
+        if getattr(logits, "requires_grad", False) and not getattr(losses, "requires_grad", True):
             raise ComponentError(
-                f"{loss.describe() if loss else 'the loss'} returned one number for a batch of {n}, but a loss must "
-                f"return one value per example, shape (N,): fmclf sums or averages them itself, so leave out the "
-                f"loss's final .sum() or .mean()."
+                f"{loss.describe() if loss else 'the loss'} returned a tensor that does not require grad although "
+                f"the logits it was given do: it detached its result (.detach(), .item(), a NumPy round trip, "
+                f"torch.no_grad()), so no gradient can reach the model. This is the loss's doing: report it to its "
+                f"authors, or choose another with `fmclf plugins`."
             )
-        if tuple(getattr(losses, "shape", ())) != (n,) or not hasattr(losses, "sum"):
-            raise ComponentError(
-                f"{loss.describe() if loss else 'the loss'} returned shape "
-                f"{_shape(losses)} for a batch of {n}; a loss must return one value per example, shape (N,)."
-            )
+        problem = loss_shape_problem(losses, n)
+        if problem:
+            raise ComponentError(f"{loss.describe() if loss else 'the loss'} {problem}")
 
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
         """Raise the error for a batch whose summed loss was ``value`` (inf or nan), with the
@@ -427,6 +461,12 @@ class Trainer:
         hint = getattr(self.parts.loss, "divergence_hint", None)
         if not (isinstance(hint, str) and hint.strip()):
             hint = self.divergence_advice
+        seen, self._logits = self._logits, None
+        if seen is not None and seen[0] == b and not bool(seen[1].detach().isfinite().all()):
+            # the model's output was already inf or nan: no loss could have kept it finite
+            model = self.parts.records.get("model")
+            hint = (f"The logits of {model.describe() if model else 'the model'} were already inf or nan on that "
+                    f"batch, before the loss: its weights (or its computation) overflowed. Try a smaller --lr.")
         raise DivergenceError(
             f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
             f"{epoch}{f' with {loss.describe()}' if loss else ''}. {hint.strip()} ",

@@ -29,7 +29,8 @@ from typing import Any
 from ..errors import ComponentError, DataError
 from ..host.registry import ComponentRecord
 from .blame import blame, blame_labels
-from .labels import check_batch
+from .inputs import check_inputs
+from .labels import check_batch, check_kind
 
 #: Logits buffered before they are handed on (numbers, not bytes): 8 MB of float32.
 CHUNK = 2**21
@@ -48,7 +49,7 @@ class Metric:
 class Evaluated:
     """One split's evaluation."""
 
-    values: dict[str, float]  #: by key without the split's prefix: {"acc": ..., "loss": ..., "ece": ...}
+    values: dict[str, float | None]  #: by key without the split's prefix: {"acc": ..., "loss": ..., "ece": ...}
     confusion: Any  #: (C, C) int64 tensor on the device; rows are true classes
 
 
@@ -84,12 +85,14 @@ class HeldOut:
     """Evaluates ``model`` with ``metrics`` on held-out batches; ``comm`` gathers shards."""
 
     def __init__(self, model: Any, loss: Any, metrics: Sequence[Metric], num_classes: int, comm: Any, *,
-                 who: dict[str, ComponentRecord | str] | None = None, chunk: int = CHUNK) -> None:
+                 who: dict[str, ComponentRecord | str] | None = None, chunk: int = CHUNK,
+                 input_shape: Any = None) -> None:
         self.model, self.loss, self.metrics, self.num_classes, self.comm = model, loss, list(metrics), num_classes, comm
         who = who or {}
         self.who_model, self.who_data = who.get("model", "the model"), who.get("dataset", "the data set")
         self.who_loss = who.get("loss", "the loss")
         self.chunk = chunk
+        self.input_shape = input_shape  #: the data set's; a split of another example size is its fault
 
     def evaluate(self, split: str, batches: Any) -> Evaluated:
         """The metrics and confusion matrix of ``split`` ("valid", "test") over ``batches``."""
@@ -112,6 +115,9 @@ class HeldOut:
         try:
             with torch.no_grad():
                 for X, y in _guarded(batches, self.who_data, f"while yielding {split} batches"):
+                    if not y_in and self._count == 0:  # the first batch: its origin before any component's fault
+                        check_inputs(X, self.who_data, split, self.input_shape)
+                        check_kind(y, self.who_data, split)
                     with blame(self.who_model, where):
                         logits = model(X)
                     logits_in.append(logits)
@@ -135,10 +141,12 @@ class HeldOut:
         total = max(self._count, 1)
         sums = torch.stack([confusion.diagonal().sum().double(), self._loss_sum])  # one read from the device
         right, loss_sum = sums.tolist()
-        values: dict[str, float] = {"loss": loss_sum / total, "acc": right / total}
+        values: dict[str, float | None] = {"loss": loss_sum / total, "acc": right / total}
         for m in self.metrics:
             with blame(m.who, f"in compute() on the {split} set"):
-                values.update(as_values(m.who, m.key, m.obj.compute()))
+                computed = as_values(m.who, m.key, m.obj.compute())
+            # nan or inf (a metric undefined on this split) is recorded as null, which JSON has; a bare NaN is no JSON
+            values.update({k: v if math.isfinite(v) else None for k, v in computed.items()})
         return Evaluated(values, confusion)
 
     def _take(self, split: str, logits_in: list, y_in: list) -> None:

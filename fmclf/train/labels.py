@@ -43,13 +43,27 @@ def check_splits(dataset: Any, who: ComponentRecord | str, classes: int) -> None
     for split in ("train", "valid", "test"):
         labels = getattr(getattr(dataset, split, None), "y", None)
         if hasattr(labels, "is_floating_point") and labels.ndim == 1:
+            check_kind(labels, who, "training" if split == "train" else split)
             label = bad_label(labels, classes)
             if label is not None:
                 raise error(who, "training" if split == "train" else split, label, classes)
 
 
+def check_kind(y: Any, who: ComponentRecord | str, split: str) -> None:
+    """Refuse labels that are neither class indices (integers, shape (N,)) nor probability targets
+    (floating point, shape (N, C)): one-dimensional floats are neither, whatever a loss makes of them."""
+    if hasattr(y, "is_floating_point") and y.is_floating_point() and y.ndim == 1:
+        name = who if isinstance(who, str) else who.describe()
+        raise DataError(
+            f"{name} gave {split} labels of dtype {y.dtype} with one dimension; labels are class indices, integers "
+            f"of shape (N,) (convert them with y.long()), or probability targets of shape (N, num_classes). This is "
+            f"the data set's doing, not the loss's or the model's."
+        )
+
+
 def check_batch(y: Any, who: ComponentRecord | str, split: str, classes: int) -> None:
-    """Refuse one batch's labels out of range."""
+    """Refuse one batch's labels of the wrong kind (see :func:`check_kind`) or out of range."""
+    check_kind(y, who, split)
     label = bad_label(y, classes)
     if label is not None:
         raise error(who, split, label, classes)

@@ -171,3 +171,56 @@ def test_help_does_not_import_torch_or_pytest():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+# --- what fmclf run refuses, bench loss refuses; a reference is checked too (issue 25, classes 2 and 8) ---
+
+def _bench(*args: str):
+    return CliRunner().invoke(cli, ["-p", "chaos_plugin", "bench", "loss", *args, "--no-speed"])
+
+
+@pytest.mark.parametrize("name,raised", [("exit-loss", "SystemExit"), ("quit-loss", "Abandon")])
+def test_a_loss_that_raises_a_base_exception_is_blamed_with_exit_1(name, raised):
+    result = _bench(name)
+    assert result.exit_code == 1, result.output
+    assert f"Error: loss '{name}' (plugin 'chaos_plugin') raised {raised}" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_loss_of_shape_n_by_3_is_refused_as_run_refuses_it():
+    result = _bench("wide")
+    assert result.exit_code == 1, result.output
+    assert "Error: loss 'wide' (plugin 'chaos_plugin') returned shape (" in result.stderr
+    assert ", 3) for a batch of" in result.stderr and "0 of 58" not in result.output
+    assert "`fmclf run` refuses such a loss" in result.stderr
+
+
+def test_a_reference_of_the_wrong_shape_is_said_to_be_malformed():
+    result = _bench("bad-ref", "--json")
+    assert result.exit_code == 1, result.output
+    assert "the reference of loss 'bad-ref' (plugin 'chaos_plugin') is malformed" in result.stderr
+    assert "e+17" not in result.output and "e17" not in result.output
+
+
+def test_a_reference_that_raises_is_named_without_a_traceback():
+    result = _bench("raising-ref")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: the reference of loss 'raising-ref' (plugin 'chaos_plugin') raised "
+                                    "ValueError on stress case"), result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_cases_where_the_reference_is_not_finite_are_named():
+    result = _bench("nan-ref")
+    assert result.exit_code == 0, result.output
+    assert "Note: the reference of loss 'nan-ref' (plugin 'chaos_plugin') is itself inf or nan on" in result.output
+    doc = json.loads(_bench("nan-ref", "--json").stdout)
+    mine = next(entry for entry in doc["losses"] if entry["name"] == "nan-ref")
+    assert mine["stability"]["reference_nonfinite_cases"] > 0
+    assert any(not case["reference_finite"] for case in mine["cases"])
+
+
+def test_the_built_in_losses_have_no_reference_notes():
+    result = CliRunner().invoke(cli, ["bench", "loss", "fused", "naive", "--no-speed"])
+    assert result.exit_code == 0, result.output
+    assert "Note: the reference" not in result.output
