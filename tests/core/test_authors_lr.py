@@ -151,3 +151,20 @@ def test_an_updater_that_hides_its_rate_is_named(tiny_data, tmp_path):
         fmclf.fit(model=net, params=params, updater=updater, epochs=1, batch_size=16, device="cpu", seed=0,
                   visualizers=(), callbacks=["halve"], out=False, plugins=[authors_plugin],
                   options={"dataset": {"data_root": str(tiny_data), "verify": False}})
+
+
+def test_resume_with_more_epochs_continues_the_schedule_and_says_so(tiny_data, tmp_path):
+    """A cosine schedule built for 2 epochs, resumed with --epochs 4: the rate never rises again (the
+    schedule is not rebuilt over the new length), and the run says what it does."""
+    out = tmp_path / "run"
+    first = invoke(*common(tiny_data, epochs=2), "--updater", "torch-sgd", "-o", "updater.schedule=cosine",
+                   "-o", "updater.min_lr=0.01", "--visualizer", "none", "--out", str(out))
+    assert first.exit_code == 0, first.output
+    more = invoke("run", "--resume", str(out), "--epochs", "4", "--visualizer", "none")
+    assert more.exit_code == 0, more.output
+    assert "schedule was built for 2 epochs and goes on as it is, not over the new 4" in more.output
+    lrs = [r["lr"] for r in rows(out)]
+    assert lrs[2] == lrs[3] == pytest.approx(0.01)  # past its end the cosine holds its floor
+    assert all(later <= earlier for earlier, later in zip(lrs, lrs[1:]))
+    again = invoke("run", "--resume", str(out), "--epochs", "5", "--visualizer", "none")  # recorded in the checkpoint
+    assert again.exit_code == 0 and "built for 2 epochs" in again.output
