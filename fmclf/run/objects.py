@@ -200,13 +200,19 @@ def dataset_record(dataset: Any, echo: Echo) -> ComponentRecord:
     return record("dataset", dataset, build, name)
 
 
+def snake_case(name: str) -> str:
+    """``NLL`` -> ``nll``, ``TopKAccuracy`` -> ``top_k_accuracy``, ``macro_f1`` as it is."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
 def listener_record(kind: str, obj: Any, taken: Iterable[str] = ()) -> ComponentRecord:
-    """A visualizer (or another kind a run has several of) given as an object with event methods;
-    named by its class, made unique among ``taken``."""
+    """A visualizer, callback or metric given as an object; named by its class (a metric by its class
+    in snake case, the name its values are recorded under: ``NLL()`` as ``valid_nll`` and ``test_nll``),
+    made unique among ``taken``."""
     if isinstance(obj, type):
         raise UsageError(f"a {kind} must be a registered name or an object with event methods; got the class "
                          f"{obj.__name__} (build one first).")
-    base = name = readable_name(obj)
+    base = name = snake_case(readable_name(obj)) if kind == "metric" else readable_name(obj)
     n = 2
     while name in set(taken):
         name, n = f"{base}-{n}", n + 1

@@ -95,3 +95,22 @@ def test_eval_scores_saved_weights_on_a_corrupted_copy(tiny_data, tmp_path):
     assert noisy["test_loss"] > clean["test_loss"]  # the tiny task stays easy: the noise shows in the loss
     wrong = CliRunner().invoke(cli, ["-p", "authors_plugin", "eval", str(out), "-o", "dataset.severity=1"])
     assert wrong.exit_code == 2 and "Add --dataset NAME" in wrong.output
+
+
+def test_a_metric_object_is_recorded_under_its_class_name_in_snake_case(tiny_data):
+    class NLL:
+        def __init__(self):
+            self.reset()
+
+        def reset(self):
+            self.total, self.n = 0.0, 0
+
+        def update(self, logits, y):
+            self.total += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            self.n += len(y)
+
+        def compute(self):
+            return self.total / max(self.n, 1)
+
+    result = fmclf.fit(model="nn", epochs=1, metrics=[NLL()], **tiny(tiny_data))
+    assert result.history[0]["test_nll"] == pytest.approx(result.history[0]["test_loss"])
