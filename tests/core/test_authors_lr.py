@@ -168,3 +168,24 @@ def test_resume_with_more_epochs_continues_the_schedule_and_says_so(tiny_data, t
     assert all(later <= earlier for earlier, later in zip(lrs, lrs[1:]))
     again = invoke("run", "--resume", str(out), "--epochs", "5", "--visualizer", "none")  # recorded in the checkpoint
     assert again.exit_code == 0 and "built for 2 epochs" in again.output
+
+
+def test_under_torchrun_rank_0s_rate_change_is_applied_on_every_process(tiny_data, tmp_path):
+    """Only rank 0 builds callbacks; both processes train at the halved rate and end with the same weights."""
+    import os
+    import subprocess
+    import sys
+
+    tests = pathlib.Path(__file__).parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")]))}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "fmclf",
+         "-p", "authors_plugin", *common(tiny_data, epochs=3), "--callback", "halve", "--visualizer", "none",
+         "--out", "two"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert [r["lr"] for r in rows(tmp_path / "two")] == [0.3, 0.15, 0.075]
+    digests = json.loads((tmp_path / "two" / "summary.json").read_text())["distributed"]["weights_sha256"]
+    assert len(digests) == 2 and digests[0] == digests[1]
