@@ -495,7 +495,7 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
     if args["options"] or args["component_options"]:
         raise UsageError("resume continues a run with the options it started with (its config.toml has them all); "
                          "leave options out.")
-    overrides = {setting: args[setting] for setting in ("epochs", "device", "threads", "cuda_graphs")
+    overrides: dict[str, Any] = {setting: args[setting] for setting in ("epochs", "device", "threads", "cuda_graphs")
                  if setting in given}
     for row in ROWS:
         if not (row.many and row.plural in given):
