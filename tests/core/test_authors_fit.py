@@ -114,3 +114,12 @@ def test_a_metric_object_is_recorded_under_its_class_name_in_snake_case(tiny_dat
 
     result = fmclf.fit(model="nn", epochs=1, metrics=[NLL()], **tiny(tiny_data))
     assert result.history[0]["test_nll"] == pytest.approx(result.history[0]["test_loss"])
+
+
+def test_resume_from_python_may_change_threads_and_cuda_graphs_as_the_command_line_may(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    fmclf.fit(model="nn", epochs=1, **{**tiny(tiny_data), "out": out})
+    more = fmclf.fit(resume=out, epochs=2, threads=1, cuda_graphs=False, visualizers=())
+    assert len(more.history) == 2 and more.config.threads == 1
+    with pytest.raises(UsageError, match=r"only epochs, device, threads, cuda_graphs and visualizers may change"):
+        fmclf.fit(resume=out, epochs=3, lr=0.5, visualizers=())
