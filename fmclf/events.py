@@ -4,7 +4,8 @@ A visualizer or a callback implements any of ``on_fit_start``,
 ``on_batch_end``, ``on_epoch_end``, ``on_fit_end`` and ``on_exception``; each
 receives one event object. Every event carries ``control``: a callback may
 call ``event.control.stop(reason)`` to end the run cleanly after the current
-epoch (a visualizer shows and does not steer). Batch events hold device
+epoch, and ``event.control.set_lr(value)`` or ``scale_lr(factor)`` to change
+the learning rate from the next epoch on (a visualizer shows and does not steer). Batch events hold device
 tensors: reading ``loss`` or ``acc`` synchronises with the device, so read
 them at a human rate (say ten times a second), not every batch.
 
@@ -16,6 +17,7 @@ keep in ``state_dict()`` is saved with it), visualizers' after it.
 
 from __future__ import annotations
 
+import math
 import pathlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,10 @@ EVENTS = ("on_fit_start", "on_batch_end", "on_epoch_end", "on_fit_end", "on_exce
 CAUSES = ("interrupt", "divergence", "fault")
 
 
+#: The events in which a callback may change the learning rate: between epochs, where every process agrees on it.
+LR_EVENTS = ("on_fit_start", "on_epoch_end")
+
+
 class Control:
     """How a callback steers the run: ``stop(reason)`` ends it after the current epoch.
 
@@ -34,6 +40,15 @@ class Control:
     who stopped it (``stopped_by``), why (``reason``) and after which epoch
     (``epoch``). The first stop asked for is the one kept. ``warn(text)`` prints
     a warning naming the component that calls it.
+
+    ``set_lr(value)`` and ``scale_lr(factor)`` change the learning rate, from
+    ``on_fit_start`` (from the first epoch on) or ``on_epoch_end`` (from the
+    next): rank 0's request is applied on every process, before the checkpoint
+    is written, so a resumed run goes on at the new rate; metrics.jsonl's
+    ``lr`` shows it from the next epoch. Both multiply every rate the updater
+    holds by one factor (``value`` over the current rate, or ``factor``): a
+    torch optimizer's parameter groups, with its scheduler's base rates, so a
+    schedule keeps its shape at the new scale; else an updater's ``lr``.
     """
 
     def __init__(self, warn: Callable[[str], None] | None = None) -> None:
@@ -42,20 +57,58 @@ class Control:
         self.epoch: int | None = None  #: the epoch after which the run stops
         self._warn = warn
         self._caller: Any = None  #: (kind, who): set by the engine around each call
+        self._event: str | None = None  #: the event being told, set by the engine around each call
         self._at = 0  #: the epoch in progress, set by the engine
+        self._lr: tuple[str, float, str] | None = None  #: a rate change asked for: see take_lr
 
-    def stop(self, reason: str) -> None:
-        """End the run after the current epoch, for ``reason`` (a sentence the summary shows)."""
+    def _steering(self, call: str) -> str:
+        """Who calls ``call``: refused unless a callback does."""
         from .errors import ComponentError
 
         kind, who = self._caller or ("callback", "a callback")
         if kind != "callback":
             raise ComponentError(
-                f"{who} called control.stop({reason!r}), but a {kind} shows and does not steer. Register it "
-                f"with register_callbacks (and choose it with --callback) to let it stop a run."
+                f"{who} called control.{call}, but a {kind} shows and does not steer. Register it "
+                f"with register_callbacks (and choose it with --callback) to let it steer a run."
             )
+        return who
+
+    def stop(self, reason: str) -> None:
+        """End the run after the current epoch, for ``reason`` (a sentence the summary shows)."""
+        who = self._steering(f"stop({reason!r})")
         if self.stopped_by is None:
             self.stopped_by, self.reason, self.epoch = who, str(reason).strip() or "no reason given", self._at
+
+    def set_lr(self, value: float) -> None:
+        """Train at learning rate ``value`` from the next epoch on (see the class's note)."""
+        self._ask_lr("set", value)
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply the learning rate by ``factor`` from the next epoch on (``0.1`` divides it by ten)."""
+        self._ask_lr("scale", factor)
+
+    def _ask_lr(self, how: str, number: Any) -> None:
+        from .errors import ComponentError
+
+        call = f"{how}_lr({number!r})"
+        who = self._steering(call)
+        if not (isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number)
+                and number > 0):
+            raise ComponentError(f"{who} called control.{call}; it takes a finite number above 0.")
+        if self._event is not None and self._event not in LR_EVENTS:
+            raise ComponentError(
+                f"{who} called control.{call} in {self._event}; the rate changes between epochs, where every "
+                f"process agrees on it: call it in {' or '.join(LR_EVENTS)}."
+            )
+        if how == "scale" and self._lr is not None:  # after another request in the same event: composed
+            how, number = self._lr[0], self._lr[1] * number
+        self._lr = (how, float(number), who)
+
+    def take_lr(self) -> tuple[str, float, str] | None:
+        """The learning-rate change asked for since the last call, ``("set", value, who)`` or
+        ``("scale", factor, who)``, or None; the engine applies it (see :func:`fmclf.train.updaters.change_lr`)."""
+        request, self._lr = self._lr, None
+        return request
 
     @property
     def stopping(self) -> bool:

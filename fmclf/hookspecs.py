@@ -57,5 +57,6 @@ def register_visualizers(register):
 def register_callbacks(register):
     """Register callbacks: ``factory(*, run_dir, **options)`` returns an object with
     any of the event methods of a visualizer; it may end the run through
-    ``event.control.stop(reason)``, and its ``state_dict()`` / ``load_state_dict()``,
+    ``event.control.stop(reason)`` and change the learning rate through
+    ``event.control.set_lr(value)`` / ``scale_lr(factor)``, and its ``state_dict()`` / ``load_state_dict()``,
     if it has them, are kept in the checkpoint."""

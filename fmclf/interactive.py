@@ -167,6 +167,9 @@ def fit(
     *,
     params: Sequence[Any] | None = None,
     resume: str | os.PathLike[str] | None = None,
+    threads: int | None = RunConfig.threads,
+    cuda_graphs: bool | None = RunConfig.cuda_graphs,
+    plugins: Sequence[Any] = (),
     _given: frozenset[str] = frozenset(),
     **component_options: Any,
 ) -> FitResult:
@@ -180,9 +183,12 @@ def fit(
       tensors it computes with (without them it still trains, but keeps no checkpoints);
     - ``loss``: any callable ``(y_hat, y) -> one loss per example``; your net and loss are a pair
       and run as they are (the chapter's ``cross_entropy`` takes its ``net``'s probabilities);
-    - ``updater``: a ``torch.optim.Optimizer`` (stepped after ``l.mean().backward()``), the
-      chapter's ``updater(batch_size)`` (called after ``l.sum().backward()``, as
-      ``train_epoch_ch3`` does), or an object with ``zero_grad()`` and ``step(batch_size)``;
+    - ``updater``: a ``torch.optim.Optimizer`` (stepped after ``l.mean().backward()``), or an
+      ``(optimizer, scheduler)`` pair (the scheduler stepped after every batch), the chapter's
+      ``updater(batch_size)`` (called after ``l.sum().backward()``, as ``train_epoch_ch3`` does),
+      an object with ``zero_grad()`` and ``step(batch_size)``, or a factory like a registered
+      updater's: a function taking ``params`` (and, by name, any of ``lr``, ``epochs``,
+      ``steps_per_epoch``) that returns one of those, built with the model's parameters;
     - ``dataset``: ``(train_iter, test_iter)`` of iterables of ``(X, y)`` batches (a ``DataLoader``
       works), or an object with ``train``, ``test`` and, ideally, ``classes``.
 
@@ -192,15 +198,19 @@ def fit(
     ``runs/...``; ``False``: none), which ``fmclf predict`` and ``fmclf run --resume`` take when
     every component was given by name. ``resume=run_dir`` continues a run from its last
     checkpoint: give the components that were objects again (the same objects), and ``epochs``
-    to train further; the other settings are the run's own.
+    to train further; the other settings are the run's own (``device``, ``threads``,
+    ``cuda_graphs`` and ``visualizers`` may change too).
+
+    ``threads`` and ``cuda_graphs`` are ``fmclf run``'s ``--threads`` and ``--cuda-graphs``.
+    ``plugins`` adds plugins for this call: modules (or objects) with ``@fmclf.hookimpl``
+    functions, or the names of importable modules, as ``fmclf -p MODULE`` loads them; their
+    components are then used by name, as the installed ones are.
 
     An interrupt (Ctrl-C, or the kernel's stop button) stops after the batch in flight, writes a
     checkpoint and raises :class:`fmclf.errors.Interrupted` saying how to resume.
     """
     args = dict(locals())
-    from .host.loading import get_host
-
-    host = get_host()
+    host = _host(plugins)
     try:
         return _fit(args, _given, host)
     except FmclfError as exc:
@@ -225,8 +235,8 @@ def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitRe
         result = run_resume(pathlib.Path(resume), host, overrides=overrides, echo=echo, objects=objects, voice=voice)
     else:
         config = RunConfig(**names, epochs=args["epochs"], batch_size=args["batch_size"], lr=args["lr"],
-                           device=args["device"], seed=args["seed"],
-                           options=_options(args, names, objects, host))
+                           device=args["device"], seed=args["seed"], threads=args["threads"],
+                           cuda_graphs=args["cuda_graphs"], options=_options(args, names, objects, host))
         _fit_batch_size(config, args, given)
         _fit_device(config, args, objects)
         result = run_new(config, host, out=_out(args["out"]), echo=echo, objects=objects, voice=voice,
@@ -282,8 +292,8 @@ def _components(args: dict[str, Any], given: frozenset[str], host: PluginHost, r
     records: dict[str, ComponentRecord] = {}
     model, updater, params = args["model"], args["updater"], args["params"]
     function_model = not isinstance(model, str) and not _is_module(model)
-    if params is None and function_model and _is_optimizer(updater):
-        params = obj.optimizer_params(updater)  # a torch optimizer holds the tensors it updates
+    if params is None and function_model and obj.optimizer_of(updater) is not None:
+        params = obj.optimizer_params(obj.optimizer_of(updater))  # a torch optimizer holds the tensors it updates
     _check_optimizer(model, updater, params)
     if not isinstance(model, str):
         records["model"] = obj.model_record(model, params)
@@ -297,10 +307,11 @@ def _components(args: dict[str, Any], given: frozenset[str], host: PluginHost, r
     if not isinstance(args["dataset"], str):
         records["dataset"] = obj.dataset_record(args["dataset"], echo)
     no_params = function_model and params is None
-    if no_params and isinstance(updater, str):
+    if no_params and (isinstance(updater, str) or obj.is_factory(updater)):
         name = records["model"].name
         raise UsageError(
-            f"updater {updater!r} is built from the model's parameters, but model {name!r} is a plain function that "
+            f"updater {records['updater'].name if 'updater' in records else updater!r} is built from the model's "
+            f"parameters, but model {name!r} is a plain function that "
             f"came without params, so fmclf does not know them: pass params=[...] (the tensors {name} computes with, "
             f"such as [W, b]), or an updater that holds them (a torch optimizer, or a function of the batch size like "
             f"the chapter's updater)."
@@ -323,12 +334,13 @@ def _components(args: dict[str, Any], given: frozenset[str], host: PluginHost, r
 def _check_optimizer(model: Any, updater: Any, params: Sequence[Any] | None) -> None:
     """Refuse a torch optimizer that would train nothing: over no tensor that requires grad, or over none
     of the parameters of the model object it is given with (one built from another model's, say)."""
-    if not _is_optimizer(updater):
-        return
-    from .run.objects import optimizer_params
+    from .run import objects as obj
 
-    name = type(updater).__name__
-    mine = [p for p in optimizer_params(updater) if getattr(p, "requires_grad", False)]
+    optimizer = obj.optimizer_of(updater)  # an (optimizer, scheduler) pair's too
+    if optimizer is None:
+        return
+    name = type(optimizer).__name__
+    mine = [p for p in obj.optimizer_params(optimizer) if getattr(p, "requires_grad", False)]
     if not mine:
         raise UsageError(
             f"the {name} optimizer holds no tensor that requires grad, so it would train nothing: build it from the "
@@ -349,14 +361,6 @@ def _is_module(model: Any) -> bool:
     import torch
 
     return isinstance(model, torch.nn.Module)
-
-
-def _is_optimizer(updater: Any) -> bool:
-    if isinstance(updater, str):
-        return False
-    import torch
-
-    return isinstance(updater, torch.optim.Optimizer)
 
 
 def _listeners(kind: str, given: Any, records: dict[str, ComponentRecord]) -> list[str]:
@@ -441,10 +445,10 @@ def _fit_device(config: RunConfig, args: dict[str, Any], objects: Mapping[str, A
         return
     model = args["model"]
     tensors = list(model.parameters()) if _is_module(model) else list(args["params"] or [])
-    if not tensors and _is_optimizer(args["updater"]):
-        from .run.objects import optimizer_params
+    from .run.objects import optimizer_of, optimizer_params
 
-        tensors = optimizer_params(args["updater"])
+    if not tensors and optimizer_of(args["updater"]) is not None:
+        tensors = optimizer_params(optimizer_of(args["updater"]))
     config.device = str(tensors[0].device) if tensors else "cpu"
 
 
@@ -511,17 +515,14 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
         if setting in given and args[setting] != getattr(recorded, setting):
             raise UsageError(
                 f"resume continues a run with the settings it started with: its {setting} is "
-                f"{getattr(recorded, setting)!r}, not {args[setting]!r}; leave {setting} out (only epochs, device and "
-                f"visualizers may change)."
+                f"{getattr(recorded, setting)!r}, not {args[setting]!r}; leave {setting} out (only epochs, device, "
+                f"threads, cuda_graphs and visualizers may change)."
             )
     if args["options"] or args["component_options"]:
         raise UsageError("resume continues a run with the options it started with (its config.toml has them all); "
                          "leave options out.")
-    overrides: dict[str, Any] = {}
-    if "epochs" in given:
-        overrides["epochs"] = args["epochs"]
-    if "device" in given:
-        overrides["device"] = args["device"]
+    overrides: dict[str, Any] = {setting: args[setting] for setting in ("epochs", "device", "threads", "cuda_graphs")
+                 if setting in given}
     for row in ROWS:
         if not (row.many and row.plural in given):
             continue
@@ -578,10 +579,23 @@ def _option_keyword(m: re.Match[str]) -> str:
     return f'options={{"{m["target"]}": {{"{m["option"]}": {m["value"]}}}}}'
 
 
-def _host() -> PluginHost:
-    from .host.loading import get_host
+def _host(plugins: Sequence[Any] = ()) -> PluginHost:
+    """The process's plugins, or with ``plugins`` (module objects, or names of importable modules) a
+    load of its own that adds them; a plugin that fails to load is an error here, not a warning."""
+    from .host.loading import get_host, load_plugins
 
-    return get_host()
+    if not plugins:
+        return get_host()
+    if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Sequence):
+        raise UsageError(f"plugins= takes a list of modules (or module names), such as plugins=[my_plugin]; got "
+                         f"{type(plugins).__name__}.")
+    names = [p for p in plugins if isinstance(p, str)]
+    extra = [(getattr(p, "__name__", type(p).__name__), p) for p in plugins if not isinstance(p, str)]
+    host = load_plugins(include=names, extra=extra)
+    mine = [f for f in host.failures if f.plugin.name in names or f.plugin.name in dict(extra)]
+    if mine:
+        raise UsageError("plugins=: " + " ".join(f.message(strict=True) for f in mine))
+    return host
 
 
 def show(data: Any = None, n: int = 18, *, split: str = "train", seed: int = 0, titles: Sequence[str] | None = None,

@@ -217,21 +217,51 @@ def check_loss(
 
 
 def _check_loss_gradient(record: ComponentRecord, fn: Callable, num_classes: int, device: torch.device) -> None:
-    """The backward pass against finite differences, in float64 (small: gradcheck differentiates numerically)."""
+    """The backward pass against finite differences, in float64 (small: gradcheck differentiates numerically).
+    A loss that computes in float32 whatever it is given (a ``.float()``) fails for that reason, said so."""
     import torch
 
     g = _generator(1)
     logits = torch.randn(3, num_classes, generator=g, dtype=torch.float64).to(device).requires_grad_()
     y = torch.randint(num_classes, (3,), generator=g).to(device)
+    out = fn(logits, y)
+    if isinstance(out, torch.Tensor) and out.dtype != torch.float64:
+        raise _fail(record, f"for float64 logits it returned {out.dtype}: it computes in another precision than the "
+                            f"logits it is given (a .float() or a float32 constant in it?), so neither its gradient "
+                            f"nor a run in float64 is exact. Keep the logits' dtype: .to(logits.dtype), or "
+                            f"torch.tensor(..., dtype=logits.dtype)")
     try:
         ok = torch.autograd.gradcheck(lambda o: fn(o, y), (logits,), eps=1e-6, atol=1e-5, rtol=1e-4,
-                                      raise_exception=True)
-    except Exception as exc:  # gradcheck's own report: which entries disagree, and by how much
-        first = " ".join(str(exc).split())[:400]
-        raise _fail(record, f"its gradient with respect to the logits disagrees with finite differences "
-                            f"(torch.autograd.gradcheck, float64 logits): {first}") from None
+                                      raise_exception=False)
+    except Exception as exc:  # noqa: BLE001 - a loss that fails in float64 at all
+        raise _fail(record, f"computing it on float64 logits to check its gradient raised {type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:200]}") from None
     if not ok:
-        raise _fail(record, "its gradient with respect to the logits disagrees with finite differences")
+        raise _fail(record, "its gradient with respect to the logits disagrees with finite differences (float64 "
+                            f"logits, torch.autograd.gradcheck): {_worst_gradient(fn, logits.detach(), y)}. A "
+                            f"hand-written backward (an autograd.Function) or a detach() inside the loss is the "
+                            f"usual cause")
+
+
+def _worst_gradient(fn: Callable, logits: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> str:
+    """Where the gradient of ``fn(logits, y).sum()`` is furthest from central differences, in one phrase."""
+    import torch
+
+    x = logits.clone().requires_grad_()
+    fn(x, y).sum().backward()
+    analytic = x.grad if x.grad is not None else torch.zeros_like(logits)
+    numeric = torch.zeros_like(logits)
+    with torch.no_grad():
+        for i in range(logits.shape[0]):
+            for j in range(logits.shape[1]):
+                up, down = logits.clone(), logits.clone()
+                up[i, j] += eps
+                down[i, j] -= eps
+                numeric[i, j] = (fn(up, y).sum() - fn(down, y).sum()) / (2 * eps)
+    gap = (analytic - numeric).abs()
+    i, j = divmod(int(gap.argmax()), logits.shape[1])
+    return (f"the largest difference is at example {i}, class {j}: autograd gives {float(analytic[i, j]):.6g}, "
+            f"finite differences {float(numeric[i, j]):.6g}")
 
 
 def _check_extreme_logits(record: ComponentRecord, fn: Callable, num_classes: int, device: torch.device) -> None:
@@ -684,7 +714,8 @@ def check_plugin(
     component it registers. ``options`` maps ``(kind, name)`` to that
     component's options (needed for required ones); ``skip`` lists kinds or
     ``"kind:name"`` entries not to check (a dataset that needs files, say).
-    Fails when loading reports anything. Returns the checked records."""
+    Fails when loading reports anything. Returns the records it checked (not
+    the skipped ones)."""
     pinned = [n for n, obj in plugins.process_plugins if obj is plugin]  # already there by the fixture
     name = pinned[0] if pinned else name or cast(str, getattr(plugin, "__name__", type(plugin).__name__))
     try:
@@ -697,11 +728,10 @@ def check_plugin(
     if not records:
         raise ContractError(f"plugin {name!r} registers no component; its hooks must call register(name, factory)")
     options = options or {}
-    for record in records:
-        if record.kind in skip or f"{record.kind}:{record.name}" in skip:
-            continue
+    checked = [r for r in records if r.kind not in skip and f"{r.kind}:{r.name}" not in skip]
+    for record in checked:
         _CHECKS[record.kind](record, options=options.get((record.kind, record.name)), device=device)
-    return records
+    return checked
 
 
 def check_import_is_light(module: str) -> None:

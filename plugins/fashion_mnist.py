@@ -5,16 +5,23 @@ Where the files come from, in order: the ``data_root`` option (``--data-root``),
 and last torchvision's download. The first place holding all four files is
 used; a file there that is damaged is an error, not a reason to look further.
 Files found compressed are decompressed once into the user cache.
+
+:func:`load_fashion_mnist` is public, for data-set plugins built on these images
+(corrupted, subsampled, relabelled): the same search and checks, as tensors.
 """
 
 from __future__ import annotations
 
 import pathlib
-from typing import Annotated
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import fmclf
 from fmclf import Range
 from fmclf.errors import OptionError
+
+if TYPE_CHECKING:
+    import torch
 
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
 
@@ -103,3 +110,47 @@ def preview(*, n: int, split: str, seed: int = 0, data_root: pathlib.Path | None
 
 
 fashion_mnist.preview = preview  # the data-set contract's optional light path for a few images
+
+
+@dataclass(frozen=True)
+class FashionMNISTTensors:
+    """The four Fashion-MNIST arrays as CPU tensors of their own (writable), and where they came from."""
+
+    train_images: torch.Tensor  #: uint8, (60000, 28, 28), pixel values 0-255
+    train_labels: torch.Tensor  #: int64, (60000,), class indices into ``classes``
+    test_images: torch.Tensor  #: uint8, (10000, 28, 28)
+    test_labels: torch.Tensor  #: int64, (10000,)
+    classes: tuple[str, ...]
+    source: str  #: the folder the files were read from, and how it was found (``--data-root``, ...)
+
+
+def load_fashion_mnist(data_root: str | pathlib.Path | None = None, *, download: bool = True,
+                       verify: bool = True) -> FashionMNISTTensors:
+    """Fashion-MNIST as tensors, found and checked exactly as the ``fashion-mnist`` data set finds them:
+    ``data_root``, ``$FMCLF_DATA``, the user cache, ``/usr/share/datasets/fashion-mnist``, and last a
+    download through torchvision (unless ``download`` is False). With ``verify`` the files must match
+    Fashion-MNIST's checksums and shapes. Raises :class:`fmclf.errors.DataError` saying where it looked.
+
+    A data-set plugin turns them into its batches with :mod:`fmclf.data`, for instance::
+
+        from fmclf.data import InMemoryDataset, TensorBatches
+        from fmclf_plugins.fashion_mnist import load_fashion_mnist
+
+        t = load_fashion_mnist(data_root)
+        X = t.test_images.unsqueeze(1).float().div(255)          # (N, 1, 28, 28) in 0..1, as the built-in
+        test = TensorBatches(X.to(device), t.test_labels.to(device), batch_size, shuffle=False)
+    """
+    import torch
+
+    from .fashion_mnist_files import load_idx_set
+    from .fashion_mnist_tensors import _labels, _uint8
+
+    root = pathlib.Path(data_root) if data_root is not None else None
+    arrays, source = load_idx_set(root, download=download, verify=verify)
+    out: dict[str, Any] = {}
+    for split in ("train", "test"):
+        shape, payload = arrays[f"{split}_images"]
+        lshape, lpayload = arrays[f"{split}_labels"]
+        out[f"{split}_images"] = _uint8(payload).reshape(shape).clone()  # its own memory: the files' bytes stay
+        out[f"{split}_labels"] = _labels(lshape, lpayload, slice(None), torch.device("cpu"))
+    return FashionMNISTTensors(**out, classes=CLASSES, source=source)

@@ -1,10 +1,10 @@
 """Learning-rate schedules as one function of the step: the factor ``LambdaLR`` multiplies the rate by.
 
 A closed form per step, not torch's chained schedulers: the same step always
-gives the same rate (no drift from recursive updates), and since a
-``LambdaLR`` saves only its step count, a run resumed with more ``--epochs``
-spreads the rest of its schedule over the new length instead of running off
-the end of the old one.
+gives the same rate (no drift from recursive updates). A run resumed with more
+``--epochs`` keeps the schedule it was built with (fmclf builds its updater for
+the epochs the run started with); past its end cosine and onecycle hold their
+last rate and step goes on dropping, so the rate never jumps back up.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 @fmclf.hookimpl
 def register_updaters(register):
-    register("sgd", sgd, help="minibatch SGD as the textbook writes it: p -= lr * grad / batch_size")
+    register("sgd", sgd, help="minibatch SGD as the textbook writes it: p -= lr * grad / batch_size (no momentum "
+                              "or schedule: torch-sgd has them)")
     register("torch-sgd", torch_sgd, help="torch.optim.SGD (the loss is averaged over the batch), with an optional "
                                           "learning-rate schedule and warmup")
 

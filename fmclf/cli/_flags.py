@@ -12,11 +12,28 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
-from ..errors import OptionError
+from ..errors import OptionError, UsageError
 from ..host.options import options_of, parse_assignment
 
 #: The data-set option that ``--data-root`` sets.
 DATA_ROOT = "data_root"
+
+
+def dataset_options(host: Any, dataset: str, texts: Iterable[str], data_root: pathlib.Path | None,
+                    command: str) -> dict[str, Any]:
+    """A command's ``-o dataset.OPTION=VALUE`` and ``--data-root`` for data set ``dataset``, which is all
+    ``command`` builds (any other kind's option is refused, saying so)."""
+    options: dict[str, Any] = {}
+    for text in texts:
+        target, key, value = parse_assignment(text)
+        if target != "dataset":
+            raise UsageError(f"-o {text!r}: `{command}` builds only the data set, so only dataset.OPTION=VALUE "
+                             f"options apply.")
+        options[key] = value
+    if data_root is not None:
+        require_data_root(host, dataset)
+        options[DATA_ROOT] = str(data_root)
+    return options
 
 
 def gather_options(texts: Iterable[str]) -> dict[str, dict[str, Any]]:

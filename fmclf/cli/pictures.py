@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Any
 
 import click
 
-from ..errors import UsageError
-from ..host.options import parse_assignment
 from ..run.config import RunConfig
 from . import cli, friendly
-from ._flags import DATA_ROOT, PathArg, complete_component, require_data_root
+from ._flags import PathArg, complete_component, dataset_options, require_data_root
 
 _PATH = PathArg()
 
@@ -67,20 +64,12 @@ def predict(ctx: click.Context, run_dir: pathlib.Path, n: int, out: pathlib.Path
 def show(ctx: click.Context, dataset: str, n: int, split: str, seed: int, out: pathlib.Path | None,
          data_root: pathlib.Path | None, option_args: tuple[str, ...]) -> None:
     """Draw sample images of a data set with their text labels."""
-    options: dict[str, Any] = {}
-    for text in option_args:
-        target, key, value = parse_assignment(text)
-        if target != "dataset":
-            raise UsageError(f"-o {text!r}: `fmclf show` builds only the data set, so only dataset.OPTION=VALUE "
-                             f"options apply.")
-        options[key] = value
     host = ctx.obj.host()
-    if data_root is not None:
-        require_data_root(host, dataset)
-        options[DATA_ROOT] = str(data_root)
+    options = dataset_options(host, dataset, option_args, data_root, "fmclf show")
     from ..draw.gallery import show_samples
 
     default_out = pathlib.Path(f"{dataset.replace(':', '_').replace('/', '_')}-{split}.png")
     path, labels = show_samples(host, dataset, n=n, out=out or default_out, split=split, seed=seed, options=options)
     click.echo(f"{len(labels)} {split} images: {', '.join(labels)}")
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {path}" if out is not None else
+               f"wrote {path.resolve()} (in the current folder; --out chooses another place)")

@@ -71,7 +71,7 @@ def component_flags(command: Callable) -> Callable:
               help="Folder with the data set's files (the data set's data_root option).")
 @click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE",
               shell_complete=complete_option,
-              help="Set a component option, e.g. -o model.hidden=128, or -o visualizer.NAME.OPTION=VALUE; "
+              help="Set a component option, e.g. -o loss.label_smoothing=0.1, or -o visualizer.NAME.OPTION=VALUE; "
                    "`fmclf plugins` lists every option. Repeatable.")
 @click.option("--config", "config_path", type=PathArg(recorded=False), default=None,
               help="Read settings from a TOML file (a run folder's config.toml works); options given here win.")

@@ -223,6 +223,9 @@ def curves_figure(history: Sequence[dict[str, Any]], *, epochs: int | None = Non
 
 #: The splits a metric is recorded for, as line styles of :func:`metrics_figure`.
 SPLIT_STYLES = {"train": "-", "valid": "--", "test": "-."}
+#: One colour per split in every panel of :func:`metrics_figure` (matplotlib's first three), so that a
+#: panel without train (ece, say) does not give train's colour to valid.
+SPLIT_COLOURS = {"train": "C0", "valid": "C1", "test": "C2", "": "C0"}
 
 
 def metric_families(history: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int, float]]]]:
@@ -258,7 +261,8 @@ def metrics_figure(history: Sequence[dict[str, Any]], *, epochs: int | None = No
     for ax, (name, splits) in zip(axes, families.items()):
         for split, points in splits.items():
             xs, ys = zip(*points)
-            ax.plot(xs, ys, SPLIT_STYLES.get(split, "-"), marker=".", markersize=5, label=split or name)
+            ax.plot(xs, ys, SPLIT_STYLES.get(split, "-"), color=SPLIT_COLOURS[split], marker=".", markersize=5,
+                    label=split or name)
         ax.set_title("learning rate" if name == "lr" else name, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_xlim(*((1, last) if last > 1 else (0.5, 1.5)))

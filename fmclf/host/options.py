@@ -323,7 +323,8 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any],
     component's options; return every option's value, defaults filled in. ``others``, the
     other components of its kind, are named when one of them has an option this one lacks."""
     options = {o.name: o for o in options_of(record)}
-    listing = ("Its options: " + "; ".join(o.describe() for o in options.values())) if options else "It has no options"
+    listing = ("Its options: " + "; ".join(o.describe() for o in options.values())) if options else \
+        f"{record.kind.capitalize()} {record.name!r} itself has no options"
     out: dict[str, Any] = {}
     for raw_name, value in given.items():
         name = raw_name.replace("-", "_")
@@ -332,6 +333,8 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any],
             having = [r for r in others if r != record and any(o.name == name for o in options_of(r))]
             close = difflib.get_close_matches(name, list(options), n=1)
             hint = f" Did you mean {close[0]!r}?" if close and not having else ""
+            if not having and others:
+                hint += f" No installed {record.kind} has an option {name!r}."
             if having:
                 flag = BY_NAME[record.kind].flag
                 hint = (f" {name!r} is an option of {' and of '.join(r.describe() for r in having)}: choose "
@@ -368,7 +371,7 @@ def parse_assignment(text: str) -> tuple[str, str, str]:
     if not sep or len(parts) < 2 or not all(parts):
         raise OptionError(
             f"cannot read option {text!r}: write KIND.OPTION=VALUE, for example "
-            f"`-o model.hidden=128` or `-o loss.label_smoothing=0.1` (for a "
+            f"`-o loss.label_smoothing=0.1` or `-o updater.momentum=0.9` (for a "
             f"{' or '.join(many)}, `-o {many[0]}.NAME.OPTION=VALUE`)."
         )
     if parts[0] not in BY_NAME:

@@ -9,8 +9,8 @@ epoch (and when a run is stopped mid-epoch)::
     scheduler   the LR scheduler's state_dict (an updater that returned (optimizer, scheduler)), or None
     callbacks   {"callback.NAME": state_dict} for each callback with state_dict()/load_state_dict()
     rng         the torch (CPU, and CUDA when used) and Python RNG states
-    state       the TrainState: epochs done, batches into the next, partial sums, history, and a
-                callback's stop ({"by", "reason", "epoch"}, or None)
+    state       the TrainState: epochs done, batches into the next, partial sums, history, a
+                callback's stop ({"by", "reason", "epoch"}, or None) and the rate a callback set (or None)
     world_size  how many processes trained it (a run resumes with as many)
 
 Everything is read back with ``weights_only=True``: tensors and plain data,
@@ -38,7 +38,7 @@ from .. import atomic
 from ..errors import CheckpointError, ComponentError, DivergenceError
 from ..train.blame import blame, component_fault
 from ..train.engine import Parts, TrainState
-from ..train.updaters import scheduler_of
+from ..train.updaters import change_lr, scheduler_of
 from . import folder
 
 FORMAT = "fmclf-checkpoint/1"
@@ -306,6 +306,8 @@ def problem(checkpoint: dict[str, Any]) -> str | None:
     fields = {f.name for f in dataclasses.fields(TrainState)}
     if not isinstance(state, dict) or not {"epoch", "history"} <= set(state) <= fields:
         return f"its training state is {short(state)}, not one with {', '.join(sorted(fields))}"
+    if state.get("schedule_epochs") is not None and not whole(state["schedule_epochs"], 1):
+        return f"its state.schedule_epochs is {short(state['schedule_epochs'])}, not a number of epochs"
     for key in ("epoch", "batch", "correct", "examples"):
         if key in state and not whole(state[key]):
             return f"its state.{key} is {short(state[key])}, not a whole number of 0 or more"
@@ -316,6 +318,9 @@ def problem(checkpoint: dict[str, Any]) -> str | None:
     if isinstance(loss_sum, bool) or not isinstance(loss_sum, (int, float)) or not math.isfinite(loss_sum) \
             or loss_sum < 0:
         return f"its state.loss_sum is {short(loss_sum)}, not a finite sum of losses"
+    lr = state.get("lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0):
+        return f"its state.lr is {short(lr)}, not a learning rate"
     if state.get("correct", 0) > state.get("examples", 0):
         return f"its state has {state['correct']} correct of {state.get('examples', 0)} examples"
     why = folder.check_rows(state["history"])
@@ -338,6 +343,8 @@ def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) ->
             scheduler.load_state_dict(checkpoint["scheduler"])
         restore_callbacks(parts, checkpoint.get("callbacks") or {})
         state = local_state(checkpoint["state"], comm)
+        if state.lr is not None and not hasattr(parts.updater, "state_dict"):  # else its state_dict holds the rate
+            change_lr(parts.updater, "set", state.lr)
         set_rng_state(checkpoint["rng"])
         batches = len(parts.dataset.train)
         if state.batch >= batches:

@@ -49,6 +49,8 @@ def explain(config: RunConfig, host: PluginHost, *, source: Source, option_sourc
         f"# run folder: {run_dir}",
     ]
     for key, value in settings:
+        if key == "from_python" and not value:  # what fmclf.fit records of Python objects: nothing to say here
+            continue
         if key == "seed" and not seed_given:
             lines.append(f"{'# seed: drawn when the run starts':<{width}}  # {source(key)}")
         elif value is None:  # TOML has no null: an unset setting is left out of a config file

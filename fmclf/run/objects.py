@@ -88,17 +88,43 @@ def takes_batch_size(fn: Any) -> bool:
     return True
 
 
-def updater_record(updater: Any, names: Sequence[str] = ()) -> ComponentRecord:
-    """A ``torch.optim.Optimizer``, an object with ``zero_grad()`` and ``step(batch_size)``, or the
-    chapter's ``updater(batch_size)`` function; ``names`` are the registered updaters, for the message
-    refusing anything else."""
+def optimizer_of(updater: Any) -> Any:
+    """The torch optimizer an updater object is or holds (an ``(optimizer, scheduler)`` pair's), or None."""
     import torch
 
-    name = readable_name(updater)
-    if isinstance(updater, torch.optim.Optimizer) or (
+    first = updater[0] if isinstance(updater, tuple) and len(updater) == 2 else updater
+    return first if isinstance(first, torch.optim.Optimizer) else None
+
+
+def is_factory(fn: Any) -> bool:
+    """Whether ``fn`` builds an updater from what fmclf passes an updater factory (``params``, ``lr``,
+    ``epochs``, ``steps_per_epoch``, by name): it takes ``params``, and needs nothing else."""
+    from ..kinds import core_params
+
+    if isinstance(fn, type) or not callable(fn):
+        return False
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    core = core_params("updater")
+    names = {p.name for p in parameters}
+    needed = {p.name for p in parameters if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return "params" in names and needed <= set(core)
+
+
+def updater_record(updater: Any, names: Sequence[str] = ()) -> ComponentRecord:
+    """A ``torch.optim.Optimizer`` or an ``(optimizer, scheduler)`` pair, an object with ``zero_grad()`` and
+    ``step(batch_size)``, the chapter's ``updater(batch_size)`` function, or a factory like a registered
+    updater's (a function of ``params``, ``lr``, ``epochs``, ``steps_per_epoch``, by name, returning one of
+    those); ``names`` are the registered updaters, for the message refusing anything else."""
+    name = readable_name(updater[0] if optimizer_of(updater) is not None and isinstance(updater, tuple) else updater)
+    if optimizer_of(updater) is not None or (
         not isinstance(updater, type) and all(callable(getattr(updater, m, None)) for m in ("zero_grad", "step"))
     ):
         return record("updater", updater, lambda: updater, name)
+    if is_factory(updater):
+        return record("updater", updater, updater, name)
     if takes_batch_size(updater):
         from ..train.updaters import BatchSizeFunction
 
@@ -108,15 +134,16 @@ def updater_record(updater: Any, names: Sequence[str] = ()) -> ComponentRecord:
         hint = f" (the class {updater.__name__}: build one first, such as {updater.__name__}(net.parameters(), lr=0.1))"
     elif callable(updater):
         try:
-            hint = (f" ({name} takes {_arguments(updater)}: wrap it, as the chapter does, in a function of the "
-                    f"batch size)")
+            hint = (f" ({name} takes {_arguments(updater)}; a function of the batch size is called as "
+                    f"updater(batch_size) after each backward, and a factory takes params (and lr, epochs, "
+                    f"steps_per_epoch, by name) and returns an optimizer or (optimizer, scheduler))")
         except (TypeError, ValueError):
             pass
     listing = f" such as {', '.join(repr(n) for n in names)}" if names else ""
     raise UsageError(
-        f"updater {name!r} is neither a torch.optim.Optimizer, a function of the batch size like the chapter's "
-        f"updater(batch_size), nor an object with zero_grad() and step(batch_size){hint}; pass one of those, or "
-        f"the name of a registered updater{listing}."
+        f"updater {name!r} is neither a torch.optim.Optimizer, an (optimizer, scheduler) pair, a function of the "
+        f"batch size like the chapter's updater(batch_size), a factory of params, nor an object with zero_grad() "
+        f"and step(batch_size){hint}; pass one of those, or the name of a registered updater{listing}."
     )
 
 
@@ -173,13 +200,19 @@ def dataset_record(dataset: Any, echo: Echo) -> ComponentRecord:
     return record("dataset", dataset, build, name)
 
 
+def snake_case(name: str) -> str:
+    """``NLL`` -> ``nll``, ``TopKAccuracy`` -> ``top_k_accuracy``, ``macro_f1`` as it is."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
 def listener_record(kind: str, obj: Any, taken: Iterable[str] = ()) -> ComponentRecord:
-    """A visualizer (or another kind a run has several of) given as an object with event methods;
-    named by its class, made unique among ``taken``."""
+    """A visualizer, callback or metric given as an object; named by its class (a metric by its class
+    in snake case, the name its values are recorded under: ``NLL()`` as ``valid_nll`` and ``test_nll``),
+    made unique among ``taken``."""
     if isinstance(obj, type):
         raise UsageError(f"a {kind} must be a registered name or an object with event methods; got the class "
                          f"{obj.__name__} (build one first).")
-    base = name = readable_name(obj)
+    base = name = snake_case(readable_name(obj)) if kind == "metric" else readable_name(obj)
     n = 2
     while name in set(taken):
         name, n = f"{base}-{n}", n + 1

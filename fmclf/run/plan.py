@@ -266,13 +266,14 @@ def build(record: ComponentRecord, core: dict[str, Any], options: dict[str, Any]
 
 def assemble(
     plan: Plan, *, device: Any, run_dir: Any = None,
-    shard: tuple[int, int] | None = None, batch_size: int | None = None,
+    shard: tuple[int, int] | None = None, batch_size: int | None = None, updater_epochs: int | None = None,
 ) -> Parts:
     """Build every component of ``plan`` on ``device``.
 
     ``shard=(rank, world)`` and a per-process ``batch_size`` are given when
     training is distributed; a data set that cannot shard then fails here,
-    at start-up, with a message saying so.
+    at start-up, with a message saying so. ``updater_epochs`` (default: the run's epochs) is what
+    the updater's schedule is built for: a resumed run's, whatever its ``--epochs`` now.
     """
     import torch
 
@@ -292,7 +293,7 @@ def assemble(
     model = build(records["model"], model_core, options["model"])
     model.to(device)
     loss = build(records["loss"], {"num_classes": num_classes}, options["loss"])
-    steps = {"epochs": config.epochs, "steps_per_epoch": len(dataset.train)}
+    steps = {"epochs": updater_epochs or config.epochs, "steps_per_epoch": len(dataset.train)}
     if "params" in accepted_core_params(records["updater"]):
         require_parameters(records["model"], model, records["updater"])
     updater = build(records["updater"], {"params": list(model.parameters()), "lr": config.lr, **steps},

@@ -23,6 +23,7 @@ from ..errors import ComponentError, DistributedError, DivergenceError, Interrup
 from ..host.loading import PluginHost
 from ..host.registry import ComponentRecord
 from ..train.engine import StopFlag, Trainer, TrainState
+from ..train.updaters import scheduler_of
 from . import checkpoint as checkpoint_io
 from . import folder, processes, provenance, signals, threads
 from .config import DIVERGENCE_ADVICE, RunConfig
@@ -210,7 +211,7 @@ def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any]
     if checkpoint is None:
         echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
     return _train(plan, host, device, run_dir, checkpoint, echo, prov, comm, voice,
-                  extend="epochs" in (overrides or {}))
+                  extend="epochs" in (overrides or {}), schedule_epochs=settings.get("epochs"))
 
 
 def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -> None:
@@ -372,29 +373,41 @@ def _resume_point(state: TrainState, epochs: int, train: Any) -> str:
 def _train(
     plan: Plan, host: PluginHost, device: Any, run_dir: pathlib.Path | None, checkpoint: dict | None, echo: Echo,
     prov: dict[str, Any], comm: Solo, voice: Voice = Voice(), checkpoints: bool = True, extend: bool = False,
+    schedule_epochs: int | None = None,
 ) -> RunResult:
     """Build the components and train them; ``run_dir`` None keeps no files (``fmclf.fit(out=False)``),
-    ``checkpoints`` False keeps no weights (a model whose parameters fmclf does not know)."""
+    ``checkpoints`` False keeps no weights (a model whose parameters fmclf does not know). A resumed
+    updater is built for the epochs its schedule was built for (the checkpoint's ``schedule_epochs``,
+    else ``schedule_epochs``, the epochs config.toml recorded), whatever ``--epochs`` now says: its
+    schedule continues, it does not start again over the new length."""
     config = plan.config
+    if checkpoint is not None:
+        schedule_epochs = checkpoint["state"].get("schedule_epochs") or schedule_epochs
+    schedule_epochs = schedule_epochs or config.epochs
     # Only rank 0 draws and steers: the other processes build no visualizer and no callback.
     listening = ("visualizer", "callback")
     built = plan if comm.is_root else dataclasses.replace(
         plan, records={t: r for t, r in plan.records.items() if r.kind not in listening})
     shard = shard_args(config.batch_size, comm.rank, comm.world_size)
     parts = comm.agree("loading the data and building the components",
-                       lambda: assemble(built, device=device, run_dir=run_dir, **shard))
+                       lambda: assemble(built, device=device, run_dir=run_dir, updater_epochs=schedule_epochs,
+                                        **shard))
     check_shards(parts.dataset, comm)
     chosen = _choose_threads(config, parts, device, comm)
     graphs_by_default = config.cuda_graphs is None
     config.cuda_graphs = _choose_graphs(config, parts, device, comm, echo)
     if chosen is not None and "threads" in prov and "resumed" not in prov:  # recorded before the choice
         prov["threads"] = chosen.threads
-    state = TrainState()
+    state = TrainState(schedule_epochs=schedule_epochs)
     last = None  # (epoch, batch) of the checkpoint on disk
     redraw = False  # a finished run whose pictures and report were cut short: draw them, nothing else
     if checkpoint is not None:
         state = checkpoint_io.restore(parts, checkpoint, run_dir, comm)
         last = (state.epoch, state.batch)
+        if config.epochs > schedule_epochs and scheduler_of(parts.updater) is not None:
+            echo(f"Note: the updater's learning-rate schedule was built for {schedule_epochs} epochs and goes on as "
+                 f"it is, not over the new {config.epochs}: after its end, the rate is what the scheduler gives "
+                 f"there. Start a new run for a schedule over {config.epochs} epochs.")
         # The checkpoint's history is the record: metrics.jsonl written after it (a full disk, a stop, an edit)
         # is mended.
         comm.on_root("writing the metrics", lambda: folder.mend_metrics(run_dir, state.history))

@@ -41,12 +41,14 @@ class Trained:
 
 def load_trained(run_dir: pathlib.Path, host: PluginHost, *, device: str = "cpu",
                  data_root: pathlib.Path | None = None, weights: str = "final", metrics: bool = True,
-                 python_instead: str = "work with it from Python instead") -> Trained:
+                 python_instead: str = "work with it from Python instead", dataset: str | None = None,
+                 dataset_options: dict[str, Any] | None = None) -> Trained:
     """Rebuild the run in ``run_dir`` on ``device`` (its data set, model and loss, and its metrics
     unless not ``metrics``; nothing that shows or steers) and load its ``weights``: final (model.pt,
     or the last checkpoint's), or the NAME of RUN_DIR/NAME.pt that a callback kept, such as best.
-    A run whose components were Python objects cannot be rebuilt by name: ``python_instead`` says
-    what to do."""
+    ``dataset`` (with its ``dataset_options``) replaces the run's data set, to score the weights on
+    another one with the same classes and input shape. A run whose components were Python objects
+    cannot be rebuilt by name: ``python_instead`` says what to do."""
     from .devices import resolve_device
     from .plan import python_only
 
@@ -59,6 +61,10 @@ def load_trained(run_dir: pathlib.Path, host: PluginHost, *, device: str = "cpu"
         config.metrics = []
     config.options = {t: o for t, o in config.options.items() if not t.startswith(dropped)}
     config.from_python = [t for t in config.from_python if not t.startswith(dropped)]
+    if dataset is not None:
+        trained_on = config.dataset
+        config.dataset, config.options["dataset"] = dataset, dict(dataset_options or {})
+        config.from_python = [t for t in config.from_python if t != "dataset"]
     if config.from_python:
         raise UsageError(python_only(config, config.from_python, python_instead))
     if data_root is not None:
@@ -69,6 +75,13 @@ def load_trained(run_dir: pathlib.Path, host: PluginHost, *, device: str = "cpu"
     try:
         parts.model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as exc:
+        if dataset is not None:
+            raise UsageError(
+                f"the weights of {run_dir} (trained on data set {trained_on!r}) do not fit a model built for data set "
+                f"{dataset!r}, which has {len(parts.dataset.classes)} classes and inputs of shape "
+                f"{tuple(parts.dataset.input_shape)}: --dataset takes a data set with the run's classes and input "
+                f"shape (a corrupted or resampled copy of its own)."
+            ) from None
         raise CheckpointError(
             f"{used} does not fit the model {plan.records['model'].describe()} ({str(exc).splitlines()[0][:300]}). "
             f"Were the plugins changed since the run? {run_dir / folder.CONFIG} lists the versions that trained it."

@@ -25,7 +25,7 @@ from .heldout import HeldOut, Metric
 from .inputs import check_inputs, check_split_inputs
 from .labels import check_batch, check_splits
 from .metrics import per_class_accuracy
-from .updaters import adapt_updater, current_lr
+from .updaters import adapt_updater, change_lr, current_lr
 
 
 @dataclass
@@ -41,6 +41,8 @@ class TrainState:
     stopped: dict[str, Any] | None = None  #: a callback's stop: {"by", "reason", "epoch"} (see events.Control)
     #: seconds that unfinished epoch took before it stopped: a resumed epoch is timed as both parts, not the last
     seconds: float = 0.0
+    lr: float | None = None  #: the rate a callback last set (control.set_lr / scale_lr), or None
+    schedule_epochs: int | None = None  #: the epochs the updater (its schedule) was built for; kept on resume
 
 
 class StopFlag:
@@ -197,11 +199,33 @@ class Trainer:
             if only is not None and kind != only:
                 continue
             control._caller = (kind, record.describe() if record is not None else f"a {kind}")
+            control._event = name
             try:
                 with blame(record or kind, f"in {name}"):
                     method(event)
             finally:
-                control._caller = None
+                control._caller = control._event = None
+
+    def _change_lr(self, request: tuple[str, float, str] | None, state: TrainState) -> None:
+        """Apply a callback's ``control.set_lr`` / ``scale_lr`` (rank 0's, on every process): to the
+        updater, to CUDA graphs (captured again, since a replay reads the rate it was captured with),
+        and to ``state``, which the checkpoint keeps."""
+        if request is None:
+            return
+        how, number, who = request
+        updater = self._who["updater"]
+        try:
+            state.lr = change_lr(self.updater, how, number)
+        except TypeError as exc:
+            name = updater.describe() if isinstance(updater, ComponentRecord) else "the updater"
+            raise ComponentError(
+                f"{who} called control.{how}_lr({number!r}), but {name} cannot take it: {exc}. Choose an updater "
+                f"whose rate fmclf can change (a torch optimizer, or one with an lr attribute), or drop the callback."
+            ) from None
+        self.lr = state.lr
+        for graph in (self.graphed, self.epoch_graph):
+            if graph is not None:
+                graph.graph = None
 
     def fit(self, state: TrainState | None = None) -> TrainState:
         """Train from ``state`` (a fresh start when None) to the last epoch, or until a callback stops the run.
@@ -229,6 +253,7 @@ class Trainer:
                 history=list(state.history), control=control, splits=self.splits,
             ),
         )
+        self._change_lr(self.comm.broadcast(control.take_lr(), "agreeing on the learning rate"), state)
         confusion = None
         for epoch in range(state.epoch + 1, self.epochs + 1):
             if state.stopped is not None and state.batch == 0:  # resumed after a callback's stop
@@ -252,7 +277,10 @@ class Trainer:
             event = events.EpochEnd(epoch, self.epochs, metrics, list(state.history), model=self.parts.model,
                                     lr=metrics["lr"], control=control)
             self._emit("on_epoch_end", event, only="callback")
-            control.restore(self.comm.broadcast(control.record(), "agreeing whether to stop"))  # rank 0 decides
+            # rank 0 decides
+            stop, lr = self.comm.broadcast((control.record(), control.take_lr()), "agreeing whether to stop")
+            control.restore(stop)
+            self._change_lr(lr, state)
             state.stopped = control.record()
             if self.checkpoint:
                 self.checkpoint(state)

@@ -106,3 +106,38 @@ def current_lr(updater: Any) -> float | None:
         return None if value is None or isinstance(value, bool) else float(value)
     except (TypeError, ValueError):  # an lr that is no number: not ours to log
         return None
+
+
+def change_lr(updater: Any, how: str, number: float) -> float:
+    """Set the learning rate to ``number`` (``how`` "set") or multiply it by ``number`` ("scale"), and
+    return the rate the next step uses. One factor (the new rate over the current one) multiplies every
+    rate the updater holds: a torch optimizer's parameter groups (and their ``initial_lr``) with its
+    scheduler's ``base_lrs``, so that a schedule keeps its shape at the new scale; else an ``lr``
+    attribute. Raises TypeError when the updater keeps its rate where fmclf cannot see it."""
+    holder = updater.optimizer if isinstance(updater, OptimizerUpdater) else updater
+    groups = getattr(holder, "param_groups", None)
+    if groups:
+        now = float(groups[0]["lr"])
+    elif _number(getattr(holder, "lr", None)):
+        now = float(holder.lr)
+    else:
+        raise TypeError("it keeps its learning rate where fmclf cannot change it (it has neither param_groups nor "
+                        "a numeric lr attribute); give it an lr attribute that its step reads")
+    if how == "set" and now == 0:
+        raise TypeError("its learning rate is 0 now, so no factor takes it to the rate asked for")
+    factor = number / now if how == "set" else number
+    if groups:
+        for group in groups:
+            for key in ("lr", "initial_lr"):
+                if _number(group.get(key)):
+                    group[key] = group[key] * factor
+        scheduler = scheduler_of(updater)
+        if scheduler is not None and getattr(scheduler, "base_lrs", None) is not None:
+            scheduler.base_lrs = [b * factor for b in scheduler.base_lrs]
+        return float(groups[0]["lr"])
+    holder.lr = number if how == "set" else holder.lr * factor
+    return float(holder.lr)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

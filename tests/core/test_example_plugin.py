@@ -117,3 +117,18 @@ def test_the_examples_metric_and_callback_steer_a_run(example, tiny_data, tmp_pa
     assert rows[-1]["test_top-k"] >= 0.5 > max([r["test_top-k"] for r in rows[:-1]], default=0)
     stopped = json.loads((out / "summary.json").read_text())["stopped"]
     assert stopped["by"] == "callback 'target' (fmclf-example 0.1.0)" and stopped["epoch"] == len(rows)
+
+
+def test_the_example_readme_lists_every_component_it_registers(example):
+    """The README's table: one row per registered component, with the right count in words."""
+    import re
+
+    from fmclf.host.loading import load_plugins
+
+    host = load_plugins(autoload=False, include=["example"])
+    registered = {(r.kind, r.name) for r in host.registry if r.plugin.dist == "fmclf-example"}
+    text = (EXAMPLE / "README.md").read_text()
+    listed = set(re.findall(r"^\| (\w+) \| `([\w-]+)` \|", text, flags=re.M))
+    assert listed == registered
+    words = {3: "three", 4: "four", 5: "five", 6: "six", 7: "seven"}
+    assert f"It adds {words[len(registered)]} components" in text

@@ -213,7 +213,9 @@ def test_a_loss_returning_one_number_is_refused_on_the_first_batch(tiny_data):
 
 
 @pytest.mark.parametrize(("updater", "says"), [
-    (lambda params, lr, batch_size: None, "(lambda takes (params, lr, batch_size): wrap it, as the chapter does"),
+    (lambda params, lr, batch_size: None, "(lambda takes (params, lr, batch_size); a function of the batch size is "
+                                          "called as updater(batch_size) after each backward, and a factory takes "
+                                          "params (and lr, epochs, steps_per_epoch, by name)"),
     (torch.optim.SGD, "(the class SGD: build one first, such as SGD(net.parameters(), lr=0.1))"),
     (42, "updater 'int' is neither"),
 ])
@@ -221,8 +223,9 @@ def test_an_updater_that_is_none_of_the_three_is_refused(tiny_data, updater, say
     with pytest.raises(UsageError) as err:
         fmclf.fit(model="nn", updater=updater, out=False, **tiny(tiny_data))
     text = str(err.value)
-    assert "is neither a torch.optim.Optimizer, a function of the batch size like the chapter's updater(batch_size), " \
-           "nor an object with zero_grad() and step(batch_size)" in text and says in text
+    assert "is neither a torch.optim.Optimizer, an (optimizer, scheduler) pair, a function of the batch size like " \
+           "the chapter's updater(batch_size), a factory of params, nor an object with zero_grad() and " \
+           "step(batch_size)" in text and says in text
     assert "'sgd'" in text  # the registered ones, from the registry
 
 

@@ -108,7 +108,7 @@ def test_a_required_option_must_be_given_and_says_how():
 
 
 def test_a_component_without_options_says_so():
-    with pytest.raises(OptionError, match=r"has no option 'x'\. It has no options\."):
+    with pytest.raises(OptionError, match=r"has no option 'x'\. Model '[\w-]+' itself has no options\."):
         resolve_options(record(lambda *, num_inputs, num_classes: None), {"x": "1"})
 
 
