@@ -54,20 +54,22 @@ def ray_cluster():
     temp = tempfile.mkdtemp(prefix="fr", dir="/tmp")  # short: Ray's socket paths live under it
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = env_with_tests(RAY_USAGE_STATS_ENABLED="0", RAY_health_check_period_ms="1000",
+    env = env_with_tests(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", RAY_health_check_period_ms="1000",
                          RAY_health_check_failure_threshold="3", RAY_ADDRESS="")
     common = ["--num-cpus", "1", "--num-gpus", "0", "--object-store-memory", str(80 * 2**20), "--disable-usage-stats"]
     worker = None
+    joined = open(pathlib.Path(temp) / "join.log", "wb")  # noqa: SIM115 - closed in the finally
     try:
-        subprocess.run([_ray(), "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
+        head = subprocess.run([_ray(), "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
                         "--temp-dir", temp, "--include-dashboard=false", "--ray-client-server-port", str(free_port()),
-                        *common, *_node_ports()], env=env, check=True, capture_output=True, timeout=180)
+                        *common, *_node_ports()], env=env, capture_output=True, text=True, timeout=180)
+        assert head.returncode == 0, head.stdout + head.stderr
         worker = subprocess.Popen([_ray(), "start", "--address", address, "--node-ip-address", "127.0.0.1", "--block",
-                                   *common, *_node_ports()], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
+                                   *common, *_node_ports()], env=env, stdout=joined, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
         deadline = time.monotonic() + 180
         while _alive_nodes(env, address) < 2:
-            assert worker.poll() is None and time.monotonic() < deadline, "the second Ray node did not join"
+            assert worker.poll() is None and time.monotonic() < deadline, (pathlib.Path(temp) / "join.log").read_text()
             time.sleep(1)
         yield Cluster(address, worker, env)
     finally:
@@ -75,6 +77,7 @@ def ray_cluster():
         if worker is not None:
             kill_tree(worker.pid)
             worker.wait(timeout=60)
+        joined.close()
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -20,6 +20,7 @@ result file, so a cluster without accounting (no ``sacct``) works too.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -124,7 +125,8 @@ class SlurmExecutor:
     workers: int = 1_000_000
     cluster: str = "slurm"
     poll_seconds: float = 2.0
-    announce: Callable[[str], None] = say
+    tell: Callable[[str], None] = functools.partial(print, flush=True)  #: what the array does
+    announce: Callable[[str], None] = say  #: a stop request (from a signal handler)
 
     def run(self, jobs: Sequence[Job], done: Callable[[Outcome], None]) -> None:
         """Submit the jobs not already queued as one array, then wait for every task (or, with
@@ -142,11 +144,11 @@ class SlurmExecutor:
             record.update({name: task.job_id for name, task in submitted.items()})
             atomic.write_text(where / RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
         kept = len(tasks) - len(fresh)
-        self.announce(f"SLURM: {len(fresh)} task(s) submitted" + (f", {kept} still queued from before" if kept else "")
-                      + f"; their ids are in {where / RECORD}\n")
+        self.tell(f"SLURM: {len(fresh)} task(s) submitted" + (f", {kept} still queued from before" if kept else "")
+                  + f"; their ids are in {where / RECORD}")
         if self.detach:
-            self.announce("--detach: not waiting. Run the same command again to collect the results (or wait for "
-                          "them).\n")
+            self.tell("--detach: not waiting. Run the same command again to collect the results (it waits for the "
+                      "tasks still queued or running, and submits only what is missing).")
             return
         self._wait(jobs, tasks, done)
 
