@@ -99,9 +99,9 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int | None
     (--retry-failed does). Ctrl-C stops every run with its checkpoint.
 
     \b
-    On a Ray cluster or as a SLURM job array (DIR on a file system the nodes share):
+    On a Ray cluster or as a SLURM job array (DIR shared by the nodes):
     fmclf compare --model scratch --model nn --threads 2 --executor ray --ray-address auto --out cmp
-    fmclf compare --model scratch --model nn --threads 2 --executor slurm --slurm-partition gpu --detach --out cmp
+    fmclf compare --model nn --threads 2 --executor slurm --slurm-partition gpu --detach --out cmp
     """
     from ..compare.engine import run_comparison
     from ..compare.grid import build_cells, seeds_from
@@ -184,8 +184,8 @@ def _build() -> click.Command:
         click.Option(["--seeds"], type=int, default=3, show_default=True,
                      help="Runs per cell, with the same seeds in every cell (paired)."),
         click.Option(["--jobs"], type=int, default=None,
-                     help="Runs side by side, each in its own process (1: one after the other in this process); "
-                          "with ray or slurm, at most this many at once. [default: 1; ray, slurm: no limit]"),
+                     help="Runs side by side, each in its own process (1, the default: one after the other in this "
+                          "process); with ray or slurm, the most at once (default: no limit)."),
         click.Option(["--retry-failed"], is_flag=True,
                      help="Train the runs that failed or diverged again (from their last checkpoint)."),
         click.Option(["--rank-by"], metavar="METRIC[:max|min]", default=None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import _thread
 import json
+import pathlib
 import signal
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from click.testing import CliRunner
 
 from fmclf.cli import cli
 from fmclf.compare import executors
-from fmclf.compare.executor import InProcessExecutor, LocalExecutor
+from fmclf.compare.executor import InProcessExecutor, Job, LocalExecutor
 from fmclf.compare.executors import ExecutorSettings, local, node, slurm_array
+from fmclf.errors import Interrupted, UsageError
 
 
 def test_the_built_in_executors_come_first_and_local_is_the_default():
@@ -180,5 +182,67 @@ def test_the_slurm_task_checkpoints_its_run_and_asks_to_be_requeued(tmp_path):
 
 
 def test_local_refuses_detach_with_a_clear_reason():
-    with pytest.raises(executors.UsageError, match="--detach needs an executor"):
+    with pytest.raises(UsageError, match="--detach needs an executor"):
         local.make(ExecutorSettings(detach=True))
+
+
+@pytest.mark.parametrize(("name", "module", "says"), [("ray", "ray", "pip install 'fmclf[ray]'"),
+                                                      ("slurm", "submitit", "pip install 'fmclf[slurm]'")])
+def test_a_cluster_executor_without_its_package_says_which_extra_to_install(tmp_path, monkeypatch, name, module,
+                                                                           says):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    result = CliRunner().invoke(cli, ["compare", "--executor", name, "--threads", "1", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
+
+
+class _Paths:
+    def __init__(self, folder: pathlib.Path) -> None:
+        self.result_pickle = folder / "result.pkl"
+
+
+class _FakeTask:
+    """What SlurmExecutor reads of a submitit job: done(), cancel(), its result file and result()."""
+
+    def __init__(self, folder: pathlib.Path, job_id: str, on_done=None) -> None:
+        self.job_id, self.paths, self.on_done, self.cancelled = job_id, _Paths(folder / job_id), on_done, 0
+        self.paths.result_pickle.parent.mkdir(parents=True)
+
+    def done(self) -> bool:
+        if self.on_done is not None:
+            self.on_done(self)
+        return self.paths.result_pickle.exists()
+
+    def cancel(self, check: bool = True) -> None:
+        self.cancelled += 1
+        self.paths.result_pickle.write_text("130")  # the run stopped with its checkpoint
+
+    def result(self) -> int:
+        return int(self.paths.result_pickle.read_text())
+
+
+def test_ctrl_c_of_a_waiting_array_cancels_its_tasks_and_reports_them_stopped(tmp_path):
+    """SIGINT while waiting: every task still out is cancelled once (its run checkpoints, exit 130),
+    each is reported, then the comparison is told it was interrupted."""
+    jobs = [Job(n, ("run",), tmp_path / "jobs" / f"{n}.log") for n in ("a", "b")]
+    (tmp_path / "jobs").mkdir()
+    fired = []
+
+    def interrupt_once(task):
+        if not fired:
+            fired.append(task.job_id)
+            signal.raise_signal(signal.SIGINT)
+
+    tasks = {"a": _FakeTask(tmp_path, "1_0", interrupt_once), "b": _FakeTask(tmp_path, "1_1")}
+    outcomes = []
+    executor = slurm_array.SlurmExecutor(cluster="local", poll_seconds=0.01, announce=lambda text: None)
+    with pytest.raises(Interrupted, match="stopped by SIGINT"):
+        executor._wait(jobs, tasks, outcomes.append)
+    assert sorted((o.job.name, o.returncode) for o in outcomes) == [("a", 130), ("b", 130)]
+    assert [t.cancelled for t in tasks.values()] == [1, 1]
+
+
+def test_a_task_that_ended_without_a_result_counts_as_stopped_and_says_so_in_its_log(tmp_path):
+    job = Job("a", ("run",), tmp_path / "a.log")
+    task = _FakeTask(tmp_path, "7_3")
+    assert slurm_array._exit_code(task, job) == -signal.SIGKILL
+    assert "the SLURM task 7_3 ended without a result" in job.log.read_text()

@@ -86,7 +86,7 @@ class RayExecutor:
                 while pending or running:
                     while pending and len(running) < max(1, self.workers) and not requests:
                         job = pending.popleft()
-                        ref = task.remote(list(job.args), str(job.log), env=self.env)
+                        ref = task.remote(list(job.args), str(job.log), env=self.env)  # type: ignore[call-arg]
                         running[ref] = (job, time.perf_counter())
                     if len(requests) > sent:  # a stop: Ray raises KeyboardInterrupt in each task, run_job signals
                         for ref in running:

@@ -57,13 +57,13 @@ def minutes(text: str) -> int:
     if m is None:
         raise UsageError(f"--slurm-time {text!r} is not a time sbatch takes. Give minutes (90), H:MM:SS (1:30:00) or "
                          f"D-HH:MM:SS (2-00:00:00).")
-    d, a, b, c = (int(m[g]) if m[g] is not None else None for g in "dabc")
-    if d is not None:  # D-H, D-H:M, D-H:M:S
-        seconds = d * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
-    elif c is not None:  # H:M:S
-        seconds = a * 3600 + (b or 0) * 60 + c
+    a, b, c = int(m["a"]), int(m["b"] or 0), int(m["c"] or 0)
+    if m["d"] is not None:  # D-H, D-H:M, D-H:M:S
+        seconds = int(m["d"]) * 86400 + a * 3600 + b * 60 + c
+    elif m["c"] is not None:  # H:M:S
+        seconds = a * 3600 + b * 60 + c
     else:  # M, M:S
-        seconds = a * 60 + (b or 0)
+        seconds = a * 60 + b
     return max(1, -(-seconds // 60))
 
 
