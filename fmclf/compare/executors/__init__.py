@@ -17,7 +17,6 @@ this module imports neither torch nor any cluster's client library.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,10 +59,6 @@ class ExecutorSettings:
     detach: bool = False  #: submit and return; a later invocation with the same arguments collects
     ray_address: str | None = None
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
-
-    def replace(self, **changes: object) -> ExecutorSettings:
-        """A copy with ``changes``."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
 Factory = Callable[[ExecutorSettings], Executor]
