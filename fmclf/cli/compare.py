@@ -80,8 +80,11 @@ def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_a
     return base, setting_axes, grid_options
 
 
-def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int, retry_failed: bool, rank_by: str | None,
-             option_args, data_root, config_path, **given: Any) -> None:
+def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int | None, retry_failed: bool,
+             rank_by: str | None, option_args, data_root, config_path, executor_name: str, detach: bool,
+             ray_address: str | None, slurm_partition: str | None, slurm_time: str | None, slurm_cpus: int | None,
+             slurm_gpus: int | None, slurm_array_parallelism: int | None, slurm_options: tuple[str, ...],
+             **given: Any) -> None:
     """Train every cell of the grid with the same SEEDS seeds into DIR/runs/, and write
     DIR/compare.json, DIR/compare.md (the cells ranked, each compared with the best
     over the shared seeds) and DIR/curves.png (mean curves with a band per cell).
@@ -94,13 +97,19 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int, retry
     resume from their checkpoints, and only what is missing trains. A run that
     diverges or fails is recorded with its reason and not trained again
     (--retry-failed does). Ctrl-C stops every run with its checkpoint.
+
+    \b
+    On a Ray cluster or as a SLURM job array (DIR shared by the nodes):
+    fmclf compare --model scratch --model nn --threads 2 --executor ray --ray-address auto --out cmp
+    fmclf compare --model nn --threads 2 --executor slurm --slurm-partition gpu --detach --out cmp
     """
     from ..compare.engine import run_comparison
-    from ..compare.executor import InProcessExecutor, LocalExecutor
     from ..compare.grid import build_cells, seeds_from
 
-    if jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {jobs}. It is how many runs train side by side.")
+    executor = _executor(executor_name, jobs=jobs, threads=given.get("threads"), device=given.get("device") or "auto",
+                         detach=detach, ray_address=ray_address, slurm_partition=slurm_partition,
+                         slurm_time=slurm_time, slurm_cpus=slurm_cpus, slurm_gpus=slurm_gpus,
+                         slurm_array_parallelism=slurm_array_parallelism, slurm_options=slurm_options)
     axes = _axes_of(run_command)
     threads = given.get("threads")
     base, setting_axes, grid_options = _config(ctx, given, axes, option_args, data_root, config_path)
@@ -112,7 +121,6 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int, retry
     settings = ctx.obj
     plugin_args = ([a for f in settings.include for a in ("-p", f)]
                    + [a for f in settings.block for a in ("-p", f"no:{f}")])
-    executor = InProcessExecutor() if jobs == 1 else LocalExecutor(workers=jobs)
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
                                 plugin_args=plugin_args, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
                                 command=command_line(ctx))
@@ -121,6 +129,49 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int, retry
     table = [line for line in (comparison.root / COMPARE_MD).read_text(encoding="utf-8").splitlines()
              if line.startswith("|")]
     click.echo("\n".join(["", *table]))
+
+
+def _executor(name: str, *, jobs: int | None, threads: int | None, device: str, detach: bool,
+              ray_address: str | None, slurm_options: tuple[str, ...], **slurm: Any):
+    """The executor --executor names, set up from the command line (its checks come first)."""
+    from ..compare.executors import ExecutorSettings, SlurmSettings, make
+
+    options = {}
+    for text in slurm_options:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--slurm-option {text!r} is not KEY=VALUE. Give an sbatch option without its dashes, "
+                             f"e.g. --slurm-option mem=8G or --slurm-option account=mylab.")
+        options[key.strip().lstrip("-")] = value
+    slurm_settings = SlurmSettings(**{k.removeprefix("slurm_"): v for k, v in slurm.items()}, options=options)
+    return make(name, ExecutorSettings(jobs=jobs, threads=threads, device=device, detach=detach,
+                                       ray_address=ray_address, slurm=slurm_settings))
+
+
+def _executor_options() -> list[click.Parameter]:
+    """--executor and what the cluster executors take."""
+    from ..compare.executors import DEFAULT, names
+
+    return [
+        click.Option(["--executor", "executor_name"], metavar="NAME", default=DEFAULT, show_default=True,
+                     help=f"Where the runs train: {', '.join(names())} (a package may add more). "
+                          f"ray and slurm need --threads and DIR on a file system the nodes share."),
+        click.Option(["--detach"], is_flag=True,
+                     help="slurm: return once the array is submitted; the same command again collects."),
+        click.Option(["--ray-address"], metavar="ADDRESS", envvar="RAY_ADDRESS", show_envvar=True,
+                     help="ray: the cluster to join (auto: the one running on this machine). "
+                          "[default: start one here]"),
+        click.Option(["--slurm-partition"], metavar="NAME", help="slurm: the partition of the array's tasks."),
+        click.Option(["--slurm-time"], metavar="TIME", help="slurm: each task's time limit, as sbatch --time "
+                     "takes it; a task requeues itself (with its checkpoint) before it. [default: 24:00:00]"),
+        click.Option(["--slurm-cpus"], type=int, metavar="N", help="slurm: CPUs per task. [default: --threads]"),
+        click.Option(["--slurm-gpus"], type=int, metavar="N",
+                     help="slurm: GPUs per task. [default: 1 with --device cuda, else 0]"),
+        click.Option(["--slurm-array-parallelism"], type=int, metavar="N",
+                     help="slurm: tasks of the array running at once. [default: --jobs, else no limit]"),
+        click.Option(["--slurm-option", "slurm_options"], multiple=True, metavar="KEY=VALUE",
+                     help="slurm: any other sbatch option (mem=8G, account=lab, qos=high); repeat for several."),
+    ]
 
 
 def _build() -> click.Command:
@@ -132,13 +183,15 @@ def _build() -> click.Command:
                           "DIR to continue."),
         click.Option(["--seeds"], type=int, default=3, show_default=True,
                      help="Runs per cell, with the same seeds in every cell (paired)."),
-        click.Option(["--jobs"], type=int, default=1, show_default=True,
-                     help="Runs side by side, each in its own process (1: one after the other in this process)."),
+        click.Option(["--jobs"], type=int, default=None,
+                     help="Runs side by side, each in its own process (1, the default: one after the other in this "
+                          "process); with ray or slurm, the most at once (default: no limit)."),
         click.Option(["--retry-failed"], is_flag=True,
                      help="Train the runs that failed or diverged again (from their last checkpoint)."),
         click.Option(["--rank-by"], metavar="METRIC[:max|min]", default=None,
                      help="Metric that ranks the cells. "
                           "[default: test_acc; lower is better for names with loss, error or ece]"),
+        *_executor_options(),
     ]
     callback = click.pass_context(friendly(_compare))
     return click.Command("compare", callback=callback, params=params, help=inspect.cleandoc(_compare.__doc__ or ""),

@@ -1,0 +1,248 @@
+"""The executor table (built-in names, a third party's through the entry-point group), the command
+line's --executor options and their errors, and the pieces a cluster task runs on its node: all fast,
+without Ray, submitit or SLURM."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+
+import pytest
+from click.testing import CliRunner
+
+from fmclf.cli import cli
+from fmclf.compare import executors
+from fmclf.compare.executor import InProcessExecutor, Job, LocalExecutor
+from fmclf.compare.executors import ExecutorSettings, local, node, slurm_array
+from fmclf.errors import Interrupted, UsageError
+
+
+def test_the_built_in_executors_come_first_and_local_is_the_default():
+    assert executors.names()[:3] == ["local", "ray", "slurm"] and executors.DEFAULT == "local"
+
+
+def test_local_is_the_pool_or_this_process_as_before():
+    assert isinstance(executors.make("local", ExecutorSettings()), InProcessExecutor)
+    pool = executors.make("local", ExecutorSettings(jobs=3))
+    assert isinstance(pool, LocalExecutor) and pool.workers == 3
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--executor", "dask"], "--executor 'dask' is not an executor fmclf knows. Choose one of: local, ray, slurm"),
+    (["--jobs", "0"], "--jobs must be at least 1, got 0"),
+    (["--detach"], "--detach needs an executor that keeps running without this process"),
+    (["--executor", "ray"], "--executor ray needs --threads N"),
+    (["--executor", "ray", "--threads", "1", "--detach"], "--detach works with --executor slurm only"),
+    (["--executor", "slurm"], "--executor slurm needs --threads N"),
+    (["--executor", "slurm", "--threads", "1", "--slurm-time", "soon"], "--slurm-time 'soon' is not a time sbatch"),
+    (["--executor", "slurm", "--threads", "1", "--slurm-cpus", "0"], "--slurm-cpus must be at least 1, got 0"),
+    (["--executor", "slurm", "--threads", "1", "--slurm-option", "mem"], "--slurm-option 'mem' is not KEY=VALUE"),
+])
+def test_bad_executor_options_say_what_to_do_before_anything_runs(tmp_path, args, says):
+    result = CliRunner().invoke(cli, ["compare", "--out", str(tmp_path / "cmp"), *args])
+    assert result.exit_code == 2, result.output
+    assert says in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_help_lists_the_executors_and_their_options():
+    text = CliRunner().invoke(cli, ["compare", "--help"], terminal_width=200).output
+    for flag in ("--executor NAME", "--ray-address", "--slurm-partition", "--slurm-time", "--slurm-cpus",
+                 "--slurm-gpus", "--slurm-array-parallelism", "--slurm-option KEY=VALUE", "--detach"):
+        assert flag in text
+    assert "local, ray, slurm" in text
+
+
+_THIRD_PARTY = '''
+from fmclf.compare.executor import InProcessExecutor
+
+CALLS = []
+
+
+class Recording(InProcessExecutor):
+    def run(self, jobs, done):
+        CALLS.extend(job.name for job in jobs)
+        super().run(jobs, done)
+
+
+def make(settings):
+    CALLS.append(("threads", settings.threads))
+    return Recording()
+'''
+
+
+def test_a_third_party_executor_registered_under_the_entry_point_group_runs_the_comparison(
+        tiny_data, tmp_path, monkeypatch):
+    (tmp_path / "fmclf_recording.py").write_text(_THIRD_PARTY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    point = metadata.EntryPoint(name="recording", value="fmclf_recording:make", group=executors.ENTRY_POINT_GROUP)
+    real = metadata.entry_points
+
+    def entry_points(**kw):
+        return [point] if kw.get("group") == executors.ENTRY_POINT_GROUP else real(**kw)
+
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
+    assert executors.names() == ["local", "ray", "slurm", "recording"]
+    out = tmp_path / "cmp"
+    result = CliRunner().invoke(cli, ["compare", "--executor", "recording", "--threads", "1", "--seeds", "1",
+                                      "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--batch-size",
+                                      "16", "--device", "cpu", "--epochs", "1", "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    import fmclf_recording
+
+    assert fmclf_recording.CALLS == [("threads", 1), "scratch-fused-sgd-fashion-mnist-seed0"]
+    assert json.loads((out / "compare.json").read_text())["complete"] is True
+
+
+def test_a_broken_third_party_executor_is_named_not_a_traceback(tmp_path, monkeypatch):
+    point = metadata.EntryPoint(name="broken", value="no_such_module_here:make", group=executors.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(executors, "_entry_points", lambda: {"broken": point})
+    result = CliRunner().invoke(cli, ["compare", "--executor", "broken", "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 2 and "its package's entry point 'no_such_module_here:make' failed to load" in \
+        result.output
+
+
+def test_a_new_run_whose_folder_an_earlier_attempt_began_is_resumed(tmp_path):
+    run = tmp_path / "runs" / "a"
+    args = ("-p", "x", "run", "--config", str(tmp_path / "a.toml"), "--out", str(run))
+    assert node.continuing(args) == args  # nothing there yet: start it
+    run.mkdir(parents=True)
+    assert node.continuing(args) == args  # an empty folder: still a new run
+    (run / "config.toml").write_text("")
+    assert node.continuing(args) == ("-p", "x", "run", "--resume", str(run))
+    resume = ("run", "--resume", str(run), "--epochs", "3")
+    assert node.continuing(resume) == resume and node.run_folder(resume) == run
+    assert node.continuing(("plugins",)) == ("plugins",) and node.run_folder(("plugins",)) is None
+    assert node.run_folder(args) == run
+
+
+def test_run_job_logs_the_command_and_passes_a_keyboard_interrupt_on_as_a_signal(tmp_path):
+    """What a Ray task does on ray.cancel (a KeyboardInterrupt): the job gets SIGINT once and is
+    waited for; its exit code is the task's. The job gets it even where this process blocks SIGINT."""
+    log = tmp_path / "jobs" / "a.log"
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGINT, lambda *a: sys.exit(130))\n"
+             "print('READY', flush=True)\n"
+             "time.sleep(60)\n")
+
+    def interrupt_when_ready(process):
+        def wait():
+            while "\nREADY" not in log.read_text():  # the header line holds the code, READY in quotes
+                time.sleep(0.05)
+            _thread.interrupt_main()
+
+        threading.Thread(target=wait, daemon=True).start()
+
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])  # as a Ray worker's threads have it
+    try:
+        code = node.run_job(["-c", child], log, command=[sys.executable], started=interrupt_when_ready)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    assert code == 130
+    assert log.read_text().startswith("$ fmclf -c import signal")
+
+
+def test_run_job_forwards_fmclf_settings_and_the_plugin_path():
+    env = {"PYTHONPATH": "/p", "FMCLF_DATA": "/d", "HOME": "/h", "RAY_ADDRESS": "x"}
+    assert node.forwarded_env(env) == {"PYTHONPATH": "/p", "FMCLF_DATA": "/d"}
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("90", 90), ("1:30", 2), ("1:30:00", 90), ("2-00", 2880),
+                                               ("1-01:30", 1530), ("0-00:00:30", 1)])
+def test_slurm_times_are_read_as_sbatch_reads_them(text, minutes):
+    assert slurm_array.minutes(text) == minutes
+
+
+def test_the_slurm_task_checkpoints_its_run_and_asks_to_be_requeued(tmp_path):
+    """SIGUSR2 before the time limit: submitit calls the task's checkpoint, which stops the run with
+    SIGTERM (it writes its checkpoint) and returns the same job to requeue."""
+    pytest.importorskip("submitit")
+    task = slurm_array.Task()
+    log = tmp_path / "a.log"
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda *a: (open(sys.argv[1], 'w').write('stopped'), sys.exit(130)))\n"
+             "print('READY', flush=True)\n"
+             "time.sleep(60)\n")
+    marker = tmp_path / "stopped"
+    process = subprocess.Popen([sys.executable, "-c", child, str(marker)], process_group=0, stdout=subprocess.PIPE,
+                               text=True)
+    task._started(process)
+    assert process.stdout.readline().strip() == "READY"  # its handler is set
+    again = task.checkpoint(["run", "--out", "x"], str(log))
+    assert marker.read_text() == "stopped" and process.wait(timeout=10) == 130
+    assert isinstance(again.function, slurm_array.Task) and again.args == (["run", "--out", "x"], str(log))
+
+
+def test_local_refuses_detach_with_a_clear_reason():
+    with pytest.raises(UsageError, match="--detach needs an executor"):
+        local.make(ExecutorSettings(detach=True))
+
+
+@pytest.mark.parametrize(("name", "module", "says"), [("ray", "ray", "pip install 'fmclf[ray]'"),
+                                                      ("slurm", "submitit", "pip install 'fmclf[slurm]'")])
+def test_a_cluster_executor_without_its_package_says_which_extra_to_install(tmp_path, monkeypatch, name, module,
+                                                                           says):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    result = CliRunner().invoke(cli, ["compare", "--executor", name, "--threads", "1", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
+
+
+class _Paths:
+    def __init__(self, folder: pathlib.Path) -> None:
+        self.result_pickle = folder / "result.pkl"
+
+
+class _FakeTask:
+    """What SlurmExecutor reads of a submitit job: done(), cancel(), its result file and result()."""
+
+    def __init__(self, folder: pathlib.Path, job_id: str, on_done=None) -> None:
+        self.job_id, self.paths, self.on_done, self.cancelled = job_id, _Paths(folder / job_id), on_done, 0
+        self.paths.result_pickle.parent.mkdir(parents=True)
+
+    def done(self) -> bool:
+        if self.on_done is not None:
+            self.on_done(self)
+        return self.paths.result_pickle.exists()
+
+    def cancel(self, check: bool = True) -> None:
+        self.cancelled += 1
+        self.paths.result_pickle.write_text("130")  # the run stopped with its checkpoint
+
+    def result(self) -> int:
+        return int(self.paths.result_pickle.read_text())
+
+
+def test_ctrl_c_of_a_waiting_array_cancels_its_tasks_and_reports_them_stopped(tmp_path):
+    """SIGINT while waiting: every task still out is cancelled once (its run checkpoints, exit 130),
+    each is reported, then the comparison is told it was interrupted."""
+    jobs = [Job(n, ("run",), tmp_path / "jobs" / f"{n}.log") for n in ("a", "b")]
+    (tmp_path / "jobs").mkdir()
+    fired = []
+
+    def interrupt_once(task):
+        if not fired:
+            fired.append(task.job_id)
+            signal.raise_signal(signal.SIGINT)
+
+    tasks = {"a": _FakeTask(tmp_path, "1_0", interrupt_once), "b": _FakeTask(tmp_path, "1_1")}
+    outcomes = []
+    executor = slurm_array.SlurmExecutor(cluster="local", poll_seconds=0.01, announce=lambda text: None)
+    with pytest.raises(Interrupted, match="stopped by SIGINT"):
+        executor._wait(jobs, tasks, outcomes.append)
+    assert sorted((o.job.name, o.returncode) for o in outcomes) == [("a", 130), ("b", 130)]
+    assert [t.cancelled for t in tasks.values()] == [1, 1]
+
+
+def test_a_task_that_ended_without_a_result_counts_as_stopped_and_says_so_in_its_log(tmp_path):
+    job = Job("a", ("run",), tmp_path / "a.log")
+    task = _FakeTask(tmp_path, "7_3")
+    assert slurm_array._exit_code(task, job) == -signal.SIGKILL
+    assert "the SLURM task 7_3 ended without a result" in job.log.read_text()
