@@ -29,7 +29,7 @@ from .config import DIVERGENCE_ADVICE, RunConfig, load_config
 from .devices import launch_device
 from .lock import RunLock
 from .memory import peak_memory
-from .plan import Plan, assemble, check_processes, check_shards, python_only, resolve, shard_args
+from .plan import Plan, assemble, check_processes, check_seed, check_shards, python_only, resolve, shard_args
 from .signals import handled, say, stop_on_signals
 from .writer import BackgroundWriter
 
@@ -235,6 +235,7 @@ def _prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[P
              objects: Mapping[str, ComponentRecord] | None = None) -> tuple[Plan, Any]:
     """Resolve the plan, ``check`` it (no torch yet), then the device; refuse what cannot run in these processes."""
     plan = resolve(config, host, objects)
+    check_seed(plan)
     if check is not None:
         check(plan)
     device = launch_device(plan.config.device, comm.launch, comm.backend)
