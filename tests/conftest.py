@@ -30,6 +30,10 @@ def _session_cache(tmp_path_factory):
     os.environ.pop("FMCLF_STRICT_PLUGINS", None)
     os.environ["FMCLF_TEST_REAL_DATA"] = real or ""
     os.environ[REQUIRE_SEED] = "1"
+    # Under pytest-xdist: the processes the tests start are not workers (pytest-benchmark in a pytest they
+    # run would take the worker's variables for xdist and refuse to time).
+    for name in [n for n in os.environ if n.startswith("PYTEST_XDIST_")]:
+        saved[name] = os.environ.pop(name)
     yield
     for k, v in saved.items():
         if v is None:

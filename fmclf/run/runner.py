@@ -235,7 +235,6 @@ def _prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[P
              objects: Mapping[str, ComponentRecord] | None = None) -> tuple[Plan, Any]:
     """Resolve the plan, ``check`` it (no torch yet), then the device; refuse what cannot run in these processes."""
     plan = resolve(config, host, objects)
-    check_seed(plan)
     if check is not None:
         check(plan)
     device = launch_device(plan.config.device, comm.launch, comm.backend)
@@ -385,6 +384,7 @@ def _train(
     parts = comm.agree("loading the data and building the components",
                        lambda: assemble(built, device=device, run_dir=run_dir, **shard))
     check_shards(parts.dataset, comm)
+    check_seed(plan)  # last before training: what fails sooner says so whatever the seed
     chosen = _choose_threads(config, parts, device, comm)
     graphs_by_default = config.cuda_graphs is None
     config.cuda_graphs = _choose_graphs(config, parts, device, comm, echo)
