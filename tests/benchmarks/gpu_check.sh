@@ -120,8 +120,9 @@ bench() {
         --benchmark-enable --benchmark-only --benchmark-columns=min,median,rounds --benchmark-json="$OUT/bench-$1.json"
 }
 bench cuda 150
-step pytest-cuda 150 "$PY" -m pytest -m cuda -p no:cacheprovider -q -rs --junitxml="$OUT/pytest-cuda.xml" tests \
-    tests/core/test_graph_choices.py   # and the fallbacks simulated on the CPU
+step pytest-cuda 150 "$PY" -m pytest -m cuda -p no:cacheprovider -q -rs --junitxml="$OUT/pytest-cuda.xml" tests
+# the choices and the fallbacks of failed captures and replays, simulated (they need no GPU)
+step pytest-graph-choices 90 "$PY" -m pytest -p no:cacheprovider -q tests/core/test_graph_choices.py
 bench cpu 120
 step table 30 "$PY" tests/benchmarks/table.py "$OUT/bench-cuda.json" "$OUT/bench-cpu.json"
 
