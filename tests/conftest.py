@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated cache, tiny data, the real data (or a clear skip)."""
+"""Shared fixtures: an isolated cache, a fixed seed required of every run, tiny data, the real data (or a
+clear skip)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import pathlib
 
 import pytest
+
+from fmclf.run.plan import REQUIRE_SEED
 
 from helpers import write_tiny_fashion
 
@@ -15,15 +18,22 @@ SYSTEM_DATA = pathlib.Path("/usr/share/datasets/fashion-mnist")
 @pytest.fixture(autouse=True, scope="session")
 def _session_cache(tmp_path_factory):
     """Keep the user's cache and $FMCLF_DATA out of the tests; one cache per session
-    so the real data set is decompressed once, not once per test."""
+    so the real data set is decompressed once, not once per test. Every run must be given its seed
+    (FMCLF_REQUIRE_SEED, inherited by the subprocesses and notebook kernels the tests start): a test
+    that trained on a drawn seed would pass or fail by luck. A test of seed drawing unsets it."""
     saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "FMCLF_DATA", "FMCLF_DISABLE_PLUGIN_AUTOLOAD",
-                                            "FMCLF_STRICT_PLUGINS")}
+                                            "FMCLF_STRICT_PLUGINS", REQUIRE_SEED)}
     real = os.environ.get("FMCLF_DATA")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
     os.environ.pop("FMCLF_DATA", None)
     os.environ.pop("FMCLF_DISABLE_PLUGIN_AUTOLOAD", None)
     os.environ.pop("FMCLF_STRICT_PLUGINS", None)
     os.environ["FMCLF_TEST_REAL_DATA"] = real or ""
+    os.environ[REQUIRE_SEED] = "1"
+    # Under pytest-xdist: the processes the tests start are not workers (pytest-benchmark in a pytest they
+    # run would take the worker's variables for xdist and refuse to time).
+    for name in [n for n in os.environ if n.startswith("PYTEST_XDIST_")]:
+        saved[name] = os.environ.pop(name)
     yield
     for k, v in saved.items():
         if v is None:

@@ -37,12 +37,15 @@ def kernel_manager(folder: pathlib.Path, env: dict[str, str] | None = None) -> A
 def execute(path: pathlib.Path, cwd: pathlib.Path, *, timeout: int = 600, env: dict[str, str] | None = None) -> Any:
     """Execute the notebook at ``path`` with ``cwd`` as its working folder; returns the executed
     notebook (nbformat). A cell that raises stops it (nbclient's CellExecutionError), except a
-    cell tagged ``raises-exception``."""
+    cell tagged ``raises-exception``. Every fit in it must pass its seed (FMCLF_REQUIRE_SEED): the
+    outputs committed and the accuracies the test checks are then the same on every run."""
     import nbformat
     from nbclient import NotebookClient
 
+    from fmclf.run.plan import REQUIRE_SEED
+
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, km=kernel_manager(cwd, env), timeout=timeout,
+    client = NotebookClient(nb, km=kernel_manager(cwd, {REQUIRE_SEED: "1", **(env or {})}), timeout=timeout,
                             resources={"metadata": {"path": str(cwd)}})
     client.execute()
     return nb

@@ -195,17 +195,8 @@ def time_losses(contenders: Sequence[Contender], shapes: Sequence[tuple[int, int
             f"--benchmark-min-rounds={min_rounds}", "--benchmark-warmup=on", "-W", "ignore::DeprecationWarning",
         ]
         output = io.StringIO()
-        saved = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
-        # only pytest-benchmark: no plugin of this environment interferes
-        os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-        try:
-            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-                code = pytest.main(args, plugins=[_SpeedPlugin(cases)])
-        finally:
-            if saved is None:
-                os.environ.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
-            else:
-                os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = saved
+        with _inner_pytest_environ(), contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            code = pytest.main(args, plugins=[_SpeedPlugin(cases)])
         if code != 0 or not report.exists():
             tail = "\n".join(output.getvalue().strip().splitlines()[-25:])
             raise FmclfError(f"timing the losses with pytest-benchmark failed (pytest exit code {int(code)}):\n{tail}")
@@ -215,6 +206,24 @@ def time_losses(contenders: Sequence[Contender], shapes: Sequence[tuple[int, int
         info, s = bench["extra_info"], bench["stats"]
         out.setdefault(info["loss"], {})[info["shape"]] = Timing(s["min"], s["median"], s["mean"], s["rounds"])
     return out, data.get("machine_info", {})
+
+
+@contextlib.contextmanager
+def _inner_pytest_environ() -> Any:
+    """The environment of the timing pytest, restored after: only pytest-benchmark is loaded (no plugin of
+    this environment interferes), and no pytest-xdist worker's variables are seen, which would make
+    pytest-benchmark disable itself when fmclf bench runs inside a parallel test run."""
+    names = ["PYTEST_DISABLE_PLUGIN_AUTOLOAD", *(n for n in os.environ if n.startswith("PYTEST_XDIST_"))]
+    saved = {name: os.environ.pop(name, None) for name in names}
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run_bench(host: PluginHost, names: Sequence[str], *, shapes: Sequence[tuple[int, int]] = (), device: str = "cpu",

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ComponentError, DataError, FmclfError, OptionError, UsageError
 from ..host.checks import facts_of, run_check
-from ..host.loading import PluginHost
+from ..host.loading import PluginHost, env_flag
 from ..host.options import accepted_core_params, options_of, resolve_options
 from ..host.registry import ComponentRecord
 from ..kinds import BY_NAME, core_params
@@ -26,6 +26,9 @@ from ..train.engine import Parts
 from ..train.heldout import Metric
 from . import folder
 from .config import RECORDED_METRICS, RunConfig
+
+#: Set to 1, a run that would draw its seed refuses instead (tests/conftest.py sets it for the test suite).
+REQUIRE_SEED = "FMCLF_REQUIRE_SEED"
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Plan:
     facts: dict[str, Any] = field(default_factory=dict)
     #: by option target, the qualified name (``dist:name``) of each component, which config.toml records
     qualified: dict[str, str] = field(default_factory=dict)
+    seed_drawn: bool = False  #: the config gave no seed: resolve drew the one it holds now
 
     def recorded(self) -> RunConfig:
         """The settings as a run folder records them: every component by its qualified name, so that a
@@ -50,6 +54,16 @@ class Plan:
         return {t: f"{r.qualified_name} {r.plugin.version or ''}".strip() for t, r in self.records.items()}
 
 
+def check_seed(plan: Plan) -> None:
+    """Refuse to train on a drawn seed where ``FMCLF_REQUIRE_SEED=1`` asks for a fixed one (a test suite
+    sets it: a test that trains on a drawn seed passes or fails by luck)."""
+    if plan.seed_drawn and env_flag(REQUIRE_SEED):
+        raise UsageError(
+            f"This run has no seed and would draw one, but {REQUIRE_SEED}=1 asks every run for a fixed seed "
+            "(a test suite sets it so that no result rests on a lucky draw). Pass --seed N, "
+            f"or unset {REQUIRE_SEED} to let the run draw its seed.")
+
+
 def resolve(config: RunConfig, host: PluginHost, objects: Mapping[str, ComponentRecord] | None = None) -> Plan:
     """Validate ``config`` against the loaded plugins; draw a seed if none is set.
 
@@ -59,7 +73,8 @@ def resolve(config: RunConfig, host: PluginHost, objects: Mapping[str, Component
     """
     visualizers = [v for v in config.visualizers if v != "none"] or ["none"]
     config = replace(config, visualizers=visualizers)
-    if config.seed is None:
+    drawn = config.seed is None
+    if drawn:
         config.seed = secrets.randbelow(2**31)  # recorded, so the run can be repeated
     objects = dict(objects or {})
     config.from_python = [t for t in config.targets() if t in objects or t in config.from_python]
@@ -67,7 +82,7 @@ def resolve(config: RunConfig, host: PluginHost, objects: Mapping[str, Component
     missing = [t for t in config.from_python if t not in objects]
     if missing:
         raise UsageError(python_only(config, missing, "start it with `fmclf.fit`, passing those objects"))
-    plan = Plan(config)
+    plan = Plan(config, seed_drawn=drawn)
     for target, name in config.targets().items():
         record = objects.get(target) or host.registry.get(target.split(".")[0], name)
         plan.records[target] = record

@@ -30,7 +30,7 @@ from .config import DIVERGENCE_ADVICE, RunConfig
 from .devices import launch_device
 from .lock import RunLock
 from .memory import peak_memory
-from .plan import Plan, assemble, check_processes, check_shards, python_only, resolve, shard_args
+from .plan import Plan, assemble, check_processes, check_seed, check_shards, python_only, resolve, shard_args
 from .signals import handled, say, stop_on_signals
 from .writer import BackgroundWriter
 
@@ -393,6 +393,7 @@ def _train(
                        lambda: assemble(built, device=device, run_dir=run_dir, updater_epochs=schedule_epochs,
                                         **shard))
     check_shards(parts.dataset, comm)
+    check_seed(plan)  # last before training: what fails sooner says so whatever the seed
     chosen = _choose_threads(config, parts, device, comm)
     graphs_by_default = config.cuda_graphs is None
     config.cuda_graphs = _choose_graphs(config, parts, device, comm, echo)

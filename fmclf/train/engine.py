@@ -21,6 +21,7 @@ from ..dist.comm import Solo
 from ..errors import ComponentError, DivergenceError, Interrupted
 from ..host.registry import ComponentRecord
 from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault
+from .graphs import GraphFailed
 from .heldout import HeldOut, Metric
 from .inputs import check_inputs, check_split_inputs
 from .labels import check_batch, check_splits
@@ -169,9 +170,10 @@ class Trainer:
         self._epoch_start = time.perf_counter()  # when the epoch in hand began (earlier, for a resumed one)
         self._batch: int | None = None
         # CUDA graphs (fmclf.train.graphs): True captures (or refuses, saying why), None decides (on for
-        # CUDA when the parts allow it), False never; graph_fallback(note) lets a failed capture train eagerly.
+        # CUDA when the parts allow it), False never. graph_fallback(note) lets a failed capture or replay
+        # train eagerly, saying why; by default (None) the warning does, and only True without it is an error.
         self.graphed = self.epoch_graph = None
-        self.graph_fallback = graph_fallback
+        self.graph_fallback = graph_fallback if graph_fallback is not None or cuda_graphs else self.warn
         self.cuda_graphs = self._graphs(cuda_graphs)
 
     def _graphs(self, requested: bool | None) -> bool:
@@ -191,6 +193,17 @@ class Trainer:
         else:
             self.graphed = GraphedStep(model, loss, updater, self.sum_reduction)
         return True
+
+    def _graphs_failed(self, exc: Exception) -> None:
+        """A CUDA graph that could not be captured or replayed (a GraphFailed): unless graphs were asked
+        for, say why in one line and train eagerly from here on; asked for, the error stands."""
+        from .graphs import off_note
+
+        if self.graph_fallback is None:
+            raise exc
+        self.graph_fallback(off_note(getattr(exc, "why", str(exc))))
+        self.graphed = self.epoch_graph = None
+        self.cuda_graphs = False
 
     def _emit(self, name: str, event: Any, only: str | None = None) -> None:
         """Call every listener of ``name`` (callbacks first), or those of kind ``only``."""
@@ -366,7 +379,10 @@ class Trainer:
         if first:  # resuming mid-epoch: the same order, minus what was already trained
             batches = itertools.islice(batches, first, None)
         if self.epoch_graph is not None and not first:
-            return self._graphed_epoch(epoch, num_batches)
+            try:
+                return self._graphed_epoch(epoch, num_batches)
+            except GraphFailed as exc:
+                self._graphs_failed(exc)  # or raises; the graph trained nothing, so the epoch starts afresh
         b = first
         graphed = self.graphed
         classes = len(self.classes)
@@ -376,10 +392,17 @@ class Trainer:
                 if b == first + 1:  # labels out of range are the data set's fault, whoever trips over them
                     check_batch(y, who["dataset"], "training", classes)
                     check_inputs(X, who["dataset"], "training", self.input_shape)
+                replayed = False
                 if graphed is not None and graphed.fits(X, y):
-                    if graphed.graph is None:
-                        graphed.capture(X, y, self._check_logits, self._check_losses)
-                    total, hits = graphed(X, y)
+                    try:
+                        if graphed.graph is None:
+                            graphed.capture(X, y, self._check_logits, self._check_losses)
+                        total, hits = graphed(X, y)
+                        replayed = True
+                    except GraphFailed as exc:
+                        self._graphs_failed(exc)  # or raises; the step did not run, so it runs eagerly below
+                        graphed = None
+                if replayed:
                     watch.add(b, total)
                 else:
                     at = f"on batch {b} of epoch {epoch}"

@@ -7,8 +7,9 @@ The math is the eager loop's.
 
 On CUDA this is the default (``cuda_graphs`` unset: :func:`decide`) whenever
 the parts allow it, and ``--no-cuda-graphs`` turns it off; when they do not
-allow it the run says so in one line and trains eagerly, while an explicit
-``--cuda-graphs`` that cannot be honoured is an error. Two units:
+allow it, or a capture or replay fails (:class:`GraphFailed`), the run says so
+in one line and trains eagerly, while an explicit ``--cuda-graphs`` that cannot
+be honoured is an error. Two units:
 
 - :class:`EpochGraph`, the whole training epoch as one graph: the gathers of
   every batch from the shuffled order, forward, loss, backward, update and
@@ -46,6 +47,22 @@ from typing import Any
 from ..errors import UsageError
 
 WARMUP = 3  # the number PyTorch's CUDA-graph notes use
+
+
+class GraphFailed(UsageError):
+    """A CUDA graph that could not be captured or replayed. The message is for a run that asked for
+    graphs (``--cuda-graphs``); ``why`` is the short reason a run on the default path prints in its one
+    line before it trains eagerly (:func:`off_note`)."""
+
+    def __init__(self, what: str, exc: BaseException) -> None:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        self.why = f"{what} failed ({type(exc).__name__}: {first})"
+        super().__init__(
+            f"--cuda-graphs: {self.why}. A component reads a value back to the host during the step (.item(), "
+            "float(), a shape that depends on the data) or does something else a CUDA graph cannot hold. "
+            "Run with --no-cuda-graphs, or leave --cuda-graphs out: a run that did not ask for graphs falls back "
+            "to training kernel by kernel by itself."
+        )
 
 
 def check_device(device: Any) -> None:
@@ -174,9 +191,9 @@ class EpochGraph:
         try:
             with torch.cuda.graph(graph, stream=side):
                 self.program()
-        except RuntimeError as exc:
+        except Exception as exc:  # whatever a capture raises: nothing ran, so training can go on eagerly
             _clear_grads(self.model, self.updater)
-            raise UsageError(capture_failed(exc)) from exc
+            raise GraphFailed("capturing the training epoch", exc) from exc
         torch.cuda.current_stream().wait_stream(side)
         self.graph = graph
 
@@ -185,20 +202,18 @@ class EpochGraph:
         itself); then the next epoch's order is drawn while the device works."""
         self.perm.copy_(self.order(epoch), non_blocking=True)
         if self.graph is not None:
-            self.graph.replay()
+            _replay(self.graph, "the training epoch")
         else:
             self.program()
         self._orders = {epoch + 1: self.order(epoch + 1)}
 
 
-def capture_failed(exc: BaseException) -> str:
-    """What the user reads when a step cannot be captured."""
-    return (
-        f"--cuda-graphs: capturing the training step failed ({str(exc).splitlines()[0][:300]}). "
-        "A component reads a value back to the host during the step (.item(), float(), "
-        "a shape that depends on the data) or does something else a CUDA graph cannot hold. "
-        "Run with --no-cuda-graphs (a run that did not ask for graphs falls back to that by itself)."
-    )
+def _replay(graph: Any, what: str) -> None:
+    """Replay ``graph``; a launch that fails raises :class:`GraphFailed` (refused at launch, it did not run)."""
+    try:
+        graph.replay()
+    except Exception as exc:
+        raise GraphFailed(f"replaying {what} as a CUDA graph", exc) from exc
 
 
 def _clear_grads(model: Any, updater: Any) -> None:
@@ -284,9 +299,9 @@ class GraphedStep:
             # on the warm-up's stream, whose cuBLAS state is set up already
             with torch.cuda.graph(graph, stream=side):
                 _, _, self.total, self.hits = self._step(self.X, self.y, update=True)
-        except RuntimeError as exc:
+        except Exception as exc:  # whatever a capture raises: nothing ran, so training can go on eagerly
             _clear_grads(self.model, self.updater)
-            raise UsageError(capture_failed(exc)) from exc
+            raise GraphFailed("capturing the training step", exc) from exc
         self.graph = graph
 
     def __call__(self, X: Any, y: Any) -> tuple[Any, Any]:
@@ -294,5 +309,5 @@ class GraphedStep:
         count (static tensors, overwritten by the next replay)."""
         self.X.copy_(X)
         self.y.copy_(y)
-        self.graph.replay()
+        _replay(self.graph, "the training step")
         return self.total, self.hits

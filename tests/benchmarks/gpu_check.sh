@@ -6,14 +6,16 @@
 # Run from the repository root. Needs: torch with CUDA, torchvision, pluggy,
 # click, tqdm, matplotlib, pytest, pytest-benchmark, hypothesis already
 # installed (no internet is used), and the four Fashion-MNIST *-ubyte.gz files
-# in .data/fashion-mnist (or $FMCLF_DATA). About 4 minutes; every step has a
+# in .data/fashion-mnist (or $FMCLF_DATA). About 5 minutes; every step has a
 # time limit and the whole script stops starting steps after 7 minutes.
 #
 # It installs fmclf (editable, no dependencies), trains with `fmclf run
 # --device cuda` in several configurations (and once on this host's CPU),
 # runs `pytest -m cuda`, times the `epoch` benchmarks (textbook pipeline vs
 # fmclf engine vs hand-written loop, on the GPU and on the CPU), and writes
-# every log under $OUT. The short summary comes last.
+# every log under $OUT. Its figures go to one file, $OUT/summary.txt (per-epoch
+# times and final accuracies of default / --no-cuda-graphs / --cuda-graphs at
+# batch 256 and 4096 against the CPU's, the benchmarks, the CUDA tests), printed last.
 
 set -u
 OUT=${OUT:-$(mktemp -d)}
@@ -96,13 +98,21 @@ run() {
     mkdir -p "$OUT/runs/$name"
     cp "$RUNS/$name"/{summary.json,metrics.jsonl,config.toml} "$OUT/runs/$name/" 2>/dev/null
 }
+# The three CUDA-graph settings side by side (default: on where the parts allow, falling back to eager with
+# a note when a capture fails; --no-cuda-graphs: eager; --cuda-graphs: on, or an error), at batch 256 and 4096,
+# each against the CPU at the same batch size (the summary's last columns).
 run cuda-first-load --device cuda --visualizer none   # decompresses and caches the data
-run cuda --device cuda --visualizer none
-run cuda-graphs --device cuda --visualizer none --cuda-graphs
-run cuda-default --device cuda                        # the default visualizer (tqdm, or lines when not a terminal)
+run cuda-b256-default --device cuda --visualizer none
+run cuda-b256-no-graphs --device cuda --visualizer none --no-cuda-graphs
+run cuda-b256-graphs --device cuda --visualizer none --cuda-graphs
+run cpu-b256 --device cpu --visualizer none
+run cuda-b4096-default --device cuda --visualizer none --batch-size 4096
+run cuda-b4096-no-graphs --device cuda --visualizer none --batch-size 4096 --no-cuda-graphs
+run cuda-b4096-graphs --device cuda --visualizer none --batch-size 4096 --cuda-graphs
+run cpu-b4096 --device cpu --visualizer none --batch-size 4096
+run cuda-tqdm --device cuda                           # the default visualizer (tqdm, or lines when not a terminal)
 run cuda-naive --device cuda --visualizer none --loss naive
-run cuda-nn-torch-sgd --device cuda --visualizer none --model nn --updater torch-sgd
-run cpu --device cpu --visualizer none
+run cuda-nn-torch-sgd --device cuda --visualizer none --model nn --updater torch-sgd   # graphs off, with a note
 
 # The epoch benchmarks, GPU first (what only this machine can measure), then its CPU.
 bench() {
@@ -111,25 +121,44 @@ bench() {
 }
 bench cuda 150
 step pytest-cuda 150 "$PY" -m pytest -m cuda -p no:cacheprovider -q -rs --junitxml="$OUT/pytest-cuda.xml" tests
+# the choices and the fallbacks of failed captures and replays, simulated (they need no GPU)
+step pytest-graph-choices 90 "$PY" -m pytest -p no:cacheprovider -q tests/core/test_graph_choices.py
 bench cpu 120
 step table 30 "$PY" tests/benchmarks/table.py "$OUT/bench-cuda.json" "$OUT/bench-cpu.json"
 
 "$PY" - "$OUT" <<'EOF' > "$OUT/summary.txt" 2>&1
 import json, pathlib, statistics, sys
 out = pathlib.Path(sys.argv[1])
-print("fmclf run, 10 epochs (steady = median epoch time of epochs 2-10, train + test, without the per-epoch checkpoint):")
-print(f"  {'run':<20}{'device':<9}{'steady s/epoch':>15}{'epoch 1 s':>11}{'wall s':>8}{'test acc':>9}  peak memory")
+print("fmclf run, 10 epochs (steady = median epoch time of epochs 2-10, train + test, without the per-epoch checkpoint;")
+print("x cpu and acc - cpu: against the CPU run at the same batch size; graphs: what the run's log says about them):")
+print(f"  {'run':<22}{'device':<9}{'steady s/epoch':>15}{'epoch 1 s':>11}{'wall s':>8}{'test acc':>9}{'x cpu':>8}"
+      f"{'acc - cpu':>10}  peak memory; graphs")
+found = {}
 for folder in sorted((out / "runs").iterdir()):
     try:
         summary = json.loads((folder / "summary.json").read_text())
         epochs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     except (OSError, ValueError):
-        print(f"  {folder.name:<20}FAILED (see run-{folder.name}.log)")
         continue
-    steady = statistics.median(e["seconds"] for e in epochs[1:]) if len(epochs) > 1 else float("nan")
+    found[folder.name] = (summary, epochs, statistics.median(e["seconds"] for e in epochs[1:]) if len(epochs) > 1
+                          else float("nan"))
+for folder in sorted((out / "runs").iterdir()):
+    if folder.name not in found:
+        print(f"  {folder.name:<22}FAILED (see run-{folder.name}.log)")
+        continue
+    summary, epochs, steady = found[folder.name]
+    batch = "b4096" if "b4096" in folder.name else "b256"
+    cpu = found.get(f"cpu-{batch}")
+    ratio = f"{steady / cpu[2]:8.3f}" if cpu and cpu[2] else f"{'-':>8}"
+    dacc = f"{summary['test_acc'] - cpu[0]['test_acc']:+10.4f}" if cpu else f"{'-':>10}"
+    log = out / f"run-{folder.name}.log"
+    said = log.read_text(errors="replace") if log.exists() else ""
+    graphs = "fell back: " + said.split("CUDA graphs are off for this run: ", 1)[1].split(";")[0][:80] \
+        if "CUDA graphs are off" in said else "-"
     mem = summary.get("peak_memory", {})
-    print(f"  {folder.name:<20}{summary['device']:<9}{steady:>15.4f}{epochs[0]['seconds']:>11.3f}{summary['seconds']:>8.2f}"
-          f"{summary['test_acc']:>9.4f}  {mem.get('peak_rss_mb', '?')} MB host, {mem.get('peak_cuda_mb', '-')} MB GPU")
+    print(f"  {folder.name:<22}{summary['device']:<9}{steady:>15.4f}{epochs[0]['seconds']:>11.3f}{summary['seconds']:>8.2f}"
+          f"{summary['test_acc']:>9.4f}{ratio}{dacc}  {mem.get('peak_rss_mb', '?')} MB host, "
+          f"{mem.get('peak_cuda_mb', '-')} MB GPU; {graphs}")
 for bench in (out / "bench-cuda.json", out / "bench-cpu.json"):
     try:
         data = json.loads(bench.read_text())

@@ -75,6 +75,7 @@ def interleaved(runs: dict, device: str, rounds: int = 10) -> dict[str, float]:
     return best
 
 
+@pytest.mark.slow  # a benchmark, run once: epochs on the real data
 @pytest.mark.realdata
 @pytest.mark.parametrize("device", DEVICES)
 def test_epoch_plain_torch_loop(benchmark, real_data, parts_on, device):
@@ -87,6 +88,7 @@ def test_epoch_plain_torch_loop(benchmark, real_data, parts_on, device):
                                        "metrics read once an epoch")
 
 
+@pytest.mark.slow  # a benchmark, run once: epochs on the real data
 @pytest.mark.realdata
 def test_epoch_numpy_loop(benchmark, real_data, parts_on):
     benchmark.group = "epoch"
@@ -96,6 +98,7 @@ def test_epoch_numpy_loop(benchmark, real_data, parts_on):
     benchmark.extra_info.update(label=NUMPY, device="cpu", detail="numpy, X^T (softmax - onehot): no autograd")
 
 
+@pytest.mark.slow  # a benchmark, run once: epochs on the real data
 @pytest.mark.realdata
 @pytest.mark.parametrize("device", DEVICES)
 def test_epoch_engine(benchmark, real_data, parts_on, device):
@@ -130,6 +133,7 @@ def test_epoch_engine_cuda_eager(benchmark, real_data, parts_on):
 # cores, and float() of the loss, which still requires grad
 @pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning",
                             "ignore:Converting a tensor with requires_grad:UserWarning")
+@pytest.mark.slow  # a benchmark, run once: epochs on the real data
 def test_epoch_textbook(benchmark, torchvision_root, device):
     benchmark.group = _group(device)
     subset = (2048, 512) if benchmark.disabled else None

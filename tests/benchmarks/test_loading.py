@@ -26,6 +26,7 @@ def _first_batch(plan):
     return parts.dataset.source, X.shape
 
 
+@pytest.mark.slow  # a benchmark, run once: loads the real data
 @pytest.mark.realdata
 def test_loading_first_run(benchmark, real_data, tmp_path, monkeypatch):
     benchmark.group = "loading"
@@ -41,6 +42,7 @@ def test_loading_first_run(benchmark, real_data, tmp_path, monkeypatch):
     benchmark.extra_info.update(label="first run: decompress, verify, cache", baseline=True)
 
 
+@pytest.mark.slow  # a benchmark, run once: loads the real data
 @pytest.mark.realdata
 def test_loading_later_runs(benchmark, real_data, tmp_path, monkeypatch):
     benchmark.group = "loading"

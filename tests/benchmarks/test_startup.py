@@ -37,12 +37,14 @@ def test_startup_command(benchmark, args):
     benchmark.extra_info.update(label=f"fmclf {' '.join(args)}", vs="import torch")
 
 
+@pytest.mark.slow  # a benchmark, run once: nothing but the timing
 def test_startup_import_fmclf(benchmark):
     benchmark.group = "startup"
     benchmark.pedantic(_run, args=([sys.executable, "-c", "import fmclf"],), rounds=7, warmup_rounds=1)
     benchmark.extra_info.update(label="import fmclf", vs="import torch")
 
 
+@pytest.mark.slow  # a benchmark, run once: nothing but the timing
 def test_startup_import_torch(benchmark):
     benchmark.group = "startup"
     benchmark.pedantic(_run, args=([sys.executable, "-c", "import torch"],), rounds=5, warmup_rounds=1)

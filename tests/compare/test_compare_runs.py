@@ -90,6 +90,7 @@ def test_a_grid_of_eight_runs_with_two_jobs_then_the_same_command_trains_nothing
     assert json.loads((out / "compare.json").read_text())["rows"] == doc["rows"]
 
 
+@pytest.mark.slow  # three comparisons of subprocess runs
 def test_continuing_adds_seeds_and_epochs_and_keeps_what_is_done(tiny_data, tmp_path):
     out = tmp_path / "grow"
     first = compare("--model", "nn", "--seeds", "1", *tiny(tiny_data, epochs=1), "--out", str(out))
@@ -123,6 +124,7 @@ def test_continuing_adds_seeds_and_epochs_and_keeps_what_is_done(tiny_data, tmp_
     assert further.exit_code == 0 and "resuming" in further.output
 
 
+@pytest.mark.slow  # six subprocess runs, twice
 def test_a_diverging_cell_is_recorded_and_not_retrained(tiny_data, tmp_path):
     """The naive loss at a large lr on raw pixels diverges on every seed; the comparison goes on."""
     out = tmp_path / "lr3"
@@ -186,6 +188,7 @@ def test_bad_input_is_refused_before_any_run(tiny_data, tmp_path):
     assert busy.exit_code == 2 and "already holds other files" in busy.output
 
 
+@pytest.mark.slow  # a grid of subprocess runs
 def test_an_option_grid_runs_only_where_the_option_exists(tiny_data, tmp_path):
     out = tmp_path / "smooth"
     result = compare("--loss", "naive", "--loss", "fused", "-o", "loss.label_smoothing=0",
@@ -202,6 +205,7 @@ def test_an_option_grid_runs_only_where_the_option_exists(tiny_data, tmp_path):
     assert "| loss | loss.label_smoothing |" in (out / "compare.md").read_text()
 
 
+@pytest.mark.slow  # signals processes, then continues
 def test_ctrl_c_stops_every_job_with_its_checkpoint_and_the_same_command_continues(tiny_data, tmp_path):
     """SIGINT to `fmclf compare --jobs 2` while both runs are inside epoch 1: each run
     checkpoints and exits 130, compare exits 130 with the advice; the same command finishes."""
@@ -243,6 +247,7 @@ def test_ctrl_c_stops_every_job_with_its_checkpoint_and_the_same_command_continu
     assert json.loads((out / "compare.json").read_text())["complete"] is True
 
 
+@pytest.mark.slow  # a signal at a moment it waits for, then continues
 def test_ctrl_c_with_one_job_in_this_process_stops_with_the_checkpoint(tiny_data, tmp_path, monkeypatch):
     """--jobs 1 trains in the compare process: Ctrl-C reaches the run in flight, which checkpoints;
     no further run starts; the same command resumes it."""

@@ -159,7 +159,7 @@ def test_a_failed_start_leaves_the_out_folder_free(tiny_data, tmp_path):
     good = labels.read_bytes()
     labels.write_bytes(good[:-3])
     args = ["--device", "cpu", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "1",
-            "--visualizer", "none", "--out", str(out)]
+            "--seed", "1", "--visualizer", "none", "--out", str(out)]
     failed = _run(args, tmp_path)
     assert failed.exit_code == 1 and f"{labels}: the header says 40 = 40 values but the file holds 37" in failed.stderr
     assert not out.exists()

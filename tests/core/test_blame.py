@@ -59,7 +59,8 @@ def _models(outputs: int | None):
 
 def _run(tiny_data, tmp_path, *args: str):
     return CliRunner().invoke(cli, [
-        "run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--model", "odd", "--epochs", "1",
+        "run", "--seed", "1", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--model", "odd",
+        "--epochs", "1",
         "--batch-size", "16", "--visualizer", "none", "--device", "cpu", "--out", str(tmp_path / "run"), *args,
     ])
 
@@ -146,7 +147,8 @@ def _labelled(bad: int, *, split: str = "train", tensors: bool = True, at_batch:
 
 
 def _run_on(tmp_path, *args: str):
-    result = CliRunner().invoke(cli, ["run", "--dataset", "odd-labels", "--epochs", "1", "--batch-size", "16",
+    result = CliRunner().invoke(cli, ["run", "--seed", "1", "--dataset", "odd-labels", "--epochs", "1",
+                                      "--batch-size", "16",
                                       "--visualizer", "none", "--device", "cpu", "--out", str(tmp_path / "run"), *args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result
@@ -183,7 +185,8 @@ def test_a_bad_test_label_is_not_blamed_on_the_model(fmclf_plugin, tmp_path, bad
 
 @pytest.mark.parametrize("updater", ["sgd", "torch-sgd"])
 def test_a_learning_rate_that_overflows_is_named_as_the_cause(tiny_data, tmp_path, updater):
-    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs",
+    result = CliRunner().invoke(cli, ["run", "--seed", "1", "--data-root", str(tiny_data), "-o",
+                                      "dataset.verify=false", "--epochs",
                                       "1", "--visualizer", "none", "--lr", "1e308", "--updater", updater,
                                       "--out", str(tmp_path / "run")])
     assert result.exit_code == 1, result.output

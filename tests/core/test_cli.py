@@ -17,7 +17,7 @@ def runner():
 
 
 def tiny_run(runner, tiny_data, out, *args):
-    return runner.invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+    return runner.invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--seed", "1",
                                "-o", "dataset.download=false", "--batch-size", "16", "--epochs", "2",
                                "--visualizer", "none", "--device", "cpu", "--out", str(out), *args])
 

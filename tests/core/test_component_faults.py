@@ -57,7 +57,7 @@ def test_a_component_fault_names_the_component_and_its_plugin(tiny_data, tmp_pat
 def test_a_run_whose_visualizer_failed_resumes_without_it(tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     args = ["-p", "chaos_plugin", "run", "--epochs", "2", "--device", "cpu", "--data-root", str(tiny_data),
-            "-o", "dataset.verify=false", "--visualizer", "boom-epoch-end", "--out", str(run_dir)]
+            "-o", "dataset.verify=false", "--visualizer", "boom-epoch-end", "--seed", "1", "--out", str(run_dir)]
     assert CliRunner().invoke(cli, args).exit_code == 1
     resumed = CliRunner().invoke(cli, ["run", "--resume", str(run_dir), "--visualizer", "none"])
     assert resumed.exit_code == 0, resumed.output
@@ -69,7 +69,8 @@ def test_debug_mode_shows_the_components_own_traceback(tiny_data, tmp_path, monk
     monkeypatch.setenv("FMCLF_DEBUG", "1")
     result = CliRunner().invoke(
         cli, ["-p", "chaos_plugin", "run", "--loss", "boom", "--epochs", "1", "--device", "cpu", "--visualizer", "none",
-              "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--out", str(tmp_path / "run")],
+              "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--seed", "1",
+              "--out", str(tmp_path / "run")],
     )
     cause = result.exception.__cause__
     assert isinstance(cause, ZeroDivisionError)
@@ -101,7 +102,7 @@ def test_a_failing_backward_names_the_loss_and_the_model_not_the_updater(fmclf_p
     from fmclf.cli import cli
 
     result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
-                                      "--loss", "broken-grad", "--epochs", "1", "--batch-size", "16",
+                                      "--loss", "broken-grad", "--epochs", "1", "--batch-size", "16", "--seed", "1",
                                       "--visualizer", "none", "--device", "cpu", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1, result.output
     assert "computing gradients raised ArithmeticError on batch 1 of epoch 1: no gradient today" in result.output

@@ -158,6 +158,7 @@ def two_process_run(tiny, tmp_path_factory) -> pathlib.Path:
     return work / "full"
 
 
+@pytest.mark.slow  # torchrun: processes that start torch and talk
 def test_two_processes_end_with_identical_weights(two_process_run):
     # ... and identical buffers: the scripted model's running input mean differs between shards until averaged
     assert "input_mean" in torch.load(two_process_run / "model.pt", weights_only=True)
@@ -167,6 +168,7 @@ def test_two_processes_end_with_identical_weights(two_process_run):
     assert json.loads((two_process_run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 2
 
 
+@pytest.mark.slow  # torchrun: processes that start torch and talk
 def test_interrupted_run_resumes_with_the_same_processes_to_the_same_weights(two_process_run, tiny):
     work = two_process_run.parent
     args = ("-p", "distributed_plugin", "run", "--model", "scripted", "--epochs", "2", "--data-root", str(tiny), *TINY,
@@ -190,12 +192,14 @@ def test_interrupted_run_resumes_with_the_same_processes_to_the_same_weights(two
     assert half["train_acc"] == full["train_acc"]
 
 
+@pytest.mark.slow  # torchrun: processes that start torch and talk
 def test_resume_with_another_number_of_processes_is_refused(two_process_run):
     host = load_plugins(include=["distributed_plugin"])
     with pytest.raises(UsageError, match=r"trained by 2 processes .* but one process started to resume it"):
         run_resume(two_process_run, host, overrides={"epochs": 3}, echo=lambda text: None)
 
 
+@pytest.mark.slow  # torchrun: processes that start torch and talk
 def test_dataset_without_shard_is_refused_at_start_up(tiny, tmp_path):
     done = torchrun("-p", "distributed_plugin", "run", "--dataset", "unsharded", "--data-root", str(tiny), *TINY,
                     "--out", "run", cwd=tmp_path)
@@ -204,6 +208,7 @@ def test_dataset_without_shard_is_refused_at_start_up(tiny, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # torchrun: processes that start torch and talk
 def test_a_failing_process_stops_the_others(tiny, tmp_path):
     done = torchrun(
         "-p", "distributed_plugin", "run", "--model", "scripted", "--epochs", "3", "--data-root", str(tiny), *TINY,
@@ -247,6 +252,7 @@ def test_two_gpus_train_with_nccl(tiny, tmp_path):
     assert record["backend"] == "nccl" and record["weights_sha256"] == [saved_digest(tmp_path / "run")] * 2
 
 
+@pytest.mark.slow  # torchrun: processes that start torch and talk
 def test_metrics_and_a_callbacks_stop_agree_across_processes(tiny, tmp_path):
     """Each process evaluates its shard of the validation and test splits; the recorded metrics are
     those of the whole splits (recomputed here from the saved weights), and rank 0's early stop

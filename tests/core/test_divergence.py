@@ -117,7 +117,8 @@ def test_a_loss_with_a_divergence_hint_gives_its_own_advice(fmclf_plugin, tiny_d
     hooks = fmclf.hookimpl(lambda register: register("hinted", lambda: Hinted()))
     fmclf_plugin(types.SimpleNamespace(register_losses=hooks), name="hint-plugin")
     result = CliRunner().invoke(cli, [
-        "run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--loss", "hinted", "--batch-size", "16",
+        "run", "--seed", "1", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--loss", "hinted",
+        "--batch-size", "16",
         "--epochs", "1", "--device", "cpu", "--visualizer", "none", "--out", str(tmp_path / "run"),
     ])
     assert result.exit_code == 1, result.output

@@ -4,8 +4,11 @@ Each distinct command runs once, in a scratch folder, with the real
 Fashion-MNIST as ``FMCLF_DATA``; it must exit 0, or with the code its
 ``<!-- docs-test: exit N -->`` marker documents, and print no traceback. What
 trains is shortened to one epoch (``--epochs 1``; a ``--resume`` with
-``--epochs`` trains one epoch more). ``RUN_DIR`` is a finished one-epoch run,
-copied fresh for each command. The files the docs spell out (the tutorial's
+``--epochs`` trains one epoch more) and given a seed where it would draw one; a
+comparison to 2 cells and 2 seeds, a loss benchmark to one short timing round
+(:func:`_shortened`): the same paths, in seconds. ``RUN_DIR`` is a finished
+one-epoch run, copied fresh for each command. Commands that start several
+processes (torchrun) are in the ``slow`` set. The files the docs spell out (the tutorial's
 plugin, a config file) are written where they say, and the tutorial's plugin
 is installed for every command as ``pip install -e`` would install it
 (importable, with its entry points).
@@ -151,19 +154,67 @@ def _incomplete(text: str) -> bool:
     return isinstance(last, click.Option) and not last.is_flag and not last.count
 
 
+#: ``fmclf bench loss`` times each loss and shape for a second (pytest-benchmark); one short round tries
+#: the same path (the stability grid is run whole).
+BENCH_SHORT = ["--max-time", "0.01", "--min-rounds", "1"]
+#: A comparison's grid as the test runs it: this many seeds, and every value of its first repeated axis only
+#: (2 cells x 2 seeds x 1 epoch trains, pairs and ranks as the documented 20 runs do).
+COMPARE_SEEDS = 2
+
+
 def _shortened(args: list[str]) -> list[str]:
-    """``fmclf ARGS`` trained for one epoch (or, with --resume and --epochs, one epoch more)."""
+    """``fmclf ARGS`` trained for one epoch (or, with --resume and --epochs, one epoch more), with a
+    fixed seed where it would draw one; a comparison's grid cut to 2 cells and 2 seeds; a loss
+    benchmark timed in one short round."""
     command, rest = _subcommand(args)
-    if command is None or not any(p.name == "epochs" for p in command.params):
+    if command is None:
         return args
     head = args[: len(args) - len(rest)]
+    names = {p.name: p for p in command.params}
+    if command.name == "loss" and "max_time" in names:
+        return [*head, *rest, *BENCH_SHORT]
+    if "epochs" not in names:
+        return args
     epochs = TEMPLATE_EPOCHS + 1 if "--resume" in rest else 1
     if "--epochs" in rest:
         i = rest.index("--epochs")
         rest = [*rest[:i], "--epochs", str(epochs), *rest[i + 2:]]
     elif "--resume" not in rest:
         rest = [*rest, "--epochs", str(epochs)]
+    if "seeds" in names:
+        rest = _small_grid(command, rest)
+    elif names.get("seed") is not None and names["seed"].default is None and "--seed" not in rest \
+            and "--resume" not in rest:
+        rest = [*rest, "--seed", "1"]  # as written it draws its seed: the test must not rest on the draw
     return [*head, *rest]
+
+
+def _small_grid(command: click.Command, rest: list[str]) -> list[str]:
+    """A comparison's arguments with at most COMPARE_SEEDS seeds, and after its first repeated axis only the
+    first value of each other one."""
+    axes = {opt: p.name for p in command.params if getattr(p, "multiple", False) for opt in p.opts}
+    seen: dict[str, int] = {}
+    out, i = [], 0
+    for word in rest:
+        if word in axes:
+            seen[axes[word]] = seen.get(axes[word], 0) + 1
+    repeated = [name for name, count in seen.items() if count > 1]
+    counted: dict[str, int] = {}
+    while i < len(rest):
+        word = rest[i]
+        if word == "--seeds":
+            out += [word, str(min(int(rest[i + 1]), COMPARE_SEEDS))]
+            i += 2
+            continue
+        if word in axes and i + 1 < len(rest):
+            name = axes[word]
+            counted[name] = counted.get(name, 0) + 1
+            if name in repeated[1:] and counted[name] > 1:
+                i += 2
+                continue
+        out.append(word)
+        i += 1
+    return out
 
 
 def _shell(text: str, run_dir: pathlib.Path | None) -> str:
@@ -242,9 +293,14 @@ def _check_synopsis(text: str) -> None:
         assert flags <= known | {"-h", "--help"}, f"{part}: no such option {sorted(flags - known)}"
 
 
+def _long(key) -> bool:
+    """What stays in the slow set: a command that starts several processes (torchrun)."""
+    return any(docs.env_and_words(part)[1][:1] == ["torchrun"] for part in docs.split_chain(key[0]))
+
+
 @pytest.mark.realdata
-@pytest.mark.slow
-@pytest.mark.parametrize("key", list(COMMANDS), ids=[_id(k) for k in COMMANDS])
+@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.slow) if _long(k) else k for k in COMMANDS],
+                         ids=[_id(k) for k in COMMANDS])
 def test_documented_command_works_as_written(key, tmp_path, environment, doc_site, template_run, monkeypatch):
     text, exit_code, skip = key
     places = ", ".join(c.where for c in COMMANDS[key])
@@ -325,8 +381,7 @@ def test_the_docs_show_commands_and_markers_mark_something():
 
 
 @pytest.mark.realdata
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)])
 def test_the_help_examples_do_what_they_say(seed, tmp_path, environment, monkeypatch):
     """`fmclf --help`'s examples: the one that says the naive loss fails diverges, whatever the seed;
     the others work (run for one epoch)."""
@@ -348,3 +403,16 @@ def test_the_help_examples_do_what_they_say(seed, tmp_path, environment, monkeyp
         else:
             assert done.exit_code == 0, (cmd, done.output[-2000:])
         shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+def test_long_commands_are_tried_in_short_forms_of_the_same_paths():
+    """What the documented-command test runs instead of what trains long: the same subcommand and flags."""
+    grid = shlex.split("compare --model scratch --model nn --loss naive --loss fused --seeds 5 --jobs 2 --out cmp")
+    assert _shortened(grid) == shlex.split("compare --model scratch --model nn --loss naive --seeds 2 --jobs 2 "
+                                           "--out cmp --epochs 1")
+    assert _shortened(["compare", "--seeds", "1", "--epochs", "3"]) == ["compare", "--seeds", "1", "--epochs", "1"]
+    assert _shortened(["bench", "loss", "naive", "fused"]) == ["bench", "loss", "naive", "fused", *BENCH_SHORT]
+    assert _shortened(["run", "--epochs", "20"]) == ["run", "--epochs", "1", "--seed", "1"]
+    assert _shortened(["run", "--seed", "7"]) == ["run", "--seed", "7", "--epochs", "1"]
+    assert _shortened(["run", "--resume", "r", "--epochs", "9"]) == ["run", "--resume", "r", "--epochs", "2"]
+    assert [c[0] for c in COMMANDS if _long(c)] and all("torchrun" in c[0] for c in COMMANDS if _long(c))

@@ -20,7 +20,8 @@ SETUP = textwrap.dedent(
     from helpers import write_tiny_fashion
     import fmclf
 
-    data = dict(data_root=str(write_tiny_fashion(pathlib.Path("tiny"))), verify=False, batch_size=8, device="cpu")
+    data = dict(data_root=str(write_tiny_fashion(pathlib.Path("tiny"))), verify=False, batch_size=8, device="cpu",
+                seed=1)
     W = torch.normal(0, 0.01, size=(784, 10), requires_grad=True)
     b = torch.zeros(10, requires_grad=True)
 

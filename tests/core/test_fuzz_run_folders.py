@@ -25,7 +25,8 @@ from fmclf.run.folder import FILES
 CASES = int(os.environ.get("FMCLF_FUZZ_CASES", "30"))
 SEED = int(os.environ.get("FMCLF_FUZZ_SEED", "15"))
 CODES = {0, 1, 2, 130}
-BASE = ["-o", "dataset.verify=false", "--epochs", "1", "--batch-size", "32", "--visualizer", "none", "--device", "cpu"]
+BASE = ["-o", "dataset.verify=false", "--epochs", "1", "--batch-size", "32", "--visualizer", "none", "--device", "cpu",
+        "--seed", "1"]
 
 #: (flag or -o target.option, bad values): numbers out of range, non-numbers, non-finite, huge, empty, odd text
 BAD = {

@@ -1,8 +1,10 @@
 """CUDA graphs by default: what is chosen, what is said, and the epoch graph's math, here without a GPU.
 
 The captures themselves run in tests/core/test_cuda.py (``-m cuda``); this file
-checks the choices (with device objects of type cuda, which need no GPU) and
-runs the whole-epoch program eagerly on the CPU against the engine's loop.
+checks the choices (with device objects of type cuda, which need no GPU), runs
+the whole-epoch program eagerly on the CPU against the engine's loop, and
+simulates captures and replays that fail: on the default path the run trains
+eagerly with one line saying why, and only an explicit ``--cuda-graphs`` is an error.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from fmclf.cli import cli
 from fmclf.dist.comm import Comm, Solo
 from fmclf.dist.launch import Launch
 from fmclf.errors import UsageError
+from fmclf.train import graphs
 from fmclf.train.engine import Trainer, TrainState
-from fmclf.train.graphs import EpochGraph, decide, fits_epoch
+from fmclf.train.graphs import EpochGraph, GraphedStep, decide, fits_epoch
 
 from helpers import assemble_parts
 
@@ -62,7 +65,8 @@ def test_the_whole_epoch_is_the_unit_for_tensor_batches_on_the_device(tiny_data)
 def test_a_cpu_run_records_that_it_used_none_and_says_nothing(tiny_data, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
-                                      "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--out", str(out)])
+                                      "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--seed", "1",
+                                      "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "cuda_graphs = false" in (out / "config.toml").read_text() and "CUDA graphs" not in result.output
 
@@ -117,3 +121,99 @@ def test_config_files_may_set_it_or_leave_it_out(tmp_path):
         RunConfig(cuda_graphs="yes").validate()
     assert "cuda_graphs" not in RunConfig().to_toml()
     assert json.dumps(RunConfig(cuda_graphs=True).cuda_graphs) == "true"
+
+
+# --- a capture or replay that fails, simulated on the CPU -------------------------------------------------------
+
+class _Capture:
+    """Stands in for torch.cuda.graph: the capture fails as a component that reads a value back makes it fail."""
+
+    def __init__(self, graph, stream=None):
+        pass
+
+    def __enter__(self):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _BrokenGraph:
+    def replay(self):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+@pytest.fixture
+def graphs_on_the_cpu(monkeypatch):
+    """Graphs chosen as on a CUDA device (the CPU stands in for it), with captures that fail."""
+    monkeypatch.setattr(graphs, "decide", lambda requested, *a, **k: (requested is not False, None))
+    monkeypatch.setattr(graphs, "check_device", lambda device: None)
+    monkeypatch.setattr(graphs, "_warm_up", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(torch.cuda, "graph", _Capture)
+
+
+def _history(data, cuda_graphs, said=None, **settings):
+    parts = assemble_parts(data, batch_size=8, seed=4, **settings)
+    trainer = Trainer(parts, device=CPU, epochs=2, cuda_graphs=cuda_graphs,
+                      graph_fallback=None if said is None else said.append)
+    return trainer, trainer.fit(TrainState()).history
+
+
+@pytest.mark.parametrize("unit", ["epoch", "step"])
+def test_a_capture_that_fails_by_default_trains_eagerly_saying_why_once(ragged_data, graphs_on_the_cpu, monkeypatch,
+                                                                        unit):
+    if unit == "step":
+        monkeypatch.setattr(graphs, "fits_epoch", lambda *a, **k: False)
+    _, eager = _history(ragged_data, False)
+    said = []
+    trainer, history = _history(ragged_data, None, said)
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in eager]  # the eager loop's numbers
+    assert [h["test_acc"] for h in history] == [h["test_acc"] for h in eager]
+    (note,) = said
+    assert "\n" not in note and note.startswith("Note: CUDA graphs are off for this run: capturing the training")
+    assert "operation not permitted when stream is capturing" in note and "more detail" not in note
+    assert not trainer.cuda_graphs and trainer.epoch_graph is None and trainer.graphed is None
+
+
+def test_without_a_fallback_the_default_warns_and_trains(ragged_data, graphs_on_the_cpu, capsys):
+    """A Trainer built with the defaults (no graph_fallback) says it through its warnings."""
+    _, history = _history(ragged_data, None)
+    assert len(history) == 2 and "Note: CUDA graphs are off for this run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("unit", ["epoch", "step"])
+def test_a_replay_that_fails_by_default_trains_eagerly(ragged_data, graphs_on_the_cpu, monkeypatch, unit):
+    def captured(self, *args):
+        self.graph = _BrokenGraph()
+        if unit == "step":
+            self.X, self.y = args[0].clone(), args[1].clone()
+
+    if unit == "step":
+        monkeypatch.setattr(graphs, "fits_epoch", lambda *a, **k: False)
+    monkeypatch.setattr(EpochGraph if unit == "epoch" else GraphedStep, "capture", captured)
+    _, eager = _history(ragged_data, False)
+    said = []
+    _, history = _history(ragged_data, None, said)
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in eager]
+    (note,) = said
+    assert "replaying the training" in note and "illegal memory access" in note
+
+
+def test_asked_for_explicitly_a_failed_capture_is_an_error(ragged_data, graphs_on_the_cpu):
+    with pytest.raises(UsageError, match=r"^--cuda-graphs: capturing the training epoch failed \(RuntimeError: "
+                                         r"CUDA error: operation not permitted") as info:
+        _history(ragged_data, True)
+    assert "--no-cuda-graphs" in str(info.value)
+
+
+def test_a_run_on_the_default_path_says_it_in_one_line_and_finishes(tiny_data, tmp_path, graphs_on_the_cpu):
+    """The whole command: a default run prints the note once and exits 0; --cuda-graphs exits 2 in words."""
+    args = ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "2", "--seed", "1",
+            "--visualizer", "none", "--device", "cpu"]
+    done = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "default")])
+    assert done.exit_code == 0, done.output
+    assert done.output.count("Note: CUDA graphs are off for this run: capturing the training epoch failed") == 1
+    asked = CliRunner().invoke(cli, [*args, "--cuda-graphs", "--out", str(tmp_path / "asked")])
+    assert asked.exit_code == 2 and "Traceback" not in asked.output
+    assert "--cuda-graphs: capturing the training epoch failed" in asked.output

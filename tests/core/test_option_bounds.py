@@ -17,7 +17,7 @@ from fmclf.cli import cli
 from fmclf.errors import OptionError
 from fmclf.host.options import options_of, resolve_options
 
-TINY = ["-o", "dataset.verify=false", "--epochs", "1", "--batch-size", "32", "--visualizer", "none"]
+TINY = ["-o", "dataset.verify=false", "--epochs", "1", "--batch-size", "32", "--visualizer", "none", "--seed", "1"]
 
 
 def drop(*, rate: Annotated[float, fmclf.Range(0, 1, max_open=True)] = 0.5,
@@ -137,13 +137,13 @@ def _checked_plugin():
 def test_a_check_gets_the_classes_the_data_sets_check_announces(fmclf_plugin, tmp_path):
     fmclf_plugin(_checked_plugin(), name="checked")
     result = _invoke("run", "--dataset", "few", "--model", "nn", "--loss", "weighted", "-o", "loss.weights=1,2",
-                     "--visualizer", "none", "--epochs", "1", "--out", str(tmp_path / "run"))
+                     "--visualizer", "none", "--epochs", "1", "--seed", "1", "--out", str(tmp_path / "run"))
     assert result.exit_code == 2, result.output
     assert ("bad options for loss 'weighted' (plugin 'checked'): weights has 2 entries for 3 classes. "
             "Its options: weights") in result.stderr
     assert not (tmp_path / "run").exists()
     good = _invoke("run", "--dataset", "few", "--model", "nn", "--loss", "weighted", "-o", "loss.weights=1,2,3",
-                   "--visualizer", "none", "--epochs", "1", "--out", str(tmp_path / "run"))
+                   "--visualizer", "none", "--epochs", "1", "--seed", "1", "--out", str(tmp_path / "run"))
     assert good.exit_code == 0, good.output
 
 

@@ -113,7 +113,7 @@ def test_run_prints_the_same_warning_and_trains(site, tiny_data, tmp_path):  # n
     site("fmclf-look", version="0.5", modules={"fmclf_look": LOOKALIKES})
     result = invoke("run", "--updater", "sched", "--loss", "placed", "--data-root", str(tiny_data),
                     "-o", "dataset.verify=false", "--epochs", "1", "--batch-size", "32", "--visualizer", "none",
-                    "--device", "cpu", "--out", str(tmp_path / "run"))
+                    "--device", "cpu", "--seed", "1", "--out", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
     assert "updater 'sched' asks for 'seed'" in result.stderr and "loss 'placed' asks for 'device'" in result.stderr
     assert (tmp_path / "run" / "model.pt").exists()

@@ -17,6 +17,8 @@ import pytest
 
 from helpers import run_fmclf
 
+pytestmark = pytest.mark.slow  # every test starts fmclf as a process and signals it at moments it waits for
+
 TESTS = pathlib.Path(__file__).parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
 EXE = pathlib.Path(sys.executable).with_name("fmclf")

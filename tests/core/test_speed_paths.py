@@ -207,6 +207,7 @@ def test_pixels_are_scaled_exactly_as_ToTensor_does(tmp_path):
 def test_a_run_reports_its_peak_memory(tiny_data, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--seed", "1",
                                       "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
@@ -220,6 +221,7 @@ def test_a_run_reports_its_peak_memory(tiny_data, tmp_path):
 def test_cuda_graphs_off_cuda_is_a_usage_error(tiny_data, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--seed", "1",
                                       "--device", "cpu", "--cuda-graphs", "--out", str(out)])
     assert result.exit_code == 2
     assert "--cuda-graphs needs a CUDA device, and this run is on cpu" in result.output
@@ -254,6 +256,7 @@ def test_device_cuda_without_a_gpu_says_what_to_do(tiny_data, tmp_path):
 def test_cuda_graphs_is_recorded_and_may_be_set_on_resume(tiny_data, tmp_path):
     out = tmp_path / "run"
     first = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                     "--seed", "1",
                                      "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--out", str(out)])
     assert first.exit_code == 0, first.output
     assert "cuda_graphs = false" in (out / "config.toml").read_text()
@@ -276,6 +279,7 @@ def test_threads_are_applied_and_recorded(tiny_data, tmp_path, keep_threads):
 
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--seed", "1",
                                       "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--threads", "1",
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output

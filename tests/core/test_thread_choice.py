@@ -95,6 +95,7 @@ def test_tiny_epochs_do_not_count_as_contention():
 
 def _run(tiny_data, out, *flags):
     result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--seed", "1",
                                       "--epochs", "1", "--visualizer", "none", "--device", "cpu", "--out", str(out),
                                       *flags])
     assert result.exit_code == 0, result.output

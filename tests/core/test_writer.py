@@ -55,6 +55,7 @@ def test_a_failed_write_is_raised_at_the_next_write_or_the_close(tmp_path):
 def test_a_finished_run_has_every_epochs_checkpoint_and_metrics(tiny_data, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--seed", "1",
                                       "--epochs", "3", "--visualizer", "none", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
