@@ -285,6 +285,15 @@ def write_status(run_dir: pathlib.Path, status: str, epochs_done: int, reason: s
         pass
 
 
+def complete(run_dir: pathlib.Path) -> bool:
+    """Whether ``run_dir`` holds a finished run: its final weights, summary and report are written, and its
+    last session did not end otherwise (a stop while the pictures were drawn, a resume interrupted after an
+    earlier finish). Anything less is resumed (``fmclf run --resume`` finishes what is missing)."""
+    ended = read_status(run_dir)
+    return (all((run_dir / name).is_file() for name in (WEIGHTS, SUMMARY, REPORT))
+            and (ended is None or ended["status"] == "finished"))
+
+
 def read_status(run_dir: pathlib.Path) -> dict[str, Any] | None:
     """status.json, or None when it is absent or not one (runs older than it have none)."""
     try:
