@@ -31,7 +31,7 @@ def _settings(config: Any) -> str:
     """The settings a run starts from, as ``fmclf run`` flags."""
     parts = [f"--dataset {config.dataset}", f"--model {config.model}", f"--loss {config.loss}",
              f"--updater {config.updater}", f"--epochs {config.epochs}", f"--batch-size {config.batch_size}",
-             f"--lr {config.lr:g}", f"--seed {config.seed}", f"--device {config.device}"]
+             f"--lr {config.lr!r}", f"--seed {config.seed}", f"--device {config.device}"]
     parts += [f"-o {shlex.quote(f'{t}.{k}={v}')}" for t, opts in sorted(config.options.items())
               for k, v in sorted(opts.items()) if not t.startswith("visualizer")]
     return " ".join(parts)

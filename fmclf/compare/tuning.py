@@ -239,10 +239,10 @@ class Studies:
 
     def _study(self, cell: Cell) -> Any:
         optuna = self._optuna
-        sampler = (optuna.samplers.QMCSampler(seed=0) if self.protocol.sampler == "qmc"
-                   else optuna.samplers.TPESampler(seed=0))
         with warnings.catch_warnings():  # QMCSampler is marked experimental
             warnings.simplefilter("ignore")
+            sampler = (optuna.samplers.QMCSampler(seed=0) if self.protocol.sampler == "qmc"
+                       else optuna.samplers.TPESampler(seed=0))
             return optuna.create_study(study_name=cell.name, storage=self._storage, sampler=sampler,
                                        direction="maximize" if self.maximize else "minimize", load_if_exists=True)
 

@@ -4,7 +4,8 @@ Each distinct command runs once, in a scratch folder, with the real
 Fashion-MNIST as ``FMCLF_DATA``; it must exit 0, or with the code its
 ``<!-- docs-test: exit N -->`` marker documents, and print no traceback. What
 trains is shortened to one epoch (``--epochs 1``; a ``--resume`` with
-``--epochs`` trains one epoch more). ``RUN_DIR`` is a finished one-epoch run,
+``--epochs`` trains one epoch more), a comparison to at most 2 ``--trials``
+and ``--seeds``. ``RUN_DIR`` is a finished one-epoch run,
 copied fresh for each command. The files the docs spell out (the tutorial's
 plugin, a config file) are written where they say, and the tutorial's plugin
 is installed for every command as ``pip install -e`` would install it
@@ -163,7 +164,15 @@ def _shortened(args: list[str]) -> list[str]:
         rest = [*rest[:i], "--epochs", str(epochs), *rest[i + 2:]]
     elif "--resume" not in rest:
         rest = [*rest, "--epochs", str(epochs)]
+    for flag in _COUNTS:  # a comparison's repetitions: two of each (fewer trials and seeds, as an epoch)
+        if flag in rest and rest[rest.index(flag) + 1].isdigit():
+            i = rest.index(flag)
+            rest = [*rest[:i], flag, str(min(2, int(rest[i + 1]))), *rest[i + 2:]]
     return [*head, *rest]
+
+
+#: fmclf compare's counts that the docs commands run shortened.
+_COUNTS = ("--trials", "--seeds")
 
 
 def _shell(text: str, run_dir: pathlib.Path | None) -> str:
