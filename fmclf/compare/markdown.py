@@ -9,7 +9,7 @@ from typing import Any
 
 from . import stats
 from .grid import varying
-from .results import NOT_METRICS, CellResult, Ranking, metric_names
+from .results import EXAMPLE_METRIC, NOT_METRICS, CellResult, Ranking, metric_names
 
 COMPARE_MD = "compare.md"
 
@@ -42,11 +42,13 @@ def verdict(p: stats.Paired | None, best: bool) -> str:
     return f"{p.mean_diff:+.4f} ± {p.ci95:.4f}, p = {p.p:.2g}: {what}"
 
 
-def more_stats(p: stats.Paired | None) -> list[str]:
-    """The columns beside "vs best": the bootstrap interval, Holm's p and P(> best)."""
+def more_stats(p: stats.Paired | None, test: stats.Paired | None = None) -> list[str]:
+    """The columns beside "vs best": the bootstrap interval (of the test difference, ``test``, when a
+    validation metric ranks), Holm's p and P(> best)."""
     if p is None:
         return ["—"] * 3
-    return [f"{p.bootstrap[0]:+.4f}..{p.bootstrap[1]:+.4f}" if p.bootstrap is not None else "—",
+    boot = (test or p).bootstrap
+    return [f"{boot[0]:+.4f}..{boot[1]:+.4f}" if boot is not None else "—",
             f"{p.p_holm:.2g}" if p.p_holm is not None else "—",
             f"{p.prob_improvement:.2f}" if p.prob_improvement is not None else "—"]
 
@@ -92,9 +94,10 @@ def render(results: Sequence[CellResult], ranking: Ranking | None, *, seeds: lis
             f"the last epoch: mean ± the 95% confidence interval of the mean over the seeds (Student's t). "
             f"*vs best*: the mean difference from the best cell over the seeds both finished, ± its 95% interval, "
             f"and the paired t-test's p; *beyond noise* when that interval excludes 0. *bootstrap 95%*: the "
-            f"difference's percentile bootstrap interval (resampling the seeds, and the test examples where the runs "
-            f"kept their predictions); *Holm p*: p adjusted for the {max(0, len(results) - 1)} comparisons with the "
-            f"best; *P(>best)*: the probability that a seed of the cell beats a seed of the best. Other metrics: "
+            f"difference's percentile bootstrap interval (resampling the seeds, and for {EXAMPLE_METRIC} the test "
+            f"examples with them, from each run's predictions); *Holm p*: p adjusted for the "
+            f"{max(0, len(results) - 1)} comparisons with the best; *P(>best)*: the probability that a seed of the "
+            f"cell beats a seed of the best. Other metrics: "
             f"mean ± standard deviation."),
             "",
         ]
@@ -108,7 +111,8 @@ def render(results: Sequence[CellResult], ranking: Ranking | None, *, seeds: lis
         lines += _protocol_lines(protocol)
     head = ["rank", *axes]
     if ranking is not None:
-        head += [f"{ranking.metric}", "vs best", "bootstrap 95%", "Holm p", "P(>best)"]
+        boot = f"{ranking.reported or ranking.metric} diff, bootstrap 95%"
+        head += [f"{ranking.metric}", "vs best", boot, "Holm p", "P(>best)"]
         head += [ranking.reported] if ranking.reported else []
     head += ["lr"] if "lr" not in axes else []
     head += [*others, "s/epoch", "runs"]
@@ -118,7 +122,7 @@ def render(results: Sequence[CellResult], ranking: Ranking | None, *, seeds: lis
         if ranking is not None:
             row += [_mean_ci(r.summary(ranking.metric)),
                     verdict(r.vs_best, i == 1 and bool(r.values.get(ranking.metric)))
-                    if r.values.get(ranking.metric) else "—", *more_stats(r.vs_best)]
+                    if r.values.get(ranking.metric) else "—", *more_stats(r.vs_best, r.vs_best_test)]
             row += [_mean_ci(r.summary(ranking.reported))] if ranking.reported else []
         row += [f"{r.cell.config.lr:g}"] if "lr" not in axes else []
         row += [_mean_sd(r.summary(m)) for m in others]

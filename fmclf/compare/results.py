@@ -40,7 +40,9 @@ class CellResult:
     values: dict[str, dict[int, float]] = field(default_factory=dict)  #: metric -> seed -> final value
     epoch_seconds: dict[int, float] = field(default_factory=dict)  #: seed -> mean seconds per epoch
     histories: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  #: seed -> metrics rows
+    correct: dict[int, Any] = field(default_factory=dict)  #: seed -> whether each test example was right
     vs_best: stats.Paired | None = None
+    vs_best_test: stats.Paired | None = None  #: on the reported test metric, when a validation one ranks
 
     @property
     def finished(self) -> list[Run]:
@@ -105,6 +107,9 @@ def collect(cells: Sequence[Cell], runs: Sequence[Run]) -> list[CellResult]:
             for key, value in history[-1].items():
                 if key not in NOT_METRICS and _number(value):
                     result.values.setdefault(key, {})[run.seed] = float(value)
+            correct = folder.read_correct(run.run_dir)
+            if correct is not None:
+                result.correct[run.seed] = correct
             seconds = [float(row["seconds"]) for row in history if _number(row.get("seconds"))]
             if seconds:
                 result.epoch_seconds[run.seed] = math.fsum(seconds) / len(seconds)
@@ -134,14 +139,33 @@ def rank(results: list[CellResult], ranking: Ranking | None) -> list[CellResult]
     ordered = sorted(results, key=key)
     best = ordered[0] if ordered and ordered[0].values.get(ranking.metric) else None
     for r in ordered:
-        r.vs_best = None
+        r.vs_best = r.vs_best_test = None
         if best is not None and r is not best and r.values.get(ranking.metric):
-            r.vs_best = stats.paired(r.values[ranking.metric], best.values[ranking.metric])
+            r.vs_best = _paired(r, best, ranking.metric)
+            if ranking.reported and r.values.get(ranking.reported) and best.values.get(ranking.reported):
+                r.vs_best_test = _paired(r, best, ranking.reported)
     adjusted = stats.holm([r.vs_best.p if r.vs_best is not None else None for r in ordered])
     for r, p_holm in zip(ordered, adjusted):
         if r.vs_best is not None:
             r.vs_best = dataclasses.replace(r.vs_best, p_holm=p_holm)
     return ordered
+
+
+#: The metric whose per-example form the runs keep (predictions.npy), so its bootstrap resamples the examples too.
+EXAMPLE_METRIC = "test_acc"
+
+
+def _paired(r: CellResult, best: CellResult, metric: str) -> stats.Paired | None:
+    """``r`` against ``best`` on ``metric``; for test accuracy with every shared seed's predictions kept,
+    the bootstrap resamples the test examples with the seeds."""
+    correct = None
+    shared = sorted(set(r.values[metric]) & set(best.values[metric]))
+    if metric == EXAMPLE_METRIC and shared and all(s in r.correct and s in best.correct for s in shared):
+        import numpy as np
+
+        mine, theirs = (np.stack([c.correct[s] for s in shared]) for c in (r, best))
+        correct = (mine, theirs) if mine.shape == theirs.shape else None
+    return stats.paired(r.values[metric], best.values[metric], correct)
 
 
 def final_value(run_dir: pathlib.Path, metric: str) -> float | None:
@@ -178,6 +202,7 @@ def to_json(results: Sequence[CellResult], ranking: Ranking | None, *, root: pat
             "missing": [run.seed for run in r.missing],
             "runs": {str(run.seed): _rel(run.run_dir, root) for run in r.runs},
             "vs_best": r.vs_best.as_dict() if r.vs_best is not None else None,
+            "vs_best_test": r.vs_best_test.as_dict() if r.vs_best_test is not None else None,
         })
     return {
         "rank_by": ranking.metric if ranking else None,

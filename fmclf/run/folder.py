@@ -6,6 +6,8 @@
     model.pt        the final weights (a state_dict)
     summary.json    the final metrics
     status.json     how the last session ended: finished, interrupted, diverged or failed
+    predictions.npy the test set's labels and the final model's predicted classes (2 rows of int16),
+                    for fmclf compare's bootstrap over test examples
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ WEIGHTS = "model.pt"
 SUMMARY = "summary.json"
 REPORT = "report.md"
 STATUS = "status.json"
+PREDICTIONS = "predictions.npy"
 
 #: What status.json may say (``fmclf runs`` adds "running", from the lock, and "stopped", from the summary).
 ENDINGS = ("finished", "interrupted", "diverged", "failed")
@@ -264,7 +267,7 @@ def recorded_seconds(run_dir: pathlib.Path) -> float:
 def check_files(run_dir: pathlib.Path) -> None:
     """Refuse a run folder where one of fmclf's own files is a folder (or another non-file): a resume
     would train and then fail to write it."""
-    for name in (CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY, REPORT, STATUS):
+    for name in (CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY, REPORT, STATUS, PREDICTIONS):
         path = run_dir / name
         if path.exists() and not path.is_file():
             raise CheckpointError(
@@ -283,6 +286,33 @@ def write_status(run_dir: pathlib.Path, status: str, epochs_done: int, reason: s
         write_json(run_dir / STATUS, record)
     except OSError:
         pass
+
+
+def write_predictions(run_dir: pathlib.Path, labels: Any, predicted: Any) -> None:
+    """Write :data:`PREDICTIONS`: the test labels and the predicted classes (int16, one column per example)."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.stack([np.asarray(labels), np.asarray(predicted)]).astype(np.int16), allow_pickle=False)
+    atomic.write_bytes(run_dir / PREDICTIONS, buffer.getvalue())
+
+
+def read_correct(run_dir: pathlib.Path) -> Any:
+    """Whether the final model got each test example right (a bool array), from :data:`PREDICTIONS`;
+    None when the run has none or it is unreadable."""
+    import io
+
+    import numpy as np
+
+    try:
+        data = np.load(io.BytesIO(atomic.read_limited(run_dir / PREDICTIONS, 64 * 2**20)), allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if data.ndim != 2 or data.shape[0] != 2:
+        return None
+    return data[0] == data[1]
 
 
 def complete(run_dir: pathlib.Path) -> bool:

@@ -22,6 +22,7 @@ from ..draw.report import RunReport
 from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, Stopped, UsageError, WriteError
 from ..host.loading import PluginHost
 from ..host.registry import ComponentRecord
+from ..train import heldout
 from ..train.engine import StopFlag, Trainer, TrainState
 from . import checkpoint as checkpoint_io
 from . import folder, processes, provenance, signals, threads
@@ -543,6 +544,8 @@ def _train(
     def write_results() -> None:
         if checkpoints:
             checkpoint_io.save_weights(run_dir, parts.model)
+        if comm.world_size == 1:  # each process sees its shard of the test set only
+            folder.write_predictions(run_dir, *heldout.predictions(parts.model, parts.dataset.test))
         folder.write_json(run_dir / folder.SUMMARY, summary)
 
     try:

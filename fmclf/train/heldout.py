@@ -56,6 +56,26 @@ def _labels(y: Any) -> Any:
     return y.argmax(dim=1) if y.ndim == 2 else y  # probability targets: the most likely class
 
 
+def predictions(model: Any, batches: Any) -> tuple[Any, Any]:
+    """``(labels, predicted classes)`` of every example of ``batches``, as int64 CPU tensors, for the
+    run folder's predictions file (fmclf compare's bootstrap over test examples)."""
+    import torch
+
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    labels, predicted = [], []
+    try:
+        with torch.no_grad():
+            for X, y in batches:
+                predicted.append(model(X).argmax(dim=1).cpu())
+                labels.append(_labels(y).cpu())
+    finally:
+        if was_training:
+            model.train()
+    return torch.cat(labels), torch.cat(predicted)
+
+
 def _describe(who: ComponentRecord | str) -> str:
     return who if isinstance(who, str) else who.describe()
 

@@ -199,3 +199,23 @@ def test_every_cell_gets_the_same_trials_then_fresh_seeds_and_a_rerun_trains_not
     assert again.exit_code == 0 and "4 trial(s) done, 0 to train" in again.output and "nothing to train" in again.output
     assert {str(p): p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()} == stamps
     assert json.loads((out / "compare.json").read_text())["protocol"]["cells"] == cells
+
+
+def test_each_run_keeps_its_test_predictions_and_the_bootstrap_resamples_them(tiny_data, tmp_path):
+    """An lr axis, two seeds: the lr column is the configured rate, and the comparison with the best cell
+    resamples seeds and test examples together (from each run's predictions.npy)."""
+    out = tmp_path / "boot"
+    result = compare("--lr", "0.5", "--lr", "0.05", "--seeds", "2", *tiny(tiny_data, epochs=1), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "compare.json").read_text())
+    assert sorted(row["lr"] for row in doc["rows"]) == [0.05, 0.5] and doc["axes"] == ["lr"] and doc["few_seeds"]
+    for row in doc["rows"]:
+        for rel in row["runs"].values():
+            correct = folder.read_correct(out / rel)
+            final = json.loads((out / rel / "metrics.jsonl").read_text().splitlines()[-1])
+            assert correct is not None and correct.mean() == pytest.approx(final["test_acc"], abs=1e-12)
+    second = doc["rows"][1]["vs_best"]
+    assert second["resampled"] == "seeds and test examples" and second["p_holm"] == second["p"]
+    assert len(second["bootstrap_ci95"]) == 2 and 0.0 <= second["prob_improvement"] <= 1.0
+    md = (out / "compare.md").read_text()
+    assert "**Warning**: 2 seed(s) per cell: too few" in md and "| rank | lr | test_acc | vs best |" in md
