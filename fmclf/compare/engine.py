@@ -25,7 +25,7 @@ from ..host.loading import PluginHost
 from ..run import folder, lock
 from ..run.config import RunConfig
 from ..run.plan import resolve
-from . import curves, dryrun, jobs, markdown, results, tuning
+from . import curves, dryrun, jobs, markdown, results, scores, tuning
 from .executor import Executor, Job, Outcome
 from .grid import MAX_RUNS, Cell
 from .jobs import EXTEND, FAILED, FINISHED, NEW, RESUME, Run
@@ -360,11 +360,15 @@ def _finish(out: pathlib.Path, cells: Sequence[Cell], chosen: Sequence[Cell], ru
                       markdown.render(ranked, ranking, seeds=seeds, epochs=epochs, command=command, root=out,
                                       protocol=extra.get("protocol")))
     written = [results.COMPARE_JSON, markdown.COMPARE_MD]
-    try:
-        curves.write(ranked, out / curves.CURVES)
-        written.append(curves.CURVES)
-    except Exception as exc:  # the numbers are written; only the picture is missing
-        echo(f"Warning: could not draw {curves.CURVES} ({type(exc).__name__}: {exc}); compare.json and compare.md are "
-             f"complete.")
+    pictures = [(curves.CURVES, lambda path: curves.write(ranked, path))]
+    if ranking is not None:
+        pictures.append((scores.SCORES, lambda path: scores.write(ranked, ranking, path, extra.get("protocol"))))
+    for name, draw in pictures:
+        try:
+            draw(out / name)
+            written.append(name)
+        except Exception as exc:  # the numbers are written; only the picture is missing
+            echo(f"Warning: could not draw {name} ({type(exc).__name__}: {exc}); compare.json and compare.md are "
+                 f"complete.")
     echo(f"wrote {', '.join(str(out / w) for w in written)}")
     return Comparison(out, runs, ranked, ranking, trained)

@@ -142,6 +142,8 @@ def render(results: Sequence[CellResult], ranking: Ranking | None, *, seeds: lis
         lines += ["", f"No finished run recorded {ranking.metric!r}; its metrics are: "
                       f"{', '.join(metrics) or 'none yet'}."]
     lines += ["", "Curves: [curves.png](curves.png) (mean per cell, band: ± one standard deviation over the seeds).",
+              "Scores: [scores.png](scores.png) (every seed of every cell; with tuning, every trial's validation "
+              "value against the tuned setting).",
               f"Metrics read from each run's metrics.jsonl (every numeric key but {', '.join(sorted(NOT_METRICS))}).",
               ""]
     return "\n".join(lines)

@@ -19,6 +19,8 @@ from fmclf.compare.executor import InProcessExecutor, Job
 from fmclf.errors import Interrupted
 from fmclf.run import folder, lock
 
+from picture_checks import assert_picture
+
 
 def compare(*args: str):
     return CliRunner().invoke(cli, ["compare", *args], catch_exceptions=False)
@@ -219,3 +221,16 @@ def test_each_run_keeps_its_test_predictions_and_the_bootstrap_resamples_them(ti
     assert len(second["bootstrap_ci95"]) == 2 and 0.0 <= second["prob_improvement"] <= 1.0
     md = (out / "compare.md").read_text()
     assert "**Warning**: 2 seed(s) per cell: too few" in md and "| rank | lr | test_acc | vs best |" in md
+    assert_picture(out / "scores.png")
+
+
+def test_cells_with_the_same_scores_are_named_together():
+    from fmclf.compare.grid import Cell
+    from fmclf.compare.results import CellResult
+    from fmclf.compare.scores import coinciding
+    from fmclf.run.config import RunConfig
+
+    cells = [CellResult(Cell({"loss": n}, {}, RunConfig(loss=n)), []) for n in ("a", "b", "c", "d")]
+    for r, values in zip(cells, ({0: 0.8, 1: 0.9}, {0: 0.8, 1: 0.9}, {0: 0.7, 1: 0.9}, {})):
+        r.values["test_acc"] = values
+    assert coinciding(cells, "test_acc") == [[0, 1], [2], [3]]
