@@ -22,7 +22,6 @@ from ..draw.report import RunReport
 from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, Stopped, UsageError, WriteError
 from ..host.loading import PluginHost
 from ..host.registry import ComponentRecord
-from ..train import heldout
 from ..train.engine import StopFlag, Trainer, TrainState
 from . import checkpoint as checkpoint_io
 from . import folder, processes, provenance, signals, threads
@@ -544,8 +543,9 @@ def _train(
     def write_results() -> None:
         if checkpoints:
             checkpoint_io.save_weights(run_dir, parts.model)
-        if comm.world_size == 1:  # each process sees its shard of the test set only
-            folder.write_predictions(run_dir, *heldout.predictions(parts.model, parts.dataset.test))
+        kept = trainer.heldout.test_predictions()
+        if kept is not None:
+            folder.write_predictions(run_dir, *kept)
         folder.write_json(run_dir / folder.SUMMARY, summary)
 
     try:

@@ -56,26 +56,6 @@ def _labels(y: Any) -> Any:
     return y.argmax(dim=1) if y.ndim == 2 else y  # probability targets: the most likely class
 
 
-def predictions(model: Any, batches: Any) -> tuple[Any, Any]:
-    """``(labels, predicted classes)`` of every example of ``batches``, as int64 CPU tensors, for the
-    run folder's predictions file (fmclf compare's bootstrap over test examples)."""
-    import torch
-
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    labels, predicted = [], []
-    try:
-        with torch.no_grad():
-            for X, y in batches:
-                predicted.append(model(X).argmax(dim=1).cpu())
-                labels.append(_labels(y).cpu())
-    finally:
-        if was_training:
-            model.train()
-    return torch.cat(labels), torch.cat(predicted)
-
-
 def _describe(who: ComponentRecord | str) -> str:
     return who if isinstance(who, str) else who.describe()
 
@@ -110,6 +90,16 @@ class HeldOut:
         self.who_model, self.who_data = who.get("model", "the model"), who.get("dataset", "the data set")
         self.who_loss = who.get("loss", "the loss")
         self.chunk = chunk
+        self._kept: list[tuple[Any, Any]] = []  #: (labels, predicted classes) of the last test evaluation, on device
+
+    def test_predictions(self) -> tuple[Any, Any] | None:
+        """``(labels, predicted classes)`` of every test example at the last evaluation on the test set, as CPU
+        tensors (None before any): what the run folder keeps for fmclf compare's bootstrap over test examples."""
+        import torch
+
+        if not self._kept:
+            return None
+        return torch.cat([y for y, _ in self._kept]).cpu(), torch.cat([p for _, p in self._kept]).cpu()
 
     def evaluate(self, split: str, batches: Any) -> Evaluated:
         """The metrics and confusion matrix of ``split`` ("valid", "test") over ``batches``."""
@@ -126,6 +116,8 @@ class HeldOut:
                 m.obj.reset()
         self._flat = self._loss_sum = None
         self._count = 0
+        if split == "test":
+            self._kept = []
         gather = self.comm.world_size > 1
         logits_in, y_in, held = [], [], 0
         where = f"while evaluating on the {split} set"
@@ -170,6 +162,8 @@ class HeldOut:
         C = self.num_classes
         with blame(self.who_model, f"while evaluating on the {split} set"):
             pred = logits.argmax(dim=1)
+        if split == "test":
+            self._kept.append((_labels(y), pred))
         with blame_labels(self.who_loss, f"while computing the loss on the {split} set", y, self.who_data, C, split):
             loss_sum = self.loss(logits, y).double().sum()
         if self._flat is None:
