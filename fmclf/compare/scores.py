@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..draw import pictures
+from .curves import SAME_DIGITS
 from .grid import varying
 from .results import CellResult, Ranking
 
@@ -16,11 +17,13 @@ SCORES = "scores.png"
 
 
 def coinciding(results: Sequence[CellResult], metric: str) -> list[list[int]]:
-    """Groups of indexes of cells whose values of ``metric`` are the same on every seed (one group per value)."""
+    """Groups of indexes of cells whose values of ``metric`` are the same on every seed, to the digits the table
+    shows (one group per value)."""
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(results):
         values = r.values.get(metric, {})
-        groups.setdefault(tuple(sorted(values.items())) if values else ("none", i), []).append(i)
+        key = tuple((s, round(v, SAME_DIGITS)) for s, v in sorted(values.items())) if values else ("none", i)
+        groups.setdefault(key, []).append(i)
     return list(groups.values())
 
 

@@ -234,3 +234,12 @@ def test_cells_with_the_same_scores_are_named_together():
     for r, values in zip(cells, ({0: 0.8, 1: 0.9}, {0: 0.8, 1: 0.9}, {0: 0.7, 1: 0.9}, {})):
         r.values["test_acc"] = values
     assert coinciding(cells, "test_acc") == [[0, 1], [2], [3]]
+    cells[1].values["test_acc"] = {0: 0.80000001, 1: 0.9}  # the same to the table's digits: drawn as the same
+    assert coinciding(cells, "test_acc") == [[0, 1], [2], [3]]
+    from fmclf.compare.curves import figure
+
+    for r, acc in zip(cells, (0.8, 0.8, 0.7, None)):
+        if acc is not None:
+            r.histories = {0: [{"epoch": 1, "test_acc": acc}]}
+    labels = figure(cells).legends[0].get_texts()
+    assert [t.get_text() for t in labels][:3] == ["a (= b)", "b (= a)", "c"]
