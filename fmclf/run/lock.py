@@ -75,7 +75,7 @@ class RunLock:
         if fcntl is None or self._fd is not None:
             return None
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)  # a link: refused
         except OSError as exc:
             raise self._cannot(exc, what) from None
         try:

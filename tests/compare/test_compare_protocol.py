@@ -243,3 +243,13 @@ def test_cells_with_the_same_scores_are_named_together():
             r.histories = {0: [{"epoch": 1, "test_acc": acc}]}
     labels = figure(cells).legends[0].get_texts()
     assert [t.get_text() for t in labels][:3] == ["a (= b)", "b (= a)", "c"]
+
+
+def test_the_comparison_lock_is_never_a_links_target(tiny_data, tmp_path):
+    out, target = tmp_path / "linked", tmp_path / "elsewhere.txt"
+    out.mkdir()
+    target.write_text("mine")
+    (out / ".lock").symlink_to(target)
+    result = compare(*tiny(tiny_data), "--seeds", "1", "--out", str(out))
+    assert result.exit_code == 2 and "its lock file .lock" in result.output, result.output
+    assert target.read_text() == "mine" and not (out / "runs").exists()
