@@ -19,6 +19,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from ..compare.grid import SCALAR_AXES
 from ..errors import UsageError
 from ..host.options import parse_assignment
 from ..kinds import BY_NAME
@@ -40,7 +41,7 @@ def _axes_of(run: click.Command) -> list[str]:
 
 def _from_run(param: click.Parameter, axes: list[str]) -> click.Parameter:
     """``run``'s option, adapted: an axis repeats; the seed is the first of the paired seeds;
-    runs show nothing by default (their output goes to a log)."""
+    runs show nothing by default (their output goes to a log); ``--dry-run`` prints the grid."""
     p = copy.copy(param)
     if p.name in axes:
         p.multiple, p.default, p.show_default = True, None, False
@@ -58,7 +59,49 @@ def _from_run(param: click.Parameter, axes: list[str]) -> click.Parameter:
                   "runs once without it.")
     elif p.name == "threads":
         p.help = "CPU threads of each run. [default: this machine's cores divided by --jobs]"
+    elif p.name == "dry_run":
+        p.help = ("Print the grid (cells, seeds, trials and the command of every run) and exit: nothing is trained "
+                  "or written.")
+    elif p.name in SCALAR_AXES:
+        p.help = f"{(param.help or '').rstrip('.')}; repeat for more values on this axis."
+    return _once_or_axis(p)
+
+
+def _once_or_axis(p: click.Parameter) -> click.Parameter:
+    """A single-valued option collects every time it is given, so that a repetition is an axis
+    (:data:`~fmclf.compare.grid.SCALAR_AXES`) or an error, never "the last one wins"."""
+    if isinstance(p, click.Option) and not p.multiple and not p.is_flag:
+        _SINGLE[p.name] = p.default
+        p.multiple = True
+        p.default = None if p.default is None else (p.default,)
     return p
+
+
+#: The single-valued options collected as lists (see :func:`_once_or_axis`), with their defaults.
+_SINGLE: dict[str, Any] = {}
+
+
+def _single_values(given: dict[str, Any]) -> dict[str, list[str]]:
+    """Collapse each collected option to its one value in ``given``; return the scalar axes
+    (a setting of :data:`SCALAR_AXES` given more than once). Any other option given twice is an error."""
+    axes: dict[str, list[str]] = {}
+    for name, default in _SINGLE.items():
+        if name not in given:
+            continue
+        values = list(given[name] or ())
+        if len(values) > 1 and name in SCALAR_AXES:
+            axes[name] = [str(v) for v in values]
+            given[name] = values[0]
+        elif len(values) > 1:
+            flag = "--" + name.replace("_", "-").removesuffix("-path").removesuffix("-args")
+            raise UsageError(
+                f"{flag} is given {len(values)} times ({', '.join(str(v) for v in values)}); it takes one value. "
+                f"Only {', '.join('--' + s.replace('_', '-') for s in SCALAR_AXES)} and the components "
+                f"(--model, --loss ...) repeat to make an axis; give {flag} once."
+            )
+        else:
+            given[name] = values[0] if values else default
+    return axes
 
 
 def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_args, data_root,
@@ -80,11 +123,7 @@ def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_a
     return base, setting_axes, grid_options
 
 
-def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int | None, retry_failed: bool,
-             rank_by: str | None, option_args, data_root, config_path, executor_name: str, detach: bool,
-             ray_address: str | None, slurm_partition: str | None, slurm_time: str | None, slurm_cpus: int | None,
-             slurm_gpus: int | None, slurm_array_parallelism: int | None, slurm_options: tuple[str, ...],
-             **given: Any) -> None:
+def _compare(ctx: click.Context, **given: Any) -> None:
     """Train every cell of the grid with the same SEEDS seeds into DIR/runs/, and write
     DIR/compare.json, DIR/compare.md (the cells ranked, each compared with the best
     over the shared seeds) and DIR/curves.png (mean curves with a band per cell).
@@ -92,11 +131,22 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int | None
     \b
     fmclf compare --model scratch --model nn --loss naive --loss fused --seeds 5 --jobs 2 --out cmp
     fmclf compare --loss fused -o loss.label_smoothing=0 -o loss.label_smoothing=0.1 --seeds 3 --out smooth
+    fmclf compare --updater sgd --updater torch-sgd --tune lr=log:0.01..1 --trials 8 --seeds 5 --out tuned
+
+    A setting given twice (--lr 0.1 --lr 0.01) is one more axis, as a component is;
+    one that cannot be an axis (--epochs, --device ...) is given once.
+
+    With --tune, every cell gets the same --trials T trials on a validation split
+    (-o dataset.valid, 0.1 unless given), drawn by a deterministic sampler, then
+    its best configuration on validation trains on the --seeds seeds (never a
+    trial's) and is reported on test. With a validation split, the cells are
+    ranked on the validation metric; test is shown beside it, never used to choose.
 
     The same command again continues: finished runs are kept, interrupted ones
     resume from their checkpoints, and only what is missing trains. A run that
     diverges or fails is recorded with its reason and not trained again
-    (--retry-failed does). Ctrl-C stops every run with its checkpoint.
+    (--retry-failed does). Ctrl-C stops every run with its checkpoint. One
+    comparison writes to DIR at a time.
 
     \b
     On a Ray cluster or as a SLURM job array (DIR shared by the nodes):
@@ -104,26 +154,42 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int | None
     fmclf compare --model nn --threads 2 --executor slurm --slurm-partition gpu --detach --out cmp
     """
     from ..compare.engine import run_comparison
-    from ..compare.grid import build_cells, seeds_from
+    from ..compare.grid import build_cells, check_jobs, seeds_from
 
-    executor = _executor(executor_name, jobs=jobs, threads=given.get("threads"), device=given.get("device") or "auto",
-                         detach=detach, ray_address=ray_address, slurm_partition=slurm_partition,
-                         slurm_time=slurm_time, slurm_cpus=slurm_cpus, slurm_gpus=slurm_gpus,
-                         slurm_array_parallelism=slurm_array_parallelism, slurm_options=slurm_options)
+    scalar_axes = _single_values(given)
+    out, seeds, jobs = given.pop("out"), given.pop("seeds"), given.pop("jobs")
+    retry_failed, rank_by, dry_run = given.pop("retry_failed"), given.pop("rank_by"), given.pop("dry_run")
+    tune, trials, sampler = given.pop("tune"), given.pop("trials"), given.pop("sampler")
+    option_args, data_root, config_path = given.pop("option_args"), given.pop("data_root"), given.pop("config_path")
+    executor_args = {name: given.pop(name) for name in (
+        "executor_name", "detach", "ray_address", "slurm_partition", "slurm_time", "slurm_cpus", "slurm_gpus",
+        "slurm_array_parallelism", "slurm_options")}
+    if jobs is not None:
+        check_jobs(jobs)
+    executor = _executor(jobs=jobs, threads=given.get("threads"), device=given.get("device") or "auto", **executor_args)
     axes = _axes_of(run_command)
     threads = given.get("threads")
     base, setting_axes, grid_options = _config(ctx, given, axes, option_args, data_root, config_path)
+    setting_axes.update(scalar_axes)
     seed_list = seeds_from(base.seed if base.seed is not None else 0, seeds)
     host = ctx.obj.host()
     if data_root is not None and "dataset" not in setting_axes:  # on an axis, it goes to the data sets that take it
         require_data_root(host, base.dataset)
+    protocol = None
+    if tune or trials is not None or sampler is not None:
+        from ..compare.tuning import protocol_of
+
+        protocol = protocol_of(tune, trials, sampler, base, grid_options, host)
+        base = protocol.with_split(base)
     cells = build_cells(base, setting_axes, grid_options, host)
     settings = ctx.obj
     plugin_args = ([a for f in settings.include for a in ("-p", f)]
                    + [a for f in settings.block for a in ("-p", f"no:{f}")])
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
                                 plugin_args=plugin_args, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
-                                command=command_line(ctx))
+                                command=command_line(ctx), protocol=protocol, dry_run=dry_run)
+    if comparison is None:  # a dry run: the grid was printed
+        return
     from ..compare.markdown import COMPARE_MD
 
     table = [line for line in (comparison.root / COMPARE_MD).read_text(encoding="utf-8").splitlines()
@@ -131,7 +197,7 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int | None
     click.echo("\n".join(["", *table]))
 
 
-def _executor(name: str, *, jobs: int | None, threads: int | None, device: str, detach: bool,
+def _executor(executor_name: str, *, jobs: int | None, threads: int | None, device: str, detach: bool,
               ray_address: str | None, slurm_options: tuple[str, ...], **slurm: Any):
     """The executor --executor names, set up from the command line (its checks come first)."""
     from ..compare.executors import ExecutorSettings, SlurmSettings, make
@@ -144,7 +210,7 @@ def _executor(name: str, *, jobs: int | None, threads: int | None, device: str, 
                              f"e.g. --slurm-option mem=8G or --slurm-option account=mylab.")
         options[key.strip().lstrip("-")] = value
     slurm_settings = SlurmSettings(**{k.removeprefix("slurm_"): v for k, v in slurm.items()}, options=options)
-    return make(name, ExecutorSettings(jobs=jobs, threads=threads, device=device, detach=detach,
+    return make(executor_name, ExecutorSettings(jobs=jobs, threads=threads, device=device, detach=detach,
                                        ray_address=ray_address, slurm=slurm_settings))
 
 
@@ -175,24 +241,38 @@ def _executor_options() -> list[click.Parameter]:
 
 
 def _build() -> click.Command:
+    from ..compare.grid import MAX_JOBS, MAX_SEEDS, MAX_TRIALS
+    from ..compare.results import LOWER_IS_BETTER
+
     axes = _axes_of(run_command)
     params = [_from_run(p, axes) for p in run_command.params if p.name not in _NOT_HERE]
-    params += [
+    own = [
         click.Option(["--out"], type=click.Path(path_type=pathlib.Path), required=True, metavar="DIR",
                      help="The comparison's folder: runs/, jobs/, compare.json, compare.md, curves.png. Give the same "
                           "DIR to continue."),
         click.Option(["--seeds"], type=int, default=3, show_default=True,
-                     help="Runs per cell, with the same seeds in every cell (paired)."),
+                     help=f"Runs per cell, with the same seeds in every cell (paired); at most {MAX_SEEDS}."),
         click.Option(["--jobs"], type=int, default=None,
-                     help="Runs side by side, each in its own process (1, the default: one after the other in this "
-                          "process); with ray or slurm, the most at once (default: no limit)."),
+                     help=f"Runs side by side, each in its own process (1, the default: one after the other in this "
+                          f"process); with ray or slurm, the most at once (default: no limit). At most {MAX_JOBS}."),
         click.Option(["--retry-failed"], is_flag=True,
                      help="Train the runs that failed or diverged again (from their last checkpoint)."),
         click.Option(["--rank-by"], metavar="METRIC[:max|min]", default=None,
-                     help="Metric that ranks the cells. "
-                          "[default: test_acc; lower is better for names with loss, error or ece]"),
+                     help="Metric that ranks the cells (with a validation split, its valid_ twin ranks and the test "
+                          "one is shown beside it). [default: valid_acc where the runs have a validation split, "
+                          f"else test_acc; lower is better for names containing {', '.join(LOWER_IS_BETTER)}]"),
+        click.Option(["--tune"], multiple=True, metavar="SETTING=log:A..B|lin:A..B|V1,V2,...",
+                     help="Tune a numeric setting (lr, batch_size) or component option (updater.momentum, "
+                          "updater.torch-sgd.momentum) per cell over this range or list; repeat for several."),
+        click.Option(["--trials"], type=int, default=None,
+                     help=f"Tuning trials per cell, the same for every cell (at most {MAX_TRIALS}). [default: 8 "
+                          f"with --tune]"),
+        click.Option(["--sampler"], type=click.Choice(["qmc", "tpe"]), default=None,
+                     help="How trials are drawn: qmc (a seeded Sobol sequence: every cell gets the same points) or "
+                          "tpe (Optuna's seeded TPE). [default: qmc]"),
         *_executor_options(),
     ]
+    params += [_once_or_axis(p) for p in own]
     callback = click.pass_context(friendly(_compare))
     return click.Command("compare", callback=callback, params=params, help=inspect.cleandoc(_compare.__doc__ or ""),
                          short_help="Train a grid of components x seeds and compare them with statistics.")

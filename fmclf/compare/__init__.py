@@ -6,8 +6,10 @@ stress grid against a float64 reference, and its speed by pytest-benchmark).
     jobs       the runs on disk and what each needs next (continuation)
     executor   where runs execute: the Executor interface and the local process pool
     engine     running a comparison, then writing its results
-    stats      mean, std, Student's t intervals, the paired t-test
-    results    compare.json      markdown  compare.md      curves  curves.png
+    tuning     --tune: the search space, the Optuna studies, the choice on validation
+    dryrun     --dry-run: the grid printed
+    stats      scipy.stats: t intervals, IQM, the paired t-test, Holm, P(A>B), bootstrap
+    results    compare.json      markdown  compare.md      curves  curves.png      scores  scores.png
     stress     the stress grid of logits, the float64 reference, errors in ulps
     bench      fmclf bench loss: stability, and speed through speed_suite (a pytest module)
 

@@ -13,6 +13,8 @@ from .grid import varying
 from .results import NOT_METRICS, CellResult
 
 CURVES = "curves.png"
+#: Values that agree to this many decimals (compare.md's) are drawn as the same and labelled so.
+SAME_DIGITS = 4
 
 
 def curve(histories: Sequence[list[dict]], key: str) -> tuple[list[int], list[float], list[float]]:
@@ -42,13 +44,18 @@ def figure(results: Sequence[CellResult]):
     from matplotlib.ticker import MaxNLocator
 
     colors = [f"C{i % 10}" for i in range(len(results))]
+    names = [" + ".join(r.cell.label(axes_names).values()) or r.cell.name for r in results]
+    same = _coinciding(results, keys)
     for ax, key in zip(axes, keys):
-        for r, color in zip(results, colors):
+        for i, (r, color) in enumerate(zip(results, colors)):
             epochs, mean, std = curve(list(r.histories.values()), key)
             if not epochs:
                 continue
-            label = " + ".join(r.cell.label(axes_names).values()) or r.cell.name
-            ax.plot(epochs, mean, color=color, marker=".", markersize=4, label=label)
+            twins = [names[j] for j in same[i] if j != i]
+            label = names[i] + (f" (= {', '.join(twins)})" if twins else "")
+            k = same[i].index(i)  # a style and a size per twin: the later one, smaller, does not hide the earlier
+            ax.plot(epochs, mean, color=color, marker=".", markersize=4 + 3 * (len(same[i]) - 1 - k),
+                    linestyle=("-", "--", ":", "-.")[k % 4], label=label)
             ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                             color=color, alpha=0.2, linewidth=0)
         ax.set_title(key, fontsize=9)
@@ -72,6 +79,13 @@ def figure(results: Sequence[CellResult]):
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), fontsize=8)
     fig.suptitle("mean over seeds; band: ± one standard deviation", fontsize=9)
     return fig
+
+
+def _coinciding(results: Sequence[CellResult], keys: Sequence[str]) -> list[list[int]]:
+    """For each cell, the cells (itself included, in order) whose every curve is the same as its own."""
+    signatures = [tuple(tuple(round(v, SAME_DIGITS) for v in curve(list(r.histories.values()), k)[1]) for k in keys)
+                  if r.histories else ("none", i) for i, r in enumerate(results)]
+    return [[j for j, other in enumerate(signatures) if other == sig] for sig in signatures]
 
 
 def write(results: Sequence[CellResult], path: pathlib.Path) -> pathlib.Path:

@@ -10,22 +10,24 @@ Importing this module imports no torch (the runs import it, in their own process
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import os
 import pathlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__, atomic
 from ..errors import Interrupted, UsageError
 from ..host.loading import PluginHost
-from ..run import folder
+from ..run import folder, lock
 from ..run.config import RunConfig
 from ..run.plan import resolve
-from . import curves, jobs, markdown, results
+from . import curves, dryrun, jobs, markdown, results, scores, tuning
 from .executor import Executor, Job, Outcome
-from .grid import Cell
+from .grid import MAX_RUNS, Cell
 from .jobs import EXTEND, FAILED, FINISHED, NEW, RESUME, Run
 
 Echo = Callable[[str], None]
@@ -59,67 +61,225 @@ def run_comparison(
     cells: Sequence[Cell], *, seeds: list[int], out: pathlib.Path, host: PluginHost, executor: Executor,
     threads: int | None = None, plugin_args: Sequence[str] = (), retry_failed: bool = False,
     rank_by: str | None = None, echo: Echo = print, command: str | None = None,
-) -> Comparison:
+    protocol: tuning.Protocol | None = None, dry_run: bool = False,
+) -> Comparison | None:
     """Train what the comparison in ``out`` still lacks and write its results.
 
     Every check comes first (the settings of each cell, the runs already in
-    ``out``), so bad input fails before any run starts. Raises
-    :class:`~fmclf.errors.Interrupted` after Ctrl-C, once every running job has
-    stopped with its checkpoint and the partial results are written.
+    ``out``), so bad input fails before any run starts. With ``protocol``, every
+    cell's trials come first and its best configuration on validation is what
+    trains on ``seeds``. ``dry_run`` prints the grid and returns None, touching
+    nothing. Only one comparison writes to ``out`` at a time (a lock in it).
+    Raises :class:`~fmclf.errors.Interrupted` after a signal, once every running
+    job has stopped with its checkpoint and the partial results are written.
     """
     out = pathlib.Path(out)
     _check_out(out)
     for cell in cells:  # every name and option of every cell, before anything runs
         resolve(_with_seed(cell, seeds[0]), host)
+    total = len(cells) * (len(seeds) + (protocol.trials if protocol else 0))
+    if total > MAX_RUNS:
+        raise UsageError(f"this comparison has {total} runs ({len(cells)} cells), more than one command trains "
+                         f"({MAX_RUNS}). Give fewer values on its axes, --seeds or --trials.")
     per_run = threads_per_run(executor.workers, threads)
-    runs = jobs.runs_of(list(cells), seeds, out, per_run)
-    names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        clash = min(n for n in names if names.count(n) > 1)
-        raise UsageError(f"two cells of this comparison get the same folder name {clash!r}; give the components names "
-                         f"that differ in more than punctuation.")
-    for run in runs:
-        jobs.assess(run, host, retry_failed=retry_failed)
-    todo = [r for r in runs if r.state in (NEW, RESUME, EXTEND)]
-    _announce(runs, todo, executor.workers, per_run, out, echo)
-    for path in (out / jobs.RUNS, out / jobs.JOBS):
-        path.mkdir(parents=True, exist_ok=True)
-    for run in todo:
-        if run.state == NEW:
-            jobs.write_settings(run)
-    by_name = {r.name: r for r in todo}
-    count = {"done": 0}
-    shown = (rank_by or "test_acc").partition(":")[0]  # the metric each finished run's line shows
+    plan = _Plan(list(cells), seeds, out, host, executor, per_run, plugin_args, retry_failed, echo, protocol,
+                 _tuning_metric(rank_by) if protocol else None, chosen=list(cells))
+    if dry_run:
+        dryrun.show(plan.preview(), out, echo)
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    with _one_writer(out):
+        try:
+            chosen = plan.tune() if protocol is not None else list(cells)
+            runs = plan.assessed(jobs.runs_of(chosen, seeds, out, per_run))
+            for run in runs:
+                if run.state == NEW:
+                    jobs.write_settings(run)
+            _announce(runs, [r for r in runs if r.state in TODO], executor.workers, per_run, out, echo, plan.names)
+            plan.execute(runs, (rank_by or "test_acc").partition(":")[0])
+        except Interrupted as exc:
+            finals = plan.finals or jobs.runs_of(list(cells), seeds, out, per_run)  # stopped while tuning: all new
+            _finish(out, cells, plan.chosen, finals, seeds, rank_by, plan.trained, executor.workers, per_run,
+                    command, echo, protocol, plan.tuned)
+            raise Interrupted(
+                f"{str(exc)[:1].upper() + str(exc)[1:]}; every stopped run keeps its checkpoint, and "
+                f"{out / results.COMPARE_JSON} holds the runs done so far. Run the same command again to continue: "
+                f"it keeps the finished {'trials and ' if protocol else ''}runs, resumes the stopped ones and trains "
+                f"what is left."
+            ) from None
+        return _finish(out, cells, plan.chosen, runs, seeds, rank_by, plan.trained, executor.workers, per_run,
+                       command, echo, protocol, plan.tuned)
 
-    def done(outcome: Outcome) -> None:
-        run = by_name[outcome.job.name]
-        count["done"] += 1
-        head = f"[{count['done']}/{len(todo)}] {run.name}"
-        if outcome.returncode == 0:
-            run.state = FINISHED
-            jobs.forget_failure(run)
-            echo(f"{head}: finished in {outcome.seconds:.1f} s{_final(run, shown)}")
-        elif outcome.returncode == 130 or outcome.returncode < 0:
-            run.state = RESUME
-            echo(f"{head}: stopped ({_signal_text(outcome.returncode)}); the next invocation resumes it")
-        else:
-            jobs.record_failure(run, outcome.returncode)
-            echo(f"{head}: {'diverged' if run.diverged else 'failed'} (exit {outcome.returncode}): {run.reason} "
-                 f"[log: {run.log}]")
 
-    work = [Job(r.name, (*plugin_args, *r.args()), r.log) for r in todo]
-    try:
+#: The states of the runs that still need work.
+TODO = (NEW, RESUME, EXTEND)
+
+
+def _tuning_metric(rank_by: str | None) -> tuple[str, bool]:
+    """The validation metric trials are chosen by, and whether higher is better: --rank-by's valid_ twin."""
+    ranking = results.Ranking.parse(rank_by or "valid_acc", [])
+    assert ranking is not None
+    metric = ranking.metric
+    if metric.startswith("test_"):
+        metric = "valid_" + metric[len("test_"):]
+    if not metric.startswith("valid_"):
+        raise UsageError(f"--rank-by {rank_by}: a tuned comparison chooses on a validation metric (valid_acc, "
+                         f"valid_loss ...); give one of those, or its test_ twin.")
+    return metric, ranking.higher_is_better
+
+
+@dataclass
+class _Plan:
+    """One invocation's work: the runs to assess and execute, and the tuning that comes first."""
+
+    cells: list[Cell]
+    seeds: list[int]
+    out: pathlib.Path
+    host: PluginHost
+    executor: Executor
+    per_run: int
+    plugin_args: Sequence[str]
+    retry_failed: bool
+    echo: Echo
+    protocol: tuning.Protocol | None
+    metric: tuple[str, bool] | None  #: the validation metric trials are chosen by, and whether higher is better
+    trained: int = 0
+    finals: list[Run] = field(default_factory=list)  #: the runs reported on (the chosen configurations' seeds)
+    names: set[str] = field(default_factory=set)  #: every run folder of this comparison (trials too)
+    tuned: dict[str, Any] = field(default_factory=dict)  #: cell name -> its trials and chosen configuration
+    chosen: list[Cell] = field(default_factory=list)  #: the cells with their chosen configurations
+
+    def assessed(self, runs: list[Run]) -> list[Run]:
+        """``runs`` with their state read from disk (every check before anything trains)."""
+        names = [r.name for r in runs]
+        if len(set(names)) != len(names):
+            clash = min(n for n in names if names.count(n) > 1)
+            raise UsageError(f"two cells of this comparison get the same folder name {clash!r}; give the components "
+                             f"names that differ in more than punctuation.")
+        for run in runs:
+            jobs.assess(run, self.host, retry_failed=self.retry_failed)
+        self.names.update(names)
+        if not runs or runs[0].trial is None:
+            self.finals = runs
+        return runs
+
+    def trial_runs(self, trials: dict[str, list[dict[str, Any]]]) -> list[Run]:
+        """The runs of every cell's trials (trial K of every cell has the same seed)."""
+        assert self.protocol is not None
+        runs = []
+        for cell in self.cells:
+            for trial in trials[cell.name]:
+                config = self.protocol.configure(cell.config, trial["params"])
+                config.seed, config.threads = tuning.trial_seed(self.seeds[0], trial["number"]), self.per_run
+                runs.append(Run(cell, config.seed, config, self.out, trial=trial["number"]))
+        return runs
+
+    def preview(self) -> dryrun.Preview:
+        """What a dry run shows: every run, in the order it would train (trials drawn in memory)."""
+        trial_runs: list[Run] = []
+        if self.protocol is not None:
+            studies = tuning.Studies(None, self.protocol, self.metric[1] if self.metric else True)
+            trial_runs = self.trial_runs({c.name: studies.trials(c) for c in self.cells})
+        runs = jobs.runs_of(self.cells, self.seeds, self.out, self.per_run)
+        for run in [*trial_runs, *(runs if self.protocol is None else [])]:  # a tuned run's settings are not known
+            jobs.assess(run, self.host, retry_failed=self.retry_failed)
+        return dryrun.Preview(self.cells, self.seeds, trial_runs, runs, self.protocol, self.metric, self.plugin_args)
+
+    def tune(self) -> list[Cell]:
+        """Every cell's trials (continuing those the journal holds), then each cell with its best configuration
+        on validation; a cell whose trials all failed has none and is left out of the final runs."""
+        assert self.protocol is not None and self.metric is not None
+        metric, maximize = self.metric
+        studies = tuning.Studies(self.out, self.protocol, maximize)
+        trials = {c.name: studies.trials(c) for c in self.cells}
+        runs = self.assessed(self.trial_runs(trials))
+        for run in runs:
+            if run.state == NEW:
+                jobs.write_settings(run)
+        todo = [r for r in runs if r.state in TODO]
+        self.echo(f"tuning: {len(self.cells)} cell(s) x {self.protocol.trials} trial(s) on the validation split, "
+                  f"chosen by {metric}; {len(runs) - len(todo)} trial(s) done, {len(todo)} to train")
+        try:
+            self.execute(runs, metric)
+        finally:
+            self.tuned = tuned = self._record(studies, trials, runs, metric, maximize)
+        self.chosen = [dataclasses.replace(c, config=self.protocol.configure(c.config, tuned[c.name]["chosen"]))
+                       for c in self.cells if tuned[c.name]["chosen"] is not None]
+        for c in self.cells:
+            if tuned[c.name]["chosen"] is None:
+                self.echo(f"{c.name}: every trial failed; this cell has no configuration to report")
+        return self.chosen
+
+    def _record(self, studies: tuning.Studies, trials: dict[str, list[dict[str, Any]]], runs: list[Run],
+                metric: str, maximize: bool) -> dict[str, Any]:
+        """Tell the studies each ended trial's validation value; each cell's trials and choice."""
+        by_trial = {(r.cell.name, r.trial): r for r in runs}
+        tuned: dict[str, Any] = {}
+        for cell in self.cells:
+            for trial in trials[cell.name]:
+                run = by_trial[(cell.name, trial["number"])]
+                trial.update(seed=run.seed, run=f"{jobs.RUNS}/{run.name}")
+                if run.state == FINISHED:
+                    value = results.final_value(run.run_dir, metric)
+                    studies.tell(cell, trial["number"], value)
+                    trial.update(value=value, state="complete" if value is not None else "fail")
+                elif run.state == FAILED:
+                    studies.tell(cell, trial["number"], None)
+                    trial.update(value=None, state="fail", reason=run.reason)
+            ended = all(t["state"] in ("complete", "fail") for t in trials[cell.name])
+            best = tuning.best(trials[cell.name], maximize) if ended else None
+            tuned[cell.name] = {"metric": metric, "trials": trials[cell.name],
+                                "chosen": dict(best["params"]) if best else None,
+                                "chosen_trial": best["number"] if best else None}
+        return tuned
+
+    def execute(self, runs: list[Run], shown: str) -> None:
+        """Train the runs that need it through the executor; each one's outcome sets its state."""
+        todo = [r for r in runs if r.state in TODO]
+        by_name = {r.name: r for r in todo}
+        count = {"done": 0}
+
+        def done(outcome: Outcome) -> None:
+            run = by_name[outcome.job.name]
+            count["done"] += 1
+            head = f"[{count['done']}/{len(todo)}] {run.name}"
+            if outcome.returncode == 0 and folder.complete(run.run_dir):
+                run.state = FINISHED
+                jobs.forget_failure(run)
+                self.echo(f"{head}: finished in {outcome.seconds:.1f} s{_final(run, shown)}")
+            elif outcome.returncode in (0, 130) or outcome.returncode < 0:  # 0 without a complete folder: cut short
+                run.state = RESUME
+                self.echo(f"{head}: stopped ({_signal_text(outcome.returncode)}); the next invocation resumes it")
+            else:
+                jobs.record_failure(run, outcome.returncode)
+                self.echo(f"{head}: {'diverged' if run.diverged else 'failed'} (exit {outcome.returncode}): "
+                          f"{run.reason} [log: {run.log}]")
+
+        work = jobs_of(todo, self.plugin_args)
+        self.trained += len(work)
         if work:
-            executor.run(work, done)
-    except Interrupted as exc:
-        _finish(out, cells, runs, seeds, rank_by, len(work), executor.workers, per_run, command, echo)
-        left = sum(1 for r in runs if r.state in (NEW, RESUME, EXTEND))
-        raise Interrupted(
-            f"{str(exc)[:1].upper() + str(exc)[1:]}; every stopped run keeps its checkpoint, and "
-            f"{out / results.COMPARE_JSON} holds the {len(runs) - left} run(s) done so far. Run the same command "
-            f"again to continue: it keeps the finished runs, resumes the stopped ones and trains the {left} left."
+            self.executor.run(work, done)
+
+
+def jobs_of(runs: Sequence[Run], plugin_args: Sequence[str]) -> list[Job]:
+    """The executor's jobs for ``runs``: one ``fmclf run`` each."""
+    return [Job(r.name, (*plugin_args, *r.args()), r.log) for r in runs]
+
+
+@contextlib.contextmanager
+def _one_writer(out: pathlib.Path) -> Iterator[None]:
+    """Hold the comparison folder's lock for the block: a second comparison on it is refused, naming the holder."""
+    try:
+        with lock.writing(out, "run a comparison in it", "choose another --out"):
+            yield
+    except lock.RunLocked:
+        who = lock.holder(out) or {}
+        raise UsageError(
+            f"--out {str(out)!r} is in use by another fmclf compare (process {who.get('pid', '?')}"
+            f"{', started ' + who['started'] if who.get('started') else ''}: {who.get('command', 'fmclf compare')}). "
+            f"A comparison folder has one writer at a time: wait for it to end (or stop it with Ctrl-C), then run "
+            f"the same command to continue, or choose another --out."
         ) from None
-    return _finish(out, cells, runs, seeds, rank_by, len(work), executor.workers, per_run, command, echo)
 
 
 def _with_seed(cell: Cell, seed: int) -> RunConfig:
@@ -133,7 +293,7 @@ def _check_out(out: pathlib.Path) -> None:
         raise UsageError(f"--out {str(out)!r} is a file, not a folder. Choose another --out.")
     if out.is_dir() and folder.holds_run(out):
         raise UsageError(f"--out {str(out)!r} holds a run, not a comparison. Choose another --out.")
-    if out.is_dir() and any(out.iterdir()) and not any((out / n).exists()
+    if out.is_dir() and any(not folder.is_own_leftover(p.name) for p in out.iterdir()) and not any((out / n).exists()
                                                        for n in (jobs.RUNS, jobs.JOBS, results.COMPARE_JSON)):
         raise UsageError(
             f"--out {str(out)!r} already holds other files. A comparison goes into a new or empty folder, or one "
@@ -141,7 +301,8 @@ def _check_out(out: pathlib.Path) -> None:
         )
 
 
-def _announce(runs: list[Run], todo: list[Run], workers: int, per_run: int, out: pathlib.Path, echo: Echo) -> None:
+def _announce(runs: list[Run], todo: list[Run], workers: int, per_run: int, out: pathlib.Path, echo: Echo,
+              known: set[str]) -> None:
     states = {s: sum(1 for r in runs if r.state == s) for s in (FINISHED, FAILED, RESUME, EXTEND, NEW)}
     kept = [f"{states[FINISHED]} finished" if states[FINISHED] else "",
             f"{states[FAILED]} failed" if states[FAILED] else ""]
@@ -155,7 +316,7 @@ def _announce(runs: list[Run], todo: list[Run], workers: int, per_run: int, out:
     else:
         echo(f"{len(runs)} runs in {out} ({text}); nothing to train")
     others = sorted(p.name for p in (out / jobs.RUNS).glob("*") if p.is_dir()) if (out / jobs.RUNS).is_dir() else []
-    strays = [n for n in others if n not in {r.name for r in runs}]
+    strays = [n for n in others if n not in known]
     if strays:
         echo(f"note: {len(strays)} run folder(s) in {out / jobs.RUNS} are not part of this grid and are left out: "
              f"{', '.join(strays[:5])}"
@@ -181,24 +342,33 @@ def _signal_text(returncode: int) -> str:
     return "interrupted, checkpoint written"
 
 
-def _finish(out: pathlib.Path, cells: Sequence[Cell], runs: list[Run], seeds: list[int], rank_by: str | None,
-            trained: int, workers: int, per_run: int, command: str | None, echo: Echo) -> Comparison:
-    found = results.collect(cells, runs)
+def _finish(out: pathlib.Path, cells: Sequence[Cell], chosen: Sequence[Cell], runs: list[Run], seeds: list[int],
+            rank_by: str | None, trained: int, workers: int, per_run: int, command: str | None, echo: Echo,
+            protocol: tuning.Protocol | None = None, tuned: dict[str, Any] | None = None) -> Comparison:
+    by_name = {c.name: c for c in chosen}
+    found = results.collect([by_name.get(c.name, c) for c in cells], runs)
     ranking = results.Ranking.parse(rank_by, results.metric_names(found))
     ranked = results.rank(found, ranking)
-    epochs = runs[0].config.epochs if runs else 0
+    epochs = runs[0].config.epochs if runs else (cells[0].config.epochs if cells else 0)
     extra: dict[str, Any] = {"epochs": epochs, "jobs": workers, "threads_per_run": per_run, "command": command,
                              "fmclf": __version__}
+    if protocol is not None:
+        extra["protocol"] = {**protocol.as_dict(), "cells": tuned or {}}
     doc = results.to_json(ranked, ranking, root=out, seeds=seeds, extra=extra)
     folder.write_json(out / results.COMPARE_JSON, doc)
     atomic.write_text(out / markdown.COMPARE_MD,
-                      markdown.render(ranked, ranking, seeds=seeds, epochs=epochs, command=command, root=out))
+                      markdown.render(ranked, ranking, seeds=seeds, epochs=epochs, command=command, root=out,
+                                      protocol=extra.get("protocol")))
     written = [results.COMPARE_JSON, markdown.COMPARE_MD]
-    try:
-        curves.write(ranked, out / curves.CURVES)
-        written.append(curves.CURVES)
-    except Exception as exc:  # the numbers are written; only the picture is missing
-        echo(f"Warning: could not draw {curves.CURVES} ({type(exc).__name__}: {exc}); compare.json and compare.md are "
-             f"complete.")
+    pictures = [(curves.CURVES, lambda path: curves.write(ranked, path))]
+    if ranking is not None:
+        pictures.append((scores.SCORES, lambda path: scores.write(ranked, ranking, path, extra.get("protocol"))))
+    for name, draw in pictures:
+        try:
+            draw(out / name)
+            written.append(name)
+        except Exception as exc:  # the numbers are written; only the picture is missing
+            echo(f"Warning: could not draw {name} ({type(exc).__name__}: {exc}); compare.json and compare.md are "
+                 f"complete.")
     echo(f"wrote {', '.join(str(out / w) for w in written)}")
     return Comparison(out, runs, ranked, ranking, trained)

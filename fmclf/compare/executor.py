@@ -202,26 +202,88 @@ def _fmclf_main(args: list[str]) -> int:
 class InProcessExecutor:
     """One job at a time, each ``fmclf ARGS`` called in this process with its output
     sent to the job's log. Ctrl-C reaches the run in flight, which checkpoints and
-    exits 130; then no further job starts."""
+    exits 130; then no further job starts. A signal the run absorbed (one that came
+    after its last batch) stops the comparison too. torch's global state (default
+    dtype, grad mode, deterministic flags, threads, RNG) is put back after each job,
+    so no run changes what the next one sees; ``note`` says which run changed it."""
 
     main: Callable[[list[str]], int] = _fmclf_main
     workers: int = 1
+    note: Callable[[str], None] = say
 
     def run(self, jobs: Sequence[Job], done: Callable[[Outcome], None]) -> None:
+        from ..run import signals
+
         for i, job in enumerate(jobs):
             job.log.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
-            with (atomic.open_append(job.log, "a") as log, contextlib.redirect_stdout(log),
-                  contextlib.redirect_stderr(log)):
-                print(f"$ fmclf {' '.join(job.args)}", flush=True)
-                try:
-                    code = self.main(list(job.args))
-                except KeyboardInterrupt:
-                    code = 130
-                except Exception as exc:  # a crash in one run is that run's failure, not the comparison's
-                    print(f"Error: {type(exc).__name__}: {exc}", flush=True)
-                    code = 1
-            done(Outcome(job, code, time.perf_counter() - started))
-            if code == 130:
+            before = signals.received()
+            try:
+                with (atomic.open_append(job.log, "a") as log, contextlib.redirect_stdout(log),
+                      contextlib.redirect_stderr(log)):
+                    print(f"$ fmclf {' '.join(job.args)}", flush=True)
+                    with torch_state_kept() as changed:
+                        try:
+                            code = self.main(list(job.args))
+                        except KeyboardInterrupt:
+                            code = 130
+                        except Exception as exc:  # a crash in one run is that run's failure, not the comparison's
+                            print(f"Error: {type(exc).__name__}: {exc}", flush=True)
+                            code = 1
+                if changed:
+                    self.note(f"note: {job.name} changed torch's global state ({'; '.join(changed)}); one of its "
+                              f"components does that. Put back before the next run.\n")
+                done(Outcome(job, code, time.perf_counter() - started))
+            except KeyboardInterrupt:  # a signal between two runs
+                code = 130
+            if code == 130 or signals.received() > before:
                 raise Interrupted(f"stopped by a signal while {job.name} trained; {len(jobs) - i - 1} job(s) were not "
                                   f"started")
+
+
+#: torch's process-wide settings a run may change, each ``(name, read, write)``.
+def _torch_settings() -> list[tuple[str, Callable[[], object], Callable[[object], None]]]:
+    import torch
+
+    def deterministic() -> object:
+        return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+
+    return [
+        ("default dtype", torch.get_default_dtype, torch.set_default_dtype),
+        ("grad mode", torch.is_grad_enabled, torch.set_grad_enabled),
+        ("deterministic algorithms", deterministic,
+         lambda v: torch.use_deterministic_algorithms(v[0], warn_only=v[1])),  # type: ignore[index]
+        ("cudnn.deterministic", lambda: torch.backends.cudnn.deterministic,
+         lambda v: setattr(torch.backends.cudnn, "deterministic", v)),
+        ("cudnn.benchmark", lambda: torch.backends.cudnn.benchmark,
+         lambda v: setattr(torch.backends.cudnn, "benchmark", v)),
+        ("float32 matmul precision", torch.get_float32_matmul_precision, torch.set_float32_matmul_precision),
+        ("anomaly detection", torch.is_anomaly_enabled, torch.set_anomaly_enabled),
+        ("threads", torch.get_num_threads, torch.set_num_threads),
+    ]
+
+
+@contextlib.contextmanager
+def torch_state_kept():
+    """Put torch's global state (the settings above and the CPU and CUDA random generators) back as it
+    was when the block ends; yields the list the names of the settings the block changed are added to
+    (the threads and generators, which every run sets, are restored without a note)."""
+    import torch
+
+    settings = _torch_settings()
+    saved = [read() for _, read, _ in settings]
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    changed: list[str] = []
+    try:
+        yield changed
+    finally:
+        for (name, read, write), value in zip(settings, saved):
+            now = read()
+            if now != value:
+                if name != "threads":
+                    changed.append(f"{name} {value} -> {now}")
+                write(value)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)

@@ -24,6 +24,11 @@ from ..run.config import RunConfig
 
 #: The run settings a comparison may vary, in the order cells and tables show them.
 AXIS_SETTINGS = ("model", "loss", "updater", "dataset")
+#: The scalar run settings that become an axis when given more than once (``--lr 0.1 --lr 0.01``).
+SCALAR_AXES = ("lr", "batch_size")
+
+#: Bounds on every count a comparison takes, so a typo is a message, not a machine out of memory.
+MAX_SEEDS, MAX_TRIALS, MAX_JOBS, MAX_RUNS = 1000, 1000, 256, 100_000
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,25 @@ def seeds_from(base: int, n: int) -> list[int]:
     seeds later keeps the first ones, so a comparison can grow."""
     if n < 1:
         raise UsageError(f"--seeds must be at least 1, got {n}. Give the number of seeds each cell runs with.")
+    check_count("--seeds", n, MAX_SEEDS, "seeds each cell runs with")
     if base < 0 or base + n > 2**63:
         raise UsageError(f"--seed {base} with --seeds {n} leaves the range of seeds (0 to 2**63-1). Choose a smaller "
                          f"--seed.")
     return [base + i for i in range(n)]
+
+
+def check_count(flag: str, n: int, most: int, what: str) -> None:
+    """Refuse a count above ``most`` (``what``: what it counts, for the message)."""
+    if n > most:
+        raise UsageError(f"{flag} {n} is more than this command takes ({most}). It is the number of {what}; give "
+                         f"at most {most}.")
+
+
+def check_jobs(n: int) -> None:
+    """``--jobs`` is at least 1 and at most :data:`MAX_JOBS`."""
+    if n < 1:
+        raise UsageError(f"--jobs must be at least 1, got {n}. It is how many runs train side by side.")
+    check_count("--jobs", n, MAX_JOBS, "runs that train side by side")
 
 
 def option_axes(assignments: Sequence[tuple[str, str, str]]) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
@@ -115,11 +135,11 @@ def build_cells(base: RunConfig, axes: dict[str, Sequence[str]], grid_options: d
             else:
                 del config.options[target][key]
         components = {s: _component(config, s) for s in AXIS_SETTINGS}
-        components.update({s: _component(config, s) for s in settings if s not in components})
+        scalars = {s: _component(config, s) for s in settings if s not in components}  # lr=0.1 in names and labels
         applies = {full: _declares(config, full, host) for full in grid_options}
         for values in itertools.product(*([*vals] if applies[full] else [None] for full, vals in grid_options.items())):
             cell_config = copy.deepcopy(config)
-            chosen: dict[str, str] = {}
+            chosen: dict[str, str] = dict(scalars)
             for full, value in zip(grid_options, values):
                 if value is None:
                     continue
@@ -152,7 +172,16 @@ def _set(config: RunConfig, setting: str, value: str) -> None:
     field_name = BY_NAME[setting].setting if setting in BY_NAME else setting
     if not hasattr(config, field_name):
         raise UsageError(f"a comparison cannot vary {setting!r}: runs have no such setting.")
-    setattr(config, field_name, [value] if isinstance(getattr(config, field_name), list) else value)
+    now = getattr(config, field_name)
+    if isinstance(now, list):
+        setattr(config, field_name, [value])
+    elif isinstance(now, (int, float)) and not isinstance(now, bool):  # a scalar axis: --lr 0.1 --lr 0.01
+        try:
+            setattr(config, field_name, type(now)(value))
+        except ValueError:
+            raise UsageError(f"--{setting.replace('_', '-')} {value!r} is not a number.") from None
+    else:
+        setattr(config, field_name, value)
 
 
 def _component(config: RunConfig, setting: str) -> str:

@@ -46,11 +46,12 @@ class Run:
     state: str = NEW
     reason: str = ""  #: why it failed (one line)
     diverged: bool = False
+    trial: int | None = None  #: the tuning trial it is (None: a run of the cell's chosen configuration)
 
     @property
     def name(self) -> str:
-        """``CELL-seedS``."""
-        return f"{self.cell.name}-seed{self.seed}"
+        """``CELL-seedS``, or ``CELL-trialK`` for tuning trial K."""
+        return f"{self.cell.name}-seed{self.seed}" if self.trial is None else f"{self.cell.name}-trial{self.trial}"
 
     @property
     def run_dir(self) -> pathlib.Path:
@@ -100,12 +101,15 @@ def assess(run: Run, host: PluginHost, *, retry_failed: bool = False) -> Run:
     trained: dict[str, Any] = {}
     if has_run and (run.run_dir / folder.CONFIG).is_file():
         trained = _check_same(run, host)
-    if recorded is not None and not retry_failed:
+    complete = has_run and folder.complete(run.run_dir)
+    if complete and trained.get("epochs", run.config.epochs) >= run.config.epochs:
+        run.state = FINISHED  # a finished folder is the record: a failure noted before it is outdated
+    elif recorded is not None and not retry_failed:
         run.state, run.reason, run.diverged = FAILED, recorded.get("reason", ""), bool(recorded.get("diverged"))
     elif not has_run:
         run.state = NEW
-    elif (run.run_dir / folder.WEIGHTS).exists() and (run.run_dir / folder.SUMMARY).exists():
-        run.state = EXTEND if trained.get("epochs", run.config.epochs) < run.config.epochs else FINISHED
+    elif complete:
+        run.state = EXTEND
     else:
         run.state = RESUME
     return run

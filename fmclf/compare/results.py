@@ -11,6 +11,7 @@ epoch. Importing this module imports no torch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 from collections.abc import Sequence
@@ -23,7 +24,9 @@ from .grid import Cell, varying
 from .jobs import FAILED, FINISHED, Run
 
 COMPARE_JSON = "compare.json"
-NOT_METRICS = {"epoch", "seconds"}
+#: Numeric keys of metrics.jsonl that are not results: the last step's learning rate (0 at the end of a cosine
+#: schedule) says nothing of the configuration; rows show the configured (or tuned) lr instead.
+NOT_METRICS = {"epoch", "seconds", "lr"}
 #: Metrics whose name contains one of these are better lower (unless --rank-by says otherwise).
 LOWER_IS_BETTER = ("loss", "error", "ece", "nll")
 
@@ -37,7 +40,9 @@ class CellResult:
     values: dict[str, dict[int, float]] = field(default_factory=dict)  #: metric -> seed -> final value
     epoch_seconds: dict[int, float] = field(default_factory=dict)  #: seed -> mean seconds per epoch
     histories: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  #: seed -> metrics rows
+    correct: dict[int, Any] = field(default_factory=dict)  #: seed -> whether each test example was right
     vs_best: stats.Paired | None = None
+    vs_best_test: stats.Paired | None = None  #: on the reported test metric, when a validation one ranks
 
     @property
     def finished(self) -> list[Run]:
@@ -57,26 +62,32 @@ class CellResult:
 
 @dataclass(frozen=True)
 class Ranking:
-    """The metric that ranks the cells, and which way is better."""
+    """The metric that ranks the cells, and which way is better; ``reported``: its test twin, shown
+    beside it when the ranking metric is a validation one (test is never used to choose)."""
 
     metric: str
     higher_is_better: bool
+    reported: str | None = None
 
     @classmethod
     def parse(cls, text: str | None, metrics: Sequence[str]) -> Ranking | None:
-        """``KEY``, ``KEY:max`` or ``KEY:min`` (None: ``test_acc``, else the first metric)."""
+        """``KEY``, ``KEY:max`` or ``KEY:min`` (None: ``test_acc``, else the first metric). Where the runs
+        record the key's ``valid_`` twin (a validation split), that twin ranks and the key is reported."""
         if text is None:
             if not metrics:
                 return None
-            key = "test_acc" if "test_acc" in metrics else metrics[0]
-            return cls(key, not _lower_is_better(key))
+            text = "test_acc" if "test_acc" in metrics else metrics[0]
         key, _, way = text.partition(":")
         if way not in ("", "max", "min"):
             from ..errors import UsageError
 
             raise UsageError(f"--rank-by {text!r}: write METRIC, METRIC:max or METRIC:min (for example test_acc or "
                              f"test_loss:min).")
-        return cls(key, way == "max" or (way == "" and not _lower_is_better(key)))
+        higher = way == "max" or (way == "" and not _lower_is_better(key))
+        twin = "valid_" + key[len("test_"):] if key.startswith("test_") else None
+        if twin is not None and twin in metrics:
+            return cls(twin, higher, key)
+        return cls(key, higher)
 
 
 def _lower_is_better(key: str) -> bool:
@@ -96,6 +107,9 @@ def collect(cells: Sequence[Cell], runs: Sequence[Run]) -> list[CellResult]:
             for key, value in history[-1].items():
                 if key not in NOT_METRICS and _number(value):
                     result.values.setdefault(key, {})[run.seed] = float(value)
+            correct = folder.read_correct(run.run_dir)
+            if correct is not None:
+                result.correct[run.seed] = correct
             seconds = [float(row["seconds"]) for row in history if _number(row.get("seconds"))]
             if seconds:
                 result.epoch_seconds[run.seed] = math.fsum(seconds) / len(seconds)
@@ -125,10 +139,40 @@ def rank(results: list[CellResult], ranking: Ranking | None) -> list[CellResult]
     ordered = sorted(results, key=key)
     best = ordered[0] if ordered and ordered[0].values.get(ranking.metric) else None
     for r in ordered:
-        r.vs_best = None
+        r.vs_best = r.vs_best_test = None
         if best is not None and r is not best and r.values.get(ranking.metric):
-            r.vs_best = stats.paired(r.values[ranking.metric], best.values[ranking.metric])
+            r.vs_best = _paired(r, best, ranking.metric)
+            if ranking.reported and r.values.get(ranking.reported) and best.values.get(ranking.reported):
+                r.vs_best_test = _paired(r, best, ranking.reported)
+    adjusted = stats.holm([r.vs_best.p if r.vs_best is not None else None for r in ordered])
+    for r, p_holm in zip(ordered, adjusted):
+        if r.vs_best is not None:
+            r.vs_best = dataclasses.replace(r.vs_best, p_holm=p_holm)
     return ordered
+
+
+#: The metric whose per-example form the runs keep (predictions.npy), so its bootstrap resamples the examples too.
+EXAMPLE_METRIC = "test_acc"
+
+
+def _paired(r: CellResult, best: CellResult, metric: str) -> stats.Paired | None:
+    """``r`` against ``best`` on ``metric``; for test accuracy with every shared seed's predictions kept,
+    the bootstrap resamples the test examples with the seeds."""
+    correct = None
+    shared = sorted(set(r.values[metric]) & set(best.values[metric]))
+    if metric == EXAMPLE_METRIC and shared and all(s in r.correct and s in best.correct for s in shared):
+        import numpy as np
+
+        mine, theirs = (np.stack([c.correct[s] for s in shared]) for c in (r, best))
+        correct = (mine, theirs) if mine.shape == theirs.shape else None
+    return stats.paired(r.values[metric], best.values[metric], correct)
+
+
+def final_value(run_dir: pathlib.Path, metric: str) -> float | None:
+    """``metric`` at the last epoch the run recorded (None when absent or not a finite number)."""
+    rows = folder.read_metrics(run_dir)
+    value = rows[-1].get(metric) if rows else None
+    return float(value) if _number(value) else None
 
 
 def to_json(results: Sequence[CellResult], ranking: Ranking | None, *, root: pathlib.Path, seeds: list[int],
@@ -147,6 +191,7 @@ def to_json(results: Sequence[CellResult], ranking: Ranking | None, *, root: pat
             "cell": r.cell.name,
             "components": r.cell.components,
             "options": r.cell.options,
+            "lr": r.cell.config.lr,
             "seeds": sorted(run.seed for run in r.finished),
             "metrics": metrics,
             "epoch_seconds": {**seconds.as_dict(), "values": [r.epoch_seconds[s] for s in sorted(r.epoch_seconds)]},
@@ -157,10 +202,13 @@ def to_json(results: Sequence[CellResult], ranking: Ranking | None, *, root: pat
             "missing": [run.seed for run in r.missing],
             "runs": {str(run.seed): _rel(run.run_dir, root) for run in r.runs},
             "vs_best": r.vs_best.as_dict() if r.vs_best is not None else None,
+            "vs_best_test": r.vs_best_test.as_dict() if r.vs_best_test is not None else None,
         })
     return {
         "rank_by": ranking.metric if ranking else None,
+        "reported": ranking.reported if ranking else None,
         "higher_is_better": ranking.higher_is_better if ranking else None,
+        "few_seeds": len(seeds) < stats.FEW_SEEDS,
         "axes": varying(cells),
         "seeds": seeds,
         "complete": all(not r.missing for r in results),

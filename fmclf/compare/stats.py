@@ -1,10 +1,13 @@
-"""Statistics over seeds: mean, sample standard deviation, a 95% confidence
-interval from Student's t, and a paired comparison of two cells.
+"""Statistics over seeds, by scipy.stats: the mean with a 95% confidence interval
+(Student's t), the interquartile mean (from 5 seeds up), and the comparison of a
+cell with the best one: the paired difference with its t interval and a bootstrap
+interval, the paired t-test's p (raw and Holm-adjusted over the comparisons of a
+table), and the probability of improvement P(A > B).
 
-Pure Python (``math`` only): scipy is not a dependency. Student's t
-distribution is computed from the regularized incomplete beta function
-(a continued fraction, as in *Numerical Recipes* 6.4), and its quantiles by
-bisection on that CDF; the tests hold both to published tables.
+The bootstrap resamples the seeds and, where the runs kept their test
+predictions, the test examples too (the same examples for every run of a
+replicate), so the shared test set's own sampling error is part of the interval.
+Importing this module imports neither scipy nor numpy (the functions do).
 """
 
 from __future__ import annotations
@@ -12,25 +15,33 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+#: Fewer seeds than this, and a conclusion is flagged as resting on too few.
+FEW_SEEDS = 5
+BOOTSTRAP_REPLICATES = 2000
+BOOTSTRAP_SEED = 0
 
 
 @dataclass(frozen=True)
 class Summary:
-    """A sample's mean, sample standard deviation (n - 1) and the half-width of the
-    95% confidence interval of its mean; ``std`` and ``ci95`` are None for fewer than two values."""
+    """A sample's mean, sample standard deviation (n - 1), the half-width of the 95%
+    confidence interval of its mean, and its interquartile mean; ``std`` and ``ci95`` are
+    None for fewer than two values, ``iqm`` for fewer than :data:`FEW_SEEDS`."""
 
     n: int
     mean: float | None
     std: float | None
     ci95: float | None
+    iqm: float | None = None
 
     def as_dict(self) -> dict[str, float | int | None]:
         """The JSON form (compare.json)."""
-        return {"n": self.n, "mean": self.mean, "std": self.std, "ci95": self.ci95}
+        return {"n": self.n, "mean": self.mean, "std": self.std, "ci95": self.ci95, "iqm": self.iqm}
 
 
 def summarize(values: Sequence[float]) -> Summary:
-    """Mean, sample std and 95% CI half-width ``t(0.975, n-1) * std / sqrt(n)`` of ``values``."""
+    """Mean, sample std, 95% CI half-width ``t(0.975, n-1) * std / sqrt(n)`` and IQM of ``values``."""
     values = [float(v) for v in values]
     n = len(values)
     if n == 0:
@@ -39,108 +50,134 @@ def summarize(values: Sequence[float]) -> Summary:
     if n == 1:
         return Summary(1, mean, None, None)
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    return Summary(n, mean, std, t_quantile(0.975, n - 1) * std / math.sqrt(n))
+    return Summary(n, mean, std, t_quantile(0.975, n - 1) * std / math.sqrt(n), iqm(values) if n >= FEW_SEEDS else None)
 
 
-@dataclass(frozen=True)
-class Paired:
-    """``a - b`` over the seeds both have: mean difference, the half-width of its 95%
-    confidence interval, the two-sided p-value of the paired t-test, and whether the
-    difference is beyond the seeds' noise (the interval excludes 0)."""
+def iqm(values: Sequence[float]) -> float:
+    """The interquartile mean (rliable's definition: the mean of the middle 50%, scipy's trim_mean(x, 0.25))."""
+    from scipy import stats
 
-    n: int
-    mean_diff: float
-    ci95: float | None
-    p: float | None
-    beyond_noise: bool | None  #: None: too few shared seeds to say (fewer than 2)
-
-    def as_dict(self) -> dict[str, float | int | bool | None]:
-        """The JSON form (compare.json)."""
-        return {"n": self.n, "mean_diff": self.mean_diff, "ci95": self.ci95, "p": self.p,
-                "beyond_noise": self.beyond_noise}
-
-
-def paired(a: dict[int, float], b: dict[int, float]) -> Paired | None:
-    """The paired t-test of ``a`` against ``b`` (each seed -> value) over their shared seeds;
-    None when they share none."""
-    shared = sorted(set(a) & set(b))
-    if not shared:
-        return None
-    diffs = [a[s] - b[s] for s in shared]
-    s = summarize(diffs)
-    assert s.mean is not None
-    if s.n < 2:
-        return Paired(s.n, s.mean, None, None, None)
-    assert s.std is not None
-    if s.std == 0:  # the same difference on every seed: no noise at all
-        return Paired(s.n, s.mean, 0.0, 1.0 if s.mean == 0 else 0.0, s.mean != 0)
-    t = s.mean / (s.std / math.sqrt(s.n))
-    p = 2.0 * (1.0 - t_cdf(abs(t), s.n - 1))
-    return Paired(s.n, s.mean, s.ci95, max(0.0, min(1.0, p)), abs(s.mean) > (s.ci95 or 0.0))
+    return float(stats.trim_mean(list(values), 0.25))
 
 
 def t_cdf(t: float, df: float) -> float:
     """P(T <= t) for Student's t with ``df`` degrees of freedom."""
     if df <= 0:
         raise ValueError(f"degrees of freedom must be positive, got {df}")
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    x = df / (df + t * t)
-    tail = 0.5 * incomplete_beta(df / 2.0, 0.5, x)  # P(T > |t|)
-    return 1.0 - tail if t >= 0 else tail
+    from scipy import stats
+
+    return float(stats.t.cdf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
     """The ``p`` quantile of Student's t with ``df`` degrees of freedom (0 < p < 1)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"a quantile needs 0 < p < 1, got {p}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    if p == 0.5:
-        return 0.0
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):  # bisection to the last bit
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    from scipy import stats
+
+    return float(stats.t.ppf(p, df))
 
 
-def incomplete_beta(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b), 0 <= x <= 1."""
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"x must be in [0, 1], got {x}")
-    if x in (0.0, 1.0):
-        return x
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    front = math.exp(log_front)
-    # the continued fraction converges fast for x < (a + 1) / (a + b + 2); use the symmetry otherwise
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_fraction(a, b, x) / a
-    return 1.0 - front * _beta_fraction(b, a, 1.0 - x) / b
+@dataclass(frozen=True)
+class Paired:
+    """``a - b`` over the seeds both have: mean difference, the half-width of its 95% t
+    interval, the paired t-test's two-sided p (and Holm's adjustment, set by :func:`holm`
+    over a table), whether the difference is beyond noise (the interval excludes 0), the
+    probability of improvement P(a > b), and the bootstrap's 95% interval of the difference
+    (``resampled``: "seeds" or "seeds and test examples")."""
+
+    n: int
+    mean_diff: float
+    ci95: float | None
+    p: float | None
+    beyond_noise: bool | None  #: None: too few shared seeds to say (fewer than 2)
+    p_holm: float | None = None
+    prob_improvement: float | None = None
+    bootstrap: tuple[float, float] | None = None
+    resampled: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (compare.json)."""
+        return {"n": self.n, "mean_diff": self.mean_diff, "ci95": self.ci95, "p": self.p, "p_holm": self.p_holm,
+                "beyond_noise": self.beyond_noise, "prob_improvement": self.prob_improvement,
+                "bootstrap_ci95": list(self.bootstrap) if self.bootstrap is not None else None,
+                "resampled": self.resampled, "few_seeds": self.n < FEW_SEEDS}
 
 
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, eps = 1e-300, 1e-16
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
+def paired(a: dict[int, float], b: dict[int, float], correct: tuple[Any, Any] | None = None) -> Paired | None:
+    """The paired comparison of ``a`` against ``b`` (each seed -> value) over their shared seeds;
+    None when they share none. ``correct``: per shared seed (in sorted order), each run's 0/1
+    correctness on every test example, for a bootstrap over seeds and examples together."""
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        return None
+    diffs = [a[s] - b[s] for s in shared]
+    s = summarize(diffs)
+    assert s.mean is not None
+    improvement = prob_improvement([a[k] for k in shared], [b[k] for k in shared])
+    if s.n < 2:
+        return Paired(s.n, s.mean, None, None, None, prob_improvement=improvement)
+    assert s.std is not None
+    if correct is not None:
+        boot, resampled = bootstrap_examples(*correct), "seeds and test examples"
+    else:
+        boot, resampled = bootstrap_seeds(diffs), "seeds"
+    if s.std == 0:  # the same difference on every seed: no noise at all between seeds
+        return Paired(s.n, s.mean, 0.0, 1.0 if s.mean == 0 else 0.0, s.mean != 0, None, improvement, boot, resampled)
+    from scipy import stats
+
+    p = float(stats.ttest_rel([a[k] for k in shared], [b[k] for k in shared]).pvalue)
+    return Paired(s.n, s.mean, s.ci95, p, abs(s.mean) > (s.ci95 or 0.0), None, improvement, boot, resampled)
+
+
+def prob_improvement(a: Sequence[float], b: Sequence[float]) -> float:
+    """P(A > B) + P(A = B) / 2 over every pair of a value of ``a`` and one of ``b`` (rliable's probability
+    of improvement: the Mann-Whitney U statistic over n * m)."""
+    from scipy import stats
+
+    return float(stats.mannwhitneyu(a, b).statistic) / (len(a) * len(b))
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of ``pvalues`` (None stays None): the k-th smallest of m is multiplied
+    by m - k + 1, made monotone, capped at 1."""
+    known = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for k, (p, i) in enumerate(known):
+        running = max(running, min(1.0, (len(known) - k) * p))
+        out[i] = running
+    return out
+
+
+def bootstrap_seeds(diffs: Sequence[float], replicates: int = BOOTSTRAP_REPLICATES,
+                    seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of the mean of ``diffs`` (one per seed), by scipy.stats.bootstrap."""
+    import numpy as np
+    from scipy import stats
+
+    if len(set(diffs)) == 1:  # every resample is the same: the interval is that one value
+        return float(diffs[0]), float(diffs[0])
+    result = stats.bootstrap((np.asarray(diffs, dtype=float),), np.mean, n_resamples=replicates,
+                             method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def bootstrap_examples(correct_a: Any, correct_b: Any, replicates: int = BOOTSTRAP_REPLICATES,
+                       seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of the mean accuracy difference, resampling the seeds (rows)
+    and the test examples (columns) together: ``correct_a``/``correct_b`` are (seeds x examples) 0/1 arrays
+    of two cells, paired by row. Each replicate draws seeds and examples with replacement, the same draw for
+    both cells; its statistic is the mean over the drawn seeds of the accuracy difference on the drawn examples."""
+    import numpy as np
+
+    diff = np.asarray(correct_a, dtype=np.float64) - np.asarray(correct_b, dtype=np.float64)
+    seeds, examples = diff.shape
+    rng = np.random.default_rng(seed)
+    stats = np.empty(replicates)
+    for r in range(replicates):  # counts of each seed and example in the replicate: the same as indexing, faster
+        rows = np.bincount(rng.integers(0, seeds, seeds), minlength=seeds)
+        cols = np.bincount(rng.integers(0, examples, examples), minlength=examples)
+        stats[r] = rows @ diff @ cols / (seeds * examples)
+    low, high = np.percentile(stats, [2.5, 97.5])
+    return float(low), float(high)

@@ -39,6 +39,7 @@ CONFIG, METRICS, CHECKPOINT, WEIGHTS, BEST = "config.toml", "metrics.jsonl", "ch
 SUMMARY, STATUS, LOCK, REPORT = "summary.json", "status.json", ".lock", "report.md"
 CURVES, CURVES_SVG, METRICS_PNG, CONFUSION, PREDICTIONS = (
     "curves.png", "curves.svg", "metrics.png", "confusion.png", "predictions.png")
+TEST_PREDICTIONS = "predictions.npy"
 #: Every file of a run folder, by name: the one table (older run folders use the same names).
 FILES = {f.name: f for f in (
     File(CONFIG, "the resolved settings and what produced them (`--config` takes it back)", MiB),
@@ -55,9 +56,11 @@ FILES = {f.name: f for f in (
     File(METRICS_PNG, "every metric and the learning rate, per epoch (report)"),
     File(CONFUSION, "the test confusion matrix (report)"),
     File(PREDICTIONS, "predictions on the first test images (report, predict)"),
+    File(TEST_PREDICTIONS, "the test labels and the final model's predicted classes (2 rows of int16), for fmclf "
+                           "compare's bootstrap over test examples", 64 * MiB),
 )}
 #: The files a resume may rewrite, checked to be plain files before it does (pictures are drawn anew).
-CORE_FILES = (CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY, REPORT, STATUS)
+CORE_FILES = (CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY, REPORT, STATUS, TEST_PREDICTIONS)
 
 
 def owns(name: str) -> bool:
@@ -405,6 +408,42 @@ def write_status(run_dir: pathlib.Path, status: str, epochs_done: int, reason: s
         write_json(run_dir / STATUS, record)
     except OSError:
         pass
+
+
+def write_predictions(run_dir: pathlib.Path, labels: Any, predicted: Any) -> None:
+    """Write :data:`TEST_PREDICTIONS`: the test labels and the predicted classes (int16, one column per example)."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.stack([np.asarray(labels), np.asarray(predicted)]).astype(np.int16), allow_pickle=False)
+    atomic.write_bytes(run_dir / TEST_PREDICTIONS, buffer.getvalue())
+
+
+def read_correct(run_dir: pathlib.Path) -> Any:
+    """Whether the final model got each test example right (a bool array), from :data:`TEST_PREDICTIONS`;
+    None when the run has none or it is unreadable."""
+    import io
+
+    import numpy as np
+
+    try:
+        data = np.load(io.BytesIO(read_owned(run_dir / TEST_PREDICTIONS)), allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if data.ndim != 2 or data.shape[0] != 2:
+        return None
+    return data[0] == data[1]
+
+
+def complete(run_dir: pathlib.Path) -> bool:
+    """Whether ``run_dir`` holds a finished run: its final weights, summary and report are written, and its
+    last session did not end otherwise (a stop while the pictures were drawn, a resume interrupted after an
+    earlier finish). Anything less is resumed (``fmclf run --resume`` finishes what is missing)."""
+    ended = read_status(run_dir)
+    return (all((run_dir / name).is_file() for name in (WEIGHTS, SUMMARY, REPORT))
+            and (ended is None or ended["status"] == "finished"))
 
 
 def read_status(run_dir: pathlib.Path) -> dict[str, Any] | None:

@@ -559,6 +559,9 @@ def _train(
     def write_results() -> None:
         if checkpoints:
             checkpoint_io.save_weights(run_dir, parts.model)
+        kept = trainer.heldout.test_predictions()
+        if kept is not None:
+            folder.write_predictions(run_dir, *kept)
         folder.write_json(run_dir / folder.SUMMARY, summary)
         if differ is not None:  # here, while the other processes wait: none exits (and has torchrun stop us) first
             folder.write_status(run_dir, "failed", len(state.history), str(differ))

@@ -46,6 +46,7 @@ class _State:
     ending = False  #: a stop was raised: ignore what follows
     warned = False
     again = "Ctrl-C again"  #: how to stop at once, as the one who started the run says it
+    received = 0  #: signals handled since the process started (never reset: a caller compares counts)
 
 
 _state = _State()
@@ -62,6 +63,7 @@ def say(text: str) -> None:
 def _handler(signum: int, frame) -> None:  # noqa: ARG001
     name = signal.Signals(signum).name
     state = _state
+    state.received += 1
     if state.ending:
         return
     flag = state.flag
@@ -79,6 +81,12 @@ def _handler(signum: int, frame) -> None:  # noqa: ARG001
     elif not state.warned:
         state.warned = True
         echo(f"\n{name}: already stopping after this batch (Ctrl-C stops at once)\n")
+
+
+def received() -> int:
+    """How many signals fmclf's handler has seen in this process: a caller running a run in-process compares
+    the count before and after, to learn of a stop the run absorbed (one after its last batch ends it as usual)."""
+    return _state.received
 
 
 def _main_thread() -> bool:

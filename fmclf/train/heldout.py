@@ -93,6 +93,16 @@ class HeldOut:
         self.who_loss = who.get("loss", "the loss")
         self.chunk = chunk
         self.input_shape = input_shape  #: the data set's; a split of another example size is its fault
+        self._kept: list[tuple[Any, Any]] = []  #: (labels, predicted classes) of the last test evaluation, on device
+
+    def test_predictions(self) -> tuple[Any, Any] | None:
+        """``(labels, predicted classes)`` of every test example at the last evaluation on the test set, as CPU
+        tensors (None before any): what the run folder keeps for fmclf compare's bootstrap over test examples."""
+        import torch
+
+        if not self._kept:
+            return None
+        return torch.cat([y for y, _ in self._kept]).cpu(), torch.cat([p for _, p in self._kept]).cpu()
 
     def evaluate(self, split: str, batches: Any) -> Evaluated:
         """The metrics and confusion matrix of ``split`` ("valid", "test") over ``batches``."""
@@ -109,6 +119,8 @@ class HeldOut:
                 m.obj.reset()
         self._flat = self._loss_sum = None
         self._count = 0
+        if split == "test":
+            self._kept = []
         gather = self.comm.world_size > 1
         logits_in, y_in, held = [], [], 0
         where = f"while evaluating on the {split} set"
@@ -158,6 +170,8 @@ class HeldOut:
         C = self.num_classes
         with blame(self.who_model, f"while evaluating on the {split} set"):
             pred = logits.argmax(dim=1)
+        if split == "test":
+            self._kept.append((_labels(y), pred))
         with blame_labels(self.who_loss, f"while computing the loss on the {split} set", y, self.who_data, C, split):
             loss_sum = self.loss(logits, y).double().sum()
         if self._flat is None:

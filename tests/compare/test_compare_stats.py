@@ -45,7 +45,7 @@ def test_summary_by_hand():
     assert (s.n, s.mean) == (4, 3.75)
     assert s.std == pytest.approx(math.sqrt(4.75 / 3), rel=1e-12)
     assert s.ci95 == pytest.approx(2.002245, abs=1e-6)
-    assert stats.summarize([0.83]).as_dict() == {"n": 1, "mean": 0.83, "std": None, "ci95": None}
+    assert stats.summarize([0.83]).as_dict() == {"n": 1, "mean": 0.83, "std": None, "ci95": None, "iqm": None}
     assert stats.summarize([]).mean is None
 
 

@@ -5,7 +5,7 @@ Fashion-MNIST as ``FMCLF_DATA``; it must exit 0, or with the code its
 ``<!-- docs-test: exit N -->`` marker documents, and print no traceback. What
 trains is shortened to one epoch (``--epochs 1``; a ``--resume`` with
 ``--epochs`` trains one epoch more) and given a seed where it would draw one; a
-comparison to 2 cells and 2 seeds, a loss benchmark to one short timing round
+comparison to 2 cells, 2 seeds and 2 ``--trials``, a loss benchmark to one short timing round
 (:func:`_shortened`): the same paths, in seconds. ``RUN_DIR`` is a finished
 one-epoch run, copied fresh for each command. Commands that start several
 processes (torchrun) are in the ``slow`` set. The files the docs spell out (the tutorial's
@@ -186,6 +186,10 @@ def _shortened(args: list[str]) -> list[str]:
     elif names.get("seed") is not None and names["seed"].default is None and "--seed" not in rest \
             and "--resume" not in rest:
         rest = [*rest, "--seed", "1"]  # as written it draws its seed: the test must not rest on the draw
+    for flag in _COUNTS:  # a comparison's repetitions: two of each (fewer trials and seeds, as an epoch)
+        if flag in rest and rest[rest.index(flag) + 1].isdigit():
+            i = rest.index(flag)
+            rest = [*rest[:i], flag, str(min(2, int(rest[i + 1]))), *rest[i + 2:]]
     return [*head, *rest]
 
 
@@ -215,6 +219,10 @@ def _small_grid(command: click.Command, rest: list[str]) -> list[str]:
         out.append(word)
         i += 1
     return out
+
+
+#: fmclf compare's counts that the docs commands run shortened.
+_COUNTS = ("--trials", "--seeds")
 
 
 def _shell(text: str, run_dir: pathlib.Path | None) -> str:

@@ -1,0 +1,78 @@
+"""``fmclf compare --dry-run``: the grid, its seeds and trials, and the command of every run,
+printed; nothing is trained or written."""
+
+from __future__ import annotations
+
+import pathlib
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .grid import Cell, varying
+from .jobs import FAILED, FINISHED, NEW, Run
+from .tuning import Protocol
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a comparison would do."""
+
+    cells: Sequence[Cell]
+    seeds: Sequence[int]
+    trials: Sequence[Run]  #: every cell's tuning trials (empty without --tune)
+    runs: Sequence[Run]  #: the runs reported on (with --tune, each cell's chosen configuration)
+    protocol: Protocol | None
+    metric: tuple[str, bool] | None
+    plugin_args: Sequence[str]
+
+
+def _settings(config: Any) -> str:
+    """The settings a run starts from, as ``fmclf run`` flags."""
+    parts = [f"--dataset {config.dataset}", f"--model {config.model}", f"--loss {config.loss}",
+             f"--updater {config.updater}", f"--epochs {config.epochs}", f"--batch-size {config.batch_size}",
+             f"--lr {config.lr!r}", f"--seed {config.seed}", f"--device {config.device}"]
+    parts += [f"-o {shlex.quote(f'{t}.{k}={v}')}" for t, opts in sorted(config.options.items())
+              for k, v in sorted(opts.items()) if not t.startswith("visualizer")]
+    return " ".join(parts)
+
+
+def _command(run: Run, plugin_args: Sequence[str]) -> str:
+    plugins = " ".join(shlex.quote(a) for a in plugin_args)
+    head = f"fmclf {plugins + ' ' if plugins else ''}"
+    if run.state == NEW:
+        return f"{head}run {_settings(run.config)} --out {shlex.quote(str(run.run_dir))}"
+    return head + " ".join(shlex.quote(a) for a in run.args())
+
+
+def show(preview: Preview, out: pathlib.Path, echo: Callable[[str], None]) -> None:
+    """Print the grid of ``preview``: its cells, seeds, trials and every run's command and state."""
+    cells, seeds = preview.cells, preview.seeds
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+    axes = varying(list(cells))
+    echo(f"dry run: {len(cells)} cell(s) x {len(seeds)} seed(s) ({seed_text}, the same in every cell) into {out}; "
+         f"nothing is trained or written.")
+    if preview.protocol is not None and preview.metric is not None:
+        p = preview.protocol
+        space = ", ".join(f"{d.key} {_space_text(d)}" for d in p.space)
+        echo(f"tuning: {p.trials} trial(s) per cell over {space}, drawn by {p.sampler}, on the validation split "
+             f"(-o dataset.valid={cells[0].config.options.get('dataset', {}).get('valid')}); each cell's best "
+             f"{preview.metric[0]} is then trained on the {len(seeds)} seed(s) above and reported on test.")
+    echo("cells:")
+    for i, cell in enumerate(cells, start=1):
+        label = ", ".join(f"{k}={v}" for k, v in cell.label(axes).items()) or cell.name
+        echo(f"  {i}. {cell.name} ({label})")
+    total = len(preview.trials) + len(preview.runs)
+    done = [r for r in [*preview.trials, *preview.runs] if r.state in (FINISHED, FAILED)]
+    echo(f"runs: {total} ({len(preview.trials)} trial(s), {len(preview.runs)} reported), {len(done)} already done:")
+    for run in [*preview.trials, *preview.runs]:
+        if preview.protocol is not None and run.trial is None:  # its configuration is chosen by the trials
+            echo(f"  {run.name}: the cell's best trial's configuration with --seed {run.seed}")
+            continue
+        echo(f"  [{run.state}] {_command(run, preview.plugin_args)}")
+
+
+def _space_text(d: Any) -> str:
+    if d.scale == "list":
+        return "in {" + ", ".join(f"{v:g}" for v in d.values) + "}"
+    return f"{d.scale}:{d.low:g}..{d.high:g}"
