@@ -103,6 +103,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
     records of components given as Python objects (see :func:`fmclf.run.plan.resolve`);
     without ``checkpoints`` the folder gets the metrics, summary and report but no weights.
     """
+    signals.import_torch()  # a signal while torch loads would abort the process: it waits, then stops the run
     with handled(), connect() as comm:
         echo = processes.root_only(comm, echo)
         out_dirs: list[pathlib.Path] = []
@@ -163,6 +164,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
     many processes as trained it.
     """
     run_dir = pathlib.Path(run_dir)
+    signals.import_torch()  # see run_new
     with handled(), connect() as comm:
         echo = processes.root_only(comm, echo)
         lock = RunLock(run_dir)

@@ -125,6 +125,18 @@ def ignore_from_now_on() -> None:
                 signal.signal(s, signal.SIG_IGN)
 
 
+def import_torch() -> None:
+    """Import torch with the stop signals held back until it is loaded (then they act as usual). Its
+    C++ extensions run Python while they set up, and a :class:`~fmclf.errors.Stopped` raised by a
+    signal in there cannot cross C++: the process aborts (SIGABRT, no message, no clean-up)."""
+    if "torch" in sys.modules:
+        return
+    from ..atomic import signals_deferred
+
+    with signals_deferred():
+        import torch  # noqa: F401 - loaded here, where a signal waits for it
+
+
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
     """A piece of work during which signals stop it as documented: installs the handler where it is

@@ -49,3 +49,23 @@ def test_only_torchs_own_import_failing_is_taken_for_it():
     assert torch_failed(ImportError("no module named yaml", name="yaml")) is None
     assert torch_failed(OSError("disk full")) is None
     assert torch_failed(ModuleNotFoundError("No module named 'torch.nope'", name="torch.nope")) is None
+
+
+def test_a_signal_while_torch_loads_waits_for_it_then_stops():
+    """A stop signal that lands in torch's import (its C++ set-up runs Python) would abort the process
+    with SIGABRT; fmclf holds it back until torch is loaded, then it stops as usual (Stopped)."""
+    script = (
+        "import os, signal, sys, threading\n"
+        "from fmclf.errors import Stopped\n"
+        "from fmclf.run import signals\n"
+        "signals.install()\n"
+        "threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+        "try:\n"
+        "    signals.import_torch()\n"
+        "    import time; time.sleep(5)\n"
+        "except Stopped as exc:\n"
+        "    print('stopped by', exc.signal, 'with torch loaded:', 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "stopped by SIGTERM with torch loaded: True", done.stdout + done.stderr
