@@ -71,9 +71,10 @@ def _once_or_axis(p: click.Parameter) -> click.Parameter:
     """A single-valued option collects every time it is given, so that a repetition is an axis
     (:data:`~fmclf.compare.grid.SCALAR_AXES`) or an error, never "the last one wins"."""
     if isinstance(p, click.Option) and not p.multiple and not p.is_flag:
-        _SINGLE[p.name] = p.default
+        unset = p.default is None or p.default is getattr(click.core, "UNSET", None)  # click >= 8.2: no default
+        _SINGLE[p.name] = None if unset else p.default
         p.multiple = True
-        p.default = None if p.default is None else (p.default,)
+        p.default = None if unset else (p.default,)
     return p
 
 
