@@ -15,6 +15,7 @@ def register_models(register):
     register("nn", nn_linear, help="softmax regression with torch.nn: Flatten + Linear, weights ~ N(0, 0.01)")
 
 
+@fmclf.batchable()  # a pure function of W, b and X: its runs may train stacked
 def scratch(*, num_inputs: int, num_classes: int):
     """Softmax regression from scratch (d2l 3.6): parameters W and b, a hand-written matmul."""
     from .softmax import SoftmaxScratch
@@ -22,6 +23,7 @@ def scratch(*, num_inputs: int, num_classes: int):
     return SoftmaxScratch(num_inputs, num_classes)
 
 
+@fmclf.batchable()
 def nn_linear(*, num_inputs: int, num_classes: int):
     """Softmax regression with nn (d2l 3.7): nn.Flatten then nn.Linear."""
     from .softmax import softmax_nn

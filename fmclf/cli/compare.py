@@ -19,6 +19,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from ..compare.batching import DEFAULT_MAX_MODELS
 from ..errors import UsageError
 from ..host.options import parse_assignment
 from ..kinds import BY_NAME
@@ -81,7 +82,8 @@ def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_a
 
 
 def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int, retry_failed: bool, rank_by: str | None,
-             option_args, data_root, config_path, **given: Any) -> None:
+             option_args, data_root, config_path, batch: bool = True, batch_models: int | None = None,
+             **given: Any) -> None:
     """Train every cell of the grid with the same SEEDS seeds into DIR/runs/, and write
     DIR/compare.json, DIR/compare.md (the cells ranked, each compared with the best
     over the shared seeds) and DIR/curves.png (mean curves with a band per cell).
@@ -99,6 +101,9 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int, retry
     from ..compare.executor import InProcessExecutor, LocalExecutor
     from ..compare.grid import build_cells, seeds_from
 
+    if batch_models is not None and batch_models < 2:
+        raise UsageError(f"--batch-models must be at least 2, got {batch_models}. It caps how many runs train as one "
+                         f"group; --no-batch trains every run alone.")
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}. It is how many runs train side by side.")
     axes = _axes_of(run_command)
@@ -115,7 +120,7 @@ def _compare(ctx: click.Context, out: pathlib.Path, seeds: int, jobs: int, retry
     executor = InProcessExecutor() if jobs == 1 else LocalExecutor(workers=jobs)
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
                                 plugin_args=plugin_args, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
-                                command=command_line(ctx))
+                                command=command_line(ctx), batch=batch, batch_models=batch_models)
     from ..compare.markdown import COMPARE_MD
 
     table = [line for line in (comparison.root / COMPARE_MD).read_text(encoding="utf-8").splitlines()
@@ -136,6 +141,12 @@ def _build() -> click.Command:
                      help="Runs side by side, each in its own process (1: one after the other in this process)."),
         click.Option(["--retry-failed"], is_flag=True,
                      help="Train the runs that failed or diverged again (from their last checkpoint)."),
+        click.Option(["--batch/--no-batch"], default=True, show_default=True,
+                     help="Train the runs that differ only in seed, --lr and per-model options together, as one "
+                          "computation in one process per group (each still leaves its own run folder)."),
+        click.Option(["--batch-models"], type=int, default=None, metavar="N",
+                     help=f"At most N runs in one batched group (larger groups are split). "
+                          f"[default: {DEFAULT_MAX_MODELS}]"),
         click.Option(["--rank-by"], metavar="METRIC[:max|min]", default=None,
                      help="Metric that ranks the cells. "
                           "[default: test_acc; lower is better for names with loss, error or ece]"),

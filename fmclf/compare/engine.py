@@ -23,8 +23,8 @@ from ..host.loading import PluginHost
 from ..run import folder
 from ..run.config import RunConfig
 from ..run.plan import resolve
-from . import curves, jobs, markdown, results
-from .executor import Executor, Job, Outcome
+from . import batching, curves, jobs, markdown, results
+from .executor import Executor, Outcome
 from .grid import Cell
 from .jobs import EXTEND, FAILED, FINISHED, NEW, RESUME, Run
 
@@ -58,11 +58,13 @@ def threads_per_run(workers: int, given: int | None = None) -> int:
 def run_comparison(
     cells: Sequence[Cell], *, seeds: list[int], out: pathlib.Path, host: PluginHost, executor: Executor,
     threads: int | None = None, plugin_args: Sequence[str] = (), retry_failed: bool = False,
-    rank_by: str | None = None, echo: Echo = print, command: str | None = None,
+    rank_by: str | None = None, echo: Echo = print, command: str | None = None, batch: bool = True,
+    batch_models: int | None = None,
 ) -> Comparison:
     """Train what the comparison in ``out`` still lacks and write its results.
 
-    Every check comes first (the settings of each cell, the runs already in
+    Runs that may train together do, as batched groups (:mod:`fmclf.compare.batching`; ``batch`` False:
+    one by one; ``batch_models`` caps a group). Every check comes first (the settings of each cell, the runs already in
     ``out``), so bad input fails before any run starts. Raises
     :class:`~fmclf.errors.Interrupted` after Ctrl-C, once every running job has
     stopped with its checkpoint and the partial results are written.
@@ -107,19 +109,22 @@ def run_comparison(
             echo(f"{head}: {'diverged' if run.diverged else 'failed'} (exit {outcome.returncode}): {run.reason} "
                  f"[log: {run.log}]")
 
-    work = [Job(r.name, (*plugin_args, *r.args()), r.log) for r in todo]
+    grouping = batching.plan_jobs(todo, host, plugin_args, out, batch=batch, max_models=batch_models)
+    for line in grouping.lines:
+        echo(line)
+    work = grouping.jobs
     try:
         if work:
-            executor.run(work, done)
+            executor.run(work, lambda outcome: batching.unfold(outcome, grouping, done))
     except Interrupted as exc:
-        _finish(out, cells, runs, seeds, rank_by, len(work), executor.workers, per_run, command, echo)
+        _finish(out, cells, runs, seeds, rank_by, len(todo), executor.workers, per_run, command, echo)
         left = sum(1 for r in runs if r.state in (NEW, RESUME, EXTEND))
         raise Interrupted(
             f"{str(exc)[:1].upper() + str(exc)[1:]}; every stopped run keeps its checkpoint, and "
             f"{out / results.COMPARE_JSON} holds the {len(runs) - left} run(s) done so far. Run the same command "
             f"again to continue: it keeps the finished runs, resumes the stopped ones and trains the {left} left."
         ) from None
-    return _finish(out, cells, runs, seeds, rank_by, len(work), executor.workers, per_run, command, echo)
+    return _finish(out, cells, runs, seeds, rank_by, len(todo), executor.workers, per_run, command, echo)
 
 
 def _with_seed(cell: Cell, seed: int) -> RunConfig:

@@ -533,12 +533,7 @@ def _train(
     memory = peak_memory(device)
     record = processes.weights_record(comm, parts.model, device)
 
-    final = {k: v for k, v in state.history[-1].items() if k not in ("epoch", "seconds")}
-    summary = {
-        "epochs": config.epochs, "epochs_trained": len(state.history), "device": str(device),
-        "seconds": round(seconds, 3), **final, "stopped": state.stopped, "components": plan.components(),
-        "peak_memory": memory, **({"distributed": record} if record else {}),
-    }
+    summary = run_summary(plan, state.history, device, seconds, memory, state.stopped, record)
 
     def write_results() -> None:
         if checkpoints:
@@ -572,6 +567,17 @@ def _train(
     trained = 0 if redraw else max(len(state.history) - start_epoch, 0)
     return RunResult(run_dir, state.history, str(device), seconds, plan, trained, memory, state.stopped,
                      model=parts.model, summary=summary)
+
+
+def run_summary(plan: Plan, history: list[dict[str, Any]], device: Any, seconds: float, memory: dict[str, float],
+                stopped: dict[str, Any] | None = None, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What summary.json holds for a run that trained ``history``."""
+    final = {k: v for k, v in history[-1].items() if k not in ("epoch", "seconds")}
+    return {
+        "epochs": plan.config.epochs, "epochs_trained": len(history), "device": str(device),
+        "seconds": round(seconds, 3), **final, "stopped": stopped, "components": plan.components(),
+        "peak_memory": memory, **({"distributed": record} if record else {}),
+    }
 
 
 def _recorded(run_dir: pathlib.Path, state: TrainState, device: Any, plan: Plan, parts: Any, comm: Solo) -> RunResult:

@@ -423,15 +423,22 @@ class Trainer:
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
         """Raise the error for a batch whose summed loss was ``value`` (inf or nan), with the
         loss's own ``divergence_hint`` when it has one, else the generic advice."""
-        loss = self.parts.records.get("loss")
-        hint = getattr(self.parts.loss, "divergence_hint", None)
-        if not (isinstance(hint, str) and hint.strip()):
-            hint = self.divergence_advice
         raise DivergenceError(
-            f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
-            f"{epoch}{f' with {loss.describe()}' if loss else ''}. {hint.strip()} ",
+            divergence_message(value, b, num_batches, epoch, self.parts.records.get("loss"), self.parts.loss,
+                               self.divergence_advice),
             epoch=epoch, batch=b,
         )
+
+
+def divergence_message(value: float, b: int, num_batches: int, epoch: int, record: ComponentRecord | None,
+                       loss: Any, advice: str) -> str:
+    """What a run says when batch ``b``'s summed loss was ``value`` (inf or nan): the loss's own
+    ``divergence_hint`` when it has one, else ``advice``."""
+    hint = getattr(loss, "divergence_hint", None)
+    if not (isinstance(hint, str) and hint.strip()):
+        hint = advice
+    return (f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
+            f"{epoch}{f' with {record.describe()}' if record else ''}. {hint.strip()} ")
 
 
 class LossWatch:
