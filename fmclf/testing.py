@@ -817,7 +817,8 @@ def check_batched(
     for member in members:
         _, model, loss, updater = build(member)
         group.append(Member(model, updater, loss, member["seed"]))
-    trainer = BatchedTrainer(group, base, stacked.stacked, device=device)
+    trainer = BatchedTrainer(group, base, stacked.stacked, device=device,
+                             forward=batchable_of(chosen["model"].factory).stacked)
     for epoch in range(1, epochs + 1):
         trainer.epoch(epoch)
     trainer.export()

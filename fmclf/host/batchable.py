@@ -10,7 +10,10 @@ before. What the declaration promises depends on the kind:
   depends only on the run's seed, so one copy of the data serves every seed.
 - **model**: the module is a pure function of its parameters and input
   (``torch.func.functional_call`` under ``vmap``: no in-place buffer updates,
-  no random draws), so the members' parameters can be stacked.
+  no random draws), so the members' parameters can be stacked. ``stacked``,
+  optional, is a faster form of the stacked forward: ``stacked(params, buffers,
+  X)`` with each parameter's first dimension the member, returning logits
+  (members, N, classes); without it ``torch.func.vmap`` runs the module.
 - **loss**: each row's loss depends on that row alone, so the rows of many
   members, one after another, give each member's losses.
 - **updater**: ``stacked`` builds the vectorised update: called as
@@ -41,7 +44,7 @@ _ATTRIBUTE = "__fmclf_batchable__"
 
 @dataclass(frozen=True)
 class Batchable:
-    """What a factory declared: the options that may differ per member, and (updaters) the vectorised step."""
+    """What a factory declared: the options that may differ per member, and its vectorised form."""
 
     per_model: tuple[str, ...] = ()
     stacked: Callable[..., Any] | None = None
@@ -51,7 +54,7 @@ def batchable(*, per_model: Sequence[str] = (), stacked: Callable[..., Any] | No
     """Decorator on a component factory: runs using it may train together in a batched group (see the module).
 
     ``per_model``: options that may differ between the members of a group; ``stacked``: for an updater,
-    the factory of its vectorised form (required there)."""
+    the factory of its vectorised form (required there); for a model, its stacked forward (optional)."""
     if isinstance(per_model, str) or not all(isinstance(o, str) for o in per_model):
         raise TypeError(f"fmclf.batchable(per_model=...) takes a sequence of option names, got {per_model!r}")
     if stacked is not None and not callable(stacked):

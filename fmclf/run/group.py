@@ -243,7 +243,8 @@ def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start
                       m.plan.config.seed, list(m.checkpoint["state"]["history"]) if m.checkpoint else [])
                for m in members]
     stacked = batchable_of(plan.records[_target(plan, "updater")].factory).stacked
-    trainer = BatchedTrainer(batched, dataset, stacked, device=device)
+    forward = batchable_of(plan.records[_target(plan, "model")].factory).stacked
+    trainer = BatchedTrainer(batched, dataset, stacked, device=device, forward=forward)
     epochs = config.epochs
     echo(f"training {len(members)} runs of {config.model} + {config.loss} + {config.updater} on {config.dataset} "
          f"as one group on {device}{f' ({config.threads} threads)' if chosen else ''}, "

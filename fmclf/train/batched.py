@@ -5,7 +5,8 @@ they differ in seed, learning rate and the options their components declare
 per model (see :mod:`fmclf.host.batchable`). Their parameters are stacked
 (``torch.func.stack_module_state``) and the model runs once per distinct seed
 under ``vmap`` (``functional_call``), every member of that seed on the same
-batch: for softmax regression one matrix product 10·K columns wide. Each seed
+batch. A model may declare its own stacked form (for softmax regression one
+matrix product 10·K columns wide, where ``vmap`` would do K products 10 wide). Each seed
 gathers its own batches from the one resident data tensor, in the order its
 run alone would see (:meth:`fmclf.data.TensorBatches.permutation`). The
 losses of all members are one call (a batchable loss is row-wise), their sum
@@ -56,12 +57,14 @@ class Member:
 class BatchedTrainer:
     """Trains ``members`` (sorted by seed) together on ``dataset`` (its splits ``TensorBatches``).
 
-    ``stacked`` is the updater's vectorised factory (:func:`fmclf.batchable`'s ``stacked``).
+    ``stacked`` is the updater's vectorised factory (:func:`fmclf.batchable`'s ``stacked``); ``forward``
+    the model's stacked form, ``forward(params, buffers, X) -> (K, N, classes)`` (default: ``vmap``).
     :meth:`epoch` trains one epoch and evaluates, appending a metrics row to each member still
     alive; :meth:`export` copies the stacked state back into each member's own model and updater.
     """
 
-    def __init__(self, members: Sequence[Member], dataset: Any, stacked: Callable[..., Any], *, device: Any) -> None:
+    def __init__(self, members: Sequence[Member], dataset: Any, stacked: Callable[..., Any], *, device: Any,
+                 forward: Callable[..., Any] | None = None) -> None:
         import torch
         from torch.func import functional_call, stack_module_state, vmap
 
@@ -79,7 +82,8 @@ class BatchedTrainer:
         def call(params: dict, buffers: dict, X: Any) -> Any:
             return functional_call(skeleton, (params, buffers), (X,))
 
-        self._forward = vmap(call, in_dims=(0, 0, None))  # every member of one seed on the same batch
+        # every member of one seed on the same batch: the model's own stacked form when it declares one
+        self._forward = forward or vmap(call, in_dims=(0, 0, None))
         self.groups: list[tuple[int, int, int]] = []  # (seed, first member, end)
         for k, seed in enumerate(seeds):
             if self.groups and self.groups[-1][0] == seed:

@@ -284,3 +284,12 @@ def test_check_batched_refuses_an_undeclared_component():
 
     with pytest.raises(ContractError, match="does not declare it can be batched"):
         check_batched("model", plain)
+
+
+def test_a_model_without_a_stacked_form_runs_under_vmap():
+    @fmclf.batchable()
+    def mlp(*, num_inputs: int, num_classes: int):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(num_inputs, 5), torch.nn.Tanh(),
+                                   torch.nn.Linear(5, num_classes))
+
+    check_batched("model", mlp)
