@@ -97,12 +97,18 @@ class BatchedTrainer:
         self.dropped = False  #: whether any member was dropped (read on the host: no wait for the device)
         self.defer = getattr(device, "type", "cpu") != "cpu"  # no read from an accelerator per batch
 
-    def logits(self, X: Any, first: int = 0, end: int | None = None) -> Any:
-        """Members ``first:end``'s logits on one batch ``X``: shape (members, N, classes)."""
-        end = len(self.members) if end is None else end
-        params = {n: t[first:end] for n, t in self.params.items()}
-        buffers = {n: t[first:end] for n, t in self.buffers.items()}
-        return self._forward(params, buffers, X)
+    def logits(self, X: Any, params: dict[str, Any] | None = None, buffers: dict[str, Any] | None = None) -> Any:
+        """The logits of the members whose stacked ``params`` and ``buffers`` are given (default: all) on one
+        batch ``X``: shape (members, N, classes)."""
+        return self._forward(self.params if params is None else params, self.buffers if buffers is None else buffers,
+                             X)
+
+    def _by_seed(self, stacked: dict[str, Any]) -> list[dict[str, Any]]:
+        """``stacked`` cut into each seed's members, by ``split``: its backward is one concatenation, where
+        slicing would add a zero-filled gradient of the whole stack per seed."""
+        sizes = [end - first for _, first, end in self.groups]
+        cut = {n: t.split(sizes) for n, t in stacked.items()}
+        return [{n: pieces[g] for n, pieces in cut.items()} for g in range(len(sizes))]
 
     def _loss(self, logits: Any, y: Any) -> Any:
         """Every member's per-example losses, (K, N): one call per distinct loss, on its members' rows."""
@@ -141,9 +147,10 @@ class BatchedTrainer:
         for b in range(batches):
             lo, hi = b * bs, min((b + 1) * bs, n)
             parts, ys = [], []
-            for seed, first, end in self.groups:
+            params, buffers = self._by_seed(self.params), self._by_seed(self.buffers)
+            for g, (seed, first, end) in enumerate(self.groups):
                 X = train.X.index_select(0, orders[seed][lo:hi])
-                parts.append(self.logits(X, first, end))
+                parts.append(self.logits(X, params[g], buffers[g]))
                 ys.append(labels[seed][lo:hi].expand(end - first, hi - lo))
             logits = parts[0] if len(parts) == 1 else torch.cat(parts)
             y = ys[0] if len(ys) == 1 else torch.cat(ys)
