@@ -817,8 +817,13 @@ def check_batched(
     for member in members:
         _, model, loss, updater = build(member)
         group.append(Member(model, updater, loss, member["seed"]))
+    declared = {k: batchable_of(r.factory) for k, r in chosen.items()}
+    undeclared = [r for k, r in chosen.items() if declared[k] is None]
+    if undeclared:
+        raise _fail(undeclared[0], "does not declare it can be batched: decorate its factory with fmclf.batchable(...)")
+    model_form = declared["model"]
     trainer = BatchedTrainer(group, base, stacked.stacked, device=device,
-                             forward=batchable_of(chosen["model"].factory).stacked)
+                             forward=model_form.stacked if model_form is not None else None)
     for epoch in range(1, epochs + 1):
         trainer.epoch(epoch)
     trainer.export()

@@ -291,6 +291,8 @@ def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start
         echo(f"{exc}; every run of the group keeps its last epoch's checkpoint. Run the same command again to "
              f"resume the group.")
         return 130
+    if any(b.confusion is None and b.diverged is None for b in batched):  # resumed with nothing left to train
+        trainer.evaluate_test()
     seconds = time.perf_counter() - started
     memory = peak_memory(device)
     for m, b in zip(members, batched, strict=True):

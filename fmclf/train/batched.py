@@ -199,6 +199,13 @@ class BatchedTrainer:
             metrics["seconds"] = seconds
             member.history.append(metrics)
 
+    def evaluate_test(self) -> None:
+        """Set each living member's test confusion matrix (a group resumed after its last epoch trains none)."""
+        confusion = self._evaluate()["test"][2]
+        for k, member in enumerate(self.members):
+            if member.diverged is None:
+                member.confusion = confusion[k]
+
     def _drop(self, bad: Any, sums: Any, epoch: int, batch: int, batches: int) -> None:
         """Members ``bad`` diverged on this batch: record where, zero their parameters, stop their updates."""
         import torch

@@ -293,3 +293,17 @@ def test_a_model_without_a_stacked_form_runs_under_vmap():
                                    torch.nn.Linear(5, num_classes))
 
     check_batched("model", mlp)
+
+
+def test_a_group_stopped_after_training_writes_its_final_files_on_resume(tiny_data, tmp_path):
+    host = load_plugins()
+    spec, dirs = _group(tmp_path / "cmp", [_config(tiny_data, s, 0.1, epochs=1) for s in (0, 1)])
+    assert run_group(spec, host, echo=_quiet) == 0
+    before = [folder.read_metrics(d) for d in dirs]
+    for d in dirs:  # as if the process died after the last checkpoint, before model.pt and the rest
+        for name in (folder.WEIGHTS, folder.SUMMARY, folder.REPORT):
+            (d / name).unlink()
+    assert run_group(spec, host, echo=_quiet) == 0
+    for d, rows in zip(dirs, before):
+        assert folder.read_metrics(d) == rows
+        assert all((d / name).is_file() for name in (folder.WEIGHTS, folder.SUMMARY, folder.REPORT))
