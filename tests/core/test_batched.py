@@ -92,7 +92,18 @@ def test_each_member_is_the_run_it_would_have_been_alone(tiny_data, tmp_path, mo
             assert torch.allclose(weights[name], value, rtol=1e-4, atol=1e-6), name
 
 
-def test_one_members_divergence_does_not_stop_the_others(tiny_data, tmp_path):
+@pytest.mark.parametrize("deferred", [False, True], ids=["read-each-batch", "read-at-epoch-end"])
+def test_one_members_divergence_does_not_stop_the_others(tiny_data, tmp_path, monkeypatch, deferred):
+    from fmclf.train import batched
+
+    if deferred:  # as on an accelerator: the losses are read once, when the epoch ends
+        init = batched.BatchedTrainer.__init__
+
+        def deferring(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            self.defer = True
+
+        monkeypatch.setattr(batched.BatchedTrainer, "__init__", deferring)
     host = load_plugins()
     # on these tiny images the naive loss overflows at --lr 30 (on Fashion-MNIST at --lr 3), and not at 0.1
     configs = [_config(tiny_data, 0, 30.0, loss="naive"), _config(tiny_data, 0, 0.1, loss="naive")]
