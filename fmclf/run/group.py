@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import atomic
-from ..errors import ConfigError, DivergenceError, Interrupted, UsageError
+from ..errors import ConfigError, DivergenceError, FmclfError, Interrupted, UsageError
 from ..host.batchable import batchable_of
 from ..host.loading import PluginHost
 from . import folder
@@ -195,6 +195,8 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print) 
     flag = StopFlag()
     with handled(), contextlib.ExitStack() as held:
         for m in members:
+            if m.checkpoint is None and not (m.spec.run_dir / folder.CONFIG).is_file():
+                folder.check_new(m.spec.run_dir)  # a new member's folder is new or empty, as for a run alone
             m.spec.run_dir.mkdir(parents=True, exist_ok=True)
             m.lock = RunLock(m.spec.run_dir)
             held.callback(m.lock.release)
@@ -291,6 +293,11 @@ def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start
         echo(f"{exc}; every run of the group keeps its last epoch's checkpoint. Run the same command again to "
              f"resume the group.")
         return 130
+    except FmclfError as exc:  # a fault of a component, a full disk: every member still training failed with it
+        for m in members:
+            if not m.ended:
+                folder.write_status(m.spec.run_dir, "failed", last, str(exc))
+        raise
     if any(b.confusion is None and b.diverged is None for b in batched):  # resumed with nothing left to train
         trainer.evaluate_test()
     seconds = time.perf_counter() - started

@@ -318,3 +318,13 @@ def test_a_group_stopped_after_training_writes_its_final_files_on_resume(tiny_da
     for d, rows in zip(dirs, before):
         assert folder.read_metrics(d) == rows
         assert all((d / name).is_file() for name in (folder.WEIGHTS, folder.SUMMARY, folder.REPORT))
+
+
+def test_a_group_refuses_a_new_members_folder_that_holds_other_files(tiny_data, tmp_path):
+    host = load_plugins()
+    spec, dirs = _group(tmp_path / "cmp", [_config(tiny_data, s, 0.1, epochs=1) for s in (0, 1)])
+    dirs[1].mkdir(parents=True)
+    (dirs[1] / "notes.txt").write_text("mine")
+    with pytest.raises(fmclf.UsageError, match="notes.txt|not empty|other files"):
+        run_group(spec, host, echo=_quiet)
+    assert (dirs[1] / "notes.txt").read_text() == "mine"
