@@ -328,3 +328,18 @@ def test_a_group_refuses_a_new_members_folder_that_holds_other_files(tiny_data, 
     with pytest.raises(fmclf.UsageError, match="notes.txt|not empty|other files"):
         run_group(spec, host, echo=_quiet)
     assert (dirs[1] / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("updater", ["sgd", "torch-sgd"])
+def test_members_match_runs_alone_after_ten_epochs_on_the_real_data(real_data, tmp_path, updater):
+    host = load_plugins()
+    options = {"updater": {"momentum": 0.9} if updater == "torch-sgd" else {}}
+    configs = [_config(real_data, seed, lr, options, updater=updater, epochs=10, batch_size=256, threads=None)
+               for seed, lr in [(0, 0.1), (1, 0.3), (0, 0.3)]]
+    spec, dirs = _group(tmp_path / "cmp", configs)
+    assert run_group(spec, host, echo=_quiet) == 0
+    alone = run_new(configs[1], host, out=tmp_path / "alone", echo=_quiet)
+    for mine, theirs in zip(folder.read_metrics(dirs[1]), alone.history, strict=True):
+        _close(mine, theirs)
