@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ComponentError, DataError, FmclfError, OptionError, UsageError
 from .hookspecs import hookimpl
+from .host.batchable import batchable
 from .host.checks import checks
 from .host.ranges import Range
 from .host.registry import ComponentRecord, PluginInfo
@@ -21,7 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KINDS", "ComponentError", "ComponentRecord", "DataError", "FitResult", "FmclfError", "OptionError",
-    "PluginInfo", "Range", "UsageError", "__version__", "checks", "fit", "get_component", "hookimpl",
+    "PluginInfo", "Range", "UsageError", "__version__", "batchable", "checks", "fit", "get_component", "hookimpl",
     "list_components", "predict", "show",
 ]
 

@@ -33,7 +33,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from .errors import FmclfError
@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "ContractError", "check_callback", "check_dataset", "check_import_is_light", "check_loss", "check_metric",
-    "check_model", "check_plugin", "check_updater", "check_visualizer", "stress_loss",
+    "ContractError", "check_batched", "check_callback", "check_dataset", "check_import_is_light", "check_loss",
+    "check_metric", "check_model", "check_plugin", "check_updater", "check_visualizer", "stress_loss",
 ]
 
 Component = str | ComponentRecord | Callable[..., Any]
@@ -782,3 +782,95 @@ def stress_loss(
         raise TypeError(f"expected a loss (a callable (logits, y) -> per-example loss) or a registered loss name, got "
                         f"{loss!r}")
     return stress.stress(loss, reference, device=device)
+
+
+def check_batched(
+    kind: str,
+    component: Component,
+    *,
+    options: Mapping[str, Any] | None = None,
+    members: Sequence[Mapping[str, Any]] | None = None,
+    epochs: int = 2,
+    device: Any = "cpu",
+    rel: float = 1e-4,
+) -> None:
+    """Train a few small runs using ``component`` (a ``"model"``, ``"loss"`` or ``"updater"`` declared
+    with :func:`fmclf.batchable`) as one batched group and each alone, and check that every member
+    records what its run alone records (losses within ``rel``, accuracy within 0.002) and ends with
+    the same weights. The other components are the run defaults (:class:`fmclf.run.config.RunConfig`).
+    ``members``: one dict per member with ``seed``, ``lr`` and ``options`` (per-model options of
+    ``component``); by default seeds 0 and 1 times rates 0.05 and 0.2."""
+    import torch
+
+    from .host.batchable import batchable_of
+    from .run.config import RunConfig
+    from .train.batched import BatchedTrainer, Member
+    from .train.engine import Parts, Trainer
+    from .train.updaters import adapt_updater
+
+    if kind not in ("model", "loss", "updater"):
+        raise TypeError(f"check_batched checks a model, a loss or an updater, not a {kind!r}")
+    device = _device(device)
+    record = _record(kind, component)
+    if batchable_of(record.factory) is None:
+        raise _fail(record, "does not declare it can be batched: decorate its factory with fmclf.batchable(...)")
+    defaults = RunConfig()
+    chosen = {k: (record if k == kind else get_host().registry.get(k, getattr(defaults, k)))
+              for k in ("model", "loss", "updater")}
+    stacked = batchable_of(chosen["updater"].factory)
+    if stacked is None or stacked.stacked is None:
+        raise _fail(chosen["updater"], "declares no stacked update (fmclf.batchable(stacked=...))")
+    members = sorted(members or [{"seed": s, "lr": lr} for s in (0, 1) for lr in (0.05, 0.2)],
+                     key=lambda m: m["seed"])
+    base = _tiny_dataset(device)
+
+    def build(member: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+        own = {k: dict(options or {}, **member.get("options", {})) if k == kind else {} for k in chosen}
+        data = dataclasses.replace(base, train=type(base.train)(base.train.X, base.train.y, base.train.batch_size,
+                                                                shuffle=True, seed=member["seed"]))
+        torch.manual_seed(member["seed"])
+        _, model = _build("model", chosen["model"], {"num_inputs": 4, "num_classes": 3, "input_shape": (1, 2, 2)},
+                          own["model"])
+        model.to(device)
+        _, loss = _build("loss", chosen["loss"], {"num_classes": 3}, own["loss"])
+        core = {"params": list(model.parameters()), "lr": member["lr"], "epochs": epochs,
+                "steps_per_epoch": len(data.train)}
+        _, updater = _build("updater", chosen["updater"], core, own["updater"])
+        return data, model, loss, adapt_updater(updater)
+
+    alone = []
+    for member in members:
+        data, model, loss, updater = build(member)
+        state = Trainer(Parts(data, model, loss, updater), device=device, epochs=epochs, cuda_graphs=False).fit()
+        alone.append((state.history, [p.detach().clone() for p in model.parameters()]))
+    group = []
+    for member in members:
+        _, model, loss, updater = build(member)
+        group.append(Member(model, updater, loss, member["seed"]))
+    declared = {k: batchable_of(r.factory) for k, r in chosen.items()}
+    undeclared = [r for k, r in chosen.items() if declared[k] is None]
+    if undeclared:
+        raise _fail(undeclared[0], "does not declare it can be batched: decorate its factory with fmclf.batchable(...)")
+    model_form = declared["model"]
+    trainer = BatchedTrainer(group, base, stacked.stacked, device=device,
+                             forward=model_form.stacked if model_form is not None else None)
+    for epoch in range(1, epochs + 1):
+        trainer.epoch(epoch)
+    trainer.export()
+    for member, (history, weights), got in zip(members, alone, group, strict=True):
+        who = f"member seed {member['seed']}, lr {member['lr']}, options {member.get('options', {})}"
+        if got.diverged is not None or len(got.history) != len(history):
+            raise _fail(record, f"{who}: the batched group trained {len(got.history)} epoch(s), alone {len(history)}")
+        for row, mine in zip(history, got.history, strict=True):
+            for key in ("train_loss", "test_loss", "valid_loss"):
+                if not math.isclose(row[key], mine[key], rel_tol=rel, abs_tol=1e-7):
+                    raise _fail(record, f"{who}: epoch {row['epoch']} {key} is {mine[key]!r} batched but {row[key]!r} "
+                                        f"alone; a batched component must compute what it computes alone")
+            for key in ("train_acc", "test_acc", "valid_acc"):
+                if abs(row[key] - mine[key]) > 0.002:
+                    raise _fail(record, f"{who}: epoch {row['epoch']} {key} is {mine[key]} batched but {row[key]} "
+                                        f"alone")
+        for a, b in zip(weights, got.model.parameters(), strict=True):
+            if not torch.allclose(a, b.detach(), rtol=rel, atol=1e-6):
+                raise _fail(record, f"{who}: its weights after {epochs} epoch(s) differ batched and alone (largest "
+                                    f"difference {float((a - b.detach()).abs().max()):.3g})")

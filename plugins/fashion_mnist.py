@@ -32,6 +32,7 @@ def register_datasets(register):
                                                   "images, 10 classes")
 
 
+@fmclf.batchable()  # TensorBatches: one copy of the data serves every seed of a group
 def fashion_mnist(
     *,
     batch_size: int,

@@ -18,6 +18,7 @@ def register_losses(register):
                                   "logits")
 
 
+@fmclf.batchable()  # row-wise: a group computes every member's rows in one call
 def naive():
     """The textbook's ``cross_entropy(softmax(o), y)``: its failures are the point, and its
     ``divergence_hint`` tells the user who meets one what to do."""
@@ -26,6 +27,7 @@ def naive():
     return naive_cross_entropy
 
 
+@fmclf.batchable(per_model=("label_smoothing", "soft_label"))
 def fused(
     *,
     label_smoothing: Annotated[float, Range(0, 1)] = 0.0,

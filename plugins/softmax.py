@@ -41,3 +41,25 @@ def softmax_nn(num_inputs: int, num_classes: int) -> nn.Module:
     net = nn.Sequential(nn.Flatten(), nn.Linear(num_inputs, num_classes))
     net.apply(_init_weights)
     return net
+
+
+def _wide(X: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """K softmax regressions on one batch as one matrix product K * classes columns wide: ``weight`` is
+    (inputs, K * classes), ``bias`` (K, classes); returns the logits (K, N, classes)."""
+    K, C = bias.shape
+    out = torch.addmm(bias.reshape(1, K * C), X.reshape(len(X), -1), weight)
+    return out.reshape(len(X), K, C).transpose(0, 1)
+
+
+def stacked_scratch(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+    """``scratch``'s members stacked (W: (K, inputs, classes)), in one product: its :func:`fmclf.batchable` form."""
+    W = params["W"]
+    K, n, C = W.shape
+    return _wide(X, W.permute(1, 0, 2).reshape(n, K * C), params["b"])
+
+
+def stacked_nn(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+    """``nn``'s members stacked (weight: (K, classes, inputs)), in one product."""
+    W = params["1.weight"]
+    K, C, n = W.shape
+    return _wide(X, W.reshape(K * C, n).t(), params["1.bias"])

@@ -19,6 +19,21 @@ def register_updaters(register):
                                           "learning-rate schedule and warmup")
 
 
+def _stacked_sgd(**kwargs):
+    """``sgd``'s vectorised form for batched groups (torch is imported only when one trains)."""
+    from .stacked_sgd import stacked_sgd
+
+    return stacked_sgd(**kwargs)
+
+
+def _stacked_torch_sgd(**kwargs):
+    """``torch-sgd``'s vectorised form for batched groups."""
+    from .stacked_sgd import stacked_torch_sgd
+
+    return stacked_torch_sgd(**kwargs)
+
+
+@fmclf.batchable(stacked=_stacked_sgd)
 def sgd(*, params, lr: float):
     """d2l's ``sgd``: the loss is summed over the batch and the step divides by its size."""
     from .sgd import MinibatchSGD
@@ -26,6 +41,8 @@ def sgd(*, params, lr: float):
     return MinibatchSGD(params, lr)
 
 
+@fmclf.batchable(per_model=("momentum", "weight_decay", "dampening", "nesterov", "schedule", "warmup", "step_epochs",
+                            "gamma", "min_lr"), stacked=_stacked_torch_sgd)
 def torch_sgd(
     *,
     params,

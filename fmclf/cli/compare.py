@@ -19,6 +19,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from ..compare.batching import DEFAULT_MAX_MODELS
 from ..compare.grid import SCALAR_AXES
 from ..errors import UsageError
 from ..host.options import parse_assignment
@@ -165,6 +166,10 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     executor_args = {name: given.pop(name) for name in (
         "executor_name", "detach", "ray_address", "slurm_partition", "slurm_time", "slurm_cpus", "slurm_gpus",
         "slurm_array_parallelism", "slurm_options")}
+    batch, batch_models = given.pop("batch"), given.pop("batch_models")
+    if batch_models is not None and batch_models < 2:
+        raise UsageError(f"--batch-models must be at least 2, got {batch_models}. It caps how many runs train as one "
+                         f"group; --no-batch trains every run alone.")
     if jobs is not None:
         check_jobs(jobs)
     executor = _executor(jobs=jobs, threads=given.get("threads"), device=given.get("device") or "auto", **executor_args)
@@ -188,7 +193,8 @@ def _compare(ctx: click.Context, **given: Any) -> None:
                    + [a for f in settings.block for a in ("-p", f"no:{f}")])
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
                                 plugin_args=plugin_args, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
-                                command=command_line(ctx), protocol=protocol, dry_run=dry_run)
+                                command=command_line(ctx), protocol=protocol, dry_run=dry_run,
+                                 batch=batch, batch_models=batch_models)
     if comparison is None:  # a dry run: the grid was printed
         return
     from ..compare.markdown import COMPARE_MD
@@ -258,6 +264,12 @@ def _build() -> click.Command:
                           f"process); with ray or slurm, the most at once (default: no limit). At most {MAX_JOBS}."),
         click.Option(["--retry-failed"], is_flag=True,
                      help="Train the runs that failed or diverged again (from their last checkpoint)."),
+        click.Option(["--batch/--no-batch"], default=True, show_default=True,
+                     help="Train the runs that differ only in seed, --lr and per-model options together, as one "
+                          "computation in one process per group (each still leaves its own run folder)."),
+        click.Option(["--batch-models"], type=int, default=None, metavar="N",
+                     help=f"At most N runs in one batched group (larger groups are split). "
+                          f"[default: {DEFAULT_MAX_MODELS}]"),
         click.Option(["--rank-by"], metavar="METRIC[:max|min]", default=None,
                      help="Metric that ranks the cells (with a validation split, its valid_ twin ranks and the test "
                           "one is shown beside it). [default: valid_acc where the runs have a validation split, "

@@ -25,8 +25,8 @@ from ..host.loading import PluginHost
 from ..run import folder, lock
 from ..run.config import RunConfig
 from ..run.plan import resolve
-from . import curves, dryrun, jobs, markdown, results, scores, tuning
-from .executor import Executor, Job, Outcome
+from . import batching, curves, dryrun, jobs, markdown, results, scores, tuning
+from .executor import Executor, Outcome
 from .grid import MAX_RUNS, Cell
 from .jobs import EXTEND, FAILED, FINISHED, NEW, RESUME, Run
 
@@ -61,14 +61,17 @@ def run_comparison(
     cells: Sequence[Cell], *, seeds: list[int], out: pathlib.Path, host: PluginHost, executor: Executor,
     threads: int | None = None, plugin_args: Sequence[str] = (), retry_failed: bool = False,
     rank_by: str | None = None, echo: Echo = print, command: str | None = None,
-    protocol: tuning.Protocol | None = None, dry_run: bool = False,
+    protocol: tuning.Protocol | None = None, dry_run: bool = False, batch: bool = True,
+    batch_models: int | None = None,
 ) -> Comparison | None:
     """Train what the comparison in ``out`` still lacks and write its results.
 
     Every check comes first (the settings of each cell, the runs already in
     ``out``), so bad input fails before any run starts. With ``protocol``, every
     cell's trials come first and its best configuration on validation is what
-    trains on ``seeds``. ``dry_run`` prints the grid and returns None, touching
+    trains on ``seeds``. Runs that may train together do, as batched groups
+    (:mod:`fmclf.compare.batching`; ``batch`` False: one by one; ``batch_models``
+    caps a group). ``dry_run`` prints the grid and returns None, touching
     nothing. Only one comparison writes to ``out`` at a time (a lock in it).
     Raises :class:`~fmclf.errors.Interrupted` after a signal, once every running
     job has stopped with its checkpoint and the partial results are written.
@@ -83,7 +86,8 @@ def run_comparison(
                          f"({MAX_RUNS}). Give fewer values on its axes, --seeds or --trials.")
     per_run = threads_per_run(executor.workers, threads)
     plan = _Plan(list(cells), seeds, out, host, executor, per_run, plugin_args, retry_failed, echo, protocol,
-                 _tuning_metric(rank_by) if protocol else None, chosen=list(cells))
+                 _tuning_metric(rank_by) if protocol else None, chosen=list(cells), batch=batch,
+                 batch_models=batch_models)
     if dry_run:
         dryrun.show(plan.preview(), out, echo)
         return None
@@ -148,6 +152,8 @@ class _Plan:
     names: set[str] = field(default_factory=set)  #: every run folder of this comparison (trials too)
     tuned: dict[str, Any] = field(default_factory=dict)  #: cell name -> its trials and chosen configuration
     chosen: list[Cell] = field(default_factory=list)  #: the cells with their chosen configurations
+    batch: bool = True  #: train the runs that may train together as batched groups
+    batch_models: int | None = None  #: the most members of one group (None: batching's default)
 
     def assessed(self, runs: list[Run]) -> list[Run]:
         """``runs`` with their state read from disk (every check before anything trains)."""
@@ -255,15 +261,13 @@ class _Plan:
                 self.echo(f"{head}: {'diverged' if run.diverged else 'failed'} (exit {outcome.returncode}): "
                           f"{run.reason} [log: {run.log}]")
 
-        work = jobs_of(todo, self.plugin_args)
-        self.trained += len(work)
-        if work:
-            self.executor.run(work, done)
-
-
-def jobs_of(runs: Sequence[Run], plugin_args: Sequence[str]) -> list[Job]:
-    """The executor's jobs for ``runs``: one ``fmclf run`` each."""
-    return [Job(r.name, (*plugin_args, *r.args()), r.log) for r in runs]
+        grouping = batching.plan_jobs(todo, self.host, self.plugin_args, self.out, batch=self.batch,
+                                      max_models=self.batch_models)
+        for line in grouping.lines:
+            self.echo(line)
+        self.trained += len(todo)
+        if grouping.jobs:
+            self.executor.run(grouping.jobs, lambda outcome: batching.unfold(outcome, grouping, done))
 
 
 @contextlib.contextmanager

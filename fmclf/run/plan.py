@@ -301,6 +301,17 @@ def assemble(
     core = {"batch_size": batch_size or config.batch_size, "device": device, "seed": config.seed, "shard": shard}
     dataset = build(records["dataset"], core, options["dataset"])
     _check_facts(plan, dataset)
+    return assemble_on(plan, dataset, device=device, run_dir=run_dir, updater_epochs=updater_epochs)
+
+
+def assemble_on(plan: Plan, dataset: Any, *, device: Any, run_dir: Any = None,
+                updater_epochs: int | None = None) -> Parts:
+    """Build every component of ``plan`` but the data set, which is given (built once for the
+    members of a batched group): the model starts from the weights the plan's seed gives it;
+    ``updater_epochs`` as for :func:`assemble`."""
+    import torch
+
+    config, records, options = plan.config, plan.records, plan.options
     input_shape = tuple(int(d) for d in dataset.input_shape)
     num_classes = len(dataset.classes)
     torch.manual_seed(config.seed)  # the same initial weights whatever the data set drew

@@ -549,12 +549,7 @@ def _train(
     memory = peak_memory(device)
     record = processes.weights_record(comm, parts.model, device)
 
-    final = {k: v for k, v in state.history[-1].items() if k not in ("epoch", "seconds")}
-    summary = {
-        "epochs": config.epochs, "epochs_trained": len(state.history), "device": str(device),
-        "seconds": round(seconds, 3), **final, "stopped": state.stopped, "components": plan.components(),
-        "peak_memory": memory, **({"distributed": record} if record else {}),
-    }
+    summary = run_summary(plan, state.history, device, seconds, memory, state.stopped, record)
 
     differ = _different_weights(record, comm, run_dir)  # the run failed, though every epoch trained
 
@@ -604,6 +599,17 @@ def _different_weights(record: dict[str, Any] | None, comm: Solo,
         f"component does something different in each process (a random draw from an unseeded generator, a "
         f"non-deterministic kernel); please report it."
     )
+
+
+def run_summary(plan: Plan, history: list[dict[str, Any]], device: Any, seconds: float, memory: dict[str, float],
+                stopped: dict[str, Any] | None = None, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What summary.json holds for a run that trained ``history``."""
+    final = {k: v for k, v in history[-1].items() if k not in ("epoch", "seconds")}
+    return {
+        "epochs": plan.config.epochs, "epochs_trained": len(history), "device": str(device),
+        "seconds": round(seconds, 3), **final, "stopped": stopped, "components": plan.components(),
+        "peak_memory": memory, **({"distributed": record} if record else {}),
+    }
 
 
 def _recorded(run_dir: pathlib.Path, state: TrainState, device: Any, plan: Plan, parts: Any, comm: Solo) -> RunResult:

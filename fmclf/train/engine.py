@@ -507,22 +507,31 @@ class Trainer:
 
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
         """Raise the error for a batch whose summed loss was ``value`` (inf or nan), with the
-        loss's own ``divergence_hint`` when it has one, else the generic advice."""
-        loss = self.parts.records.get("loss")
-        hint = getattr(self.parts.loss, "divergence_hint", None)
-        if not (isinstance(hint, str) and hint.strip()):
-            hint = self.divergence_advice
+        loss's own ``divergence_hint`` when it has one, else the generic advice; when the model's
+        logits were already inf or nan, the advice says so instead (no loss could have helped)."""
+        hint = None
         seen, self._logits = self._logits, None
         if seen is not None and seen[0] == b and not bool(seen[1].detach().isfinite().all()):
-            # the model's output was already inf or nan: no loss could have kept it finite
             model = self.parts.records.get("model")
             hint = (f"The logits of {model.describe() if model else 'the model'} were already inf or nan on that "
                     f"batch, before the loss: its weights (or its computation) overflowed. Try a smaller --lr.")
         raise DivergenceError(
-            f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
-            f"{epoch}{f' with {loss.describe()}' if loss else ''}. {hint.strip()} ",
+            divergence_message(value, b, num_batches, epoch, self.parts.records.get("loss"), self.parts.loss,
+                               self.divergence_advice, hint=hint),
             epoch=epoch, batch=b,
         )
+
+
+def divergence_message(value: float, b: int, num_batches: int, epoch: int, record: ComponentRecord | None,
+                       loss: Any, advice: str, *, hint: str | None = None) -> str:
+    """What a run says when batch ``b``'s summed loss was ``value`` (inf or nan): ``hint`` when given, else
+    the loss's own ``divergence_hint`` when it has one, else ``advice``."""
+    if hint is None:
+        hint = getattr(loss, "divergence_hint", None)
+    if not (isinstance(hint, str) and hint.strip()):
+        hint = advice
+    return (f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
+            f"{epoch}{f' with {record.describe()}' if record else ''}. {hint.strip()} ")
 
 
 class LossWatch:

@@ -1,0 +1,125 @@
+"""Which runs of a comparison train together as batched groups, and which alone, with one line per reason.
+
+Runs whose settings differ only in seed, learning rate and the options their
+components declare per model (:func:`fmclf.run.group.batch_key`) form a group,
+at most ``max_models`` members each; a group is one :class:`Job`,
+``fmclf run-group DIR/jobs/group-N.json``, whose members still each leave
+their own run folder. Everything else is a job of its own, as without
+batching. :func:`plan_jobs` is the one call the comparison makes where its
+runs become jobs, and :func:`unfold` turns a group's outcome back into one
+outcome per member (read from the status each member's folder records).
+Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..host.loading import PluginHost
+from ..run import folder
+from ..run.group import MemberSpec, batch_key, write_spec
+from ..run.plan import resolve
+from .executor import Job, Outcome
+from .jobs import JOBS, NEW, RESUME, Run
+
+#: Members of one group when ``--batch-models`` does not say: the parameters, gradients and gathered
+#: batches of this many softmax regressions fit in well under 1 GB.
+DEFAULT_MAX_MODELS = 256
+#: How a member's status.json ending maps to the exit code the run alone would have given.
+EXIT_CODES = {"finished": 0, "interrupted": 130, "diverged": 1, "failed": 1}
+
+
+@dataclass
+class Grouping:
+    """The jobs of a comparison, and what its batching decided."""
+
+    jobs: list[Job] = field(default_factory=list)
+    members: dict[str, list[Run]] = field(default_factory=dict)  #: a group job's name -> its runs
+    lines: list[str] = field(default_factory=list)  #: how the runs were grouped, and why some train alone
+
+
+def plan_jobs(todo: Sequence[Run], host: PluginHost, plugin_args: Sequence[str], root: pathlib.Path, *,
+              batch: bool = True, max_models: int | None = None) -> Grouping:
+    """The jobs that train ``todo``: groups where runs may train together (unless ``batch`` is False),
+    single runs otherwise. Writes each group's spec into ``root``/jobs/."""
+    out = Grouping()
+    if not batch:
+        out.jobs = [Job(r.name, (*plugin_args, *r.args()), r.log) for r in todo]
+        return out
+    cap = max_models or DEFAULT_MAX_MODELS
+    keyed: dict[str, list[Run]] = {}
+    alone: list[tuple[Run, str]] = []
+    for run in todo:
+        reason, key = _key(run, host)
+        if reason:
+            alone.append((run, reason))
+        else:
+            keyed.setdefault(key, []).append(run)
+    groups: list[list[Run]] = []
+    for runs in keyed.values():
+        if len(runs) == 1:
+            alone.append((runs[0], "no other run of the comparison may train with it"))
+            continue
+        runs = sorted(runs, key=lambda r: r.seed)  # a seed's members side by side: one forward per seed
+        parts = -(-len(runs) // cap)
+        size = -(-len(runs) // parts)
+        groups += [runs[i : i + size] for i in range(0, len(runs), size)]
+    for i, runs in enumerate(groups, start=1):
+        name = f"group-{i:03d}"
+        spec = root / JOBS / f"{name}.json"
+        write_spec(spec, [MemberSpec(r.name, r.run_dir, r.settings_file if r.state == NEW else None, r.log)
+                          for r in runs])
+        out.jobs.append(Job(name, (*plugin_args, "run-group", str(spec)), root / JOBS / f"{name}.log"))
+        out.members[name] = runs
+    out.jobs += [Job(r.name, (*plugin_args, *r.args()), r.log) for r, _ in alone]
+    if groups:
+        out.lines.append(f"batched: {sum(len(g) for g in groups)} run(s) in {len(groups)} group(s) of up to "
+                         f"{max(len(g) for g in groups)}, each trained as one computation in one process "
+                         f"(--no-batch trains them one by one)")
+    reasons: dict[str, int] = {}
+    for _, reason in alone:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    out.lines += [f"alone: {n} run(s): {reason}" for reason, n in reasons.items()]
+    return out
+
+
+def _key(run: Run, host: PluginHost) -> tuple[str | None, str | None]:
+    """Why ``run`` trains alone, or the key of the runs it may train with."""
+    if run.state not in (NEW, RESUME):
+        return "it trains further a run that has finished (--epochs grew)", None
+    config = copy.deepcopy(run.config)
+    config.visualizers = ["none"] if config.visualizers in (["none"], []) else config.visualizers
+    reason, key = batch_key(resolve(config, host))
+    if reason:
+        return reason, None
+    done = len(folder.read_metrics(run.run_dir)) if run.state == RESUME else 0
+    return None, f"{done}:{key}"  # a group resumes only members at the same epoch
+
+
+def unfold(outcome: Outcome, grouping: Grouping, done: Callable[[Outcome], None]) -> None:
+    """Report ``outcome`` through ``done``: a group's as one outcome per member, with the exit code that
+    member would have given alone (from the status its folder records; the group's own when it has none)."""
+    runs = grouping.members.get(outcome.job.name)
+    if runs is None:
+        done(outcome)
+        return
+    for run in runs:
+        status = (folder.read_status(run.run_dir) or {}).get("status", "")
+        if status == "diverged" or (outcome.returncode in (0, 130) and status in EXIT_CODES):
+            code = EXIT_CODES[status]
+        else:  # the group failed as a whole: its error is each member's reason
+            code = outcome.returncode or 1
+            _copy_log(outcome.job.log, run.log)
+        done(Outcome(Job(run.name, outcome.job.args, run.log), code, outcome.seconds))
+
+
+def _copy_log(source: pathlib.Path, target: pathlib.Path) -> None:
+    try:
+        text = source.read_text(encoding="utf-8", errors="replace")
+        with open(target, "a", encoding="utf-8") as log:
+            log.write(text)
+    except OSError:
+        pass

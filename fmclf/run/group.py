@@ -1,0 +1,318 @@
+"""A batched group: several runs trained as one computation in one process (``fmclf run-group SPEC``).
+
+The members differ only in seed, learning rate and the options their
+components declare per model (:func:`fmclf.batchable`); :func:`batch_key`
+says which runs may share a group, or why one may not. The data is loaded
+once; :class:`fmclf.train.batched.BatchedTrainer` trains the members; each
+member leaves the run folder it would have left alone (config.toml,
+metrics.jsonl, checkpoint.pt after every epoch, model.pt, summary.json,
+status.json, report.md), written by the same functions a run alone uses, and
+locked while the group trains. A group checkpoints every member after each
+epoch; a stop (Ctrl-C, SIGTERM) ends it after the batch in flight, keeping
+those checkpoints, and the same command resumes it: any member is also an
+ordinary run that ``fmclf run --resume`` continues alone. A member that
+diverges is recorded as diverged in its folder (and its log), the others go on.
+
+The SPEC is a JSON file a comparison writes (:func:`write_spec`)::
+
+    {"format": "fmclf-group/1",
+     "members": [{"name": ..., "run_dir": ..., "settings": ... or null, "log": ...}, ...]}
+
+``settings`` is the config file a new member starts from; a member whose
+``run_dir`` holds a run resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import atomic
+from ..errors import ConfigError, DivergenceError, FmclfError, Interrupted, UsageError
+from ..host.batchable import batchable_of
+from ..host.loading import PluginHost
+from . import folder
+from .config import DIVERGENCE_ADVICE, RunConfig, load_config
+from .plan import Plan, resolve
+
+SPEC_FORMAT = "fmclf-group/1"
+#: Settings members of one group may differ in (besides the options their components declare per model).
+PER_MEMBER = ("seed", "lr")
+#: The kinds whose factories must declare they can be batched; anything else in a run keeps it alone.
+BATCHED_KINDS = ("dataset", "model", "loss", "updater")
+
+Echo = Callable[[str], None]
+
+
+def batch_key(plan: Plan) -> tuple[str | None, Any]:
+    """``(None, key)``: runs with equal keys may train in one group; ``(reason, None)``: this run trains
+    alone, and why, in one line. Needs no torch."""
+    config = plan.config
+    for record in plan.records.values():
+        kind = record.kind
+        if kind in ("metric", "callback"):
+            return (f"{record.describe()} is not batched: a group records accuracy and loss and steers no run, "
+                    f"so runs with --{kind} train alone"), None
+        if kind == "visualizer" and record.name != "none":
+            return f"{record.describe()} shows one run as it trains, so runs with it train alone", None
+        if kind not in BATCHED_KINDS:
+            continue
+        declared = batchable_of(record.factory)
+        if declared is None:
+            return f"{record.describe()} does not declare it can be batched (fmclf.batchable)", None
+        if kind == "updater" and declared.stacked is None:
+            return f"{record.describe()} declares no stacked update (fmclf.batchable(stacked=...))", None
+    if config.from_python:
+        return "its components are Python objects", None
+    if config.cuda_graphs:
+        return "--cuda-graphs captures one run's steps", None
+    shared = {k: v for k, v in dataclasses.asdict(config).items() if k not in (*PER_MEMBER, "options", "threads")}
+    options = {}
+    for target, values in plan.options.items():
+        record = plan.records[target]
+        declared = batchable_of(record.factory)
+        per_model = set(declared.per_model) if declared else set()
+        options[target] = {k: v for k, v in values.items() if k not in per_model}
+    return None, json.dumps({"settings": shared, "options": options, "components": plan.qualified},
+                            sort_keys=True, default=str)
+
+
+@dataclass
+class MemberSpec:
+    """One member of a group spec."""
+
+    name: str
+    run_dir: pathlib.Path
+    settings: pathlib.Path | None  #: the settings a new member starts from; None: it resumes
+    log: pathlib.Path | None = None  #: where its lines go (a comparison's DIR/jobs/NAME.log)
+
+
+def write_spec(path: pathlib.Path, members: Sequence[MemberSpec]) -> None:
+    """Write a group's SPEC (atomically)."""
+    doc = {"format": SPEC_FORMAT, "members": [
+        {"name": m.name, "run_dir": str(m.run_dir), "settings": str(m.settings) if m.settings else None,
+         "log": str(m.log) if m.log else None} for m in members]}
+    atomic.write_text(path, json.dumps(doc, indent=1) + "\n")
+
+
+def read_spec(path: pathlib.Path) -> list[MemberSpec]:
+    """A group's SPEC, checked; a clear error for anything else."""
+    bad = (f"{path} is not a group spec ({SPEC_FORMAT}): `fmclf compare` writes one into DIR/jobs/ for each group "
+           f"it trains. Run the comparison again instead.")
+    try:
+        doc = json.loads(atomic.read_limited(pathlib.Path(path), 2**24).decode("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"group spec {str(path)!r} does not exist. {bad}") from None
+    except (OSError, ValueError, atomic.TooLarge) as exc:
+        raise UsageError(f"cannot read the group spec {str(path)!r} ({exc}). {bad}") from None
+    members = doc.get("members") if isinstance(doc, dict) and doc.get("format") == SPEC_FORMAT else None
+    if not isinstance(members, list) or not members:
+        raise UsageError(bad)
+    try:
+        out = [MemberSpec(str(m["name"]), pathlib.Path(m["run_dir"]),
+                          pathlib.Path(m["settings"]) if m.get("settings") else None,
+                          pathlib.Path(m["log"]) if m.get("log") else None) for m in members]
+    except (KeyError, TypeError):
+        raise UsageError(bad) from None
+    if len({m.run_dir for m in out}) != len(out):
+        raise UsageError(f"{path} names one run folder twice. {bad}")
+    return out
+
+
+@dataclass
+class _Member:
+    spec: MemberSpec
+    plan: Plan
+    checkpoint: dict | None
+    prov: dict[str, Any] = dataclasses.field(default_factory=dict)
+    lock: Any = None
+    parts: Any = None
+    ended: str = ""  #: how it ended: finished, diverged, interrupted, failed
+
+    def say(self, text: str) -> None:
+        """A line in this member's log (its comparison reads a failure's reason there)."""
+        if self.spec.log is not None:
+            with contextlib.suppress(OSError), open(self.spec.log, "a", encoding="utf-8") as log:
+                log.write(text.rstrip("\n") + "\n")
+
+
+def _plan_of(spec: MemberSpec, host: PluginHost) -> tuple[Plan, dict | None]:
+    """The member's plan, and its checkpoint when its folder already holds a run."""
+    from . import checkpoint as checkpoint_io
+    from . import provenance
+
+    if (spec.run_dir / folder.CONFIG).is_file():
+        folder.check_files(spec.run_dir)
+        settings, options = load_config(spec.run_dir / folder.CONFIG)
+        settings = provenance.pin_names(settings, spec.run_dir)
+        return resolve(RunConfig(**settings, options=options), host), checkpoint_io.load(spec.run_dir)
+    if spec.settings is None:
+        raise UsageError(f"{spec.run_dir} holds no run and the group spec gives no settings for {spec.name}.")
+    settings, options = load_config(spec.settings)
+    return resolve(RunConfig(**settings, options=options), host), None
+
+
+def _target(plan: Plan, kind: str) -> str:
+    """The option target of ``plan``'s component of ``kind``."""
+    return next(t for t, r in plan.records.items() if r.kind == kind)
+
+
+def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print) -> int:
+    """Train the group described by ``spec_path``; returns the exit code (0, or 130 after a stop).
+
+    Each member's ending is in its run folder's status.json (``fmclf runs`` shows it)."""
+    from ..dist.comm import Solo
+    from ..train.engine import StopFlag
+    from .lock import RunLock
+    from .signals import handled, say, stop_on_signals
+
+    specs = read_spec(pathlib.Path(spec_path))
+    members = []
+    for spec in specs:
+        try:
+            plan, checkpoint = _plan_of(spec, host)
+        except ConfigError as exc:
+            raise UsageError(f"{spec.name}: {exc}") from None
+        members.append(_Member(spec, plan, checkpoint))
+    reasons = [(m, *batch_key(m.plan)) for m in members]
+    for member, reason, _ in reasons:
+        if reason:
+            raise UsageError(f"{member.spec.name} cannot train in a group: {reason}. Run it alone with `fmclf run`.")
+    if len({key for _, _, key in reasons}) != 1:
+        raise UsageError(f"the members of {spec_path} differ in more than seed, --lr and per-model options; "
+                         f"a comparison groups only runs that may train together. Run it again to regroup them.")
+    done = {(c["state"]["epoch"], c["state"].get("batch", 0)) if c else (0, 0) for c in (m.checkpoint for m in members)}
+    if len(done) != 1 or next(iter(done))[1]:
+        raise UsageError(f"the members of {spec_path} stopped at different points ({sorted(done)}); a group resumes "
+                         f"only members at the same epoch's end. Resume them with `fmclf run --resume RUN_DIR`.")
+    members.sort(key=lambda m: m.plan.config.seed)
+    flag = StopFlag()
+    with handled(), contextlib.ExitStack() as held:
+        for m in members:
+            if m.checkpoint is None and not (m.spec.run_dir / folder.CONFIG).is_file():
+                folder.check_new(m.spec.run_dir)  # a new member's folder is new or empty, as for a run alone
+            m.spec.run_dir.mkdir(parents=True, exist_ok=True)
+            m.lock = RunLock(m.spec.run_dir)
+            held.callback(m.lock.release)
+            m.lock.acquire("train it in a group")
+            folder.remove_temporaries(m.spec.run_dir)
+        with stop_on_signals(flag, say):
+            return _train(members, host, Solo(), flag, next(iter(done))[0], echo)
+
+
+def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start: int, echo: Echo) -> int:
+    from ..data import TensorBatches
+    from ..draw.report import write_report
+    from ..train.batched import BatchedTrainer, Member
+    from ..train.engine import TrainState, divergence_message
+    from . import checkpoint as checkpoint_io
+    from . import processes, provenance
+    from .memory import peak_memory
+    from .plan import assemble, assemble_on
+    from .runner import _HEADER, _choose_threads, _kept, _prepare, run_summary
+
+    first = members[0]
+    plan, device = _prepare(first.plan.config, host, comm)
+    config = plan.config
+    parts = assemble(plan, device=device)  # the data once, with the first member's components
+    dataset = parts.dataset
+    if not isinstance(dataset.train, TensorBatches) or not isinstance(dataset.test, TensorBatches):
+        who = plan.records[_target(plan, "dataset")].describe()
+        raise UsageError(f"{who} declares it can be batched, but its splits are "
+                         f"{type(dataset.train).__name__}, not fmclf.data.TensorBatches; train its runs alone "
+                         f"(fmclf compare --no-batch), and tell its authors.")
+    chosen = _choose_threads(config, parts, device, comm)
+    for m in members:
+        m.plan.config.threads = config.threads
+        m.parts = parts if m is first else assemble_on(m.plan, dataset, device=device)
+        m.prov = provenance.record(m.plan, host, device, processes.describe(comm, device))
+        if m.checkpoint is not None:
+            checkpoint_io.restore(m.parts, m.checkpoint, m.spec.run_dir, comm)
+            m.prov = provenance.resumed(m.spec.run_dir, m.prov)
+        atomic.write_text(m.spec.run_dir / folder.CONFIG, m.plan.recorded().to_toml(m.prov, _HEADER))
+    from ..train.updaters import adapt_updater
+
+    losses: dict[str, Any] = {}  # members with the same loss options share one object: one call for all of them
+    batched = [Member(m.parts.model, adapt_updater(m.parts.updater),
+                      losses.setdefault(json.dumps(m.plan.options[_target(m.plan, "loss")], sort_keys=True,
+                                                   default=str), m.parts.loss),
+                      m.plan.config.seed, list(m.checkpoint["state"]["history"]) if m.checkpoint else [])
+               for m in members]
+    stacked = batchable_of(plan.records[_target(plan, "updater")].factory).stacked
+    forward = batchable_of(plan.records[_target(plan, "model")].factory).stacked
+    trainer = BatchedTrainer(batched, dataset, stacked, device=device, forward=forward)
+    epochs = config.epochs
+    echo(f"training {len(members)} runs of {config.model} + {config.loss} + {config.updater} on {config.dataset} "
+         f"as one group on {device}{f' ({config.threads} threads)' if chosen else ''}, "
+         f"epochs {start + 1}-{epochs}")
+    for m in members:
+        m.say(f"trained in a batched group of {len(members)} runs ({first.spec.name} ...)")
+    started = time.perf_counter()
+    last = start
+    try:
+        for epoch in range(start + 1, epochs + 1):
+            trainer.epoch(epoch, stop=flag)
+            trainer.export()
+            for m, b in zip(members, batched, strict=True):
+                if m.ended:
+                    continue
+                if b.diverged is not None:
+                    d = b.diverged
+                    loss = m.plan.records[_target(m.plan, "loss")]
+                    text = (divergence_message(d.value, d.batch, d.batches, d.epoch, loss, m.parts.loss,
+                                               DIVERGENCE_ADVICE) if d.batch else
+                            "training diverged: the model's weights became inf or nan in epoch "
+                            f"{d.epoch} although every batch loss was finite (an update overflowed). Try a smaller "
+                            f"--lr. ")
+                    kept = _kept((d.epoch - 1, 0) if d.epoch > 1 else None)
+                    error = DivergenceError(f"{text.strip()} The run folder {m.spec.run_dir} {kept}.")
+                    folder.write_status(m.spec.run_dir, "diverged", d.epoch - 1, str(error))
+                    m.say(f"Error: {error}")
+                    m.ended = "diverged"
+                    continue
+                state = TrainState(epoch=epoch, history=b.history)
+                checkpoint_io.save(m.spec.run_dir, m.parts, dataclasses.asdict(state), 1)
+            last = epoch
+            alive = [b for b in batched if b.diverged is None]
+            best = max((b.history[-1]["test_acc"] for b in alive), default=float("nan"))
+            echo(f"epoch {epoch}/{epochs}: {len(alive)} of {len(batched)} runs training, best test acc "
+                 f"{best:.4f} ({time.perf_counter() - started:.1f} s)")
+            if flag and epoch < epochs:
+                raise Interrupted(f"stopped by {flag.signal} after epoch {epoch}")
+    except Interrupted as exc:
+        for m in members:
+            if not m.ended:
+                folder.write_status(m.spec.run_dir, "interrupted", last, str(exc))
+                m.say(f"{exc}; the group's runs keep their checkpoints; run the same command again to resume")
+        echo(f"{exc}; every run of the group keeps its last epoch's checkpoint. Run the same command again to "
+             f"resume the group.")
+        return 130
+    except FmclfError as exc:  # a fault of a component, a full disk: every member still training failed with it
+        for m in members:
+            if not m.ended:
+                folder.write_status(m.spec.run_dir, "failed", last, str(exc))
+        raise
+    if any(b.confusion is None and b.diverged is None for b in batched):  # resumed with nothing left to train
+        trainer.evaluate_test()
+    seconds = time.perf_counter() - started
+    memory = peak_memory(device)
+    for m, b in zip(members, batched, strict=True):
+        if m.ended:
+            continue
+        summary = run_summary(m.plan, b.history, device, seconds, memory)
+        checkpoint_io.save_weights(m.spec.run_dir, m.parts.model)
+        folder.write_json(m.spec.run_dir / folder.SUMMARY, summary)
+        folder.write_status(m.spec.run_dir, "finished", len(b.history))
+        write_report(m.spec.run_dir, m.plan, b.history, b.confusion.cpu().tolist(), dataset.classes,
+                     seconds=seconds, device=str(device))
+        m.ended = "finished"
+        m.say(f"finished: test acc {b.history[-1]['test_acc']:.4f}")
+    diverged = sum(1 for m in members if m.ended == "diverged")
+    echo(f"trained {len(members)} runs in {seconds:.1f} s" + (f"; {diverged} diverged" if diverged else ""))
+    return 0

@@ -1,0 +1,297 @@
+"""Many small models trained as one computation: the members of a batched group.
+
+The members share a data set, a model architecture, a loss and an updater;
+they differ in seed, learning rate and the options their components declare
+per model (see :mod:`fmclf.host.batchable`). Their parameters are stacked
+(``torch.func.stack_module_state``) and the model runs once per distinct seed
+under ``vmap`` (``functional_call``), every member of that seed on the same
+batch. A model may declare its own stacked form (for softmax regression one
+matrix product 10·K columns wide, where ``vmap`` would do K products 10 wide). Each seed
+gathers its own batches from the one resident data tensor, in the order its
+run alone would see (:meth:`fmclf.data.TensorBatches.permutation`). The
+losses of all members are one call (a batchable loss is row-wise), their sum
+one backward, and the update one vectorised step.
+
+A member whose loss becomes inf or nan is dropped at that batch, before the
+update (on an accelerator: found when the epoch ends, as a run alone finds
+it): its parameters are zeroed and its rate set to 0, so it costs arithmetic
+but changes nothing, and the others go on.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .metrics import per_class_accuracy
+
+
+@dataclass
+class Diverged:
+    """Where a member's loss stopped being finite."""
+
+    epoch: int
+    batch: int
+    batches: int
+    value: float
+
+
+@dataclass
+class Member:
+    """One member as the trainer sees it: its own model and updater (which hold its state between
+    epochs, for its checkpoint), its seed, its loss, and what it has recorded."""
+
+    model: Any
+    updater: Any  #: the adapted updater its factory built, on its own model's parameters
+    loss: Callable[..., Any]
+    seed: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    diverged: Diverged | None = None
+    confusion: Any = None  #: the last test confusion matrix
+
+
+class BatchedTrainer:
+    """Trains ``members`` (sorted by seed) together on ``dataset`` (its splits ``TensorBatches``).
+
+    ``stacked`` is the updater's vectorised factory (:func:`fmclf.batchable`'s ``stacked``); ``forward``
+    the model's stacked form, ``forward(params, buffers, X) -> (K, N, classes)`` (default: ``vmap``).
+    :meth:`epoch` trains one epoch and evaluates, appending a metrics row to each member still
+    alive; :meth:`export` copies the stacked state back into each member's own model and updater.
+    """
+
+    def __init__(self, members: Sequence[Member], dataset: Any, stacked: Callable[..., Any], *, device: Any,
+                 forward: Callable[..., Any] | None = None) -> None:
+        import torch
+        from torch.func import functional_call, stack_module_state, vmap
+
+        seeds = [m.seed for m in members]
+        if seeds != sorted(seeds):
+            raise ValueError("the members of a batched group must be sorted by seed")
+        self.members = list(members)
+        self.dataset = dataset
+        self.device = device
+        self.classes = list(dataset.classes)
+        models = [m.model for m in members]
+        self.params, self.buffers = stack_module_state(models)
+        skeleton = copy.deepcopy(models[0]).to("meta")
+
+        def call(params: dict, buffers: dict, X: Any) -> Any:
+            return functional_call(skeleton, (params, buffers), (X,))
+
+        # every member of one seed on the same batch: the model's own stacked form when it declares one
+        self._forward = forward or vmap(call, in_dims=(0, 0, None))
+        self.groups: list[tuple[int, int, int]] = []  # (seed, first member, end)
+        for k, seed in enumerate(seeds):
+            if self.groups and self.groups[-1][0] == seed:
+                self.groups[-1] = (seed, self.groups[-1][1], k + 1)
+            else:
+                self.groups.append((seed, k, k + 1))
+        self.updater = stacked(params=list(self.params.values()), members=[m.updater for m in members])
+        self.sum_reduction = getattr(self.updater, "reduction", "sum") != "mean"
+        self.losses = _loss_runs(members)
+        self.alive = torch.ones(len(members), dtype=torch.bool, device=device)
+        self.dropped = False  #: whether any member was dropped (read on the host: no wait for the device)
+        self.defer = getattr(device, "type", "cpu") != "cpu"  # no read from an accelerator per batch
+
+    def logits(self, X: Any, params: dict[str, Any] | None = None, buffers: dict[str, Any] | None = None) -> Any:
+        """The logits of the members whose stacked ``params`` and ``buffers`` are given (default: all) on one
+        batch ``X``: shape (members, N, classes)."""
+        return self._forward(self.params if params is None else params, self.buffers if buffers is None else buffers,
+                             X)
+
+    def _by_seed(self, stacked: dict[str, Any]) -> list[dict[str, Any]]:
+        """``stacked`` cut into each seed's members, by ``split``: its backward is one concatenation, where
+        slicing would add a zero-filled gradient of the whole stack per seed."""
+        sizes = [end - first for _, first, end in self.groups]
+        cut = {n: t.split(sizes) for n, t in stacked.items()}
+        return [{n: pieces[g] for n, pieces in cut.items()} for g in range(len(sizes))]
+
+    def _loss(self, logits: Any, y: Any) -> Any:
+        """Every member's per-example losses, (K, N): one call per distinct loss, on its members' rows."""
+        import torch
+
+        K, N, C = logits.shape
+        if len(self.losses) == 1:
+            return self.losses[0][0](logits.reshape(K * N, C), y.reshape(K * N)).reshape(K, N)
+        out = torch.empty((K, N), dtype=logits.dtype, device=logits.device)
+        for fn, index in self.losses:
+            rows = len(index)
+            out[index] = fn(logits[index].reshape(rows * N, C), y[index].reshape(rows * N)).reshape(rows, N).to(
+                out.dtype)
+        return out
+
+    def epoch(self, epoch: int, stop: Any = None) -> None:
+        """Train epoch ``epoch`` and evaluate; each living member gets its metrics row. ``stop`` (truthy
+        once a signal asked) ends the epoch after the batch in flight: raises KeyboardInterrupt-free
+        :class:`fmclf.errors.Interrupted` and leaves every member at its last epoch's state."""
+        import torch
+
+        from ..data import TensorBatches
+        from ..errors import Interrupted
+
+        start = time.perf_counter()
+        train = self.dataset.train
+        n, bs = len(train.X), train.batch_size
+        batches = len(train)
+        K = len(self.members)
+        orders = {seed: TensorBatches(train.X, train.y, bs, shuffle=train.shuffle, seed=seed).permutation(epoch)
+                  .to(train.X.device) for seed, _, _ in self.groups}
+        labels = {seed: train.y.index_select(0, order) for seed, order in orders.items()}
+        loss_sum = torch.zeros(K, dtype=torch.float64, device=self.device)
+        correct = torch.zeros(K, dtype=torch.int64, device=self.device)
+        watch = torch.zeros((batches, K), dtype=torch.float32, device=self.device) if self.defer else None
+        for b in range(batches):
+            lo, hi = b * bs, min((b + 1) * bs, n)
+            parts, ys = [], []
+            params, buffers = self._by_seed(self.params), self._by_seed(self.buffers)
+            for g, (seed, first, end) in enumerate(self.groups):
+                X = train.X.index_select(0, orders[seed][lo:hi])
+                parts.append(self.logits(X, params[g], buffers[g]))
+                ys.append(labels[seed][lo:hi].expand(end - first, hi - lo))
+            logits = parts[0] if len(parts) == 1 else torch.cat(parts)
+            y = ys[0] if len(ys) == 1 else torch.cat(ys)
+            losses = self._loss(logits, y)
+            sums = losses.sum(1)
+            if watch is not None:
+                watch[b] = sums.detach()
+            else:
+                bad = ~torch.isfinite(sums.detach()) & self.alive
+                if bool(bad.any()):
+                    self._drop(bad, sums, epoch, b + 1, batches)
+            objective = (sums if self.sum_reduction else sums / (hi - lo)).sum()
+            self.updater.zero_grad()
+            objective.backward()
+            if self.dropped:
+                self._clean_gradients()
+            self.updater.step(hi - lo)
+            with torch.no_grad():
+                loss_sum += sums.detach().double()
+                correct += (logits.argmax(dim=2) == y).sum(dim=1)
+            if stop and b + 1 < batches:
+                raise Interrupted(f"stopped by {stop.signal} after batch {b + 1} of epoch {epoch}")
+        if watch is not None:
+            bad = ~torch.isfinite(watch) & self.alive
+            if bool(bad.any()):
+                for k in bad.any(dim=0).nonzero().flatten().tolist():
+                    b = int(bad[:, k].nonzero()[0, 0])
+                    mask = torch.zeros_like(self.alive)
+                    mask[k] = True
+                    self._drop(mask, watch[b].double(), epoch, b + 1, batches)
+        self._check_weights(epoch, batches)
+        rows = self._evaluate()
+        lrs = self.updater.lrs()
+        train_loss = (loss_sum / max(n, 1)).tolist()
+        train_acc = (correct.double() / max(n, 1)).tolist()
+        seconds = round(time.perf_counter() - start, 6)
+        for k, member in enumerate(self.members):
+            if member.diverged is not None:
+                continue
+            metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss[k], "train_acc": train_acc[k]}
+            for split, (acc, loss, confusion) in rows.items():
+                metrics.update({f"{split}_acc": acc[k], f"{split}_loss": loss[k]})
+                member.confusion = confusion[k]
+            metrics["per_class_test_acc"] = per_class_accuracy(member.confusion, self.classes)
+            metrics["lr"] = lrs[k]
+            metrics["seconds"] = seconds
+            member.history.append(metrics)
+
+    def evaluate_test(self) -> None:
+        """Set each living member's test confusion matrix (a group resumed after its last epoch trains none)."""
+        confusion = self._evaluate()["test"][2]
+        for k, member in enumerate(self.members):
+            if member.diverged is None:
+                member.confusion = confusion[k]
+
+    def _drop(self, bad: Any, sums: Any, epoch: int, batch: int, batches: int) -> None:
+        """Members ``bad`` diverged on this batch: record where, zero their parameters, stop their updates."""
+        import torch
+
+        values = sums.detach().double().tolist()
+        for k in bad.nonzero().flatten().tolist():
+            self.members[k].diverged = Diverged(epoch, batch, batches, values[k])
+            self.updater.drop(k)
+        self.alive &= ~bad
+        self.dropped = True
+        with torch.no_grad():
+            for t in self.params.values():
+                t[bad] = 0.0
+
+    def _clean_gradients(self) -> None:
+        """A dropped member's gradient (nan on the batch it diverged) must not reach any update."""
+        import torch
+
+        for t in self.params.values():
+            if t.grad is not None:
+                keep = self.alive.reshape(-1, *([1] * (t.ndim - 1)))
+                t.grad = torch.where(keep, t.grad, torch.zeros_like(t.grad))
+
+    def _check_weights(self, epoch: int, batches: int) -> None:
+        """A member whose weights overflowed although its losses stayed finite diverged too (as
+        :func:`fmclf.run.checkpoint.check_weights` finds for a run alone)."""
+        import torch
+
+        finite = torch.ones_like(self.alive)
+        for t in self.params.values():
+            finite &= torch.isfinite(t.detach().reshape(len(self.members), -1)).all(dim=1)
+        bad = ~finite & self.alive
+        if bool(bad.any()):
+            self._drop(bad, torch.full((len(self.members),), math.nan), epoch, 0, batches)
+
+    def _evaluate(self) -> dict[str, tuple[list[float], list[float], Any]]:
+        """Per split (valid when the data set has it, then test): each member's accuracy, mean loss and
+        confusion matrix (K, C, C), every member on the same batches."""
+        import torch
+
+        C = len(self.classes)
+        K = len(self.members)
+        out = {}
+        splits = (["valid"] if getattr(self.dataset, "valid", None) is not None else []) + ["test"]
+        with torch.no_grad():
+            for split in splits:
+                flat = torch.zeros(K * C * C, dtype=torch.int64, device=self.device)
+                loss_sum = torch.zeros(K, dtype=torch.float64, device=self.device)
+                count = 0
+                offsets = (torch.arange(K, device=self.device) * C * C).unsqueeze(1)
+                for X, y in getattr(self.dataset, split):
+                    logits = self.logits(X)
+                    N = len(y)
+                    yy = y.expand(K, N)
+                    loss_sum += self._loss(logits, yy).double().sum(dim=1)
+                    flat.scatter_add_(0, (offsets + yy * C + logits.argmax(dim=2)).reshape(-1),
+                                      torch.ones(K * N, dtype=torch.int64, device=self.device))
+                    count += N
+                confusion = flat.reshape(K, C, C)
+                acc = (confusion.diagonal(dim1=1, dim2=2).sum(dim=1).double() / max(count, 1)).tolist()
+                out[split] = (acc, (loss_sum / max(count, 1)).tolist(), confusion)
+        return out
+
+    def export(self) -> None:
+        """Copy each living member's parameters (and its updater's state) back into its own objects."""
+        import torch
+
+        with torch.no_grad():
+            for k, member in enumerate(self.members):
+                if member.diverged is not None:
+                    continue
+                own = dict(member.model.named_parameters())
+                for name, t in self.params.items():
+                    own[name].copy_(t[k])
+                bufs = dict(member.model.named_buffers())
+                for name, t in self.buffers.items():
+                    bufs[name].copy_(t[k])
+                self.updater.export(k)
+
+
+def _loss_runs(members: Sequence[Member]) -> list[tuple[Callable[..., Any], Any]]:
+    """The distinct loss objects and the members each serves (one object, one call)."""
+    import torch
+
+    runs: dict[int, tuple[Callable[..., Any], list[int]]] = {}
+    for k, m in enumerate(members):
+        runs.setdefault(id(m.loss), (m.loss, []))[1].append(k)
+    device = members[0].model and next(iter(members[0].model.parameters())).device
+    return [(fn, torch.tensor(index, device=device)) for fn, index in runs.values()]
