@@ -307,6 +307,8 @@ def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start
             continue
         summary = run_summary(m.plan, b.history, device, seconds, memory)
         checkpoint_io.save_weights(m.spec.run_dir, m.parts.model)
+        if b.predictions is not None:  # before summary.json, as a run alone writes them
+            folder.write_predictions(m.spec.run_dir, *b.predictions)
         folder.write_json(m.spec.run_dir / folder.SUMMARY, summary)
         folder.write_status(m.spec.run_dir, "finished", len(b.history))
         write_report(m.spec.run_dir, m.plan, b.history, b.confusion.cpu().tolist(), dataset.classes,

@@ -52,6 +52,9 @@ class Member:
     history: list[dict[str, Any]] = field(default_factory=list)
     diverged: Diverged | None = None
     confusion: Any = None  #: the last test confusion matrix
+    #: ``(labels, predicted classes)`` of every test example at the last test evaluation (CPU tensors), for the
+    #: run folder's test predictions (what fmclf compare's bootstrap over test examples resamples)
+    predictions: Any = None
 
 
 class BatchedTrainer:
@@ -256,14 +259,24 @@ class BatchedTrainer:
                 loss_sum = torch.zeros(K, dtype=torch.float64, device=self.device)
                 count = 0
                 offsets = (torch.arange(K, device=self.device) * C * C).unsqueeze(1)
+                labels, predicted = [], []
                 for X, y in getattr(self.dataset, split):
                     logits = self.logits(X)
                     N = len(y)
                     yy = y.expand(K, N)
                     loss_sum += self._loss(logits, yy).double().sum(dim=1)
-                    flat.scatter_add_(0, (offsets + yy * C + logits.argmax(dim=2)).reshape(-1),
+                    guess = logits.argmax(dim=2)
+                    flat.scatter_add_(0, (offsets + yy * C + guess).reshape(-1),
                                       torch.ones(K * N, dtype=torch.int64, device=self.device))
+                    if split == "test":
+                        labels.append(y.to(torch.int16))
+                        predicted.append(guess.to(torch.int16))
                     count += N
+                if split == "test" and labels:
+                    ys, guesses = torch.cat(labels).cpu(), torch.cat(predicted, dim=1).cpu()
+                    for k, member in enumerate(self.members):
+                        if member.diverged is None:
+                            member.predictions = (ys, guesses[k])
                 confusion = flat.reshape(K, C, C)
                 acc = (confusion.diagonal(dim1=1, dim2=2).sum(dim=1).double() / max(count, 1)).tolist()
                 out[split] = (acc, (loss_sum / max(count, 1)).tolist(), confusion)

@@ -76,7 +76,7 @@ def test_each_member_is_the_run_it_would_have_been_alone(tiny_data, tmp_path, mo
     assert run_group(spec, host, echo=_quiet) == 0
     for run_dir in dirs:  # every member's folder is complete, as a run alone leaves it
         for name in (folder.CONFIG, folder.METRICS, folder.WEIGHTS, folder.SUMMARY, folder.STATUS, folder.REPORT,
-                     folder.CHECKPOINT):
+                     folder.CHECKPOINT, folder.TEST_PREDICTIONS):
             assert (run_dir / name).is_file(), name
         assert folder.read_status(run_dir)["status"] == "finished"
         assert json.loads((run_dir / folder.SUMMARY).read_text())["epochs_trained"] == EPOCHS
@@ -90,6 +90,9 @@ def test_each_member_is_the_run_it_would_have_been_alone(tiny_data, tmp_path, mo
         weights = torch.load(run_dir / folder.WEIGHTS, weights_only=True)
         for name, value in alone.model.state_dict().items():
             assert torch.allclose(weights[name], value, rtol=1e-4, atol=1e-6), name
+        # the test predictions compare's bootstrap resamples: the same examples, nearly every one the same class
+        mine, theirs = folder.read_correct(run_dir), folder.read_correct(alone.run_dir)
+        assert mine.shape == theirs.shape and (mine != theirs).mean() <= 0.002
 
 
 @pytest.mark.parametrize("deferred", [False, True], ids=["read-each-batch", "read-at-epoch-end"])
