@@ -103,7 +103,6 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
     records of components given as Python objects (see :func:`fmclf.run.plan.resolve`);
     without ``checkpoints`` the folder gets the metrics, summary and report but no weights.
     """
-    signals.import_torch()  # a signal while torch loads would abort the process: it waits, then stops the run
     with handled(), connect() as comm:
         echo = processes.root_only(comm, echo)
         out_dirs: list[pathlib.Path] = []
@@ -164,7 +163,6 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
     many processes as trained it.
     """
     run_dir = pathlib.Path(run_dir)
-    signals.import_torch()  # see run_new
     with handled(), connect() as comm:
         echo = processes.root_only(comm, echo)
         lock = RunLock(run_dir)
@@ -240,6 +238,9 @@ def _prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[P
     plan = resolve(config, host, objects)
     if check is not None:
         check(plan)
+    # torch from here on, once every setting is checked: a signal while it loads would abort the process, so
+    # it waits, then stops the run
+    signals.import_torch()
     device = launch_device(plan.config.device, comm.launch, comm.backend)
     check_processes(plan, comm.world_size)
     _prepare_device(plan.config, device)
@@ -291,6 +292,7 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
     folder.check_files(run_dir)  # before anything is rewritten: a resume that cannot finish changes nothing
     settings, options = folder.read_config(run_dir)
     settings = provenance.pin_names(settings, run_dir)
+    signals.import_torch()  # see _prepare
     checkpoint = checkpoint_io.load(run_dir)
     trained_by = checkpoint.get("world_size", 1) if checkpoint is not None else comm.world_size
     if trained_by != comm.world_size:

@@ -153,16 +153,16 @@ def test_a_metric_of_nan_is_recorded_as_null_and_every_file_is_json(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
     result = _fit((_batches(), _batches()), metrics=[_NanMetric()], out=run_dir)
-    assert result.history[-1]["test_NanMetric_undefined"] is None
-    assert result.history[-1]["test_NanMetric_far"] is None
-    assert result.history[-1]["test_NanMetric_fine"] == 1.0
+    assert result.history[-1]["test_nan_metric_undefined"] is None
+    assert result.history[-1]["test_nan_metric_far"] is None
+    assert result.history[-1]["test_nan_metric_fine"] == 1.0
 
     def strict(text: str):
         return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
 
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        assert strict(line)["test_NanMetric_undefined"] is None
-    assert strict((run_dir / "summary.json").read_text())["test_NanMetric_undefined"] is None
+        assert strict(line)["test_nan_metric_undefined"] is None
+    assert strict((run_dir / "summary.json").read_text())["test_nan_metric_undefined"] is None
     from fmclf.cli import cli
 
     listed = CliRunner().invoke(cli, ["runs", "--json", str(tmp_path)])
@@ -181,7 +181,7 @@ def test_a_plugin_metric_of_nan_is_null_and_the_report_is_redrawn(fmclf_plugin, 
     run_dir = tmp_path / "run"
     done = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "1",
                                     "--device", "cpu", "--visualizer", "none", "--metric", "nan-metric",
-                                    "--out", str(run_dir)])
+                                    "--seed", "0", "--out", str(run_dir)])
     assert done.exit_code == 0, done.output
     row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1],
                      parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))

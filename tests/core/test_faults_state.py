@@ -40,7 +40,7 @@ def test_a_plain_state_still_round_trips_and_resumes(tiny_data, tmp_path):
     """The built-in early-stop keeps plain numbers: saved, read back, resumed."""
     run_dir = tmp_path / "run"
     base = ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--batch-size", "32", "--device", "cpu",
-            "--visualizer", "none"]
+            "--visualizer", "none", "--seed", "0"]
     first = CliRunner().invoke(cli, [*base, "--epochs", "1", "--callback", "early-stop", "-o", "dataset.valid=0.2",
                                      "--out", str(run_dir)])
     assert first.exit_code == 0, first.output

@@ -21,7 +21,7 @@ def test_processes_that_end_with_different_weights_fail_the_run(tiny_data, tmp_p
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
                                       "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--visualizer", "none",
-                                      "--out", str(run_dir)])
+                                      "--seed", "0", "--out", str(run_dir)])
     assert result.exit_code == 1, result.output
     assert "processes ended with different weights" in result.stderr and "the run is marked failed" in result.stderr
     status = json.loads((run_dir / "status.json").read_text())
@@ -49,7 +49,7 @@ def test_a_resumed_epoch_is_timed_with_the_part_before_the_stop(tiny_data, tmp_p
 
     run_dir = tmp_path / "run"
     args = ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "2", "--batch-size", "16",
-            "--device", "cpu", "--out", str(run_dir)]
+            "--device", "cpu", "--seed", "0", "--out", str(run_dir)]
     stopped = CliRunner().invoke(cli, ["-p", "chaos_plugin", *args, "--visualizer", "signal-at",
                                        "-o", "visualizer.signal-at.epoch=2", "-o", "visualizer.signal-at.batch=3"])
     assert stopped.exit_code == 130, stopped.output
@@ -67,7 +67,7 @@ def test_an_old_checkpoint_without_seconds_still_resumes(tiny_data, tmp_path):
 
     run_dir = tmp_path / "run"
     args = ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--epochs", "2", "--batch-size", "16",
-            "--device", "cpu", "--out", str(run_dir)]
+            "--device", "cpu", "--seed", "0", "--out", str(run_dir)]
     CliRunner().invoke(cli, ["-p", "chaos_plugin", *args, "--visualizer", "signal-at",
                              "-o", "visualizer.signal-at.epoch=2", "-o", "visualizer.signal-at.batch=3"])
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)

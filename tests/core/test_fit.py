@@ -173,7 +173,8 @@ def test_a_model_function_without_params_trains_but_keeps_no_checkpoints(tiny_da
     result = fmclf.fit(model=ch.net, loss=ch.cross_entropy, updater=ch.updater, epochs=2, out=tmp_path / "run",
                        **tiny(tiny_data))
     assert result.summary["test_acc"] > 0.7
-    note = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Note:")]
+    note = [line for line in capsys.readouterr().out.splitlines()  # (a busy machine adds its own note: not this test's)
+            if line.startswith("Note:") and "other work is sharing the CPU" not in line]
     assert note == [("Note: model 'net' came without params, so fmclf cannot save or restore its weights: this run "
                      "keeps no checkpoints and cannot be resumed (pass params=[W, b] to keep them).")]
     files = {p.name for p in (tmp_path / "run").iterdir()}
