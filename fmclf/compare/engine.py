@@ -293,6 +293,15 @@ def _with_seed(cell: Cell, seed: int) -> RunConfig:
 
 
 def _check_out(out: pathlib.Path) -> None:
+    # The folders compare makes in DIR, and each run folder in runs/, are never followed as links: every file
+    # written there must land in DIR (a link would carry the settings and logs elsewhere).
+    for made in (out / jobs.RUNS, out / jobs.JOBS):
+        if made.is_symlink():
+            raise atomic.refused(made, "a symbolic link")
+    if (out / jobs.RUNS).is_dir():
+        for run in (out / jobs.RUNS).iterdir():
+            if run.is_symlink():
+                raise atomic.refused(run, "a symbolic link")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder. Choose another --out.")
     if out.is_dir() and folder.holds_run(out):

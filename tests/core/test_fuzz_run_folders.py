@@ -331,3 +331,72 @@ def test_fuzz_commands_on_a_hostile_folder(finished_run, tiny_data, tmp_path, wa
         assert result.exit_code in (1, 2), (hows, command, result.output)
         if len(hows) == 1:
             assert result.exit_code == 2 and left[0].name in result.output, (hows, command, result.output)
+
+
+# Components that raise a BaseException (issue 25, class 2), drawn at random: whichever command runs them,
+# the exit is 1 (compare: the run is recorded failed), the component is named and nothing is a traceback.
+BASE_KINDS = ["exit0", "exit3", "generator", "custom", "keyboard"]
+BASE_CASES = int(os.environ.get("FMCLF_FUZZ_BASE_CASES", "8"))
+
+
+@pytest.mark.parametrize("case", range(BASE_CASES), ids=lambda i: f"seed{SEED}-base{i}")
+def test_fuzz_components_raising_base_exceptions(tiny_data, tmp_path, watchdog, case):
+    rng = random.Random(f"{SEED}-base-{case}")
+    kind = rng.choice(BASE_KINDS)
+    command = rng.choice(["run-loss", "run-callback", "bench", "compare"])
+    data = ["--data-root", str(tiny_data), "-o", "dataset.verify=false", "--batch-size", "32", "--device", "cpu",
+            "--epochs", "1", "--seed", "1", "--visualizer", "none"]
+    if command == "bench":
+        result = invoke("-p", "chaos_plugin", "bench", "loss", "exit-loss", "--no-speed")
+        check_outcome(result)
+        assert result.exit_code == 1 and "exit-loss" in result.output, (kind, result.output)
+        return
+    if command == "compare":
+        out = tmp_path / "cmp"
+        result = invoke("-p", "chaos_plugin", "compare", "--loss", "fused", "--loss", "exit-loss", "-o",
+                        f"loss.kind={kind}", "--seeds", "1", "--jobs", "1", *data[:-2], "--out", str(out))
+        check_outcome(result)
+        rows = {r["components"]["loss"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+        assert rows["exit-loss"]["failed"] == 1 and rows["fused"]["failed"] == 0, (kind, result.output)
+        return
+    run_dir = tmp_path / "run"
+    extra = (["--loss", "exit-loss", "-o", f"loss.kind={kind}"] if command == "run-loss" else
+             ["--callback", "exit-callback", "-o", f"callback.exit-callback.kind={kind}", "-o",
+              f"callback.exit-callback.event={rng.choice(['on_fit_start', 'on_batch_end', 'on_epoch_end'])}"])
+    result = invoke("-p", "chaos_plugin", "run", *data, "--out", str(run_dir), *extra)
+    check_outcome(result)
+    who = "exit-loss" if command == "run-loss" else "exit-callback"
+    assert result.exit_code == 1 and who in result.output, (kind, command, result.output)
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+
+
+# A hostile comparison folder: its lock, its jobs/ folder or a run's lock a link, a record a FIFO. Refused or
+# done, never followed, never a hang, nothing outside it touched.
+@pytest.mark.parametrize("how", ["lock-link", "jobs-link", "runs-link", "run-link", "json-fifo", "run-lock-link"])
+def test_compare_on_a_hostile_comparison_folder(tiny_data, tmp_path, watchdog, how):
+    out, victim, elsewhere = tmp_path / "cmp", tmp_path / "victim.txt", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    victim.write_text("precious\n")
+    if how == "lock-link":
+        (out / ".lock").symlink_to(victim)
+    elif how == "jobs-link":
+        (out / "jobs").symlink_to(elsewhere)
+    elif how == "runs-link":
+        (out / "runs").symlink_to(elsewhere)
+    elif how == "run-link":
+        (out / "runs").mkdir()
+        (out / "runs" / "scratch-fused-sgd-fashion-mnist-seed0").symlink_to(elsewhere)
+    elif how == "json-fifo":
+        os.mkfifo(out / "compare.json")
+    else:
+        run = out / "runs" / "scratch-fused-sgd-fashion-mnist-seed0"
+        run.mkdir(parents=True)
+        (run / ".lock").symlink_to(victim)
+    result = invoke("compare", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--batch-size", "32",
+                    "--device", "cpu", "--epochs", "1", "--visualizer", "none", "--seeds", "1", "--jobs", "1",
+                    "--out", str(out))
+    check_outcome(result)
+    assert victim.read_text() == "precious\n" and list(elsewhere.iterdir()) == [], (how, result.output)
+    if how in ("lock-link", "jobs-link", "runs-link", "run-link"):
+        assert result.exit_code == 2 and "symbolic link" in result.output, (how, result.output)
