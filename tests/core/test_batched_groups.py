@@ -339,8 +339,12 @@ def test_a_group_refuses_a_new_members_folder_that_holds_other_files(tiny_data, 
 def test_members_match_runs_alone_after_ten_epochs_on_the_real_data(real_data, tmp_path, updater):
     host = load_plugins()
     options = {"updater": {"momentum": 0.9} if updater == "torch-sgd" else {}}
+    # Rates where training is stable: above about 0.1 (0.01 with momentum 0.9) softmax regression on these pixels
+    # oscillates along the mean image, and any difference in the last bit (a sum in another order) grows by
+    # percents within an epoch, alone as in a group.
+    low, high = (0.05, 0.1) if updater == "sgd" else (0.005, 0.01)
     configs = [_config(real_data, seed, lr, options, updater=updater, epochs=10, batch_size=256, threads=None)
-               for seed, lr in [(0, 0.1), (1, 0.3), (0, 0.3)]]
+               for seed, lr in [(0, low), (1, high), (0, high)]]
     spec, dirs = _group(tmp_path / "cmp", configs)
     assert run_group(spec, host, echo=_quiet) == 0
     alone = run_new(configs[1], host, out=tmp_path / "alone", echo=_quiet)
