@@ -74,6 +74,7 @@ def _once_or_axis(p: click.Parameter) -> click.Parameter:
     if isinstance(p, click.Option) and not p.multiple and not p.is_flag:
         unset = p.default is None or p.default is getattr(click.core, "UNSET", None)  # click >= 8.2: no default
         _SINGLE[p.name] = None if unset else p.default
+        _FLAG[p.name] = max(p.opts, key=len)  # what a message calls it: --executor, not its parameter's name
         p.multiple = True
         p.default = None if unset else (p.default,)
     return p
@@ -81,6 +82,8 @@ def _once_or_axis(p: click.Parameter) -> click.Parameter:
 
 #: The single-valued options collected as lists (see :func:`_once_or_axis`), with their defaults.
 _SINGLE: dict[str, Any] = {}
+#: Each collected option's flag as the user types it.
+_FLAG: dict[str, str] = {}
 
 
 def _single_values(given: dict[str, Any]) -> dict[str, list[str]]:
@@ -95,7 +98,7 @@ def _single_values(given: dict[str, Any]) -> dict[str, list[str]]:
             axes[name] = [str(v) for v in values]
             given[name] = values[0]
         elif len(values) > 1:
-            flag = "--" + name.replace("_", "-").removesuffix("-path").removesuffix("-args")
+            flag = _FLAG[name]
             raise UsageError(
                 f"{flag} is given {len(values)} times ({', '.join(str(v) for v in values)}); it takes one value. "
                 f"Only {', '.join('--' + s.replace('_', '-') for s in SCALAR_AXES)} and the components "

@@ -37,7 +37,9 @@ def test_a_repeated_lr_is_an_axis_and_a_repeated_setting_that_cannot_be_one_is_a
     assert "--lr 0.01 --seed 0" in grid.output and "--lr 0.1 --seed 0" in grid.output
     for flags, flag in ((["--epochs", "2", "--epochs", "3"], "--epochs"), (["--seeds", "2", "--seeds", "3"], "--seeds"),
                         (["--device", "cpu", "--device", "cuda"], "--device"),
-                        (["--out", str(tmp_path / "other")], "--out")):
+                        (["--out", str(tmp_path / "other")], "--out"),
+                        (["--executor", "local", "--executor", "ray"], "--executor"),
+                        (["--config", "a.toml", "--config", "b.toml"], "--config")):
         result = compare("--data-root", str(tiny_data), *flags, "--out", str(out))
         assert result.exit_code == 2, result.output
         assert f"{flag} is given 2 times" in result.output and "it takes one value" in result.output
