@@ -21,7 +21,7 @@ import os
 import pathlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import FmclfError, UsageError
@@ -219,6 +219,7 @@ def fit(
 
 
 def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitResult:
+    from .draw.report import RunReport
     from .run.runner import Voice, run_new, run_resume
 
     echo = print
@@ -232,15 +233,15 @@ def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitRe
                   notice=_notice_from_a_thread if jupyter else None)
     if recorded is not None:
         overrides = _overrides(args, given, recorded, names, objects)
-        result = run_resume(pathlib.Path(resume), host, overrides=overrides, echo=echo, objects=objects, voice=voice)
+        result = run_resume(pathlib.Path(resume), host, overrides=overrides, echo=echo, objects=objects, voice=voice,
+                            report=RunReport)
     else:
         config = RunConfig(**names, epochs=args["epochs"], batch_size=args["batch_size"], lr=args["lr"],
                            device=args["device"], seed=args["seed"], threads=args["threads"],
                            cuda_graphs=args["cuda_graphs"], options=_options(args, names, objects, host))
-        _fit_batch_size(config, args, given)
-        _fit_device(config, args, objects)
+        config = _fit_device(_fit_batch_size(config, args, given), args, objects)
         result = run_new(config, host, out=_out(args["out"]), echo=echo, objects=objects, voice=voice,
-                         checkpoints=checkpoints)
+                         checkpoints=checkpoints, report=RunReport)
     model = args["model"] if not isinstance(args["model"], str) else result.model
     data = args["dataset"] if not isinstance(args["dataset"], str) else None
     fitted = FitResult(model, result.history, result.summary, result.run_dir, result.plan.config, data)
@@ -421,35 +422,35 @@ def _options(args: dict[str, Any], names: dict[str, Any], objects: Mapping[str, 
     return out
 
 
-def _fit_batch_size(config: RunConfig, args: dict[str, Any], given: frozenset[str]) -> None:
+def _fit_batch_size(config: RunConfig, args: dict[str, Any], given: frozenset[str]) -> RunConfig:
     """With your own batches, the batch size is theirs: recorded, and a different batch_size= refused."""
     from .run.objects import batch_size_of
 
     if isinstance(args["dataset"], str):
-        return
+        return config
     size = batch_size_of(args["dataset"])
     if size is None:
-        return
+        return config
     if "batch_size" in given and args["batch_size"] != size:
         raise UsageError(
             f"batch_size={args['batch_size']}, but your training batches come {size} at a time (the DataLoader's "
             f"batch_size): the batches are yours, so leave batch_size out, or build them with the size you want."
         )
-    config.batch_size = size
+    return replace(config, batch_size=size)
 
 
-def _fit_device(config: RunConfig, args: dict[str, Any], objects: Mapping[str, Any]) -> None:
+def _fit_device(config: RunConfig, args: dict[str, Any], objects: Mapping[str, Any]) -> RunConfig:
     """``device="auto"`` with a model object: where its parameters already are (cpu for a function
     without params), so that fit does not move your tensors unasked."""
     if config.device.strip().lower() != "auto" or "model" not in objects:
-        return
+        return config
     model = args["model"]
     tensors = list(model.parameters()) if _is_module(model) else list(args["params"] or [])
     from .run.objects import optimizer_of, optimizer_params
 
     if not tensors and optimizer_of(args["updater"]) is not None:
         tensors = optimizer_params(optimizer_of(args["updater"]))
-    config.device = str(tensors[0].device) if tensors else "cpu"
+    return replace(config, device=str(tensors[0].device) if tensors else "cpu")
 
 
 def _out(out: Any) -> Any:

@@ -21,8 +21,9 @@ from . import cli, friendly
 @friendly
 def run_group(ctx: click.Context, spec: pathlib.Path) -> None:
     """Train the runs of the group SPEC (written by `fmclf compare`) as one computation."""
+    from ..draw.report import write_report
     from ..run.group import run_group as train_group
 
-    code = train_group(spec, ctx.obj.host(), echo=click.echo)
+    code = train_group(spec, ctx.obj.host(), echo=click.echo, report=write_report)
     if code:
         sys.exit(code)

@@ -13,7 +13,7 @@ from click.core import ParameterSource
 from ..dist.launch import is_root_process
 from ..errors import UsageError
 from ..kinds import ROWS
-from ..run.config import RunConfig, load_config, merge
+from ..run.config import RESUMABLE, RunConfig, load_config, merge
 from ..run.memory import describe as describe_memory
 from . import cli, friendly
 from ._flags import DATA_ROOT, PathArg, complete_component, complete_option, gather_options, require_data_root
@@ -22,9 +22,6 @@ from ._help import epilog
 #: The settings a run takes from the command line: every RunConfig field but the options (and from_python,
 #: which only fmclf.fit sets).
 _RUN_KEYS = tuple(f.name for f in fields(RunConfig) if f.name not in ("options", "from_python"))
-#: What --resume may change (the rest is fixed by the run's config.toml). Visualizers only show, so they may
-#: change; metrics and callbacks decide what a run records and when it stops, so they may not.
-_RESUMABLE = {"epochs", "device", "cuda_graphs", "threads", "visualizers"}
 _DEFAULTS = RunConfig()
 
 
@@ -102,7 +99,7 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
 
     host = ctx.obj.host()
     if resume_dir is not None:
-        fixed = explicit - _RESUMABLE
+        fixed = explicit - set(RESUMABLE)
         if fixed or config_path or cli_options or out:
             named = sorted({f"--{k.replace('_', '-')}" for k in fixed}
                            | ({"--config"} if config_path else set())
@@ -111,15 +108,16 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
             raise UsageError(
                 f"--resume continues a run with the settings it started with; {', '.join(named)} cannot change them "
                 f"(metrics and callbacks decide what the run records and when it stops). Only --epochs (to train "
-                f"further), --device, --cuda-graphs, --threads and --visualizer may be given with --resume."
+                f"further), {_listed([_flag(k) for k in RESUMABLE[1:]])} may be given with --resume."
             )
         overrides = {k: given[k] for k in explicit}
         if dry_run:
             click.echo(_dry_resume(resume_dir, host, overrides))
             return
+        from ..draw.report import RunReport
         from ..run.runner import run_resume
 
-        result = run_resume(resume_dir, host, overrides=overrides, echo=click.echo)
+        result = run_resume(resume_dir, host, overrides=overrides, echo=click.echo, report=RunReport)
     else:
         config = RunConfig(**{k: given[k] for k in _RUN_KEYS}, options=cli_options)
         file_settings: dict[str, Any] = {}
@@ -131,11 +129,22 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
         if dry_run:
             click.echo(_dry_new(config, host, explicit, file_settings, config_path, cli_options, out))
             return
+        from ..draw.report import RunReport
         from ..run.runner import run_new
 
-        result = run_new(config, host, out=out, echo=click.echo)
+        result = run_new(config, host, out=out, echo=click.echo, report=RunReport)
     if is_root_process():
         _print_summary(result)
+
+
+def _flag(setting: str) -> str:
+    """The flag of a setting, as --help shows it."""
+    row = next((r for r in ROWS if r.setting == setting), None)
+    return row.flag if row is not None else f"--{setting.replace('_', '-')}"
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _given(options: dict[str, dict[str, Any]], target: str, name: str) -> bool:
@@ -175,9 +184,7 @@ def _dry_resume(run_dir: pathlib.Path, host, overrides: dict[str, Any]) -> str:
         raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run "
                          f"printed at its start.")
     settings, options = folder.read_config(run_dir)
-    config = RunConfig(**{**settings, **overrides}, options=options)
-    config.options = {t: o for t, o in options.items()
-                      if not t.startswith("visualizer.") or t.split(".", 1)[1] in config.visualizers}
+    config = RunConfig(**settings, options=options).resumed_with(overrides)
     recorded = f"run folder ({run_dir / folder.CONFIG})"
 
     def option_source(target: str, name: str) -> str:

@@ -14,6 +14,7 @@ Importing this module imports no torch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pathlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -91,7 +92,8 @@ def _key(run: Run, host: PluginHost) -> tuple[str | None, str | None]:
     if run.state not in (NEW, RESUME):
         return "it trains further a run that has finished (--epochs grew)", None
     config = copy.deepcopy(run.config)
-    config.visualizers = ["none"] if config.visualizers in (["none"], []) else config.visualizers
+    config = dataclasses.replace(config, visualizers=["none"] if config.visualizers in (["none"], [])
+                                 else config.visualizers)
     reason, key = batch_key(resolve(config, host))
     if reason:
         return reason, None

@@ -175,8 +175,9 @@ class _Plan:
         runs = []
         for cell in self.cells:
             for trial in trials[cell.name]:
-                config = self.protocol.configure(cell.config, trial["params"])
-                config.seed, config.threads = tuning.trial_seed(self.seeds[0], trial["number"]), self.per_run
+                config = dataclasses.replace(self.protocol.configure(cell.config, trial["params"]),
+                                             seed=tuning.trial_seed(self.seeds[0], trial["number"]),
+                                             threads=self.per_run)
                 runs.append(Run(cell, config.seed, config, self.out, trial=trial["number"]))
         return runs
 
@@ -287,9 +288,7 @@ def _one_writer(out: pathlib.Path) -> Iterator[None]:
 
 
 def _with_seed(cell: Cell, seed: int) -> RunConfig:
-    config = copy.deepcopy(cell.config)
-    config.seed = seed
-    return config
+    return dataclasses.replace(copy.deepcopy(cell.config), seed=seed)
 
 
 def _check_out(out: pathlib.Path) -> None:

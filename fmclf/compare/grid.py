@@ -10,6 +10,7 @@ Importing this module imports no torch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import re
 from collections.abc import Sequence
@@ -127,7 +128,7 @@ def build_cells(base: RunConfig, axes: dict[str, Sequence[str]], grid_options: d
     for point in itertools.product(*(axes[s] for s in settings)):
         config = copy.deepcopy(base)
         for setting, value in zip(settings, point):
-            _set(config, setting, value)
+            config = _set(config, setting, value)
         for full in fixed:  # a fixed option of a kind on an axis: only for the components that have it
             target, key = full.rsplit(".", 1)
             if _declares(config, full, host):
@@ -168,20 +169,20 @@ def varying(cells: Sequence[Cell]) -> list[str]:
     return out
 
 
-def _set(config: RunConfig, setting: str, value: str) -> None:
+def _set(config: RunConfig, setting: str, value: str) -> RunConfig:
     field_name = BY_NAME[setting].setting if setting in BY_NAME else setting
     if not hasattr(config, field_name):
         raise UsageError(f"a comparison cannot vary {setting!r}: runs have no such setting.")
     now = getattr(config, field_name)
+    new: Any = value
     if isinstance(now, list):
-        setattr(config, field_name, [value])
+        new = [value]
     elif isinstance(now, (int, float)) and not isinstance(now, bool):  # a scalar axis: --lr 0.1 --lr 0.01
         try:
-            setattr(config, field_name, type(now)(value))
+            new = type(now)(value)
         except ValueError:
             raise UsageError(f"--{setting.replace('_', '-')} {value!r} is not a number.") from None
-    else:
-        setattr(config, field_name, value)
+    return dataclasses.replace(config, **{field_name: new})
 
 
 def _component(config: RunConfig, setting: str) -> str:

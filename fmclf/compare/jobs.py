@@ -84,10 +84,8 @@ def runs_of(cells: list[Cell], seeds: list[int], root: pathlib.Path, threads: in
     out = []
     for cell in cells:
         for seed in seeds:
-            config = copy.deepcopy(cell.config)
-            config.seed = seed
-            if threads is not None:
-                config.threads = threads
+            config = dataclasses.replace(copy.deepcopy(cell.config), seed=seed,
+                                         threads=cell.config.threads if threads is None else threads)
             out.append(Run(cell, seed, config, root))
     return out
 

@@ -13,6 +13,7 @@ Optuna (only a tuned comparison does).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import pathlib
 import warnings
@@ -75,13 +76,13 @@ class Dimension:
             return IntDistribution(int(self.low), int(self.high), log=self.scale == "log")
         return FloatDistribution(self.low, self.high, log=self.scale == "log")
 
-    def apply(self, config: RunConfig, value: Any) -> None:
-        """Set ``value`` in ``config``."""
+    def apply(self, config: RunConfig, value: Any) -> RunConfig:
+        """``config`` with ``value`` set."""
         if self.setting is not None:
-            setattr(config, self.setting, TUNABLE_SETTINGS[self.setting](value))
-            return
+            return dataclasses.replace(config, **{self.setting: TUNABLE_SETTINGS[self.setting](value)})
         kind, _, option = self.target()
         config.options.setdefault(kind, {})[option] = repr(value) if isinstance(value, float) else str(value)
+        return config
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (compare.json's protocol)."""
@@ -113,7 +114,7 @@ class Protocol:
         out = copy.deepcopy(config)
         for d in self.space:
             if d.key in params:
-                d.apply(out, params[d.key])
+                out = d.apply(out, params[d.key])
         return out
 
     def as_dict(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import pathlib
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -33,9 +34,16 @@ MAX_THREADS = 1024
 NOTEBOOK_VISUALIZERS = ("animator",)
 
 
-@dataclass
-class RunConfig:
-    """Everything that decides what a run computes. Defaults are the textbook's."""
+#: What ``--resume`` (and ``fmclf.fit(..., resume=)``) may change; the rest is fixed by the run's config.toml.
+#: Visualizers only show, so they may change; metrics and callbacks decide what a run records and when it
+#: stops, so they may not.
+RESUMABLE = ("epochs", "device", "cuda_graphs", "threads", "visualizers")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides what a run computes. Defaults are the textbook's. Frozen: a changed
+    copy is ``dataclasses.replace(settings, ...)``, so no step of a run rewrites what another read."""
 
     dataset: str = "fashion-mnist"
     model: str = "scratch"
@@ -70,6 +78,19 @@ class RunConfig:
             out.update({row.target(name): name for name in (chosen if row.many else [chosen])})
         return out
 
+    def resumed_with(self, overrides: Mapping[str, Any]) -> Settings:
+        """These settings, as recorded by a run folder, continued with ``overrides`` (only :data:`RESUMABLE`
+        ones): the one place that says what a resumed run may change. A visualizer dropped takes its options
+        with it, and a swapped one is no longer a Python object."""
+        fixed = {k for k, v in overrides.items() if k not in RESUMABLE and getattr(self, k) != v}
+        if fixed:
+            raise UsageError(f"a resumed run keeps the settings it started with; {', '.join(sorted(fixed))} cannot "
+                             f"change (only {', '.join(RESUMABLE)} may).")
+        out = replace(self, **overrides)
+        kept = {t: o for t, o in out.options.items()
+                if not t.startswith("visualizer.") or t.split(".", 1)[1] in out.visualizers}
+        return replace(out, options=kept, from_python=[t for t in out.from_python if t in out.targets()])
+
     def validate(self) -> None:
         """Reject impossible settings before any work starts."""
         def bad(what: str, fix: str) -> UsageError:
@@ -82,13 +103,13 @@ class RunConfig:
             raise bad(f"--epochs must be at most {MAX_EPOCHS:,}, got {self.epochs:,}", "Train for fewer epochs.")
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise bad(f"--batch-size must be a whole number of at least 1, got {self.batch_size!r}",
-                      f"The textbook uses {RunConfig.batch_size}.")
+                      f"The textbook uses {Settings.batch_size}.")
         if self.batch_size > MAX_BATCH:
             raise bad(f"--batch-size must be at most {MAX_BATCH:,} (2**31 - 1), got {self.batch_size:,}",
                       "A batch is at most the whole training set; give a smaller one.")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) \
                 or self.lr <= 0:
-            raise bad(f"--lr must be a finite number above 0, got {self.lr!r}", f"The textbook uses {RunConfig.lr}.")
+            raise bad(f"--lr must be a finite number above 0, got {self.lr!r}", f"The textbook uses {Settings.lr}.")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
             raise bad(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed!r}",
                       "Any such number repeats a CPU run exactly.")
@@ -167,6 +188,10 @@ def _writable(value: Any) -> bool:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: The name most of fmclf knows the settings by (config.toml, ``--config``).
+RunConfig = Settings
 
 
 _KEYS = {f.name for f in fields(RunConfig)} - {"options"}
@@ -309,16 +334,12 @@ def merge(config: RunConfig, explicit: set[str], settings: dict[str, Any],
     rather than handed to a model that never declared them.
     """
     lists = {row.setting: list(getattr(config, row.setting)) for row in ROWS if row.many}
-    merged = replace(config, options={}, **lists)
-    for key, value in settings.items():
-        if key not in explicit:
-            setattr(merged, key, value)
+    merged = replace(config, **{**lists, **{k: v for k, v in settings.items() if k not in explicit}})
     from_file = replace(RunConfig(), **{k: v for k, v in settings.items() if k in _KEYS})
     file_targets, targets = from_file.targets(), merged.targets()
-    merged.options = {t: dict(v) for t, v in options.items()
-                      if t not in file_targets or targets.get(t) == file_targets[t]}
+    options = {t: dict(v) for t, v in options.items() if t not in file_targets or targets.get(t) == file_targets[t]}
     for target, values in config.options.items():
-        merged.options.setdefault(target, {}).update(values)
+        options.setdefault(target, {}).update(values)
     # A component the command line replaced is no longer the file's Python object.
-    merged.from_python = [t for t in merged.from_python if t in file_targets and targets.get(t) == file_targets[t]]
-    return merged
+    return replace(merged, options=options, from_python=[
+        t for t in merged.from_python if t in file_targets and targets.get(t) == file_targets[t]])

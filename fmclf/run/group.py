@@ -163,8 +163,10 @@ def _target(plan: Plan, kind: str) -> str:
     return next(t for t, r in plan.records.items() if r.kind == kind)
 
 
-def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print) -> int:
-    """Train the group described by ``spec_path``; returns the exit code (0, or 130 after a stop).
+def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
+              report: Callable[..., Any] | None = None) -> int:
+    """Train the group described by ``spec_path``; returns the exit code (0, or 130 after a stop). ``report``
+    writes each finished member's report.md (the front end passes :func:`fmclf.draw.report.write_report`).
 
     Each member's ending is in its run folder's status.json (``fmclf runs`` shows it)."""
     from ..dist.comm import Solo
@@ -203,12 +205,12 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print) 
             m.lock.acquire("train it in a group")
             folder.remove_temporaries(m.spec.run_dir)
         with stop_on_signals(flag, say):
-            return _train(members, host, Solo(), flag, next(iter(done))[0], echo)
+            return _train(members, host, Solo(), flag, next(iter(done))[0], echo, report)
 
 
-def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start: int, echo: Echo) -> int:
+def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start: int, echo: Echo,
+           write_report: Callable[..., Any] | None = None) -> int:
     from ..data import TensorBatches
-    from ..draw.report import write_report
     from ..train.batched import BatchedTrainer, Member
     from ..train.engine import TrainState, divergence_message
     from . import checkpoint as checkpoint_io
@@ -228,8 +230,9 @@ def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start
                          f"{type(dataset.train).__name__}, not fmclf.data.TensorBatches; train its runs alone "
                          f"(fmclf compare --no-batch), and tell its authors.")
     chosen = _choose_threads(config, parts, device, comm)
+    config = dataclasses.replace(config, threads=chosen.threads if chosen else config.threads)
     for m in members:
-        m.plan.config.threads = config.threads
+        m.plan = m.plan.decided(threads=config.threads)
         m.parts = parts if m is first else assemble_on(m.plan, dataset, device=device)
         m.prov = provenance.record(m.plan, host, device, processes.describe(comm, device))
         if m.checkpoint is not None:
@@ -311,8 +314,9 @@ def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start
             folder.write_predictions(m.spec.run_dir, *b.predictions)
         folder.write_json(m.spec.run_dir / folder.SUMMARY, summary)
         folder.write_status(m.spec.run_dir, "finished", len(b.history))
-        write_report(m.spec.run_dir, m.plan, b.history, b.confusion.cpu().tolist(), dataset.classes,
-                     seconds=seconds, device=str(device))
+        if write_report is not None:
+            write_report(m.spec.run_dir, m.plan, b.history, b.confusion.cpu().tolist(), dataset.classes,
+                         seconds=seconds, device=str(device))
         m.ended = "finished"
         m.say(f"finished: test acc {b.history[-1]['test_acc']:.4f}")
     diverged = sum(1 for m in members if m.ended == "diverged")

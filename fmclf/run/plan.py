@@ -31,18 +31,28 @@ from .config import RECORDED_METRICS, RunConfig
 REQUIRE_SEED = "FMCLF_REQUIRE_SEED"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """A checked configuration: the records to build and every option's value."""
+    """A run's every decision, each taken once: the settings (its seed drawn, every option resolved,
+    each component named as a user reads it), the records to build and, once the runner has chosen
+    them, the device and the thread and CUDA-graph decisions (in ``config``, which config.toml records).
+    Frozen: a later decision is a changed copy (:meth:`decided`)."""
 
     config: RunConfig
-    records: dict[str, ComponentRecord] = field(default_factory=dict)  #: by option target
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: Mapping[str, ComponentRecord] = field(default_factory=dict)  #: by option target
+    options: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     #: what the data set's check said it will have (``classes``, ``input_shape`` ...): see fmclf.host.checks
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: Mapping[str, Any] = field(default_factory=dict)
     #: by option target, the qualified name (``dist:name``) of each component, which config.toml records
-    qualified: dict[str, str] = field(default_factory=dict)
+    qualified: Mapping[str, str] = field(default_factory=dict)
     seed_drawn: bool = False  #: the config gave no seed: resolve drew the one it holds now
+    device: Any = None  #: the torch.device the run trains on, once chosen (None before)
+
+    def decided(self, **settings: Any) -> Plan:
+        """This plan with settings the runner decides once the parts are built (``threads``, ``cuda_graphs``)
+        or the processes agree on (``seed``), or with its ``device``."""
+        device = settings.pop("device", self.device)
+        return replace(self, config=replace(self.config, **settings), device=device)
 
     def recorded(self) -> RunConfig:
         """The settings as a run folder records them: every component by its qualified name, so that a
@@ -71,32 +81,27 @@ def resolve(config: RunConfig, host: PluginHost, objects: Mapping[str, Component
     objects (see :mod:`fmclf.run.objects`) instead of names to look up; the config's
     ``from_python`` names those targets, and one it names that ``objects`` lacks is refused.
     """
-    visualizers = [v for v in config.visualizers if v != "none"] or ["none"]
-    config = replace(config, visualizers=visualizers)
-    drawn = config.seed is None
-    if drawn:
-        config.seed = secrets.randbelow(2**31)  # recorded, so the run can be repeated
     objects = dict(objects or {})
-    config.from_python = [t for t in config.targets() if t in objects or t in config.from_python]
+    drawn = config.seed is None
+    config = replace(
+        config, visualizers=[v for v in config.visualizers if v != "none"] or ["none"],
+        seed=secrets.randbelow(2**31) if drawn else config.seed,  # recorded, so the run can be repeated
+        from_python=[t for t in config.targets() if t in objects or t in config.from_python])
     config.validate()
     missing = [t for t in config.from_python if t not in objects]
     if missing:
         raise UsageError(python_only(config, missing, "start it with `fmclf.fit`, passing those objects"))
-    plan = Plan(config, seed_drawn=drawn)
-    for target, name in config.targets().items():
-        record = objects.get(target) or host.registry.get(target.split(".")[0], name)
-        plan.records[target] = record
-        plan.options[target] = resolve_options(record, config.options.get(target, {}), host.registry.list(record.kind))
-    config.options = {t: dict(v) for t, v in plan.options.items()}
+    records = {t: objects.get(t) or host.registry.get(t.split(".")[0], name) for t, name in config.targets().items()}
+    options = {t: resolve_options(r, config.options.get(t, {}), host.registry.list(r.kind)) for t, r in records.items()}
     # A Python object keeps its own name: it is no registry's, and a run folder records it by name only.
-    plan.qualified = {t: r.name if t in objects else host.registry.qualified(r) for t, r in plan.records.items()}
+    qualified = {t: r.name if t in objects else host.registry.qualified(r) for t, r in records.items()}
     # Each component as a user reads it (plain unless ambiguous), whatever spelling selected it.
-    shown = {t: r.name if t in objects else host.registry.name_to_type(r) for t, r in plan.records.items()}
-    plan.config = _renamed(config, shown)
-    plan.records = {_retarget(t, shown[t]): r for t, r in plan.records.items()}
-    plan.options = {_retarget(t, shown[t]): o for t, o in plan.options.items()}
-    plan.qualified = {_retarget(t, shown[t]): q for t, q in plan.qualified.items()}
-    run_checks(plan)
+    shown = {t: r.name if t in objects else host.registry.name_to_type(r) for t, r in records.items()}
+    plan = Plan(_renamed(replace(config, options={t: dict(v) for t, v in options.items()}), shown),
+                {_retarget(t, shown[t]): r for t, r in records.items()},
+                {_retarget(t, shown[t]): o for t, o in options.items()}, {},
+                {_retarget(t, shown[t]): q for t, q in qualified.items()}, seed_drawn=drawn)
+    plan = replace(plan, facts=run_checks(plan))
     # a component that gets the run folder must not name a file fmclf owns there (relative names: any folder)
     folder.check_options(plan.options, {t: r.kind for t, r in plan.records.items()})
     metric_keys(plan)  # two metrics recorded under one key are refused here, before any work
@@ -133,30 +138,30 @@ def _retarget(target: str, name: str) -> str:
 
 def _renamed(config: RunConfig, names: dict[str, str]) -> RunConfig:
     """``config`` with each component (by option target) called as ``names`` says, options following."""
-    out = replace(config, options={})
-    for row in BY_NAME.values():
-        if row.many:
-            setattr(out, row.setting, [names.get(row.target(n), n) for n in getattr(config, row.setting)])
-        else:
-            setattr(out, row.setting, names.get(row.target(getattr(config, row.setting)), getattr(config, row.setting)))
-    out.options = {(_retarget(t, names[t]) if t in names else t): dict(v) for t, v in config.options.items()}
-    return out
+    chosen = {row.setting: [names.get(row.target(n), n) for n in getattr(config, row.setting)] if row.many
+              else names.get(row.target(getattr(config, row.setting)), getattr(config, row.setting))
+              for row in BY_NAME.values()}
+    options = {(_retarget(t, names[t]) if t in names else t): dict(v) for t, v in config.options.items()}
+    return replace(config, **chosen, options=options)
 
 
-def run_checks(plan: Plan) -> None:
+def run_checks(plan: Plan) -> dict[str, Any]:
     """Every component's own check (:mod:`fmclf.host.checks`), the data set's first: what it says the
-    data set will have (its classes) reaches the others' checks, before any data is read."""
+    data set will have (its classes) reaches the others' checks, before any data is read. Returns
+    those facts."""
     config = plan.config
     known_by_kind = {"dataset": {"batch_size": config.batch_size, "seed": config.seed},
                      "updater": {"lr": config.lr, "epochs": config.epochs}}
+    facts: dict[str, Any] = {}
     for target, record in plan.records.items():
         known = dict(known_by_kind.get(record.kind, {}))
         if record.kind in ("model", "loss"):
-            known.update({k: v for k, v in plan.facts.items() if k in core_params(record.kind)})
+            known.update({k: v for k, v in facts.items() if k in core_params(record.kind)})
         listing = "Its options: " + "; ".join(o.describe() for o in options_of(record))
         returned = run_check(record, plan.options[target], known, listing)
         if record.kind == "dataset":
-            plan.facts = facts_of(record, returned)
+            facts = facts_of(record, returned)
+    return facts
 
 
 def _check_facts(plan: Plan, dataset: Any) -> None:

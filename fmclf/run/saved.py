@@ -7,7 +7,7 @@ set on the device asked for. What ``fmclf eval``, ``fmclf report`` and
 from __future__ import annotations
 
 import pathlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import CheckpointError, UsageError
@@ -55,20 +55,20 @@ def load_trained(run_dir: pathlib.Path, host: PluginHost, *, device: str = "cpu"
     run_dir = pathlib.Path(run_dir)
     config = load_run_config(run_dir)
     folder.check_files(run_dir)  # a link, FIFO or device where fmclf keeps a file: refused before any work
-    config.visualizers, config.device, config.callbacks = ["none"], device, []
     dropped = ("visualizer.", "callback.") if metrics else ("visualizer.", "callback.", "metric.")
-    if not metrics:
-        config.metrics = []
-    config.options = {t: o for t, o in config.options.items() if not t.startswith(dropped)}
-    config.from_python = [t for t in config.from_python if not t.startswith(dropped)]
+    config = replace(config, visualizers=["none"], device=device, callbacks=[],
+                     metrics=config.metrics if metrics else [],
+                     options={t: o for t, o in config.options.items() if not t.startswith(dropped)},
+                     from_python=[t for t in config.from_python if not t.startswith(dropped)])
     if dataset is not None:
         trained_on = config.dataset
-        config.dataset, config.options["dataset"] = dataset, dict(dataset_options or {})
-        config.from_python = [t for t in config.from_python if t != "dataset"]
+        config = replace(config, dataset=dataset, options={**config.options, "dataset": dict(dataset_options or {})},
+                         from_python=[t for t in config.from_python if t != "dataset"])
     if config.from_python:
         raise UsageError(python_only(config, config.from_python, python_instead))
     if data_root is not None:
-        config.options.setdefault("dataset", {})["data_root"] = str(data_root)
+        dataset_options = {**config.options.get("dataset", {}), "data_root": str(data_root)}
+        config = replace(config, options={**config.options, "dataset": dataset_options})
     plan = resolve(config, host)
     state, used = checkpoint.named_weights(run_dir, weights)
     parts = assemble(plan, device=resolve_device(device))
