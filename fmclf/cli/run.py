@@ -14,7 +14,6 @@ from ..dist.launch import is_root_process
 from ..errors import UsageError
 from ..kinds import ROWS
 from ..run.config import RESUMABLE, RunConfig, load_config, merge
-from ..run.memory import describe as describe_memory
 from . import cli, friendly
 from ._flags import DATA_ROOT, PathArg, complete_component, complete_option, gather_options, require_data_root
 from ._help import epilog
@@ -133,8 +132,8 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
         from ..run.runner import run_new
 
         result = run_new(config, host, out=out, echo=click.echo, report=RunReport)
-    if is_root_process():
-        _print_summary(result)
+    if is_root_process() and result.trained_epochs:
+        click.echo(result.describe())
 
 
 def _flag(setting: str) -> str:
@@ -193,27 +192,3 @@ def _dry_resume(run_dir: pathlib.Path, host, overrides: dict[str, Any]) -> str:
     return explain(config, host, source=lambda k: COMMAND_LINE if k in overrides else recorded,
                    option_source=option_source, run_dir=f"{run_dir} (resumed)",
                    heading="the settings the resumed run would use")
-
-
-def _print_summary(result) -> None:
-    if not result.trained_epochs:
-        return
-    final = result.history[-1]
-    per_epoch = result.seconds / result.trained_epochs
-    done = len(result.history)
-    now = f" ({result.trained_epochs} of them in this session)" if result.trained_epochs < done else ""
-    stopped = result.stopped
-    valid = (f"valid loss {final['valid_loss']:.4f}  valid acc {final['valid_acc']:.4f}  "
-             if "valid_acc" in final else "")
-    extra = [f"{k} {v:.4f}" for k, v in final.items() if k.startswith(("valid_", "test_"))
-             and k not in ("valid_loss", "valid_acc", "test_loss", "test_acc") and isinstance(v, float)]
-    click.echo(
-        f"done: {done} epoch(s){now} in {result.seconds:.2f} s ({per_epoch:.3f} s/epoch) on {result.device}\n"
-        + (f"stopped after epoch {stopped['epoch']} by {stopped['by']}: {stopped['reason']}\n" if stopped else "")
-        + f"final: train loss {final['train_loss']:.4f}  train acc {final['train_acc']:.4f}  {valid}"
-        f"test loss {final['test_loss']:.4f}  test acc {final['test_acc']:.4f}\n"
-        + (f"metrics: {'  '.join(extra)}\n" if extra else "")
-        + "per-class test acc: " + "  ".join(f"{c} {a:.2f}" for c, a in final["per_class_test_acc"].items()) + "\n"
-        + (f"peak memory: {describe_memory(result.memory, result.device)}\n" if result.memory else "")
-        + f"run folder: {result.run_dir}"
-    )

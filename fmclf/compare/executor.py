@@ -29,10 +29,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .. import atomic
-from ..errors import Interrupted
+from ..errors import FmclfError, Interrupted, UsageError
 from ..run.signals import say
 
 
@@ -186,28 +186,101 @@ def _die_with_parent() -> Callable[[], None] | None:
     return setup
 
 
-def _fmclf_main(args: list[str]) -> int:
-    """``fmclf ARGS`` in this process; its exit code."""
-    from ..cli import cli
+def run_job(args: Sequence[str]) -> int:
+    """A job's ``fmclf ARGS`` (``[-p PLUGIN ...] run ...`` or ``run-group SPEC``) through the Python API
+    in this process, printing what the command prints; its exit code."""
+    from ..run import signals
+    from ..train.blame import torch_failed
 
     try:
-        cli.main(args, prog_name="fmclf")
-    except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        return _job(list(args))
+    except FmclfError as exc:
+        signals.ending()  # a signal now must not cut the message short
+        text = str(exc)
+        print(text[:1].upper() + text[1:] if isinstance(exc, Interrupted) else f"Error: {text}", file=sys.stderr,
+              flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:  # a signal outside a run (a run's own stops say what they kept)
+        signals.ending()
+        name = getattr(exc, "signal", None)
+        print(f"Stopped by {name}." if name else "Interrupted.", file=sys.stderr, flush=True)
+        return 130
+    except (ImportError, OSError) as exc:
+        text = torch_failed(exc)
+        if text is None:
+            raise
+        print(f"Error: {text}", file=sys.stderr, flush=True)
+        return 1
+
+
+#: The flags a comparison's ``run`` jobs pass (see fmclf.compare.jobs), each with the setting it sets.
+_RUN_FLAGS = {"--config": "config", "--out": "out", "--resume": "resume", "--epochs": "epochs", "--device": "device",
+              "--threads": "threads"}
+
+
+def _job(args: list[str]) -> int:
+    from ..draw.report import RunReport, write_report
+    from ..host.loading import load_plugins, set_host
+    from ..run.config import RunConfig, load_config, merge
+
+    flags = []
+    while args[:1] in (["-p"], ["--plugin"]) and len(args) > 1:
+        flags.append(args[1])
+        args = args[2:]
+    include, block = [f for f in flags if not f.startswith("no:")], [f[3:] for f in flags if f.startswith("no:")]
+    host = load_plugins(include=include, block=block)
+    set_host(host)
+    for warning in host.warnings():
+        print(f"Warning: {warning}", file=sys.stderr, flush=True)
+    if len(args) == 2 and args[0] == "run-group":
+        from ..run.group import run_group
+
+        return run_group(pathlib.Path(args[1]), host, echo=print, report=write_report)
+    given = _run_flags(args)
+    if "resume" in given:
+        from ..run.runner import run_resume
+
+        overrides = {k: int(v) if k in ("epochs", "threads") else v for k, v in given.items() if k != "resume"}
+        result = run_resume(pathlib.Path(given["resume"]), host, overrides=overrides, echo=print, report=RunReport)
+    else:
+        from ..run.runner import run_new
+
+        config = merge(RunConfig(), set(), *load_config(given["config"]))
+        result = run_new(config, host, out=pathlib.Path(given["out"]), echo=print, report=RunReport)
+    if result.trained_epochs:
+        print(result.describe(), flush=True)
     return 0
+
+
+def _run_flags(args: list[str]) -> dict[str, Any]:
+    """The settings of a comparison's ``run ...`` job; anything else is refused (exit 2)."""
+    given: dict[str, Any] = {}
+    rest = args[1:] if args[:1] == ["run"] else None
+    while rest:
+        flag = rest.pop(0)
+        if flag in ("--cuda-graphs", "--no-cuda-graphs"):
+            given["cuda_graphs"] = flag == "--cuda-graphs"
+        elif flag in _RUN_FLAGS and rest:
+            given[_RUN_FLAGS[flag]] = rest.pop(0)
+        else:
+            rest = None
+            break
+    if rest is None or not ("resume" in given or {"config", "out"} <= set(given)):
+        raise UsageError(f"an in-process job runs a comparison's `fmclf run` or `fmclf run-group`, not `fmclf "
+                         f"{' '.join(args)}`.")
+    return given
 
 
 @dataclass
 class InProcessExecutor:
-    """One job at a time, each ``fmclf ARGS`` called in this process with its output
-    sent to the job's log. Ctrl-C reaches the run in flight, which checkpoints and
+    """One job at a time, each ``fmclf ARGS`` run in this process (:func:`run_job`: the Python API, not the
+    command line) with its output sent to the job's log. Ctrl-C reaches the run in flight, which checkpoints and
     exits 130; then no further job starts. A signal the run absorbed (one that came
     after its last batch) stops the comparison too. torch's global state (default
     dtype, grad mode, deterministic flags, threads, RNG) is put back after each job,
     so no run changes what the next one sees; ``note`` says which run changed it."""
 
-    main: Callable[[list[str]], int] = _fmclf_main
+    main: Callable[[list[str]], int] = run_job
     workers: int = 1
     note: Callable[[str], None] = say
 

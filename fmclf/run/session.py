@@ -23,6 +23,7 @@ from ..train.updaters import scheduler_of
 from . import checkpoint as checkpoint_io
 from . import folder, processes, signals, threads
 from .config import DIVERGENCE_ADVICE
+from .memory import describe as describe_memory
 from .memory import peak_memory
 from .plan import Plan, assemble, check_seed, check_shards, shard_args
 from .signals import say, stop_on_signals
@@ -64,6 +65,28 @@ class RunResult:
     stopped: dict[str, Any] | None = None  #: a callback's stop, {"by", "reason", "epoch"} (see fmclf.events.Control)
     model: Any = None  #: the trained model (rank 0's)
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)  #: what summary.json holds
+
+    def describe(self) -> str:
+        """What ``fmclf run`` prints at the end: epochs and time, the final metrics, memory, the run folder."""
+        final = self.history[-1]
+        per_epoch = self.seconds / max(self.trained_epochs, 1)
+        done = len(self.history)
+        now = f" ({self.trained_epochs} of them in this session)" if self.trained_epochs < done else ""
+        stopped = self.stopped
+        valid = (f"valid loss {final['valid_loss']:.4f}  valid acc {final['valid_acc']:.4f}  "
+                 if "valid_acc" in final else "")
+        extra = [f"{k} {v:.4f}" for k, v in final.items() if k.startswith(("valid_", "test_"))
+                 and k not in ("valid_loss", "valid_acc", "test_loss", "test_acc") and isinstance(v, float)]
+        return (
+            f"done: {done} epoch(s){now} in {self.seconds:.2f} s ({per_epoch:.3f} s/epoch) on {self.device}\n"
+            + (f"stopped after epoch {stopped['epoch']} by {stopped['by']}: {stopped['reason']}\n" if stopped else "")
+            + f"final: train loss {final['train_loss']:.4f}  train acc {final['train_acc']:.4f}  {valid}"
+            f"test loss {final['test_loss']:.4f}  test acc {final['test_acc']:.4f}\n"
+            + (f"metrics: {'  '.join(extra)}\n" if extra else "")
+            + "per-class test acc: " + "  ".join(f"{c} {a:.2f}" for c, a in final["per_class_test_acc"].items())
+            + "\n" + (f"peak memory: {describe_memory(self.memory, self.device)}\n" if self.memory else "")
+            + f"run folder: {self.run_dir}"
+        )
 
 
 @dataclass(frozen=True)
@@ -275,7 +298,10 @@ class Session:
                     if self.writer is not None:
                         self.writer.close(raise_error=sys.exc_info()[0] is None)
             except (Interrupted, KeyboardInterrupt, WriteError, DivergenceError, ComponentError) as exc:
-                raise self.failed(exc) from (exc if isinstance(exc, ComponentError) and self.last else None)
+                error = self.failed(exc)
+                if error is exc:  # nothing to add: raised as it came, with its cause
+                    raise
+                raise error from (exc if isinstance(exc, ComponentError) else None)
         return state, trainer, time.perf_counter() - started
 
     def resume_how(self) -> str:

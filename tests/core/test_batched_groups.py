@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import fmclf
+from fmclf.draw.report import RunReport, write_report
 from fmclf.host.loading import load_plugins
 from fmclf.run import folder
 from fmclf.run.config import RunConfig
@@ -73,7 +74,7 @@ def test_each_member_is_the_run_it_would_have_been_alone(tiny_data, tmp_path, mo
     configs = [_config(tiny_data, seed, lr, per_model[i % 2], **parts)
                for i, (seed, lr) in enumerate([(0, 0.05), (1, 0.2), (0, 0.2), (1, 0.05)])]
     spec, dirs = _group(tmp_path / "cmp", configs)
-    assert run_group(spec, host, echo=_quiet) == 0
+    assert run_group(spec, host, echo=_quiet, report=write_report) == 0
     for run_dir in dirs:  # every member's folder is complete, as a run alone leaves it
         for name in (folder.CONFIG, folder.METRICS, folder.WEIGHTS, folder.SUMMARY, folder.STATUS, folder.REPORT,
                      folder.CHECKPOINT, folder.TEST_PREDICTIONS):
@@ -81,7 +82,7 @@ def test_each_member_is_the_run_it_would_have_been_alone(tiny_data, tmp_path, mo
         assert folder.read_status(run_dir)["status"] == "finished"
         assert json.loads((run_dir / folder.SUMMARY).read_text())["epochs_trained"] == EPOCHS
     for config, run_dir in list(zip(configs, dirs))[:2]:
-        alone = run_new(config, host, out=tmp_path / "alone" / run_dir.name, echo=_quiet)
+        alone = run_new(config, host, out=tmp_path / "alone" / run_dir.name, echo=_quiet, report=RunReport)
         rows = folder.read_metrics(run_dir)
         assert len(rows) == len(alone.history) == EPOCHS
         for mine, theirs in zip(rows, alone.history):
@@ -111,7 +112,7 @@ def test_one_members_divergence_does_not_stop_the_others(tiny_data, tmp_path, mo
     # on these tiny images the naive loss overflows at --lr 30 (on Fashion-MNIST at --lr 3), and not at 0.1
     configs = [_config(tiny_data, 0, 30.0, loss="naive"), _config(tiny_data, 0, 0.1, loss="naive")]
     spec, (wild, calm) = _group(tmp_path / "cmp", configs)
-    assert run_group(spec, host, echo=_quiet) == 0
+    assert run_group(spec, host, echo=_quiet, report=write_report) == 0
     status = folder.read_status(wild)
     assert status["status"] == "diverged"
     log = (tmp_path / "cmp" / "jobs" / "g0.log").read_text()
@@ -121,7 +122,7 @@ def test_one_members_divergence_does_not_stop_the_others(tiny_data, tmp_path, mo
     assert len(folder.read_metrics(calm)) == EPOCHS
     # the run alone diverges on the same batch of the same epoch
     with pytest.raises(fmclf.errors.DivergenceError) as alone:
-        run_new(configs[0], host, out=tmp_path / "alone", echo=_quiet)
+        run_new(configs[0], host, out=tmp_path / "alone", echo=_quiet, report=RunReport)
     where = str(alone.value).split(" with ")[0]
     assert where in status["reason"]
 
@@ -133,7 +134,7 @@ def test_an_interrupted_group_resumes_to_the_same_result(tiny_data, tmp_path, mo
     per_model = [{"updater": {"momentum": 0.9, "schedule": "cosine"}}, {"updater": {"momentum": 0.5}}]
     configs = [_config(tiny_data, seed, lr, per_model[seed], updater="torch-sgd") for seed, lr in [(0, 0.1), (1, 0.3)]]
     whole, whole_dirs = _group(tmp_path / "whole", configs)
-    assert run_group(whole, host, echo=_quiet) == 0
+    assert run_group(whole, host, echo=_quiet, report=write_report) == 0
     spec, dirs = _group(tmp_path / "cut", configs)
     epoch = batched.BatchedTrainer.epoch
 
@@ -142,11 +143,11 @@ def test_an_interrupted_group_resumes_to_the_same_result(tiny_data, tmp_path, mo
         stop.request("SIGINT")
 
     monkeypatch.setattr(batched.BatchedTrainer, "epoch", stopped_after_one)
-    assert run_group(spec, host, echo=_quiet) == 130
+    assert run_group(spec, host, echo=_quiet, report=write_report) == 130
     assert all(folder.read_status(d)["status"] == "interrupted" for d in dirs)
     assert all(len(folder.read_metrics(d)) == 1 for d in dirs)
     monkeypatch.setattr(batched.BatchedTrainer, "epoch", epoch)
-    assert run_group(spec, host, echo=_quiet) == 0  # the same command again continues
+    assert run_group(spec, host, echo=_quiet, report=write_report) == 0  # the same command again continues
     for a, b in zip(whole_dirs, dirs):
         for x, y in zip(folder.read_metrics(a), folder.read_metrics(b), strict=True):
             _close(x, y, rel=1e-6)
@@ -169,10 +170,10 @@ def test_a_member_of_an_interrupted_group_resumes_alone(tiny_data, tmp_path, mon
         stop.request("SIGTERM")
 
     monkeypatch.setattr(batched.BatchedTrainer, "epoch", stopped_after_one)
-    assert run_group(spec, host, echo=_quiet) == 130
+    assert run_group(spec, host, echo=_quiet, report=write_report) == 130
     monkeypatch.setattr(batched.BatchedTrainer, "epoch", epoch)
-    resumed = run_resume(dirs[0], host, echo=_quiet)
-    alone = run_new(configs[0], host, out=tmp_path / "alone", echo=_quiet)
+    resumed = run_resume(dirs[0], host, echo=_quiet, report=RunReport)
+    alone = run_new(configs[0], host, out=tmp_path / "alone", echo=_quiet, report=RunReport)
     for mine, theirs in zip(resumed.history, alone.history, strict=True):
         _close(mine, theirs)
 
@@ -312,12 +313,12 @@ def test_a_model_without_a_stacked_form_runs_under_vmap():
 def test_a_group_stopped_after_training_writes_its_final_files_on_resume(tiny_data, tmp_path):
     host = load_plugins()
     spec, dirs = _group(tmp_path / "cmp", [_config(tiny_data, s, 0.1, epochs=1) for s in (0, 1)])
-    assert run_group(spec, host, echo=_quiet) == 0
+    assert run_group(spec, host, echo=_quiet, report=write_report) == 0
     before = [folder.read_metrics(d) for d in dirs]
     for d in dirs:  # as if the process died after the last checkpoint, before model.pt and the rest
         for name in (folder.WEIGHTS, folder.SUMMARY, folder.REPORT):
             (d / name).unlink()
-    assert run_group(spec, host, echo=_quiet) == 0
+    assert run_group(spec, host, echo=_quiet, report=write_report) == 0
     for d, rows in zip(dirs, before):
         assert folder.read_metrics(d) == rows
         assert all((d / name).is_file() for name in (folder.WEIGHTS, folder.SUMMARY, folder.REPORT))
@@ -329,7 +330,7 @@ def test_a_group_refuses_a_new_members_folder_that_holds_other_files(tiny_data, 
     dirs[1].mkdir(parents=True)
     (dirs[1] / "notes.txt").write_text("mine")
     with pytest.raises(fmclf.UsageError, match="notes.txt|not empty|other files"):
-        run_group(spec, host, echo=_quiet)
+        run_group(spec, host, echo=_quiet, report=write_report)
     assert (dirs[1] / "notes.txt").read_text() == "mine"
 
 
@@ -346,7 +347,7 @@ def test_members_match_runs_alone_after_ten_epochs_on_the_real_data(real_data, t
     configs = [_config(real_data, seed, lr, options, updater=updater, epochs=10, batch_size=256, threads=None)
                for seed, lr in [(0, low), (1, high), (0, high)]]
     spec, dirs = _group(tmp_path / "cmp", configs)
-    assert run_group(spec, host, echo=_quiet) == 0
-    alone = run_new(configs[1], host, out=tmp_path / "alone", echo=_quiet)
+    assert run_group(spec, host, echo=_quiet, report=write_report) == 0
+    alone = run_new(configs[1], host, out=tmp_path / "alone", echo=_quiet, report=RunReport)
     for mine, theirs in zip(folder.read_metrics(dirs[1]), alone.history, strict=True):
         _close(mine, theirs)

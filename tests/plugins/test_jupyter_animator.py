@@ -16,12 +16,13 @@ CELL = textwrap.dedent(
     from fmclf.run.config import RunConfig
     from fmclf.host.loading import load_plugins
     from fmclf.run.runner import run_new
+    from fmclf.draw.report import RunReport
 
     print("python", sys.executable)
     data = write_tiny_fashion(pathlib.Path("data"))
     config = RunConfig(epochs=3, batch_size=32, seed=1, device="cpu", visualizers=["animator", "tqdm"],
                        options={{"dataset": {{"data_root": str(data), "verify": False}}}})
-    result = run_new(config, load_plugins(), out=pathlib.Path("run"), echo=print)
+    result = run_new(config, load_plugins(), out=pathlib.Path("run"), echo=print, report=RunReport)
     print("finished", len(result.history))
     """
 )
