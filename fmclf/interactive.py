@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import FmclfError, UsageError
 from .kinds import BY_NAME, ROWS
-from .run.config import NOTEBOOK_VISUALIZERS, RunConfig
+from .run.config import NOTEBOOK_VISUALIZERS, RESUMABLE, RunConfig
 
 if TYPE_CHECKING:
     from .draw.figure import Picture
@@ -516,14 +516,13 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
         if setting in given and args[setting] != getattr(recorded, setting):
             raise UsageError(
                 f"resume continues a run with the settings it started with: its {setting} is "
-                f"{getattr(recorded, setting)!r}, not {args[setting]!r}; leave {setting} out (only epochs, device, "
-                f"threads, cuda_graphs and visualizers may change)."
+                f"{getattr(recorded, setting)!r}, not {args[setting]!r}; leave {setting} out (only "
+                f"{', '.join(RESUMABLE[:-1])} and {RESUMABLE[-1]} may change)."
             )
     if args["options"] or args["component_options"]:
         raise UsageError("resume continues a run with the options it started with (its config.toml has them all); "
                          "leave options out.")
-    overrides: dict[str, Any] = {setting: args[setting] for setting in ("epochs", "device", "threads", "cuda_graphs")
-                 if setting in given}
+    overrides: dict[str, Any] = {s: args[s] for s in RESUMABLE if s in given and s in args and s != "visualizers"}
     for row in ROWS:
         if not (row.many and row.plural in given):
             continue

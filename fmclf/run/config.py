@@ -37,7 +37,7 @@ NOTEBOOK_VISUALIZERS = ("animator",)
 #: What ``--resume`` (and ``fmclf.fit(..., resume=)``) may change; the rest is fixed by the run's config.toml.
 #: Visualizers only show, so they may change; metrics and callbacks decide what a run records and when it
 #: stops, so they may not.
-RESUMABLE = ("epochs", "device", "cuda_graphs", "threads", "visualizers")
+RESUMABLE = ("epochs", "device", "threads", "cuda_graphs", "visualizers")
 
 
 @dataclass(frozen=True)
