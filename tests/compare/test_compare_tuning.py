@@ -30,8 +30,7 @@ def test_spaces_parse_into_dimensions(host):
     assert momentum.target() == ("updater", "torch-sgd", "momentum") and momentum.scale == "lin"
     assert momentum.applies(RunConfig(updater="torch-sgd")) and not momentum.applies(RunConfig(updater="sgd"))
     config = RunConfig(updater="torch-sgd")
-    momentum.apply(config, 0.9)
-    lr.apply(config, 0.05)
+    config = lr.apply(momentum.apply(config, 0.9), 0.05)  # settings are frozen: each returns a changed copy
     assert config.options["updater"] == {"momentum": "0.9"} and config.lr == 0.05
     with pytest.raises(UsageError, match="no updater named sgd has an option 'momentum'"):
         tuning.parse_dimension("updater.sgd.momentum=0.1,0.2", base, host)
