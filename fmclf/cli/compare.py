@@ -205,6 +205,23 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     table = [line for line in (comparison.root / COMPARE_MD).read_text(encoding="utf-8").splitlines()
              if line.startswith("|")]
     click.echo("\n".join(["", *table]))
+    if comparison.failed:
+        _failed(comparison.failed, out, command_line(ctx))
+
+
+def _failed(failed: list[str], out: pathlib.Path, command: str | None) -> None:
+    """Exit 1 naming the failed runs: a script must not take a comparison with holes for a whole one."""
+    from ..compare.engine import RunsFailed
+
+    shown = "; ".join(failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")
+    if command and "--retry-failed" not in command.split():
+        command += " --retry-failed"
+    again = f"`{command}`" if command else "the same command with --retry-failed"
+    raise RunsFailed(
+        f"{len(failed)} run(s) of this comparison failed: {shown}. compare.json and compare.md in {out} hold the "
+        f"runs that finished, each failure with its reason (the whole output is in {out / 'jobs'}/NAME.log). Once "
+        f"the cause is fixed, {again} trains the failed runs again from their last checkpoints."
+    )
 
 
 def _executor(executor_name: str, *, jobs: int | None, threads: int | None, device: str, detach: bool,

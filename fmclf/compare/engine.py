@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__, atomic
-from ..errors import Interrupted, UsageError
+from ..errors import FmclfError, Interrupted, UsageError
 from ..host.loading import PluginHost
 from ..run import folder, lock
 from ..run.config import RunConfig
@@ -42,6 +42,24 @@ class Comparison:
     results: list[results.CellResult]  #: ranked, best first
     ranking: results.Ranking | None
     trained: int  #: runs this invocation started or resumed
+    failed: list[str] = field(default_factory=list)  #: "RUN: reason" of every failed run (see :func:`failures`)
+
+
+class RunsFailed(FmclfError):
+    """Some runs of the comparison failed: the results of the others are written (exit code 1)."""
+
+
+def failures(runs: Sequence[Run], tuned: dict[str, Any] | None) -> list[str]:
+    """``"RUN: reason"`` for each reported run that failed or diverged, each tuning trial that failed
+    without diverging (a bug, not a rate too large: a diverged trial is one answer of the search), and
+    each cell whose trials all failed."""
+    out = [f"{r.name}: {r.reason}" for r in runs if r.state == FAILED]
+    for cell, record in (tuned or {}).items():
+        out += [f"{cell}-trial{t['number']}: {t.get('reason', '')}" for t in record["trials"]
+                if t.get("state") == "fail" and not t.get("diverged") and t.get("reason")]
+        if record.get("chosen") is None and all(t.get("state") in ("complete", "fail") for t in record["trials"]):
+            out.append(f"{cell}: every trial failed, so it has no configuration to report")
+    return out
 
 
 def cpu_threads() -> int:
@@ -231,7 +249,7 @@ class _Plan:
                     trial.update(value=value, state="complete" if value is not None else "fail")
                 elif run.state == FAILED:
                     studies.tell(cell, trial["number"], None)
-                    trial.update(value=None, state="fail", reason=run.reason)
+                    trial.update(value=None, state="fail", reason=run.reason, diverged=run.diverged)
             ended = all(t["state"] in ("complete", "fail") for t in trials[cell.name])
             best = tuning.best(trials[cell.name], maximize) if ended else None
             tuned[cell.name] = {"metric": metric, "trials": trials[cell.name],
@@ -384,4 +402,4 @@ def _finish(out: pathlib.Path, cells: Sequence[Cell], chosen: Sequence[Cell], ru
             echo(f"Warning: could not draw {name} ({type(exc).__name__}: {exc}); compare.json and compare.md are "
                  f"complete.")
     echo(f"wrote {', '.join(str(out / w) for w in written)}")
-    return Comparison(out, runs, ranked, ranking, trained)
+    return Comparison(out, runs, ranked, ranking, trained, failures(runs, tuned))
