@@ -25,9 +25,9 @@ from ..host.loading import PluginHost
 from ..run import folder, lock
 from ..run.config import RunConfig
 from ..run.plan import resolve
-from . import batching, curves, dryrun, jobs, markdown, results, scores, tuning
+from . import autoseeds, batching, curves, dryrun, jobs, markdown, results, scores, tuning
 from .executor import Executor, Outcome
-from .grid import MAX_RUNS, Cell
+from .grid import MAX_RUNS, Cell, seeds_from
 from .jobs import EXTEND, FAILED, FINISHED, NEW, RESUME, Run
 
 Echo = Callable[[str], None]
@@ -80,7 +80,7 @@ def run_comparison(
     threads: int | None = None, plugin_args: Sequence[str] = (), retry_failed: bool = False,
     rank_by: str | None = None, echo: Echo = print, command: str | None = None,
     protocol: tuning.Protocol | None = None, dry_run: bool = False, batch: bool = True,
-    batch_models: int | None = None,
+    batch_models: int | None = None, auto: autoseeds.AutoSeeds | None = None,
 ) -> Comparison | None:
     """Train what the comparison in ``out`` still lacks and write its results.
 
@@ -89,7 +89,9 @@ def run_comparison(
     cell's trials come first and its best configuration on validation is what
     trains on ``seeds``. Runs that may train together do, as batched groups
     (:mod:`fmclf.compare.batching`; ``batch`` False: one by one; ``batch_models``
-    caps a group). ``dry_run`` prints the grid and returns None, touching
+    caps a group). With ``auto``, ``seeds`` are the first round's: seeds are added
+    per cell until its difference from the best is resolved or ``auto.cap`` is
+    reached (:mod:`fmclf.compare.autoseeds`). ``dry_run`` prints the grid and returns None, touching
     nothing. Only one comparison writes to ``out`` at a time (a lock in it).
     Raises :class:`~fmclf.errors.Interrupted` after a signal, once every running
     job has stopped with its checkpoint and the partial results are written.
@@ -98,39 +100,42 @@ def run_comparison(
     _check_out(out)
     for cell in cells:  # every name and option of every cell, before anything runs
         resolve(_with_seed(cell, seeds[0]), host)
-    total = len(cells) * (len(seeds) + (protocol.trials if protocol else 0))
+    total = len(cells) * ((auto.cap if auto else len(seeds)) + (protocol.trials if protocol else 0))
     if total > MAX_RUNS:
         raise UsageError(f"this comparison has {total} runs ({len(cells)} cells), more than one command trains "
                          f"({MAX_RUNS}). Give fewer values on its axes, --seeds or --trials.")
     per_run = threads_per_run(executor.workers, threads)
     plan = _Plan(list(cells), seeds, out, host, executor, per_run, plugin_args, retry_failed, echo, protocol,
                  _tuning_metric(rank_by) if protocol else None, chosen=list(cells), batch=batch,
-                 batch_models=batch_models)
+                 batch_models=batch_models, auto=auto, rank_by=rank_by)
     if dry_run:
         dryrun.show(plan.preview(), out, echo)
+        if auto is not None:
+            echo(f"--seeds auto: every cell starts with these {len(seeds)} seed(s); a cell whose difference from the "
+                 f"best is not resolved then gets more, up to {auto.cap}.")
         return None
     out.mkdir(parents=True, exist_ok=True)
     with _one_writer(out):
         try:
             chosen = plan.tune() if protocol is not None else list(cells)
-            runs = plan.assessed(jobs.runs_of(chosen, seeds, out, per_run))
-            for run in runs:
-                if run.state == NEW:
-                    jobs.write_settings(run)
-            _announce(runs, [r for r in runs if r.state in TODO], executor.workers, per_run, out, echo, plan.names)
-            plan.execute(runs, (rank_by or "test_acc").partition(":")[0])
+            runs = plan.train_seeds(chosen, {c.name: len(seeds) for c in chosen})
+            if auto is not None:
+                runs = plan.train_auto(chosen, runs)
         except Interrupted as exc:
             finals = plan.finals or jobs.runs_of(list(cells), seeds, out, per_run)  # stopped while tuning: all new
             _finish(out, cells, plan.chosen, finals, seeds, rank_by, plan.trained, executor.workers, per_run,
-                    command, echo, protocol, plan.tuned)
+                    command, echo, protocol, plan.tuned, plan.auto_record)
             raise Interrupted(
                 f"{str(exc)[:1].upper() + str(exc)[1:]}; every stopped run keeps its checkpoint, and "
                 f"{out / results.COMPARE_JSON} holds the runs done so far. Run the same command again to continue: "
                 f"it keeps the finished {'trials and ' if protocol else ''}runs, resumes the stopped ones and trains "
                 f"what is left."
             ) from None
+        if auto is not None:
+            seeds = seeds_from(seeds[0], max(plan.auto_record["cells"][c.name]["seeds"] for c in chosen) if chosen
+                               else len(seeds))
         return _finish(out, cells, plan.chosen, runs, seeds, rank_by, plan.trained, executor.workers, per_run,
-                       command, echo, protocol, plan.tuned)
+                       command, echo, protocol, plan.tuned, plan.auto_record)
 
 
 #: The states of the runs that still need work.
@@ -172,6 +177,43 @@ class _Plan:
     chosen: list[Cell] = field(default_factory=list)  #: the cells with their chosen configurations
     batch: bool = True  #: train the runs that may train together as batched groups
     batch_models: int | None = None  #: the most members of one group (None: batching's default)
+    auto: autoseeds.AutoSeeds | None = None  #: --seeds auto's rule
+    rank_by: str | None = None
+    auto_record: dict[str, Any] = field(default_factory=dict)  #: --seeds auto's rounds and each cell's outcome
+
+    def train_seeds(self, chosen: list[Cell], counts: dict[str, int]) -> list[Run]:
+        """Train each chosen cell on its first ``counts[name]`` seeds (what is not done yet); its runs."""
+        runs = self.assessed([run for c in chosen
+                              for run in jobs.runs_of([c], seeds_from(self.seeds[0], counts[c.name]), self.out,
+                                                      self.per_run)])
+        for run in runs:
+            if run.state == NEW:
+                jobs.write_settings(run)
+        _announce(runs, [r for r in runs if r.state in TODO], self.executor.workers, self.per_run, self.out,
+                  self.echo, self.names)
+        self.execute(runs, (self.rank_by or "test_acc").partition(":")[0])
+        return runs
+
+    def train_auto(self, chosen: list[Cell], runs: list[Run]) -> list[Run]:
+        """--seeds auto: after each round, more seeds for the cells whose difference from the best is not
+        resolved, until every cell has stopped; each round and each cell's outcome go to ``auto_record``."""
+        assert self.auto is not None
+        counts = {c.name: len(self.seeds) for c in chosen}
+        self.auto_record = {**self.auto.as_dict(), "rounds": [], "cells": {}}
+        while True:
+            found = results.collect(chosen, runs)
+            ranked = results.rank(found, results.Ranking.parse(self.rank_by, results.metric_names(found)))
+            decision = autoseeds.decide(self.auto, ranked, counts)
+            self.auto_record["rounds"].append(dict(counts))
+            self.auto_record["cells"] = {name: {"seeds": counts[name], "stopped": decision.stopped.get(name)}
+                                         for name in counts}
+            if decision.done:
+                return runs
+            more = {n: k for n, k in decision.counts.items() if k > counts[n]}
+            self.echo(f"--seeds auto: not resolved yet, so more seeds for "
+                      f"{', '.join(f'{n} ({k})' for n, k in more.items())}")
+            counts = decision.counts
+            runs = self.train_seeds(chosen, counts)
 
     def assessed(self, runs: list[Run]) -> list[Run]:
         """``runs`` with their state read from disk (every check before anything trains)."""
@@ -375,7 +417,8 @@ def _signal_text(returncode: int) -> str:
 
 def _finish(out: pathlib.Path, cells: Sequence[Cell], chosen: Sequence[Cell], runs: list[Run], seeds: list[int],
             rank_by: str | None, trained: int, workers: int, per_run: int, command: str | None, echo: Echo,
-            protocol: tuning.Protocol | None = None, tuned: dict[str, Any] | None = None) -> Comparison:
+            protocol: tuning.Protocol | None = None, tuned: dict[str, Any] | None = None,
+            auto_record: dict[str, Any] | None = None) -> Comparison:
     by_name = {c.name: c for c in chosen}
     found = results.collect([by_name.get(c.name, c) for c in cells], runs)
     ranking = results.Ranking.parse(rank_by, results.metric_names(found))
@@ -385,6 +428,8 @@ def _finish(out: pathlib.Path, cells: Sequence[Cell], chosen: Sequence[Cell], ru
                              "fmclf": __version__}
     if protocol is not None:
         extra["protocol"] = {**protocol.as_dict(), "cells": tuned or {}}
+    if auto_record:
+        extra["seeds_auto"] = auto_record
     doc = results.to_json(ranked, ranking, root=out, seeds=seeds, extra=extra)
     folder.write_json(out / results.COMPARE_JSON, doc)
     atomic.write_text(out / markdown.COMPARE_MD,
