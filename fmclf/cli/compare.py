@@ -164,7 +164,7 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     scalar_axes = _single_values(given)
     out, seeds, jobs = given.pop("out"), given.pop("seeds"), given.pop("jobs")
     retry_failed, rank_by, dry_run = given.pop("retry_failed"), given.pop("rank_by"), given.pop("dry_run")
-    tune, trials, sampler = given.pop("tune"), given.pop("trials"), given.pop("sampler")
+    tune, trials, sampler, prune = given.pop("tune"), given.pop("trials"), given.pop("sampler"), given.pop("prune")
     option_args, data_root, config_path = given.pop("option_args"), given.pop("data_root"), given.pop("config_path")
     executor_args = {name: given.pop(name) for name in (
         "executor_name", "detach", "ray_address", "slurm_partition", "slurm_time", "slurm_cpus", "slurm_gpus",
@@ -185,10 +185,10 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     if data_root is not None and "dataset" not in setting_axes:  # on an axis, it goes to the data sets that take it
         require_data_root(host, base.dataset)
     protocol = None
-    if tune or trials is not None or sampler is not None:
+    if tune or trials is not None or sampler is not None or prune is not None:
         from ..compare.tuning import protocol_of
 
-        protocol = protocol_of(tune, trials, sampler, base, grid_options, host)
+        protocol = protocol_of(tune, trials, sampler, base, grid_options, host, prune)
         base = protocol.with_split(base)
     cells = build_cells(base, setting_axes, grid_options, host)
     settings = ctx.obj
@@ -315,6 +315,10 @@ def _build() -> click.Command:
         click.Option(["--trials"], type=int, default=None,
                      help=f"Tuning trials per cell, the same for every cell (at most {MAX_TRIALS}). [default: 8 "
                           f"with --tune]"),
+        click.Option(["--prune"], type=click.Choice(["none", "halving"]), default=None,
+                     help="halving: successive halving of each cell's trials (they train a few epochs; the better "
+                          "half on validation resumes from its checkpoint to twice as many, the rest stop there; "
+                          "the same rungs for every cell). [default: none]"),
         click.Option(["--sampler"], type=click.Choice(["qmc", "tpe"]), default=None,
                      help="How trials are drawn: qmc (a seeded Sobol sequence: every cell gets the same points) or "
                           "tpe (Optuna's seeded TPE). [default: qmc]"),

@@ -25,7 +25,7 @@ from ..host.loading import PluginHost
 from ..run import folder, lock
 from ..run.config import RunConfig
 from ..run.plan import resolve
-from . import autoseeds, batching, curves, dryrun, jobs, markdown, results, scores, tuning
+from . import autoseeds, batching, curves, dryrun, halving, jobs, markdown, results, scores, tuning
 from .executor import Executor, Outcome
 from .grid import MAX_RUNS, Cell, seeds_from
 from .jobs import EXTEND, FAILED, FINISHED, NEW, RESUME, Run
@@ -258,17 +258,15 @@ class _Plan:
         metric, maximize = self.metric
         studies = tuning.Studies(self.out, self.protocol, maximize)
         trials = {c.name: studies.trials(c) for c in self.cells}
-        runs = self.assessed(self.trial_runs(trials))
-        for run in runs:
-            if run.state == NEW:
-                jobs.write_settings(run)
-        todo = [r for r in runs if r.state in TODO]
-        self.echo(f"tuning: {len(self.cells)} cell(s) x {self.protocol.trials} trial(s) on the validation split, "
-                  f"chosen by {metric}; {len(runs) - len(todo)} trial(s) done, {len(todo)} to train")
+        runs = self.trial_runs(trials)
+        climbed: dict[str, Any] = {}
         try:
-            self.execute(runs, metric)
+            if self.protocol.prune == "halving":
+                climbed = self._halve(runs, metric, maximize)
+            else:
+                self._trials_at_once(runs, metric)
         finally:
-            self.tuned = tuned = self._record(studies, trials, runs, metric, maximize)
+            self.tuned = tuned = self._record(studies, trials, runs, metric, maximize, climbed)
         self.chosen = [dataclasses.replace(c, config=self.protocol.configure(c.config, tuned[c.name]["chosen"]))
                        for c in self.cells if tuned[c.name]["chosen"] is not None]
         for c in self.cells:
@@ -276,28 +274,80 @@ class _Plan:
                 self.echo(f"{c.name}: every trial failed; this cell has no configuration to report")
         return self.chosen
 
+    def _trials_at_once(self, runs: list[Run], metric: str) -> None:
+        """Every trial trained to the full epochs."""
+        assert self.protocol is not None
+        self.assessed(runs)
+        for run in runs:
+            if run.state == NEW:
+                jobs.write_settings(run)
+        todo = [r for r in runs if r.state in TODO]
+        self.echo(f"tuning: {len(self.cells)} cell(s) x {self.protocol.trials} trial(s) on the validation split, "
+                  f"chosen by {metric}; {len(runs) - len(todo)} trial(s) done, {len(todo)} to train")
+        self.execute(runs, metric)
+
+    def _halve(self, runs: list[Run], metric: str, maximize: bool) -> dict[str, Any]:
+        """Successive halving of every cell's trials (:mod:`fmclf.compare.halving`), rung by rung."""
+        assert self.protocol is not None
+        ladder = self.protocol.ladder()
+        self.names.update(r.name for r in runs)
+        self.echo(f"tuning: {len(self.cells)} cell(s) x {self.protocol.trials} trial(s) on the validation split, "
+                  f"chosen by {metric}, by successive halving: "
+                  + ", ".join(f"{r.trials} to {r.epochs} epoch(s)" for r in ladder))
+
+        def train(lacking: list[Run], epochs: int) -> None:
+            for run in lacking:
+                run.config.epochs = epochs
+            self.assessed(lacking)
+            for run in lacking:
+                if run.state == NEW:
+                    jobs.write_settings(run)
+            todo = [r for r in lacking if r.state in TODO]
+            self.echo(f"rung of {epochs} epoch(s): {len(todo)} trial(s) to train")
+            self.execute(lacking, metric)
+
+        return halving.climb({c.name: [r for r in runs if r.cell.name == c.name] for c in self.cells}, ladder,
+                             metric, maximize, train)
+
     def _record(self, studies: tuning.Studies, trials: dict[str, list[dict[str, Any]]], runs: list[Run],
-                metric: str, maximize: bool) -> dict[str, Any]:
+                metric: str, maximize: bool, climbed: dict[str, Any]) -> dict[str, Any]:
         """Tell the studies each ended trial's validation value; each cell's trials and choice."""
         by_trial = {(r.cell.name, r.trial): r for r in runs}
         tuned: dict[str, Any] = {}
+        last = self.protocol.epochs if self.protocol else 0
         for cell in self.cells:
             for trial in trials[cell.name]:
                 run = by_trial[(cell.name, trial["number"])]
                 trial.update(seed=run.seed, run=f"{jobs.RUNS}/{run.name}")
-                if run.state == FINISHED:
+                rungs = climbed.get(cell.name, {}).get(trial["number"])
+                if rungs is not None and run.state != FAILED:
+                    self._record_rungs(studies, cell, trial, rungs, last)
+                elif run.state == FINISHED:
                     value = results.final_value(run.run_dir, metric)
                     studies.tell(cell, trial["number"], value)
                     trial.update(value=value, state="complete" if value is not None else "fail")
                 elif run.state == FAILED:
                     studies.tell(cell, trial["number"], None)
                     trial.update(value=None, state="fail", reason=run.reason, diverged=run.diverged)
-            ended = all(t["state"] in ("complete", "fail") for t in trials[cell.name])
+            ended = all(t["state"] in ("complete", "fail", "pruned") for t in trials[cell.name])
             best = tuning.best(trials[cell.name], maximize) if ended else None
             tuned[cell.name] = {"metric": metric, "trials": trials[cell.name],
                                 "chosen": dict(best["params"]) if best else None,
                                 "chosen_trial": best["number"] if best else None}
         return tuned
+
+    @staticmethod
+    def _record_rungs(studies: tuning.Studies, cell: Cell, trial: dict[str, Any], rungs: dict[str, Any],
+                      last: int) -> None:
+        """A halved trial: its value at each rung; stopped at one (pruned), or complete at the last."""
+        trial["rungs"] = {str(e): v for e, v in rungs["rungs"].items()}
+        if rungs["pruned_at"] is not None:
+            studies.prune(cell, trial["number"], rungs["rungs"])
+            trial.update(value=None, state="pruned", pruned_at=rungs["pruned_at"])
+        elif rungs["rungs"].get(last) is not None:
+            studies.report(cell, trial["number"], rungs["rungs"])
+            studies.tell(cell, trial["number"], rungs["rungs"][last])
+            trial.update(value=rungs["rungs"][last], state="complete")
 
     def execute(self, runs: list[Run], shown: str) -> None:
         """Train the runs that need it through the executor; each one's outcome sets its state."""
