@@ -159,12 +159,12 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     fmclf compare --model nn --threads 2 --executor slurm --slurm-partition gpu --detach --out cmp
     """
     from ..compare.engine import run_comparison
-    from ..compare.grid import build_cells, check_jobs, seeds_from
+    from ..compare.grid import build_cells, check_jobs
 
     scalar_axes = _single_values(given)
     out, seeds, jobs = given.pop("out"), given.pop("seeds"), given.pop("jobs")
     retry_failed, rank_by, dry_run = given.pop("retry_failed"), given.pop("rank_by"), given.pop("dry_run")
-    tune, trials, sampler = given.pop("tune"), given.pop("trials"), given.pop("sampler")
+    tune, trials, sampler, prune = given.pop("tune"), given.pop("trials"), given.pop("sampler"), given.pop("prune")
     option_args, data_root, config_path = given.pop("option_args"), given.pop("data_root"), given.pop("config_path")
     executor_args = {name: given.pop(name) for name in (
         "executor_name", "detach", "ray_address", "slurm_partition", "slurm_time", "slurm_cpus", "slurm_gpus",
@@ -180,15 +180,15 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     threads = given.get("threads")
     base, setting_axes, grid_options = _config(ctx, given, axes, option_args, data_root, config_path)
     setting_axes.update(scalar_axes)
-    seed_list = seeds_from(base.seed if base.seed is not None else 0, seeds)
+    seed_list, auto = _seeds(base.seed if base.seed is not None else 0, seeds)
     host = ctx.obj.host()
     if data_root is not None and "dataset" not in setting_axes:  # on an axis, it goes to the data sets that take it
         require_data_root(host, base.dataset)
     protocol = None
-    if tune or trials is not None or sampler is not None:
+    if tune or trials is not None or sampler is not None or prune is not None:
         from ..compare.tuning import protocol_of
 
-        protocol = protocol_of(tune, trials, sampler, base, grid_options, host)
+        protocol = protocol_of(tune, trials, sampler, base, grid_options, host, prune)
         base = protocol.with_split(base)
     cells = build_cells(base, setting_axes, grid_options, host)
     settings = ctx.obj
@@ -197,7 +197,7 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
                                 plugin_args=plugin_args, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
                                 command=command_line(ctx), protocol=protocol, dry_run=dry_run,
-                                 batch=batch, batch_models=batch_models)
+                                batch=batch, batch_models=batch_models, auto=auto)
     if comparison is None:  # a dry run: the grid was printed
         return
     from ..compare.markdown import COMPARE_MD
@@ -205,6 +205,34 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     table = [line for line in (comparison.root / COMPARE_MD).read_text(encoding="utf-8").splitlines()
              if line.startswith("|")]
     click.echo("\n".join(["", *table]))
+    if comparison.failed:
+        _failed(comparison.failed, out, command_line(ctx))
+
+
+def _failed(failed: list[str], out: pathlib.Path, command: str | None) -> None:
+    """Exit 1 naming the failed runs: a script must not take a comparison with holes for a whole one."""
+    from ..compare.engine import RunsFailed
+
+    shown = "; ".join(failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")
+    if command and "--retry-failed" not in command.split():
+        command += " --retry-failed"
+    again = f"`{command}`" if command else "the same command with --retry-failed"
+    raise RunsFailed(
+        f"{len(failed)} run(s) of this comparison failed: {shown}. compare.json and compare.md in {out} hold the "
+        f"runs that finished, each failure with its reason (the whole output is in {out / 'jobs'}/NAME.log). Once "
+        f"the cause is fixed, {again} trains the failed runs again from their last checkpoints."
+    )
+
+
+def _seeds(base: int, text: str) -> tuple[list[int], Any]:
+    """--seeds N or auto[:CAP]: the (first round's) seeds, and --seeds auto's rule (None for N)."""
+    from ..compare.autoseeds import parse
+    from ..compare.grid import seeds_from
+
+    count, auto = parse(text)
+    if auto is not None:  # every seed it may add is a valid one
+        seeds_from(base, auto.cap)
+    return seeds_from(base, count), auto
 
 
 def _executor(executor_name: str, *, jobs: int | None, threads: int | None, device: str, detach: bool,
@@ -251,6 +279,8 @@ def _executor_options() -> list[click.Parameter]:
 
 
 def _build() -> click.Command:
+    from ..compare.autoseeds import DEFAULT_CAP as AUTO_CAP
+    from ..compare.autoseeds import START as AUTO_START
     from ..compare.grid import MAX_JOBS, MAX_SEEDS, MAX_TRIALS
     from ..compare.results import LOWER_IS_BETTER
 
@@ -260,8 +290,10 @@ def _build() -> click.Command:
         click.Option(["--out"], type=click.Path(path_type=pathlib.Path), required=True, metavar="DIR",
                      help="The comparison's folder: runs/, jobs/, compare.json, compare.md, curves.png. Give the same "
                           "DIR to continue."),
-        click.Option(["--seeds"], type=int, default=3, show_default=True,
-                     help=f"Runs per cell, with the same seeds in every cell (paired); at most {MAX_SEEDS}."),
+        click.Option(["--seeds"], metavar="N|auto[:CAP]", default="3", show_default=True,
+                     help=f"Runs per cell, with the same seeds in every cell (paired); at most {MAX_SEEDS}. auto: "
+                          f"{AUTO_START} seeds, then more for each cell whose difference from the best is not resolved "
+                          f"(its bootstrap 95% interval includes 0), up to CAP [default CAP: {AUTO_CAP}]."),
         click.Option(["--jobs"], type=int, default=None,
                      help=f"Runs side by side, each in its own process (1, the default: one after the other in this "
                           f"process); with ray or slurm, the most at once (default: no limit). At most {MAX_JOBS}."),
@@ -283,6 +315,10 @@ def _build() -> click.Command:
         click.Option(["--trials"], type=int, default=None,
                      help=f"Tuning trials per cell, the same for every cell (at most {MAX_TRIALS}). [default: 8 "
                           f"with --tune]"),
+        click.Option(["--prune"], type=click.Choice(["none", "halving"]), default=None,
+                     help="halving: successive halving of each cell's trials (they train a few epochs; the better "
+                          "half on validation resumes from its checkpoint to twice as many, the rest stop there; "
+                          "the same rungs for every cell). [default: none]"),
         click.Option(["--sampler"], type=click.Choice(["qmc", "tpe"]), default=None,
                      help="How trials are drawn: qmc (a seeded Sobol sequence: every cell gets the same points) or "
                           "tpe (Optuna's seeded TPE). [default: qmc]"),

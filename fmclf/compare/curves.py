@@ -1,5 +1,7 @@
 """``curves.png``: per metric, each cell's mean curve over its seeds with a band of
-± one standard deviation. Drawn on pyplot-free figures (:mod:`fmclf.draw.pictures`)."""
+± one standard deviation; then the learning rate as the schedule set it, and the
+accuracy against wall time. Cells whose curves coincide are named together.
+Drawn on pyplot-free figures (:mod:`fmclf.draw.pictures`)."""
 
 from __future__ import annotations
 
@@ -30,55 +32,118 @@ def curve(histories: Sequence[list[dict]], key: str) -> tuple[list[int], list[fl
     return epochs, [s.mean for s in summaries], [s.std or 0.0 for s in summaries]
 
 
+#: The extra panels after the metrics' own: the learning rate each epoch ended at (the schedule as it was), and
+#: the accuracy against the wall time the runs took.
+LR_PANEL, TIME_PANEL = "learning rate (each epoch's end)", "{key} against wall time"
+
+
+def wall_time(histories: Sequence[list[dict]], key: str) -> tuple[list[float], list[float]]:
+    """The mean seconds elapsed at the end of each epoch (the sum of the epochs' ``seconds`` so far) and the
+    mean of ``key`` there, over the histories that record both for every epoch up to it."""
+    elapsed: list[list[float]] = []
+    for history in histories:
+        total, mine = 0.0, []
+        for row in sorted(history, key=lambda row: int(row["epoch"])):
+            seconds = row.get("seconds")
+            if not (_number(seconds) and _number(row.get(key))):
+                break
+            total += float(seconds)
+            mine.append(total)
+        elapsed.append(mine)
+    epochs, mean, _ = curve(histories, key)
+    out_x, out_y = [], []
+    for i, m in enumerate(mean):
+        times = [e[i] for e in elapsed if len(e) > i]
+        if len(times) == len(histories) and epochs[i] == i + 1:
+            out_x.append(math.fsum(times) / len(times))
+            out_y.append(m)
+    return out_x, out_y
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _time_key(keys: Sequence[str]) -> str | None:
+    """The metric drawn against wall time: test accuracy, else the first accuracy, else none."""
+    return "test_acc" if "test_acc" in keys else next((k for k in keys if k.endswith("acc")), None)
+
+
 def figure(results: Sequence[CellResult]):
-    """One panel per metric, one mean curve with its band per cell."""
+    """One panel per metric, one mean curve with its band per cell; then the learning rate as the schedule
+    set it (each epoch's last rate, mean over seeds) and the accuracy against wall time."""
     keys = list(dict.fromkeys(k for r in results for h in r.histories.values() for row in h for k, v in row.items()
                               if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)))
-    axes_names = varying([r.cell for r in results])
-    panels = max(1, len(keys))
-    rows, cols = pictures.grid_shape(panels, max_cols=3)
+    has_lr = any("lr" in row for r in results for h in r.histories.values() for row in h)
+    time_key = _time_key(keys)
+    panels = [*keys, *([LR_PANEL] if has_lr else []), *([TIME_PANEL.format(key=time_key)] if time_key else [])]
+    rows, cols = pictures.grid_shape(max(1, len(panels)), max_cols=3)
     fig = pictures.new_figure(3.6 * cols, 2.7 * rows + 0.4 + 0.18 * len(results))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[len(keys):]:
+    for ax in axes[len(panels):]:
         ax.set_axis_off()
-    from matplotlib.ticker import MaxNLocator
-
-    colors = [f"C{i % 10}" for i in range(len(results))]
-    names = [" + ".join(r.cell.label(axes_names).values()) or r.cell.name for r in results]
+    names = [" + ".join(r.cell.label(varying([c.cell for c in results])).values()) or r.cell.name for r in results]
     same = _coinciding(results, keys)
-    for ax, key in zip(axes, keys):
-        for i, (r, color) in enumerate(zip(results, colors)):
-            epochs, mean, std = curve(list(r.histories.values()), key)
-            if not epochs:
-                continue
+    for ax, key in zip(axes, panels):
+        for i, r in enumerate(results):
             twins = [names[j] for j in same[i] if j != i]
-            label = names[i] + (f" (= {', '.join(twins)})" if twins else "")
-            k = same[i].index(i)  # a style and a size per twin: the later one, smaller, does not hide the earlier
-            ax.plot(epochs, mean, color=color, marker=".", markersize=4 + 3 * (len(same[i]) - 1 - k),
-                    linestyle=("-", "--", ":", "-.")[k % 4], label=label)
-            ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                            color=color, alpha=0.2, linewidth=0)
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=7)
-        ax.grid(True, alpha=0.4)
+            style = _style(i, same[i], names[i] + (f" (= {', '.join(twins)})" if twins else ""))
+            _draw(ax, r, key, time_key, style)
+        _dress(ax, key, time_key)
     if not keys:
         axes[0].text(0.5, 0.5, "no finished run yet", ha="center", va="center")
-    handles, labels = axes[0].get_legend_handles_labels()
+    _legend(fig, axes[0], results, names)
+    fig.suptitle("mean over seeds; band: ± one standard deviation", fontsize=9)
+    return fig
+
+
+def _style(i: int, twins: list[int], label: str) -> dict:
+    """A colour per cell; a line style and a marker size per twin: the later one, smaller, does not hide the
+    earlier (cells whose curves coincide are named together in the label)."""
+    k = twins.index(i)
+    return {"color": f"C{i % 10}", "marker": ".", "markersize": 4 + 3 * (len(twins) - 1 - k),
+            "linestyle": ("-", "--", ":", "-.")[k % 4], "label": label}
+
+
+def _draw(ax, r: CellResult, panel: str, time_key: str | None, style: dict) -> None:
+    histories = list(r.histories.values())
+    if time_key is not None and panel == TIME_PANEL.format(key=time_key):
+        x, y = wall_time(histories, time_key)
+        if x:
+            ax.plot(x, y, **style)
+        return
+    epochs, mean, std = curve(histories, "lr" if panel == LR_PANEL else panel)
+    if not epochs:
+        return
+    ax.plot(epochs, mean, **style)
+    ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                    color=style["color"], alpha=0.2, linewidth=0)
+
+
+def _dress(ax, panel: str, time_key: str | None) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title(panel, fontsize=9)
+    timed = time_key is not None and panel == TIME_PANEL.format(key=time_key)
+    ax.set_xlabel("seconds (sum of the epochs' own)" if timed else "epoch", fontsize=8)
+    if not timed:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.4)
+
+
+def _legend(fig, ax, results: Sequence[CellResult], names: list[str]) -> None:
     from matplotlib.lines import Line2D
 
     from .markdown import runs_phrase
 
-    for r, color in zip(results, colors):  # a cell with no curve still says why
+    handles, labels = ax.get_legend_handles_labels()
+    for i, r in enumerate(results):  # a cell with no curve still says why
         if not r.histories:
-            handles.append(Line2D([], [], color=color, linestyle="none", marker="x"))
-            label = " + ".join(r.cell.label(axes_names).values()) or r.cell.name
-            labels.append(f"{label}: no finished run ({runs_phrase(r)})")
+            handles.append(Line2D([], [], color=f"C{i % 10}", linestyle="none", marker="x"))
+            labels.append(f"{names[i]}: no finished run ({runs_phrase(r)})")
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), fontsize=8)
-    fig.suptitle("mean over seeds; band: ± one standard deviation", fontsize=9)
-    return fig
 
 
 def _coinciding(results: Sequence[CellResult], keys: Sequence[str]) -> list[list[int]]:

@@ -58,6 +58,9 @@ def show(preview: Preview, out: pathlib.Path, echo: Callable[[str], None]) -> No
         echo(f"tuning: {p.trials} trial(s) per cell over {space}, drawn by {p.sampler}, on the validation split "
              f"(-o dataset.valid={cells[0].config.options.get('dataset', {}).get('valid')}); each cell's best "
              f"{preview.metric[0]} is then trained on the {len(seeds)} seed(s) above and reported on test.")
+        if p.prune == "halving":
+            echo("successive halving: " + ", ".join(f"{r.trials} trial(s) to {r.epochs} epoch(s)" for r in p.ladder())
+                 + "; each rung's better half resumes from its checkpoint, the rest stop there.")
     echo("cells:")
     for i, cell in enumerate(cells, start=1):
         label = ", ".join(f"{k}={v}" for k, v in cell.label(axes).items()) or cell.name

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__, atomic
-from ..errors import Interrupted, UsageError
+from ..errors import FmclfError, Interrupted, UsageError
 from ..host.loading import PluginHost
 from ..run import folder, lock
 from ..run.config import RunConfig
 from ..run.plan import resolve
-from . import batching, curves, dryrun, jobs, markdown, results, scores, tuning
+from . import autoseeds, batching, curves, dryrun, halving, jobs, markdown, results, scores, tuning
 from .executor import Executor, Outcome
-from .grid import MAX_RUNS, Cell
+from .grid import MAX_RUNS, Cell, seeds_from
 from .jobs import EXTEND, FAILED, FINISHED, NEW, RESUME, Run
 
 Echo = Callable[[str], None]
@@ -42,6 +42,24 @@ class Comparison:
     results: list[results.CellResult]  #: ranked, best first
     ranking: results.Ranking | None
     trained: int  #: runs this invocation started or resumed
+    failed: list[str] = field(default_factory=list)  #: "RUN: reason" of every failed run (see :func:`failures`)
+
+
+class RunsFailed(FmclfError):
+    """Some runs of the comparison failed: the results of the others are written (exit code 1)."""
+
+
+def failures(runs: Sequence[Run], tuned: dict[str, Any] | None) -> list[str]:
+    """``"RUN: reason"`` for each reported run that failed or diverged, each tuning trial that failed
+    without diverging (a bug, not a rate too large: a diverged trial is one answer of the search), and
+    each cell whose trials all failed."""
+    out = [f"{r.name}: {r.reason}" for r in runs if r.state == FAILED]
+    for cell, record in (tuned or {}).items():
+        out += [f"{cell}-trial{t['number']}: {t.get('reason', '')}" for t in record["trials"]
+                if t.get("state") == "fail" and not t.get("diverged") and t.get("reason")]
+        if record.get("chosen") is None and all(t.get("state") in ("complete", "fail") for t in record["trials"]):
+            out.append(f"{cell}: every trial failed, so it has no configuration to report")
+    return out
 
 
 def cpu_threads() -> int:
@@ -62,7 +80,7 @@ def run_comparison(
     threads: int | None = None, plugin_args: Sequence[str] = (), retry_failed: bool = False,
     rank_by: str | None = None, echo: Echo = print, command: str | None = None,
     protocol: tuning.Protocol | None = None, dry_run: bool = False, batch: bool = True,
-    batch_models: int | None = None,
+    batch_models: int | None = None, auto: autoseeds.AutoSeeds | None = None,
 ) -> Comparison | None:
     """Train what the comparison in ``out`` still lacks and write its results.
 
@@ -71,7 +89,9 @@ def run_comparison(
     cell's trials come first and its best configuration on validation is what
     trains on ``seeds``. Runs that may train together do, as batched groups
     (:mod:`fmclf.compare.batching`; ``batch`` False: one by one; ``batch_models``
-    caps a group). ``dry_run`` prints the grid and returns None, touching
+    caps a group). With ``auto``, ``seeds`` are the first round's: seeds are added
+    per cell until its difference from the best is resolved or ``auto.cap`` is
+    reached (:mod:`fmclf.compare.autoseeds`). ``dry_run`` prints the grid and returns None, touching
     nothing. Only one comparison writes to ``out`` at a time (a lock in it).
     Raises :class:`~fmclf.errors.Interrupted` after a signal, once every running
     job has stopped with its checkpoint and the partial results are written.
@@ -80,39 +100,42 @@ def run_comparison(
     _check_out(out)
     for cell in cells:  # every name and option of every cell, before anything runs
         resolve(_with_seed(cell, seeds[0]), host)
-    total = len(cells) * (len(seeds) + (protocol.trials if protocol else 0))
+    total = len(cells) * ((auto.cap if auto else len(seeds)) + (protocol.trials if protocol else 0))
     if total > MAX_RUNS:
         raise UsageError(f"this comparison has {total} runs ({len(cells)} cells), more than one command trains "
                          f"({MAX_RUNS}). Give fewer values on its axes, --seeds or --trials.")
     per_run = threads_per_run(executor.workers, threads)
     plan = _Plan(list(cells), seeds, out, host, executor, per_run, plugin_args, retry_failed, echo, protocol,
                  _tuning_metric(rank_by) if protocol else None, chosen=list(cells), batch=batch,
-                 batch_models=batch_models)
+                 batch_models=batch_models, auto=auto, rank_by=rank_by)
     if dry_run:
         dryrun.show(plan.preview(), out, echo)
+        if auto is not None:
+            echo(f"--seeds auto: every cell starts with these {len(seeds)} seed(s); a cell whose difference from the "
+                 f"best is not resolved then gets more, up to {auto.cap}.")
         return None
     out.mkdir(parents=True, exist_ok=True)
     with _one_writer(out):
         try:
             chosen = plan.tune() if protocol is not None else list(cells)
-            runs = plan.assessed(jobs.runs_of(chosen, seeds, out, per_run))
-            for run in runs:
-                if run.state == NEW:
-                    jobs.write_settings(run)
-            _announce(runs, [r for r in runs if r.state in TODO], executor.workers, per_run, out, echo, plan.names)
-            plan.execute(runs, (rank_by or "test_acc").partition(":")[0])
+            runs = plan.train_seeds(chosen, {c.name: len(seeds) for c in chosen})
+            if auto is not None:
+                runs = plan.train_auto(chosen, runs)
         except Interrupted as exc:
             finals = plan.finals or jobs.runs_of(list(cells), seeds, out, per_run)  # stopped while tuning: all new
             _finish(out, cells, plan.chosen, finals, seeds, rank_by, plan.trained, executor.workers, per_run,
-                    command, echo, protocol, plan.tuned)
+                    command, echo, protocol, plan.tuned, plan.auto_record)
             raise Interrupted(
                 f"{str(exc)[:1].upper() + str(exc)[1:]}; every stopped run keeps its checkpoint, and "
                 f"{out / results.COMPARE_JSON} holds the runs done so far. Run the same command again to continue: "
                 f"it keeps the finished {'trials and ' if protocol else ''}runs, resumes the stopped ones and trains "
                 f"what is left."
             ) from None
+        if auto is not None:
+            seeds = seeds_from(seeds[0], max(plan.auto_record["cells"][c.name]["seeds"] for c in chosen) if chosen
+                               else len(seeds))
         return _finish(out, cells, plan.chosen, runs, seeds, rank_by, plan.trained, executor.workers, per_run,
-                       command, echo, protocol, plan.tuned)
+                       command, echo, protocol, plan.tuned, plan.auto_record)
 
 
 #: The states of the runs that still need work.
@@ -154,6 +177,43 @@ class _Plan:
     chosen: list[Cell] = field(default_factory=list)  #: the cells with their chosen configurations
     batch: bool = True  #: train the runs that may train together as batched groups
     batch_models: int | None = None  #: the most members of one group (None: batching's default)
+    auto: autoseeds.AutoSeeds | None = None  #: --seeds auto's rule
+    rank_by: str | None = None
+    auto_record: dict[str, Any] = field(default_factory=dict)  #: --seeds auto's rounds and each cell's outcome
+
+    def train_seeds(self, chosen: list[Cell], counts: dict[str, int]) -> list[Run]:
+        """Train each chosen cell on its first ``counts[name]`` seeds (what is not done yet); its runs."""
+        runs = self.assessed([run for c in chosen
+                              for run in jobs.runs_of([c], seeds_from(self.seeds[0], counts[c.name]), self.out,
+                                                      self.per_run)])
+        for run in runs:
+            if run.state == NEW:
+                jobs.write_settings(run)
+        _announce(runs, [r for r in runs if r.state in TODO], self.executor.workers, self.per_run, self.out,
+                  self.echo, self.names)
+        self.execute(runs, (self.rank_by or "test_acc").partition(":")[0])
+        return runs
+
+    def train_auto(self, chosen: list[Cell], runs: list[Run]) -> list[Run]:
+        """--seeds auto: after each round, more seeds for the cells whose difference from the best is not
+        resolved, until every cell has stopped; each round and each cell's outcome go to ``auto_record``."""
+        assert self.auto is not None
+        counts = {c.name: len(self.seeds) for c in chosen}
+        self.auto_record = {**self.auto.as_dict(), "rounds": [], "cells": {}}
+        while True:
+            found = results.collect(chosen, runs)
+            ranked = results.rank(found, results.Ranking.parse(self.rank_by, results.metric_names(found)))
+            decision = autoseeds.decide(self.auto, ranked, counts)
+            self.auto_record["rounds"].append(dict(counts))
+            self.auto_record["cells"] = {name: {"seeds": counts[name], "stopped": decision.stopped.get(name)}
+                                         for name in counts}
+            if decision.done:
+                return runs
+            more = {n: k for n, k in decision.counts.items() if k > counts[n]}
+            self.echo(f"--seeds auto: not resolved yet, so more seeds for "
+                      f"{', '.join(f'{n} ({k})' for n, k in more.items())}")
+            counts = decision.counts
+            runs = self.train_seeds(chosen, counts)
 
     def assessed(self, runs: list[Run]) -> list[Run]:
         """``runs`` with their state read from disk (every check before anything trains)."""
@@ -199,17 +259,15 @@ class _Plan:
         metric, maximize = self.metric
         studies = tuning.Studies(self.out, self.protocol, maximize)
         trials = {c.name: studies.trials(c) for c in self.cells}
-        runs = self.assessed(self.trial_runs(trials))
-        for run in runs:
-            if run.state == NEW:
-                jobs.write_settings(run)
-        todo = [r for r in runs if r.state in TODO]
-        self.echo(f"tuning: {len(self.cells)} cell(s) x {self.protocol.trials} trial(s) on the validation split, "
-                  f"chosen by {metric}; {len(runs) - len(todo)} trial(s) done, {len(todo)} to train")
+        runs = self.trial_runs(trials)
+        climbed: dict[str, Any] = {}
         try:
-            self.execute(runs, metric)
+            if self.protocol.prune == "halving":
+                climbed = self._halve(runs, metric, maximize)
+            else:
+                self._trials_at_once(runs, metric)
         finally:
-            self.tuned = tuned = self._record(studies, trials, runs, metric, maximize)
+            self.tuned = tuned = self._record(studies, trials, runs, metric, maximize, climbed)
         self.chosen = [dataclasses.replace(c, config=self.protocol.configure(c.config, tuned[c.name]["chosen"]))
                        for c in self.cells if tuned[c.name]["chosen"] is not None]
         for c in self.cells:
@@ -217,28 +275,80 @@ class _Plan:
                 self.echo(f"{c.name}: every trial failed; this cell has no configuration to report")
         return self.chosen
 
+    def _trials_at_once(self, runs: list[Run], metric: str) -> None:
+        """Every trial trained to the full epochs."""
+        assert self.protocol is not None
+        self.assessed(runs)
+        for run in runs:
+            if run.state == NEW:
+                jobs.write_settings(run)
+        todo = [r for r in runs if r.state in TODO]
+        self.echo(f"tuning: {len(self.cells)} cell(s) x {self.protocol.trials} trial(s) on the validation split, "
+                  f"chosen by {metric}; {len(runs) - len(todo)} trial(s) done, {len(todo)} to train")
+        self.execute(runs, metric)
+
+    def _halve(self, runs: list[Run], metric: str, maximize: bool) -> dict[str, Any]:
+        """Successive halving of every cell's trials (:mod:`fmclf.compare.halving`), rung by rung."""
+        assert self.protocol is not None
+        ladder = self.protocol.ladder()
+        self.names.update(r.name for r in runs)
+        self.echo(f"tuning: {len(self.cells)} cell(s) x {self.protocol.trials} trial(s) on the validation split, "
+                  f"chosen by {metric}, by successive halving: "
+                  + ", ".join(f"{r.trials} to {r.epochs} epoch(s)" for r in ladder))
+
+        def train(lacking: list[Run], epochs: int) -> None:
+            for run in lacking:
+                run.config.epochs = epochs
+            self.assessed(lacking)
+            for run in lacking:
+                if run.state == NEW:
+                    jobs.write_settings(run)
+            todo = [r for r in lacking if r.state in TODO]
+            self.echo(f"rung of {epochs} epoch(s): {len(todo)} trial(s) to train")
+            self.execute(lacking, metric)
+
+        return halving.climb({c.name: [r for r in runs if r.cell.name == c.name] for c in self.cells}, ladder,
+                             metric, maximize, train)
+
     def _record(self, studies: tuning.Studies, trials: dict[str, list[dict[str, Any]]], runs: list[Run],
-                metric: str, maximize: bool) -> dict[str, Any]:
+                metric: str, maximize: bool, climbed: dict[str, Any]) -> dict[str, Any]:
         """Tell the studies each ended trial's validation value; each cell's trials and choice."""
         by_trial = {(r.cell.name, r.trial): r for r in runs}
         tuned: dict[str, Any] = {}
+        last = self.protocol.epochs if self.protocol else 0
         for cell in self.cells:
             for trial in trials[cell.name]:
                 run = by_trial[(cell.name, trial["number"])]
                 trial.update(seed=run.seed, run=f"{jobs.RUNS}/{run.name}")
-                if run.state == FINISHED:
+                rungs = climbed.get(cell.name, {}).get(trial["number"])
+                if rungs is not None and run.state != FAILED:
+                    self._record_rungs(studies, cell, trial, rungs, last)
+                elif run.state == FINISHED:
                     value = results.final_value(run.run_dir, metric)
                     studies.tell(cell, trial["number"], value)
                     trial.update(value=value, state="complete" if value is not None else "fail")
                 elif run.state == FAILED:
                     studies.tell(cell, trial["number"], None)
-                    trial.update(value=None, state="fail", reason=run.reason)
-            ended = all(t["state"] in ("complete", "fail") for t in trials[cell.name])
+                    trial.update(value=None, state="fail", reason=run.reason, diverged=run.diverged)
+            ended = all(t["state"] in ("complete", "fail", "pruned") for t in trials[cell.name])
             best = tuning.best(trials[cell.name], maximize) if ended else None
             tuned[cell.name] = {"metric": metric, "trials": trials[cell.name],
                                 "chosen": dict(best["params"]) if best else None,
                                 "chosen_trial": best["number"] if best else None}
         return tuned
+
+    @staticmethod
+    def _record_rungs(studies: tuning.Studies, cell: Cell, trial: dict[str, Any], rungs: dict[str, Any],
+                      last: int) -> None:
+        """A halved trial: its value at each rung; stopped at one (pruned), or complete at the last."""
+        trial["rungs"] = {str(e): v for e, v in rungs["rungs"].items()}
+        if rungs["pruned_at"] is not None:
+            studies.prune(cell, trial["number"], rungs["rungs"])
+            trial.update(value=None, state="pruned", pruned_at=rungs["pruned_at"])
+        elif rungs["rungs"].get(last) is not None:
+            studies.report(cell, trial["number"], rungs["rungs"])
+            studies.tell(cell, trial["number"], rungs["rungs"][last])
+            trial.update(value=rungs["rungs"][last], state="complete")
 
     def execute(self, runs: list[Run], shown: str) -> None:
         """Train the runs that need it through the executor; each one's outcome sets its state."""
@@ -356,7 +466,8 @@ def _signal_text(returncode: int) -> str:
 
 def _finish(out: pathlib.Path, cells: Sequence[Cell], chosen: Sequence[Cell], runs: list[Run], seeds: list[int],
             rank_by: str | None, trained: int, workers: int, per_run: int, command: str | None, echo: Echo,
-            protocol: tuning.Protocol | None = None, tuned: dict[str, Any] | None = None) -> Comparison:
+            protocol: tuning.Protocol | None = None, tuned: dict[str, Any] | None = None,
+            auto_record: dict[str, Any] | None = None) -> Comparison:
     by_name = {c.name: c for c in chosen}
     found = results.collect([by_name.get(c.name, c) for c in cells], runs)
     ranking = results.Ranking.parse(rank_by, results.metric_names(found))
@@ -366,6 +477,8 @@ def _finish(out: pathlib.Path, cells: Sequence[Cell], chosen: Sequence[Cell], ru
                              "fmclf": __version__}
     if protocol is not None:
         extra["protocol"] = {**protocol.as_dict(), "cells": tuned or {}}
+    if auto_record:
+        extra["seeds_auto"] = auto_record
     doc = results.to_json(ranked, ranking, root=out, seeds=seeds, extra=extra)
     folder.write_json(out / results.COMPARE_JSON, doc)
     atomic.write_text(out / markdown.COMPARE_MD,
@@ -383,4 +496,4 @@ def _finish(out: pathlib.Path, cells: Sequence[Cell], chosen: Sequence[Cell], ru
             echo(f"Warning: could not draw {name} ({type(exc).__name__}: {exc}); compare.json and compare.md are "
                  f"complete.")
     echo(f"wrote {', '.join(str(out / w) for w in written)}")
-    return Comparison(out, runs, ranked, ranking, trained)
+    return Comparison(out, runs, ranked, ranking, trained, failures(runs, tuned))

@@ -155,8 +155,13 @@ def _protocol_lines(protocol: dict[str, Any]) -> list[str]:
                                   else f" {d['scale']}:{d['low']:g}..{d['high']:g}") for d in protocol["space"])
     lines = [f"Tuned: every cell got the same {protocol['trials_per_cell']} trial(s) over {space}, drawn by "
              f"{protocol['sampler']}, scored on the validation split with seeds disjoint from the reported ones "
-             f"({protocol['trial_seeds']}); each cell's best trial is what the table reports.", "",
-             "| cell | chosen | trial | validation |", "|---|---|---|---|"]
+             f"({protocol['trial_seeds']}); each cell's best trial is what the table reports.", ""]
+    if protocol.get("prune") == "halving":
+        lines += ["Successive halving, the same rungs for every cell: " + ", ".join(
+            f"{r['trials']} trial(s) to {r['epochs']} epoch(s)" for r in protocol["rungs"]) + "; at each rung the "
+            "better half on validation resumed from its checkpoint, the rest stopped there (their values are in "
+            "compare.json).", ""]
+    lines += ["| cell | chosen | trial | validation |", "|---|---|---|---|"]
     for name, cell in protocol["cells"].items():
         chosen = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
                            for k, v in (cell["chosen"] or {}).items())

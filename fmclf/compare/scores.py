@@ -1,6 +1,7 @@
 """``scores.png``: each cell's final score on the ranking metric with every seed as a point
 (cells that coincide are named together), and with ``--tune`` the validation metric of
-every trial against the tuned value, one curve per cell (the sensitivity curve)."""
+every trial against the tuned value, one curve per cell (the sensitivity curve; with
+successive halving, a stopped trial is a hollow point at its last rung's value)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,13 @@ def _sensitivity(ax: Any, results: Sequence[CellResult], labels: list[str], prot
             # a style and a size per cell: curves that coincide stay visible one under the other
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=9 - 2 * (i % 4),
                     linestyle=("-", "--", ":", "-.")[i % 4], color=f"C{i % 10}", label=labels[i], alpha=0.8)
+        stopped = [(t["params"][key], t["rungs"][str(t["pruned_at"])]) for t in cell["trials"]
+                   if key in t["params"] and t.get("state") == "pruned" and t.get("rungs", {}).get(str(t["pruned_at"]))
+                   is not None]
+        if stopped:  # successive halving: where each stopped trial stood at its last rung (fewer epochs)
+            ax.plot([p[0] for p in stopped], [p[1] for p in stopped], marker="o", linestyle="none", alpha=0.8,
+                    markerfacecolor="none", color=f"C{i % 10}", markersize=9 - 2 * (i % 4),
+                    label=f"{labels[i]}: stopped early (at its last rung)")
     if dimension.get("scale") == "log":
         ax.set_xscale("log")
     ax.set_xlabel(key, fontsize=8)

@@ -98,6 +98,8 @@ class Protocol:
     space: tuple[Dimension, ...]
     trials: int
     sampler: str
+    prune: str = "none"  #: "halving": successive halving of each cell's trials (:mod:`fmclf.compare.halving`)
+    epochs: int = 0  #: the epochs of a trial that is not stopped early
 
     def with_split(self, base: RunConfig) -> RunConfig:
         """``base`` with the validation split the trials are scored on (``-o dataset.valid``, 0.1 unless given)."""
@@ -119,8 +121,19 @@ class Protocol:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (compare.json)."""
-        return {"trials_per_cell": self.trials, "sampler": _sampler_text(self.sampler),
-                "space": [d.as_dict() for d in self.space], "trial_seeds": f"SEED + {MAX_SEEDS} + K for trial K"}
+        out = {"trials_per_cell": self.trials, "sampler": _sampler_text(self.sampler),
+               "space": [d.as_dict() for d in self.space], "trial_seeds": f"SEED + {MAX_SEEDS} + K for trial K",
+               "prune": self.prune}
+        if self.prune == "halving":
+            out["rungs"] = [{"epochs": r.epochs, "trials": r.trials, "promoted": r.keep} for r in self.ladder()]
+        return out
+
+    def ladder(self) -> list[Any]:
+        """The rungs of successive halving (one rung, every trial to the full epochs, without it)."""
+        from .halving import Rung, rungs
+
+        return rungs(self.trials, self.epochs) if self.prune == "halving" else [Rung(self.epochs, self.trials,
+                                                                                         self.trials)]
 
 
 def trial_seed(base: int, k: int) -> int:
@@ -187,10 +200,10 @@ def _is_integer(key: str, text: str, host: PluginHost) -> bool:
 
 
 def protocol_of(tune: Sequence[str], trials: int | None, sampler: str | None, base: RunConfig,
-                grid_options: dict[str, Sequence[str]], host: PluginHost) -> Protocol:
+                grid_options: dict[str, Sequence[str]], host: PluginHost, prune: str | None = None) -> Protocol:
     """The tuning protocol of ``--tune``/``--trials``/``--sampler``, every piece checked before anything runs."""
     if not tune:
-        raise UsageError("--trials and --sampler go with --tune: name what to tune, for example "
+        raise UsageError("--trials, --sampler and --prune go with --tune: name what to tune, for example "
                          "--tune lr=log:0.001..1 --trials 8.")
     trials = DEFAULT_TRIALS if trials is None else trials
     if trials < 1:
@@ -220,7 +233,7 @@ def protocol_of(tune: Sequence[str], trials: int | None, sampler: str | None, ba
     if valid is not None and str(valid).strip() in ("0", "0.0", "none"):
         raise UsageError("--tune needs a validation split, and -o dataset.valid=0 holds none out. Give a fraction "
                          "such as -o dataset.valid=0.1 (the default when tuning).")
-    return Protocol(space, trials, sampler or "qmc")
+    return Protocol(space, trials, sampler or "qmc", prune or "none", base.epochs)
 
 
 class Studies:
@@ -259,6 +272,26 @@ class Studies:
                 trial = study.ask(distributions)
             have[trial.number] = trial
         return [_as_dict(have[k]) for k in sorted(have)[: self.protocol.trials]]
+
+    def prune(self, cell: Cell, number: int, rungs: dict[int, float | None]) -> None:
+        """Record trial ``number`` as stopped by successive halving, with its value at each rung, once."""
+        study = self._study(cell)
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        if trial.state.is_finished():
+            return
+        self.report(cell, number, rungs)
+        study.tell(trial.number, state=self._optuna.trial.TrialState.PRUNED)
+
+    def report(self, cell: Cell, number: int, rungs: dict[int, float | None]) -> None:
+        """Record a running trial's validation value at each rung's epochs (Optuna's intermediate values)."""
+        study = self._study(cell)
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        if trial.state.is_finished():
+            return
+        running = self._optuna.trial.Trial(study, trial._trial_id)
+        for step, value in rungs.items():
+            if value is not None and step not in trial.intermediate_values:
+                running.report(value, step)
 
     def tell(self, cell: Cell, number: int, value: float | None) -> None:
         """Record trial ``number``'s validation value (None: it failed) once."""

@@ -171,7 +171,9 @@ def test_tuning_refuses_what_it_cannot_do(tiny_data, tmp_path):
         (["--tune", "updater.momentum=0,0.9", "-o", "updater.momentum=0.5", "--updater", "torch-sgd"],
          "both tuned (--tune) and set"),
         (["--tune", "lr=0.1,0.2", "-o", "dataset.valid=0"], "needs a validation split"),
-        (["--trials", "3"], "--trials and --sampler go with --tune"),
+        (["--trials", "3"], "--trials, --sampler and --prune go with --tune"),
+        (["--prune", "halving"], "--trials, --sampler and --prune go with --tune"),
+        (["--tune", "lr=0.1,0.2", "--prune", "halve"], "'halve' is not one of 'none', 'halving'"),
     ):
         result = compare(*flags, *tiny(tiny_data), "--out", str(out))
         assert result.exit_code == 2 and text in result.output, (flags, result.output)

@@ -104,3 +104,25 @@ def test_within_noise_and_one_shared_seed_are_said_so():
     assert markdown.verdict(paired({0: 1.0, 1: 2.0, 2: 1.4}, {0: 1.1, 1: 1.8, 2: 1.5}),
                             best=False).endswith("within noise")
     assert markdown.verdict(paired({0: 1.0}, {0: 1.1}), best=False) == "-0.1000 (1 shared seed: cannot tell)"
+
+
+def test_the_failures_that_make_compare_exit_1(comparison):
+    """A reported run that failed or diverged counts; a diverged trial is an answer of the search and does
+    not; a trial that failed otherwise does, and so does a cell whose trials all ended without a value."""
+    from fmclf.compare.engine import failures
+
+    _, _, runs = comparison
+    assert failures(runs, None) == ["nn-c-seed0: training diverged: the loss became inf",
+                                    "nn-c-seed1: training diverged: the loss became inf"]
+    finished_only = [r for r in runs if r.state != FAILED]
+    tuned = {
+        "x": {"chosen": {"lr": 0.1}, "trials": [
+            {"number": 0, "state": "fail", "reason": "training diverged: the loss became nan", "diverged": True},
+            {"number": 1, "state": "complete", "value": 0.8}]},
+        "y": {"chosen": None, "trials": [
+            {"number": 0, "state": "fail", "reason": "loss 'boom' raised ZeroDivisionError", "diverged": False},
+            {"number": 1, "state": "fail", "reason": "training diverged: the loss became nan", "diverged": True}]},
+        "z": {"chosen": None, "trials": [{"number": 0, "state": "running"}]},  # not ended: not a failure yet
+    }
+    assert failures(finished_only, tuned) == ["y-trial0: loss 'boom' raised ZeroDivisionError",
+                                              "y: every trial failed, so it has no configuration to report"]
