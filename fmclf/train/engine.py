@@ -361,21 +361,17 @@ class Trainer:
         """
         import torch
 
-        model, loss_fn, updater, comm, who = self.parts.model, self.parts.loss, self.updater, self.comm, self._who
-        records = self.parts.records
         train = self.parts.dataset.train
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch)
         num_batches = len(train)
-        if hasattr(model, "train"):
-            model.train()
+        if hasattr(self.parts.model, "train"):
+            self.parts.model.train()
         loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64, device=self.device)
         correct = torch.tensor(state.correct, dtype=torch.int64, device=self.device)
-        examples, first = state.examples, state.batch
-        batch_events = bool(self._listeners["on_batch_end"])
-        sum_reduction, params, stop, control = self.sum_reduction, self.params, self.stop, self.control
+        first = state.batch
         watch = LossWatch(self.device, num_batches, first, lambda v, b: self._diverged(v, b, epoch, num_batches))
-        batches = _guarded(train, who["dataset"], f"while yielding training batches in epoch {epoch}")
+        batches = _guarded(train, self._who["dataset"], f"while yielding training batches in epoch {epoch}")
         if first:  # resuming mid-epoch: the same order, minus what was already trained
             batches = itertools.islice(batches, first, None)
         if self.epoch_graph is not None and not first:
@@ -383,47 +379,39 @@ class Trainer:
                 return self._graphed_epoch(epoch, num_batches)
             except GraphFailed as exc:
                 self._graphs_failed(exc)  # or raises; the graph trained nothing, so the epoch starts afresh
+        b, examples = self._batches(epoch, state, batches, num_batches, watch, loss_sum, correct)
+        watch.check(b)
+        self._logits = None  # no batch's graph kept alive through the evaluation
+        count = torch.tensor(float(examples), dtype=torch.float64, device=self.device)
+        sums = self.comm.sum(torch.stack([loss_sum, correct.double(), count]))
+        loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
+        return float(loss_sum) / max(examples, 1), float(correct) / max(examples, 1)
+
+    def _batches(self, epoch: int, state: TrainState, batches: Iterator[Any], num_batches: int, watch: LossWatch,
+                 loss_sum: Any, correct: Any) -> tuple[int, int]:
+        """Train on each of ``batches`` (a replayed CUDA graph, else eagerly), adding to ``loss_sum`` and
+        ``correct`` in place; a stop request ends the epoch after the batch in flight, with a checkpoint.
+        Returns (the last batch's number, the examples of the epoch so far)."""
+        examples, first, who = state.examples, state.batch, self._who
+        batch_events = bool(self._listeners["on_batch_end"])
+        stop, control, classes, graphed = self.stop, self.control, len(self.classes), self.graphed
         b = first
-        graphed = self.graphed
-        classes = len(self.classes)
         try:
             for b, (X, y) in enumerate(batches, start=first + 1):
                 n = y.shape[0]
                 if b == first + 1:  # labels out of range are the data set's fault, whoever trips over them
                     check_batch(y, who["dataset"], "training", classes)
                     check_inputs(X, who["dataset"], "training", self.input_shape)
-                replayed = False
+                done = None
                 if graphed is not None and graphed.fits(X, y):
-                    try:
-                        if graphed.graph is None:
-                            graphed.capture(X, y, self._check_logits, self._check_losses)
-                        total, hits = graphed(X, y)
-                        replayed = True
-                    except GraphFailed as exc:
-                        self._graphs_failed(exc)  # or raises; the step did not run, so it runs eagerly below
+                    done = self._replay(graphed, X, y)
+                    if done is None:  # the graph failed and is off: this step runs eagerly below
                         graphed = None
-                if replayed:
+                if done is not None:
+                    total, hits = done
                     watch.add(b, total)
                 else:
-                    at = f"on batch {b} of epoch {epoch}"
-                    with blame(who["model"], at):
-                        logits = model(X)
-                    self._logits = (b, logits)  # a reference, for a divergence: did it start before the loss?
-                    if b == first + 1:  # before the loss sees them: wrong logits are the model's fault
-                        self._check_logits(logits, n)
-                    with blame_labels(who["loss"], at, y, who["dataset"], classes):
-                        losses = loss_fn(logits, y)
-                    if b == first + 1:
-                        self._check_losses(losses, n, logits)
-                    total = losses.sum()
-                    watch.add(b, total)  # on the CPU: raises here, before the update
-                    with blame_update(who["updater"], f"while updating {at}", self.lr):
-                        updater.zero_grad()
-                        with blame_gradients(records, at):
-                            (total if sum_reduction else losses.mean()).backward()
-                        comm.average_gradients(params)  # a lost peer raises a DistributedError: no one's fault here
-                        updater.step(n)
-                    hits = (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
+                    total, hits = self._eager_step(b, epoch, X, y, first, watch)
                 loss_sum += total.detach()
                 correct += hits
                 examples += n
@@ -432,22 +420,59 @@ class Trainer:
                                events.BatchEnd(epoch, b, num_batches, examples, loss_sum, correct, control))
                 if stop and b < num_batches:
                     watch.check(b)
-                    state.batch, state.loss_sum, state.correct = b, float(loss_sum), int(correct)
-                    state.examples = examples
-                    state.seconds = round(time.perf_counter() - self._epoch_start, 6)
-                    state.stopped = control.record()  # a stop a callback asked for in this epoch holds after the resume
-                    if self.checkpoint:
-                        self.checkpoint(state)
-                    raise Interrupted(f"stopped by {stop.signal} after batch {b} of epoch {epoch}")
+                    self._stop_mid_epoch(epoch, b, examples, state, loss_sum, correct)
         except BaseException:
             self._batch = b  # where it stopped, for on_exception (free in the loop: a try costs nothing)
             raise
-        watch.check(b)
-        self._logits = None  # no batch's graph kept alive through the evaluation
-        count = torch.tensor(float(examples), dtype=torch.float64, device=self.device)
-        sums = comm.sum(torch.stack([loss_sum, correct.double(), count]))
-        loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
-        return float(loss_sum) / max(examples, 1), float(correct) / max(examples, 1)
+        return b, examples
+
+    def _replay(self, graphed: Any, X: Any, y: Any) -> tuple[Any, Any] | None:
+        """One training step as a replay of the captured step (captured first if need be): (summed loss,
+        correct count); None when the graph failed and training goes on eagerly (or the failure raises)."""
+        try:
+            if graphed.graph is None:
+                graphed.capture(X, y, self._check_logits, self._check_losses)
+            return graphed(X, y)
+        except GraphFailed as exc:
+            self._graphs_failed(exc)  # or raises; the step did not run
+            return None
+
+    def _eager_step(self, b: int, epoch: int, X: Any, y: Any, first: int, watch: LossWatch) -> tuple[Any, Any]:
+        """Batch ``b`` kernel by kernel: forward, loss, the inf/nan watch, backward, gradient averaging and
+        the update, each fault blamed on its component. Returns (summed loss, correct count) as tensors."""
+        who, n = self._who, y.shape[0]
+        at = f"on batch {b} of epoch {epoch}"
+        with blame(who["model"], at):
+            logits = self.parts.model(X)
+        self._logits = (b, logits)  # a reference, for a divergence: did it start before the loss?
+        if b == first + 1:  # before the loss sees them: wrong logits are the model's fault
+            self._check_logits(logits, n)
+        with blame_labels(who["loss"], at, y, who["dataset"], len(self.classes)):
+            losses = self.parts.loss(logits, y)
+        if b == first + 1:
+            self._check_losses(losses, n, logits)
+        total = losses.sum()
+        watch.add(b, total)  # on the CPU: raises here, before the update
+        updater = self.updater
+        with blame_update(who["updater"], f"while updating {at}", self.lr):
+            updater.zero_grad()
+            with blame_gradients(self.parts.records, at):
+                (total if self.sum_reduction else losses.mean()).backward()
+            self.comm.average_gradients(self.params)  # a lost peer raises a DistributedError: no one's fault here
+            updater.step(n)
+        return total, (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
+
+    def _stop_mid_epoch(self, epoch: int, b: int, examples: int, state: TrainState, loss_sum: Any,
+                        correct: Any) -> None:
+        """A stop was requested after batch ``b``: keep where the epoch stands in ``state``, checkpoint it,
+        and raise Interrupted."""
+        state.batch, state.loss_sum, state.correct = b, float(loss_sum), int(correct)
+        state.examples = examples
+        state.seconds = round(time.perf_counter() - self._epoch_start, 6)
+        state.stopped = self.control.record()  # a stop a callback asked for in this epoch holds after the resume
+        if self.checkpoint:
+            self.checkpoint(state)
+        raise Interrupted(f"stopped by {self.stop.signal} after batch {b} of epoch {epoch}")
 
     def _graphed_epoch(self, epoch: int, num_batches: int) -> tuple[float, float]:
         """The whole epoch as one CUDA graph replay (:class:`~fmclf.train.graphs.EpochGraph`): chosen only

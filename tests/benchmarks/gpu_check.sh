@@ -6,16 +6,19 @@
 # Run from the repository root. Needs: torch with CUDA, torchvision, pluggy,
 # click, tqdm, matplotlib, pytest, pytest-benchmark, hypothesis already
 # installed (no internet is used), and the four Fashion-MNIST *-ubyte.gz files
-# in .data/fashion-mnist (or $FMCLF_DATA). About 5 minutes; every step has a
-# time limit and the whole script stops starting steps after 7 minutes.
+# in .data/fashion-mnist (or $FMCLF_DATA). About 6 minutes; every step has a
+# time limit and the whole script stops starting steps after 8 minutes.
 #
 # It installs fmclf (editable, no dependencies), trains with `fmclf run
 # --device cuda` in several configurations (and once on this host's CPU),
-# runs `pytest -m cuda`, times the `epoch` benchmarks (textbook pipeline vs
-# fmclf engine vs hand-written loop, on the GPU and on the CPU), and writes
-# every log under $OUT. Its figures go to one file, $OUT/summary.txt (per-epoch
-# times and final accuracies of default / --no-cuda-graphs / --cuda-graphs at
-# batch 256 and 4096 against the CPU's, the benchmarks, the CUDA tests), printed last.
+# runs `pytest -m cuda`, times a comparison of 8 runs on the GPU as batched
+# groups against the same runs one by one (`--no-batch`), times the `epoch`
+# benchmarks (textbook pipeline vs fmclf engine vs hand-written loop, on the
+# GPU and on the CPU), and writes every log under $OUT. Its figures go to one
+# file, $OUT/summary.txt (per-epoch times and final accuracies of default /
+# --no-cuda-graphs / --cuda-graphs at batch 256 and 4096 against the CPU's,
+# the batched comparison against one by one, the benchmarks, the CUDA tests),
+# printed last.
 
 set -u
 OUT=${OUT:-$(mktemp -d)}
@@ -27,7 +30,7 @@ export XDG_CACHE_HOME=${XDG_CACHE_HOME_FOR_CHECK:-$(mktemp -d)}
 export PYTHONDONTWRITEBYTECODE=1
 RUNS=$(mktemp -d)
 T0=$(date +%s)
-DEADLINE=$((T0 + 420))
+DEADLINE=$((T0 + 480))
 STATUS="$OUT/status.txt"
 : > "$STATUS"
 
@@ -123,11 +126,23 @@ bench cuda 150
 step pytest-cuda 150 "$PY" -m pytest -m cuda -p no:cacheprovider -q -rs --junitxml="$OUT/pytest-cuda.xml" tests
 # the choices and the fallbacks of failed captures and replays, simulated (they need no GPU)
 step pytest-graph-choices 90 "$PY" -m pytest -p no:cacheprovider -q tests/core/test_graph_choices.py
+# A batched group on the GPU: 2 rates x 4 seeds, runs that differ only in rate and seed, so one group of 8
+# runs trained as one computation, against the same 8 runs one by one; the summary gives both wall
+# times and whether every run finished.
+compare() {
+    local name=$1
+    shift
+    step "compare-$name" "$1" "$PY" -m fmclf compare --lr 0.1 --lr 0.3 --seeds 4 --epochs 3 --device cuda \
+        --visualizer none --jobs 1 --out "$RUNS/compare-$name" "${@:2}"
+    cp "$RUNS/compare-$name/compare.json" "$OUT/compare-$name.json" 2>/dev/null
+}
+compare batched 120
+compare one-by-one 150 --no-batch
 bench cpu 120
 step table 30 "$PY" tests/benchmarks/table.py "$OUT/bench-cuda.json" "$OUT/bench-cpu.json"
 
 "$PY" - "$OUT" <<'EOF' > "$OUT/summary.txt" 2>&1
-import json, pathlib, statistics, sys
+import json, math, pathlib, statistics, sys
 out = pathlib.Path(sys.argv[1])
 print("fmclf run, 10 epochs (steady = median epoch time of epochs 2-10, train + test, without the per-epoch checkpoint;")
 print("x cpu and acc - cpu: against the CPU run at the same batch size; graphs: what the run's log says about them):")
@@ -180,6 +195,27 @@ for bench in (out / "bench-cuda.json", out / "bench-cpu.json"):
               + (f"  overhead vs hand loop (interleaved) {extra:+.1%}" if extra is not None else ""))
     m = data.get("machine_info", {})
     print(f"  machine: {m.get('cpu', {}).get('brand_raw')} ({m.get('cpu', {}).get('count')} cores), {m.get('cuda_device')}, torch {m.get('torch')} ({m.get('torch_threads')} threads)")
+steps = {}
+for line in (out / "status.txt").read_text().splitlines():
+    name, _, rest = line.partition(": ")
+    if rest.startswith("rc="):
+        rc, _, took = rest[3:].partition(" in ")
+        steps[name] = (int(rc), float(took.split("s")[0]))
+print("\nfmclf compare --lr 0.1 --lr 0.3 --seeds 4 --epochs 3 --device cuda (8 runs; wall time of the whole command):")
+times = {}
+for name in ("batched", "one-by-one"):
+    rc, took = steps.get(f"compare-{name}", (None, float("nan")))
+    try:
+        rows = json.loads((out / f"compare-{name}.json").read_text())["rows"]
+        accs = ", ".join(f"lr {r['lr']}: {r['metrics']['test_acc']['mean']:.4f}" for r in rows)
+        runs = (f"{sum(len(r['seeds']) for r in rows)} runs finished, {sum(r['failed'] for r in rows)} failed; "
+                f"mean test acc {accs}")
+    except (OSError, ValueError, KeyError, TypeError):
+        runs = f"no usable compare.json (see compare-{name}.log)"
+    times[name] = took if rc == 0 else float("nan")
+    print(f"  {name:<11} rc={rc} {took:7.1f} s  {runs}")
+if all(math.isfinite(t) and t > 0 for t in times.values()):
+    print(f"  batched: {times['one-by-one'] / times['batched']:.2f}x faster than one by one")
 xml = out / "pytest-cuda.xml"
 if xml.exists():
     import xml.etree.ElementTree as ET

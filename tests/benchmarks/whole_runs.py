@@ -49,6 +49,14 @@ class Pipeline:
     label: str
     command: Callable[[int, pathlib.Path], list[str]]
     env: dict[str, str] = field(default_factory=dict)
+    #: run with ``--threads N``, N the count the default fmclf run chose (read from its config.toml
+    #: after the warm-up): per epoch is compared at the same thread count
+    same_threads: bool = False
+    threads: int | None = None
+
+    def argv(self, epochs: int, scratch: pathlib.Path) -> list[str]:
+        """The command line of one run."""
+        return [*self.command(epochs, scratch), *(["--threads", str(self.threads)] if self.threads else [])]
 
 
 @dataclass
@@ -116,19 +124,20 @@ def fmclf_run(*flags: str, name: str = "fmclf", label: str = "fmclf run (default
     return Pipeline(name, label, command, dict(env or {}))
 
 
-def script(kind: str, label: str, path: pathlib.Path = HERE / "plain_loop.py", *flags: str) -> Pipeline:
+def script(kind: str, label: str, path: pathlib.Path = HERE / "plain_loop.py", *flags: str,
+           same_threads: bool = False) -> Pipeline:
     """One of the loops in plain_loop.py (or peers.py) run as a script on the raw files."""
     def command(epochs: int, scratch: pathlib.Path) -> list[str]:
         return [sys.executable, str(path), kind, str(scratch / "data"), "--epochs", str(epochs), *flags]
 
-    return Pipeline(kind, label, command)
+    return Pipeline(kind, label, command, same_threads=same_threads)
 
 
 def standard(peers: bool = False) -> list[Pipeline]:
     """fmclf's default run and the plain loops; with ``peers``, Lightning and Keras too."""
     out = [
         fmclf_run(),
-        script("torch", "plain torch loop", HERE / "plain_loop.py", "--out", "/dev/null"),
+        script("torch", "plain torch loop", HERE / "plain_loop.py", "--out", "/dev/null", same_threads=True),
         script("numpy", "numpy, analytic gradient"),
     ]
     if peers:
@@ -141,7 +150,7 @@ def run_once(pipeline: Pipeline, epochs: int, scratch: pathlib.Path, timeout: fl
     """Wall time of one process; a failure stops the measurement with its output."""
     env = {**os.environ, "XDG_CACHE_HOME": str(scratch / "cache"), **pipeline.env}
     env.pop("FMCLF_DATA", None)  # fmclf finds the decompressed copy in its (scratch) user cache
-    cmd = pipeline.command(epochs, scratch)
+    cmd = pipeline.argv(epochs, scratch)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, timeout=timeout, check=False)
     seconds = time.perf_counter() - start
@@ -160,13 +169,25 @@ def prepare(scratch: pathlib.Path, source: pathlib.Path | None = None) -> pathli
     return scratch
 
 
+def fmclf_threads(scratch: pathlib.Path) -> int | None:
+    """The thread count the newest fmclf run in ``scratch`` recorded in its config.toml (None: no run)."""
+    import tomllib
+
+    runs = sorted(scratch.glob("run-*/config.toml"), key=lambda p: p.stat().st_mtime)
+    return tomllib.loads(runs[-1].read_text()).get("threads") if runs else None
+
+
 def measure(pipelines: Sequence[Pipeline], scratch: pathlib.Path, *, short: int = 2, long: int = 12,
             rounds: int = 3, warmup: bool = True, echo: Callable[[str], None] | None = None) -> dict[str, Timing]:
-    """Time every pipeline for ``short`` and ``long`` epochs, ``rounds`` times, interleaved."""
-    found = {p.name: Timing(p.name, p.label, [], [], short, long) for p in pipelines}
+    """Time every pipeline for ``short`` and ``long`` epochs, ``rounds`` times, interleaved. A pipeline
+    with ``same_threads`` runs at the thread count of fmclf's default run (warmed up first)."""
     if warmup:  # fmclf's first run writes its cache stamp; every first run warms the page cache
-        for p in pipelines:
+        for p in sorted(pipelines, key=lambda p: p.same_threads):  # fmclf's before those that follow its count
+            if p.same_threads:
+                p.threads = fmclf_threads(scratch)
+                p.label += f" ({p.threads} thread{'s' if p.threads != 1 else ''}, as fmclf)" if p.threads else ""
             run_once(p, 1, scratch)
+    found = {p.name: Timing(p.name, p.label, [], [], short, long) for p in pipelines}
     for r in range(rounds):
         for p in pipelines:
             for epochs, into in ((short, found[p.name].short), (long, found[p.name].long)):
