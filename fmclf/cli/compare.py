@@ -146,12 +146,15 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     its best configuration on validation trains on the --seeds seeds (never a
     trial's) and is reported on test. With a validation split, the cells are
     ranked on the validation metric; test is shown beside it, never used to choose.
+    --prune halving stops the worse half of the trials at each rung (they train
+    a few epochs; the better half resumes from its checkpoint). --seeds auto adds
+    seeds to each cell until its difference from the best is resolved.
 
     The same command again continues: finished runs are kept, interrupted ones
     resume from their checkpoints, and only what is missing trains. A run that
     diverges or fails is recorded with its reason and not trained again
-    (--retry-failed does). Ctrl-C stops every run with its checkpoint. One
-    comparison writes to DIR at a time.
+    (--retry-failed does); the exit code is then 1. Ctrl-C stops every run with
+    its checkpoint (exit code 130). One comparison writes to DIR at a time.
 
     \b
     On a Ray cluster or as a SLURM job array (DIR shared by the nodes):
