@@ -179,8 +179,7 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     if jobs is not None:
         check_jobs(jobs)
     executor = _executor(jobs=jobs, threads=given.get("threads"), device=given.get("device") or "auto", **executor_args)
-    axes = _axes_of(run_command)
-    threads = given.get("threads")
+    axes, threads = _axes_of(run_command), given.get("threads")
     base, setting_axes, grid_options = _config(ctx, given, axes, option_args, data_root, config_path)
     setting_axes.update(scalar_axes)
     seed_list, auto = _seeds(base.seed if base.seed is not None else 0, seeds)
@@ -194,9 +193,8 @@ def _compare(ctx: click.Context, **given: Any) -> None:
         protocol = protocol_of(tune, trials, sampler, base, grid_options, host, prune)
         base = protocol.with_split(base)
     cells = build_cells(base, setting_axes, grid_options, host)
-    settings = ctx.obj
-    plugin_args = ([a for f in settings.include for a in ("-p", f)]
-                   + [a for f in settings.block for a in ("-p", f"no:{f}")])
+    plugin_args = ([a for f in ctx.obj.include for a in ("-p", f)]
+                   + [a for f in ctx.obj.block for a in ("-p", f"no:{f}")])
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
                                 plugin_args=plugin_args, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
                                 command=command_line(ctx), protocol=protocol, dry_run=dry_run,
