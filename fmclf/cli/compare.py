@@ -146,12 +146,15 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     its best configuration on validation trains on the --seeds seeds (never a
     trial's) and is reported on test. With a validation split, the cells are
     ranked on the validation metric; test is shown beside it, never used to choose.
+    --prune halving stops the worse half of the trials at each rung (they train
+    a few epochs; the better half resumes from its checkpoint). --seeds auto adds
+    seeds to each cell until its difference from the best is resolved.
 
     The same command again continues: finished runs are kept, interrupted ones
     resume from their checkpoints, and only what is missing trains. A run that
     diverges or fails is recorded with its reason and not trained again
-    (--retry-failed does). Ctrl-C stops every run with its checkpoint. One
-    comparison writes to DIR at a time.
+    (--retry-failed does); the exit code is then 1. Ctrl-C stops every run with
+    its checkpoint (exit code 130). One comparison writes to DIR at a time.
 
     \b
     On a Ray cluster or as a SLURM job array (DIR shared by the nodes):
@@ -176,8 +179,7 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     if jobs is not None:
         check_jobs(jobs)
     executor = _executor(jobs=jobs, threads=given.get("threads"), device=given.get("device") or "auto", **executor_args)
-    axes = _axes_of(run_command)
-    threads = given.get("threads")
+    axes, threads = _axes_of(run_command), given.get("threads")
     base, setting_axes, grid_options = _config(ctx, given, axes, option_args, data_root, config_path)
     setting_axes.update(scalar_axes)
     seed_list, auto = _seeds(base.seed if base.seed is not None else 0, seeds)
@@ -191,9 +193,8 @@ def _compare(ctx: click.Context, **given: Any) -> None:
         protocol = protocol_of(tune, trials, sampler, base, grid_options, host, prune)
         base = protocol.with_split(base)
     cells = build_cells(base, setting_axes, grid_options, host)
-    settings = ctx.obj
-    plugin_args = ([a for f in settings.include for a in ("-p", f)]
-                   + [a for f in settings.block for a in ("-p", f"no:{f}")])
+    plugin_args = ([a for f in ctx.obj.include for a in ("-p", f)]
+                   + [a for f in ctx.obj.block for a in ("-p", f"no:{f}")])
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
                                 plugin_args=plugin_args, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
                                 command=command_line(ctx), protocol=protocol, dry_run=dry_run,

@@ -19,10 +19,13 @@ whatever the order, and a rerun reads them back instead of training anything
 twice. The journal still holds every rung's value (Optuna's intermediate
 values) and each stopped trial as pruned.
 
-A trial resumed to more epochs continues its schedule as a run resumed with
-more epochs does (a cosine schedule is stretched from the resume on), so a
-promoted trial is not quite the run the same settings give from scratch: the
-chosen configuration's final runs are (they train from scratch on fresh seeds).
+A run resumed with more epochs keeps the schedule it was built with (for the
+epochs it started with; past its end the rate holds), so a promoted trial
+with a schedule that depends on the run's length would go on at its end rate
+(0 for cosine): tuning refuses ``--prune halving`` with such a schedule
+(:func:`fmclf.compare.tuning.protocol_of`). Halving a scheduled updater needs
+runs built for the full epochs and stopped at each rung, which ``fmclf run``
+cannot do yet.
 Importing this module imports no torch.
 """
 

@@ -233,7 +233,25 @@ def protocol_of(tune: Sequence[str], trials: int | None, sampler: str | None, ba
     if valid is not None and str(valid).strip() in ("0", "0.0", "none"):
         raise UsageError("--tune needs a validation split, and -o dataset.valid=0 holds none out. Give a fraction "
                          "such as -o dataset.valid=0.1 (the default when tuning).")
+    if prune == "halving":
+        _check_halving(base, grid_options)
     return Protocol(space, trials, sampler or "qmc", prune or "none", base.epochs)
+
+
+def _check_halving(base: RunConfig, grid_options: dict[str, Sequence[str]]) -> None:
+    """Successive halving resumes a trial with more --epochs, and a resumed run keeps the schedule it was built
+    with (for the epochs it started with; past its end the rate holds): a promoted trial with a schedule that
+    depends on the run's length would go on at its end rate (0 for cosine), so such a schedule is refused."""
+    schedules = {str(base.options.get("updater", {}).get("schedule", "constant")),
+                 *(str(v) for v in grid_options.get("updater.schedule", ()))}
+    scheduled = sorted(schedules - {"constant", "none"})
+    if scheduled:
+        raise UsageError(
+            f"--prune halving resumes the promoted trials with more --epochs, and a resumed run keeps the schedule "
+            f"it was built with: a {scheduled[0]} schedule built for a rung's few epochs would hold its last rate "
+            f"(0 for cosine) from there on, and the promoted trials would not train. Use -o "
+            f"updater.schedule=constant with --prune halving, or tune a scheduled updater without --prune."
+        )
 
 
 class Studies:

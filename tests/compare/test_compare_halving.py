@@ -84,3 +84,14 @@ def test_halved_trials_resume_from_their_checkpoints_and_ctrl_c_trains_nothing_t
     last = compare(*args, plugins=("chaos_plugin",))
     assert last.exit_code == 0 and "trial(s) to train" not in last.output.replace("0 trial(s) to train", "")
     assert {str(p): p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()} == stamps
+
+
+def test_a_dry_run_shows_the_rungs_and_seeds_auto_and_writes_nothing(tiny_data, tmp_path):
+    out = tmp_path / "dry"
+    result = compare("--tune", "lr=log:0.01..1", "--trials", "8", "--prune", "halving", "--seeds", "auto:9",
+                     *tiny(tiny_data, epochs=10), "--out", str(out), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert ("successive halving: 8 trial(s) to 1 epoch(s), 4 trial(s) to 2 epoch(s), 2 trial(s) to 5 epoch(s), "
+            "1 trial(s) to 10 epoch(s)") in result.output
+    assert "1 cell(s) x 5 seed(s)" in result.output and "up to 9" in result.output
+    assert not out.exists()

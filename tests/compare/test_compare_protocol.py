@@ -173,6 +173,10 @@ def test_tuning_refuses_what_it_cannot_do(tiny_data, tmp_path):
         (["--tune", "lr=0.1,0.2", "-o", "dataset.valid=0"], "needs a validation split"),
         (["--trials", "3"], "--trials, --sampler and --prune go with --tune"),
         (["--prune", "halving"], "--trials, --sampler and --prune go with --tune"),
+        (["--tune", "lr=0.1,0.2", "--prune", "halving", "--updater", "torch-sgd", "-o", "updater.schedule=cosine"],
+         "a cosine schedule built for a rung's few epochs would hold its last rate"),
+        (["--tune", "lr=0.1,0.2", "--prune", "halving", "--updater", "torch-sgd", "-o", "updater.schedule=constant",
+          "-o", "updater.schedule=step"], "a step schedule built for a rung's few epochs"),
         (["--tune", "lr=0.1,0.2", "--prune", "halve"], "'halve' is not one of 'none', 'halving'"),
     ):
         result = compare(*flags, *tiny(tiny_data), "--out", str(out))
