@@ -41,6 +41,7 @@ TITLES = {
     "loading": "loading the data set, to the first batch",
     "loss-speed": "a loss's forward + backward",
     "startup": "commands that never train, in a fresh process",
+    "pictures": "the four pictures at a run's end, in a fresh process (matplotlib's import included)",
 }
 
 
@@ -53,10 +54,10 @@ def newest(root: pathlib.Path = pathlib.Path(".benchmarks")) -> pathlib.Path:
 
 
 def seconds(value: float) -> str:
-    """A time, in the unit that suits it."""
-    if value >= 1:
+    """A time, in the unit that suits it (its size's: a negative difference too)."""
+    if abs(value) >= 1:
         return f"{value:.2f} s"
-    if value >= 1e-3:
+    if abs(value) >= 1e-3:
         return f"{value * 1e3:.1f} ms"
     return f"{value * 1e6:.0f} µs"
 
