@@ -10,7 +10,9 @@ benchmark puts in its ``extra_info`` shapes its row: ``label`` names it;
 its ratio to it; ``vs: LABEL`` adds a comparison with another row;
 ``vs_reference_interleaved`` a ratio to the reference measured with the
 rounds interleaved; ``time_s`` replaces the timed figure (whole processes,
-whose figure is derived: per-epoch time), ``fixed_s`` adds a fixed cost;
+whose figure is derived: per-epoch time), ``fixed_s`` adds a fixed cost,
+``cpu_epoch_s`` and ``cpu_fixed_s`` the same in CPU seconds (with
+``cpu_vs_reference``: [per-epoch ratio, fixed-cost difference]);
 ``readme: false`` keeps a row out (what it measures is not speed).
 
 Every ratio has one form, time against time: "2.1× faster", "1.04× slower".
@@ -39,6 +41,7 @@ TITLES = {
     "loading": "loading the data set, to the first batch",
     "loss-speed": "a loss's forward + backward",
     "startup": "commands that never train, in a fresh process",
+    "pictures": "the four pictures at a run's end, in a fresh process (matplotlib's import included)",
 }
 
 
@@ -51,10 +54,10 @@ def newest(root: pathlib.Path = pathlib.Path(".benchmarks")) -> pathlib.Path:
 
 
 def seconds(value: float) -> str:
-    """A time, in the unit that suits it."""
-    if value >= 1:
+    """A time, in the unit that suits it (its size's: a negative difference too)."""
+    if abs(value) >= 1:
         return f"{value:.2f} s"
-    if value >= 1e-3:
+    if abs(value) >= 1e-3:
         return f"{value * 1e3:.1f} ms"
     return f"{value * 1e6:.0f} µs"
 
@@ -115,15 +118,23 @@ def group_table(group: str, benches: list[dict]) -> list[str]:
     title = TITLES.get(group, group)
     lines = [f"**{group}**: {title}", ""]
     if any("fixed_s" in b["extra_info"] for b in benches):
-        lines += ["| pipeline | per epoch | fixed cost | per epoch vs reference | fixed cost vs reference |",
-                  "|---|---|---|---|---|"]
+        cpu = all("cpu_epoch_s" in b["extra_info"] for b in benches)
+        lines += ["| pipeline | per epoch | fixed cost | per epoch vs reference | fixed cost vs reference |"
+                  + (" CPU per epoch, fixed | CPU vs reference |" if cpu else ""),
+                  "|---|---|---|---|---|" + ("---|---|" if cpu else "")]
         for label, b in by_label.items():
             info = b["extra_info"]
             fixed = info.get("fixed_s")
             vs_fixed = "reference" if b is base else (f"{info['fixed_vs_reference_s']:+.2f} s"
                                                        if "fixed_vs_reference_s" in info else "")
-            lines.append(f"| {label} | {seconds(_time(b))} | {seconds(fixed) if fixed is not None else '-'} | "
-                         f"{_notes(b, base, by_label)} | {vs_fixed} |")
+            row = (f"| {label} | {seconds(_time(b))} | {seconds(fixed) if fixed is not None else '-'} | "
+                   f"{_notes(b, base, by_label)} | {vs_fixed} |")
+            if cpu:
+                versus = info.get("cpu_vs_reference")
+                row += (f" {seconds(info['cpu_epoch_s'])}, {seconds(info['cpu_fixed_s'])} | "
+                        + ("reference" if b is base else f"{ratio(versus[0], 1.0)}, {versus[1]:+.2f} s" if versus
+                           else "") + " |")
+            lines.append(row)
         return lines
     lines += ["| benchmark | fastest | median | ratio |", "|---|---|---|---|"]
     for label, b in by_label.items():

@@ -60,3 +60,19 @@ def test_readme_gets_the_table_under_its_anchor_only(tmp_path):
     assert text.count("## Benchmarks") == 1 and "| a |" not in text and "| b |\n| 2 |" in text
     assert text.index("<!-- section: benchmarks -->") < text.index("| b |") < text.index("## Development")
     assert "keep\n" in text and "keep too" in text
+
+
+def test_whole_runs_with_cpu_seconds_get_two_more_columns(tmp_path):
+    run = {**RUN, "benchmarks": [
+        _bench("whole-run", "plain torch loop", 0.0, time_s=0.053, fixed_s=1.52, cpu_epoch_s=0.05, cpu_fixed_s=1.9,
+               baseline=True),
+        _bench("whole-run", "fmclf run (defaults)", 0.0, time_s=0.055, fixed_s=1.70, fixed_vs_reference_s=0.18,
+               cpu_epoch_s=0.055, cpu_fixed_s=2.6, cpu_vs_reference=[1.1, 0.7]),
+    ]}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    text = table.table([path])
+    assert "| CPU per epoch, fixed | CPU vs reference |" in text
+    assert "| plain torch loop | 53.0 ms | 1.52 s | reference | reference | 50.0 ms, 1.90 s | reference |" in text
+    assert ("| fmclf run (defaults) | 55.0 ms | 1.70 s | 1.04× slower than plain torch loop | +0.18 s | "
+            "55.0 ms, 2.60 s | 1.10× slower, +0.70 s |") in text

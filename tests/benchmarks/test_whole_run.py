@@ -62,10 +62,12 @@ def test_whole_run(benchmark, real_data, tmp_path_factory, group, name):
     benchmark.pedantic(lambda: t.epoch, rounds=1, iterations=1)
     ref = found.get("torch")
     benchmark.extra_info.update(
-        label=t.label, time_s=t.epoch, fixed_s=t.fixed, noise=round(t.spread, 3),
+        label=t.label, time_s=t.epoch, fixed_s=t.fixed, noise=round(t.spread, 3), cpu_epoch_s=t.cpu_epoch,
+        cpu_fixed_s=t.cpu_fixed,
         detail=f"whole processes, {SHORT} vs {LONG} epochs, fastest of {ROUNDS}: per epoch, and the fixed cost",
     )
     if name == "torch":
         benchmark.extra_info["baseline"] = True
     elif ref is not None:
         benchmark.extra_info["fixed_vs_reference_s"] = round(t.fixed - ref.fixed, 3)
+        benchmark.extra_info["cpu_vs_reference"] = [t.cpu_epoch / ref.cpu_epoch, round(t.cpu_fixed - ref.cpu_fixed, 3)]

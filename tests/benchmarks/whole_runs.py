@@ -69,6 +69,10 @@ class Timing:
     long: list[float]
     short_epochs: int
     long_epochs: int
+    #: CPU seconds (user + system, the process and what it waited for) of each run, in the same order: what a
+    #: run costs when other work holds the cores and wall times say little
+    short_cpu: list[float] = field(default_factory=list)
+    long_cpu: list[float] = field(default_factory=list)
 
     @property
     def epoch(self) -> float:
@@ -77,6 +81,16 @@ class Timing:
     @property
     def fixed(self) -> float:
         return min(self.short) - self.short_epochs * self.epoch
+
+    @property
+    def cpu_epoch(self) -> float:
+        """Per epoch in CPU seconds, as :attr:`epoch` from the least CPU of the rounds."""
+        return (min(self.long_cpu) - min(self.short_cpu)) / (self.long_epochs - self.short_epochs)
+
+    @property
+    def cpu_fixed(self) -> float:
+        """The fixed cost in CPU seconds."""
+        return min(self.short_cpu) - self.short_epochs * self.cpu_epoch
 
     @property
     def spread(self) -> float:
@@ -146,17 +160,30 @@ def standard(peers: bool = False) -> list[Pipeline]:
     return out
 
 
-def run_once(pipeline: Pipeline, epochs: int, scratch: pathlib.Path, timeout: float = 900) -> float:
-    """Wall time of one process; a failure stops the measurement with its output."""
+def run_once(pipeline: Pipeline, epochs: int, scratch: pathlib.Path, timeout: float = 900,
+             cpu: list[float] | None = None) -> float:
+    """Wall time of one process (its CPU seconds appended to ``cpu``); a failure stops the measurement
+    with its output."""
     env = {**os.environ, "XDG_CACHE_HOME": str(scratch / "cache"), **pipeline.env}
     env.pop("FMCLF_DATA", None)  # fmclf finds the decompressed copy in its (scratch) user cache
     cmd = pipeline.argv(epochs, scratch)
+    used = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, timeout=timeout, check=False)
     seconds = time.perf_counter() - start
+    if cpu is not None:
+        cpu.append(_children_cpu() - used)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return seconds
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of every finished child process waited for so far (and theirs)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def prepare(scratch: pathlib.Path, source: pathlib.Path | None = None) -> pathlib.Path:
@@ -190,8 +217,9 @@ def measure(pipelines: Sequence[Pipeline], scratch: pathlib.Path, *, short: int 
     found = {p.name: Timing(p.name, p.label, [], [], short, long) for p in pipelines}
     for r in range(rounds):
         for p in pipelines:
-            for epochs, into in ((short, found[p.name].short), (long, found[p.name].long)):
-                into.append(run_once(p, epochs, scratch))
+            t = found[p.name]
+            for epochs, into, cpu in ((short, t.short, t.short_cpu), (long, t.long, t.long_cpu)):
+                into.append(run_once(p, epochs, scratch, cpu=cpu))
             if echo:
                 echo(f"round {r + 1}/{rounds} {p.name}: {short} epochs {into_str(found[p.name].short[-1])}, "
                      f"{long} epochs {into_str(found[p.name].long[-1])}")
@@ -213,15 +241,23 @@ def ratio(value: float, reference: float) -> str:
 
 
 def report(found: dict[str, Timing], reference: str = "torch") -> list[str]:
-    """Lines of a table: per epoch, fixed cost, and each against the reference pipeline."""
+    """Lines of a table: per epoch, fixed cost, and each against the reference pipeline, in wall time
+    and then in CPU time."""
     ref = found.get(reference)
-    head = f"{'pipeline':<28}{'per epoch':>11}{'vs ' + reference:>16}{'fixed cost':>12}{'vs ' + reference:>12}"
+    head = f"{'pipeline':<36}{'per epoch':>11}{'vs ' + reference:>16}{'fixed cost':>12}{'vs ' + reference:>12}"
     lines = [head + f"{'noise':>8}"]
     for t in found.values():
         vs_epoch = ratio(t.epoch, ref.epoch) if ref and t is not ref else "reference" if t is ref else "-"
         vs_fixed = f"{t.fixed - ref.fixed:+.2f} s" if ref and t is not ref else "" if t is ref else "-"
-        lines.append(f"{t.label:<28}{t.epoch * 1e3:>8.1f} ms{vs_epoch:>16}{t.fixed:>10.2f} s{vs_fixed:>12}"
+        lines.append(f"{t.label:<36}{t.epoch * 1e3:>8.1f} ms{vs_epoch:>16}{t.fixed:>10.2f} s{vs_fixed:>12}"
                      f"{t.spread:>7.2f}x")
+    lines.append("the same in CPU seconds (user + system, the process and its children):")
+    for t in found.values():
+        if not (t.short_cpu and t.long_cpu):
+            continue
+        vs_epoch = ratio(t.cpu_epoch, ref.cpu_epoch) if ref and t is not ref else "reference" if t is ref else "-"
+        vs_fixed = f"{t.cpu_fixed - ref.cpu_fixed:+.2f} s" if ref and t is not ref else "" if t is ref else "-"
+        lines.append(f"{t.label:<36}{t.cpu_epoch * 1e3:>8.1f} ms{vs_epoch:>16}{t.cpu_fixed:>10.2f} s{vs_fixed:>12}")
     return lines
 
 
