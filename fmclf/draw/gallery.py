@@ -62,21 +62,14 @@ def predictions_of(model: Any, batches: Any, classes: Sequence[str], *, n: int =
     """Predict the first ``n`` examples of ``batches`` (on the device of the model's parameters) and
     draw them titled true / predicted, the wrong ones in red (d2l's ``predict_ch3``).
     Returns ``(figure, right, shown)``."""
-    images, true, guessed = predicted_sample(model, batches, classes, n=n)
-    fig = pictures.predictions_figure(images, true, guessed, title=title)
-    return fig, sum(t == p for t, p in zip(true, guessed)), len(true)
-
-
-def predicted_sample(model: Any, batches: Any, classes: Sequence[str], *,
-                     n: int = 18) -> tuple[Any, list[str], list[str]]:
-    """The model's part of :func:`predictions_of`, without drawing: the first ``n`` examples of
-    ``batches`` as a numpy array, their true labels and the predicted ones."""
     from ..train.metrics import predict
 
     X, y = first_examples(batches, n)
     param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
     pred = predict(model, X.to(param.device) if param is not None else X)
-    return X.detach().float().cpu().numpy(), labels_of(y, classes), labels_of(pred, classes)
+    true, guessed = labels_of(y, classes), labels_of(pred, classes)
+    fig = pictures.predictions_figure(X.detach().float().cpu().numpy(), true, guessed, title=title)
+    return fig, sum(t == p for t, p in zip(true, guessed)), len(true)
 
 
 def write_predictions(model: Any, batches: Any, classes: Sequence[str], path: pathlib.Path, *, n: int = 18,

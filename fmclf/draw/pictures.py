@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import pathlib
-import pickle
-import signal
-import sys
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import atomic
@@ -73,89 +68,6 @@ def save(fig: Figure, path: str | pathlib.Path, dpi: int = DPI) -> pathlib.Path:
     path = pathlib.Path(path)
     atomic.write_bytes(path, render(fig, picture_format(path), dpi))
     return path
-
-
-def save_all(jobs: Sequence[tuple[Callable[[], Figure], str | pathlib.Path]], dpi: int = DPI) -> None:
-    """Draw each ``(build, path)`` job (``build()`` makes the figure) and write it to ``path`` as :func:`save` does.
-
-    Rendering a picture with matplotlib takes a tenth to half a second of one core, which the end of a
-    run waits for. Where a process can be forked safely (Linux, two or more usable CPUs, no thread
-    but this one) every other job is drawn in a forked child meanwhile, matplotlib imported once
-    before: the same files, in about half the time on an idle second core. Elsewhere the jobs run
-    one by one here. A job that raises (in either process) raises here once both halves
-    are done; a signal that stops this process stops the child too.
-    """
-    jobs = list(jobs)
-    if len(jobs) < 2 or not _can_fork():
-        for build, path in jobs:
-            save(build(), path, dpi)
-        return
-    from . import figure  # noqa: F401 - matplotlib, imported once for both processes
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its share, then gone without running the parent's exit handlers
-        os.close(read_end)
-        _child_jobs(jobs[1::2], write_end, dpi)
-    os.close(write_end)
-    try:
-        for build, path in jobs[0::2]:
-            save(build(), path, dpi)
-    except BaseException as exc:
-        if not isinstance(exc, Exception):  # an interrupt: the child's pictures are not waited for
-            os.kill(pid, signal.SIGKILL)
-        _child_result(pid, read_end)
-        raise
-    error = _child_result(pid, read_end)
-    if error is not None:
-        raise error
-
-
-def _can_fork() -> bool:
-    if not sys.platform.startswith("linux") or threading.active_count() != 1:
-        return False  # a fork copies no other thread, and no lock one of them may hold
-    return len(os.sched_getaffinity(0)) >= 2
-
-
-def _child_jobs(jobs: list[tuple[Callable[[], Figure], str | pathlib.Path]], pipe: int, dpi: int) -> None:
-    """In the forked child: draw ``jobs``, send what failed (pickled) through ``pipe``, and exit."""
-    message = b""
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # not the parent's handlers: a stop ends it
-            signal.signal(sig, signal.SIG_DFL)
-        for build, path in jobs:
-            save(build(), path, dpi)
-    except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent, which raises it
-        # an OSError's errno and file name are not in its pickle: sent beside it
-        where = (exc.errno, exc.filename) if isinstance(exc, OSError) else None
-        try:
-            message = pickle.dumps((exc, where))
-        except Exception:  # noqa: BLE001 - an exception that does not pickle: its words
-            message = pickle.dumps((RuntimeError(f"{type(exc).__name__}: {exc}"), None))
-    finally:
-        try:
-            while message:  # the parent reads to the end once its own half is drawn
-                message = message[os.write(pipe, message):]
-        finally:
-            os._exit(0)
-
-
-def _child_result(pid: int, pipe: int) -> BaseException | None:
-    """Wait for the child drawing half the pictures: what it raised, or None."""
-    chunks = []
-    with os.fdopen(pipe, "rb") as reader:
-        while chunk := reader.read():
-            chunks.append(chunk)
-    _, status = os.waitpid(pid, 0)
-    if chunks:
-        exc, where = pickle.loads(b"".join(chunks))
-        if where is not None:
-            exc.errno, exc.filename = where
-        return exc
-    if os.WIFSIGNALED(status):
-        return RuntimeError(f"the process drawing half of the pictures was stopped by signal "
-                            f"{os.WTERMSIG(status)}")
-    return None
 
 
 def grid_shape(n: int, max_cols: int = 10) -> tuple[int, int]:

@@ -62,16 +62,15 @@ class RunReport:
 
     def _draw(self) -> list[str]:
         end, run_dir, config = self.end, self.run_dir, self.plan.config
-        jobs = [(CONFUSION, lambda: pictures.confusion_figure(end.confusion, end.classes))]
+        pictures.save(pictures.confusion_figure(end.confusion, end.classes), run_dir / CONFUSION)
+        drawn = [CONFUSION]
         if gallery.is_image_shape(self.dataset.input_shape):
-            sample = gallery.predicted_sample(end.model, self.dataset.test, end.classes, n=self.n_predictions)
-            title = f"{config.model} + {config.loss}: first test images"
-            jobs.append((gallery.PREDICTIONS, lambda: pictures.predictions_figure(*sample, title=title)))
-        jobs.append((METRICS, lambda: pictures.metrics_figure(end.history, epochs=config.epochs)))
-        jobs.append((CURVES, lambda: pictures.curves_figure(end.history, epochs=config.epochs)))
-        pictures.save_all([(build, run_dir / name) for name, build in jobs])  # the model's part is done: no torch
-        names = [name for name, _ in jobs]
-        return [CURVES, *names[:-1]]
+            gallery.write_predictions(end.model, self.dataset.test, end.classes, run_dir / gallery.PREDICTIONS,
+                                      n=self.n_predictions, title=f"{config.model} + {config.loss}: first test images")
+            drawn.append(gallery.PREDICTIONS)
+        pictures.save(pictures.curves_figure(end.history, epochs=config.epochs), run_dir / CURVES)
+        pictures.save(pictures.metrics_figure(end.history, epochs=config.epochs), run_dir / METRICS)
+        return [CURVES, *drawn, METRICS]
 
 
 def _f(value: float) -> str:
