@@ -41,7 +41,6 @@ TITLES = {
     "loading": "loading the data set, to the first batch",
     "loss-speed": "a loss's forward + backward",
     "startup": "commands that never train, in a fresh process",
-    "pictures": "the four pictures at a run's end, in a fresh process (matplotlib's import included)",
 }
 
 
