@@ -313,7 +313,7 @@ def check_updater(
     Returns the (adapted) updater."""
     import torch
 
-    from .train.updaters import adapt_updater, current_lr, scheduler_of
+    from .train.updaters import adapt_updater
 
     device = _device(device)
     g = _generator()
@@ -336,6 +336,19 @@ def check_updater(
         losses = torch.nn.functional.cross_entropy(model(X), y, reduction="none")
         return losses.mean() if mean else losses.sum()
 
+    _check_first_step(record, upd, model, loss, len(y), lr)
+    if callable(getattr(upd, "state_dict", None)) and callable(getattr(upd, "load_state_dict", None)):
+        upd.load_state_dict(upd.state_dict())
+    _check_schedule(record, upd, len(y), epochs, steps_per_epoch)
+    return upd
+
+
+def _check_first_step(record: ComponentRecord, upd: Any, model: Any, loss: Callable[[], Any], batch: int,
+                      lr: float) -> None:
+    """One step of ``upd`` on ``model`` must change every parameter in place, keep it finite and lower ``loss``;
+    then ``zero_grad`` must clear the gradients."""
+    import torch
+
     def value() -> float:
         with torch.no_grad():
             return float(loss())
@@ -344,7 +357,7 @@ def check_updater(
     start = value()
     upd.zero_grad()
     loss().backward()
-    upd.step(len(y))
+    upd.step(batch)
     after = list(model.parameters())
     names = [n for n, _ in model.named_parameters()]
     unchanged = [n for n, b, a in zip(names, before, after) if torch.equal(b, a.detach())]
@@ -362,23 +375,28 @@ def check_updater(
     stale = [n for n, p in model.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)]
     if stale:
         raise _fail(record, f"zero_grad() left gradients on {', '.join(stale)}; they would add up across batches")
-    if callable(getattr(upd, "state_dict", None)) and callable(getattr(upd, "load_state_dict", None)):
-        upd.load_state_dict(upd.state_dict())
+
+
+def _check_schedule(record: ComponentRecord, upd: Any, batch: int, epochs: int, steps_per_epoch: int) -> None:
+    """An updater with a scheduler, one step taken: the rest of the run's steps must go through, the rate
+    staying a finite number, 0 or more."""
+    from .train.updaters import current_lr, scheduler_of
+
     scheduler = scheduler_of(upd)
-    if scheduler is not None:
-        scheduler.load_state_dict(scheduler.state_dict())
-        for step in range(2, epochs * steps_per_epoch + 1):  # the first was taken above
-            try:
-                upd.step(len(y))
-            except Exception as exc:
-                raise _fail(record, f"step {step} of a run of {epochs} epoch(s) x {steps_per_epoch} steps raised "
-                                    f"{type(exc).__name__}: {exc}; a schedule must last as long as the run it is "
-                                    f"given (epochs * steps_per_epoch steps)") from None
-            rate = current_lr(upd)
-            if rate is None or not math.isfinite(rate) or rate < 0:
-                raise _fail(record, f"after step {step} of {epochs * steps_per_epoch} its learning rate is {rate}; "
-                                    f"a schedule keeps it a finite number, 0 or more")
-    return upd
+    if scheduler is None:
+        return
+    scheduler.load_state_dict(scheduler.state_dict())
+    for step in range(2, epochs * steps_per_epoch + 1):  # the first was taken
+        try:
+            upd.step(batch)
+        except Exception as exc:
+            raise _fail(record, f"step {step} of a run of {epochs} epoch(s) x {steps_per_epoch} steps raised "
+                                f"{type(exc).__name__}: {exc}; a schedule must last as long as the run it is "
+                                f"given (epochs * steps_per_epoch steps)") from None
+        rate = current_lr(upd)
+        if rate is None or not math.isfinite(rate) or rate < 0:
+            raise _fail(record, f"after step {step} of {epochs * steps_per_epoch} its learning rate is {rate}; "
+                                f"a schedule keeps it a finite number, 0 or more")
 
 
 def _tiny_dataset(device: torch.device) -> Any:
@@ -800,29 +818,45 @@ def check_batched(
     the same weights. The other components are the run defaults (:class:`fmclf.run.config.RunConfig`).
     ``members``: one dict per member with ``seed``, ``lr`` and ``options`` (per-model options of
     ``component``); by default seeds 0 and 1 times rates 0.05 and 0.2."""
-    import torch
-
     from .host.batchable import batchable_of
     from .run.config import RunConfig
-    from .train.batched import BatchedTrainer, Member
     from .train.engine import Parts, Trainer
-    from .train.updaters import adapt_updater
 
     if kind not in ("model", "loss", "updater"):
         raise TypeError(f"check_batched checks a model, a loss or an updater, not a {kind!r}")
     device = _device(device)
     record = _record(kind, component)
-    if batchable_of(record.factory) is None:
-        raise _fail(record, "does not declare it can be batched: decorate its factory with fmclf.batchable(...)")
     defaults = RunConfig()
     chosen = {k: (record if k == kind else get_host().registry.get(k, getattr(defaults, k)))
               for k in ("model", "loss", "updater")}
-    stacked = batchable_of(chosen["updater"].factory)
-    if stacked is None or stacked.stacked is None:
+    declared = {k: batchable_of(r.factory) for k, r in chosen.items()}
+    for k in (kind, *(k for k in chosen if k != kind)):  # the component checked first: its own failure is named
+        if declared[k] is None:
+            raise _fail(chosen[k], "does not declare it can be batched: decorate its factory with fmclf.batchable(...)")
+    stacked = getattr(declared["updater"], "stacked", None)
+    if stacked is None:
         raise _fail(chosen["updater"], "declares no stacked update (fmclf.batchable(stacked=...))")
     members = sorted(members or [{"seed": s, "lr": lr} for s in (0, 1) for lr in (0.05, 0.2)],
                      key=lambda m: m["seed"])
     base = _tiny_dataset(device)
+    build = _member_builder(kind, chosen, options, base, epochs, device)
+    alone = []
+    for member in members:
+        data, model, loss, updater = build(member)
+        state = Trainer(Parts(data, model, loss, updater), device=device, epochs=epochs, cuda_graphs=False).fit()
+        alone.append((state.history, [p.detach().clone() for p in model.parameters()]))
+    group = _train_group(members, build, base, stacked, getattr(declared["model"], "stacked", None), epochs, device)
+    for member, (history, weights), got in zip(members, alone, group, strict=True):
+        _compare_member(record, member, history, weights, got, epochs, rel)
+
+
+def _member_builder(kind: str, chosen: Mapping[str, ComponentRecord], options: Mapping[str, Any] | None, base: Any,
+                    epochs: int, device: Any) -> Callable[[Mapping[str, Any]], tuple[Any, Any, Any, Any]]:
+    """A function building one member's data (its seed's order), model, loss and adapted updater, as a run of
+    it alone would."""
+    import torch
+
+    from .train.updaters import adapt_updater
 
     def build(member: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
         own = {k: dict(options or {}, **member.get("options", {})) if k == kind else {} for k in chosen}
@@ -838,39 +872,44 @@ def check_batched(
         _, updater = _build("updater", chosen["updater"], core, own["updater"])
         return data, model, loss, adapt_updater(updater)
 
-    alone = []
-    for member in members:
-        data, model, loss, updater = build(member)
-        state = Trainer(Parts(data, model, loss, updater), device=device, epochs=epochs, cuda_graphs=False).fit()
-        alone.append((state.history, [p.detach().clone() for p in model.parameters()]))
+    return build
+
+
+def _train_group(members: Sequence[Mapping[str, Any]], build: Callable[[Mapping[str, Any]], Any], base: Any,
+                 stacked: Callable[..., Any], forward: Callable[..., Any] | None, epochs: int,
+                 device: Any) -> list[Any]:
+    """``members`` trained ``epochs`` epochs as one batched group; each as the trainer saw it, exported."""
+    from .train.batched import BatchedTrainer, Member
+
     group = []
     for member in members:
         _, model, loss, updater = build(member)
         group.append(Member(model, updater, loss, member["seed"]))
-    declared = {k: batchable_of(r.factory) for k, r in chosen.items()}
-    undeclared = [r for k, r in chosen.items() if declared[k] is None]
-    if undeclared:
-        raise _fail(undeclared[0], "does not declare it can be batched: decorate its factory with fmclf.batchable(...)")
-    model_form = declared["model"]
-    trainer = BatchedTrainer(group, base, stacked.stacked, device=device,
-                             forward=model_form.stacked if model_form is not None else None)
+    trainer = BatchedTrainer(group, base, stacked, device=device, forward=forward)
     for epoch in range(1, epochs + 1):
         trainer.epoch(epoch)
     trainer.export()
-    for member, (history, weights), got in zip(members, alone, group, strict=True):
-        who = f"member seed {member['seed']}, lr {member['lr']}, options {member.get('options', {})}"
-        if got.diverged is not None or len(got.history) != len(history):
-            raise _fail(record, f"{who}: the batched group trained {len(got.history)} epoch(s), alone {len(history)}")
-        for row, mine in zip(history, got.history, strict=True):
-            for key in ("train_loss", "test_loss", "valid_loss"):
-                if not math.isclose(row[key], mine[key], rel_tol=rel, abs_tol=1e-7):
-                    raise _fail(record, f"{who}: epoch {row['epoch']} {key} is {mine[key]!r} batched but {row[key]!r} "
-                                        f"alone; a batched component must compute what it computes alone")
-            for key in ("train_acc", "test_acc", "valid_acc"):
-                if abs(row[key] - mine[key]) > 0.002:
-                    raise _fail(record, f"{who}: epoch {row['epoch']} {key} is {mine[key]} batched but {row[key]} "
-                                        f"alone")
-        for a, b in zip(weights, got.model.parameters(), strict=True):
-            if not torch.allclose(a, b.detach(), rtol=rel, atol=1e-6):
-                raise _fail(record, f"{who}: its weights after {epochs} epoch(s) differ batched and alone (largest "
-                                    f"difference {float((a - b.detach()).abs().max()):.3g})")
+    return group
+
+
+def _compare_member(record: ComponentRecord, member: Mapping[str, Any], history: list[dict[str, Any]],
+                    weights: list[Any], got: Any, epochs: int, rel: float) -> None:
+    """A member of the group against its run alone: every epoch's losses within ``rel``, accuracies within
+    0.002, and its weights at the end."""
+    import torch
+
+    who = f"member seed {member['seed']}, lr {member['lr']}, options {member.get('options', {})}"
+    if got.diverged is not None or len(got.history) != len(history):
+        raise _fail(record, f"{who}: the batched group trained {len(got.history)} epoch(s), alone {len(history)}")
+    for row, mine in zip(history, got.history, strict=True):
+        for key in ("train_loss", "test_loss", "valid_loss"):
+            if not math.isclose(row[key], mine[key], rel_tol=rel, abs_tol=1e-7):
+                raise _fail(record, f"{who}: epoch {row['epoch']} {key} is {mine[key]!r} batched but {row[key]!r} "
+                                    f"alone; a batched component must compute what it computes alone")
+        for key in ("train_acc", "test_acc", "valid_acc"):
+            if abs(row[key] - mine[key]) > 0.002:
+                raise _fail(record, f"{who}: epoch {row['epoch']} {key} is {mine[key]} batched but {row[key]} alone")
+    for a, b in zip(weights, got.model.parameters(), strict=True):
+        if not torch.allclose(a, b.detach(), rtol=rel, atol=1e-6):
+            raise _fail(record, f"{who}: its weights after {epochs} epoch(s) differ batched and alone (largest "
+                                f"difference {float((a - b.detach()).abs().max()):.3g})")

@@ -44,22 +44,29 @@ def softmax_nn(num_inputs: int, num_classes: int) -> nn.Module:
 
 
 def _wide(X: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """K softmax regressions on one batch as one matrix product K * classes columns wide: ``weight`` is
-    (inputs, K * classes), ``bias`` (K, classes); returns the logits (K, N, classes)."""
+    """K softmax regressions on one batch as one matrix product K * classes rows tall: ``weight`` is
+    (K * classes, inputs), ``bias`` (K, classes); returns the logits (K, N, classes).
+
+    The product is taken the way round that :class:`SoftmaxScratch` takes it, ``weight @ X^T``, (K * classes, N):
+    measured on this CPU it is about a fifth faster than ``X @ weight^T`` forward and backward together, and
+    its weight gradient ``g^T X`` comes out in the weight's own layout. The logits are returned as a view of
+    it; whoever needs their rows contiguous copies them once."""
     K, C = bias.shape
-    out = torch.addmm(bias.reshape(1, K * C), X.reshape(len(X), -1), weight)
-    return out.reshape(len(X), K, C).transpose(0, 1)
+    out = torch.addmm(bias.reshape(K * C, 1), weight, X.reshape(len(X), -1).t())
+    return out.reshape(K, C, len(X)).transpose(1, 2)
 
 
 def stacked_scratch(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
-    """``scratch``'s members stacked (W: (K, inputs, classes)), in one product: its :func:`fmclf.batchable` form."""
+    """``scratch``'s members stacked (W: (K, inputs, classes)), in one product: its :func:`fmclf.batchable` form.
+    A batched group keeps each member's W in its own layout (the transpose of a (classes, inputs) matrix), so
+    ``W^T`` of all members is one (K * classes, inputs) matrix without a copy."""
     W = params["W"]
     K, n, C = W.shape
-    return _wide(X, W.permute(1, 0, 2).reshape(n, K * C), params["b"])
+    return _wide(X, W.transpose(1, 2).reshape(K * C, n), params["b"])
 
 
 def stacked_nn(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
     """``nn``'s members stacked (weight: (K, classes, inputs)), in one product."""
     W = params["1.weight"]
     K, C, n = W.shape
-    return _wide(X, W.reshape(K * C, n).t(), params["1.bias"])
+    return _wide(X, W.reshape(K * C, n), params["1.bias"])

@@ -23,7 +23,8 @@ def _column(values: list[float], like: torch.Tensor) -> torch.Tensor:
 
 
 class StackedMinibatchSGD:
-    """K textbook SGDs at once: ``p[k] -= lr[k] * grad[k] / batch_size``."""
+    """K textbook SGDs at once: ``p[k] += grad[k] * (-lr[k] / batch_size)``, as each adds ``-lr / batch_size``
+    times its gradient alone, in one fused call for all parameters."""
 
     reduction = "sum"
 
@@ -31,7 +32,7 @@ class StackedMinibatchSGD:
         self.params = params
         self.members = members
         self.base = [float(m.lr) for m in members]
-        self.rates = [_column(self.base, p) for p in params]
+        self._scales: dict[int, list[torch.Tensor]] = {}  #: per batch size: each member's -lr / batch_size
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -39,17 +40,20 @@ class StackedMinibatchSGD:
 
     @torch.no_grad()
     def step(self, batch_size: int) -> None:
-        for p, rate in zip(self.params, self.rates, strict=True):
-            if p.grad is not None:
-                p.sub_(rate * p.grad / batch_size)
+        scales = self._scales.get(batch_size)
+        if scales is None:  # two sizes an epoch (the last batch is shorter): built once each
+            column = [-lr / batch_size for lr in self.base]
+            scales = self._scales[batch_size] = [_column(column, p) for p in self.params]
+        pairs = [(p, s) for p, s in zip(self.params, scales, strict=True) if p.grad is not None]
+        if pairs:
+            torch._foreach_addcmul_([p for p, _ in pairs], [p.grad for p, _ in pairs], [s for _, s in pairs])
 
     def lrs(self) -> list[float]:
         return list(self.base)
 
     def drop(self, k: int) -> None:
-        for rate in self.rates:
-            rate[k] = 0.0
         self.base[k] = 0.0
+        self._scales.clear()
 
     def export(self, k: int) -> None:
         """The textbook SGD keeps nothing but its rate, which its own object already holds."""

@@ -64,10 +64,7 @@ def plan_jobs(todo: Sequence[Run], host: PluginHost, plugin_args: Sequence[str],
         if len(runs) == 1:
             alone.append((runs[0], "no other run of the comparison may train with it"))
             continue
-        runs = sorted(runs, key=lambda r: r.seed)  # a seed's members side by side: one forward per seed
-        parts = -(-len(runs) // cap)
-        size = -(-len(runs) // parts)
-        groups += [runs[i : i + size] for i in range(0, len(runs), size)]
+        groups += _split(sorted(runs, key=lambda r: r.seed), cap)
     for i, runs in enumerate(groups, start=1):
         name = f"group-{i:03d}"
         spec = root / JOBS / f"{name}.json"
@@ -85,6 +82,24 @@ def plan_jobs(todo: Sequence[Run], host: PluginHost, plugin_args: Sequence[str],
         reasons[reason] = reasons.get(reason, 0) + 1
     out.lines += [f"alone: {n} run(s): {reason}" for reason, n in reasons.items()]
     return out
+
+
+def _split(runs: list[Run], cap: int) -> list[list[Run]]:
+    """``runs`` (sorted by seed) in nearly equal groups of at most ``cap``. When every seed has as many runs (a
+    grid) and a seed's runs fit in one group, groups hold whole seeds: each group then has as many members
+    for every seed, and trains all its seeds in one batched product (see :mod:`fmclf.train.batched`)."""
+    seeds: dict[int, list[Run]] = {}
+    for run in runs:
+        seeds.setdefault(run.seed, []).append(run)
+    counts = {len(members) for members in seeds.values()}
+    if len(counts) == 1 and (per_seed := counts.pop()) <= cap:
+        blocks = list(seeds.values())
+        parts = -(-len(blocks) // max(cap // per_seed, 1))
+        size = -(-len(blocks) // parts)
+        return [[r for block in blocks[i : i + size] for r in block] for i in range(0, len(blocks), size)]
+    parts = -(-len(runs) // cap)
+    size = -(-len(runs) // parts)
+    return [runs[i : i + size] for i in range(0, len(runs), size)]
 
 
 def _key(run: Run, host: PluginHost) -> tuple[str | None, str | None]:

@@ -69,7 +69,7 @@ class BatchedTrainer:
     def __init__(self, members: Sequence[Member], dataset: Any, stacked: Callable[..., Any], *, device: Any,
                  forward: Callable[..., Any] | None = None) -> None:
         import torch
-        from torch.func import functional_call, stack_module_state, vmap
+        from torch.func import functional_call, vmap
 
         seeds = [m.seed for m in members]
         if seeds != sorted(seeds):
@@ -79,7 +79,10 @@ class BatchedTrainer:
         self.device = device
         self.classes = list(dataset.classes)
         models = [m.model for m in members]
-        self.params, self.buffers = stack_module_state(models)
+        self.params = {name: _stack([dict(m.named_parameters())[name] for m in models])
+                       for name, _ in models[0].named_parameters()}
+        self.buffers = {name: _stack([dict(m.named_buffers())[name] for m in models])
+                        for name, _ in models[0].named_buffers()}
         skeleton = copy.deepcopy(models[0]).to("meta")
 
         def call(params: dict, buffers: dict, X: Any) -> Any:
@@ -93,6 +96,9 @@ class BatchedTrainer:
                 self.groups[-1] = (seed, self.groups[-1][1], k + 1)
             else:
                 self.groups.append((seed, k, k + 1))
+        # as many members for every seed (a grid's group): one call for all seeds, each on its own batch
+        even = len({end - first for _, first, end in self.groups}) == 1
+        self._seeded = vmap(self._forward, in_dims=(0, 0, 0)) if even and len(self.groups) > 1 else None
         self.updater = stacked(params=list(self.params.values()), members=[m.updater for m in members])
         self.sum_reduction = getattr(self.updater, "reduction", "sum") != "mean"
         self.losses = _loss_runs(members)
@@ -102,9 +108,10 @@ class BatchedTrainer:
 
     def logits(self, X: Any, params: dict[str, Any] | None = None, buffers: dict[str, Any] | None = None) -> Any:
         """The logits of the members whose stacked ``params`` and ``buffers`` are given (default: all) on one
-        batch ``X``: shape (members, N, classes)."""
+        batch ``X``: shape (members, N, classes), contiguous (the loss reads rows, the accuracy each row's
+        largest: a stacked form may return a transposed view, copied here once)."""
         return self._forward(self.params if params is None else params, self.buffers if buffers is None else buffers,
-                             X)
+                             X).contiguous()
 
     def _by_seed(self, stacked: dict[str, Any]) -> list[dict[str, Any]]:
         """``stacked`` cut into each seed's members, by ``split``: its backward is one concatenation, where
@@ -133,7 +140,6 @@ class BatchedTrainer:
         :class:`fmclf.errors.Interrupted` and leaves every member at its last epoch's state."""
         import torch
 
-        from ..data import TensorBatches
         from ..errors import Interrupted
 
         start = time.perf_counter()
@@ -141,22 +147,14 @@ class BatchedTrainer:
         n, bs = len(train.X), train.batch_size
         batches = len(train)
         K = len(self.members)
-        orders = {seed: TensorBatches(train.X, train.y, bs, shuffle=train.shuffle, seed=seed).permutation(epoch)
-                  .to(train.X.device) for seed, _, _ in self.groups}
-        labels = {seed: train.y.index_select(0, order) for seed, order in orders.items()}
+        trained = int(self.alive.sum())
+        orders, labels = self._orders(epoch)
         loss_sum = torch.zeros(K, dtype=torch.float64, device=self.device)
         correct = torch.zeros(K, dtype=torch.int64, device=self.device)
         watch = torch.zeros((batches, K), dtype=torch.float32, device=self.device) if self.defer else None
         for b in range(batches):
             lo, hi = b * bs, min((b + 1) * bs, n)
-            parts, ys = [], []
-            params, buffers = self._by_seed(self.params), self._by_seed(self.buffers)
-            for g, (seed, first, end) in enumerate(self.groups):
-                X = train.X.index_select(0, orders[seed][lo:hi])
-                parts.append(self.logits(X, params[g], buffers[g]))
-                ys.append(labels[seed][lo:hi].expand(end - first, hi - lo))
-            logits = parts[0] if len(parts) == 1 else torch.cat(parts)
-            y = ys[0] if len(ys) == 1 else torch.cat(ys)
+            logits, y = self._batch(orders, labels, lo, hi)
             losses = self._loss(logits, y)
             sums = losses.sum(1)
             if watch is not None:
@@ -177,19 +175,75 @@ class BatchedTrainer:
             if stop and b + 1 < batches:
                 raise Interrupted(f"stopped by {stop.signal} after batch {b + 1} of epoch {epoch}")
         if watch is not None:
-            bad = ~torch.isfinite(watch) & self.alive
-            if bool(bad.any()):
-                for k in bad.any(dim=0).nonzero().flatten().tolist():
-                    b = int(bad[:, k].nonzero()[0, 0])
-                    mask = torch.zeros_like(self.alive)
-                    mask[k] = True
-                    self._drop(mask, watch[b].double(), epoch, b + 1, batches)
+            self._drop_watched(watch, epoch, batches)
         self._check_weights(epoch, batches)
+        self._record(epoch, loss_sum, correct, n, start, trained)
+
+    def _orders(self, epoch: int) -> tuple[Any, Any]:
+        """Each seed's order of the training rows in epoch ``epoch`` (the order its run alone sees), and its
+        labels in that order: two (seeds, examples) tensors on the data's device."""
+        import torch
+
+        from ..data import TensorBatches
+
+        train = self.dataset.train
+        orders = torch.stack([TensorBatches(train.X, train.y, train.batch_size, shuffle=train.shuffle, seed=seed)
+                              .permutation(epoch) for seed, _, _ in self.groups]).to(train.X.device)
+        return orders, train.y.index_select(0, orders.reshape(-1)).reshape(orders.shape)
+
+    def _batch(self, orders: Any, labels: Any, lo: int, hi: int) -> tuple[Any, Any]:
+        """Every member's logits (K, N, classes) on rows ``lo:hi`` of its seed's order, and their labels (K, N).
+
+        With as many members for every seed (a grid), all seeds' batches are gathered at once and the model's
+        stacked form runs once, mapped over the seeds (``vmap``): for softmax regression one batched product.
+        Otherwise it runs once per seed on that seed's batch."""
+        train = self.dataset.train
+        S, N = len(self.groups), hi - lo
+        X = train.X.index_select(0, orders[:, lo:hi].reshape(-1))
+        y = labels[:, lo:hi]
+        if self._seeded is not None:
+            M = len(self.members) // S
+            params = {k: t.view(S, M, *t.shape[1:]) for k, t in self.params.items()}
+            buffers = {k: t.view(S, M, *t.shape[1:]) for k, t in self.buffers.items()}
+            logits = self._seeded(params, buffers, X.view(S, N, *X.shape[1:]))
+            logits = logits.reshape(len(self.members), N, -1).contiguous()
+            return logits, y.unsqueeze(1).expand(S, M, N).reshape(-1, N)
+        import torch
+
+        parts, ys = [], []
+        params, buffers = self._by_seed(self.params), self._by_seed(self.buffers)
+        for g, (_, first, end) in enumerate(self.groups):
+            parts.append(self.logits(X[g * N : (g + 1) * N], params[g], buffers[g]))
+            ys.append(y[g].expand(end - first, N))
+        return (parts[0], ys[0]) if len(parts) == 1 else (torch.cat(parts), torch.cat(ys))
+
+    def _drop_watched(self, watch: Any, epoch: int, batches: int) -> None:
+        """On an accelerator: drop each member whose loss was not finite on some batch (``watch``: (batches, K)),
+        naming its first such batch, as a run alone does when its epoch ends."""
+        import torch
+
+        bad = ~torch.isfinite(watch) & self.alive
+        if not bool(bad.any()):
+            return
+        for k in bad.any(dim=0).nonzero().flatten().tolist():
+            b = int(bad[:, k].nonzero()[0, 0])
+            mask = torch.zeros_like(self.alive)
+            mask[k] = True
+            self._drop(mask, watch[b].double(), epoch, b + 1, batches)
+
+    def _record(self, epoch: int, loss_sum: Any, correct: Any, n: int, start: float, trained: int) -> None:
+        """Evaluate, and append epoch ``epoch``'s metrics row to each living member's history (the epoch began
+        at ``start``, a ``time.perf_counter`` reading, with ``trained`` members alive).
+
+        A row's ``seconds`` is the member's share of the group's epoch, the whole (training and evaluation of
+        every member at once) divided among the ``trained`` members, so that a batched run's s/epoch compares
+        with a run alone's; ``group`` records the whole and the count (see docs/comparing.md)."""
         rows = self._evaluate()
         lrs = self.updater.lrs()
         train_loss = (loss_sum / max(n, 1)).tolist()
         train_acc = (correct.double() / max(n, 1)).tolist()
-        seconds = round(time.perf_counter() - start, 6)
+        seconds = time.perf_counter() - start
+        group = {"seconds": round(seconds, 6), "members": trained}
         for k, member in enumerate(self.members):
             if member.diverged is not None:
                 continue
@@ -199,7 +253,8 @@ class BatchedTrainer:
                 member.confusion = confusion[k]
             metrics["per_class_test_acc"] = per_class_accuracy(member.confusion, self.classes)
             metrics["lr"] = lrs[k]
-            metrics["seconds"] = seconds
+            metrics["seconds"] = round(seconds / max(trained, 1), 6)
+            metrics["group"] = dict(group)
             member.history.append(metrics)
 
     def evaluate_test(self) -> None:
@@ -297,6 +352,20 @@ class BatchedTrainer:
                 for name, t in self.buffers.items():
                     bufs[name].copy_(t[k])
                 self.updater.export(k)
+
+
+def _stack(tensors: Sequence[Any]) -> Any:
+    """The members' tensors stacked along a new first dimension (a leaf, requiring grad as they do), each
+    member's block laid out as its own tensor is: a weight stored transposed stays transposed, so the model's
+    stacked form multiplies all members the way its single form multiplies one (``torch.stack`` would
+    make every block row-major, and the stacked product would need a copy per batch, or go the slow way)."""
+    import torch
+
+    first = tensors[0]
+    outer = sorted(range(first.ndim), key=lambda d: -first.stride(d))  # its dimensions, outermost in memory first
+    stacked = torch.stack([t.detach().permute(outer) for t in tensors])
+    back = [0, *(1 + outer.index(d) for d in range(first.ndim))]
+    return stacked.permute(back).detach().requires_grad_(first.requires_grad)
 
 
 def _loss_runs(members: Sequence[Member]) -> list[tuple[Callable[..., Any], Any]]:

@@ -227,6 +227,23 @@ def test_a_component_that_says_nothing_trains_alone_with_its_line(tiny_data, tmp
     assert plan_jobs(runs, host, (), tmp_path, batch=False).members == {}
 
 
+def test_a_capped_grid_is_split_into_groups_of_whole_seeds(tiny_data, tmp_path):
+    from fmclf.compare.batching import plan_jobs
+    from fmclf.compare.grid import Cell
+    from fmclf.compare.jobs import runs_of
+
+    host = load_plugins()
+    cells = [Cell({}, {"lr": str(lr)}, _config(tiny_data, 0, lr)) for lr in (0.05, 0.1)]
+    runs = runs_of(cells, [0, 1, 2], tmp_path, 1)  # one group of 6: 2 runs per seed
+    (tmp_path / "jobs").mkdir()
+    grouping = plan_jobs(runs, host, (), tmp_path, max_models=5)
+    groups = sorted(grouping.members.values(), key=len)
+    assert [len(g) for g in groups] == [2, 4]  # not 3 and 3, which would cut seed 1's pair in two
+    for group in groups:  # as many members for every seed: all seeds train in one batched product
+        per_seed = [sum(1 for r in group if r.seed == s) for s in {r.seed for r in group}]
+        assert set(per_seed) == {2}
+
+
 def test_compare_trains_a_grid_as_one_group(tiny_data, tmp_path):
     from click.testing import CliRunner
 
@@ -291,6 +308,23 @@ def test_batchable_declarations():
 ])
 def test_check_batched_passes_every_batchable_builtin(kind, name, members):
     check_batched(kind, name, members=members)
+
+
+@pytest.mark.parametrize("model", ["scratch", "nn"])
+def test_seeds_with_unequal_members_train_one_seed_at_a_time_to_the_same_numbers(model, monkeypatch):
+    from fmclf.train import batched
+
+    paths = []
+    init = batched.BatchedTrainer.__init__
+
+    def noting(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        paths.append(self._seeded is not None)
+
+    monkeypatch.setattr(batched.BatchedTrainer, "__init__", noting)
+    check_batched("model", model, members=[{"seed": 0, "lr": 0.05}, {"seed": 0, "lr": 0.2}, {"seed": 1, "lr": 0.1}])
+    check_batched("model", model)  # 2 seeds x 2 rates: every seed in one product
+    assert paths == [False, True]
 
 
 def test_check_batched_refuses_an_undeclared_component():
