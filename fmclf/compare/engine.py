@@ -298,7 +298,7 @@ class _Plan:
 
         def train(lacking: list[Run], epochs: int) -> None:
             for run in lacking:
-                run.config.epochs = epochs
+                run.config = dataclasses.replace(run.config, epochs=epochs)
             self.assessed(lacking)
             for run in lacking:
                 if run.state == NEW:
