@@ -3,7 +3,7 @@
 Runs whose settings differ only in seed, learning rate and the options their
 components declare per model (:func:`fmclf.run.group.batch_key`) form a group,
 at most ``max_models`` members each; a group is one :class:`Job`,
-``fmclf run-group DIR/jobs/group-N.json``, whose members still each leave
+``fmclf run-group DIR/jobs/group-of-K-from-RUN.json``, whose members still each leave
 their own run folder. Everything else is a job of its own, as without
 batching. :func:`plan_jobs` is the one call the comparison makes where its
 runs become jobs, and :func:`unfold` turns a group's outcome back into one
@@ -65,8 +65,10 @@ def plan_jobs(todo: Sequence[Run], host: PluginHost, plugin_args: Sequence[str],
             alone.append((runs[0], "no other run of the comparison may train with it"))
             continue
         groups += _split(sorted(runs, key=lambda r: r.seed), cap)
-    for i, runs in enumerate(groups, start=1):
-        name = f"group-{i:03d}"
+    for runs in groups:
+        # named by its first member, not by its place in this call: the tuning trials' groups and the final
+        # runs' are planned by separate calls, and a numbered name would overwrite the other's spec and log
+        name = f"group-of-{len(runs)}-from-{runs[0].name}"
         spec = root / JOBS / f"{name}.json"
         write_spec(spec, [MemberSpec(r.name, r.run_dir, r.settings_file if r.state == NEW else None, r.log)
                           for r in runs])

@@ -244,6 +244,24 @@ def test_a_capped_grid_is_split_into_groups_of_whole_seeds(tiny_data, tmp_path):
         assert set(per_seed) == {2}
 
 
+def test_groups_planned_by_separate_calls_keep_their_own_spec_and_log(tiny_data, tmp_path):
+    """A tuned comparison plans its trials' groups and then its final runs' groups: the second plan must not
+    overwrite the first one's spec and log (they were both jobs/group-001 once)."""
+    from fmclf.compare.batching import plan_jobs
+    from fmclf.compare.grid import Cell
+    from fmclf.compare.jobs import runs_of
+
+    host = load_plugins()
+    cells = [Cell({}, {"lr": str(lr)}, _config(tiny_data, 0, lr)) for lr in (0.05, 0.1)]
+    (tmp_path / "jobs").mkdir()
+    first = plan_jobs(runs_of(cells, [0, 1], tmp_path, 1), host, (), tmp_path)
+    second = plan_jobs(runs_of(cells, [5, 6], tmp_path, 1), host, (), tmp_path)
+    specs = [pathlib.Path(j.args[-1]) for g in (first, second) for j in g.jobs]
+    logs = [j.log for g in (first, second) for j in g.jobs]
+    assert len(set(specs)) == len(specs) == 2 and len(set(logs)) == 2
+    assert [m.name for m in read_spec(specs[0])] == [r.name for r in first.members[first.jobs[0].name]]
+
+
 def test_compare_trains_a_grid_as_one_group(tiny_data, tmp_path):
     from click.testing import CliRunner
 
