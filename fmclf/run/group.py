@@ -241,7 +241,8 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
     from . import checkpoint as checkpoint_io
     from . import processes, provenance
     from .plan import assemble, assemble_on
-    from .runner import _HEADER, _choose_threads, _prepare
+    from .runner import _prepare
+    from .session import HEADER, choose_threads
 
     first = members[0]
     plan, device = _prepare(first.plan.config, host, comm)
@@ -252,7 +253,7 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
         raise UsageError(f"{who} declares it can be batched, but its splits are "
                          f"{type(dataset.train).__name__}, not fmclf.data.TensorBatches; train its runs alone "
                          f"(fmclf compare --no-batch), and tell its authors.")
-    chosen = _choose_threads(plan.config, parts, device, comm)
+    chosen = choose_threads(plan, parts, comm)
     if chosen:
         plan = plan.decided(threads=chosen.threads)
     for m in members:
@@ -262,7 +263,7 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
         if m.checkpoint is not None:
             checkpoint_io.restore(m.parts, m.checkpoint, m.spec.run_dir, comm)
             m.prov = provenance.resumed(m.spec.run_dir, m.prov)
-        atomic.write_text(m.spec.run_dir / folder.CONFIG, m.plan.recorded().to_toml(m.prov, _HEADER))
+        atomic.write_text(m.spec.run_dir / folder.CONFIG, m.plan.recorded().to_toml(m.prov, HEADER))
     return plan, device, dataset, chosen
 
 
@@ -340,7 +341,7 @@ def _after_epoch(m: _Member, b: Any, epoch: int, writer: Any) -> None:
     when it diverged, its status and the reason in its log."""
     from ..train.engine import TrainState, divergence_message
     from . import checkpoint as checkpoint_io
-    from .runner import _kept
+    from .session import kept
 
     if b.diverged is None:
         state = TrainState(epoch=epoch, history=b.history)
@@ -352,8 +353,8 @@ def _after_epoch(m: _Member, b: Any, epoch: int, writer: Any) -> None:
             if d.batch else
             "training diverged: the model's weights became inf or nan in epoch "
             f"{d.epoch} although every batch loss was finite (an update overflowed). Try a smaller --lr. ")
-    kept = _kept((d.epoch - 1, 0) if d.epoch > 1 else None)
-    error = DivergenceError(f"{text.strip()} The run folder {m.spec.run_dir} {kept}.")
+    keeps = kept((d.epoch - 1, 0) if d.epoch > 1 else None)
+    error = DivergenceError(f"{text.strip()} The run folder {m.spec.run_dir} {keeps}.")
     writer.flush()  # its last checkpoint is on disk before its status says what it keeps
     folder.write_status(m.spec.run_dir, "diverged", d.epoch - 1, str(error))
     m.say(f"Error: {error}")
@@ -386,7 +387,7 @@ def _final_files(m: _Member, b: Any, dataset: Any, device: Any, seconds: float, 
     """Member ``m``'s model.pt, test predictions, summary.json, status and report.md (by ``report``, when the front
     end hands one in), in that order."""
     from . import checkpoint as checkpoint_io
-    from .runner import run_summary
+    from .session import run_summary
 
     summary = run_summary(m.plan, b.history, device, seconds, memory)
     checkpoint_io.save_weights(m.spec.run_dir, m.parts.model)

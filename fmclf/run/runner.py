@@ -23,13 +23,12 @@ from .config import RunConfig
 from .devices import launch_device
 from .lock import RunLock
 from .plan import Plan, check_processes, python_only, resolve
-from .session import HEADER, ReportMaker, RunResult, Session, Start, Voice, choose_threads, kept, run_summary
+from .session import ReportMaker, RunResult, Session, Start, Voice, run_summary
 from .signals import handled
 
 __all__ = ["RunResult", "Voice", "run_new", "run_resume", "run_summary"]
 
 Echo = Callable[[str], None]
-_HEADER, _kept = HEADER, kept  # what fmclf.run.group takes from here
 _COMMAND_LINE = Voice()  #: the command line's words, the default
 
 
@@ -198,11 +197,6 @@ def _prepare_device(config: RunConfig, device: Any) -> None:
         import torch
 
         torch.set_num_threads(config.threads)
-
-
-def _choose_threads(config: RunConfig, parts: Any, device: Any, comm: Solo) -> Any:
-    """:func:`fmclf.run.session.choose_threads` for ``config`` on ``device`` (a batched group's)."""
-    return choose_threads(Plan(config, device=device), parts, comm)
 
 
 def _agreed(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None,
