@@ -397,4 +397,4 @@ def _final_files(m: _Member, b: Any, dataset: Any, device: Any, seconds: float, 
     folder.write_status(m.spec.run_dir, "finished", len(b.history))
     if report is not None:
         report(m.spec.run_dir, m.plan, b.history, b.confusion.cpu().tolist(), dataset.classes,
-               seconds=seconds, device=str(device))
+               seconds=summary["seconds"], device=str(device))  # as recorded: `fmclf report` rebuilds the same

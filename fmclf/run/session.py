@@ -364,6 +364,7 @@ class Session:
         memory = peak_memory(device)
         record = processes.weights_record(comm, parts.model, device)
         summary = run_summary(plan, state.history, device, seconds, memory, state.stopped, record)
+        seconds = summary["seconds"]  # as recorded, so that `fmclf report` rebuilds the same report.md
         differ = _different_weights(record, comm, run_dir)  # the run failed, though every epoch trained
 
         def write_results() -> None:

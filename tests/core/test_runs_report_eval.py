@@ -138,6 +138,21 @@ def test_report_rebuilds_report_md_and_every_picture(finished):
     assert (finished / "confusion.png").read_bytes() == before["confusion.png"]  # the same matrix
 
 
+def test_report_rebuilds_the_time_the_run_reported(tiny_data, tmp_path, monkeypatch):
+    # 0.0151 s prints as 0.02 but is recorded as 0.015 (0.01): the report written at the end of the run
+    # must say what summary.json records, or `fmclf report` rebuilds a different report.md
+    from fmclf.run.session import Session
+
+    train = Session.train
+    monkeypatch.setattr(Session, "train", lambda self, parts, state: (*train(self, parts, state)[:2], 0.0151))
+    out = tmp_path / "timed"
+    assert tiny(tiny_data, out).exit_code == 0
+    before = (out / "report.md").read_text()
+    assert f"{json.loads((out / 'summary.json').read_text())['seconds']:.2f} s in this session" in before
+    assert invoke("report", str(out)).exit_code == 0
+    assert (out / "report.md").read_text() == before
+
+
 def test_report_of_a_run_with_no_finished_epoch_says_so(tiny_data, tmp_path):
     out = tmp_path / "early"
     assert tiny(tiny_data, out, "--visualizer", "signal-at", "-o", "visualizer.signal-at.epoch=1",
