@@ -373,6 +373,9 @@ def connect(environ: Mapping[str, str] = os.environ) -> Iterator[Solo]:
     comm = Comm(launch, backend, timeout)
     try:
         yield comm
+        if owned:  # leave together: a process that tore gloo down while rank 0 still drew was once killed by SIGABRT
+            with contextlib.suppress(Exception):
+                dist.barrier()
     finally:
         if owned:
             with contextlib.suppress(Exception):
