@@ -70,7 +70,7 @@ def _epoch(n, seconds):
     return SimpleNamespace(metrics={"epoch": n, "seconds": seconds})
 
 
-def test_contention_is_said_once_with_advice_for_the_thread_count():
+def test_contention_is_said_once_with_advice_for_the_thread_count(monkeypatch):
     said: list[str] = []
     watch = ContentionWatch(2, said.append)
     for n, seconds in enumerate([0.30, 0.20, 0.25, 0.50, 0.90], start=1):
@@ -78,11 +78,14 @@ def test_contention_is_said_once_with_advice_for_the_thread_count():
     assert len(said) == 1
     assert (said[0].startswith("Note: epoch 4 took 0.50 s, 2.5x the fastest so far (0.20 s)")
             and "--threads 1" in said[0])
-    one: list[str] = []
-    watch = ContentionWatch(1, one.append)
-    for n, seconds in enumerate([0.2, 0.5], start=1):
-        watch.on_epoch_end(_epoch(n, seconds))
-    assert "one thread already" in one[0]
+    for cpus, advice in ((1, "one thread already"), (4, "--threads 4 gets it a larger share")):
+        # one thread: on an overcommitted machine, more threads get more of the cores' time
+        monkeypatch.setattr(threads, "usable_cpus", lambda cpus=cpus: cpus)
+        one: list[str] = []
+        watch = ContentionWatch(1, one.append)
+        for n, seconds in enumerate([0.2, 0.5], start=1):
+            watch.on_epoch_end(_epoch(n, seconds))
+        assert advice in one[0]
 
 
 def test_tiny_epochs_do_not_count_as_contention():
