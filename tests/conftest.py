@@ -52,6 +52,29 @@ def _fresh_plugin_host():
     set_host(None)
 
 
+@pytest.fixture(autouse=True)
+def _signal_handlers(request):
+    """Each test starts with the worker's signal handlers and fmclf's signal state as the one before it
+    found them: a test that sends SIGINT (or interrupt_main) must not depend on which tests ran before it
+    in the same xdist worker. A test that leaves a handler changed is named in a warning."""
+    import signal
+    import warnings
+
+    from fmclf.run import signals
+
+    handlers = {s: signal.getsignal(s) for s in signals.SIGNALS}
+    state = {k: getattr(signals._state, k) for k in ("flag", "echo", "ending", "warned", "again")}
+    yield
+    left = [signal.Signals(s).name for s, h in handlers.items() if signal.getsignal(s) is not h]
+    for s, h in handlers.items():
+        if h is not None and signal.getsignal(s) is not h:
+            signal.signal(s, h)
+    for k, v in state.items():
+        setattr(signals._state, k, v)
+    if left:
+        warnings.warn(f"{request.node.nodeid} left the handlers of {', '.join(left)} changed (restored)", stacklevel=1)
+
+
 @pytest.fixture
 def tiny_data(tmp_path) -> pathlib.Path:
     """A folder with four tiny, learnable IDX files (raw)."""

@@ -131,7 +131,8 @@ def test_run_job_logs_the_command_and_passes_a_keyboard_interrupt_on_as_a_signal
     child = ("import signal, sys, time\n"
              "signal.signal(signal.SIGINT, lambda *a: sys.exit(130))\n"
              "print('READY', flush=True)\n"
-             "time.sleep(60)\n")
+             "time.sleep(60)\n"
+             "sys.exit(3)\n")  # never interrupted: not mistaken for a clean exit
 
     def interrupt_when_ready(process):
         def wait():
@@ -142,11 +143,14 @@ def test_run_job_logs_the_command_and_passes_a_keyboard_interrupt_on_as_a_signal
         threading.Thread(target=wait, daemon=True).start()
 
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])  # as a Ray worker's threads have it
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # interrupt_main does nothing under SIG_IGN
+    started = time.monotonic()
     try:
         code = node.run_job(["-c", child], log, command=[sys.executable], started=interrupt_when_ready)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    assert code == 130
+        signal.signal(signal.SIGINT, handler)
+    assert code == 130, (code, f"{time.monotonic() - started:.1f} s", log.read_text()[-300:])
     assert log.read_text().startswith("$ fmclf -c import signal")
 
 
