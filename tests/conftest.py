@@ -65,7 +65,8 @@ def _signal_handlers(request):
     handlers = {s: signal.getsignal(s) for s in signals.SIGNALS}
     state = {k: getattr(signals._state, k) for k in ("flag", "echo", "ending", "warned", "again")}
     yield
-    left = [signal.Signals(s).name for s, h in handlers.items() if signal.getsignal(s) is not h]
+    left = [f"{signal.Signals(s).name} ({h!r} -> {signal.getsignal(s)!r})" for s, h in handlers.items()
+            if signal.getsignal(s) is not h]
     for s, h in handlers.items():
         if h is not None and signal.getsignal(s) is not h:
             signal.signal(s, h)
