@@ -105,3 +105,17 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signal_name: str = "SIGINT") -> None:
         super().__init__(signal_name)
         self.signal = signal_name
+
+
+def said(exc: FmclfError) -> str:
+    """The paragraph a command ends with for ``exc``: ``Error: ...``, or for an :class:`Interrupted`
+    its own sentence (what the stop kept), capitalised."""
+    text = str(exc)
+    return text[:1].upper() + text[1:] if isinstance(exc, Interrupted) else f"Error: {text}"
+
+
+def stopped(exc: BaseException) -> str:
+    """The line a command ends with when a signal stopped it outside a run (a :class:`Stopped`, or
+    Python's own ``KeyboardInterrupt``)."""
+    name = getattr(exc, "signal", None)
+    return f"Stopped by {name}." if name else "Interrupted."

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import click
 
 from ..dist.launch import is_root_process, process_label
-from ..errors import FmclfError, Interrupted
+from ..errors import FmclfError, said, stopped
 from ..run import signals
 from ..run.threads import calm_openmp
 from ..train.blame import torch_failed
@@ -43,16 +43,12 @@ def friendly(fn: Callable) -> Callable:
             if os.environ.get("FMCLF_DEBUG"):
                 raise
             if not getattr(exc, "quiet", False):  # under torchrun, rank 0 reports what every process hit
-                text = str(exc)
-                if isinstance(exc, Interrupted):
-                    echo_err(f"{process_label()}{text[:1].upper() + text[1:]}")
-                else:
-                    echo_err(f"{process_label()}Error: {text}")
+                echo_err(f"{process_label()}{said(exc)}")
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:  # a signal outside a run (a run's own stops say what they kept)
             signals.ending()
             if is_root_process():
-                echo_err(_stopped(exc))
+                echo_err(stopped(exc))
             sys.exit(130)
         except (ImportError, OSError) as exc:
             text = torch_failed(exc)
@@ -116,11 +112,6 @@ def cli(ctx: click.Context, plugin_flags: tuple[str, ...]) -> None:
     ctx.obj = Settings(plugin_flags)
 
 
-def _stopped(exc: BaseException) -> str:
-    name = getattr(exc, "signal", None)
-    return f"Stopped by {name}." if name else "Interrupted."
-
-
 def main() -> None:
     """Console-script entry point: fmclf's signal handler first (see :mod:`fmclf.run.signals`), then
     standard output that cannot stop the work (see :mod:`fmclf.cli._streams`), then the command."""
@@ -136,7 +127,7 @@ def main() -> None:
         code = exc.code
     except KeyboardInterrupt as exc:  # a signal while click parsed the command line
         signals.ending()
-        echo_err(_stopped(exc))
+        echo_err(stopped(exc))
         code = 130
     except (ImportError, OSError) as exc:  # outside a command (--version): torch failing to load
         text = torch_failed(exc)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import atomic
-from ..errors import FmclfError, Interrupted, UsageError
+from ..errors import FmclfError, Interrupted, UsageError, said, stopped
 from ..run.signals import say
 
 
@@ -196,14 +196,11 @@ def run_job(args: Sequence[str]) -> int:
         return _job(list(args))
     except FmclfError as exc:
         signals.ending()  # a signal now must not cut the message short
-        text = str(exc)
-        print(text[:1].upper() + text[1:] if isinstance(exc, Interrupted) else f"Error: {text}", file=sys.stderr,
-              flush=True)
+        print(said(exc), file=sys.stderr, flush=True)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # a signal outside a run (a run's own stops say what they kept)
         signals.ending()
-        name = getattr(exc, "signal", None)
-        print(f"Stopped by {name}." if name else "Interrupted.", file=sys.stderr, flush=True)
+        print(stopped(exc), file=sys.stderr, flush=True)
         return 130
     except (ImportError, OSError) as exc:
         text = torch_failed(exc)
