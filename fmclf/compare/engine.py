@@ -183,14 +183,9 @@ class _Plan:
 
     def train_seeds(self, chosen: list[Cell], counts: dict[str, int]) -> list[Run]:
         """Train each chosen cell on its first ``counts[name]`` seeds (what is not done yet); its runs."""
-        runs = self.assessed([run for c in chosen
-                              for run in jobs.runs_of([c], seeds_from(self.seeds[0], counts[c.name]), self.out,
-                                                      self.per_run)])
-        for run in runs:
-            if run.state == NEW:
-                jobs.write_settings(run)
-        _announce(runs, [r for r in runs if r.state in TODO], self.executor.workers, self.per_run, self.out,
-                  self.echo, self.names)
+        runs = [run for c in chosen
+                for run in jobs.runs_of([c], seeds_from(self.seeds[0], counts[c.name]), self.out, self.per_run)]
+        _announce(runs, self.ready(runs), self.executor.workers, self.per_run, self.out, self.echo, self.names)
         self.execute(runs, (self.rank_by or "test_acc").partition(":")[0])
         return runs
 
@@ -228,6 +223,15 @@ class _Plan:
         if not runs or runs[0].trial is None:
             self.finals = runs
         return runs
+
+    def ready(self, runs: list[Run]) -> list[Run]:
+        """Read ``runs``' states from disk (:meth:`assessed`) and write each new one's settings file; those
+        still to train."""
+        self.assessed(runs)
+        for run in runs:
+            if run.state == NEW:
+                jobs.write_settings(run)
+        return [r for r in runs if r.state in TODO]
 
     def trial_runs(self, trials: dict[str, list[dict[str, Any]]]) -> list[Run]:
         """The runs of every cell's trials (trial K of every cell has the same seed)."""
@@ -278,11 +282,7 @@ class _Plan:
     def _trials_at_once(self, runs: list[Run], metric: str) -> None:
         """Every trial trained to the full epochs."""
         assert self.protocol is not None
-        self.assessed(runs)
-        for run in runs:
-            if run.state == NEW:
-                jobs.write_settings(run)
-        todo = [r for r in runs if r.state in TODO]
+        todo = self.ready(runs)
         self.echo(f"tuning: {len(self.cells)} cell(s) x {self.protocol.trials} trial(s) on the validation split, "
                   f"chosen by {metric}; {len(runs) - len(todo)} trial(s) done, {len(todo)} to train")
         self.execute(runs, metric)
@@ -299,11 +299,7 @@ class _Plan:
         def train(lacking: list[Run], epochs: int) -> None:
             for run in lacking:
                 run.config = dataclasses.replace(run.config, epochs=epochs)
-            self.assessed(lacking)
-            for run in lacking:
-                if run.state == NEW:
-                    jobs.write_settings(run)
-            todo = [r for r in lacking if r.state in TODO]
+            todo = self.ready(lacking)
             self.echo(f"rung of {epochs} epoch(s): {len(todo)} trial(s) to train")
             self.execute(lacking, metric)
 

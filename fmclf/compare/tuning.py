@@ -291,21 +291,24 @@ class Studies:
             have[trial.number] = trial
         return [_as_dict(have[k]) for k in sorted(have)[: self.protocol.trials]]
 
-    def prune(self, cell: Cell, number: int, rungs: dict[int, float | None]) -> None:
-        """Record trial ``number`` as stopped by successive halving, with its value at each rung, once."""
+    def _running(self, cell: Cell, number: int) -> tuple[Any, Any] | None:
+        """``cell``'s study and its trial ``number``, unless that trial has ended (it is recorded once)."""
         study = self._study(cell)
         trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-        if trial.state.is_finished():
+        return None if trial.state.is_finished() else (study, trial)
+
+    def prune(self, cell: Cell, number: int, rungs: dict[int, float | None]) -> None:
+        """Record trial ``number`` as stopped by successive halving, with its value at each rung, once."""
+        if (found := self._running(cell, number)) is None:
             return
         self.report(cell, number, rungs)
-        study.tell(trial.number, state=self._optuna.trial.TrialState.PRUNED)
+        found[0].tell(number, state=self._optuna.trial.TrialState.PRUNED)
 
     def report(self, cell: Cell, number: int, rungs: dict[int, float | None]) -> None:
         """Record a running trial's validation value at each rung's epochs (Optuna's intermediate values)."""
-        study = self._study(cell)
-        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-        if trial.state.is_finished():
+        if (found := self._running(cell, number)) is None:
             return
+        study, trial = found
         running = self._optuna.trial.Trial(study, trial._trial_id)
         for step, value in rungs.items():
             if value is not None and step not in trial.intermediate_values:
@@ -313,13 +316,10 @@ class Studies:
 
     def tell(self, cell: Cell, number: int, value: float | None) -> None:
         """Record trial ``number``'s validation value (None: it failed) once."""
-        study = self._study(cell)
-        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-        if trial.state.is_finished():
+        if (found := self._running(cell, number)) is None:
             return
         state = self._optuna.trial.TrialState
-        study.tell(trial.number, value if value is not None else None,
-                   state=state.COMPLETE if value is not None else state.FAIL)
+        found[0].tell(number, value, state=state.COMPLETE if value is not None else state.FAIL)
 
 
 def _as_dict(trial: Any) -> dict[str, Any]:
