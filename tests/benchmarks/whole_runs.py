@@ -74,23 +74,28 @@ class Timing:
     short_cpu: list[float] = field(default_factory=list)
     long_cpu: list[float] = field(default_factory=list)
 
+    def _split(self, short: list[float], long: list[float]) -> tuple[float, float]:
+        """(per epoch, fixed cost) from the fastest short and the fastest long run."""
+        epoch = (min(long) - min(short)) / (self.long_epochs - self.short_epochs)
+        return epoch, min(short) - self.short_epochs * epoch
+
     @property
     def epoch(self) -> float:
-        return (min(self.long) - min(self.short)) / (self.long_epochs - self.short_epochs)
+        return self._split(self.short, self.long)[0]
 
     @property
     def fixed(self) -> float:
-        return min(self.short) - self.short_epochs * self.epoch
+        return self._split(self.short, self.long)[1]
 
     @property
     def cpu_epoch(self) -> float:
         """Per epoch in CPU seconds, as :attr:`epoch` from the least CPU of the rounds."""
-        return (min(self.long_cpu) - min(self.short_cpu)) / (self.long_epochs - self.short_epochs)
+        return self._split(self.short_cpu, self.long_cpu)[0]
 
     @property
     def cpu_fixed(self) -> float:
         """The fixed cost in CPU seconds."""
-        return min(self.short_cpu) - self.short_epochs * self.cpu_epoch
+        return self._split(self.short_cpu, self.long_cpu)[1]
 
     @property
     def spread(self) -> float:
