@@ -13,7 +13,7 @@ from click.core import ParameterSource
 from ..dist.launch import is_root_process
 from ..errors import UsageError
 from ..kinds import ROWS
-from ..run.config import RESUMABLE, RunConfig, load_config, merge
+from ..run.config import OWN_SETTINGS, RESUMABLE, RunConfig, load_config, merge
 from . import cli, friendly
 from ._flags import DATA_ROOT, PathArg, complete_component, complete_option, gather_options, require_data_root
 from ._help import epilog
@@ -43,26 +43,21 @@ def component_flags(command: Callable) -> Callable:
     return command
 
 
+def setting_flags(command: Callable) -> Callable:
+    """One flag per setting of its own (:data:`~fmclf.run.config.OWN_SETTINGS`), made from its field of
+    :class:`RunConfig`: ``--batch-size`` for ``batch_size`` (a bool: ``--NAME/--no-NAME``), its type, its
+    default and its help."""
+    for name, (held, help_) in reversed(OWN_SETTINGS.items()):  # click lists options in reverse order of adding
+        flag = "--" + name.replace("_", "-")
+        decl, typed = (f"{flag}/--no-{flag[2:]}", {}) if held is bool else (flag, {"type": held})
+        command = click.option(decl, name, **typed, default=getattr(_DEFAULTS, name), show_default=True,
+                               help=help_)(command)
+    return command
+
+
 @cli.command(epilog=epilog())
 @component_flags
-@click.option("--device", default=_DEFAULTS.device, show_default=True,
-              help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
-@click.option("--cuda-graphs/--no-cuda-graphs", default=_DEFAULTS.cuda_graphs,
-              help="CUDA: replay the training as CUDA graphs, a whole epoch at a time where the data set allows it "
-                   "(same math, a fraction of the launch overhead; needs an updater that declares capturable = True). "
-                   "On for CUDA whenever the run's parts allow it, with a note when they do not. "
-                   "[default: on where they work]")
-@click.option("--threads", type=int, default=_DEFAULTS.threads,
-              help="CPU threads for torch's operations, chosen from the model and the machine when not given: 1 for "
-                   "a small model, else one per CPU. The count used is recorded in config.toml. "
-                   "[default: chosen]")
-@click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True, help="Passes over the training set.")
-@click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
-              help="Examples per minibatch.")
-@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Learning rate.")
-@click.option("--seed", type=int, default=_DEFAULTS.seed,
-              help="Seed for initial weights and shuffling; a CPU run with the same seed repeats exactly. "
-                   "[default: drawn and recorded]")
+@setting_flags
 @click.option("--data-root", type=PathArg(), default=None,
               help="Folder with the data set's files (the data set's data_root option).")
 @click.option("-o", "--option", "option_args", multiple=True, metavar="KIND.OPTION=VALUE",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import pathlib
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -40,6 +42,17 @@ NOTEBOOK_VISUALIZERS = ("animator",)
 RESUMABLE = ("epochs", "device", "threads", "cuda_graphs", "visualizers")
 
 
+#: The key of a setting's help in its field's metadata (see :func:`setting`).
+HELP = "help"
+
+
+def setting(default: Any, help: str) -> Any:
+    """A field of :class:`Settings` that is a setting of its own (not a component): ``fmclf run`` takes it as
+    a flag and ``fmclf.fit`` as a keyword, and ``help`` (a sentence or two; ``[default: ...]`` at its end
+    says what an unset None means) is what ``fmclf run --help`` and ``help(fmclf.fit)`` show for it."""
+    return field(default=default, metadata={HELP: help})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything that decides what a run computes. Defaults are the textbook's. Frozen: a changed
@@ -54,16 +67,26 @@ class Settings:
     metrics: list[str] = field(default_factory=list)
     #: callbacks, which may stop the run (early stopping) or keep files (the best weights)
     callbacks: list[str] = field(default_factory=list)
-    device: str = "auto"
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 0.1
-    seed: int | None = None
+    # The settings below are each a flag of `fmclf run` (cli/run.py) and a keyword of `fmclf.fit`, both made
+    # from the field: its name (batch_size: --batch-size; a bool: --NAME/--no-NAME), type, default and help.
+    # They are listed in the order `fmclf run --help` shows them.
+    device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
     #: replay the training as CUDA graphs (see fmclf.train.graphs); None: whenever the device is CUDA
     #: and the parts allow it. A run records what it did.
-    cuda_graphs: bool | None = None
+    cuda_graphs: bool | None = setting(
+        None, "CUDA: replay the training as CUDA graphs, a whole epoch at a time where the data set allows it "
+              "(same math, a fraction of the launch overhead; needs an updater that declares capturable = True). "
+              "On for CUDA whenever the run's parts allow it, with a note when they do not. "
+              "[default: on where they work]")
     #: CPU threads for torch's operations; None: chosen by the run (fmclf.run.threads), which records its choice
-    threads: int | None = None
+    threads: int | None = setting(
+        None, "CPU threads for torch's operations, chosen from the model and the machine when not given: 1 for a "
+              "small model, else one per CPU. The count used is recorded in config.toml. [default: chosen]")
+    epochs: int = setting(10, "Passes over the training set.")
+    batch_size: int = setting(256, "Examples per minibatch.")
+    lr: float = setting(0.1, "Learning rate.")
+    seed: int | None = setting(None, "Seed for initial weights and shuffling; a CPU run with the same seed repeats "
+                                     "exactly. [default: drawn and recorded]")
     #: component options by target: "dataset", "model", "loss", "updater", "visualizer.NAME", "metric.NAME", ...
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: option targets whose component was a Python object handed to ``fmclf.fit`` (``model``, ``loss`` ...):
@@ -194,6 +217,33 @@ def _is_int(value: Any) -> bool:
 RunConfig = Settings
 
 
+_HINTS = typing.get_type_hints(Settings)
+
+
+def _held(name: str) -> type | None:
+    """The one type setting ``name`` holds (``int`` for ``int | None``); None for a list or a table."""
+    hint = _HINTS[name]
+    if isinstance(hint, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint if hint in (str, int, float, bool) else None
+
+
+def _own_settings() -> dict[str, tuple[type, str]]:
+    out = {}
+    for f in fields(Settings):
+        if HELP in f.metadata:
+            held = _held(f.name)
+            if held is None:
+                raise TypeError(f"Settings.{f.name}: a field made by setting() holds one str, int, float or bool")
+            out[f.name] = (held, f.metadata[HELP])
+    return out
+
+
+#: The settings of their own (the fields made by :func:`setting`), in order, each with the type it holds and
+#: its help: ``fmclf run`` makes a flag of each and ``fmclf.fit`` takes each as a keyword.
+OWN_SETTINGS: dict[str, tuple[type, str]] = _own_settings()
+
+
 _KEYS = {f.name for f in fields(RunConfig)} - {"options"}
 
 
@@ -264,9 +314,9 @@ def load_config(path: str | pathlib.Path, *, owned: bool = False) -> tuple[dict[
 #: The most a config file may hold (a run's settings take a few hundred bytes): a run folder's limit.
 CONFIG_LIMIT: int = FILES[CONFIG].limit or 0
 
-#: What each setting of a config file must be (options are checked by their components).
-_TYPES = {"dataset": str, "model": str, "loss": str, "updater": str, "device": str, "epochs": int, "batch_size": int,
-          "lr": (int, float), "seed": int, "cuda_graphs": bool, "threads": int}
+#: What each setting of a config file must be, from its field's type (lists are checked apart, options by their
+#: components).
+_TYPES = {f.name: (int, float) if held is float else held for f in fields(Settings) if (held := _held(f.name))}
 
 
 def _check_types(data: dict[str, Any], path: pathlib.Path) -> None:
