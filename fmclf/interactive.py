@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import FmclfError, UsageError
 from .kinds import BY_NAME, ROWS
-from .run.config import NOTEBOOK_VISUALIZERS, RESUMABLE, RunConfig
+from .run.config import NOTEBOOK_VISUALIZERS, OWN_SETTINGS, RESUMABLE, RunConfig
 
 if TYPE_CHECKING:
     from .draw.figure import Picture
@@ -201,13 +201,17 @@ def fit(
     to train further; the other settings are the run's own (``device``, ``threads``,
     ``cuda_graphs`` and ``visualizers`` may change too).
 
-    ``threads`` and ``cuda_graphs`` are ``fmclf run``'s ``--threads`` and ``--cuda-graphs``.
     ``plugins`` adds plugins for this call: modules (or objects) with ``@fmclf.hookimpl``
     functions, or the names of importable modules, as ``fmclf -p MODULE`` loads them; their
     components are then used by name, as the installed ones are.
 
     An interrupt (Ctrl-C, or the kernel's stop button) stops after the batch in flight, writes a
     checkpoint and raises :class:`fmclf.errors.Interrupted` saying how to resume.
+
+    The settings, as ``fmclf run --help`` describes its flags of the same names (``--batch-size`` for
+    ``batch_size``):
+
+    {settings}
     """
     args = dict(locals())
     host = _host(plugins)
@@ -216,6 +220,19 @@ def fit(
     except FmclfError as exc:
         exc.args = (pythonic(str(exc), host), *exc.args[1:])
         raise
+
+
+def _settings_doc() -> str:
+    """Each setting's line for fit's docstring: the help of its field of RunConfig, as ``fmclf run --help`` has it."""
+    import textwrap
+
+    lines = (f"- ``{name}={getattr(RunConfig, name)!r}``: {help_}" for name, (_, help_) in OWN_SETTINGS.items())
+    return "\n".join(textwrap.fill(line, 100, initial_indent="    ", subsequent_indent="      ")
+                     for line in lines).lstrip()
+
+
+if fit.__doc__:  # None under python -OO
+    fit.__doc__ = fit.__doc__.replace("{settings}", _settings_doc())
 
 
 def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitResult:
@@ -236,9 +253,7 @@ def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitRe
         result = run_resume(pathlib.Path(resume), host, overrides=overrides, echo=echo, objects=objects, voice=voice,
                             report=RunReport)
     else:
-        config = RunConfig(**names, epochs=args["epochs"], batch_size=args["batch_size"], lr=args["lr"],
-                           device=args["device"], seed=args["seed"], threads=args["threads"],
-                           cuda_graphs=args["cuda_graphs"], options=_options(args, names, objects, host))
+        config = RunConfig(**names, **{k: args[k] for k in OWN_SETTINGS}, options=_options(args, names, objects, host))
         config = _fit_device(_fit_batch_size(config, args, given), args, objects)
         result = run_new(config, host, out=_out(args["out"]), echo=echo, objects=objects, voice=voice,
                          checkpoints=checkpoints, report=RunReport)
@@ -512,7 +527,7 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
                 f"the run's {row.name} {mine[0].split('.', 1)[1]!r} was a Python object, which a run folder records by "
                 f"name only: pass {row.plural}=[...] again with resume= (the same objects, or others)."
             )
-    for setting in ("batch_size", "lr", "seed"):
+    for setting in (s for s in OWN_SETTINGS if s not in RESUMABLE):
         if setting in given and args[setting] != getattr(recorded, setting):
             raise UsageError(
                 f"resume continues a run with the settings it started with: its {setting} is "
@@ -542,7 +557,7 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
 _FLAG = re.compile(r"(?<![\w-])--(?P<flag>[a-z][a-z-]*[a-z])(?P<value> (?:'[^']*'|[\w.:/+-]*\w))?")
 _OPTION = re.compile(r"(?<![\w-])-o (?P<target>[\w.:-]+)\.(?P<option>\w+)=(?P<value>\S+?)(?=[`'\s,;)]|\.?$|\.\s)")
 _NUMBER = re.compile(r"(?:N|-?\d+(?:\.\d*)?(?:e-?\d+)?)")
-_NUMERIC = {"epochs", "batch_size", "lr", "seed", "threads"}
+_NUMERIC = {name for name, (held, _) in OWN_SETTINGS.items() if held in (int, float)}
 
 
 def pythonic(text: str, host: PluginHost | None = None) -> str:
