@@ -217,3 +217,51 @@ def test_a_run_on_the_default_path_says_it_in_one_line_and_finishes(tiny_data, t
     asked = CliRunner().invoke(cli, [*args, "--cuda-graphs", "--out", str(tmp_path / "asked")])
     assert asked.exit_code == 2 and "Traceback" not in asked.output
     assert "--cuda-graphs: capturing the training epoch failed" in asked.output
+
+
+# --- one decision per run ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag, used, note", [
+    ([], True, "capturing the training epoch failed"),  # on by default; the capture fails and it trains eagerly
+    (["--no-cuda-graphs"], False, None),
+    (["--cuda-graphs"], True, None),  # asked for, the failed capture is an error
+    ([], False, "the updater does not declare capturable = True"),  # the default cannot be honoured
+], ids=["default", "off", "asked", "default-off"])
+def test_a_run_decides_once_and_records_that_decision(tiny_data, tmp_path, graphs_on_the_cpu, monkeypatch,
+                                                      flag, used, note):
+    """The session decides (graphs.decide, once), config.toml records it, and the Trainer takes it as it
+    is: nothing decides again, and the one note a run may print appears once."""
+    asked = []
+
+    def decide(requested, *args, **kwargs):
+        asked.append(requested)
+        if not used:
+            return False, None if requested is False else graphs.off_note(note)
+        return True, None
+
+    monkeypatch.setattr(graphs, "decide", decide)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--epochs", "2", "--seed", "1", "--visualizer", "none", "--device", "cpu",
+                                      *flag, "--out", str(out)])
+    assert asked == [{"--cuda-graphs": True, "--no-cuda-graphs": False}.get(flag[0] if flag else "", None)]
+    if flag == ["--cuda-graphs"]:
+        assert result.exit_code == 2 and "--cuda-graphs: capturing the training epoch failed" in result.output
+        return
+    assert result.exit_code == 0, result.output
+    assert f"cuda_graphs = {'true' if used else 'false'}" in (out / "config.toml").read_text()
+    if note is None:
+        assert "CUDA graphs" not in result.output
+    else:
+        assert result.output.count("Note: CUDA graphs are off for this run") == 1 and note in result.output
+
+
+def test_a_decision_handed_to_the_trainer_is_not_taken_again(tiny_data, graphs_on_the_cpu, monkeypatch):
+    asked = []
+    monkeypatch.setattr(graphs, "decide", lambda requested, *a, **k: asked.append(requested) or (True, None))
+    for decision in (True, False):
+        trainer = Trainer(assemble_parts(tiny_data), device=CPU, epochs=1, cuda_graphs=decision, graphs_decided=True)
+        assert trainer.cuda_graphs is decision and (trainer.epoch_graph is not None) is decision
+    assert asked == []
+    Trainer(assemble_parts(tiny_data), device=CPU, epochs=1)  # on its own, the Trainer decides
+    assert asked == [None]
