@@ -71,6 +71,37 @@ def test_a_cpu_run_records_that_it_used_none_and_says_nothing(tiny_data, tmp_pat
     assert "cuda_graphs = false" in (out / "config.toml").read_text() and "CUDA graphs" not in result.output
 
 
+def test_a_gpu_runs_recorded_graphs_are_decided_again_where_it_resumes(tiny_data, tmp_path):
+    """config.toml records what the run's device did (true for a default GPU run): resumed on the CPU
+    it is no --cuda-graphs to refuse, and the resumed run records what it did there."""
+    out = tmp_path / "run"
+    run = ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--visualizer", "none"]
+    assert CliRunner().invoke(cli, [*run, "--epochs", "1", "--device", "cpu", "--seed", "1", "--out",
+                                    str(out)]).exit_code == 0
+    config = out / "config.toml"
+    config.write_text(config.read_text().replace("cuda_graphs = false", "cuda_graphs = true"))
+    result = CliRunner().invoke(cli, ["run", "--resume", str(out), "--epochs", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "cuda_graphs = false" in config.read_text() and "CUDA graphs" not in result.output
+    # Asked for now, the refusal stands: a request is the user's, a record is not.
+    result = CliRunner().invoke(cli, ["run", "--resume", str(out), "--epochs", "3", "--device", "cpu",
+                                      "--cuda-graphs"])
+    assert result.exit_code == 2 and "--cuda-graphs needs a CUDA device" in result.output
+
+
+def test_a_comparisons_resumed_run_passes_graphs_only_when_its_cell_set_them(tmp_path):
+    from types import SimpleNamespace
+
+    from fmclf.compare.jobs import RESUME, Run
+    from fmclf.run.config import RunConfig
+
+    def args(cuda_graphs):
+        return Run(SimpleNamespace(name="cell"), 1, RunConfig(cuda_graphs=cuda_graphs), tmp_path, RESUME).args()
+
+    assert not {"--cuda-graphs", "--no-cuda-graphs"} & set(args(None))  # the resumed run decides, as the first did
+    assert "--no-cuda-graphs" in args(False) and "--cuda-graphs" in args(True)
+
+
 def test_a_trainer_on_the_cpu_captures_nothing(tiny_data):
     said = []
     trainer = Trainer(assemble_parts(tiny_data), device=CPU, epochs=1, graph_fallback=said.append)
