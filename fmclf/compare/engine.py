@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__, atomic
-from ..errors import FmclfError, Interrupted, UsageError
+from ..errors import FmclfError, Interrupted, UsageError, said
 from ..host.loading import PluginHost
 from ..run import folder, lock
 from ..run.config import RunConfig
@@ -126,7 +126,7 @@ def run_comparison(
             _finish(out, cells, plan.chosen, finals, seeds, rank_by, plan.trained, executor.workers, per_run,
                     command, echo, protocol, plan.tuned, plan.auto_record)
             raise Interrupted(
-                f"{str(exc)[:1].upper() + str(exc)[1:]}; every stopped run keeps its checkpoint, and "
+                f"{said(exc)}; every stopped run keeps its checkpoint, and "
                 f"{out / results.COMPARE_JSON} holds the runs done so far. Run the same command again to continue: "
                 f"it keeps the finished {'trials and ' if protocol else ''}runs, resumes the stopped ones and trains "
                 f"what is left."

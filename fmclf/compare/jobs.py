@@ -22,7 +22,7 @@ from .. import atomic
 from ..errors import ConfigError, FmclfError, UsageError
 from ..host.loading import PluginHost
 from ..run import folder
-from ..run.config import RunConfig
+from ..run.config import RESUMABLE, RunConfig
 from ..run.plan import resolve
 from .grid import Cell
 
@@ -30,9 +30,6 @@ RUNS, JOBS = "runs", "jobs"
 
 #: What a run needs next.
 FINISHED, FAILED, RESUME, EXTEND, NEW = "finished", "failed", "resume", "extend", "new"
-
-#: Settings a run may change when it is continued (as ``fmclf run --resume`` allows).
-CONTINUABLE = {"epochs", "device", "visualizers", "cuda_graphs", "threads"}
 
 
 @dataclass
@@ -74,8 +71,9 @@ class Run:
         c = self.config
         if self.state == NEW:
             return ["run", "--config", str(self.settings_file), "--out", str(self.run_dir)]
-        args = ["run", "--resume", str(self.run_dir), "--epochs", str(c.epochs), "--device", c.device,
-                "--cuda-graphs" if c.cuda_graphs else "--no-cuda-graphs"]
+        args = ["run", "--resume", str(self.run_dir), "--epochs", str(c.epochs), "--device", c.device]
+        if c.cuda_graphs is not None:  # unset: the resumed run decides, as the first one did
+            args.append("--cuda-graphs" if c.cuda_graphs else "--no-cuda-graphs")
         return args + (["--threads", str(c.threads)] if c.threads is not None else [])
 
 
@@ -127,7 +125,7 @@ def _check_same(run: Run, host: PluginHost) -> dict[str, Any]:
     mine = dataclasses.asdict(now.config)
     theirs = dataclasses.asdict(then.config)
     differ = [f"{k} = {theirs[k]!r} (this command: {mine[k]!r})" for k in mine
-              if k not in CONTINUABLE | {"options"} and theirs.get(k) != mine[k]]
+              if k not in {*RESUMABLE, "options"} and theirs.get(k) != mine[k]]
     for target, values in now.options.items():
         if target.startswith("visualizer."):
             continue

@@ -109,7 +109,10 @@ class Settings:
         if fixed:
             raise UsageError(f"a resumed run keeps the settings it started with; {', '.join(sorted(fixed))} cannot "
                              f"change (only {', '.join(RESUMABLE)} may).")
-        out = replace(self, **overrides)
+        # CUDA graphs change how a device runs the same math, and config.toml records what the run's device
+        # did: on the machine that resumes it that is no request (a GPU run's true would refuse a CPU), so
+        # the resumed session decides again unless told.
+        out = replace(self, **{"cuda_graphs": None, **overrides})
         kept = {t: o for t, o in out.options.items()
                 if not t.startswith("visualizer.") or t.split(".", 1)[1] in out.visualizers}
         return replace(out, options=kept, from_python=[t for t in out.from_python if t in out.targets()])

@@ -279,7 +279,8 @@ class Session:
             parts, device=plan.device, epochs=config.epochs, run_dir=run_dir,
             checkpoint=(lambda s: self.save(parts, s)) if run_dir is not None else None,
             stop=comm.watch(flag, plan.device), comm=comm,
-            config={"run": dataclasses.asdict(config), "provenance": self.prov}, cuda_graphs=config.cuda_graphs,
+            config={"run": dataclasses.asdict(config), "provenance": self.prov},
+            cuda_graphs=config.cuda_graphs, graphs_decided=True,  # build() decided, and the plan records it
             divergence_advice=DIVERGENCE_ADVICE, warn=processes.root_only(comm, _warn),
             graph_fallback=self.echo if self.graphs_by_default else None,
         )
@@ -420,7 +421,8 @@ def choose_threads(plan: Plan, parts: Any, comm: Solo) -> threads.Choice | None:
 
 def _choose_graphs(plan: Plan, parts: Any, comm: Solo, echo: Echo) -> bool:
     """Whether the training is captured in CUDA graphs (see :func:`fmclf.train.graphs.decide`), saying
-    in one line why not when the default cannot be honoured."""
+    in one line why not when the default cannot be honoured. The run's only decision of it: the caller
+    records it in the plan (so config.toml holds it), and the Trainer takes it from there."""
     from ..train.graphs import decide
 
     record = parts.records.get("updater")

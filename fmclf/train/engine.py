@@ -132,6 +132,7 @@ class Trainer:
         comm: Solo = Solo(),  # noqa: B008 - stateless; every collective a no-op
         config: dict[str, Any] | None = None,
         cuda_graphs: bool | None = None,
+        graphs_decided: bool = False,
         divergence_advice: str = "Try a smaller --lr, or a loss that stays finite for any finite logits.",
         warn: Callable[[str], None] | None = None,
         graph_fallback: Callable[[str], None] | None = None,
@@ -169,24 +170,36 @@ class Trainer:
         self._logits: tuple[int, Any] | None = None  # the last eager batch's (number, logits)
         self._epoch_start = time.perf_counter()  # when the epoch in hand began (earlier, for a resumed one)
         self._batch: int | None = None
-        # CUDA graphs (fmclf.train.graphs): True captures (or refuses, saying why), None decides (on for
-        # CUDA when the parts allow it), False never. graph_fallback(note) lets a failed capture or replay
-        # train eagerly, saying why; by default (None) the warning does, and only True without it is an error.
+        # CUDA graphs (fmclf.train.graphs). Used on its own, the Trainer decides (graphs.decide) from what
+        # cuda_graphs asks: True captures (or refuses, saying why), None is on for CUDA when the parts allow
+        # it, False never. With graphs_decided, cuda_graphs is the decision its caller took already (a run's
+        # Session, whose plan and config.toml record it), taken as it is: it is not decided twice.
+        # graph_fallback(note) lets a failed capture or replay train eagerly, saying why; by default (None)
+        # the warning does, and only True without it is an error.
         self.graphed = self.epoch_graph = None
         self.graph_fallback = graph_fallback if graph_fallback is not None or cuda_graphs else self.warn
-        self.cuda_graphs = self._graphs(cuda_graphs)
+        decided = cuda_graphs is not None and graphs_decided
+        self.cuda_graphs = self._graphs(bool(cuda_graphs) if decided else self._decide_graphs(cuda_graphs))
 
-    def _graphs(self, requested: bool | None) -> bool:
-        from .graphs import EpochGraph, GraphedStep, decide, fits_epoch
+    def _decide_graphs(self, requested: bool | None) -> bool:
+        """Whether a Trainer used on its own captures (:func:`~fmclf.train.graphs.decide`), saying why not
+        when the default cannot be honoured."""
+        from .graphs import decide
 
-        parts = self.parts
-        record = parts.records.get("updater")
+        record = self.parts.records.get("updater")
         use, note = decide(requested, self.device, self.updater, self.comm,
                            record.describe() if record else "the updater")
         if note:
             (self.graph_fallback or self.warn)(note)
+        return use
+
+    def _graphs(self, use: bool) -> bool:
+        """The units a decided ``use`` captures: the whole epoch when it fits one graph, else each step."""
+        from .graphs import EpochGraph, GraphedStep, fits_epoch
+
         if not use:
             return False
+        parts = self.parts
         model, loss, updater, train = parts.model, parts.loss, self.updater, parts.dataset.train
         if fits_epoch(train, self.device, batch_listeners=bool(self._listeners["on_batch_end"])):
             self.epoch_graph = EpochGraph(model, loss, updater, self.sum_reduction, train)

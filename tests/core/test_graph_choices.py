@@ -71,6 +71,37 @@ def test_a_cpu_run_records_that_it_used_none_and_says_nothing(tiny_data, tmp_pat
     assert "cuda_graphs = false" in (out / "config.toml").read_text() and "CUDA graphs" not in result.output
 
 
+def test_a_gpu_runs_recorded_graphs_are_decided_again_where_it_resumes(tiny_data, tmp_path):
+    """config.toml records what the run's device did (true for a default GPU run): resumed on the CPU
+    it is no --cuda-graphs to refuse, and the resumed run records what it did there."""
+    out = tmp_path / "run"
+    run = ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false", "--visualizer", "none"]
+    assert CliRunner().invoke(cli, [*run, "--epochs", "1", "--device", "cpu", "--seed", "1", "--out",
+                                    str(out)]).exit_code == 0
+    config = out / "config.toml"
+    config.write_text(config.read_text().replace("cuda_graphs = false", "cuda_graphs = true"))
+    result = CliRunner().invoke(cli, ["run", "--resume", str(out), "--epochs", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "cuda_graphs = false" in config.read_text() and "CUDA graphs" not in result.output
+    # Asked for now, the refusal stands: a request is the user's, a record is not.
+    result = CliRunner().invoke(cli, ["run", "--resume", str(out), "--epochs", "3", "--device", "cpu",
+                                      "--cuda-graphs"])
+    assert result.exit_code == 2 and "--cuda-graphs needs a CUDA device" in result.output
+
+
+def test_a_comparisons_resumed_run_passes_graphs_only_when_its_cell_set_them(tmp_path):
+    from types import SimpleNamespace
+
+    from fmclf.compare.jobs import RESUME, Run
+    from fmclf.run.config import RunConfig
+
+    def args(cuda_graphs):
+        return Run(SimpleNamespace(name="cell"), 1, RunConfig(cuda_graphs=cuda_graphs), tmp_path, RESUME).args()
+
+    assert not {"--cuda-graphs", "--no-cuda-graphs"} & set(args(None))  # the resumed run decides, as the first did
+    assert "--no-cuda-graphs" in args(False) and "--cuda-graphs" in args(True)
+
+
 def test_a_trainer_on_the_cpu_captures_nothing(tiny_data):
     said = []
     trainer = Trainer(assemble_parts(tiny_data), device=CPU, epochs=1, graph_fallback=said.append)
@@ -217,3 +248,51 @@ def test_a_run_on_the_default_path_says_it_in_one_line_and_finishes(tiny_data, t
     asked = CliRunner().invoke(cli, [*args, "--cuda-graphs", "--out", str(tmp_path / "asked")])
     assert asked.exit_code == 2 and "Traceback" not in asked.output
     assert "--cuda-graphs: capturing the training epoch failed" in asked.output
+
+
+# --- one decision per run ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag, used, note", [
+    ([], True, "capturing the training epoch failed"),  # on by default; the capture fails and it trains eagerly
+    (["--no-cuda-graphs"], False, None),
+    (["--cuda-graphs"], True, None),  # asked for, the failed capture is an error
+    ([], False, "the updater does not declare capturable = True"),  # the default cannot be honoured
+], ids=["default", "off", "asked", "default-off"])
+def test_a_run_decides_once_and_records_that_decision(tiny_data, tmp_path, graphs_on_the_cpu, monkeypatch,
+                                                      flag, used, note):
+    """The session decides (graphs.decide, once), config.toml records it, and the Trainer takes it as it
+    is: nothing decides again, and the one note a run may print appears once."""
+    asked = []
+
+    def decide(requested, *args, **kwargs):
+        asked.append(requested)
+        if not used:
+            return False, None if requested is False else graphs.off_note(note)
+        return True, None
+
+    monkeypatch.setattr(graphs, "decide", decide)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--data-root", str(tiny_data), "-o", "dataset.verify=false",
+                                      "--epochs", "2", "--seed", "1", "--visualizer", "none", "--device", "cpu",
+                                      *flag, "--out", str(out)])
+    assert asked == [{"--cuda-graphs": True, "--no-cuda-graphs": False}.get(flag[0] if flag else "", None)]
+    if flag == ["--cuda-graphs"]:
+        assert result.exit_code == 2 and "--cuda-graphs: capturing the training epoch failed" in result.output
+        return
+    assert result.exit_code == 0, result.output
+    assert f"cuda_graphs = {'true' if used else 'false'}" in (out / "config.toml").read_text()
+    if note is None:
+        assert "CUDA graphs" not in result.output
+    else:
+        assert result.output.count("Note: CUDA graphs are off for this run") == 1 and note in result.output
+
+
+def test_a_decision_handed_to_the_trainer_is_not_taken_again(tiny_data, graphs_on_the_cpu, monkeypatch):
+    asked = []
+    monkeypatch.setattr(graphs, "decide", lambda requested, *a, **k: asked.append(requested) or (True, None))
+    for decision in (True, False):
+        trainer = Trainer(assemble_parts(tiny_data), device=CPU, epochs=1, cuda_graphs=decision, graphs_decided=True)
+        assert trainer.cuda_graphs is decision and (trainer.epoch_graph is not None) is decision
+    assert asked == []
+    Trainer(assemble_parts(tiny_data), device=CPU, epochs=1)  # on its own, the Trainer decides
+    assert asked == [None]
