@@ -59,8 +59,6 @@ FILES = {f.name: f for f in (
     File(TEST_PREDICTIONS, "the test labels and the final model's predicted classes (2 rows of int16), for fmclf "
                            "compare's bootstrap over test examples", 64 * MiB),
 )}
-#: The files a resume may rewrite, checked to be plain files before it does (pictures are drawn anew).
-CORE_FILES = (CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY, REPORT, STATUS, TEST_PREDICTIONS)
 
 
 def owns(name: str) -> bool:
