@@ -40,7 +40,7 @@ _SINGLE = ("model", "loss", "updater", "dataset")
 
 
 def in_jupyter() -> bool:
-    """True inside a Jupyter kernel (where output can be shown as rich HTML and images)."""
+    """True inside a Jupyter kernel (where output can be shown as rich HTML and images, and redrawn in place)."""
     import sys
 
     if "IPython" not in sys.modules:  # not even loaded: certainly no kernel

@@ -26,7 +26,6 @@ class Kind:
     name: str  #: "loss"
     plural: str  #: "losses": the hook is register_<plural>, the run setting of a `many` kind is <plural>
     core: tuple[str, ...]  #: parameters the core passes to a factory that asks for them
-    returns: str  #: the contract in words, for messages
     accept: Callable[[ComponentRecord, Any], Any]  #: checks (and may adapt) what a factory built
     many: bool = False  #: a run uses several: the flag repeats and options name the component
 
@@ -119,25 +118,13 @@ def _accept_metric(record: ComponentRecord, metric: Any) -> Any:
 
 
 ROWS: tuple[Kind, ...] = (
-    Kind("dataset", "datasets", ("batch_size", "device", "seed", "shard"),
-         "an object with train and test (iterables of (X, y) batches with len()), classes and input_shape",
-         _accept_dataset),
-    Kind("model", "models", ("num_inputs", "num_classes", "input_shape"),
-         "a torch.nn.Module that maps a batch to logits (N, num_classes)", _accept_model),
-    Kind("loss", "losses", ("num_classes",),
-         "a callable (logits, y) -> per-example loss of shape (N,)", _accept_loss),
-    Kind("updater", "updaters", ("params", "lr", "epochs", "steps_per_epoch"),
-         "an object with zero_grad() and step(batch_size), a torch.optim.Optimizer, or (optimizer, scheduler)",
-         _accept_updater),
-    Kind("metric", "metrics", ("num_classes", "loss"),
-         "an object with update(logits, y), compute() (a float or a dict of floats) and reset()",
-         _accept_metric, many=True),
-    Kind("visualizer", "visualizers", ("run_dir",),
-         "an object with any of the event methods (on_fit_start, on_batch_end, on_epoch_end, on_fit_end, "
-         "on_exception)", _accept_anything, many=True),
-    Kind("callback", "callbacks", ("run_dir",),
-         "an object with any of the event methods; it may stop the run through event.control",
-         _accept_anything, many=True),
+    Kind("dataset", "datasets", ("batch_size", "device", "seed", "shard"), _accept_dataset),
+    Kind("model", "models", ("num_inputs", "num_classes", "input_shape"), _accept_model),
+    Kind("loss", "losses", ("num_classes",), _accept_loss),
+    Kind("updater", "updaters", ("params", "lr", "epochs", "steps_per_epoch"), _accept_updater),
+    Kind("metric", "metrics", ("num_classes", "loss"), _accept_metric, many=True),
+    Kind("visualizer", "visualizers", ("run_dir",), _accept_anything, many=True),
+    Kind("callback", "callbacks", ("run_dir",), _accept_anything, many=True),
 )
 
 BY_NAME: dict[str, Kind] = {k.name: k for k in ROWS}

@@ -518,10 +518,10 @@ def _check_callback_state(record: ComponentRecord, callback: Any) -> None:
 
     import torch
 
-    from .run.checkpoint import _plain
+    from .run.checkpoint import keeps
 
     state = callback.state_dict()
-    if not _plain(state):
+    if not keeps(state):
         raise _fail(record, f"state_dict() returned {state!r}, which holds objects other than tensors, numbers, "
                             f"strings, lists and dicts; a checkpoint is read back with weights_only=True and keeps "
                             f"only those")

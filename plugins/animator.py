@@ -6,19 +6,8 @@ import pathlib
 
 from fmclf import atomic
 from fmclf.draw import pictures
+from fmclf.interactive import in_jupyter
 from fmclf.run import folder
-
-
-def in_jupyter() -> bool:
-    """True inside a Jupyter kernel (where output can be redrawn in place)."""
-    import sys
-
-    if "IPython" not in sys.modules:  # not even loaded: certainly no kernel
-        return False
-    from IPython import get_ipython
-
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 class Animator:

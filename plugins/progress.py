@@ -6,7 +6,7 @@ import sys
 import time
 from typing import IO
 
-from .animator import in_jupyter
+from fmclf.interactive import in_jupyter
 
 
 class ProgressBars:

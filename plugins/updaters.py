@@ -8,8 +8,6 @@ import fmclf
 from fmclf import Range
 from fmclf.errors import OptionError
 
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
-
 
 @fmclf.hookimpl
 def register_updaters(register):

@@ -11,6 +11,7 @@ import click
 
 from ..host.options import format_value, options_of
 from ..kinds import BY_NAME, KINDS
+from ..run.folder import as_plain
 from . import cli, echo_err, friendly
 
 
@@ -138,7 +139,7 @@ def _plugins_json(host, shown, records) -> dict[str, Any]:
                 "kind": r.kind, "name": r.name, "qualified_name": r.qualified_name,
                 "select_as": host.registry.name_to_type(r), "help": r.help, "plugin": info(r.plugin),
                 "options": [
-                    {"name": o.name, "type": str(o.type), "default": None if o.required else _jsonable(o.default),
+                    {"name": o.name, "type": str(o.type), "default": None if o.required else as_plain(o.default),
                      "required": o.required, "help": o.help, "bounds": _bounds(o)}
                     for o in options_of(r)
                 ],
@@ -157,11 +158,3 @@ def _bounds(option: Any) -> dict[str, Any] | None:
     return {"min": b.min if b else None, "max": b.max if b else None, "min_open": bool(b and b.min_open),
             "max_open": bool(b and b.max_open),
             "inf": spec.base is float and (spec.allow_inf or bool(b and b.inf))}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return format_value(value)

@@ -145,17 +145,11 @@ def local_state(saved: dict[str, Any], comm: Any) -> TrainState:
     return state
 
 
-def _plain(value: Any) -> bool:
-    """Whether ``weights_only=True`` reads ``value`` back: tensors, numbers, strings and containers of them."""
+def keeps(value: Any) -> bool:
+    """Whether ``weights_only=True`` reads ``value`` back: tensors, bytes, numbers, strings and containers of them."""
     import torch
 
-    if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, (str, int)) and _plain(v) for k, v in value.items())
-    return False
+    return folder.is_plain(value, leaves=(bytes, torch.Tensor), keys=(str, int))
 
 
 def _target(record: Any) -> str:
@@ -171,7 +165,7 @@ def callback_states(parts: Parts) -> dict[str, Any]:
         with blame(record, "in state_dict()"):
             state = callback.state_dict()
         try:
-            plain = _plain(state)
+            plain = keeps(state)
         except RecursionError:  # nested too deep to look through: the round trip below says so
             plain = True
         if not plain:

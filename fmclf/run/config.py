@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import tomli_w
+
 from ..atomic import TooLarge, read_limited
 from ..errors import ConfigError, UsageError
 from ..kinds import BY_NAME, ROWS
@@ -206,7 +208,7 @@ def _writable(value: Any) -> bool:
     if value is None:
         return True
     try:
-        _value(value)
+        _literal(value)
     except TypeError:
         return False
     return True
@@ -335,46 +337,37 @@ def _check_types(data: dict[str, Any], path: pathlib.Path) -> None:
                               f"that line.")
 
 
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
+def _literal(value: Any) -> Any:
+    """``value`` as tomli_w takes it (a path as its text); TypeError for what TOML cannot hold (None, an object)."""
     if isinstance(value, pathlib.PurePath):
-        value = str(value)
-    if isinstance(value, str):
-        return '"' + "".join(_ESCAPES.get(ch) or (f"\\u{ord(ch):04x}" if ch < " " or ch == "\x7f" else ch)
-                             for ch in value) + '"'
+        return str(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
+        return [_literal(v) for v in value]
+    if isinstance(value, (bool, int, float, str)):
+        return value
     raise TypeError(f"cannot write {value!r} to TOML")
 
 
-def _key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _value(key)
+def _table(doc: Mapping[str, Any]) -> dict[str, Any]:
+    # TOML has no null: a None is left out, so reading the file back leaves it unset.
+    return {k: _table(v) if isinstance(v, Mapping) else _literal(v) for k, v in doc.items() if v is not None}
 
 
-def dumps(doc: dict[str, Any], prefix: str = "") -> str:
-    """Write a dict of scalars, lists and nested dicts as TOML (tomllib reads it back)."""
-    lines = [f"{_key(k)} = {_value(v)}" for k, v in doc.items() if not isinstance(v, dict) and v is not None]
-    out = "\n".join(lines) + ("\n" if lines else "")
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            name = f"{prefix}.{_key(k)}" if prefix else _key(k)
-            body = dumps(v, name)
-            if any(not isinstance(x, dict) for x in v.values()) or not v:
-                out += f"\n[{name}]\n"
-            out += body
-    return out
+def dumps(doc: Mapping[str, Any]) -> str:
+    """Write a dict of scalars, lists and nested dicts (tables) as TOML, None values left out."""
+    return tomli_w.dumps(_table(doc))
+
+
+def toml_key(key: str) -> str:
+    """``key`` as TOML writes it: bare, or quoted where it must be."""
+    return tomli_w.dumps({key: 0})[:-len(" = 0\n")]
+
+
+def toml_inline(value: Any) -> str:
+    """``value`` as TOML on one line, as the dry run shows it (tomli_w spreads a list over lines)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(toml_inline, value)) + "]"
+    return tomli_w.dumps({"v": _literal(value)})[len("v = "):-1]
 
 
 def merge(config: RunConfig, explicit: set[str], settings: dict[str, Any],

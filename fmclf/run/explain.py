@@ -14,7 +14,7 @@ from typing import Any
 
 from ..host.loading import PluginHost
 from ..kinds import BY_NAME
-from .config import RunConfig, _key, dumps
+from .config import RunConfig, toml_inline, toml_key
 from .plan import resolve
 
 #: Where a value came from: ``source(setting)`` and ``option_source(target, option)``.
@@ -27,7 +27,7 @@ COMMAND_LINE = "command line"
 
 def _line(key: str, value: Any, source: str, width: int) -> str:
     try:
-        text = dumps({key: "none" if value is None else value}).strip()
+        text = f"{toml_key(key)} = {toml_inline('none' if value is None else value)}"
     except TypeError:  # a default TOML cannot hold (an object): shown, and left out when read back
         text = f"# {key} = {value!r}"
     return f"{text:<{width}}  # {source}"
@@ -41,7 +41,7 @@ def explain(config: RunConfig, host: PluginHost, *, source: Source, option_sourc
     plan = resolve(dataclasses.replace(config, options={t: dict(o) for t, o in config.options.items()}), host)
     resolved = plan.config
     settings = [(f.name, getattr(resolved, f.name)) for f in dataclasses.fields(RunConfig) if f.name != "options"]
-    width = max(33, *(len(dumps({k: v}).strip()) for k, v in settings if v is not None))
+    width = max(33, *(len(f"{toml_key(k)} = {toml_inline(v)}") for k, v in settings if v is not None))
     lines = [
         f"# fmclf run --dry-run: {heading}; nothing was trained or written.",
         "# After each value: where it came from (default, config file, command line).",
@@ -59,7 +59,7 @@ def explain(config: RunConfig, host: PluginHost, *, source: Source, option_sourc
             lines.append(_line(key, value, source(key), width))
     for target, record in plan.records.items():
         row = BY_NAME[record.kind]
-        table = f"options.{row.name}" + (f".{_key(target.split('.', 1)[1])}" if row.many else "")
+        table = f"options.{row.name}" + (f".{toml_key(target.split('.', 1)[1])}" if row.many else "")
         lines += ["", f"[{table}]  # {record.describe()}"]
         values = plan.options[target]
         if not values:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pathlib
 import shlex
@@ -59,8 +60,6 @@ FILES = {f.name: f for f in (
     File(TEST_PREDICTIONS, "the test labels and the final model's predicted classes (2 rows of int16), for fmclf "
                            "compare's bootstrap over test examples", 64 * MiB),
 )}
-#: The files a resume may rewrite, checked to be plain files before it does (pictures are drawn anew).
-CORE_FILES = (CONFIG, METRICS, CHECKPOINT, WEIGHTS, SUMMARY, REPORT, STATUS, TEST_PREDICTIONS)
 
 
 def owns(name: str) -> bool:
@@ -303,7 +302,7 @@ def check_rows(rows: Any) -> str | None:
             if not _number(row.get(key)):
                 return f"epoch {i}'s {key} is {_short(row.get(key))}, not a number"
         for key, value in row.items():
-            if not isinstance(key, str) or not _plain(value):
+            if not isinstance(key, str) or not is_plain(value, depth=4):
                 return f"epoch {i}'s {_short(key)} is {_short(value)}, not plain data"
     return None
 
@@ -312,16 +311,31 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _plain(value: Any, depth: int = 0) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
+def is_plain(value: Any, *, leaves: tuple[type, ...] = (), keys: tuple[type, ...] = (str,),
+             depth: float = math.inf) -> bool:
+    """Whether ``value`` is plain data: None, booleans, numbers, text (and ``leaves``) in lists, tuples and
+    dicts keyed by ``keys``, containers nested at most ``depth`` + 1 deep."""
+    if value is None or isinstance(value, (bool, int, float, str, *leaves)):
         return True
-    if depth > 4:
+    if depth < 0:
         return False
-    if isinstance(value, list):
-        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, (list, tuple)):
+        return all(is_plain(v, leaves=leaves, keys=keys, depth=depth - 1) for v in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+        return all(isinstance(k, keys) and is_plain(v, leaves=leaves, keys=keys, depth=depth - 1)
+                   for k, v in value.items())
     return False
+
+
+def as_plain(value: Any) -> Any:
+    """``value`` as plain data (lists, dicts keyed by text), anything else in it (a date TOML read, a path) as text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [as_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): as_plain(v) for k, v in value.items()}
+    return str(value)
 
 
 def _short(value: Any) -> str:

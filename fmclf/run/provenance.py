@@ -64,18 +64,7 @@ def resumed(run_dir: pathlib.Path, now: dict[str, Any]) -> dict[str, Any]:
     if recorded is None:
         return now
     line = f"{now['started']} on {now['device']} (fmclf {now['fmclf']}, torch {now['torch']})"
-    recorded = _plain(recorded)
+    recorded = folder.as_plain(recorded)  # a date TOML read (say) as text: fmclf writes none back
     before = recorded.get("resumed", [])
     before = [str(x) for x in before] if isinstance(before, list) else []  # a hand-edited one is not a reason to fail
     return {**recorded, "resumed": [*before, line]}
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with anything TOML read that fmclf does not write back (a date, say) turned to text."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)

@@ -359,11 +359,6 @@ class Trainer:
         over every process's shard."""
         return self.heldout.evaluate(split, getattr(self.parts.dataset, split))
 
-    def evaluate(self) -> tuple[float, Any]:
-        """Test accuracy and confusion matrix (over every process's shard)."""
-        result = self.evaluate_split("test")
-        return result.values["acc"], result.confusion
-
     def train_epoch(self, epoch: int, state: TrainState) -> tuple[float, float]:
         """One pass over the training batches; returns (mean loss, accuracy).
 

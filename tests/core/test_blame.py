@@ -109,7 +109,7 @@ def test_a_data_error_from_the_test_set_is_not_blamed_on_the_model(tiny_data):
 
     parts.dataset.test = Vanishing()
     with pytest.raises(DataError, match="the test files vanished"):
-        Trainer(parts, device=torch.device("cpu"), epochs=1).evaluate()
+        Trainer(parts, device=torch.device("cpu"), epochs=1).evaluate_split("test")
 
 
 # --- the real cause, not the built-in that tripped over it -----------------------------------------------

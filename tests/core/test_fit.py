@@ -74,7 +74,7 @@ def test_the_chapters_own_objects_train_as_they_are(tiny_data, tmp_path, capsys)
 
     run = tmp_path / "run"
     config = (run / "config.toml").read_text()
-    assert 'model = "net"' in config and 'from_python = ["model", "loss", "updater"]' in config
+    assert 'model = "net"' in config and 'from_python = [\n    "model",\n    "loss",\n    "updater",\n]' in config
     assert 'model = "your code:net"' in config  # the provenance: who made it
     saved = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
     assert list(saved) == ["W", "b"] and torch.equal(saved["W"], ch.W.detach())  # by the names net reads them

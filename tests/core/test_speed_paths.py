@@ -16,9 +16,10 @@ from torch.overrides import TorchFunctionMode
 import fmclf.train.engine as engine
 from fmclf.cli import cli
 from fmclf.data import TensorBatches, epoch_seed
+from fmclf.dist.comm import Solo
 from fmclf.errors import DivergenceError, UsageError
 from fmclf.train.engine import LossWatch, Trainer, TrainState
-from fmclf.train.metrics import evaluate
+from fmclf.train.heldout import HeldOut
 
 from helpers import assemble_parts, write_tiny_fashion
 
@@ -76,6 +77,14 @@ def test_evaluate_counts_the_confusion_matrix_exactly():
     model = torch.nn.Linear(6, 4)
     X, y = torch.randn(50, 6), torch.randint(0, 4, (50,))
     batches = [(X[i : i + 16], y[i : i + 16]) for i in range(0, 50, 16)]  # ragged last batch
+
+    def loss(logits, y):
+        return torch.nn.functional.cross_entropy(logits, y, reduction="none")
+
+    def evaluate(model, batches, num_classes):  # as a run evaluates: two batches' logits at a time
+        result = HeldOut(model, loss, [], num_classes, Solo(), chunk=16 * 4 * 2).evaluate("test", batches)
+        return result.values["acc"], result.confusion
+
     acc, confusion = evaluate(model, batches, 4)
     pred = model(X).argmax(dim=1)
     expected = torch.bincount(y * 4 + pred, minlength=16).reshape(4, 4)
