@@ -8,6 +8,7 @@ wrong and what to do about it, in one paragraph. The CLI prints the message
 from __future__ import annotations
 
 import os
+import sys
 
 
 class FmclfError(Exception):
@@ -119,3 +120,9 @@ def stopped(exc: BaseException) -> str:
     Python's own ``KeyboardInterrupt``)."""
     name = getattr(exc, "signal", None)
     return f"Stopped by {name}." if name else "Interrupted."
+
+
+def to_stderr(text: str) -> None:
+    """Print ``text`` to stderr at once (flushed): where warnings and ending errors go, away from the
+    results on stdout."""
+    print(text, file=sys.stderr, flush=True)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import atomic
-from ..errors import FmclfError, Interrupted, UsageError, said, stopped
+from ..errors import FmclfError, Interrupted, UsageError, said, stopped, to_stderr
 from ..run.signals import say
 
 
@@ -196,17 +196,17 @@ def run_job(args: Sequence[str]) -> int:
         return _job(list(args))
     except FmclfError as exc:
         signals.ending()  # a signal now must not cut the message short
-        print(said(exc), file=sys.stderr, flush=True)
+        to_stderr(said(exc))
         return exc.exit_code
     except KeyboardInterrupt as exc:  # a signal outside a run (a run's own stops say what they kept)
         signals.ending()
-        print(stopped(exc), file=sys.stderr, flush=True)
+        to_stderr(stopped(exc))
         return 130
     except (ImportError, OSError) as exc:
         text = torch_failed(exc)
         if text is None:
             raise
-        print(f"Error: {text}", file=sys.stderr, flush=True)
+        to_stderr(f"Error: {text}")
         return 1
 
 
@@ -228,7 +228,7 @@ def _job(args: list[str]) -> int:
     host = load_plugins(include=include, block=block)
     set_host(host)
     for warning in host.warnings():
-        print(f"Warning: {warning}", file=sys.stderr, flush=True)
+        to_stderr(f"Warning: {warning}")
     if len(args) == 2 and args[0] == "run-group":
         from ..run.group import run_group
 

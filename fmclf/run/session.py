@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from .. import atomic
 from ..dist.comm import Solo
-from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, WriteError
+from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, WriteError, to_stderr
 from ..train.engine import StopFlag, Trainer, TrainState
 from ..train.updaters import scheduler_of
 from . import checkpoint as checkpoint_io
@@ -114,11 +114,6 @@ class EpochLines:
             f"epoch {m['epoch']:>{len(str(event.epochs))}}/{event.epochs}  train loss {m['train_loss']:.4f}  "
             f"train acc {m['train_acc']:.4f}  {valid}test acc {m['test_acc']:.4f}  ({m['seconds']:.2f} s)"
         )
-
-
-def _warn(text: str) -> None:
-    """Print a component's warning to stderr (where the CLI's own warnings go)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -281,7 +276,7 @@ class Session:
             stop=comm.watch(flag, plan.device), comm=comm,
             config={"run": dataclasses.asdict(config), "provenance": self.prov},
             cuda_graphs=config.cuda_graphs, graphs_decided=True,  # build() decided, and the plan records it
-            divergence_advice=DIVERGENCE_ADVICE, warn=processes.root_only(comm, _warn),
+            divergence_advice=DIVERGENCE_ADVICE, warn=processes.root_only(comm, to_stderr),
             graph_fallback=self.echo if self.graphs_by_default else None,
         )
         started = time.perf_counter()

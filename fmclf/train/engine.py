@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import events
 from ..dist.comm import Solo
-from ..errors import ComponentError, DivergenceError, Interrupted
+from ..errors import ComponentError, DivergenceError, Interrupted, to_stderr
 from ..host.registry import ComponentRecord
 from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault
 from .graphs import GraphFailed
@@ -146,7 +146,7 @@ class Trainer:
         self.stop = stop if stop is not None else StopFlag()
         self.comm = comm
         self.config = config or {}
-        self.warn = warn or _stderr
+        self.warn = warn or to_stderr
         self.lr = (self.config.get("run") or {}).get("lr")  #: named when a step overflows
         self.updater = adapt_updater(parts.updater)
         self.sum_reduction = getattr(self.updater, "reduction", "sum") != "mean"
@@ -608,9 +608,3 @@ class LossWatch:
         if bool(bad.any()):  # the one read from the device per epoch
             i = int(bad.nonzero()[0, 0])
             self.diverged(float(seen[i]), self.first + i + 1)
-
-
-def _stderr(text: str) -> None:
-    import sys
-
-    print(text, file=sys.stderr, flush=True)

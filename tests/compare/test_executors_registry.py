@@ -154,6 +154,42 @@ def test_run_job_logs_the_command_and_passes_a_keyboard_interrupt_on_as_a_signal
     assert log.read_text().startswith("$ fmclf -c import signal")
 
 
+@pytest.mark.parametrize("cancel_too", [False, True])
+def test_run_job_stops_its_job_when_the_stop_file_appears_and_counts_a_cancel_after_it_as_the_same_stop(
+        tmp_path, cancel_too):
+    """Ray's cancel does not always reach a task; the comparison's stop file does. The job gets one
+    SIGINT for the file and the cancel together (a second would stop it without its checkpoint)."""
+    log, stop_file = tmp_path / "jobs" / "a.log", tmp_path / "jobs" / node.STOP_FILE
+    child = ("import signal, sys, time\n"
+             "got = []\n"
+             "signal.signal(signal.SIGINT, lambda *a: got.append(1))\n"
+             "print('READY', flush=True)\n"
+             "end = time.monotonic() + 60\n"
+             "while not got and time.monotonic() < end: time.sleep(0.05)\n"
+             "time.sleep(1.5)\n"  # what a second signal would interrupt: the checkpoint's writing
+             "print('SIGINTS', len(got), flush=True)\n"
+             "sys.exit(130 if len(got) == 1 else 3)\n")
+
+    def stop_when_ready(process):
+        def stop():
+            while "\nREADY" not in log.read_text():
+                time.sleep(0.05)
+            stop_file.touch()
+            if cancel_too:
+                time.sleep(0.5)
+                _thread.interrupt_main()  # Ray's cancel, arriving after the file
+
+        threading.Thread(target=stop, daemon=True).start()
+
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = node.run_job(["-c", child], log, command=[sys.executable], started=stop_when_ready,
+                            stop_file=stop_file)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert code == 130 and "SIGINTS 1" in log.read_text(), (code, log.read_text()[-300:])
+
+
 def test_run_job_forwards_fmclf_settings_and_the_plugin_path():
     env = {"PYTHONPATH": "/p", "FMCLF_DATA": "/d", "HOME": "/h", "RAY_ADDRESS": "x"}
     assert node.forwarded_env(env) == {"PYTHONPATH": "/p", "FMCLF_DATA": "/d"}

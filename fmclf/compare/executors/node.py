@@ -29,6 +29,9 @@ try:
 except ImportError:  # pragma: no cover - Windows has no flock: runs are not locked there either
     fcntl = None  # type: ignore[assignment]
 
+#: The file in a comparison's jobs folder whose appearance stops every job of it (see :func:`run_job`).
+STOP_FILE = "stop-requested"
+
 #: Environment variables a job takes from the comparison's process: its plugins' import path and fmclf's settings.
 FORWARDED_ENV = ("PYTHONPATH", "FMCLF_")
 
@@ -96,12 +99,15 @@ def wait_until_free(run_dir: pathlib.Path | None, seconds: float = 300.0) -> Non
 
 def run_job(args: Sequence[str], log: str | os.PathLike, *, env: Mapping[str, str] | None = None,
             command: Sequence[str] | None = None, stop: int = signal.SIGINT, ignore: Sequence[int] = (),
-            started: Callable[[subprocess.Popen], None] | None = None) -> int:
+            started: Callable[[subprocess.Popen], None] | None = None,
+            stop_file: str | os.PathLike | None = None) -> int:
     """Run ``fmclf ARGS`` (resumed if an earlier attempt began it) with its output appended to
-    ``log``; its exit code. A KeyboardInterrupt in this process (Ray's cancel, a SIGINT) is passed
-    on to the job's process group as ``stop``, and the job is waited for: it checkpoints and exits
-    130. The job ignores the signals ``ignore`` (those meant for this process); ``started`` is
-    told the job's process."""
+    ``log``; its exit code. A stop request is passed on to the job's process group as ``stop``,
+    and the job is waited for: it checkpoints and exits 130. A request is a KeyboardInterrupt in
+    this process (Ray's cancel, a SIGINT) or ``stop_file`` appearing, which the comparison writes
+    so that a stop does not rest on the interrupt reaching the task; the two are one request, and
+    only a second KeyboardInterrupt is passed on again (it stops the job at once). The job ignores
+    the signals ``ignore`` (those meant for this process); ``started`` is told the job's process."""
     args = continuing(args)
     wait_until_free(run_folder(args))
     log = pathlib.Path(log)
@@ -116,14 +122,25 @@ def run_job(args: Sequence[str], log: str | os.PathLike, *, env: Mapping[str, st
         )
         if started is not None:
             started(process)
+
+        def send() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, stop)
+
+        sent = interrupts = 0
         while True:
             try:  # polled, not waited for: a signal handler of this process may wait for the job too
                 while process.poll() is None:
+                    if not sent and stop_file is not None and os.path.lexists(stop_file):
+                        sent += 1
+                        send()
                     time.sleep(0.2)
                 return process.returncode
-            except KeyboardInterrupt:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, stop)
+            except KeyboardInterrupt:  # the stop file's request and Ray's cancel are one request
+                interrupts += 1
+                if interrupts > 1 or not sent:
+                    sent += 1
+                    send()
 
 
 def _child_setup(ignore: Sequence[int]) -> Callable[[], None]:

@@ -3,15 +3,20 @@
 A task reserves ``--threads`` CPUs (and one GPU when the runs train on
 ``cuda``) and runs the job's command as a child process on its node
 (:func:`fmclf.compare.executors.node.run_job`); the comparison's folder must
-be on a file system every node shares. Ctrl-C cancels the tasks, which Ray
-turns into a KeyboardInterrupt inside each task, passed on to the job as
-SIGINT: it checkpoints and exits 130. A task whose node dies is run again on
-another node, and resumes from the run's last checkpoint.
+be on a file system every node shares. Ctrl-C writes the comparison's stop
+file (``jobs/stop-requested``, which each task watches) and cancels the tasks,
+which Ray turns into a KeyboardInterrupt inside each running task; either is
+passed on to the job as SIGINT: it checkpoints and exits 130. The file is there
+because the interrupt does not always reach a task. A task whose node dies is
+run again on another node, and resumes from the run's last checkpoint.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
+import pathlib
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +27,7 @@ from ...errors import Interrupted, UsageError
 from ...run.signals import say
 from ..executor import Job, Outcome, _signals
 from . import ExecutorSettings
-from .node import forwarded_env, run_job
+from .node import STOP_FILE, forwarded_env, run_job
 
 #: How often a task is run again after its node or worker died.
 RETRIES = 3
@@ -71,6 +76,11 @@ class RayExecutor:
         ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
         task = ray.remote(run_job).options(num_cpus=self.threads, num_gpus=self.gpus, max_retries=self.retries,
                                            retry_exceptions=False)
+        if not jobs:
+            return
+        # Asked to stop, every task is told through this file too (read on a file system all nodes share).
+        stop_file = pathlib.Path(jobs[0].log).parent / STOP_FILE
+        stop_file.unlink(missing_ok=True)  # an earlier stop's: this invocation continues
         pending = collections.deque(jobs)
         running: dict[Any, tuple[Job, float]] = {}
         requests: list[int] = []
@@ -86,9 +96,13 @@ class RayExecutor:
                 while pending or running:
                     while pending and len(running) < max(1, self.workers) and not requests:
                         job = pending.popleft()
-                        ref = task.remote(list(job.args), str(job.log), env=self.env)  # type: ignore[call-arg]
+                        ref = task.remote(list(job.args), str(job.log), env=self.env,  # type: ignore[call-arg]
+                                          stop_file=str(stop_file))
                         running[ref] = (job, time.perf_counter())
                     if len(requests) > sent:  # a stop: Ray raises KeyboardInterrupt in each task, run_job signals
+                        if not sent:
+                            with contextlib.suppress(OSError):  # the cancel below still asks
+                                os.close(os.open(stop_file, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
                         for ref in running:
                             ray.cancel(ref, force=False)
                         sent = len(requests)
