@@ -1,0 +1,118 @@
+"""How a message names a setting: the one owner of the front end's words.
+
+A message that tells the user what to change names a setting (``--epochs N``), a setting with a
+value (``--loss fused``) or a component's option (``-o loss.label_smoothing=0.1``). The command
+line says it with flags, the default; :func:`fmclf.fit`, ``show`` and ``predict`` speak Python
+(``epochs=N``, ``loss="fused"``, ``options={"loss": {"label_smoothing": 0.1}}``) for the length
+of their call, so each message is worded once, where it is written, for whoever started the run.
+
+The wording is a context variable, so it holds in the thread (and the asyncio task) that
+entered it: a message must be formed there (a background writer's own errors name no setting),
+or read :func:`current` there and hand it on. Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import pathlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["COMMAND_LINE", "PYTHON", "Bare", "Wording", "current", "flag", "option", "speaking"]
+
+
+@dataclass(frozen=True)
+class Wording:
+    """Who started a run, and so how its messages name settings and say to go on."""
+
+    python: bool = False  #: True: fmclf.fit's keywords; False: the command line's flags
+    #: the call that continues a run folder; None: `fmclf run --resume` (the session words it)
+    resume: Callable[[pathlib.Path | None], str] | None = None
+    again: str = "Ctrl-C again"  #: how to stop at once after the first interrupt
+    notice: Callable[[str], None] | None = None  #: says so from the signal handler; None: straight to stderr's fd
+
+
+COMMAND_LINE = Wording()
+PYTHON = Wording(python=True)
+
+_CURRENT: contextvars.ContextVar[Wording] = contextvars.ContextVar("fmclf_wording", default=COMMAND_LINE)
+
+
+def current() -> Wording:
+    """The wording of the front end that is running now (the command line's unless one entered another)."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def speaking(wording: Wording) -> Iterator[Wording]:
+    """Word every message formed in this thread inside the ``with`` block as ``wording`` says."""
+    token = _CURRENT.set(wording)
+    try:
+        yield wording
+    finally:
+        _CURRENT.reset(token)
+
+
+class Bare(str):
+    """A value shown as written in either wording: a placeholder or a number already formatted."""
+
+
+_PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")  # N, VALUE, NAME: the reader fills them in
+_NO_VALUE = object()
+#: Settings whose flag is singular (given once per component) where fit takes a list.
+_PLURAL = {"visualizers": "visualizer", "callbacks": "callback", "metrics": "metric"}
+
+
+def flag(setting: str, value: Any = _NO_VALUE, *, quoted: bool = False) -> str:
+    """The setting ``setting`` (fit's keyword, such as ``batch_size``), with ``value`` when given:
+    ``--batch-size 64`` or ``batch_size=64``. A bool is a switch (``--no-cuda-graphs`` or
+    ``cuda_graphs=False``); ``quoted`` shows a value (a path) as repr() shows it, in both wordings."""
+    if current().python:
+        if value is _NO_VALUE:
+            return setting
+        return f"{setting}={repr(str(value)) if quoted and not _bare(value) else _python(value)}"
+    name = "--" + _PLURAL.get(setting, setting).replace("_", "-")
+    if isinstance(value, bool):
+        return name if value else "--no-" + name[2:]
+    if value is _NO_VALUE:
+        return name
+    return f"{name} {repr(str(value)) if quoted and not _bare(value) else _command_line(value)}"
+
+
+def option(target: str, name: str, value: Any = _NO_VALUE) -> str:
+    """Component option ``name`` of ``target`` (``loss``, ``callback.early-stop``) set to ``value``:
+    ``-o loss.weight=1,2`` or ``options={"loss": {"weight": [1, 2]}}`` (without a value, the option
+    alone: ``-o dataset.resize`` or ``options={"dataset": {"resize": ...}}``)."""
+    if current().python:
+        return f'options={{"{target}": {{"{name}": {"..." if value is _NO_VALUE else _python(value)}}}}}'
+    return f"-o {target}.{name}" + ("" if value is _NO_VALUE else f"={_command_line(value)}")
+
+
+def _bare(value: Any) -> bool:
+    return isinstance(value, Bare) or (isinstance(value, str) and _PLACEHOLDER.fullmatch(value) is not None)
+
+
+def _command_line(value: Any) -> str:
+    """``value`` as a flag's argument: booleans as TOML writes them, lists comma-separated."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(_command_line(v) for v in value)
+    return "..." if value is Ellipsis else str(value)
+
+
+def _python(value: Any) -> str:
+    """``value`` as Python source: strings in double quotes (as most style guides write them),
+    placeholders bare."""
+    if _bare(value) or value is Ellipsis:
+        return "..." if value is Ellipsis else str(value)
+    if isinstance(value, str):
+        return f'"{value}"' if '"' not in value and "\\" not in value else repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_python(v) for v in value) + "]"
+    if isinstance(value, pathlib.PurePath):
+        return _python(str(value))
+    return repr(value)
