@@ -64,12 +64,13 @@ class Control:
     def _steering(self, call: str) -> str:
         """Who calls ``call``: refused unless a callback does."""
         from .errors import ComponentError
+        from .wording import flag
 
         kind, who = self._caller or ("callback", "a callback")
         if kind != "callback":
             raise ComponentError(
                 f"{who} called control.{call}, but a {kind} shows and does not steer. Register it "
-                f"with register_callbacks (and choose it with --callback) to let it steer a run."
+                f"with register_callbacks (and choose it with {flag('callbacks')}) to let it steer a run."
             )
         return who
 

@@ -8,8 +8,8 @@ options as keyword arguments or ``options={...}``) or an object of the user's ow
 the animator draws in place and the summary shows as a table. ``show`` and ``predict`` are the
 chapter's ``show_images`` and ``predict_ch3``: they return figures that display inline.
 
-Messages are worded for Python: ``epochs=``, ``loss="..."`` and ``fmclf.fit(..., resume=...)``
-instead of the command line's flags. Importing this module imports no torch.
+Messages are worded for Python (:mod:`fmclf.wording`): ``epochs=``, ``loss="..."`` and
+``fmclf.fit(..., resume=...)`` instead of the command line's flags. Importing this module imports no torch.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import html
 import inspect
 import os
 import pathlib
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .errors import FmclfError, UsageError
+from .errors import UsageError
 from .kinds import BY_NAME, ROWS
 from .run.config import NOTEBOOK_VISUALIZERS, OWN_SETTINGS, RESUMABLE, RunConfig
+from .wording import PYTHON, Wording, speaking
 
 if TYPE_CHECKING:
     from .draw.figure import Picture
@@ -214,12 +214,9 @@ def fit(
     {settings}
     """
     args = dict(locals())
-    host = _host(plugins)
-    try:
+    with speaking(PYTHON):  # until _fit knows the objects that its resume advice names
+        host = _host(plugins)
         return _fit(args, _given, host)
-    except FmclfError as exc:
-        exc.args = (pythonic(str(exc), host), *exc.args[1:])
-        raise
 
 
 def _settings_doc() -> str:
@@ -237,26 +234,27 @@ if fit.__doc__:  # None under python -OO
 
 def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitResult:
     from .draw.report import RunReport
-    from .run.runner import Voice, run_new, run_resume
+    from .run.runner import run_new, run_resume
 
     echo = print
     resume = args["resume"]
     recorded = _recorded(resume) if resume is not None else None
     objects, names, checkpoints = _components(args, given, host, recorded, echo)
     jupyter = in_jupyter()
-    voice = Voice(resume=lambda run_dir: _resume_call(run_dir, objects),
-                  further="pass epochs=N to train further",
-                  again="interrupt the kernel again" if jupyter else "Ctrl-C again",
-                  notice=_notice_from_a_thread if jupyter else None)
-    if recorded is not None:
-        overrides = _overrides(args, given, recorded, names, objects)
-        result = run_resume(pathlib.Path(resume), host, overrides=overrides, echo=echo, objects=objects, voice=voice,
-                            report=RunReport)
-    else:
-        config = RunConfig(**names, **{k: args[k] for k in OWN_SETTINGS}, options=_options(args, names, objects, host))
-        config = _fit_device(_fit_batch_size(config, args, given), args, objects)
-        result = run_new(config, host, out=_out(args["out"]), echo=echo, objects=objects, voice=voice,
-                         checkpoints=checkpoints, report=RunReport)
+    voice = Wording(python=True, resume=lambda run_dir: _resume_call(run_dir, objects),
+                    again="interrupt the kernel again" if jupyter else "Ctrl-C again",
+                    notice=_notice_from_a_thread if jupyter else None)
+    with speaking(voice):
+        if recorded is not None:
+            overrides = _overrides(args, given, recorded, names, objects)
+            result = run_resume(pathlib.Path(resume), host, overrides=overrides, echo=echo, objects=objects,
+                                report=RunReport)
+        else:
+            config = RunConfig(**names, **{k: args[k] for k in OWN_SETTINGS},
+                               options=_options(args, names, objects, host))
+            config = _fit_device(_fit_batch_size(config, args, given), args, objects)
+            result = run_new(config, host, out=_out(args["out"]), echo=echo, objects=objects,
+                             checkpoints=checkpoints, report=RunReport)
     model = args["model"] if not isinstance(args["model"], str) else result.model
     data = args["dataset"] if not isinstance(args["dataset"], str) else None
     fitted = FitResult(model, result.history, result.summary, result.run_dir, result.plan.config, data)
@@ -553,47 +551,6 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
     return overrides
 
 
-# Command-line flags in messages, and what they are called in fit (outside `backticks`, which quote commands).
-_FLAG = re.compile(r"(?<![\w-])--(?P<flag>[a-z][a-z-]*[a-z])(?P<value> (?:'[^']*'|[\w.:/+-]*\w))?")
-_OPTION = re.compile(r"(?<![\w-])-o (?P<target>[\w.:-]+)\.(?P<option>\w+)=(?P<value>\S+?)(?=[`'\s,;)]|\.?$|\.\s)")
-_NUMBER = re.compile(r"(?:N|-?\d+(?:\.\d*)?(?:e-?\d+)?)")
-_NUMERIC = {name for name, (held, _) in OWN_SETTINGS.items() if held in (int, float)}
-
-
-def pythonic(text: str, host: PluginHost | None = None) -> str:
-    """``text`` (a message written for the command line) with its flags as fmclf.fit's arguments:
-    ``--loss fused`` becomes ``loss="fused"``, ``--epochs N`` ``epochs=N``, ``-o loss.x=1``
-    ``options={"loss": {"x": 1}}``; text between backticks (commands) is left as it is."""
-    parts = text.split("`")
-    for i, part in enumerate(parts):
-        if i % 2 == 0:
-            parts[i] = _OPTION.sub(_option_keyword, _FLAG.sub(functools.partial(_flag_keyword, host=host), part))
-        elif part.startswith("-o "):  # a quoted -o sample is a flag too; a whole quoted command is not
-            parts[i] = _OPTION.sub(_option_keyword, part)
-    return "`".join(parts)
-
-
-def _flag_keyword(m: re.Match[str], host: PluginHost | None) -> str:
-    flag, value = m["flag"], m["value"]
-    name = "visualizers" if flag == "visualizer" else flag.replace("-", "_")
-    if name not in inspect.signature(fit).parameters and name != "data_root":
-        return m[0]
-    if value is None:
-        return name
-    v = value.strip()
-    if name in _NUMERIC and _NUMBER.fullmatch(v):
-        return f"{name}={v}"
-    if v.startswith("'"):
-        return f"{name}={v}"
-    if name in _SINGLE and host is not None and v in host.registry.names(name):
-        return f'{name}="{v}"'
-    return name + value
-
-
-def _option_keyword(m: re.Match[str]) -> str:
-    return f'options={{"{m["target"]}": {{"{m["option"]}": {m["value"]}}}}}'
-
-
 def _host(plugins: Sequence[Any] = ()) -> PluginHost:
     """The process's plugins, or with ``plugins`` (module objects, or names of importable modules) a
     load of its own that adds them; a plugin that fails to load is an error here, not a warning."""
@@ -627,7 +584,7 @@ def show(data: Any = None, n: int = 18, *, split: str = "train", seed: int = 0, 
     """
     from .draw import gallery, pictures
 
-    try:
+    with speaking(PYTHON):
         if data is None or isinstance(data, str):
             name = data or RunConfig.dataset
             fig, _ = gallery.samples_of(_host(), name, n=n, split=split, seed=seed,
@@ -642,9 +599,6 @@ def show(data: Any = None, n: int = 18, *, split: str = "train", seed: int = 0, 
             return pictures.image_grid(list(images), labels)
         except ValueError as exc:  # not images: (N, 784) rows, say
             raise UsageError(f"show: {exc}; reshape them first, as the chapter does: X.reshape(n, 28, 28).") from None
-    except FmclfError as exc:
-        exc.args = (pythonic(str(exc)), *exc.args[1:])
-        raise
 
 
 def _examples(data: Any, n: int, split: str, classes: Sequence[str] | None) -> tuple[Any, list[str] | None]:
@@ -688,7 +642,7 @@ def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str]
     """
     from .draw import gallery
 
-    try:
+    with speaking(PYTHON):
         if isinstance(model, (str, os.PathLike)):
             if data is not None:
                 raise UsageError("predict: a run folder predicts on its own test set; leave data out.")
@@ -717,9 +671,6 @@ def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str]
             names = [str(i) for i in range(width)]
         fig, _, _ = gallery.predictions_of(module, [(X, y)], names, n=n)
         return fig
-    except FmclfError as exc:
-        exc.args = (pythonic(str(exc)), *exc.args[1:])
-        raise
 
 
 def _named_test(config: RunConfig, n: int) -> Any:

@@ -268,7 +268,9 @@ def _check_extreme_logits(record: ComponentRecord, fn: Callable, num_classes: in
     """Finite losses and gradients where a careless softmax overflows, unless the loss says it may not be."""
     import torch
 
-    hint = getattr(fn, "divergence_hint", None)
+    from .train.engine import divergence_hint
+
+    hint = divergence_hint(fn)
     g = _generator(2)
     base = torch.randn(4, num_classes, generator=g)
     cases = {
@@ -283,7 +285,7 @@ def _check_extreme_logits(record: ComponentRecord, fn: Callable, num_classes: in
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (4,):
             raise _fail(record, f"for logits {what} it returned {type(out).__name__} of shape "
                                 f"{tuple(getattr(out, 'shape', ()))}; a loss returns one value per example")
-        if isinstance(hint, str) and hint.strip():
+        if hint:
             continue  # it says it may overflow, and what to do: the run tells the user that
         out.sum().backward()
         finite = bool(torch.isfinite(out).all()) and logits.grad is not None and bool(torch.isfinite(logits.grad).all())

@@ -9,6 +9,7 @@ from typing import Any
 
 from fmclf.errors import OptionError
 from fmclf.run import folder
+from fmclf.wording import flag, option
 
 #: How ``mode = "auto"`` reads a metric's name: the last word decides.
 LOWER_IS_BETTER = ("loss", "ece", "error", "err")
@@ -26,7 +27,7 @@ def _mode(monitor: str, mode: str, who: str) -> str:
         return "max"
     raise OptionError(
         f"callback {who!r} cannot tell from the name whether a larger {monitor!r} is better; "
-        f"say so with -o callback.{who}.mode=min (lower is better) or mode=max."
+        f"say so with {option(f'callback.{who}', 'mode', 'min')} (lower is better) or mode=max."
     )
 
 
@@ -51,7 +52,8 @@ class Monitor:
         if split == "valid" and "valid" not in event.splits:
             raise OptionError(
                 f"callback {self.who!r} monitors {self.key!r}, but this data set has no validation split, so nothing "
-                f"is recorded under that name. Hold one out with -o dataset.valid=0.1 (a tenth of the training set), "
+                f"is recorded under that name. Hold one out with {option('dataset', 'valid', 0.1)} (a tenth of the "
+                f"training set), "
                 f"or monitor test_{self.key.split('_', 1)[1]} knowing that the test set then takes part in training."
             )
         if split == "test" and "valid" in event.splits:
@@ -68,7 +70,7 @@ class Monitor:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise OptionError(
                 f"callback {self.who!r} monitors {self.key!r}, which this run does not record.{hint} It records: "
-                f"{', '.join(keys)} (add a metric with --metric NAME)."
+                f"{', '.join(keys)} (add a metric with {flag('metrics', 'NAME')})."
             )
         return float(metrics[self.key])
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from fmclf.wording import flag
+
 
 def softmax(O: torch.Tensor) -> torch.Tensor:  # noqa: E741 - O: the textbook's name for the outputs
     """The textbook's softmax: exp, row sum, divide. No max subtraction."""
@@ -30,8 +32,11 @@ def naive_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -torch.log(y_hat[torch.arange(len(y_hat), device=y_hat.device), y])
 
 
-#: What the engine's divergence message advises (DESIGN.md's loss contract: ``divergence_hint``).
-naive_cross_entropy.divergence_hint = (  # type: ignore[attr-defined]
-    "The naive loss exponentiates logits without subtracting their maximum and "
-    "overflows when they grow; use --loss fused, or a smaller --lr."
-)
+def _naive_hint() -> str:
+    """What the engine's divergence message advises (DESIGN.md's loss contract: ``divergence_hint``),
+    in the words of the front end that runs it."""
+    return ("The naive loss exponentiates logits without subtracting their maximum and "
+            f"overflows when they grow; use {flag('loss', 'fused')}, or a smaller {flag('lr')}.")
+
+
+naive_cross_entropy.divergence_hint = _naive_hint  # type: ignore[attr-defined]

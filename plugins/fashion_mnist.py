@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import fmclf
 from fmclf import Range
 from fmclf.errors import OptionError
+from fmclf.wording import option
 
 if TYPE_CHECKING:
     import torch
@@ -73,12 +74,12 @@ def check_fashion_mnist(*, resize: int | None = None, valid: float = 0.0, verify
     if resize is not None and resize < 1:
         raise OptionError(
             f"option 'resize' of dataset 'fashion-mnist' must be at least 1 (pixels a side), got {resize}. "
-            f"Leave it out to keep 28x28, or pass e.g. -o dataset.resize=64."
+            f"Leave it out to keep 28x28, or pass e.g. {option('dataset', 'resize', 64)}."
         )
     if not 0.0 <= valid < 1.0:
         raise OptionError(
             f"option 'valid' of dataset 'fashion-mnist' is the fraction of the training set held out for "
-            f"validation, from 0 (none) to below 1; got {valid}. Try -o dataset.valid=0.1."
+            f"validation, from 0 (none) to below 1; got {valid}. Try {option('dataset', 'valid', 0.1)}."
         )
     side = resize or 28
     return {"classes": CLASSES, **({"input_shape": (1, side, side)} if verify or resize else {})}
@@ -92,7 +93,8 @@ def preview(*, n: int, split: str, seed: int = 0, data_root: pathlib.Path | None
     check_fashion_mnist(resize=resize, valid=valid)
     if split not in ("train", "test") and not (split == "valid" and valid):
         raise OptionError(f"dataset 'fashion-mnist' has no {split!r} split"
-                          + (" unless -o dataset.valid=0.1 (say) holds one out." if split == "valid" else "."))
+                          + (f" unless {option('dataset', 'valid', 0.1)} (say) holds one out." if split == "valid"
+                             else "."))
     if valid:
         import torch
 

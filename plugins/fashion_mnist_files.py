@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fmclf import atomic
 from fmclf.errors import DataError
+from fmclf.wording import flag, option
 
 from .idx import gunzip, parse_idx, read_raw
 
@@ -54,9 +55,9 @@ def places(data_root: pathlib.Path | None) -> list[Place]:
     """Where to look, in order."""
     out = []
     if data_root is not None:
-        out.append(Place("--data-root", pathlib.Path(data_root).expanduser(),
-                         "Check the folder given with --data-root (or -o dataset.data_root), or leave it out to use "
-                         "the other places."))
+        out.append(Place(flag("data_root"), pathlib.Path(data_root).expanduser(),
+                         f"Check the folder given with {flag('data_root')} (or {option('dataset', 'data_root')}), or "
+                         f"leave it out to use the other places."))
     if os.environ.get("FMCLF_DATA"):
         out.append(Place("$FMCLF_DATA", pathlib.Path(os.environ["FMCLF_DATA"]).expanduser(),
                          "Fix or unset $FMCLF_DATA."))
@@ -133,7 +134,7 @@ def read_checked(key: str, path: pathlib.Path, fix: str, verify: bool,
             raise DataError(
                 f"{path}: holds {'x'.join(map(str, got_shape))} values where Fashion-MNIST's {name} holds "
                 f"{'x'.join(map(str, shape))}; it is another data set's file. {fix} (For other data in this "
-                f"format, pass -o dataset.verify=false.)"
+                f"format, pass {option('dataset', 'verify', False)}.)"
             )
         mark = fingerprint(data) if stamp is not None and not compressed else None
         if mark is not None and stamp.get(path.name) == mark:
@@ -144,7 +145,7 @@ def read_checked(key: str, path: pathlib.Path, fix: str, verify: bool,
                 f"{path}: does not match Fashion-MNIST's published checksums (the MD5 of its content is "
                 f"{_md5(data)}, expected {md5}{f'; of the .gz file, expected {gz_md5}' if compressed else ''}): "
                 f"the file is damaged or is not Fashion-MNIST. {fix} (For other data in this format, pass "
-                f"-o dataset.verify=false.)"
+                f"{option('dataset', 'verify', False)}.)"
             )
         if mark is not None:
             stamp[path.name] = mark
@@ -206,11 +207,11 @@ def load_idx_set(data_root: pathlib.Path | None, *, download: bool = True,
                 return _read_all(found, place, verify, skipped)
             tried.append(f"torchvision download into {root} (finished but {found})")
     else:
-        tried.append("torchvision download (switched off by -o dataset.download=false)")
+        tried.append(f"torchvision download (switched off by {option('dataset', 'download', False)})")
     raise DataError(
         "Fashion-MNIST was not found. Places tried, in order:\n  - " + "\n  - ".join(tried) + "\n"
-        "To fix: install Debian's copy (apt-get install dataset-fashion-mnist), or pass --data-root "
-        "FOLDER holding train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+        f"To fix: install Debian's copy (apt-get install dataset-fashion-mnist), or pass {flag('data_root', 'FOLDER')} "
+        "holding train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
         "t10k-labels-idx1-ubyte (.gz or not), or run once with internet access so torchvision can download them."
     )
 

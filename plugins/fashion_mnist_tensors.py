@@ -9,6 +9,7 @@ import torch
 from fmclf.data import InMemoryDataset, TensorBatches, empty_dataset_tensor, stratified_split
 from fmclf.data import shard as shard_rows
 from fmclf.errors import DataError
+from fmclf.wording import option
 
 _BLOCK = 2048  # rows widened at a time: 6 MB of float32 for 28x28 images
 
@@ -79,8 +80,8 @@ def build_dataset(arrays, source: str, classes, *, batch_size: int, device, seed
         if chosen is not None:
             rows = chosen[rows]
             if not len(rows):
-                raise DataError(f"{source}: the {split} split of this shard is empty; use a larger -o dataset.valid "
-                                f"or fewer processes.")
+                raise DataError(f"{source}: the {split} split of this shard is empty; use a larger "
+                                f"{option('dataset', 'valid')} or fewer processes.")
         X = _images(shape, payload, rows, device, resize, raw_pixels)
         y = _labels(lshape, lpayload, rows, device)
         if len(y) and int(y.max()) >= len(classes):

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 import torch
 
 from fmclf.errors import OptionError
+from fmclf.wording import flag
 
 #: From this many classes on, torch's fused softmax kernel beats exp-then-sum on
 #: the CPU (measured with tests/benchmarks/test_loss_speed.py's shapes and 16-64).
@@ -376,12 +377,12 @@ def fused_cross_entropy(
 class FusedCrossEntropy:
     """The ``fused`` loss component: ``loss(logits, y)`` -> (N,), options fixed at construction."""
 
-    #: What the engine's divergence message advises: this loss stays finite for finite logits, so
-    #: suggesting it (the core's general advice) to a run that already uses it would mislead.
-    divergence_hint = (
-        "The fused loss stays finite for any finite logits, so the logits themselves became inf or nan: the "
-        "weights overflowed. Use a smaller --lr."
-    )
+    @property
+    def divergence_hint(self) -> str:
+        """What the engine's divergence message advises: this loss stays finite for finite logits, so
+        suggesting it (the core's general advice) to a run that already uses it would mislead."""
+        return ("The fused loss stays finite for any finite logits, so the logits themselves became inf or nan: "
+                f"the weights overflowed. Use a smaller {flag('lr')}.")
 
     def __init__(
         self,

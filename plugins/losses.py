@@ -8,6 +8,7 @@ from typing import Annotated
 import fmclf
 from fmclf import Range
 from fmclf.errors import OptionError
+from fmclf.wording import option
 
 
 @fmclf.hookimpl
@@ -70,7 +71,7 @@ def check_fused(*, label_smoothing: float = 0.0, soft_label: float | None = None
     if weight is not None:
         if not weight:
             raise OptionError("option weight of loss 'fused' is empty; give one weight per class, "
-                              "e.g. -o loss.weight=1,1,2,...")
+                              f"e.g. {option('loss', 'weight', [1, 1, 2, ...])}")
         bad = [w for w in weight if not (math.isfinite(w) and w >= 0)]
         if bad:
             raise OptionError(f"option weight of loss 'fused' must hold finite weights >= 0, got {bad[0]}.")

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import fmclf
 from fmclf import Range
 from fmclf.errors import OptionError
+from fmclf.wording import flag, option
 
 
 @fmclf.hookimpl
@@ -106,10 +107,10 @@ def check_torch_sgd(*, lr: float | None = None, epochs: int | None = None, momen
     if nesterov and (momentum <= 0 or dampening != 0):
         raise OptionError(
             f"option nesterov {where} needs momentum above 0 and dampening 0 (got momentum "
-            f"{momentum}, dampening {dampening}): set -o updater.momentum=0.9, say, or leave nesterov out."
+            f"{momentum}, dampening {dampening}): set {option('updater', 'momentum', 0.9)}, say, or leave nesterov out."
         )
     if epochs is not None and warmup >= epochs and warmup > 0:
         raise OptionError(f"option warmup {where} is in epochs and must be from 0 to below the run's {epochs} "
                           f"epoch(s), got {warmup}.")
     if lr is not None and not min_lr < lr:
-        raise OptionError(f"option min_lr {where} must be 0 or more and below --lr {lr}, got {min_lr}.")
+        raise OptionError(f"option min_lr {where} must be 0 or more and below {flag('lr', lr)}, got {min_lr}.")

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import wording
 from ..errors import OptionError
 from ..kinds import BY_NAME, KINDS, core_params, lookalikes
 from . import ranges
@@ -336,10 +337,10 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any],
             if not having and others:
                 hint += f" No installed {record.kind} has an option {name!r}."
             if having:
-                flag = BY_NAME[record.kind].flag
+                setting = BY_NAME[record.kind].setting
                 hint = (f" {name!r} is an option of {' and of '.join(r.describe() for r in having)}: choose "
                         f"{'it' if len(having) == 1 else 'one'} with "
-                        f"{' or '.join(f'`{flag} {r.name}`' for r in having)}.")
+                        f"{' or '.join(f'`{wording.flag(setting, r.name)}`' for r in having)}.")
             raise OptionError(f"{record.describe()} has no option {raw_name!r}.{hint} {listing}.")
         try:
             out[name] = option.parse(value) if isinstance(value, str) else option.coerce(value)
@@ -352,7 +353,7 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any],
         if option.name not in out and option.required:
             raise OptionError(
                 f"{record.describe()} needs option {option.name!r} ({option.type}); set it with "
-                f"`-o {option_target(record)}.{option.name}=VALUE`. {listing}."
+                f"`{wording.option(option_target(record), option.name, 'VALUE')}`. {listing}."
             )
     return {name: out.get(name, option.default) for name, option in options.items()}
 
@@ -371,8 +372,9 @@ def parse_assignment(text: str) -> tuple[str, str, str]:
     if not sep or len(parts) < 2 or not all(parts):
         raise OptionError(
             f"cannot read option {text!r}: write KIND.OPTION=VALUE, for example "
-            f"`-o loss.label_smoothing=0.1` or `-o updater.momentum=0.9` (for a "
-            f"{' or '.join(many)}, `-o {many[0]}.NAME.OPTION=VALUE`)."
+            f"`{wording.option('loss', 'label_smoothing', 0.1)}` or "
+            f"`{wording.option('updater', 'momentum', 0.9)}` (for a "
+            f"{' or '.join(many)}, `{wording.option(f'{many[0]}.NAME', 'OPTION', 'VALUE')}`)."
         )
     if parts[0] not in BY_NAME:
         raise OptionError(f"cannot read option {text!r}: {parts[0]!r} is not a component kind; "
@@ -382,7 +384,7 @@ def parse_assignment(text: str) -> tuple[str, str, str]:
         if len(parts) < 3:
             raise OptionError(
                 f"cannot read option {text!r}: {row.name} options name the {row.name}, as in "
-                f"`-o {row.name}.NAME.OPTION=VALUE` (a run may have several)."
+                f"`{wording.option(f'{row.name}.NAME', 'OPTION', 'VALUE')}` (a run may have several)."
             )
         # Option names are identifiers, so the last part is the option; a component's
         # name (or its qualified dist:name) may itself contain dots.

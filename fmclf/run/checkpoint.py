@@ -39,6 +39,7 @@ from ..errors import CheckpointError, ComponentError, DivergenceError
 from ..train.blame import blame, component_fault
 from ..train.engine import Parts, TrainState
 from ..train.updaters import change_lr, scheduler_of
+from ..wording import flag
 from . import folder
 
 FORMAT = "fmclf-checkpoint/1"
@@ -119,7 +120,7 @@ def check_weights(parts: Parts, state: TrainState) -> None:
         epoch = state.epoch if state.batch == 0 else state.epoch + 1
         raise DivergenceError(
             f"training diverged: the model's weights became inf or nan in epoch {epoch} although every batch "
-            f"loss was finite (an update overflowed). Try a smaller --lr.",
+            f"loss was finite (an update overflowed). Try a smaller {flag('lr')}.",
             epoch=epoch, batch=state.batch or None,
         )
 

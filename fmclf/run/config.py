@@ -17,12 +17,15 @@ import tomli_w
 from ..atomic import TooLarge, read_limited
 from ..errors import ConfigError, UsageError
 from ..kinds import BY_NAME, ROWS
+from ..wording import flag
 from .devices import check_spec
 from .folder import CONFIG, FILES
 
-#: What a divergence message advises when the loss has no divergence_hint of its own: the
-#: default loss is the stable one (this module is where the core may name a built-in).
-DIVERGENCE_ADVICE = "Try a smaller --lr, or --loss fused, which stays finite for any finite logits."
+
+def divergence_advice() -> str:
+    """What a divergence message advises when the loss has no divergence_hint of its own: the
+    default loss is the stable one (this module is where the core may name a built-in)."""
+    return f"Try a smaller {flag('lr')}, or {flag('loss', 'fused')}, which stays finite for any finite logits."
 
 #: The built-in metrics every run records without being asked, and the key each is recorded under
 #: (valid_acc, test_acc; valid_loss, test_loss): naming one with --metric adds nothing.
@@ -125,30 +128,32 @@ class Settings:
             return UsageError(f"{what}. {fix}")
 
         if not _is_int(self.epochs) or self.epochs < 1:
-            raise bad(f"--epochs must be a whole number of at least 1, got {self.epochs!r}",
+            raise bad(f"{flag('epochs')} must be a whole number of at least 1, got {self.epochs!r}",
                       "Train for one epoch or more.")
         if self.epochs > MAX_EPOCHS:
-            raise bad(f"--epochs must be at most {MAX_EPOCHS:,}, got {self.epochs:,}", "Train for fewer epochs.")
+            raise bad(f"{flag('epochs')} must be at most {MAX_EPOCHS:,}, got {self.epochs:,}",
+                      "Train for fewer epochs.")
         if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise bad(f"--batch-size must be a whole number of at least 1, got {self.batch_size!r}",
+            raise bad(f"{flag('batch_size')} must be a whole number of at least 1, got {self.batch_size!r}",
                       f"The textbook uses {Settings.batch_size}.")
         if self.batch_size > MAX_BATCH:
-            raise bad(f"--batch-size must be at most {MAX_BATCH:,} (2**31 - 1), got {self.batch_size:,}",
+            raise bad(f"{flag('batch_size')} must be at most {MAX_BATCH:,} (2**31 - 1), got {self.batch_size:,}",
                       "A batch is at most the whole training set; give a smaller one.")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) \
                 or self.lr <= 0:
-            raise bad(f"--lr must be a finite number above 0, got {self.lr!r}", f"The textbook uses {Settings.lr}.")
+            raise bad(f"{flag('lr')} must be a finite number above 0, got {self.lr!r}",
+                      f"The textbook uses {Settings.lr}.")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
-            raise bad(f"--seed must be a whole number from 0 to 2**63-1, got {self.seed!r}",
+            raise bad(f"{flag('seed')} must be a whole number from 0 to 2**63-1, got {self.seed!r}",
                       "Any such number repeats a CPU run exactly.")
         if self.threads is not None and (not _is_int(self.threads) or not 1 <= self.threads <= MAX_THREADS):
-            raise bad(f"--threads must be a whole number from 1 to {MAX_THREADS}, got {self.threads!r}",
+            raise bad(f"{flag('threads')} must be a whole number from 1 to {MAX_THREADS}, got {self.threads!r}",
                       "More threads than cores only make them wait for each other; leave it out to let the run choose.")
         if self.cuda_graphs is not None and not isinstance(self.cuda_graphs, bool):
             raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}",
                       "Leave it out to use them on CUDA whenever the run's parts allow it.")
         if not self.visualizers:
-            raise bad("no visualizer is selected", "Use --visualizer none to show nothing.")
+            raise bad("no visualizer is selected", f"Use {flag('visualizers', 'none')} to show nothing.")
         for row in ROWS:
             names = getattr(self, row.setting)
             if row.many and (not isinstance(names, (list, tuple)) or not all(isinstance(v, str) and v for v in names)):

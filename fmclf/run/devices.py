@@ -8,6 +8,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..errors import DeviceError
+from ..wording import flag
 
 if TYPE_CHECKING:
     from ..dist.launch import Launch
@@ -62,7 +63,8 @@ def resolve_device(spec: str):
         if not _mps_available():
             raise DeviceError(
                 f"device 'mps' is not available on this machine (it needs Apple silicon and a torch "
-                f"built with MPS). Available: {available}. Use --device cpu or --device auto."
+                f"built with MPS). Available: {available}. "
+                + f"Use {flag('device', 'cpu')} or {flag('device', 'auto')}."
             )
         return torch.device("mps")
     if not torch.cuda.is_available():
@@ -70,7 +72,7 @@ def resolve_device(spec: str):
                else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
         raise DeviceError(
             f"device {text!r} is not available: {why}. Available: {available}. "
-            f"Use --device cpu or --device auto."
+            f"Use {flag('device', 'cpu')} or {flag('device', 'auto')}."
         )
     n = torch.cuda.device_count()
     i = int(index) if index else torch.cuda.current_device()
@@ -95,31 +97,31 @@ def launch_device(spec: str, launch: Launch, backend: str):
     world = launch.world_size
     if kind == "mps":
         raise DeviceError(
-            f"--device mps cannot be shared by {world} processes: PyTorch has no collective "
-            f"backend for Apple's GPU, so they could not average their gradients. Use --device cpu "
-            f"under torchrun (gloo), or train in one process with --device mps."
+            f"{flag('device', 'mps')} cannot be shared by {world} processes: PyTorch has no collective "
+            f"backend for Apple's GPU, so they could not average their gradients. Use {flag('device', 'cpu')} "
+            f"under torchrun (gloo), or train in one process with {flag('device', 'mps')}."
         )
     if kind == "cpu" or (kind == "auto" and "nccl" not in backend):  # nccl: CUDA is there and usable
         return torch.device("cpu")
     resolve_device("cuda")  # the plain "no CUDA here" message when there is none
     if "nccl" not in backend:
         raise DeviceError(
-            f"--device {text} with {world} processes needs NCCL, which this torch lacks "
-            f"(its process group is {backend}). Use --device cpu, or a torch built with NCCL."
+            f"{flag('device', text)} with {world} processes needs NCCL, which this torch lacks "
+            f"(its process group is {backend}). Use {flag('device', 'cpu')}, or a torch built with NCCL."
         )
     count = torch.cuda.device_count()
     if index and launch.local_world_size > 1:
         raise DeviceError(
-            f"--device {text} names one GPU, but torchrun started {launch.local_world_size} "
+            f"{flag('device', text)} names one GPU, but torchrun started {launch.local_world_size} "
             f"processes on this node and each trains on the GPU of its local rank (cuda:LOCAL_RANK). "
-            f"Use --device cuda (or auto); choose the GPUs with CUDA_VISIBLE_DEVICES."
+            f"Use {flag('device', 'cuda')} (or auto); choose the GPUs with CUDA_VISIBLE_DEVICES."
         )
     i = int(index) if index else launch.local_rank
     if i >= count:
         raise DeviceError(
             f"process {launch.rank} (local rank {launch.local_rank}) trains on cuda:{i}, but this "
             f"node has {count} GPU(s). Start at most {count} process(es) per node "
-            f"(torchrun --nproc-per-node {count}), or use --device cpu."
+            f"(torchrun --nproc-per-node {count}), or use {flag('device', 'cpu')}."
         )
     torch.cuda.set_device(i)  # nccl's communicators and object collectives use the current device
     return torch.device("cuda", i)

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import atomic
 from ..errors import CheckpointError, OptionError, UsageError
+from ..wording import flag
 
 MiB = 2**20
 #: The most metrics.jsonl may hold (some 600 bytes an epoch: over 400000 epochs).
@@ -188,7 +189,7 @@ def create_new(path: pathlib.Path, *, unique: bool = False) -> tuple[pathlib.Pat
         from ..atomic import advice
 
         raise UsageError(f"cannot create the run folder {str(path)!r}: {exc.strerror or exc}. "
-                         f"{advice(exc, path)} Or choose another --out.") from None
+                         f"{advice(exc, path)} Or choose another {flag('out')}.") from None
 
 
 def holds_run(path: pathlib.Path) -> bool:
@@ -204,24 +205,27 @@ def check_new(path: pathlib.Path) -> pathlib.Path:
     report.md, pictures ... there, and a folder that is not a run may hold the user's
     own files of those names."""
     if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {str(path)!r} is a file, not a folder. Choose another --out.")
+        raise UsageError(f"{flag('out', path, quoted=True)} is a file, not a folder. Choose another {flag('out')}.")
     if not path.is_dir():
         return path
     if holds_run(path):
         raise UsageError(
-            f"--out {str(path)!r} already holds a run. Continue it with `fmclf run --resume {shlex.quote(str(path))}`, "
-            f"or choose another --out (leave it out for a fresh runs/... folder)."
+            f"{flag('out', path, quoted=True)} already holds a run. Continue it with "
+            f"`fmclf run --resume {shlex.quote(str(path))}`, or choose another {flag('out')} (leave it out for a fresh "
+            f"runs/... folder)."
         )
     try:
         others = sorted(name for name in os.listdir(path) if not is_own_leftover(name))
     except OSError as exc:
-        raise UsageError(f"--out {str(path)!r} cannot be read ({exc.strerror or exc}). Choose another --out.") from None
+        raise UsageError(f"{flag('out', path, quoted=True)} cannot be read ({exc.strerror or exc}). "
+                         f"Choose another {flag('out')}.") from None
     if others:
         shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
         raise UsageError(
-            f"--out {str(path)!r} is a folder that already holds files ({shown}) but no fmclf run. A run writes "
-            f"config.toml, metrics.jsonl, report.md, pictures and more into its folder and could overwrite yours, "
-            f"so it takes only a new or empty folder: choose another --out (leave it out for a fresh runs/... folder)."
+            f"{flag('out', path, quoted=True)} is a folder that already holds files ({shown}) but no fmclf run. A run "
+            f"writes config.toml, metrics.jsonl, report.md, pictures and more into its folder and could overwrite "
+            f"yours, so it takes only a new or empty folder: choose another {flag('out')} (leave it out for a fresh "
+            f"runs/... folder)."
         )
     return path
 

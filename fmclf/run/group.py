@@ -39,7 +39,7 @@ from ..errors import ConfigError, DivergenceError, FmclfError, Interrupted, Usag
 from ..host.batchable import batchable_of
 from ..host.loading import PluginHost
 from . import folder
-from .config import DIVERGENCE_ADVICE, RunConfig, load_config
+from .config import RunConfig, divergence_advice, load_config
 from .plan import Plan, resolve
 
 SPEC_FORMAT = "fmclf-group/1"
@@ -349,7 +349,7 @@ def _after_epoch(m: _Member, b: Any, epoch: int, writer: Any) -> None:
         return
     d = b.diverged
     loss = m.plan.records[_target(m.plan, "loss")]
-    text = (divergence_message(d.value, d.batch, d.batches, d.epoch, loss, m.parts.loss, DIVERGENCE_ADVICE)
+    text = (divergence_message(d.value, d.batch, d.batches, d.epoch, loss, m.parts.loss, divergence_advice())
             if d.batch else
             "training diverged: the model's weights became inf or nan in epoch "
             f"{d.epoch} although every batch loss was finite (an update overflowed). Try a smaller --lr. ")

@@ -24,6 +24,7 @@ from ..kinds import BY_NAME, core_params
 from ..train.blame import component_fault, memory_message, out_of_memory, torch_failed
 from ..train.engine import Parts
 from ..train.heldout import Metric
+from ..wording import flag
 from . import folder
 from .config import RECORDED_METRICS, RunConfig
 
@@ -70,7 +71,7 @@ def check_seed(plan: Plan) -> None:
     if plan.seed_drawn and env_flag(REQUIRE_SEED):
         raise UsageError(
             f"This run has no seed and would draw one, but {REQUIRE_SEED}=1 asks every run for a fixed seed "
-            "(a test suite sets it so that no result rests on a lucky draw). Pass --seed N, "
+            f"(a test suite sets it so that no result rests on a lucky draw). Pass {flag('seed', 'N')}, "
             f"or unset {REQUIRE_SEED} to let the run draw its seed.")
 
 
@@ -227,11 +228,11 @@ def check_processes(plan: Plan, world_size: int) -> None:
     b, w = plan.config.batch_size, world_size
     if b % w:
         lower = b // w * w
-        fits = f"--batch-size {lower} or {lower + w}" if lower else f"--batch-size {w}"
+        fits = f"{flag('batch_size', lower)} or {lower + w}" if lower else flag("batch_size", w)
         raise UsageError(
-            f"--batch-size {b} is the global batch, split evenly over the {w} processes, so it must be "
+            f"{flag('batch_size', b)} is the global batch, split evenly over the {w} processes, so it must be "
             f"a multiple of {w}. Use {fits}; each process then takes batch-size / {w} examples a step, "
-            f"and the run matches a one-process run with the same --batch-size."
+            f"and the run matches a one-process run with the same {flag('batch_size')}."
         )
     require_shardable(plan.records["dataset"])
 

@@ -17,23 +17,23 @@ from ..dist.comm import Solo, connect
 from ..errors import Interrupted, Stopped, UsageError
 from ..host.loading import PluginHost
 from ..host.registry import ComponentRecord
+from ..wording import flag
 from . import checkpoint as checkpoint_io
 from . import folder, processes, provenance, signals
 from .config import RunConfig
 from .devices import launch_device
 from .lock import RunLock
 from .plan import Plan, check_processes, python_only, resolve
-from .session import ReportMaker, RunResult, Session, Start, Voice, run_summary
+from .session import ReportMaker, RunResult, Session, Start, run_summary
 from .signals import handled
 
-__all__ = ["RunResult", "Voice", "run_new", "run_resume", "run_summary"]
+__all__ = ["RunResult", "run_new", "run_resume", "run_summary"]
 
 Echo = Callable[[str], None]
-_COMMAND_LINE = Voice()  #: the command line's words, the default
 
 
 def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[False] | None = None,
-            echo: Echo = print, objects: Mapping[str, ComponentRecord] | None = None, voice: Voice = _COMMAND_LINE,
+            echo: Echo = print, objects: Mapping[str, ComponentRecord] | None = None,
             checkpoints: bool = True, report: ReportMaker | None = None) -> RunResult:
     """Train a new run of ``config`` into ``out`` (default: a fresh ``runs/...`` folder; False: none at all).
 
@@ -51,7 +51,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
         if out is False:
             plan = _agreed(config, host, comm, objects=objects)
             prov = provenance.record(plan, host, plan.device, processes.describe(comm, plan.device))
-            return Session(plan, Start(None, prov=prov, checkpoints=checkpoints), comm, echo, voice, report).run()
+            return Session(plan, Start(None, prov=prov, checkpoints=checkpoints), comm, echo, report).run()
 
         def check_out(plan: Plan) -> None:
             out_dirs.append(pathlib.Path(out) if out is not None
@@ -76,7 +76,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
         try:
             run_dir = comm.on_root("creating the run folder", create)
             start = Start(run_dir, prov=prov, checkpoints=checkpoints)
-            return Session(plan, start, comm, echo, voice, report).run()
+            return Session(plan, start, comm, echo, report).run()
         except BaseException as exc:
             if isinstance(exc, (Stopped, Interrupted)):
                 signals.ending()  # the clean-up below runs to its end, whatever else arrives
@@ -95,7 +95,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
 
 
 def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, Any] | None = None, echo: Echo = print,
-               objects: Mapping[str, ComponentRecord] | None = None, voice: Voice = _COMMAND_LINE,
+               objects: Mapping[str, ComponentRecord] | None = None,
                report: ReportMaker | None = None) -> RunResult:
     """Continue the run in ``run_dir`` from its last checkpoint, holding its lock; ``overrides`` may set
     what :meth:`~fmclf.run.config.Settings.resumed_with` allows (``epochs`` to train further, ``device`` ...).
@@ -123,7 +123,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
             try:
                 found = comm.on_root("reading the run folder", read)
                 return _resume(run_dir, host, found, overrides or {}, echo, comm, objects or {},
-                               lambda plan, start: Session(plan, start, comm, echo, voice, report).run())
+                               lambda plan, start: Session(plan, start, comm, echo, report).run())
             except Stopped as exc:
                 signals.ending()
                 raise comm.alike(Interrupted(_after_stop(exc.signal, run_dir if lock.held else None, comm))) from None
@@ -165,8 +165,9 @@ def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -
     where = (f"has trained {done} epoch(s) and {batch} batch(es) of epoch {done + 1}" if batch else
              f"has trained {done} epoch(s)")
     raise UsageError(
-        f"--epochs {epochs} is fewer than {run_dir} has reached: it {where}, and its weights are those of that "
-        f"point, so it cannot end at epoch {epochs}. Pass --epochs {reached} or more (or leave --epochs out), or "
+        f"{flag('epochs', epochs)} is fewer than {run_dir} has reached: it {where}, and its weights are those of "
+        f"that point, so it cannot end at epoch {epochs}. Pass {flag('epochs', reached)} or more (or leave "
+        f"{flag('epochs')} out), or "
         f"start a new run with `fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))} --epochs {epochs}`."
     )
 
@@ -215,8 +216,8 @@ def _agreed(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Pl
 def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[str, Any], dict | None]:
     """A run folder's settings and checkpoint (None: it never wrote one), checked to fit this many processes."""
     if not (run_dir / folder.CONFIG).is_file():
-        raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run "
-                         f"printed at its start.")
+        raise UsageError(f"{flag('resume', run_dir, quoted=True)}: not a run folder (no {folder.CONFIG}). Pass the "
+                         f"folder a run printed at its start.")
     folder.check_files(run_dir)  # before anything is rewritten: a resume that cannot finish changes nothing
     settings, options = folder.read_config(run_dir)
     settings = provenance.pin_names(settings, run_dir)
@@ -228,7 +229,7 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
                else f"{trained_by} processes (torchrun, WORLD_SIZE={trained_by})")
         now = "one process" if comm.world_size == 1 else f"{comm.world_size} processes"
         raise UsageError(
-            f"--resume {str(run_dir)!r}: this run was trained by {how}, but {now} started to resume it. "
+            f"{flag('resume', run_dir, quoted=True)}: this run was trained by {how}, but {now} started to resume it. "
             f"Each process trains on its own shard of the data with its share of the batch, so a run resumes only "
             f"with the number of processes it started with; resume it with {how}, or start a new run with "
             f"--config {run_dir / folder.CONFIG}."

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .. import atomic
+from .. import atomic, wording
 from ..dist.comm import Solo
 from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, WriteError, to_stderr
 from ..train.engine import StopFlag, Trainer, TrainState
 from ..train.updaters import scheduler_of
 from . import checkpoint as checkpoint_io
 from . import folder, processes, signals, threads
-from .config import DIVERGENCE_ADVICE
+from .config import divergence_advice
 from .memory import describe as describe_memory
 from .memory import peak_memory
 from .plan import Plan, assemble, check_seed, check_shards, shard_args
@@ -89,16 +89,9 @@ class RunResult:
         )
 
 
-@dataclass(frozen=True)
-class Voice:
-    """Who started a run, and so how its messages say to go on: the command line's words by default.
-    ``fmclf.fit`` passes Python's (see :mod:`fmclf.interactive`)."""
-
-    #: the call that resumes a run folder; None: `fmclf run --resume`
-    resume: Callable[[pathlib.Path], str] | None = None
-    further: str = "pass --epochs N to train further"  #: for a run that already trained all its epochs
-    again: str = "Ctrl-C again"  #: how to stop at once after the first interrupt
-    notice: Callable[[str], None] | None = None  #: says so from the signal handler; None: straight to stderr's fd
+def _further() -> str:
+    """What a run that already trained all its epochs says to train it further."""
+    return f"pass {wording.flag('epochs', 'N')} to train further"
 
 
 class EpochLines:
@@ -131,9 +124,8 @@ class Start:
 class Session:
     """A run's steps over one plan (see the module's docstring); :meth:`run` takes them in order."""
 
-    def __init__(self, plan: Plan, start: Start, comm: Solo, echo: Echo, voice: Voice = Voice(),
-                 report: ReportMaker | None = None) -> None:
-        self.plan, self.start, self.comm, self.echo, self.voice = plan, start, comm, echo, voice
+    def __init__(self, plan: Plan, start: Start, comm: Solo, echo: Echo, report: ReportMaker | None = None) -> None:
+        self.plan, self.start, self.comm, self.echo = plan, start, comm, echo
         self.run_dir, self.prov = start.run_dir, start.prov
         self.make_report = report
         self.report: Report | None = None
@@ -198,13 +190,13 @@ class Session:
         finished, reported = comm.on_root("reading the run folder", lambda: (
             checkpoint_io.finished(run_dir), (run_dir / folder.REPORT).exists()))
         if state.epoch >= epochs and finished and reported:
-            self.echo(f"{run_dir}: already trained {state.epoch} epoch(s) of {epochs}; {self.voice.further}.")
+            self.echo(f"{run_dir}: already trained {state.epoch} epoch(s) of {epochs}; {_further()}.")
             return self._recorded(state, parts)
         if state.stopped is not None and state.batch == 0 and finished:
             if not self.start.extend:
                 s = state.stopped
                 self.echo(f"{run_dir}: stopped after epoch {s['epoch']} of {epochs} by {s['by']} ({s['reason']}); "
-                          f"{self.voice.further} anyway.")
+                          f"{_further()} anyway.")
                 return self._recorded(state, parts)
             state.stopped = None  # --epochs on a stopped run: train on, the callbacks keep their state
         self.redraw = state.epoch >= epochs and finished  # trained and saved; the pictures were cut short
@@ -276,7 +268,7 @@ class Session:
             stop=comm.watch(flag, plan.device), comm=comm,
             config={"run": dataclasses.asdict(config), "provenance": self.prov},
             cuda_graphs=config.cuda_graphs, graphs_decided=True,  # build() decided, and the plan records it
-            divergence_advice=DIVERGENCE_ADVICE, warn=processes.root_only(comm, to_stderr),
+            divergence_advice=divergence_advice(), warn=processes.root_only(comm, to_stderr),
             graph_fallback=self.echo if self.graphs_by_default else None,
         )
         started = time.perf_counter()
@@ -286,7 +278,8 @@ class Session:
             f"{_thread_note(self.chosen)}, seed {config.seed}; "
             + (f"run folder {run_dir}" if run_dir is not None else "no run folder")
         )
-        with stop_on_signals(flag, processes.root_only(comm, self.voice.notice or say), again=self.voice.again):
+        voice = wording.current()  # the front end's: fmclf.fit says to interrupt the kernel, and prints there
+        with stop_on_signals(flag, processes.root_only(comm, voice.notice or say), again=voice.again):
             try:
                 try:
                     state = trainer.fit(state)
@@ -302,8 +295,9 @@ class Session:
 
     def resume_how(self) -> str:
         """The command (or call) that continues this run."""
-        if self.voice.resume is not None:
-            return self.voice.resume(self.run_dir)  # type: ignore[arg-type]
+        resume = wording.current().resume
+        if resume is not None:
+            return resume(self.run_dir)
         return f"{processes.restart_command(self.comm.launch)} run --resume {shlex.quote(str(self.run_dir))}"
 
     def _kept_instead(self) -> str | None:

@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..wording import flag
+
 WAIT_POLICY = "OMP_WAIT_POLICY"
 #: Set by the user or by torchrun (1 per process): then torch's own count is the user's choice.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -83,7 +85,7 @@ def choose(requested: int | None, work: int, *, cpus: int, processes_here: int =
     process's share of the machine has (``cpus`` over the launch's processes on this node)
     for a larger one."""
     if requested is not None:
-        return Choice(requested, "--threads", chosen=False)
+        return Choice(requested, flag("threads"), chosen=False)
     named = next((var for var in THREAD_VARS if environ.get(var)), None)
     if named is not None and current is not None:
         return Choice(current, f"${named}", chosen=False)
@@ -129,10 +131,10 @@ class ContentionWatch:
     def _advice(self) -> str:
         """What the run could do about the contention, for its thread count."""
         if self.threads > 1:
-            return ("With several threads, each operation waits for the slowest of them; --threads 1 is often "
-                    "faster on a busy machine.")
+            return (f"With several threads, each operation waits for the slowest of them; {flag('threads', 1)} is "
+                    "often faster on a busy machine.")
         cpus = usable_cpus()
         if cpus > 1:  # on an overcommitted machine each thread gets its own share of the cores
-            return (f"The run trains on one thread; where other processes hold every core, --threads {cpus} gets "
-                    f"it a larger share of them.")
+            return (f"The run trains on one thread; where other processes hold every core, {flag('threads', cpus)} "
+                    f"gets it a larger share of them.")
         return "The run trains on one thread already; it speeds up again when the other work ends."

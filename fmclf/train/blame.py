@@ -18,6 +18,7 @@ from types import TracebackType
 
 from ..errors import ComponentError, DivergenceError, FmclfError, Stopped
 from ..host.registry import ComponentRecord
+from ..wording import Bare, flag, option
 
 
 class blame:
@@ -125,8 +126,8 @@ def memory_message(who: str, where: str, exc: BaseException) -> str:
         asked = " (" + first[first.index("tried to allocate"):].split(".")[0].split(";")[0].rstrip(")") + ")"
     return (
         f"the memory ran out {where}, in {who}{asked}. The settings ask for more memory than this machine (or "
-        f"device) has: use smaller ones (a smaller --batch-size; for the data set, options such as "
-        f"-o dataset.resize) or another --device."
+        f"device) has: use smaller ones (a smaller {flag('batch_size')}; for the data set, options such as "
+        f"{option('dataset', 'resize')}) or another {flag('device')}."
     )
 
 
@@ -159,12 +160,12 @@ class blame_update(blame):
     def diagnose(self, exc: BaseException) -> FmclfError | None:
         if not (isinstance(exc, OverflowError) or "overflow" in str(exc).lower()):
             return None
-        lr = f"--lr {self.lr:g}" if isinstance(self.lr, (int, float)) else "the learning rate"
+        lr = flag("lr", Bare(f"{self.lr:g}")) if isinstance(self.lr, (int, float)) else "the learning rate"
         at = self.where.replace("while updating ", "")
         return DivergenceError(
             f"training diverged: {self.describe()} could not take a step {at} with {lr}: {type(exc).__name__}: "
             f"{' '.join(str(exc).split())}. A step of that size overflows the weights' floating-point numbers; "
-            f"this is the learning rate's doing: use a much smaller --lr (the textbook uses 0.1)."
+            f"this is the learning rate's doing: use a much smaller {flag('lr')} (the textbook uses 0.1)."
         )
 
 

@@ -20,6 +20,7 @@ from .. import events
 from ..dist.comm import Solo
 from ..errors import ComponentError, DivergenceError, Interrupted, to_stderr
 from ..host.registry import ComponentRecord
+from ..wording import flag
 from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault
 from .graphs import GraphFailed
 from .heldout import HeldOut, Metric
@@ -133,12 +134,14 @@ class Trainer:
         config: dict[str, Any] | None = None,
         cuda_graphs: bool | None = None,
         graphs_decided: bool = False,
-        divergence_advice: str = "Try a smaller --lr, or a loss that stays finite for any finite logits.",
+        divergence_advice: str | None = None,
         warn: Callable[[str], None] | None = None,
         graph_fallback: Callable[[str], None] | None = None,
     ) -> None:
         self.parts = parts
-        self.divergence_advice = divergence_advice  #: said when the loss has no divergence_hint of its own
+        #: said when the loss has no divergence_hint of its own
+        self.divergence_advice = divergence_advice or (f"Try a smaller {flag('lr')}, or a loss that stays finite for "
+                                                       f"any finite logits.")
         self.device = device
         self.epochs = epochs
         self.run_dir = run_dir
@@ -547,7 +550,7 @@ class Trainer:
         if seen is not None and seen[0] == b and not bool(seen[1].detach().isfinite().all()):
             model = self.parts.records.get("model")
             hint = (f"The logits of {model.describe() if model else 'the model'} were already inf or nan on that "
-                    f"batch, before the loss: its weights (or its computation) overflowed. Try a smaller --lr.")
+                    f"batch, before the loss: its weights (or its computation) overflowed. Try a smaller {flag('lr')}.")
         raise DivergenceError(
             divergence_message(value, b, num_batches, epoch, self.parts.records.get("loss"), self.parts.loss,
                                self.divergence_advice, hint=hint),
@@ -560,11 +563,20 @@ def divergence_message(value: float, b: int, num_batches: int, epoch: int, recor
     """What a run says when batch ``b``'s summed loss was ``value`` (inf or nan): ``hint`` when given, else
     the loss's own ``divergence_hint`` when it has one, else ``advice``."""
     if hint is None:
-        hint = getattr(loss, "divergence_hint", None)
-    if not (isinstance(hint, str) and hint.strip()):
+        hint = divergence_hint(loss)
+    if not hint:
         hint = advice
     return (f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
             f"{epoch}{f' with {record.describe()}' if record else ''}. {hint.strip()} ")
+
+
+def divergence_hint(loss: Any) -> str | None:
+    """The loss's own ``divergence_hint``: a string, or a function returning one (called now, so that it
+    can name settings in the front end's words with :mod:`fmclf.wording`); None when it has none."""
+    hint = getattr(loss, "divergence_hint", None)
+    if callable(hint):
+        hint = hint()
+    return hint.strip() if isinstance(hint, str) and hint.strip() else None
 
 
 class LossWatch:

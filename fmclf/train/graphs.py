@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import UsageError
+from ..wording import flag
 
 WARMUP = 3  # the number PyTorch's CUDA-graph notes use
 
@@ -58,10 +59,10 @@ class GraphFailed(UsageError):
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         self.why = f"{what} failed ({type(exc).__name__}: {first})"
         super().__init__(
-            f"--cuda-graphs: {self.why}. A component reads a value back to the host during the step (.item(), "
-            "float(), a shape that depends on the data) or does something else a CUDA graph cannot hold. "
-            "Run with --no-cuda-graphs, or leave --cuda-graphs out: a run that did not ask for graphs falls back "
-            "to training kernel by kernel by itself."
+            f"{flag('cuda_graphs', True)}: {self.why}. A component reads a value back to the host during the step "
+            "(.item(), float(), a shape that depends on the data) or does something else a CUDA graph cannot hold. "
+            f"Run with {flag('cuda_graphs', False)}, or leave {flag('cuda_graphs')} out: a run that did not ask for "
+            "graphs falls back to training kernel by kernel by itself."
         )
 
 
@@ -69,8 +70,8 @@ def check_device(device: Any) -> None:
     """Raise a UsageError unless ``device`` is a CUDA device."""
     if getattr(device, "type", str(device)) != "cuda":
         raise UsageError(
-            f"--cuda-graphs needs a CUDA device, and this run is on {device}. "
-            "Use --device cuda (or auto on a machine with a GPU), or leave --cuda-graphs out."
+            f"{flag('cuda_graphs', True)} needs a CUDA device, and this run is on {device}. "
+            f"Use {flag('device', 'cuda')} (or auto on a machine with a GPU), or leave {flag('cuda_graphs')} out."
         )
 
 
@@ -80,14 +81,15 @@ def check_supported(device: Any, updater: Any, comm: Any, updater_name: str = "t
     check_device(device)
     if getattr(comm, "world_size", 1) > 1:
         raise UsageError(
-            "--cuda-graphs does not combine with distributed training (its gradient all-reduce is not captured). "
+            f"{flag('cuda_graphs', True)} does not combine with distributed training (its gradient all-reduce is not "
+            "captured). "
             "Leave one of them out."
         )
     if not getattr(updater, "capturable", False):
         raise UsageError(
-            f"--cuda-graphs needs an updater whose step a CUDA graph can replay (one that declares "
+            f"{flag('cuda_graphs', True)} needs an updater whose step a CUDA graph can replay (one that declares "
             f"capturable = True); {updater_name} does not. "
-            "Choose such an updater (`fmclf plugins --kind updater`), or leave --cuda-graphs out."
+            f"Choose such an updater (`fmclf plugins --kind updater`), or leave {flag('cuda_graphs')} out."
         )
 
 
@@ -113,8 +115,8 @@ def decide(requested: bool | None, device: Any, updater: Any, comm: Any,
 
 def off_note(why: str) -> str:
     """The one line a run prints when the default CUDA graphs cannot be used."""
-    return f"Note: CUDA graphs are off for this run: {why}; it trains kernel by kernel (--no-cuda-graphs says so " \
-           f"without this note)."
+    return f"Note: CUDA graphs are off for this run: {why}; it trains kernel by kernel ({flag('cuda_graphs', False)} " \
+           f"says so without this note)."
 
 
 def fits_epoch(batches: Any, device: Any, batch_listeners: bool) -> bool:

@@ -353,19 +353,62 @@ def test_errors_show_in_ipython_as_their_paragraph(monkeypatch):
         err._render_traceback_()
 
 
-def test_command_line_words_become_pythons():
-    from fmclf.host.loading import get_host
-    from fmclf.interactive import pythonic
+def test_fit_names_settings_in_pythons_words(tiny_data, tmp_path, capsys):
+    """Each message is worded where it is written, in the words of the front end that runs it
+    (fmclf.wording): fit's keywords, never the command line's flags."""
+    settings = {"out": False, **tiny(tiny_data)}
+    cases = [
+        ({"epochs": 0}, UsageError, "epochs must be a whole number of at least 1, got 0."),
+        ({"resize": 0}, UsageError, 'or pass e.g. options={"dataset": {"resize": 64}}.'),
+        ({"weight": []}, UsageError, 'e.g. options={"loss": {"weight": [1, 1, 2, ...]}}'),
+        ({"loss": "naive", "raw_pixels": True, "lr": 1.0, "epochs": 2}, fmclf.errors.DivergenceError,
+         'overflows when they grow; use loss="fused", or a smaller lr.'),
+    ]
+    for kwargs, error, says in cases:
+        with pytest.raises(error) as err:
+            fmclf.fit(**{**settings, **kwargs})
+        assert says in str(err.value), (kwargs, str(err.value))
+        assert "--" not in str(err.value) and "-o " not in str(err.value)
+    fmclf.fit(**{**settings, "out": tmp_path / "run", "epochs": 2})
+    fmclf.fit(resume=tmp_path / "run")
+    assert "already trained 2 epoch(s) of 2; pass epochs=N to train further." in capsys.readouterr().out
+    with pytest.raises(UsageError, match=r"^epochs=1 is fewer than .* Pass epochs=2 or more \(or leave epochs out\), "
+                                         r"or start a new run with `fmclf run --config .* --epochs 1`\.$"):
+        fmclf.fit(resume=tmp_path / "run", epochs=1)
+    from fmclf import wording
 
-    host = get_host()
-    assert pythonic("Try a smaller --lr, or --loss fused, which stays finite.", host) == \
-        'Try a smaller lr, or loss="fused", which stays finite.'
-    assert pythonic("--epochs must be a whole number, got 0; --epochs 3 works", host) == \
-        "epochs must be a whole number, got 0; epochs=3 works"
-    assert pythonic("set it with `-o model.hidden=VALUE`; see `fmclf run --config x`", host) == \
-        'set it with `options={"model": {"hidden": VALUE}}`; see `fmclf run --config x`'
-    assert pythonic("--out 'x' already holds a run (--visualizer may swap one)", host) == \
-        "out='x' already holds a run (visualizers may swap one)"
+    assert not wording.current().python  # fit's wording ends with its call
+
+
+def test_the_command_line_names_the_same_settings_with_flags(tiny_data, tmp_path):
+    data = ["--data-root", str(tiny_data), "-o", "dataset.verify=false", "--batch-size", "16", "--seed", "3",
+            "--device", "cpu", "--visualizer", "none"]
+    for args, says in [(["--epochs", "0"], "--epochs must be a whole number of at least 1, got 0."),
+                       (["-o", "dataset.resize=0"], "or pass e.g. -o dataset.resize=64."),
+                       (["--loss", "naive", "-o", "dataset.raw_pixels=true", "--lr", "1", "--epochs", "2"],
+                        "overflows when they grow; use --loss fused, or a smaller --lr.")]:
+        result = run_fmclf("run", *data, *args, "--out", str(tmp_path / args[1]))
+        assert says in result.stderr, (args, result.stderr)
+    assert run_fmclf("run", *data, "--epochs", "2", "--out", str(tmp_path / "run")).returncode == 0
+    fewer = run_fmclf("run", "--resume", str(tmp_path / "run"), "--epochs", "1")
+    assert "Pass --epochs 2 or more (or leave --epochs out)" in fewer.stderr, fewer.stderr
+
+
+def test_wording_names_flags_options_and_values_for_each_front_end():
+    from fmclf.wording import PYTHON, Bare, flag, option, speaking
+
+    said = lambda: [flag("batch_size"), flag("loss", "fused"), flag("epochs", "N"), flag("visualizers", "none"),  # noqa: E731
+                    flag("cuda_graphs", False), flag("out", "x", quoted=True), flag("lr", Bare("1e-05")),
+                    option("dataset", "verify", False), option("callback.early-stop", "mode", "min"),
+                    option("dataset", "resize")]
+    assert said() == ["--batch-size", "--loss fused", "--epochs N", "--visualizer none", "--no-cuda-graphs",
+                      "--out 'x'", "--lr 1e-05", "-o dataset.verify=false", "-o callback.early-stop.mode=min",
+                      "-o dataset.resize"]
+    with speaking(PYTHON):
+        assert said() == ["batch_size", 'loss="fused"', "epochs=N", 'visualizers="none"', "cuda_graphs=False",
+                          "out='x'", "lr=1e-05", 'options={"dataset": {"verify": False}}',
+                          'options={"callback.early-stop": {"mode": "min"}}', 'options={"dataset": {"resize": ...}}']
+    assert flag("epochs", 3) == "--epochs 3"  # the command line's again once the block ends
 
 
 def test_importing_fmclf_and_reaching_fit_import_no_torch():
