@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import sys
 import tempfile
 from typing import Any
@@ -47,7 +48,11 @@ def execute(path: pathlib.Path, cwd: pathlib.Path, *, timeout: int = 600, env: d
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, km=kernel_manager(cwd, {REQUIRE_SEED: "1", **(env or {})}), timeout=timeout,
                             resources={"metadata": {"path": str(cwd)}})
-    client.execute()
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        client.execute()
+    finally:  # jupyter_client's event loop puts Python's default SIGINT handler back, whatever was there
+        signal.signal(signal.SIGINT, sigint)
     return nb
 
 
