@@ -19,6 +19,7 @@ from .. import atomic, wording
 from ..dist.comm import Solo
 from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, WriteError, to_stderr
 from ..train.engine import StopFlag, Trainer, TrainState
+from ..train.graphs import choose as choose_graphs
 from ..train.updaters import scheduler_of
 from . import checkpoint as checkpoint_io
 from . import folder, processes, signals, threads
@@ -164,8 +165,10 @@ class Session:
         check_seed(plan)  # last before training: what fails sooner says so whatever the seed
         self.chosen = choose_threads(plan, parts, comm)
         self.graphs_by_default = plan.config.cuda_graphs is None
+        # The run's only decision of CUDA graphs: the plan records it (so config.toml holds it), the Trainer takes it.
+        graphs = choose_graphs(plan.config.cuda_graphs, plan.device, parts.updater, comm, parts.records, self.echo)
         self.plan = plan.decided(threads=self.chosen.threads if self.chosen else plan.config.threads,
-                                 cuda_graphs=_choose_graphs(plan, parts, comm, self.echo))
+                                 cuda_graphs=graphs)
         if self.chosen is not None and "threads" in self.prov and "resumed" not in self.prov:  # recorded before
             self.prov["threads"] = self.chosen.threads
         return parts
@@ -406,20 +409,6 @@ def choose_threads(plan: Plan, parts: Any, comm: Solo) -> threads.Choice | None:
                             current=torch.get_num_threads())
     threads.apply(choice)
     return choice
-
-
-def _choose_graphs(plan: Plan, parts: Any, comm: Solo, echo: Echo) -> bool:
-    """Whether the training is captured in CUDA graphs (see :func:`fmclf.train.graphs.decide`), saying
-    in one line why not when the default cannot be honoured. The run's only decision of it: the caller
-    records it in the plan (so config.toml holds it), and the Trainer takes it from there."""
-    from ..train.graphs import decide
-
-    record = parts.records.get("updater")
-    use, note = decide(plan.config.cuda_graphs, plan.device, parts.updater, comm,
-                       record.describe() if record else "the updater")
-    if note:
-        echo(note)
-    return use
 
 
 def _different_weights(record: dict[str, Any] | None, comm: Solo,

@@ -187,14 +187,10 @@ class Trainer:
     def _decide_graphs(self, requested: bool | None) -> bool:
         """Whether a Trainer used on its own captures (:func:`~fmclf.train.graphs.decide`), saying why not
         when the default cannot be honoured."""
-        from .graphs import decide
+        from .graphs import choose
 
-        record = self.parts.records.get("updater")
-        use, note = decide(requested, self.device, self.updater, self.comm,
-                           record.describe() if record else "the updater")
-        if note:
-            (self.graph_fallback or self.warn)(note)
-        return use
+        return choose(requested, self.device, self.updater, self.comm, self.parts.records,
+                      self.graph_fallback or self.warn)
 
     def _graphs(self, use: bool) -> bool:
         """The units a decided ``use`` captures: the whole epoch when it fits one graph, else each step."""

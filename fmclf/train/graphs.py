@@ -82,8 +82,7 @@ def check_supported(device: Any, updater: Any, comm: Any, updater_name: str = "t
     if getattr(comm, "world_size", 1) > 1:
         raise UsageError(
             f"{flag('cuda_graphs', True)} does not combine with distributed training (its gradient all-reduce is not "
-            "captured). "
-            "Leave one of them out."
+            "captured). Leave one of them out."
         )
     if not getattr(updater, "capturable", False):
         raise UsageError(
@@ -111,6 +110,17 @@ def decide(requested: bool | None, device: Any, updater: Any, comm: Any,
     if not getattr(updater, "capturable", False):
         return False, off_note(f"{updater_name} does not declare capturable = True")
     return True, None
+
+
+def choose(requested: bool | None, device: Any, updater: Any, comm: Any, records: Any,
+           say: Callable[[str], None]) -> bool:
+    """:func:`decide` for a run's parts (``records`` names the updater in its messages), saying the note
+    of a default that cannot be honoured with ``say``."""
+    record = records.get("updater")
+    use, note = decide(requested, device, updater, comm, record.describe() if record else "the updater")
+    if note:
+        say(note)
+    return use
 
 
 def off_note(why: str) -> str:
