@@ -118,11 +118,13 @@ def check_weights(parts: Parts, state: TrainState) -> None:
     params = [p.detach() for p in parts.model.parameters()]
     if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
         epoch = state.epoch if state.batch == 0 else state.epoch + 1
-        raise DivergenceError(
-            f"training diverged: the model's weights became inf or nan in epoch {epoch} although every batch "
-            f"loss was finite (an update overflowed). Try a smaller {flag('lr')}.",
-            epoch=epoch, batch=state.batch or None,
-        )
+        raise DivergenceError(weights_overflowed(epoch), epoch=epoch, batch=state.batch or None)
+
+
+def weights_overflowed(epoch: int) -> str:
+    """What a run says when its weights became inf or nan in ``epoch`` while every batch loss was finite."""
+    return (f"training diverged: the model's weights became inf or nan in epoch {epoch} although every batch "
+            f"loss was finite (an update overflowed). Try a smaller {flag('lr')}.")
 
 
 def global_state(state: TrainState, comm: Any) -> dict[str, Any]:

@@ -241,11 +241,11 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
     from . import checkpoint as checkpoint_io
     from . import processes, provenance
     from .plan import assemble, assemble_on
-    from .runner import _prepare
+    from .runner import prepare
     from .session import HEADER, choose_threads
 
     first = members[0]
-    plan, device = _prepare(first.plan.config, host, comm)
+    plan, device = prepare(first.plan.config, host, comm)
     parts = assemble(plan, device=device)
     dataset = parts.dataset
     if not isinstance(dataset.train, TensorBatches) or not isinstance(dataset.test, TensorBatches):
@@ -350,9 +350,7 @@ def _after_epoch(m: _Member, b: Any, epoch: int, writer: Any) -> None:
     d = b.diverged
     loss = m.plan.records[_target(m.plan, "loss")]
     text = (divergence_message(d.value, d.batch, d.batches, d.epoch, loss, m.parts.loss, divergence_advice())
-            if d.batch else
-            "training diverged: the model's weights became inf or nan in epoch "
-            f"{d.epoch} although every batch loss was finite (an update overflowed). Try a smaller --lr. ")
+            if d.batch else checkpoint_io.weights_overflowed(d.epoch))
     keeps = kept((d.epoch - 1, 0) if d.epoch > 1 else None)
     error = DivergenceError(f"{text.strip()} The run folder {m.spec.run_dir} {keeps}.")
     writer.flush()  # its last checkpoint is on disk before its status says what it keeps

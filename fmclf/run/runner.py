@@ -172,7 +172,7 @@ def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -
     )
 
 
-def _prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None,
+def prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None,
              objects: Mapping[str, ComponentRecord] | None = None) -> tuple[Plan, Any]:
     """Resolve the plan, ``check`` it (no torch yet), then the device; refuse what cannot run in these processes.
     Returns the plan, which holds the device, and the device."""
@@ -202,9 +202,9 @@ def _prepare_device(config: RunConfig, device: Any) -> None:
 
 def _agreed(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None,
             objects: Mapping[str, ComponentRecord] | None = None) -> Plan:
-    """:func:`_prepare` in every process, which must run the same settings with the same plugins; rank 0's
+    """`prepare` in every process, which must run the same settings with the same plugins; rank 0's
     drawn seed is everyone's."""
-    plan, device = comm.agree("checking the settings", lambda: _prepare(config, host, comm, check, objects))
+    plan, device = comm.agree("checking the settings", lambda: prepare(config, host, comm, check, objects))
     settings = {k: v for k, v in dataclasses.asdict(plan.config).items() if k != "seed"}
     comm.same_everywhere(
         "their settings", {**settings, "components": plan.components(), "device": getattr(device, "type", str(device))},
@@ -221,7 +221,7 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
     folder.check_files(run_dir)  # before anything is rewritten: a resume that cannot finish changes nothing
     settings, options = folder.read_config(run_dir)
     settings = provenance.pin_names(settings, run_dir)
-    signals.import_torch()  # see _prepare
+    signals.import_torch()  # see prepare
     checkpoint = checkpoint_io.load(run_dir)
     trained_by = checkpoint.get("world_size", 1) if checkpoint is not None else comm.world_size
     if trained_by != comm.world_size:
