@@ -127,20 +127,19 @@ def run_job(args: Sequence[str], log: str | os.PathLike, *, env: Mapping[str, st
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, stop)
 
-        sent = interrupts = 0
+        sent = interrupted = False
         while True:
             try:  # polled, not waited for: a signal handler of this process may wait for the job too
                 while process.poll() is None:
                     if not sent and stop_file is not None and os.path.lexists(stop_file):
-                        sent += 1
                         send()
+                        sent = True
                     time.sleep(0.2)
                 return process.returncode
             except KeyboardInterrupt:  # the stop file's request and Ray's cancel are one request
-                interrupts += 1
-                if interrupts > 1 or not sent:
-                    sent += 1
+                if interrupted or not sent:
                     send()
+                sent = interrupted = True
 
 
 def _child_setup(ignore: Sequence[int]) -> Callable[[], None]:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ... import atomic
 from ...errors import Interrupted, UsageError
 from ...run.signals import say
 from ..executor import Job, Outcome, _signals
@@ -73,11 +74,11 @@ class RayExecutor:
         :class:`~fmclf.compare.executor.Executor`)."""
         import ray
 
+        if not jobs:  # nothing to start a cluster connection for
+            return
         ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
         task = ray.remote(run_job).options(num_cpus=self.threads, num_gpus=self.gpus, max_retries=self.retries,
                                            retry_exceptions=False)
-        if not jobs:
-            return
         # Asked to stop, every task is told through this file too (read on a file system all nodes share).
         stop_file = pathlib.Path(jobs[0].log).parent / STOP_FILE
         stop_file.unlink(missing_ok=True)  # an earlier stop's: this invocation continues
@@ -101,8 +102,8 @@ class RayExecutor:
                         running[ref] = (job, time.perf_counter())
                     if len(requests) > sent:  # a stop: Ray raises KeyboardInterrupt in each task, run_job signals
                         if not sent:
-                            with contextlib.suppress(OSError):  # the cancel below still asks
-                                os.close(os.open(stop_file, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+                            with contextlib.suppress(OSError, atomic.RefusedFile):  # the cancel below still asks
+                                os.close(atomic.open_owned(stop_file, os.O_WRONLY | os.O_CREAT))
                         for ref in running:
                             ray.cancel(ref, force=False)
                         sent = len(requests)
