@@ -23,7 +23,7 @@ from ..host.loading import PluginHost
 from ..run import folder
 from ..run.group import MemberSpec, batch_key, write_spec
 from ..run.plan import resolve
-from .executor import Job, Outcome
+from .executor import Call, Job, Outcome
 from .jobs import JOBS, NEW, RESUME, Run
 
 #: Members of one group when ``--batch-models`` does not say: the parameters, gradients and gathered
@@ -47,8 +47,9 @@ def plan_jobs(todo: Sequence[Run], host: PluginHost, plugin_args: Sequence[str],
     """The jobs that train ``todo``: groups where runs may train together (unless ``batch`` is False),
     single runs otherwise. Writes each group's spec into ``root``/jobs/."""
     out = Grouping()
+    plugins = tuple(plugin_args[1::2])  # the specs of the ``-p SPEC`` pairs
     if not batch:
-        out.jobs = [Job(r.name, (*plugin_args, *r.args()), r.log) for r in todo]
+        out.jobs = [Job(r.name, r.call(plugins), r.log) for r in todo]
         return out
     cap = max_models or DEFAULT_MAX_MODELS
     keyed: dict[str, list[Run]] = {}
@@ -72,9 +73,9 @@ def plan_jobs(todo: Sequence[Run], host: PluginHost, plugin_args: Sequence[str],
         spec = root / JOBS / f"{name}.json"
         write_spec(spec, [MemberSpec(r.name, r.run_dir, r.settings_file if r.state == NEW else None, r.log)
                           for r in runs])
-        out.jobs.append(Job(name, (*plugin_args, "run-group", str(spec)), root / JOBS / f"{name}.log"))
+        out.jobs.append(Job(name, Call(group=spec, plugins=plugins), root / JOBS / f"{name}.log"))
         out.members[name] = runs
-    out.jobs += [Job(r.name, (*plugin_args, *r.args()), r.log) for r, _ in alone]
+    out.jobs += [Job(r.name, r.call(plugins), r.log) for r, _ in alone]
     if groups:
         out.lines.append(f"batched: {sum(len(g) for g in groups)} run(s) in {len(groups)} group(s) of up to "
                          f"{max(len(g) for g in groups)}, each trained as one computation in one process "
@@ -132,7 +133,7 @@ def unfold(outcome: Outcome, grouping: Grouping, done: Callable[[Outcome], None]
         else:  # the group failed as a whole: its error is each member's reason
             code = outcome.returncode or 1
             _copy_log(outcome.job.log, run.log)
-        done(Outcome(Job(run.name, outcome.job.args, run.log), code, outcome.seconds))
+        done(Outcome(Job(run.name, outcome.job.call, run.log), code, outcome.seconds))
 
 
 def _copy_log(source: pathlib.Path, target: pathlib.Path) -> None:

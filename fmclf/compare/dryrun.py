@@ -9,6 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..kinds import ROWS
+from ..run.config import OWN_SETTINGS
+from ..wording import flag
 from .grid import Cell, varying
 from .jobs import FAILED, FINISHED, NEW, Run
 from .tuning import Protocol
@@ -28,10 +31,11 @@ class Preview:
 
 
 def _settings(config: Any) -> str:
-    """The settings a run starts from, as ``fmclf run`` flags."""
-    parts = [f"--dataset {config.dataset}", f"--model {config.model}", f"--loss {config.loss}",
-             f"--updater {config.updater}", f"--epochs {config.epochs}", f"--batch-size {config.batch_size}",
-             f"--lr {config.lr!r}", f"--seed {config.seed}", f"--device {config.device}"]
+    """The settings a run starts from, as ``fmclf run`` flags: its components (not the visualizers, which
+    are the comparison's), every setting it gives a value, and its components' options."""
+    parts = [f"{row.flag} {shlex.quote(name)}" for row in ROWS if row.name != "visualizer"
+             for name in (getattr(config, row.setting) if row.many else [getattr(config, row.setting)])]
+    parts += [flag(name, getattr(config, name)) for name in OWN_SETTINGS if getattr(config, name) is not None]
     parts += [f"-o {shlex.quote(f'{t}.{k}={v}')}" for t, opts in sorted(config.options.items())
               for k, v in sorted(opts.items()) if not t.startswith("visualizer")]
     return " ".join(parts)
@@ -42,7 +46,7 @@ def _command(run: Run, plugin_args: Sequence[str]) -> str:
     head = f"fmclf {plugins + ' ' if plugins else ''}"
     if run.state == NEW:
         return f"{head}run {_settings(run.config)} --out {shlex.quote(str(run.run_dir))}"
-    return head + " ".join(shlex.quote(a) for a in run.args())
+    return head + " ".join(shlex.quote(a) for a in run.call().args)
 
 
 def show(preview: Preview, out: pathlib.Path, echo: Callable[[str], None]) -> None:

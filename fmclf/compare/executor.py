@@ -1,12 +1,15 @@
 """Where a comparison's runs execute.
 
-A run is a command line, ``fmclf run ...``, that writes its own run folder:
-everything an executor needs to know is in :class:`Job`, and everything the
-comparison needs back is the exit code (the rest is on disk). So an executor
-is small: :class:`Executor` is the whole interface. :class:`LocalExecutor`
-runs up to ``workers`` jobs side by side as subprocesses of this machine;
-:class:`InProcessExecutor` runs them one after the other in this process
-(``--jobs 1``: no interpreter and torch start-up per run).
+A job is a :class:`Call` of the Python API (start a run from its settings
+file, resume a run folder, train a batched group) that writes its own run
+folder: everything an executor needs to know is in :class:`Job`, and
+everything the comparison needs back is the exit code (the rest is on disk).
+So an executor is small: :class:`Executor` is the whole interface.
+:class:`InProcessExecutor` makes each call in this process, one after the
+other (``--jobs 1``: no interpreter and torch start-up per run);
+:class:`LocalExecutor` runs up to ``workers`` jobs side by side, each in a
+process of its own started with the call's ``fmclf`` arguments
+(:attr:`Call.args`).
 
 Another executor (a Ray or Dask cluster, a SLURM array) implements the same
 ``run`` method: start each job's command where the comparison folder is
@@ -33,16 +36,59 @@ from typing import Any, Protocol
 
 from .. import atomic
 from ..errors import FmclfError, Interrupted, UsageError, said, stopped, to_stderr
+from ..run import folder
 from ..run.signals import say
+
+#: The ``fmclf run`` flag of each setting a resumed run may be given (see :attr:`Call.overrides`).
+_RESUME_FLAGS = {"epochs": "--epochs", "device": "--device", "threads": "--threads"}
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a job does, in the terms of the Python API (:func:`run_job` makes it): a new run from the
+    settings file ``settings`` into ``out``; the run folder ``out`` resumed with ``overrides``; or the
+    batched group ``group``. ``plugins`` are the ``-p`` specs its process loads."""
+
+    out: pathlib.Path | None = None
+    settings: pathlib.Path | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()  #: ``(setting, value)``: epochs, device, cuda_graphs, threads
+    group: pathlib.Path | None = None
+    plugins: tuple[str, ...] = ()
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The same call as ``fmclf`` arguments, for a job that runs in a process of its own."""
+        head = tuple(a for spec in self.plugins for a in ("-p", spec))
+        if self.group is not None:
+            return (*head, "run-group", str(self.group))
+        if self.settings is not None:
+            return (*head, "run", "--config", str(self.settings), "--out", str(self.out))
+        tail: list[str] = []
+        for key, value in self.overrides:
+            tail += ([f"--{'' if value else 'no-'}cuda-graphs"] if key == "cuda_graphs"
+                     else [_RESUME_FLAGS[key], str(value)])
+        return (*head, "run", "--resume", str(self.out), *tail)
+
+    def continuing(self) -> Call:
+        """This call, or, when it starts a new run whose folder an earlier attempt already began (a cluster
+        ran the job again), the call that resumes that folder: its settings are in its config.toml."""
+        if self.settings is None or self.out is None or not (self.out / folder.CONFIG).is_file():
+            return self
+        return Call(out=self.out, plugins=self.plugins)
 
 
 @dataclass(frozen=True)
 class Job:
-    """One run to execute: the arguments after ``fmclf``, and where its output goes."""
+    """One run or group to execute: its name, what it does, and where its output goes."""
 
     name: str
-    args: tuple[str, ...]
+    call: Call
     log: pathlib.Path
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The arguments after ``fmclf`` that do this job in a process of its own."""
+        return self.call.args
 
 
 @dataclass(frozen=True)
@@ -186,14 +232,14 @@ def _die_with_parent() -> Callable[[], None] | None:
     return setup
 
 
-def run_job(args: Sequence[str]) -> int:
-    """A job's ``fmclf ARGS`` (``[-p PLUGIN ...] run ...`` or ``run-group SPEC``) through the Python API
-    in this process, printing what the command prints; its exit code."""
+def run_job(call: Call) -> int:
+    """Make ``call`` through the Python API in this process, printing what ``fmclf`` with its
+    :attr:`~Call.args` prints; its exit code."""
     from ..run import signals
     from ..train.blame import torch_failed
 
     try:
-        return _job(list(args))
+        return _job(call)
     except FmclfError as exc:
         signals.ending()  # a signal now must not cut the message short
         to_stderr(said(exc))
@@ -210,74 +256,43 @@ def run_job(args: Sequence[str]) -> int:
         return 1
 
 
-#: The flags a comparison's ``run`` jobs pass (see fmclf.compare.jobs), each with the setting it sets.
-_RUN_FLAGS = {"--config": "config", "--out": "out", "--resume": "resume", "--epochs": "epochs", "--device": "device",
-              "--threads": "threads"}
-
-
-def _job(args: list[str]) -> int:
+def _job(call: Call) -> int:
     from ..draw.report import RunReport, write_report
     from ..host.loading import load_plugins, set_host
     from ..run.config import RunConfig, load_config, merge
+    from ..run.runner import run_new, run_resume
 
-    flags = []
-    while args[:1] in (["-p"], ["--plugin"]) and len(args) > 1:
-        flags.append(args[1])
-        args = args[2:]
-    include, block = [f for f in flags if not f.startswith("no:")], [f[3:] for f in flags if f.startswith("no:")]
-    host = load_plugins(include=include, block=block)
+    host = load_plugins(include=[p for p in call.plugins if not p.startswith("no:")],
+                        block=[p[3:] for p in call.plugins if p.startswith("no:")])
     set_host(host)
     for warning in host.warnings():
         to_stderr(f"Warning: {warning}")
-    if len(args) == 2 and args[0] == "run-group":
+    if call.group is not None:
         from ..run.group import run_group
 
-        return run_group(pathlib.Path(args[1]), host, echo=print, report=write_report)
-    given = _run_flags(args)
-    if "resume" in given:
-        from ..run.runner import run_resume
-
-        overrides = {k: int(v) if k in ("epochs", "threads") else v for k, v in given.items() if k != "resume"}
-        result = run_resume(pathlib.Path(given["resume"]), host, overrides=overrides, echo=print, report=RunReport)
+        return run_group(call.group, host, echo=print, report=write_report)
+    if call.out is None:
+        raise UsageError("a comparison's job names the run folder it writes; this one names none.")
+    if call.settings is None:
+        result = run_resume(call.out, host, overrides=dict(call.overrides), echo=print, report=RunReport)
     else:
-        from ..run.runner import run_new
-
-        config = merge(RunConfig(), set(), *load_config(given["config"]))
-        result = run_new(config, host, out=pathlib.Path(given["out"]), echo=print, report=RunReport)
+        config = merge(RunConfig(), set(), *load_config(call.settings))
+        result = run_new(config, host, out=call.out, echo=print, report=RunReport)
     if result.trained_epochs:
         print(result.describe(), flush=True)
     return 0
 
 
-def _run_flags(args: list[str]) -> dict[str, Any]:
-    """The settings of a comparison's ``run ...`` job; anything else is refused (exit 2)."""
-    given: dict[str, Any] = {}
-    rest = args[1:] if args[:1] == ["run"] else None
-    while rest:
-        flag = rest.pop(0)
-        if flag in ("--cuda-graphs", "--no-cuda-graphs"):
-            given["cuda_graphs"] = flag == "--cuda-graphs"
-        elif flag in _RUN_FLAGS and rest:
-            given[_RUN_FLAGS[flag]] = rest.pop(0)
-        else:
-            rest = None
-            break
-    if rest is None or not ("resume" in given or {"config", "out"} <= set(given)):
-        raise UsageError(f"an in-process job runs a comparison's `fmclf run` or `fmclf run-group`, not `fmclf "
-                         f"{' '.join(args)}`.")
-    return given
-
-
 @dataclass
 class InProcessExecutor:
-    """One job at a time, each ``fmclf ARGS`` run in this process (:func:`run_job`: the Python API, not the
+    """One job at a time, each call made in this process (:func:`run_job`: the Python API, not the
     command line) with its output sent to the job's log. Ctrl-C reaches the run in flight, which checkpoints and
     exits 130; then no further job starts. A signal the run absorbed (one that came
     after its last batch) stops the comparison too. torch's global state (default
     dtype, grad mode, deterministic flags, threads, RNG) is put back after each job,
     so no run changes what the next one sees; ``note`` says which run changed it."""
 
-    main: Callable[[list[str]], int] = run_job
+    main: Callable[[Call], int] = run_job
     workers: int = 1
     note: Callable[[str], None] = say
 
@@ -294,7 +309,7 @@ class InProcessExecutor:
                     print(f"$ fmclf {' '.join(job.args)}", flush=True)
                     with torch_state_kept() as changed:
                         try:
-                            code = self.main(list(job.args))
+                            code = self.main(job.call)
                         except KeyboardInterrupt:
                             code = 130
                         except Exception as exc:  # a crash in one run is that run's failure, not the comparison's

@@ -2,7 +2,7 @@
 
 ``DIR/runs/NAME`` is an ordinary run folder. Beside it, ``DIR/jobs/`` keeps
 what the comparison itself needs: ``NAME.toml`` (the settings a new run
-starts from, read by ``fmclf run --config``), ``NAME.log`` (its output) and,
+starts from, read as a run's config file), ``NAME.log`` (its output) and,
 for a run that failed, ``NAME.json`` (its exit code and one-line reason), so
 the next invocation reports it instead of training it again. Importing this
 module imports no torch.
@@ -15,6 +15,7 @@ import dataclasses
 import os
 import pathlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..host.loading import PluginHost
 from ..run import folder
 from ..run.config import RESUMABLE, RunConfig
 from ..run.plan import resolve
+from .executor import Call
 from .grid import Cell
 
 RUNS, JOBS = "runs", "jobs"
@@ -66,15 +68,17 @@ class Run:
     def failure_file(self) -> pathlib.Path:
         return self.root / JOBS / f"{self.name}.json"
 
-    def args(self) -> list[str]:
-        """The ``fmclf run`` arguments that do what the run needs next."""
+    def call(self, plugins: Sequence[str] = ()) -> Call:
+        """The call that does what the run needs next, in a process that loads ``plugins``."""
         c = self.config
         if self.state == NEW:
-            return ["run", "--config", str(self.settings_file), "--out", str(self.run_dir)]
-        args = ["run", "--resume", str(self.run_dir), "--epochs", str(c.epochs), "--device", c.device]
+            return Call(out=self.run_dir, settings=self.settings_file, plugins=tuple(plugins))
+        overrides: dict[str, Any] = {"epochs": c.epochs, "device": c.device}
         if c.cuda_graphs is not None:  # unset: the resumed run decides, as the first one did
-            args.append("--cuda-graphs" if c.cuda_graphs else "--no-cuda-graphs")
-        return args + (["--threads", str(c.threads)] if c.threads is not None else [])
+            overrides["cuda_graphs"] = c.cuda_graphs
+        if c.threads is not None:
+            overrides["threads"] = c.threads
+        return Call(out=self.run_dir, overrides=tuple(overrides.items()), plugins=tuple(plugins))
 
 
 def runs_of(cells: list[Cell], seeds: list[int], root: pathlib.Path, threads: int | None) -> list[Run]:

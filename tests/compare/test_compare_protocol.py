@@ -15,7 +15,7 @@ from test_compare_runs import tiny
 
 from fmclf.cli import cli
 from fmclf.compare import results
-from fmclf.compare.executor import InProcessExecutor, Job
+from fmclf.compare.executor import Call, InProcessExecutor, Job
 from fmclf.errors import Interrupted
 from fmclf.run import folder, lock
 
@@ -111,14 +111,14 @@ def test_a_signal_a_run_absorbed_after_its_last_batch_stops_the_comparison(tmp_p
 
     started = []
 
-    def main(args: list[str]) -> int:
-        started.append(args[0])
+    def main(call: Call) -> int:
+        started.append(call.out.name)
         with signals.stop_on_signals(StopFlag(), echo=lambda text: None):
             os.kill(os.getpid(), signal.SIGINT)  # the run notes the request, finishes its epoch and exits 0
         return 0
 
     ended = []
-    jobs = [Job(name, (name,), tmp_path / f"{name}.log") for name in ("a", "b")]
+    jobs = [Job(name, Call(out=tmp_path / name), tmp_path / f"{name}.log") for name in ("a", "b")]
     with pytest.raises(Interrupted, match="1 job"):
         InProcessExecutor(main=main, note=lambda text: None).run(jobs, ended.append)
     assert started == ["a"] and [o.returncode for o in ended] == [0]
@@ -129,15 +129,15 @@ def test_an_in_process_run_cannot_change_what_the_next_one_sees(tmp_path):
 
     seen, notes = [], []
 
-    def main(args: list[str]) -> int:
+    def main(call: Call) -> int:
         seen.append((torch.get_default_dtype(), torch.is_grad_enabled(), torch.rand(1).item()))
-        if args[0] == "bad":
+        if call.out.name == "bad":
             torch.set_default_dtype(torch.float64)
             torch.set_grad_enabled(False)
         return 0
 
     torch.manual_seed(0)
-    jobs = [Job(name, (name,), tmp_path / f"{name}.log") for name in ("bad", "good")]
+    jobs = [Job(name, Call(out=tmp_path / name), tmp_path / f"{name}.log") for name in ("bad", "good")]
     InProcessExecutor(main=main, note=notes.append).run(jobs, lambda outcome: None)
     assert seen[1][:2] == (torch.float32, True) and torch.get_default_dtype() == torch.float32
     assert seen[0][2] == seen[1][2]  # the random generator is put back too

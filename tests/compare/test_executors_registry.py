@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from fmclf.cli import cli
 from fmclf.compare import executors
-from fmclf.compare.executor import InProcessExecutor, Job, LocalExecutor
+from fmclf.compare.executor import Call, InProcessExecutor, Job, LocalExecutor
 from fmclf.compare.executors import ExecutorSettings, local, node, slurm_array
 from fmclf.errors import Interrupted, UsageError
 
@@ -112,16 +112,18 @@ def test_a_broken_third_party_executor_is_named_not_a_traceback(tmp_path, monkey
 
 def test_a_new_run_whose_folder_an_earlier_attempt_began_is_resumed(tmp_path):
     run = tmp_path / "runs" / "a"
-    args = ("-p", "x", "run", "--config", str(tmp_path / "a.toml"), "--out", str(run))
-    assert node.continuing(args) == args  # nothing there yet: start it
+    call = Call(out=run, settings=tmp_path / "a.toml", plugins=("x",))
+    assert call.args == ("-p", "x", "run", "--config", str(tmp_path / "a.toml"), "--out", str(run))
+    assert call.continuing() == call  # nothing there yet: start it
     run.mkdir(parents=True)
-    assert node.continuing(args) == args  # an empty folder: still a new run
+    assert call.continuing() == call  # an empty folder: still a new run
     (run / "config.toml").write_text("")
-    assert node.continuing(args) == ("-p", "x", "run", "--resume", str(run))
-    resume = ("run", "--resume", str(run), "--epochs", "3")
-    assert node.continuing(resume) == resume and node.run_folder(resume) == run
-    assert node.continuing(("plugins",)) == ("plugins",) and node.run_folder(("plugins",)) is None
-    assert node.run_folder(args) == run
+    assert call.continuing().args == ("-p", "x", "run", "--resume", str(run))
+    resume = Call(out=run, overrides=(("epochs", 3), ("cuda_graphs", False)))
+    assert resume.continuing() == resume and resume.args == ("run", "--resume", str(run), "--epochs", "3",
+                                                             "--no-cuda-graphs")
+    group = Call(group=tmp_path / "g.json")
+    assert group.continuing() == group and group.args == ("run-group", str(tmp_path / "g.json"))
 
 
 def test_run_job_logs_the_command_and_passes_a_keyboard_interrupt_on_as_a_signal(tmp_path):
@@ -263,7 +265,7 @@ class _FakeTask:
 def test_ctrl_c_of_a_waiting_array_cancels_its_tasks_and_reports_them_stopped(tmp_path):
     """SIGINT while waiting: every task still out is cancelled once (its run checkpoints, exit 130),
     each is reported, then the comparison is told it was interrupted."""
-    jobs = [Job(n, ("run",), tmp_path / "jobs" / f"{n}.log") for n in ("a", "b")]
+    jobs = [Job(n, Call(out=tmp_path / n), tmp_path / "jobs" / f"{n}.log") for n in ("a", "b")]
     (tmp_path / "jobs").mkdir()
     fired = []
 
@@ -282,7 +284,7 @@ def test_ctrl_c_of_a_waiting_array_cancels_its_tasks_and_reports_them_stopped(tm
 
 
 def test_a_task_that_ended_without_a_result_counts_as_stopped_and_says_so_in_its_log(tmp_path):
-    job = Job("a", ("run",), tmp_path / "a.log")
+    job = Job("a", Call(out=tmp_path / "a"), tmp_path / "a.log")
     task = _FakeTask(tmp_path, "7_3")
     assert slurm_array._exit_code(task, job) == -signal.SIGKILL
     assert "the SLURM task 7_3 ended without a result" in job.log.read_text()

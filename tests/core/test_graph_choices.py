@@ -96,7 +96,7 @@ def test_a_comparisons_resumed_run_passes_graphs_only_when_its_cell_set_them(tmp
     from fmclf.run.config import RunConfig
 
     def args(cuda_graphs):
-        return Run(SimpleNamespace(name="cell"), 1, RunConfig(cuda_graphs=cuda_graphs), tmp_path, RESUME).args()
+        return Run(SimpleNamespace(name="cell"), 1, RunConfig(cuda_graphs=cuda_graphs), tmp_path, RESUME).call().args
 
     assert not {"--cuda-graphs", "--no-cuda-graphs"} & set(args(None))  # the resumed run decides, as the first did
     assert "--no-cuda-graphs" in args(False) and "--cuda-graphs" in args(True)

@@ -19,10 +19,9 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from ...run import folder
 from ...run.lock import NAME as LOCK_NAME
 from ...run.signals import SIGNALS
-from ..executor import _die_with_parent
+from ..executor import Call, _die_with_parent
 
 try:
     import fcntl
@@ -40,38 +39,6 @@ def forwarded_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables of ``environ`` (this process's) that a job on another node needs too."""
     environ = os.environ if environ is None else environ
     return {k: v for k, v in environ.items() if k == "PYTHONPATH" or k.startswith(FORWARDED_ENV[1])}
-
-
-def _run_position(args: Sequence[str]) -> int | None:
-    """Where ``run`` stands in ``fmclf [-p PLUGIN ...] run ...`` (None: another command)."""
-    i = 0
-    while i < len(args) and args[i] == "-p":
-        i += 2
-    return i if i < len(args) and args[i] == "run" else None
-
-
-def continuing(args: Sequence[str]) -> tuple[str, ...]:
-    """``args``, or, when they start a new run (``run ... --out DIR``) whose folder an earlier
-    attempt already began, the arguments that resume it (``run --resume DIR``): its settings
-    are in DIR/config.toml. Any other command is returned as it is."""
-    at = _run_position(args)
-    rest = list(args[at + 1:]) if at is not None else []
-    if at is None or "--resume" in rest or "--out" not in rest or rest.index("--out") + 1 >= len(rest):
-        return tuple(args)
-    out = pathlib.Path(rest[rest.index("--out") + 1])
-    if not (out / folder.CONFIG).is_file():
-        return tuple(args)
-    return (*args[:at], "run", "--resume", str(out))
-
-
-def run_folder(args: Sequence[str]) -> pathlib.Path | None:
-    """The run folder ``fmclf run`` writes with ``args`` (None: not a run command)."""
-    at = _run_position(args)
-    rest = list(args[at + 1:]) if at is not None else []
-    for flag in ("--resume", "--out"):
-        if flag in rest and rest.index(flag) + 1 < len(rest):
-            return pathlib.Path(rest[rest.index(flag) + 1])
-    return None
 
 
 def wait_until_free(run_dir: pathlib.Path | None, seconds: float = 300.0) -> None:
@@ -97,19 +64,21 @@ def wait_until_free(run_dir: pathlib.Path | None, seconds: float = 300.0) -> Non
         time.sleep(0.5)
 
 
-def run_job(args: Sequence[str], log: str | os.PathLike, *, env: Mapping[str, str] | None = None,
+def run_job(job: Call | Sequence[str], log: str | os.PathLike, *, env: Mapping[str, str] | None = None,
             command: Sequence[str] | None = None, stop: int = signal.SIGINT, ignore: Sequence[int] = (),
             started: Callable[[subprocess.Popen], None] | None = None,
             stop_file: str | os.PathLike | None = None) -> int:
-    """Run ``fmclf ARGS`` (resumed if an earlier attempt began it) with its output appended to
-    ``log``; its exit code. A stop request is passed on to the job's process group as ``stop``,
-    and the job is waited for: it checkpoints and exits 130. A request is a KeyboardInterrupt in
-    this process (Ray's cancel, a SIGINT) or ``stop_file`` appearing, which the comparison writes
-    so that a stop does not rest on the interrupt reaching the task; the two are one request, and
-    only a second KeyboardInterrupt is passed on again (it stops the job at once). The job ignores
-    the signals ``ignore`` (those meant for this process); ``started`` is told the job's process."""
-    args = continuing(args)
-    wait_until_free(run_folder(args))
+    """Make the call ``job`` (resumed if an earlier attempt began it), or run the command ``job``, in a
+    process of its own with its output appended to ``log``; its exit code. A stop request is passed on to
+    the job's process group as ``stop``, and the job is waited for: it checkpoints and exits 130. A request
+    is a KeyboardInterrupt in this process (Ray's cancel, a SIGINT) or ``stop_file`` appearing, which the
+    comparison writes so that a stop does not rest on the interrupt reaching the task; the two are one
+    request, and only a second KeyboardInterrupt is passed on again (it stops the job at once). The job
+    ignores the signals ``ignore`` (those meant for this process); ``started`` is told the job's process."""
+    if isinstance(job, Call):
+        job = job.continuing()
+        wait_until_free(job.out)
+    args = tuple(job.args if isinstance(job, Call) else job)
     log = pathlib.Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:

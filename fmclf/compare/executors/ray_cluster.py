@@ -97,7 +97,7 @@ class RayExecutor:
                 while pending or running:
                     while pending and len(running) < max(1, self.workers) and not requests:
                         job = pending.popleft()
-                        ref = task.remote(list(job.args), str(job.log), env=self.env,  # type: ignore[call-arg]
+                        ref = task.remote(job.call, str(job.log), env=self.env,  # type: ignore[call-arg]
                                           stop_file=str(stop_file))
                         running[ref] = (job, time.perf_counter())
                     if len(requests) > sent:  # a stop: Ray raises KeyboardInterrupt in each task, run_job signals

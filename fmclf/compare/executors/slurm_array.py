@@ -35,7 +35,7 @@ from typing import Any
 from ... import atomic
 from ...errors import Interrupted, UsageError
 from ...run.signals import say
-from ..executor import Job, Outcome, _signals
+from ..executor import Call, Job, Outcome, _signals
 from . import ExecutorSettings, SlurmSettings
 from .node import run_job, wait_for_exit
 
@@ -92,15 +92,15 @@ class Task:
     def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
 
-    def __call__(self, args: Sequence[str], log: str) -> int:
+    def __call__(self, call: Call, log: str) -> int:
         # Under SLURM every process of the task gets scancel's SIGTERM itself, so a stop reaching this
         # process is passed on as SIGTERM (a second one changes nothing); SIGUSR2 is submitit's, not the run's.
-        return run_job(args, log, stop=signal.SIGTERM, ignore=(signal.SIGUSR2,), started=self._started)
+        return run_job(call, log, stop=signal.SIGTERM, ignore=(signal.SIGUSR2,), started=self._started)
 
     def _started(self, process: subprocess.Popen) -> None:
         self._process = process
 
-    def checkpoint(self, args: Sequence[str], log: str) -> Any:
+    def checkpoint(self, call: Call, log: str) -> Any:
         """Before the time limit (or on preemption): the run writes its checkpoint and ends, and the
         task is requeued with the same job, which then resumes it."""
         import submitit
@@ -111,7 +111,7 @@ class Task:
             except ProcessLookupError:
                 pass
             wait_for_exit(self._process.pid, 80)
-        return submitit.helpers.DelayedSubmission(Task(), args, log)
+        return submitit.helpers.DelayedSubmission(Task(), call, log)
 
 
 @dataclass
@@ -170,7 +170,7 @@ class SlurmExecutor:
         for job in jobs:  # the header run_job writes follows this one
             job.log.parent.mkdir(parents=True, exist_ok=True)
         try:
-            submitted = executor.map_array(Task(), [list(j.args) for j in jobs], [str(j.log) for j in jobs])
+            submitted = executor.map_array(Task(), [j.call for j in jobs], [str(j.log) for j in jobs])
         except Exception as exc:  # sbatch refused (a partition, an option): say what it said
             said = str(exc).strip().splitlines()
             raise UsageError(f"SLURM refused the array: {said[-1] if said else type(exc).__name__}. Check the "
