@@ -72,6 +72,16 @@ def test_dry_run_prints_the_grid_and_touches_nothing(tiny_data, tmp_path):
     assert not out.exists()
 
 
+def test_a_dry_runs_commands_carry_every_setting_the_runs_are_given(tiny_data, tmp_path):
+    """Each command shown repeats its run: the metrics and callbacks too, and the settings left unset by default."""
+    result = compare("--metric", "ece", "--callback", "best", "--threads", "1", "--no-cuda-graphs", "--seeds", "1",
+                     *tiny(tiny_data), "--out", str(tmp_path / "dry"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "[new] fmclf run " in line)
+    for flag in ("--metric ece", "--callback best", "--threads 1", "--no-cuda-graphs", "--epochs 2", "--seed 0"):
+        assert flag in line, line
+
+
 def test_a_second_comparison_on_the_same_folder_is_refused_naming_the_holder(tiny_data, tmp_path):
     out = tmp_path / "busy"
     out.mkdir()
