@@ -4,7 +4,8 @@ stress grid against a float64 reference, and its speed by pytest-benchmark).
 
     grid       the axes, cells and paired seeds
     jobs       the runs on disk and what each needs next (continuation)
-    executor   where runs execute: the Executor interface and the local process pool
+    executor   where runs execute: a job's Call, the Executor interface, the local process pool
+    worker     python -m fmclf.compare.worker: one job's call in a process of its own
     engine     running a comparison, then writing its results
     tuning     --tune: the search space, the Optuna studies, the choice on validation
     dryrun     --dry-run: the grid printed

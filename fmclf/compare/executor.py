@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import json
 import os
 import pathlib
 import signal
@@ -31,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .. import atomic
@@ -68,6 +69,23 @@ class Call:
             tail += ([f"--{'' if value else 'no-'}cuda-graphs"] if key == "cuda_graphs"
                      else [_RESUME_FLAGS[key], str(value)])
         return (*head, "run", "--resume", str(self.out), *tail)
+
+    def to_json(self) -> str:
+        """This call as one JSON text: what a worker process is given (``python -m fmclf.compare.worker``)."""
+        return json.dumps({"out": self.out and str(self.out), "settings": self.settings and str(self.settings),
+                           "overrides": [list(pair) for pair in self.overrides],
+                           "group": self.group and str(self.group), "plugins": list(self.plugins)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Call:
+        """The call :meth:`to_json` wrote."""
+        data = json.loads(text)
+        path = {k: pathlib.Path(data[k]) if data[k] is not None else None for k in ("out", "settings", "group")}
+        return cls(**path, overrides=tuple((k, v) for k, v in data["overrides"]), plugins=tuple(data["plugins"]))
+
+    def worker(self) -> list[str]:
+        """The command of a process that makes this call (its output is ``fmclf`` with :attr:`args`')."""
+        return [sys.executable, "-m", "fmclf.compare.worker", self.to_json()]
 
     def continuing(self) -> Call:
         """This call, or, when it starts a new run whose folder an earlier attempt already began (a cluster
@@ -124,7 +142,8 @@ class _Running:
 
 @dataclass
 class LocalExecutor:
-    """Up to ``workers`` jobs at a time, each ``command + job.args`` in a subprocess.
+    """Up to ``workers`` jobs at a time, each in a subprocess: a worker that makes the job's call
+    (:meth:`Call.worker`), or, given a ``command``, ``command + job.args``.
 
     Each job runs in its own process group, so a Ctrl-C at the terminal reaches
     only this process, which passes it on exactly once to each job (a second
@@ -133,7 +152,7 @@ class LocalExecutor:
     """
 
     workers: int = 1
-    command: Sequence[str] = field(default_factory=lambda: (sys.executable, "-m", "fmclf"))
+    command: Sequence[str] | None = None
     env: dict[str, str] | None = None
     poll_seconds: float = 0.05
     announce: Callable[[str], None] = say
@@ -180,8 +199,9 @@ class LocalExecutor:
         log = atomic.open_append(job.log)  # closed when the job ends
         log.write(f"$ fmclf {' '.join(job.args)}\n".encode())
         log.flush()
+        argv = job.call.worker() if self.command is None else [*self.command, *job.args]
         process = subprocess.Popen(
-            [*self.command, *job.args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=self.env, process_group=0, preexec_fn=_die_with_parent(),  # noqa: PLW1509 - started from one thread
         )
         return _Running(job, process, time.perf_counter(), log)

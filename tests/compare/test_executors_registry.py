@@ -126,6 +126,23 @@ def test_a_new_run_whose_folder_an_earlier_attempt_began_is_resumed(tmp_path):
     assert group.continuing() == group and group.args == ("run-group", str(tmp_path / "g.json"))
 
 
+def test_a_call_goes_to_a_worker_process_as_json_and_comes_back_the_same(tmp_path):
+    call = Call(out=tmp_path / "run", overrides=(("epochs", 3), ("device", "cpu"), ("cuda_graphs", True)),
+                plugins=("x", "no:y"))
+    assert Call.from_json(call.to_json()) == call
+    assert call.worker()[:3] == [sys.executable, "-m", "fmclf.compare.worker"]
+    assert Call.from_json(call.worker()[3]) == call
+
+
+def test_a_worker_process_makes_its_call_and_prints_and_exits_as_fmclf_would(tmp_path):
+    """What a local worker, a Ray task's child and a SLURM task's child run: the Python API in a process of its
+    own, its errors worded and its exit code given as the command line's."""
+    call = Call(out=tmp_path / "run", settings=tmp_path / "absent.toml")
+    done = subprocess.run(call.worker(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Error: config file" in done.stderr and "does not exist" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
 def test_run_job_logs_the_command_and_passes_a_keyboard_interrupt_on_as_a_signal(tmp_path):
     """What a Ray task does on ray.cancel (a KeyboardInterrupt): the job gets SIGINT once and is
     waited for; its exit code is the task's. The job gets it even where this process blocks SIGINT."""

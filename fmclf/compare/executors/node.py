@@ -78,16 +78,18 @@ def run_job(job: Call | Sequence[str], log: str | os.PathLike, *, env: Mapping[s
     if isinstance(job, Call):
         job = job.continuing()
         wait_until_free(job.out)
-    args = tuple(job.args if isinstance(job, Call) else job)
+        args, argv = job.args, job.worker() if command is None else [*command, *job.args]
+    else:
+        args = tuple(job)
+        argv = [*(command or (sys.executable, "-m", "fmclf")), *args]
     log = pathlib.Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         out.write(f"$ fmclf {' '.join(args)}\n".encode())
         out.flush()
         process = subprocess.Popen(
-            [*(command or (sys.executable, "-m", "fmclf")), *args], stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, process_group=0,
-            preexec_fn=_child_setup(ignore),  # noqa: PLW1509 - the task starts one child from one thread
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            process_group=0,            preexec_fn=_child_setup(ignore),  # noqa: PLW1509 - the task starts one child from one thread
         )
         if started is not None:
             started(process)
