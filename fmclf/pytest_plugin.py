@@ -1,11 +1,7 @@
-"""pytest fixtures for authors of fmclf plugins: ``fmclf_plugin`` registers a plugin for one test; ``fmclf_stress_case``
-and ``fmclf_loss_shape`` parametrize a loss author's tests over the stress grid and the speed shapes of
-``fmclf bench loss``.
-
-Installed with fmclf as a ``pytest11`` entry point, so a plugin's test suite gets the fixture with no conftest line. It
-imports neither torch nor anything slow, since pytest loads it in every session of an environment that has fmclf
-(``pytest -p no:fmclf`` switches it off; ``pytest_plugins = ["fmclf.pytest_plugin"]`` switches it on where plugin
-autoloading is disabled).
+"""pytest fixtures for authors of fmclf plugins (docs/plugins.md): ``fmclf_plugin`` registers a plugin for one test;
+``fmclf_stress_case`` and ``fmclf_loss_shape`` parametrize a loss author's tests over the stress grid and the speed
+shapes of ``fmclf bench loss``. Installed as a ``pytest11`` entry point, so pytest loads it in every session of an
+environment that has fmclf: it imports neither torch nor anything slow.
 """
 
 from __future__ import annotations

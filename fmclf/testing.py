@@ -1,22 +1,10 @@
-"""Contract checks for plugin authors.
+"""Contract checks for plugin authors (docs/plugins.md, "Testing your plugin: the author's kit").
 
-Each ``check_*`` builds a component the way ``fmclf run`` does (same core arguments, same option parsing) and checks
-what the engine relies on, with a message that says what broke and what the contract expects::
-
-    from fmclf.testing import check_model, check_plugin
-    import my_plugin
-
-    def test_components():
-        check_plugin(my_plugin)                      # every component, default options
-
-    def test_wide_mlp():
-        check_model("mlp", options={"hidden": 8})    # by name, with options
-
-A component is given as a registered name (``"mlp"``, ``"my-dist:mlp"``), a :class:`~fmclf.registry.ComponentRecord`,
-or the factory itself. A failed check raises :class:`ContractError` (an ``AssertionError``). The pytest fixture
-``fmclf_plugin`` (see :mod:`fmclf.pytest_plugin`) registers a plugin object for one test. :func:`stress_loss` runs a
-loss over the stress grid of ``fmclf bench loss`` (huge shifts, ties at the largest float, overflow ...) and returns
-each case's errors against a float64 reference. Importing this module imports neither torch nor pytest.
+Each ``check_*`` builds a component (a registered name, a :class:`~fmclf.registry.ComponentRecord` or the factory
+itself) the way ``fmclf run`` does, with the same core arguments and option parsing, and checks what the engine relies
+on; a failure raises :class:`ContractError` (an ``AssertionError``) saying what broke and what the contract expects.
+:func:`stress_loss` measures a loss on the stress grid of ``fmclf bench loss``. Importing this module imports neither
+torch nor pytest.
 """
 
 from __future__ import annotations
@@ -251,11 +239,8 @@ def _check_extreme_logits(record: ComponentRecord, fn: Callable, num_classes: in
     hint = divergence_hint(fn)
     g = _generator(2)
     base = torch.randn(4, num_classes, generator=g)
-    cases = {
-        "shifted by +1e4": base + 1e4,
-        "spread over 1e4": base * 1e4,
-        "near float32's largest": 3e38 - base.abs() * 1e36,  # the true losses stay below 1e37
-    }
+    cases = {"shifted by +1e4": base + 1e4, "spread over 1e4": base * 1e4,
+             "near float32's largest": 3e38 - base.abs() * 1e36}  # the true losses stay below 1e37
     y = torch.randint(num_classes, (4,), generator=g).to(device)
     for what, raw in cases.items():
         logits = raw.to(device).requires_grad_()
@@ -424,11 +409,9 @@ def _check_listener(kind: str, component: Component, options: Mapping[str, Any] 
     dataset = _tiny_dataset(device)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).to(device)
     listeners = [(record, obj)]
-    parts = Parts(
-        dataset, model, lambda logits, y: torch.nn.functional.cross_entropy(logits, y, reduction="none"),
-        torch.optim.SGD(model.parameters(), lr=0.1), listeners if kind == "visualizer" else [], {kind: record},
-        callbacks=listeners if kind == "callback" else [],
-    )
+    parts = Parts(dataset, model, lambda logits, y: torch.nn.functional.cross_entropy(logits, y, reduction="none"),
+                  torch.optim.SGD(model.parameters(), lr=0.1), listeners if kind == "visualizer" else [],
+                  {kind: record}, callbacks=listeners if kind == "callback" else [])
     warnings: list[str] = []
     try:
         state = Trainer(parts, device=device, epochs=2, run_dir=run_dir, warn=warnings.append).fit(TrainState())
@@ -548,8 +531,8 @@ def check_dataset(dataset: Component, *, options: Mapping[str, Any] | None = Non
     import torch
 
     device = _device(device)
-    record, data = _build("dataset", dataset, {"batch_size": batch_size, "device": device, "seed": seed, "shard": None},
-                          options)
+    core = {"batch_size": batch_size, "device": device, "seed": seed, "shard": None}
+    record, data = _build("dataset", dataset, core, options)
     try:
         BY_NAME["dataset"].accept(record, data)
     except FmclfError as exc:
@@ -583,7 +566,7 @@ def check_dataset(dataset: Component, *, options: Mapping[str, Any] | None = Non
             raise _fail(record, "two passes over epoch 1 came in different orders; set_epoch(e) must fix the order so "
                                 "a resumed run sees the same batches")
     if "shard" in accepted_core_params(record):
-        _check_shards(record, data, splits, batch_size, device, seed, options)
+        _check_shards(record, data, splits, core, options)
     return data
 
 
@@ -593,14 +576,12 @@ def _examples(batches: Any) -> int:
     return sum(len(y) for _, y in batches)
 
 
-def _check_shards(record: ComponentRecord, data: Any, splits: tuple[str, ...], batch_size: int, device: torch.device,
-                  seed: int, options: Mapping[str, Any] | None) -> None:
-    """Two shards: the same number of training steps each, every held-out example once over both."""
+def _check_shards(record: ComponentRecord, data: Any, splits: tuple[str, ...], core: dict[str, Any],
+                  options: Mapping[str, Any] | None) -> None:
+    """Two shards (``data`` built again from ``core``): the same number of training steps each, every held-out example
+    once over both."""
     full = {split: _examples(getattr(data, split)) for split in splits}
-    shards = []
-    for rank in (0, 1):
-        core = {"batch_size": batch_size, "device": device, "seed": seed, "shard": (rank, 2)}
-        shards.append(_build("dataset", record, core, options)[1])
+    shards = [_build("dataset", record, {**core, "shard": (rank, 2)}, options)[1] for rank in (0, 1)]
     lengths = [len(s.train) for s in shards]
     if lengths[0] != lengths[1]:
         raise _fail(record, f"shard=(0, 2) and shard=(1, 2) train for {lengths[0]} and {lengths[1]} batches; every "
@@ -667,10 +648,9 @@ def check_plugin(plugin: object, *, name: str | None = None,
     records = [r for r in host.registry if r.plugin.name == name and r.plugin.dist is None]
     if not records:
         raise ContractError(f"plugin {name!r} registers no component; its hooks must call register(name, factory)")
-    options = options or {}
     checked = [r for r in records if r.kind not in skip and f"{r.kind}:{r.name}" not in skip]
     for record in checked:
-        _CHECKS[record.kind](record, options=options.get((record.kind, record.name)), device=device)
+        _CHECKS[record.kind](record, options=(options or {}).get((record.kind, record.name)), device=device)
     return checked
 
 
@@ -703,7 +683,7 @@ def stress_loss(loss: Component | Callable[..., Any], reference: Callable | None
         record = _record("loss", loss)
 
         def build(num_classes: int) -> Callable:
-            return call_factory(record, {"num_classes": num_classes}, resolve_options(record, dict(options or {})))
+            return _build("loss", record, {"num_classes": num_classes}, options)[1]
 
         return stress.stress(build, reference, per_classes=True, device=device)
     if not callable(loss):
