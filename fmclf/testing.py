@@ -313,11 +313,10 @@ def _check_first_step(record: ComponentRecord, upd: Any, model: Any, loss: Calla
     upd.zero_grad()
     loss().backward()
     upd.step(batch)
-    after = list(model.parameters())
     if unchanged := [n for (n, a), b in zip(model.named_parameters(), before) if torch.equal(b, a.detach())]:
         raise _fail(record, f"step() left parameter(s) {', '.join(unchanged)} unchanged; it must update the parameters "
                             f"it was given in place")
-    if not all(bool(torch.isfinite(p).all()) for p in after):
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise _fail(record, "step() made parameters non-finite")
     end = value()
     if not end < start:
