@@ -1,17 +1,12 @@
-"""pytest fixtures for authors of fmclf plugins: ``fmclf_plugin`` registers a
-plugin for one test; ``fmclf_stress_case`` and ``fmclf_loss_shape`` parametrize
-a loss author's tests over the stress grid and the speed shapes of
-``fmclf bench loss``.
-
-Installed with fmclf as a ``pytest11`` entry point, so a plugin's test suite
-gets the fixture with no conftest line. It imports neither torch nor anything
-slow, since pytest loads it in every session of an environment that has fmclf
-(``pytest -p no:fmclf`` switches it off; ``pytest_plugins = ["fmclf.pytest_plugin"]``
-switches it on where plugin autoloading is disabled).
+"""pytest fixtures for authors of fmclf plugins (docs/plugins.md): ``fmclf_plugin`` registers a plugin for one test;
+``fmclf_stress_case`` and ``fmclf_loss_shape`` parametrize a loss author's tests over the stress grid and the speed
+shapes of ``fmclf bench loss``. Installed as a ``pytest11`` entry point, so pytest loads it in every session of an
+environment that has fmclf: it imports neither torch nor anything slow.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -30,14 +25,12 @@ class PluginRegistrar:
 
     def __call__(self, plugin: object, name: str | None = None, *, autoload: bool = False,
                  strict: bool = True) -> PluginHost:
-        """Register ``plugin`` (a module, class or instance with ``@fmclf.hookimpl``
-        functions) until the test ends, and return the fresh plugin load.
+        """Register ``plugin`` (a module, class or instance with ``@fmclf.hookimpl`` functions) until the test ends, and
+        return the fresh plugin load.
 
-        Both ``fmclf.get_component`` and the CLI run in-process (Click's
-        ``CliRunner``) see it; a subprocess does not. By default installed
-        third-party plugins are not loaded (``autoload=False``: built-ins and
-        yours only) and a plugin that fails raises :class:`fmclf.errors.PluginError`
-        here (``strict=True``) instead of warning.
+        Both ``fmclf.get_component`` and the CLI run in-process (Click's ``CliRunner``) see it; a subprocess does not.
+        By default installed third-party plugins are not loaded (``autoload=False``: built-ins and yours only) and a
+        plugin that fails raises :class:`fmclf.errors.PluginError` here (``strict=True``) instead of warning.
         """
         name = name or getattr(plugin, "__name__", type(plugin).__name__)
         mp = self._monkeypatch
@@ -69,14 +62,11 @@ class StressCase:
     def __init__(self, case: stress.Case, dtype: str) -> None:
         self.case, self.dtype = case, dtype
         self.id = f"{case.name}-{dtype}"
-        self._inputs = None
 
-    @property
+    @functools.cached_property
     def inputs(self):
         """The case's ``(logits, y)`` (CPU tensors; the same on every run)."""
-        if self._inputs is None:
-            self._inputs = self.case.make(self.dtype)
-        return self._inputs
+        return self.case.make(self.dtype)
 
     def measure(self, loss: Callable, reference: Callable | None = None) -> stress.CaseResult:
         """Run ``loss`` on this case: a :class:`fmclf.compare.stress.CaseResult` (inf/nan
@@ -85,10 +75,9 @@ class StressCase:
             kind, ref = stress.choose_reference(loss, reference)
         else:
             known = self._references.get(id(loss))
-            if known is None or known[0] is not loss:
-                known = (loss, *stress.choose_reference(loss))
-                StressCase._references[id(loss)] = known
-            kind, ref = known[1], known[2]
+            if known is None or known[0] is not loss:  # a new loss, maybe at a dead one's id
+                known = StressCase._references[id(loss)] = (loss, *stress.choose_reference(loss))
+            _, kind, ref = known
         return stress.measure(self.case, self.dtype, loss, ref, kind=kind)
 
 
@@ -108,20 +97,16 @@ class LossShape:
     def __init__(self, rows: int, classes: int) -> None:
         self.rows, self.classes = rows, classes
         self.id = f"{rows}x{classes}"
-        self._inputs = None
 
-    @property
+    @functools.cached_property
     def inputs(self):
         """``(x, y)``: N x C logits N(0, 3^2) that require grad, and targets (the same on every run)."""
-        if self._inputs is None:
-            logits, y = stress.speed_inputs(self.rows, self.classes)
-            self._inputs = (logits.requires_grad_(True), y)
-        return self._inputs
+        logits, y = stress.speed_inputs(self.rows, self.classes)
+        return logits.requires_grad_(True), y
 
     def step(self, loss: Callable) -> None:
         """One forward and backward of ``loss`` on this shape, as a training step does them."""
-        x, y = self.inputs
-        stress.step(loss, x, y)
+        stress.step(loss, *self.inputs)
 
     def loss(self, name: str, **options: Any) -> Callable:
         """The registered loss ``name`` (``"fused"``), built for this shape's number of classes."""

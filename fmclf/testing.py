@@ -1,26 +1,10 @@
-"""Contract checks for plugin authors.
+"""Contract checks for plugin authors (docs/plugins.md, "Testing your plugin: the author's kit").
 
-Each ``check_*`` builds a component the way ``fmclf run`` does (same core
-arguments, same option parsing) and checks what the engine relies on, with a
-message that says what broke and what the contract expects::
-
-    from fmclf.testing import check_model, check_plugin
-    import my_plugin
-
-    def test_components():
-        check_plugin(my_plugin)                      # every component, default options
-
-    def test_wide_mlp():
-        check_model("mlp", options={"hidden": 8})    # by name, with options
-
-A component is given as a registered name (``"mlp"``, ``"my-dist:mlp"``), a
-:class:`~fmclf.registry.ComponentRecord`, or the factory itself. A failed
-check raises :class:`ContractError` (an ``AssertionError``). The pytest fixture
-``fmclf_plugin`` (see :mod:`fmclf.pytest_plugin`) registers a plugin object
-for one test. :func:`stress_loss` runs a loss over the stress grid of
-``fmclf bench loss`` (huge shifts, ties at the largest float, overflow ...)
-and returns each case's errors against a float64 reference. Importing this
-module imports neither torch nor pytest.
+Each ``check_*`` builds a component (a registered name, a :class:`~fmclf.registry.ComponentRecord` or the factory
+itself) the way ``fmclf run`` does, with the same core arguments and option parsing, and checks what the engine relies
+on; a failure raises :class:`ContractError` (an ``AssertionError``) saying what broke and what the contract expects.
+:func:`stress_loss` measures a loss on the stress grid of ``fmclf bench loss``. Importing this module imports neither
+torch nor pytest.
 """
 
 from __future__ import annotations
@@ -40,7 +24,7 @@ from .errors import FmclfError
 from .events import EVENTS
 from .host import loading as plugins
 from .host.loading import get_host, load_plugins
-from .host.options import resolve_options
+from .host.options import accepted_core_params, resolve_options
 from .host.registry import ComponentRecord, PluginInfo, first_doc_line
 from .kinds import BY_NAME, KINDS
 from .run.plan import call_factory
@@ -100,21 +84,13 @@ def _generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def check_model(
-    model: Component,
-    *,
-    options: Mapping[str, Any] | None = None,
-    input_shape: tuple[int, ...] = (1, 28, 28),
-    num_classes: int = 10,
-    batch_size: int = 8,
-    device: Any = "cpu",
-) -> torch.nn.Module:
-    """Build a model for inputs of ``input_shape`` and check that it is a
-    ``torch.nn.Module`` with trainable parameters, maps ``(N, *input_shape)`` to
-    finite logits ``(N, num_classes)`` on ``device`` for any N, treats each
-    example on its own (in eval mode), lets every trainable parameter receive a
-    gradient, and survives a ``state_dict`` round trip (checkpoints need it).
-    Returns the model."""
+def check_model(model: Component, *, options: Mapping[str, Any] | None = None,
+                input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10, batch_size: int = 8,
+                device: Any = "cpu") -> torch.nn.Module:
+    """Build a model for inputs of ``input_shape`` and check that it is a ``torch.nn.Module`` with trainable parameters,
+    maps ``(N, *input_shape)`` to finite logits ``(N, num_classes)`` on ``device`` for any N, treats each example on its
+    own (in eval mode), lets every trainable parameter receive a gradient, and survives a ``state_dict`` round trip
+    (checkpoints need it). Returns the model."""
     import torch
 
     device = _device(device)
@@ -140,8 +116,7 @@ def check_model(
     if not _same_device(logits.device, device):
         raise _fail(record, f"its logits are on {logits.device}, not on {device}, where its inputs were")
     logits.sum().backward()
-    missing = [n for n, p in params if p.grad is None]
-    if missing:
+    if missing := [n for n, p in params if p.grad is None]:
         raise _fail(record, f"parameter(s) {', '.join(missing)} receive no gradient from the logits: they are not "
                             f"used in forward (set requires_grad=False on what should stay fixed)")
     net.eval()
@@ -158,24 +133,15 @@ def check_model(
     return net
 
 
-def check_loss(
-    loss: Component,
-    *,
-    options: Mapping[str, Any] | None = None,
-    num_classes: int = 10,
-    batch_size: int = 8,
-    device: Any = "cpu",
-) -> Callable:
-    """Build a loss and check that ``loss(logits, y)`` returns one finite value
-    per example, shape ``(N,)``, on the logits' device; that example i's value
-    depends only on row i of the logits (a batch mean broadcast to ``(N,)``
-    fails); that it backpropagates finite, non-zero gradients to the logits,
-    and the right ones: ``torch.autograd.gradcheck`` compares them with finite
-    differences in float64 (a hand-written backward that is off fails); and
-    that it stays finite, with finite gradients, for extreme float32 logits
-    (rows shifted by 1e4, spread over 1e4, near float32's largest) unless it
-    carries a ``divergence_hint``, its way of saying that it does not and what
-    to do then. Returns the loss."""
+def check_loss(loss: Component, *, options: Mapping[str, Any] | None = None, num_classes: int = 10, batch_size: int = 8,
+               device: Any = "cpu") -> Callable:
+    """Build a loss and check that ``loss(logits, y)`` returns one finite value per example, shape ``(N,)``, on the
+    logits' device; that example i's value depends only on row i of the logits (a batch mean broadcast to ``(N,)``
+    fails); that it backpropagates finite, non-zero gradients to the logits, and the right ones:
+    ``torch.autograd.gradcheck`` compares them with finite differences in float64 (a hand-written backward that is off
+    fails); and that it stays finite, with finite gradients, for extreme float32 logits (rows shifted by 1e4, spread
+    over 1e4, near float32's largest) unless it carries a ``divergence_hint``, its way of saying that it does not and
+    what to do then. Returns the loss."""
     import torch
 
     device = _device(device)
@@ -273,11 +239,8 @@ def _check_extreme_logits(record: ComponentRecord, fn: Callable, num_classes: in
     hint = divergence_hint(fn)
     g = _generator(2)
     base = torch.randn(4, num_classes, generator=g)
-    cases = {
-        "shifted by +1e4": base + 1e4,
-        "spread over 1e4": base * 1e4,
-        "near float32's largest": 3e38 - base.abs() * 1e36,  # the true losses stay below 1e37
-    }
+    cases = {"shifted by +1e4": base + 1e4, "spread over 1e4": base * 1e4,
+             "near float32's largest": 3e38 - base.abs() * 1e36}  # the true losses stay below 1e37
     y = torch.randint(num_classes, (4,), generator=g).to(device)
     for what, raw in cases.items():
         logits = raw.to(device).requires_grad_()
@@ -295,24 +258,14 @@ def _check_extreme_logits(record: ComponentRecord, fn: Callable, num_classes: in
                                 f"or give the loss a divergence_hint saying that it overflows and what to do")
 
 
-def check_updater(
-    updater: Component,
-    *,
-    options: Mapping[str, Any] | None = None,
-    lr: float = 0.01,
-    epochs: int = 2,
-    steps_per_epoch: int = 5,
-    device: Any = "cpu",
-) -> Any:
-    """Build an updater for a small linear classifier and train it the way the
-    engine does (``zero_grad``, backward, ``step(batch_size)``); check that a
-    step changes every parameter, keeps them finite, lowers the loss (the step
-    goes downhill), and that ``zero_grad`` clears the gradients. A
-    ``torch.optim.Optimizer`` and an ``(optimizer, scheduler)`` pair are adapted as
-    in a run; the factory is told ``epochs`` and ``steps_per_epoch`` and a
-    scheduler is then stepped through the whole run, which must keep the rate
-    finite and not below 0 (a schedule that fails after N steps fails here).
-    Returns the (adapted) updater."""
+def check_updater(updater: Component, *, options: Mapping[str, Any] | None = None, lr: float = 0.01, epochs: int = 2,
+                  steps_per_epoch: int = 5, device: Any = "cpu") -> Any:
+    """Build an updater for a small linear classifier and train it the way the engine does (``zero_grad``, backward,
+    ``step(batch_size)``); check that a step changes every parameter, keeps them finite, lowers the loss (the step goes
+    downhill), and that ``zero_grad`` clears the gradients. A ``torch.optim.Optimizer`` and an ``(optimizer,
+    scheduler)`` pair are adapted as in a run; the factory is told ``epochs`` and ``steps_per_epoch`` and a scheduler is
+    then stepped through the whole run, which must keep the rate finite and not below 0 (a schedule that fails after N
+    steps fails here). Returns the (adapted) updater."""
     import torch
 
     from .train.updaters import adapt_updater
@@ -360,13 +313,10 @@ def _check_first_step(record: ComponentRecord, upd: Any, model: Any, loss: Calla
     upd.zero_grad()
     loss().backward()
     upd.step(batch)
-    after = list(model.parameters())
-    names = [n for n, _ in model.named_parameters()]
-    unchanged = [n for n, b, a in zip(names, before, after) if torch.equal(b, a.detach())]
-    if unchanged:
+    if unchanged := [n for (n, a), b in zip(model.named_parameters(), before) if torch.equal(b, a.detach())]:
         raise _fail(record, f"step() left parameter(s) {', '.join(unchanged)} unchanged; it must update the parameters "
                             f"it was given in place")
-    if not all(bool(torch.isfinite(p).all()) for p in after):
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise _fail(record, "step() made parameters non-finite")
     end = value()
     if not end < start:
@@ -374,8 +324,7 @@ def _check_first_step(record: ComponentRecord, upd: Any, model: Any, loss: Calla
                             f"to {end:.6f}; an update must go against the gradient")
     loss().backward()
     upd.zero_grad()
-    stale = [n for n, p in model.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)]
-    if stale:
+    if stale := [n for n, p in model.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)]:
         raise _fail(record, f"zero_grad() left gradients on {', '.join(stale)}; they would add up across batches")
 
 
@@ -415,54 +364,38 @@ def _tiny_dataset(device: torch.device) -> Any:
     return InMemoryDataset(train, test, ("a", "b", "c"), (1, 2, 2), "fmclf.testing", valid=valid)
 
 
-def check_visualizer(
-    visualizer: Component,
-    *,
-    options: Mapping[str, Any] | None = None,
-    run_dir: str | pathlib.Path | None = None,
-    device: Any = "cpu",
-) -> Any:
-    """Build a visualizer for ``run_dir`` (a temporary folder when None) and
-    feed it every event of a real two-epoch run (with a validation split), then
-    of a resumed third epoch, then of a run stopped by SIGINT: ``on_fit_start``,
-    ``on_batch_end``, ``on_epoch_end``, ``on_fit_end``, ``on_exception``. Fails
-    when it raises, when it calls ``control.stop`` (visualizers do not steer),
-    or when it has an ``on_...`` method that is no event (a misspelled one is
-    never called). Returns the visualizer."""
-    with contextlib.ExitStack() as stack:
-        if run_dir is None:
-            run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fmclf-check-"))
-        return _check_listener("visualizer", visualizer, options, pathlib.Path(run_dir), _device(device))
+def check_visualizer(visualizer: Component, *, options: Mapping[str, Any] | None = None,
+                     run_dir: str | pathlib.Path | None = None, device: Any = "cpu") -> Any:
+    """Build a visualizer for ``run_dir`` (a temporary folder when None) and feed it every event of a real two-epoch run
+    (with a validation split), then of a resumed third epoch, then of a run stopped by SIGINT: ``on_fit_start``,
+    ``on_batch_end``, ``on_epoch_end``, ``on_fit_end``, ``on_exception``. Fails when it raises, when it calls
+    ``control.stop`` (visualizers do not steer), or when it has an ``on_...`` method that is no event (a misspelled one
+    is never called). Returns the visualizer."""
+    return _check_listener("visualizer", visualizer, options, run_dir, device)
 
 
-def check_callback(
-    callback: Component,
-    *,
-    options: Mapping[str, Any] | None = None,
-    run_dir: str | pathlib.Path | None = None,
-    device: Any = "cpu",
-) -> Any:
-    """Build a callback for ``run_dir`` (a temporary folder when None) and feed it
-    the events of runs as :func:`check_visualizer` does, a stop it asks for
-    honoured as a run honours it. With ``state_dict()`` / ``load_state_dict()``
-    (both or neither), its state must be what a checkpoint keeps (tensors,
-    numbers, strings, lists, dicts: it survives ``torch.save`` and
-    ``torch.load(weights_only=True)``) and go back in. Returns the callback."""
-    with contextlib.ExitStack() as stack:
-        if run_dir is None:
-            run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fmclf-check-"))
-        return _check_listener("callback", callback, options, pathlib.Path(run_dir), _device(device))
+def check_callback(callback: Component, *, options: Mapping[str, Any] | None = None,
+                   run_dir: str | pathlib.Path | None = None, device: Any = "cpu") -> Any:
+    """Build a callback for ``run_dir`` (a temporary folder when None) and feed it the events of runs as
+    :func:`check_visualizer` does, a stop it asks for honoured as a run honours it. With ``state_dict()`` /
+    ``load_state_dict()`` (both or neither), its state must be what a checkpoint keeps (tensors, numbers, strings,
+    lists, dicts: it survives ``torch.save`` and ``torch.load(weights_only=True)``) and go back in. Returns the
+    callback."""
+    return _check_listener("callback", callback, options, run_dir, device)
 
 
-def _check_listener(kind: str, component: Component, options: Mapping[str, Any] | None, run_dir: pathlib.Path,
-                    device: torch.device) -> Any:
+def _check_listener(kind: str, component: Component, options: Mapping[str, Any] | None,
+                    run_dir: str | pathlib.Path | None, device: Any) -> Any:
     import torch
 
     from .train.engine import Parts, Trainer, TrainState
 
+    if run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="fmclf-check-") as tmp:
+            return _check_listener(kind, component, options, tmp, device)
+    run_dir, device = pathlib.Path(run_dir), _device(device)
     record, obj = _build(kind, component, {"run_dir": run_dir}, options)
-    strays = [a for a in dir(obj) if a.startswith("on_") and a not in EVENTS and callable(getattr(obj, a))]
-    if strays:
+    if strays := [a for a in dir(obj) if a.startswith("on_") and a not in EVENTS and callable(getattr(obj, a))]:
         hints = [f"{a!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(a, EVENTS, n=1)) else "")
                  for a in strays]
         raise _fail(record,
@@ -475,11 +408,9 @@ def _check_listener(kind: str, component: Component, options: Mapping[str, Any] 
     dataset = _tiny_dataset(device)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).to(device)
     listeners = [(record, obj)]
-    parts = Parts(
-        dataset, model, lambda logits, y: torch.nn.functional.cross_entropy(logits, y, reduction="none"),
-        torch.optim.SGD(model.parameters(), lr=0.1), listeners if kind == "visualizer" else [], {kind: record},
-        callbacks=listeners if kind == "callback" else [],
-    )
+    parts = Parts(dataset, model, lambda logits, y: torch.nn.functional.cross_entropy(logits, y, reduction="none"),
+                  torch.optim.SGD(model.parameters(), lr=0.1), listeners if kind == "visualizer" else [],
+                  {kind: record}, callbacks=listeners if kind == "callback" else [])
     warnings: list[str] = []
     try:
         state = Trainer(parts, device=device, epochs=2, run_dir=run_dir, warn=warnings.append).fit(TrainState())
@@ -493,8 +424,7 @@ def _check_listener(kind: str, component: Component, options: Mapping[str, Any] 
             Trainer(interrupted, device=device, epochs=4, run_dir=run_dir, warn=warnings.append).fit(TrainState())
     except FmclfError as exc:
         raise ContractError(str(exc)) from exc
-    failed = [w for w in warnings if "in on_exception" in w]
-    if failed:
+    if failed := [w for w in warnings if "in on_exception" in w]:
         raise ContractError(failed[0])
     return obj
 
@@ -533,20 +463,13 @@ def _check_callback_state(record: ComponentRecord, callback: Any) -> None:
     callback.load_state_dict(torch.load(buf, weights_only=True))
 
 
-def check_metric(
-    metric: Component,
-    *,
-    options: Mapping[str, Any] | None = None,
-    num_classes: int = 10,
-    device: Any = "cpu",
-) -> Any:
-    """Build a metric (given ``num_classes`` and, if it asks, a per-example
-    cross-entropy as the run's ``loss``) and check that ``update(logits, y)`` then
-    ``compute()`` gives a finite number or a dict of finite numbers (a 0-d
-    tensor counts), the same whether the examples come in one batch or in
-    several (fmclf hands a metric whole chunks of a split), and that
-    ``reset()`` forgets what came before. A ``torch.nn.Module`` (a
-    ``torchmetrics.Metric``) is moved to ``device`` as in a run. Returns the metric."""
+def check_metric(metric: Component, *, options: Mapping[str, Any] | None = None, num_classes: int = 10,
+                 device: Any = "cpu") -> Any:
+    """Build a metric (given ``num_classes`` and, if it asks, a per-example cross-entropy as the run's ``loss``) and
+    check that ``update(logits, y)`` then ``compute()`` gives a finite number or a dict of finite numbers (a 0-d tensor
+    counts), the same whether the examples come in one batch or in several (fmclf hands a metric whole chunks of a
+    split), and that ``reset()`` forgets what came before. A ``torch.nn.Module`` (a ``torchmetrics.Metric``) is moved
+    to ``device`` as in a run. Returns the metric."""
     import torch
 
     from .train.heldout import as_values
@@ -577,8 +500,7 @@ def check_metric(
             values = as_values(record, record.name, obj.compute())
         except FmclfError as exc:
             raise ContractError(str(exc)) from None
-        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-        if bad:
+        if bad := {k: v for k, v in values.items() if not math.isfinite(v)}:
             raise _fail(record, f"compute() after {what} gave non-finite values {bad}")
         return values
 
@@ -596,29 +518,20 @@ def check_metric(
     return obj
 
 
-def check_dataset(
-    dataset: Component,
-    *,
-    options: Mapping[str, Any] | None = None,
-    batch_size: int = 32,
-    device: Any = "cpu",
-    seed: int = 0,
-) -> Any:
-    """Build a data set and check ``train``, ``test``, ``classes`` and
-    ``input_shape``: every batch is ``(X, y)`` with X of shape ``(n, *input_shape)``,
-    ``1 <= n <= batch_size``, floating point, y int64 labels in range (or
-    ``(n, classes)`` probabilities), both on ``device``; ``len(train)`` is the
-    number of batches; ``set_epoch(e)``, when present, repeats an epoch's order
-    exactly (resuming relies on it). A ``valid`` split, when there is one, is
-    checked as ``test`` is. A factory that takes ``shard`` is built again for
-    ``shard=(0, 2)`` and ``(1, 2)``: both shards must train for the same number
-    of batches on at most half the training examples each, and together hold
-    every held-out example once. Returns the data set."""
+def check_dataset(dataset: Component, *, options: Mapping[str, Any] | None = None, batch_size: int = 32,
+                  device: Any = "cpu", seed: int = 0) -> Any:
+    """Build a data set and check ``train``, ``test``, ``classes`` and ``input_shape``: every batch is ``(X, y)`` with X
+    of shape ``(n, *input_shape)``, ``1 <= n <= batch_size``, floating point, y int64 labels in range (or ``(n,
+    classes)`` probabilities), both on ``device``; ``len(train)`` is the number of batches; ``set_epoch(e)``, when
+    present, repeats an epoch's order exactly (resuming relies on it). A ``valid`` split, when there is one, is checked
+    as ``test`` is. A factory that takes ``shard`` is built again for ``shard=(0, 2)`` and ``(1, 2)``: both shards must
+    train for the same number of batches on at most half the training examples each, and together hold every held-out
+    example once. Returns the data set."""
     import torch
 
     device = _device(device)
-    record, data = _build("dataset", dataset, {"batch_size": batch_size, "device": device, "seed": seed, "shard": None},
-                          options)
+    core = {"batch_size": batch_size, "device": device, "seed": seed, "shard": None}
+    record, data = _build("dataset", dataset, core, options)
     try:
         BY_NAME["dataset"].accept(record, data)
     except FmclfError as exc:
@@ -651,10 +564,8 @@ def check_dataset(
         if not torch.equal(first_labels(1), first_labels(1)):
             raise _fail(record, "two passes over epoch 1 came in different orders; set_epoch(e) must fix the order so "
                                 "a resumed run sees the same batches")
-    from .host.options import accepted_core_params
-
     if "shard" in accepted_core_params(record):
-        _check_shards(record, data, splits, batch_size, device, seed, options)
+        _check_shards(record, data, splits, core, options)
     return data
 
 
@@ -664,14 +575,12 @@ def _examples(batches: Any) -> int:
     return sum(len(y) for _, y in batches)
 
 
-def _check_shards(record: ComponentRecord, data: Any, splits: tuple[str, ...], batch_size: int, device: torch.device,
-                  seed: int, options: Mapping[str, Any] | None) -> None:
-    """Two shards: the same number of training steps each, every held-out example once over both."""
+def _check_shards(record: ComponentRecord, data: Any, splits: tuple[str, ...], core: dict[str, Any],
+                  options: Mapping[str, Any] | None) -> None:
+    """Two shards (``data`` built again from ``core``): the same number of training steps each, every held-out example
+    once over both."""
     full = {split: _examples(getattr(data, split)) for split in splits}
-    shards = []
-    for rank in (0, 1):
-        core = {"batch_size": batch_size, "device": device, "seed": seed, "shard": (rank, 2)}
-        shards.append(_build("dataset", record, core, options)[1])
+    shards = [_build("dataset", record, {**core, "shard": (rank, 2)}, options)[1] for rank in (0, 1)]
     lengths = [len(s.train) for s in shards]
     if lengths[0] != lengths[1]:
         raise _fail(record, f"shard=(0, 2) and shard=(1, 2) train for {lengths[0]} and {lengths[1]} batches; every "
@@ -685,8 +594,7 @@ def _check_shards(record: ComponentRecord, data: Any, splits: tuple[str, ...], b
         elif sum(counts) != full[split]:
             raise _fail(record, f"shards of 2 hold {counts} {split} examples, {sum(counts)} together, but the whole "
                                 f"{split} split has {full[split]}: every {split} example must be evaluated "
-                                f"exactly once "
-                                f"(fmclf.data.shard(n, shard, equal=False))")
+                                f"exactly once (fmclf.data.shard(n, shard, equal=False))")
 
 
 def _check_batch(record: ComponentRecord, split: str, index: int, batch: Any, shape: tuple[int, ...], num_classes: int,
@@ -721,21 +629,13 @@ def _check_batch(record: ComponentRecord, split: str, index: int, batch: Any, sh
 _CHECKS: dict[str, Callable[..., Any]] = {k: globals()[f"check_{k}"] for k in KINDS}
 
 
-def check_plugin(
-    plugin: object,
-    *,
-    name: str | None = None,
-    options: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
-    skip: tuple[str, ...] = (),
-    device: Any = "cpu",
-) -> list[ComponentRecord]:
-    """Load ``plugin`` (a module, class or instance with ``@fmclf.hookimpl``
-    functions) on its own, strictly, and run the contract check of every
-    component it registers. ``options`` maps ``(kind, name)`` to that
-    component's options (needed for required ones); ``skip`` lists kinds or
-    ``"kind:name"`` entries not to check (a dataset that needs files, say).
-    Fails when loading reports anything. Returns the records it checked (not
-    the skipped ones)."""
+def check_plugin(plugin: object, *, name: str | None = None,
+                 options: Mapping[tuple[str, str], Mapping[str, Any]] | None = None, skip: tuple[str, ...] = (),
+                 device: Any = "cpu") -> list[ComponentRecord]:
+    """Load ``plugin`` (a module, class or instance with ``@fmclf.hookimpl`` functions) on its own, strictly, and run
+    the contract check of every component it registers. ``options`` maps ``(kind, name)`` to that component's options
+    (needed for required ones); ``skip`` lists kinds or ``"kind:name"`` entries not to check (a dataset that needs
+    files, say). Fails when loading reports anything. Returns the records it checked (not the skipped ones)."""
     pinned = [n for n, obj in plugins.process_plugins if obj is plugin]  # already there by the fixture
     name = pinned[0] if pinned else name or cast(str, getattr(plugin, "__name__", type(plugin).__name__))
     try:
@@ -747,55 +647,42 @@ def check_plugin(
     records = [r for r in host.registry if r.plugin.name == name and r.plugin.dist is None]
     if not records:
         raise ContractError(f"plugin {name!r} registers no component; its hooks must call register(name, factory)")
-    options = options or {}
     checked = [r for r in records if r.kind not in skip and f"{r.kind}:{r.name}" not in skip]
     for record in checked:
-        _CHECKS[record.kind](record, options=options.get((record.kind, record.name)), device=device)
+        _CHECKS[record.kind](record, options=(options or {}).get((record.kind, record.name)), device=device)
     return checked
 
 
 def check_import_is_light(module: str) -> None:
-    """Import ``module`` in a fresh interpreter and fail if that imports torch:
-    fmclf imports every plugin to learn its components (``fmclf plugins``, a run
-    that stops at a typo), so torch belongs inside factories."""
+    """Import ``module`` in a fresh interpreter and fail if that imports torch: fmclf imports every plugin to learn its
+    components (``fmclf plugins``, a run that stops at a typo), so torch belongs inside factories."""
     code = f"import sys, {module}; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise ContractError(f"importing {module} failed:\n{done.stderr.strip()}")
     if done.stdout.strip() == "True":
-        raise ContractError(
-            f"importing {module} imports torch; every fmclf command that loads plugins would pay for it. "
-            f"Move `import torch` into the factories or into a module they import."
-        )
+        raise ContractError(f"importing {module} imports torch; every fmclf command that loads plugins would pay for "
+                            f"it. Move `import torch` into the factories or into a module they import.")
 
 
-def stress_loss(
-    loss: Component | Callable[..., Any],
-    reference: Callable | None = None,
-    *,
-    options: Mapping[str, Any] | None = None,
-    device: Any = "cpu",
-) -> list[Any]:
-    """Run ``loss`` on every case of the stress grid (:mod:`fmclf.compare.stress`,
-    the cases ``fmclf bench loss`` uses) and return one
-    :class:`~fmclf.compare.stress.CaseResult` per case and dtype: how many rows
-    of its loss (entries of its gradient) went inf or nan, and its largest
-    errors against a float64 reference, relative and in ulps.
+def stress_loss(loss: Component | Callable[..., Any], reference: Callable | None = None, *,
+                options: Mapping[str, Any] | None = None, device: Any = "cpu") -> list[Any]:
+    """Run ``loss`` on every case of the stress grid (:mod:`fmclf.compare.stress`, the cases ``fmclf bench loss`` uses)
+    and return one :class:`~fmclf.compare.stress.CaseResult` per case and dtype: how many rows of its loss (entries of
+    its gradient) went inf or nan, and its largest errors against a float64 reference, relative and in ulps.
 
-    ``loss`` is the loss itself, ``(logits, y) -> per-example loss``, or a
-    registered loss name (or record), built with ``options`` for each case's
-    number of classes. The reference is ``reference`` (a function of float64
-    logits and targets returning the per-example loss, or ``(loss, grad)``),
-    else the loss's own ``reference`` attribute, else cross-entropy's when the
-    loss agrees with cross-entropy on moderate logits, else none: then only
-    finiteness is measured (each result's ``reference`` says which)."""
+    ``loss`` is the loss itself, ``(logits, y) -> per-example loss``, or a registered loss name (or record), built with
+    ``options`` for each case's number of classes. The reference is ``reference`` (a function of float64 logits and
+    targets returning the per-example loss, or ``(loss, grad)``), else the loss's own ``reference`` attribute, else
+    cross-entropy's when the loss agrees with cross-entropy on moderate logits, else none: then only finiteness is
+    measured (each result's ``reference`` says which)."""
     from .compare import stress
 
     if isinstance(loss, (str, ComponentRecord)):
         record = _record("loss", loss)
 
         def build(num_classes: int) -> Callable:
-            return call_factory(record, {"num_classes": num_classes}, resolve_options(record, dict(options or {})))
+            return _build("loss", record, {"num_classes": num_classes}, options)[1]
 
         return stress.stress(build, reference, per_classes=True, device=device)
     if not callable(loss):
@@ -804,24 +691,17 @@ def stress_loss(
     return stress.stress(loss, reference, device=device)
 
 
-def check_batched(
-    kind: str,
-    component: Component,
-    *,
-    options: Mapping[str, Any] | None = None,
-    members: Sequence[Mapping[str, Any]] | None = None,
-    epochs: int = 2,
-    device: Any = "cpu",
-    rel: float = 1e-4,
-) -> None:
-    """Train a few small runs using ``component`` (a ``"model"``, ``"loss"`` or ``"updater"`` declared
-    with :func:`fmclf.batchable`) as one batched group and each alone, and check that every member
-    records what its run alone records (losses within ``rel``, accuracy within 0.002) and ends with
-    the same weights. The other components are the run defaults (:class:`fmclf.run.config.RunConfig`).
-    ``members``: one dict per member with ``seed``, ``lr`` and ``options`` (per-model options of
-    ``component``); by default seeds 0 and 1 times rates 0.05 and 0.2."""
+def check_batched(kind: str, component: Component, *, options: Mapping[str, Any] | None = None,
+                  members: Sequence[Mapping[str, Any]] | None = None, epochs: int = 2, device: Any = "cpu",
+                  rel: float = 1e-4) -> None:
+    """Train a few small runs using ``component`` (a ``"model"``, ``"loss"`` or ``"updater"`` declared with
+    :func:`fmclf.batchable`) as one batched group and each alone, and check that every member records what its run
+    alone records (losses within ``rel``, accuracy within 0.002) and ends with the same weights. The other components
+    are the run defaults (:class:`fmclf.run.config.RunConfig`). ``members``: one dict per member with ``seed``, ``lr``
+    and ``options`` (per-model options of ``component``); by default seeds 0 and 1 times rates 0.05 and 0.2."""
     from .host.batchable import batchable_of
     from .run.config import RunConfig
+    from .train.batched import BatchedTrainer, Member
     from .train.engine import Parts, Trainer
 
     if kind not in ("model", "loss", "updater"):
@@ -847,7 +727,14 @@ def check_batched(
         data, model, loss, updater = build(member)
         state = Trainer(Parts(data, model, loss, updater), device=device, epochs=epochs, cuda_graphs=False).fit()
         alone.append((state.history, [p.detach().clone() for p in model.parameters()]))
-    group = _train_group(members, build, base, stacked, getattr(declared["model"], "stacked", None), epochs, device)
+    group = []  # the same members, trained as one batched group
+    for member in members:
+        _, model, loss, updater = build(member)
+        group.append(Member(model, updater, loss, member["seed"]))
+    trainer = BatchedTrainer(group, base, stacked, device=device, forward=getattr(declared["model"], "stacked", None))
+    for epoch in range(1, epochs + 1):
+        trainer.epoch(epoch)
+    trainer.export()
     for member, (history, weights), got in zip(members, alone, group, strict=True):
         _compare_member(record, member, history, weights, got, epochs, rel)
 
@@ -875,23 +762,6 @@ def _member_builder(kind: str, chosen: Mapping[str, ComponentRecord], options: M
         return data, model, loss, adapt_updater(updater)
 
     return build
-
-
-def _train_group(members: Sequence[Mapping[str, Any]], build: Callable[[Mapping[str, Any]], Any], base: Any,
-                 stacked: Callable[..., Any], forward: Callable[..., Any] | None, epochs: int,
-                 device: Any) -> list[Any]:
-    """``members`` trained ``epochs`` epochs as one batched group; each as the trainer saw it, exported."""
-    from .train.batched import BatchedTrainer, Member
-
-    group = []
-    for member in members:
-        _, model, loss, updater = build(member)
-        group.append(Member(model, updater, loss, member["seed"]))
-    trainer = BatchedTrainer(group, base, stacked, device=device, forward=forward)
-    for epoch in range(1, epochs + 1):
-        trainer.epoch(epoch)
-    trainer.export()
-    return group
 
 
 def _compare_member(record: ComponentRecord, member: Mapping[str, Any], history: list[dict[str, Any]],
