@@ -1,20 +1,14 @@
 """Component options: read from a factory's signature, parsed from text.
 
-A factory's keyword parameters, minus the ones the core passes for its kind
-(``batch_size``, ``device``, ``num_inputs``, ...), are the component's
-options. Their annotations type them, their defaults default them, and a line
-``name: help`` under ``Options:`` (or ``Args:``) in the factory's docstring
-documents them. Supported types: ``int``, ``float``, ``bool``, ``str``,
-``pathlib.Path``, ``Literal[...]``, ``X | None`` and ``list[X]`` /
-``tuple[X, ...]`` of those scalars; ``Annotated[X, fmclf.Range(...)]`` bounds a
-number (see :mod:`fmclf.host.ranges`), and floats are finite unless they say otherwise.
+A factory's keyword parameters, minus the core parameters of its kind, are the component's options: their
+annotations type them (the types supported are in docs/plugins.md, "Options"), their defaults default them, and
+``name: help`` lines under ``Options:`` (or ``Args:``) in the factory's docstring document them.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import difflib
 import inspect
 import math
 import pathlib
@@ -30,10 +24,12 @@ from ..errors import OptionError
 from ..kinds import BY_NAME, KINDS, core_params, lookalikes
 from . import ranges
 from .ranges import Range
-from .registry import ComponentRecord
+from .registry import ComponentRecord, did_you_mean
 
 _SCALARS = {int: "int", float: "float", bool: "bool", str: "str", pathlib.Path: "path"}
 _A_SCALAR = {int: "an integer", float: "a number", bool: "a boolean", str: "a string", pathlib.Path: "a path"}
+#: The Python values (from a config file, or Python) each type takes; bools are no numbers here.
+_TAKES = {int: (int,), float: (int, float), bool: (bool,), str: (str,), pathlib.Path: (str, pathlib.PurePath)}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _NONE = {"none", "null"}
@@ -125,23 +121,16 @@ class Option:
     def _scalar(self, text: str) -> Any:
         base = self.type.base
         if base is bool:
-            low = text.lower()
-            if low in _TRUE:
-                value: Any = True
-            elif low in _FALSE:
-                value = False
-            else:
+            if text.lower() not in _TRUE | _FALSE:
                 raise ValueError(f"{text!r} is not a boolean (use true or false)")
-        elif base is int:
+            value: Any = text.lower() in _TRUE
+        elif base in (int, float):
+            # base 0 reads 0x/0o/0b, but refuses a leading zero ("010"), which int() reads as ten
+            prefixed = base is int and text.lower().startswith(("0x", "0o", "0b"))
             try:
-                value = int(text, 0) if text.lower().startswith(("0x", "0o", "0b")) else int(text)
+                value = int(text, 0) if prefixed else base(text)
             except ValueError:
-                raise ValueError(f"{text!r} is not an integer") from None
-        elif base is float:
-            try:
-                value = float(text)
-            except ValueError:
-                raise ValueError(f"{text!r} is not a number") from None
+                raise ValueError(f"{text!r} is not {_A_SCALAR[base]}") from None
         elif base is pathlib.Path:
             value = pathlib.Path(_recordable(text, path=True)).expanduser()
         else:
@@ -150,14 +139,7 @@ class Option:
 
     def _scalar_value(self, value: Any) -> Any:
         base = self.type.base
-        ok = (
-            (base is bool and isinstance(value, bool))
-            or (base is int and isinstance(value, int) and not isinstance(value, bool))
-            or (base is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-            or (base is pathlib.Path and isinstance(value, (str, pathlib.PurePath)))
-            or (base is str and isinstance(value, str))
-        )
-        if not ok:
+        if not isinstance(value, _TAKES.get(base, ())) or (isinstance(value, bool) and base is not bool):
             raise ValueError(f"{value!r} is not {_A_SCALAR.get(base, 'a string')}")
         if base is float:
             value = float(value)
@@ -210,16 +192,15 @@ _EVAL_NS = {
 
 def _annotation(factory: Callable, param: inspect.Parameter) -> Any:
     ann = param.annotation
-    if isinstance(ann, str):
-        try:  # the module's own names first (a factory's module must not need torch for this)
-            # eval: annotations are code the plugin ships, as its factory is
-            ann = eval(ann, dict(getattr(factory, "__globals__", {})), _EVAL_NS)  # noqa: S307
-        except Exception:
-            try:
-                ann = eval(ann, {}, _EVAL_NS)  # noqa: S307
-            except Exception:
-                ann = inspect.Parameter.empty
-    return ann
+    if not isinstance(ann, str):
+        return ann
+    # The module's own names first, then only ours (a factory's module must not need torch for this).
+    for names in (dict(getattr(factory, "__globals__", {})), {}):
+        try:  # eval: annotations are code the plugin ships, as its factory is
+            return eval(ann, names, _EVAL_NS)  # noqa: S307
+        except Exception:  # unreadable: typed from the default instead
+            continue
+    return inspect.Parameter.empty
 
 
 def type_spec(annotation: Any, default: Any) -> TypeSpec:
@@ -332,15 +313,14 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any],
         option = options.get(name)
         if option is None:
             having = [r for r in others if r != record and any(o.name == name for o in options_of(r))]
-            close = difflib.get_close_matches(name, list(options), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close and not having else ""
-            if not having and others:
-                hint += f" No installed {record.kind} has an option {name!r}."
             if having:
                 setting = BY_NAME[record.kind].setting
                 hint = (f" {name!r} is an option of {' and of '.join(r.describe() for r in having)}: choose "
                         f"{'it' if len(having) == 1 else 'one'} with "
                         f"{' or '.join(f'`{wording.flag(setting, r.name)}`' for r in having)}.")
+            else:
+                hint = did_you_mean(name, options)
+                hint += f" No installed {record.kind} has an option {name!r}." if others else ""
             raise OptionError(f"{record.describe()} has no option {raw_name!r}.{hint} {listing}.")
         try:
             out[name] = option.parse(value) if isinstance(value, str) else option.coerce(value)
@@ -353,14 +333,9 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any],
         if option.name not in out and option.required:
             raise OptionError(
                 f"{record.describe()} needs option {option.name!r} ({option.type}); set it with "
-                f"`{wording.option(option_target(record), option.name, 'VALUE')}`. {listing}."
+                f"`{wording.option(BY_NAME[record.kind].target(record.name), option.name, 'VALUE')}`. {listing}."
             )
     return {name: out.get(name, option.default) for name, option in options.items()}
-
-
-def option_target(record: ComponentRecord) -> str:
-    """How ``-o`` names this component: its kind, or ``visualizer.NAME`` for a kind a run has several of."""
-    return BY_NAME[record.kind].target(record.name)
 
 
 def parse_assignment(text: str) -> tuple[str, str, str]:

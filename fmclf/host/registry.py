@@ -13,7 +13,7 @@ from __future__ import annotations
 import builtins
 import difflib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..errors import AmbiguousComponentError, UnknownComponentError
@@ -77,10 +77,13 @@ def check_name(name: object) -> str | None:
 
 def first_doc_line(obj: object) -> str:
     """First non-empty line of ``obj``'s docstring, or ''."""
-    for line in (getattr(obj, "__doc__", None) or "").strip().splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+    return next(iter((getattr(obj, "__doc__", None) or "").strip().splitlines()), "").strip()
+
+
+def did_you_mean(word: str, names: Iterable[str], *, form: str = " Did you mean {!r}?", cutoff: float = 0.6) -> str:
+    """``form`` holding the one of ``names`` closest to ``word``, or '' when none is close."""
+    close = difflib.get_close_matches(word, list(names), n=1, cutoff=cutoff)
+    return form.format(close[0]) if close else ""
 
 
 class Registry:
@@ -183,8 +186,7 @@ class Registry:
                 f"{kind} {bare!r} comes from plugin {info.name!r} ({info.describe()}), which `-p no:{flag}` blocks, "
                 f"so it is not available. Drop that flag to use it, or choose another {kind}: {others}."
             )
-        close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
-        hint = f" — did you mean {close[0]!r}?" if close else " —"
+        hint = did_you_mean(name, available, form=" — did you mean {!r}?") or " —"
         listing = ", ".join(available) if available else "none (no plugin registers one)"
         raise UnknownComponentError(
             f"unknown {kind} {name!r}{hint} available: {listing}. "
