@@ -28,7 +28,7 @@ from .registry import ComponentRecord, did_you_mean
 
 _SCALARS = {int: "int", float: "float", bool: "bool", str: "str", pathlib.Path: "path"}
 _A_SCALAR = {int: "an integer", float: "a number", bool: "a boolean", str: "a string", pathlib.Path: "a path"}
-#: The Python values (from a config file, or Python) each type takes; bools are no numbers here.
+#: The Python types of the values (from a config file, or Python) each option type takes.
 _TAKES = {int: (int,), float: (int, float), bool: (bool,), str: (str,), pathlib.Path: (str, pathlib.PurePath)}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -139,7 +139,7 @@ class Option:
 
     def _scalar_value(self, value: Any) -> Any:
         base = self.type.base
-        if not isinstance(value, _TAKES.get(base, ())) or (isinstance(value, bool) and base is not bool):
+        if not _takes(base, value):
             raise ValueError(f"{value!r} is not {_A_SCALAR.get(base, 'a string')}")
         if base is float:
             value = float(value)
@@ -156,6 +156,11 @@ class Option:
             ranges.check_number(value, self.type.bounds, is_float=self.type.base is float,
                                 allow_inf=self.type.allow_inf)
         return value
+
+
+def _takes(base: type, value: Any) -> bool:
+    """Whether an option of type ``base`` takes ``value`` as it is: a bool is no number here."""
+    return isinstance(value, _TAKES.get(base, ())) and (base is bool or not isinstance(value, bool))
 
 
 def _recordable(text: str, *, path: bool = False) -> str:
