@@ -119,11 +119,13 @@ class Option:
         return tuple(values) if self.type.as_tuple else values
 
     def _scalar(self, text: str) -> Any:
+        """Read ``text`` as a value of the option's type, then check it as :meth:`_scalar_value` does any value."""
         base = self.type.base
+        value: Any = text
         if base is bool:
             if text.lower() not in _TRUE | _FALSE:
                 raise ValueError(f"{text!r} is not a boolean (use true or false)")
-            value: Any = text.lower() in _TRUE
+            value = text.lower() in _TRUE
         elif base in (int, float):
             # base 0 reads 0x/0o/0b, but refuses a leading zero ("010"), which int() reads as ten
             prefixed = base is int and text.lower().startswith(("0x", "0o", "0b"))
@@ -131,11 +133,7 @@ class Option:
                 value = int(text, 0) if prefixed else base(text)
             except ValueError:
                 raise ValueError(f"{text!r} is not {_A_SCALAR[base]}") from None
-        elif base is pathlib.Path:
-            value = pathlib.Path(_recordable(text, path=True)).expanduser()
-        else:
-            value = _recordable(text)
-        return self._check_choice(value)
+        return self._scalar_value(value)
 
     def _scalar_value(self, value: Any) -> Any:
         base = self.type.base
@@ -164,8 +162,8 @@ def _takes(base: type, value: Any) -> bool:
 
 
 def _recordable(text: str, *, path: bool = False) -> str:
-    """``text``, if a run's config.toml (UTF-8) can record it: an empty path (which would mean the
-    current folder) and text holding bytes that are not UTF-8 (as a path may) are refused."""
+    """``text``, if a run's config.toml (UTF-8) can record it: an empty path (which would mean the current folder)
+    and text holding bytes that are not UTF-8 (as a path may) are refused."""
     if path and not text.strip():
         raise ValueError("the path is empty (it would mean the current folder); give a file or folder name")
     try:
@@ -209,9 +207,8 @@ def _annotation(factory: Callable, param: inspect.Parameter) -> Any:
 
 
 def type_spec(annotation: Any, default: Any) -> TypeSpec:
-    """Map an annotation (or, without one, the default's type) to a :class:`TypeSpec`.
-    A default of None makes the option nullable whatever the annotation says
-    (``hidden: int = None`` means ``int | None``)."""
+    """Map an annotation (or, without one, the default's type) to a :class:`TypeSpec`. A default of None makes the
+    option nullable whatever the annotation says (``hidden: int = None`` means ``int | None``)."""
     spec = _type_spec(annotation, default)
     if spec.base is float and isinstance(default, float) and math.isinf(default) and not spec.allow_inf:
         spec = dataclasses.replace(spec, allow_inf=True)  # a default of inf says inf is a value
@@ -270,9 +267,8 @@ def _doc_help(factory: Callable) -> dict[str, str]:
 def accepted_core_params(record: ComponentRecord) -> set[str]:
     """The core parameters of its kind that this factory accepts."""
     params = _signature(record).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return set(core_params(record.kind))
-    return {n for n in core_params(record.kind) if n in params}
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return {n for n in core_params(record.kind) if takes_all or n in params}
 
 
 def _signature(record: ComponentRecord) -> inspect.Signature:
@@ -283,9 +279,9 @@ def _signature(record: ComponentRecord) -> inspect.Signature:
 
 
 def lookalike_options(record: ComponentRecord) -> dict[str, tuple[str, ...]]:
-    """The options of ``record`` named like something fmclf passes to factories, but not to
-    factories of its kind (an updater's ``model``, a loss's ``device``): almost surely a factory
-    that expects a core parameter it will never get. Maps each to the kinds that do get it."""
+    """The options of ``record`` named like something fmclf passes to factories, but not to factories of its kind
+    (an updater's ``model``, a loss's ``device``): almost surely a factory that expects a core parameter it will
+    never get. Maps each to the kinds that do get it."""
     suspects = lookalikes(record.kind)
     names = [p.name for p in _signature(record).parameters.values()
              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
@@ -306,9 +302,9 @@ def options_of(record: ComponentRecord) -> list[Option]:
 
 def resolve_options(record: ComponentRecord, given: dict[str, Any],
                     others: Iterable[ComponentRecord] = ()) -> dict[str, Any]:
-    """Check ``given`` (strings from the command line, or config values) against the
-    component's options; return every option's value, defaults filled in. ``others``, the
-    other components of its kind, are named when one of them has an option this one lacks."""
+    """Check ``given`` (strings from the command line, or config values) against the component's options; return
+    every option's value, defaults filled in. ``others``, the other components of its kind, are named when one of
+    them has an option this one lacks."""
     options = {o.name: o for o in options_of(record)}
     listing = ("Its options: " + "; ".join(o.describe() for o in options.values())) if options else \
         f"{record.kind.capitalize()} {record.name!r} itself has no options"
@@ -328,12 +324,10 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any],
                 hint += f" No installed {record.kind} has an option {name!r}." if others else ""
             raise OptionError(f"{record.describe()} has no option {raw_name!r}.{hint} {listing}.")
         try:
-            out[name] = option.parse(value) if isinstance(value, str) else option.coerce(value)
+            out[name] = option.coerce(value)  # a string is parsed, as from the command line
         except ValueError as exc:
-            raise OptionError(
-                f"bad value for option {name!r} of {record.describe()}: {exc}. "
-                f"It takes {option.type}. {listing}."
-            ) from None
+            raise OptionError(f"bad value for option {name!r} of {record.describe()}: {exc}. It takes {option.type}. "
+                              f"{listing}.") from None
     for option in options.values():
         if option.name not in out and option.required:
             raise OptionError(
@@ -344,8 +338,8 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any],
 
 
 def parse_assignment(text: str) -> tuple[str, str, str]:
-    """Split ``kind.option=value`` (or ``visualizer.NAME.option=value``) into
-    ``(target, option, value)``; target is a kind, or ``KIND.NAME`` for a kind a run has several of."""
+    """Split ``kind.option=value`` (or ``visualizer.NAME.option=value``) into ``(target, option, value)``; target is
+    a kind, or ``KIND.NAME`` for a kind a run has several of."""
     key, sep, value = text.partition("=")
     parts = key.strip().split(".")
     many = [k.name for k in BY_NAME.values() if k.many]
@@ -366,8 +360,7 @@ def parse_assignment(text: str) -> tuple[str, str, str]:
                 f"cannot read option {text!r}: {row.name} options name the {row.name}, as in "
                 f"`{wording.option(f'{row.name}.NAME', 'OPTION', 'VALUE')}` (a run may have several)."
             )
-        # Option names are identifiers, so the last part is the option; a component's
-        # name (or its qualified dist:name) may itself contain dots.
+        # Option names are identifiers, so the last part is the option; a component's name may contain dots.
         return row.target(".".join(parts[1:-1])), parts[-1], value
     if len(parts) != 2:
         raise OptionError(f"cannot read option {text!r}: write {parts[0]}.OPTION=VALUE.")
