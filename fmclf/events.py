@@ -80,17 +80,15 @@ class Control:
                 and number > 0):
             raise ComponentError(f"{who} called control.{call}; it takes a finite number above 0.")
         if self._event is not None and self._event not in LR_EVENTS:
-            raise ComponentError(
-                f"{who} called control.{call} in {self._event}; the rate changes between epochs, where every "
-                f"process agrees on it: call it in {' or '.join(LR_EVENTS)}."
-            )
+            raise ComponentError(f"{who} called control.{call} in {self._event}; the rate changes between epochs, "
+                                 f"where every process agrees on it: call it in {' or '.join(LR_EVENTS)}.")
         if how == "scale" and self._lr is not None:  # after another request in the same event: composed
             how, number = self._lr[0], self._lr[1] * number
         self._lr = (how, float(number), who)
 
     def take_lr(self) -> tuple[str, float, str] | None:
-        """The learning-rate change asked for since the last call, ``("set", value, who)`` or
-        ``("scale", factor, who)``, or None; the engine applies it (see :func:`fmclf.train.updaters.change_lr`)."""
+        """The learning-rate change asked for since the last call, ``("set", value, who)`` or ``("scale", factor,
+        who)``, or None; the engine applies it (see :func:`fmclf.train.updaters.change_lr`)."""
         request, self._lr = self._lr, None
         return request
 
@@ -107,9 +105,7 @@ class Control:
 
     def record(self) -> dict[str, Any] | None:
         """What summary.json keeps: ``{"by", "reason", "epoch"}``, or None."""
-        if self.stopped_by is None:
-            return None
-        return {"by": self.stopped_by, "reason": self.reason, "epoch": self.epoch}
+        return None if self.stopped_by is None else {"by": self.stopped_by, "reason": self.reason, "epoch": self.epoch}
 
     def restore(self, record: dict[str, Any] | None) -> None:
         """Take back a :meth:`record` (from a checkpoint, or from rank 0)."""
@@ -186,9 +182,9 @@ class FitEnd:
 
 @dataclass
 class ExceptionRaised:
-    """Training stopped on an error: Ctrl-C or SIGTERM (``cause`` "interrupt"), an inf or nan
-    loss or weights ("divergence"), or a component that raised ("fault"). The error is
-    raised again once every listener heard it; close files here, do not raise."""
+    """Training stopped on an error: Ctrl-C or SIGTERM (``cause`` "interrupt"), an inf or nan loss or weights
+    ("divergence"), or a component that raised ("fault"). The error is raised again once every listener heard it;
+    close files here, do not raise."""
 
     error: BaseException
     epoch: int | None  #: the epoch in progress (1-based), None before the first

@@ -301,8 +301,8 @@ def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
             why = f"{' and '.join(map(repr, by_keyword))} is keyword-only, but the hook passes it by position"
         else:
             continue
-        problems.append(f"hook implementation {attr}{signature} does not match the hook "
-                        f"{hook}({', '.join(passed)}): {why}")
+        problems.append(f"hook implementation {attr}{signature} does not match the hook {hook}({', '.join(passed)}): "
+                        f"{why}")
     return problems
 
 
@@ -318,14 +318,11 @@ def _registrar(kind: str, info: PluginInfo, out: list[ComponentRecord]) -> Calla
         if unknown:
             raise TypeError(f"register() got {_unexpected(unknown)} for {kind} {name!r}; it takes "
                             f"register(name, factory, *, {', '.join(f'{k}=...' for k in REGISTER_KEYWORDS)})")
-        why = check_name(name)
-        if why:
+        if why := check_name(name):
             raise ValueError(why)
         if isinstance(factory, types.ModuleType):
-            raise TypeError(
-                f"the factory for {kind} {name!r} is the module {factory.__name__}: a submodule named like "
-                f"the factory function replaced it on the package once imported; rename the submodule"
-            )
+            raise TypeError(f"the factory for {kind} {name!r} is the module {factory.__name__}: a submodule named like "
+                            f"the factory function replaced it on the package once imported; rename the submodule")
         if not callable(factory):
             raise TypeError(f"the factory for {kind} {name!r} is not callable: {factory!r}")
         if any(r.name == name for r in out):
