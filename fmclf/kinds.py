@@ -1,8 +1,6 @@
 """The component kinds, one row each: everything the core knows about a kind.
 
-A row gives the kind's name, the hook that registers it, the core parameters its factories may ask for, whether a
-run takes one or several (and so how ``-o`` and the command line name it), and its contract: what a factory must
-return, checked when a run builds it. Adding a kind is one row here plus a ``check_KIND`` in :mod:`fmclf.testing`.
+Adding a kind is one row here, a hookspec and a ``check_KIND`` in :mod:`fmclf.testing` (docs/architecture.md).
 Importing this module imports no torch.
 """
 

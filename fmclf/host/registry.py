@@ -1,8 +1,6 @@
-"""Component records and the name lookup over them.
+"""Component records and the name lookup over them (collisions: docs/plugins.md, "Collisions").
 
-A record says what a component is (kind, name, factory, help) and who registered it (the plugin, its distribution
-and version). Names are unique per kind unless two plugins collide; a collided name is ambiguous and must be
-qualified as ``dist:name`` (or ``plugin:name``), while every other name keeps working. A plugin that registers a
+A collided name must be qualified as ``dist:name`` (or ``plugin:name``), except that a plugin registering a
 built-in's name does not make it ambiguous: the plain name stays the built-in's, the plugin's is selected qualified.
 """
 
