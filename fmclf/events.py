@@ -1,18 +1,11 @@
-"""What visualizers and callbacks are told, and when.
+"""What visualizers and callbacks are told, and when (docs/plugins.md, "register_visualizers" and
+"register_callbacks", says it for plugin authors).
 
-A visualizer or a callback implements any of ``on_fit_start``,
-``on_batch_end``, ``on_epoch_end``, ``on_fit_end`` and ``on_exception``; each
-receives one event object. Every event carries ``control``: a callback may
-call ``event.control.stop(reason)`` to end the run cleanly after the current
-epoch, and ``event.control.set_lr(value)`` or ``scale_lr(factor)`` to change
-the learning rate from the next epoch on (a visualizer shows and does not steer). Batch events hold device
-tensors: reading ``loss`` or ``acc`` synchronises with the device, so read
-them at a human rate (say ten times a second), not every batch.
-
-Callbacks hear each event before visualizers do, so a visualizer sees the
-stop a callback asked for in the same event. After an epoch, callbacks'
-``on_epoch_end`` runs before the checkpoint is written (what they decide and
-keep in ``state_dict()`` is saved with it), visualizers' after it.
+A visualizer or a callback implements any of :data:`EVENTS`; each receives one event object, which carries
+``control``: a callback may stop the run or change its learning rate through it (a visualizer shows and does not
+steer). Batch events hold device tensors: reading ``loss`` or ``acc`` synchronises with the device. Callbacks hear
+each event before visualizers do, and their ``on_epoch_end`` runs before the checkpoint is written (what they
+decide and keep in ``state_dict()`` is saved with it), visualizers' after it.
 """
 
 from __future__ import annotations
@@ -23,11 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ComponentError
+from .wording import flag
+
 EVENTS = ("on_fit_start", "on_batch_end", "on_epoch_end", "on_fit_end", "on_exception")
 
 #: What ``ExceptionRaised.cause`` says stopped the run.
 CAUSES = ("interrupt", "divergence", "fault")
-
 
 #: The events in which a callback may change the learning rate: between epochs, where every process agrees on it.
 LR_EVENTS = ("on_fit_start", "on_epoch_end")
@@ -36,19 +31,12 @@ LR_EVENTS = ("on_fit_start", "on_epoch_end")
 class Control:
     """How a callback steers the run: ``stop(reason)`` ends it after the current epoch.
 
-    The run then exits 0 with its final weights, summary and report, which say
-    who stopped it (``stopped_by``), why (``reason``) and after which epoch
-    (``epoch``). The first stop asked for is the one kept. ``warn(text)`` prints
-    a warning naming the component that calls it.
-
-    ``set_lr(value)`` and ``scale_lr(factor)`` change the learning rate, from
-    ``on_fit_start`` (from the first epoch on) or ``on_epoch_end`` (from the
-    next): rank 0's request is applied on every process, before the checkpoint
-    is written, so a resumed run goes on at the new rate; metrics.jsonl's
-    ``lr`` shows it from the next epoch. Both multiply every rate the updater
-    holds by one factor (``value`` over the current rate, or ``factor``): a
-    torch optimizer's parameter groups, with its scheduler's base rates, so a
-    schedule keeps its shape at the new scale; else an updater's ``lr``.
+    The run then exits 0 with its final weights, summary and report, which say who stopped it (``stopped_by``),
+    why (``reason``) and after which epoch (``epoch``); the first stop asked for is kept. ``warn(text)`` prints a
+    warning naming the component that calls it. ``set_lr(value)`` and ``scale_lr(factor)`` change the learning
+    rate, only between epochs (:data:`LR_EVENTS`), where every process agrees on it: rank 0's request is applied on
+    every process before the checkpoint is written, as one factor on every rate the updater holds, so a schedule
+    keeps its shape (see :func:`fmclf.train.updaters.change_lr`).
     """
 
     def __init__(self, warn: Callable[[str], None] | None = None) -> None:
@@ -63,9 +51,6 @@ class Control:
 
     def _steering(self, call: str) -> str:
         """Who calls ``call``: refused unless a callback does."""
-        from .errors import ComponentError
-        from .wording import flag
-
         kind, who = self._caller or ("callback", "a callback")
         if kind != "callback":
             raise ComponentError(
@@ -89,25 +74,21 @@ class Control:
         self._ask_lr("scale", factor)
 
     def _ask_lr(self, how: str, number: Any) -> None:
-        from .errors import ComponentError
-
         call = f"{how}_lr({number!r})"
         who = self._steering(call)
         if not (isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number)
                 and number > 0):
             raise ComponentError(f"{who} called control.{call}; it takes a finite number above 0.")
         if self._event is not None and self._event not in LR_EVENTS:
-            raise ComponentError(
-                f"{who} called control.{call} in {self._event}; the rate changes between epochs, where every "
-                f"process agrees on it: call it in {' or '.join(LR_EVENTS)}."
-            )
+            raise ComponentError(f"{who} called control.{call} in {self._event}; the rate changes between epochs, "
+                                 f"where every process agrees on it: call it in {' or '.join(LR_EVENTS)}.")
         if how == "scale" and self._lr is not None:  # after another request in the same event: composed
             how, number = self._lr[0], self._lr[1] * number
         self._lr = (how, float(number), who)
 
     def take_lr(self) -> tuple[str, float, str] | None:
-        """The learning-rate change asked for since the last call, ``("set", value, who)`` or
-        ``("scale", factor, who)``, or None; the engine applies it (see :func:`fmclf.train.updaters.change_lr`)."""
+        """The learning-rate change asked for since the last call, ``("set", value, who)`` or ``("scale", factor,
+        who)``, or None; the engine applies it (see :func:`fmclf.train.updaters.change_lr`)."""
         request, self._lr = self._lr, None
         return request
 
@@ -124,9 +105,7 @@ class Control:
 
     def record(self) -> dict[str, Any] | None:
         """What summary.json keeps: ``{"by", "reason", "epoch"}``, or None."""
-        if self.stopped_by is None:
-            return None
-        return {"by": self.stopped_by, "reason": self.reason, "epoch": self.epoch}
+        return None if self.stopped_by is None else {"by": self.stopped_by, "reason": self.reason, "epoch": self.epoch}
 
     def restore(self, record: dict[str, Any] | None) -> None:
         """Take back a :meth:`record` (from a checkpoint, or from rank 0)."""
@@ -203,9 +182,9 @@ class FitEnd:
 
 @dataclass
 class ExceptionRaised:
-    """Training stopped on an error: Ctrl-C or SIGTERM (``cause`` "interrupt"), an inf or nan
-    loss or weights ("divergence"), or a component that raised ("fault"). The error is
-    raised again once every listener heard it; close files here, do not raise."""
+    """Training stopped on an error: Ctrl-C or SIGTERM (``cause`` "interrupt"), an inf or nan loss or weights
+    ("divergence"), or a component that raised ("fault"). The error is raised again once every listener heard it;
+    close files here, do not raise."""
 
     error: BaseException
     epoch: int | None  #: the epoch in progress (1-based), None before the first

@@ -1,10 +1,7 @@
 """The component kinds, one row each: everything the core knows about a kind.
 
-A row gives the kind's name, the hook that registers it, the core parameters
-its factories may ask for, whether a run takes one or several (and so how
-``-o`` and the command line name it), and its contract: what a factory must
-return, checked when a run builds it. Adding a kind is one row here plus a
-``check_KIND`` in :mod:`fmclf.testing`. Importing this module imports no torch.
+Adding a kind is one row here, a hookspec and a ``check_KIND`` in :mod:`fmclf.testing` (docs/architecture.md).
+Importing this module imports no torch.
 """
 
 from __future__ import annotations
@@ -75,8 +72,7 @@ def _accept_model(record: ComponentRecord, model: Any) -> Any:
     import torch
 
     if not isinstance(model, torch.nn.Module):
-        raise ComponentError(f"{record.describe()} returned {type(model).__name__}; "
-                             f"a model must be a torch.nn.Module.")
+        raise ComponentError(f"{record.describe()} returned {type(model).__name__}; a model must be a torch.nn.Module.")
     return model
 
 
@@ -140,24 +136,17 @@ RUN_NAMES: tuple[str, ...] = ("model", "epochs", "steps_per_epoch")
 KINDS: tuple[str, ...] = tuple(BY_NAME)
 
 
-def kind(name: str) -> Kind:
-    """The row of kind ``name``; a KeyError names the kinds there are."""
-    try:
-        return BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"unknown component kind {name!r}; kinds are: {', '.join(KINDS)}") from None
-
-
 def core_params(name: str) -> tuple[str, ...]:
-    """The parameters the core passes to factories of kind ``name``."""
-    return kind(name).core
+    """The parameters the core passes to factories of kind ``name``; a KeyError names the kinds there are."""
+    if name not in BY_NAME:
+        raise KeyError(f"unknown component kind {name!r}; kinds are: {', '.join(KINDS)}")
+    return BY_NAME[name].core
 
 
 def lookalikes(name: str) -> dict[str, tuple[str, ...]]:
-    """Parameter names that a factory of kind ``name`` is not given but that look as if
-    fmclf gave them: another kind's core parameters, and :data:`RUN_NAMES`. Maps each to
-    the kinds that do get it (empty: none does). A name that becomes a core parameter
-    of kind ``name`` here stops being a lookalike for it."""
+    """Parameter names that a factory of kind ``name`` is not given but that look as if fmclf gave them: another
+    kind's core parameters, and :data:`RUN_NAMES`. Maps each to the kinds that do get it (empty: none does). A
+    name that becomes a core parameter of kind ``name`` here stops being a lookalike for it."""
     own = set(core_params(name))
     out: dict[str, tuple[str, ...]] = {}
     for row in ROWS:

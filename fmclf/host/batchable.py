@@ -1,34 +1,9 @@
 """How a component says it can train in a batched group: many runs as one computation.
 
-``fmclf compare`` trains the runs of a grid that differ only in seed, learning
-rate and per-model options together, in one process (see docs/comparing.md).
-A component takes part only when its factory says it can, with
-:func:`batchable`; a component that says nothing is trained run by run, as
-before. What the declaration promises depends on the kind:
-
-- **dataset**: its splits are :class:`fmclf.data.TensorBatches`, whose order
-  depends only on the run's seed, so one copy of the data serves every seed.
-- **model**: the module is a pure function of its parameters and input
-  (``torch.func.functional_call`` under ``vmap``: no in-place buffer updates,
-  no random draws), so the members' parameters can be stacked. ``stacked``,
-  optional, is a faster form of the stacked forward: ``stacked(params, buffers,
-  X)`` with each parameter's first dimension the member, returning logits
-  (members, N, classes); without it ``torch.func.vmap`` runs the module.
-- **loss**: each row's loss depends on that row alone, so the rows of many
-  members, one after another, give each member's losses.
-- **updater**: ``stacked`` builds the vectorised update: called as
-  ``stacked(params=..., members=...)`` with the stacked parameters (leading
-  dimension: the member) and each member's own updater, as its factory built
-  it; it returns an object with ``zero_grad()``, ``step(batch_size)``,
-  ``reduction`` ("sum" or "mean"), ``lrs()`` (each member's rate of the
-  latest step), ``drop(k)`` (member k diverged: stop updating it) and
-  ``export(k)`` (put member k's state back into its own updater, which its
-  checkpoint saves). ``fmclf.testing.check_batched`` checks it gives the
-  numbers the member updaters give alone.
-
-``per_model`` names the options that may differ between the members of one
-group (a learning-rate schedule, momentum); any other option must be the same
-in all of them. Importing this module imports no torch.
+``fmclf compare`` trains the runs of a grid that differ only in seed, learning rate and per-model options
+together, in one process, when their factories say they can with :func:`batchable`; what the declaration
+promises for each kind (and what an updater's ``stacked`` returns) is in docs/comparing.md, "Making a plugin
+batchable". Importing this module imports no torch.
 """
 
 from __future__ import annotations

@@ -1,42 +1,29 @@
 """Finding, loading and isolating plugins.
 
-Built-ins and third-party packages are loaded the same way: one entry point
-of the ``fmclf`` group at a time, each import and each hook call guarded, so
-that one broken plugin produces a warning naming it instead of taking down
-the command. ``FMCLF_STRICT_PLUGINS=1`` turns those warnings into an error;
-``FMCLF_DISABLE_PLUGIN_AUTOLOAD=1`` loads only the built-ins (plus what
-``-p NAME`` asks for), like pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
+Built-ins and third-party packages load the same way: one entry point of the ``fmclf`` group at a time, each import
+and each hook call guarded, so that a broken plugin gives a warning naming it instead of taking down the command.
+``FMCLF_STRICT_PLUGINS=1`` makes those warnings an error; ``FMCLF_DISABLE_PLUGIN_AUTOLOAD=1`` loads only the
+built-ins (plus ``-p NAME``), like pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
 
-What pluggy does and what this module adds. Plugins are registered with the
-``PluginManager``, which keeps the hook implementations, their order and its
-own validation; ``-p no:NAME`` is ``pm.set_blocked``. Three things stay here,
-because pluggy does them in a way that loses the isolation above:
+pluggy's ``PluginManager`` keeps the hook implementations, their order and its own validation; ``-p no:NAME`` is
+``pm.set_blocked``. Three things stay here, because pluggy does them in a way that loses that isolation:
 
-- Hooks are called one implementation at a time, not as
-  ``pm.hook.register_models(register=...)``: pluggy's call loop stops at the
-  first implementation that raises, so one plugin's bug would cost every
-  plugin after it, and the exception would not say whose it is. The per-plugin
-  proxy pluggy offers, ``pm.subset_hook_caller``, filters plugins with
-  ``hasattr(plugin, hook_name)`` into a set, so it calls a ``specname``
-  implementation once per other plugin and fails on an unhashable plugin object
-  (a ``SimpleNamespace``); it is also quadratic. Each call gets a ``register``
-  that knows its plugin, which is what lets a bad registration name it.
-- Entry points are found and imported here, not by
-  ``pm.load_setuptools_entrypoints``, which imports them unguarded (the first
-  broken plugin stops the load), cannot load only some (autoload off, ``-p``),
-  skips a second distribution's entry point of the same name without a word,
-  and cannot time an import or see it pull in torch.
-- Hook implementations are checked before ``pm.register``, in words that name
-  the plugin and the fix. pluggy only checks at registration that an
-  implementation asks for no argument the spec lacks; it finds a misspelled
-  hook only in ``check_pending`` (first offender, for the whole manager) and
-  never a keyword-only ``register``; and a ``PluginValidationError`` leaves the
-  plugin half-registered. Its own check still runs after ours, as a backstop.
+- Hooks are called one implementation at a time, not as ``pm.hook.register_models(register=...)``: pluggy's call
+  loop stops at the first implementation that raises, and the exception would not say whose it is. Its per-plugin
+  proxy, ``pm.subset_hook_caller``, filters plugins with ``hasattr(plugin, hook_name)`` into a set, so it calls a
+  ``specname`` implementation once per other plugin, fails on an unhashable plugin (a ``SimpleNamespace``) and is
+  quadratic. Each call gets a ``register`` that knows its plugin, so a bad registration names it.
+- Entry points are found and imported here, not by ``pm.load_setuptools_entrypoints``, which imports them
+  unguarded, cannot load only some (autoload off, ``-p``), skips a second distribution's entry point of the same
+  name without a word, and cannot time an import or see it pull in torch.
+- Hook implementations are checked before ``pm.register``, in words that name the plugin and the fix. pluggy
+  finds a misspelled hook only in ``check_pending`` (first offender, for the whole manager), never a keyword-only
+  ``register``, and a ``PluginValidationError`` leaves the plugin half-registered. Its own check still runs after
+  ours, as a backstop.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import inspect
@@ -54,9 +41,10 @@ from .. import hookspecs
 from ..errors import PluginError, Stopped
 from ..kinds import BY_NAME, ROWS
 from .options import lookalike_options
-from .registry import ComponentRecord, PluginInfo, Registry, check_name, first_doc_line, normalize
+from .registry import ComponentRecord, PluginInfo, Registry, check_name, did_you_mean, first_doc_line, normalize
 
 HOOKS = [k.hook for k in ROWS]
+_PAREN = " (did you mean {!r}?)"  #: did_you_mean's form inside a sentence
 
 ENTRY_POINT_GROUP = "fmclf"
 BUILTIN_DIST = "fmclf"
@@ -77,16 +65,12 @@ class PluginFailure:
 
     def message(self, *, strict: bool = False) -> str:
         """One paragraph for the user (``strict``: it is about to stop the command)."""
-        lost = (
-            "the components that hook registers are not available"
-            if self.stage.startswith("hook ")
-            else "none of its components are available"
-        )
+        lost = ("the components that hook registers are not available" if self.stage.startswith("hook ")
+                else "none of its components are available")
         source = f"{self.plugin.describe()}, " if self.plugin.dist else ""
         return (
-            f"plugin {self.plugin.name!r} ({source}module {self.plugin.module}) "
-            f"failed at {self.stage}: {self.error.rstrip('.')}. "
-            + ("" if strict else f"So {lost}; everything else works. ")
+            f"plugin {self.plugin.name!r} ({source}module {self.plugin.module}) failed at {self.stage}: "
+            f"{self.error.rstrip('.')}. " + ("" if strict else f"So {lost}; everything else works. ")
             + f"Fix or uninstall it, or block it with `fmclf -p no:{self.plugin.name} ...`"
             + ("." if strict else "; FMCLF_STRICT_PLUGINS=1 makes this an error.")
         )
@@ -119,9 +103,9 @@ class PluginHost:
 
 
 def _dist_of(ep: metadata.EntryPoint, known: dict[int, tuple[str | None, str | None]]) -> tuple[str | None, str | None]:
-    """The name and version of the distribution that declares ``ep``. Its METADATA file is parsed once
-    per distribution (``known``, by the distribution object the entry points share): parsing it is
-    most of what finding the plugins costs, and fmclf itself declares seven."""
+    """The name and version of the distribution that declares ``ep``. Its METADATA file is parsed once per
+    distribution (``known``, by the distribution object the entry points share): parsing it is most of what
+    finding the plugins costs, and fmclf itself declares seven."""
     dist = getattr(ep, "dist", None)
     if dist is None:
         return None, None
@@ -133,19 +117,14 @@ def _dist_of(ep: metadata.EntryPoint, known: dict[int, tuple[str | None, str | N
 
 def _entry_points() -> list[tuple[metadata.EntryPoint, PluginInfo]]:
     """Every ``fmclf`` entry point once, built-ins first, then by name."""
-    seen, out = set(), []
+    found: dict[tuple[str, str, str], tuple[metadata.EntryPoint, PluginInfo]] = {}
     dists: dict[int, tuple[str | None, str | None]] = {}
     eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))  # alive till the end: ids stay unique
     for ep in eps:
         dist, version = _dist_of(ep, dists)
-        key = (normalize(dist), ep.name, ep.value)
-        if key in seen:  # the same distribution on sys.path twice
-            continue
-        seen.add(key)
         info = PluginInfo(ep.name, ep.value, dist, version, builtin=normalize(dist) == BUILTIN_DIST)
-        out.append((ep, info))
-    out.sort(key=lambda pair: (not pair[1].builtin, pair[1].name))
-    return out
+        found.setdefault((normalize(dist), ep.name, ep.value), (ep, info))  # the first, if a dist is on sys.path twice
+    return sorted(found.values(), key=lambda pair: (not pair[1].builtin, pair[1].name))
 
 
 def _matches(info: PluginInfo, names: Iterable[str]) -> bool:
@@ -153,9 +132,9 @@ def _matches(info: PluginInfo, names: Iterable[str]) -> bool:
     return normalize(info.name) in wanted or (info.dist is not None and normalize(info.dist) in wanted)
 
 
-#: ``(name, plugin_object)`` pairs that every load in this process adds after the
-#: installed plugins. The ``fmclf_plugin`` test fixture puts a plugin here for one test,
-#: so that ``fmclf.get_component`` and the CLI (run in-process) both see it.
+#: ``(name, plugin_object)`` pairs that every load in this process adds after the installed plugins. The
+#: ``fmclf_plugin`` test fixture puts a plugin here for one test, so that ``fmclf.get_component`` and the CLI
+#: (run in-process) both see it.
 process_plugins: list[tuple[str, object]] = []
 
 
@@ -169,13 +148,11 @@ def load_plugins(
 ) -> PluginHost:
     """Load plugins and collect their components.
 
-    ``autoload`` (default: not ``$FMCLF_DISABLE_PLUGIN_AUTOLOAD``) loads every
-    installed entry point; otherwise only the built-ins and those named in
-    ``include`` (entry-point name, distribution name, or an importable module
-    path). ``block`` names plugins never to load. ``extra`` registers
-    ``(name, plugin_object)`` pairs directly (after :data:`process_plugins`).
-    ``strict`` (default ``$FMCLF_STRICT_PLUGINS``) raises :class:`PluginError`
-    instead of warning when a plugin fails.
+    ``autoload`` (default: not ``$FMCLF_DISABLE_PLUGIN_AUTOLOAD``) loads every installed entry point; otherwise only
+    the built-ins and those named in ``include`` (entry-point name, distribution name, or an importable module path).
+    ``block`` names plugins never to load. ``extra`` registers ``(name, plugin_object)`` pairs directly (after
+    :data:`process_plugins`). ``strict`` (default ``$FMCLF_STRICT_PLUGINS``) raises :class:`PluginError` instead of
+    warning when a plugin fails.
     """
     from ..run.signals import handled
 
@@ -204,14 +181,12 @@ def _load_plugins(autoload: bool | None, include: Iterable[str], block: Iterable
         in_process = any(n == wanted for n, _ in [*process_plugins, *extra])
         if not in_process and not any(_matches(info, [wanted]) for _, info in found):
             host.notes.append(f"`-p no:{wanted}` blocks nothing: no installed plugin is named "
-                              f"{wanted!r}.{_did_you_mean(wanted, known)}")
+                              f"{wanted!r}.{did_you_mean(wanted, known)}")
     for ep, info in found:
         if _matches(info, block):
             host.blocked.append((info, ep.load, next(w for w in block if _matches(info, [w]))))
-            continue
-        if not (info.builtin or autoload or _matches(info, include)):
-            continue
-        _add(host, infos, info, ep.load)
+        elif info.builtin or autoload or _matches(info, include):
+            _add(host, infos, info, ep.load)
 
     for wanted in include:
         if any(_matches(info, [wanted]) for _, info in found):
@@ -225,7 +200,7 @@ def _load_plugins(autoload: bool | None, include: Iterable[str], block: Iterable
         if spec is None:
             host.failures.append(PluginFailure(
                 info, "loading",
-                f"no installed plugin or importable module is named {wanted!r}.{_did_you_mean(wanted, known)} "
+                f"no installed plugin or importable module is named {wanted!r}.{did_you_mean(wanted, known)} "
                 f"Installed plugins: {', '.join(known) or 'none'}",
             ))
             continue
@@ -248,11 +223,6 @@ def _load_plugins(autoload: bool | None, include: Iterable[str], block: Iterable
 
 def _who(info: PluginInfo) -> str:
     return f"plugin {info.name!r}" + (f" ({info.describe()})" if info.dist else "")
-
-
-def _did_you_mean(wanted: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(wanted, names, n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load: Callable[[], object]) -> None:
@@ -288,35 +258,28 @@ def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load:
         return
     unmarked = [h for h in HOOKS if callable(getattr(obj, h, None)) and pm.parse_hookimpl_opts(obj, h) is None]
     if unmarked:
-        host.notes.append(
-            f"{_who(info)} defines {', '.join(unmarked)} without "
-            f"@fmclf.hookimpl, so fmclf does not call it; add the decorator."
-        )
+        host.notes.append(f"{_who(info)} defines {', '.join(unmarked)} without @fmclf.hookimpl, so fmclf does not "
+                          f"call it; add the decorator.")
     infos[name] = info
     host.plugins.append(LoadedPlugin(info, seconds, imported_torch=not had_torch and "torch" in sys.modules))
 
 
 def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
-    """What is wrong with a plugin's hook implementations, in words: a name that is
-    no hook (pluggy would only notice in ``check_pending``), arguments the hook
-    does not pass, a wrapper. Empty when all is well. ``specname`` and
-    ``optionalhook`` mean what they mean to pluggy: an optional implementation of a
-    hook this fmclf lacks (a newer one's, say) is not an error, and is never called."""
+    """What is wrong with a plugin's hook implementations, in words: a name that is no hook (pluggy would only
+    notice in ``check_pending``), arguments the hook does not pass, a wrapper. Empty when all is well. ``specname``
+    and ``optionalhook`` mean what they mean to pluggy: an optional implementation of a hook this fmclf lacks (a
+    newer one's, say) is not an error, and is never called."""
     problems = []
     for attr in dir(obj):
-        if attr.startswith("_"):
-            continue
-        opts = pm.parse_hookimpl_opts(obj, attr)
+        opts = None if attr.startswith("_") else pm.parse_hookimpl_opts(obj, attr)
         if opts is None:
             continue
         hook = opts.get("specname") or attr
         if hook not in HOOKS:
             if opts.get("optionalhook"):
                 continue
-            close = difflib.get_close_matches(hook, HOOKS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"hook implementation {hook!r} names no fmclf hook{hint}; "
-                            f"the hooks are: {', '.join(HOOKS)}")
+            problems.append(f"hook implementation {hook!r} names no fmclf hook"
+                            f"{did_you_mean(hook, HOOKS, form=_PAREN)}; the hooks are: {', '.join(HOOKS)}")
             continue
         if opts.get("hookwrapper") or opts.get("wrapper"):
             problems.append(f"{attr} is marked as a wrapper; fmclf hooks are plain functions that call register(...)")
@@ -331,16 +294,15 @@ def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
                    and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         by_keyword = [p.name for p in params if p.name in passed and p.kind is p.KEYWORD_ONLY]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], passed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(unknown[0], passed, form=_PAREN)
             why = (f"it asks for {', '.join(map(repr, unknown))}{hint}, and the hook passes only "
                    f"{', '.join(map(repr, passed))}")
         elif by_keyword:
             why = f"{' and '.join(map(repr, by_keyword))} is keyword-only, but the hook passes it by position"
         else:
             continue
-        problems.append(f"hook implementation {attr}{signature} does not match the hook "
-                        f"{hook}({', '.join(passed)}): {why}")
+        problems.append(f"hook implementation {attr}{signature} does not match the hook {hook}({', '.join(passed)}): "
+                        f"{why}")
     return problems
 
 
@@ -349,21 +311,18 @@ REGISTER_KEYWORDS = ("help",)
 
 
 def _registrar(kind: str, info: PluginInfo, out: list[ComponentRecord]) -> Callable[..., None]:
-    """The ``register`` one plugin's hook is called with: it checks each registration and
-    collects the records in ``out``; a bad one raises, failing that plugin's hook."""
+    """The ``register`` one plugin's hook is called with: it checks each registration and collects the records
+    in ``out``; a bad one raises, failing that plugin's hook."""
 
     def register(name: str, factory: Callable, *, help: str | None = None, **unknown: object) -> None:
         if unknown:
             raise TypeError(f"register() got {_unexpected(unknown)} for {kind} {name!r}; it takes "
                             f"register(name, factory, *, {', '.join(f'{k}=...' for k in REGISTER_KEYWORDS)})")
-        why = check_name(name)
-        if why:
+        if why := check_name(name):
             raise ValueError(why)
         if isinstance(factory, types.ModuleType):
-            raise TypeError(
-                f"the factory for {kind} {name!r} is the module {factory.__name__}: a submodule named like "
-                f"the factory function replaced it on the package once imported; rename the submodule"
-            )
+            raise TypeError(f"the factory for {kind} {name!r} is the module {factory.__name__}: a submodule named like "
+                            f"the factory function replaced it on the package once imported; rename the submodule")
         if not callable(factory):
             raise TypeError(f"the factory for {kind} {name!r} is not callable: {factory!r}")
         if any(r.name == name for r in out):
@@ -375,17 +334,14 @@ def _registrar(kind: str, info: PluginInfo, out: list[ComponentRecord]) -> Calla
 
 def _unexpected(unknown: dict[str, object]) -> str:
     """``an unexpected keyword argument 'hlep' (did you mean 'help'?)``, for one or several."""
-    words = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, REGISTER_KEYWORDS, n=1, cutoff=0.5)
-        words.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    words = [f"{key!r}{did_you_mean(key, REGISTER_KEYWORDS, form=_PAREN, cutoff=0.5)}" for key in unknown]
     lead = "an unexpected keyword argument " if len(words) == 1 else "unexpected keyword arguments "
     return lead + ", ".join(words)
 
 
 def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
-    """Call each hook implementation on its own, so a raising hook only costs its plugin
-    (see the module's docstring for why not through ``pm.hook``)."""
+    """Call each hook implementation on its own, so a raising hook only costs its plugin (see the module's
+    docstring for why not through ``pm.hook``)."""
     for row in ROWS:
         # Registration order, built-ins first: it decides the order rivals are listed in a collision.
         for impl in getattr(host.pm.hook, row.hook).get_hookimpls():
@@ -412,9 +368,8 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
 
 
 def _blocked_owner(host: PluginHost, kind: str, name: str) -> tuple[PluginInfo, str] | None:
-    """The blocked plugin that would register ``name`` as a ``kind``, if one does, and the name it was
-    blocked by. Only asked when a name is missing, so a blocked plugin is imported (guarded, as any
-    load) only to say so."""
+    """The blocked plugin that would register ``name`` as a ``kind``, if one does, and the name it was blocked by.
+    Only asked when a name is missing, so a blocked plugin is imported (guarded, as any load) only to say so."""
     hook = BY_NAME[kind].hook if kind in BY_NAME else None
     for info, load, flag in host.blocked:
         try:

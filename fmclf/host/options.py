@@ -1,20 +1,14 @@
 """Component options: read from a factory's signature, parsed from text.
 
-A factory's keyword parameters, minus the ones the core passes for its kind
-(``batch_size``, ``device``, ``num_inputs``, ...), are the component's
-options. Their annotations type them, their defaults default them, and a line
-``name: help`` under ``Options:`` (or ``Args:``) in the factory's docstring
-documents them. Supported types: ``int``, ``float``, ``bool``, ``str``,
-``pathlib.Path``, ``Literal[...]``, ``X | None`` and ``list[X]`` /
-``tuple[X, ...]`` of those scalars; ``Annotated[X, fmclf.Range(...)]`` bounds a
-number (see :mod:`fmclf.host.ranges`), and floats are finite unless they say otherwise.
+A factory's keyword parameters, minus the core parameters of its kind, are the component's options: their
+annotations type them (the types supported are in docs/plugins.md, "Options"), their defaults default them, and
+``name: help`` lines under ``Options:`` (or ``Args:``) in the factory's docstring document them.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import difflib
 import inspect
 import math
 import pathlib
@@ -30,10 +24,12 @@ from ..errors import OptionError
 from ..kinds import BY_NAME, KINDS, core_params, lookalikes
 from . import ranges
 from .ranges import Range
-from .registry import ComponentRecord
+from .registry import ComponentRecord, did_you_mean
 
 _SCALARS = {int: "int", float: "float", bool: "bool", str: "str", pathlib.Path: "path"}
 _A_SCALAR = {int: "an integer", float: "a number", bool: "a boolean", str: "a string", pathlib.Path: "a path"}
+#: The Python types of the values (from a config file, or Python) each option type takes.
+_TAKES = {int: (int,), float: (int, float), bool: (bool,), str: (str,), pathlib.Path: (str, pathlib.PurePath)}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _NONE = {"none", "null"}
@@ -123,41 +119,25 @@ class Option:
         return tuple(values) if self.type.as_tuple else values
 
     def _scalar(self, text: str) -> Any:
+        """Read ``text`` as a value of the option's type, then check it as :meth:`_scalar_value` does any value."""
         base = self.type.base
+        value: Any = text
         if base is bool:
-            low = text.lower()
-            if low in _TRUE:
-                value: Any = True
-            elif low in _FALSE:
-                value = False
-            else:
+            if text.lower() not in _TRUE | _FALSE:
                 raise ValueError(f"{text!r} is not a boolean (use true or false)")
-        elif base is int:
+            value = text.lower() in _TRUE
+        elif base in (int, float):
+            # base 0 reads 0x/0o/0b, but refuses a leading zero ("010"), which int() reads as ten
+            prefixed = base is int and text.lower().startswith(("0x", "0o", "0b"))
             try:
-                value = int(text, 0) if text.lower().startswith(("0x", "0o", "0b")) else int(text)
+                value = int(text, 0) if prefixed else base(text)
             except ValueError:
-                raise ValueError(f"{text!r} is not an integer") from None
-        elif base is float:
-            try:
-                value = float(text)
-            except ValueError:
-                raise ValueError(f"{text!r} is not a number") from None
-        elif base is pathlib.Path:
-            value = pathlib.Path(_recordable(text, path=True)).expanduser()
-        else:
-            value = _recordable(text)
-        return self._check_choice(value)
+                raise ValueError(f"{text!r} is not {_A_SCALAR[base]}") from None
+        return self._scalar_value(value)
 
     def _scalar_value(self, value: Any) -> Any:
         base = self.type.base
-        ok = (
-            (base is bool and isinstance(value, bool))
-            or (base is int and isinstance(value, int) and not isinstance(value, bool))
-            or (base is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-            or (base is pathlib.Path and isinstance(value, (str, pathlib.PurePath)))
-            or (base is str and isinstance(value, str))
-        )
-        if not ok:
+        if not _takes(base, value):
             raise ValueError(f"{value!r} is not {_A_SCALAR.get(base, 'a string')}")
         if base is float:
             value = float(value)
@@ -176,9 +156,14 @@ class Option:
         return value
 
 
+def _takes(base: type, value: Any) -> bool:
+    """Whether an option of type ``base`` takes ``value`` as it is: a bool is no number here."""
+    return isinstance(value, _TAKES.get(base, ())) and (base is bool or not isinstance(value, bool))
+
+
 def _recordable(text: str, *, path: bool = False) -> str:
-    """``text``, if a run's config.toml (UTF-8) can record it: an empty path (which would mean the
-    current folder) and text holding bytes that are not UTF-8 (as a path may) are refused."""
+    """``text``, if a run's config.toml (UTF-8) can record it: an empty path (which would mean the current folder)
+    and text holding bytes that are not UTF-8 (as a path may) are refused."""
     if path and not text.strip():
         raise ValueError("the path is empty (it would mean the current folder); give a file or folder name")
     try:
@@ -210,22 +195,20 @@ _EVAL_NS = {
 
 def _annotation(factory: Callable, param: inspect.Parameter) -> Any:
     ann = param.annotation
-    if isinstance(ann, str):
-        try:  # the module's own names first (a factory's module must not need torch for this)
-            # eval: annotations are code the plugin ships, as its factory is
-            ann = eval(ann, dict(getattr(factory, "__globals__", {})), _EVAL_NS)  # noqa: S307
-        except Exception:
-            try:
-                ann = eval(ann, {}, _EVAL_NS)  # noqa: S307
-            except Exception:
-                ann = inspect.Parameter.empty
-    return ann
+    if not isinstance(ann, str):
+        return ann
+    # The module's own names first, then only ours (a factory's module must not need torch for this).
+    for names in (dict(getattr(factory, "__globals__", {})), {}):
+        try:  # eval: annotations are code the plugin ships, as its factory is
+            return eval(ann, names, _EVAL_NS)  # noqa: S307
+        except Exception:  # unreadable: typed from the default instead
+            continue
+    return inspect.Parameter.empty
 
 
 def type_spec(annotation: Any, default: Any) -> TypeSpec:
-    """Map an annotation (or, without one, the default's type) to a :class:`TypeSpec`.
-    A default of None makes the option nullable whatever the annotation says
-    (``hidden: int = None`` means ``int | None``)."""
+    """Map an annotation (or, without one, the default's type) to a :class:`TypeSpec`. A default of None makes the
+    option nullable whatever the annotation says (``hidden: int = None`` means ``int | None``)."""
     spec = _type_spec(annotation, default)
     if spec.base is float and isinstance(default, float) and math.isinf(default) and not spec.allow_inf:
         spec = dataclasses.replace(spec, allow_inf=True)  # a default of inf says inf is a value
@@ -284,9 +267,8 @@ def _doc_help(factory: Callable) -> dict[str, str]:
 def accepted_core_params(record: ComponentRecord) -> set[str]:
     """The core parameters of its kind that this factory accepts."""
     params = _signature(record).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return set(core_params(record.kind))
-    return {n for n in core_params(record.kind) if n in params}
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return {n for n in core_params(record.kind) if takes_all or n in params}
 
 
 def _signature(record: ComponentRecord) -> inspect.Signature:
@@ -297,9 +279,9 @@ def _signature(record: ComponentRecord) -> inspect.Signature:
 
 
 def lookalike_options(record: ComponentRecord) -> dict[str, tuple[str, ...]]:
-    """The options of ``record`` named like something fmclf passes to factories, but not to
-    factories of its kind (an updater's ``model``, a loss's ``device``): almost surely a factory
-    that expects a core parameter it will never get. Maps each to the kinds that do get it."""
+    """The options of ``record`` named like something fmclf passes to factories, but not to factories of its kind
+    (an updater's ``model``, a loss's ``device``): almost surely a factory that expects a core parameter it will
+    never get. Maps each to the kinds that do get it."""
     suspects = lookalikes(record.kind)
     names = [p.name for p in _signature(record).parameters.values()
              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
@@ -320,9 +302,9 @@ def options_of(record: ComponentRecord) -> list[Option]:
 
 def resolve_options(record: ComponentRecord, given: dict[str, Any],
                     others: Iterable[ComponentRecord] = ()) -> dict[str, Any]:
-    """Check ``given`` (strings from the command line, or config values) against the
-    component's options; return every option's value, defaults filled in. ``others``, the
-    other components of its kind, are named when one of them has an option this one lacks."""
+    """Check ``given`` (strings from the command line, or config values) against the component's options; return
+    every option's value, defaults filled in. ``others``, the other components of its kind, are named when one of
+    them has an option this one lacks."""
     options = {o.name: o for o in options_of(record)}
     listing = ("Its options: " + "; ".join(o.describe() for o in options.values())) if options else \
         f"{record.kind.capitalize()} {record.name!r} itself has no options"
@@ -332,40 +314,32 @@ def resolve_options(record: ComponentRecord, given: dict[str, Any],
         option = options.get(name)
         if option is None:
             having = [r for r in others if r != record and any(o.name == name for o in options_of(r))]
-            close = difflib.get_close_matches(name, list(options), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close and not having else ""
-            if not having and others:
-                hint += f" No installed {record.kind} has an option {name!r}."
             if having:
                 setting = BY_NAME[record.kind].setting
                 hint = (f" {name!r} is an option of {' and of '.join(r.describe() for r in having)}: choose "
                         f"{'it' if len(having) == 1 else 'one'} with "
                         f"{' or '.join(f'`{wording.flag(setting, r.name)}`' for r in having)}.")
+            else:
+                hint = did_you_mean(name, options)
+                hint += f" No installed {record.kind} has an option {name!r}." if others else ""
             raise OptionError(f"{record.describe()} has no option {raw_name!r}.{hint} {listing}.")
         try:
-            out[name] = option.parse(value) if isinstance(value, str) else option.coerce(value)
+            out[name] = option.coerce(value)  # a string is parsed, as from the command line
         except ValueError as exc:
-            raise OptionError(
-                f"bad value for option {name!r} of {record.describe()}: {exc}. "
-                f"It takes {option.type}. {listing}."
-            ) from None
+            raise OptionError(f"bad value for option {name!r} of {record.describe()}: {exc}. It takes {option.type}. "
+                              f"{listing}.") from None
     for option in options.values():
         if option.name not in out and option.required:
             raise OptionError(
                 f"{record.describe()} needs option {option.name!r} ({option.type}); set it with "
-                f"`{wording.option(option_target(record), option.name, 'VALUE')}`. {listing}."
+                f"`{wording.option(BY_NAME[record.kind].target(record.name), option.name, 'VALUE')}`. {listing}."
             )
     return {name: out.get(name, option.default) for name, option in options.items()}
 
 
-def option_target(record: ComponentRecord) -> str:
-    """How ``-o`` names this component: its kind, or ``visualizer.NAME`` for a kind a run has several of."""
-    return BY_NAME[record.kind].target(record.name)
-
-
 def parse_assignment(text: str) -> tuple[str, str, str]:
-    """Split ``kind.option=value`` (or ``visualizer.NAME.option=value``) into
-    ``(target, option, value)``; target is a kind, or ``KIND.NAME`` for a kind a run has several of."""
+    """Split ``kind.option=value`` (or ``visualizer.NAME.option=value``) into ``(target, option, value)``; target is
+    a kind, or ``KIND.NAME`` for a kind a run has several of."""
     key, sep, value = text.partition("=")
     parts = key.strip().split(".")
     many = [k.name for k in BY_NAME.values() if k.many]
@@ -386,8 +360,7 @@ def parse_assignment(text: str) -> tuple[str, str, str]:
                 f"cannot read option {text!r}: {row.name} options name the {row.name}, as in "
                 f"`{wording.option(f'{row.name}.NAME', 'OPTION', 'VALUE')}` (a run may have several)."
             )
-        # Option names are identifiers, so the last part is the option; a component's
-        # name (or its qualified dist:name) may itself contain dots.
+        # Option names are identifiers, so the last part is the option; a component's name may contain dots.
         return row.target(".".join(parts[1:-1])), parts[-1], value
     if len(parts) != 2:
         raise OptionError(f"cannot read option {text!r}: write {parts[0]}.OPTION=VALUE.")

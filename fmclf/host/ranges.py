@@ -1,12 +1,5 @@
-"""Bounds for numeric options, declared in the factory's annotation and enforced for every component.
-
-    def torch_sgd(*, params, lr: float, momentum: Annotated[float, fmclf.Range(0, 1)] = 0.0): ...
-
-``fmclf plugins`` shows the bounds (``momentum (float in [0, 1], default 0.0)``) and the option
-parser refuses a value outside them before any work, naming the option and the bounds, as it
-refuses a value of the wrong type. Floating-point options are finite unless they say otherwise:
-``nan`` is never a value (it compares with nothing, so no bound can hold it) and ``inf`` only
-where ``Range(inf=True)`` allows it, or where the option's default is itself infinite.
+"""Bounds for numeric options (``Annotated[float, fmclf.Range(0, 1)]``), enforced by the option parser for every
+component before any work. Floats are finite unless they say otherwise: docs/plugins.md, "Bounds", has the rules.
 """
 
 from __future__ import annotations
@@ -84,5 +77,4 @@ INT64 = (-(2**63), 2**63 - 1)
 
 def find(metadata: tuple[Any, ...]) -> Range | None:
     """The :class:`Range` among an ``Annotated`` annotation's metadata (the last, if several)."""
-    found = [m for m in metadata if isinstance(m, Range)]
-    return found[-1] if found else None
+    return next((m for m in reversed(metadata) if isinstance(m, Range)), None)

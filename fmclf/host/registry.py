@@ -1,11 +1,7 @@
-"""Component records and the name lookup over them.
+"""Component records and the name lookup over them (collisions: docs/plugins.md, "Collisions").
 
-A record says what a component is (kind, name, factory, help) and who
-registered it (the plugin, its distribution and version). Names are unique
-per kind unless two plugins collide; a collided name is ambiguous and must be
-qualified as ``dist:name`` (or ``plugin:name``), while every other name keeps
-working. A plugin that registers a built-in's name does not make it ambiguous:
-the plain name stays the built-in's, and the plugin's is selected qualified.
+A collided name must be qualified as ``dist:name`` (or ``plugin:name``), except that a plugin registering a
+built-in's name does not make it ambiguous: the plain name stays the built-in's, the plugin's is selected qualified.
 """
 
 from __future__ import annotations
@@ -13,7 +9,7 @@ from __future__ import annotations
 import builtins
 import difflib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..errors import AmbiguousComponentError, UnknownComponentError
@@ -60,27 +56,27 @@ class ComponentRecord:
 
 
 def normalize(name: str | None) -> str:
-    """A distribution or plugin name compared the way pip compares them
-    (case-insensitive, ``_`` and ``.`` the same as ``-``)."""
+    """A distribution or plugin name compared the way pip compares them (case-insensitive, ``_`` and ``.`` as ``-``)."""
     return re.sub(r"[-_.]+", "-", name or "").lower()
 
 
 def check_name(name: object) -> str | None:
     """Return why ``name`` is not a valid component name, or None."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        return (
-            f"component names are non-empty strings of letters, digits, '.', '_' "
-            f"and '-', starting with a letter or digit; got {name!r}"
-        )
-    return None
+    if isinstance(name, str) and _NAME.match(name):
+        return None
+    return (f"component names are non-empty strings of letters, digits, '.', '_' and '-', starting with a letter or "
+            f"digit; got {name!r}")
 
 
 def first_doc_line(obj: object) -> str:
     """First non-empty line of ``obj``'s docstring, or ''."""
-    for line in (getattr(obj, "__doc__", None) or "").strip().splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+    return next(iter((getattr(obj, "__doc__", None) or "").strip().splitlines()), "").strip()
+
+
+def did_you_mean(word: str, names: Iterable[str], *, form: str = " Did you mean {!r}?", cutoff: float = 0.6) -> str:
+    """``form`` holding the one of ``names`` closest to ``word``, or '' when none is close."""
+    close = difflib.get_close_matches(word, list(names), n=1, cutoff=cutoff)
+    return form.format(close[0]) if close else ""
 
 
 class Registry:
@@ -105,11 +101,8 @@ class Registry:
 
     def list(self, kind: str | None = None, filter: str | None = None) -> list[ComponentRecord]:
         """Records of one kind (or all), optionally only names containing ``filter``."""
-        return [
-            r
-            for r in self
-            if (kind is None or r.kind == kind) and (not filter or filter.lower() in r.name.lower())
-        ]
+        return [r for r in self
+                if (kind is None or r.kind == kind) and (not filter or filter.lower() in r.name.lower())]
 
     def names(self, kind: str) -> builtins.list[str]:
         """The names a user can type for ``kind`` (qualified where ambiguous)."""
@@ -123,8 +116,8 @@ class Registry:
         return self._choice(record, rivals)
 
     def qualified(self, record: ComponentRecord) -> str:
-        """The qualified name that selects ``record`` whatever else gets installed later (what a run
-        folder's config.toml records): ``dist:name``, or ``plugin:name`` where that is not enough."""
+        """The qualified name that selects ``record`` whatever else gets installed later (what a run folder's
+        config.toml records): ``dist:name``, or ``plugin:name`` where that is not enough."""
         rivals = self._records[record.kind].get(record.name, []) or [record]
         return self._choice(record, rivals if record in rivals else [*rivals, record])
 
@@ -169,23 +162,21 @@ class Registry:
             owners = " and ".join(r.plugin.describe() for r in recs)
             choices = ", ".join(repr(self._choice(r, recs)) for r in recs)
             raise AmbiguousComponentError(
-                f"{kind} {bare!r} is registered by more than one plugin ({owners}), so the plain "
-                f"name is ambiguous. Say which one with a qualified name: {choices} (for example "
-                f"`--{kind} {self._choice(recs[0], recs)}`); or block the plugin you do not want "
-                f"with `fmclf -p no:PLUGIN`."
+                f"{kind} {bare!r} is registered by more than one plugin ({owners}), so the plain name is ambiguous. "
+                f"Say which one with a qualified name: {choices} (for example `--{kind} {self._choice(recs[0], recs)}`)"
+                f"; or block the plugin you do not want with `fmclf -p no:PLUGIN`."
             )
         available = self.names(kind)
         blocked = self.blocked_owner(kind, bare)
         if blocked is not None:
             info, flag = blocked
-            others = ", ".join(available) if available else "none"
             raise UnknownComponentError(
                 f"{kind} {bare!r} comes from plugin {info.name!r} ({info.describe()}), which `-p no:{flag}` blocks, "
-                f"so it is not available. Drop that flag to use it, or choose another {kind}: {others}."
+                f"so it is not available. Drop that flag to use it, or choose another {kind}: "
+                f"{', '.join(available) or 'none'}."
             )
-        close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
-        hint = f" — did you mean {close[0]!r}?" if close else " —"
-        listing = ", ".join(available) if available else "none (no plugin registers one)"
+        hint = did_you_mean(name, available, form=" — did you mean {!r}?") or " —"
+        listing = ", ".join(available) or "none (no plugin registers one)"
         raise UnknownComponentError(
             f"unknown {kind} {name!r}{hint} available: {listing}. "
             f"`fmclf plugins` lists every component and the plugin that provides it."
@@ -193,8 +184,8 @@ class Registry:
 
     @staticmethod
     def _choice(record: ComponentRecord, rivals: builtins.list[ComponentRecord]) -> str:
-        """The qualified name that picks ``record`` out of ``rivals``: ``dist:name``, or
-        ``plugin:name`` when one distribution ships two plugins with that name."""
+        """The qualified name that picks ``record`` out of ``rivals``: ``dist:name``, or ``plugin:name`` when one
+        distribution ships two plugins with that name."""
         mine = normalize(record.plugin.dist or record.plugin.name)
         same_dist = [r for r in rivals if normalize(r.plugin.dist or r.plugin.name) == mine]
         return record.qualified_name if len(same_dist) == 1 else f"{record.plugin.name}:{record.name}"
