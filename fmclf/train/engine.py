@@ -94,8 +94,8 @@ def _shape(value: Any) -> str:
 
 
 def loss_shape_problem(losses: Any, n: int) -> str | None:
-    """What is wrong with a loss's result for a batch of ``n`` (``"returned ..."``), or None: a loss
-    returns one value per example, shape (N,). ``fmclf run`` and ``fmclf bench loss`` refuse alike."""
+    """What is wrong with a loss's result for a batch of ``n`` (``"returned ..."``), or None: a loss returns one
+    value per example, shape (N,). ``fmclf run`` and ``fmclf bench loss`` refuse alike."""
     if getattr(losses, "shape", None) == ():
         return (f"returned one number for a batch of {n}, but a loss must return one value per example, shape (N,): "
                 f"fmclf sums or averages them itself, so leave out the loss's final .sum() or .mean().")
@@ -117,33 +117,18 @@ class Trainer:
     ``on_exception``.
     """
 
-    def __init__(
-        self,
-        parts: Parts,
-        *,
-        device: Any,
-        epochs: int,
-        run_dir: Any = None,
-        checkpoint: Callable[[TrainState], None] | None = None,
-        stop: StopFlag | None = None,
-        comm: Solo = Solo(),  # noqa: B008 - stateless; every collective a no-op
-        config: dict[str, Any] | None = None,
-        cuda_graphs: bool | None = None,
-        graphs_decided: bool = False,
-        divergence_advice: str | None = None,
-        warn: Callable[[str], None] | None = None,
-        graph_fallback: Callable[[str], None] | None = None,
-    ) -> None:
-        self.parts = parts
+    def __init__(self, parts: Parts, *, device: Any, epochs: int, run_dir: Any = None,
+                 checkpoint: Callable[[TrainState], None] | None = None, stop: StopFlag | None = None,
+                 comm: Solo = Solo(),  # noqa: B008 - stateless; every collective a no-op
+                 config: dict[str, Any] | None = None, cuda_graphs: bool | None = None, graphs_decided: bool = False,
+                 divergence_advice: str | None = None, warn: Callable[[str], None] | None = None,
+                 graph_fallback: Callable[[str], None] | None = None) -> None:
+        self.parts, self.device, self.epochs, self.run_dir, self.comm = parts, device, epochs, run_dir, comm
         #: said when the loss has no divergence_hint of its own
         self.divergence_advice = divergence_advice or (f"Try a smaller {flag('lr')}, or a loss that stays finite for "
                                                        f"any finite logits.")
-        self.device = device
-        self.epochs = epochs
-        self.run_dir = run_dir
         self.checkpoint = checkpoint
         self.stop = stop if stop is not None else StopFlag()
-        self.comm = comm
         self.config = config or {}
         self.warn = warn or to_stderr
         self.lr = (self.config.get("run") or {}).get("lr")  #: named when a step overflows
@@ -156,11 +141,8 @@ class Trainer:
         self._who = {kind: parts.records.get(kind) or kind for kind in ("dataset", "model", "loss", "updater")}
         listeners = [("callback", rec, obj) for rec, obj in parts.callbacks]
         listeners += [("visualizer", rec, obj) for rec, obj in parts.visualizers]
-        self._listeners = {
-            name: [(kind, rec, getattr(obj, name)) for kind, rec, obj in listeners
-                   if callable(getattr(obj, name, None))]
-            for name in events.EVENTS
-        }
+        self._listeners = {name: [(kind, rec, getattr(obj, name)) for kind, rec, obj in listeners
+                                  if callable(getattr(obj, name, None))] for name in events.EVENTS}
         self.control = events.Control(self.warn)
         self.heldout = HeldOut(parts.model, parts.loss, parts.metrics, len(self.classes), comm, who=self._who,
                                input_shape=self.input_shape)
@@ -190,8 +172,8 @@ class Trainer:
                 self.graphed = graphs.GraphedStep(model, loss, self.updater, self.sum_reduction)
 
     def _graphs_failed(self, exc: Exception) -> None:
-        """A CUDA graph that could not be captured or replayed (a GraphFailed): unless graphs were asked
-        for, say why in one line and train eagerly from here on; asked for, the error stands."""
+        """A CUDA graph that could not be captured or replayed: unless graphs were asked for, say why in one line
+        and train eagerly from here on; asked for, the error stands."""
         if self.graph_fallback is None:
             raise exc
         self.graph_fallback(graphs.off_note(getattr(exc, "why", str(exc))))
@@ -213,9 +195,8 @@ class Trainer:
                 control._caller = control._event = None
 
     def _change_lr(self, request: tuple[str, float, str] | None, state: TrainState) -> None:
-        """Apply a callback's ``control.set_lr`` / ``scale_lr`` (rank 0's, on every process): to the
-        updater, to CUDA graphs (captured again, since a replay reads the rate it was captured with),
-        and to ``state``, which the checkpoint keeps."""
+        """Apply a callback's ``control.set_lr`` / ``scale_lr`` (rank 0's, on every process) to the updater, to
+        CUDA graphs (captured again: a replay reads the rate it was captured with) and to ``state`` (checkpointed)."""
         if request is None:
             return
         how, number, who = request
@@ -298,8 +279,7 @@ class Trainer:
         return state
 
     def _told(self, exc: BaseException, state: TrainState) -> None:
-        """Tell every listener's ``on_exception`` about ``exc``; a listener that fails there is a
-        warning, never the error the run reports."""
+        """Tell every listener's ``on_exception`` about ``exc``; one that fails there is a warning, not the error."""
         if not self._listeners["on_exception"]:
             return
         interrupted, diverged = isinstance(exc, (Interrupted, KeyboardInterrupt)), isinstance(exc, DivergenceError)
@@ -349,7 +329,7 @@ class Trainer:
             batches = itertools.islice(batches, first, None)
         if self.epoch_graph is not None and not first:
             try:
-                return self._graphed_epoch(epoch, num_batches)
+                return self._graphed_epoch(epoch, watch)
             except GraphFailed as exc:
                 self._graphs_failed(exc)  # or raises; the graph trained nothing, so the epoch starts afresh
         b, examples = self._batches(epoch, state, batches, num_batches, watch, loss_sum, correct)
@@ -362,9 +342,9 @@ class Trainer:
 
     def _batches(self, epoch: int, state: TrainState, batches: Iterator[Any], num_batches: int, watch: LossWatch,
                  loss_sum: Any, correct: Any) -> tuple[int, int]:
-        """Train on each of ``batches`` (a replayed CUDA graph, else eagerly), adding to ``loss_sum`` and
-        ``correct`` in place; a stop request ends the epoch after the batch in flight, with a checkpoint.
-        Returns (the last batch's number, the examples of the epoch so far)."""
+        """Train on each of ``batches`` (a replayed CUDA graph, else eagerly), adding to ``loss_sum`` and ``correct``
+        in place; a stop request ends the epoch after the batch in flight, with a checkpoint. Returns (the last
+        batch's number, the examples of the epoch so far)."""
         examples, first, who = state.examples, state.batch, self._who
         batch_events = bool(self._listeners["on_batch_end"])
         stop, control, classes = self.stop, self.control, len(self.classes)
@@ -433,8 +413,8 @@ class Trainer:
 
     def _stop_mid_epoch(self, epoch: int, b: int, examples: int, state: TrainState, loss_sum: Any,
                         correct: Any) -> None:
-        """A stop was requested after batch ``b``: keep where the epoch stands in ``state``, checkpoint it,
-        and raise Interrupted."""
+        """A stop was requested after batch ``b``: keep where the epoch stands in ``state``, checkpoint it, and
+        raise Interrupted."""
         state.batch, state.loss_sum, state.correct, state.examples = b, float(loss_sum), int(correct), examples
         state.seconds = round(time.perf_counter() - self._epoch_start, 6)
         state.stopped = self.control.record()  # a stop a callback asked for in this epoch holds after the resume
@@ -442,21 +422,17 @@ class Trainer:
             self.checkpoint(state)
         raise Interrupted(f"stopped by {self.stop.signal} after batch {b} of epoch {epoch}")
 
-    def _graphed_epoch(self, epoch: int, num_batches: int) -> tuple[float, float]:
-        """The whole epoch as one CUDA graph replay (:class:`~fmclf.train.graphs.EpochGraph`): chosen only
-        when nothing listens to single batches, so no batch event is lost; a signal takes effect after the
-        epoch. Every batch's loss is still checked for inf and nan, in one read from the device."""
-        import torch
-
+    def _graphed_epoch(self, epoch: int, watch: LossWatch) -> tuple[float, float]:
+        """The whole epoch as one CUDA graph replay (:class:`~fmclf.train.graphs.EpochGraph`): chosen only when
+        nothing listens to single batches, so no batch event is lost; a signal takes effect after the epoch. Every
+        batch's loss is still checked for inf and nan by ``watch``, in one read from the device."""
         graph = self.epoch_graph
         if graph.graph is None:
             with blame(self._who["model"], f"while capturing epoch {epoch} as a CUDA graph"):
                 graph.capture(self._check_logits, self._check_losses)
         graph.run(epoch)
-        bad = ~torch.isfinite(graph.sums)
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
-            self._diverged(float(graph.sums[i]), i + 1, epoch, num_batches)
+        watch.sums = graph.sums  # the graph summed each batch's loss on the device, as the watch does there
+        watch.check(graph.num_batches)
         examples = max(len(graph.batches.X), 1)
         return float(graph.loss_sum) / examples, float(graph.correct) / examples
 
@@ -484,8 +460,8 @@ class Trainer:
             )
 
     def _check_losses(self, losses: Any, n: int, logits: Any = None) -> None:
-        """Refuse, on the first batch, a loss that is not one value per example, or that cut the gradient's
-        way back to ``logits`` (a detached result: backward would fail through the model too)."""
+        """Refuse, on the first batch, a loss that is not one value per example, or that cut the gradient's way
+        back to ``logits`` (a detached result: backward would fail through the model too)."""
         loss = self.parts.records.get("loss")
         if getattr(logits, "requires_grad", False) and not getattr(losses, "requires_grad", True):
             raise ComponentError(
@@ -498,9 +474,8 @@ class Trainer:
             raise ComponentError(f"{loss.describe() if loss else 'the loss'} {problem}")
 
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
-        """Raise the error for a batch whose summed loss was ``value`` (inf or nan), with the
-        loss's own ``divergence_hint`` when it has one, else the generic advice; when the model's
-        logits were already inf or nan, the advice says so instead (no loss could have helped)."""
+        """Raise the error for a batch whose summed loss was ``value`` (inf or nan) (see :func:`divergence_message`);
+        when the model's logits were already inf or nan, the advice says so instead (no loss could have helped)."""
         hint = None
         seen, self._logits = self._logits, None
         if seen is not None and seen[0] == b and not bool(seen[1].detach().isfinite().all()):
@@ -516,16 +491,16 @@ class Trainer:
 
 def divergence_message(value: float, b: int, num_batches: int, epoch: int, record: ComponentRecord | None,
                        loss: Any, advice: str, *, hint: str | None = None) -> str:
-    """What a run says when batch ``b``'s summed loss was ``value`` (inf or nan): ``hint`` when given, else
-    the loss's own ``divergence_hint`` when it has one, else ``advice``."""
+    """What a run says when batch ``b``'s summed loss was ``value`` (inf or nan): ``hint`` when given, else the
+    loss's own ``divergence_hint`` when it has one, else ``advice``."""
     hint = hint or divergence_hint(loss) or advice
     return (f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
             f"{epoch}{f' with {record.describe()}' if record else ''}. {hint.strip()} ")
 
 
 def divergence_hint(loss: Any) -> str | None:
-    """The loss's own ``divergence_hint``: a string, or a function returning one (called now, so that it
-    can name settings in the front end's words with :mod:`fmclf.wording`); None when it has none."""
+    """The loss's own ``divergence_hint``: a string, or a function returning one (called now, so that it can name
+    settings in the front end's words with :mod:`fmclf.wording`); None when it has none."""
     hint = getattr(loss, "divergence_hint", None)
     hint = hint() if callable(hint) else hint
     return hint.strip() if isinstance(hint, str) and hint.strip() else None
