@@ -151,12 +151,10 @@ class Trainer:
         self._logits: tuple[int, Any] | None = None  # the last eager batch's (number, logits)
         self._epoch_start = time.perf_counter()  # when the epoch in hand began (earlier, for a resumed one)
         self._batch: int | None = None
-        # CUDA graphs (fmclf.train.graphs). Used on its own, the Trainer decides (graphs.choose) from what
-        # cuda_graphs asks: True captures (or refuses, saying why), None is on for CUDA when the parts allow it,
-        # False never. With graphs_decided, cuda_graphs is the decision its caller took already (a run's Session,
-        # whose plan and config.toml record it), taken as it is: it is not decided twice. graph_fallback(note)
-        # lets a failed capture or replay train eagerly, saying why; by default (None) the warning does, and only
-        # True without it is an error.
+        # CUDA graphs (fmclf.train.graphs): a Trainer used on its own decides from what cuda_graphs asks
+        # (graphs.choose); with graphs_decided, cuda_graphs is its caller's decision (a run's Session, whose plan
+        # records it), not decided twice. graph_fallback(note) lets a failed capture or replay train eagerly,
+        # saying why; by default (None) the warning does, and only cuda_graphs=True without it is an error.
         self.graphed = self.epoch_graph = None
         self.graph_fallback = graph_fallback if graph_fallback is not None or cuda_graphs else self.warn
         if cuda_graphs is not None and graphs_decided:

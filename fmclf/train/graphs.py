@@ -269,10 +269,7 @@ class GraphedStep(_Captured):
     """One training step of a fixed batch shape, captured on first use."""
 
     what = "the training step"
-
-    def __init__(self, model: Any, loss_fn: Callable, updater: Any, sum_reduction: bool) -> None:
-        super().__init__(model, loss_fn, updater, sum_reduction)
-        self.X = self.y = self.total = self.hits = None
+    X = y = total = hits = None  # the static input and outputs, set by capture
 
     def fits(self, X: Any, y: Any) -> bool:
         """Whether this batch has the captured batch's shape (always true before capture)."""

@@ -113,14 +113,13 @@ class HeldOut:
             self._kept = []
         gather = self.comm.world_size > 1
         logits_in, y_in, held = [], [], 0
-        where = f"while evaluating on the {split} set"
         try:
             with torch.no_grad():
                 for X, y in _guarded(batches, self.who_data, f"while yielding {split} batches"):
                     if not y_in and self._count == 0:  # the first batch: its origin before any component's fault
                         check_inputs(X, self.who_data, split, self.input_shape)
                         check_kind(y, self.who_data, split)
-                    with blame(self.who_model, where):
+                    with blame(self.who_model, f"while evaluating on the {split} set"):
                         logits = model(X)
                     logits_in.append(logits)
                     y_in.append(y)
