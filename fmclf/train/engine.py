@@ -1,10 +1,8 @@
 """fit, evaluate, predict: the training loop and nothing else.
 
-The update rule is the textbook's: an updater of our own gets
-``loss.sum().backward()`` then ``step(batch_size)``; a torch optimizer gets
-``loss.mean().backward()`` then ``step()``. Metrics accumulate in tensors on
-the device and are read once per epoch, so a CUDA run does not wait on the
-host after every batch.
+The update rule is the textbook's: an updater of our own gets ``loss.sum().backward()`` then ``step(batch_size)``;
+a torch optimizer gets ``loss.mean().backward()`` then ``step()``. Metrics accumulate in tensors on the device and
+are read once per epoch, so a CUDA run does not wait on the host after every batch.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from ..dist.comm import Solo
 from ..errors import ComponentError, DivergenceError, Interrupted, to_stderr
 from ..host.registry import ComponentRecord
 from ..wording import flag
+from . import graphs
 from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault
 from .graphs import GraphFailed
 from .heldout import HeldOut, Metric
@@ -95,8 +94,8 @@ def _shape(value: Any) -> str:
 
 
 def loss_shape_problem(losses: Any, n: int) -> str | None:
-    """What is wrong with a loss's result for a batch of ``n`` (``"returned ..."``), or None: a loss
-    returns one value per example, shape (N,). ``fmclf run`` and ``fmclf bench loss`` refuse alike."""
+    """What is wrong with a loss's result for a batch of ``n`` (``"returned ..."``), or None: a loss returns one
+    value per example, shape (N,). ``fmclf run`` and ``fmclf bench loss`` refuse alike."""
     if getattr(losses, "shape", None) == ():
         return (f"returned one number for a batch of {n}, but a loss must return one value per example, shape (N,): "
                 f"fmclf sums or averages them itself, so leave out the loss's final .sum() or .mean().")
@@ -109,45 +108,27 @@ def loss_shape_problem(losses: Any, n: int) -> str | None:
 class Trainer:
     """Trains ``parts`` for ``epochs`` epochs, evaluating after each.
 
-    ``checkpoint(state)`` is called after each epoch's metrics are final and when
-    a stop is requested mid-epoch; ``comm`` (see :mod:`fmclf.dist.comm`)
-    averages gradients and gathers the held-out logits across processes: a
-    process on its own gets :class:`~fmclf.dist.comm.Solo`, whose collectives
-    do nothing. Callbacks (``parts.callbacks``) hear every event before
-    visualizers, may stop the run through ``event.control`` (rank 0's
-    decision is everyone's), and their ``on_epoch_end`` runs before the
-    checkpoint, so what they decide is saved with it. ``warn`` prints the
-    warnings of components (``control.warn``) and of listeners that fail in
+    ``checkpoint(state)`` is called after each epoch's metrics are final and when a stop is requested mid-epoch;
+    ``comm`` (see :mod:`fmclf.dist.comm`) averages gradients and gathers the held-out logits across processes: a
+    process on its own gets :class:`~fmclf.dist.comm.Solo`, whose collectives do nothing. Callbacks
+    (``parts.callbacks``) hear every event before visualizers, may stop the run through ``event.control`` (rank 0's
+    decision is everyone's), and their ``on_epoch_end`` runs before the checkpoint, so what they decide is saved
+    with it. ``warn`` prints the warnings of components (``control.warn``) and of listeners that fail in
     ``on_exception``.
     """
 
-    def __init__(
-        self,
-        parts: Parts,
-        *,
-        device: Any,
-        epochs: int,
-        run_dir: Any = None,
-        checkpoint: Callable[[TrainState], None] | None = None,
-        stop: StopFlag | None = None,
-        comm: Solo = Solo(),  # noqa: B008 - stateless; every collective a no-op
-        config: dict[str, Any] | None = None,
-        cuda_graphs: bool | None = None,
-        graphs_decided: bool = False,
-        divergence_advice: str | None = None,
-        warn: Callable[[str], None] | None = None,
-        graph_fallback: Callable[[str], None] | None = None,
-    ) -> None:
-        self.parts = parts
+    def __init__(self, parts: Parts, *, device: Any, epochs: int, run_dir: Any = None,
+                 checkpoint: Callable[[TrainState], None] | None = None, stop: StopFlag | None = None,
+                 comm: Solo = Solo(),  # noqa: B008 - stateless; every collective a no-op
+                 config: dict[str, Any] | None = None, cuda_graphs: bool | None = None, graphs_decided: bool = False,
+                 divergence_advice: str | None = None, warn: Callable[[str], None] | None = None,
+                 graph_fallback: Callable[[str], None] | None = None) -> None:
+        self.parts, self.device, self.epochs, self.run_dir, self.comm = parts, device, epochs, run_dir, comm
         #: said when the loss has no divergence_hint of its own
         self.divergence_advice = divergence_advice or (f"Try a smaller {flag('lr')}, or a loss that stays finite for "
                                                        f"any finite logits.")
-        self.device = device
-        self.epochs = epochs
-        self.run_dir = run_dir
         self.checkpoint = checkpoint
         self.stop = stop if stop is not None else StopFlag()
-        self.comm = comm
         self.config = config or {}
         self.warn = warn or to_stderr
         self.lr = (self.config.get("run") or {}).get("lr")  #: named when a step overflows
@@ -160,11 +141,8 @@ class Trainer:
         self._who = {kind: parts.records.get(kind) or kind for kind in ("dataset", "model", "loss", "updater")}
         listeners = [("callback", rec, obj) for rec, obj in parts.callbacks]
         listeners += [("visualizer", rec, obj) for rec, obj in parts.visualizers]
-        self._listeners = {
-            name: [(kind, rec, getattr(obj, name)) for kind, rec, obj in listeners
-                   if callable(getattr(obj, name, None))]
-            for name in events.EVENTS
-        }
+        self._listeners = {name: [(kind, rec, getattr(obj, name)) for kind, rec, obj in listeners
+                                  if callable(getattr(obj, name, None))] for name in events.EVENTS}
         self.control = events.Control(self.warn)
         self.heldout = HeldOut(parts.model, parts.loss, parts.metrics, len(self.classes), comm, who=self._who,
                                input_shape=self.input_shape)
@@ -173,47 +151,30 @@ class Trainer:
         self._logits: tuple[int, Any] | None = None  # the last eager batch's (number, logits)
         self._epoch_start = time.perf_counter()  # when the epoch in hand began (earlier, for a resumed one)
         self._batch: int | None = None
-        # CUDA graphs (fmclf.train.graphs). Used on its own, the Trainer decides (graphs.decide) from what
-        # cuda_graphs asks: True captures (or refuses, saying why), None is on for CUDA when the parts allow
-        # it, False never. With graphs_decided, cuda_graphs is the decision its caller took already (a run's
-        # Session, whose plan and config.toml record it), taken as it is: it is not decided twice.
-        # graph_fallback(note) lets a failed capture or replay train eagerly, saying why; by default (None)
-        # the warning does, and only True without it is an error.
+        # CUDA graphs (fmclf.train.graphs): a Trainer used on its own decides from what cuda_graphs asks
+        # (graphs.choose); with graphs_decided, cuda_graphs is its caller's decision (a run's Session, whose plan
+        # records it), not decided twice. graph_fallback(note) lets a failed capture or replay train eagerly,
+        # saying why; by default (None) the warning does, and only cuda_graphs=True without it is an error.
         self.graphed = self.epoch_graph = None
         self.graph_fallback = graph_fallback if graph_fallback is not None or cuda_graphs else self.warn
-        decided = cuda_graphs is not None and graphs_decided
-        self.cuda_graphs = self._graphs(bool(cuda_graphs) if decided else self._decide_graphs(cuda_graphs))
-
-    def _decide_graphs(self, requested: bool | None) -> bool:
-        """Whether a Trainer used on its own captures (:func:`~fmclf.train.graphs.decide`), saying why not
-        when the default cannot be honoured."""
-        from .graphs import choose
-
-        return choose(requested, self.device, self.updater, self.comm, self.parts.records,
-                      self.graph_fallback or self.warn)
-
-    def _graphs(self, use: bool) -> bool:
-        """The units a decided ``use`` captures: the whole epoch when it fits one graph, else each step."""
-        from .graphs import EpochGraph, GraphedStep, fits_epoch
-
-        if not use:
-            return False
-        parts = self.parts
-        model, loss, updater, train = parts.model, parts.loss, self.updater, parts.dataset.train
-        if fits_epoch(train, self.device, batch_listeners=bool(self._listeners["on_batch_end"])):
-            self.epoch_graph = EpochGraph(model, loss, updater, self.sum_reduction, train)
+        if cuda_graphs is not None and graphs_decided:
+            self.cuda_graphs = bool(cuda_graphs)
         else:
-            self.graphed = GraphedStep(model, loss, updater, self.sum_reduction)
-        return True
+            self.cuda_graphs = graphs.choose(cuda_graphs, device, self.updater, comm, parts.records,
+                                             self.graph_fallback or self.warn)
+        if self.cuda_graphs:  # the whole epoch as one graph when it fits, else each step
+            model, loss, train = parts.model, parts.loss, parts.dataset.train
+            if graphs.fits_epoch(train, device, batch_listeners=bool(self._listeners["on_batch_end"])):
+                self.epoch_graph = graphs.EpochGraph(model, loss, self.updater, self.sum_reduction, train)
+            else:
+                self.graphed = graphs.GraphedStep(model, loss, self.updater, self.sum_reduction)
 
     def _graphs_failed(self, exc: Exception) -> None:
-        """A CUDA graph that could not be captured or replayed (a GraphFailed): unless graphs were asked
-        for, say why in one line and train eagerly from here on; asked for, the error stands."""
-        from .graphs import off_note
-
+        """A CUDA graph that could not be captured or replayed: unless graphs were asked for, say why in one line
+        and train eagerly from here on; asked for, the error stands."""
         if self.graph_fallback is None:
             raise exc
-        self.graph_fallback(off_note(getattr(exc, "why", str(exc))))
+        self.graph_fallback(graphs.off_note(getattr(exc, "why", str(exc))))
         self.graphed = self.epoch_graph = None
         self.cuda_graphs = False
 
@@ -232,16 +193,15 @@ class Trainer:
                 control._caller = control._event = None
 
     def _change_lr(self, request: tuple[str, float, str] | None, state: TrainState) -> None:
-        """Apply a callback's ``control.set_lr`` / ``scale_lr`` (rank 0's, on every process): to the
-        updater, to CUDA graphs (captured again, since a replay reads the rate it was captured with),
-        and to ``state``, which the checkpoint keeps."""
+        """Apply a callback's ``control.set_lr`` / ``scale_lr`` (rank 0's, on every process) to the updater, to
+        CUDA graphs (captured again: a replay reads the rate it was captured with) and to ``state`` (checkpointed)."""
         if request is None:
             return
         how, number, who = request
-        updater = self._who["updater"]
         try:
             state.lr = change_lr(self.updater, how, number)
         except TypeError as exc:
+            updater = self._who["updater"]
             name = updater.describe() if isinstance(updater, ComponentRecord) else "the updater"
             raise ComponentError(
                 f"{who} called control.{how}_lr({number!r}), but {name} cannot take it: {exc}. Choose an updater "
@@ -255,8 +215,8 @@ class Trainer:
     def fit(self, state: TrainState | None = None) -> TrainState:
         """Train from ``state`` (a fresh start when None) to the last epoch, or until a callback stops the run.
 
-        Whatever stops training early (Ctrl-C, divergence, a fault) is told to
-        every listener's ``on_exception`` first, then raised again."""
+        Whatever stops training early (Ctrl-C, divergence, a fault) is told to every listener's ``on_exception``
+        first, then raised again."""
         state = state or TrainState()
         check_splits(self.parts.dataset, self._who["dataset"], len(self.classes))
         check_split_inputs(self.parts.dataset, self._who["dataset"])
@@ -270,14 +230,10 @@ class Trainer:
             raise
 
     def _fit(self, state: TrainState, control: events.Control) -> TrainState:
-        self._emit(
-            "on_fit_start",
-            events.FitStart(
-                epochs=self.epochs, start_epoch=state.epoch + 1, num_batches=len(self.parts.dataset.train),
-                classes=self.classes, device=str(self.device), run_dir=self.run_dir, config=self.config,
-                history=list(state.history), control=control, splits=self.splits,
-            ),
-        )
+        self._emit("on_fit_start", events.FitStart(
+            epochs=self.epochs, start_epoch=state.epoch + 1, num_batches=len(self.parts.dataset.train),
+            classes=self.classes, device=str(self.device), run_dir=self.run_dir, config=self.config,
+            history=list(state.history), control=control, splits=self.splits))
         self._change_lr(self.comm.broadcast(control.take_lr(), "agreeing on the learning rate"), state)
         confusion = None
         for epoch in range(state.epoch + 1, self.epochs + 1):
@@ -287,7 +243,6 @@ class Trainer:
             # a resumed epoch counts the time its first part took, so that it is timed whole (not as a fast one)
             start = self._epoch_start = time.perf_counter() - (state.seconds if state.batch else 0.0)
             train_loss, train_acc = self.train_epoch(epoch, state)
-            self._batch = None
             metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
             for split in self.splits:
                 result = self.evaluate_split(split)
@@ -317,28 +272,18 @@ class Trainer:
         if confusion is None:  # resumed after the last epoch: nothing left to train
             confusion = self.evaluate_split("test").confusion
         final = state.history[-1] if state.history else {}
-        self._emit(
-            "on_fit_end",
-            events.FitEnd(
-                list(state.history), final, confusion.cpu().tolist(), self.classes, self.parts.model, self.run_dir,
-                control=control,
-            ),
-        )
+        self._emit("on_fit_end", events.FitEnd(list(state.history), final, confusion.cpu().tolist(), self.classes,
+                                               self.parts.model, self.run_dir, control=control))
         return state
 
     def _told(self, exc: BaseException, state: TrainState) -> None:
-        """Tell every listener's ``on_exception`` about ``exc``; a listener that fails there is a
-        warning, never the error the run reports."""
+        """Tell every listener's ``on_exception`` about ``exc``; one that fails there is a warning, not the error."""
         if not self._listeners["on_exception"]:
             return
-        if isinstance(exc, (Interrupted, KeyboardInterrupt)):
-            cause = "interrupt"
-        elif isinstance(exc, DivergenceError):
-            cause = "divergence"
-        else:
-            cause = "fault"
+        interrupted, diverged = isinstance(exc, (Interrupted, KeyboardInterrupt)), isinstance(exc, DivergenceError)
+        cause = "interrupt" if interrupted else "divergence" if diverged else "fault"
         epoch = getattr(exc, "epoch", None) or self._epoch
-        batch = getattr(exc, "batch", None) if isinstance(exc, DivergenceError) else self._batch
+        batch = getattr(exc, "batch", None) if diverged else self._batch
         event = events.ExceptionRaised(exc, epoch, batch, cause, self.run_dir, list(state.history), self.control)
         for kind, record, method in self._listeners["on_exception"]:
             who = record.describe() if record is not None else f"a {kind}"
@@ -361,9 +306,8 @@ class Trainer:
     def train_epoch(self, epoch: int, state: TrainState) -> tuple[float, float]:
         """One pass over the training batches; returns (mean loss, accuracy).
 
-        Per batch: forward, loss, the inf/nan watch, ``zero_grad``, backward,
-        ``comm`` gradient averaging, ``step``, then the metrics, summed in tensors
-        on the device. Nothing in the loop waits for an accelerator (see
+        Per batch: forward, loss, the inf/nan watch, ``zero_grad``, backward, ``comm`` gradient averaging, ``step``,
+        then the metrics, summed in tensors on the device. Nothing in the loop waits for an accelerator (see
         :class:`LossWatch`); the metrics are read once, at the end.
         """
         import torch
@@ -383,7 +327,7 @@ class Trainer:
             batches = itertools.islice(batches, first, None)
         if self.epoch_graph is not None and not first:
             try:
-                return self._graphed_epoch(epoch, num_batches)
+                return self._graphed_epoch(epoch, watch)
             except GraphFailed as exc:
                 self._graphs_failed(exc)  # or raises; the graph trained nothing, so the epoch starts afresh
         b, examples = self._batches(epoch, state, batches, num_batches, watch, loss_sum, correct)
@@ -396,32 +340,28 @@ class Trainer:
 
     def _batches(self, epoch: int, state: TrainState, batches: Iterator[Any], num_batches: int, watch: LossWatch,
                  loss_sum: Any, correct: Any) -> tuple[int, int]:
-        """Train on each of ``batches`` (a replayed CUDA graph, else eagerly), adding to ``loss_sum`` and
-        ``correct`` in place; a stop request ends the epoch after the batch in flight, with a checkpoint.
-        Returns (the last batch's number, the examples of the epoch so far)."""
+        """Train on each of ``batches`` (a replayed CUDA graph, else eagerly), adding to ``loss_sum`` and ``correct``
+        in place; a stop request ends the epoch after the batch in flight, with a checkpoint. Returns (the last
+        batch's number, the examples of the epoch so far)."""
         examples, first, who = state.examples, state.batch, self._who
         batch_events = bool(self._listeners["on_batch_end"])
-        stop, control, classes, graphed = self.stop, self.control, len(self.classes), self.graphed
+        stop, control, classes = self.stop, self.control, len(self.classes)
         b = first
         try:
             for b, (X, y) in enumerate(batches, start=first + 1):
-                n = y.shape[0]
                 if b == first + 1:  # labels out of range are the data set's fault, whoever trips over them
                     check_batch(y, who["dataset"], "training", classes)
                     check_inputs(X, who["dataset"], "training", self.input_shape)
-                done = None
-                if graphed is not None and graphed.fits(X, y):
-                    done = self._replay(graphed, X, y)
-                    if done is None:  # the graph failed and is off: this step runs eagerly below
-                        graphed = None
-                if done is not None:
+                graphed = self.graphed  # None once a graph failed: the rest of the run is eager
+                done = self._replay(graphed, X, y) if graphed is not None and graphed.fits(X, y) else None
+                if done is None:
+                    total, hits = self._eager_step(b, epoch, X, y, first, watch)
+                else:
                     total, hits = done
                     watch.add(b, total)
-                else:
-                    total, hits = self._eager_step(b, epoch, X, y, first, watch)
                 loss_sum += total.detach()
                 correct += hits
-                examples += n
+                examples += y.shape[0]
                 if batch_events:
                     self._emit("on_batch_end",
                                events.BatchEnd(epoch, b, num_batches, examples, loss_sum, correct, control))
@@ -471,31 +411,26 @@ class Trainer:
 
     def _stop_mid_epoch(self, epoch: int, b: int, examples: int, state: TrainState, loss_sum: Any,
                         correct: Any) -> None:
-        """A stop was requested after batch ``b``: keep where the epoch stands in ``state``, checkpoint it,
-        and raise Interrupted."""
-        state.batch, state.loss_sum, state.correct = b, float(loss_sum), int(correct)
-        state.examples = examples
+        """A stop was requested after batch ``b``: keep where the epoch stands in ``state``, checkpoint it, and
+        raise Interrupted."""
+        state.batch, state.loss_sum, state.correct, state.examples = b, float(loss_sum), int(correct), examples
         state.seconds = round(time.perf_counter() - self._epoch_start, 6)
         state.stopped = self.control.record()  # a stop a callback asked for in this epoch holds after the resume
         if self.checkpoint:
             self.checkpoint(state)
         raise Interrupted(f"stopped by {self.stop.signal} after batch {b} of epoch {epoch}")
 
-    def _graphed_epoch(self, epoch: int, num_batches: int) -> tuple[float, float]:
-        """The whole epoch as one CUDA graph replay (:class:`~fmclf.train.graphs.EpochGraph`): chosen only
-        when nothing listens to single batches, so no batch event is lost; a signal takes effect after the
-        epoch. Every batch's loss is still checked for inf and nan, in one read from the device."""
-        import torch
-
+    def _graphed_epoch(self, epoch: int, watch: LossWatch) -> tuple[float, float]:
+        """The whole epoch as one CUDA graph replay (:class:`~fmclf.train.graphs.EpochGraph`): chosen only when
+        nothing listens to single batches, so no batch event is lost; a signal takes effect after the epoch. Every
+        batch's loss is still checked for inf and nan by ``watch``, in one read from the device."""
         graph = self.epoch_graph
         if graph.graph is None:
             with blame(self._who["model"], f"while capturing epoch {epoch} as a CUDA graph"):
                 graph.capture(self._check_logits, self._check_losses)
         graph.run(epoch)
-        bad = ~torch.isfinite(graph.sums)
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
-            self._diverged(float(graph.sums[i]), i + 1, epoch, num_batches)
+        watch.sums = graph.sums  # the graph summed each batch's loss on the device, as the watch does there
+        watch.check(graph.num_batches)
         examples = max(len(graph.batches.X), 1)
         return float(graph.loss_sum) / examples, float(graph.correct) / examples
 
@@ -523,8 +458,8 @@ class Trainer:
             )
 
     def _check_losses(self, losses: Any, n: int, logits: Any = None) -> None:
-        """Refuse, on the first batch, a loss that is not one value per example, or that cut the gradient's
-        way back to ``logits`` (a detached result: backward would fail through the model too)."""
+        """Refuse, on the first batch, a loss that is not one value per example, or that cut the gradient's way
+        back to ``logits`` (a detached result: backward would fail through the model too)."""
         loss = self.parts.records.get("loss")
         if getattr(logits, "requires_grad", False) and not getattr(losses, "requires_grad", True):
             raise ComponentError(
@@ -533,14 +468,12 @@ class Trainer:
                 f"torch.no_grad()), so no gradient can reach the model. This is the loss's doing: report it to its "
                 f"authors, or choose another with `fmclf plugins`."
             )
-        problem = loss_shape_problem(losses, n)
-        if problem:
+        if problem := loss_shape_problem(losses, n):
             raise ComponentError(f"{loss.describe() if loss else 'the loss'} {problem}")
 
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
-        """Raise the error for a batch whose summed loss was ``value`` (inf or nan), with the
-        loss's own ``divergence_hint`` when it has one, else the generic advice; when the model's
-        logits were already inf or nan, the advice says so instead (no loss could have helped)."""
+        """Raise the error for a batch whose summed loss was ``value`` (inf or nan) (see :func:`divergence_message`);
+        when the model's logits were already inf or nan, the advice says so instead (no loss could have helped)."""
         hint = None
         seen, self._logits = self._logits, None
         if seen is not None and seen[0] == b and not bool(seen[1].detach().isfinite().all()):
@@ -556,39 +489,32 @@ class Trainer:
 
 def divergence_message(value: float, b: int, num_batches: int, epoch: int, record: ComponentRecord | None,
                        loss: Any, advice: str, *, hint: str | None = None) -> str:
-    """What a run says when batch ``b``'s summed loss was ``value`` (inf or nan): ``hint`` when given, else
-    the loss's own ``divergence_hint`` when it has one, else ``advice``."""
-    if hint is None:
-        hint = divergence_hint(loss)
-    if not hint:
-        hint = advice
+    """What a run says when batch ``b``'s summed loss was ``value`` (inf or nan): ``hint`` when given, else the
+    loss's own ``divergence_hint`` when it has one, else ``advice``."""
+    hint = hint or divergence_hint(loss) or advice
     return (f"training diverged: the loss became {value} on batch {b} of {num_batches} in epoch "
             f"{epoch}{f' with {record.describe()}' if record else ''}. {hint.strip()} ")
 
 
 def divergence_hint(loss: Any) -> str | None:
-    """The loss's own ``divergence_hint``: a string, or a function returning one (called now, so that it
-    can name settings in the front end's words with :mod:`fmclf.wording`); None when it has none."""
+    """The loss's own ``divergence_hint``: a string, or a function returning one (called now, so that it can name
+    settings in the front end's words with :mod:`fmclf.wording`); None when it has none."""
     hint = getattr(loss, "divergence_hint", None)
-    if callable(hint):
-        hint = hint()
+    hint = hint() if callable(hint) else hint
     return hint.strip() if isinstance(hint, str) and hint.strip() else None
 
 
 class LossWatch:
     """Finds the first batch of an epoch whose summed loss is inf or nan.
 
-    On the CPU each batch's loss is read as it comes (free there), so the error
-    is raised before the update the bad loss would make. On an accelerator a
-    read would make the host wait for the device after every batch; there the
-    sums go into a buffer on the device, read once when the epoch ends or
-    stops. The batch named is the same; the epoch just runs to its end first.
+    On the CPU each batch's loss is read as it comes (free there), so the error is raised before the update the
+    bad loss would make. On an accelerator a read would make the host wait for the device after every batch; there
+    the sums go into a buffer on the device, read once when the epoch ends or stops. The batch named is the same;
+    the epoch just runs to its end first.
     """
 
-    def __init__(
-        self, device: Any, num_batches: int, first: int, diverged: Callable[[float, int], None], *,
-        defer: bool | None = None,
-    ) -> None:
+    def __init__(self, device: Any, num_batches: int, first: int, diverged: Callable[[float, int], None], *,
+                 defer: bool | None = None) -> None:
         import torch
 
         self.diverged = diverged

@@ -1,22 +1,12 @@
 """Evaluation on a held-out split (valid or test): accuracy, loss, the confusion matrix and every metric, in one pass.
 
-Accuracy (from the confusion matrix) and the run's own loss are recorded for
-every run, as ``valid_acc``/``test_acc`` and ``valid_loss``/``test_loss``, the
-way the training pass records ``train_acc`` and ``train_loss``; the metrics a
-run adds (``--metric NAME``) are recorded beside them.
-
-The model's logits are gathered a chunk at a time (some 2M numbers: every
-batch of the test set at once for Fashion-MNIST) and each chunk goes to the
-confusion matrix and to each metric's ``update`` in one call: a handful of
-calls an epoch instead of a handful per batch. Nothing is read back from the
-device until :meth:`HeldOut.evaluate` computes the metrics, once per split
-and epoch.
-
-Under torchrun each process evaluates its own shard; the logits and labels of
-all of them are then gathered into every process (one collective per split
-and epoch), which updates its metrics with the whole split. Every metric
-thus agrees across processes without knowing it is distributed, whatever
-state it keeps (a plain object or a ``torchmetrics.Metric``).
+Accuracy and the run's own loss are recorded for every run (``valid_acc``, ``test_loss``, ...), as the training pass
+records ``train_acc`` and ``train_loss``; the metrics of ``--metric NAME`` are recorded beside them. The logits go to
+the confusion matrix and to each metric's ``update`` a chunk at a time (:data:`CHUNK`: the whole Fashion-MNIST test
+set at once), a handful of calls an epoch instead of a handful per batch, and nothing is read back from the device
+until :meth:`HeldOut.evaluate` computes the metrics. Under torchrun the logits and labels of every process's shard are
+gathered into every process (one collective per split and epoch), so every metric agrees across processes without
+knowing it is distributed, whatever state it keeps (a plain object or a ``torchmetrics.Metric``).
 """
 
 from __future__ import annotations
@@ -62,8 +52,8 @@ def _describe(who: ComponentRecord | str) -> str:
 
 
 def as_values(who: ComponentRecord | str, key: str, value: Any) -> dict[str, float]:
-    """A metric's ``compute()`` result as recorded values: a number (or 0-d tensor) is
-    ``{key: v}``, a dict ``{key_K: v}``; anything else is that metric's fault."""
+    """A metric's ``compute()`` result as recorded values: a number (or 0-d tensor) is ``{key: v}``, a dict
+    ``{key_K: v}``; anything else is that metric's fault."""
     def number(v: Any, what: str) -> float:
         if getattr(v, "ndim", 0) != 0 and getattr(v, "numel", lambda: 1)() != 1:
             raise ComponentError(
@@ -123,14 +113,13 @@ class HeldOut:
             self._kept = []
         gather = self.comm.world_size > 1
         logits_in, y_in, held = [], [], 0
-        where = f"while evaluating on the {split} set"
         try:
             with torch.no_grad():
                 for X, y in _guarded(batches, self.who_data, f"while yielding {split} batches"):
                     if not y_in and self._count == 0:  # the first batch: its origin before any component's fault
                         check_inputs(X, self.who_data, split, self.input_shape)
                         check_kind(y, self.who_data, split)
-                    with blame(self.who_model, where):
+                    with blame(self.who_model, f"while evaluating on the {split} set"):
                         logits = model(X)
                     logits_in.append(logits)
                     y_in.append(y)
@@ -151,8 +140,7 @@ class HeldOut:
                             f"on its {split} split.")
         confusion = self._flat.reshape(C, C)
         total = max(self._count, 1)
-        sums = torch.stack([confusion.diagonal().sum().double(), self._loss_sum])  # one read from the device
-        right, loss_sum = sums.tolist()
+        right, loss_sum = torch.stack([confusion.diagonal().sum().double(), self._loss_sum]).tolist()  # one read
         values: dict[str, float | None] = {"loss": loss_sum / total, "acc": right / total}
         for m in self.metrics:
             with blame(m.who, f"in compute() on the {split} set"):

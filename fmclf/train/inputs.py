@@ -1,10 +1,9 @@
 """Inputs of the wrong size are the data set's fault: found before a model or a loss trips over them.
 
-A data set declares ``input_shape``, and the model is built for it. A split whose examples hold another
-number of values (14×14 test images beside 28×28 training ones, say) makes the model fail or, worse,
-reshape them into a different number of rows, and the error would name the model or the loss. Checked
-on the first batch of every pass (training and each evaluation), and on the whole tensor of a split
-held in one (``.X``) when training starts.
+A data set declares ``input_shape``, and the model is built for it. A split whose examples hold another number of
+values (14×14 test images beside 28×28 training ones, say) makes the model fail or, worse, reshape them into a
+different number of rows, and the error would name the model or the loss. Checked on the first batch of every pass
+(training and each evaluation), and on the whole tensor of a split held in one (``.X``) when training starts.
 """
 
 from __future__ import annotations
