@@ -1,34 +1,42 @@
 """CUDA graphs: the training epoch (or step) replayed as one launch.
 
-A softmax-regression step on a GPU is some 30 tiny kernels; launched one by one from Python, the GPU waits on the
-host for most of the step. Captured once as a CUDA graph and replayed, the same kernels run with one launch. The
-math is the eager loop's.
+A softmax-regression step on a GPU is some 30 tiny kernels; launched one by
+one from Python, the GPU waits on the host for most of the step. Captured
+once as a CUDA graph and replayed, the same kernels run with one launch.
+The math is the eager loop's.
 
-On CUDA this is the default (``cuda_graphs`` unset: :func:`decide`) whenever the parts allow it, and
-``--no-cuda-graphs`` turns it off; when they do not allow it, or a capture or replay fails (:class:`GraphFailed`),
-the run says so in one line and trains eagerly, while an explicit ``--cuda-graphs`` that cannot be honoured is an
-error. Two units:
+On CUDA this is the default (``cuda_graphs`` unset: :func:`decide`) whenever
+the parts allow it, and ``--no-cuda-graphs`` turns it off; when they do not
+allow it, or a capture or replay fails (:class:`GraphFailed`), the run says so
+in one line and trains eagerly, while an explicit ``--cuda-graphs`` that cannot
+be honoured is an error. Two units:
 
-- :class:`EpochGraph`, the whole training epoch as one graph: the gathers of every batch from the shuffled order,
-  forward, loss, backward, update and the metrics of all of them. The order is drawn on the CPU (the same
-  permutation every device draws, so a CUDA run repeats a CPU run's order), the next epoch's while the GPU trains
-  this one, and copied into the graph's input. Used when the training batches are a
-  :class:`fmclf.data.TensorBatches` on the device and no callback listens to single batches; visualizers then hear
-  one ``on_batch_end`` an epoch, after its last batch.
-- :class:`GraphedStep`, one step as a graph, for any other data set: each batch is copied into the graph's static
-  input, and a batch of another shape (the last, smaller one of an epoch) runs eagerly.
+- :class:`EpochGraph`, the whole training epoch as one graph: the gathers of
+  every batch from the shuffled order, forward, loss, backward, update and
+  the metrics of all of them. The order is drawn on the CPU (the same
+  permutation every device draws, so a CUDA run repeats a CPU run's order),
+  the next epoch's while the GPU trains this one, and copied into the graph's
+  input. Used when the training batches are a :class:`fmclf.data.TensorBatches`
+  on the device and no callback listens to single batches; visualizers then
+  hear one ``on_batch_end`` an epoch, after its last batch.
+- :class:`GraphedStep`, one step as a graph, for any other data set: each
+  batch is copied into the graph's static input, and a batch of another shape
+  (the last, smaller one of an epoch) runs eagerly.
 
 What a graph needs, and how this module meets it:
 
 - fixed shapes and addresses: static input tensors (above).
-- no host synchronisation inside the step: components that read a value back (``.item()``, a data-dependent
-  shape) fail at capture, with a message.
-- an update with no host-side state, since a replay does not run Python: only updaters that declare
-  ``capturable = True`` (the built-in ``sgd``) are accepted. Declaring it promises that ``step`` keeps nothing on
-  the host, reads nothing back and reads its learning rate once. A torch optimizer creates its state lazily at its
-  first step, which a captured step would then repeat forever.
-- warm-up passes before capture (cuBLAS and autograd initialise lazily): forward and backward only, with the
-  model's buffers (batch-norm statistics) restored afterwards, so warming up trains nothing.
+- no host synchronisation inside the step: components that read a value back
+  (``.item()``, a data-dependent shape) fail at capture, with a message.
+- an update with no host-side state, since a replay does not run Python:
+  only updaters that declare ``capturable = True`` (the built-in ``sgd``) are
+  accepted. Declaring it promises that ``step`` keeps nothing on the host,
+  reads nothing back and reads its learning rate once. A torch optimizer
+  creates its state lazily at its first step, which a captured step would
+  then repeat forever.
+- warm-up passes before capture (cuBLAS and autograd initialise lazily):
+  forward and backward only, with the model's buffers (batch-norm statistics)
+  restored afterwards, so warming up trains nothing.
 """
 
 from __future__ import annotations
@@ -43,8 +51,9 @@ WARMUP = 3  # the number PyTorch's CUDA-graph notes use
 
 
 class GraphFailed(UsageError):
-    """A CUDA graph that could not be captured or replayed. The message is for a run that asked for graphs
-    (``--cuda-graphs``); ``why`` is the short reason a run on the default path prints before it trains eagerly."""
+    """A CUDA graph that could not be captured or replayed. The message is for a run that asked for
+    graphs (``--cuda-graphs``); ``why`` is the short reason a run on the default path prints in its one
+    line before it trains eagerly (:func:`off_note`)."""
 
     def __init__(self, what: str, exc: BaseException) -> None:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
@@ -67,8 +76,8 @@ def check_device(device: Any) -> None:
 
 
 def check_supported(device: Any, updater: Any, comm: Any, updater_name: str = "the updater") -> None:
-    """Raise a UsageError when ``--cuda-graphs`` cannot run with these parts; ``comm`` is the run's
-    (:mod:`fmclf.dist.comm`), and a graph cannot hold its collectives."""
+    """Raise a UsageError when ``--cuda-graphs`` cannot run with these parts; ``comm``
+    is the run's (:mod:`fmclf.dist.comm`), and a graph cannot hold its collectives."""
     check_device(device)
     if getattr(comm, "world_size", 1) > 1:
         raise UsageError(
@@ -85,13 +94,16 @@ def check_supported(device: Any, updater: Any, comm: Any, updater_name: str = "t
 
 def decide(requested: bool | None, device: Any, updater: Any, comm: Any,
            updater_name: str = "the updater") -> tuple[bool, str | None]:
-    """Whether this run captures its training in CUDA graphs, and the note to print when the default cannot:
-    ``requested`` True (``--cuda-graphs``: what cannot be done is an error, :func:`check_supported`), False
-    (``--no-cuda-graphs``), or None, the default: on for a CUDA device whenever the parts allow it."""
+    """Whether this run captures its training in CUDA graphs, and the note to print when the
+    default cannot: ``requested`` True (``--cuda-graphs``: what cannot be done is an error,
+    :func:`check_supported`), False (``--no-cuda-graphs``), or None, the default: on for a CUDA
+    device whenever the parts allow it."""
+    if requested is False:
+        return False, None
     if requested:
         check_supported(device, updater, comm, updater_name)
         return True, None
-    if requested is False or getattr(device, "type", str(device)) != "cuda":
+    if getattr(device, "type", str(device)) != "cuda":
         return False, None
     if getattr(comm, "world_size", 1) > 1:
         return False, off_note("distributed training (its gradient all-reduce cannot be captured)")
@@ -118,122 +130,55 @@ def off_note(why: str) -> str:
 
 
 def fits_epoch(batches: Any, device: Any, batch_listeners: bool) -> bool:
-    """Whether the whole epoch can be one graph: the training batches are a :class:`~fmclf.data.TensorBatches`
-    held on ``device``, and no callback listens to single batches (``batch_listeners``)."""
+    """Whether the whole epoch can be one graph: the training batches are a
+    :class:`~fmclf.data.TensorBatches` held on ``device``, and no callback listens to single
+    batches (``batch_listeners``)."""
     from ..data import TensorBatches
 
     return (isinstance(batches, TensorBatches) and not batch_listeners and len(batches) > 0
             and getattr(batches.X, "device", None) == device and batches.y.device == device)
 
 
-class _Captured:
-    """What both units share: the parts they train, one forward and backward pass, the capture and the replay."""
-
-    what: str  #: the unit, as messages name it
-
-    def __init__(self, model: Any, loss_fn: Callable, updater: Any, sum_reduction: bool) -> None:
-        self.model, self.loss_fn, self.updater, self.sum_reduction = model, loss_fn, updater, sum_reduction
-        self.graph = None
-
-    def _pass(self, X: Any, y: Any, checks: tuple[Callable, Callable] | None = None) -> tuple[Any, Any]:
-        """Forward, loss and backward on one batch: (logits, summed loss). ``checks`` (the engine's shape checks,
-        Python only, so never captured) see the logits before the loss does, then the losses."""
-        logits = self.model(X)
-        if checks:
-            checks[0](logits, y.shape[0])
-        losses = self.loss_fn(logits, y)
-        if checks:
-            checks[1](losses, y.shape[0])
-        total = losses.sum()
-        (total if self.sum_reduction else losses.mean()).backward()
-        return logits, total
-
-    def _capture(self, X: Any, y: Any, checks: tuple[Callable, Callable], program: Callable[[], None]) -> Any:
-        """Warm up on ``X, y`` on a side stream, then record ``program`` as ``self.graph``; returns the stream."""
-        import torch
-
-        side = _warm_up(self, X, y, checks)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph, stream=side):  # on the warm-up's stream, whose cuBLAS state is set up
-                program()
-        except Exception as exc:  # whatever a capture raises: nothing ran, so training can go on eagerly
-            self._clear_grads()
-            raise GraphFailed(f"capturing {self.what}", exc) from exc
-        self.graph = graph
-        return side
-
-    def _replay(self) -> None:
-        """Replay the graph; a launch that fails raises :class:`GraphFailed` (refused at launch, it did not run)."""
-        try:
-            self.graph.replay()
-        except Exception as exc:
-            raise GraphFailed(f"replaying {self.what} as a CUDA graph", exc) from exc
-
-    def _clear_grads(self) -> None:
-        # No gradient may exist at capture, or the graph would add to it on every replay; the captured backward
-        # then allocates them in the graph's pool.
-        self.updater.zero_grad()
-        for p in self.model.parameters():
-            p.grad = None
-
-
-def _warm_up(unit: _Captured, X: Any, y: Any, checks: tuple[Callable, Callable]) -> Any:
-    """Forward and backward passes on a side stream (no update), the model's buffers restored after; returns the
-    stream. The first pass's outputs go through the engine's checks."""
-    import torch
-
-    buffers = list(unit.model.buffers())
-    saved = [t.detach().clone() for t in buffers]
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for i in range(WARMUP):
-            unit.updater.zero_grad()
-            unit._pass(X, y, checks if i == 0 else None)
-    torch.cuda.current_stream().wait_stream(side)
-    with torch.no_grad():
-        for t, s in zip(buffers, saved):
-            t.copy_(s)
-    unit._clear_grads()
-    return side
-
-
-class EpochGraph(_Captured):
+class EpochGraph:
     """A whole training epoch as one graph (see the module's notes).
 
-    :meth:`program` is the epoch's work on static tensors (the order, the per-batch loss sums, the epoch's summed
-    loss and correct count); it is what :meth:`capture` records, and what :meth:`run` does eagerly off CUDA (tests
-    compare its numbers with the engine's loop there).
+    :meth:`program` is the epoch's work on static tensors (the order, the
+    per-batch loss sums, the epoch's summed loss and correct count); it is
+    what :meth:`capture` records, and what :meth:`run` does eagerly off CUDA
+    (tests compare its numbers with the engine's loop there).
     """
-
-    what = "the training epoch"
 
     def __init__(self, model: Any, loss_fn: Callable, updater: Any, sum_reduction: bool, batches: Any) -> None:
         import torch
 
-        super().__init__(model, loss_fn, updater, sum_reduction)
-        self.batches, dev = batches, batches.X.device
+        self.model, self.loss_fn, self.updater, self.sum_reduction = model, loss_fn, updater, sum_reduction
+        self.batches = batches
+        dev = batches.X.device
         self.num_batches = len(batches)
         self.perm = torch.empty(len(batches.X), dtype=torch.int64, device=dev)
         self.sums = torch.zeros(self.num_batches, dtype=torch.float32, device=dev)  #: each batch's summed loss
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         self.correct = torch.zeros((), dtype=torch.int64, device=dev)
+        self.graph = None
         self._orders: dict[int, Any] = {}  # epoch -> its permutation on the host, drawn ahead
 
     def program(self) -> None:
-        """One epoch on the static tensors: every batch gathered in ``self.perm``'s order, trained, and counted (as
-        the engine's loop does it, batch by batch)."""
-        X, y, B, perm = self.batches.X, self.batches.y, self.batches.batch_size, self.perm
+        """One epoch on the static tensors: every batch gathered in ``self.perm``'s order, trained,
+        and counted (as the engine's loop does it, batch by batch)."""
+        X, y, B = self.batches.X, self.batches.y, self.batches.batch_size
+        perm, sums, updater, model, loss_fn = self.perm, self.sums, self.updater, self.model, self.loss_fn
         yp = y.index_select(0, perm)  # the labels once, permuted; the images batch by batch
         self.loss_sum.zero_()
         self.correct.zero_()
         for i, start in enumerate(range(0, len(X), B)):
             xb, yb = X.index_select(0, perm[start : start + B]), yp[start : start + B]
-            self.updater.zero_grad()
-            logits, total = self._pass(xb, yb)
-            self.updater.step(yb.shape[0])
-            self.sums[i] = total.detach()
+            updater.zero_grad()
+            logits = model(xb)
+            losses = loss_fn(logits, yb)
+            total = losses.sum()
+            (total if self.sum_reduction else losses.mean()).backward()
+            updater.step(yb.shape[0])
+            sums[i] = total.detach()
             self.loss_sum += total.detach()
             self.correct += (logits.argmax(dim=1) == (yb if yb.ndim == 1 else yb.argmax(dim=1))).sum()
 
@@ -250,50 +195,131 @@ class EpochGraph(_Captured):
         ``check_losses(losses, n)`` see the first warm-up pass's outputs (the engine's shape checks)."""
         import torch
 
-        n = min(self.batches.batch_size, len(self.batches.X))
-        side = self._capture(self.batches.X[:n], self.batches.y[:n], (check_logits, check_losses), self.program)
+        X, y = self.batches.X, self.batches.y
+        n = min(self.batches.batch_size, len(X))
+        side = _warm_up(self.model, self.loss_fn, self.updater, self.sum_reduction, X[:n], y[:n],
+                        check_logits, check_losses)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=side):
+                self.program()
+        except Exception as exc:  # whatever a capture raises: nothing ran, so training can go on eagerly
+            _clear_grads(self.model, self.updater)
+            raise GraphFailed("capturing the training epoch", exc) from exc
         torch.cuda.current_stream().wait_stream(side)
+        self.graph = graph
 
     def run(self, epoch: int) -> None:
-        """Train epoch ``epoch``: its order into the graph's input, one replay (off CUDA: the program itself); then
-        the next epoch's order is drawn while the device works."""
+        """Train epoch ``epoch``: its order into the graph's input, one replay (off CUDA: the program
+        itself); then the next epoch's order is drawn while the device works."""
         self.perm.copy_(self.order(epoch), non_blocking=True)
         if self.graph is not None:
-            self._replay()
+            _replay(self.graph, "the training epoch")
         else:
             self.program()
         self._orders = {epoch + 1: self.order(epoch + 1)}
 
 
-class GraphedStep(_Captured):
+def _replay(graph: Any, what: str) -> None:
+    """Replay ``graph``; a launch that fails raises :class:`GraphFailed` (refused at launch, it did not run)."""
+    try:
+        graph.replay()
+    except Exception as exc:
+        raise GraphFailed(f"replaying {what} as a CUDA graph", exc) from exc
+
+
+def _clear_grads(model: Any, updater: Any) -> None:
+    # No gradient may exist at capture, or the graph would add to it on every
+    # replay; the captured backward then allocates them in the graph's pool.
+    updater.zero_grad()
+    for p in model.parameters():
+        p.grad = None
+
+
+def _warm_up(model: Any, loss_fn: Callable, updater: Any, sum_reduction: bool, X: Any, y: Any,
+             check_logits: Callable[[Any, int], None], check_losses: Callable[[Any, int], None]) -> Any:
+    """Forward and backward passes on a side stream (no update), the model's buffers restored
+    after; returns the stream. The first pass's outputs go through the engine's checks."""
+    import torch
+
+    buffers = list(model.buffers())
+    saved = [t.detach().clone() for t in buffers]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(WARMUP):
+            updater.zero_grad()
+            logits = model(X)
+            if i == 0:  # the engine's checks, before the loss sees the logits (not captured: Python only)
+                check_logits(logits, y.shape[0])
+            losses = loss_fn(logits, y)
+            if i == 0:
+                check_losses(losses, y.shape[0])
+            (losses.sum() if sum_reduction else losses.mean()).backward()
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.no_grad():
+        for t, s in zip(buffers, saved):
+            t.copy_(s)
+    _clear_grads(model, updater)
+    return side
+
+
+class GraphedStep:
     """One training step of a fixed batch shape, captured on first use."""
 
-    what = "the training step"
-    X = y = total = hits = None  # the static input and outputs, set by capture
+    def __init__(self, model: Any, loss_fn: Callable, updater: Any, sum_reduction: bool) -> None:
+        self.model, self.loss_fn, self.updater, self.sum_reduction = model, loss_fn, updater, sum_reduction
+        self.graph = None
+        self.X = self.y = self.total = self.hits = None
 
     def fits(self, X: Any, y: Any) -> bool:
         """Whether this batch has the captured batch's shape (always true before capture)."""
-        return self.graph is None or (X.shape, y.shape, X.dtype, y.dtype) == (self.X.shape, self.y.shape,
-                                                                              self.X.dtype, self.y.dtype)
+        if self.graph is None:
+            return True
+        return (X.shape, y.shape, X.dtype, y.dtype) == (self.X.shape, self.y.shape, self.X.dtype, self.y.dtype)
 
-    def _step(self) -> None:
-        """The step captured: on the static input, into the static outputs."""
-        y = self.y
-        logits, self.total = self._pass(self.X, y)
-        self.updater.step(y.shape[0])
-        self.hits = (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
+    def _step(
+        self, X: Any, y: Any, update: bool, checks: tuple[Callable, Callable] | None = None,
+    ) -> tuple[Any, Any, Any, Any]:
+        logits = self.model(X)
+        if checks:  # the engine's checks, before the loss sees the logits (not captured: Python only)
+            checks[0](logits, y.shape[0])
+        losses = self.loss_fn(logits, y)
+        if checks:
+            checks[1](losses, y.shape[0])
+        total = losses.sum()
+        (total if self.sum_reduction else losses.mean()).backward()
+        if update:
+            self.updater.step(y.shape[0])
+        hits = (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
+        return logits, losses, total, hits
 
-    def capture(self, X: Any, y: Any, check_logits: Callable[[Any, int], None],
-                check_losses: Callable[[Any, int], None]) -> None:
-        """Warm up on a side stream, then capture the step for batches shaped like ``X, y``. ``check_logits(logits,
-        n)`` and ``check_losses(losses, n)`` see the first eager pass's outputs (the engine's shape checks)."""
+    def capture(
+        self, X: Any, y: Any, check_logits: Callable[[Any, int], None], check_losses: Callable[[Any, int], None],
+    ) -> None:
+        """Warm up on a side stream, then capture the step for batches shaped like ``X, y``.
+
+        ``check_logits(logits, n)`` and ``check_losses(losses, n)`` see the first
+        eager pass's outputs (the engine's shape checks), each before it is used."""
+        import torch
+
         self.X, self.y = X.clone(), y.clone()
-        self._capture(self.X, self.y, (check_logits, check_losses), self._step)
+        side = _warm_up(self.model, self.loss_fn, self.updater, self.sum_reduction, self.X, self.y,
+                        check_logits, check_losses)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            # on the warm-up's stream, whose cuBLAS state is set up already
+            with torch.cuda.graph(graph, stream=side):
+                _, _, self.total, self.hits = self._step(self.X, self.y, update=True)
+        except Exception as exc:  # whatever a capture raises: nothing ran, so training can go on eagerly
+            _clear_grads(self.model, self.updater)
+            raise GraphFailed("capturing the training step", exc) from exc
+        self.graph = graph
 
     def __call__(self, X: Any, y: Any) -> tuple[Any, Any]:
-        """Run the step on this batch: the batch's summed loss and correct count (static tensors, overwritten by the
-        next replay)."""
+        """Run the step on this batch; returns the batch's summed loss and correct
+        count (static tensors, overwritten by the next replay)."""
         self.X.copy_(X)
         self.y.copy_(y)
-        self._replay()
+        _replay(self.graph, "the training step")
         return self.total, self.hits
