@@ -1,18 +1,16 @@
 """Whose fault it is when a component raises: one context manager for the engine.
 
-Inside ``with blame(who, where):`` an :class:`~fmclf.errors.FmclfError` passes
-through untouched (it already says what is wrong and whose it is: a
-DataError, a lost peer); so does the user's own interrupt; any other exception,
-and any other BaseException (a stray ``sys.exit(0)``, see :func:`component_fault`), becomes the
-:class:`~fmclf.errors.ComponentError` that names ``who`` (a component's
-record, or a plain description when there is none) and ``where``, with the
-original chained as its cause for ``FMCLF_DEBUG=1``. A class, not a
-generator, because the training loop enters one per call, on every batch.
+Inside ``with blame(who, where):`` an :class:`~fmclf.errors.FmclfError` passes through untouched (it already says
+what is wrong and whose it is); so does the user's own interrupt; any other exception, and any other BaseException
+(a stray ``sys.exit(0)``, see :func:`component_fault`), becomes the :class:`~fmclf.errors.ComponentError` that names
+``who`` (a component's record, or a plain description) and ``where``, with the original chained as its cause for
+``FMCLF_DEBUG=1``. A class, not a generator, because the training loop enters one per call, on every batch.
 """
 
 from __future__ import annotations
 
 import os
+import traceback
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -27,8 +25,7 @@ class blame:
     __slots__ = ("where", "who")
 
     def __init__(self, who: ComponentRecord | str, where: str) -> None:
-        self.who = who
-        self.where = where
+        self.who, self.where = who, where
 
     def __enter__(self) -> None:
         return None
@@ -36,11 +33,9 @@ class blame:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
         if exc is None or not component_fault(exc):
             return False  # nothing, an fmclf error, or the user's own interrupt: as it is
-        text = torch_failed(exc)
-        if text is not None:  # torch itself cannot load (a memory limit): no component's fault
+        if (text := torch_failed(exc)) is not None:  # torch itself cannot load (a memory limit): no component's fault
             raise FmclfError(text) from exc
-        cause = self.diagnose(exc)
-        if cause is not None:  # not the component's fault after all
+        if (cause := self.diagnose(exc)) is not None:  # not the component's fault after all
             raise cause from exc
         if out_of_memory(exc):
             raise ComponentError(memory_message(self.describe(), self.where, exc)) from exc
@@ -55,10 +50,8 @@ class blame:
 
     def message(self, exc: BaseException) -> str:
         """The paragraph the user reads."""
-        return (
-            f"{self.describe()} raised {type(exc).__name__} {self.where}: {exc}. This is a fault in that component; "
-            f"report it to its authors, or choose another with `fmclf plugins`."
-        )
+        return (f"{self.describe()} raised {type(exc).__name__} {self.where}: {exc}. This is a fault in that "
+                f"component; report it to its authors, or choose another with `fmclf plugins`.")
 
 
 def component_fault(exc: BaseException) -> bool:
@@ -67,10 +60,12 @@ def component_fault(exc: BaseException) -> bool:
     subclass of its own), except the user's own interrupt: under fmclf's handler a real signal raises
     :class:`~fmclf.errors.Stopped`, so only a KeyboardInterrupt where no fmclf handler is installed
     (a thread, a host that kept its own) is taken for the user's."""
-    if isinstance(exc, FmclfError) or isinstance(exc, Stopped):
+    if isinstance(exc, (FmclfError, Stopped)):
         return False
     if isinstance(exc, KeyboardInterrupt):
-        return _signals_handled()
+        from ..run.signals import installed
+
+        return installed()
     return True
 
 
@@ -79,10 +74,7 @@ def torch_failed(exc: BaseException) -> str | None:
     memory limit such as ``ulimit -v``, or a broken install), else None."""
     if not isinstance(exc, (ImportError, OSError)):  # what a failed import raises; anything else is no import
         return None
-    frames, tb = [], exc.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame.f_code.co_filename)
-        tb = tb.tb_next
+    frames = [frame.f_code.co_filename for frame, _ in traceback.walk_tb(exc.__traceback__)]
     name = getattr(exc, "name", None) or ""
     if not (name in ("torch", "torch._C")  # not installed, or its core library would not load
             or any(f.endswith(os.path.join("torch", "__init__.py")) for f in frames)):  # torch's own import
@@ -101,12 +93,6 @@ def torch_failed(exc: BaseException) -> str | None:
     return (f"torch could not be imported ({type(exc).__name__}: {first}), and fmclf needs it for this command."
             f"{within} Raise or lift the limit (`ulimit -v unlimited`) or free memory, or reinstall torch if a file "
             f"is missing; `fmclf --help` and `fmclf plugins` work without it.")
-
-
-def _signals_handled() -> bool:
-    from ..run.signals import installed
-
-    return installed()
 
 
 def out_of_memory(exc: BaseException) -> bool:
