@@ -1,10 +1,9 @@
 """Labels outside 0..C-1 are the data set's fault: found before anything else blames a loss or a model.
 
-A class-index label must lie in ``0 .. len(classes) - 1``. A label of 10 among 10 classes, or -1,
-makes a loss index out of range (or, worse, silently wrap around to the last class), and the
-error would name the loss. Checked three ways, none on the hot path: the whole label tensor of
-a split held in tensors (:class:`fmclf.data.TensorBatches`), once, when training starts; the
-first batch of every other split; and the batch in hand whenever a loss or the evaluation fails.
+A label of 10 among 10 classes, or -1, makes a loss index out of range (or, worse, silently wrap around to the last
+class), and the error would name the loss. Checked three ways, none on the hot path: the whole label tensor of a
+split held in tensors (:class:`fmclf.data.TensorBatches`), once, when training starts; the first batch of every other
+split; and the batch in hand whenever a loss or the evaluation fails.
 """
 
 from __future__ import annotations
@@ -21,11 +20,7 @@ def bad_label(y: Any, num_classes: int) -> int | None:
     if y is None or getattr(y, "is_floating_point", lambda: True)() or not getattr(y, "numel", lambda: 0)():
         return None
     low, high = int(y.min()), int(y.max())
-    if low < 0:
-        return low
-    if high >= num_classes:
-        return high
-    return None
+    return low if low < 0 else high if high >= num_classes else None
 
 
 def error(who: ComponentRecord | str, split: str, label: int, classes: int) -> DataError:
@@ -43,10 +38,7 @@ def check_splits(dataset: Any, who: ComponentRecord | str, classes: int) -> None
     for split in ("train", "valid", "test"):
         labels = getattr(getattr(dataset, split, None), "y", None)
         if hasattr(labels, "is_floating_point") and labels.ndim == 1:
-            check_kind(labels, who, "training" if split == "train" else split)
-            label = bad_label(labels, classes)
-            if label is not None:
-                raise error(who, "training" if split == "train" else split, label, classes)
+            check_batch(labels, who, "training" if split == "train" else split, classes)
 
 
 def check_kind(y: Any, who: ComponentRecord | str, split: str) -> None:
