@@ -69,10 +69,7 @@ class BatchedTrainer:
         seeds = [m.seed for m in members]
         if seeds != sorted(seeds):
             raise ValueError("the members of a batched group must be sorted by seed")
-        self.members = list(members)
-        self.dataset = dataset
-        self.device = device
-        self.classes = list(dataset.classes)
+        self.members, self.dataset, self.device, self.classes = list(members), dataset, device, list(dataset.classes)
         models = [m.model for m in members]
         self.params = {name: _stack([dict(m.named_parameters())[name] for m in models])
                        for name, _ in models[0].named_parameters()}
@@ -169,11 +166,9 @@ class BatchedTrainer:
         return orders, train.y.index_select(0, orders.reshape(-1)).reshape(orders.shape)
 
     def _batch(self, orders: Any, labels: Any, lo: int, hi: int) -> tuple[Any, Any]:
-        """Every member's logits (K, N, classes) on rows ``lo:hi`` of its seed's order, and their labels (K, N).
-
-        With as many members for every seed (a grid), all seeds' batches are gathered at once and the model's
-        stacked form runs once, mapped over the seeds (``vmap``): for softmax regression one batched product.
-        Otherwise it runs once per seed on that seed's batch."""
+        """Every member's logits (K, N, classes) on rows ``lo:hi`` of its seed's order, and their labels (K, N): with
+        as many members for every seed (a grid), the model's stacked form runs once, mapped over the seeds
+        (``vmap``), on all seeds' batches gathered at once; otherwise once per seed, on that seed's batch."""
         train = self.dataset.train
         S, N = len(self.groups), hi - lo
         X = train.X.index_select(0, orders[:, lo:hi].reshape(-1))
@@ -203,12 +198,9 @@ class BatchedTrainer:
             self._drop(mask, watch[b].double(), epoch, b + 1, batches)
 
     def _record(self, epoch: int, loss_sum: Any, correct: Any, n: int, start: float, trained: int) -> None:
-        """Evaluate, and append epoch ``epoch``'s metrics row to each living member's history (the epoch began
-        at ``start``, a ``time.perf_counter`` reading, with ``trained`` members alive).
-
-        A row's ``seconds`` is the member's share of the group's epoch, the whole (training and evaluation of
-        every member at once) divided among the ``trained`` members, so that a batched run's s/epoch compares
-        with a run alone's; ``group`` records the whole and the count (see docs/comparing.md)."""
+        """Evaluate, and append epoch ``epoch``'s metrics row to each living member's history (the epoch began at
+        ``start``, a ``time.perf_counter`` reading, with ``trained`` members alive). A row's ``seconds`` is the member's
+        share of the group's epoch, and ``group`` the whole and the count (docs/comparing.md says why)."""
         rows = self._evaluate()
         lrs = self.updater.lrs()
         train_loss = (loss_sum / max(n, 1)).tolist()
@@ -270,10 +262,9 @@ class BatchedTrainer:
         splits = (["valid"] if getattr(self.dataset, "valid", None) is not None else []) + ["test"]
         with torch.no_grad():
             for split in splits:
-                flat = torch.zeros(K * C * C, dtype=torch.int64, device=self.device)
+                flat = torch.zeros((K, C * C), dtype=torch.int64, device=self.device)  # each member's confusion
                 loss_sum = torch.zeros(K, dtype=torch.float64, device=self.device)
                 count = 0
-                offsets = (torch.arange(K, device=self.device) * C * C).unsqueeze(1)
                 labels, predicted = [], []
                 for X, y in getattr(self.dataset, split):
                     logits = self.logits(X)
@@ -281,8 +272,8 @@ class BatchedTrainer:
                     yy = y.expand(K, N)
                     loss_sum += self._loss(logits, yy).double().sum(dim=1)
                     guess = logits.argmax(dim=2)
-                    flat.scatter_add_(0, (offsets + yy * C + guess).reshape(-1),
-                                      torch.ones(K * N, dtype=torch.int64, device=self.device))
+                    cells = yy * C + guess
+                    flat.scatter_add_(1, cells, torch.ones_like(cells))
                     if split == "test":
                         labels.append(y.to(torch.int16))
                         predicted.append(guess.to(torch.int16))
