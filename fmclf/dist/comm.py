@@ -231,14 +231,9 @@ class Comm(Solo):
         return self.stop
 
     def average_gradients(self, params: list[torch.Tensor]) -> None:
-        """Replace every gradient by its mean over the processes: one flat all-reduce.
-
-        A parameter without a gradient here (unused on this shard's batch) takes part with zeros and gets the
-        others' mean, as in DistributedDataParallel. The model's floating-point buffers (batch-norm statistics,
-        updated by each process's forward pass) are averaged in the same all-reduce, so they too stay identical.
-        Every ``_stop_every`` steps the buffer also carries this process's stop request (once :meth:`watch` gave
-        it one), so that all of them see it after the same batch.
-        """
+        """Replace every gradient by its mean over the processes: one flat all-reduce, which also averages the
+        floating-point buffers and, every ``_stop_every`` steps, carries the stop request (docs/distributed.md). A
+        parameter without a gradient here (unused on this shard's batch) takes part with zeros, as in DDP."""
         import torch
         import torch.distributed as dist
 
