@@ -150,10 +150,9 @@ class Comm(Solo):
         except RuntimeError as exc:  # gloo, nccl and store errors are all RuntimeErrors
             raise DistributedError(
                 f"process {self.rank} of {self.world_size} lost contact with the others while {what} "
-                f"({_first_line(exc)}). Another process has probably failed or been stopped: look for its own "
-                f"message (\"[rank N] Error: ...\"; torchrun's report names it). If one is only slow (a slow disk, "
-                f"a first compilation), set {TIMEOUT_ENV} to more than {self.timeout:g} seconds."
-            ) from None
+                f"({_first_line(exc)}). Another process has probably failed or been stopped: look for its own message "
+                f"(\"[rank N] Error: ...\"; torchrun's report names it). If one is only slow (a slow disk, a first "
+                f"compilation), set {TIMEOUT_ENV} to more than {self.timeout:g} seconds.") from None
 
     def gather(self, what: str, value: Any) -> list[Any]:
         import torch.distributed as dist
@@ -282,17 +281,14 @@ def connect(environ: Mapping[str, str] = os.environ) -> Iterator[Solo]:
     import torch.distributed as dist
 
     if not dist.is_available():
-        raise UsageError(
-            f"WORLD_SIZE is {launch.world_size}, but this torch was built without torch.distributed. "
-            f"Train in one process."
-        )
+        raise UsageError(f"WORLD_SIZE is {launch.world_size}, but this torch was built without torch.distributed. "
+                         f"Train in one process.")
     owned = not dist.is_initialized()
     if owned:
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
         try:
-            dist.init_process_group(
-                backend, rank=launch.rank, world_size=launch.world_size, timeout=datetime.timedelta(seconds=timeout)
-            )
+            dist.init_process_group(backend, rank=launch.rank, world_size=launch.world_size,
+                                    timeout=datetime.timedelta(seconds=timeout))
         except (RuntimeError, ValueError) as exc:
             where = f"{environ.get('MASTER_ADDR', '?')}:{environ.get('MASTER_PORT', '?')}"
             raise DistributedError(
@@ -302,10 +298,9 @@ def connect(environ: Mapping[str, str] = os.environ) -> Iterator[Solo]:
             ) from None
     else:  # the caller made the group (fmclf.run.runner called from a script of theirs)
         if (dist.get_rank(), dist.get_world_size()) != (launch.rank, launch.world_size):
-            raise DistributedError(
-                f"the process group has rank {dist.get_rank()} of {dist.get_world_size()}, but RANK and "
-                f"WORLD_SIZE say {launch.rank} of {launch.world_size}. Make the group from torchrun's environment."
-            )
+            raise DistributedError(f"the process group has rank {dist.get_rank()} of {dist.get_world_size()}, but RANK "
+                                   f"and WORLD_SIZE say {launch.rank} of {launch.world_size}. Make the group from "
+                                   f"torchrun's environment.")
         backend = str(dist.get_backend())
     comm = Comm(launch, backend, timeout)
     try:

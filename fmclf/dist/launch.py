@@ -52,11 +52,9 @@ def launch_from_env(environ: Mapping[str, str] = os.environ) -> Launch | None:
         return None
     rank = _env_int(environ, "RANK", None)
     if rank is None or not 0 <= rank < world:
-        raise UsageError(
-            f"WORLD_SIZE is {world} but RANK is {environ.get('RANK')!r}; each of the {world} processes needs "
-            f"a RANK from 0 to {world - 1}. Start them with torchrun (`torchrun --nproc-per-node N -m fmclf run ...`), "
-            f"which sets both."
-        )
+        raise UsageError(f"WORLD_SIZE is {world} but RANK is {environ.get('RANK')!r}; each of the {world} processes "
+                         f"needs a RANK from 0 to {world - 1}. Start them with torchrun (`torchrun --nproc-per-node N "
+                         f"-m fmclf run ...`), which sets both.")
     return Launch(rank, world, _env_int(environ, "LOCAL_RANK", 0), _env_int(environ, "LOCAL_WORLD_SIZE", world))
 
 

@@ -114,11 +114,10 @@ def _on(value: Any, name: str, device: Any) -> torch.Tensor:
             value = torch.as_tensor(value)
         except (TypeError, ValueError, RuntimeError) as exc:
             inner = type(value[0]).__name__ if isinstance(value, (list, tuple)) and value else "?"
-            raise UsageError(
-                f"a batch's {name} is a {type(value).__name__} (of {inner}), which fmclf cannot turn into one tensor "
-                f"({' '.join(str(exc).split())[:200]}). Give each batch as tensors (X of shape (N, ...), y of shape "
-                f"(N,)): torch.stack a list of tensors, torch.tensor a list of numbers, or use a DataLoader."
-            ) from None
+            raise UsageError(f"a batch's {name} is a {type(value).__name__} (of {inner}), which fmclf cannot turn "
+                             f"into one tensor ({' '.join(str(exc).split())[:200]}). Give each batch as tensors (X of "
+                             f"shape (N, ...), y of shape (N,)): torch.stack a list of tensors, torch.tensor a list of "
+                             f"numbers, or use a DataLoader.") from None
     return value.to(device, non_blocking=True)
 
 

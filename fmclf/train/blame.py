@@ -110,11 +110,9 @@ def memory_message(who: str, where: str, exc: BaseException) -> str:
     asked = ""
     if "tried to allocate" in first:
         asked = " (" + first[first.index("tried to allocate"):].split(".")[0].split(";")[0].rstrip(")") + ")"
-    return (
-        f"the memory ran out {where}, in {who}{asked}. The settings ask for more memory than this machine (or "
-        f"device) has: use smaller ones (a smaller {flag('batch_size')}; for the data set, options such as "
-        f"{option('dataset', 'resize')}) or another {flag('device')}."
-    )
+    return (f"the memory ran out {where}, in {who}{asked}. The settings ask for more memory than this machine (or "
+            f"device) has: use smaller ones (a smaller {flag('batch_size')}; for the data set, options such as "
+            f"{option('dataset', 'resize')}) or another {flag('device')}.")
 
 
 class blame_labels(blame):
@@ -148,11 +146,10 @@ class blame_update(blame):
             return None
         lr = flag("lr", Bare(f"{self.lr:g}")) if isinstance(self.lr, (int, float)) else "the learning rate"
         at = self.where.replace("while updating ", "")
-        return DivergenceError(
-            f"training diverged: {self.describe()} could not take a step {at} with {lr}: {type(exc).__name__}: "
-            f"{' '.join(str(exc).split())}. A step of that size overflows the weights' floating-point numbers; "
-            f"this is the learning rate's doing: use a much smaller {flag('lr')} (the textbook uses 0.1)."
-        )
+        return DivergenceError(f"training diverged: {self.describe()} could not take a step {at} with {lr}: "
+                               f"{type(exc).__name__}: {' '.join(str(exc).split())}. A step of that size overflows "
+                               f"the weights' floating-point numbers; this is the learning rate's doing: use a much "
+                               f"smaller {flag('lr')} (the textbook uses 0.1).")
 
 
 class blame_gradients(blame):
@@ -167,8 +164,6 @@ class blame_gradients(blame):
 
     def message(self, exc: BaseException) -> str:
         names = " and ".join(self.records[k].describe() for k in ("loss", "model") if k in self.records)
-        return (
-            f"computing gradients raised {type(exc).__name__} {self.where}: {exc}. The backward pass runs through "
-            f"{names or self.who}; one of them (a custom autograd function, say) is at fault. Report it to its "
-            f"authors, or choose another with `fmclf plugins`."
-        )
+        return (f"computing gradients raised {type(exc).__name__} {self.where}: {exc}. The backward pass runs "
+                f"through {names or self.who}; one of them (a custom autograd function, say) is at fault. Report it "
+                f"to its authors, or choose another with `fmclf plugins`.")

@@ -26,11 +26,9 @@ def bad_label(y: Any, num_classes: int) -> int | None:
 def error(who: ComponentRecord | str, split: str, label: int, classes: int) -> DataError:
     """The paragraph for a data set whose ``split`` holds ``label`` though it has ``classes`` classes."""
     name = who if isinstance(who, str) else who.describe()
-    return DataError(
-        f"{name} gave a {split} label of {label}, but it has {classes} classes (len(classes)), so a label must be "
-        f"a class index from 0 to {classes - 1}. This is the data set's doing, not the loss's or the model's: fix "
-        f"its labels (or its list of classes)."
-    )
+    return DataError(f"{name} gave a {split} label of {label}, but it has {classes} classes (len(classes)), so a "
+                     f"label must be a class index from 0 to {classes - 1}. This is the data set's doing, not the "
+                     f"loss's or the model's: fix its labels (or its list of classes).")
 
 
 def check_splits(dataset: Any, who: ComponentRecord | str, classes: int) -> None:
@@ -46,11 +44,9 @@ def check_kind(y: Any, who: ComponentRecord | str, split: str) -> None:
     (floating point, shape (N, C)): one-dimensional floats are neither, whatever a loss makes of them."""
     if hasattr(y, "is_floating_point") and y.is_floating_point() and y.ndim == 1:
         name = who if isinstance(who, str) else who.describe()
-        raise DataError(
-            f"{name} gave {split} labels of dtype {y.dtype} with one dimension; labels are class indices, integers "
-            f"of shape (N,) (convert them with y.long()), or probability targets of shape (N, num_classes). This is "
-            f"the data set's doing, not the loss's or the model's."
-        )
+        raise DataError(f"{name} gave {split} labels of dtype {y.dtype} with one dimension; labels are class "
+                        f"indices, integers of shape (N,) (convert them with y.long()), or probability targets of "
+                        f"shape (N, num_classes). This is the data set's doing, not the loss's or the model's.")
 
 
 def check_batch(y: Any, who: ComponentRecord | str, split: str, classes: int) -> None:
