@@ -48,10 +48,9 @@ def parameter_names(fn: Callable[[Any], Any], params: Sequence[Any]) -> list[str
         with contextlib.suppress(ValueError):  # an empty cell has no contents
             scope[name] = cell.cell_contents
     read = set(getattr(code, "co_names", ())) | set(getattr(code, "co_freevars", ()))
-    # Names the function reads first, then any other public name (a notebook's globals hold _1, _2 ...).
-    ranked = sorted(scope, key=lambda k: (k not in read, k.startswith("_")))
     by_id: dict[int, str] = {}
-    for name in ranked:
+    # Names the function reads first, then any other; never a private one (a notebook's globals hold _1, _2 ...).
+    for name in sorted(scope, key=lambda k: k not in read):
         if isinstance(scope[name], torch.Tensor) and not name.startswith("_"):
             by_id.setdefault(id(scope[name]), name)
     names: list[str] = []
@@ -146,8 +145,7 @@ def count_classes(batches: Iterable[Any]) -> int:
     width of probability targets)."""
     top = -1
     for item in batches:
-        y = item[1]
-        y = y if isinstance(y, torch.Tensor) else torch.as_tensor(y)
+        y = torch.as_tensor(item[1])  # a tensor as it is
         if y.ndim == 2:
             return int(y.shape[1])
         if y.numel():
