@@ -1,42 +1,10 @@
 """The collectives of data-parallel training across the processes torchrun starts.
 
-torchrun starts one process per device and tells each, through its
-environment, who it is (:mod:`.launch` reads that) and where the others are
-(``MASTER_ADDR``, ``MASTER_PORT``). :func:`connect` joins them into one
-process group and returns a :class:`Comm`; outside torchrun, or with one
-process, it returns :class:`Solo`, whose collectives are no-ops, so neither
-the runner nor the engine asks which it has. This module only talks to the
-other processes; what a run makes of that (the device of each process, the
-checks of a plan, the records in summary.json, the messages) is
-:mod:`fmclf.run`'s.
-
-How a distributed run works:
-
-- each process holds only its shard of the data (the data set's factory gets
-  ``shard=(rank, world_size)``) and takes ``batch_size / world_size`` examples
-  a step. After ``backward``, :meth:`Comm.average_gradients` all-reduces the
-  gradients as one flat buffer (one all-reduce a step, not one per parameter),
-  so every process applies the mean gradient of the global batch; the weights
-  start identical (rank 0 broadcasts its own) and so stay identical;
-- training metrics and the test confusion matrix are summed over processes;
-- rank 0 alone prints, draws and writes the run folder. The drawn seed, the
-  run folder's path and, on resume, the checkpoint travel from rank 0 to the
-  others, so no other process needs to see rank 0's disk;
-- start-up work that can fail runs under :meth:`Comm.agree` or
-  :meth:`Comm.on_root`: a failure in one process stops all of them, with one
-  message from rank 0, instead of leaving the others waiting. Later, a process
-  that dies makes the others' next collective fail (its connections close, or
-  ``FMCLF_DIST_TIMEOUT`` seconds pass) with a message that says so;
-- a stop request (SIGINT/SIGTERM) travels in the gradient buffer, so every
-  process stops after the same batch and rank 0's checkpoint fits them all.
-
-Why an explicit all-reduce and not ``DistributedDataParallel``: the model
-stays the plugin's own module, so its ``state_dict`` and checkpoints are a
-one-process run's (no ``module.`` prefix) and updaters and visualizers see
-what the plugin built; a parameter stored transposed gets gradients
-whose strides DDP's bucket views do not match (a warning and a copy each
-step); and DDP's gain, overlapping communication with a deep backward pass,
-is nil for a model whose backward is one matrix product.
+:func:`connect` joins the processes of a launch (:mod:`.launch` reads who this one is) into one process group and
+returns a :class:`Comm`; outside torchrun, or with one process, it returns :class:`Solo`, whose collectives are
+no-ops, so neither the runner nor the engine asks which it has. What a run makes of them (the device of each process,
+the checks of a plan, summary.json, the messages) is :mod:`fmclf.run`'s. How a distributed run works, and why its
+all-reduce is explicit rather than ``DistributedDataParallel``, is told in docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -61,8 +29,13 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, FmclfError) else f"{type(exc).__name__}: {exc}"
+def _attempt(fn: Callable[[], T]) -> tuple[T | None, Exception | None, tuple[int, str] | None]:
+    """``fn()``'s result, or the exception it raised and its (exit code, message) for the other processes."""
+    try:
+        return fn(), None, None
+    except Exception as exc:  # every failure is shared, so that no process waits for this one
+        text = str(exc) if isinstance(exc, FmclfError) else f"{type(exc).__name__}: {exc}"
+        return None, exc, (getattr(exc, "exit_code", 1), text)
 
 
 def _quiet(exc: FmclfError, exit_code: int | None = None) -> FmclfError:
@@ -89,19 +62,12 @@ def _difference(a: Any, b: Any, rank: int) -> str:
     return text if len(text) <= 400 else text[:400] + "..."
 
 
-def _flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
-    import torch
-
-    return torch.cat([t.detach().reshape(-1) for t in tensors])
-
-
 def _unflatten(flat: torch.Tensor, tensors: list[torch.Tensor]) -> None:
-    """Copy ``flat``'s consecutive pieces back into ``tensors`` (whatever their strides)."""
-    offset = 0
-    for t in tensors:
-        n = t.numel()
-        t.copy_(flat[offset : offset + n].view(t.shape))
-        offset += n
+    """Copy ``flat``'s consecutive pieces back into ``tensors`` (whatever their strides; what follows them in
+    ``flat``, such as a stop request, is left out)."""
+    sizes = [t.numel() for t in tensors]
+    for t, piece in zip(tensors, flat[: sum(sizes)].split(sizes)):
+        t.copy_(piece.view(t.shape))
 
 
 def _groups(tensors: Iterable[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -113,10 +79,8 @@ def _groups(tensors: Iterable[torch.Tensor]) -> list[list[torch.Tensor]]:
 
 
 class Solo:
-    """A process on its own: the same methods as :class:`Comm`, every collective a no-op.
-
-    The engine and the runner always get a comm; with this one nothing is sent
-    anywhere and nothing waits."""
+    """A process on its own: the same methods as :class:`Comm`, every collective a no-op (nothing is sent
+    anywhere and nothing waits), so that the engine and the runner always get a comm."""
 
     rank = 0
     world_size = 1
@@ -180,18 +144,15 @@ class Comm(Solo):
         self._stop_every = 1
         self._buffers: list[Any] = []
 
-    # --- talking to the other processes -------------------------------------------------
-
     def _collective(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except RuntimeError as exc:  # gloo, nccl and store errors are all RuntimeErrors
             raise DistributedError(
                 f"process {self.rank} of {self.world_size} lost contact with the others while {what} "
-                f"({_first_line(exc)}). Another process has probably failed or been stopped: look for its own "
-                f"message (\"[rank N] Error: ...\"; torchrun's report names it). If one is only slow (a slow disk, "
-                f"a first compilation), set {TIMEOUT_ENV} to more than {self.timeout:g} seconds."
-            ) from None
+                f"({_first_line(exc)}). Another process has probably failed or been stopped: look for its own message "
+                f"(\"[rank N] Error: ...\"; torchrun's report names it). If one is only slow (a slow disk, a first "
+                f"compilation), set {TIMEOUT_ENV} to more than {self.timeout:g} seconds.") from None
 
     def gather(self, what: str, value: Any) -> list[Any]:
         import torch.distributed as dist
@@ -208,13 +169,8 @@ class Comm(Solo):
         return box[0]
 
     def agree(self, what: str, fn: Callable[[], T]) -> T:
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            result = fn()
-        except Exception as exc:  # every failure is shared, so that no process waits for this one
-            error = exc
-        failures = self.gather(what, None if error is None else (getattr(error, "exit_code", 1), _describe(error)))
+        result, error, failure = _attempt(fn)
+        failures = self.gather(what, failure)
         if not any(failures):
             return result
         if error is not None and not isinstance(error, FmclfError):
@@ -236,15 +192,8 @@ class Comm(Solo):
         raise exc
 
     def on_root(self, what: str, fn: Callable[[], T]) -> T:
-        payload: Any = None
-        error: BaseException | None = None
-        if self.is_root:
-            try:
-                payload = (None, fn())
-            except Exception as exc:
-                error = exc
-                payload = ((getattr(exc, "exit_code", 1), _describe(exc)), None)
-        failure, value = self.broadcast(payload, what)
+        result, error, failure = _attempt(fn) if self.is_root else (None, None, None)
+        failure, value = self.broadcast((failure, result), what)
         if failure is None:
             return value
         if error is not None:
@@ -255,16 +204,12 @@ class Comm(Solo):
         values = self.gather(f"comparing {what}", value)
         differ = [r for r, v in enumerate(values) if v != values[0]]
         if differ:
-            exc = DistributedError(
+            raise self.alike(DistributedError(
                 f"the {self.world_size} processes disagree on {what}: {_processes(differ)} differ from "
-                f"process 0 ({_difference(values[0], values[differ[0]], differ[0])}). {fix}"
-            )
-            raise self.alike(exc)
+                f"process 0 ({_difference(values[0], values[differ[0]], differ[0])}). {fix}"))
 
     def alike(self, exc: FmclfError) -> FmclfError:
         return exc if self.is_root else _quiet(exc)
-
-    # --- the model and the training loop ----------------------------------------------------
 
     def share_model(self, module: Any) -> None:
         import torch
@@ -273,7 +218,7 @@ class Comm(Solo):
         self._buffers = [b for b in module.buffers() if b.is_floating_point()]
         with torch.no_grad():
             for group in _groups([*module.parameters(), *module.buffers()]):
-                flat = _flatten(group)
+                flat = torch.cat([t.detach().reshape(-1) for t in group])
                 self._collective("receiving rank 0's initial weights", lambda: dist.broadcast(flat, src=0))
                 _unflatten(flat, group)
 
@@ -285,28 +230,19 @@ class Comm(Solo):
         return self.stop
 
     def average_gradients(self, params: list[torch.Tensor]) -> None:
-        """Replace every gradient by its mean over the processes: one flat all-reduce.
-
-        A parameter without a gradient here (unused on this shard's batch) takes
-        part with zeros and gets the others' mean, as in DistributedDataParallel.
-        The model's floating-point buffers (batch-norm statistics, updated by
-        each process's forward pass) are averaged in the same all-reduce, so
-        they too stay identical. Every ``_stop_every`` steps the buffer also
-        carries this process's stop request (once :meth:`watch` gave it one), so
-        that all of them see it after the same batch.
-        """
+        """Replace every gradient by its mean over the processes: one flat all-reduce, which also averages the
+        floating-point buffers and, every ``_stop_every`` steps, carries the stop request (docs/distributed.md). A
+        parameter without a gradient here (unused on this shard's batch) takes part with zeros, as in DDP."""
         import torch
         import torch.distributed as dist
 
         check = self._steps % self._stop_every == 0 and self.stop is not None
         self._steps += 1
         with torch.no_grad():
-            grads = []
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-                grads.append(p.grad)
-            for i, group in enumerate(_groups(grads + self._buffers)):
+            for i, group in enumerate(_groups([p.grad for p in params] + self._buffers)):
                 pieces = [g.reshape(-1) for g in group]
                 carries_stop = check and i == 0
                 if carries_stop:
@@ -345,17 +281,14 @@ def connect(environ: Mapping[str, str] = os.environ) -> Iterator[Solo]:
     import torch.distributed as dist
 
     if not dist.is_available():
-        raise UsageError(
-            f"WORLD_SIZE is {launch.world_size}, but this torch was built without torch.distributed. "
-            f"Train in one process."
-        )
+        raise UsageError(f"WORLD_SIZE is {launch.world_size}, but this torch was built without torch.distributed. "
+                         f"Train in one process.")
     owned = not dist.is_initialized()
     if owned:
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
         try:
-            dist.init_process_group(
-                backend, rank=launch.rank, world_size=launch.world_size, timeout=datetime.timedelta(seconds=timeout)
-            )
+            dist.init_process_group(backend, rank=launch.rank, world_size=launch.world_size,
+                                    timeout=datetime.timedelta(seconds=timeout))
         except (RuntimeError, ValueError) as exc:
             where = f"{environ.get('MASTER_ADDR', '?')}:{environ.get('MASTER_PORT', '?')}"
             raise DistributedError(
@@ -365,10 +298,9 @@ def connect(environ: Mapping[str, str] = os.environ) -> Iterator[Solo]:
             ) from None
     else:  # the caller made the group (fmclf.run.runner called from a script of theirs)
         if (dist.get_rank(), dist.get_world_size()) != (launch.rank, launch.world_size):
-            raise DistributedError(
-                f"the process group has rank {dist.get_rank()} of {dist.get_world_size()}, but RANK and "
-                f"WORLD_SIZE say {launch.rank} of {launch.world_size}. Make the group from torchrun's environment."
-            )
+            raise DistributedError(f"the process group has rank {dist.get_rank()} of {dist.get_world_size()}, but RANK "
+                                   f"and WORLD_SIZE say {launch.rank} of {launch.world_size}. Make the group from "
+                                   f"torchrun's environment.")
         backend = str(dist.get_backend())
     comm = Comm(launch, backend, timeout)
     try:

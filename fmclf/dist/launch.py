@@ -1,8 +1,5 @@
-"""Where this process stands in a torchrun launch, read from its environment.
-
-torchrun tells each process who it is (``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``); this module reads and checks that,
-and how long a collective may wait (``$FMCLF_DIST_TIMEOUT``). It imports no
+"""Where this process stands in a torchrun launch (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``),
+and how long a collective may wait (``$FMCLF_DIST_TIMEOUT``), read from its environment and checked. It imports no
 torch: the CLI labels its messages with it before anything heavy loads.
 """
 
@@ -39,15 +36,13 @@ ALONE = Launch(0, 1, 0, 1)  #: a process on its own
 
 def _env_int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
     text = environ.get(name)
-    if text is None or text == "":
+    if not text:
         return default
     try:
         return int(text)
     except ValueError:
-        raise UsageError(
-            f"{name}={text!r} is not a whole number. torchrun sets it; "
-            f"start fmclf with `torchrun ... -m fmclf run ...`."
-        ) from None
+        raise UsageError(f"{name}={text!r} is not a whole number. torchrun sets it; "
+                         f"start fmclf with `torchrun ... -m fmclf run ...`.") from None
 
 
 def launch_from_env(environ: Mapping[str, str] = os.environ) -> Launch | None:
@@ -57,14 +52,10 @@ def launch_from_env(environ: Mapping[str, str] = os.environ) -> Launch | None:
         return None
     rank = _env_int(environ, "RANK", None)
     if rank is None or not 0 <= rank < world:
-        raise UsageError(
-            f"WORLD_SIZE is {world} but RANK is {environ.get('RANK')!r}; each of the {world} processes needs "
-            f"a RANK from 0 to {world - 1}. Start them with torchrun (`torchrun --nproc-per-node N -m fmclf run ...`), "
-            f"which sets both."
-        )
-    local_rank = _env_int(environ, "LOCAL_RANK", 0)
-    local_world = _env_int(environ, "LOCAL_WORLD_SIZE", world)
-    return Launch(rank, world, local_rank, local_world)
+        raise UsageError(f"WORLD_SIZE is {world} but RANK is {environ.get('RANK')!r}; each of the {world} processes "
+                         f"needs a RANK from 0 to {world - 1}. Start them with torchrun (`torchrun --nproc-per-node N "
+                         f"-m fmclf run ...`), which sets both.")
+    return Launch(rank, world, _env_int(environ, "LOCAL_RANK", 0), _env_int(environ, "LOCAL_WORLD_SIZE", world))
 
 
 def process_label(environ: Mapping[str, str] = os.environ) -> str:

@@ -1,13 +1,13 @@
-"""Python objects behind the component contracts: what ``fmclf.fit`` hands the engine when it is
-given a plain model function, or data as iterables of ``(X, y)``, instead of registered names.
+"""Python objects behind the component contracts: what ``fmclf.fit`` hands the engine when it is given a plain model
+function, or data as iterables of ``(X, y)``, instead of registered names.
 
-Nothing here copies what the user made: a model function keeps computing with its own tensors, and
-a data loader keeps yielding its own batches; they are only moved to the run's device.
+Nothing here copies what the user made: a model function keeps computing with its own tensors, and a data loader keeps
+yielding its own batches; they are only moved to the run's device.
 """
 
 from __future__ import annotations
 
-import builtins
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -17,14 +17,13 @@ from ..errors import UsageError
 
 
 class FunctionModel(torch.nn.Module):
-    """A plain model function, like the chapter's ``net(X)``, as an ``nn.Module`` whose parameters are
-    the very tensors the function computes with (``params=[W, b]``).
+    """A plain model function, like the chapter's ``net(X)``, as an ``nn.Module`` whose parameters are the very tensors
+    the function computes with (``params=[W, b]``).
 
-    The chapter's ``W`` and ``b`` are plain leaf tensors, not ``nn.Parameter``s, and its ``net`` and
-    ``updater`` use them by identity: wrapping must keep those objects, not copies. They are put into
-    the module's parameter table as they are, so ``parameters()``, ``state_dict()``,
-    ``load_state_dict()`` (a checkpoint restores them in place) and ``.to(device)`` (which moves
-    them in place, as it does a module's parameters) work on them.
+    The chapter's ``W`` and ``b`` are plain leaf tensors, not ``nn.Parameter``s, and its ``net`` and ``updater`` use
+    them by identity: wrapping must keep those objects, not copies. They are put into the module's parameter table as
+    they are, so ``parameters()``, ``state_dict()``, ``load_state_dict()`` (a checkpoint restores them in place) and
+    ``.to(device)`` (which moves them in place, as it does a module's parameters) work on them.
     """
 
     def __init__(self, fn: Callable[[Any], Any], params: Sequence[Any] = ()) -> None:
@@ -46,15 +45,12 @@ def parameter_names(fn: Callable[[Any], Any], params: Sequence[Any]) -> list[str
     scope: dict[str, Any] = dict(getattr(fn, "__globals__", {}))
     code = getattr(fn, "__code__", None)
     for name, cell in zip(getattr(code, "co_freevars", ()), getattr(fn, "__closure__", None) or ()):
-        try:
+        with contextlib.suppress(ValueError):  # an empty cell has no contents
             scope[name] = cell.cell_contents
-        except ValueError:  # an empty cell
-            pass
     read = set(getattr(code, "co_names", ())) | set(getattr(code, "co_freevars", ()))
-    # Names the function reads first, then any other public name (a notebook's globals hold _1, _2 ...).
-    ranked = sorted(scope, key=lambda k: (k not in read, k.startswith("_")))
     by_id: dict[int, str] = {}
-    for name in ranked:
+    # Names the function reads first, then any other; never a private one (a notebook's globals hold _1, _2 ...).
+    for name in sorted(scope, key=lambda k: k not in read):
         if isinstance(scope[name], torch.Tensor) and not name.startswith("_"):
             by_id.setdefault(id(scope[name]), name)
     names: list[str] = []
@@ -69,17 +65,13 @@ def parameter_names(fn: Callable[[Any], Any], params: Sequence[Any]) -> list[str
 def check_params(params: Any, model_name: str) -> list[Any]:
     """``params`` as a list of tensors; a clear error for anything else."""
     if isinstance(params, torch.Tensor) or not isinstance(params, Iterable):
-        raise UsageError(
-            f"params must be a list of the tensors model {model_name!r} computes with, such as params=[W, b]; "
-            f"got {type(params).__name__}."
-        )
+        raise UsageError(f"params must be a list of the tensors model {model_name!r} computes with, such as "
+                         f"params=[W, b]; got {type(params).__name__}.")
     params = list(params)
     bad = [type(p).__name__ for p in params if not isinstance(p, torch.Tensor)]
     if bad:
-        raise UsageError(
-            f"params must hold tensors (the ones model {model_name!r} computes with, such as [W, b]); "
-            f"it holds a {bad[0]}."
-        )
+        raise UsageError(f"params must hold tensors (the ones model {model_name!r} computes with, such as [W, b]); "
+                         f"it holds a {bad[0]}.")
     return params
 
 
@@ -87,10 +79,10 @@ class OnDevice:
     """An iterable of ``(X, y)`` batches (a ``DataLoader``, a list ...) whose batches are moved to
     ``device`` as they come; ``len()`` is the iterable's own, or counted by one pass when it has none."""
 
-    def __init__(self, batches: Any, device: Any, length: int | None = None) -> None:
-        self.batches = batches
-        self.device = device
-        self.length = length if length is not None else _length(batches)
+    def __init__(self, batches: Any, device: Any) -> None:
+        self.batches, self.device = batches, device
+        # no len(): one pass to count (the engine needs it every epoch)
+        self.length = len(batches) if has_len(batches) else sum(1 for _ in batches)
 
     def __len__(self) -> int:
         return self.length
@@ -101,19 +93,16 @@ class OnDevice:
             self.batches.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        device = self.device
         for item in self.batches:
             try:
                 X, y = item[0], item[1]
             except (TypeError, IndexError, KeyError):
                 raise TypeError(f"a batch must be a pair (X, y); got {type(item).__name__}") from None
-            X, y = _on(X, "X", device), _on(y, "y", device)
+            X, y = _on(X, "X", self.device), _on(y, "y", self.device)
             if not len(y) or X.ndim == 0 or len(X) != len(y):
-                raise UsageError(
-                    f"a batch holds {len(X) if X.ndim else 0} examples (X of shape {tuple(X.shape)}) and "
-                    f"{len(y)} labels (y of shape {tuple(y.shape)}); every batch must hold the same number of "
-                    f"examples and labels, at least one. Leave empty batches out of your data."
-                )
+                raise UsageError(f"a batch holds {len(X) if X.ndim else 0} examples (X of shape {tuple(X.shape)}) and "
+                                 f"{len(y)} labels (y of shape {tuple(y.shape)}); every batch must hold the same "
+                                 f"number of examples and labels, at least one. Leave empty batches out of your data.")
             yield X, y
 
 
@@ -124,19 +113,11 @@ def _on(value: Any, name: str, device: Any) -> torch.Tensor:
             value = torch.as_tensor(value)
         except (TypeError, ValueError, RuntimeError) as exc:
             inner = type(value[0]).__name__ if isinstance(value, (list, tuple)) and value else "?"
-            raise UsageError(
-                f"a batch's {name} is a {type(value).__name__} (of {inner}), which fmclf cannot turn into one tensor "
-                f"({' '.join(str(exc).split())[:200]}). Give each batch as tensors (X of shape (N, ...), y of shape "
-                f"(N,)): torch.stack a list of tensors, torch.tensor a list of numbers, or use a DataLoader."
-            ) from None
+            raise UsageError(f"a batch's {name} is a {type(value).__name__} (of {inner}), which fmclf cannot turn "
+                             f"into one tensor ({' '.join(str(exc).split())[:200]}). Give each batch as tensors (X of "
+                             f"shape (N, ...), y of shape (N,)): torch.stack a list of tensors, torch.tensor a list of "
+                             f"numbers, or use a DataLoader.") from None
     return value.to(device, non_blocking=True)
-
-
-def _length(batches: Any) -> int:
-    try:
-        return len(batches)
-    except TypeError:
-        return sum(1 for _ in batches)  # no len(): one pass to count (the engine needs it every epoch)
 
 
 def has_len(batches: Any) -> bool:
@@ -154,7 +135,7 @@ def classes_of(*sources: Any) -> list[str] | None:
     for source in sources:
         for holder in (source, getattr(source, "dataset", None)):
             names = getattr(holder, "classes", None)
-            if isinstance(names, (list, tuple)) and names and not isinstance(names, str):
+            if isinstance(names, (list, tuple)) and names:
                 return [str(c) for c in names]
     return None
 
@@ -164,17 +145,14 @@ def count_classes(batches: Iterable[Any]) -> int:
     width of probability targets)."""
     top = -1
     for item in batches:
-        y = item[1]
-        y = y if isinstance(y, torch.Tensor) else torch.as_tensor(y)
+        y = torch.as_tensor(item[1])  # a tensor as it is
         if y.ndim == 2:
             return int(y.shape[1])
         if y.numel():
             if int(y.min()) < 0:  # no class count can be read from it; the engine's label check says the rest
-                raise UsageError(
-                    f"the labels include {int(y.min())}, but labels are class indices from 0 to C-1 (or probability "
-                    f"targets of shape (N, C)): fix the labels of your data."
-                )
-            top = builtins.max(top, int(y.max()))
+                raise UsageError(f"the labels include {int(y.min())}, but labels are class indices from 0 to C-1 (or "
+                                 f"probability targets of shape (N, C)): fix the labels of your data.")
+            top = max(top, int(y.max()))
     if top < 0:
         raise UsageError("the test labels hold no class index, so fmclf cannot tell how many classes there are: "
                          "pass classes=[...] with your data set, or give test batches with labels.")
@@ -195,10 +173,9 @@ class ObjectDataset:
 def user_dataset(train: Any, test: Any, device: Any, *, classes: Sequence[str] | None = None,
                  input_shape: Sequence[int] | None = None, valid: Any = None,
                  note: Callable[[str], None] = print) -> ObjectDataset:
-    """The contract's data set from the user's iterables of ``(X, y)``: batches moved to ``device``,
-    ``len()`` counted when missing, the class names from ``classes`` or the data (else ``"0"`` ..
-    ``"C-1"``, C from the test labels), the input shape from the first test batch. ``note`` says
-    what was inferred."""
+    """The contract's data set from the user's iterables of ``(X, y)``: batches moved to ``device``, ``len()`` counted
+    when missing, the class names from ``classes`` or the data (else ``"0"`` .. ``"C-1"``, C from the test labels), the
+    input shape from the first test batch. ``note`` says what was inferred."""
     if not has_len(train):
         note("Note: the training batches have no len(); fmclf counts them with one pass before training.")
     on_train, on_test = OnDevice(train, device), OnDevice(test, device)

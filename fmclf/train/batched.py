@@ -1,21 +1,14 @@
-"""Many small models trained as one computation: the members of a batched group.
+"""Many small models trained as one computation: the members of a batched group (see docs/comparing.md).
 
-The members share a data set, a model architecture, a loss and an updater;
-they differ in seed, learning rate and the options their components declare
-per model (see :mod:`fmclf.host.batchable`). Their parameters are stacked
-(``torch.func.stack_module_state``) and the model runs once per distinct seed
-under ``vmap`` (``functional_call``), every member of that seed on the same
-batch. A model may declare its own stacked form (for softmax regression one
-matrix product 10·K columns wide, where ``vmap`` would do K products 10 wide). Each seed
-gathers its own batches from the one resident data tensor, in the order its
-run alone would see (:meth:`fmclf.data.TensorBatches.permutation`). The
-losses of all members are one call (a batchable loss is row-wise), their sum
-one backward, and the update one vectorised step.
+The members share a data set, a model architecture, a loss and an updater; they differ in seed, learning rate and the
+options their components declare per model (:mod:`fmclf.host.batchable`). Their parameters are stacked, and the model
+runs once per distinct seed under ``vmap`` (or its own stacked form), every member of that seed on the batch its run
+alone would see (:meth:`fmclf.data.TensorBatches.permutation`). The losses of all members are one call (a batchable loss
+is row-wise), their sum one backward, and the update one vectorised step.
 
-A member whose loss becomes inf or nan is dropped at that batch, before the
-update (on an accelerator: found when the epoch ends, as a run alone finds
-it): its parameters are zeroed and its rate set to 0, so it costs arithmetic
-but changes nothing, and the others go on.
+A member whose loss becomes inf or nan is dropped at that batch, before the update (on an accelerator: found when the
+epoch ends, as a run alone finds it): its parameters are zeroed and its rate set to 0, so it costs arithmetic but
+changes nothing, and the others go on.
 """
 
 from __future__ import annotations
@@ -27,6 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+from torch.func import functional_call, vmap
+
+from ..data import TensorBatches
+from ..errors import Interrupted
 from .metrics import per_class_accuracy
 
 
@@ -42,8 +40,8 @@ class Diverged:
 
 @dataclass
 class Member:
-    """One member as the trainer sees it: its own model and updater (which hold its state between
-    epochs, for its checkpoint), its seed, its loss, and what it has recorded."""
+    """One member as the trainer sees it: its own model and updater (which hold its state between epochs, for its
+    checkpoint), its seed, its loss, and what it has recorded."""
 
     model: Any
     updater: Any  #: the adapted updater its factory built, on its own model's parameters
@@ -60,42 +58,29 @@ class Member:
 class BatchedTrainer:
     """Trains ``members`` (sorted by seed) together on ``dataset`` (its splits ``TensorBatches``).
 
-    ``stacked`` is the updater's vectorised factory (:func:`fmclf.batchable`'s ``stacked``); ``forward``
-    the model's stacked form, ``forward(params, buffers, X) -> (K, N, classes)`` (default: ``vmap``).
-    :meth:`epoch` trains one epoch and evaluates, appending a metrics row to each member still
-    alive; :meth:`export` copies the stacked state back into each member's own model and updater.
+    ``stacked`` is the updater's vectorised factory (:func:`fmclf.batchable`'s ``stacked``); ``forward`` the model's
+    stacked form, ``forward(params, buffers, X) -> (K, N, classes)`` (default: ``vmap``). :meth:`epoch` trains one epoch
+    and evaluates, appending a metrics row to each member still alive; :meth:`export` copies the stacked state back into
+    each member's own model and updater.
     """
 
     def __init__(self, members: Sequence[Member], dataset: Any, stacked: Callable[..., Any], *, device: Any,
                  forward: Callable[..., Any] | None = None) -> None:
-        import torch
-        from torch.func import functional_call, vmap
-
         seeds = [m.seed for m in members]
         if seeds != sorted(seeds):
             raise ValueError("the members of a batched group must be sorted by seed")
-        self.members = list(members)
-        self.dataset = dataset
-        self.device = device
-        self.classes = list(dataset.classes)
+        self.members, self.dataset, self.device, self.classes = list(members), dataset, device, list(dataset.classes)
         models = [m.model for m in members]
         self.params = {name: _stack([dict(m.named_parameters())[name] for m in models])
                        for name, _ in models[0].named_parameters()}
         self.buffers = {name: _stack([dict(m.named_buffers())[name] for m in models])
                         for name, _ in models[0].named_buffers()}
         skeleton = copy.deepcopy(models[0]).to("meta")
-
-        def call(params: dict, buffers: dict, X: Any) -> Any:
-            return functional_call(skeleton, (params, buffers), (X,))
-
         # every member of one seed on the same batch: the model's own stacked form when it declares one
-        self._forward = forward or vmap(call, in_dims=(0, 0, None))
-        self.groups: list[tuple[int, int, int]] = []  # (seed, first member, end)
-        for k, seed in enumerate(seeds):
-            if self.groups and self.groups[-1][0] == seed:
-                self.groups[-1] = (seed, self.groups[-1][1], k + 1)
-            else:
-                self.groups.append((seed, k, k + 1))
+        self._forward = forward or vmap(lambda p, b, X: functional_call(skeleton, (p, b), (X,)), in_dims=(0, 0, None))
+        firsts = [k for k, seed in enumerate(seeds) if k == 0 or seed != seeds[k - 1]]
+        #: (seed, first member, end) of each seed's members
+        self.groups = [(seeds[first], first, end) for first, end in zip(firsts, [*firsts[1:], len(seeds)])]
         # as many members for every seed (a grid's group): one call for all seeds, each on its own batch
         even = len({end - first for _, first, end in self.groups}) == 1
         self._seeded = vmap(self._forward, in_dims=(0, 0, 0)) if even and len(self.groups) > 1 else None
@@ -122,8 +107,6 @@ class BatchedTrainer:
 
     def _loss(self, logits: Any, y: Any) -> Any:
         """Every member's per-example losses, (K, N): one call per distinct loss, on its members' rows."""
-        import torch
-
         K, N, C = logits.shape
         if len(self.losses) == 1:
             return self.losses[0][0](logits.reshape(K * N, C), y.reshape(K * N)).reshape(K, N)
@@ -138,10 +121,6 @@ class BatchedTrainer:
         """Train epoch ``epoch`` and evaluate; each living member gets its metrics row. ``stop`` (truthy
         once a signal asked) ends the epoch after the batch in flight: raises KeyboardInterrupt-free
         :class:`fmclf.errors.Interrupted` and leaves every member at its last epoch's state."""
-        import torch
-
-        from ..errors import Interrupted
-
         start = time.perf_counter()
         train = self.dataset.train
         n, bs = len(train.X), train.batch_size
@@ -155,8 +134,7 @@ class BatchedTrainer:
         for b in range(batches):
             lo, hi = b * bs, min((b + 1) * bs, n)
             logits, y = self._batch(orders, labels, lo, hi)
-            losses = self._loss(logits, y)
-            sums = losses.sum(1)
+            sums = self._loss(logits, y).sum(1)
             if watch is not None:
                 watch[b] = sums.detach()
             else:
@@ -182,21 +160,15 @@ class BatchedTrainer:
     def _orders(self, epoch: int) -> tuple[Any, Any]:
         """Each seed's order of the training rows in epoch ``epoch`` (the order its run alone sees), and its
         labels in that order: two (seeds, examples) tensors on the data's device."""
-        import torch
-
-        from ..data import TensorBatches
-
         train = self.dataset.train
         orders = torch.stack([TensorBatches(train.X, train.y, train.batch_size, shuffle=train.shuffle, seed=seed)
                               .permutation(epoch) for seed, _, _ in self.groups]).to(train.X.device)
         return orders, train.y.index_select(0, orders.reshape(-1)).reshape(orders.shape)
 
     def _batch(self, orders: Any, labels: Any, lo: int, hi: int) -> tuple[Any, Any]:
-        """Every member's logits (K, N, classes) on rows ``lo:hi`` of its seed's order, and their labels (K, N).
-
-        With as many members for every seed (a grid), all seeds' batches are gathered at once and the model's
-        stacked form runs once, mapped over the seeds (``vmap``): for softmax regression one batched product.
-        Otherwise it runs once per seed on that seed's batch."""
+        """Every member's logits (K, N, classes) on rows ``lo:hi`` of its seed's order, and their labels (K, N): with
+        as many members for every seed (a grid), the model's stacked form runs once, mapped over the seeds
+        (``vmap``), on all seeds' batches gathered at once; otherwise once per seed, on that seed's batch."""
         train = self.dataset.train
         S, N = len(self.groups), hi - lo
         X = train.X.index_select(0, orders[:, lo:hi].reshape(-1))
@@ -208,8 +180,6 @@ class BatchedTrainer:
             logits = self._seeded(params, buffers, X.view(S, N, *X.shape[1:]))
             logits = logits.reshape(len(self.members), N, -1).contiguous()
             return logits, y.unsqueeze(1).expand(S, M, N).reshape(-1, N)
-        import torch
-
         parts, ys = [], []
         params, buffers = self._by_seed(self.params), self._by_seed(self.buffers)
         for g, (_, first, end) in enumerate(self.groups):
@@ -220,11 +190,7 @@ class BatchedTrainer:
     def _drop_watched(self, watch: Any, epoch: int, batches: int) -> None:
         """On an accelerator: drop each member whose loss was not finite on some batch (``watch``: (batches, K)),
         naming its first such batch, as a run alone does when its epoch ends."""
-        import torch
-
         bad = ~torch.isfinite(watch) & self.alive
-        if not bool(bad.any()):
-            return
         for k in bad.any(dim=0).nonzero().flatten().tolist():
             b = int(bad[:, k].nonzero()[0, 0])
             mask = torch.zeros_like(self.alive)
@@ -232,12 +198,9 @@ class BatchedTrainer:
             self._drop(mask, watch[b].double(), epoch, b + 1, batches)
 
     def _record(self, epoch: int, loss_sum: Any, correct: Any, n: int, start: float, trained: int) -> None:
-        """Evaluate, and append epoch ``epoch``'s metrics row to each living member's history (the epoch began
-        at ``start``, a ``time.perf_counter`` reading, with ``trained`` members alive).
-
-        A row's ``seconds`` is the member's share of the group's epoch, the whole (training and evaluation of
-        every member at once) divided among the ``trained`` members, so that a batched run's s/epoch compares
-        with a run alone's; ``group`` records the whole and the count (see docs/comparing.md)."""
+        """Evaluate, and append epoch ``epoch``'s metrics row to each living member's history (the epoch began at
+        ``start``, a ``time.perf_counter`` reading, with ``trained`` members alive). A row's ``seconds`` is the member's
+        share of the group's epoch, and ``group`` the whole and the count (docs/comparing.md says why)."""
         rows = self._evaluate()
         lrs = self.updater.lrs()
         train_loss = (loss_sum / max(n, 1)).tolist()
@@ -251,10 +214,8 @@ class BatchedTrainer:
             for split, (acc, loss, confusion) in rows.items():
                 metrics.update({f"{split}_acc": acc[k], f"{split}_loss": loss[k]})
                 member.confusion = confusion[k]
-            metrics["per_class_test_acc"] = per_class_accuracy(member.confusion, self.classes)
-            metrics["lr"] = lrs[k]
-            metrics["seconds"] = round(seconds / max(trained, 1), 6)
-            metrics["group"] = dict(group)
+            metrics.update(per_class_test_acc=per_class_accuracy(member.confusion, self.classes), lr=lrs[k],
+                           seconds=round(seconds / max(trained, 1), 6), group=dict(group))
             member.history.append(metrics)
 
     def evaluate_test(self) -> None:
@@ -266,8 +227,6 @@ class BatchedTrainer:
 
     def _drop(self, bad: Any, sums: Any, epoch: int, batch: int, batches: int) -> None:
         """Members ``bad`` diverged on this batch: record where, zero their parameters, stop their updates."""
-        import torch
-
         values = sums.detach().double().tolist()
         for k in bad.nonzero().flatten().tolist():
             self.members[k].diverged = Diverged(epoch, batch, batches, values[k])
@@ -280,8 +239,6 @@ class BatchedTrainer:
 
     def _clean_gradients(self) -> None:
         """A dropped member's gradient (nan on the batch it diverged) must not reach any update."""
-        import torch
-
         for t in self.params.values():
             if t.grad is not None:
                 keep = self.alive.reshape(-1, *([1] * (t.ndim - 1)))
@@ -290,8 +247,6 @@ class BatchedTrainer:
     def _check_weights(self, epoch: int, batches: int) -> None:
         """A member whose weights overflowed although its losses stayed finite diverged too (as
         :func:`fmclf.run.checkpoint.check_weights` finds for a run alone)."""
-        import torch
-
         finite = torch.ones_like(self.alive)
         for t in self.params.values():
             finite &= torch.isfinite(t.detach().reshape(len(self.members), -1)).all(dim=1)
@@ -302,18 +257,14 @@ class BatchedTrainer:
     def _evaluate(self) -> dict[str, tuple[list[float], list[float], Any]]:
         """Per split (valid when the data set has it, then test): each member's accuracy, mean loss and
         confusion matrix (K, C, C), every member on the same batches."""
-        import torch
-
-        C = len(self.classes)
-        K = len(self.members)
+        C, K = len(self.classes), len(self.members)
         out = {}
         splits = (["valid"] if getattr(self.dataset, "valid", None) is not None else []) + ["test"]
         with torch.no_grad():
             for split in splits:
-                flat = torch.zeros(K * C * C, dtype=torch.int64, device=self.device)
+                flat = torch.zeros((K, C * C), dtype=torch.int64, device=self.device)  # each member's confusion
                 loss_sum = torch.zeros(K, dtype=torch.float64, device=self.device)
                 count = 0
-                offsets = (torch.arange(K, device=self.device) * C * C).unsqueeze(1)
                 labels, predicted = [], []
                 for X, y in getattr(self.dataset, split):
                     logits = self.logits(X)
@@ -321,8 +272,8 @@ class BatchedTrainer:
                     yy = y.expand(K, N)
                     loss_sum += self._loss(logits, yy).double().sum(dim=1)
                     guess = logits.argmax(dim=2)
-                    flat.scatter_add_(0, (offsets + yy * C + guess).reshape(-1),
-                                      torch.ones(K * N, dtype=torch.int64, device=self.device))
+                    cells = yy * C + guess
+                    flat.scatter_add_(1, cells, torch.ones_like(cells))
                     if split == "test":
                         labels.append(y.to(torch.int16))
                         predicted.append(guess.to(torch.int16))
@@ -339,18 +290,13 @@ class BatchedTrainer:
 
     def export(self) -> None:
         """Copy each living member's parameters (and its updater's state) back into its own objects."""
-        import torch
-
         with torch.no_grad():
             for k, member in enumerate(self.members):
                 if member.diverged is not None:
                     continue
-                own = dict(member.model.named_parameters())
-                for name, t in self.params.items():
+                own = {**dict(member.model.named_parameters()), **dict(member.model.named_buffers())}
+                for name, t in [*self.params.items(), *self.buffers.items()]:
                     own[name].copy_(t[k])
-                bufs = dict(member.model.named_buffers())
-                for name, t in self.buffers.items():
-                    bufs[name].copy_(t[k])
                 self.updater.export(k)
 
 
@@ -359,8 +305,6 @@ def _stack(tensors: Sequence[Any]) -> Any:
     member's block laid out as its own tensor is: a weight stored transposed stays transposed, so the model's
     stacked form multiplies all members the way its single form multiplies one (``torch.stack`` would
     make every block row-major, and the stacked product would need a copy per batch, or go the slow way)."""
-    import torch
-
     first = tensors[0]
     outer = sorted(range(first.ndim), key=lambda d: -first.stride(d))  # its dimensions, outermost in memory first
     stacked = torch.stack([t.detach().permute(outer) for t in tensors])
@@ -370,8 +314,6 @@ def _stack(tensors: Sequence[Any]) -> Any:
 
 def _loss_runs(members: Sequence[Member]) -> list[tuple[Callable[..., Any], Any]]:
     """The distinct loss objects and the members each serves (one object, one call)."""
-    import torch
-
     runs: dict[int, tuple[Callable[..., Any], list[int]]] = {}
     for k, m in enumerate(members):
         runs.setdefault(id(m.loss), (m.loss, []))[1].append(k)

@@ -1,18 +1,16 @@
 """Whose fault it is when a component raises: one context manager for the engine.
 
-Inside ``with blame(who, where):`` an :class:`~fmclf.errors.FmclfError` passes
-through untouched (it already says what is wrong and whose it is: a
-DataError, a lost peer); so does the user's own interrupt; any other exception,
-and any other BaseException (a stray ``sys.exit(0)``, see :func:`component_fault`), becomes the
-:class:`~fmclf.errors.ComponentError` that names ``who`` (a component's
-record, or a plain description when there is none) and ``where``, with the
-original chained as its cause for ``FMCLF_DEBUG=1``. A class, not a
-generator, because the training loop enters one per call, on every batch.
+Inside ``with blame(who, where):`` an :class:`~fmclf.errors.FmclfError` passes through untouched (it already says
+what is wrong and whose it is); so does the user's own interrupt; any other exception, and any other BaseException
+(a stray ``sys.exit(0)``, see :func:`component_fault`), becomes the :class:`~fmclf.errors.ComponentError` that names
+``who`` (a component's record, or a plain description) and ``where``, with the original chained as its cause for
+``FMCLF_DEBUG=1``. A class, not a generator, because the training loop enters one per call, on every batch.
 """
 
 from __future__ import annotations
 
 import os
+import traceback
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -27,8 +25,7 @@ class blame:
     __slots__ = ("where", "who")
 
     def __init__(self, who: ComponentRecord | str, where: str) -> None:
-        self.who = who
-        self.where = where
+        self.who, self.where = who, where
 
     def __enter__(self) -> None:
         return None
@@ -36,11 +33,9 @@ class blame:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
         if exc is None or not component_fault(exc):
             return False  # nothing, an fmclf error, or the user's own interrupt: as it is
-        text = torch_failed(exc)
-        if text is not None:  # torch itself cannot load (a memory limit): no component's fault
+        if (text := torch_failed(exc)) is not None:  # torch itself cannot load (a memory limit): no component's fault
             raise FmclfError(text) from exc
-        cause = self.diagnose(exc)
-        if cause is not None:  # not the component's fault after all
+        if (cause := self.diagnose(exc)) is not None:  # not the component's fault after all
             raise cause from exc
         if out_of_memory(exc):
             raise ComponentError(memory_message(self.describe(), self.where, exc)) from exc
@@ -55,10 +50,8 @@ class blame:
 
     def message(self, exc: BaseException) -> str:
         """The paragraph the user reads."""
-        return (
-            f"{self.describe()} raised {type(exc).__name__} {self.where}: {exc}. This is a fault in that component; "
-            f"report it to its authors, or choose another with `fmclf plugins`."
-        )
+        return (f"{self.describe()} raised {type(exc).__name__} {self.where}: {exc}. This is a fault in that "
+                f"component; report it to its authors, or choose another with `fmclf plugins`.")
 
 
 def component_fault(exc: BaseException) -> bool:
@@ -67,10 +60,12 @@ def component_fault(exc: BaseException) -> bool:
     subclass of its own), except the user's own interrupt: under fmclf's handler a real signal raises
     :class:`~fmclf.errors.Stopped`, so only a KeyboardInterrupt where no fmclf handler is installed
     (a thread, a host that kept its own) is taken for the user's."""
-    if isinstance(exc, FmclfError) or isinstance(exc, Stopped):
+    if isinstance(exc, (FmclfError, Stopped)):
         return False
     if isinstance(exc, KeyboardInterrupt):
-        return _signals_handled()
+        from ..run.signals import installed
+
+        return installed()
     return True
 
 
@@ -79,10 +74,7 @@ def torch_failed(exc: BaseException) -> str | None:
     memory limit such as ``ulimit -v``, or a broken install), else None."""
     if not isinstance(exc, (ImportError, OSError)):  # what a failed import raises; anything else is no import
         return None
-    frames, tb = [], exc.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame.f_code.co_filename)
-        tb = tb.tb_next
+    frames = [frame.f_code.co_filename for frame, _ in traceback.walk_tb(exc.__traceback__)]
     name = getattr(exc, "name", None) or ""
     if not (name in ("torch", "torch._C")  # not installed, or its core library would not load
             or any(f.endswith(os.path.join("torch", "__init__.py")) for f in frames)):  # torch's own import
@@ -103,12 +95,6 @@ def torch_failed(exc: BaseException) -> str | None:
             f"is missing; `fmclf --help` and `fmclf plugins` work without it.")
 
 
-def _signals_handled() -> bool:
-    from ..run.signals import installed
-
-    return installed()
-
-
 def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` says memory ran out (host or device): the settings' doing, not a bug."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
@@ -124,11 +110,9 @@ def memory_message(who: str, where: str, exc: BaseException) -> str:
     asked = ""
     if "tried to allocate" in first:
         asked = " (" + first[first.index("tried to allocate"):].split(".")[0].split(";")[0].rstrip(")") + ")"
-    return (
-        f"the memory ran out {where}, in {who}{asked}. The settings ask for more memory than this machine (or "
-        f"device) has: use smaller ones (a smaller {flag('batch_size')}; for the data set, options such as "
-        f"{option('dataset', 'resize')}) or another {flag('device')}."
-    )
+    return (f"the memory ran out {where}, in {who}{asked}. The settings ask for more memory than this machine (or "
+            f"device) has: use smaller ones (a smaller {flag('batch_size')}; for the data set, options such as "
+            f"{option('dataset', 'resize')}) or another {flag('device')}.")
 
 
 class blame_labels(blame):
@@ -162,11 +146,10 @@ class blame_update(blame):
             return None
         lr = flag("lr", Bare(f"{self.lr:g}")) if isinstance(self.lr, (int, float)) else "the learning rate"
         at = self.where.replace("while updating ", "")
-        return DivergenceError(
-            f"training diverged: {self.describe()} could not take a step {at} with {lr}: {type(exc).__name__}: "
-            f"{' '.join(str(exc).split())}. A step of that size overflows the weights' floating-point numbers; "
-            f"this is the learning rate's doing: use a much smaller {flag('lr')} (the textbook uses 0.1)."
-        )
+        return DivergenceError(f"training diverged: {self.describe()} could not take a step {at} with {lr}: "
+                               f"{type(exc).__name__}: {' '.join(str(exc).split())}. A step of that size overflows "
+                               f"the weights' floating-point numbers; this is the learning rate's doing: use a much "
+                               f"smaller {flag('lr')} (the textbook uses 0.1).")
 
 
 class blame_gradients(blame):
@@ -181,8 +164,6 @@ class blame_gradients(blame):
 
     def message(self, exc: BaseException) -> str:
         names = " and ".join(self.records[k].describe() for k in ("loss", "model") if k in self.records)
-        return (
-            f"computing gradients raised {type(exc).__name__} {self.where}: {exc}. The backward pass runs through "
-            f"{names or self.who}; one of them (a custom autograd function, say) is at fault. Report it to its "
-            f"authors, or choose another with `fmclf plugins`."
-        )
+        return (f"computing gradients raised {type(exc).__name__} {self.where}: {exc}. The backward pass runs "
+                f"through {names or self.who}; one of them (a custom autograd function, say) is at fault. Report it "
+                f"to its authors, or choose another with `fmclf plugins`.")

@@ -1,10 +1,9 @@
 """Labels outside 0..C-1 are the data set's fault: found before anything else blames a loss or a model.
 
-A class-index label must lie in ``0 .. len(classes) - 1``. A label of 10 among 10 classes, or -1,
-makes a loss index out of range (or, worse, silently wrap around to the last class), and the
-error would name the loss. Checked three ways, none on the hot path: the whole label tensor of
-a split held in tensors (:class:`fmclf.data.TensorBatches`), once, when training starts; the
-first batch of every other split; and the batch in hand whenever a loss or the evaluation fails.
+A label of 10 among 10 classes, or -1, makes a loss index out of range (or, worse, silently wrap around to the last
+class), and the error would name the loss. Checked three ways, none on the hot path: the whole label tensor of a
+split held in tensors (:class:`fmclf.data.TensorBatches`), once, when training starts; the first batch of every other
+split; and the batch in hand whenever a loss or the evaluation fails.
 """
 
 from __future__ import annotations
@@ -21,21 +20,15 @@ def bad_label(y: Any, num_classes: int) -> int | None:
     if y is None or getattr(y, "is_floating_point", lambda: True)() or not getattr(y, "numel", lambda: 0)():
         return None
     low, high = int(y.min()), int(y.max())
-    if low < 0:
-        return low
-    if high >= num_classes:
-        return high
-    return None
+    return low if low < 0 else high if high >= num_classes else None
 
 
 def error(who: ComponentRecord | str, split: str, label: int, classes: int) -> DataError:
     """The paragraph for a data set whose ``split`` holds ``label`` though it has ``classes`` classes."""
     name = who if isinstance(who, str) else who.describe()
-    return DataError(
-        f"{name} gave a {split} label of {label}, but it has {classes} classes (len(classes)), so a label must be "
-        f"a class index from 0 to {classes - 1}. This is the data set's doing, not the loss's or the model's: fix "
-        f"its labels (or its list of classes)."
-    )
+    return DataError(f"{name} gave a {split} label of {label}, but it has {classes} classes (len(classes)), so a "
+                     f"label must be a class index from 0 to {classes - 1}. This is the data set's doing, not the "
+                     f"loss's or the model's: fix its labels (or its list of classes).")
 
 
 def check_splits(dataset: Any, who: ComponentRecord | str, classes: int) -> None:
@@ -43,10 +36,7 @@ def check_splits(dataset: Any, who: ComponentRecord | str, classes: int) -> None
     for split in ("train", "valid", "test"):
         labels = getattr(getattr(dataset, split, None), "y", None)
         if hasattr(labels, "is_floating_point") and labels.ndim == 1:
-            check_kind(labels, who, "training" if split == "train" else split)
-            label = bad_label(labels, classes)
-            if label is not None:
-                raise error(who, "training" if split == "train" else split, label, classes)
+            check_batch(labels, who, "training" if split == "train" else split, classes)
 
 
 def check_kind(y: Any, who: ComponentRecord | str, split: str) -> None:
@@ -54,11 +44,9 @@ def check_kind(y: Any, who: ComponentRecord | str, split: str) -> None:
     (floating point, shape (N, C)): one-dimensional floats are neither, whatever a loss makes of them."""
     if hasattr(y, "is_floating_point") and y.is_floating_point() and y.ndim == 1:
         name = who if isinstance(who, str) else who.describe()
-        raise DataError(
-            f"{name} gave {split} labels of dtype {y.dtype} with one dimension; labels are class indices, integers "
-            f"of shape (N,) (convert them with y.long()), or probability targets of shape (N, num_classes). This is "
-            f"the data set's doing, not the loss's or the model's."
-        )
+        raise DataError(f"{name} gave {split} labels of dtype {y.dtype} with one dimension; labels are class "
+                        f"indices, integers of shape (N,) (convert them with y.long()), or probability targets of "
+                        f"shape (N, num_classes). This is the data set's doing, not the loss's or the model's.")
 
 
 def check_batch(y: Any, who: ComponentRecord | str, split: str, classes: int) -> None:

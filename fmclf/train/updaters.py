@@ -9,9 +9,9 @@ from typing import Any
 class OptimizerUpdater:
     """A ``torch.optim.Optimizer`` behind the updater contract (``step`` ignores the batch size).
 
-    With a ``scheduler`` (a torch LR scheduler), each step is ``optimizer.step()`` then
-    ``scheduler.step()``: the schedule counts batches, not epochs. ``last_lr`` is the
-    learning rate the latest step used, read before the scheduler moves it on.
+    With a ``scheduler`` (a torch LR scheduler), each step is ``optimizer.step()`` then ``scheduler.step()``: the
+    schedule counts batches, not epochs. ``last_lr`` is the learning rate the latest step used, read before the
+    scheduler moves it on.
     """
 
     reduction = "mean"
@@ -52,12 +52,6 @@ class BatchSizeFunction:
         self.fn(batch_size)
 
 
-def _is_plateau(scheduler: Any) -> bool:
-    import torch
-
-    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-
-
 def adapt_updater(obj: Any) -> Any:
     """Wrap torch optimizers, and ``(optimizer, scheduler)`` pairs; check that anything else
     has ``zero_grad`` and ``step``. Raises TypeError saying what is wrong."""
@@ -70,7 +64,7 @@ def adapt_updater(obj: Any) -> Any:
             kinds = ", ".join(type(o).__name__ for o in obj)
             raise TypeError(f"it returned a tuple ({kinds}); a pair must be (torch.optim.Optimizer, LR scheduler)")
         optimizer, scheduler = obj
-        if _is_plateau(scheduler):
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             raise TypeError("its scheduler is ReduceLROnPlateau, which steps on a metric, not once per batch; "
                             "return a scheduler that steps per batch, or lower the rate from a callback")
         if not callable(getattr(scheduler, "step", None)):
@@ -98,10 +92,7 @@ def current_lr(updater: Any) -> float | None:
     if value is None:
         holder = updater.optimizer if isinstance(updater, OptimizerUpdater) else updater
         groups = getattr(holder, "param_groups", None)
-        if groups:
-            value = groups[0].get("lr")
-        else:
-            value = getattr(holder, "lr", None)
+        value = groups[0].get("lr") if groups else getattr(holder, "lr", None)
     try:
         return None if value is None or isinstance(value, bool) else float(value)
     except (TypeError, ValueError):  # an lr that is no number: not ours to log
