@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import DistributedError, FmclfError, UsageError
 from .launch import ALONE, TIMEOUT_ENV, Launch, launch_from_env, timeout_seconds
@@ -219,7 +220,7 @@ class Comm(Solo):
         with torch.no_grad():
             for group in _groups([*module.parameters(), *module.buffers()]):
                 flat = torch.cat([t.detach().reshape(-1) for t in group])
-                self._collective("receiving rank 0's initial weights", lambda: dist.broadcast(flat, src=0))
+                self._collective("receiving rank 0's initial weights", lambda flat=flat: dist.broadcast(flat, src=0))
                 _unflatten(flat, group)
 
     def watch(self, flag: Flag, device: Any = None) -> Flag:
@@ -249,7 +250,7 @@ class Comm(Solo):
                     asked = 1.0 if self._local else 0.0
                     pieces.append(torch.full((1,), asked, dtype=group[0].dtype, device=group[0].device))
                 flat = torch.cat(pieces)
-                self._collective("averaging gradients", lambda: dist.all_reduce(flat))
+                self._collective("averaging gradients", lambda flat=flat: dist.all_reduce(flat))
                 flat.div_(self.world_size)
                 _unflatten(flat, group)
                 if carries_stop and not self.stop and float(flat[-1]) > 0:
