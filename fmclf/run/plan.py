@@ -122,8 +122,7 @@ def metric_keys(plan: Plan) -> dict[str, str]:
 
 def _retarget(target: str, name: str) -> str:
     """The option target of ``target``'s component when it is called ``name``."""
-    kind = target.split(".", 1)[0]
-    return BY_NAME[kind].target(name)
+    return BY_NAME[target.split(".", 1)[0]].target(name)
 
 
 def _renamed(config: RunConfig, names: dict[str, str]) -> RunConfig:
@@ -222,14 +221,6 @@ def check_processes(plan: Plan, world_size: int) -> None:
             f"and the run matches a one-process run with the same {flag('batch_size')}."
         )
     require_shardable(plan.records["dataset"])
-
-
-def shard_args(batch_size: int, rank: int, world_size: int) -> dict[str, Any]:
-    """:func:`assemble`'s ``shard`` and per-process ``batch_size`` for process ``rank``
-    of ``world_size`` (none for a process on its own)."""
-    if world_size == 1:
-        return {}
-    return {"shard": (rank, world_size), "batch_size": batch_size // world_size}
 
 
 def check_shards(dataset: Any, comm: Any) -> None:

@@ -26,7 +26,7 @@ from . import folder, processes, signals, threads
 from .config import divergence_advice
 from .memory import describe as describe_memory
 from .memory import peak_memory
-from .plan import Plan, assemble, check_seed, check_shards, shard_args
+from .plan import Plan, assemble, check_seed, check_shards
 from .signals import say, stop_on_signals
 from .writer import BackgroundWriter
 
@@ -157,7 +157,9 @@ class Session:
         # Only rank 0 draws and steers: the other processes build no visualizer and no callback.
         built = plan if comm.is_root else dataclasses.replace(
             plan, records={t: r for t, r in plan.records.items() if r.kind not in ("visualizer", "callback")})
-        shard = shard_args(plan.config.batch_size, comm.rank, comm.world_size)
+        # Under torchrun each process builds its shard of the data and takes its share of the global batch.
+        shard = ({"shard": (comm.rank, comm.world_size), "batch_size": plan.config.batch_size // comm.world_size}
+                 if comm.world_size > 1 else {})
         parts = comm.agree("loading the data and building the components",
                            lambda: assemble(built, device=plan.device, run_dir=self.run_dir, updater_epochs=schedule,
                                             **shard))
