@@ -1,8 +1,9 @@
-"""A run's settings: defaults, the TOML file ``--config`` reads, and the
-resolved copy a run folder keeps (which ``--config`` accepts back)."""
+"""A run's settings: defaults, the TOML file ``--config`` reads, and the resolved copy a run folder keeps (which
+``--config`` accepts back)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
 import tomllib
@@ -31,7 +32,6 @@ def divergence_advice() -> str:
 #: (valid_acc, test_acc; valid_loss, test_loss): naming one with --metric adds nothing.
 RECORDED_METRICS: dict[str, str] = {"accuracy": "acc", "loss": "loss"}
 
-
 #: The bounds of the core numbers (beyond them a run cannot work, or the thread library aborts):
 MAX_EPOCHS = 10**9
 MAX_BATCH = 2**31 - 1
@@ -40,12 +40,10 @@ MAX_THREADS = 1024
 #: What ``fmclf.fit`` shows by default: in Jupyter the textbook's live curves (the command line's is tqdm).
 NOTEBOOK_VISUALIZERS = ("animator",)
 
-
 #: What ``--resume`` (and ``fmclf.fit(..., resume=)``) may change; the rest is fixed by the run's config.toml.
 #: Visualizers only show, so they may change; metrics and callbacks decide what a run records and when it
 #: stops, so they may not.
 RESUMABLE = ("epochs", "device", "threads", "cuda_graphs", "visualizers")
-
 
 #: The key of a setting's help in its field's metadata (see :func:`setting`).
 HELP = "help"
@@ -100,11 +98,8 @@ class Settings:
 
     def targets(self) -> dict[str, str]:
         """Option target -> component name, for every component of this run (see :mod:`fmclf.kinds`)."""
-        out = {}
-        for row in ROWS:
-            chosen = getattr(self, row.setting)
-            out.update({row.target(name): name for name in (chosen if row.many else [chosen])})
-        return out
+        return {row.target(name): name for row in ROWS
+                for name in (getattr(self, row.setting) if row.many else [getattr(self, row.setting)])}
 
     def resumed_with(self, overrides: Mapping[str, Any]) -> Settings:
         """These settings, as recorded by a run folder, continued with ``overrides`` (only :data:`RESUMABLE`
@@ -182,41 +177,24 @@ class Settings:
 
     def to_toml(self, provenance: dict[str, Any] | None = None, header: str = "") -> str:
         """The settings as TOML; ``provenance`` is recorded but ignored when read back."""
-        top = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
-        if top["seed"] is None:
-            del top["seed"]
-        if not top["from_python"]:  # a run of registered components only, as before from_python existed
-            del top["from_python"]
-        doc: dict[str, Any] = dict(top)
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}  # None is left out
+        if not doc["from_python"]:  # a run of registered components only, as before from_python existed
+            del doc["from_python"]
         options: dict[str, Any] = {}
         for target, values in self.options.items():
             node = options
             for part in target.split(".", 1):  # "visualizer.NAME": NAME may hold dots
                 node = node.setdefault(part, {})
-            node.update({k: _option_value(v) for k, v in values.items() if _writable(v)})
+            for key, value in values.items():
+                # TOML has no null: None is "none", what -o takes and the option parses back. Only a default can
+                # fail to be written (an object): left out, it stays that same default when the file is read back.
+                with contextlib.suppress(TypeError):
+                    node[key] = _literal("none" if value is None else value)
         if options:
             doc["options"] = options
         if provenance:
             doc["provenance"] = provenance
         return header + dumps(doc)
-
-
-def _option_value(value: Any) -> Any:
-    # TOML has no null; "none" is what -o takes for None, and what the option parses back.
-    return "none" if value is None else value
-
-
-def _writable(value: Any) -> bool:
-    """Whether a value survives the trip through TOML. Only a default can fail to
-    (values from the command line or a file are scalars); leaving it out of the
-    file leaves it at that same default when the file is read back."""
-    if value is None:
-        return True
-    try:
-        _literal(value)
-    except TypeError:
-        return False
-    return True
 
 
 def _is_int(value: Any) -> bool:
@@ -225,7 +203,6 @@ def _is_int(value: Any) -> bool:
 
 #: The name most of fmclf knows the settings by (config.toml, ``--config``).
 RunConfig = Settings
-
 
 _HINTS = typing.get_type_hints(Settings)
 
@@ -252,7 +229,6 @@ def _own_settings() -> dict[str, tuple[type, str]]:
 #: The settings of their own (the fields made by :func:`setting`), in order, each with the type it holds and
 #: its help: ``fmclf run`` makes a flag of each and ``fmclf.fit`` takes each as a keyword.
 OWN_SETTINGS: dict[str, tuple[type, str]] = _own_settings()
-
 
 _KEYS = {f.name for f in fields(RunConfig)} - {"options"}
 
@@ -332,11 +308,8 @@ _TYPES = {f.name: (int, float) if held is float else held for f in fields(Settin
 def _check_types(data: dict[str, Any], path: pathlib.Path) -> None:
     """Refuse a setting of the wrong type, naming the file (a damaged or edited config.toml)."""
     for key, want in _TYPES.items():
-        if key not in data:
-            continue
-        value = data[key]
-        wrong = isinstance(value, bool) and want is not bool or not isinstance(value, want)
-        if wrong:
+        value = data.get(key)
+        if key in data and (isinstance(value, bool) and want is not bool or not isinstance(value, want)):
             kind = {str: "a name (a string)", int: "a whole number", bool: "true or false"}.get(want, "a number")
             raise ConfigError(f"config file {str(path)!r}: {key} must be {kind}, got {value!r}. Fix or remove "
                               f"that line.")
@@ -377,13 +350,10 @@ def toml_inline(value: Any) -> str:
 
 def merge(config: RunConfig, explicit: set[str], settings: dict[str, Any],
           options: dict[str, dict[str, Any]]) -> RunConfig:
-    """Lay a config file (``settings``, ``options`` from :func:`load_config`) under
-    ``config``, whose fields named in ``explicit`` came from the command line and win.
-
-    The file's options for a component go only to that same component: when the
-    command line picks another model, the file's model options are dropped
-    rather than handed to a model that never declared them.
-    """
+    """Lay a config file (``settings``, ``options`` from :func:`load_config`) under ``config``, whose fields named in
+    ``explicit`` came from the command line and win. The file's options for a component go only to that same
+    component: when the command line picks another model, the file's model options are dropped rather than handed to a
+    model that never declared them."""
     lists = {row.setting: list(getattr(config, row.setting)) for row in ROWS if row.many}
     merged = replace(config, **{**lists, **{k: v for k, v in settings.items() if k not in explicit}})
     from_file = replace(RunConfig(), **{k: v for k, v in settings.items() if k in _KEYS})

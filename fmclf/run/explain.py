@@ -1,9 +1,6 @@
-"""``fmclf run --dry-run``: the settings a run would use, every option resolved, each
-with where its value came from. Checks what :func:`fmclf.run.plan.resolve` checks
-and imports no torch.
-
-The text is TOML, each value commented with its source, so that it can be saved
-and given back to ``fmclf run --config``.
+"""``fmclf run --dry-run``: the settings a run would use, every option resolved, each with where its value came from.
+Checks what :func:`fmclf.run.plan.resolve` checks and imports no torch. The text is TOML, each value commented with its
+source, so that it can be saved and given back to ``fmclf run --config``.
 """
 
 from __future__ import annotations
@@ -37,10 +34,8 @@ def explain(config: RunConfig, host: PluginHost, *, source: Source, option_sourc
             run_dir: str, heading: str = "the settings this run would use") -> str:
     """The dry run's text for ``config``: every setting and every option of every component
     (defaults filled in, checked as a run checks them), each with ``source(...)``."""
-    seed_given = config.seed is not None
     plan = resolve(dataclasses.replace(config, options={t: dict(o) for t, o in config.options.items()}), host)
-    resolved = plan.config
-    settings = [(f.name, getattr(resolved, f.name)) for f in dataclasses.fields(RunConfig) if f.name != "options"]
+    settings = [(f.name, getattr(plan.config, f.name)) for f in dataclasses.fields(RunConfig) if f.name != "options"]
     width = max(33, *(len(f"{toml_key(k)} = {toml_inline(v)}") for k, v in settings if v is not None))
     lines = [
         f"# fmclf run --dry-run: {heading}; nothing was trained or written.",
@@ -51,7 +46,7 @@ def explain(config: RunConfig, host: PluginHost, *, source: Source, option_sourc
     for key, value in settings:
         if key == "from_python" and not value:  # what fmclf.fit records of Python objects: nothing to say here
             continue
-        if key == "seed" and not seed_given:
+        if key == "seed" and plan.seed_drawn:
             lines.append(f"{'# seed: drawn when the run starts':<{width}}  # {source(key)}")
         elif value is None:  # TOML has no null: an unset setting is left out of a config file
             lines.append(f"{f'# {key}: unset':<{width}}  # {source(key)}")

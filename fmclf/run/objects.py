@@ -1,11 +1,10 @@
 """Components handed to ``fmclf.fit`` as Python objects instead of registered names.
 
-Each object gets a :class:`~fmclf.host.registry.ComponentRecord` like a plugin's: its kind, a
-readable name (a function's own name, an object's class name) and "your code" as the plugin, so
-every message, ``config.toml`` and the report read as they do for named components. The record's
-factory hands the object back (a model function, the chapter's ``updater(batch_size)`` and data as
-iterables go behind the contracts first: :mod:`fmclf.train.adapters`), and
-:func:`fmclf.run.plan.resolve` takes these records in place of registry look-ups.
+Each object gets a :class:`~fmclf.host.registry.ComponentRecord` like a plugin's: its kind, a readable name (a
+function's own name, an object's class name) and "your code" as the plugin, so every message, ``config.toml`` and the
+report read as they do for named components. The record's factory hands the object back (a model function, the
+chapter's ``updater(batch_size)`` and data as iterables go behind the contracts first: :mod:`fmclf.train.adapters`),
+and :func:`fmclf.run.plan.resolve` takes these records in place of registry look-ups.
 """
 
 from __future__ import annotations

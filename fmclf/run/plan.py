@@ -1,10 +1,7 @@
-"""From a :class:`RunConfig` to live components.
-
-:func:`resolve` looks every name up and checks every option without
-importing torch, so a typo fails in milliseconds. :func:`assemble` then calls
-the factories, on the device, in the order a run needs them.
-:func:`check_processes` and :func:`check_shards` refuse, before any training,
-what cannot run in the processes of a torchrun launch.
+"""From a :class:`RunConfig` to live components. :func:`resolve` looks every name up and checks every option without
+importing torch, so a typo fails in milliseconds; :func:`assemble` then calls the factories, on the device, in the order
+a run needs them. :func:`check_processes` and :func:`check_shards` refuse, before any training, what cannot run in the
+processes of a torchrun launch.
 """
 
 from __future__ import annotations
@@ -76,12 +73,9 @@ def check_seed(plan: Plan) -> None:
 
 
 def resolve(config: RunConfig, host: PluginHost, objects: Mapping[str, ComponentRecord] | None = None) -> Plan:
-    """Validate ``config`` against the loaded plugins; draw a seed if none is set.
-
-    ``objects`` gives, by option target, the records of components that are Python
-    objects (see :mod:`fmclf.run.objects`) instead of names to look up; the config's
-    ``from_python`` names those targets, and one it names that ``objects`` lacks is refused.
-    """
+    """Validate ``config`` against the loaded plugins; draw a seed if none is set. ``objects`` gives, by option target,
+    the records of components that are Python objects (see :mod:`fmclf.run.objects`) instead of names to look up; the
+    config's ``from_python`` names those targets, and one it names that ``objects`` lacks is refused."""
     objects = dict(objects or {})
     drawn = config.seed is None
     config = replace(
@@ -109,18 +103,13 @@ def resolve(config: RunConfig, host: PluginHost, objects: Mapping[str, Component
     return plan
 
 
-def recorded_anyway(record: ComponentRecord) -> bool:
-    """Whether ``record`` is a built-in metric that every run records (accuracy, loss): not built again."""
-    return record.kind == "metric" and record.plugin.builtin and record.name in RECORDED_METRICS
-
-
 def metric_keys(plan: Plan) -> dict[str, str]:
     """Option target -> the key each metric this run builds is recorded under (``ece``: valid_ece, test_ece)."""
     keys: dict[str, str] = {}
     taken = {key: f"every run's {name}" for name, key in RECORDED_METRICS.items()}
     for target, record in plan.records.items():
-        if record.kind != "metric" or recorded_anyway(record):
-            continue
+        if record.kind != "metric" or (record.plugin.builtin and record.name in RECORDED_METRICS):
+            continue  # a built-in metric every run records anyway (accuracy, loss) is not built again
         key = record.name
         if key in taken:
             raise UsageError(
@@ -133,8 +122,7 @@ def metric_keys(plan: Plan) -> dict[str, str]:
 
 def _retarget(target: str, name: str) -> str:
     """The option target of ``target``'s component when it is called ``name``."""
-    kind = target.split(".", 1)[0]
-    return BY_NAME[kind].target(name)
+    return BY_NAME[target.split(".", 1)[0]].target(name)
 
 
 def _renamed(config: RunConfig, names: dict[str, str]) -> RunConfig:
@@ -147,9 +135,8 @@ def _renamed(config: RunConfig, names: dict[str, str]) -> RunConfig:
 
 
 def run_checks(plan: Plan) -> dict[str, Any]:
-    """Every component's own check (:mod:`fmclf.host.checks`), the data set's first: what it says the
-    data set will have (its classes) reaches the others' checks, before any data is read. Returns
-    those facts."""
+    """Every component's own check (:mod:`fmclf.host.checks`), the data set's first: what it says the data set will
+    have (its classes) reaches the others' checks, before any data is read. Returns those facts."""
     config = plan.config
     known_by_kind = {"dataset": {"batch_size": config.batch_size, "seed": config.seed},
                      "updater": {"lr": config.lr, "epochs": config.epochs}}
@@ -192,8 +179,7 @@ def call_factory(record: ComponentRecord, core: dict[str, Any], options: dict[st
     """Call a factory with the core arguments it accepts and its options; a failure
     that is not already an fmclf error is reported as that component's fault."""
     accepted = accepted_core_params(record)
-    kwargs = {k: v for k, v in core.items() if k in accepted}
-    kwargs.update(options)
+    kwargs = {**{k: v for k, v in core.items() if k in accepted}, **options}
     try:
         return record.factory(**kwargs)
     except BaseException as exc:
@@ -237,24 +223,15 @@ def check_processes(plan: Plan, world_size: int) -> None:
     require_shardable(plan.records["dataset"])
 
 
-def shard_args(batch_size: int, rank: int, world_size: int) -> dict[str, Any]:
-    """:func:`assemble`'s ``shard`` and per-process ``batch_size`` for process ``rank``
-    of ``world_size`` (none for a process on its own)."""
-    if world_size == 1:
-        return {}
-    return {"shard": (rank, world_size), "batch_size": batch_size // world_size}
-
-
 def check_shards(dataset: Any, comm: Any) -> None:
     """Refuse data sets whose shards would make the processes of ``comm`` (a
     :class:`fmclf.dist.comm.Solo` or ``Comm``) take different numbers of steps."""
     if comm.world_size == 1:
         return
+    from ..train.adapters import has_len  # torch is loaded by now
+
     train = dataset.train
-    try:
-        batches = len(train)
-    except TypeError:
-        batches = None
+    batches = len(train) if has_len(train) else None
     sizes = {"training batches": batches, "training examples": getattr(train, "num_examples", None)}
     comm.same_everywhere(
         "the size of their training shards", sizes,
@@ -285,17 +262,12 @@ def build(record: ComponentRecord, core: dict[str, Any], options: dict[str, Any]
     return BY_NAME[record.kind].accept(record, call_factory(record, core, options))
 
 
-def assemble(
-    plan: Plan, *, device: Any, run_dir: Any = None,
-    shard: tuple[int, int] | None = None, batch_size: int | None = None, updater_epochs: int | None = None,
-) -> Parts:
-    """Build every component of ``plan`` on ``device``.
-
-    ``shard=(rank, world)`` and a per-process ``batch_size`` are given when
-    training is distributed; a data set that cannot shard then fails here,
-    at start-up, with a message saying so. ``updater_epochs`` (default: the run's epochs) is what
-    the updater's schedule is built for: a resumed run's, whatever its ``--epochs`` now.
-    """
+def assemble(plan: Plan, *, device: Any, run_dir: Any = None, shard: tuple[int, int] | None = None,
+             batch_size: int | None = None, updater_epochs: int | None = None) -> Parts:
+    """Build every component of ``plan`` on ``device``. ``shard=(rank, world)`` and a per-process ``batch_size`` are
+    given when training is distributed; a data set that cannot shard then fails here, at start-up, saying so.
+    ``updater_epochs`` (default: the run's epochs) is what the updater's schedule is built for: a resumed run's,
+    whatever its ``--epochs`` now."""
     import torch
 
     config, records, options = plan.config, plan.records, plan.options
@@ -312,9 +284,8 @@ def assemble(
 
 def assemble_on(plan: Plan, dataset: Any, *, device: Any, run_dir: Any = None,
                 updater_epochs: int | None = None) -> Parts:
-    """Build every component of ``plan`` but the data set, which is given (built once for the
-    members of a batched group): the model starts from the weights the plan's seed gives it;
-    ``updater_epochs`` as for :func:`assemble`."""
+    """Build every component of ``plan`` but the data set, which is given (built once for the members of a batched
+    group): the model starts from the weights the plan's seed gives it; ``updater_epochs`` as for :func:`assemble`."""
     import torch
 
     config, records, options = plan.config, plan.records, plan.options

@@ -1,7 +1,5 @@
-"""Running a plan: device, run folder, components, training, checkpoints, signals.
-
-The CLI parses and prints; this module does the work, so the same run can be
-started from Python (``fmclf.run.runner.run_new``) or resumed (``run_resume``).
+"""Running a plan: device, run folder, components, training, checkpoints, signals. The CLI parses and prints; this
+module does the work, so the same run can be started from Python (:func:`run_new`) or resumed (:func:`run_resume`).
 """
 
 from __future__ import annotations
@@ -37,21 +35,16 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
             checkpoints: bool = True, report: ReportMaker | None = None) -> RunResult:
     """Train a new run of ``config`` into ``out`` (default: a fresh ``runs/...`` folder; False: none at all).
 
-    Everything that can be checked is checked before any work: the settings and
-    options and the run folder (no torch yet), then the device. A run that fails
-    before training leaves no folder behind. Under torchrun every process calls
-    this; they train together (see :mod:`fmclf.dist.comm`). ``objects`` are the
-    records of components given as Python objects (see :func:`fmclf.run.plan.resolve`);
-    without ``checkpoints`` the folder gets the metrics, summary and report but no weights. ``report``
-    builds what is drawn once the run has finished (the front ends pass :class:`fmclf.draw.report.RunReport`).
+    Everything that can be checked is checked before any work: the settings and options and the run folder (no torch
+    yet), then the device. A run that fails before training leaves no folder behind. Under torchrun every process
+    calls this; they train together (see :mod:`fmclf.dist.comm`). ``objects`` are the records of components given as
+    Python objects (see :func:`fmclf.run.plan.resolve`); without ``checkpoints`` the folder gets the metrics, summary
+    and report but no weights. ``report`` builds what is drawn once the run has finished (the front ends pass
+    :class:`fmclf.draw.report.RunReport`).
     """
     with handled(), connect() as comm:
         echo = processes.root_only(comm, echo)
         out_dirs: list[pathlib.Path] = []
-        if out is False:
-            plan = _agreed(config, host, comm, objects=objects)
-            prov = provenance.record(plan, host, plan.device, processes.describe(comm, plan.device))
-            return Session(plan, Start(None, prov=prov, checkpoints=checkpoints), comm, echo, report).run()
 
         def check_out(plan: Plan) -> None:
             out_dirs.append(pathlib.Path(out) if out is not None
@@ -59,8 +52,10 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
             if comm.is_root and out is not None:  # a default name that is taken gets a suffix instead
                 folder.check_new(out_dirs[0])
 
-        plan = _agreed(config, host, comm, check_out, objects)
+        plan = _agreed(config, host, comm, check_out if out is not False else None, objects)
         prov = provenance.record(plan, host, plan.device, processes.describe(comm, plan.device))
+        if out is False:
+            return Session(plan, Start(None, prov=prov, checkpoints=checkpoints), comm, echo, report).run()
         locks: list[tuple[RunLock, bool]] = []  # rank 0's: the lock, and whether this run made the folder
 
         def create() -> pathlib.Path:
@@ -97,15 +92,13 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
 def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, Any] | None = None, echo: Echo = print,
                objects: Mapping[str, ComponentRecord] | None = None,
                report: ReportMaker | None = None) -> RunResult:
-    """Continue the run in ``run_dir`` from its last checkpoint, holding its lock; ``overrides`` may set
-    what :meth:`~fmclf.run.config.Settings.resumed_with` allows (``epochs`` to train further, ``device`` ...).
-    A run some of whose components were Python objects resumes only given the same ``objects``; ``report``
-    as for :func:`run_new`.
-
-    Under torchrun only rank 0 reads the run folder; it must be resumed by as
-    many processes as trained it.
+    """Continue the run in ``run_dir`` from its last checkpoint, holding its lock; ``overrides`` may set what
+    :meth:`~fmclf.run.config.Settings.resumed_with` allows (``epochs`` to train further, ``device`` ...). A run some
+    of whose components were Python objects resumes only given the same ``objects``; ``report`` as for
+    :func:`run_new`. Under torchrun only rank 0 reads the run folder; it must be resumed by as many processes as
+    trained it.
     """
-    run_dir = pathlib.Path(run_dir)
+    run_dir, overrides, objects = pathlib.Path(run_dir), overrides or {}, objects or {}
     with handled(), connect() as comm:
         echo = processes.root_only(comm, echo)
         lock = RunLock(run_dir)
@@ -118,39 +111,33 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
                 folder.remove_temporaries(run_dir)  # what a killed writer left: the folder is ours now
             return _read_run(run_dir, comm)
 
-        with contextlib.ExitStack() as held:
-            held.callback(lock.release)
-            try:
-                found = comm.on_root("reading the run folder", read)
-                return _resume(run_dir, host, found, overrides or {}, echo, comm, objects or {},
-                               lambda plan, start: Session(plan, start, comm, echo, report).run())
-            except Stopped as exc:
-                signals.ending()
-                raise comm.alike(Interrupted(_after_stop(exc.signal, run_dir if lock.held else None, comm))) from None
-            except Interrupted:
-                signals.ending()
-                raise
-
-
-def _resume(run_dir: pathlib.Path, host: PluginHost, found: tuple[dict[str, Any], dict[str, Any], dict | None],
-            overrides: Mapping[str, Any], echo: Echo, comm: Solo, objects: Mapping[str, ComponentRecord],
-            session: Callable[[Plan, Start], RunResult]) -> RunResult:
-    settings, options, checkpoint = found
-    # load_config refused unknown settings
-    config = RunConfig(**settings, options=options).resumed_with(overrides)
-    _check_epochs(run_dir, checkpoint, config.epochs)
-    missing = [t for t in config.from_python if t not in objects]
-    if missing:
-        raise UsageError(python_only(config, missing, (
-            f"resume it from Python instead, with the call that started it plus "
-            f"resume={str(run_dir)!r}: fmclf.fit(..., resume={str(run_dir)!r})")))
-    plan = _agreed(config, host, comm, objects=objects)
-    now = provenance.record(plan, host, plan.device, processes.describe(comm, plan.device))
-    prov = provenance.resumed(run_dir, now) if comm.is_root else {}
-    if checkpoint is None:
-        echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at epoch 1.")
-    return session(plan, Start(run_dir, checkpoint, prov, extend="epochs" in overrides,
-                               schedule_epochs=settings.get("epochs")))
+        try:
+            settings, options, checkpoint = comm.on_root("reading the run folder", read)
+            # load_config refused unknown settings
+            config = RunConfig(**settings, options=options).resumed_with(overrides)
+            _check_epochs(run_dir, checkpoint, config.epochs)
+            missing = [t for t in config.from_python if t not in objects]
+            if missing:
+                raise UsageError(python_only(config, missing, (
+                    f"resume it from Python instead, with the call that started it plus "
+                    f"resume={str(run_dir)!r}: fmclf.fit(..., resume={str(run_dir)!r})")))
+            plan = _agreed(config, host, comm, objects=objects)
+            now = provenance.record(plan, host, plan.device, processes.describe(comm, plan.device))
+            prov = provenance.resumed(run_dir, now) if comm.is_root else {}
+            if checkpoint is None:
+                echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at "
+                     f"epoch 1.")
+            start = Start(run_dir, checkpoint, prov, extend="epochs" in overrides,
+                          schedule_epochs=settings.get("epochs"))
+            return Session(plan, start, comm, echo, report).run()
+        except Stopped as exc:
+            signals.ending()
+            raise comm.alike(Interrupted(_after_stop(exc.signal, run_dir if lock.held else None, comm))) from None
+        except Interrupted:
+            signals.ending()
+            raise
+        finally:
+            lock.release()
 
 
 def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -> None:
@@ -184,26 +171,21 @@ def prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Pl
     signals.import_torch()
     device = launch_device(plan.config.device, comm.launch, comm.backend)
     check_processes(plan, comm.world_size)
-    _prepare_device(plan.config, device)
-    return plan.decided(device=device), device
-
-
-def _prepare_device(config: RunConfig, device: Any) -> None:
-    """Before any work: refuse ``--cuda-graphs`` off CUDA, apply ``--threads``."""
-    if config.cuda_graphs:
+    if plan.config.cuda_graphs:  # refused off CUDA before any work
         from ..train.graphs import check_device
 
         check_device(device)
-    if config.threads is not None:
+    if plan.config.threads is not None:
         import torch
 
-        torch.set_num_threads(config.threads)
+        torch.set_num_threads(plan.config.threads)
+    return plan.decided(device=device), device
 
 
 def _agreed(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None,
             objects: Mapping[str, ComponentRecord] | None = None) -> Plan:
-    """`prepare` in every process, which must run the same settings with the same plugins; rank 0's
-    drawn seed is everyone's."""
+    """`prepare` in every process, which must run the same settings with the same plugins; rank 0's drawn seed is
+    everyone's."""
     plan, device = comm.agree("checking the settings", lambda: prepare(config, host, comm, check, objects))
     settings = {k: v for k, v in dataclasses.asdict(plan.config).items() if k != "seed"}
     comm.same_everywhere(
@@ -245,8 +227,7 @@ def _after_stop(signal_name: str, run_dir: pathlib.Path | None, comm: Solo) -> s
     if not run_dir.is_dir():
         return (f"{head} before training started; nothing was written to {run_dir} (the folder this run had made "
                 f"is removed again, so the same command can use it)")
-    command = processes.restart_command(comm.launch)
-    resume = f"`{command} run --resume {shlex.quote(str(run_dir))}`"
+    resume = f"`{processes.restart_command(comm.launch)} run --resume {shlex.quote(str(run_dir))}`"
     has = {name: (run_dir / name).exists() for name in (folder.CONFIG, folder.CHECKPOINT, folder.WEIGHTS,
                                                         folder.SUMMARY, folder.REPORT)}
     if not has[folder.CONFIG]:

@@ -1,12 +1,12 @@
-"""One run from a resolved :class:`~fmclf.run.plan.Plan` to its finished folder, as a :class:`Session`
-whose steps run in order: build the parts (and take the decisions that need them: threads, CUDA
-graphs), start or resume, train, finish. :mod:`fmclf.run.runner` checks and prepares what a session
-gets; the front ends hand in what is drawn afterwards (the report), so nothing here draws.
+"""One run from a resolved :class:`~fmclf.run.plan.Plan` to its finished folder, as a :class:`Session` whose steps
+run in order: build the parts (and take the decisions that need them: threads, CUDA graphs), start or resume, train,
+finish. :mod:`fmclf.run.runner` prepares what a session gets; the front ends hand in the report, so nothing here draws.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import shlex
 import sys
@@ -26,7 +26,7 @@ from . import folder, processes, signals, threads
 from .config import divergence_advice
 from .memory import describe as describe_memory
 from .memory import peak_memory
-from .plan import Plan, assemble, check_seed, check_shards, shard_args
+from .plan import Plan, assemble, check_seed, check_shards
 from .signals import say, stop_on_signals
 from .writer import BackgroundWriter
 
@@ -157,7 +157,9 @@ class Session:
         # Only rank 0 draws and steers: the other processes build no visualizer and no callback.
         built = plan if comm.is_root else dataclasses.replace(
             plan, records={t: r for t, r in plan.records.items() if r.kind not in ("visualizer", "callback")})
-        shard = shard_args(plan.config.batch_size, comm.rank, comm.world_size)
+        # Under torchrun each process builds its shard of the data and takes its share of the global batch.
+        shard = ({"shard": (comm.rank, comm.world_size), "batch_size": plan.config.batch_size // comm.world_size}
+                 if comm.world_size > 1 else {})
         parts = comm.agree("loading the data and building the components",
                            lambda: assemble(built, device=plan.device, run_dir=self.run_dir, updater_epochs=schedule,
                                             **shard))
@@ -187,8 +189,7 @@ class Session:
             self.echo(f"Note: the updater's learning-rate schedule was built for {self.schedule_epochs} epochs and "
                       f"goes on as it is, not over the new {epochs}: after its end, the rate is what the scheduler "
                       f"gives there. Start a new run for a schedule over {epochs} epochs.")
-        # The checkpoint's history is the record: metrics.jsonl written after it (a full disk, a stop, an edit)
-        # is mended.
+        # The checkpoint's history is the record: metrics.jsonl written after it (full disk, stop, edit) is mended.
         comm.on_root("writing the metrics", lambda: folder.mend_metrics(run_dir, state.history))
         finished, reported = comm.on_root("reading the run folder", lambda: (
             checkpoint_io.finished(run_dir), (run_dir / folder.REPORT).exists()))
@@ -247,22 +248,15 @@ class Session:
         # Rank 0 writes while the others wait: none exits (and has torchrun stop rank 0) before it is written.
         comm.on_root("writing the checkpoint",
                      lambda: checkpoint_io.save_checkpoint(run_dir, parts, saved, comm.world_size, writer))
-        mark = (state.epoch, state.batch)
-
-        def written() -> None:  # what messages say the folder keeps: the checkpoint on disk, not one queued
-            self.last = mark
-
-        if writer is not None:
-            writer.then(written)
-        else:
-            written()
+        # What messages say the folder keeps is the checkpoint on disk, not one still queued.
+        written = functools.partial(setattr, self, "last", (state.epoch, state.batch))
+        writer.then(written) if writer is not None else written()
         comm.on_root("writing the metrics", lambda: folder.write_metrics(run_dir, saved["history"], writer))
 
     def train(self, parts: Any, state: TrainState) -> tuple[TrainState, Trainer, float]:
         """Train from ``state`` under the signal handler; a stop or failure is raised saying what the folder keeps."""
         plan, comm, run_dir, config = self.plan, self.comm, self.run_dir, self.plan.config
-        # One process writes its checkpoints while the next epoch trains. Under torchrun they are written
-        # at once: rank 0 writes while the others wait, so none exits (and has torchrun kill it) first.
+        # One process writes its checkpoints while the next epoch trains; under torchrun at once (see save).
         self.writer = BackgroundWriter() if comm.world_size == 1 else None
         flag = StopFlag()
         trainer = Trainer(
@@ -320,19 +314,19 @@ class Session:
     def failed(self, exc: BaseException) -> BaseException:
         """The error to raise for training that ended with ``exc``, saying what the run folder keeps and how
         to go on; status.json records how it ended."""
-        run_dir, comm, kept, last = self.run_dir, self.comm, self._kept_instead(), self.last
+        run_dir, comm, instead, last = self.run_dir, self.comm, self._kept_instead(), self.last
         if isinstance(exc, (Interrupted, KeyboardInterrupt)):
             signals.ending()
             self._ended("interrupted", exc)
             head = str(exc) if isinstance(exc, Interrupted) else "stopped at once by a second SIGINT"
-            if kept:
-                return comm.alike(Interrupted(f"{head}; {kept}."))
+            if instead:
+                return comm.alike(Interrupted(f"{head}; {instead}."))
             where = (f"checkpoint written to {run_dir / folder.CHECKPOINT}" if isinstance(exc, Interrupted)  # type: ignore[operator]
-                     else f"the run folder {run_dir} {_kept(last)}")
+                     else f"the run folder {run_dir} {kept(last)}")
             return comm.alike(Interrupted(f"{head}; {where}. Resume with: {self.resume_how()}"))
         if isinstance(exc, WriteError):
             command = processes.restart_command(comm.launch)
-            return WriteError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; once it can be written, "
+            return WriteError(f"{str(exc).strip()} The run folder {run_dir} {kept(last)}; once it can be written, "
                               f"`{command} run --resume {shlex.quote(str(run_dir))}` continues from it.",
                               errno=exc.errno, filename=exc.filename)
         if isinstance(exc, DivergenceError):
@@ -340,13 +334,13 @@ class Session:
             if run_dir is None:
                 return exc
             keeps = ("keeps the metrics of every epoch finished before it (and no checkpoint: fmclf does not know "
-                     "the model's parameters)" if not self.start.checkpoints else _kept(last))
+                     "the model's parameters)" if not self.start.checkpoints else kept(last))
             return DivergenceError(f"{str(exc).strip()} The run folder {run_dir} {keeps}.", epoch=exc.epoch,
                                    batch=exc.batch)
         self._ended("failed", exc)
         if last is None:
             return exc
-        return ComponentError(f"{str(exc).strip()} The run folder {run_dir} {_kept(last)}; `{self.resume_how()}` "
+        return ComponentError(f"{str(exc).strip()} The run folder {run_dir} {kept(last)}; `{self.resume_how()}` "
                               f"continues from it (--visualizer may swap a visualizer).")
 
     # --- finish ------------------------------------------------------------------------------------------------
@@ -398,8 +392,7 @@ class Session:
 def choose_threads(plan: Plan, parts: Any, comm: Solo) -> threads.Choice | None:
     """On a CPU: the thread count (``--threads``, else chosen from the model and the machine), applied;
     the caller records it in the plan (:meth:`Plan.decided`), so that config.toml holds it."""
-    device = plan.device
-    if getattr(device, "type", str(device)) != "cpu":
+    if getattr(plan.device, "type", str(plan.device)) != "cpu":
         return None
     import torch
 
@@ -452,16 +445,11 @@ def kept(last: tuple[int, int] | None) -> str:
     return f"keeps its last good checkpoint (after {at}) and the metrics of every epoch finished before it"
 
 
-_kept = kept
-
-
 def _resume_point(state: TrainState, epochs: int, train: Any) -> str:
     """``epoch 9 of 40``, or ``epoch 9 of 40, batch 2047 of 2345`` (the epoch's batches) mid-epoch."""
+    from ..train.adapters import has_len  # torch is loaded by now
+
     where = f"epoch {state.epoch + 1} of {epochs}"
     if not state.batch:
         return where
-    try:
-        of = f" of {len(train)}"
-    except TypeError:
-        of = ""
-    return f"{where}, batch {state.batch + 1}{of}"
+    return f"{where}, batch {state.batch + 1}" + (f" of {len(train)}" if has_len(train) else "")
