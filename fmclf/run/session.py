@@ -324,11 +324,9 @@ class Session:
             where = (f"checkpoint written to {run_dir / folder.CHECKPOINT}" if isinstance(exc, Interrupted)  # type: ignore[operator]
                      else f"the run folder {run_dir} {kept(last)}")
             return comm.alike(Interrupted(f"{head}; {where}. Resume with: {self.resume_how()}"))
-        if isinstance(exc, WriteError):
-            command = processes.restart_command(comm.launch)
+        if isinstance(exc, WriteError):  # worded by the front end, as every way on is
             return WriteError(f"{str(exc).strip()} The run folder {run_dir} {kept(last)}; once it can be written, "
-                              f"`{command} run --resume {shlex.quote(str(run_dir))}` continues from it.",
-                              errno=exc.errno, filename=exc.filename)
+                              f"`{self.resume_how()}` continues from it.", errno=exc.errno, filename=exc.filename)
         if isinstance(exc, DivergenceError):
             self._ended("diverged", exc)
             if run_dir is None:
@@ -341,7 +339,7 @@ class Session:
         if last is None:
             return exc
         return ComponentError(f"{str(exc).strip()} The run folder {run_dir} {kept(last)}; `{self.resume_how()}` "
-                              f"continues from it (--visualizer may swap a visualizer).")
+                              f"continues from it ({wording.flag('visualizers')} may swap a visualizer).")
 
     # --- finish ------------------------------------------------------------------------------------------------
 

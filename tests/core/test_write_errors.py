@@ -235,3 +235,17 @@ def test_a_read_only_run_folder_on_resume_and_predict(tiny_data, tmp_path):
     assert (keep / "rc3").read_text().strip() == "0", (keep / "err3").read_text()
     assert (keep / "p.png").stat().st_size > 0
     assert sorted(os.listdir(run)) == before
+
+
+def test_a_fit_whose_folder_fills_up_says_how_to_go_on_in_python(tiny_data, tmp_path, monkeypatch):
+    """The way on after a failed write is worded by the front end that started the run: fit's call, not a command."""
+    import fmclf
+    from fmclf.errors import WriteError
+
+    out = tmp_path / "run"
+    full_disk_at(monkeypatch, "checkpoint.pt", 2)
+    with pytest.raises(WriteError) as caught:
+        fmclf.fit(epochs=2, batch_size=32, seed=3, device="cpu", visualizers=(), out=out,
+                  options={"dataset": {"data_root": str(tiny_data), "verify": False}})
+    assert f"`fmclf.fit(resume={str(out)!r})` continues from it" in str(caught.value)
+    assert "fmclf run" not in str(caught.value)
