@@ -42,8 +42,7 @@ def in_jupyter() -> bool:
         return False
     from IPython import get_ipython
 
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+    return getattr(get_ipython(), "kernel", None) is not None  # None outside IPython, and in a terminal IPython
 
 
 def _execution_count() -> int | None:
