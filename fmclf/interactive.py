@@ -152,41 +152,38 @@ def fit(model: Any = RunConfig.model, loss: Any = RunConfig.loss, updater: Any =
         plugins: Sequence[Any] = (), _given: frozenset[str] = frozenset(), **component_options: Any) -> FitResult:
     """Train a classifier, as ``fmclf run`` does, and return the trained model with its history.
 
-    Each of ``model``, ``loss``, ``updater`` and ``dataset`` is a registered name (``fmclf plugins``
-    lists them; their options go as keyword arguments, ``fit(loss="...", label_smoothing=0.1)``, or
-    as ``options={"loss": {"label_smoothing": 0.1}}``) or an object of your own:
+    Each of ``model``, ``loss``, ``updater`` and ``dataset`` is a registered name (``fmclf plugins`` lists them; their
+    options go as keyword arguments, ``fit(loss="...", label_smoothing=0.1)``, or as
+    ``options={"loss": {"label_smoothing": 0.1}}``) or an object of your own:
 
-    - ``model``: an ``nn.Module``, or a plain function ``net(X)`` with ``params=[W, b]``, the
-      tensors it computes with (without them it still trains, but keeps no checkpoints);
-    - ``loss``: any callable ``(y_hat, y) -> one loss per example``; your net and loss are a pair
-      and run as they are (the chapter's ``cross_entropy`` takes its ``net``'s probabilities);
+    - ``model``: an ``nn.Module``, or a plain function ``net(X)`` with ``params=[W, b]``, the tensors it computes with
+      (without them it still trains, but keeps no checkpoints);
+    - ``loss``: any callable ``(y_hat, y) -> one loss per example``; your net and loss are a pair and run as they are
+      (the chapter's ``cross_entropy`` takes its ``net``'s probabilities);
     - ``updater``: a ``torch.optim.Optimizer`` (stepped after ``l.mean().backward()``), or an
-      ``(optimizer, scheduler)`` pair (the scheduler stepped after every batch), the chapter's
-      ``updater(batch_size)`` (called after ``l.sum().backward()``, as ``train_epoch_ch3`` does),
-      an object with ``zero_grad()`` and ``step(batch_size)``, or a factory like a registered
-      updater's: a function taking ``params`` (and, by name, any of ``lr``, ``epochs``,
-      ``steps_per_epoch``) that returns one of those, built with the model's parameters;
-    - ``dataset``: ``(train_iter, test_iter)`` of iterables of ``(X, y)`` batches (a ``DataLoader``
-      works), or an object with ``train``, ``test`` and, ideally, ``classes``.
+      ``(optimizer, scheduler)`` pair (the scheduler stepped after every batch), the chapter's ``updater(batch_size)``
+      (called after ``l.sum().backward()``, as ``train_epoch_ch3`` does), an object with ``zero_grad()`` and
+      ``step(batch_size)``, or a factory like a registered updater's: a function taking ``params`` (and, by name,
+      any of ``lr``, ``epochs``, ``steps_per_epoch``) that returns one of those, built with the model's parameters;
+    - ``dataset``: ``(train_iter, test_iter)`` of iterables of ``(X, y)`` batches (a ``DataLoader`` works), or an
+      object with ``train``, ``test`` and, ideally, ``classes``.
 
-    ``visualizers`` (and, once installed, ``callbacks`` and ``metrics``) are names or objects with
-    event methods. ``device="auto"`` trains a model object where its parameters are and
-    anything else on cuda, then mps, then cpu. ``out`` is the run folder (default: a fresh
-    ``runs/...``; ``False``: none), which ``fmclf predict`` and ``fmclf run --resume`` take when
-    every component was given by name. ``resume=run_dir`` continues a run from its last
-    checkpoint: give the components that were objects again (the same objects), and ``epochs``
-    to train further; the other settings are the run's own (``device``, ``threads``,
-    ``cuda_graphs`` and ``visualizers`` may change too).
+    ``visualizers``, ``callbacks`` and ``metrics`` are names or objects of your own: a visualizer or callback with
+    event methods, a metric with ``update``, ``compute`` and ``reset``. ``device="auto"`` trains a model object where
+    its parameters are and anything else on cuda, then mps, then cpu. ``out`` is the run folder (default: a fresh
+    ``runs/...``; ``False``: none), which ``fmclf predict`` and ``fmclf run --resume`` take when every component was
+    given by name. ``resume=run_dir`` continues a run from its last checkpoint: give the components that were objects
+    again (the same objects), and ``epochs`` to train further; the other settings are the run's own (``device``,
+    ``threads``, ``cuda_graphs`` and ``visualizers`` may change too).
 
-    ``plugins`` adds plugins for this call: modules (or objects) with ``@fmclf.hookimpl``
-    functions, or the names of importable modules, as ``fmclf -p MODULE`` loads them; their
-    components are then used by name, as the installed ones are.
+    ``plugins`` adds plugins for this call: modules (or objects) with ``@fmclf.hookimpl`` functions, or the names of
+    importable modules, as ``fmclf -p MODULE`` loads them; their components are then used by name, as the installed
+    ones are.
 
-    An interrupt (Ctrl-C, or the kernel's stop button) stops after the batch in flight, writes a
-    checkpoint and raises :class:`fmclf.errors.Interrupted` saying how to resume.
+    An interrupt (Ctrl-C, or the kernel's stop button) stops after the batch in flight, writes a checkpoint and raises
+    :class:`fmclf.errors.Interrupted` saying how to resume.
 
-    The settings, as ``fmclf run --help`` describes its flags of the same names (``--batch-size`` for
-    ``batch_size``):
+    The settings, as ``fmclf run --help`` describes its flags of the same names (``--batch-size`` for ``batch_size``):
 
     {settings}
     """
@@ -241,10 +238,9 @@ def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitRe
 
 
 def _notice_from_a_thread(text: str) -> None:
-    """Print ``text`` to the notebook from a signal handler. A kernel's stderr is no file (the
-    command line's raw write to fd 2 would go to the terminal that started Jupyter), and writing
-    to it from the handler could wait forever on a lock the interrupted code holds; a thread of
-    its own waits its turn instead."""
+    """Print ``text`` to the notebook from a signal handler. A kernel's stderr is no file (the command line's raw
+    write to fd 2 would go to the terminal that started Jupyter), and writing to it from the handler could wait
+    forever on a lock the interrupted code holds; a thread of its own waits its turn instead."""
     threading.Thread(target=lambda: print(text.strip(), file=sys.stderr, flush=True), daemon=True).start()
 
 
@@ -503,14 +499,13 @@ def _host(plugins: Sequence[Any] = ()) -> PluginHost:
 def show(data: Any = None, n: int = 18, *, split: str = "train", seed: int = 0, titles: Sequence[str] | None = None,
          classes: Sequence[str] | None = None, options: Mapping[str, Any] | None = None,
          **dataset_options: Any) -> Picture:
-    """Draw images with their labels: the chapter's ``show_images``, returned as a figure that
-    Jupyter displays inline (``.save("samples.png")`` writes it; it is a matplotlib ``Figure``).
+    """Draw images with their labels: the chapter's ``show_images``, returned as a figure that Jupyter displays
+    inline (``.save("samples.png")`` writes it; it is a matplotlib ``Figure``).
 
-    ``data`` is a registered data set's name (default: the run's default data set; its options as
-    keyword arguments or ``options``), whose ``split`` ("train", shuffled by ``seed``, or "test")
-    is drawn; a data-set object; an iterable of ``(X, y)`` batches (a ``DataLoader``); a pair
-    ``(X, y)``; or images themselves, ``(N, H, W)`` or ``(N, C, H, W)``, titled by ``titles``.
-    ``classes`` names the labels where the data does not.
+    ``data`` is a registered data set's name (default: the run's default data set; its options as keyword arguments or
+    ``options``), whose ``split`` ("train", shuffled by ``seed``, or "test") is drawn; a data-set object; an iterable
+    of ``(X, y)`` batches (a ``DataLoader``); a pair ``(X, y)``; or images themselves, ``(N, H, W)`` or
+    ``(N, C, H, W)``, titled by ``titles``. ``classes`` names the labels where the data does not.
     """
     from .draw import gallery, pictures
 
@@ -560,14 +555,13 @@ def _is_array(value: Any) -> bool:
 
 def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str] | None = None,
             device: str = "cpu") -> Picture:
-    """Draw the first ``n`` test images titled true label over predicted label, the wrong ones in
-    red: the chapter's ``predict_ch3``, returned as a figure that Jupyter displays inline.
+    """Draw the first ``n`` test images titled true label over predicted label, the wrong ones in red: the chapter's
+    ``predict_ch3``, returned as a figure that Jupyter displays inline.
 
-    ``model`` is what :func:`fit` returned (its test data is used unless ``data`` says otherwise),
-    a run folder (as ``fmclf predict RUN_DIR``: its saved weights, on ``device``), an
-    ``nn.Module``, or a model function like the chapter's ``net``. ``data`` is a registered data
-    set's name, a data-set object or ``(train_iter, test_iter)`` (their test part), an iterable of
-    ``(X, y)`` batches such as ``test_iter``, or a pair ``(X, y)``.
+    ``model`` is what :func:`fit` returned (its test data is used unless ``data`` says otherwise), a run folder (as
+    ``fmclf predict RUN_DIR``: its saved weights, on ``device``), an ``nn.Module``, or a model function like the
+    chapter's ``net``. ``data`` is a registered data set's name, a data-set object or ``(train_iter, test_iter)``
+    (their test part), an iterable of ``(X, y)`` batches such as ``test_iter``, or a pair ``(X, y)``.
     """
     from .draw import gallery
 
@@ -583,10 +577,8 @@ def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str]
                 data = result._data if result._data is not None else _named_test(result.config, n)
             if classes is None and result.history:
                 classes = list(result.history[-1].get("per_class_test_acc", {})) or None
-        if data is None:
-            data = RunConfig.dataset
-        if isinstance(data, str):
-            data = gallery.load_dataset(_host(), data, batch_size=n)
+        if data is None or isinstance(data, str):
+            data = gallery.load_dataset(_host(), RunConfig.dataset if data is None else data, batch_size=n)
         batches, names = _test_batches(data, classes)
         module = _as_module(model)
         X, y = gallery.first_examples(batches, n)
