@@ -1,8 +1,5 @@
-"""The errors fmclf raises on purpose.
-
-Each carries a message written for the person at the keyboard: what was
-wrong and what to do about it, in one paragraph. The CLI prints the message
-(never a traceback) and exits with ``exit_code``.
+"""The errors fmclf raises on purpose, each with a message for the person at the keyboard: what was wrong
+and what to do about it, in one paragraph. The CLI prints it (never a traceback) and exits with ``exit_code``.
 """
 
 from __future__ import annotations
@@ -109,20 +106,17 @@ class Stopped(KeyboardInterrupt):
 
 
 def said(exc: FmclfError) -> str:
-    """The paragraph a command ends with for ``exc``: ``Error: ...``, or for an :class:`Interrupted`
-    its own sentence (what the stop kept), capitalised."""
+    """The paragraph a command ends with: ``Error: ...``, or an :class:`Interrupted`'s own sentence, capitalised."""
     text = str(exc)
     return text[:1].upper() + text[1:] if isinstance(exc, Interrupted) else f"Error: {text}"
 
 
 def stopped(exc: BaseException) -> str:
-    """The line a command ends with when a signal stopped it outside a run (a :class:`Stopped`, or
-    Python's own ``KeyboardInterrupt``)."""
+    """The line a command ends with when a :class:`Stopped` (or a ``KeyboardInterrupt``) ended it outside a run."""
     name = getattr(exc, "signal", None)
     return f"Stopped by {name}." if name else "Interrupted."
 
 
 def to_stderr(text: str) -> None:
-    """Print ``text`` to stderr at once (flushed): where warnings and ending errors go, away from the
-    results on stdout."""
+    """Print ``text`` to stderr at once (flushed): warnings and ending errors go there, away from stdout's results."""
     print(text, file=sys.stderr, flush=True)

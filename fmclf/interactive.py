@@ -1,24 +1,21 @@
 """fmclf from Python and Jupyter: :func:`fit`, :func:`show` and :func:`predict`.
 
-``fmclf.fit`` is ``fmclf run`` as a function. Each component is a registered name (with its
-options as keyword arguments or ``options={...}``) or an object of the user's own: the chapter's
-``net``, ``cross_entropy`` and ``updater(batch_size)``, an ``nn.Module``, a torch optimizer,
-``(train_iter, test_iter)``. It writes the same run folder as the command line (unless
-``out=False``), returns the trained model with the run's history and summary, and inside Jupyter
-the animator draws in place and the summary shows as a table. ``show`` and ``predict`` are the
-chapter's ``show_images`` and ``predict_ch3``: they return figures that display inline.
-
-Messages are worded for Python (:mod:`fmclf.wording`): ``epochs=``, ``loss="..."`` and
-``fmclf.fit(..., resume=...)`` instead of the command line's flags. Importing this module imports no torch.
+``fit`` is ``fmclf run`` as a function, each component a registered name or an object of the user's own;
+``show`` and ``predict`` are the chapter's ``show_images`` and ``predict_ch3``, as figures that display
+inline. Messages are worded for Python (:mod:`fmclf.wording`). Importing this module imports no torch.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import html
 import inspect
 import os
 import pathlib
+import sys
+import textwrap
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -41,21 +38,17 @@ _SINGLE = ("model", "loss", "updater", "dataset")
 
 def in_jupyter() -> bool:
     """True inside a Jupyter kernel (where output can be shown as rich HTML and images, and redrawn in place)."""
-    import sys
-
     if "IPython" not in sys.modules:  # not even loaded: certainly no kernel
         return False
     from IPython import get_ipython
 
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+    return getattr(get_ipython(), "kernel", None) is not None  # None outside IPython, and in a terminal IPython
 
 
 def _execution_count() -> int | None:
     from IPython import get_ipython
 
-    shell = get_ipython()
-    return getattr(shell, "execution_count", None)
+    return getattr(get_ipython(), "execution_count", None)
 
 
 @dataclass
@@ -149,80 +142,58 @@ def _noting_given(fn: Callable[..., FitResult]) -> Callable[..., FitResult]:
 
 
 @_noting_given
-def fit(
-    model: Any = RunConfig.model,
-    loss: Any = RunConfig.loss,
-    updater: Any = RunConfig.updater,
-    dataset: Any = RunConfig.dataset,
-    epochs: int = RunConfig.epochs,
-    batch_size: int = RunConfig.batch_size,
-    lr: float = RunConfig.lr,
-    device: str = RunConfig.device,
-    seed: int | None = None,
-    visualizers: Sequence[Any] = NOTEBOOK_VISUALIZERS,
-    callbacks: Sequence[Any] = (),
-    metrics: Sequence[Any] = (),
-    out: str | os.PathLike[str] | bool | None = None,
-    options: Mapping[str, Any] | None = None,
-    *,
-    params: Sequence[Any] | None = None,
-    resume: str | os.PathLike[str] | None = None,
-    threads: int | None = RunConfig.threads,
-    cuda_graphs: bool | None = RunConfig.cuda_graphs,
-    plugins: Sequence[Any] = (),
-    _given: frozenset[str] = frozenset(),
-    **component_options: Any,
-) -> FitResult:
+def fit(model: Any = RunConfig.model, loss: Any = RunConfig.loss, updater: Any = RunConfig.updater,
+        dataset: Any = RunConfig.dataset, epochs: int = RunConfig.epochs, batch_size: int = RunConfig.batch_size,
+        lr: float = RunConfig.lr, device: str = RunConfig.device, seed: int | None = None,
+        visualizers: Sequence[Any] = NOTEBOOK_VISUALIZERS, callbacks: Sequence[Any] = (), metrics: Sequence[Any] = (),
+        out: str | os.PathLike[str] | bool | None = None, options: Mapping[str, Any] | None = None, *,
+        params: Sequence[Any] | None = None, resume: str | os.PathLike[str] | None = None,
+        threads: int | None = RunConfig.threads, cuda_graphs: bool | None = RunConfig.cuda_graphs,
+        plugins: Sequence[Any] = (), _given: frozenset[str] = frozenset(), **component_options: Any) -> FitResult:
     """Train a classifier, as ``fmclf run`` does, and return the trained model with its history.
 
-    Each of ``model``, ``loss``, ``updater`` and ``dataset`` is a registered name (``fmclf plugins``
-    lists them; their options go as keyword arguments, ``fit(loss="...", label_smoothing=0.1)``, or
-    as ``options={"loss": {"label_smoothing": 0.1}}``) or an object of your own:
+    Each of ``model``, ``loss``, ``updater`` and ``dataset`` is a registered name (``fmclf plugins`` lists them; their
+    options go as keyword arguments, ``fit(loss="...", label_smoothing=0.1)``, or as
+    ``options={"loss": {"label_smoothing": 0.1}}``) or an object of your own:
 
-    - ``model``: an ``nn.Module``, or a plain function ``net(X)`` with ``params=[W, b]``, the
-      tensors it computes with (without them it still trains, but keeps no checkpoints);
-    - ``loss``: any callable ``(y_hat, y) -> one loss per example``; your net and loss are a pair
-      and run as they are (the chapter's ``cross_entropy`` takes its ``net``'s probabilities);
+    - ``model``: an ``nn.Module``, or a plain function ``net(X)`` with ``params=[W, b]``, the tensors it computes with
+      (without them it still trains, but keeps no checkpoints);
+    - ``loss``: any callable ``(y_hat, y) -> one loss per example``; your net and loss are a pair and run as they are
+      (the chapter's ``cross_entropy`` takes its ``net``'s probabilities);
     - ``updater``: a ``torch.optim.Optimizer`` (stepped after ``l.mean().backward()``), or an
-      ``(optimizer, scheduler)`` pair (the scheduler stepped after every batch), the chapter's
-      ``updater(batch_size)`` (called after ``l.sum().backward()``, as ``train_epoch_ch3`` does),
-      an object with ``zero_grad()`` and ``step(batch_size)``, or a factory like a registered
-      updater's: a function taking ``params`` (and, by name, any of ``lr``, ``epochs``,
-      ``steps_per_epoch``) that returns one of those, built with the model's parameters;
-    - ``dataset``: ``(train_iter, test_iter)`` of iterables of ``(X, y)`` batches (a ``DataLoader``
-      works), or an object with ``train``, ``test`` and, ideally, ``classes``.
+      ``(optimizer, scheduler)`` pair (the scheduler stepped after every batch), the chapter's ``updater(batch_size)``
+      (called after ``l.sum().backward()``, as ``train_epoch_ch3`` does), an object with ``zero_grad()`` and
+      ``step(batch_size)``, or a factory like a registered updater's: a function taking ``params`` (and, by name,
+      any of ``lr``, ``epochs``, ``steps_per_epoch``) that returns one of those, built with the model's parameters;
+    - ``dataset``: ``(train_iter, test_iter)`` of iterables of ``(X, y)`` batches (a ``DataLoader`` works), or an
+      object with ``train``, ``test`` and, ideally, ``classes``.
 
-    ``visualizers`` (and, once installed, ``callbacks`` and ``metrics``) are names or objects with
-    event methods. ``device="auto"`` trains a model object where its parameters are and
-    anything else on cuda, then mps, then cpu. ``out`` is the run folder (default: a fresh
-    ``runs/...``; ``False``: none), which ``fmclf predict`` and ``fmclf run --resume`` take when
-    every component was given by name. ``resume=run_dir`` continues a run from its last
-    checkpoint: give the components that were objects again (the same objects), and ``epochs``
-    to train further; the other settings are the run's own (``device``, ``threads``,
-    ``cuda_graphs`` and ``visualizers`` may change too).
+    ``visualizers``, ``callbacks`` and ``metrics`` are names or objects of your own: a visualizer or callback with
+    event methods, a metric with ``update``, ``compute`` and ``reset``. ``device="auto"`` trains a model object where
+    its parameters are and anything else on cuda, then mps, then cpu. ``out`` is the run folder (default: a fresh
+    ``runs/...``; ``False``: none), which ``fmclf predict`` and ``fmclf run --resume`` take when every component was
+    given by name. ``resume=run_dir`` continues a run from its last checkpoint: give the components that were objects
+    again (the same objects), and ``epochs`` to train further; the other settings are the run's own (``device``,
+    ``threads``, ``cuda_graphs`` and ``visualizers`` may change too).
 
-    ``plugins`` adds plugins for this call: modules (or objects) with ``@fmclf.hookimpl``
-    functions, or the names of importable modules, as ``fmclf -p MODULE`` loads them; their
-    components are then used by name, as the installed ones are.
+    ``plugins`` adds plugins for this call: modules (or objects) with ``@fmclf.hookimpl`` functions, or the names of
+    importable modules, as ``fmclf -p MODULE`` loads them; their components are then used by name, as the installed
+    ones are.
 
-    An interrupt (Ctrl-C, or the kernel's stop button) stops after the batch in flight, writes a
-    checkpoint and raises :class:`fmclf.errors.Interrupted` saying how to resume.
+    An interrupt (Ctrl-C, or the kernel's stop button) stops after the batch in flight, writes a checkpoint and raises
+    :class:`fmclf.errors.Interrupted` saying how to resume.
 
-    The settings, as ``fmclf run --help`` describes its flags of the same names (``--batch-size`` for
-    ``batch_size``):
+    The settings, as ``fmclf run --help`` describes its flags of the same names (``--batch-size`` for ``batch_size``):
 
     {settings}
     """
     args = dict(locals())
     with speaking(PYTHON):  # until _fit knows the objects that its resume advice names
-        host = _host(plugins)
-        return _fit(args, _given, host)
+        return _fit(args, _given, _host(plugins))
 
 
 def _settings_doc() -> str:
     """Each setting's line for fit's docstring: the help of its field of RunConfig, as ``fmclf run --help`` has it."""
-    import textwrap
-
     lines = (f"- ``{name}={getattr(RunConfig, name)!r}``: {help_}" for name, (_, help_) in OWN_SETTINGS.items())
     return "\n".join(textwrap.fill(line, 100, initial_indent="    ", subsequent_indent="      ")
                      for line in lines).lstrip()
@@ -233,13 +204,13 @@ if fit.__doc__:  # None under python -OO
 
 
 def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitResult:
+    from .dist.launch import is_root_process
     from .draw.report import RunReport
     from .run.runner import run_new, run_resume
 
-    echo = print
     resume = args["resume"]
     recorded = _recorded(resume) if resume is not None else None
-    objects, names, checkpoints = _components(args, given, host, recorded, echo)
+    objects, names, checkpoints = _components(args, given, host, recorded, print)
     jupyter = in_jupyter()
     voice = Wording(python=True, resume=lambda run_dir: _resume_call(run_dir, objects),
                     again="interrupt the kernel again" if jupyter else "Ctrl-C again",
@@ -247,36 +218,29 @@ def _fit(args: dict[str, Any], given: frozenset[str], host: PluginHost) -> FitRe
     with speaking(voice):
         if recorded is not None:
             overrides = _overrides(args, given, recorded, names, objects)
-            result = run_resume(pathlib.Path(resume), host, overrides=overrides, echo=echo, objects=objects,
+            result = run_resume(pathlib.Path(resume), host, overrides=overrides, echo=print, objects=objects,
                                 report=RunReport)
         else:
             config = RunConfig(**names, **{k: args[k] for k in OWN_SETTINGS},
                                options=_options(args, names, objects, host))
             config = _fit_device(_fit_batch_size(config, args, given), args, objects)
-            result = run_new(config, host, out=_out(args["out"]), echo=echo, objects=objects,
+            result = run_new(config, host, out=_out(args["out"]), echo=print, objects=objects,
                              checkpoints=checkpoints, report=RunReport)
     model = args["model"] if not isinstance(args["model"], str) else result.model
     data = args["dataset"] if not isinstance(args["dataset"], str) else None
     fitted = FitResult(model, result.history, result.summary, result.run_dir, result.plan.config, data)
-    from .dist.launch import is_root_process
-
-    if not is_root_process():  # under torchrun, rank 0 alone talks
-        return fitted
-    if jupyter:
-        fitted._show()
-    else:
-        echo(str(fitted))
+    if is_root_process():  # under torchrun, rank 0 alone talks
+        if jupyter:
+            fitted._show()
+        else:
+            print(fitted)
     return fitted
 
 
 def _notice_from_a_thread(text: str) -> None:
-    """Print ``text`` to the notebook from a signal handler. A kernel's stderr is no file (the
-    command line's raw write to fd 2 would go to the terminal that started Jupyter), and writing
-    to it from the handler could wait forever on a lock the interrupted code holds; a thread of
-    its own waits its turn instead."""
-    import sys
-    import threading
-
+    """Print ``text`` to the notebook from a signal handler. A kernel's stderr is no file (the command line's raw
+    write to fd 2 would go to the terminal that started Jupyter), and writing to it from the handler could wait
+    forever on a lock the interrupted code holds; a thread of its own waits its turn instead."""
     threading.Thread(target=lambda: print(text.strip(), file=sys.stderr, flush=True), daemon=True).start()
 
 
@@ -289,10 +253,9 @@ def _recorded(resume: Any) -> RunConfig:
         raise UsageError(f"resume={str(run_dir)!r} is not a run folder (it has no {folder.CONFIG}): pass the run_dir "
                          f"a fit returned, or the folder a run printed at its start.")
     if not (run_dir / folder.CHECKPOINT).exists() and folder.read_metrics(run_dir):
-        raise UsageError(
-            f"resume={str(run_dir)!r}: the run has no checkpoint to continue from, though it finished epochs: it kept "
-            f"none (its model was a function without params) or the file was deleted. Start a new run instead."
-        )
+        raise UsageError(f"resume={str(run_dir)!r}: the run has no checkpoint to continue from, though it finished "
+                         f"epochs: it kept none (its model was a function without params) or the file was deleted. "
+                         f"Start a new run instead.")
     settings, options = folder.read_config(run_dir)
     return RunConfig(**settings, options=options)
 
@@ -325,23 +288,15 @@ def _components(args: dict[str, Any], given: frozenset[str], host: PluginHost, r
         name = records["model"].name
         raise UsageError(
             f"updater {records['updater'].name if 'updater' in records else updater!r} is built from the model's "
-            f"parameters, but model {name!r} is a plain function that "
-            f"came without params, so fmclf does not know them: pass params=[...] (the tensors {name} computes with, "
-            f"such as [W, b]), or an updater that holds them (a torch optimizer, or a function of the batch size like "
-            f"the chapter's updater)."
+            f"parameters, but model {name!r} is a plain function that came without params, so fmclf does not know "
+            f"them: pass params=[...] (the tensors {name} computes with, such as [W, b]), or an updater that holds "
+            f"them (a torch optimizer, or a function of the batch size like the chapter's updater)."
         )
     if no_params and recorded is None:
         echo(f"Note: model {records['model'].name!r} came without params, so fmclf cannot save or restore its "
              f"weights: this run keeps no checkpoints and cannot be resumed (pass params=[W, b] to keep them).")
     names = {kind: (records[kind].name if kind in records else args[kind]) for kind in _SINGLE}
-    for row in ROWS:
-        if row.many:
-            names[row.setting] = _listeners(row.name, args.get(row.plural, ()), records)
-    for plural in ("visualizers", "callbacks", "metrics"):
-        if not any(row.many and row.plural == plural for row in ROWS) and args[plural]:
-            singular = plural[:-1]
-            raise UsageError(f"{plural}= takes {singular} components, a kind this version of fmclf does not have yet; "
-                             f"leave {plural} out.")
+    names |= {row.setting: _listeners(row.name, args[row.plural], records) for row in ROWS if row.many}
     return records, names, not no_params
 
 
@@ -356,19 +311,15 @@ def _check_optimizer(model: Any, updater: Any, params: Sequence[Any] | None) -> 
     name = type(optimizer).__name__
     mine = [p for p in obj.optimizer_params(optimizer) if getattr(p, "requires_grad", False)]
     if not mine:
-        raise UsageError(
-            f"the {name} optimizer holds no tensor that requires grad, so it would train nothing: build it from the "
-            f"parameters it should train, such as {name}(net.parameters(), lr=0.1) (or [W, b] with "
-            f"requires_grad=True)."
-        )
+        raise UsageError(f"the {name} optimizer holds no tensor that requires grad, so it would train nothing: build "
+                         f"it from the parameters it should train, such as {name}(net.parameters(), lr=0.1) (or "
+                         f"[W, b] with requires_grad=True).")
     if _is_module(model) or params is not None:
         model_params = list(model.parameters()) if _is_module(model) else list(params or ())
         if not {id(p) for p in mine} & {id(p) for p in model_params}:
-            raise UsageError(
-                f"the {name} optimizer updates none of the model's parameters (it was built from other tensors, "
-                f"another model's perhaps), so training would change nothing: build it from this model's, such as "
-                f"{name}(net.parameters(), lr=0.1)."
-            )
+            raise UsageError(f"the {name} optimizer updates none of the model's parameters (it was built from other "
+                             f"tensors, another model's perhaps), so training would change nothing: build it from "
+                             f"this model's, such as {name}(net.parameters(), lr=0.1).")
 
 
 def _is_module(model: Any) -> bool:
@@ -381,16 +332,13 @@ def _listeners(kind: str, given: Any, records: dict[str, ComponentRecord]) -> li
     """Names for a kind a run has several of (visualizers ...): names as they are, objects recorded."""
     from .run import objects as obj
 
-    values = [given] if isinstance(given, str) else list(given or ())
     names: list[str] = []
-    row = BY_NAME[kind]
-    for value in values:
-        if isinstance(value, str):
-            names.append(value)
-            continue
-        rec = obj.listener_record(kind, value, names)
-        records[row.target(rec.name)] = rec
-        names.append(rec.name)
+    for value in [given] if isinstance(given, str) else list(given or ()):
+        if not isinstance(value, str):
+            rec = obj.listener_record(kind, value, names)
+            records[BY_NAME[kind].target(rec.name)] = rec
+            value = rec.name
+        names.append(value)
     return names
 
 
@@ -407,25 +355,19 @@ def _options(args: dict[str, Any], names: dict[str, Any], objects: Mapping[str, 
         else:
             target, option, _ = parse_assignment(f"{key}=")
             out.setdefault(target, {})[option] = value
-    targets = RunConfig(**{k: v for k, v in names.items()}).targets()
     offered: dict[str, list[str]] = {}
-    for target, name in targets.items():
-        if target in objects:
-            continue
-        for opt in options_of(host.registry.get(target.split(".")[0], name)):
-            offered.setdefault(opt.name, []).append(target)
+    for target, name in RunConfig(**names).targets().items():
+        if target not in objects:
+            for opt in options_of(host.registry.get(target.split(".")[0], name)):
+                offered.setdefault(opt.name, []).append(target)
     for option, value in args["component_options"].items():
         owners = offered.get(option, [])
         if len(owners) == 1:
             out.setdefault(owners[0], {})[option] = value
             continue
         if owners:
-            raise UsageError(
-                f"{option}= is an option of {' and '.join(owners)}, so fmclf cannot tell which one you mean; say it "
-                f"with options={{{owners[0]!r}: {{{option!r}: {value!r}}}}}."
-            )
-        import difflib
-
+            raise UsageError(f"{option}= is an option of {' and '.join(owners)}, so fmclf cannot tell which one you "
+                             f"mean; say it with options={{{owners[0]!r}: {{{option!r}: {value!r}}}}}.")
         close = difflib.get_close_matches(option, list(offered), n=1)
         raise UsageError(
             f"fmclf.fit() has no argument {option!r}, and no component of this run takes an option of that name"
@@ -439,16 +381,13 @@ def _fit_batch_size(config: RunConfig, args: dict[str, Any], given: frozenset[st
     """With your own batches, the batch size is theirs: recorded, and a different batch_size= refused."""
     from .run.objects import batch_size_of
 
-    if isinstance(args["dataset"], str):
-        return config
-    size = batch_size_of(args["dataset"])
+    size = None if isinstance(args["dataset"], str) else batch_size_of(args["dataset"])
     if size is None:
         return config
     if "batch_size" in given and args["batch_size"] != size:
-        raise UsageError(
-            f"batch_size={args['batch_size']}, but your training batches come {size} at a time (the DataLoader's "
-            f"batch_size): the batches are yours, so leave batch_size out, or build them with the size you want."
-        )
+        raise UsageError(f"batch_size={args['batch_size']}, but your training batches come {size} at a time (the "
+                         f"DataLoader's batch_size): the batches are yours, so leave batch_size out, or build them "
+                         f"with the size you want.")
     return replace(config, batch_size=size)
 
 
@@ -476,10 +415,8 @@ def _out(out: Any) -> Any:
         raise UsageError(f"out must be a folder, None (a fresh runs/... folder) or False (no run folder); got {out!r}.")
     path = pathlib.Path(out)
     if path.is_dir() and folder.holds_run(path):
-        raise UsageError(
-            f"out={str(path)!r} already holds a run: continue it with fmclf.fit(..., resume={str(path)!r}), or "
-            f"choose another out (leave it out for a fresh runs/... folder)."
-        )
+        raise UsageError(f"out={str(path)!r} already holds a run: continue it with fmclf.fit(..., "
+                         f"resume={str(path)!r}), or choose another out (leave it out for a fresh runs/... folder).")
     return path
 
 
@@ -503,15 +440,11 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
         was = getattr(recorded, kind)
         if kind in recorded.from_python:
             if kind not in objects:
-                raise UsageError(
-                    f"the run's {kind} {was!r} was a Python object, which a run folder records by name only: pass "
-                    f"the same object again, {kind}=..., with resume=."
-                )
+                raise UsageError(f"the run's {kind} {was!r} was a Python object, which a run folder records by name "
+                                 f"only: pass the same object again, {kind}=..., with resume=.")
             if names[kind] != was:
-                raise UsageError(
-                    f"resume continues a run with its own components: its {kind} was {was!r}, this is {names[kind]!r}. "
-                    f"Pass the same object, or start a new run (leave resume out)."
-                )
+                raise UsageError(f"resume continues a run with its own components: its {kind} was {was!r}, this is "
+                                 f"{names[kind]!r}. Pass the same object, or start a new run (leave resume out).")
         elif kind in objects:
             raise UsageError(f"the run's {kind} is {was!r}, by name: leave {kind} out (or pass {kind}={was!r}) "
                              f"with resume=.")
@@ -521,32 +454,25 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
     for row in ROWS:
         mine = [t for t in recorded.from_python if row.many and t.startswith(f"{row.name}.")]
         if mine and row.plural not in given:
-            raise UsageError(
-                f"the run's {row.name} {mine[0].split('.', 1)[1]!r} was a Python object, which a run folder records by "
-                f"name only: pass {row.plural}=[...] again with resume= (the same objects, or others)."
-            )
+            raise UsageError(f"the run's {row.name} {mine[0].split('.', 1)[1]!r} was a Python object, which a run "
+                             f"folder records by name only: pass {row.plural}=[...] again with resume= (the same "
+                             f"objects, or others).")
     for setting in (s for s in OWN_SETTINGS if s not in RESUMABLE):
         if setting in given and args[setting] != getattr(recorded, setting):
-            raise UsageError(
-                f"resume continues a run with the settings it started with: its {setting} is "
-                f"{getattr(recorded, setting)!r}, not {args[setting]!r}; leave {setting} out (only "
-                f"{', '.join(RESUMABLE[:-1])} and {RESUMABLE[-1]} may change)."
-            )
+            raise UsageError(f"resume continues a run with the settings it started with: its {setting} is "
+                             f"{getattr(recorded, setting)!r}, not {args[setting]!r}; leave {setting} out (only "
+                             f"{', '.join(RESUMABLE[:-1])} and {RESUMABLE[-1]} may change).")
     if args["options"] or args["component_options"]:
         raise UsageError("resume continues a run with the options it started with (its config.toml has them all); "
                          "leave options out.")
-    overrides: dict[str, Any] = {s: args[s] for s in RESUMABLE if s in given and s in args and s != "visualizers"}
-    for row in ROWS:
-        if not (row.many and row.plural in given):
-            continue
+    overrides: dict[str, Any] = {s: args[s] for s in RESUMABLE if s in given and s != "visualizers"}
+    for row in (r for r in ROWS if r.many and r.plural in given):
         was = list(getattr(recorded, row.setting))
         if row.name != "visualizer" and list(names[row.setting]) != was:
             # As `fmclf run --resume`: metrics and callbacks decide what a run records and when it stops.
-            raise UsageError(
-                f"resume continues a run with its own {row.plural}: it has {was or 'none'}, not "
-                f"{list(names[row.setting]) or 'none'}; pass the same {row.plural} (objects again where they were "
-                f"objects) or leave {row.plural} out. Only visualizers may change."
-            )
+            raise UsageError(f"resume continues a run with its own {row.plural}: it has {was or 'none'}, not "
+                             f"{list(names[row.setting]) or 'none'}; pass the same {row.plural} (objects again where "
+                             f"they were objects) or leave {row.plural} out. Only visualizers may change.")
         overrides[row.setting] = names[row.setting]
     return overrides
 
@@ -573,21 +499,19 @@ def _host(plugins: Sequence[Any] = ()) -> PluginHost:
 def show(data: Any = None, n: int = 18, *, split: str = "train", seed: int = 0, titles: Sequence[str] | None = None,
          classes: Sequence[str] | None = None, options: Mapping[str, Any] | None = None,
          **dataset_options: Any) -> Picture:
-    """Draw images with their labels: the chapter's ``show_images``, returned as a figure that
-    Jupyter displays inline (``.save("samples.png")`` writes it; it is a matplotlib ``Figure``).
+    """Draw images with their labels: the chapter's ``show_images``, returned as a figure that Jupyter displays
+    inline (``.save("samples.png")`` writes it; it is a matplotlib ``Figure``).
 
-    ``data`` is a registered data set's name (default: the run's default data set; its options as
-    keyword arguments or ``options``), whose ``split`` ("train", shuffled by ``seed``, or "test")
-    is drawn; a data-set object; an iterable of ``(X, y)`` batches (a ``DataLoader``); a pair
-    ``(X, y)``; or images themselves, ``(N, H, W)`` or ``(N, C, H, W)``, titled by ``titles``.
-    ``classes`` names the labels where the data does not.
+    ``data`` is a registered data set's name (default: the run's default data set; its options as keyword arguments or
+    ``options``), whose ``split`` ("train", shuffled by ``seed``, or "test") is drawn; a data-set object; an iterable
+    of ``(X, y)`` batches (a ``DataLoader``); a pair ``(X, y)``; or images themselves, ``(N, H, W)`` or
+    ``(N, C, H, W)``, titled by ``titles``. ``classes`` names the labels where the data does not.
     """
     from .draw import gallery, pictures
 
     with speaking(PYTHON):
         if data is None or isinstance(data, str):
-            name = data or RunConfig.dataset
-            fig, _ = gallery.samples_of(_host(), name, n=n, split=split, seed=seed,
+            fig, _ = gallery.samples_of(_host(), data or RunConfig.dataset, n=n, split=split, seed=seed,
                                         options={**(options or {}), **dataset_options})
             return fig
         if options or dataset_options:
@@ -631,14 +555,13 @@ def _is_array(value: Any) -> bool:
 
 def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str] | None = None,
             device: str = "cpu") -> Picture:
-    """Draw the first ``n`` test images titled true label over predicted label, the wrong ones in
-    red: the chapter's ``predict_ch3``, returned as a figure that Jupyter displays inline.
+    """Draw the first ``n`` test images titled true label over predicted label, the wrong ones in red: the chapter's
+    ``predict_ch3``, returned as a figure that Jupyter displays inline.
 
-    ``model`` is what :func:`fit` returned (its test data is used unless ``data`` says otherwise),
-    a run folder (as ``fmclf predict RUN_DIR``: its saved weights, on ``device``), an
-    ``nn.Module``, or a model function like the chapter's ``net``. ``data`` is a registered data
-    set's name, a data-set object or ``(train_iter, test_iter)`` (their test part), an iterable of
-    ``(X, y)`` batches such as ``test_iter``, or a pair ``(X, y)``.
+    ``model`` is what :func:`fit` returned (its test data is used unless ``data`` says otherwise), a run folder (as
+    ``fmclf predict RUN_DIR``: its saved weights, on ``device``), an ``nn.Module``, or a model function like the
+    chapter's ``net``. ``data`` is a registered data set's name, a data-set object or ``(train_iter, test_iter)``
+    (their test part), an iterable of ``(X, y)`` batches such as ``test_iter``, or a pair ``(X, y)``.
     """
     from .draw import gallery
 
@@ -649,27 +572,24 @@ def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str]
             fig, _, _, _ = gallery.run_predictions(pathlib.Path(model), _host(), n=n, device=device)
             return fig
         if isinstance(model, FitResult):
-            result = model
-            model = result.model
+            result, model = model, model.model
             if data is None:
                 data = result._data if result._data is not None else _named_test(result.config, n)
             if classes is None and result.history:
                 classes = list(result.history[-1].get("per_class_test_acc", {})) or None
-        if data is None:
-            data = RunConfig.dataset
-        if isinstance(data, str):
-            data = gallery.load_dataset(_host(), data, batch_size=n)
+        if data is None or isinstance(data, str):
+            data = gallery.load_dataset(_host(), RunConfig.dataset if data is None else data, batch_size=n)
         batches, names = _test_batches(data, classes)
         module = _as_module(model)
         X, y = gallery.first_examples(batches, n)
-        names = list(names) if names else None
-        if names is None:
+        if not names:  # the classes by index, as many as the model has outputs
             import torch
 
+            param = next(iter(module.parameters()), None)
             with torch.no_grad():
-                width = module(X[:1].to(_device_of(module))).shape[1]
+                width = module(X[:1].to(param.device if param is not None else "cpu")).shape[1]
             names = [str(i) for i in range(width)]
-        fig, _, _ = gallery.predictions_of(module, [(X, y)], names, n=n)
+        fig, _, _ = gallery.predictions_of(module, [(X, y)], list(names), n=n)
         return fig
 
 
@@ -706,7 +626,3 @@ def _as_module(model: Any) -> Any:
 
     return FunctionModel(model)
 
-
-def _device_of(module: Any) -> Any:
-    param = next(iter(module.parameters()), None)
-    return param.device if param is not None else "cpu"

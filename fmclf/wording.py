@@ -1,14 +1,8 @@
-"""How a message names a setting: the one owner of the front end's words.
+"""How a message names a setting: ``--loss fused`` on the command line (the default), ``loss="fused"``
+inside :func:`fmclf.fit`, ``show`` and ``predict``, so each message is worded once, where it is written.
 
-A message that tells the user what to change names a setting (``--epochs N``), a setting with a
-value (``--loss fused``) or a component's option (``-o loss.label_smoothing=0.1``). The command
-line says it with flags, the default; :func:`fmclf.fit`, ``show`` and ``predict`` speak Python
-(``epochs=N``, ``loss="fused"``, ``options={"loss": {"label_smoothing": 0.1}}``) for the length
-of their call, so each message is worded once, where it is written, for whoever started the run.
-
-The wording is a context variable, so it holds in the thread (and the asyncio task) that
-entered it: a message must be formed there (a background writer's own errors name no setting),
-or read :func:`current` there and hand it on. Importing this module imports no torch.
+The wording is a context variable, so it holds in the thread (and asyncio task) that entered it: form a
+message there, or read :func:`current` there and hand it on. Importing this module imports no torch.
 """
 
 from __future__ import annotations
@@ -20,6 +14,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from .kinds import ROWS
 
 __all__ = ["COMMAND_LINE", "PYTHON", "Bare", "Wording", "current", "flag", "option", "speaking"]
 
@@ -63,23 +59,21 @@ class Bare(str):
 _PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")  # N, VALUE, NAME: the reader fills them in
 _NO_VALUE = object()
 #: Settings whose flag is singular (given once per component) where fit takes a list.
-_PLURAL = {"visualizers": "visualizer", "callbacks": "callback", "metrics": "metric"}
+_PLURAL = {row.plural: row.name for row in ROWS if row.many}
 
 
 def flag(setting: str, value: Any = _NO_VALUE, *, quoted: bool = False) -> str:
     """The setting ``setting`` (fit's keyword, such as ``batch_size``), with ``value`` when given:
     ``--batch-size 64`` or ``batch_size=64``. A bool is a switch (``--no-cuda-graphs`` or
     ``cuda_graphs=False``); ``quoted`` shows a value (a path) as repr() shows it, in both wordings."""
-    if current().python:
-        if value is _NO_VALUE:
-            return setting
-        return f"{setting}={repr(str(value)) if quoted and not _bare(value) else _python(value)}"
-    name = "--" + _PLURAL.get(setting, setting).replace("_", "-")
-    if isinstance(value, bool):
-        return name if value else "--no-" + name[2:]
+    python = current().python
+    name = setting if python else "--" + _PLURAL.get(setting, setting).replace("_", "-")
     if value is _NO_VALUE:
         return name
-    return f"{name} {repr(str(value)) if quoted and not _bare(value) else _command_line(value)}"
+    if isinstance(value, bool) and not python:
+        return name if value else "--no-" + name[2:]
+    shown = repr(str(value)) if quoted and not _bare(value) else (_python if python else _command_line)(value)
+    return f"{name}={shown}" if python else f"{name} {shown}"
 
 
 def option(target: str, name: str, value: Any = _NO_VALUE) -> str:
