@@ -1,9 +1,7 @@
 """Drawing: image grids, predictions, the confusion matrix, training curves.
 
-Everything here draws on a bare matplotlib ``Figure``, never through pyplot:
-it needs no display, keeps no global figure state (no "more than 20 figures"
-warnings in a long session) and cannot pop a window up. PNG is rendered by
-Agg, SVG and PDF by their own backends, and every file is written atomically.
+Everything draws on a bare matplotlib ``Figure``, never through pyplot: no display needed, no global figure
+state (no "more than 20 figures" warnings) and no window popping up. Every file is written atomically.
 Inputs are numpy arrays, or anything ``numpy.asarray`` takes (CPU tensors).
 """
 
@@ -43,13 +41,9 @@ def new_figure(width: float, height: float) -> Figure:
 def render(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
     """The figure as ``png``, ``svg`` or ``pdf`` bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi, metadata=_metadata(fmt))
-    return buf.getvalue()
-
-
-def _metadata(fmt: str) -> dict[str, Any]:
     # No creation date in SVG/PDF: the same run draws the same bytes.
-    return {"Date": None} if fmt in ("svg", "pdf") else {}
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt in ("svg", "pdf") else {})
+    return buf.getvalue()
 
 
 def picture_format(path: str | pathlib.Path) -> str:
@@ -97,17 +91,10 @@ def as_picture(image: Any) -> Any:
     return a.clip(0.0, 1.0) if a.ndim == 3 else a
 
 
-def image_grid(
-    images: Sequence[Any],
-    titles: Sequence[str] | None = None,
-    *,
-    wrong: Sequence[bool] | None = None,
-    suptitle: str | None = None,
-    scale: float = 1.5,
-    cmap: str = "gray",
-) -> Figure:
-    """d2l's ``show_images``: a grid of images, each titled; the ones flagged in
-    ``wrong`` get a red title and a red frame."""
+def image_grid(images: Sequence[Any], titles: Sequence[str] | None = None, *, wrong: Sequence[bool] | None = None,
+               suptitle: str | None = None, scale: float = 1.5, cmap: str = "gray") -> Figure:
+    """d2l's ``show_images``: a grid of images, each titled; the ones flagged in ``wrong`` get a red title
+    and a red frame."""
     n = len(images)
     if n == 0:
         raise ValueError("no images to draw")
@@ -234,14 +221,18 @@ def metric_families(history: Sequence[dict[str, Any]]) -> dict[str, dict[str, li
     Read generically: whatever numeric keys the rows hold (a plugin's metrics too)."""
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for row in history:
-        for key, value in row.items():
-            if key in ("epoch", "seconds") or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
+        for key in numeric_keys(row):
             split, _, name = key.partition("_")
             if split not in SPLIT_STYLES or not name:
                 split, name = "", key
-            out.setdefault(name, {}).setdefault(split, []).append((row["epoch"], float(value)))
+            out.setdefault(name, {}).setdefault(split, []).append((row["epoch"], float(row[key])))
     return out
+
+
+def numeric_keys(row: dict[str, Any]) -> list[str]:
+    """A metrics row's numeric keys but epoch and seconds, in its order: whatever it holds (a plugin's metrics too)."""
+    return [k for k, v in row.items()
+            if k not in ("epoch", "seconds") and isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 def metrics_figure(history: Sequence[dict[str, Any]], *, epochs: int | None = None) -> Figure:
