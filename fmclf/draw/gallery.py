@@ -184,4 +184,3 @@ def load_dataset(host: PluginHost, dataset: str, *, batch_size: int, seed: int =
     values = resolve_options(record, options or {})
     return call_factory(record, {"batch_size": batch_size, "device": torch.device("cpu"), "seed": seed, "shard": None},
                         values)
-
