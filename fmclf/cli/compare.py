@@ -1,11 +1,8 @@
 """``fmclf compare``: a grid of runs over components, options and seeds, with statistics.
 
-It takes ``fmclf run``'s own options, taken from the ``run`` command itself
-rather than written out again, so an option ``run`` gains is an option of
-``compare`` too. A run option that takes one value (``--model``, ``--loss``
-...) may repeat here: each value is one more point on that axis. One that
-already repeats in ``run`` (``--visualizer``) goes to every run as given.
-Imports torch only in the runs.
+Its options are taken from the ``run`` command itself, so an option ``run`` gains is one of ``compare`` too. A
+component option (``--model``, ``--loss`` ...) may repeat here: each value is one more point on that axis; one
+that already repeats in ``run`` (``--visualizer``) goes to every run as given. Imports torch only in the runs.
 """
 
 from __future__ import annotations
@@ -129,40 +126,38 @@ def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_a
 
 
 def _compare(ctx: click.Context, **given: Any) -> None:
-    """Train every cell of the grid with the same SEEDS seeds into DIR/runs/, and write
-    DIR/compare.json, DIR/compare.md (the cells ranked, each compared with the best
-    over the shared seeds) and DIR/curves.png (mean curves with a band per cell).
+    """Train every cell of the grid with the same SEEDS seeds into DIR/runs/, and write DIR/compare.json,
+    DIR/compare.md (the cells ranked, each compared with the best over the shared seeds) and DIR/curves.png
+    (mean curves with a band per cell).
 
     \b
     fmclf compare --model scratch --model nn --loss naive --loss fused --seeds 5 --jobs 2 --out cmp
     fmclf compare --loss fused -o loss.label_smoothing=0 -o loss.label_smoothing=0.1 --seeds 3 --out smooth
     fmclf compare --updater sgd --updater torch-sgd --tune lr=log:0.01..1 --trials 8 --seeds 5 --out tuned
 
-    A setting given twice (--lr 0.1 --lr 0.01) is one more axis, as a component is;
-    one that cannot be an axis (--epochs, --device ...) is given once.
+    A setting given twice (--lr 0.1 --lr 0.01) is one more axis, as a component is; one that cannot be an axis
+    (--epochs, --device ...) is given once.
 
-    With --tune, every cell gets the same --trials T trials on a validation split
-    (-o dataset.valid, 0.1 unless given), drawn by a deterministic sampler, then
-    its best configuration on validation trains on the --seeds seeds (never a
-    trial's) and is reported on test. With a validation split, the cells are
-    ranked on the validation metric; test is shown beside it, never used to choose.
-    --prune halving stops the worse half of the trials at each rung (they train
-    a few epochs; the better half resumes from its checkpoint). --seeds auto adds
-    seeds to each cell until its difference from the best is resolved.
+    With --tune, every cell gets the same --trials T trials on a validation split (-o dataset.valid, 0.1 unless
+    given), drawn by a deterministic sampler, then its best configuration on validation trains on the --seeds
+    seeds (never a trial's) and is reported on test. With a validation split, the cells are ranked on the
+    validation metric; test is shown beside it, never used to choose. --prune halving stops the worse half of
+    the trials at each rung (they train a few epochs; the better half resumes from its checkpoint). --seeds auto
+    adds seeds to each cell until its difference from the best is resolved.
 
-    The same command again continues: finished runs are kept, interrupted ones
-    resume from their checkpoints, and only what is missing trains. A run that
-    diverges or fails is recorded with its reason and not trained again
-    (--retry-failed does); the exit code is then 1. Ctrl-C stops every run with
-    its checkpoint (exit code 130). One comparison writes to DIR at a time.
+    The same command again continues: finished runs are kept, interrupted ones resume from their checkpoints,
+    and only what is missing trains. A run that diverges or fails is recorded with its reason and not trained
+    again (--retry-failed does); the exit code is then 1. Ctrl-C stops every run with its checkpoint (exit code
+    130). One comparison writes to DIR at a time.
 
     \b
     On a Ray cluster or as a SLURM job array (DIR shared by the nodes):
     fmclf compare --model scratch --model nn --threads 2 --executor ray --ray-address auto --out cmp
     fmclf compare --model nn --threads 2 --executor slurm --slurm-partition gpu --detach --out cmp
     """
+    from ..compare.autoseeds import parse
     from ..compare.engine import run_comparison
-    from ..compare.grid import build_cells, check_jobs
+    from ..compare.grid import build_cells, check_jobs, seeds_from
 
     scalar_axes = _single_values(given)
     out, seeds, jobs = given.pop("out"), given.pop("seeds"), given.pop("jobs")
@@ -179,10 +174,14 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     if jobs is not None:
         check_jobs(jobs)
     executor = _executor(jobs=jobs, threads=given.get("threads"), device=given.get("device") or "auto", **executor_args)
-    axes, threads = _axes_of(run_command), given.get("threads")
-    base, setting_axes, grid_options = _config(ctx, given, axes, option_args, data_root, config_path)
+    threads = given.get("threads")
+    base, setting_axes, grid_options = _config(ctx, given, _axes_of(run_command), option_args, data_root, config_path)
     setting_axes.update(scalar_axes)
-    seed_list, auto = _seeds(base.seed if base.seed is not None else 0, seeds)
+    count, auto = parse(seeds)  # --seeds N or auto[:CAP]
+    first_seed = base.seed if base.seed is not None else 0
+    if auto is not None:  # every seed it may add is a valid one
+        seeds_from(first_seed, auto.cap)
+    seed_list = seeds_from(first_seed, count)
     host = ctx.obj.host()
     if data_root is not None and "dataset" not in setting_axes:  # on an axis, it goes to the data sets that take it
         require_data_root(host, base.dataset)
@@ -223,17 +222,6 @@ def _failed(failed: list[str], out: pathlib.Path, command: str | None) -> None:
         f"runs that finished, each failure with its reason (the whole output is in {out / 'jobs'}/NAME.log). Once "
         f"the cause is fixed, {again} trains the failed runs again from their last checkpoints."
     )
-
-
-def _seeds(base: int, text: str) -> tuple[list[int], Any]:
-    """--seeds N or auto[:CAP]: the (first round's) seeds, and --seeds auto's rule (None for N)."""
-    from ..compare.autoseeds import parse
-    from ..compare.grid import seeds_from
-
-    count, auto = parse(text)
-    if auto is not None:  # every seed it may add is a valid one
-        seeds_from(base, auto.cap)
-    return seeds_from(base, count), auto
 
 
 def _executor(executor_name: str, *, jobs: int | None, threads: int | None, device: str, detach: bool,
