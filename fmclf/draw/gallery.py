@@ -57,9 +57,8 @@ def labels_of(indices: Any, classes: Sequence[str]) -> list[str]:
 
 def predictions_of(model: Any, batches: Any, classes: Sequence[str], *, n: int = 18,
                    title: str | None = None) -> tuple[Any, int, int]:
-    """Predict the first ``n`` examples of ``batches`` (on the device of the model's parameters) and
-    draw them titled true / predicted, the wrong ones in red (d2l's ``predict_ch3``).
-    Returns ``(figure, right, shown)``."""
+    """Predict the first ``n`` examples of ``batches`` (on the device of the model's parameters) and draw them titled
+    true / predicted, the wrong ones in red (d2l's ``predict_ch3``). Returns ``(figure, right, shown)``."""
     from ..train.metrics import predict
 
     X, y = first_examples(batches, n)
@@ -90,9 +89,8 @@ class Predicted:
 
 def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pathlib.Path | None = None,
                 device: str = "cpu", data_root: pathlib.Path | None = None, weights: str = "final") -> Predicted:
-    """Rebuild a run's data set and model from its config.toml, load its saved weights
-    (``weights``: final, or the NAME of RUN_DIR/NAME.pt, such as best), and draw its
-    predictions for the first ``n`` test images."""
+    """Rebuild a run's data set and model from its config.toml, load its saved weights (``weights``: final, or the NAME
+    of RUN_DIR/NAME.pt, such as best), and draw its predictions for the first ``n`` test images."""
     run_dir = pathlib.Path(run_dir)
     load_run_config(run_dir)  # not a run folder: said before anything else
     out = pathlib.Path(out) if out is not None else run_dir / folder.PREDICTIONS
@@ -139,9 +137,8 @@ def run_predictions(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, dev
 
 def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Path, split: str = "train", seed: int = 0,
                  options: dict[str, Any] | None = None) -> tuple[pathlib.Path, list[str]]:
-    """Draw ``n`` images of a data set's ``split`` with their text labels (d2l's
-    ``show_images``); the training split is shuffled by ``seed``, as epoch 1 of a run is.
-    Returns the path and labels."""
+    """Draw ``n`` images of a data set's ``split`` with their text labels (d2l's ``show_images``); the training split is
+    shuffled by ``seed``, as epoch 1 of a run is. Returns the path and labels."""
     check_picture_path(pathlib.Path(out))
     fig, labels = samples_of(host, dataset, n=n, split=split, seed=seed, options=options)
     pictures.save(fig, out)

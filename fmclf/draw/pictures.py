@@ -171,9 +171,8 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
 
 def draw_curves(ax: Axes, epochs_done: Sequence[int], series: Sequence[Sequence[float]], *, epochs: int,
                 ylim: tuple[float, float] = TEXTBOOK_YLIM) -> None:
-    """The textbook Animator's axes: epoch on x (1 to ``epochs``, whole numbers), train
-    loss / train acc / test acc on y, in its line styles (with small markers, so a
-    single epoch shows)."""
+    """The textbook Animator's axes: epoch on x (1 to ``epochs``, whole numbers), train loss / train acc / test acc on
+    y, in its line styles (with small markers, so a single epoch shows)."""
     ax.cla()
     for ys, fmt, label in zip(series, CURVE_FMTS, CURVE_LEGEND):
         ax.plot(epochs_done, ys, fmt, label=label, marker=".", markersize=5)
