@@ -241,35 +241,10 @@ def _executor(executor_name: str, *, jobs: int | None, threads: int | None, devi
                                        ray_address=ray_address, slurm=slurm_settings))
 
 
-def _executor_options() -> list[click.Parameter]:
-    """--executor and what the cluster executors take."""
-    from ..compare.executors import DEFAULT, names
-
-    return [
-        click.Option(["--executor", "executor_name"], metavar="NAME", default=DEFAULT, show_default=True,
-                     help=f"Where the runs train: {', '.join(names())} (a package may add more). "
-                          f"ray and slurm need --threads and DIR on a file system the nodes share."),
-        click.Option(["--detach"], is_flag=True,
-                     help="slurm: return once the array is submitted; the same command again collects."),
-        click.Option(["--ray-address"], metavar="ADDRESS", envvar="RAY_ADDRESS", show_envvar=True,
-                     help="ray: the cluster to join (auto: the one running on this machine). "
-                          "[default: start one here]"),
-        click.Option(["--slurm-partition"], metavar="NAME", help="slurm: the partition of the array's tasks."),
-        click.Option(["--slurm-time"], metavar="TIME", help="slurm: each task's time limit, as sbatch --time "
-                     "takes it; a task requeues itself (with its checkpoint) before it. [default: 24:00:00]"),
-        click.Option(["--slurm-cpus"], type=int, metavar="N", help="slurm: CPUs per task. [default: --threads]"),
-        click.Option(["--slurm-gpus"], type=int, metavar="N",
-                     help="slurm: GPUs per task. [default: 1 with --device cuda, else 0]"),
-        click.Option(["--slurm-array-parallelism"], type=int, metavar="N",
-                     help="slurm: tasks of the array running at once. [default: --jobs, else no limit]"),
-        click.Option(["--slurm-option", "slurm_options"], multiple=True, metavar="KEY=VALUE",
-                     help="slurm: any other sbatch option (mem=8G, account=lab, qos=high); repeat for several."),
-    ]
-
-
 def _build() -> click.Command:
     from ..compare.autoseeds import DEFAULT_CAP as AUTO_CAP
     from ..compare.autoseeds import START as AUTO_START
+    from ..compare.executors import DEFAULT, names
     from ..compare.grid import MAX_JOBS, MAX_SEEDS, MAX_TRIALS
     from ..compare.results import LOWER_IS_BETTER
 
@@ -311,7 +286,25 @@ def _build() -> click.Command:
         click.Option(["--sampler"], type=click.Choice(["qmc", "tpe"]), default=None,
                      help="How trials are drawn: qmc (a seeded Sobol sequence: every cell gets the same points) or "
                           "tpe (Optuna's seeded TPE). [default: qmc]"),
-        *_executor_options(),
+        # --executor and what the cluster executors take
+        click.Option(["--executor", "executor_name"], metavar="NAME", default=DEFAULT, show_default=True,
+                     help=f"Where the runs train: {', '.join(names())} (a package may add more). "
+                          f"ray and slurm need --threads and DIR on a file system the nodes share."),
+        click.Option(["--detach"], is_flag=True,
+                     help="slurm: return once the array is submitted; the same command again collects."),
+        click.Option(["--ray-address"], metavar="ADDRESS", envvar="RAY_ADDRESS", show_envvar=True,
+                     help="ray: the cluster to join (auto: the one running on this machine). "
+                          "[default: start one here]"),
+        click.Option(["--slurm-partition"], metavar="NAME", help="slurm: the partition of the array's tasks."),
+        click.Option(["--slurm-time"], metavar="TIME", help="slurm: each task's time limit, as sbatch --time "
+                     "takes it; a task requeues itself (with its checkpoint) before it. [default: 24:00:00]"),
+        click.Option(["--slurm-cpus"], type=int, metavar="N", help="slurm: CPUs per task. [default: --threads]"),
+        click.Option(["--slurm-gpus"], type=int, metavar="N",
+                     help="slurm: GPUs per task. [default: 1 with --device cuda, else 0]"),
+        click.Option(["--slurm-array-parallelism"], type=int, metavar="N",
+                     help="slurm: tasks of the array running at once. [default: --jobs, else no limit]"),
+        click.Option(["--slurm-option", "slurm_options"], multiple=True, metavar="KEY=VALUE",
+                     help="slurm: any other sbatch option (mem=8G, account=lab, qos=high); repeat for several."),
     ]
     params += [_once_or_axis(p) for p in own]
     callback = click.pass_context(friendly(_compare))
