@@ -90,8 +90,8 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
     if resume_dir is not None:
         fixed = explicit - set(RESUMABLE)
         if fixed or config_path or cli_options or out:
-            named = sorted({f"--{k.replace('_', '-')}" for k in fixed} | {flag for flag, given in (
-                ("--config", config_path), ("-o/--data-root", cli_options), ("--out", out)) if given})
+            named = sorted({f"--{k.replace('_', '-')}" for k in fixed} | {flag for flag, value in (
+                ("--config", config_path), ("-o/--data-root", cli_options), ("--out", out)) if value})
             # the flag of a setting as --help shows it (--visualizer for visualizers)
             flags = [next((r.flag for r in ROWS if r.setting == k), f"--{k.replace('_', '-')}") for k in RESUMABLE[1:]]
             raise UsageError(
