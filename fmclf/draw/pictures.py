@@ -72,10 +72,8 @@ def grid_shape(n: int, max_cols: int = 10) -> tuple[int, int]:
 
 
 def as_picture(image: Any) -> Any:
-    """One image as imshow wants it: ``(H, W)`` grey or ``(H, W, 3)`` colour in [0, 1].
-
-    Accepts ``(H, W)``, ``(1|3, H, W)`` (torch's layout) and ``(H, W, 1|3)``.
-    """
+    """One image as imshow wants it, ``(H, W)`` grey or ``(H, W, 3)`` colour in [0, 1], from ``(H, W)``,
+    ``(1|3, H, W)`` (torch's layout) or ``(H, W, 1|3)``."""
     import numpy as np
 
     a = np.asarray(image, dtype=np.float32)
@@ -103,8 +101,7 @@ def image_grid(images: Sequence[Any], titles: Sequence[str] | None = None, *, wr
     fig = new_figure(cols * scale, rows * (scale + 0.17 * lines) + (0.35 if suptitle else 0))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for i, ax in enumerate(axes):
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         if i >= n:
             ax.set_axis_off()
             continue
@@ -114,9 +111,7 @@ def image_grid(images: Sequence[Any], titles: Sequence[str] | None = None, *, wr
         if titles:
             ax.set_title(titles[i], fontsize=9, color=WRONG if bad else "black", fontweight="bold" if bad else "normal")
         for spine in ax.spines.values():
-            spine.set_visible(bad)
-            spine.set_color(WRONG)
-            spine.set_linewidth(2.5)
+            spine.set(visible=bad, color=WRONG, linewidth=2.5)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     return fig
@@ -155,8 +150,7 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     labels = [str(c) for c in classes]
     ax.set_xticks(range(k), labels, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(k), labels)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set(xlabel="predicted class", ylabel="true class")
     size = 8 if k <= 12 else max(4, 8 - (k - 12) // 3)
     for i in range(k):
         for j in range(k):
@@ -173,26 +167,25 @@ def draw_curves(ax: Axes, epochs_done: Sequence[int], series: Sequence[Sequence[
                 ylim: tuple[float, float] = TEXTBOOK_YLIM) -> None:
     """The textbook Animator's axes: epoch on x (1 to ``epochs``, whole numbers), train loss / train acc / test acc on
     y, in its line styles (with small markers, so a single epoch shows)."""
+    from matplotlib.ticker import MaxNLocator
+
     ax.cla()
     for ys, fmt, label in zip(series, CURVE_FMTS, CURVE_LEGEND):
         ax.plot(epochs_done, ys, fmt, label=label, marker=".", markersize=5)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.set_xlabel("epoch")
-    ax.set_xlim(*((1, epochs) if epochs > 1 else (0.5, 1.5)))  # one epoch: its point in the middle
+    # one epoch: its point in the middle
+    ax.set(xlabel="epoch", xlim=(1, epochs) if epochs > 1 else (0.5, 1.5), ylim=ylim)
     if epochs <= 12:
         ax.set_xticks(range(1, epochs + 1))
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(*ylim)
     ax.legend(loc="best", fontsize=8)
     ax.grid(True)
 
 
 def curves_figure(history: Sequence[dict[str, Any]], *, epochs: int | None = None,
                   ylim: tuple[float, float] | None = None, title: str | None = None) -> Figure:
-    """Training curves from a run's metrics rows. Without ``ylim`` the textbook's
-    0.3-0.9, widened only when a value falls outside it (a diverging loss stays in view)."""
+    """Training curves from a run's metrics rows. Without ``ylim`` the textbook's 0.3-0.9, widened only when a value
+    falls outside it (a diverging loss stays in view)."""
     xs = [row["epoch"] for row in history]
     series = [[row[key] for row in history] for key in CURVE_KEYS]
     if ylim is None:
@@ -243,8 +236,7 @@ def metrics_figure(history: Sequence[dict[str, Any]], *, epochs: int | None = No
     if not families:
         raise ValueError("the run's rows hold no numeric metric to draw")
     n = len(families)
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
+    rows, cols = math.ceil(n / 3), min(3, n)
     fig = new_figure(3.3 * cols, 2.5 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     last = epochs or max((row["epoch"] for row in history), default=1)
