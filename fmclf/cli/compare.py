@@ -70,24 +70,22 @@ def _once_or_axis(p: click.Parameter) -> click.Parameter:
     (:data:`~fmclf.compare.grid.SCALAR_AXES`) or an error, never "the last one wins"."""
     if isinstance(p, click.Option) and not p.multiple and not p.is_flag:
         unset = p.default is None or p.default is getattr(click.core, "UNSET", None)  # click >= 8.2: no default
-        _SINGLE[p.name] = None if unset else p.default
-        _FLAG[p.name] = max(p.opts, key=len)  # what a message calls it: --executor, not its parameter's name
+        # the flag is what a message calls it: --executor, not its parameter's name
+        _SINGLE[p.name] = (None if unset else p.default, max(p.opts, key=len))
         p.multiple = True
         p.default = None if unset else (p.default,)
     return p
 
 
-#: The single-valued options collected as lists (see :func:`_once_or_axis`), with their defaults.
-_SINGLE: dict[str, Any] = {}
-#: Each collected option's flag as the user types it.
-_FLAG: dict[str, str] = {}
+#: The single-valued options collected as lists (see :func:`_once_or_axis`): their defaults and flags.
+_SINGLE: dict[str, tuple[Any, str]] = {}
 
 
 def _single_values(given: dict[str, Any]) -> dict[str, list[str]]:
     """Collapse each collected option to its one value in ``given``; return the scalar axes
     (a setting of :data:`SCALAR_AXES` given more than once). Any other option given twice is an error."""
     axes: dict[str, list[str]] = {}
-    for name, default in _SINGLE.items():
+    for name, (default, flag) in _SINGLE.items():
         if name not in given:
             continue
         values = list(given[name] or ())
@@ -95,7 +93,6 @@ def _single_values(given: dict[str, Any]) -> dict[str, list[str]]:
             axes[name] = [str(v) for v in values]
             given[name] = values[0]
         elif len(values) > 1:
-            flag = _FLAG[name]
             raise UsageError(
                 f"{flag} is given {len(values)} times ({', '.join(str(v) for v in values)}); it takes one value. "
                 f"Only {', '.join('--' + s.replace('_', '-') for s in SCALAR_AXES)} and the components "
