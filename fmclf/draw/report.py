@@ -87,7 +87,6 @@ def per_class_rows(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -
     return rows
 
 
-
 def _value(value: Any) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return "-"
