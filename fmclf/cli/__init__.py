@@ -1,10 +1,6 @@
-"""The ``fmclf`` command. Parses, delegates, prints; imports torch only when it trains.
-
-This module holds the group, the group-level flags (:class:`Settings`) and the
-error handling every command shares (:func:`friendly`). Each command lives in
-a module of this package and adds itself to :data:`cli` when imported; all of
-them are imported below, so a new command is one new module here.
-"""
+"""The ``fmclf`` command: the group, its flags (:class:`Settings`) and the error handling every command shares
+(:func:`friendly`). Each command is a public module of this package that adds itself to :data:`cli`; all are
+imported below, so a new command is one new module. Imports torch only when it trains."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""What the flags several commands share turn into: ``-o KIND.OPTION=VALUE``
-assignments gathered by option target, and ``--data-root`` checked against
-the data set it goes to."""
+"""What the flags several commands share turn into: ``-o KIND.OPTION=VALUE`` assignments gathered by option
+target, ``--data-root`` checked against the data set it goes to, paths, and shell completion."""
 
 from __future__ import annotations
 
@@ -88,12 +87,11 @@ class PathArg(click.ParamType):
 def _completion_host() -> Any:
     """The plugins, loaded quietly for shell completion (no torch, no warnings on the user's prompt)."""
     from ..host.loading import load_plugins
+    from . import Settings
 
     ctx = click.get_current_context(silent=True)
-    flags = ctx.find_root().params.get("plugin_flags", ()) if ctx is not None else ()
-    include = [f for f in flags or () if not f.startswith("no:")]
-    block = [f[3:] for f in flags or () if f.startswith("no:")]
-    return load_plugins(include=include, block=block, strict=False)
+    flags = Settings((ctx.find_root().params.get("plugin_flags") if ctx is not None else None) or ())
+    return load_plugins(include=flags.include, block=flags.block, strict=False)
 
 
 def complete_component(kind: str) -> Callable[[click.Context, click.Parameter, str], list[CompletionItem]]:
@@ -114,6 +112,7 @@ def complete_option(ctx: click.Context, param: click.Parameter, incomplete: str)
     """Shell completion of ``-o``: ``KIND.OPTION=`` for the components chosen so far on the line
     (or the defaults), each with its type and default."""
     from ..kinds import ROWS
+    from ..run.config import RunConfig
 
     if "=" in incomplete:
         return []
@@ -121,7 +120,7 @@ def complete_option(ctx: click.Context, param: click.Parameter, incomplete: str)
         registry = _completion_host().registry
         items = []
         for row in ROWS:
-            chosen = ctx.params.get(row.setting) or getattr(_defaults(), row.setting)
+            chosen = ctx.params.get(row.setting) or getattr(RunConfig(), row.setting)
             for name in (chosen if row.many else [chosen]):
                 record = registry.get(row.name, name)
                 for option in options_of(record):
@@ -131,9 +130,3 @@ def complete_option(ctx: click.Context, param: click.Parameter, incomplete: str)
     except Exception:  # noqa: BLE001 - an unknown name typed so far: nothing to offer
         return []
     return items
-
-
-def _defaults() -> Any:
-    from ..run.config import RunConfig
-
-    return RunConfig()

@@ -143,11 +143,8 @@ class Group(click.Group):
     command_class = Command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = []
-        for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
-            if command is not None and not command.hidden:
-                rows.append((name, summary(command)))
+        commands = ((name, self.get_command(ctx, name)) for name in self.list_commands(ctx))
+        rows = [(name, summary(command)) for name, command in commands if command is not None and not command.hidden]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -155,6 +152,4 @@ class Group(click.Group):
 
 def summary(command: Any) -> str:
     """A command's summary: its ``short_help``, or the first paragraph of its help, whole."""
-    if command.short_help:
-        return " ".join(command.short_help.split())
-    return " ".join((command.help or "").split("\n\n")[0].split())
+    return " ".join((command.short_help or (command.help or "").split("\n\n")[0]).split())

@@ -1,14 +1,11 @@
-"""Standard output that cannot stop a command: a closed pipe (``fmclf run | head -1``), a full
-disk (``> /dev/full``) or a vanished terminal ends the printing, never the work.
+"""Standard output that cannot stop a command: a closed pipe (``fmclf run | head -1``), a full disk
+(``> /dev/full``) or a vanished terminal ends the printing, never the work.
 
-:func:`guard` puts a thin layer under ``sys.stdout`` and ``sys.stderr``: the first failed write
-is recorded and everything written after it is dropped, so a run keeps training and writing
-its folder. :meth:`Guard.finish` then decides the exit code: a pipe whose reader stopped
-reading is what ``head`` does on purpose, so the code stays; any other failure of standard
-output lost output the user asked for, so it is said on stderr and the code becomes 1 (as
-coreutils do for ``> /dev/full``). Standard streams that are closed when fmclf starts are
-opened on the null device first, so that no file fmclf opens can take their numbers (and
-get the text meant for them).
+:func:`guard` puts a thin layer under ``sys.stdout`` and ``sys.stderr``: the first failed write is recorded and
+everything after it dropped, so a run keeps training. :meth:`Guard.finish` then decides the exit code: a reader
+that stopped reading is what ``head`` does on purpose, so the code stays; any other failure lost output the user
+asked for, so it is said on stderr and the code becomes 1 (as coreutils do for ``> /dev/full``). Standard
+streams closed at start are opened on the null device, so that no file fmclf opens takes their numbers.
 """
 
 from __future__ import annotations
@@ -66,15 +63,14 @@ class _Guarded(io.RawIOBase):
 class Guard:
     """What :func:`guard` installed; :meth:`finish` reports a failed standard output."""
 
-    def __init__(self) -> None:
-        self.raw: dict[str, _Guarded] = {}
+    def __init__(self, stdout: _Guarded) -> None:
+        self.stdout = stdout
 
     def finish(self, code: int | str | None) -> int | str | None:
         """The exit code to end with, given the command's ``code`` (SystemExit's)."""
         with contextlib.suppress(Exception):
             sys.stdout.flush()
-        out = self.raw.get("stdout")
-        error = out.error if out is not None else None
+        error = self.stdout.error
         if error is None or error.errno == errno.EPIPE:
             return code
         with contextlib.suppress(Exception):
@@ -87,22 +83,18 @@ class Guard:
         return code if code not in (0, None) else 1
 
 
-def _plug_closed(fd: int) -> None:
-    try:
-        os.fstat(fd)
-    except OSError:
-        null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
-        if null != fd:
-            os.dup2(null, fd)
-            os.close(null)
-
-
 def guard() -> Guard:
     """Guard ``sys.stdout`` and ``sys.stderr`` (see the module's docstring) for this process."""
-    result = Guard()
     for fd in (0, 1, 2):
-        with contextlib.suppress(OSError):
-            _plug_closed(fd)
+        try:
+            os.fstat(fd)
+        except OSError:  # closed: the null device takes its number
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+    raw = {}
     for name, fd in (("stdout", 1), ("stderr", 2)):
         stream = getattr(sys, name)
         if stream is None:  # closed at start-up: Python gave up on it; it is /dev/null now
@@ -113,8 +105,7 @@ def guard() -> Guard:
         with contextlib.suppress(Exception):
             if stream is not None:
                 stream.flush()
-        raw = _Guarded(fd)
-        setattr(sys, name, io.TextIOWrapper(io.BufferedWriter(raw), encoding=encoding, errors=errors,
+        raw[name] = _Guarded(fd)
+        setattr(sys, name, io.TextIOWrapper(io.BufferedWriter(raw[name]), encoding=encoding, errors=errors,
                                             line_buffering=line))
-        result.raw[name] = raw
-    return result
+    return Guard(raw["stdout"])

@@ -1,5 +1,5 @@
-"""``fmclf bench loss``: every loss on the stress grid and timed by pytest-benchmark,
-beside torch's ``F.cross_entropy``. Imports torch and pytest only when it runs."""
+"""``fmclf bench loss``: every loss on the stress grid and timed by pytest-benchmark, beside torch's
+``F.cross_entropy``. Imports torch and pytest only when it runs."""
 
 from __future__ import annotations
 
@@ -41,20 +41,21 @@ def bench() -> None:
 def loss(ctx: click.Context, names: tuple[str, ...], shape_args: tuple[str, ...], as_json: bool, device: str,
          threads: int | None, speed: bool, stability: bool, max_time: float, min_rounds: int,
          update_files: tuple[pathlib.Path, ...]) -> None:
-    """Every named loss (default: every installed one) on the stress grid against a float64
-    reference, and its forward + backward speed by pytest-benchmark at 256x10, 4096x10,
-    4096x1000 (and --shapes), each beside torch's F.cross_entropy measured in the same run.
+    """Every named loss (default: every installed one) on the stress grid against a float64 reference, and its
+    forward + backward speed by pytest-benchmark at 256x10, 4096x10, 4096x1000 (and --shapes), each beside
+    torch's F.cross_entropy measured in the same run.
 
     \b
     fmclf bench loss                      every installed loss
     fmclf bench loss fused naive --json   two of them, for machines
     fmclf bench loss mine --no-speed      the stability table alone (no pytest needed)
 
-    The reference is the loss's own `reference` attribute if it has one, cross-entropy's
-    for a loss that computes cross-entropy, otherwise none (then only whether the loss and
-    its gradient stay finite is measured, as the table says). Errors are in ulps.
+    The reference is the loss's own `reference` attribute if it has one, cross-entropy's for a loss that
+    computes cross-entropy, otherwise none (then only whether the loss and its gradient stay finite is
+    measured, as the table says). Errors are in ulps.
     """
     from ..compare import bench as engine
+    from ..run.devices import check_spec
 
     if not (speed or stability):
         raise UsageError("--no-speed and --no-stability leave nothing to measure; drop one of them.")
@@ -72,15 +73,10 @@ def loss(ctx: click.Context, names: tuple[str, ...], shape_args: tuple[str, ...]
         if unmeasured:
             raise UsageError(f"--update {str(path)!r} holds the {', '.join(unmeasured)} table(s), which this run "
                              f"does not measure; drop --no-speed or --no-stability.")
-    from ..run.devices import check_spec
-
     check_spec(device)
     report = engine.run_bench(ctx.obj.host(), list(names), shapes=shapes, device=device, speed=speed, stable=stability,
                               max_time=max_time, min_rounds=min_rounds, threads=threads)
-    if as_json:
-        click.echo(json.dumps(engine.to_json(report), indent=2))
-    else:
-        click.echo(engine.terminal(report))
+    click.echo(json.dumps(engine.to_json(report), indent=2) if as_json else engine.terminal(report))
     if update_files:
         filled = engine.blocks(report, command_line(ctx))
         for path in update_files:

@@ -1,11 +1,8 @@
 """``fmclf compare``: a grid of runs over components, options and seeds, with statistics.
 
-It takes ``fmclf run``'s own options, taken from the ``run`` command itself
-rather than written out again, so an option ``run`` gains is an option of
-``compare`` too. A run option that takes one value (``--model``, ``--loss``
-...) may repeat here: each value is one more point on that axis. One that
-already repeats in ``run`` (``--visualizer``) goes to every run as given.
-Imports torch only in the runs.
+Its options are taken from the ``run`` command itself, so an option ``run`` gains is one of ``compare`` too. A
+component option (``--model``, ``--loss`` ...) may repeat here: each value is one more point on that axis; one
+that already repeats in ``run`` (``--visualizer``) goes to every run as given. Imports torch only in the runs.
 """
 
 from __future__ import annotations
@@ -73,24 +70,22 @@ def _once_or_axis(p: click.Parameter) -> click.Parameter:
     (:data:`~fmclf.compare.grid.SCALAR_AXES`) or an error, never "the last one wins"."""
     if isinstance(p, click.Option) and not p.multiple and not p.is_flag:
         unset = p.default is None or p.default is getattr(click.core, "UNSET", None)  # click >= 8.2: no default
-        _SINGLE[p.name] = None if unset else p.default
-        _FLAG[p.name] = max(p.opts, key=len)  # what a message calls it: --executor, not its parameter's name
+        # the flag is what a message calls it: --executor, not its parameter's name
+        _SINGLE[p.name] = (None if unset else p.default, max(p.opts, key=len))
         p.multiple = True
         p.default = None if unset else (p.default,)
     return p
 
 
-#: The single-valued options collected as lists (see :func:`_once_or_axis`), with their defaults.
-_SINGLE: dict[str, Any] = {}
-#: Each collected option's flag as the user types it.
-_FLAG: dict[str, str] = {}
+#: The single-valued options collected as lists (see :func:`_once_or_axis`): their defaults and flags.
+_SINGLE: dict[str, tuple[Any, str]] = {}
 
 
 def _single_values(given: dict[str, Any]) -> dict[str, list[str]]:
     """Collapse each collected option to its one value in ``given``; return the scalar axes
     (a setting of :data:`SCALAR_AXES` given more than once). Any other option given twice is an error."""
     axes: dict[str, list[str]] = {}
-    for name, default in _SINGLE.items():
+    for name, (default, flag) in _SINGLE.items():
         if name not in given:
             continue
         values = list(given[name] or ())
@@ -98,7 +93,6 @@ def _single_values(given: dict[str, Any]) -> dict[str, list[str]]:
             axes[name] = [str(v) for v in values]
             given[name] = values[0]
         elif len(values) > 1:
-            flag = _FLAG[name]
             raise UsageError(
                 f"{flag} is given {len(values)} times ({', '.join(str(v) for v in values)}); it takes one value. "
                 f"Only {', '.join('--' + s.replace('_', '-') for s in SCALAR_AXES)} and the components "
@@ -129,40 +123,38 @@ def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_a
 
 
 def _compare(ctx: click.Context, **given: Any) -> None:
-    """Train every cell of the grid with the same SEEDS seeds into DIR/runs/, and write
-    DIR/compare.json, DIR/compare.md (the cells ranked, each compared with the best
-    over the shared seeds) and DIR/curves.png (mean curves with a band per cell).
+    """Train every cell of the grid with the same SEEDS seeds into DIR/runs/, and write DIR/compare.json,
+    DIR/compare.md (the cells ranked, each compared with the best over the shared seeds) and DIR/curves.png
+    (mean curves with a band per cell).
 
     \b
     fmclf compare --model scratch --model nn --loss naive --loss fused --seeds 5 --jobs 2 --out cmp
     fmclf compare --loss fused -o loss.label_smoothing=0 -o loss.label_smoothing=0.1 --seeds 3 --out smooth
     fmclf compare --updater sgd --updater torch-sgd --tune lr=log:0.01..1 --trials 8 --seeds 5 --out tuned
 
-    A setting given twice (--lr 0.1 --lr 0.01) is one more axis, as a component is;
-    one that cannot be an axis (--epochs, --device ...) is given once.
+    A setting given twice (--lr 0.1 --lr 0.01) is one more axis, as a component is; one that cannot be an axis
+    (--epochs, --device ...) is given once.
 
-    With --tune, every cell gets the same --trials T trials on a validation split
-    (-o dataset.valid, 0.1 unless given), drawn by a deterministic sampler, then
-    its best configuration on validation trains on the --seeds seeds (never a
-    trial's) and is reported on test. With a validation split, the cells are
-    ranked on the validation metric; test is shown beside it, never used to choose.
-    --prune halving stops the worse half of the trials at each rung (they train
-    a few epochs; the better half resumes from its checkpoint). --seeds auto adds
-    seeds to each cell until its difference from the best is resolved.
+    With --tune, every cell gets the same --trials T trials on a validation split (-o dataset.valid, 0.1 unless
+    given), drawn by a deterministic sampler, then its best configuration on validation trains on the --seeds
+    seeds (never a trial's) and is reported on test. With a validation split, the cells are ranked on the
+    validation metric; test is shown beside it, never used to choose. --prune halving stops the worse half of
+    the trials at each rung (they train a few epochs; the better half resumes from its checkpoint). --seeds auto
+    adds seeds to each cell until its difference from the best is resolved.
 
-    The same command again continues: finished runs are kept, interrupted ones
-    resume from their checkpoints, and only what is missing trains. A run that
-    diverges or fails is recorded with its reason and not trained again
-    (--retry-failed does); the exit code is then 1. Ctrl-C stops every run with
-    its checkpoint (exit code 130). One comparison writes to DIR at a time.
+    The same command again continues: finished runs are kept, interrupted ones resume from their checkpoints,
+    and only what is missing trains. A run that diverges or fails is recorded with its reason and not trained
+    again (--retry-failed does); the exit code is then 1. Ctrl-C stops every run with its checkpoint (exit code
+    130). One comparison writes to DIR at a time.
 
     \b
     On a Ray cluster or as a SLURM job array (DIR shared by the nodes):
     fmclf compare --model scratch --model nn --threads 2 --executor ray --ray-address auto --out cmp
     fmclf compare --model nn --threads 2 --executor slurm --slurm-partition gpu --detach --out cmp
     """
+    from ..compare.autoseeds import parse
     from ..compare.engine import run_comparison
-    from ..compare.grid import build_cells, check_jobs
+    from ..compare.grid import build_cells, check_jobs, seeds_from
 
     scalar_axes = _single_values(given)
     out, seeds, jobs = given.pop("out"), given.pop("seeds"), given.pop("jobs")
@@ -179,10 +171,14 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     if jobs is not None:
         check_jobs(jobs)
     executor = _executor(jobs=jobs, threads=given.get("threads"), device=given.get("device") or "auto", **executor_args)
-    axes, threads = _axes_of(run_command), given.get("threads")
-    base, setting_axes, grid_options = _config(ctx, given, axes, option_args, data_root, config_path)
+    threads = given.get("threads")
+    base, setting_axes, grid_options = _config(ctx, given, _axes_of(run_command), option_args, data_root, config_path)
     setting_axes.update(scalar_axes)
-    seed_list, auto = _seeds(base.seed if base.seed is not None else 0, seeds)
+    count, auto = parse(seeds)  # --seeds N or auto[:CAP]
+    first_seed = base.seed if base.seed is not None else 0
+    if auto is not None:  # every seed it may add is a valid one
+        seeds_from(first_seed, auto.cap)
+    seed_list = seeds_from(first_seed, count)
     host = ctx.obj.host()
     if data_root is not None and "dataset" not in setting_axes:  # on an axis, it goes to the data sets that take it
         require_data_root(host, base.dataset)
@@ -225,17 +221,6 @@ def _failed(failed: list[str], out: pathlib.Path, command: str | None) -> None:
     )
 
 
-def _seeds(base: int, text: str) -> tuple[list[int], Any]:
-    """--seeds N or auto[:CAP]: the (first round's) seeds, and --seeds auto's rule (None for N)."""
-    from ..compare.autoseeds import parse
-    from ..compare.grid import seeds_from
-
-    count, auto = parse(text)
-    if auto is not None:  # every seed it may add is a valid one
-        seeds_from(base, auto.cap)
-    return seeds_from(base, count), auto
-
-
 def _executor(executor_name: str, *, jobs: int | None, threads: int | None, device: str, detach: bool,
               ray_address: str | None, slurm_options: tuple[str, ...], **slurm: Any):
     """The executor --executor names, set up from the command line (its checks come first)."""
@@ -253,35 +238,10 @@ def _executor(executor_name: str, *, jobs: int | None, threads: int | None, devi
                                        ray_address=ray_address, slurm=slurm_settings))
 
 
-def _executor_options() -> list[click.Parameter]:
-    """--executor and what the cluster executors take."""
-    from ..compare.executors import DEFAULT, names
-
-    return [
-        click.Option(["--executor", "executor_name"], metavar="NAME", default=DEFAULT, show_default=True,
-                     help=f"Where the runs train: {', '.join(names())} (a package may add more). "
-                          f"ray and slurm need --threads and DIR on a file system the nodes share."),
-        click.Option(["--detach"], is_flag=True,
-                     help="slurm: return once the array is submitted; the same command again collects."),
-        click.Option(["--ray-address"], metavar="ADDRESS", envvar="RAY_ADDRESS", show_envvar=True,
-                     help="ray: the cluster to join (auto: the one running on this machine). "
-                          "[default: start one here]"),
-        click.Option(["--slurm-partition"], metavar="NAME", help="slurm: the partition of the array's tasks."),
-        click.Option(["--slurm-time"], metavar="TIME", help="slurm: each task's time limit, as sbatch --time "
-                     "takes it; a task requeues itself (with its checkpoint) before it. [default: 24:00:00]"),
-        click.Option(["--slurm-cpus"], type=int, metavar="N", help="slurm: CPUs per task. [default: --threads]"),
-        click.Option(["--slurm-gpus"], type=int, metavar="N",
-                     help="slurm: GPUs per task. [default: 1 with --device cuda, else 0]"),
-        click.Option(["--slurm-array-parallelism"], type=int, metavar="N",
-                     help="slurm: tasks of the array running at once. [default: --jobs, else no limit]"),
-        click.Option(["--slurm-option", "slurm_options"], multiple=True, metavar="KEY=VALUE",
-                     help="slurm: any other sbatch option (mem=8G, account=lab, qos=high); repeat for several."),
-    ]
-
-
 def _build() -> click.Command:
     from ..compare.autoseeds import DEFAULT_CAP as AUTO_CAP
     from ..compare.autoseeds import START as AUTO_START
+    from ..compare.executors import DEFAULT, names
     from ..compare.grid import MAX_JOBS, MAX_SEEDS, MAX_TRIALS
     from ..compare.results import LOWER_IS_BETTER
 
@@ -323,7 +283,25 @@ def _build() -> click.Command:
         click.Option(["--sampler"], type=click.Choice(["qmc", "tpe"]), default=None,
                      help="How trials are drawn: qmc (a seeded Sobol sequence: every cell gets the same points) or "
                           "tpe (Optuna's seeded TPE). [default: qmc]"),
-        *_executor_options(),
+        # --executor and what the cluster executors take
+        click.Option(["--executor", "executor_name"], metavar="NAME", default=DEFAULT, show_default=True,
+                     help=f"Where the runs train: {', '.join(names())} (a package may add more). "
+                          f"ray and slurm need --threads and DIR on a file system the nodes share."),
+        click.Option(["--detach"], is_flag=True,
+                     help="slurm: return once the array is submitted; the same command again collects."),
+        click.Option(["--ray-address"], metavar="ADDRESS", envvar="RAY_ADDRESS", show_envvar=True,
+                     help="ray: the cluster to join (auto: the one running on this machine). "
+                          "[default: start one here]"),
+        click.Option(["--slurm-partition"], metavar="NAME", help="slurm: the partition of the array's tasks."),
+        click.Option(["--slurm-time"], metavar="TIME", help="slurm: each task's time limit, as sbatch --time "
+                     "takes it; a task requeues itself (with its checkpoint) before it. [default: 24:00:00]"),
+        click.Option(["--slurm-cpus"], type=int, metavar="N", help="slurm: CPUs per task. [default: --threads]"),
+        click.Option(["--slurm-gpus"], type=int, metavar="N",
+                     help="slurm: GPUs per task. [default: 1 with --device cuda, else 0]"),
+        click.Option(["--slurm-array-parallelism"], type=int, metavar="N",
+                     help="slurm: tasks of the array running at once. [default: --jobs, else no limit]"),
+        click.Option(["--slurm-option", "slurm_options"], multiple=True, metavar="KEY=VALUE",
+                     help="slurm: any other sbatch option (mem=8G, account=lab, qos=high); repeat for several."),
     ]
     params += [_once_or_axis(p) for p in own]
     callback = click.pass_context(friendly(_compare))

@@ -1,8 +1,7 @@
 """``fmclf run-group SPEC``: a batched group of runs as one job (hidden: `fmclf compare` starts it).
 
-A comparison's executor runs command lines; this is the one a group of runs
-that train together gets (see :mod:`fmclf.run.group`). Imports torch only
-when it trains.
+A comparison's executor runs command lines; this is the one a group of runs that train together gets (see
+:mod:`fmclf.run.group`). Imports torch only when it trains.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | N
         echo_err(f"nothing matches {filter!r}{f' among the {kind} components' if kind else ''}: no component, plugin "
                  f"or distribution name contains it. `fmclf plugins` lists everything installed.")
         ctx.exit(1)
-    width = _width()
+    width = min(max(shutil.get_terminal_size((100, 24)).columns, 60), 160)  # 100 columns when not a terminal
     click.echo("plugins:")
     rows = []
     for p in shown:
@@ -75,11 +75,6 @@ def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | N
     if not records and not filter:
         what = f"{kind} " if kind else ""
         click.echo(f"\nno {what}component is registered.")
-
-
-def _width() -> int:
-    """The terminal's width (100 when it is not a terminal), within 60 to 160 columns."""
-    return min(max(shutil.get_terminal_size((100, 24)).columns, 60), 160)
 
 
 def _type_text(option) -> str:

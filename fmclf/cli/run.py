@@ -29,17 +29,12 @@ def component_flags(command: Callable) -> Callable:
     a kind a run has several of repeats its flag."""
     for row in reversed(ROWS):  # click lists options in the reverse order they are added
         default = getattr(_DEFAULTS, row.setting)
-        listed = f"`fmclf plugins --kind {row.name}` lists them"
-        if row.many:
-            none = ", 'none' for none" if default else ""
-            command = click.option(row.flag, row.setting, multiple=True, default=tuple(default),
-                                   show_default=bool(default), shell_complete=complete_component(row.name),
-                                   help=f"{row.name.capitalize()} component; repeat for several{none} "
-                                        f"({listed}).")(command)
-        else:
-            command = click.option(row.flag, default=default, show_default=True,
-                                   shell_complete=complete_component(row.name),
-                                   help=f"{row.name.capitalize()} component ({listed}).")(command)
+        several = ("; repeat for several" + (", 'none' for none" if default else "")) if row.many else ""
+        command = click.option(
+            row.flag, row.setting, multiple=row.many, default=tuple(default) if row.many else default,
+            show_default=not row.many or bool(default), shell_complete=complete_component(row.name),
+            help=f"{row.name.capitalize()} component{several} (`fmclf plugins --kind {row.name}` lists them).",
+        )(command)
     return command
 
 
@@ -95,14 +90,14 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
     if resume_dir is not None:
         fixed = explicit - set(RESUMABLE)
         if fixed or config_path or cli_options or out:
-            named = sorted({f"--{k.replace('_', '-')}" for k in fixed}
-                           | ({"--config"} if config_path else set())
-                           | ({"-o/--data-root"} if cli_options else set())
-                           | ({"--out"} if out else set()))
+            named = sorted({f"--{k.replace('_', '-')}" for k in fixed} | {flag for flag, value in (
+                ("--config", config_path), ("-o/--data-root", cli_options), ("--out", out)) if value})
+            # the flag of a setting as --help shows it (--visualizer for visualizers)
+            flags = [next((r.flag for r in ROWS if r.setting == k), f"--{k.replace('_', '-')}") for k in RESUMABLE[1:]]
             raise UsageError(
                 f"--resume continues a run with the settings it started with; {', '.join(named)} cannot change them "
                 f"(metrics and callbacks decide what the run records and when it stops). Only --epochs (to train "
-                f"further), {_listed([_flag(k) for k in RESUMABLE[1:]])} may be given with --resume."
+                f"further), {', '.join(flags[:-1])} and {flags[-1]} may be given with --resume."
             )
         overrides = {k: given[k] for k in explicit}
         if dry_run:
@@ -129,16 +124,6 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
         result = run_new(config, host, out=out, echo=click.echo, report=RunReport)
     if is_root_process() and result.trained_epochs:
         click.echo(result.describe())
-
-
-def _flag(setting: str) -> str:
-    """The flag of a setting, as --help shows it."""
-    row = next((r for r in ROWS if r.setting == setting), None)
-    return row.flag if row is not None else f"--{setting.replace('_', '-')}"
-
-
-def _listed(names: list[str]) -> str:
-    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _given(options: dict[str, dict[str, Any]], target: str, name: str) -> bool:

@@ -16,10 +16,7 @@ _HEADER = ("run", "started", "model + loss + updater", "dataset", "epochs", "tes
 
 def _row(info: RunInfo, root: pathlib.Path) -> tuple[str, ...]:
     path = pathlib.Path(info.path)
-    try:
-        name = str(path.relative_to(root)) if path != root else str(path)
-    except ValueError:
-        name = str(path)
+    name = str(path.relative_to(root)) if path != root and path.is_relative_to(root) else str(path)
     c = info.components
     trio = " + ".join(c.get(k, "?") for k in ("model", "loss", "updater"))
     epochs = f"{info.epochs_done}/{info.epochs if info.epochs is not None else '?'}"
@@ -54,7 +51,6 @@ def runs(ctx: click.Context, folder: pathlib.Path | None, as_json: bool) -> None
     widths = [max(len(r[i]) for r in table) for i in range(len(_HEADER) - 1)]
     for r in table:
         click.echo("  ".join(f"{cell:<{w}}" for cell, w in zip(r, widths)) + "  " + r[-1])
-    reasons = [(info, info.reason) for info in found
-               if info.status in ("diverged", "failed", "damaged", "unreadable") and info.reason]
-    for info, reason in reasons:
-        click.echo(f"\n{info.path} {info.status}: {reason[:300]}")
+    for info in found:
+        if info.status in ("diverged", "failed", "damaged", "unreadable") and info.reason:
+            click.echo(f"\n{info.path} {info.status}: {info.reason[:300]}")

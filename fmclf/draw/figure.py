@@ -1,9 +1,5 @@
-"""The figure fmclf draws on: a matplotlib ``Figure`` that shows itself in Jupyter.
-
-It is a plain ``Figure`` (no pyplot, see :mod:`fmclf.draw.pictures`) with two additions: a
-``_repr_png_``, so a notebook cell whose value it is displays it as an image without
-``%matplotlib inline``, and :meth:`Picture.save`, which writes it atomically.
-"""
+"""The figure fmclf draws on: a plain matplotlib ``Figure`` (no pyplot) with a ``_repr_png_``, so that a
+notebook cell whose value it is shows it without ``%matplotlib inline``, and an atomic :meth:`Picture.save`."""
 
 from __future__ import annotations
 

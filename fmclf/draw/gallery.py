@@ -14,11 +14,9 @@ from ..errors import UsageError
 from ..host.loading import PluginHost
 from ..host.options import resolve_options
 from ..run import folder, lock
-from ..run.saved import load_run_config, load_trained  # noqa: F401 - load_run_config: the CLI reads it here
+from ..run.saved import load_run_config, load_trained
 from ..train.blame import blame
 from . import pictures
-
-PREDICTIONS = folder.PREDICTIONS
 
 
 def is_image_shape(shape: Sequence[int]) -> bool:
@@ -59,9 +57,8 @@ def labels_of(indices: Any, classes: Sequence[str]) -> list[str]:
 
 def predictions_of(model: Any, batches: Any, classes: Sequence[str], *, n: int = 18,
                    title: str | None = None) -> tuple[Any, int, int]:
-    """Predict the first ``n`` examples of ``batches`` (on the device of the model's parameters) and
-    draw them titled true / predicted, the wrong ones in red (d2l's ``predict_ch3``).
-    Returns ``(figure, right, shown)``."""
+    """Predict the first ``n`` examples of ``batches`` (on the device of the model's parameters) and draw them titled
+    true / predicted, the wrong ones in red (d2l's ``predict_ch3``). Returns ``(figure, right, shown)``."""
     from ..train.metrics import predict
 
     X, y = first_examples(batches, n)
@@ -92,13 +89,12 @@ class Predicted:
 
 def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pathlib.Path | None = None,
                 device: str = "cpu", data_root: pathlib.Path | None = None, weights: str = "final") -> Predicted:
-    """Rebuild a run's data set and model from its config.toml, load its saved weights
-    (``weights``: final, or the NAME of RUN_DIR/NAME.pt, such as best), and draw its
-    predictions for the first ``n`` test images."""
+    """Rebuild a run's data set and model from its config.toml, load its saved weights (``weights``: final, or the NAME
+    of RUN_DIR/NAME.pt, such as best), and draw its predictions for the first ``n`` test images."""
     run_dir = pathlib.Path(run_dir)
     load_run_config(run_dir)  # not a run folder: said before anything else
-    out = pathlib.Path(out) if out is not None else run_dir / PREDICTIONS
-    check_picture_path(out, "--out" if out != run_dir / PREDICTIONS else "the predictions")  # before any work
+    out = pathlib.Path(out) if out is not None else run_dir / folder.PREDICTIONS
+    check_picture_path(out, "--out" if out != run_dir / folder.PREDICTIONS else "the predictions")  # before any work
     # Into the run folder: as its one writer (a run that trains there draws its own predictions.png at the end).
     held = lock.writing(run_dir, "draw its predictions", "write the picture elsewhere with --out") \
         if _inside(out, run_dir) else contextlib.nullcontext()
@@ -122,7 +118,7 @@ def check_picture_path(out: pathlib.Path, what: str = "--out") -> None:
     pictures.picture_format(out)
     if out.is_dir():
         raise UsageError(f"{what} {str(out)!r} is a folder; name the picture file, such as "
-                         f"{str(out / PREDICTIONS)!r}.")
+                         f"{str(out / folder.PREDICTIONS)!r}.")
     atomic.check_writable(out.parent, what=f"write {str(out)!r}", target=out)
 
 
@@ -141,9 +137,8 @@ def run_predictions(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, dev
 
 def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Path, split: str = "train", seed: int = 0,
                  options: dict[str, Any] | None = None) -> tuple[pathlib.Path, list[str]]:
-    """Draw ``n`` images of a data set's ``split`` with their text labels (d2l's
-    ``show_images``); the training split is shuffled by ``seed``, as epoch 1 of a run is.
-    Returns the path and labels."""
+    """Draw ``n`` images of a data set's ``split`` with their text labels (d2l's ``show_images``); the training split is
+    shuffled by ``seed``, as epoch 1 of a run is. Returns the path and labels."""
     check_picture_path(pathlib.Path(out))
     fig, labels = samples_of(host, dataset, n=n, split=split, seed=seed, options=options)
     pictures.save(fig, out)
@@ -162,10 +157,14 @@ def samples_of(host: PluginHost, dataset: str, *, n: int = 18, split: str = "tra
     if callable(preview):
         with blame(record, f"while previewing its {split} images"):
             X, y, classes = preview(n=n, split=split, seed=seed, **values)
-        shape = tuple(X.shape[1:])
-    else:
-        X, y, classes, shape = _first_of_built(host, dataset, n=n, split=split, seed=seed, options=options)
-    require_images(dataset, shape, "show")
+        require_images(dataset, tuple(X.shape[1:]), "show")
+    else:  # built whole on the CPU, as a run builds it, and its first n examples taken
+        data = load_dataset(host, dataset, batch_size=n, seed=seed, options=options)
+        require_images(dataset, getattr(data, "input_shape", ()), "show")
+        batches = getattr(data, split)
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(1)  # the order the first training epoch sees
+        (X, y), classes = first_examples(batches, n), data.classes
     labels = labels_of(y, classes)
     title = f"{dataset}, {split} set: {len(labels)} images" + (f" (shuffled, seed {seed})" if split == "train" else "")
     return pictures.samples_figure(X.float().cpu().numpy(), labels, title=title), labels
@@ -182,16 +181,3 @@ def load_dataset(host: PluginHost, dataset: str, *, batch_size: int, seed: int =
     values = resolve_options(record, options or {})
     return call_factory(record, {"batch_size": batch_size, "device": torch.device("cpu"), "seed": seed, "shard": None},
                         values)
-
-
-def _first_of_built(host: PluginHost, dataset: str, *, n: int, split: str, seed: int,
-                    options: dict[str, Any] | None) -> tuple[Any, Any, Any, Any]:
-    """Build the data set as a run would (on the CPU) and take the first ``n`` examples of ``split``."""
-    data = load_dataset(host, dataset, batch_size=n, seed=seed, options=options)
-    shape = getattr(data, "input_shape", ())
-    require_images(dataset, shape, "show")
-    batches = getattr(data, split)
-    if hasattr(batches, "set_epoch"):
-        batches.set_epoch(1)  # the order the first training epoch sees
-    X, y = first_examples(batches, n)
-    return X, y, data.classes, shape

@@ -1,9 +1,7 @@
 """Drawing: image grids, predictions, the confusion matrix, training curves.
 
-Everything here draws on a bare matplotlib ``Figure``, never through pyplot:
-it needs no display, keeps no global figure state (no "more than 20 figures"
-warnings in a long session) and cannot pop a window up. PNG is rendered by
-Agg, SVG and PDF by their own backends, and every file is written atomically.
+Everything draws on a bare matplotlib ``Figure``, never through pyplot: no display needed, no global figure
+state (no "more than 20 figures" warnings) and no window popping up. Every file is written atomically.
 Inputs are numpy arrays, or anything ``numpy.asarray`` takes (CPU tensors).
 """
 
@@ -43,13 +41,9 @@ def new_figure(width: float, height: float) -> Figure:
 def render(fig: Figure, fmt: str = "png", dpi: int = DPI) -> bytes:
     """The figure as ``png``, ``svg`` or ``pdf`` bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi, metadata=_metadata(fmt))
-    return buf.getvalue()
-
-
-def _metadata(fmt: str) -> dict[str, Any]:
     # No creation date in SVG/PDF: the same run draws the same bytes.
-    return {"Date": None} if fmt in ("svg", "pdf") else {}
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt in ("svg", "pdf") else {})
+    return buf.getvalue()
 
 
 def picture_format(path: str | pathlib.Path) -> str:
@@ -78,10 +72,8 @@ def grid_shape(n: int, max_cols: int = 10) -> tuple[int, int]:
 
 
 def as_picture(image: Any) -> Any:
-    """One image as imshow wants it: ``(H, W)`` grey or ``(H, W, 3)`` colour in [0, 1].
-
-    Accepts ``(H, W)``, ``(1|3, H, W)`` (torch's layout) and ``(H, W, 1|3)``.
-    """
+    """One image as imshow wants it, ``(H, W)`` grey or ``(H, W, 3)`` colour in [0, 1], from ``(H, W)``,
+    ``(1|3, H, W)`` (torch's layout) or ``(H, W, 1|3)``."""
     import numpy as np
 
     a = np.asarray(image, dtype=np.float32)
@@ -97,17 +89,10 @@ def as_picture(image: Any) -> Any:
     return a.clip(0.0, 1.0) if a.ndim == 3 else a
 
 
-def image_grid(
-    images: Sequence[Any],
-    titles: Sequence[str] | None = None,
-    *,
-    wrong: Sequence[bool] | None = None,
-    suptitle: str | None = None,
-    scale: float = 1.5,
-    cmap: str = "gray",
-) -> Figure:
-    """d2l's ``show_images``: a grid of images, each titled; the ones flagged in
-    ``wrong`` get a red title and a red frame."""
+def image_grid(images: Sequence[Any], titles: Sequence[str] | None = None, *, wrong: Sequence[bool] | None = None,
+               suptitle: str | None = None, scale: float = 1.5, cmap: str = "gray") -> Figure:
+    """d2l's ``show_images``: a grid of images, each titled; the ones flagged in ``wrong`` get a red title
+    and a red frame."""
     n = len(images)
     if n == 0:
         raise ValueError("no images to draw")
@@ -116,8 +101,7 @@ def image_grid(
     fig = new_figure(cols * scale, rows * (scale + 0.17 * lines) + (0.35 if suptitle else 0))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for i, ax in enumerate(axes):
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         if i >= n:
             ax.set_axis_off()
             continue
@@ -127,9 +111,7 @@ def image_grid(
         if titles:
             ax.set_title(titles[i], fontsize=9, color=WRONG if bad else "black", fontweight="bold" if bad else "normal")
         for spine in ax.spines.values():
-            spine.set_visible(bad)
-            spine.set_color(WRONG)
-            spine.set_linewidth(2.5)
+            spine.set(visible=bad, color=WRONG, linewidth=2.5)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     return fig
@@ -168,8 +150,7 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     labels = [str(c) for c in classes]
     ax.set_xticks(range(k), labels, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(k), labels)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set(xlabel="predicted class", ylabel="true class")
     size = 8 if k <= 12 else max(4, 8 - (k - 12) // 3)
     for i in range(k):
         for j in range(k):
@@ -184,29 +165,27 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
 
 def draw_curves(ax: Axes, epochs_done: Sequence[int], series: Sequence[Sequence[float]], *, epochs: int,
                 ylim: tuple[float, float] = TEXTBOOK_YLIM) -> None:
-    """The textbook Animator's axes: epoch on x (1 to ``epochs``, whole numbers), train
-    loss / train acc / test acc on y, in its line styles (with small markers, so a
-    single epoch shows)."""
+    """The textbook Animator's axes: epoch on x (1 to ``epochs``, whole numbers), train loss / train acc / test acc on
+    y, in its line styles (with small markers, so a single epoch shows)."""
+    from matplotlib.ticker import MaxNLocator
+
     ax.cla()
     for ys, fmt, label in zip(series, CURVE_FMTS, CURVE_LEGEND):
         ax.plot(epochs_done, ys, fmt, label=label, marker=".", markersize=5)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.set_xlabel("epoch")
-    ax.set_xlim(*((1, epochs) if epochs > 1 else (0.5, 1.5)))  # one epoch: its point in the middle
+    # one epoch: its point in the middle
+    ax.set(xlabel="epoch", xlim=(1, epochs) if epochs > 1 else (0.5, 1.5), ylim=ylim)
     if epochs <= 12:
         ax.set_xticks(range(1, epochs + 1))
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(*ylim)
     ax.legend(loc="best", fontsize=8)
     ax.grid(True)
 
 
 def curves_figure(history: Sequence[dict[str, Any]], *, epochs: int | None = None,
                   ylim: tuple[float, float] | None = None, title: str | None = None) -> Figure:
-    """Training curves from a run's metrics rows. Without ``ylim`` the textbook's
-    0.3-0.9, widened only when a value falls outside it (a diverging loss stays in view)."""
+    """Training curves from a run's metrics rows. Without ``ylim`` the textbook's 0.3-0.9, widened only when a value
+    falls outside it (a diverging loss stays in view)."""
     xs = [row["epoch"] for row in history]
     series = [[row[key] for row in history] for key in CURVE_KEYS]
     if ylim is None:
@@ -234,14 +213,18 @@ def metric_families(history: Sequence[dict[str, Any]]) -> dict[str, dict[str, li
     Read generically: whatever numeric keys the rows hold (a plugin's metrics too)."""
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for row in history:
-        for key, value in row.items():
-            if key in ("epoch", "seconds") or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
+        for key in numeric_keys(row):
             split, _, name = key.partition("_")
             if split not in SPLIT_STYLES or not name:
                 split, name = "", key
-            out.setdefault(name, {}).setdefault(split, []).append((row["epoch"], float(value)))
+            out.setdefault(name, {}).setdefault(split, []).append((row["epoch"], float(row[key])))
     return out
+
+
+def numeric_keys(row: dict[str, Any]) -> list[str]:
+    """A metrics row's numeric keys but epoch and seconds, in its order: whatever it holds (a plugin's metrics too)."""
+    return [k for k, v in row.items()
+            if k not in ("epoch", "seconds") and isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 def metrics_figure(history: Sequence[dict[str, Any]], *, epochs: int | None = None) -> Figure:
@@ -253,8 +236,7 @@ def metrics_figure(history: Sequence[dict[str, Any]], *, epochs: int | None = No
     if not families:
         raise ValueError("the run's rows hold no numeric metric to draw")
     n = len(families)
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
+    rows, cols = math.ceil(n / 3), min(3, n)
     fig = new_figure(3.3 * cols, 2.5 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     last = epochs or max((row["epoch"] for row in history), default=1)

@@ -1,9 +1,7 @@
-"""What a finished run leaves to look at: curves.png (the textbook's three curves),
-metrics.png (every metric the run records, and the learning rate),
-confusion.png, predictions.png and report.md, which links them and tabulates
-the metrics of every epoch. The report draws every picture itself, from the run's whole
-history: a curves.png a visualizer left behind may be stale (a resumed run
-that no longer uses it) and is redrawn."""
+"""What a finished run leaves to look at: curves.png (the textbook's three curves), metrics.png (every metric
+and the learning rate), confusion.png, predictions.png and report.md, which links them and tabulates every
+epoch. Every picture is drawn from the run's whole history: a curves.png a visualizer left behind may be
+stale (a resumed run that no longer uses it)."""
 
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ from ..train.blame import component_fault
 from . import gallery, pictures
 
 REPORT = folder.REPORT
-CONFUSION, CURVES, METRICS = folder.CONFUSION, folder.CURVES, folder.METRICS_PNG
+CONFUSION, CURVES, METRICS, PREDICTIONS = folder.CONFUSION, folder.CURVES, folder.METRICS_PNG, folder.PREDICTIONS
 
 
 class RunReport:
@@ -55,26 +53,19 @@ class RunReport:
 
     def write(self, seconds: float, device: Any) -> list[str]:
         """Draw every picture and write report.md (raising what fails); returns the pictures drawn."""
-        drawn = self._draw()
-        write_report(self.run_dir, self.plan, self.end.history, self.end.confusion, self.end.classes,
-                     seconds=seconds, device=str(device), pictures_drawn=drawn, stopped=self.end.control.record())
-        return drawn
-
-    def _draw(self) -> list[str]:
         end, run_dir, config = self.end, self.run_dir, self.plan.config
         pictures.save(pictures.confusion_figure(end.confusion, end.classes), run_dir / CONFUSION)
-        drawn = [CONFUSION]
+        drawn = [CURVES, CONFUSION]
         if gallery.is_image_shape(self.dataset.input_shape):
-            gallery.write_predictions(end.model, self.dataset.test, end.classes, run_dir / gallery.PREDICTIONS,
+            gallery.write_predictions(end.model, self.dataset.test, end.classes, run_dir / PREDICTIONS,
                                       n=self.n_predictions, title=f"{config.model} + {config.loss}: first test images")
-            drawn.append(gallery.PREDICTIONS)
+            drawn.append(PREDICTIONS)
         pictures.save(pictures.curves_figure(end.history, epochs=config.epochs), run_dir / CURVES)
         pictures.save(pictures.metrics_figure(end.history, epochs=config.epochs), run_dir / METRICS)
-        return [CURVES, *drawn, METRICS]
-
-
-def _f(value: float) -> str:
-    return f"{value:.4f}"
+        drawn.append(METRICS)
+        write_report(run_dir, self.plan, end.history, end.confusion, end.classes, seconds=seconds, device=str(device),
+                     pictures_drawn=drawn, stopped=end.control.record())
+        return drawn
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> list[str]:
@@ -91,32 +82,21 @@ def per_class_rows(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -
         total = sum(row)
         others = [(count, classes[j]) for j, count in enumerate(row) if j != i and count]
         worst = max(others, default=None)
-        rows.append([name, _f(row[i] / total) if total else "-", str(total),
+        rows.append([name, f"{row[i] / total:.4f}" if total else "-", str(total),
                      f"{worst[1]} ({worst[0]})" if worst else "-"])
     return rows
-
-
-#: The columns every run's per-epoch table starts with (the textbook's three curves), before the rest.
-FIRST = ("train_loss", "train_acc", "test_acc")
-
-
-def _numbers(row: dict[str, Any]) -> list[str]:
-    """The row's numeric keys, in its order (read generically: a plugin's metrics too)."""
-    return [k for k, v in row.items() if k not in ("epoch", "seconds") and isinstance(v, (int, float))
-            and not isinstance(v, bool)]
 
 
 def _value(value: Any) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return "-"
-    return f"{value:.3g}" if 0 < abs(value) < 1e-3 else _f(value)
+    return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
 
 
 def final_rows(final: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The final metrics as a table: a row per split (train, valid, test), a column per metric."""
-    keys = _numbers(final)
     names: list[str] = []
-    for key in keys:
+    for key in pictures.numeric_keys(final):
         split, _, name = key.partition("_")
         if split in pictures.SPLIT_STYLES and name and name not in names:
             names.append(name)
@@ -127,13 +107,13 @@ def final_rows(final: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, Any]],
                  confusion: Sequence[Sequence[int]], classes: Sequence[str], *, seconds: float, device: str,
-                 pictures_drawn: Sequence[str] = (),
-                 stopped: dict[str, Any] | None = None) -> pathlib.Path:
+                 pictures_drawn: Sequence[str] = (), stopped: dict[str, Any] | None = None) -> pathlib.Path:
     """Write report.md: settings, who stopped the run (when a callback did), final metrics,
     per-class accuracy, every epoch's metrics and links to the pictures in the run folder."""
     run_dir = pathlib.Path(run_dir)
     config, final = plan.config, history[-1]
-    columns = [*(k for k in FIRST if k in final), *(k for k in _numbers(final) if k not in FIRST)]
+    first = pictures.CURVE_KEYS  # the per-epoch table starts with the textbook's three curves
+    columns = [*(k for k in first if k in final), *(k for k in pictures.numeric_keys(final) if k not in first)]
     header, split_rows = final_rows(final)
     stop = ([f"Stopped after epoch {stopped['epoch']} of {config.epochs} by {stopped['by']}: {stopped['reason']}.", ""]
             if stopped else [])
@@ -154,14 +134,14 @@ def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, 
         *stop,
         "## Final metrics",
         "",
-        *_table(header, split_rows, "l" + "r" * (len(header) - 1)),
+        *_table(header, split_rows),
         "",
         *([f"Learning rate of the last step: {_value(final['lr'])}.", ""] if _value(final.get("lr")) != "-" else []),
     ]
-    present = [name for name in (CURVES, METRICS, CONFUSION, gallery.PREDICTIONS)
+    present = [name for name in (CURVES, METRICS, CONFUSION, PREDICTIONS)
                if name in pictures_drawn or (run_dir / name).exists()]
     captions = {CURVES: "Training curves", METRICS: "Every metric and the learning rate, per epoch",
-                CONFUSION: "Confusion matrix (test set)", gallery.PREDICTIONS: "Predictions on the first test images"}
+                CONFUSION: "Confusion matrix (test set)", PREDICTIONS: "Predictions on the first test images"}
     if present:
         lines += ["## Pictures", ""]
         for name in present:
@@ -179,9 +159,8 @@ def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, 
         f"Every epoch's metrics, with per-class test accuracy, are in [{folder.METRICS}]({folder.METRICS}).",
         "",
     ]
-    path = run_dir / REPORT
-    atomic.write_text(path, "\n".join(lines))
-    return path
+    atomic.write_text(run_dir / REPORT, "\n".join(lines))
+    return run_dir / REPORT
 
 
 def rebuild(run_dir: pathlib.Path, host: Any, *, device: str = "cpu",
@@ -209,7 +188,7 @@ def rebuild(run_dir: pathlib.Path, host: Any, *, device: str = "cpu",
             control.restore(stopped)  # the report says who stopped the run, as it did when the run ended
         report.end = FitEnd(trained.history, trained.history[-1], test["confusion"], classes, trained.parts.model,
                             trained.run_dir, control)
-        seconds = summary.get("seconds") if isinstance(summary.get("seconds"), (int, float)) else None
-        if seconds is None:
+        seconds = summary.get("seconds")
+        if not isinstance(seconds, (int, float)):
             seconds = sum(r.get("seconds", 0) for r in trained.history if isinstance(r.get("seconds", 0), (int, float)))
         return report.write(seconds, summary.get("device") or device)
