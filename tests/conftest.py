@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 import pytest
 
@@ -50,6 +51,18 @@ def _fresh_plugin_host():
     set_host(None)
     yield
     set_host(None)
+
+
+@pytest.fixture(autouse=True)
+def _forget_modules_of_test_folders(tmp_path_factory):
+    """A module a test imported from its own folder (a plugin package it wrote) is forgotten after it: a later
+    test in the same worker that writes a module of that name (docs' and the bench's fmclf_focal) imports its own,
+    whichever order xdist runs them in."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(base):
+            del sys.modules[name]
 
 
 @pytest.fixture(autouse=True)
