@@ -1,17 +1,12 @@
 """A batched group: several runs trained as one computation in one process (``fmclf run-group SPEC``).
 
-The members differ only in seed, learning rate and the options their
-components declare per model (:func:`fmclf.batchable`); :func:`batch_key`
-says which runs may share a group, or why one may not. The data is loaded
-once; :class:`fmclf.train.batched.BatchedTrainer` trains the members; each
-member leaves the run folder it would have left alone (config.toml,
-metrics.jsonl, checkpoint.pt after every epoch, model.pt, summary.json,
-status.json, report.md), written by the same functions a run alone uses, and
-locked while the group trains. A group checkpoints every member after each
-epoch; a stop (Ctrl-C, SIGTERM) ends it after the batch in flight, keeping
-those checkpoints, and the same command resumes it: any member is also an
-ordinary run that ``fmclf run --resume`` continues alone. A member that
-diverges is recorded as diverged in its folder (and its log), the others go on.
+The members differ only in seed, learning rate and the options their components declare per model
+(:func:`fmclf.batchable`; :func:`batch_key` says which runs may share a group). The data is loaded once,
+:class:`fmclf.train.batched.BatchedTrainer` trains the members, and each leaves the run folder it would
+have left alone, written by the same functions and locked while the group trains: any member is an
+ordinary run that ``fmclf run --resume`` continues alone. A stop ends the group after the batch in flight,
+keeping every member's last checkpoint; the same command resumes it. A member that diverges is recorded
+as diverged, the others go on.
 
 The SPEC is a JSON file a comparison writes (:func:`write_spec`)::
 
@@ -167,9 +162,7 @@ def _target(plan: Plan, kind: str) -> str:
 def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
               report: Callable[..., Any] | None = None) -> int:
     """Train the group described by ``spec_path``; returns the exit code (0, or 130 after a stop). ``report``
-    writes each finished member's report.md (the front end passes :func:`fmclf.draw.report.write_report`).
-
-    Each member's ending is in its run folder's status.json (``fmclf runs`` shows it)."""
+    writes each finished member's report.md (the front end passes :func:`fmclf.draw.report.write_report`)."""
     from ..dist.comm import Solo
     from ..train.engine import StopFlag
     from .lock import RunLock
@@ -288,21 +281,12 @@ def _epochs(members: list[_Member], batched: list[Any], trainer: Any, flag: Any,
     """Train epochs ``start`` + 1 to ``epochs``, checkpointing each living member after each; 0, or 130 when a
     signal stopped the group (every member then keeps its last checkpoint).
 
-    The checkpoints are serialised at once and written on a thread of their own while the next epoch trains
+    The checkpoints are written on a thread of their own while the next epoch trains
     (:class:`~fmclf.run.writer.BackgroundWriter`, as a run alone writes them): a member's pair of files, each
     fsync'd, took 30 ms here, 1.8 s an epoch for 60 members. Every write is done before this returns."""
     from .writer import BackgroundWriter
 
     writer = BackgroundWriter(depth=2 * len(members) + 1)  # one epoch's files wait, not the next epoch
-    try:
-        return _train_epochs(members, batched, trainer, flag, start, epochs, echo, writer)
-    finally:
-        writer.close(raise_error=sys.exc_info()[0] is None)
-
-
-def _train_epochs(members: list[_Member], batched: list[Any], trainer: Any, flag: Any, start: int, epochs: int,
-                  echo: Echo, writer: Any) -> int:
-    """:func:`_epochs`' loop, its checkpoints written through ``writer``."""
     started = time.perf_counter()
     last = start
     try:
@@ -333,6 +317,8 @@ def _train_epochs(members: list[_Member], batched: list[Any], trainer: Any, flag
             if not m.ended:
                 folder.write_status(m.spec.run_dir, "failed", last, str(exc))
         raise
+    finally:
+        writer.close(raise_error=sys.exc_info()[0] is None)
     return 0
 
 
@@ -382,8 +368,7 @@ def _finish(members: list[_Member], batched: list[Any], dataset: Any, device: An
 
 def _final_files(m: _Member, b: Any, dataset: Any, device: Any, seconds: float, memory: dict[str, float],
                  report: Callable[..., Any] | None) -> None:
-    """Member ``m``'s model.pt, test predictions, summary.json, status and report.md (by ``report``, when the front
-    end hands one in), in that order."""
+    """Member ``m``'s model.pt, test predictions, summary.json, status and report.md (by ``report``), in order."""
     from . import checkpoint as checkpoint_io
     from .session import run_summary
 
