@@ -191,10 +191,9 @@ _KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_
 
 def refused(path: str | os.PathLike, what: str) -> RefusedFile:
     """The :class:`RefusedFile` for ``path``, which is ``what`` (a symbolic link, a FIFO ...)."""
-    return RefusedFile(
-        f"{str(path)!r} is {what}, where fmclf keeps one of its own files; fmclf neither follows nor opens such a "
-        f"thing there, and changed nothing. Remove or move it (a run writes a plain file of that name), then "
-        f"try again.", str(path))
+    return RefusedFile(f"{str(path)!r} is {what}, where fmclf keeps one of its own files; fmclf neither follows nor "
+                       f"opens such a thing there, and changed nothing. Remove or move it (a run writes a plain file "
+                       f"of that name), then try again.", str(path))
 
 
 def open_owned(path: str | os.PathLike, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:

@@ -76,11 +76,10 @@ def load_torch(path: pathlib.Path, what: str) -> Any:
         if refused is None:  # not an object it refused: bytes that are no pickle at all
             why = next((line for line in lines if line.startswith("Unsupported")), "not a file torch.save wrote")
             raise CheckpointError(f"{path}: the {what} cannot be loaded ({why[:200]}). {_DAMAGED}") from None
-        raise CheckpointError(
-            f"{path}: the {what} cannot be loaded: it holds Python objects other than tensors and plain data "
-            f"({refused[:300]}), and unpickling such objects can run arbitrary code, so fmclf refuses. It was "
-            f"not written by fmclf, or it was tampered with. Start a new run, or restore the file from a backup."
-        ) from None
+        raise CheckpointError(f"{path}: the {what} cannot be loaded: it holds Python objects other than tensors and "
+                              f"plain data ({refused[:300]}), and unpickling such objects can run arbitrary code, so "
+                              f"fmclf refuses. It was not written by fmclf, or it was tampered with. Start a new run, "
+                              f"or restore the file from a backup.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError, KeyError,
             IndexError) as exc:
         first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -198,19 +197,16 @@ def round_trip(record: Any, state: Any) -> None:  # record: a ComponentRecord, o
                 torch.load(buf, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - whatever stops the trip is the state's
         why = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise ComponentError(
-            f"{who}: the state its state_dict() returned cannot be saved in a checkpoint and read back "
-            f"({type(exc).__name__}: {why}). A checkpoint keeps plain tensors, numbers, strings, lists and dicts "
-            f"(read back with weights_only=True): return those from state_dict(), not subclasses of them (an "
-            f"IntEnum, a defaultdict, a tensor subclass). This is a fault in that callback; report it to its authors."
-        ) from exc
+        raise ComponentError(f"{who}: the state its state_dict() returned cannot be saved in a checkpoint and read "
+                             f"back ({type(exc).__name__}: {why}). A checkpoint keeps plain tensors, numbers, strings, "
+                             f"lists and dicts (read back with weights_only=True): return those from state_dict(), not "
+                             f"subclasses of them (an IntEnum, a defaultdict, a tensor subclass). This is a fault in "
+                             f"that callback; report it to its authors.") from exc
     if size > MAX_CALLBACK_STATE:
-        raise ComponentError(
-            f"{who}: the state its state_dict() returned takes {size / 2**20:.0f} MiB in a checkpoint, "
-            f"more than the {MAX_CALLBACK_STATE // 2**20} MiB a callback may keep there (the checkpoint is written "
-            f"after every epoch). Keep less state, or write it to a file of its own. This is a fault in that "
-            f"callback; report it to its authors."
-        )
+        raise ComponentError(f"{who}: the state its state_dict() returned takes {size / 2**20:.0f} MiB in a "
+                             f"checkpoint, more than the {MAX_CALLBACK_STATE // 2**20} MiB a callback may keep there "
+                             f"(the checkpoint is written after every epoch). Keep less state, or write it to a file "
+                             f"of its own. This is a fault in that callback; report it to its authors.")
 
 
 def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int,
@@ -248,10 +244,8 @@ def load(run_dir: pathlib.Path) -> dict | None:
     checkpoint = load_torch(path, "checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(
-            f"{path}: not an fmclf checkpoint (format {found!r}, expected {FORMAT!r}). "
-            f"It was written by another program, or by an fmclf too different from this one."
-        )
+        raise CheckpointError(f"{path}: not an fmclf checkpoint (format {found!r}, expected {FORMAT!r}). It was "
+                              f"written by another program, or by an fmclf too different from this one.")
     if why := problem(checkpoint):
         raise CheckpointError(f"{path}: {why}. It is damaged or was edited: restore it from a backup, or {new_run}.")
     return checkpoint
@@ -327,12 +321,11 @@ def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) ->
             raise ValueError(f"it says {state.batch} batches of epoch {state.epoch + 1} are done, but an epoch "
                              f"has {batches}")
     except (KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        raise comm.alike(CheckpointError(
-            f"{run_dir / folder.CHECKPOINT} does not fit this run's components ({type(exc).__name__}: "
-            f"{' '.join(str(exc).split())[:300]}). It comes from another run, or the plugins changed since it was "
-            f"written ({run_dir / folder.CONFIG} lists the versions that wrote it). Start a new run, or reinstall "
-            f"those versions."
-        )) from None
+        raise comm.alike(CheckpointError(f"{run_dir / folder.CHECKPOINT} does not fit this run's components "
+                                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}). It comes from "
+                                         f"another run, or the plugins changed since it was written "
+                                         f"({run_dir / folder.CONFIG} lists the versions that wrote it). Start a new "
+                                         f"run, or reinstall those versions.")) from None
     return state
 
 
@@ -347,10 +340,9 @@ def restore_callbacks(parts: Parts, states: dict[str, Any]) -> None:
         except BaseException as exc:
             if not component_fault(exc):
                 raise
-            raise ComponentError(
-                f"{record.describe()} raised {type(exc).__name__} in load_state_dict() while the run resumed: {exc}. "
-                f"Its saved state does not fit this version of it; report this to its authors, or start a new run."
-            ) from exc
+            raise ComponentError(f"{record.describe()} raised {type(exc).__name__} in load_state_dict() while the "
+                                 f"run resumed: {exc}. Its saved state does not fit this version of it; report this "
+                                 f"to its authors, or start a new run.") from exc
 
 
 def finished(run_dir: pathlib.Path) -> bool:
@@ -380,10 +372,9 @@ def final_weights(run_dir: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
         checkpoint = load(run_dir)
         if checkpoint is not None and isinstance(checkpoint.get("model"), dict):
             return checkpoint["model"], run_dir / folder.CHECKPOINT
-    raise CheckpointError(
-        f"{run_dir} holds no weights ({folder.WEIGHTS} is written when a run finishes, {folder.CHECKPOINT} "
-        f"after its first epoch). Train it first, or continue it with `fmclf run --resume {run_dir}`."
-    )
+    raise CheckpointError(f"{run_dir} holds no weights ({folder.WEIGHTS} is written when a run finishes, "
+                          f"{folder.CHECKPOINT} after its first epoch). Train it first, or continue it with "
+                          f"`fmclf run --resume {run_dir}`.")
 
 
 def named_weights(run_dir: pathlib.Path, name: str) -> tuple[dict[str, Any], pathlib.Path]:

@@ -99,10 +99,9 @@ def check_options(options: dict[str, dict[str, Any]], kinds: dict[str, str],
         for option, value in values.items():
             if isinstance(value, str) and _lands_on_owned(value, run_dir):
                 kind, _, name = target.partition(".")
-                raise OptionError(
-                    f"option {option} of {kind} {name or kind!r} is {value!r}: that is {os.path.basename(value)} in "
-                    f"the run folder, and fmclf writes that file itself (its own files: {', '.join(FILES)}). "
-                    f"Choose another name.")
+                raise OptionError(f"option {option} of {kind} {name or kind!r} is {value!r}: that is "
+                                  f"{os.path.basename(value)} in the run folder, and fmclf writes that file itself "
+                                  f"(its own files: {', '.join(FILES)}). Choose another name.")
 
 
 def _lands_on_owned(value: str, run_dir: pathlib.Path | None) -> bool:
@@ -193,11 +192,9 @@ def check_new(path: pathlib.Path) -> pathlib.Path:
     if not path.is_dir():
         return path
     if holds_run(path):
-        raise UsageError(
-            f"{flag('out', path, quoted=True)} already holds a run. Continue it with "
-            f"`fmclf run --resume {shlex.quote(str(path))}`, or choose another {flag('out')} (leave it out for a fresh "
-            f"runs/... folder)."
-        )
+        raise UsageError(f"{flag('out', path, quoted=True)} already holds a run. Continue it with `fmclf run --resume "
+                         f"{shlex.quote(str(path))}`, or choose another {flag('out')} (leave it out for a fresh "
+                         f"runs/... folder).")
     try:
         others = sorted(name for name in os.listdir(path) if not is_own_leftover(name))
     except OSError as exc:
@@ -205,12 +202,10 @@ def check_new(path: pathlib.Path) -> pathlib.Path:
                          f"Choose another {flag('out')}.") from None
     if others:
         shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
-        raise UsageError(
-            f"{flag('out', path, quoted=True)} is a folder that already holds files ({shown}) but no fmclf run. A run "
-            f"writes config.toml, metrics.jsonl, report.md, pictures and more into its folder and could overwrite "
-            f"yours, so it takes only a new or empty folder: choose another {flag('out')} (leave it out for a fresh "
-            f"runs/... folder)."
-        )
+        raise UsageError(f"{flag('out', path, quoted=True)} is a folder that already holds files ({shown}) but no "
+                         f"fmclf run. A run writes config.toml, metrics.jsonl, report.md, pictures and more into its "
+                         f"folder and could overwrite yours, so it takes only a new or empty folder: choose another "
+                         f"{flag('out')} (leave it out for a fresh runs/... folder).")
     return path
 
 

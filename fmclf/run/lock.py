@@ -80,11 +80,9 @@ class RunLock:
         except BlockingIOError:
             holder = _read(fd) or {}
             os.close(fd)
-            raise RunLocked(
-                f"the run folder {str(self.run_dir)!r} is in use by {_describe(holder)} "
-                f"({holder.get('command', 'fmclf')}), so this command cannot {what}. A run folder has one "
-                f"writer at a time: wait for that run to end (or stop it with Ctrl-C), or {fix}."
-            ) from None
+            raise RunLocked(f"the run folder {str(self.run_dir)!r} is in use by {_describe(holder)} "
+                            f"({holder.get('command', 'fmclf')}), so this command cannot {what}. A run folder has one "
+                            f"writer at a time: wait for that run to end (or stop it with Ctrl-C), or {fix}.") from None
         except OSError as exc:
             os.close(fd)
             raise self._cannot(exc, what) from None

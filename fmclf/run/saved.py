@@ -73,16 +73,13 @@ def load_trained(run_dir: pathlib.Path, host: PluginHost, *, device: str = "cpu"
         parts.model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as exc:
         if dataset is not None:
-            raise UsageError(
-                f"the weights of {run_dir} (trained on data set {trained_on!r}) do not fit a model built for data set "
-                f"{dataset!r}, which has {len(parts.dataset.classes)} classes and inputs of shape "
-                f"{tuple(parts.dataset.input_shape)}: --dataset takes a data set with the run's classes and input "
-                f"shape (a corrupted or resampled copy of its own)."
-            ) from None
-        raise CheckpointError(
-            f"{used} does not fit the model {plan.records['model'].describe()} ({str(exc).splitlines()[0][:300]}). "
-            f"Were the plugins changed since the run? {run_dir / folder.CONFIG} lists the versions that trained it."
-        ) from None
+            raise UsageError(f"the weights of {run_dir} (trained on data set {trained_on!r}) do not fit a model built "
+                             f"for data set {dataset!r}, which has {len(parts.dataset.classes)} classes and inputs of "
+                             f"shape {tuple(parts.dataset.input_shape)}: --dataset takes a data set with the run's "
+                             f"classes and input shape (a corrupted or resampled copy of its own).") from None
+        raise CheckpointError(f"{used} does not fit the model {plan.records['model'].describe()} "
+                              f"({str(exc).splitlines()[0][:300]}). Were the plugins changed since the run? "
+                              f"{run_dir / folder.CONFIG} lists the versions that trained it.") from None
     return Trained(run_dir, plan, parts, used, folder.read_metrics(run_dir))
 
 
