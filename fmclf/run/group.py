@@ -126,8 +126,6 @@ class _Member:
     spec: MemberSpec
     plan: Plan
     checkpoint: dict | None
-    prov: dict[str, Any] = dataclasses.field(default_factory=dict)
-    lock: Any = None
     parts: Any = None
     ended: str = ""  #: how it ended: finished, diverged, interrupted, failed
 
@@ -138,25 +136,24 @@ class _Member:
                 log.write(text.rstrip("\n") + "\n")
 
 
-def _plan_of(spec: MemberSpec, host: PluginHost) -> tuple[Plan, dict | None]:
-    """The member's plan, and its checkpoint when its folder already holds a run."""
+def _member(spec: MemberSpec, host: PluginHost) -> _Member:
+    """The member ``spec`` names: its plan, and its checkpoint when its folder already holds a run."""
     from . import checkpoint as checkpoint_io
     from . import provenance
 
-    if (spec.run_dir / folder.CONFIG).is_file():
-        folder.check_files(spec.run_dir)
-        settings, options = load_config(spec.run_dir / folder.CONFIG)
-        settings = provenance.pin_names(settings, spec.run_dir)
-        return resolve(RunConfig(**settings, options=options), host), checkpoint_io.load(spec.run_dir)
-    if spec.settings is None:
-        raise UsageError(f"{spec.run_dir} holds no run and the group spec gives no settings for {spec.name}.")
-    settings, options = load_config(spec.settings)
-    return resolve(RunConfig(**settings, options=options), host), None
-
-
-def _target(plan: Plan, kind: str) -> str:
-    """The option target of ``plan``'s component of ``kind``."""
-    return next(t for t, r in plan.records.items() if r.kind == kind)
+    try:
+        if (spec.run_dir / folder.CONFIG).is_file():
+            folder.check_files(spec.run_dir)
+            settings, options = load_config(spec.run_dir / folder.CONFIG)
+            settings = provenance.pin_names(settings, spec.run_dir)
+            return _Member(spec, resolve(RunConfig(**settings, options=options), host),
+                           checkpoint_io.load(spec.run_dir))
+        if spec.settings is None:
+            raise UsageError(f"{spec.run_dir} holds no run and the group spec gives no settings for {spec.name}.")
+        settings, options = load_config(spec.settings)
+        return _Member(spec, resolve(RunConfig(**settings, options=options), host), None)
+    except ConfigError as exc:
+        raise UsageError(f"{spec.name}: {exc}") from None
 
 
 def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
@@ -168,14 +165,7 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
     from .lock import RunLock
     from .signals import handled, say, stop_on_signals
 
-    specs = read_spec(pathlib.Path(spec_path))
-    members = []
-    for spec in specs:
-        try:
-            plan, checkpoint = _plan_of(spec, host)
-        except ConfigError as exc:
-            raise UsageError(f"{spec.name}: {exc}") from None
-        members.append(_Member(spec, plan, checkpoint))
+    members = [_member(spec, host) for spec in read_spec(pathlib.Path(spec_path))]
     reasons = [(m, *batch_key(m.plan)) for m in members]
     for member, reason, _ in reasons:
         if reason:
@@ -194,9 +184,9 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
             if m.checkpoint is None and not (m.spec.run_dir / folder.CONFIG).is_file():
                 folder.check_new(m.spec.run_dir)  # a new member's folder is new or empty, as for a run alone
             m.spec.run_dir.mkdir(parents=True, exist_ok=True)
-            m.lock = RunLock(m.spec.run_dir)
-            held.callback(m.lock.release)
-            m.lock.acquire("train it in a group")
+            lock = RunLock(m.spec.run_dir)
+            held.callback(lock.release)
+            lock.acquire("train it in a group")
             folder.remove_temporaries(m.spec.run_dir)
         with stop_on_signals(flag, say):
             return _train(members, host, Solo(), flag, next(iter(done))[0], echo, report)
@@ -242,8 +232,7 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
     parts = assemble(plan, device=device)
     dataset = parts.dataset
     if not isinstance(dataset.train, TensorBatches) or not isinstance(dataset.test, TensorBatches):
-        who = plan.records[_target(plan, "dataset")].describe()
-        raise UsageError(f"{who} declares it can be batched, but its splits are "
+        raise UsageError(f"{plan.records['dataset'].describe()} declares it can be batched, but its splits are "
                          f"{type(dataset.train).__name__}, not fmclf.data.TensorBatches; train its runs alone "
                          f"(fmclf compare --no-batch), and tell its authors.")
     chosen = choose_threads(plan, parts, comm)
@@ -252,11 +241,11 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
     for m in members:
         m.plan = m.plan.decided(threads=plan.config.threads)
         m.parts = parts if m is first else assemble_on(m.plan, dataset, device=device)
-        m.prov = provenance.record(m.plan, host, device, processes.describe(comm, device))
+        prov = provenance.record(m.plan, host, device, processes.describe(comm, device))
         if m.checkpoint is not None:
             checkpoint_io.restore(m.parts, m.checkpoint, m.spec.run_dir, comm)
-            m.prov = provenance.resumed(m.spec.run_dir, m.prov)
-        atomic.write_text(m.spec.run_dir / folder.CONFIG, m.plan.recorded().to_toml(m.prov, HEADER))
+            prov = provenance.resumed(m.spec.run_dir, prov)
+        atomic.write_text(m.spec.run_dir / folder.CONFIG, m.plan.recorded().to_toml(prov, HEADER))
     return plan, device, dataset, chosen
 
 
@@ -267,12 +256,11 @@ def _trainer(members: list[_Member], plan: Plan, dataset: Any, device: Any) -> t
 
     losses: dict[str, Any] = {}  # members with the same loss options share one object: one call for all of them
     batched = [Member(m.parts.model, adapt_updater(m.parts.updater),
-                      losses.setdefault(json.dumps(m.plan.options[_target(m.plan, "loss")], sort_keys=True,
-                                                   default=str), m.parts.loss),
+                      losses.setdefault(json.dumps(m.plan.options["loss"], sort_keys=True, default=str), m.parts.loss),
                       m.plan.config.seed, list(m.checkpoint["state"]["history"]) if m.checkpoint else [])
                for m in members]
-    stacked = batchable_of(plan.records[_target(plan, "updater")].factory).stacked
-    forward = batchable_of(plan.records[_target(plan, "model")].factory).stacked
+    stacked = batchable_of(plan.records["updater"].factory).stacked
+    forward = batchable_of(plan.records["model"].factory).stacked
     return batched, BatchedTrainer(batched, dataset, stacked, device=device, forward=forward)
 
 
@@ -334,7 +322,7 @@ def _after_epoch(m: _Member, b: Any, epoch: int, writer: Any) -> None:
         checkpoint_io.save(m.spec.run_dir, m.parts, dataclasses.asdict(state), 1, writer)
         return
     d = b.diverged
-    loss = m.plan.records[_target(m.plan, "loss")]
+    loss = m.plan.records["loss"]
     text = (divergence_message(d.value, d.batch, d.batches, d.epoch, loss, m.parts.loss, divergence_advice())
             if d.batch else checkpoint_io.weights_overflowed(d.epoch))
     keeps = kept((d.epoch - 1, 0) if d.epoch > 1 else None)
