@@ -52,25 +52,20 @@ def say(text: str) -> None:
 
 
 def _handler(signum: int, frame) -> None:  # noqa: ARG001
-    name = signal.Signals(signum).name
-    state = _state
-    state.received += 1
-    if state.ending:
+    name, flag = signal.Signals(signum).name, _state.flag
+    _state.received += 1
+    if _state.ending:
         return
-    flag = state.flag
-    if flag is None:  # not training: stop where we are
-        state.ending = True
+    if flag is None or (flag and signum == signal.SIGINT):  # not training, or Ctrl-C twice: stop where we are
+        _state.ending = True
         raise Stopped(name)
-    echo = state.echo or say
+    echo = _state.echo or say
     if not flag:
         flag.request(name)
-        echo(f"\n{name}: stopping after this batch and writing a checkpoint ({state.again} to stop at once, "
+        echo(f"\n{name}: stopping after this batch and writing a checkpoint ({_state.again} to stop at once, "
              f"losing this epoch's progress)\n")
-    elif signum == signal.SIGINT:
-        state.ending = True
-        raise Stopped(name)
-    elif not state.warned:
-        state.warned = True
+    elif not _state.warned:
+        _state.warned = True
         echo(f"\n{name}: already stopping after this batch (Ctrl-C stops at once)\n")
 
 
