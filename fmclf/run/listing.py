@@ -1,9 +1,7 @@
 """Finding run folders again: what ``fmclf runs`` lists. Reads files only (no torch).
 
-A run's status comes from, in order: its lock (a live process holds it: running),
-its summary (finished, or stopped when a callback ended it early), the status.json
-the last session wrote when it ended (interrupted, diverged, failed), and, for a
-folder without one, what is there (a checkpoint but no summary: interrupted).
+A run's status comes from its lock (running), its summary (finished, or stopped by a callback), the
+status.json its last session wrote (interrupted, diverged, failed), or else what is there (interrupted).
 """
 
 from __future__ import annotations

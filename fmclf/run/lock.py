@@ -1,9 +1,7 @@
-"""One writer per run folder: a lock held for the life of the run that writes it.
-
-The lock is an advisory ``flock`` on ``RUN_DIR/.lock``, which also records who holds it. The kernel drops
-an ``flock`` when its process ends, however it ends: a ``.lock`` that names a holder but is not locked was
-left by a killed process, and the next run takes it over (and says so). A clean exit empties the file.
-Where ``fcntl`` is missing (Windows) runs are not locked.
+"""One writer per run folder: an advisory ``flock`` on ``RUN_DIR/.lock``, which also records who holds it.
+The kernel drops an ``flock`` when its process ends, however it ends: a ``.lock`` that names a holder but is
+not locked was left by a killed process, and the next run takes it over (and says so). A clean exit empties
+the file. Where ``fcntl`` is missing (Windows) runs are not locked.
 """
 
 from __future__ import annotations

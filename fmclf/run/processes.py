@@ -67,8 +67,4 @@ def weights_record(comm: Solo, module: Any, device: Any) -> dict[str, Any]:
 
 def root_only(comm: Solo, echo: Echo) -> Echo:
     """``echo`` in rank 0; elsewhere, silence: only rank 0 talks to the user."""
-    return echo if comm.is_root else _silent
-
-
-def _silent(text: str) -> None:
-    """An echo that prints nothing."""
+    return echo if comm.is_root else lambda text: None
