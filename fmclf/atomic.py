@@ -59,9 +59,8 @@ def write_error(path: str | os.PathLike, exc: OSError, *, exit_code: int = 1) ->
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP back for the block; afterwards they are raised again,
-    in order, for the handlers that were there before (``KeyboardInterrupt``, fmclf's own, or
-    the default, which ends the process). In the main thread only: elsewhere no handler runs."""
+    """Hold SIGINT, SIGTERM and SIGHUP back for the block, then raise them again, in order, for the handlers
+    that were there before. In the main thread only: elsewhere no handler runs."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -144,8 +143,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[IO], None]) -> None:
-    """Atomically replace ``path`` with whatever ``writer(binary_file)`` writes
-    (``torch.save``, ``figure.savefig`` ...)."""
+    """Atomically replace ``path`` with whatever ``writer(binary_file)`` writes (``torch.save``, ``savefig`` ...)."""
     with atomic_open(path, "wb") as fh:
         writer(fh)
 
@@ -155,8 +153,7 @@ def check_writable(folder: str | os.PathLike, *, what: str = "write there",
     """Refuse, before any work, a folder that cannot take a new file (``target``, named in the message) with a
     :class:`~fmclf.errors.WriteError`, exit code 2: a temporary file is made and removed. One that does not
     exist is fine if it can be made."""
-    folder = pathlib.Path(folder)
-    probe = folder
+    probe = folder = pathlib.Path(folder)
     while not probe.exists() and probe != probe.parent:  # the nearest folder that exists
         probe = probe.parent
     if probe.exists() and not probe.is_dir():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import math
 import os
@@ -64,8 +65,7 @@ FILES = {f.name: f for f in (
 
 
 def owns(name: str) -> bool:
-    """Whether fmclf itself writes a file called ``name`` in a run folder (a plugin must not):
-    one of :data:`FILES`, or the temporary of an atomic write."""
+    """Whether fmclf itself writes a file called ``name`` in a run folder: one of :data:`FILES`, or a temporary."""
     return name in FILES or atomic.is_temporary(name)
 
 
@@ -106,12 +106,10 @@ def check_options(options: dict[str, dict[str, Any]], kinds: dict[str, str],
 
 def _lands_on_owned(value: str, run_dir: pathlib.Path | None) -> bool:
     path = os.path.normpath(value)
-    if os.path.isabs(path):
-        if run_dir is None:
-            return False
-        inside = os.path.normpath(os.path.abspath(run_dir))
-        return os.path.dirname(path) == inside and owns(os.path.basename(path))
-    return os.sep not in path and owns(path)
+    if not os.path.isabs(path):
+        return os.sep not in path and owns(path)
+    return (run_dir is not None and os.path.dirname(path) == os.path.normpath(os.path.abspath(run_dir))
+            and owns(os.path.basename(path)))
 
 
 def read_owned(path: pathlib.Path, limit: int | None = None) -> bytes:
@@ -155,24 +153,19 @@ def default_run_dir(model: str, loss: str, root: pathlib.Path = pathlib.Path("ru
 
 
 def create_new(path: pathlib.Path, *, unique: bool = False) -> tuple[pathlib.Path, bool]:
-    """Create the folder of a new run: ``(the folder, whether this call created it)``.
-
-    With ``unique`` (a default name) ``os.mkdir``, which fails if the name exists, tries ``-2``, ``-3`` ...:
-    two runs started in the same second never share a folder (checking first, then creating, could).
-    Without it ``path`` is the user's ``--out``, which may exist (:func:`check_new` decides)."""
+    """Create the folder of a new run: ``(the folder, whether this call created it)``. With ``unique`` (a default
+    name) ``os.mkdir``, which fails if the name exists, tries ``-2``, ``-3`` ...: two runs started in the same
+    second never share a folder. Without it ``path`` is the user's ``--out``, which may exist."""
     try:
         if not unique:
             existed = path.is_dir()
             path.mkdir(parents=True, exist_ok=True)
             return path, not existed
         path.parent.mkdir(parents=True, exist_ok=True)
-        candidate, n = path, 2
-        while True:
-            try:
+        for candidate in itertools.chain([path], (path.with_name(f"{path.name}-{n}") for n in itertools.count(2))):
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(candidate)
                 return candidate, True
-            except FileExistsError:
-                candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
     except OSError as exc:
         raise UsageError(f"cannot create the run folder {str(path)!r}: {exc.strerror or exc}. "
                          f"{atomic.advice(exc, path)} Or choose another {flag('out')}.") from None
