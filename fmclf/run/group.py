@@ -201,8 +201,7 @@ def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start
     for m in members:
         m.say(f"trained in a batched group of {len(members)} runs ({members[0].spec.name} ...)")
     started = time.perf_counter()
-    code = _epochs(members, batched, trainer, flag, start, config.epochs, echo)
-    if code:
+    if code := _epochs(members, batched, trainer, flag, start, config.epochs, echo):
         return code
     if any(b.confusion is None and b.diverged is None for b in batched):  # resumed with nothing left to train
         trainer.evaluate_test()
@@ -214,9 +213,8 @@ def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start
 
 
 def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan, Any, Any, Any]:
-    """The data once (with the first member's components), then every member's own components on it, its
-    provenance and its config.toml; a resumed member's state from its checkpoint. Returns the first member's
-    plan, the device, the data set and the thread choice (None: the user's)."""
+    """The data once, then every member's components on it, its config.toml and a resumed member's state.
+    Returns the first member's plan, the device, the data set and the thread choice (None: the user's)."""
     from ..data import TensorBatches
     from . import checkpoint as checkpoint_io
     from . import processes, provenance
@@ -316,9 +314,8 @@ def _after_epoch(m: _Member, b: Any, epoch: int, writer: Any) -> None:
         checkpoint_io.save(m.spec.run_dir, m.parts, dataclasses.asdict(state), 1, writer)
         return
     d = b.diverged
-    loss = m.plan.records["loss"]
-    text = (divergence_message(d.value, d.batch, d.batches, d.epoch, loss, m.parts.loss, divergence_advice())
-            if d.batch else checkpoint_io.weights_overflowed(d.epoch))
+    text = (divergence_message(d.value, d.batch, d.batches, d.epoch, m.plan.records["loss"], m.parts.loss,
+                               divergence_advice()) if d.batch else checkpoint_io.weights_overflowed(d.epoch))
     keeps = kept((d.epoch - 1, 0) if d.epoch > 1 else None)
     error = DivergenceError(f"{text.strip()} The run folder {m.spec.run_dir} {keeps}.")
     writer.flush()  # its last checkpoint is on disk before its status says what it keeps
@@ -329,10 +326,8 @@ def _after_epoch(m: _Member, b: Any, epoch: int, writer: Any) -> None:
 
 def _finish(members: list[_Member], batched: list[Any], dataset: Any, device: Any, seconds: float,
             report: Callable[..., Any] | None) -> None:
-    """Each finished member's final files, as a run alone writes them, several members at a time (each file is
-    fsync'd: one at a time they took 5 s for 60 members here; a member's own files stay in order). Its
-    ``seconds`` (summary.json, report.md) are its share of the group's ``seconds``, as its rows' are of each
-    epoch (docs/comparing.md)."""
+    """Each finished member's final files, several members at a time (one at a time, fsync'd, they took 5 s for
+    60 members here). Its ``seconds`` are its share of the group's, as its rows' are of each epoch."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .memory import peak_memory
