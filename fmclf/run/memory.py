@@ -26,9 +26,5 @@ def peak_memory(device: Any) -> dict[str, float]:
 
 def describe(memory: dict[str, float], device: Any) -> str:
     """``"612 MB resident, 230 MB on cuda:0"``."""
-    parts = []
-    if "peak_rss_mb" in memory:
-        parts.append(f"{memory['peak_rss_mb']:.0f} MB resident")
-    if "peak_cuda_mb" in memory:
-        parts.append(f"{memory['peak_cuda_mb']:.0f} MB on {device}")
-    return ", ".join(parts) or "not measurable here"
+    where = {"peak_rss_mb": "resident", "peak_cuda_mb": f"on {device}"}
+    return ", ".join(f"{memory[key]:.0f} MB {w}" for key, w in where.items() if key in memory) or "not measurable here"
