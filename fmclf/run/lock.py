@@ -117,13 +117,6 @@ class RunLock:
                 os.ftruncate(fd, 0)  # an empty lock file: released cleanly, nothing to take over
         os.close(fd)  # closing drops the flock
 
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
 
 @contextlib.contextmanager
 def writing(run_dir: pathlib.Path, what: str, fix: str = "choose another folder", echo=None) -> Iterator[RunLock]:
