@@ -12,9 +12,6 @@ The SPEC is a JSON file a comparison writes (:func:`write_spec`)::
 
     {"format": "fmclf-group/1",
      "members": [{"name": ..., "run_dir": ..., "settings": ... or null, "log": ...}, ...]}
-
-``settings`` is the config file a new member starts from; a member whose
-``run_dir`` holds a run resumes from its checkpoint.
 """
 
 from __future__ import annotations
