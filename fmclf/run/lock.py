@@ -139,11 +139,9 @@ def holder(run_dir: pathlib.Path) -> dict[str, Any] | None:
     except (OSError, RefusedFile):  # absent, or a link (never followed) or FIFO: nobody holds that
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read(fd) or {"pid": "?"}
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # nobody holds it (closing this descriptor below drops the shared lock again)
+    except BlockingIOError:
+        return _read(fd) or {"pid": "?"}
     finally:
         os.close(fd)
