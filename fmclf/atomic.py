@@ -1,14 +1,9 @@
 """Writing files so that a crash, a full disk or Ctrl-C never leaves half of one behind.
 
-Write to a temporary file in the same folder, fsync it, rename it over the
-target (atomic on POSIX), then fsync the folder so the rename itself survives
-a power cut. A reader sees the old file or the new one, never a mix.
-
-SIGINT, SIGTERM and SIGHUP that arrive while a file is being written wait
-until it is whole (or its temporary is removed): then they are handled as
-they would have been. A write that fails raises :class:`fmclf.errors.WriteError`
-(an ``OSError`` too) whose message names the file and what to do; the file
-that was there before is untouched and no temporary is left behind.
+Write a temporary file in the same folder, fsync it, rename it over the target, fsync the folder: a reader
+sees the old file or the new one. SIGINT, SIGTERM and SIGHUP wait until the file is whole. A failed write
+raises :class:`fmclf.errors.WriteError` naming the file and what to do, and leaves the old file and no
+temporary. Also the one way fmclf opens its own files in a run folder (:func:`open_owned`).
 """
 
 from __future__ import annotations
@@ -26,7 +21,8 @@ from typing import IO
 
 from .errors import UsageError, WriteError
 
-#: The signals a write holds back until it is done.
+#: The signals that end fmclf as documented (fmclf.run.signals), which a write holds back until it is done
+#: (SIGKILL cannot be caught; SIGQUIT keeps its core dump).
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 #: What to do about a failed write, by errno.
@@ -48,8 +44,7 @@ _ADVICE = {
 
 def advice(exc: BaseException, path: str | os.PathLike | None = None) -> str:  # noqa: ARG001 - path for later wording
     """What to do about the failed write ``exc``, as a sentence."""
-    code = getattr(exc, "errno", None)
-    text = _ADVICE.get(code) if code is not None else None
+    text = _ADVICE.get(getattr(exc, "errno", None))
     return f"{text}." if text else "Check that the folder exists, is writable and has space, or write elsewhere."
 
 
@@ -64,9 +59,8 @@ def write_error(path: str | os.PathLike, exc: OSError, *, exit_code: int = 1) ->
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP back for the block; afterwards they are raised again,
-    in order, for the handlers that were there before (``KeyboardInterrupt``, fmclf's own, or
-    the default, which ends the process). In the main thread only: elsewhere no handler runs."""
+    """Hold SIGINT, SIGTERM and SIGHUP back for the block, then raise them again, in order, for the handlers
+    that were there before. In the main thread only: elsewhere no handler runs."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -78,10 +72,8 @@ def signals_deferred() -> Iterator[None]:
     previous: dict[int, object] = {}
     try:
         for s in SIGNALS:
-            before = signal.getsignal(s)
-            if before is None:  # set outside Python: it cannot be put back, so leave it
-                continue
-            previous[s] = signal.signal(s, hold)
+            if signal.getsignal(s) is not None:  # None: set outside Python, it cannot be put back, so leave it
+                previous[s] = signal.signal(s, hold)
         yield
     finally:
         for s, before in previous.items():
@@ -119,8 +111,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
 
 def is_temporary(name: str) -> bool:
-    """Whether ``name`` is the temporary file of an atomic write (one that a killed
-    process can leave behind: SIGKILL cannot be held back)."""
+    """Whether ``name`` is the temporary file of an atomic write (a killed process can leave one behind)."""
     return name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3
 
 
@@ -152,20 +143,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[IO], None]) -> None:
-    """Atomically replace ``path`` with whatever ``writer(binary_file)`` writes
-    (``torch.save``, ``figure.savefig`` ...)."""
+    """Atomically replace ``path`` with whatever ``writer(binary_file)`` writes (``torch.save``, ``savefig`` ...)."""
     with atomic_open(path, "wb") as fh:
         writer(fh)
 
 
 def check_writable(folder: str | os.PathLike, *, what: str = "write there",
                    target: str | os.PathLike | None = None) -> None:
-    """Refuse, before any work, a folder that cannot take a new file (``target``, named in the
-    message): a temporary file is made and removed again. Raises :class:`~fmclf.errors.WriteError`
-    with exit code 2 (bad input caught before any work). A folder that does not exist is fine if it
-    can be made."""
-    folder = pathlib.Path(folder)
-    probe = folder
+    """Refuse, before any work, a folder that cannot take a new file (``target``, named in the message) with a
+    :class:`~fmclf.errors.WriteError`, exit code 2: a temporary file is made and removed. One that does not
+    exist is fine if it can be made."""
+    probe = folder = pathlib.Path(folder)
     while not probe.exists() and probe != probe.parent:  # the nearest folder that exists
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
@@ -185,9 +173,8 @@ class TooLarge(ValueError):
 
 
 class RefusedFile(UsageError):
-    """A file fmclf owns (in a run or comparison folder) is a link, a FIFO, a device or a folder:
-    it is neither followed nor opened (exit 2, nothing done). Not an ``OSError``, so no handler of a
-    missing or unreadable file takes it for one."""
+    """A file fmclf owns (in a run or comparison folder) is a link, a FIFO, a device or a folder (exit 2).
+    Not an ``OSError``, so no handler of a missing or unreadable file takes it for one."""
 
     def __init__(self, message: str, filename: str) -> None:
         super().__init__(message)
@@ -201,17 +188,15 @@ _KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_
 
 def refused(path: str | os.PathLike, what: str) -> RefusedFile:
     """The :class:`RefusedFile` for ``path``, which is ``what`` (a symbolic link, a FIFO ...)."""
-    return RefusedFile(
-        f"{str(path)!r} is {what}, where fmclf keeps one of its own files; fmclf neither follows nor opens such a "
-        f"thing there, and changed nothing. Remove or move it (a run writes a plain file of that name), then "
-        f"try again.", str(path))
+    return RefusedFile(f"{str(path)!r} is {what}, where fmclf keeps one of its own files; fmclf neither follows nor "
+                       f"opens such a thing there, and changed nothing. Remove or move it (a run writes a plain file "
+                       f"of that name), then try again.", str(path))
 
 
 def open_owned(path: str | os.PathLike, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
-    """THE way fmclf opens a file of its own in a run or comparison folder: never through a symbolic
-    link (``O_NOFOLLOW``), without blocking (``O_NONBLOCK``: a FIFO cannot hang the reader), and
-    only a regular file (a FIFO, device, socket or folder is refused). Returns the descriptor;
-    raises :class:`RefusedFile` (exit 2) for anything else, ``OSError`` as ``os.open`` does."""
+    """THE way fmclf opens a file of its own in a run or comparison folder: never through a symbolic link,
+    without blocking (a FIFO cannot hang the reader), only a regular file. Returns the descriptor; raises
+    :class:`RefusedFile` (exit 2) for anything else, ``OSError`` as ``os.open`` does."""
     flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags, mode)
@@ -241,9 +226,8 @@ def _kind(path: str | os.PathLike) -> str:
 
 
 def open_append(path: str | os.PathLike, mode: str = "ab") -> IO:
-    """A file of a run or comparison folder opened for appending (a job's log), by :func:`open_owned`:
-    created when absent, never through a link, only a regular file; its folder (a comparison's jobs/,
-    which fmclf made) is no link either."""
+    """A file of a run or comparison folder opened for appending (a job's log) by :func:`open_owned`, created when
+    absent; its folder (a comparison's jobs/, which fmclf made) is no link either."""
     parent = os.path.dirname(os.fspath(path))
     if parent and os.path.islink(parent):
         raise refused(parent, "a symbolic link")
@@ -260,17 +244,11 @@ def read_tail(path: str | os.PathLike, limit: int) -> bytes:
 
 
 def read_limited(path: str | os.PathLike, limit: int, *, owned: bool = False) -> bytes:
-    """The bytes of ``path``, at most ``limit`` of them: a file that holds more (``/dev/zero``, a log
-    given by mistake) raises :class:`TooLarge` after reading ``limit + 1`` bytes, never all of it.
-    With ``owned`` (a file of a run or comparison folder) it is opened by :func:`open_owned`:
-    a link, FIFO, device or folder there is a :class:`RefusedFile`. A user's own file (``--config``)
-    may be a link or a pipe (``--config <(...)``)."""
-    if owned:
-        with os.fdopen(open_owned(path), "rb") as fh:
-            data = fh.read(limit + 1)
-    else:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+    """The bytes of ``path``, at most ``limit`` of them: a file that holds more (``/dev/zero``) raises
+    :class:`TooLarge` after reading ``limit + 1`` bytes. With ``owned`` (a file of a run or comparison folder)
+    it is opened by :func:`open_owned`; a user's own file (``--config <(...)``) may be a link or a pipe."""
+    with os.fdopen(open_owned(path), "rb") if owned else open(path, "rb") as fh:
+        data = fh.read(limit + 1)
     if len(data) > limit:
         raise TooLarge(f"{str(path)!r} holds more than {limit:,} bytes")
     return data

@@ -13,10 +13,9 @@ epoch (and when a run is stopped mid-epoch)::
                 callback's stop ({"by", "reason", "epoch"}, or None) and the rate a callback set (or None)
     world_size  how many processes trained it (a run resumes with as many)
 
-Everything is read back with ``weights_only=True``: tensors and plain data,
-never code; a callback whose state holds anything else is refused when the
-checkpoint is written, naming it. ``scheduler`` and ``callbacks`` are absent
-from checkpoints written before they existed, which read back as None and {}.
+Everything is read back with ``weights_only=True`` (tensors and plain data, never code): a callback
+whose state holds anything else is refused when the checkpoint is written. Checkpoints older than
+``scheduler`` and ``callbacks`` read them back as None and {}.
 """
 
 from __future__ import annotations
@@ -49,8 +48,7 @@ _DAMAGED = ("It is damaged or truncated, or was not written by fmclf. Start a ne
 
 
 def save_torch(path: pathlib.Path, obj: Any, writer: Any = None) -> None:
-    """``torch.save`` through a temporary file, fsync and rename; by ``writer``
-    (a :class:`~fmclf.run.writer.BackgroundWriter`) when given, serialised now."""
+    """``torch.save``, atomically; by ``writer`` (a :class:`~fmclf.run.writer.BackgroundWriter`) when given."""
     import torch
 
     buf = io.BytesIO()
@@ -59,8 +57,7 @@ def save_torch(path: pathlib.Path, obj: Any, writer: Any = None) -> None:
 
 
 def load_torch(path: pathlib.Path, what: str) -> Any:
-    """``torch.load(weights_only=True)``: tensors and plain data only, never code; the file opened as
-    every file of a run folder is (a link, FIFO, device or folder is refused, exit 2)."""
+    """``torch.load(weights_only=True)`` of a file opened by :func:`fmclf.atomic.open_owned`."""
     import torch
 
     try:
@@ -79,11 +76,10 @@ def load_torch(path: pathlib.Path, what: str) -> Any:
         if refused is None:  # not an object it refused: bytes that are no pickle at all
             why = next((line for line in lines if line.startswith("Unsupported")), "not a file torch.save wrote")
             raise CheckpointError(f"{path}: the {what} cannot be loaded ({why[:200]}). {_DAMAGED}") from None
-        raise CheckpointError(
-            f"{path}: the {what} cannot be loaded: it holds Python objects other than tensors and plain data "
-            f"({refused[:300]}), and unpickling such objects can run arbitrary code, so fmclf refuses. It was "
-            f"not written by fmclf, or it was tampered with. Start a new run, or restore the file from a backup."
-        ) from None
+        raise CheckpointError(f"{path}: the {what} cannot be loaded: it holds Python objects other than tensors and "
+                              f"plain data ({refused[:300]}), and unpickling such objects can run arbitrary code, so "
+                              f"fmclf refuses. It was not written by fmclf, or it was tampered with. Start a new run, "
+                              f"or restore the file from a backup.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError, KeyError,
             IndexError) as exc:
         first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -128,8 +124,7 @@ def weights_overflowed(epoch: int) -> str:
 
 
 def global_state(state: TrainState, comm: Any) -> dict[str, Any]:
-    """``state`` as a checkpoint keeps it: the partial sums of an unfinished epoch added up
-    over the processes (``comm.sum``; the identity in one process)."""
+    """``state`` as a checkpoint keeps it: an unfinished epoch's partial sums added up over the processes."""
     import torch
 
     saved = dataclasses.asdict(state)
@@ -140,8 +135,7 @@ def global_state(state: TrainState, comm: Any) -> dict[str, Any]:
 
 
 def local_state(saved: dict[str, Any], comm: Any) -> TrainState:
-    """A checkpoint's state for this process: rank 0 carries the partial sums so far,
-    the others start from zero, and the epoch's end adds them up once."""
+    """A checkpoint's state for this process: rank 0 carries the partial sums, the others start from zero."""
     state = TrainState(**saved)
     if not comm.is_root:
         state.loss_sum, state.correct, state.examples = 0.0, 0, 0
@@ -172,11 +166,10 @@ def callback_states(parts: Parts) -> dict[str, Any]:
         except RecursionError:  # nested too deep to look through: the round trip below says so
             plain = True
         if not plain:
-            raise ComponentError(
-                f"{record.describe()}: state_dict() returned {type(state).__name__} holding objects other than "
-                f"tensors, numbers, strings, lists and dicts; a checkpoint keeps only those (it is read back "
-                f"with weights_only=True). Return plain data from state_dict()."
-            )
+            raise ComponentError(f"{record.describe()}: state_dict() returned {type(state).__name__} holding "
+                                 f"objects other than tensors, numbers, strings, lists and dicts; a checkpoint keeps "
+                                 f"only those (it is read back with weights_only=True). Return plain data from "
+                                 f"state_dict().")
         round_trip(record, state)
         out[_target(record)] = state
     return out
@@ -187,10 +180,9 @@ MAX_CALLBACK_STATE = 64 * 2**20
 
 
 def round_trip(record: Any, state: Any) -> None:  # record: a ComponentRecord, or a plain description
-    """Save ``state`` as a checkpoint is saved and read it back as ``--resume`` reads it: what passes
-    the type check but cannot make that trip (an IntEnum, a dict subclass holding a lambda, a tensor
-    subclass, nesting too deep to pickle) or is too big is refused now, naming the callback, before a
-    checkpoint ``--resume`` would refuse is written."""
+    """Save ``state`` and read it back as ``--resume`` would: what passes the type check but cannot make that trip
+    (an IntEnum, a dict subclass holding a lambda, a tensor subclass, deep nesting) or is too big is refused now,
+    naming the callback, rather than in a checkpoint ``--resume`` would refuse."""
     import torch
 
     who = record if isinstance(record, str) else record.describe()
@@ -205,25 +197,21 @@ def round_trip(record: Any, state: Any) -> None:  # record: a ComponentRecord, o
                 torch.load(buf, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - whatever stops the trip is the state's
         why = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise ComponentError(
-            f"{who}: the state its state_dict() returned cannot be saved in a checkpoint and read back "
-            f"({type(exc).__name__}: {why}). A checkpoint keeps plain tensors, numbers, strings, lists and dicts "
-            f"(read back with weights_only=True): return those from state_dict(), not subclasses of them (an "
-            f"IntEnum, a defaultdict, a tensor subclass). This is a fault in that callback; report it to its authors."
-        ) from exc
+        raise ComponentError(f"{who}: the state its state_dict() returned cannot be saved in a checkpoint and read "
+                             f"back ({type(exc).__name__}: {why}). A checkpoint keeps plain tensors, numbers, strings, "
+                             f"lists and dicts (read back with weights_only=True): return those from state_dict(), not "
+                             f"subclasses of them (an IntEnum, a defaultdict, a tensor subclass). This is a fault in "
+                             f"that callback; report it to its authors.") from exc
     if size > MAX_CALLBACK_STATE:
-        raise ComponentError(
-            f"{who}: the state its state_dict() returned takes {size / 2**20:.0f} MiB in a checkpoint, "
-            f"more than the {MAX_CALLBACK_STATE // 2**20} MiB a callback may keep there (the checkpoint is written "
-            f"after every epoch). Keep less state, or write it to a file of its own. This is a fault in that "
-            f"callback; report it to its authors."
-        )
+        raise ComponentError(f"{who}: the state its state_dict() returned takes {size / 2**20:.0f} MiB in a "
+                             f"checkpoint, more than the {MAX_CALLBACK_STATE // 2**20} MiB a callback may keep there "
+                             f"(the checkpoint is written after every epoch). Keep less state, or write it to a file "
+                             f"of its own. This is a fault in that callback; report it to its authors.")
 
 
 def save(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, Any], world_size: int,
          writer: Any = None) -> None:
-    """Write checkpoint.pt and metrics.jsonl for ``saved_state`` (see :func:`global_state`); through
-    ``writer`` (:class:`~fmclf.run.writer.BackgroundWriter`) when given, as they are now."""
+    """Write checkpoint.pt and metrics.jsonl for ``saved_state`` (:func:`global_state`), by ``writer`` if given."""
     save_checkpoint(run_dir, parts, saved_state, world_size, writer)
     folder.write_metrics(run_dir, saved_state["history"], writer)
 
@@ -247,28 +235,19 @@ def save_checkpoint(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, 
 def load(run_dir: pathlib.Path) -> dict | None:
     """The run's checkpoint, checked to be one; None when it never wrote one (nothing was trained)."""
     path = run_dir / folder.CHECKPOINT
+    new_run = f"start a new run with `fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))}`"
     if not os.path.lexists(path):
-        done = len(folder.read_metrics(run_dir))
-        if done:
-            raise CheckpointError(
-                f"{path} is missing, but {folder.METRICS} records {done} finished epoch(s): the checkpoint was "
-                f"deleted or moved. Put it back to resume, or start a new run with "
-                f"`fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))}`."
-            )
+        if done := len(folder.read_metrics(run_dir)):
+            raise CheckpointError(f"{path} is missing, but {folder.METRICS} records {done} finished epoch(s): the "
+                                  f"checkpoint was deleted or moved. Put it back to resume, or {new_run}.")
         return None
     checkpoint = load_torch(path, "checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(
-            f"{path}: not an fmclf checkpoint (format {found!r}, expected {FORMAT!r}). "
-            f"It was written by another program, or by an fmclf too different from this one."
-        )
-    why = problem(checkpoint)
-    if why:
-        raise CheckpointError(
-            f"{path}: {why}. It is damaged or was edited: restore it from a backup, or start a new run with "
-            f"`fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))}`."
-        )
+        raise CheckpointError(f"{path}: not an fmclf checkpoint (format {found!r}, expected {FORMAT!r}). It was "
+                              f"written by another program, or by an fmclf too different from this one.")
+    if why := problem(checkpoint):
+        raise CheckpointError(f"{path}: {why}. It is damaged or was edited: restore it from a backup, or {new_run}.")
     return checkpoint
 
 
@@ -276,12 +255,13 @@ def problem(checkpoint: dict[str, Any]) -> str | None:
     """What in a loaded checkpoint is not what fmclf writes (fields, types, ranges, the history), or None."""
     import torch
 
-    def short(value: Any) -> str:
-        text = repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
+    short = folder.short
 
     def whole(value: Any, low: int = 0) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    def finite(value: Any) -> bool:  # 0 or more, not inf or nan
+        return folder.is_number(value) and 0 <= value < math.inf
 
     model = checkpoint.get("model")
     if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -308,24 +288,18 @@ def problem(checkpoint: dict[str, Any]) -> str | None:
     for key in ("epoch", "batch", "correct", "examples"):
         if key in state and not whole(state[key]):
             return f"its state.{key} is {short(state[key])}, not a whole number of 0 or more"
-    seconds = state.get("seconds", 0.0)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
-        return f"its state.seconds is {short(seconds)}, not a time in seconds"
-    loss_sum = state.get("loss_sum", 0.0)
-    if isinstance(loss_sum, bool) or not isinstance(loss_sum, (int, float)) or not math.isfinite(loss_sum) \
-            or loss_sum < 0:
-        return f"its state.loss_sum is {short(loss_sum)}, not a finite sum of losses"
-    lr = state.get("lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0):
-        return f"its state.lr is {short(lr)}, not a learning rate"
+    if not finite(state.get("seconds", 0.0)):
+        return f"its state.seconds is {short(state['seconds'])}, not a time in seconds"
+    if not finite(state.get("loss_sum", 0.0)):
+        return f"its state.loss_sum is {short(state['loss_sum'])}, not a finite sum of losses"
+    if state.get("lr") is not None and not finite(state["lr"]):
+        return f"its state.lr is {short(state['lr'])}, not a learning rate"
     if state.get("correct", 0) > state.get("examples", 0):
         return f"its state has {state['correct']} correct of {state.get('examples', 0)} examples"
-    why = folder.check_rows(state["history"])
-    if why:
+    if why := folder.check_rows(state["history"]):
         return f"its history: {why}"
     if len(state["history"]) != state["epoch"]:
-        return (f"its state says {state['epoch']} epoch(s) are done, but its history holds "
-                f"{len(state['history'])}")
+        return f"its state says {state['epoch']} epoch(s) are done, but its history holds {len(state['history'])}"
     return None
 
 
@@ -343,17 +317,15 @@ def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) ->
         if state.lr is not None and not hasattr(parts.updater, "state_dict"):  # else its state_dict holds the rate
             change_lr(parts.updater, "set", state.lr)
         set_rng_state(checkpoint["rng"])
-        batches = len(parts.dataset.train)
-        if state.batch >= batches:
+        if state.batch >= (batches := len(parts.dataset.train)):
             raise ValueError(f"it says {state.batch} batches of epoch {state.epoch + 1} are done, but an epoch "
                              f"has {batches}")
     except (KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        raise comm.alike(CheckpointError(
-            f"{run_dir / folder.CHECKPOINT} does not fit this run's components ({type(exc).__name__}: "
-            f"{' '.join(str(exc).split())[:300]}). It comes from another run, or the plugins changed since it was "
-            f"written ({run_dir / folder.CONFIG} lists the versions that wrote it). Start a new run, or reinstall "
-            f"those versions."
-        )) from None
+        raise comm.alike(CheckpointError(f"{run_dir / folder.CHECKPOINT} does not fit this run's components "
+                                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}). It comes from "
+                                         f"another run, or the plugins changed since it was written "
+                                         f"({run_dir / folder.CONFIG} lists the versions that wrote it). Start a new "
+                                         f"run, or reinstall those versions.")) from None
     return state
 
 
@@ -368,15 +340,13 @@ def restore_callbacks(parts: Parts, states: dict[str, Any]) -> None:
         except BaseException as exc:
             if not component_fault(exc):
                 raise
-            raise ComponentError(
-                f"{record.describe()} raised {type(exc).__name__} in load_state_dict() while the run resumed: {exc}. "
-                f"Its saved state does not fit this version of it; report this to its authors, or start a new run."
-            ) from exc
+            raise ComponentError(f"{record.describe()} raised {type(exc).__name__} in load_state_dict() while the "
+                                 f"run resumed: {exc}. Its saved state does not fit this version of it; report this "
+                                 f"to its authors, or start a new run.") from exc
 
 
 def finished(run_dir: pathlib.Path) -> bool:
-    """Whether the run's final files are there and read back: model.pt a state_dict, summary.json an
-    object. One that is damaged counts as missing, so that --resume writes it again."""
+    """Whether model.pt (a state_dict) and summary.json (an object) read back; --resume rewrites a damaged one."""
     import torch
 
     summary = folder.read_object(run_dir / folder.SUMMARY)
@@ -402,15 +372,14 @@ def final_weights(run_dir: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
         checkpoint = load(run_dir)
         if checkpoint is not None and isinstance(checkpoint.get("model"), dict):
             return checkpoint["model"], run_dir / folder.CHECKPOINT
-    raise CheckpointError(
-        f"{run_dir} holds no weights ({folder.WEIGHTS} is written when a run finishes, {folder.CHECKPOINT} "
-        f"after its first epoch). Train it first, or continue it with `fmclf run --resume {run_dir}`."
-    )
+    raise CheckpointError(f"{run_dir} holds no weights ({folder.WEIGHTS} is written when a run finishes, "
+                          f"{folder.CHECKPOINT} after its first epoch). Train it first, or continue it with "
+                          f"`fmclf run --resume {run_dir}`.")
 
 
 def named_weights(run_dir: pathlib.Path, name: str) -> tuple[dict[str, Any], pathlib.Path]:
-    """The weights ``fmclf predict --weights NAME`` asks for: ``final`` (see :func:`final_weights`), or
-    RUN_DIR/NAME.pt, a state_dict that a callback kept (``best``: the best epoch's)."""
+    """The weights ``--weights NAME`` asks for: ``final`` (:func:`final_weights`), or RUN_DIR/NAME.pt that a
+    callback kept (``best``: the best epoch's)."""
     if name == "final":
         return final_weights(run_dir)
     if not name or any(ch in name for ch in "/\\") or name.startswith("."):
@@ -418,11 +387,10 @@ def named_weights(run_dir: pathlib.Path, name: str) -> tuple[dict[str, Any], pat
                               f"(best for best.pt), without a path.")
     path = run_dir / f"{name.removesuffix('.pt')}.pt"
     if not os.path.lexists(path):
-        kept = sorted(p.stem for p in run_dir.glob("*.pt") if p.name not in (folder.CHECKPOINT,))
-        raise CheckpointError(
-            f"{run_dir} holds no {path.name}: it is written by a callback that keeps weights, and this run had none "
-            f"that wrote it. Weights in this folder: {', '.join(['final', *(k for k in kept if k != 'model')])}."
-        )
+        kept = sorted(p.stem for p in run_dir.glob("*.pt") if p.name not in (folder.CHECKPOINT, folder.WEIGHTS))
+        raise CheckpointError(f"{run_dir} holds no {path.name}: it is written by a callback that keeps weights, and "
+                              f"this run had none that wrote it. Weights in this folder: "
+                              f"{', '.join(['final', *kept])}.")
     weights = load_torch(path, f"weights ({path.name})")
     if not isinstance(weights, dict):
         raise CheckpointError(f"{path} holds {type(weights).__name__}, not a model's state_dict.")

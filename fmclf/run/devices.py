@@ -40,9 +40,7 @@ def check_spec(spec: str) -> str:
     text = spec.strip().lower()
     m = _SPEC.match(text)
     if not m or (m.group(2) is not None and m.group(1) in ("auto", "cpu")):
-        raise DeviceError(
-            f"unknown device {spec!r}. Use auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."
-        )
+        raise DeviceError(f"unknown device {spec!r}. Use auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
     return text
 
 
@@ -53,6 +51,7 @@ def resolve_device(spec: str):
     text = check_spec(spec)
     kind, _, index = text.partition(":")
     available = ", ".join(available_devices())
+    instead = f"Use {flag('device', 'cpu')} or {flag('device', 'auto')}."
     if kind == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
@@ -61,33 +60,24 @@ def resolve_device(spec: str):
         return torch.device("cpu")
     if kind == "mps":
         if not _mps_available():
-            raise DeviceError(
-                f"device 'mps' is not available on this machine (it needs Apple silicon and a torch "
-                f"built with MPS). Available: {available}. "
-                + f"Use {flag('device', 'cpu')} or {flag('device', 'auto')}."
-            )
+            raise DeviceError(f"device 'mps' is not available on this machine (it needs Apple silicon and a torch "
+                              f"built with MPS). Available: {available}. {instead}")
         return torch.device("mps")
     if not torch.cuda.is_available():
         why = ("this torch was built without CUDA" if torch.version.cuda is None
                else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
-        raise DeviceError(
-            f"device {text!r} is not available: {why}. Available: {available}. "
-            f"Use {flag('device', 'cpu')} or {flag('device', 'auto')}."
-        )
+        raise DeviceError(f"device {text!r} is not available: {why}. Available: {available}. {instead}")
     n = torch.cuda.device_count()
     i = int(index) if index else torch.cuda.current_device()
     if i >= n:
-        raise DeviceError(
-            f"device {text!r} does not exist: this machine has {n} CUDA device(s). Available: {available}."
-        )
+        raise DeviceError(f"device {text!r} does not exist: this machine has {n} CUDA device(s). "
+                          f"Available: {available}.")
     return torch.device("cuda", i)
 
 
 def launch_device(spec: str, launch: Launch, backend: str):
-    """The device this process of ``launch`` trains on: cpu (gloo), or cuda:LOCAL_RANK
-    (nccl), made the current CUDA device; never mps, which has no collective backend.
-    ``backend`` is the process group's (:attr:`fmclf.dist.comm.Comm.backend`).
-    A process on its own gets :func:`resolve_device`'s."""
+    """The device this process of ``launch`` trains on: cpu (gloo), or cuda:LOCAL_RANK (nccl), made the current
+    CUDA device; never mps, which has no collective backend. ``backend`` is the process group's."""
     if launch.world_size == 1:
         return resolve_device(spec)
     import torch
@@ -96,32 +86,25 @@ def launch_device(spec: str, launch: Launch, backend: str):
     kind, _, index = text.partition(":")
     world = launch.world_size
     if kind == "mps":
-        raise DeviceError(
-            f"{flag('device', 'mps')} cannot be shared by {world} processes: PyTorch has no collective "
-            f"backend for Apple's GPU, so they could not average their gradients. Use {flag('device', 'cpu')} "
-            f"under torchrun (gloo), or train in one process with {flag('device', 'mps')}."
-        )
+        raise DeviceError(f"{flag('device', 'mps')} cannot be shared by {world} processes: PyTorch has no "
+                          f"collective backend for Apple's GPU, so they could not average their gradients. Use "
+                          f"{flag('device', 'cpu')} under torchrun (gloo), or train in one process with "
+                          f"{flag('device', 'mps')}.")
     if kind == "cpu" or (kind == "auto" and "nccl" not in backend):  # nccl: CUDA is there and usable
         return torch.device("cpu")
     resolve_device("cuda")  # the plain "no CUDA here" message when there is none
     if "nccl" not in backend:
-        raise DeviceError(
-            f"{flag('device', text)} with {world} processes needs NCCL, which this torch lacks "
-            f"(its process group is {backend}). Use {flag('device', 'cpu')}, or a torch built with NCCL."
-        )
+        raise DeviceError(f"{flag('device', text)} with {world} processes needs NCCL, which this torch lacks (its "
+                          f"process group is {backend}). Use {flag('device', 'cpu')}, or a torch built with NCCL.")
     count = torch.cuda.device_count()
     if index and launch.local_world_size > 1:
-        raise DeviceError(
-            f"{flag('device', text)} names one GPU, but torchrun started {launch.local_world_size} "
-            f"processes on this node and each trains on the GPU of its local rank (cuda:LOCAL_RANK). "
-            f"Use {flag('device', 'cuda')} (or auto); choose the GPUs with CUDA_VISIBLE_DEVICES."
-        )
+        raise DeviceError(f"{flag('device', text)} names one GPU, but torchrun started {launch.local_world_size} "
+                          f"processes on this node and each trains on the GPU of its local rank (cuda:LOCAL_RANK). "
+                          f"Use {flag('device', 'cuda')} (or auto); choose the GPUs with CUDA_VISIBLE_DEVICES.")
     i = int(index) if index else launch.local_rank
     if i >= count:
-        raise DeviceError(
-            f"process {launch.rank} (local rank {launch.local_rank}) trains on cuda:{i}, but this "
-            f"node has {count} GPU(s). Start at most {count} process(es) per node "
-            f"(torchrun --nproc-per-node {count}), or use {flag('device', 'cpu')}."
-        )
+        raise DeviceError(f"process {launch.rank} (local rank {launch.local_rank}) trains on cuda:{i}, but this "
+                          f"node has {count} GPU(s). Start at most {count} process(es) per node "
+                          f"(torchrun --nproc-per-node {count}), or use {flag('device', 'cpu')}.")
     torch.cuda.set_device(i)  # nccl's communicators and object collectives use the current device
     return torch.device("cuda", i)

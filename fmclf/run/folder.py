@@ -1,12 +1,13 @@
-"""The run folder: the one owner of every file a run leaves behind (:data:`FILES`), and of how each is
-opened: never through a symbolic link, only a regular file, without blocking, read within a bound
-(:func:`fmclf.atomic.open_owned`), written atomically. Plugins that write into a run folder ask
+"""The run folder: the one owner of every file a run leaves behind (:data:`FILES`) and of how each is
+opened (:func:`fmclf.atomic.open_owned`, read within a bound, written atomically). Plugins ask
 :func:`path_for` for a path, and cannot take a name listed here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import itertools
 import json
 import math
 import os
@@ -64,18 +65,15 @@ FILES = {f.name: f for f in (
 
 
 def owns(name: str) -> bool:
-    """Whether fmclf itself writes a file called ``name`` in a run folder (a plugin must not):
-    one of :data:`FILES`, or the temporary of an atomic write."""
+    """Whether fmclf itself writes a file called ``name`` in a run folder: one of :data:`FILES`, or a temporary."""
     return name in FILES or atomic.is_temporary(name)
 
 
 def path_for(run_dir: pathlib.Path | str | None, name: str, *, component: str, option: str = "filename",
              example: str = "") -> pathlib.Path:
-    """The path of a plugin's own file ``name`` in ``run_dir``: what a visualizer or callback that
-    writes into the run folder asks for (``component`` such as "visualizer 'csv'", ``option`` the
-    option that named the file, ``example`` a good name). Refused with an
-    :class:`~fmclf.errors.OptionError` (exit 2, before any work): no run folder, a name that is not a
-    plain name inside it, or a name fmclf owns (:func:`owns`)."""
+    """The path of a plugin's own file ``name`` in ``run_dir`` (``component`` such as "visualizer 'csv'",
+    ``option`` the option that named it, ``example`` a good name). An :class:`~fmclf.errors.OptionError`
+    (exit 2, before any work) for no run folder, a name that is no plain name, or one fmclf owns."""
     if run_dir is None:
         raise OptionError(f"{component} writes into the run folder, and it was given none (run_dir=None).")
     such = f", such as {example}" if example else ""
@@ -90,10 +88,9 @@ def path_for(run_dir: pathlib.Path | str | None, name: str, *, component: str, o
 
 def check_options(options: dict[str, dict[str, Any]], kinds: dict[str, str],
                   run_dir: pathlib.Path | None = None) -> None:
-    """Refuse, before any work, a string option of a component that gets the run folder (``kinds``: the
-    kind of each option target) whose value would resolve to a file fmclf owns there: a plain name
-    (``status.json``), a relative path that comes down to one (``./logs/../status.json``), or, given
-    ``run_dir``, an absolute path into it."""
+    """Refuse, before any work, a string option of a component that gets the run folder (``kinds``: each
+    option target's kind) naming a file fmclf owns there: ``status.json``, ``./logs/../status.json``, or,
+    given ``run_dir``, an absolute path into it."""
     from ..kinds import core_params
 
     for target, values in options.items():
@@ -102,27 +99,22 @@ def check_options(options: dict[str, dict[str, Any]], kinds: dict[str, str],
         for option, value in values.items():
             if isinstance(value, str) and _lands_on_owned(value, run_dir):
                 kind, _, name = target.partition(".")
-                raise OptionError(
-                    f"option {option} of {kind} {name or kind!r} is {value!r}: that is {os.path.basename(value)} in "
-                    f"the run folder, and fmclf writes that file itself (its own files: {', '.join(FILES)}). "
-                    f"Choose another name.")
+                raise OptionError(f"option {option} of {kind} {name or kind!r} is {value!r}: that is "
+                                  f"{os.path.basename(value)} in the run folder, and fmclf writes that file itself "
+                                  f"(its own files: {', '.join(FILES)}). Choose another name.")
 
 
 def _lands_on_owned(value: str, run_dir: pathlib.Path | None) -> bool:
     path = os.path.normpath(value)
-    if os.path.isabs(path):
-        if run_dir is None:
-            return False
-        inside = os.path.normpath(os.path.abspath(run_dir))
-        return os.path.dirname(path) == inside and owns(os.path.basename(path))
-    return os.sep not in path and owns(path)
+    if not os.path.isabs(path):
+        return os.sep not in path and owns(path)
+    return (run_dir is not None and os.path.dirname(path) == os.path.normpath(os.path.abspath(run_dir))
+            and owns(os.path.basename(path)))
 
 
 def read_owned(path: pathlib.Path, limit: int | None = None) -> bytes:
-    """The bytes of one of fmclf's files in a run or comparison folder, opened the one way
-    (:func:`fmclf.atomic.open_owned`) and read within its limit in :data:`FILES` (or ``limit``).
-    Raises ``FileNotFoundError`` when absent, :class:`~fmclf.atomic.RefusedFile` (exit 2) for a link, FIFO,
-    device or folder, :class:`~fmclf.atomic.TooLarge` over the limit."""
+    """The bytes of one of fmclf's files in a run or comparison folder, opened by
+    :func:`fmclf.atomic.open_owned` and read within its limit in :data:`FILES` (or ``limit``)."""
     row = FILES.get(path.name)
     cap = limit if limit is not None else (row.limit if row and row.limit else OTHER_LIMIT)
     return atomic.read_limited(path, cap, owned=True)
@@ -137,16 +129,15 @@ def parse_json(text: str | bytes) -> Any:
 
 
 def read_config(run_dir: pathlib.Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """A run folder's config.toml as ``(settings, options)``, checked (see
-    :func:`fmclf.run.config.load_config`), opened as every file of the folder is."""
+    """A run folder's config.toml as ``(settings, options)``, checked (:func:`fmclf.run.config.load_config`)."""
     from .config import load_config
 
     return load_config(pathlib.Path(run_dir) / CONFIG, owned=True)
 
 
 def read_config_table(run_dir: pathlib.Path) -> dict[str, Any]:
-    """A run folder's config.toml as the TOML table it holds, unchecked (what only shows it, or its
-    [provenance]). Raises ``OSError`` or ``ValueError`` (too large, not UTF-8, not TOML, too deep)."""
+    """A run folder's config.toml as the TOML table it holds, unchecked (for what only shows it).
+    Raises ``OSError`` or ``ValueError`` (too large, not UTF-8, not TOML, too deep)."""
     from .config import parse_toml
 
     return parse_toml(read_owned(pathlib.Path(run_dir) / CONFIG).decode("utf-8"))
@@ -157,39 +148,27 @@ ENDINGS = ("finished", "interrupted", "diverged", "failed")
 
 
 def default_run_dir(model: str, loss: str, root: pathlib.Path = pathlib.Path("runs")) -> pathlib.Path:
-    """``runs/YYYYmmdd-HHMMSS-MODEL-LOSS``: the name a run without ``--out`` asks for.
-    :func:`create_new` with ``unique=True`` suffixes it ``-2``, ``-3`` ... when taken."""
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{loss}".replace(":", "_").replace("/", "_")
-    return root / stem
+    """``runs/YYYYmmdd-HHMMSS-MODEL-LOSS``: the name a run without ``--out`` asks for."""
+    return root / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{loss}".replace(":", "_").replace("/", "_")
 
 
 def create_new(path: pathlib.Path, *, unique: bool = False) -> tuple[pathlib.Path, bool]:
-    """Create the folder of a new run: ``(the folder, whether this call created it)``.
-
-    With ``unique`` (a default name) the folder is made with ``os.mkdir``, which
-    fails if the name exists, trying ``-2``, ``-3`` ... until one is made: two runs
-    started in the same second can never get the same folder (checking first and
-    creating after could). Without it ``path`` is the user's ``--out``: it may
-    exist already, and :func:`check_new` decides whether it can take a run.
-    """
+    """Create the folder of a new run: ``(the folder, whether this call created it)``. With ``unique`` (a default
+    name) ``os.mkdir``, which fails if the name exists, tries ``-2``, ``-3`` ...: two runs started in the same
+    second never share a folder. Without it ``path`` is the user's ``--out``, which may exist."""
     try:
         if not unique:
             existed = path.is_dir()
             path.mkdir(parents=True, exist_ok=True)
             return path, not existed
         path.parent.mkdir(parents=True, exist_ok=True)
-        candidate, n = path, 2
-        while True:
-            try:
+        for candidate in itertools.chain([path], (path.with_name(f"{path.name}-{n}") for n in itertools.count(2))):
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(candidate)
                 return candidate, True
-            except FileExistsError:
-                candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
     except OSError as exc:
-        from ..atomic import advice
-
         raise UsageError(f"cannot create the run folder {str(path)!r}: {exc.strerror or exc}. "
-                         f"{advice(exc, path)} Or choose another {flag('out')}.") from None
+                         f"{atomic.advice(exc, path)} Or choose another {flag('out')}.") from None
 
 
 def holds_run(path: pathlib.Path) -> bool:
@@ -198,22 +177,17 @@ def holds_run(path: pathlib.Path) -> bool:
 
 
 def check_new(path: pathlib.Path) -> pathlib.Path:
-    """Check, without creating anything, that ``path`` can take a new run: it does not exist,
-    or it is an empty folder (one holding only a lock a killed run left is empty too).
-
-    A folder holding anything else is refused, run or not: a run writes config.toml,
-    report.md, pictures ... there, and a folder that is not a run may hold the user's
-    own files of those names."""
+    """Check, creating nothing, that ``path`` can take a new run: it does not exist, or is empty (but for
+    what fmclf leaves, :func:`is_own_leftover`). Anything else is refused, run or not: the user's own
+    files may have the names a run writes."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag('out', path, quoted=True)} is a file, not a folder. Choose another {flag('out')}.")
     if not path.is_dir():
         return path
     if holds_run(path):
-        raise UsageError(
-            f"{flag('out', path, quoted=True)} already holds a run. Continue it with "
-            f"`fmclf run --resume {shlex.quote(str(path))}`, or choose another {flag('out')} (leave it out for a fresh "
-            f"runs/... folder)."
-        )
+        raise UsageError(f"{flag('out', path, quoted=True)} already holds a run. Continue it with `fmclf run --resume "
+                         f"{shlex.quote(str(path))}`, or choose another {flag('out')} (leave it out for a fresh "
+                         f"runs/... folder).")
     try:
         others = sorted(name for name in os.listdir(path) if not is_own_leftover(name))
     except OSError as exc:
@@ -221,18 +195,15 @@ def check_new(path: pathlib.Path) -> pathlib.Path:
                          f"Choose another {flag('out')}.") from None
     if others:
         shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
-        raise UsageError(
-            f"{flag('out', path, quoted=True)} is a folder that already holds files ({shown}) but no fmclf run. A run "
-            f"writes config.toml, metrics.jsonl, report.md, pictures and more into its folder and could overwrite "
-            f"yours, so it takes only a new or empty folder: choose another {flag('out')} (leave it out for a fresh "
-            f"runs/... folder)."
-        )
+        raise UsageError(f"{flag('out', path, quoted=True)} is a folder that already holds files ({shown}) but no "
+                         f"fmclf run. A run writes config.toml, metrics.jsonl, report.md, pictures and more into its "
+                         f"folder and could overwrite yours, so it takes only a new or empty folder: choose another "
+                         f"{flag('out')} (leave it out for a fresh runs/... folder).")
     return path
 
 
 def is_own_leftover(name: str) -> bool:
-    """Whether a file named ``name`` is what fmclf itself leaves in a folder where no run started:
-    a lock file, or the temporary of an atomic write a killed process left behind."""
+    """Whether ``name`` is what fmclf leaves in a folder where no run started: a lock, or a killed write's temporary."""
     return name == LOCK or atomic.is_temporary(name)
 
 
@@ -259,8 +230,7 @@ def mend_metrics(run_dir: pathlib.Path, history: list[dict[str, Any]]) -> None:
 
 
 def read_metrics(run_dir: pathlib.Path) -> list[dict[str, Any]]:
-    """The rows of metrics.jsonl ([] when absent), each checked to be an epoch's row (see
-    :func:`check_rows`); a file that is not is a :class:`~fmclf.errors.CheckpointError` naming it."""
+    """The rows of metrics.jsonl ([] when absent), checked (:func:`check_rows`: else a CheckpointError)."""
     path = run_dir / METRICS
     damaged = "It is damaged or was edited; restore it, or delete it (--resume rewrites it from the checkpoint)."
     try:
@@ -276,14 +246,12 @@ def read_metrics(run_dir: pathlib.Path) -> list[dict[str, Any]]:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}.") from None
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
         try:
-            rows.append(parse_json(line))
+            if line.strip():
+                rows.append(parse_json(line))
         except ValueError as exc:
             raise CheckpointError(f"{path}, line {number}, is not JSON ({exc}). {damaged}") from None
-    why = check_rows(rows)
-    if why:
+    if why := check_rows(rows):
         raise CheckpointError(f"{path}: {why}. {damaged}")
     return rows
 
@@ -299,19 +267,20 @@ def check_rows(rows: Any) -> str | None:
         return f"the history is {type(rows).__name__}, not a list of epochs"
     for i, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
-            return f"epoch {i}'s row is {_short(row)}, not an object"
+            return f"epoch {i}'s row is {short(row)}, not an object"
         if row.get("epoch") != i or isinstance(row.get("epoch"), bool):
-            return f"row {i} says epoch {_short(row.get('epoch'))}; the rows must be epochs 1, 2, 3 ... in order"
+            return f"row {i} says epoch {short(row.get('epoch'))}; the rows must be epochs 1, 2, 3 ... in order"
         for key in CORE_KEYS:
-            if not _number(row.get(key)):
-                return f"epoch {i}'s {key} is {_short(row.get(key))}, not a number"
+            if not is_number(row.get(key)):
+                return f"epoch {i}'s {key} is {short(row.get(key))}, not a number"
         for key, value in row.items():
             if not isinstance(key, str) or not is_plain(value, depth=4):
-                return f"epoch {i}'s {_short(key)} is {_short(value)}, not plain data"
+                return f"epoch {i}'s {short(key)} is {short(value)}, not plain data"
     return None
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is an int or float (a bool is not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -342,14 +311,14 @@ def as_plain(value: Any) -> Any:
     return str(value)
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters for a message."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def remove_temporaries(run_dir: pathlib.Path) -> None:
-    """Remove the temporaries of atomic writes a killed process left (SIGKILL cannot be held back).
-    Only by the folder's one writer: call it holding the lock."""
+    """Remove the temporaries of atomic writes a killed process left; call it holding the folder's lock."""
     try:
         names = os.listdir(run_dir)
     except OSError:
@@ -361,8 +330,7 @@ def remove_temporaries(run_dir: pathlib.Path) -> None:
 
 
 def read_json(path: pathlib.Path) -> Any:
-    """The JSON one of fmclf's files holds (``{}`` when it is absent), read the one way (:func:`read_owned`).
-    Bad JSON (too deep included) is a ``ValueError``; a link, FIFO or device a :class:`~fmclf.atomic.RefusedFile`."""
+    """The JSON one of fmclf's files holds (``{}`` when absent), by :func:`read_owned`; bad JSON is a ``ValueError``."""
     try:
         data = read_owned(path)
     except FileNotFoundError:
@@ -371,9 +339,8 @@ def read_json(path: pathlib.Path) -> Any:
 
 
 def read_object(path: pathlib.Path) -> dict[str, Any] | None:
-    """The JSON object one of fmclf's files holds, or None when it is absent, unreadable, too large,
-    not JSON or not an object (for what only shows it, such as ``fmclf runs``). A link, FIFO or
-    device is still a :class:`~fmclf.atomic.RefusedFile`: it is never followed."""
+    """The JSON object one of fmclf's files holds, or None when it is absent, unreadable, too large, not JSON
+    or not an object (for what only shows it). A link, FIFO or device is still a RefusedFile."""
     try:
         data = parse_json(read_owned(path))
     except (OSError, ValueError):  # absent, unreadable, too large (TooLarge), not UTF-8 or not JSON
@@ -394,13 +361,12 @@ def write_json(path: pathlib.Path, data: Any) -> None:
 def recorded_seconds(run_dir: pathlib.Path) -> float:
     """The training time summary.json records (0.0 when it cannot say)."""
     value = read_summary(run_dir).get("seconds", 0.0)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+    return float(value) if is_number(value) else 0.0
 
 
 def check_files(run_dir: pathlib.Path) -> None:
-    """Refuse, before anything is read or rewritten, a run folder where one of fmclf's own files
-    (:data:`FILES`) is a symbolic link, FIFO, device or socket (a :class:`~fmclf.atomic.RefusedFile`,
-    exit 2: never followed), or a folder (a resume would train and then fail to write it)."""
+    """Refuse, before anything is read or rewritten, a run folder where one of :data:`FILES` is a link, FIFO,
+    device or socket (a RefusedFile), or a folder (a resume would train, then fail to write it)."""
     for name in FILES:
         path = run_dir / name
         try:
@@ -408,10 +374,8 @@ def check_files(run_dir: pathlib.Path) -> None:
         except OSError:  # absent (or unreadable: the read itself says so)
             continue
         if stat.S_ISDIR(mode):
-            raise CheckpointError(
-                f"{path} is a folder, where the run keeps its {name}; nothing was changed. Move it out of "
-                f"{run_dir}, then try again."
-            )
+            raise CheckpointError(f"{path} is a folder, where the run keeps its {name}; nothing was changed. Move it "
+                                  f"out of {run_dir}, then try again.")
         if not stat.S_ISREG(mode):
             raise atomic.refused(path, atomic.kind_of(mode))
 
@@ -422,16 +386,12 @@ def write_status(run_dir: pathlib.Path, status: str, epochs_done: int, reason: s
     record = {"status": status, "epochs_done": epochs_done, "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if reason:
         record["reason"] = " ".join(reason.split())[:500]
-    try:
+    with contextlib.suppress(OSError):
         write_json(run_dir / STATUS, record)
-    except OSError:
-        pass
 
 
 def write_predictions(run_dir: pathlib.Path, labels: Any, predicted: Any) -> None:
     """Write :data:`TEST_PREDICTIONS`: the test labels and the predicted classes (int16, one column per example)."""
-    import io
-
     import numpy as np
 
     buffer = io.BytesIO()
@@ -442,31 +402,25 @@ def write_predictions(run_dir: pathlib.Path, labels: Any, predicted: Any) -> Non
 def read_correct(run_dir: pathlib.Path) -> Any:
     """Whether the final model got each test example right (a bool array), from :data:`TEST_PREDICTIONS`;
     None when the run has none or it is unreadable."""
-    import io
-
     import numpy as np
 
     try:
         data = np.load(io.BytesIO(read_owned(run_dir / TEST_PREDICTIONS)), allow_pickle=False)
     except (OSError, ValueError):
         return None
-    if data.ndim != 2 or data.shape[0] != 2:
-        return None
-    return data[0] == data[1]
+    return data[0] == data[1] if data.ndim == 2 and data.shape[0] == 2 else None
 
 
 def complete(run_dir: pathlib.Path) -> bool:
     """Whether ``run_dir`` holds a finished run: its final weights, summary and report are written, and its
-    last session did not end otherwise (a stop while the pictures were drawn, a resume interrupted after an
-    earlier finish). Anything less is resumed (``fmclf run --resume`` finishes what is missing)."""
+    last session did not end otherwise (a stop while drawing, a resume interrupted after a finish)."""
     ended = read_status(run_dir)
     return (all((run_dir / name).is_file() for name in (WEIGHTS, SUMMARY, REPORT))
             and (ended is None or ended["status"] == "finished"))
 
 
 def read_status(run_dir: pathlib.Path) -> dict[str, Any] | None:
-    """status.json, or None when it is absent or not one (runs older than it have none): a known
-    ending and a whole number of epochs done."""
+    """status.json, or None when it is absent or is not a known ending with a whole number of epochs done."""
     data = read_object(run_dir / STATUS)
     if data is None or data.get("status") not in ENDINGS:
         return None

@@ -1,25 +1,17 @@
 """A batched group: several runs trained as one computation in one process (``fmclf run-group SPEC``).
 
-The members differ only in seed, learning rate and the options their
-components declare per model (:func:`fmclf.batchable`); :func:`batch_key`
-says which runs may share a group, or why one may not. The data is loaded
-once; :class:`fmclf.train.batched.BatchedTrainer` trains the members; each
-member leaves the run folder it would have left alone (config.toml,
-metrics.jsonl, checkpoint.pt after every epoch, model.pt, summary.json,
-status.json, report.md), written by the same functions a run alone uses, and
-locked while the group trains. A group checkpoints every member after each
-epoch; a stop (Ctrl-C, SIGTERM) ends it after the batch in flight, keeping
-those checkpoints, and the same command resumes it: any member is also an
-ordinary run that ``fmclf run --resume`` continues alone. A member that
-diverges is recorded as diverged in its folder (and its log), the others go on.
+The members differ only in seed, learning rate and the options their components declare per model
+(:func:`fmclf.batchable`; :func:`batch_key` says which runs may share a group). The data is loaded once,
+:class:`fmclf.train.batched.BatchedTrainer` trains the members, and each leaves the run folder it would
+have left alone, written by the same functions and locked while the group trains: any member is an
+ordinary run that ``fmclf run --resume`` continues alone. A stop ends the group after the batch in flight,
+keeping every member's last checkpoint; the same command resumes it. A member that diverges is recorded
+as diverged, the others go on.
 
 The SPEC is a JSON file a comparison writes (:func:`write_spec`)::
 
     {"format": "fmclf-group/1",
      "members": [{"name": ..., "run_dir": ..., "settings": ... or null, "log": ...}, ...]}
-
-``settings`` is the config file a new member starts from; a member whose
-``run_dir`` holds a run resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -54,7 +46,6 @@ Echo = Callable[[str], None]
 def batch_key(plan: Plan) -> tuple[str | None, Any]:
     """``(None, key)``: runs with equal keys may train in one group; ``(reason, None)``: this run trains
     alone, and why, in one line. Needs no torch."""
-    config = plan.config
     for record in plan.records.values():
         kind = record.kind
         if kind in ("metric", "callback"):
@@ -69,17 +60,15 @@ def batch_key(plan: Plan) -> tuple[str | None, Any]:
             return f"{record.describe()} does not declare it can be batched (fmclf.batchable)", None
         if kind == "updater" and declared.stacked is None:
             return f"{record.describe()} declares no stacked update (fmclf.batchable(stacked=...))", None
-    if config.from_python:
+    if plan.config.from_python:
         return "its components are Python objects", None
-    if config.cuda_graphs:
+    if plan.config.cuda_graphs:
         return "--cuda-graphs captures one run's steps", None
-    shared = {k: v for k, v in dataclasses.asdict(config).items() if k not in (*PER_MEMBER, "options", "threads")}
+    shared = {k: v for k, v in dataclasses.asdict(plan.config).items() if k not in (*PER_MEMBER, "options", "threads")}
     options = {}
     for target, values in plan.options.items():
-        record = plan.records[target]
-        declared = batchable_of(record.factory)
-        per_model = set(declared.per_model) if declared else set()
-        options[target] = {k: v for k, v in values.items() if k not in per_model}
+        declared = batchable_of(plan.records[target].factory)
+        options[target] = {k: v for k, v in values.items() if not declared or k not in declared.per_model}
     return None, json.dumps({"settings": shared, "options": options, "components": plan.qualified},
                             sort_keys=True, default=str)
 
@@ -131,8 +120,6 @@ class _Member:
     spec: MemberSpec
     plan: Plan
     checkpoint: dict | None
-    prov: dict[str, Any] = dataclasses.field(default_factory=dict)
-    lock: Any = None
     parts: Any = None
     ended: str = ""  #: how it ended: finished, diverged, interrupted, failed
 
@@ -143,46 +130,36 @@ class _Member:
                 log.write(text.rstrip("\n") + "\n")
 
 
-def _plan_of(spec: MemberSpec, host: PluginHost) -> tuple[Plan, dict | None]:
-    """The member's plan, and its checkpoint when its folder already holds a run."""
+def _member(spec: MemberSpec, host: PluginHost) -> _Member:
+    """The member ``spec`` names: its plan, and its checkpoint when its folder already holds a run."""
     from . import checkpoint as checkpoint_io
     from . import provenance
 
-    if (spec.run_dir / folder.CONFIG).is_file():
-        folder.check_files(spec.run_dir)
-        settings, options = load_config(spec.run_dir / folder.CONFIG)
-        settings = provenance.pin_names(settings, spec.run_dir)
-        return resolve(RunConfig(**settings, options=options), host), checkpoint_io.load(spec.run_dir)
-    if spec.settings is None:
-        raise UsageError(f"{spec.run_dir} holds no run and the group spec gives no settings for {spec.name}.")
-    settings, options = load_config(spec.settings)
-    return resolve(RunConfig(**settings, options=options), host), None
-
-
-def _target(plan: Plan, kind: str) -> str:
-    """The option target of ``plan``'s component of ``kind``."""
-    return next(t for t, r in plan.records.items() if r.kind == kind)
+    try:
+        if (spec.run_dir / folder.CONFIG).is_file():
+            folder.check_files(spec.run_dir)
+            settings, options = load_config(spec.run_dir / folder.CONFIG)
+            settings = provenance.pin_names(settings, spec.run_dir)
+            return _Member(spec, resolve(RunConfig(**settings, options=options), host),
+                           checkpoint_io.load(spec.run_dir))
+        if spec.settings is None:
+            raise UsageError(f"{spec.run_dir} holds no run and the group spec gives no settings for {spec.name}.")
+        settings, options = load_config(spec.settings)
+        return _Member(spec, resolve(RunConfig(**settings, options=options), host), None)
+    except ConfigError as exc:
+        raise UsageError(f"{spec.name}: {exc}") from None
 
 
 def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
               report: Callable[..., Any] | None = None) -> int:
     """Train the group described by ``spec_path``; returns the exit code (0, or 130 after a stop). ``report``
-    writes each finished member's report.md (the front end passes :func:`fmclf.draw.report.write_report`).
-
-    Each member's ending is in its run folder's status.json (``fmclf runs`` shows it)."""
+    writes each finished member's report.md (the front end passes :func:`fmclf.draw.report.write_report`)."""
     from ..dist.comm import Solo
     from ..train.engine import StopFlag
     from .lock import RunLock
     from .signals import handled, say, stop_on_signals
 
-    specs = read_spec(pathlib.Path(spec_path))
-    members = []
-    for spec in specs:
-        try:
-            plan, checkpoint = _plan_of(spec, host)
-        except ConfigError as exc:
-            raise UsageError(f"{spec.name}: {exc}") from None
-        members.append(_Member(spec, plan, checkpoint))
+    members = [_member(spec, host) for spec in read_spec(pathlib.Path(spec_path))]
     reasons = [(m, *batch_key(m.plan)) for m in members]
     for member, reason, _ in reasons:
         if reason:
@@ -201,9 +178,9 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
             if m.checkpoint is None and not (m.spec.run_dir / folder.CONFIG).is_file():
                 folder.check_new(m.spec.run_dir)  # a new member's folder is new or empty, as for a run alone
             m.spec.run_dir.mkdir(parents=True, exist_ok=True)
-            m.lock = RunLock(m.spec.run_dir)
-            held.callback(m.lock.release)
-            m.lock.acquire("train it in a group")
+            lock = RunLock(m.spec.run_dir)
+            held.callback(lock.release)
+            lock.acquire("train it in a group")
             folder.remove_temporaries(m.spec.run_dir)
         with stop_on_signals(flag, say):
             return _train(members, host, Solo(), flag, next(iter(done))[0], echo, report)
@@ -221,8 +198,7 @@ def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start
     for m in members:
         m.say(f"trained in a batched group of {len(members)} runs ({members[0].spec.name} ...)")
     started = time.perf_counter()
-    code = _epochs(members, batched, trainer, flag, start, config.epochs, echo)
-    if code:
+    if code := _epochs(members, batched, trainer, flag, start, config.epochs, echo):
         return code
     if any(b.confusion is None and b.diverged is None for b in batched):  # resumed with nothing left to train
         trainer.evaluate_test()
@@ -234,9 +210,8 @@ def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start
 
 
 def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan, Any, Any, Any]:
-    """The data once (with the first member's components), then every member's own components on it, its
-    provenance and its config.toml; a resumed member's state from its checkpoint. Returns the first member's
-    plan, the device, the data set and the thread choice (None: the user's)."""
+    """The data once, then every member's components on it, its config.toml and a resumed member's state.
+    Returns the first member's plan, the device, the data set and the thread choice (None: the user's)."""
     from ..data import TensorBatches
     from . import checkpoint as checkpoint_io
     from . import processes, provenance
@@ -249,8 +224,7 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
     parts = assemble(plan, device=device)
     dataset = parts.dataset
     if not isinstance(dataset.train, TensorBatches) or not isinstance(dataset.test, TensorBatches):
-        who = plan.records[_target(plan, "dataset")].describe()
-        raise UsageError(f"{who} declares it can be batched, but its splits are "
+        raise UsageError(f"{plan.records['dataset'].describe()} declares it can be batched, but its splits are "
                          f"{type(dataset.train).__name__}, not fmclf.data.TensorBatches; train its runs alone "
                          f"(fmclf compare --no-batch), and tell its authors.")
     chosen = choose_threads(plan, parts, comm)
@@ -259,11 +233,11 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
     for m in members:
         m.plan = m.plan.decided(threads=plan.config.threads)
         m.parts = parts if m is first else assemble_on(m.plan, dataset, device=device)
-        m.prov = provenance.record(m.plan, host, device, processes.describe(comm, device))
+        prov = provenance.record(m.plan, host, device, processes.describe(comm, device))
         if m.checkpoint is not None:
             checkpoint_io.restore(m.parts, m.checkpoint, m.spec.run_dir, comm)
-            m.prov = provenance.resumed(m.spec.run_dir, m.prov)
-        atomic.write_text(m.spec.run_dir / folder.CONFIG, m.plan.recorded().to_toml(m.prov, HEADER))
+            prov = provenance.resumed(m.spec.run_dir, prov)
+        atomic.write_text(m.spec.run_dir / folder.CONFIG, m.plan.recorded().to_toml(prov, HEADER))
     return plan, device, dataset, chosen
 
 
@@ -274,35 +248,22 @@ def _trainer(members: list[_Member], plan: Plan, dataset: Any, device: Any) -> t
 
     losses: dict[str, Any] = {}  # members with the same loss options share one object: one call for all of them
     batched = [Member(m.parts.model, adapt_updater(m.parts.updater),
-                      losses.setdefault(json.dumps(m.plan.options[_target(m.plan, "loss")], sort_keys=True,
-                                                   default=str), m.parts.loss),
+                      losses.setdefault(json.dumps(m.plan.options["loss"], sort_keys=True, default=str), m.parts.loss),
                       m.plan.config.seed, list(m.checkpoint["state"]["history"]) if m.checkpoint else [])
                for m in members]
-    stacked = batchable_of(plan.records[_target(plan, "updater")].factory).stacked
-    forward = batchable_of(plan.records[_target(plan, "model")].factory).stacked
+    stacked = batchable_of(plan.records["updater"].factory).stacked
+    forward = batchable_of(plan.records["model"].factory).stacked
     return batched, BatchedTrainer(batched, dataset, stacked, device=device, forward=forward)
 
 
 def _epochs(members: list[_Member], batched: list[Any], trainer: Any, flag: Any, start: int, epochs: int,
             echo: Echo) -> int:
     """Train epochs ``start`` + 1 to ``epochs``, checkpointing each living member after each; 0, or 130 when a
-    signal stopped the group (every member then keeps its last checkpoint).
-
-    The checkpoints are serialised at once and written on a thread of their own while the next epoch trains
-    (:class:`~fmclf.run.writer.BackgroundWriter`, as a run alone writes them): a member's pair of files, each
-    fsync'd, took 30 ms here, 1.8 s an epoch for 60 members. Every write is done before this returns."""
+    signal stopped the group. The checkpoints are written by a :class:`~fmclf.run.writer.BackgroundWriter`
+    while the next epoch trains (a member's files took 30 ms here, 1.8 s an epoch for 60 members)."""
     from .writer import BackgroundWriter
 
     writer = BackgroundWriter(depth=2 * len(members) + 1)  # one epoch's files wait, not the next epoch
-    try:
-        return _train_epochs(members, batched, trainer, flag, start, epochs, echo, writer)
-    finally:
-        writer.close(raise_error=sys.exc_info()[0] is None)
-
-
-def _train_epochs(members: list[_Member], batched: list[Any], trainer: Any, flag: Any, start: int, epochs: int,
-                  echo: Echo, writer: Any) -> int:
-    """:func:`_epochs`' loop, its checkpoints written through ``writer``."""
     started = time.perf_counter()
     last = start
     try:
@@ -333,6 +294,8 @@ def _train_epochs(members: list[_Member], batched: list[Any], trainer: Any, flag
             if not m.ended:
                 folder.write_status(m.spec.run_dir, "failed", last, str(exc))
         raise
+    finally:
+        writer.close(raise_error=sys.exc_info()[0] is None)
     return 0
 
 
@@ -348,9 +311,8 @@ def _after_epoch(m: _Member, b: Any, epoch: int, writer: Any) -> None:
         checkpoint_io.save(m.spec.run_dir, m.parts, dataclasses.asdict(state), 1, writer)
         return
     d = b.diverged
-    loss = m.plan.records[_target(m.plan, "loss")]
-    text = (divergence_message(d.value, d.batch, d.batches, d.epoch, loss, m.parts.loss, divergence_advice())
-            if d.batch else checkpoint_io.weights_overflowed(d.epoch))
+    text = (divergence_message(d.value, d.batch, d.batches, d.epoch, m.plan.records["loss"], m.parts.loss,
+                               divergence_advice()) if d.batch else checkpoint_io.weights_overflowed(d.epoch))
     keeps = kept((d.epoch - 1, 0) if d.epoch > 1 else None)
     error = DivergenceError(f"{text.strip()} The run folder {m.spec.run_dir} {keeps}.")
     writer.flush()  # its last checkpoint is on disk before its status says what it keeps
@@ -361,10 +323,8 @@ def _after_epoch(m: _Member, b: Any, epoch: int, writer: Any) -> None:
 
 def _finish(members: list[_Member], batched: list[Any], dataset: Any, device: Any, seconds: float,
             report: Callable[..., Any] | None) -> None:
-    """Each finished member's final files, as a run alone writes them, several members at a time (each file is
-    fsync'd: one at a time they took 5 s for 60 members here; a member's own files stay in order). Its
-    ``seconds`` (summary.json, report.md) are its share of the group's ``seconds``, as its rows' are of each
-    epoch (docs/comparing.md)."""
+    """Each finished member's final files, several members at a time (one at a time, fsync'd, they took 5 s for
+    60 members here). Its ``seconds`` are its share of the group's, as its rows' are of each epoch."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .memory import peak_memory
@@ -382,8 +342,7 @@ def _finish(members: list[_Member], batched: list[Any], dataset: Any, device: An
 
 def _final_files(m: _Member, b: Any, dataset: Any, device: Any, seconds: float, memory: dict[str, float],
                  report: Callable[..., Any] | None) -> None:
-    """Member ``m``'s model.pt, test predictions, summary.json, status and report.md (by ``report``, when the front
-    end hands one in), in that order."""
+    """Member ``m``'s model.pt, test predictions, summary.json, status and report.md (by ``report``), in order."""
     from . import checkpoint as checkpoint_io
     from .session import run_summary
 

@@ -1,9 +1,7 @@
 """Finding run folders again: what ``fmclf runs`` lists. Reads files only (no torch).
 
-A run's status comes from, in order: its lock (a live process holds it: running),
-its summary (finished, or stopped when a callback ended it early), the status.json
-the last session wrote when it ended (interrupted, diverged, failed), and, for a
-folder without one, what is there (a checkpoint but no summary: interrupted).
+A run's status comes from its lock (running), its summary (finished, or stopped by a callback), the
+status.json its last session wrote (interrupted, diverged, failed), or else what is there (interrupted).
 """
 
 from __future__ import annotations
@@ -39,8 +37,7 @@ class RunInfo:
         return asdict(self)
 
 
-def _started(config: dict[str, Any], path: pathlib.Path) -> tuple[float, str]:
-    text = (config.get("provenance") or {}).get("started", "") if isinstance(config.get("provenance"), dict) else ""
+def _started(text: Any, path: pathlib.Path) -> tuple[float, str]:
     try:
         return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S%z")), text
     except (TypeError, ValueError):
@@ -54,8 +51,7 @@ def describe(path: pathlib.Path) -> tuple[float, RunInfo]:
     try:
         return _describe(path)
     except (OSError, ValueError, FmclfError) as exc:
-        info = RunInfo(str(path), "", status="damaged", reason=_why(exc))
-        return 0.0, info
+        return 0.0, RunInfo(str(path), "", status="damaged", reason=_why(exc))
 
 
 def _why(exc: BaseException) -> str:
@@ -70,9 +66,9 @@ def _describe(path: pathlib.Path) -> tuple[float, RunInfo]:
     except (OSError, ValueError, FmclfError) as exc:  # absent, too large, not UTF-8, not TOML, too deep, a link
         config = {}
         info.status, info.reason = "unreadable", f"{folder.CONFIG}: {_why(exc)}"
-    when, info.started = _started(config, path)
-    components = ((config.get("provenance") or {}).get("components") if isinstance(config.get("provenance"), dict)
-                  else None)
+    provenance = config.get("provenance") if isinstance(config.get("provenance"), dict) else {}
+    when, info.started = _started(provenance.get("started", ""), path)
+    components = provenance.get("components")
     if isinstance(components, dict):
         info.components = {t: str(c).split(" ")[0].split(":")[-1] for t, c in components.items()}
     else:

@@ -1,11 +1,7 @@
-"""One writer per run folder: a lock held for the life of the run that writes it.
-
-The lock is an advisory ``flock`` on ``RUN_DIR/.lock``, which also records who
-holds it (pid, host, start time, command). The kernel drops an ``flock`` when
-its process ends, however it ends, so a lock cannot outlive its run: a
-``.lock`` that still names a holder but is not locked was left by a process
-that was killed, and the next run takes it over (and says so). A clean exit
-empties the file. Where ``fcntl`` is missing (Windows) runs are not locked.
+"""One writer per run folder: an advisory ``flock`` on ``RUN_DIR/.lock``, which also records who holds it.
+The kernel drops an ``flock`` when its process ends, however it ends: a ``.lock`` that names a holder but is
+not locked was left by a killed process, and the next run takes it over (and says so). A clean exit empties
+the file. Where ``fcntl`` is missing (Windows) runs are not locked.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..atomic import RefusedFile, open_owned
+from ..atomic import RefusedFile, advice, open_owned
 from ..errors import UsageError, WriteError
 from .folder import FILES, LOCK
 
@@ -37,11 +33,9 @@ class RunLocked(UsageError):
 
 
 def _describe(holder: dict[str, Any]) -> str:
-    host = holder.get("host")
+    host, started = holder.get("host"), holder.get("started")
     where = "" if host in (None, socket.gethostname()) else f" on {host}"
-    started = holder.get("started")
-    since = f", started {started}" if started else ""
-    return f"process {holder.get('pid', '?')}{where}{since}"
+    return f"process {holder.get('pid', '?')}{where}{f', started {started}' if started else ''}"
 
 
 def _read(fd: int) -> dict[str, Any] | None:
@@ -49,11 +43,10 @@ def _read(fd: int) -> dict[str, Any] | None:
     text = os.read(fd, FILES[LOCK].limit or 0).decode("utf-8", "replace").strip()
     if not text:
         return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {"pid": "?"}
-    return data if isinstance(data, dict) else {"pid": "?"}
+    with contextlib.suppress(ValueError):
+        if isinstance(data := json.loads(text), dict):
+            return data
+    return {"pid": "?"}
 
 
 class RunLock:
@@ -70,12 +63,10 @@ class RunLock:
         return self._fd is not None
 
     def acquire(self, what: str = "write to it", fix: str = "choose another folder") -> str | None:
-        """Take the lock, or raise :class:`RunLocked` naming its live holder (``fix``: the other
-        way out, besides waiting). Returns a note when it took over a lock a killed process left
-        behind (None otherwise). A folder where the lock file cannot be written (read-only, full)
-        is a :class:`~fmclf.errors.WriteError` with exit code 2: nothing has been done yet. A lock
-        file that is a symbolic link, FIFO or device is a :class:`~fmclf.atomic.RefusedFile`
-        (exit 2): never followed, created through or truncated."""
+        """Take the lock, or raise :class:`RunLocked` naming its live holder (``fix``: the way out besides
+        waiting). Returns a note when it took over a lock a killed process left (None otherwise). A lock file
+        that cannot be written is a :class:`~fmclf.errors.WriteError` with exit code 2 (nothing done yet); one
+        that is a link, FIFO or device a :class:`~fmclf.atomic.RefusedFile`."""
         if fcntl is None or self._fd is not None:
             return None
         try:
@@ -87,20 +78,16 @@ class RunLock:
         except BlockingIOError:
             holder = _read(fd) or {}
             os.close(fd)
-            raise RunLocked(
-                f"the run folder {str(self.run_dir)!r} is in use by {_describe(holder)} "
-                f"({holder.get('command', 'fmclf')}), so this command cannot {what}. A run folder has one "
-                f"writer at a time: wait for that run to end (or stop it with Ctrl-C), or {fix}."
-            ) from None
+            raise RunLocked(f"the run folder {str(self.run_dir)!r} is in use by {_describe(holder)} "
+                            f"({holder.get('command', 'fmclf')}), so this command cannot {what}. A run folder has one "
+                            f"writer at a time: wait for that run to end (or stop it with Ctrl-C), or {fix}.") from None
         except OSError as exc:
             os.close(fd)
             raise self._cannot(exc, what) from None
         try:
             stale = _read(fd)
-            record = {
-                "pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "command": " ".join(["fmclf", *sys.argv[1:]])[:500],
-            }
+            record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      "command": " ".join(["fmclf", *sys.argv[1:]])[:500]}
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
             os.write(fd, (json.dumps(record, ensure_ascii=True) + "\n").encode("utf-8"))
@@ -114,13 +101,9 @@ class RunLock:
         return None
 
     def _cannot(self, exc: OSError, what: str) -> WriteError:
-        from ..atomic import advice
-
-        return WriteError(
-            f"cannot write to the run folder {str(self.run_dir)!r} (its lock file {self.path.name}: "
-            f"{exc.strerror or exc}), so this command cannot {what}. {advice(exc, self.path)}",
-            errno=exc.errno, filename=str(self.path), exit_code=2,
-        )
+        return WriteError(f"cannot write to the run folder {str(self.run_dir)!r} (its lock file {self.path.name}: "
+                          f"{exc.strerror or exc}), so this command cannot {what}. {advice(exc, self.path)}",
+                          errno=exc.errno, filename=str(self.path), exit_code=2)
 
     def release(self, *, remove: bool = False) -> None:
         """Give the lock up; ``remove`` deletes the lock file too (a folder left empty goes then)."""
@@ -134,21 +117,12 @@ class RunLock:
                 os.ftruncate(fd, 0)  # an empty lock file: released cleanly, nothing to take over
         os.close(fd)  # closing drops the flock
 
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
 
 @contextlib.contextmanager
 def writing(run_dir: pathlib.Path, what: str, fix: str = "choose another folder", echo=None) -> Iterator[RunLock]:
-    """Hold the lock of ``run_dir`` for the block (see :meth:`RunLock.acquire`); ``echo`` prints
-    the note about a stale lock taken over."""
+    """Hold the lock of ``run_dir`` for the block (:meth:`RunLock.acquire`); ``echo`` prints a stale lock's note."""
     lock = RunLock(run_dir)
-    note = lock.acquire(what, fix)
-    if note and echo is not None:
+    if (note := lock.acquire(what, fix)) and echo is not None:
         echo(f"Note: {note}.")
     try:
         yield lock
@@ -157,21 +131,17 @@ def writing(run_dir: pathlib.Path, what: str, fix: str = "choose another folder"
 
 
 def holder(run_dir: pathlib.Path) -> dict[str, Any] | None:
-    """Who is writing ``run_dir`` now (``pid``, ``host``, ``started``, ``command``), or None
-    when nobody is (no lock file, a released one, or one a killed process left)."""
-    path = pathlib.Path(run_dir) / NAME
+    """Who is writing ``run_dir`` now (``pid``, ``host``, ``started``, ``command``), or None when nobody is."""
     if fcntl is None:
         return None
     try:
-        fd = open_owned(path)
+        fd = open_owned(pathlib.Path(run_dir) / NAME)
     except (OSError, RefusedFile):  # absent, or a link (never followed) or FIFO: nobody holds that
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read(fd) or {"pid": "?"}
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # nobody holds it (closing this descriptor below drops the shared lock again)
+    except BlockingIOError:
+        return _read(fd) or {"pid": "?"}
     finally:
         os.close(fd)

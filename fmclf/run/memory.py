@@ -7,17 +7,15 @@ from typing import Any
 
 
 def peak_memory(device: Any) -> dict[str, float]:
-    """Peak resident memory of this process in MB (``peak_rss_mb``; loading the
-    data set is usually the peak) and, on a CUDA device, the most torch had
-    allocated there (``peak_cuda_mb``). Either is left out where it cannot be read."""
+    """Peak resident memory of this process in MB (``peak_rss_mb``) and, on a CUDA device, the most torch had
+    allocated there (``peak_cuda_mb``); either is left out where it cannot be read."""
     out: dict[str, float] = {}
     try:
         import resource
     except ImportError:  # Windows
         pass
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        # bytes on macOS, KiB elsewhere
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
         out["peak_rss_mb"] = round(peak / 2**20 if sys.platform == "darwin" else peak / 2**10, 1)
     if getattr(device, "type", None) == "cuda":
         import torch
@@ -28,9 +26,5 @@ def peak_memory(device: Any) -> dict[str, float]:
 
 def describe(memory: dict[str, float], device: Any) -> str:
     """``"612 MB resident, 230 MB on cuda:0"``."""
-    parts = []
-    if "peak_rss_mb" in memory:
-        parts.append(f"{memory['peak_rss_mb']:.0f} MB resident")
-    if "peak_cuda_mb" in memory:
-        parts.append(f"{memory['peak_cuda_mb']:.0f} MB on {device}")
-    return ", ".join(parts) or "not measurable here"
+    where = {"peak_rss_mb": "resident", "peak_cuda_mb": f"on {device}"}
+    return ", ".join(f"{memory[key]:.0f} MB {w}" for key, w in where.items() if key in memory) or "not measurable here"

@@ -1,9 +1,6 @@
-"""What a run says and records about the processes it trains in.
-
-One process on its own says nothing here (every function returns the empty
-record or the plain text); under torchrun the run's start line, provenance,
-``summary.json`` and resume advice name the processes, the nodes and the
-backend, and the final weights of every process are compared by digest.
+"""What a run says and records about the processes it trains in: nothing for one process on its own; under
+torchrun its start line, provenance, summary.json and resume advice name the processes, nodes and backend,
+and every process's final weights are compared by digest.
 """
 
 from __future__ import annotations
@@ -61,8 +58,7 @@ def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
 
 
 def weights_record(comm: Solo, module: Any, device: Any) -> dict[str, Any]:
-    """What summary.json records about the processes: :func:`describe` and every
-    process's final weights' digest (a collective: every process calls it)."""
+    """:func:`describe` and every process's final weights' digest, for summary.json (every process calls it)."""
     if comm.world_size == 1:
         return {}
     digests = comm.gather("comparing the final weights", weights_digest(module.state_dict()))
@@ -71,8 +67,4 @@ def weights_record(comm: Solo, module: Any, device: Any) -> dict[str, Any]:
 
 def root_only(comm: Solo, echo: Echo) -> Echo:
     """``echo`` in rank 0; elsewhere, silence: only rank 0 talks to the user."""
-    return echo if comm.is_root else _silent
-
-
-def _silent(text: str) -> None:
-    """An echo that prints nothing."""
+    return echo if comm.is_root else lambda text: None

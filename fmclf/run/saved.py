@@ -1,7 +1,5 @@
-"""A finished (or interrupted) run brought back from its folder: the settings from
-config.toml, the components rebuilt by name, the saved weights loaded, the data
-set on the device asked for. What ``fmclf eval``, ``fmclf report`` and
-``fmclf predict`` start from.
+"""A run brought back from its folder (settings, components rebuilt by name, saved weights, data set on the
+device asked for): what ``fmclf eval``, ``fmclf report`` and ``fmclf predict`` start from.
 """
 
 from __future__ import annotations
@@ -43,12 +41,11 @@ def load_trained(run_dir: pathlib.Path, host: PluginHost, *, device: str = "cpu"
                  data_root: pathlib.Path | None = None, weights: str = "final", metrics: bool = True,
                  python_instead: str = "work with it from Python instead", dataset: str | None = None,
                  dataset_options: dict[str, Any] | None = None) -> Trained:
-    """Rebuild the run in ``run_dir`` on ``device`` (its data set, model and loss, and its metrics
-    unless not ``metrics``; nothing that shows or steers) and load its ``weights``: final (model.pt,
-    or the last checkpoint's), or the NAME of RUN_DIR/NAME.pt that a callback kept, such as best.
-    ``dataset`` (with its ``dataset_options``) replaces the run's data set, to score the weights on
-    another one with the same classes and input shape. A run whose components were Python objects
-    cannot be rebuilt by name: ``python_instead`` says what to do."""
+    """Rebuild the run in ``run_dir`` on ``device`` (its data set, model, loss and, with ``metrics``, its metrics;
+    nothing that shows or steers) and load its ``weights`` (:func:`fmclf.run.checkpoint.named_weights`).
+    ``dataset`` (with ``dataset_options``) replaces the run's data set, to score the weights on another with the
+    same classes and input shape. ``python_instead`` says what to do when the run's components were Python
+    objects, which cannot be rebuilt by name."""
     from .devices import resolve_device
     from .plan import python_only
 
@@ -76,24 +73,20 @@ def load_trained(run_dir: pathlib.Path, host: PluginHost, *, device: str = "cpu"
         parts.model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as exc:
         if dataset is not None:
-            raise UsageError(
-                f"the weights of {run_dir} (trained on data set {trained_on!r}) do not fit a model built for data set "
-                f"{dataset!r}, which has {len(parts.dataset.classes)} classes and inputs of shape "
-                f"{tuple(parts.dataset.input_shape)}: --dataset takes a data set with the run's classes and input "
-                f"shape (a corrupted or resampled copy of its own)."
-            ) from None
-        raise CheckpointError(
-            f"{used} does not fit the model {plan.records['model'].describe()} ({str(exc).splitlines()[0][:300]}). "
-            f"Were the plugins changed since the run? {run_dir / folder.CONFIG} lists the versions that trained it."
-        ) from None
+            raise UsageError(f"the weights of {run_dir} (trained on data set {trained_on!r}) do not fit a model built "
+                             f"for data set {dataset!r}, which has {len(parts.dataset.classes)} classes and inputs of "
+                             f"shape {tuple(parts.dataset.input_shape)}: --dataset takes a data set with the run's "
+                             f"classes and input shape (a corrupted or resampled copy of its own).") from None
+        raise CheckpointError(f"{used} does not fit the model {plan.records['model'].describe()} "
+                              f"({str(exc).splitlines()[0][:300]}). Were the plugins changed since the run? "
+                              f"{run_dir / folder.CONFIG} lists the versions that trained it.") from None
     return Trained(run_dir, plan, parts, used, folder.read_metrics(run_dir))
 
 
 def evaluate_split(trained: Trained, split: str = "test") -> dict[str, Any]:
-    """The saved model's metrics on one split of the data set, computed as a run computes them
-    after each epoch (:class:`fmclf.train.heldout.HeldOut`): ``{split}_acc``, ``{split}_loss``
-    (the run's own loss, averaged over the examples), ``{split}_KEY`` for each metric component the
-    run chose, ``per_class_{split}_acc``, ``examples`` and ``confusion`` (rows: true class)."""
+    """The saved model's metrics on one split, computed as a run computes them (:class:`fmclf.train.heldout.HeldOut`):
+    ``{split}_acc``, ``{split}_loss``, ``{split}_KEY`` for each metric component, ``per_class_{split}_acc``,
+    ``examples`` and ``confusion`` (rows: true class)."""
     from ..dist.comm import Solo
     from ..train.heldout import HeldOut
     from ..train.metrics import per_class_accuracy
@@ -109,8 +102,6 @@ def evaluate_split(trained: Trained, split: str = "test") -> dict[str, Any]:
     who = {kind: parts.records.get(kind) or kind for kind in ("dataset", "model", "loss")}
     result = HeldOut(parts.model, parts.loss, parts.metrics, len(classes), Solo(), who=who).evaluate(split, batches)
     confusion = result.confusion.cpu()
-    out: dict[str, Any] = {f"{split}_{key}": value for key, value in result.values.items()}
-    out[f"per_class_{split}_acc"] = per_class_accuracy(confusion, classes)
-    out["examples"] = int(confusion.sum())
-    out["confusion"] = confusion.tolist()
-    return out
+    return {**{f"{split}_{key}": value for key, value in result.values.items()},
+            f"per_class_{split}_acc": per_class_accuracy(confusion, classes), "examples": int(confusion.sum()),
+            "confusion": confusion.tolist()}

@@ -2,21 +2,15 @@
 
 One handler, in one of three modes:
 
-- **at once** (start-up, loading the data, building the components, writing the results
-  and drawing the pictures after the last epoch): the signal raises
-  :class:`~fmclf.errors.Stopped` where the program is; the runner says what the run
-  folder keeps (an empty folder is removed) and how to continue, and the command exits 130.
-- **training**: the first signal asks the loop to stop after the batch in flight and
-  write a checkpoint; a second SIGINT (Ctrl-C twice) stops at once; more SIGTERMs or
-  SIGHUPs (a burst, a terminal closing) change nothing, the stop is already under way.
-- **ending**: once a stop was raised, further signals are ignored, so that the clean-up
-  (releasing the lock, removing an empty folder, printing what to do) runs to its end.
+- **at once** (outside the training loop): the signal raises :class:`~fmclf.errors.Stopped` where the
+  program is; the runner says what the run folder keeps and how to continue, and the command exits 130.
+- **training**: the first signal asks the loop to stop after the batch in flight and write a checkpoint;
+  a second SIGINT stops at once; more SIGTERMs or SIGHUPs (a burst, a terminal closing) change nothing.
+- **ending**: once a stop was raised, further signals are ignored, so that the clean-up runs to its end.
 
-A file being written when a signal arrives is finished first (:mod:`fmclf.atomic` holds
-signals back for the length of a write), so no signal leaves half a file or a temporary.
-The CLI installs the handler as the first thing it does (:func:`install`); the runner
-and the plugin loader enter :func:`handled`, which installs it where nobody did (Python,
-a notebook, tests) and restores what was there after. Importing this module is light.
+A file being written is finished first (:mod:`fmclf.atomic` holds signals back). The CLI installs the
+handler first thing (:func:`install`); the runner and the plugin loader enter :func:`handled`, which installs
+it where nobody did (Python, a notebook, tests). Importing this module is light.
 """
 
 from __future__ import annotations
@@ -29,15 +23,13 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from ..atomic import SIGNALS, signals_deferred
 from ..errors import Stopped
 
 if TYPE_CHECKING:
     from ..train.engine import StopFlag
 
 Echo = Callable[[str], None]
-
-#: The signals that end fmclf as documented (SIGKILL cannot be caught; SIGQUIT keeps its core dump).
-SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class _State:
@@ -53,39 +45,33 @@ _state = _State()
 
 
 def say(text: str) -> None:
-    """Write to stderr from a signal handler. ``print`` could be in the middle of
-    writing to the same buffered stream (a progress bar is, all the time), and
-    re-entering it raises; a raw ``os.write`` cannot."""
+    """Write to stderr from a signal handler: ``print`` may be in the middle of writing to the same buffered
+    stream (a progress bar), and re-entering it raises; a raw ``os.write`` cannot."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         os.write(sys.stderr.fileno(), text.encode("utf-8", "replace"))
 
 
 def _handler(signum: int, frame) -> None:  # noqa: ARG001
-    name = signal.Signals(signum).name
-    state = _state
-    state.received += 1
-    if state.ending:
+    name, flag = signal.Signals(signum).name, _state.flag
+    _state.received += 1
+    if _state.ending:
         return
-    flag = state.flag
-    if flag is None:  # not training: stop where we are
-        state.ending = True
+    if flag is None or (flag and signum == signal.SIGINT):  # not training, or Ctrl-C twice: stop where we are
+        _state.ending = True
         raise Stopped(name)
-    echo = state.echo or say
+    echo = _state.echo or say
     if not flag:
         flag.request(name)
-        echo(f"\n{name}: stopping after this batch and writing a checkpoint ({state.again} to stop at once, "
+        echo(f"\n{name}: stopping after this batch and writing a checkpoint ({_state.again} to stop at once, "
              f"losing this epoch's progress)\n")
-    elif signum == signal.SIGINT:
-        state.ending = True
-        raise Stopped(name)
-    elif not state.warned:
-        state.warned = True
+    elif not _state.warned:
+        _state.warned = True
         echo(f"\n{name}: already stopping after this batch (Ctrl-C stops at once)\n")
 
 
 def received() -> int:
-    """How many signals fmclf's handler has seen in this process: a caller running a run in-process compares
-    the count before and after, to learn of a stop the run absorbed (one after its last batch ends it as usual)."""
+    """How many signals fmclf's handler has seen in this process (a caller compares counts to learn of a stop a
+    run absorbed)."""
     return _state.received
 
 
@@ -116,9 +102,8 @@ def ending() -> None:
 
 
 def ignore_from_now_on() -> None:
-    """The process is about to exit: ignore the signals outright. (While Python shuts down it puts
-    back the default action of every signal that has a Python handler, and a Ctrl-C then would end
-    the process as killed by SIGINT, exit code -2, instead of with the code it is exiting with.)"""
+    """The process is about to exit: ignore the signals outright (while Python shuts down it puts back the default
+    actions, and a Ctrl-C then would end the process as killed by SIGINT instead of with its exit code)."""
     if _main_thread():
         for s in SIGNALS:
             with contextlib.suppress(ValueError, OSError):
@@ -126,21 +111,17 @@ def ignore_from_now_on() -> None:
 
 
 def import_torch() -> None:
-    """Import torch with the stop signals held back until it is loaded (then they act as usual). Its
-    C++ extensions run Python while they set up, and a :class:`~fmclf.errors.Stopped` raised by a
-    signal in there cannot cross C++: the process aborts (SIGABRT, no message, no clean-up)."""
-    if "torch" in sys.modules:
-        return
-    from ..atomic import signals_deferred
-
-    with signals_deferred():
-        import torch  # noqa: F401 - loaded here, where a signal waits for it
+    """Import torch with the stop signals held back until it is loaded: its C++ extensions run Python while they
+    set up, and a :class:`~fmclf.errors.Stopped` raised in there cannot cross C++ (the process aborts)."""
+    if "torch" not in sys.modules:
+        with signals_deferred():
+            import torch  # noqa: F401 - loaded here, where a signal waits for it
 
 
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
-    """A piece of work during which signals stop it as documented: installs the handler where it is
-    not installed (and restores the previous ones after), and starts afresh (not ending, not training)."""
+    """A piece of work during which signals stop it as documented: installs the handler where it is not (restoring
+    the previous ones after), and starts afresh (not ending, not training)."""
     if not _main_thread():
         yield
         return
@@ -162,9 +143,8 @@ def handled() -> Iterator[None]:
 
 @contextlib.contextmanager
 def stop_on_signals(flag: StopFlag, echo: Echo | None = None, again: str = "Ctrl-C again") -> Iterator[None]:
-    """Training: the first signal sets ``flag`` (the loop stops after the batch in flight and
-    checkpoints); a second SIGINT stops at once. ``echo`` (default: stderr, written safely
-    from a signal handler) says so, and that ``again`` stops at once."""
+    """Training: the first signal sets ``flag`` (the loop stops after the batch in flight and checkpoints); a
+    second SIGINT stops at once. ``echo`` (default :func:`say`) says so, and that ``again`` stops at once."""
     with handled():
         if not _main_thread():
             yield

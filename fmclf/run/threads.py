@@ -1,23 +1,15 @@
-"""CPU threads: how many torch's operations use when ``--threads`` is not given,
-and keeping idle ones from spinning on cores that other work needs.
+"""CPU threads: how many torch's operations use when ``--threads`` is not given, and keeping idle ones
+from spinning on cores that other work needs. Both made a default CPU run several times slower on a
+shared machine:
 
-Two things made a default CPU run several times slower on a shared machine:
+- After each parallel region GNU OpenMP keeps its workers busy-waiting for the next one, and the loop
+  starts one every few microseconds, so they never sleep: a spinning worker takes the core another
+  thread needs. :func:`calm_openmp` sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a policy,
+  before torch is imported (the CLI calls it first thing).
+- :func:`choose` picks the thread count from the problem and the machine; :class:`ContentionWatch` says
+  once when an epoch runs much slower than the fastest so far (other work on the cores).
 
-- OpenMP's idle threads spin. After each parallel region, GNU OpenMP keeps
-  its workers busy-waiting for the next one (some 300000 spins); the loop
-  starts one every few microseconds, so they never sleep. With other work on
-  the cores, a spinning worker takes the core the main thread or the other
-  worker needs, and every region waits for a thread that is not running.
-  :func:`calm_openmp` sets ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at
-  once; honoured by GNU and Intel OpenMP) unless the user chose a policy. It
-  must happen before torch is imported, when OpenMP reads it: the CLI calls
-  it first thing.
-- The thread count. :func:`choose` picks it from the problem and the
-  machine; :class:`ContentionWatch` says once when an epoch runs much slower
-  than the fastest so far, which is what other work on the cores looks like.
-
-The count is recorded in config.toml (``threads = N``): it can change a CPU
-run's last bits, so ``--config`` and ``--resume`` repeat it.
+The count is recorded in config.toml: it can change a CPU run's last bits, so ``--resume`` repeats it.
 """
 
 from __future__ import annotations
@@ -59,8 +51,7 @@ def usable_cpus() -> int:
 
 
 def batch_work(model: Any, batch_size: int) -> int:
-    """Multiply-adds of one training batch through a dense model: trainable parameters times
-    the batch size (a lower bound for a convolutional one, which reuses its weights)."""
+    """Multiply-adds of one training batch through a dense model (a lower bound for a convolutional one)."""
     try:
         params = sum(int(p.numel()) for p in model.parameters() if p.requires_grad)
     except (AttributeError, TypeError):
@@ -79,11 +70,9 @@ class Choice:
 
 def choose(requested: int | None, work: int, *, cpus: int, processes_here: int = 1,
            environ: Mapping[str, str] = os.environ, current: int | None = None) -> Choice:
-    """The thread count for a CPU run: ``requested`` (``--threads``) when given; torch's own
-    (``current``) when OMP_NUM_THREADS or MKL_NUM_THREADS is set; else 1 for a small
-    problem (``work`` multiply-adds a batch, see :func:`batch_work`) and the CPUs this
-    process's share of the machine has (``cpus`` over the launch's processes on this node)
-    for a larger one."""
+    """The thread count for a CPU run: ``requested`` (``--threads``) when given; torch's own (``current``) when
+    OMP_NUM_THREADS or MKL_NUM_THREADS is set; else 1 for a small problem (``work``: :func:`batch_work`), and
+    this process's share of the ``cpus`` for a larger one."""
     if requested is not None:
         return Choice(requested, flag("threads"), chosen=False)
     named = next((var for var in THREAD_VARS if environ.get(var)), None)
@@ -107,8 +96,7 @@ def apply(choice: Choice) -> None:
 
 
 class ContentionWatch:
-    """An internal listener: says once when an epoch takes :data:`SLOWDOWN` times the fastest
-    so far, which on a CPU is other work competing for the cores."""
+    """An internal listener: says once when an epoch takes :data:`SLOWDOWN` times the fastest so far."""
 
     def __init__(self, threads: int, echo: Callable[[str], None], *, slowdown: float = SLOWDOWN,
                  min_seconds: float = 0.05) -> None:

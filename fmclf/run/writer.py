@@ -1,17 +1,11 @@
 """Run-folder files written on a thread of their own, so that training does not wait for the disk.
 
-Every epoch rewrites checkpoint.pt and metrics.jsonl, each atomically
-(:mod:`fmclf.atomic`: a temporary file, fsync, rename, fsync of the folder).
-The two fsyncs took 2 to 60 ms an epoch on the disks this was measured on,
-as long as an epoch itself. The caller serialises (so what is written is the
-state at that moment), and a thread does the writing, in order, while the
-next epoch trains. At most one epoch's pair of files waits: on a disk
-slower than training, training waits rather than memory filling up.
-
-:meth:`BackgroundWriter.close` waits for everything asked, and every way a
-run ends goes through it (the runner's ``finally``), so a finished or stopped
-run's files are on disk when fmclf returns, as before. A write that fails is
-raised, as it was, at the next write or at the close.
+Every epoch rewrites checkpoint.pt and metrics.jsonl atomically; their fsyncs took 2 to 60 ms an epoch,
+as long as an epoch itself. The caller serialises (what is written is the state at that moment), and a
+thread writes, in order, while the next epoch trains; at most one epoch's files wait, so on a slow disk
+training waits rather than memory filling up. Every way a run ends goes through
+:meth:`BackgroundWriter.close`, which waits for every write; a write that fails is raised at the next
+write or at the close.
 """
 
 from __future__ import annotations
@@ -74,8 +68,7 @@ class BackgroundWriter:
         self._raise()
 
     def close(self, *, raise_error: bool = True) -> None:
-        """Flush and stop the thread. ``raise_error=False`` (the run is failing already) keeps a
-        write's failure from hiding the error that ended the run."""
+        """Flush and stop the thread; ``raise_error=False`` keeps a write's failure from hiding the run's own."""
         try:
             if self._thread is not None:
                 self._jobs.join()
