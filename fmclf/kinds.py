@@ -53,8 +53,7 @@ class Kind:
 
 
 def _accept_dataset(record: ComponentRecord, dataset: Any) -> Any:
-    missing = [a for a in ("train", "test", "classes", "input_shape") if not hasattr(dataset, a)]
-    if missing:
+    if missing := [a for a in ("train", "test", "classes", "input_shape") if not hasattr(dataset, a)]:
         raise ComponentError(
             f"{record.describe()} returned {type(dataset).__name__}, which lacks {', '.join(missing)}; "
             f"a data set has train, test, classes and input_shape."
@@ -97,8 +96,7 @@ def _accept_updater(record: ComponentRecord, updater: Any) -> Any:
 
 
 def _accept_metric(record: ComponentRecord, metric: Any) -> Any:
-    missing = [m for m in ("update", "compute", "reset") if not callable(getattr(metric, m, None))]
-    if missing:
+    if missing := [m for m in ("update", "compute", "reset") if not callable(getattr(metric, m, None))]:
         raise ComponentError(
             f"{record.describe()} returned {type(metric).__name__}, which lacks "
             f"{', '.join(m + '()' for m in missing)}; "
