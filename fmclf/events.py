@@ -109,10 +109,8 @@ class Control:
 
     def restore(self, record: dict[str, Any] | None) -> None:
         """Take back a :meth:`record` (from a checkpoint, or from rank 0)."""
-        if record:
-            self.stopped_by, self.reason, self.epoch = record["by"], record["reason"], record["epoch"]
-        else:
-            self.stopped_by = self.reason = self.epoch = None
+        record = record or {"by": None, "reason": None, "epoch": None}
+        self.stopped_by, self.reason, self.epoch = record["by"], record["reason"], record["epoch"]
 
 
 @dataclass

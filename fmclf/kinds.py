@@ -23,7 +23,8 @@ class Kind:
     name: str  #: "loss"
     plural: str  #: "losses": the hook is register_<plural>, the run setting of a `many` kind is <plural>
     core: tuple[str, ...]  #: parameters the core passes to a factory that asks for them
-    accept: Callable[[ComponentRecord, Any], Any]  #: checks (and may adapt) what a factory built
+    #: checks (and may adapt) what a factory built; by default nothing (every event of a listener is optional)
+    accept: Callable[[ComponentRecord, Any], Any] = lambda record, obj: obj  # noqa: ARG005
     many: bool = False  #: a run uses several: the flag repeats and options name the component
 
     @property
@@ -44,7 +45,7 @@ class Kind:
     @property
     def option_prefix(self) -> str:
         """How ``-o`` addresses a component of this kind: ``loss`` or ``visualizer.NAME``."""
-        return f"{self.name}.NAME" if self.many else self.name
+        return self.target("NAME")
 
     def target(self, component: str) -> str:
         """The option target of the chosen ``component``: ``loss``, or ``visualizer.NAME``."""
@@ -52,8 +53,7 @@ class Kind:
 
 
 def _accept_dataset(record: ComponentRecord, dataset: Any) -> Any:
-    missing = [a for a in ("train", "test", "classes", "input_shape") if not hasattr(dataset, a)]
-    if missing:
+    if missing := [a for a in ("train", "test", "classes", "input_shape") if not hasattr(dataset, a)]:
         raise ComponentError(
             f"{record.describe()} returned {type(dataset).__name__}, which lacks {', '.join(missing)}; "
             f"a data set has train, test, classes and input_shape."
@@ -95,13 +95,8 @@ def _accept_updater(record: ComponentRecord, updater: Any) -> Any:
                              f"torch.optim.Optimizer, or a pair (optimizer, scheduler).") from None
 
 
-def _accept_anything(record: ComponentRecord, obj: Any) -> Any:  # noqa: ARG001 - every event is optional
-    return obj
-
-
 def _accept_metric(record: ComponentRecord, metric: Any) -> Any:
-    missing = [m for m in ("update", "compute", "reset") if not callable(getattr(metric, m, None))]
-    if missing:
+    if missing := [m for m in ("update", "compute", "reset") if not callable(getattr(metric, m, None))]:
         raise ComponentError(
             f"{record.describe()} returned {type(metric).__name__}, which lacks "
             f"{', '.join(m + '()' for m in missing)}; "
@@ -119,8 +114,8 @@ ROWS: tuple[Kind, ...] = (
     Kind("loss", "losses", ("num_classes",), _accept_loss),
     Kind("updater", "updaters", ("params", "lr", "epochs", "steps_per_epoch"), _accept_updater),
     Kind("metric", "metrics", ("num_classes", "loss"), _accept_metric, many=True),
-    Kind("visualizer", "visualizers", ("run_dir",), _accept_anything, many=True),
-    Kind("callback", "callbacks", ("run_dir",), _accept_anything, many=True),
+    Kind("visualizer", "visualizers", ("run_dir",), many=True),
+    Kind("callback", "callbacks", ("run_dir",), many=True),
 )
 
 BY_NAME: dict[str, Kind] = {k.name: k for k in ROWS}
@@ -147,13 +142,6 @@ def lookalikes(name: str) -> dict[str, tuple[str, ...]]:
     """Parameter names that a factory of kind ``name`` is not given but that look as if fmclf gave them: another
     kind's core parameters, and :data:`RUN_NAMES`. Maps each to the kinds that do get it (empty: none does). A
     name that becomes a core parameter of kind ``name`` here stops being a lookalike for it."""
-    own = set(core_params(name))
-    out: dict[str, tuple[str, ...]] = {}
-    for row in ROWS:
-        for param in row.core:
-            if param not in own:
-                out[param] = (*out.get(param, ()), row.name)
-    for param in RUN_NAMES:
-        if param not in own:
-            out.setdefault(param, ())
-    return out
+    own = core_params(name)
+    params = dict.fromkeys([*(p for row in ROWS for p in row.core), *RUN_NAMES])  # in order, each once
+    return {p: tuple(row.name for row in ROWS if p in row.core) for p in params if p not in own}

@@ -74,17 +74,13 @@ class StressCase:
         if reference is not None:
             kind, ref = stress.choose_reference(loss, reference)
         else:
-            known = self._references.get(id(loss))
-            if known is None or known[0] is not loss:  # a new loss, maybe at a dead one's id
-                known = StressCase._references[id(loss)] = (loss, *stress.choose_reference(loss))
-            _, kind, ref = known
+            if id(loss) not in self._references:  # the loss is kept with it, so no other loss gets its id
+                self._references[id(loss)] = (loss, *stress.choose_reference(loss))
+            _, kind, ref = self._references[id(loss)]
         return stress.measure(self.case, self.dtype, loss, ref, kind=kind)
 
 
-_GRID = stress.grid()
-
-
-@pytest.fixture(params=_GRID, ids=[f"{c.name}-{d}" for c, d in _GRID])
+@pytest.fixture(params=stress.grid(), ids=lambda param: StressCase(*param).id)
 def fmclf_stress_case(request) -> StressCase:
     """Each case and dtype of ``fmclf bench loss``'s stress grid in turn:
     ``result = fmclf_stress_case.measure(my_loss)``; ``assert result.loss_finite``."""
@@ -117,7 +113,7 @@ class LossShape:
         return build(record, {"num_classes": self.classes}, resolve_options(record, options))
 
 
-@pytest.fixture(params=stress.SPEED_SHAPES, ids=[f"{n}x{c}" for n, c in stress.SPEED_SHAPES])
+@pytest.fixture(params=stress.SPEED_SHAPES, ids=lambda param: LossShape(*param).id)
 def fmclf_loss_shape(request) -> LossShape:
     """Each shape ``fmclf bench loss`` times, in turn: ``benchmark(fmclf_loss_shape.step, my_loss)``;
     ``fmclf_loss_shape.loss("fused")`` builds a registered loss to compare with."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
+import functools
 import math
 import pathlib
 import subprocess
@@ -25,9 +25,10 @@ from .events import EVENTS
 from .host import loading as plugins
 from .host.loading import get_host, load_plugins
 from .host.options import accepted_core_params, resolve_options
-from .host.registry import ComponentRecord, PluginInfo, first_doc_line
+from .host.registry import ComponentRecord, PluginInfo, did_you_mean, first_doc_line
 from .kinds import BY_NAME, KINDS
 from .run.plan import call_factory
+from .train.labels import bad_label
 
 if TYPE_CHECKING:
     import torch
@@ -58,10 +59,15 @@ def _record(kind: str, component: Component) -> ComponentRecord:
     raise TypeError(f"expected a component name, a ComponentRecord or a factory, got {component!r}")
 
 
-def _build(kind: str, component: Component, core: dict[str, Any],
-           options: Mapping[str, Any] | None) -> tuple[ComponentRecord, Any]:
+def _build(kind: str, component: Component, core: dict[str, Any], options: Mapping[str, Any] | None, *,
+           accept: bool = False) -> tuple[ComponentRecord, Any]:
+    """Build as a run does; with ``accept``, the kind's own check of what was built (:mod:`fmclf.kinds`) too."""
     record = _record(kind, component)
-    return record, call_factory(record, core, resolve_options(record, dict(options or {})))
+    built = call_factory(record, core, resolve_options(record, dict(options or {})))
+    try:
+        return record, BY_NAME[kind].accept(record, built) if accept else built
+    except FmclfError as exc:
+        raise ContractError(str(exc)) from None
 
 
 def _fail(record: ComponentRecord, what: str) -> ContractError:
@@ -304,12 +310,9 @@ def _check_first_step(record: ComponentRecord, upd: Any, model: Any, loss: Calla
     then ``zero_grad`` must clear the gradients."""
     import torch
 
-    def value() -> float:
-        with torch.no_grad():
-            return float(loss())
-
     before = [p.detach().clone() for p in model.parameters()]
-    start = value()
+    with torch.no_grad():
+        start = float(loss())
     upd.zero_grad()
     loss().backward()
     upd.step(batch)
@@ -318,7 +321,8 @@ def _check_first_step(record: ComponentRecord, upd: Any, model: Any, loss: Calla
                             f"it was given in place")
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise _fail(record, "step() made parameters non-finite")
-    end = value()
+    with torch.no_grad():
+        end = float(loss())
     if not end < start:
         raise _fail(record, f"one step with lr={lr} raised the loss of a small linear classifier from {start:.6f} "
                             f"to {end:.6f}; an update must go against the gradient")
@@ -396,8 +400,7 @@ def _check_listener(kind: str, component: Component, options: Mapping[str, Any] 
     run_dir, device = pathlib.Path(run_dir), _device(device)
     record, obj = _build(kind, component, {"run_dir": run_dir}, options)
     if strays := [a for a in dir(obj) if a.startswith("on_") and a not in EVENTS and callable(getattr(obj, a))]:
-        hints = [f"{a!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(a, EVENTS, n=1)) else "")
-                 for a in strays]
+        hints = [f"{a!r}{did_you_mean(a, EVENTS, form=' (did you mean {!r}?)')}" for a in strays]
         raise _fail(record,
                     f"{', '.join(hints)} is no event, so it is never called; the events are {', '.join(EVENTS)}")
     stateful = [callable(getattr(obj, m, None)) for m in ("state_dict", "load_state_dict")]
@@ -475,15 +478,8 @@ def check_metric(metric: Component, *, options: Mapping[str, Any] | None = None,
     from .train.heldout import as_values
 
     device = _device(device)
-
-    def ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(logits, y, reduction="none")
-
-    record, obj = _build("metric", metric, {"num_classes": num_classes, "loss": ce}, options)
-    try:
-        obj = BY_NAME["metric"].accept(record, obj)
-    except FmclfError as exc:
-        raise ContractError(str(exc)) from None
+    ce = functools.partial(torch.nn.functional.cross_entropy, reduction="none")
+    record, obj = _build("metric", metric, {"num_classes": num_classes, "loss": ce}, options, accept=True)
     if isinstance(obj, torch.nn.Module):
         obj.to(device)
     g = _generator(3)
@@ -531,11 +527,7 @@ def check_dataset(dataset: Component, *, options: Mapping[str, Any] | None = Non
 
     device = _device(device)
     core = {"batch_size": batch_size, "device": device, "seed": seed, "shard": None}
-    record, data = _build("dataset", dataset, core, options)
-    try:
-        BY_NAME["dataset"].accept(record, data)
-    except FmclfError as exc:
-        raise ContractError(str(exc)) from None
+    record, data = _build("dataset", dataset, core, options, accept=True)
     classes = list(data.classes)
     if not classes or not all(isinstance(c, str) for c in classes):
         raise _fail(record, f"classes must be a non-empty sequence of text labels, got {data.classes!r}")
@@ -614,7 +606,7 @@ def _check_batch(record: ComponentRecord, split: str, index: int, batch: Any, sh
     if y.shape == (n,):
         if y.dtype != torch.int64:
             raise _fail(record, f"{where} has labels of dtype {y.dtype}; labels are int64 class indices")
-        if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        if bad_label(y, num_classes) is not None:
             raise _fail(record, f"{where} has a label outside 0..{num_classes - 1} (there are {num_classes} classes)")
     elif not (y.shape == (n, num_classes) and y.is_floating_point()):
         raise _fail(record, f"{where} has y of shape {tuple(y.shape)}; expected ({n},) class indices or ({n}, "
@@ -699,10 +691,13 @@ def check_batched(kind: str, component: Component, *, options: Mapping[str, Any]
     alone records (losses within ``rel``, accuracy within 0.002) and ends with the same weights. The other components
     are the run defaults (:class:`fmclf.run.config.RunConfig`). ``members``: one dict per member with ``seed``, ``lr``
     and ``options`` (per-model options of ``component``); by default seeds 0 and 1 times rates 0.05 and 0.2."""
+    import torch
+
     from .host.batchable import batchable_of
     from .run.config import RunConfig
     from .train.batched import BatchedTrainer, Member
     from .train.engine import Parts, Trainer
+    from .train.updaters import adapt_updater
 
     if kind not in ("model", "loss", "updater"):
         raise TypeError(f"check_batched checks a model, a loss or an updater, not a {kind!r}")
@@ -721,33 +716,9 @@ def check_batched(kind: str, component: Component, *, options: Mapping[str, Any]
     members = sorted(members or [{"seed": s, "lr": lr} for s in (0, 1) for lr in (0.05, 0.2)],
                      key=lambda m: m["seed"])
     base = _tiny_dataset(device)
-    build = _member_builder(kind, chosen, options, base, epochs, device)
-    alone = []
-    for member in members:
-        data, model, loss, updater = build(member)
-        state = Trainer(Parts(data, model, loss, updater), device=device, epochs=epochs, cuda_graphs=False).fit()
-        alone.append((state.history, [p.detach().clone() for p in model.parameters()]))
-    group = []  # the same members, trained as one batched group
-    for member in members:
-        _, model, loss, updater = build(member)
-        group.append(Member(model, updater, loss, member["seed"]))
-    trainer = BatchedTrainer(group, base, stacked, device=device, forward=getattr(declared["model"], "stacked", None))
-    for epoch in range(1, epochs + 1):
-        trainer.epoch(epoch)
-    trainer.export()
-    for member, (history, weights), got in zip(members, alone, group, strict=True):
-        _compare_member(record, member, history, weights, got, epochs, rel)
-
-
-def _member_builder(kind: str, chosen: Mapping[str, ComponentRecord], options: Mapping[str, Any] | None, base: Any,
-                    epochs: int, device: Any) -> Callable[[Mapping[str, Any]], tuple[Any, Any, Any, Any]]:
-    """A function building one member's data (its seed's order), model, loss and adapted updater, as a run of
-    it alone would."""
-    import torch
-
-    from .train.updaters import adapt_updater
 
     def build(member: Mapping[str, Any]) -> tuple[Any, Any, Any, Any]:
+        """One member's data (its seed's order), model, loss and adapted updater, as a run of it alone builds them."""
         own = {k: dict(options or {}, **member.get("options", {})) if k == kind else {} for k in chosen}
         data = dataclasses.replace(base, train=type(base.train)(base.train.X, base.train.y, base.train.batch_size,
                                                                 shuffle=True, seed=member["seed"]))
@@ -761,7 +732,19 @@ def _member_builder(kind: str, chosen: Mapping[str, ComponentRecord], options: M
         _, updater = _build("updater", chosen["updater"], core, own["updater"])
         return data, model, loss, adapt_updater(updater)
 
-    return build
+    alone, group = [], []  # each member trained alone, and built again (its seed reset) for the batched group
+    for member in members:
+        data, model, loss, updater = build(member)
+        state = Trainer(Parts(data, model, loss, updater), device=device, epochs=epochs, cuda_graphs=False).fit()
+        alone.append((state.history, [p.detach().clone() for p in model.parameters()]))
+        _, model, loss, updater = build(member)
+        group.append(Member(model, updater, loss, member["seed"]))
+    trainer = BatchedTrainer(group, base, stacked, device=device, forward=getattr(declared["model"], "stacked", None))
+    for epoch in range(1, epochs + 1):
+        trainer.epoch(epoch)
+    trainer.export()
+    for member, (history, weights), got in zip(members, alone, group, strict=True):
+        _compare_member(record, member, history, weights, got, epochs, rel)
 
 
 def _compare_member(record: ComponentRecord, member: Mapping[str, Any], history: list[dict[str, Any]],
