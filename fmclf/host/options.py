@@ -22,8 +22,7 @@ from typing import Any
 from .. import wording
 from ..errors import OptionError
 from ..kinds import BY_NAME, KINDS, core_params, lookalikes
-from . import ranges
-from .ranges import Range
+from .ranges import Range, check_number
 from .registry import ComponentRecord, did_you_mean
 
 _SCALARS = {int: "int", float: "float", bool: "bool", str: "str", pathlib.Path: "path"}
@@ -136,29 +135,21 @@ class Option:
         return self._scalar_value(value)
 
     def _scalar_value(self, value: Any) -> Any:
-        base = self.type.base
-        if not _takes(base, value):
-            raise ValueError(f"{value!r} is not {_A_SCALAR.get(base, 'a string')}")
-        if base is float:
+        t = self.type
+        # A value of the Python types the option takes, as it is: a bool is no number here.
+        if not isinstance(value, _TAKES.get(t.base, ())) or (t.base is not bool and isinstance(value, bool)):
+            raise ValueError(f"{value!r} is not {_A_SCALAR.get(t.base, 'a string')}")
+        if t.base is float:
             value = float(value)
-        elif base is pathlib.Path:
+        elif t.base is pathlib.Path:
             value = pathlib.Path(_recordable(str(value), path=True)).expanduser()
-        elif base is str:
+        elif t.base is str:
             value = _recordable(value)
-        return self._check_choice(value)
-
-    def _check_choice(self, value: Any) -> Any:
-        if self.type.choices and value not in self.type.choices:
-            raise ValueError(f"{value!r} is not one of {', '.join(map(repr, self.type.choices))}")
-        if self.type.base in (int, float) and not self.type.choices:
-            ranges.check_number(value, self.type.bounds, is_float=self.type.base is float,
-                                allow_inf=self.type.allow_inf)
+        if t.choices and value not in t.choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(map(repr, t.choices))}")
+        if t.base in (int, float) and not t.choices:
+            check_number(value, t.bounds, is_float=t.base is float, allow_inf=t.allow_inf)
         return value
-
-
-def _takes(base: type, value: Any) -> bool:
-    """Whether an option of type ``base`` takes ``value`` as it is: a bool is no number here."""
-    return isinstance(value, _TAKES.get(base, ())) and (base is bool or not isinstance(value, bool))
 
 
 def _recordable(text: str, *, path: bool = False) -> str:
@@ -210,9 +201,8 @@ def type_spec(annotation: Any, default: Any) -> TypeSpec:
     """Map an annotation (or, without one, the default's type) to a :class:`TypeSpec`. A default of None makes the
     option nullable whatever the annotation says (``hidden: int = None`` means ``int | None``)."""
     spec = _type_spec(annotation, default)
-    if spec.base is float and isinstance(default, float) and math.isinf(default) and not spec.allow_inf:
-        spec = dataclasses.replace(spec, allow_inf=True)  # a default of inf says inf is a value
-    return dataclasses.replace(spec, nullable=True) if default is None and not spec.nullable else spec
+    inf = spec.base is float and isinstance(default, float) and math.isinf(default)  # then inf is a value
+    return dataclasses.replace(spec, allow_inf=spec.allow_inf or inf, nullable=spec.nullable or default is None)
 
 
 def _type_spec(annotation: Any, default: Any) -> TypeSpec:
@@ -223,7 +213,7 @@ def _type_spec(annotation: Any, default: Any) -> TypeSpec:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:  # Annotated[X, fmclf.Range(...)]: X's spec, bounded
         spec = type_spec(args[0], default)
-        bounds = ranges.find(args[1:])
+        bounds = next((m for m in reversed(args[1:]) if isinstance(m, Range)), None)  # the last, if several
         return spec if bounds is None else dataclasses.replace(spec, bounds=bounds)
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
