@@ -332,26 +332,24 @@ def parse_assignment(text: str) -> tuple[str, str, str]:
     a kind, or ``KIND.NAME`` for a kind a run has several of."""
     key, sep, value = text.partition("=")
     parts = key.strip().split(".")
-    many = [k.name for k in BY_NAME.values() if k.many]
+    many = [k for k in BY_NAME.values() if k.many]
     if not sep or len(parts) < 2 or not all(parts):
         raise OptionError(
             f"cannot read option {text!r}: write KIND.OPTION=VALUE, for example "
             f"`{wording.option('loss', 'label_smoothing', 0.1)}` or "
             f"`{wording.option('updater', 'momentum', 0.9)}` (for a "
-            f"{' or '.join(many)}, `{wording.option(f'{many[0]}.NAME', 'OPTION', 'VALUE')}`)."
+            f"{' or '.join(k.name for k in many)}, `{wording.option(many[0].option_prefix, 'OPTION', 'VALUE')}`)."
         )
     if parts[0] not in BY_NAME:
         raise OptionError(f"cannot read option {text!r}: {parts[0]!r} is not a component kind; "
                           f"kinds are: {', '.join(KINDS)}.")
     row = BY_NAME[parts[0]]
-    if row.many:
-        if len(parts) < 3:
-            raise OptionError(
-                f"cannot read option {text!r}: {row.name} options name the {row.name}, as in "
-                f"`{wording.option(f'{row.name}.NAME', 'OPTION', 'VALUE')}` (a run may have several)."
-            )
-        # Option names are identifiers, so the last part is the option; a component's name may contain dots.
-        return row.target(".".join(parts[1:-1])), parts[-1], value
-    if len(parts) != 2:
+    if row.many and len(parts) < 3:
+        raise OptionError(
+            f"cannot read option {text!r}: {row.name} options name the {row.name}, as in "
+            f"`{wording.option(row.option_prefix, 'OPTION', 'VALUE')}` (a run may have several)."
+        )
+    if not row.many and len(parts) != 2:
         raise OptionError(f"cannot read option {text!r}: write {parts[0]}.OPTION=VALUE.")
-    return parts[0], parts[1], value
+    # Option names are identifiers, so the last part is the option; a component's name may contain dots.
+    return row.target(".".join(parts[1:-1])), parts[-1], value
