@@ -273,9 +273,8 @@ def lookalike_options(record: ComponentRecord) -> dict[str, tuple[str, ...]]:
     (an updater's ``model``, a loss's ``device``): almost surely a factory that expects a core parameter it will
     never get. Maps each to the kinds that do get it."""
     suspects = lookalikes(record.kind)
-    names = [p.name for p in _signature(record).parameters.values()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    return {n: suspects[n] for n in names if n in suspects}
+    return {p.name: suspects[p.name] for p in _signature(record).parameters.values()
+            if p.name in suspects and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def options_of(record: ComponentRecord) -> list[Option]:
