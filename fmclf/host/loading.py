@@ -230,8 +230,7 @@ def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load:
         host.failures.append(PluginFailure(info, "import", f"{type(exc).__name__}: {exc}"))
         return
     seconds = time.perf_counter() - start
-    problems = _check_hookimpls(pm, obj)
-    if problems:
+    if problems := _check_hookimpls(pm, obj):
         host.failures.append(PluginFailure(info, "registration", "; ".join(problems)))
         return
     try:
@@ -243,8 +242,7 @@ def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load:
     except ValueError as exc:  # the same object (or name) registered twice
         host.notes.append(f"{_who(info)} was not loaded again: {exc}")
         return
-    unmarked = [h for h in HOOKS if callable(getattr(obj, h, None)) and pm.parse_hookimpl_opts(obj, h) is None]
-    if unmarked:
+    if unmarked := [h for h in HOOKS if callable(getattr(obj, h, None)) and pm.parse_hookimpl_opts(obj, h) is None]:
         host.notes.append(f"{_who(info)} defines {', '.join(unmarked)} without @fmclf.hookimpl, so fmclf does not "
                           f"call it; add the decorator.")
     infos[name] = info
