@@ -206,10 +206,8 @@ def type_spec(annotation: Any, default: Any) -> TypeSpec:
 
 
 def _type_spec(annotation: Any, default: Any) -> TypeSpec:
-    if annotation is inspect.Parameter.empty or annotation is Any:
-        if default is None or default is REQUIRED:
-            return TypeSpec(str, nullable=default is None)
-        return type_spec(type(default), default)
+    if annotation is inspect.Parameter.empty or annotation is Any:  # typed by its default, if it says anything
+        return TypeSpec(str) if default is None or default is REQUIRED else type_spec(type(default), default)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:  # Annotated[X, fmclf.Range(...)]: X's spec, bounded
         spec = type_spec(args[0], default)
