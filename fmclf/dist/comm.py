@@ -298,9 +298,8 @@ def connect(environ: Mapping[str, str] = os.environ) -> Iterator[Solo]:
                                    f"and WORLD_SIZE say {launch.rank} of {launch.world_size}. Make the group from "
                                    f"torchrun's environment.")
         backend = str(dist.get_backend())
-    comm = Comm(launch, backend, timeout)
     try:
-        yield comm
+        yield Comm(launch, backend, timeout)
         if owned:  # leave together: a process that tore gloo down while rank 0 still drew was once killed by SIGABRT
             with contextlib.suppress(Exception):
                 dist.barrier()
