@@ -145,9 +145,12 @@ class Comm(Solo):
         self._stop_every = 1
         self._buffers: list[Any] = []
 
-    def _collective(self, what: str, fn: Callable[[], T]) -> T:
+    def _collective(self, what: str, op: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``torch.distributed.<op>(*args, **kwargs)``; a RuntimeError means contact was lost while ``what``."""
+        import torch.distributed as dist
+
         try:
-            return fn()
+            getattr(dist, op)(*args, **kwargs)
         except RuntimeError as exc:  # gloo, nccl and store errors are all RuntimeErrors
             raise DistributedError(
                 f"process {self.rank} of {self.world_size} lost contact with the others while {what} "
@@ -156,17 +159,13 @@ class Comm(Solo):
                 f"compilation), set {TIMEOUT_ENV} to more than {self.timeout:g} seconds.") from None
 
     def gather(self, what: str, value: Any) -> list[Any]:
-        import torch.distributed as dist
-
         out: list[Any] = [None] * self.world_size
-        self._collective(what, lambda: dist.all_gather_object(out, value))
+        self._collective(what, "all_gather_object", out, value)
         return out
 
     def broadcast(self, value: T, what: str = "receiving rank 0's settings") -> T:
-        import torch.distributed as dist
-
         box = [value]
-        self._collective(what, lambda: dist.broadcast_object_list(box, src=0))
+        self._collective(what, "broadcast_object_list", box, src=0)
         return box[0]
 
     def agree(self, what: str, fn: Callable[[], T]) -> T:
@@ -214,13 +213,12 @@ class Comm(Solo):
 
     def share_model(self, module: Any) -> None:
         import torch
-        import torch.distributed as dist
 
         self._buffers = [b for b in module.buffers() if b.is_floating_point()]
         with torch.no_grad():
             for group in _groups([*module.parameters(), *module.buffers()]):
                 flat = torch.cat([t.detach().reshape(-1) for t in group])
-                self._collective("receiving rank 0's initial weights", lambda flat=flat: dist.broadcast(flat, src=0))
+                self._collective("receiving rank 0's initial weights", "broadcast", flat, src=0)
                 _unflatten(flat, group)
 
     def watch(self, flag: Flag, device: Any = None) -> Flag:
@@ -235,7 +233,6 @@ class Comm(Solo):
         floating-point buffers and, every ``_stop_every`` steps, carries the stop request (docs/distributed.md). A
         parameter without a gradient here (unused on this shard's batch) takes part with zeros, as in DDP."""
         import torch
-        import torch.distributed as dist
 
         check = self._steps % self._stop_every == 0 and self.stop is not None
         self._steps += 1
@@ -250,7 +247,7 @@ class Comm(Solo):
                     asked = 1.0 if self._local else 0.0
                     pieces.append(torch.full((1,), asked, dtype=group[0].dtype, device=group[0].device))
                 flat = torch.cat(pieces)
-                self._collective("averaging gradients", lambda flat=flat: dist.all_reduce(flat))
+                self._collective("averaging gradients", "all_reduce", flat)
                 flat.div_(self.world_size)
                 _unflatten(flat, group)
                 if carries_stop and not self.stop and float(flat[-1]) > 0:
@@ -258,10 +255,8 @@ class Comm(Solo):
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over the processes (a new tensor)."""
-        import torch.distributed as dist
-
         out = tensor.detach().clone()
-        self._collective("adding up the metrics", lambda: dist.all_reduce(out))
+        self._collective("adding up the metrics", "all_reduce", out)
         return out
 
 
@@ -303,9 +298,8 @@ def connect(environ: Mapping[str, str] = os.environ) -> Iterator[Solo]:
                                    f"and WORLD_SIZE say {launch.rank} of {launch.world_size}. Make the group from "
                                    f"torchrun's environment.")
         backend = str(dist.get_backend())
-    comm = Comm(launch, backend, timeout)
     try:
-        yield comm
+        yield Comm(launch, backend, timeout)
         if owned:  # leave together: a process that tore gloo down while rank 0 still drew was once killed by SIGABRT
             with contextlib.suppress(Exception):
                 dist.barrier()

@@ -5,6 +5,7 @@ torch: the CLI labels its messages with it before anything heavy loads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -77,10 +78,7 @@ def timeout_seconds(environ: Mapping[str, str] = os.environ) -> float:
     text = environ.get(TIMEOUT_ENV, "").strip()
     if not text:
         return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise UsageError(f"{TIMEOUT_ENV}={text!r} must be a number of seconds above 0 (default {DEFAULT_TIMEOUT:g}).")
-    return value
+    with contextlib.suppress(ValueError):
+        if math.isfinite(value := float(text)) and value > 0:
+            return value
+    raise UsageError(f"{TIMEOUT_ENV}={text!r} must be a number of seconds above 0 (default {DEFAULT_TIMEOUT:g}).")

@@ -40,6 +40,7 @@ import pluggy
 from .. import hookspecs
 from ..errors import PluginError, Stopped
 from ..kinds import BY_NAME, ROWS
+from ..run.signals import handled
 from .options import lookalike_options
 from .registry import ComponentRecord, PluginInfo, Registry, check_name, did_you_mean, first_doc_line, normalize
 
@@ -102,28 +103,21 @@ class PluginHost:
         return [f.message() for f in self.failures] + self.notes
 
 
-def _dist_of(ep: metadata.EntryPoint, known: dict[int, tuple[str | None, str | None]]) -> tuple[str | None, str | None]:
-    """The name and version of the distribution that declares ``ep``. Its METADATA file is parsed once per
-    distribution (``known``, by the distribution object the entry points share): parsing it is most of what
-    finding the plugins costs, and fmclf itself declares seven."""
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return None, None
-    if id(dist) not in known:
-        meta = dist.metadata
-        known[id(dist)] = (meta["Name"], meta["Version"])
-    return known[id(dist)]
-
-
 def _entry_points() -> list[tuple[metadata.EntryPoint, PluginInfo]]:
     """Every ``fmclf`` entry point once, built-ins first, then by name."""
     found: dict[tuple[str, str, str], tuple[metadata.EntryPoint, PluginInfo]] = {}
+    # Each distribution's name and version, by the id of the object its entry points share: parsing its METADATA
+    # is most of what finding the plugins costs, and fmclf itself declares seven.
     dists: dict[int, tuple[str | None, str | None]] = {}
     eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))  # alive till the end: ids stay unique
     for ep in eps:
-        dist, version = _dist_of(ep, dists)
-        info = PluginInfo(ep.name, ep.value, dist, version, builtin=normalize(dist) == BUILTIN_DIST)
-        found.setdefault((normalize(dist), ep.name, ep.value), (ep, info))  # the first, if a dist is on sys.path twice
+        dist = getattr(ep, "dist", None)
+        if dist is not None and id(dist) not in dists:
+            meta = dist.metadata
+            dists[id(dist)] = (meta["Name"], meta["Version"])
+        name, version = dists.get(id(dist), (None, None))  # None's id is no live distribution's
+        info = PluginInfo(ep.name, ep.value, name, version, builtin=normalize(name) == BUILTIN_DIST)
+        found.setdefault((normalize(name), ep.name, ep.value), (ep, info))  # the first, if a dist is on sys.path twice
     return sorted(found.values(), key=lambda pair: (not pair[1].builtin, pair[1].name))
 
 
@@ -138,6 +132,9 @@ def _matches(info: PluginInfo, names: Iterable[str]) -> bool:
 process_plugins: list[tuple[str, object]] = []
 
 
+# Under fmclf's handler a real Ctrl-C raises Stopped, which stops the load; a plugin that
+# raises KeyboardInterrupt itself (as some do on a failed prompt) is that plugin's failure.
+@handled()
 def load_plugins(
     *,
     autoload: bool | None = None,
@@ -154,16 +151,6 @@ def load_plugins(
     :data:`process_plugins`). ``strict`` (default ``$FMCLF_STRICT_PLUGINS``) raises :class:`PluginError` instead of
     warning when a plugin fails.
     """
-    from ..run.signals import handled
-
-    # Under fmclf's handler a real Ctrl-C raises Stopped, which stops the load; a plugin that
-    # raises KeyboardInterrupt itself (as some do on a failed prompt) is that plugin's failure.
-    with handled():
-        return _load_plugins(autoload, include, block, strict, extra)
-
-
-def _load_plugins(autoload: bool | None, include: Iterable[str], block: Iterable[str], strict: bool | None,
-                  extra: Iterable[tuple[str, object]]) -> PluginHost:
     if autoload is None:
         autoload = not env_flag("FMCLF_DISABLE_PLUGIN_AUTOLOAD")
     if strict is None:
@@ -243,8 +230,7 @@ def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load:
         host.failures.append(PluginFailure(info, "import", f"{type(exc).__name__}: {exc}"))
         return
     seconds = time.perf_counter() - start
-    problems = _check_hookimpls(pm, obj)
-    if problems:
+    if problems := _check_hookimpls(pm, obj):
         host.failures.append(PluginFailure(info, "registration", "; ".join(problems)))
         return
     try:
@@ -256,8 +242,7 @@ def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load:
     except ValueError as exc:  # the same object (or name) registered twice
         host.notes.append(f"{_who(info)} was not loaded again: {exc}")
         return
-    unmarked = [h for h in HOOKS if callable(getattr(obj, h, None)) and pm.parse_hookimpl_opts(obj, h) is None]
-    if unmarked:
+    if unmarked := [h for h in HOOKS if callable(getattr(obj, h, None)) and pm.parse_hookimpl_opts(obj, h) is None]:
         host.notes.append(f"{_who(info)} defines {', '.join(unmarked)} without @fmclf.hookimpl, so fmclf does not "
                           f"call it; add the decorator.")
     infos[name] = info
@@ -316,7 +301,9 @@ def _registrar(kind: str, info: PluginInfo, out: list[ComponentRecord]) -> Calla
 
     def register(name: str, factory: Callable, *, help: str | None = None, **unknown: object) -> None:
         if unknown:
-            raise TypeError(f"register() got {_unexpected(unknown)} for {kind} {name!r}; it takes "
+            words = [f"{key!r}{did_you_mean(key, REGISTER_KEYWORDS, form=_PAREN, cutoff=0.5)}" for key in unknown]
+            lead = "an unexpected keyword argument " if len(words) == 1 else "unexpected keyword arguments "
+            raise TypeError(f"register() got {lead}{', '.join(words)} for {kind} {name!r}; it takes "
                             f"register(name, factory, *, {', '.join(f'{k}=...' for k in REGISTER_KEYWORDS)})")
         if why := check_name(name):
             raise ValueError(why)
@@ -330,13 +317,6 @@ def _registrar(kind: str, info: PluginInfo, out: list[ComponentRecord]) -> Calla
         out.append(ComponentRecord(kind, name, factory, help or first_doc_line(factory), info))
 
     return register
-
-
-def _unexpected(unknown: dict[str, object]) -> str:
-    """``an unexpected keyword argument 'hlep' (did you mean 'help'?)``, for one or several."""
-    words = [f"{key!r}{did_you_mean(key, REGISTER_KEYWORDS, form=_PAREN, cutoff=0.5)}" for key in unknown]
-    lead = "an unexpected keyword argument " if len(words) == 1 else "unexpected keyword arguments "
-    return lead + ", ".join(words)
 
 
 def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
@@ -370,10 +350,9 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
 def _blocked_owner(host: PluginHost, kind: str, name: str) -> tuple[PluginInfo, str] | None:
     """The blocked plugin that would register ``name`` as a ``kind``, if one does, and the name it was blocked by.
     Only asked when a name is missing, so a blocked plugin is imported (guarded, as any load) only to say so."""
-    hook = BY_NAME[kind].hook if kind in BY_NAME else None
     for info, load, flag in host.blocked:
         try:
-            impl = getattr(load(), hook or "", None)
+            impl = getattr(load(), BY_NAME[kind].hook, None)
             records: list[ComponentRecord] = []
             if callable(impl):
                 getattr(impl, "__wrapped__", impl)(_registrar(kind, info, records))

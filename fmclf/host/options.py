@@ -22,8 +22,7 @@ from typing import Any
 from .. import wording
 from ..errors import OptionError
 from ..kinds import BY_NAME, KINDS, core_params, lookalikes
-from . import ranges
-from .ranges import Range
+from .ranges import Range, check_number
 from .registry import ComponentRecord, did_you_mean
 
 _SCALARS = {int: "int", float: "float", bool: "bool", str: "str", pathlib.Path: "path"}
@@ -136,29 +135,21 @@ class Option:
         return self._scalar_value(value)
 
     def _scalar_value(self, value: Any) -> Any:
-        base = self.type.base
-        if not _takes(base, value):
-            raise ValueError(f"{value!r} is not {_A_SCALAR.get(base, 'a string')}")
-        if base is float:
+        t = self.type
+        # A value of the Python types the option takes, as it is: a bool is no number here.
+        if not isinstance(value, _TAKES.get(t.base, ())) or (t.base is not bool and isinstance(value, bool)):
+            raise ValueError(f"{value!r} is not {_A_SCALAR.get(t.base, 'a string')}")
+        if t.base is float:
             value = float(value)
-        elif base is pathlib.Path:
+        elif t.base is pathlib.Path:
             value = pathlib.Path(_recordable(str(value), path=True)).expanduser()
-        elif base is str:
+        elif t.base is str:
             value = _recordable(value)
-        return self._check_choice(value)
-
-    def _check_choice(self, value: Any) -> Any:
-        if self.type.choices and value not in self.type.choices:
-            raise ValueError(f"{value!r} is not one of {', '.join(map(repr, self.type.choices))}")
-        if self.type.base in (int, float) and not self.type.choices:
-            ranges.check_number(value, self.type.bounds, is_float=self.type.base is float,
-                                allow_inf=self.type.allow_inf)
+        if t.choices and value not in t.choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(map(repr, t.choices))}")
+        if t.base in (int, float) and not t.choices:
+            check_number(value, t.bounds, is_float=t.base is float, allow_inf=t.allow_inf)
         return value
-
-
-def _takes(base: type, value: Any) -> bool:
-    """Whether an option of type ``base`` takes ``value`` as it is: a bool is no number here."""
-    return isinstance(value, _TAKES.get(base, ())) and (base is bool or not isinstance(value, bool))
 
 
 def _recordable(text: str, *, path: bool = False) -> str:
@@ -210,20 +201,17 @@ def type_spec(annotation: Any, default: Any) -> TypeSpec:
     """Map an annotation (or, without one, the default's type) to a :class:`TypeSpec`. A default of None makes the
     option nullable whatever the annotation says (``hidden: int = None`` means ``int | None``)."""
     spec = _type_spec(annotation, default)
-    if spec.base is float and isinstance(default, float) and math.isinf(default) and not spec.allow_inf:
-        spec = dataclasses.replace(spec, allow_inf=True)  # a default of inf says inf is a value
-    return dataclasses.replace(spec, nullable=True) if default is None and not spec.nullable else spec
+    inf = spec.base is float and isinstance(default, float) and math.isinf(default)  # then inf is a value
+    return dataclasses.replace(spec, allow_inf=spec.allow_inf or inf, nullable=spec.nullable or default is None)
 
 
 def _type_spec(annotation: Any, default: Any) -> TypeSpec:
-    if annotation is inspect.Parameter.empty or annotation is Any:
-        if default is None or default is REQUIRED:
-            return TypeSpec(str, nullable=default is None)
-        return type_spec(type(default), default)
+    if annotation is inspect.Parameter.empty or annotation is Any:  # typed by its default, if it says anything
+        return TypeSpec(str) if default is None or default is REQUIRED else type_spec(type(default), default)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:  # Annotated[X, fmclf.Range(...)]: X's spec, bounded
         spec = type_spec(args[0], default)
-        bounds = ranges.find(args[1:])
+        bounds = next((m for m in reversed(args[1:]) if isinstance(m, Range)), None)  # the last, if several
         return spec if bounds is None else dataclasses.replace(spec, bounds=bounds)
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
@@ -283,9 +271,8 @@ def lookalike_options(record: ComponentRecord) -> dict[str, tuple[str, ...]]:
     (an updater's ``model``, a loss's ``device``): almost surely a factory that expects a core parameter it will
     never get. Maps each to the kinds that do get it."""
     suspects = lookalikes(record.kind)
-    names = [p.name for p in _signature(record).parameters.values()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    return {n: suspects[n] for n in names if n in suspects}
+    return {p.name: suspects[p.name] for p in _signature(record).parameters.values()
+            if p.name in suspects and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def options_of(record: ComponentRecord) -> list[Option]:
@@ -342,26 +329,24 @@ def parse_assignment(text: str) -> tuple[str, str, str]:
     a kind, or ``KIND.NAME`` for a kind a run has several of."""
     key, sep, value = text.partition("=")
     parts = key.strip().split(".")
-    many = [k.name for k in BY_NAME.values() if k.many]
+    many = [k for k in BY_NAME.values() if k.many]
     if not sep or len(parts) < 2 or not all(parts):
         raise OptionError(
             f"cannot read option {text!r}: write KIND.OPTION=VALUE, for example "
             f"`{wording.option('loss', 'label_smoothing', 0.1)}` or "
             f"`{wording.option('updater', 'momentum', 0.9)}` (for a "
-            f"{' or '.join(many)}, `{wording.option(f'{many[0]}.NAME', 'OPTION', 'VALUE')}`)."
+            f"{' or '.join(k.name for k in many)}, `{wording.option(many[0].option_prefix, 'OPTION', 'VALUE')}`)."
         )
     if parts[0] not in BY_NAME:
         raise OptionError(f"cannot read option {text!r}: {parts[0]!r} is not a component kind; "
                           f"kinds are: {', '.join(KINDS)}.")
     row = BY_NAME[parts[0]]
-    if row.many:
-        if len(parts) < 3:
-            raise OptionError(
-                f"cannot read option {text!r}: {row.name} options name the {row.name}, as in "
-                f"`{wording.option(f'{row.name}.NAME', 'OPTION', 'VALUE')}` (a run may have several)."
-            )
-        # Option names are identifiers, so the last part is the option; a component's name may contain dots.
-        return row.target(".".join(parts[1:-1])), parts[-1], value
-    if len(parts) != 2:
+    if row.many and len(parts) < 3:
+        raise OptionError(
+            f"cannot read option {text!r}: {row.name} options name the {row.name}, as in "
+            f"`{wording.option(row.option_prefix, 'OPTION', 'VALUE')}` (a run may have several)."
+        )
+    if not row.many and len(parts) != 2:
         raise OptionError(f"cannot read option {text!r}: write {parts[0]}.OPTION=VALUE.")
-    return parts[0], parts[1], value
+    # Option names are identifiers, so the last part is the option; a component's name may contain dots.
+    return row.target(".".join(parts[1:-1])), parts[-1], value

@@ -118,7 +118,7 @@ class Registry:
     def qualified(self, record: ComponentRecord) -> str:
         """The qualified name that selects ``record`` whatever else gets installed later (what a run folder's
         config.toml records): ``dist:name``, or ``plugin:name`` where that is not enough."""
-        rivals = self._records[record.kind].get(record.name, []) or [record]
+        rivals = self._records[record.kind].get(record.name, [])
         return self._choice(record, rivals if record in rivals else [*rivals, record])
 
     def shadowed(self) -> builtins.list[tuple[ComponentRecord, builtins.list[ComponentRecord]]]:
@@ -167,8 +167,7 @@ class Registry:
                 f"; or block the plugin you do not want with `fmclf -p no:PLUGIN`."
             )
         available = self.names(kind)
-        blocked = self.blocked_owner(kind, bare)
-        if blocked is not None:
+        if (blocked := self.blocked_owner(kind, bare)) is not None:
             info, flag = blocked
             raise UnknownComponentError(
                 f"{kind} {bare!r} comes from plugin {info.name!r} ({info.describe()}), which `-p no:{flag}` blocks, "
