@@ -136,8 +136,7 @@ class Option:
 
     def _scalar_value(self, value: Any) -> Any:
         t = self.type
-        # A value of the Python types the option takes, as it is: a bool is no number here.
-        if not isinstance(value, _TAKES.get(t.base, ())) or (t.base is not bool and isinstance(value, bool)):
+        if not _takes(t.base, value):
             raise ValueError(f"{value!r} is not {_A_SCALAR.get(t.base, 'a string')}")
         if t.base is float:
             value = float(value)
@@ -150,6 +149,12 @@ class Option:
         if t.base in (int, float) and not t.choices:
             check_number(value, t.bounds, is_float=t.base is float, allow_inf=t.allow_inf)
         return value
+
+
+def _takes(base: Any, value: Any) -> bool:
+    """Whether ``value`` is of the Python types an option of type ``base`` takes, as it is: a bool is no number here.
+    (A function, not an inline isinstance, so that type checkers keep ``value`` as Any after it.)"""
+    return isinstance(value, _TAKES.get(base, ())) and (base is bool or not isinstance(value, bool))
 
 
 def _recordable(text: str, *, path: bool = False) -> str:
