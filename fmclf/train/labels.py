@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..host.registry import ComponentRecord
+from .blame import describe
 
 
 def bad_label(y: Any, num_classes: int) -> int | None:
@@ -25,9 +26,8 @@ def bad_label(y: Any, num_classes: int) -> int | None:
 
 def error(who: ComponentRecord | str, split: str, label: int, classes: int) -> DataError:
     """The paragraph for a data set whose ``split`` holds ``label`` though it has ``classes`` classes."""
-    name = who if isinstance(who, str) else who.describe()
-    return DataError(f"{name} gave a {split} label of {label}, but it has {classes} classes (len(classes)), so a "
-                     f"label must be a class index from 0 to {classes - 1}. This is the data set's doing, not the "
+    return DataError(f"{describe(who)} gave a {split} label of {label}, but it has {classes} classes (len(classes)), "
+                     f"so a label must be a class index from 0 to {classes - 1}. This is the data set's doing, not the "
                      f"loss's or the model's: fix its labels (or its list of classes).")
 
 
@@ -43,8 +43,7 @@ def check_kind(y: Any, who: ComponentRecord | str, split: str) -> None:
     """Refuse labels that are neither class indices (integers, shape (N,)) nor probability targets
     (floating point, shape (N, C)): one-dimensional floats are neither, whatever a loss makes of them."""
     if hasattr(y, "is_floating_point") and y.is_floating_point() and y.ndim == 1:
-        name = who if isinstance(who, str) else who.describe()
-        raise DataError(f"{name} gave {split} labels of dtype {y.dtype} with one dimension; labels are class "
+        raise DataError(f"{describe(who)} gave {split} labels of dtype {y.dtype} with one dimension; labels are class "
                         f"indices, integers of shape (N,) (convert them with y.long()), or probability targets of "
                         f"shape (N, num_classes). This is the data set's doing, not the loss's or the model's.")
 
