@@ -51,6 +51,5 @@ def check_kind(y: Any, who: ComponentRecord | str, split: str) -> None:
 def check_batch(y: Any, who: ComponentRecord | str, split: str, classes: int) -> None:
     """Refuse one batch's labels of the wrong kind (see :func:`check_kind`) or out of range."""
     check_kind(y, who, split)
-    label = bad_label(y, classes)
-    if label is not None:
+    if (label := bad_label(y, classes)) is not None:
         raise error(who, split, label, classes)
