@@ -128,10 +128,9 @@ class blame_labels(blame):
         self.y, self.dataset, self.classes, self.split = y, dataset, classes, split
 
     def diagnose(self, exc: BaseException) -> FmclfError | None:
-        from .labels import bad_label, error
+        from .labels import out_of_range
 
-        label = bad_label(self.y, self.classes)
-        return None if label is None else error(self.dataset, self.split, label, self.classes)
+        return out_of_range(self.y, self.dataset, self.split, self.classes)
 
 
 class blame_update(blame):

@@ -15,17 +15,15 @@ from ..host.registry import ComponentRecord
 from .blame import describe
 
 
-def bad_label(y: Any, num_classes: int) -> int | None:
-    """A label of ``y`` (a tensor of class indices) outside ``0 .. num_classes - 1``, or None.
-    Probability targets (floating point) have no such labels."""
+def out_of_range(y: Any, who: ComponentRecord | str, split: str, classes: int) -> DataError | None:
+    """The error for a data set whose ``split`` labels ``y`` (a tensor of class indices) hold one outside
+    ``0 .. classes - 1``, or None. Probability targets (floating point) have no such labels."""
     if y is None or getattr(y, "is_floating_point", lambda: True)() or not getattr(y, "numel", lambda: 0)():
         return None
     low, high = int(y.min()), int(y.max())
-    return low if low < 0 else high if high >= num_classes else None
-
-
-def error(who: ComponentRecord | str, split: str, label: int, classes: int) -> DataError:
-    """The paragraph for a data set whose ``split`` holds ``label`` though it has ``classes`` classes."""
+    label = low if low < 0 else high if high >= classes else None
+    if label is None:
+        return None
     return DataError(f"{describe(who)} gave a {split} label of {label}, but it has {classes} classes (len(classes)), "
                      f"so a label must be a class index from 0 to {classes - 1}. This is the data set's doing, not the "
                      f"loss's or the model's: fix its labels (or its list of classes).")
@@ -51,5 +49,5 @@ def check_kind(y: Any, who: ComponentRecord | str, split: str) -> None:
 def check_batch(y: Any, who: ComponentRecord | str, split: str, classes: int) -> None:
     """Refuse one batch's labels of the wrong kind (see :func:`check_kind`) or out of range."""
     check_kind(y, who, split)
-    if (label := bad_label(y, classes)) is not None:
-        raise error(who, split, label, classes)
+    if (error := out_of_range(y, who, split, classes)) is not None:
+        raise error
