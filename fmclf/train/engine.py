@@ -397,13 +397,12 @@ class Trainer:
             self._check_losses(losses, n, logits)
         total = losses.sum()
         watch.add(b, total)  # on the CPU: raises here, before the update
-        updater = self.updater
         with blame_update(who["updater"], f"while updating {at}", self.lr):
-            updater.zero_grad()
+            self.updater.zero_grad()
             with blame_gradients(self.parts.records, at):
                 (total if self.sum_reduction else losses.mean()).backward()
             self.comm.average_gradients(self.params)  # a lost peer raises a DistributedError: no one's fault here
-            updater.step(n)
+            self.updater.step(n)
         return total, (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
 
     def _stop_mid_epoch(self, epoch: int, b: int, examples: int, state: TrainState, loss_sum: Any,
