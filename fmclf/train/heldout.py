@@ -74,9 +74,8 @@ class HeldOut:
                  who: dict[str, ComponentRecord | str] | None = None, chunk: int = CHUNK,
                  input_shape: Any = None) -> None:
         self.model, self.loss, self.metrics, self.num_classes, self.comm = model, loss, list(metrics), num_classes, comm
-        who = who or {}
-        self.who_model, self.who_data = who.get("model", "the model"), who.get("dataset", "the data set")
-        self.who_loss = who.get("loss", "the loss")
+        who = {"model": "the model", "dataset": "the data set", "loss": "the loss", **(who or {})}
+        self.who_model, self.who_data, self.who_loss = who["model"], who["dataset"], who["loss"]
         self.chunk = chunk
         self.input_shape = input_shape  #: the data set's; a split of another example size is its fault
         self._kept: list[tuple[Any, Any]] = []  #: (labels, predicted classes) of the last test evaluation, on device
