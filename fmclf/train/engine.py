@@ -219,16 +219,16 @@ class Trainer:
         state = state or TrainState()
         check_splits(self.parts.dataset, self._who["dataset"], len(self.classes))
         check_split_inputs(self.parts.dataset, self._who["dataset"])
-        control = self.control
-        control.restore(state.stopped)
-        control._at = state.epoch + 1
+        self.control.restore(state.stopped)
+        self.control._at = state.epoch + 1
         try:
-            return self._fit(state, control)
+            return self._fit(state)
         except BaseException as exc:
             self._told(exc, state)
             raise
 
-    def _fit(self, state: TrainState, control: events.Control) -> TrainState:
+    def _fit(self, state: TrainState) -> TrainState:
+        control = self.control
         self._emit("on_fit_start", events.FitStart(
             epochs=self.epochs, start_epoch=state.epoch + 1, num_batches=len(self.parts.dataset.train),
             classes=self.classes, device=str(self.device), run_dir=self.run_dir, config=self.config,
