@@ -68,8 +68,7 @@ def check_params(params: Any, model_name: str) -> list[Any]:
         raise UsageError(f"params must be a list of the tensors model {model_name!r} computes with, such as "
                          f"params=[W, b]; got {type(params).__name__}.")
     params = list(params)
-    bad = [type(p).__name__ for p in params if not isinstance(p, torch.Tensor)]
-    if bad:
+    if bad := [type(p).__name__ for p in params if not isinstance(p, torch.Tensor)]:
         raise UsageError(f"params must hold tensors (the ones model {model_name!r} computes with, such as [W, b]); "
                          f"it holds a {bad[0]}.")
     return params

@@ -38,11 +38,8 @@ class blame:
         if (cause := self.diagnose(exc)) is not None:  # not the component's fault after all
             raise cause from exc
         if out_of_memory(exc):
-            raise ComponentError(memory_message(self.describe(), self.where, exc)) from exc
+            raise ComponentError(memory_message(describe(self.who), self.where, exc)) from exc
         raise ComponentError(self.message(exc)) from exc
-
-    def describe(self) -> str:
-        return self.who if isinstance(self.who, str) else self.who.describe()
 
     def diagnose(self, exc: BaseException) -> FmclfError | None:  # noqa: ARG002 - for subclasses
         """The real cause of ``exc`` when it lies outside the component (subclasses look), or None."""
@@ -50,8 +47,13 @@ class blame:
 
     def message(self, exc: BaseException) -> str:
         """The paragraph the user reads."""
-        return (f"{self.describe()} raised {type(exc).__name__} {self.where}: {exc}. This is a fault in that "
+        return (f"{describe(self.who)} raised {type(exc).__name__} {self.where}: {exc}. This is a fault in that "
                 f"component; report it to its authors, or choose another with `fmclf plugins`.")
+
+
+def describe(who: ComponentRecord | str) -> str:
+    """``who`` as messages name it: a component's record described, a plain description as it is."""
+    return who if isinstance(who, str) else who.describe()
 
 
 def component_fault(exc: BaseException) -> bool:
@@ -126,10 +128,9 @@ class blame_labels(blame):
         self.y, self.dataset, self.classes, self.split = y, dataset, classes, split
 
     def diagnose(self, exc: BaseException) -> FmclfError | None:
-        from .labels import bad_label, error
+        from .labels import out_of_range
 
-        label = bad_label(self.y, self.classes)
-        return None if label is None else error(self.dataset, self.split, label, self.classes)
+        return out_of_range(self.y, self.dataset, self.split, self.classes)
 
 
 class blame_update(blame):
@@ -146,7 +147,7 @@ class blame_update(blame):
             return None
         lr = flag("lr", Bare(f"{self.lr:g}")) if isinstance(self.lr, (int, float)) else "the learning rate"
         at = self.where.replace("while updating ", "")
-        return DivergenceError(f"training diverged: {self.describe()} could not take a step {at} with {lr}: "
+        return DivergenceError(f"training diverged: {describe(self.who)} could not take a step {at} with {lr}: "
                                f"{type(exc).__name__}: {' '.join(str(exc).split())}. A step of that size overflows "
                                f"the weights' floating-point numbers; this is the learning rate's doing: use a much "
                                f"smaller {flag('lr')} (the textbook uses 0.1).")

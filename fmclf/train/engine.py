@@ -20,7 +20,7 @@ from ..errors import ComponentError, DivergenceError, Interrupted, to_stderr
 from ..host.registry import ComponentRecord
 from ..wording import flag
 from . import graphs
-from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault
+from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault, describe
 from .graphs import GraphFailed
 from .heldout import HeldOut, Metric
 from .inputs import check_inputs, check_split_inputs
@@ -46,11 +46,11 @@ class TrainState:
     schedule_epochs: int | None = None  #: the epochs the updater (its schedule) was built for; kept on resume
 
 
+@dataclass(eq=False)
 class StopFlag:
     """Set from a signal handler; the loop stops after the batch in flight."""
 
-    def __init__(self) -> None:
-        self.signal: str | None = None
+    signal: str | None = None
 
     def request(self, signal_name: str) -> None:
         self.signal = signal_name
@@ -184,7 +184,7 @@ class Trainer:
         for kind, record, method in self._listeners[name]:
             if only is not None and kind != only:
                 continue
-            control._caller = (kind, record.describe() if record is not None else f"a {kind}")
+            control._caller = (kind, describe(record or f"a {kind}"))
             control._event = name
             try:
                 with blame(record or kind, f"in {name}"):
@@ -201,8 +201,7 @@ class Trainer:
         try:
             state.lr = change_lr(self.updater, how, number)
         except TypeError as exc:
-            updater = self._who["updater"]
-            name = updater.describe() if isinstance(updater, ComponentRecord) else "the updater"
+            name = describe(self.parts.records.get("updater") or "the updater")
             raise ComponentError(
                 f"{who} called control.{how}_lr({number!r}), but {name} cannot take it: {exc}. Choose an updater "
                 f"whose rate fmclf can change (a torch optimizer, or one with an lr attribute), or drop the callback."
@@ -220,16 +219,16 @@ class Trainer:
         state = state or TrainState()
         check_splits(self.parts.dataset, self._who["dataset"], len(self.classes))
         check_split_inputs(self.parts.dataset, self._who["dataset"])
-        control = self.control
-        control.restore(state.stopped)
-        control._at = state.epoch + 1
+        self.control.restore(state.stopped)
+        self.control._at = state.epoch + 1
         try:
-            return self._fit(state, control)
+            return self._fit(state)
         except BaseException as exc:
             self._told(exc, state)
             raise
 
-    def _fit(self, state: TrainState, control: events.Control) -> TrainState:
+    def _fit(self, state: TrainState) -> TrainState:
+        control = self.control
         self._emit("on_fit_start", events.FitStart(
             epochs=self.epochs, start_epoch=state.epoch + 1, num_batches=len(self.parts.dataset.train),
             classes=self.classes, device=str(self.device), run_dir=self.run_dir, config=self.config,
@@ -248,9 +247,8 @@ class Trainer:
                 result = self.evaluate_split(split)
                 metrics.update({f"{split}_{k}": v for k, v in result.values.items()})
                 confusion = result.confusion
-            metrics["per_class_test_acc"] = per_class_accuracy(confusion, self.classes)
-            metrics["lr"] = current_lr(self.updater)
-            metrics["seconds"] = round(time.perf_counter() - start, 6)
+            metrics.update(per_class_test_acc=per_class_accuracy(confusion, self.classes), lr=current_lr(self.updater),
+                           seconds=round(time.perf_counter() - start, 6))
             state.history.append(metrics)
             state.epoch, state.batch, state.loss_sum, state.correct, state.examples = epoch, 0, 0.0, 0, 0
             state.seconds = 0.0
@@ -286,7 +284,7 @@ class Trainer:
         batch = getattr(exc, "batch", None) if diverged else self._batch
         event = events.ExceptionRaised(exc, epoch, batch, cause, self.run_dir, list(state.history), self.control)
         for kind, record, method in self._listeners["on_exception"]:
-            who = record.describe() if record is not None else f"a {kind}"
+            who = describe(record or f"a {kind}")
             self.control._caller = (kind, who)
             try:
                 method(event)
@@ -334,9 +332,8 @@ class Trainer:
         watch.check(b)
         self._logits = None  # no batch's graph kept alive through the evaluation
         count = torch.tensor(float(examples), dtype=torch.float64, device=self.device)
-        sums = self.comm.sum(torch.stack([loss_sum, correct.double(), count]))
-        loss_sum, correct, examples = sums[0], sums[1], int(sums[2])
-        return float(loss_sum) / max(examples, 1), float(correct) / max(examples, 1)
+        loss_sum, correct, examples = self.comm.sum(torch.stack([loss_sum, correct.double(), count])).tolist()
+        return loss_sum / max(int(examples), 1), correct / max(int(examples), 1)
 
     def _batches(self, epoch: int, state: TrainState, batches: Iterator[Any], num_batches: int, watch: LossWatch,
                  loss_sum: Any, correct: Any) -> tuple[int, int]:
@@ -400,13 +397,12 @@ class Trainer:
             self._check_losses(losses, n, logits)
         total = losses.sum()
         watch.add(b, total)  # on the CPU: raises here, before the update
-        updater = self.updater
         with blame_update(who["updater"], f"while updating {at}", self.lr):
-            updater.zero_grad()
+            self.updater.zero_grad()
             with blame_gradients(self.parts.records, at):
                 (total if self.sum_reduction else losses.mean()).backward()
             self.comm.average_gradients(self.params)  # a lost peer raises a DistributedError: no one's fault here
-            updater.step(n)
+            self.updater.step(n)
         return total, (logits.argmax(dim=1) == (y if y.ndim == 1 else y.argmax(dim=1))).sum()
 
     def _stop_mid_epoch(self, epoch: int, b: int, examples: int, state: TrainState, loss_sum: Any,
@@ -436,8 +432,7 @@ class Trainer:
 
     def _check_logits(self, logits: Any, n: int) -> None:
         """Refuse, on the first batch, logits that are not ``(n, number of classes)``: the model's fault."""
-        model = self.parts.records.get("model")
-        who = model.describe() if model else "the model"
+        who = describe(self.parts.records.get("model") or "the model")
         if getattr(logits, "ndim", None) != 2 or logits.shape[0] != n:
             raise ComponentError(
                 f"{who} returned shape {_shape(logits)} for a batch of {n}; a model must return logits of shape "
@@ -460,16 +455,16 @@ class Trainer:
     def _check_losses(self, losses: Any, n: int, logits: Any = None) -> None:
         """Refuse, on the first batch, a loss that is not one value per example, or that cut the gradient's way
         back to ``logits`` (a detached result: backward would fail through the model too)."""
-        loss = self.parts.records.get("loss")
+        who = describe(self.parts.records.get("loss") or "the loss")
         if getattr(logits, "requires_grad", False) and not getattr(losses, "requires_grad", True):
             raise ComponentError(
-                f"{loss.describe() if loss else 'the loss'} returned a tensor that does not require grad although "
+                f"{who} returned a tensor that does not require grad although "
                 f"the logits it was given do: it detached its result (.detach(), .item(), a NumPy round trip, "
                 f"torch.no_grad()), so no gradient can reach the model. This is the loss's doing: report it to its "
                 f"authors, or choose another with `fmclf plugins`."
             )
         if problem := loss_shape_problem(losses, n):
-            raise ComponentError(f"{loss.describe() if loss else 'the loss'} {problem}")
+            raise ComponentError(f"{who} {problem}")
 
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
         """Raise the error for a batch whose summed loss was ``value`` (inf or nan) (see :func:`divergence_message`);
@@ -477,8 +472,8 @@ class Trainer:
         hint = None
         seen, self._logits = self._logits, None
         if seen is not None and seen[0] == b and not bool(seen[1].detach().isfinite().all()):
-            model = self.parts.records.get("model")
-            hint = (f"The logits of {model.describe() if model else 'the model'} were already inf or nan on that "
+            model = describe(self.parts.records.get("model") or "the model")
+            hint = (f"The logits of {model} were already inf or nan on that "
                     f"batch, before the loss: its weights (or its computation) overflowed. Try a smaller {flag('lr')}.")
         raise DivergenceError(
             divergence_message(value, b, num_batches, epoch, self.parts.records.get("loss"), self.parts.loss,

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ComponentError, DataError
 from ..host.registry import ComponentRecord
-from .blame import blame, blame_labels
+from .blame import blame, blame_labels, describe
 from .inputs import check_inputs
 from .labels import check_batch, check_kind
 
@@ -47,23 +47,19 @@ def _labels(y: Any) -> Any:
     return y.argmax(dim=1) if y.ndim == 2 else y  # probability targets: the most likely class
 
 
-def _describe(who: ComponentRecord | str) -> str:
-    return who if isinstance(who, str) else who.describe()
-
-
 def as_values(who: ComponentRecord | str, key: str, value: Any) -> dict[str, float]:
     """A metric's ``compute()`` result as recorded values: a number (or 0-d tensor) is ``{key: v}``, a dict
     ``{key_K: v}``; anything else is that metric's fault."""
     def number(v: Any, what: str) -> float:
         if getattr(v, "ndim", 0) != 0 and getattr(v, "numel", lambda: 1)() != 1:
             raise ComponentError(
-                f"{_describe(who)}: compute() returned {what} of shape {tuple(v.shape)}; a metric returns a number "
+                f"{describe(who)}: compute() returned {what} of shape {tuple(v.shape)}; a metric returns a number "
                 f"or a dict of numbers (return a dict to record several)."
             )
         try:
             return float(v)
         except (TypeError, ValueError):
-            raise ComponentError(f"{_describe(who)}: compute() returned {what} {v!r}, which is no number; a metric "
+            raise ComponentError(f"{describe(who)}: compute() returned {what} {v!r}, which is no number; a metric "
                                  f"returns a number or a dict of numbers.") from None
 
     if isinstance(value, dict):
@@ -78,9 +74,8 @@ class HeldOut:
                  who: dict[str, ComponentRecord | str] | None = None, chunk: int = CHUNK,
                  input_shape: Any = None) -> None:
         self.model, self.loss, self.metrics, self.num_classes, self.comm = model, loss, list(metrics), num_classes, comm
-        who = who or {}
-        self.who_model, self.who_data = who.get("model", "the model"), who.get("dataset", "the data set")
-        self.who_loss = who.get("loss", "the loss")
+        who = {"model": "the model", "dataset": "the data set", "loss": "the loss", **(who or {})}
+        self.who_model, self.who_data, self.who_loss = who["model"], who["dataset"], who["loss"]
         self.chunk = chunk
         self.input_shape = input_shape  #: the data set's; a split of another example size is its fault
         self._kept: list[tuple[Any, Any]] = []  #: (labels, predicted classes) of the last test evaluation, on device
@@ -136,7 +131,7 @@ class HeldOut:
             if was_training:
                 model.train()
         if self._flat is None:
-            raise DataError(f"{_describe(self.who_data)} yielded no {split} examples, so nothing can be evaluated "
+            raise DataError(f"{describe(self.who_data)} yielded no {split} examples, so nothing can be evaluated "
                             f"on its {split} split.")
         confusion = self._flat.reshape(C, C)
         total = max(self._count, 1)

@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import DataError
 from ..host.registry import ComponentRecord
 from ..wording import option
+from .blame import describe
 
 
 def check_inputs(X: Any, who: ComponentRecord | str, split: str, input_shape: Sequence[int] | None) -> None:
@@ -24,11 +25,10 @@ def check_inputs(X: Any, who: ComponentRecord | str, split: str, input_shape: Se
         return
     want, got = math.prod(int(d) for d in input_shape), math.prod(int(d) for d in shape[1:])
     if got != want:
-        name = who if isinstance(who, str) else who.describe()
         raise DataError(
-            f"{name} gave {split} examples of shape {tuple(int(d) for d in shape[1:])} ({got} values each), but its "
-            f"input_shape is {tuple(int(d) for d in input_shape)} ({want} values), which the model was built for. "
-            f"This is the data set's doing, not the model's or the loss's: give every split examples of one shape "
+            f"{describe(who)} gave {split} examples of shape {tuple(int(d) for d in shape[1:])} ({got} values each), "
+            f"but its input_shape is {tuple(int(d) for d in input_shape)} ({want} values), which the model was built "
+            f"for. This is the data set's doing, not the model's or the loss's: give every split examples of one shape "
             f"(with {option('dataset', 'verify', False)} a data set's files are not checked)."
         )
 

@@ -12,22 +12,20 @@ from typing import Any
 
 from ..errors import DataError
 from ..host.registry import ComponentRecord
+from .blame import describe
 
 
-def bad_label(y: Any, num_classes: int) -> int | None:
-    """A label of ``y`` (a tensor of class indices) outside ``0 .. num_classes - 1``, or None.
-    Probability targets (floating point) have no such labels."""
+def out_of_range(y: Any, who: ComponentRecord | str, split: str, classes: int) -> DataError | None:
+    """The error for a data set whose ``split`` labels ``y`` (a tensor of class indices) hold one outside
+    ``0 .. classes - 1``, or None. Probability targets (floating point) have no such labels."""
     if y is None or getattr(y, "is_floating_point", lambda: True)() or not getattr(y, "numel", lambda: 0)():
         return None
     low, high = int(y.min()), int(y.max())
-    return low if low < 0 else high if high >= num_classes else None
-
-
-def error(who: ComponentRecord | str, split: str, label: int, classes: int) -> DataError:
-    """The paragraph for a data set whose ``split`` holds ``label`` though it has ``classes`` classes."""
-    name = who if isinstance(who, str) else who.describe()
-    return DataError(f"{name} gave a {split} label of {label}, but it has {classes} classes (len(classes)), so a "
-                     f"label must be a class index from 0 to {classes - 1}. This is the data set's doing, not the "
+    label = low if low < 0 else high if high >= classes else None
+    if label is None:
+        return None
+    return DataError(f"{describe(who)} gave a {split} label of {label}, but it has {classes} classes (len(classes)), "
+                     f"so a label must be a class index from 0 to {classes - 1}. This is the data set's doing, not the "
                      f"loss's or the model's: fix its labels (or its list of classes).")
 
 
@@ -43,8 +41,7 @@ def check_kind(y: Any, who: ComponentRecord | str, split: str) -> None:
     """Refuse labels that are neither class indices (integers, shape (N,)) nor probability targets
     (floating point, shape (N, C)): one-dimensional floats are neither, whatever a loss makes of them."""
     if hasattr(y, "is_floating_point") and y.is_floating_point() and y.ndim == 1:
-        name = who if isinstance(who, str) else who.describe()
-        raise DataError(f"{name} gave {split} labels of dtype {y.dtype} with one dimension; labels are class "
+        raise DataError(f"{describe(who)} gave {split} labels of dtype {y.dtype} with one dimension; labels are class "
                         f"indices, integers of shape (N,) (convert them with y.long()), or probability targets of "
                         f"shape (N, num_classes). This is the data set's doing, not the loss's or the model's.")
 
@@ -52,6 +49,5 @@ def check_kind(y: Any, who: ComponentRecord | str, split: str) -> None:
 def check_batch(y: Any, who: ComponentRecord | str, split: str, classes: int) -> None:
     """Refuse one batch's labels of the wrong kind (see :func:`check_kind`) or out of range."""
     check_kind(y, who, split)
-    label = bad_label(y, classes)
-    if label is not None:
-        raise error(who, split, label, classes)
+    if (error := out_of_range(y, who, split, classes)) is not None:
+        raise error

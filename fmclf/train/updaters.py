@@ -74,8 +74,7 @@ def adapt_updater(obj: Any) -> Any:
             raise TypeError("its scheduler was made for another optimizer than the one it returned, "
                             "so the schedule would change nothing")
         return OptimizerUpdater(optimizer, scheduler)
-    missing = [m for m in ("zero_grad", "step") if not callable(getattr(obj, m, None))]
-    if missing:
+    if missing := [m for m in ("zero_grad", "step") if not callable(getattr(obj, m, None))]:
         raise TypeError(f"it returned {type(obj).__name__}, which lacks {' and '.join(missing)}()")
     return obj
 
@@ -123,7 +122,7 @@ def change_lr(updater: Any, how: str, number: float) -> float:
                 if _number(group.get(key)):
                     group[key] = group[key] * factor
         scheduler = scheduler_of(updater)
-        if scheduler is not None and getattr(scheduler, "base_lrs", None) is not None:
+        if getattr(scheduler, "base_lrs", None) is not None:
             scheduler.base_lrs = [b * factor for b in scheduler.base_lrs]
         return float(groups[0]["lr"])
     holder.lr = number if how == "set" else holder.lr * factor
