@@ -28,7 +28,7 @@ from .host.options import accepted_core_params, resolve_options
 from .host.registry import ComponentRecord, PluginInfo, did_you_mean, first_doc_line
 from .kinds import BY_NAME, KINDS
 from .run.plan import call_factory
-from .train.labels import bad_label
+from .train.labels import out_of_range
 
 if TYPE_CHECKING:
     import torch
@@ -606,7 +606,7 @@ def _check_batch(record: ComponentRecord, split: str, index: int, batch: Any, sh
     if y.shape == (n,):
         if y.dtype != torch.int64:
             raise _fail(record, f"{where} has labels of dtype {y.dtype}; labels are int64 class indices")
-        if bad_label(y, num_classes) is not None:
+        if out_of_range(y, record, where, num_classes) is not None:
             raise _fail(record, f"{where} has a label outside 0..{num_classes - 1} (there are {num_classes} classes)")
     elif not (y.shape == (n, num_classes) and y.is_floating_point()):
         raise _fail(record, f"{where} has y of shape {tuple(y.shape)}; expected ({n},) class indices or ({n}, "
