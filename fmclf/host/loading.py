@@ -155,7 +155,7 @@ def load_plugins(
         autoload = not env_flag("FMCLF_DISABLE_PLUGIN_AUTOLOAD")
     if strict is None:
         strict = env_flag("FMCLF_STRICT_PLUGINS")
-    include, block = list(include), list(block)
+    include, block, extra = list(include), list(block), list(extra)  # each is read more than once
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     host = PluginHost(pm)

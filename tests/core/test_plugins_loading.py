@@ -232,3 +232,6 @@ def test_extra_plugin_objects_register_like_installed_ones():
     host = load_plugins(extra=[("mine", Plugin())])
     record = host.registry.get("updater", "noop")
     assert record.plugin.name == "mine" and record.plugin.dist is None
+    # given once, as any iterable: blocking another plugin does not use it up before it is registered
+    host = load_plugins(extra=(pair for pair in [("mine", Plugin())]), block=["nothing-by-that-name"])
+    assert host.registry.get("updater", "noop").plugin.name == "mine"
