@@ -76,7 +76,9 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read(fd) or {}
+            holder: dict[str, Any] = {}
+            with contextlib.suppress(OSError):  # who holds it only words the message: the folder is in use anyway
+                holder = _read(fd) or {}
             os.close(fd)
             raise RunLocked(f"the run folder {str(self.run_dir)!r} is in use by {_describe(holder)} "
                             f"({holder.get('command', 'fmclf')}), so this command cannot {what}. A run folder has one "

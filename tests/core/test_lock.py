@@ -31,6 +31,24 @@ def test_a_second_lock_on_a_held_folder_is_refused_naming_the_holder(tmp_path):
     assert not (tmp_path / NAME).exists()
 
 
+def test_a_held_lock_whose_holder_cannot_be_read_is_still_refused_as_in_use_and_leaks_no_descriptor(
+        tmp_path, monkeypatch):
+    from fmclf.run import lock
+
+    first = RunLock(tmp_path)
+    first.acquire()
+
+    def unreadable(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(lock, "_read", unreadable)
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(RunLocked, match="is in use by"):
+        RunLock(tmp_path).acquire()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    first.release()
+
+
 def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_note(tmp_path):
     code = ("import sys, time; from fmclf.run.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
             "print('held', flush=True); time.sleep(60)")
