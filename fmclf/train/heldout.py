@@ -96,12 +96,12 @@ class HeldOut:
         from .engine import _guarded
 
         model, C = self.model, self.num_classes
-        was_training = getattr(model, "training", False)
-        if hasattr(model, "eval"):
-            model.eval()
         for m in self.metrics:
             with blame(m.who, f"in reset() before evaluating on the {split} set"):
                 m.obj.reset()
+        was_training = getattr(model, "training", False)
+        if hasattr(model, "eval"):  # only now: whatever fails from here on, the finally below puts it back
+            model.eval()
         self._flat = self._loss_sum = None
         self._count = 0
         if split == "test":

@@ -453,3 +453,22 @@ def test_predict_draws_a_fit_a_run_folder_or_a_model_on_data(tiny_data, tmp_path
     from_folder = fmclf.predict(tmp_path / "run", n=4)
     assert from_folder._repr_png_().startswith(PNG)
     assert isinstance(named.model, nn.Module)
+
+
+def test_a_metric_that_fails_to_reset_leaves_your_model_in_training_mode(tiny_data):
+    """A run that fails while it evaluates hands the caller's model back as it found it."""
+
+    class Broken:
+        def update(self, logits, y):
+            pass
+
+        def compute(self):
+            return 0.0
+
+        def reset(self):
+            raise RuntimeError("cannot reset")
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with pytest.raises(fmclf.errors.FmclfError, match="cannot reset"):
+        fmclf.fit(model=net, metrics=[Broken()], epochs=1, out=False, **tiny(tiny_data))
+    assert net.training
