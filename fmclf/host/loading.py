@@ -336,7 +336,11 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
                 host.failures.append(PluginFailure(info, f"hook {row.hook}", f"{type(exc).__name__}: {exc}"))
                 continue
             for record in records:
-                host.registry.add(record)
+                try:
+                    host.registry.add(record)
+                except ValueError as exc:  # two in-process plugins alike in name and module: the later one's fault
+                    host.failures.append(PluginFailure(info, f"hook {row.hook}", str(exc)))
+                    continue
                 host.notes.extend(_lookalike_notes(record))
     for builtin, others in host.registry.shadowed():
         for other in others:

@@ -235,3 +235,21 @@ def test_extra_plugin_objects_register_like_installed_ones():
     # given once, as any iterable: blocking another plugin does not use it up before it is registered
     host = load_plugins(extra=(pair for pair in [("mine", Plugin())]), block=["nothing-by-that-name"])
     assert host.registry.get("updater", "noop").plugin.name == "mine"
+
+
+def test_two_in_process_plugins_alike_in_name_and_module_are_a_named_failure_not_a_traceback():
+    import types
+
+    def plugin():
+        module = types.ModuleType("sameplug")
+
+        @fmclf.hookimpl
+        def register_models(register):
+            register("dup", lambda: None)
+
+        module.register_models = register_models
+        return module
+
+    host = load_plugins(extra=[("mine", plugin()), ("mine", plugin())])
+    assert host.registry.get("model", "dup").plugin.name == "mine"  # the first one's
+    assert any("plugin 'mine'" in w and "registered twice" in w for w in host.warnings())
