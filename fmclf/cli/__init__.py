@@ -60,6 +60,7 @@ class Settings:
     """Group-level flags, shared by the subcommands."""
 
     def __init__(self, plugin_flags: tuple[str, ...]) -> None:
+        self.plugins = plugin_flags  #: as given: NAME to load, no:NAME to block (a comparison's jobs get them too)
         self.include = [f for f in plugin_flags if not f.startswith("no:")]
         self.block = [f[3:] for f in plugin_flags if f.startswith("no:")]
         self._host = None

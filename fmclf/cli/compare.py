@@ -152,9 +152,8 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     fmclf compare --model scratch --model nn --threads 2 --executor ray --ray-address auto --out cmp
     fmclf compare --model nn --threads 2 --executor slurm --slurm-partition gpu --detach --out cmp
     """
-    from ..compare.autoseeds import parse
     from ..compare.engine import run_comparison
-    from ..compare.grid import build_cells, check_jobs, seeds_from
+    from ..compare.grid import build_cells, check_jobs
 
     scalar_axes = _single_values(given)
     out, seeds, jobs = given.pop("out"), given.pop("seeds"), given.pop("jobs")
@@ -174,11 +173,7 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     threads = given.get("threads")
     base, setting_axes, grid_options = _config(ctx, given, _axes_of(run_command), option_args, data_root, config_path)
     setting_axes.update(scalar_axes)
-    count, auto = parse(seeds)  # --seeds N or auto[:CAP]
-    first_seed = base.seed if base.seed is not None else 0
-    if auto is not None:  # every seed it may add is a valid one
-        seeds_from(first_seed, auto.cap)
-    seed_list = seeds_from(first_seed, count)
+    seed_list, auto = _seeds(seeds, base.seed)
     host = ctx.obj.host()
     if data_root is not None and "dataset" not in setting_axes:  # on an axis, it goes to the data sets that take it
         require_data_root(host, base.dataset)
@@ -189,10 +184,8 @@ def _compare(ctx: click.Context, **given: Any) -> None:
         protocol = protocol_of(tune, trials, sampler, base, grid_options, host, prune)
         base = protocol.with_split(base)
     cells = build_cells(base, setting_axes, grid_options, host)
-    plugin_args = ([a for f in ctx.obj.include for a in ("-p", f)]
-                   + [a for f in ctx.obj.block for a in ("-p", f"no:{f}")])
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
-                                plugin_args=plugin_args, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
+                                plugins=ctx.obj.plugins, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
                                 command=command_line(ctx), protocol=protocol, dry_run=dry_run,
                                 batch=batch, batch_models=batch_models, auto=auto)
     if comparison is None:  # a dry run: the grid was printed
@@ -204,6 +197,19 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     click.echo("\n".join(["", *table]))
     if comparison.failed:
         _failed(comparison.failed, out, command_line(ctx))
+
+
+def _seeds(seeds: str, seed: int | None) -> tuple[list[int], Any]:
+    """``--seeds N`` or ``auto[:CAP]``: the first round's seeds, from ``--seed`` (0 unless given), and auto's
+    rounds (None for N). Every seed auto may add is checked now, before any work."""
+    from ..compare.autoseeds import parse
+    from ..compare.grid import seeds_from
+
+    count, auto = parse(seeds)
+    first = seed if seed is not None else 0
+    if auto is not None:
+        seeds_from(first, auto.cap)
+    return seeds_from(first, count), auto
 
 
 def _failed(failed: list[str], out: pathlib.Path, command: str | None) -> None:

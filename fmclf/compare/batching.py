@@ -42,12 +42,11 @@ class Grouping:
     lines: list[str] = field(default_factory=list)  #: how the runs were grouped, and why some train alone
 
 
-def plan_jobs(todo: Sequence[Run], host: PluginHost, plugin_args: Sequence[str], root: pathlib.Path, *,
+def plan_jobs(todo: Sequence[Run], host: PluginHost, plugins: tuple[str, ...], root: pathlib.Path, *,
               batch: bool = True, max_models: int | None = None) -> Grouping:
     """The jobs that train ``todo``: groups where runs may train together (unless ``batch`` is False),
     single runs otherwise. Writes each group's spec into ``root``/jobs/."""
     out = Grouping()
-    plugins = tuple(plugin_args[1::2])  # the specs of the ``-p SPEC`` pairs
     if not batch:
         out.jobs = [Job(r.name, r.call(plugins), r.log) for r in todo]
         return out

@@ -12,6 +12,7 @@ from typing import Any
 from ..kinds import ROWS
 from ..run.config import OWN_SETTINGS
 from ..wording import flag
+from .executor import Call
 from .grid import Cell, varying
 from .jobs import FAILED, FINISHED, NEW, Run
 from .tuning import Protocol
@@ -27,7 +28,7 @@ class Preview:
     runs: Sequence[Run]  #: the runs reported on (with --tune, each cell's chosen configuration)
     protocol: Protocol | None
     metric: tuple[str, bool] | None
-    plugin_args: Sequence[str]
+    plugins: tuple[str, ...]  #: the -p specs each job loads
 
 
 def _settings(config: Any) -> str:
@@ -41,12 +42,11 @@ def _settings(config: Any) -> str:
     return " ".join(parts)
 
 
-def _command(run: Run, plugin_args: Sequence[str]) -> str:
-    plugins = " ".join(shlex.quote(a) for a in plugin_args)
-    head = f"fmclf {plugins + ' ' if plugins else ''}"
-    if run.state == NEW:
-        return f"{head}run {_settings(run.config)} --out {shlex.quote(str(run.run_dir))}"
-    return head + " ".join(shlex.quote(a) for a in run.call().args)
+def _command(run: Run, plugins: tuple[str, ...]) -> str:
+    if run.state == NEW:  # no settings file yet: its settings as flags
+        head = shlex.join(["fmclf", *Call(plugins=plugins).plugin_flags])
+        return f"{head} run {_settings(run.config)} --out {shlex.quote(str(run.run_dir))}"
+    return shlex.join(["fmclf", *run.call(plugins).args])
 
 
 def show(preview: Preview, out: pathlib.Path, echo: Callable[[str], None]) -> None:
@@ -76,7 +76,7 @@ def show(preview: Preview, out: pathlib.Path, echo: Callable[[str], None]) -> No
         if preview.protocol is not None and run.trial is None:  # its configuration is chosen by the trials
             echo(f"  {run.name}: the cell's best trial's configuration with --seed {run.seed}")
             continue
-        echo(f"  [{run.state}] {_command(run, preview.plugin_args)}")
+        echo(f"  [{run.state}] {_command(run, preview.plugins)}")
 
 
 def _space_text(d: Any) -> str:

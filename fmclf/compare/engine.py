@@ -77,7 +77,7 @@ def threads_per_run(workers: int, given: int | None = None) -> int:
 
 def run_comparison(
     cells: Sequence[Cell], *, seeds: list[int], out: pathlib.Path, host: PluginHost, executor: Executor,
-    threads: int | None = None, plugin_args: Sequence[str] = (), retry_failed: bool = False,
+    threads: int | None = None, plugins: Sequence[str] = (), retry_failed: bool = False,
     rank_by: str | None = None, echo: Echo = print, command: str | None = None,
     protocol: tuning.Protocol | None = None, dry_run: bool = False, batch: bool = True,
     batch_models: int | None = None, auto: autoseeds.AutoSeeds | None = None,
@@ -105,7 +105,7 @@ def run_comparison(
         raise UsageError(f"this comparison has {total} runs ({len(cells)} cells), more than one command trains "
                          f"({MAX_RUNS}). Give fewer values on its axes, --seeds or --trials.")
     per_run = threads_per_run(executor.workers, threads)
-    plan = _Plan(list(cells), seeds, out, host, executor, per_run, plugin_args, retry_failed, echo, protocol,
+    plan = _Plan(list(cells), seeds, out, host, executor, per_run, tuple(plugins), retry_failed, echo, protocol,
                  _tuning_metric(rank_by) if protocol else None, chosen=list(cells), batch=batch,
                  batch_models=batch_models, auto=auto, rank_by=rank_by)
     if dry_run:
@@ -165,7 +165,7 @@ class _Plan:
     host: PluginHost
     executor: Executor
     per_run: int
-    plugin_args: Sequence[str]
+    plugins: tuple[str, ...]  #: the -p specs each job loads (NAME, no:NAME), as the command was given them
     retry_failed: bool
     echo: Echo
     protocol: tuning.Protocol | None
@@ -254,7 +254,7 @@ class _Plan:
         runs = jobs.runs_of(self.cells, self.seeds, self.out, self.per_run)
         for run in [*trial_runs, *(runs if self.protocol is None else [])]:  # a tuned run's settings are not known
             jobs.assess(run, self.host, retry_failed=self.retry_failed)
-        return dryrun.Preview(self.cells, self.seeds, trial_runs, runs, self.protocol, self.metric, self.plugin_args)
+        return dryrun.Preview(self.cells, self.seeds, trial_runs, runs, self.protocol, self.metric, self.plugins)
 
     def tune(self) -> list[Cell]:
         """Every cell's trials (continuing those the journal holds), then each cell with its best configuration
@@ -368,7 +368,7 @@ class _Plan:
                 self.echo(f"{head}: {'diverged' if run.diverged else 'failed'} (exit {outcome.returncode}): "
                           f"{run.reason} [log: {run.log}]")
 
-        grouping = batching.plan_jobs(todo, self.host, self.plugin_args, self.out, batch=self.batch,
+        grouping = batching.plan_jobs(todo, self.host, self.plugins, self.out, batch=self.batch,
                                       max_models=self.batch_models)
         for line in grouping.lines:
             self.echo(line)

@@ -57,9 +57,14 @@ class Call:
     plugins: tuple[str, ...] = ()
 
     @property
+    def plugin_flags(self) -> tuple[str, ...]:
+        """``-p SPEC`` for each of :attr:`plugins`: the group-level flags of its ``fmclf`` command."""
+        return tuple(a for spec in self.plugins for a in ("-p", spec))
+
+    @property
     def args(self) -> tuple[str, ...]:
         """The same call as ``fmclf`` arguments, for a job that runs in a process of its own."""
-        head = tuple(a for spec in self.plugins for a in ("-p", spec))
+        head = self.plugin_flags
         if self.group is not None:
             return (*head, "run-group", str(self.group))
         if self.settings is not None:
