@@ -215,8 +215,7 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
     from ..data import TensorBatches
     from . import checkpoint as checkpoint_io
     from . import processes, provenance
-    from .plan import assemble, assemble_on
-    from .runner import prepare
+    from .plan import assemble, assemble_on, prepare
     from .session import HEADER, choose_threads
 
     first = members[0]

@@ -1,14 +1,15 @@
 """From a :class:`RunConfig` to live components. :func:`resolve` looks every name up and checks every option without
 importing torch, so a typo fails in milliseconds; :func:`assemble` then calls the factories, on the device, in the order
 a run needs them. :func:`check_processes` and :func:`check_shards` refuse, before any training, what cannot run in the
-processes of a torchrun launch.
+processes of a torchrun launch. :func:`prepare` is the step before training that a run alone and a batched group share:
+resolve, then the device.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,6 +25,8 @@ from ..train.heldout import Metric
 from ..wording import flag
 from . import folder
 from .config import RECORDED_METRICS, RunConfig
+from .devices import launch_device
+from .signals import import_torch
 
 #: Set to 1, a run that would draw its seed refuses instead (tests/conftest.py sets it for the test suite).
 REQUIRE_SEED = "FMCLF_REQUIRE_SEED"
@@ -310,3 +313,27 @@ def assemble_on(plan: Plan, dataset: Any, *, device: Any, run_dir: Any = None,
     listeners = {kind: [(r, build(r, {"run_dir": run_dir}, options[t])) for t, r in records.items() if r.kind == kind]
                  for kind in ("visualizer", "callback")}
     return Parts(dataset, model, loss, updater, listeners["visualizer"], dict(records), metrics, listeners["callback"])
+
+
+def prepare(config: RunConfig, host: PluginHost, comm: Any, check: Callable[[Plan], None] | None = None,
+             objects: Mapping[str, ComponentRecord] | None = None) -> tuple[Plan, Any]:
+    """Resolve the plan, ``check`` it (no torch yet), then the device; refuse what cannot run in these processes
+    (``comm``'s, :mod:`fmclf.dist.comm`). Returns the plan, which holds the device, and the device. The step
+    before a run's :class:`~fmclf.run.session.Session` or a batched group's training, which both take it."""
+    plan = resolve(config, host, objects)
+    if check is not None:
+        check(plan)
+    # torch from here on, once every setting is checked: a signal while it loads would abort the process, so
+    # it waits, then stops the run
+    import_torch()
+    device = launch_device(plan.config.device, comm.launch, comm.backend)
+    check_processes(plan, comm.world_size)
+    if plan.config.cuda_graphs:  # refused off CUDA before any work
+        from ..train.graphs import check_device
+
+        check_device(device)
+    if plan.config.threads is not None:
+        import torch
+
+        torch.set_num_threads(plan.config.threads)
+    return plan.decided(device=device), device

@@ -19,9 +19,8 @@ from ..wording import flag
 from . import checkpoint as checkpoint_io
 from . import folder, processes, provenance, signals
 from .config import RunConfig
-from .devices import launch_device
 from .lock import RunLock
-from .plan import Plan, check_processes, python_only, resolve
+from .plan import Plan, prepare, python_only
 from .session import ReportMaker, RunResult, Session, Start, run_summary
 from .signals import handled
 
@@ -157,29 +156,6 @@ def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -
         f"{flag('epochs')} out), or "
         f"start a new run with `fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))} --epochs {epochs}`."
     )
-
-
-def prepare(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None,
-             objects: Mapping[str, ComponentRecord] | None = None) -> tuple[Plan, Any]:
-    """Resolve the plan, ``check`` it (no torch yet), then the device; refuse what cannot run in these processes.
-    Returns the plan, which holds the device, and the device."""
-    plan = resolve(config, host, objects)
-    if check is not None:
-        check(plan)
-    # torch from here on, once every setting is checked: a signal while it loads would abort the process, so
-    # it waits, then stops the run
-    signals.import_torch()
-    device = launch_device(plan.config.device, comm.launch, comm.backend)
-    check_processes(plan, comm.world_size)
-    if plan.config.cuda_graphs:  # refused off CUDA before any work
-        from ..train.graphs import check_device
-
-        check_device(device)
-    if plan.config.threads is not None:
-        import torch
-
-        torch.set_num_threads(plan.config.threads)
-    return plan.decided(device=device), device
 
 
 def _agreed(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Plan], None] | None = None,

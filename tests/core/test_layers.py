@@ -57,6 +57,15 @@ def test_no_layer_imports_one_above_it(package):
     assert not offenders, "\n".join(offenders)
 
 
+def test_a_run_alone_and_a_batched_group_stand_on_the_same_steps_not_on_each_other():
+    """run/runner.py (a run alone) and run/group.py (a batched group) both use plan and session; neither imports
+    the other, and the steps below them import neither."""
+    above = {"fmclf.run.runner", "fmclf.run.group"}
+    offenders = [f"{name} imports {bad}" for name in ("plan", "session", "runner", "group")
+                 for bad in sorted(imported(ROOT / "run" / f"{name}.py") & above - {f"fmclf.run.{name}"})]
+    assert not offenders, "\n".join(offenders)
+
+
 def test_settings_and_plan_are_frozen():
     from fmclf.run.config import Settings
     from fmclf.run.plan import Plan
