@@ -61,16 +61,15 @@ class Settings:
 
     def __init__(self, plugin_flags: tuple[str, ...]) -> None:
         self.plugins = plugin_flags  #: as given: NAME to load, no:NAME to block (a comparison's jobs get them too)
-        self.include = [f for f in plugin_flags if not f.startswith("no:")]
-        self.block = [f[3:] for f in plugin_flags if f.startswith("no:")]
         self._host = None
 
     def host(self):
         """Load the plugins once, printing a warning for each one that failed."""
         if self._host is None:
-            from ..host.loading import load_plugins, set_host
+            from ..host.loading import load_plugins, set_host, split_specs
 
-            self._host = load_plugins(include=self.include, block=self.block)
+            include, block = split_specs(self.plugins)
+            self._host = load_plugins(include=include, block=block)
             set_host(self._host)
             for warning in self._host.warnings():
                 echo_err(f"Warning: {warning}")

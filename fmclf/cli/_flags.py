@@ -86,12 +86,11 @@ class PathArg(click.ParamType):
 
 def _completion_host() -> Any:
     """The plugins, loaded quietly for shell completion (no torch, no warnings on the user's prompt)."""
-    from ..host.loading import load_plugins
-    from . import Settings
+    from ..host.loading import load_plugins, split_specs
 
     ctx = click.get_current_context(silent=True)
-    flags = Settings((ctx.find_root().params.get("plugin_flags") if ctx is not None else None) or ())
-    return load_plugins(include=flags.include, block=flags.block, strict=False)
+    include, block = split_specs((ctx.find_root().params.get("plugin_flags") if ctx is not None else None) or ())
+    return load_plugins(include=include, block=block, strict=False)
 
 
 def complete_component(kind: str) -> Callable[[click.Context, click.Parameter, str], list[CompletionItem]]:

@@ -39,9 +39,7 @@ from .. import atomic
 from ..errors import FmclfError, Interrupted, UsageError, said, stopped, to_stderr
 from ..run import folder
 from ..run.signals import say
-
-#: The ``fmclf run`` flag of each setting a resumed run may be given (see :attr:`Call.overrides`).
-_RESUME_FLAGS = {"epochs": "--epochs", "device": "--device", "threads": "--threads"}
+from ..wording import COMMAND_LINE, flag, speaking
 
 
 @dataclass(frozen=True)
@@ -69,10 +67,8 @@ class Call:
             return (*head, "run-group", str(self.group))
         if self.settings is not None:
             return (*head, "run", "--config", str(self.settings), "--out", str(self.out))
-        tail: list[str] = []
-        for key, value in self.overrides:
-            tail += ([f"--{'' if value else 'no-'}cuda-graphs"] if key == "cuda_graphs"
-                     else [_RESUME_FLAGS[key], str(value)])
+        with speaking(COMMAND_LINE):  # a command line, whichever front end started the comparison
+            tail = [part for key, value in self.overrides for part in flag(key, value).split(" ", 1)]
         return (*head, "run", "--resume", str(self.out), *tail)
 
     def to_json(self) -> str:
@@ -283,12 +279,12 @@ def run_job(call: Call) -> int:
 
 def _job(call: Call) -> int:
     from ..draw.report import RunReport, write_report
-    from ..host.loading import load_plugins, set_host
+    from ..host.loading import load_plugins, set_host, split_specs
     from ..run.config import RunConfig, load_config, merge
     from ..run.runner import run_new, run_resume
 
-    host = load_plugins(include=[p for p in call.plugins if not p.startswith("no:")],
-                        block=[p[3:] for p in call.plugins if p.startswith("no:")])
+    include, block = split_specs(call.plugins)
+    host = load_plugins(include=include, block=block)
     set_host(host)
     for warning in host.warnings():
         to_stderr(f"Warning: {warning}")

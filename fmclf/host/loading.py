@@ -132,6 +132,13 @@ def _matches(info: PluginInfo, names: Iterable[str]) -> bool:
 process_plugins: list[tuple[str, object]] = []
 
 
+def split_specs(specs: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``-p`` specs as a user gives them (NAME loads a plugin, ``no:NAME`` blocks one): the names to include and
+    the names to block, as :func:`load_plugins` takes them."""
+    specs = list(specs)
+    return [s for s in specs if not s.startswith("no:")], [s[3:] for s in specs if s.startswith("no:")]
+
+
 # Under fmclf's handler a real Ctrl-C raises Stopped, which stops the load; a plugin that
 # raises KeyboardInterrupt itself (as some do on a failed prompt) is that plugin's failure.
 @handled()
