@@ -11,7 +11,7 @@ from typing import Any
 
 from ..kinds import ROWS
 from ..run.config import OWN_SETTINGS
-from ..wording import flag
+from ..wording import COMMAND_LINE, flag, speaking
 from .executor import Call
 from .grid import Cell, varying
 from .jobs import FAILED, FINISHED, NEW, Run
@@ -36,7 +36,8 @@ def _settings(config: Any) -> str:
     are the comparison's), every setting it gives a value, and its components' options."""
     parts = [f"{row.flag} {shlex.quote(name)}" for row in ROWS if row.name != "visualizer"
              for name in (getattr(config, row.setting) if row.many else [getattr(config, row.setting)])]
-    parts += [flag(name, getattr(config, name)) for name in OWN_SETTINGS if getattr(config, name) is not None]
+    with speaking(COMMAND_LINE):  # a command line, whichever front end asked
+        parts += [flag(name, getattr(config, name)) for name in OWN_SETTINGS if getattr(config, name) is not None]
     parts += [f"-o {shlex.quote(f'{t}.{k}={v}')}" for t, opts in sorted(config.options.items())
               for k, v in sorted(opts.items()) if not t.startswith("visualizer")]
     return " ".join(parts)
