@@ -16,6 +16,7 @@ import pathlib
 import sys
 import textwrap
 import threading
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -127,10 +128,16 @@ class FitResult:
 
 
 def _noting_given(fn: Callable[..., FitResult]) -> Callable[..., FitResult]:
-    """Pass ``fn`` the names of the arguments its caller gave (``_given``): ``fit(..., resume=)``
-    keeps a run's recorded settings for those left out, whatever their defaults say."""
+    """Pass ``fn`` the names of the arguments its caller gave (``_given``): ``fit(..., resume=)`` keeps a run's
+    recorded settings for those left out, whatever their defaults say. Each run setting ``fn`` does not name
+    comes in ``**component_options``; the signature shows it as a keyword of its own, with its default, so a
+    new setting is a keyword of ``fit`` (and completes in Jupyter) from its field alone."""
     sig = inspect.signature(fn)
-    public = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "_given"])
+    *named, rest = (p for p in sig.parameters.values() if p.name != "_given")
+    keyword, hints = inspect.Parameter.KEYWORD_ONLY, typing.get_type_hints(RunConfig)
+    added = [inspect.Parameter(name, keyword, default=getattr(RunConfig, name), annotation=hints[name])
+             for name in OWN_SETTINGS if name not in sig.parameters]
+    public = sig.replace(parameters=[*named, *added, rest])
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> FitResult:
@@ -148,7 +155,6 @@ def fit(model: Any = RunConfig.model, loss: Any = RunConfig.loss, updater: Any =
         visualizers: Sequence[Any] = NOTEBOOK_VISUALIZERS, callbacks: Sequence[Any] = (), metrics: Sequence[Any] = (),
         out: str | os.PathLike[str] | bool | None = None, options: Mapping[str, Any] | None = None, *,
         params: Sequence[Any] | None = None, resume: str | os.PathLike[str] | None = None,
-        threads: int | None = RunConfig.threads, cuda_graphs: bool | None = RunConfig.cuda_graphs,
         plugins: Sequence[Any] = (), _given: frozenset[str] = frozenset(), **component_options: Any) -> FitResult:
     """Train a classifier, as ``fmclf run`` does, and return the trained model with its history.
 
@@ -187,7 +193,8 @@ def fit(model: Any = RunConfig.model, loss: Any = RunConfig.loss, updater: Any =
 
     {settings}
     """
-    args = dict(locals())
+    component_options = dict(component_options)
+    args = {**{name: component_options.pop(name, getattr(RunConfig, name)) for name in OWN_SETTINGS}, **locals()}
     with speaking(PYTHON):  # until _fit knows the objects that its resume advice names
         return _fit(args, _given, _host(plugins))
 

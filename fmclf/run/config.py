@@ -9,7 +9,7 @@ import pathlib
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -45,15 +45,63 @@ NOTEBOOK_VISUALIZERS = ("animator",)
 #: stops, so they may not.
 RESUMABLE = ("epochs", "device", "threads", "cuda_graphs", "visualizers")
 
-#: The key of a setting's help in its field's metadata (see :func:`setting`).
-HELP = "help"
+#: The keys of a setting's help and check in its field's metadata (see :func:`setting`).
+HELP, CHECK = "help", "check"
+
+#: What a setting's check gets: its name, its value and its default; it returns what is wrong and what to do
+#: (one paragraph), or None when the value is fine.
+Check = Callable[[str, Any, Any], str | None]
 
 
-def setting(default: Any, help: str) -> Any:
+def setting(default: Any, help: str, check: Check | None = None) -> Any:
     """A field of :class:`Settings` that is a setting of its own (not a component): ``fmclf run`` takes it as
     a flag and ``fmclf.fit`` as a keyword, and ``help`` (a sentence or two; ``[default: ...]`` at its end
-    says what an unset None means) is what ``fmclf run --help`` and ``help(fmclf.fit)`` show for it."""
-    return field(default=default, metadata={HELP: help})
+    says what an unset None means) is what ``fmclf run --help`` and ``help(fmclf.fit)`` show for it.
+    ``check`` is the rule :meth:`Settings.validate` holds its value to, before any work."""
+    return field(default=default, metadata={HELP: help, CHECK: check})
+
+
+def _counted(most: int, fix: str, fewer: str, most_shown: str = "") -> Check:
+    """A whole number from 1 to ``most`` (a count of epochs, of examples)."""
+    def check(name: str, value: Any, default: Any) -> str | None:
+        if not _is_int(value) or value < 1:
+            return f"{flag(name)} must be a whole number of at least 1, got {value!r}. {fix.format(default=default)}"
+        if value > most:
+            return f"{flag(name)} must be at most {most:,}{most_shown}, got {value:,}. {fewer}"
+        return None
+    return check
+
+
+def _whole_or_none(least: int, most: int, fix: str, most_shown: str = "") -> Check:
+    """None (the run chooses, or draws), or a whole number from ``least`` to ``most``."""
+    def check(name: str, value: Any, default: Any) -> str | None:
+        if value is not None and (not _is_int(value) or not least <= value <= most):
+            return f"{flag(name)} must be a whole number from {least} to {most_shown or most}, got {value!r}. {fix}"
+        return None
+    return check
+
+
+def _positive(name: str, value: Any, default: Any) -> str | None:
+    """A finite number above 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return f"{flag(name)} must be a finite number above 0, got {value!r}. The textbook uses {default}."
+    return None
+
+
+def _graphs(name: str, value: Any, default: Any) -> str | None:
+    """None (decided by the run), true or false; named as config.toml names it (its flag gives nothing else)."""
+    if value is not None and not isinstance(value, bool):
+        return f"{name} must be true or false, got {value!r}. Leave it out to use them on CUDA whenever the run's " \
+               f"parts allow it."
+    return None
+
+
+def _device(name: str, value: Any, default: Any) -> str | None:
+    """A device's form; whether this machine has it needs torch, later."""
+    if not isinstance(value, str) or not value:
+        return f"{name} must be a non-empty name, got {value!r}. `fmclf plugins` lists the names."
+    check_spec(value)
+    return None
 
 
 @dataclass(frozen=True)
@@ -73,23 +121,29 @@ class Settings:
     # The settings below are each a flag of `fmclf run` (cli/run.py) and a keyword of `fmclf.fit`, both made
     # from the field: its name (batch_size: --batch-size; a bool: --NAME/--no-NAME), type, default and help.
     # They are listed in the order `fmclf run --help` shows them.
-    device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
+    device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.", _device)
     #: replay the training as CUDA graphs (see fmclf.train.graphs); None: whenever the device is CUDA
     #: and the parts allow it. A run records what it did.
     cuda_graphs: bool | None = setting(
         None, "CUDA: replay the training as CUDA graphs, a whole epoch at a time where the data set allows it "
               "(same math, a fraction of the launch overhead; needs an updater that declares capturable = True). "
               "On for CUDA whenever the run's parts allow it, with a note when they do not. "
-              "[default: on where they work]")
+              "[default: on where they work]", _graphs)
     #: CPU threads for torch's operations; None: chosen by the run (fmclf.run.threads), which records its choice
     threads: int | None = setting(
         None, "CPU threads for torch's operations, chosen from the model and the machine when not given: 1 for a "
-              "small model, else one per CPU. The count used is recorded in config.toml. [default: chosen]")
-    epochs: int = setting(10, "Passes over the training set.")
-    batch_size: int = setting(256, "Examples per minibatch.")
-    lr: float = setting(0.1, "Learning rate.")
+              "small model, else one per CPU. The count used is recorded in config.toml. [default: chosen]",
+        _whole_or_none(1, MAX_THREADS, "More threads than cores only make them wait for each other; leave it out "
+                                       "to let the run choose."))
+    epochs: int = setting(10, "Passes over the training set.",
+                          _counted(MAX_EPOCHS, "Train for one epoch or more.", "Train for fewer epochs."))
+    batch_size: int = setting(256, "Examples per minibatch.",
+                              _counted(MAX_BATCH, "The textbook uses {default}.", "A batch is at most the whole "
+                                       "training set; give a smaller one.", " (2**31 - 1)"))
+    lr: float = setting(0.1, "Learning rate.", _positive)
     seed: int | None = setting(None, "Seed for initial weights and shuffling; a CPU run with the same seed repeats "
-                                     "exactly. [default: drawn and recorded]")
+                                     "exactly. [default: drawn and recorded]",
+                               _whole_or_none(0, 2**63 - 1, "Any such number repeats a CPU run exactly.", "2**63-1"))
     #: component options by target: "dataset", "model", "loss", "updater", "visualizer.NAME", "metric.NAME", ...
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: option targets whose component was a Python object handed to ``fmclf.fit`` (``model``, ``loss`` ...):
@@ -122,31 +176,10 @@ class Settings:
         def bad(what: str, fix: str) -> UsageError:
             return UsageError(f"{what}. {fix}")
 
-        if not _is_int(self.epochs) or self.epochs < 1:
-            raise bad(f"{flag('epochs')} must be a whole number of at least 1, got {self.epochs!r}",
-                      "Train for one epoch or more.")
-        if self.epochs > MAX_EPOCHS:
-            raise bad(f"{flag('epochs')} must be at most {MAX_EPOCHS:,}, got {self.epochs:,}",
-                      "Train for fewer epochs.")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise bad(f"{flag('batch_size')} must be a whole number of at least 1, got {self.batch_size!r}",
-                      f"The textbook uses {Settings.batch_size}.")
-        if self.batch_size > MAX_BATCH:
-            raise bad(f"{flag('batch_size')} must be at most {MAX_BATCH:,} (2**31 - 1), got {self.batch_size:,}",
-                      "A batch is at most the whole training set; give a smaller one.")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) \
-                or self.lr <= 0:
-            raise bad(f"{flag('lr')} must be a finite number above 0, got {self.lr!r}",
-                      f"The textbook uses {Settings.lr}.")
-        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
-            raise bad(f"{flag('seed')} must be a whole number from 0 to 2**63-1, got {self.seed!r}",
-                      "Any such number repeats a CPU run exactly.")
-        if self.threads is not None and (not _is_int(self.threads) or not 1 <= self.threads <= MAX_THREADS):
-            raise bad(f"{flag('threads')} must be a whole number from 1 to {MAX_THREADS}, got {self.threads!r}",
-                      "More threads than cores only make them wait for each other; leave it out to let the run choose.")
-        if self.cuda_graphs is not None and not isinstance(self.cuda_graphs, bool):
-            raise bad(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}",
-                      "Leave it out to use them on CUDA whenever the run's parts allow it.")
+        for f in fields(self):
+            problem = f.metadata.get(CHECK) and f.metadata[CHECK](f.name, getattr(self, f.name), f.default)
+            if problem:
+                raise UsageError(problem)
         if not self.visualizers:
             raise bad("no visualizer is selected", f"Use {flag('visualizers', 'none')} to show nothing.")
         for row in ROWS:
@@ -154,11 +187,10 @@ class Settings:
             if row.many and (not isinstance(names, (list, tuple)) or not all(isinstance(v, str) and v for v in names)):
                 raise bad(f"{row.setting} must be a list of names, got {names!r}",
                           f"`fmclf plugins --kind {row.name}` lists them.")
-        for name in [*(row.setting for row in ROWS if not row.many), "device"]:
+        for name in (row.setting for row in ROWS if not row.many):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise bad(f"{name} must be a non-empty name, got {value!r}", "`fmclf plugins` lists the names.")
-        check_spec(self.device)  # its form; whether this machine has it needs torch, later
         if not isinstance(self.from_python, (list, tuple)) \
                 or not all(isinstance(t, str) and t in self.targets() for t in self.from_python):
             raise ConfigError(

@@ -6,6 +6,11 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
 
 import authors_plugin
 import pytest
@@ -123,3 +128,50 @@ def test_resume_from_python_may_change_threads_and_cuda_graphs_as_the_command_li
     assert len(more.history) == 2 and more.config.threads == 1
     with pytest.raises(UsageError, match=r"only epochs, device, threads, cuda_graphs and visualizers may change"):
         fmclf.fit(resume=out, epochs=3, lr=0.5, visualizers=())
+
+
+def test_a_new_run_setting_is_one_field(tiny_data, tmp_path):
+    """docs/architecture.md's promise: a new run setting is one Settings field (its default, help and check)
+    plus the code where it acts. In a copy of fmclf with one field added, the field alone gives `fmclf run`
+    its flag and help, fit its keyword and docstring line, validate its check and config.toml its type."""
+    copy = tmp_path / "fmclf"
+    shutil.copytree(pathlib.Path(fmclf.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    config = copy / "run" / "config.py"
+    anchor = '    lr: float = setting(0.1, "Learning rate.", _positive)\n'
+    assert anchor in config.read_text()
+    config.write_text(config.read_text().replace(
+        anchor, anchor + '    momentum: float = setting(0.5, "Momentum of the updates.", _positive)\n'))
+    (tmp_path / "bad.toml").write_text('momentum = "much"\n')
+    script = f"""
+import inspect, pathlib, fmclf
+from click.testing import CliRunner
+from fmclf.cli import cli
+from fmclf.errors import ConfigError, UsageError
+from fmclf.run.config import RunConfig, load_config
+assert pathlib.Path(fmclf.__file__).parent == pathlib.Path({str(copy)!r}), fmclf.__file__
+shown = CliRunner().invoke(cli, ["run", "--help"], terminal_width=200).output
+assert "--momentum FLOAT" in shown and "Momentum of the updates." in shown, shown
+assert inspect.signature(fmclf.fit).parameters["momentum"].default == 0.5
+assert "``momentum=0.5``: Momentum of the updates." in fmclf.fit.__doc__
+try:
+    RunConfig(momentum=-1.0).validate()
+except UsageError as exc:
+    assert "--momentum must be a finite number above 0, got -1.0. The textbook uses 0.5." == str(exc), exc
+else:
+    raise AssertionError("validate took momentum=-1")
+try:
+    load_config({str(tmp_path / "bad.toml")!r})
+except ConfigError as exc:
+    assert "momentum must be a number, got 'much'" in str(exc), exc
+else:
+    raise AssertionError("load_config took momentum = 'much'")
+result = fmclf.fit(model="nn", epochs=1, momentum=0.25, data_root={str(tiny_data)!r}, verify=False, batch_size=16,
+                   seed=3, device="cpu", visualizers=(), out={str(tmp_path / "run")!r})
+assert result.config.momentum == 0.25
+assert "momentum = 0.25" in (pathlib.Path({str(tmp_path / "run")!r}) / "config.toml").read_text()
+print("ok")
+"""
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": path})
+    assert done.stdout.splitlines()[-1:] == ["ok"], done.stdout + done.stderr
