@@ -257,10 +257,8 @@ def _add(host: PluginHost, infos: dict[str, PluginInfo], info: PluginInfo, load:
 
 
 def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
-    """What is wrong with a plugin's hook implementations, in words: a name that is no hook (pluggy would only
-    notice in ``check_pending``), arguments the hook does not pass, a wrapper. Empty when all is well. ``specname``
-    and ``optionalhook`` mean what they mean to pluggy: an optional implementation of a hook this fmclf lacks (a
-    newer one's, say) is not an error, and is never called."""
+    """What is wrong with a plugin's hook implementations, in words (empty when nothing is). As to pluggy, an
+    ``optionalhook`` of a hook this fmclf lacks (a newer one's, say) is no error, and is never called."""
     problems = []
     for attr in dir(obj):
         opts = None if attr.startswith("_") else pm.parse_hookimpl_opts(obj, attr)
@@ -303,8 +301,7 @@ REGISTER_KEYWORDS = ("help",)
 
 
 def _registrar(kind: str, info: PluginInfo, out: list[ComponentRecord]) -> Callable[..., None]:
-    """The ``register`` one plugin's hook is called with: it checks each registration and collects the records
-    in ``out``; a bad one raises, failing that plugin's hook."""
+    """The ``register`` one plugin's hook is called with: a bad registration raises, failing that hook."""
 
     def register(name: str, factory: Callable, *, help: str | None = None, **unknown: object) -> None:
         if unknown:
@@ -327,8 +324,7 @@ def _registrar(kind: str, info: PluginInfo, out: list[ComponentRecord]) -> Calla
 
 
 def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
-    """Call each hook implementation on its own, so a raising hook only costs its plugin (see the module's
-    docstring for why not through ``pm.hook``)."""
+    """Call each hook implementation on its own, so a raising hook costs only its plugin (the module says why)."""
     for row in ROWS:
         # Registration order, built-ins first: it decides the order rivals are listed in a collision.
         for impl in getattr(host.pm.hook, row.hook).get_hookimpls():
@@ -347,8 +343,8 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
                     host.registry.add(record)
                 except ValueError as exc:  # two in-process plugins alike in name and module: the later one's fault
                     host.failures.append(PluginFailure(info, f"hook {row.hook}", str(exc)))
-                    continue
-                host.notes.extend(_lookalike_notes(record))
+                else:
+                    host.notes.extend(_lookalike_notes(record))
     for builtin, others in host.registry.shadowed():
         for other in others:
             host.notes.append(

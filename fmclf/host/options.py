@@ -89,53 +89,40 @@ class Option:
 
     def parse(self, text: str) -> Any:
         """Parse a command-line string into this option's type."""
-        t = self.type
-        if t.nullable and text.strip().lower() in _NONE:
-            return None
-        if t.sequence:
-            parts = [p for p in (s.strip() for s in text.strip().strip("[]()").split(",")) if p]
-            return self._sized([self._scalar(p) for p in parts])
-        return self._scalar(text.strip())
+        return self.coerce(text)
 
     def coerce(self, value: Any) -> Any:
-        """Check and convert a value from a config file or Python."""
-        if isinstance(value, str):
-            return self.parse(value)
-        t = self.type
+        """Check and convert a value from a config file or Python; a string is read as the command line's."""
+        t, text = self.type, isinstance(value, str)
+        if t.nullable and (value is None or (text and value.strip().lower() in _NONE)):
+            return None
         if value is None:
-            if t.nullable:
-                return None
             raise ValueError("none is not allowed")
-        if t.sequence:
-            if not isinstance(value, (list, tuple)):
-                raise ValueError(f"expected a list, got {value!r}")
-            return self._sized([self._scalar_value(v) for v in value])
-        return self._scalar_value(value)
+        if not t.sequence:
+            return self._scalar(value.strip() if text else value, text=text)
+        if text:
+            value = [p for p in (s.strip() for s in value.strip().strip("[]()").split(",")) if p]
+        elif not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        values = [self._scalar(v, text=text) for v in value]
+        if t.length is not None and len(values) != t.length:
+            raise ValueError(f"expected {t.length} values, got {len(values)}")
+        return tuple(values) if t.as_tuple else values
 
-    def _sized(self, values: list) -> list | tuple:
-        if self.type.length is not None and len(values) != self.type.length:
-            raise ValueError(f"expected {self.type.length} values, got {len(values)}")
-        return tuple(values) if self.type.as_tuple else values
-
-    def _scalar(self, text: str) -> Any:
-        """Read ``text`` as a value of the option's type, then check it as :meth:`_scalar_value` does any value."""
-        base = self.type.base
-        value: Any = text
-        if base is bool:
-            if text.lower() not in _TRUE | _FALSE:
-                raise ValueError(f"{text!r} is not a boolean (use true or false)")
-            value = text.lower() in _TRUE
-        elif base in (int, float):
-            # base 0 reads 0x/0o/0b, but refuses a leading zero ("010"), which int() reads as ten
-            prefixed = base is int and text.lower().startswith(("0x", "0o", "0b"))
-            try:
-                value = int(text, 0) if prefixed else base(text)
-            except ValueError:
-                raise ValueError(f"{text!r} is not {_A_SCALAR[base]}") from None
-        return self._scalar_value(value)
-
-    def _scalar_value(self, value: Any) -> Any:
+    def _scalar(self, value: Any, *, text: bool) -> Any:
+        """One value; ``text``, as typed on the command line, is read into the option's type first."""
         t = self.type
+        if text and t.base is bool:
+            if value.lower() not in _TRUE | _FALSE:
+                raise ValueError(f"{value!r} is not a boolean (use true or false)")
+            value = value.lower() in _TRUE
+        elif text and t.base in (int, float):
+            # base 0 reads 0x/0o/0b, but refuses a leading zero ("010"), which int() reads as ten
+            prefixed = t.base is int and value.lower().startswith(("0x", "0o", "0b"))
+            try:
+                value = int(value, 0) if prefixed else t.base(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not {_A_SCALAR[t.base]}") from None
         if not _takes(t.base, value):
             raise ValueError(f"{value!r} is not {_A_SCALAR.get(t.base, 'a string')}")
         if t.base is float:

@@ -66,10 +66,6 @@ def check_number(value: Any, bounds: Range | None, *, is_float: bool, allow_inf:
             raise ValueError(f"{value} is not a finite number, and this option takes only finite ones")
     if bounds is not None and not bounds.contains(value):
         raise ValueError(f"{_num(value)} is not {bounds}")
-    if not is_float and isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+    if not is_float and isinstance(value, int) and not -(2**63) <= value <= 2**63 - 1:
         raise ValueError(f"{value} is out of range: whole numbers are 64-bit, from -2**63 to 2**63 - 1 (as in "
                          f"config.toml, and in torch)")
-
-
-#: The whole numbers an option takes: TOML's (config.toml) and torch's int64.
-INT64 = (-(2**63), 2**63 - 1)
