@@ -74,20 +74,8 @@ def _fail(record: ComponentRecord, what: str) -> ContractError:
     return ContractError(f"{record.describe()}: {what}")
 
 
-def _device(device: Any) -> torch.device:
-    import torch
-
-    return torch.device(device)
-
-
 def _same_device(actual: torch.device, wanted: torch.device) -> bool:
     return actual.type == wanted.type and (wanted.index is None or actual.index in (wanted.index, None))
-
-
-def _generator(seed: int = 0) -> torch.Generator:
-    import torch
-
-    return torch.Generator().manual_seed(seed)
 
 
 def check_model(model: Component, *, options: Mapping[str, Any] | None = None,
@@ -99,7 +87,7 @@ def check_model(model: Component, *, options: Mapping[str, Any] | None = None,
     (checkpoints need it). Returns the model."""
     import torch
 
-    device = _device(device)
+    device = torch.device(device)
     core = {"num_inputs": math.prod(input_shape), "num_classes": num_classes, "input_shape": tuple(input_shape)}
     record, net = _build("model", model, core, options)
     if not isinstance(net, torch.nn.Module):
@@ -108,7 +96,7 @@ def check_model(model: Component, *, options: Mapping[str, Any] | None = None,
     params = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     if not params:
         raise _fail(record, "it has no trainable parameters, so no updater can train it")
-    X = torch.rand((batch_size, *input_shape), generator=_generator()).to(device)
+    X = torch.rand((batch_size, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
     net.train()
     logits = net(X)
     if not isinstance(logits, torch.Tensor):
@@ -150,12 +138,12 @@ def check_loss(loss: Component, *, options: Mapping[str, Any] | None = None, num
     what to do then. Returns the loss."""
     import torch
 
-    device = _device(device)
+    device = torch.device(device)
     record, fn = _build("loss", loss, {"num_classes": num_classes}, options)
     if not callable(fn):
         raise _fail(record, f"the factory returned {type(fn).__name__}, which is not callable; a loss is (logits, y) "
                             f"-> per-example loss")
-    g = _generator()
+    g = torch.Generator().manual_seed(0)
     logits = (torch.randn(batch_size, num_classes, generator=g) * 2).to(device).requires_grad_()
     y = torch.randint(num_classes, (batch_size,), generator=g).to(device)
     out = fn(logits, y)
@@ -193,7 +181,7 @@ def _check_loss_gradient(record: ComponentRecord, fn: Callable, num_classes: int
     A loss that computes in float32 whatever it is given (a ``.float()``) fails for that reason, said so."""
     import torch
 
-    g = _generator(1)
+    g = torch.Generator().manual_seed(1)
     logits = torch.randn(3, num_classes, generator=g, dtype=torch.float64).to(device).requires_grad_()
     y = torch.randint(num_classes, (3,), generator=g).to(device)
     out = fn(logits, y)
@@ -243,7 +231,7 @@ def _check_extreme_logits(record: ComponentRecord, fn: Callable, num_classes: in
     from .train.engine import divergence_hint
 
     hint = divergence_hint(fn)
-    g = _generator(2)
+    g = torch.Generator().manual_seed(2)
     base = torch.randn(4, num_classes, generator=g)
     cases = {"shifted by +1e4": base + 1e4, "spread over 1e4": base * 1e4,
              "near float32's largest": 3e38 - base.abs() * 1e36}  # the true losses stay below 1e37
@@ -276,8 +264,8 @@ def check_updater(updater: Component, *, options: Mapping[str, Any] | None = Non
 
     from .train.updaters import adapt_updater
 
-    device = _device(device)
-    g = _generator()
+    device = torch.device(device)
+    g = torch.Generator().manual_seed(0)
     model = torch.nn.Linear(6, 3).to(device)
     with torch.no_grad():
         for p in model.parameters():
@@ -306,8 +294,7 @@ def check_updater(updater: Component, *, options: Mapping[str, Any] | None = Non
 
 def _check_first_step(record: ComponentRecord, upd: Any, model: Any, loss: Callable[[], Any], batch: int,
                       lr: float) -> None:
-    """One step of ``upd`` on ``model`` must change every parameter in place, keep it finite and lower ``loss``;
-    then ``zero_grad`` must clear the gradients."""
+    """One step as the engine takes it: it must move every parameter downhill, and zero_grad clear the gradients."""
     import torch
 
     before = [p.detach().clone() for p in model.parameters()]
@@ -333,8 +320,7 @@ def _check_first_step(record: ComponentRecord, upd: Any, model: Any, loss: Calla
 
 
 def _check_schedule(record: ComponentRecord, upd: Any, batch: int, epochs: int, steps_per_epoch: int) -> None:
-    """An updater with a scheduler, one step taken: the rest of the run's steps must go through, the rate
-    staying a finite number, 0 or more."""
+    """The rest of the run's steps, one taken: a schedule must last as long as the run it is built for."""
     from .train.updaters import current_lr, scheduler_of
 
     scheduler = scheduler_of(upd)
@@ -359,7 +345,7 @@ def _tiny_dataset(device: torch.device) -> Any:
 
     from .data import InMemoryDataset, TensorBatches
 
-    g = _generator()
+    g = torch.Generator().manual_seed(0)
     y = torch.arange(24) % 3
     X = torch.randn(24, 1, 2, 2, generator=g) + y.view(-1, 1, 1, 1).float()
     train = TensorBatches(X.to(device), y.to(device), 8, shuffle=True, seed=0)
@@ -397,7 +383,7 @@ def _check_listener(kind: str, component: Component, options: Mapping[str, Any] 
     if run_dir is None:
         with tempfile.TemporaryDirectory(prefix="fmclf-check-") as tmp:
             return _check_listener(kind, component, options, tmp, device)
-    run_dir, device = pathlib.Path(run_dir), _device(device)
+    run_dir, device = pathlib.Path(run_dir), torch.device(device)
     record, obj = _build(kind, component, {"run_dir": run_dir}, options)
     if strays := [a for a in dir(obj) if a.startswith("on_") and a not in EVENTS and callable(getattr(obj, a))]:
         hints = [f"{a!r}{did_you_mean(a, EVENTS, form=' (did you mean {!r}?)')}" for a in strays]
@@ -477,12 +463,12 @@ def check_metric(metric: Component, *, options: Mapping[str, Any] | None = None,
 
     from .train.heldout import as_values
 
-    device = _device(device)
+    device = torch.device(device)
     ce = functools.partial(torch.nn.functional.cross_entropy, reduction="none")
     record, obj = _build("metric", metric, {"num_classes": num_classes, "loss": ce}, options, accept=True)
     if isinstance(obj, torch.nn.Module):
         obj.to(device)
-    g = _generator(3)
+    g = torch.Generator().manual_seed(3)
     logits = (torch.randn(50, num_classes, generator=g) * 2).to(device)
     y = torch.randint(num_classes, (50,), generator=g).to(device)
     other = (torch.randn(30, num_classes, generator=g) * 5).to(device)
@@ -525,7 +511,7 @@ def check_dataset(dataset: Component, *, options: Mapping[str, Any] | None = Non
     example once. Returns the data set."""
     import torch
 
-    device = _device(device)
+    device = torch.device(device)
     core = {"batch_size": batch_size, "device": device, "seed": seed, "shard": None}
     record, data = _build("dataset", dataset, core, options, accept=True)
     classes = list(data.classes)
@@ -569,8 +555,7 @@ def _examples(batches: Any) -> int:
 
 def _check_shards(record: ComponentRecord, data: Any, splits: tuple[str, ...], core: dict[str, Any],
                   options: Mapping[str, Any] | None) -> None:
-    """Two shards (``data`` built again from ``core``): the same number of training steps each, every held-out example
-    once over both."""
+    """Two shards (built again from ``core``): every process takes as many steps, and sees its share of the data."""
     full = {split: _examples(getattr(data, split)) for split in splits}
     shards = [_build("dataset", record, {**core, "shard": (rank, 2)}, options)[1] for rank in (0, 1)]
     lengths = [len(s.train) for s in shards]
@@ -701,7 +686,7 @@ def check_batched(kind: str, component: Component, *, options: Mapping[str, Any]
 
     if kind not in ("model", "loss", "updater"):
         raise TypeError(f"check_batched checks a model, a loss or an updater, not a {kind!r}")
-    device = _device(device)
+    device = torch.device(device)
     record = _record(kind, component)
     defaults = RunConfig()
     chosen = {k: (record if k == kind else get_host().registry.get(k, getattr(defaults, k)))
@@ -749,8 +734,7 @@ def check_batched(kind: str, component: Component, *, options: Mapping[str, Any]
 
 def _compare_member(record: ComponentRecord, member: Mapping[str, Any], history: list[dict[str, Any]],
                     weights: list[Any], got: Any, epochs: int, rel: float) -> None:
-    """A member of the group against its run alone: every epoch's losses within ``rel``, accuracies within
-    0.002, and its weights at the end."""
+    """A member of the group against its run alone: every epoch's history, and its weights at the end."""
     import torch
 
     who = f"member seed {member['seed']}, lr {member['lr']}, options {member.get('options', {})}"
