@@ -89,9 +89,7 @@ def check_model(model: Component, *, options: Mapping[str, Any] | None = None,
 
     device = torch.device(device)
     core = {"num_inputs": math.prod(input_shape), "num_classes": num_classes, "input_shape": tuple(input_shape)}
-    record, net = _build("model", model, core, options)
-    if not isinstance(net, torch.nn.Module):
-        raise _fail(record, f"the factory returned {type(net).__name__}; a model must be a torch.nn.Module")
+    record, net = _build("model", model, core, options, accept=True)
     net.to(device)
     params = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     if not params:
@@ -139,10 +137,7 @@ def check_loss(loss: Component, *, options: Mapping[str, Any] | None = None, num
     import torch
 
     device = torch.device(device)
-    record, fn = _build("loss", loss, {"num_classes": num_classes}, options)
-    if not callable(fn):
-        raise _fail(record, f"the factory returned {type(fn).__name__}, which is not callable; a loss is (logits, y) "
-                            f"-> per-example loss")
+    record, fn = _build("loss", loss, {"num_classes": num_classes}, options, accept=True)
     g = torch.Generator().manual_seed(0)
     logits = (torch.randn(batch_size, num_classes, generator=g) * 2).to(device).requires_grad_()
     y = torch.randint(num_classes, (batch_size,), generator=g).to(device)
@@ -262,8 +257,6 @@ def check_updater(updater: Component, *, options: Mapping[str, Any] | None = Non
     steps fails here). Returns the (adapted) updater."""
     import torch
 
-    from .train.updaters import adapt_updater
-
     device = torch.device(device)
     g = torch.Generator().manual_seed(0)
     model = torch.nn.Linear(6, 3).to(device)
@@ -273,12 +266,7 @@ def check_updater(updater: Component, *, options: Mapping[str, Any] | None = Non
     X = torch.randn(16, 6, generator=g).to(device)
     y = torch.randint(3, (16,), generator=g).to(device)
     core = {"params": list(model.parameters()), "lr": lr, "epochs": epochs, "steps_per_epoch": steps_per_epoch}
-    record, built = _build("updater", updater, core, options)
-    try:
-        upd = adapt_updater(built)
-    except TypeError as exc:
-        raise _fail(record, f"{exc}; an updater has zero_grad() and step(batch_size), or is a torch.optim.Optimizer, "
-                            f"or a pair (optimizer, scheduler)") from None
+    record, upd = _build("updater", updater, core, options, accept=True)
     mean = getattr(upd, "reduction", "sum") == "mean"
 
     def loss() -> torch.Tensor:
