@@ -432,39 +432,34 @@ class Trainer:
 
     def _check_logits(self, logits: Any, n: int) -> None:
         """Refuse, on the first batch, logits that are not ``(n, number of classes)``: the model's fault."""
-        who = describe(self.parts.records.get("model") or "the model")
-        if getattr(logits, "ndim", None) != 2 or logits.shape[0] != n:
-            raise ComponentError(
-                f"{who} returned shape {_shape(logits)} for a batch of {n}; a model must return logits of shape "
-                f"(N, num_classes)."
-            )
-        if not logits.is_floating_point():  # a loss would trip over it (and be blamed): the model made it
-            raise ComponentError(
-                f"{who} returned logits of dtype {logits.dtype}; a model must return floating-point logits of "
-                f"shape (N, num_classes) (float32, say). This is the model's doing: report it to its authors, or "
-                f"choose another with `fmclf plugins`."
-            )
         classes = len(self.classes)
-        if logits.shape[1] != classes:
-            raise ComponentError(
-                f"{who} returned {logits.shape[1]} outputs per example, but the data set has {classes} classes; "
-                f"a model must return logits of shape (N, num_classes) = ({n}, {classes}). Build it with the "
-                f"num_classes its factory is given."
-            )
+        if getattr(logits, "ndim", None) != 2 or logits.shape[0] != n:
+            problem = (f"returned shape {_shape(logits)} for a batch of {n}; a model must return logits of shape "
+                       f"(N, num_classes).")
+        elif not logits.is_floating_point():  # a loss would trip over it (and be blamed): the model made it
+            problem = (f"returned logits of dtype {logits.dtype}; a model must return floating-point logits of shape "
+                       f"(N, num_classes) (float32, say). This is the model's doing: report it to its authors, or "
+                       f"choose another with `fmclf plugins`.")
+        elif logits.shape[1] != classes:
+            problem = (f"returned {logits.shape[1]} outputs per example, but the data set has {classes} classes; a "
+                       f"model must return logits of shape (N, num_classes) = ({n}, {classes}). Build it with the "
+                       f"num_classes its factory is given.")
+        else:
+            return
+        raise ComponentError(f"{describe(self.parts.records.get('model') or 'the model')} {problem}")
 
     def _check_losses(self, losses: Any, n: int, logits: Any = None) -> None:
         """Refuse, on the first batch, a loss that is not one value per example, or that cut the gradient's way
         back to ``logits`` (a detached result: backward would fail through the model too)."""
-        who = describe(self.parts.records.get("loss") or "the loss")
         if getattr(logits, "requires_grad", False) and not getattr(losses, "requires_grad", True):
-            raise ComponentError(
-                f"{who} returned a tensor that does not require grad although "
-                f"the logits it was given do: it detached its result (.detach(), .item(), a NumPy round trip, "
-                f"torch.no_grad()), so no gradient can reach the model. This is the loss's doing: report it to its "
-                f"authors, or choose another with `fmclf plugins`."
-            )
-        if problem := loss_shape_problem(losses, n):
-            raise ComponentError(f"{who} {problem}")
+            problem = ("returned a tensor that does not require grad although the logits it was given do: it detached "
+                       "its result (.detach(), .item(), a NumPy round trip, torch.no_grad()), so no gradient can reach "
+                       "the model. This is the loss's doing: report it to its authors, or choose another with "
+                       "`fmclf plugins`.")
+        else:
+            problem = loss_shape_problem(losses, n)
+        if problem:
+            raise ComponentError(f"{describe(self.parts.records.get('loss') or 'the loss')} {problem}")
 
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
         """Raise the error for a batch whose summed loss was ``value`` (inf or nan) (see :func:`divergence_message`);
