@@ -20,7 +20,7 @@ from ..errors import ComponentError, DivergenceError, Interrupted, to_stderr
 from ..host.registry import ComponentRecord
 from ..wording import flag
 from . import graphs
-from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault, describe
+from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault, describe, guarded
 from .graphs import GraphFailed
 from .heldout import HeldOut, Metric
 from .inputs import check_inputs, check_split_inputs
@@ -71,21 +71,6 @@ class Parts:
     records: dict[str, ComponentRecord] = field(default_factory=dict)
     metrics: list[Metric] = field(default_factory=list)  #: what --metric adds to accuracy and loss
     callbacks: list[tuple[ComponentRecord, Any]] = field(default_factory=list)
-
-
-_END = object()  # what next() returns after a data set's last batch
-
-
-def _guarded(batches: Any, who: ComponentRecord | str, where: str) -> Iterator[Any]:
-    """Iterate a data set's batches, blaming the data set for what its iterator raises."""
-    with blame(who, where):
-        it = iter(batches)
-    while True:
-        with blame(who, where):
-            item = next(it, _END)
-        if item is _END:
-            return
-        yield item
 
 
 def _shape(value: Any) -> str:
@@ -320,7 +305,7 @@ class Trainer:
         correct = torch.tensor(state.correct, dtype=torch.int64, device=self.device)
         first = state.batch
         watch = LossWatch(self.device, num_batches, first, lambda v, b: self._diverged(v, b, epoch, num_batches))
-        batches = _guarded(train, self._who["dataset"], f"while yielding training batches in epoch {epoch}")
+        batches = guarded(train, self._who["dataset"], f"while yielding training batches in epoch {epoch}")
         if first:  # resuming mid-epoch: the same order, minus what was already trained
             batches = itertools.islice(batches, first, None)
         if self.epoch_graph is not None and not first:
@@ -407,8 +392,7 @@ class Trainer:
 
     def _stop_mid_epoch(self, epoch: int, b: int, examples: int, state: TrainState, loss_sum: Any,
                         correct: Any) -> None:
-        """A stop was requested after batch ``b``: keep where the epoch stands in ``state``, checkpoint it, and
-        raise Interrupted."""
+        """A stop after batch ``b``: ``state`` keeps where the epoch stands, checkpointed, for ``--resume``."""
         state.batch, state.loss_sum, state.correct, state.examples = b, float(loss_sum), int(correct), examples
         state.seconds = round(time.perf_counter() - self._epoch_start, 6)
         state.stopped = self.control.record()  # a stop a callback asked for in this epoch holds after the resume
