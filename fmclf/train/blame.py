@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
+from typing import Any
 
 from ..errors import ComponentError, DivergenceError, FmclfError, Stopped
 from ..host.registry import ComponentRecord
@@ -49,6 +50,21 @@ class blame:
         """The paragraph the user reads."""
         return (f"{describe(self.who)} raised {type(exc).__name__} {self.where}: {exc}. This is a fault in that "
                 f"component; report it to its authors, or choose another with `fmclf plugins`.")
+
+
+_END = object()  # what next() returns after a data set's last batch
+
+
+def guarded(batches: Any, who: ComponentRecord | str, where: str) -> Iterator[Any]:
+    """Iterate a data set's batches, blaming the data set for what its iterator raises."""
+    with blame(who, where):
+        it = iter(batches)
+    while True:
+        with blame(who, where):
+            item = next(it, _END)
+        if item is _END:
+            return
+        yield item
 
 
 def describe(who: ComponentRecord | str) -> str:

@@ -20,7 +20,7 @@ from ..errors import ComponentError, DivergenceError, Interrupted, to_stderr
 from ..host.registry import ComponentRecord
 from ..wording import flag
 from . import graphs
-from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault, describe
+from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault, describe, guarded
 from .graphs import GraphFailed
 from .heldout import HeldOut, Metric
 from .inputs import check_inputs, check_split_inputs
@@ -71,21 +71,6 @@ class Parts:
     records: dict[str, ComponentRecord] = field(default_factory=dict)
     metrics: list[Metric] = field(default_factory=list)  #: what --metric adds to accuracy and loss
     callbacks: list[tuple[ComponentRecord, Any]] = field(default_factory=list)
-
-
-_END = object()  # what next() returns after a data set's last batch
-
-
-def _guarded(batches: Any, who: ComponentRecord | str, where: str) -> Iterator[Any]:
-    """Iterate a data set's batches, blaming the data set for what its iterator raises."""
-    with blame(who, where):
-        it = iter(batches)
-    while True:
-        with blame(who, where):
-            item = next(it, _END)
-        if item is _END:
-            return
-        yield item
 
 
 def _shape(value: Any) -> str:
@@ -320,7 +305,7 @@ class Trainer:
         correct = torch.tensor(state.correct, dtype=torch.int64, device=self.device)
         first = state.batch
         watch = LossWatch(self.device, num_batches, first, lambda v, b: self._diverged(v, b, epoch, num_batches))
-        batches = _guarded(train, self._who["dataset"], f"while yielding training batches in epoch {epoch}")
+        batches = guarded(train, self._who["dataset"], f"while yielding training batches in epoch {epoch}")
         if first:  # resuming mid-epoch: the same order, minus what was already trained
             batches = itertools.islice(batches, first, None)
         if self.epoch_graph is not None and not first:
@@ -407,8 +392,7 @@ class Trainer:
 
     def _stop_mid_epoch(self, epoch: int, b: int, examples: int, state: TrainState, loss_sum: Any,
                         correct: Any) -> None:
-        """A stop was requested after batch ``b``: keep where the epoch stands in ``state``, checkpoint it, and
-        raise Interrupted."""
+        """A stop after batch ``b``: ``state`` keeps where the epoch stands, checkpointed, for ``--resume``."""
         state.batch, state.loss_sum, state.correct, state.examples = b, float(loss_sum), int(correct), examples
         state.seconds = round(time.perf_counter() - self._epoch_start, 6)
         state.stopped = self.control.record()  # a stop a callback asked for in this epoch holds after the resume
@@ -432,39 +416,34 @@ class Trainer:
 
     def _check_logits(self, logits: Any, n: int) -> None:
         """Refuse, on the first batch, logits that are not ``(n, number of classes)``: the model's fault."""
-        who = describe(self.parts.records.get("model") or "the model")
-        if getattr(logits, "ndim", None) != 2 or logits.shape[0] != n:
-            raise ComponentError(
-                f"{who} returned shape {_shape(logits)} for a batch of {n}; a model must return logits of shape "
-                f"(N, num_classes)."
-            )
-        if not logits.is_floating_point():  # a loss would trip over it (and be blamed): the model made it
-            raise ComponentError(
-                f"{who} returned logits of dtype {logits.dtype}; a model must return floating-point logits of "
-                f"shape (N, num_classes) (float32, say). This is the model's doing: report it to its authors, or "
-                f"choose another with `fmclf plugins`."
-            )
         classes = len(self.classes)
-        if logits.shape[1] != classes:
-            raise ComponentError(
-                f"{who} returned {logits.shape[1]} outputs per example, but the data set has {classes} classes; "
-                f"a model must return logits of shape (N, num_classes) = ({n}, {classes}). Build it with the "
-                f"num_classes its factory is given."
-            )
+        if getattr(logits, "ndim", None) != 2 or logits.shape[0] != n:
+            problem = (f"returned shape {_shape(logits)} for a batch of {n}; a model must return logits of shape "
+                       f"(N, num_classes).")
+        elif not logits.is_floating_point():  # a loss would trip over it (and be blamed): the model made it
+            problem = (f"returned logits of dtype {logits.dtype}; a model must return floating-point logits of shape "
+                       f"(N, num_classes) (float32, say). This is the model's doing: report it to its authors, or "
+                       f"choose another with `fmclf plugins`.")
+        elif logits.shape[1] != classes:
+            problem = (f"returned {logits.shape[1]} outputs per example, but the data set has {classes} classes; a "
+                       f"model must return logits of shape (N, num_classes) = ({n}, {classes}). Build it with the "
+                       f"num_classes its factory is given.")
+        else:
+            return
+        raise ComponentError(f"{describe(self.parts.records.get('model') or 'the model')} {problem}")
 
     def _check_losses(self, losses: Any, n: int, logits: Any = None) -> None:
         """Refuse, on the first batch, a loss that is not one value per example, or that cut the gradient's way
         back to ``logits`` (a detached result: backward would fail through the model too)."""
-        who = describe(self.parts.records.get("loss") or "the loss")
         if getattr(logits, "requires_grad", False) and not getattr(losses, "requires_grad", True):
-            raise ComponentError(
-                f"{who} returned a tensor that does not require grad although "
-                f"the logits it was given do: it detached its result (.detach(), .item(), a NumPy round trip, "
-                f"torch.no_grad()), so no gradient can reach the model. This is the loss's doing: report it to its "
-                f"authors, or choose another with `fmclf plugins`."
-            )
-        if problem := loss_shape_problem(losses, n):
-            raise ComponentError(f"{who} {problem}")
+            problem = ("returned a tensor that does not require grad although the logits it was given do: it detached "
+                       "its result (.detach(), .item(), a NumPy round trip, torch.no_grad()), so no gradient can reach "
+                       "the model. This is the loss's doing: report it to its authors, or choose another with "
+                       "`fmclf plugins`.")
+        else:
+            problem = loss_shape_problem(losses, n)
+        if problem:
+            raise ComponentError(f"{describe(self.parts.records.get('loss') or 'the loss')} {problem}")
 
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
         """Raise the error for a batch whose summed loss was ``value`` (inf or nan) (see :func:`divergence_message`);

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ComponentError, DataError
 from ..host.registry import ComponentRecord
-from .blame import blame, blame_labels, describe
+from .blame import blame, blame_labels, describe, guarded
 from .inputs import check_inputs
 from .labels import check_batch, check_kind
 
@@ -93,8 +93,6 @@ class HeldOut:
         """The metrics and confusion matrix of ``split`` ("valid", "test") over ``batches``."""
         import torch
 
-        from .engine import _guarded
-
         model, C = self.model, self.num_classes
         for m in self.metrics:
             with blame(m.who, f"in reset() before evaluating on the {split} set"):
@@ -110,7 +108,7 @@ class HeldOut:
         logits_in, y_in, held = [], [], 0
         try:
             with torch.no_grad():
-                for X, y in _guarded(batches, self.who_data, f"while yielding {split} batches"):
+                for X, y in guarded(batches, self.who_data, f"while yielding {split} batches"):
                     if not y_in and self._count == 0:  # the first batch: its origin before any component's fault
                         check_inputs(X, self.who_data, split, self.input_shape)
                         check_kind(y, self.who_data, split)
