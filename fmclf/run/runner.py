@@ -68,8 +68,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
 
         try:
             run_dir = comm.on_root("creating the run folder", create)
-            start = Start(run_dir, prov=prov, checkpoints=checkpoints)
-            return Session(plan, start, comm, echo, report).run()
+            return Session(plan, Start(run_dir, prov=prov, checkpoints=checkpoints), comm, echo, report).run()
         except BaseException as exc:
             if isinstance(exc, (Stopped, Interrupted)):
                 signals.ending()  # the clean-up below runs to its end, whatever else arrives
