@@ -132,20 +132,17 @@ class _Member:
 
 def _member(spec: MemberSpec, host: PluginHost) -> _Member:
     """The member ``spec`` names: its plan, and its checkpoint when its folder already holds a run."""
-    from . import checkpoint as checkpoint_io
-    from . import provenance
+    from .session import read_run
 
+    checkpoint = None
     try:
-        if (spec.run_dir / folder.CONFIG).is_file():
-            folder.check_files(spec.run_dir)
-            settings, options = load_config(spec.run_dir / folder.CONFIG)
-            settings = provenance.pin_names(settings, spec.run_dir)
-            return _Member(spec, resolve(RunConfig(**settings, options=options), host),
-                           checkpoint_io.load(spec.run_dir))
-        if spec.settings is None:
+        if (spec.run_dir / folder.CONFIG).is_file():  # read as a run resumed alone reads it
+            settings, options, checkpoint = read_run(spec.run_dir)
+        elif spec.settings is None:
             raise UsageError(f"{spec.run_dir} holds no run and the group spec gives no settings for {spec.name}.")
-        settings, options = load_config(spec.settings)
-        return _Member(spec, resolve(RunConfig(**settings, options=options), host), None)
+        else:
+            settings, options = load_config(spec.settings)
+        return _Member(spec, resolve(RunConfig(**settings, options=options), host), checkpoint)
     except ConfigError as exc:
         raise UsageError(f"{spec.name}: {exc}") from None
 
@@ -189,8 +186,17 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
 def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start: int, echo: Echo,
            report: Callable[..., Any] | None = None) -> int:
     """Build the group, train its epochs from ``start`` + 1, and write each member's final files."""
+    from ..train.batched import BatchedTrainer, Member
+    from ..train.updaters import adapt_updater
+
     plan, device, dataset, chosen = _assemble(members, host, comm)
-    batched, trainer = _trainer(members, plan, dataset, device)
+    losses: dict[str, Any] = {}  # members with the same loss options share one object: one call for all of them
+    batched = [Member(m.parts.model, adapt_updater(m.parts.updater),
+                      losses.setdefault(json.dumps(m.plan.options["loss"], sort_keys=True, default=str), m.parts.loss),
+                      m.plan.config.seed, list(m.checkpoint["state"]["history"]) if m.checkpoint else [])
+               for m in members]
+    trainer = BatchedTrainer(batched, dataset, batchable_of(plan.records["updater"].factory).stacked, device=device,
+                             forward=batchable_of(plan.records["model"].factory).stacked)
     config = plan.config
     echo(f"training {len(members)} runs of {config.model} + {config.loss} + {config.updater} on {config.dataset} "
          f"as one group on {device}{f' ({config.threads} threads)' if chosen else ''}, "
@@ -238,21 +244,6 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
             prov = provenance.resumed(m.spec.run_dir, prov)
         atomic.write_text(m.spec.run_dir / folder.CONFIG, m.plan.recorded().to_toml(prov, HEADER))
     return plan, device, dataset, chosen
-
-
-def _trainer(members: list[_Member], plan: Plan, dataset: Any, device: Any) -> tuple[list[Any], Any]:
-    """Each member as the trainer sees it, and the trainer of them all."""
-    from ..train.batched import BatchedTrainer, Member
-    from ..train.updaters import adapt_updater
-
-    losses: dict[str, Any] = {}  # members with the same loss options share one object: one call for all of them
-    batched = [Member(m.parts.model, adapt_updater(m.parts.updater),
-                      losses.setdefault(json.dumps(m.plan.options["loss"], sort_keys=True, default=str), m.parts.loss),
-                      m.plan.config.seed, list(m.checkpoint["state"]["history"]) if m.checkpoint else [])
-               for m in members]
-    stacked = batchable_of(plan.records["updater"].factory).stacked
-    forward = batchable_of(plan.records["model"].factory).stacked
-    return batched, BatchedTrainer(batched, dataset, stacked, device=device, forward=forward)
 
 
 def _epochs(members: list[_Member], batched: list[Any], trainer: Any, flag: Any, start: int, epochs: int,
@@ -327,30 +318,23 @@ def _finish(members: list[_Member], batched: list[Any], dataset: Any, device: An
     from concurrent.futures import ThreadPoolExecutor
 
     from .memory import peak_memory
+    from .session import run_summary, write_results
 
     memory = peak_memory(device)
     share = seconds / len(members)
+
+    def files(m: _Member, b: Any) -> None:  # in order: model.pt, predictions, summary.json, status, report.md
+        summary = run_summary(m.plan, b.history, device, share, memory)
+        write_results(m.spec.run_dir, m.parts.model, b.predictions, summary)
+        folder.write_status(m.spec.run_dir, "finished", len(b.history))
+        if report is not None:
+            report(m.spec.run_dir, m.plan, b.history, b.confusion.cpu().tolist(), dataset.classes,
+                   seconds=summary["seconds"], device=str(device))  # as recorded: `fmclf report` rebuilds the same
+
     done = [(m, b) for m, b in zip(members, batched, strict=True) if not m.ended]
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fmclf-group-files") as pool:
-        for future in [pool.submit(_final_files, m, b, dataset, device, share, memory, report) for m, b in done]:
+        for future in [pool.submit(files, m, b) for m, b in done]:
             future.result()
     for m, b in done:
         m.ended = "finished"
         m.say(f"finished: test acc {b.history[-1]['test_acc']:.4f}")
-
-
-def _final_files(m: _Member, b: Any, dataset: Any, device: Any, seconds: float, memory: dict[str, float],
-                 report: Callable[..., Any] | None) -> None:
-    """Member ``m``'s model.pt, test predictions, summary.json, status and report.md (by ``report``), in order."""
-    from . import checkpoint as checkpoint_io
-    from .session import run_summary
-
-    summary = run_summary(m.plan, b.history, device, seconds, memory)
-    checkpoint_io.save_weights(m.spec.run_dir, m.parts.model)
-    if b.predictions is not None:  # before summary.json, as a run alone writes them
-        folder.write_predictions(m.spec.run_dir, *b.predictions)
-    folder.write_json(m.spec.run_dir / folder.SUMMARY, summary)
-    folder.write_status(m.spec.run_dir, "finished", len(b.history))
-    if report is not None:
-        report(m.spec.run_dir, m.plan, b.history, b.confusion.cpu().tolist(), dataset.classes,
-               seconds=summary["seconds"], device=str(device))  # as recorded: `fmclf report` rebuilds the same

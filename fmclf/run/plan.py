@@ -155,18 +155,6 @@ def run_checks(plan: Plan) -> dict[str, Any]:
     return facts
 
 
-def _check_facts(plan: Plan, dataset: Any) -> None:
-    """The data set, built, must have what its check said it would (the other checks relied on it)."""
-    record, facts = plan.records["dataset"], plan.facts
-    got = {"num_classes": len(dataset.classes), "input_shape": tuple(int(d) for d in dataset.input_shape)}
-    for key in ("num_classes", "input_shape"):
-        if key in facts and facts[key] != got[key]:
-            raise ComponentError(
-                f"{record.describe()}: its option check said the data set has {key.replace('_', ' ')} "
-                f"{facts[key]}, but the data set it built has {got[key]}. Report this to its authors."
-            )
-
-
 def python_only(config: RunConfig, targets: list[str], what_to_do: str) -> str:
     """The sentence refusing to rebuild a run's components that were Python objects, by name, from its settings."""
     named = [f"{t.split('.')[0]} {config.targets()[t]!r}" for t in targets]
@@ -281,7 +269,14 @@ def assemble(plan: Plan, *, device: Any, run_dir: Any = None, shard: tuple[int, 
     torch.manual_seed(config.seed)
     core = {"batch_size": batch_size or config.batch_size, "device": device, "seed": config.seed, "shard": shard}
     dataset = build(records["dataset"], core, options["dataset"])
-    _check_facts(plan, dataset)
+    # the data set, built, must have what its check said it would (the other checks relied on it)
+    got = {"num_classes": len(dataset.classes), "input_shape": tuple(int(d) for d in dataset.input_shape)}
+    for key in ("num_classes", "input_shape"):
+        if key in plan.facts and plan.facts[key] != got[key]:
+            raise ComponentError(
+                f"{records['dataset'].describe()}: its option check said the data set has {key.replace('_', ' ')} "
+                f"{plan.facts[key]}, but the data set it built has {got[key]}. Report this to its authors."
+            )
     return assemble_on(plan, dataset, device=device, run_dir=run_dir, updater_epochs=updater_epochs)
 
 

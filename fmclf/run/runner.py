@@ -16,12 +16,11 @@ from ..errors import Interrupted, Stopped, UsageError
 from ..host.loading import PluginHost
 from ..host.registry import ComponentRecord
 from ..wording import flag
-from . import checkpoint as checkpoint_io
 from . import folder, processes, provenance, signals
 from .config import RunConfig
 from .lock import RunLock
 from .plan import Plan, prepare, python_only
-from .session import ReportMaker, RunResult, Session, Start, run_summary
+from .session import ReportMaker, RunResult, Session, Start, read_run, run_summary
 from .signals import handled
 
 __all__ = ["RunResult", "run_new", "run_resume", "run_summary"]
@@ -69,8 +68,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
 
         try:
             run_dir = comm.on_root("creating the run folder", create)
-            start = Start(run_dir, prov=prov, checkpoints=checkpoints)
-            return Session(plan, start, comm, echo, report).run()
+            return Session(plan, Start(run_dir, prov=prov, checkpoints=checkpoints), comm, echo, report).run()
         except BaseException as exc:
             if isinstance(exc, (Stopped, Interrupted)):
                 signals.ending()  # the clean-up below runs to its end, whatever else arrives
@@ -176,11 +174,7 @@ def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[s
     if not (run_dir / folder.CONFIG).is_file():
         raise UsageError(f"{flag('resume', run_dir, quoted=True)}: not a run folder (no {folder.CONFIG}). Pass the "
                          f"folder a run printed at its start.")
-    folder.check_files(run_dir)  # before anything is rewritten: a resume that cannot finish changes nothing
-    settings, options = folder.read_config(run_dir)
-    settings = provenance.pin_names(settings, run_dir)
-    signals.import_torch()  # see prepare
-    checkpoint = checkpoint_io.load(run_dir)
+    settings, options, checkpoint = read_run(run_dir)
     trained_by = checkpoint.get("world_size", 1) if checkpoint is not None else comm.world_size
     if trained_by != comm.world_size:
         how = ("one process (fmclf run ...)" if trained_by == 1

@@ -22,7 +22,7 @@ from ..train.engine import StopFlag, Trainer, TrainState
 from ..train.graphs import choose as choose_graphs
 from ..train.updaters import scheduler_of
 from . import checkpoint as checkpoint_io
-from . import folder, processes, signals, threads
+from . import folder, processes, provenance, signals, threads
 from .config import divergence_advice
 from .memory import describe as describe_memory
 from .memory import peak_memory
@@ -120,6 +120,16 @@ class Start:
     checkpoints: bool = True  #: False: no weights kept (a model whose parameters fmclf does not know)
     extend: bool = False  #: --epochs given on resume: a run a callback stopped trains on
     schedule_epochs: int | None = None  #: the epochs config.toml recorded (what a resumed schedule was built for)
+
+
+def read_run(run_dir: pathlib.Path) -> tuple[dict[str, Any], dict[str, Any], dict | None]:
+    """A run folder's settings and options (by the names its provenance recorded) and its checkpoint (None: it
+    never wrote one): what a run resumed alone, or as a member of a batched group, starts from."""
+    folder.check_files(run_dir)  # before anything is rewritten: a resume that cannot finish changes nothing
+    settings, options = folder.read_config(run_dir)
+    settings = provenance.pin_names(settings, run_dir)
+    signals.import_torch()  # see prepare
+    return settings, options, checkpoint_io.load(run_dir)
 
 
 class Session:
@@ -352,13 +362,9 @@ class Session:
         seconds = summary["seconds"]  # as recorded, so that `fmclf report` rebuilds the same report.md
         differ = _different_weights(record, comm, run_dir)  # the run failed, though every epoch trained
 
-        def write_results() -> None:
-            if self.start.checkpoints:
-                checkpoint_io.save_weights(run_dir, parts.model)
-            kept = trainer.heldout.test_predictions()
-            if kept is not None:
-                folder.write_predictions(run_dir, *kept)
-            folder.write_json(run_dir / folder.SUMMARY, summary)  # type: ignore[operator]
+        def write() -> None:
+            model = parts.model if self.start.checkpoints else None
+            write_results(run_dir, model, trainer.heldout.test_predictions(), summary)  # type: ignore[arg-type]
             if differ is not None:  # here, while the other processes wait: none exits (and has torchrun stop us)
                 folder.write_status(run_dir, "failed", len(state.history), str(differ))
 
@@ -367,7 +373,7 @@ class Session:
                 seconds = comm.on_root("reading the run folder", lambda: folder.recorded_seconds(run_dir))
                 summary = comm.on_root("reading the run folder", lambda: folder.read_json(run_dir / folder.SUMMARY))  # type: ignore[operator]
             elif run_dir is not None:
-                comm.on_root("writing the final weights and summary", write_results)
+                comm.on_root("writing the final weights and summary", write)
             if differ is not None:
                 raise comm.alike(differ)
             if comm.is_root and run_dir is not None:
@@ -385,6 +391,17 @@ class Session:
         trained = 0 if self.redraw else max(len(state.history) - start_epoch, 0)
         return RunResult(run_dir, state.history, str(device), seconds, plan, trained, memory, state.stopped,
                          model=parts.model, summary=summary)
+
+
+def write_results(run_dir: pathlib.Path, model: Any, predictions: tuple[Any, Any] | None,
+                  summary: dict[str, Any]) -> None:
+    """A finished run's final files, alone or in a group: its weights (none for ``model`` None: it keeps no
+    checkpoints), its test predictions, then summary.json (last: once it reads back, the run has finished)."""
+    if model is not None:
+        checkpoint_io.save_weights(run_dir, model)
+    if predictions is not None:
+        folder.write_predictions(run_dir, *predictions)
+    folder.write_json(run_dir / folder.SUMMARY, summary)
 
 
 def choose_threads(plan: Plan, parts: Any, comm: Solo) -> threads.Choice | None:
