@@ -8,7 +8,6 @@ that already repeats in ``run`` (``--visualizer``) goes to every run as given. I
 from __future__ import annotations
 
 import copy
-import dataclasses
 import inspect
 import pathlib
 from typing import Any
@@ -25,11 +24,11 @@ from ..run.config import RunConfig, load_config, merge
 from . import cli, friendly
 from ._commandline import command_line
 from ._flags import DATA_ROOT, require_data_root
+from .run import RUN_KEYS
 from .run import run as run_command  # whose options this command takes
 
 #: Run options that have no meaning for a comparison: it names its runs' folders and continues them itself.
 _NOT_HERE = {"out", "resume_dir"}
-_RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - {"options"}
 
 
 def _axes_of(run: click.Command) -> list[str]:
@@ -108,7 +107,7 @@ def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_a
     """The base configuration, the setting axes and the option axes."""
     explicit = {k for k in given if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE,
                                                                     ParameterSource.ENVIRONMENT)}
-    settings = {k: v for k, v in given.items() if k in _RUN_FIELDS and k not in axes}
+    settings = {k: v for k, v in given.items() if k in RUN_KEYS and k not in axes}
     settings["visualizers"] = list(settings.get("visualizers") or ["none"])
     setting_axes = {k: list(given[k]) for k in axes if given.get(k)}
     from ..compare.grid import option_axes
@@ -212,18 +211,17 @@ def _seeds(seeds: str, seed: int | None) -> tuple[list[int], Any]:
     return seeds_from(first, count), auto
 
 
-def _failed(failed: list[str], out: pathlib.Path, command: str | None) -> None:
+def _failed(failed: list[str], out: pathlib.Path, command: str) -> None:
     """Exit 1 naming the failed runs: a script must not take a comparison with holes for a whole one."""
     from ..compare.engine import RunsFailed
 
     shown = "; ".join(failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")
-    if command and "--retry-failed" not in command.split():
+    if "--retry-failed" not in command.split():
         command += " --retry-failed"
-    again = f"`{command}`" if command else "the same command with --retry-failed"
     raise RunsFailed(
         f"{len(failed)} run(s) of this comparison failed: {shown}. compare.json and compare.md in {out} hold the "
         f"runs that finished, each failure with its reason (the whole output is in {out / 'jobs'}/NAME.log). Once "
-        f"the cause is fixed, {again} trains the failed runs again from their last checkpoints."
+        f"the cause is fixed, `{command}` trains the failed runs again from their last checkpoints."
     )
 
 
