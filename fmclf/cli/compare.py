@@ -15,8 +15,12 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from ..compare import autoseeds, executors, grid
+from ..compare.autoseeds import DEFAULT_CAP as AUTO_CAP
+from ..compare.autoseeds import START as AUTO_START
 from ..compare.batching import DEFAULT_MAX_MODELS
-from ..compare.grid import SCALAR_AXES
+from ..compare.grid import MAX_JOBS, MAX_SEEDS, MAX_TRIALS, SCALAR_AXES
+from ..compare.results import LOWER_IS_BETTER
 from ..errors import UsageError
 from ..host.options import parse_assignment
 from ..kinds import BY_NAME
@@ -110,9 +114,7 @@ def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_a
     settings = {k: v for k, v in given.items() if k in RUN_KEYS and k not in axes}
     settings["visualizers"] = list(settings.get("visualizers") or ["none"])
     setting_axes = {k: list(given[k]) for k in axes if given.get(k)}
-    from ..compare.grid import option_axes
-
-    fixed, grid_options = option_axes([parse_assignment(text) for text in option_args])
+    fixed, grid_options = grid.option_axes([parse_assignment(text) for text in option_args])
     if data_root is not None:  # absolute, so every run's recorded config.toml works from any folder
         fixed.setdefault("dataset", {})[DATA_ROOT] = str(data_root.expanduser().absolute())
     base = RunConfig(**settings, options=fixed)
@@ -152,7 +154,6 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     fmclf compare --model nn --threads 2 --executor slurm --slurm-partition gpu --detach --out cmp
     """
     from ..compare.engine import run_comparison
-    from ..compare.grid import build_cells, check_jobs
 
     scalar_axes = _single_values(given)
     out, seeds, jobs = given.pop("out"), given.pop("seeds"), given.pop("jobs")
@@ -167,7 +168,7 @@ def _compare(ctx: click.Context, **given: Any) -> None:
         raise UsageError(f"--batch-models must be at least 2, got {batch_models}. It caps how many runs train as one "
                          f"group; --no-batch trains every run alone.")
     if jobs is not None:
-        check_jobs(jobs)
+        grid.check_jobs(jobs)
     executor = _executor(jobs=jobs, threads=given.get("threads"), device=given.get("device") or "auto", **executor_args)
     threads = given.get("threads")
     base, setting_axes, grid_options = _config(ctx, given, _axes_of(run_command), option_args, data_root, config_path)
@@ -182,7 +183,7 @@ def _compare(ctx: click.Context, **given: Any) -> None:
 
         protocol = protocol_of(tune, trials, sampler, base, grid_options, host, prune)
         base = protocol.with_split(base)
-    cells = build_cells(base, setting_axes, grid_options, host)
+    cells = grid.build_cells(base, setting_axes, grid_options, host)
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
                                 plugins=ctx.obj.plugins, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
                                 command=command_line(ctx), protocol=protocol, dry_run=dry_run,
@@ -201,14 +202,11 @@ def _compare(ctx: click.Context, **given: Any) -> None:
 def _seeds(seeds: str, seed: int | None) -> tuple[list[int], Any]:
     """``--seeds N`` or ``auto[:CAP]``: the first round's seeds, from ``--seed`` (0 unless given), and auto's
     rounds (None for N). Every seed auto may add is checked now, before any work."""
-    from ..compare.autoseeds import parse
-    from ..compare.grid import seeds_from
-
-    count, auto = parse(seeds)
+    count, auto = autoseeds.parse(seeds)
     first = seed if seed is not None else 0
     if auto is not None:
-        seeds_from(first, auto.cap)
-    return seeds_from(first, count), auto
+        grid.seeds_from(first, auto.cap)
+    return grid.seeds_from(first, count), auto
 
 
 def _failed(failed: list[str], out: pathlib.Path, command: str) -> None:
@@ -228,8 +226,6 @@ def _failed(failed: list[str], out: pathlib.Path, command: str) -> None:
 def _executor(executor_name: str, *, jobs: int | None, threads: int | None, device: str, detach: bool,
               ray_address: str | None, slurm_options: tuple[str, ...], **slurm: Any):
     """The executor --executor names, set up from the command line (its checks come first)."""
-    from ..compare.executors import ExecutorSettings, SlurmSettings, make
-
     options = {}
     for text in slurm_options:
         key, sep, value = text.partition("=")
@@ -237,18 +233,13 @@ def _executor(executor_name: str, *, jobs: int | None, threads: int | None, devi
             raise UsageError(f"--slurm-option {text!r} is not KEY=VALUE. Give an sbatch option without its dashes, "
                              f"e.g. --slurm-option mem=8G or --slurm-option account=mylab.")
         options[key.strip().lstrip("-")] = value
-    slurm_settings = SlurmSettings(**{k.removeprefix("slurm_"): v for k, v in slurm.items()}, options=options)
-    return make(executor_name, ExecutorSettings(jobs=jobs, threads=threads, device=device, detach=detach,
-                                       ray_address=ray_address, slurm=slurm_settings))
+    slurm_settings = executors.SlurmSettings(**{k.removeprefix("slurm_"): v for k, v in slurm.items()}, options=options)
+    return executors.make(executor_name, executors.ExecutorSettings(jobs=jobs, threads=threads, device=device,
+                                                                    detach=detach, ray_address=ray_address,
+                                                                    slurm=slurm_settings))
 
 
 def _build() -> click.Command:
-    from ..compare.autoseeds import DEFAULT_CAP as AUTO_CAP
-    from ..compare.autoseeds import START as AUTO_START
-    from ..compare.executors import DEFAULT, names
-    from ..compare.grid import MAX_JOBS, MAX_SEEDS, MAX_TRIALS
-    from ..compare.results import LOWER_IS_BETTER
-
     axes = _axes_of(run_command)
     params = [_from_run(p, axes) for p in run_command.params if p.name not in _NOT_HERE]
     own = [
@@ -288,8 +279,8 @@ def _build() -> click.Command:
                      help="How trials are drawn: qmc (a seeded Sobol sequence: every cell gets the same points) or "
                           "tpe (Optuna's seeded TPE). [default: qmc]"),
         # --executor and what the cluster executors take
-        click.Option(["--executor", "executor_name"], metavar="NAME", default=DEFAULT, show_default=True,
-                     help=f"Where the runs train: {', '.join(names())} (a package may add more). "
+        click.Option(["--executor", "executor_name"], metavar="NAME", default=executors.DEFAULT, show_default=True,
+                     help=f"Where the runs train: {', '.join(executors.names())} (a package may add more). "
                           f"ray and slurm need --threads and DIR on a file system the nodes share."),
         click.Option(["--detach"], is_flag=True,
                      help="slurm: return once the array is submitted; the same command again collects."),
