@@ -8,7 +8,6 @@ import pathlib
 import re
 import textwrap
 from collections.abc import Sequence
-from typing import Any
 
 import click
 
@@ -33,15 +32,6 @@ EXIT_CODES = (
 GROUP_FLAGS = ("-p", "--plugin")
 
 
-def docs_location() -> str:
-    """Where the documentation is: the source tree's README.md and docs/ when they are
-    beside this installation (an editable install, a clone), else where to find them."""
-    root = pathlib.Path(__file__).resolve().parents[2]
-    if (root / "README.md").is_file() and (root / "docs").is_dir():
-        return f"{root / 'README.md'} and {root / 'docs'}/"
-    return "README.md and docs/ in fmclf's source (`pip show -f fmclf` shows where it is installed)"
-
-
 def columns(rows: Sequence[tuple[str, str]], width: int = 78, indent: int = 2) -> str:
     """Two columns, the second wrapped between words to fit ``width`` (help epilogs are not rewrapped)."""
     first = max(len(name) for name, _ in rows)
@@ -55,9 +45,15 @@ def columns(rows: Sequence[tuple[str, str]], width: int = 78, indent: int = 2) -
 
 
 def epilog() -> str:
-    """The environment variables, exit codes and docs, as a help epilog (``\\b`` keeps the columns)."""
+    """The environment variables, exit codes and docs, as a help epilog (``\\b`` keeps the columns). The docs
+    are the source tree's README.md and docs/ when they are beside this installation (an editable install, a
+    clone), else where to find them."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    docs = "README.md and docs/ in fmclf's source (`pip show -f fmclf` shows where it is installed)"
+    if (root / "README.md").is_file() and (root / "docs").is_dir():
+        docs = f"{root / 'README.md'} and {root / 'docs'}/"
     return (f"\b\nEnvironment:\n{columns(ENVIRONMENT)}\n\n\b\nExit codes:\n{columns(EXIT_CODES)}\n\n"
-            f"Docs: {docs_location()}.")
+            f"Docs: {docs}.")
 
 
 def wrap(text: str, width: int) -> list[str]:
@@ -65,7 +61,7 @@ def wrap(text: str, width: int) -> list[str]:
     keeping paragraphs and Click's ``\\b`` blocks."""
     wrapper = textwrap.TextWrapper(width=max(width, 10), break_on_hyphens=False, break_long_words=False)
     # "[default: drawn and recorded]" stays on one line: textwrap splits at ASCII spaces only
-    text = _DEFAULT.sub(lambda m: m.group(0).replace(" ", _NBSP), text)
+    text = _DEFAULT.sub(lambda m: m.group(0).replace(" ", NBSP), text)
     lines: list[str] = []
     for n, paragraph in enumerate(text.split("\n\n")):
         if n:
@@ -74,10 +70,10 @@ def wrap(text: str, width: int) -> list[str]:
             lines.extend(paragraph[2:].splitlines())
         else:
             lines.extend(wrapper.wrap(re.sub(r"[ \t\n]+", " ", paragraph).strip()) or [""])
-    return [line.replace(_NBSP, " ") for line in lines]
+    return [line.replace(NBSP, " ") for line in lines]
 
 
-_NBSP = "\u00a0"
+NBSP = "\u00a0"  #: textwrap breaks lines at ASCII spaces only
 _DEFAULT = re.compile(r"\[default: [^\]]*\]")
 
 
@@ -144,12 +140,9 @@ class Group(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         commands = ((name, self.get_command(ctx, name)) for name in self.list_commands(ctx))
-        rows = [(name, summary(command)) for name, command in commands if command is not None and not command.hidden]
+        # a summary is the short_help, or the help's first paragraph, whole
+        rows = [(name, " ".join((c.short_help or (c.help or "").split("\n\n")[0]).split()))
+                for name, c in commands if c is not None and not c.hidden]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
-
-
-def summary(command: Any) -> str:
-    """A command's summary: its ``short_help``, or the first paragraph of its help, whole."""
-    return " ".join((command.short_help or (command.help or "").split("\n\n")[0]).split())

@@ -2,10 +2,11 @@
 (``> /dev/full``) or a vanished terminal ends the printing, never the work.
 
 :func:`guard` puts a thin layer under ``sys.stdout`` and ``sys.stderr``: the first failed write is recorded and
-everything after it dropped, so a run keeps training. :meth:`Guard.finish` then decides the exit code: a reader
-that stopped reading is what ``head`` does on purpose, so the code stays; any other failure lost output the user
-asked for, so it is said on stderr and the code becomes 1 (as coreutils do for ``> /dev/full``). Standard
-streams closed at start are opened on the null device, so that no file fmclf opens takes their numbers.
+everything after it dropped, so a run keeps training. Standard output's :meth:`_Guarded.finish` then decides the
+exit code: a reader that stopped reading is what ``head`` does on purpose, so the code stays; any other failure
+lost output the user asked for, so it is said on stderr and the code becomes 1 (as coreutils do for
+``> /dev/full``). Standard streams closed at start are opened on the null device, so that no file fmclf opens
+takes their numbers.
 """
 
 from __future__ import annotations
@@ -59,18 +60,11 @@ class _Guarded(io.RawIOBase):
             self.flush()
         super().close()
 
-
-class Guard:
-    """What :func:`guard` installed; :meth:`finish` reports a failed standard output."""
-
-    def __init__(self, stdout: _Guarded) -> None:
-        self.stdout = stdout
-
     def finish(self, code: int | str | None) -> int | str | None:
         """The exit code to end with, given the command's ``code`` (SystemExit's)."""
         with contextlib.suppress(Exception):
             sys.stdout.flush()
-        error = self.stdout.error
+        error = self.error
         if error is None or error.errno == errno.EPIPE:
             return code
         with contextlib.suppress(Exception):
@@ -83,8 +77,9 @@ class Guard:
         return code if code not in (0, None) else 1
 
 
-def guard() -> Guard:
-    """Guard ``sys.stdout`` and ``sys.stderr`` (see the module's docstring) for this process."""
+def guard() -> _Guarded:
+    """Guard ``sys.stdout`` and ``sys.stderr`` (see the module's docstring) for this process; returns
+    standard output's guard."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
@@ -108,4 +103,4 @@ def guard() -> Guard:
         raw[name] = _Guarded(fd)
         setattr(sys, name, io.TextIOWrapper(io.BufferedWriter(raw[name]), encoding=encoding, errors=errors,
                                             line_buffering=line))
-    return Guard(raw["stdout"])
+    return raw["stdout"]

@@ -8,7 +8,6 @@ that already repeats in ``run`` (``--visualizer``) goes to every run as given. I
 from __future__ import annotations
 
 import copy
-import dataclasses
 import inspect
 import pathlib
 from typing import Any
@@ -16,8 +15,12 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from ..compare import autoseeds, executors, grid
+from ..compare.autoseeds import DEFAULT_CAP as AUTO_CAP
+from ..compare.autoseeds import START as AUTO_START
 from ..compare.batching import DEFAULT_MAX_MODELS
-from ..compare.grid import SCALAR_AXES
+from ..compare.grid import MAX_JOBS, MAX_SEEDS, MAX_TRIALS, SCALAR_AXES
+from ..compare.results import LOWER_IS_BETTER
 from ..errors import UsageError
 from ..host.options import parse_assignment
 from ..kinds import BY_NAME
@@ -25,11 +28,11 @@ from ..run.config import RunConfig, load_config, merge
 from . import cli, friendly
 from ._commandline import command_line
 from ._flags import DATA_ROOT, require_data_root
+from .run import RUN_KEYS
 from .run import run as run_command  # whose options this command takes
 
 #: Run options that have no meaning for a comparison: it names its runs' folders and continues them itself.
 _NOT_HERE = {"out", "resume_dir"}
-_RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - {"options"}
 
 
 def _axes_of(run: click.Command) -> list[str]:
@@ -108,12 +111,10 @@ def _config(ctx: click.Context, given: dict[str, Any], axes: list[str], option_a
     """The base configuration, the setting axes and the option axes."""
     explicit = {k for k in given if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE,
                                                                     ParameterSource.ENVIRONMENT)}
-    settings = {k: v for k, v in given.items() if k in _RUN_FIELDS and k not in axes}
+    settings = {k: v for k, v in given.items() if k in RUN_KEYS and k not in axes}
     settings["visualizers"] = list(settings.get("visualizers") or ["none"])
     setting_axes = {k: list(given[k]) for k in axes if given.get(k)}
-    from ..compare.grid import option_axes
-
-    fixed, grid_options = option_axes([parse_assignment(text) for text in option_args])
+    fixed, grid_options = grid.option_axes([parse_assignment(text) for text in option_args])
     if data_root is not None:  # absolute, so every run's recorded config.toml works from any folder
         fixed.setdefault("dataset", {})[DATA_ROOT] = str(data_root.expanduser().absolute())
     base = RunConfig(**settings, options=fixed)
@@ -153,7 +154,6 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     fmclf compare --model nn --threads 2 --executor slurm --slurm-partition gpu --detach --out cmp
     """
     from ..compare.engine import run_comparison
-    from ..compare.grid import build_cells, check_jobs
 
     scalar_axes = _single_values(given)
     out, seeds, jobs = given.pop("out"), given.pop("seeds"), given.pop("jobs")
@@ -168,7 +168,7 @@ def _compare(ctx: click.Context, **given: Any) -> None:
         raise UsageError(f"--batch-models must be at least 2, got {batch_models}. It caps how many runs train as one "
                          f"group; --no-batch trains every run alone.")
     if jobs is not None:
-        check_jobs(jobs)
+        grid.check_jobs(jobs)
     executor = _executor(jobs=jobs, threads=given.get("threads"), device=given.get("device") or "auto", **executor_args)
     threads = given.get("threads")
     base, setting_axes, grid_options = _config(ctx, given, _axes_of(run_command), option_args, data_root, config_path)
@@ -183,7 +183,7 @@ def _compare(ctx: click.Context, **given: Any) -> None:
 
         protocol = protocol_of(tune, trials, sampler, base, grid_options, host, prune)
         base = protocol.with_split(base)
-    cells = build_cells(base, setting_axes, grid_options, host)
+    cells = grid.build_cells(base, setting_axes, grid_options, host)
     comparison = run_comparison(cells, seeds=seed_list, out=out, host=host, executor=executor, threads=threads,
                                 plugins=ctx.obj.plugins, retry_failed=retry_failed, rank_by=rank_by, echo=click.echo,
                                 command=command_line(ctx), protocol=protocol, dry_run=dry_run,
@@ -202,36 +202,30 @@ def _compare(ctx: click.Context, **given: Any) -> None:
 def _seeds(seeds: str, seed: int | None) -> tuple[list[int], Any]:
     """``--seeds N`` or ``auto[:CAP]``: the first round's seeds, from ``--seed`` (0 unless given), and auto's
     rounds (None for N). Every seed auto may add is checked now, before any work."""
-    from ..compare.autoseeds import parse
-    from ..compare.grid import seeds_from
-
-    count, auto = parse(seeds)
+    count, auto = autoseeds.parse(seeds)
     first = seed if seed is not None else 0
     if auto is not None:
-        seeds_from(first, auto.cap)
-    return seeds_from(first, count), auto
+        grid.seeds_from(first, auto.cap)
+    return grid.seeds_from(first, count), auto
 
 
-def _failed(failed: list[str], out: pathlib.Path, command: str | None) -> None:
+def _failed(failed: list[str], out: pathlib.Path, command: str) -> None:
     """Exit 1 naming the failed runs: a script must not take a comparison with holes for a whole one."""
     from ..compare.engine import RunsFailed
 
     shown = "; ".join(failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")
-    if command and "--retry-failed" not in command.split():
+    if "--retry-failed" not in command.split():
         command += " --retry-failed"
-    again = f"`{command}`" if command else "the same command with --retry-failed"
     raise RunsFailed(
         f"{len(failed)} run(s) of this comparison failed: {shown}. compare.json and compare.md in {out} hold the "
         f"runs that finished, each failure with its reason (the whole output is in {out / 'jobs'}/NAME.log). Once "
-        f"the cause is fixed, {again} trains the failed runs again from their last checkpoints."
+        f"the cause is fixed, `{command}` trains the failed runs again from their last checkpoints."
     )
 
 
 def _executor(executor_name: str, *, jobs: int | None, threads: int | None, device: str, detach: bool,
               ray_address: str | None, slurm_options: tuple[str, ...], **slurm: Any):
     """The executor --executor names, set up from the command line (its checks come first)."""
-    from ..compare.executors import ExecutorSettings, SlurmSettings, make
-
     options = {}
     for text in slurm_options:
         key, sep, value = text.partition("=")
@@ -239,18 +233,13 @@ def _executor(executor_name: str, *, jobs: int | None, threads: int | None, devi
             raise UsageError(f"--slurm-option {text!r} is not KEY=VALUE. Give an sbatch option without its dashes, "
                              f"e.g. --slurm-option mem=8G or --slurm-option account=mylab.")
         options[key.strip().lstrip("-")] = value
-    slurm_settings = SlurmSettings(**{k.removeprefix("slurm_"): v for k, v in slurm.items()}, options=options)
-    return make(executor_name, ExecutorSettings(jobs=jobs, threads=threads, device=device, detach=detach,
-                                       ray_address=ray_address, slurm=slurm_settings))
+    slurm_settings = executors.SlurmSettings(**{k.removeprefix("slurm_"): v for k, v in slurm.items()}, options=options)
+    return executors.make(executor_name, executors.ExecutorSettings(jobs=jobs, threads=threads, device=device,
+                                                                    detach=detach, ray_address=ray_address,
+                                                                    slurm=slurm_settings))
 
 
 def _build() -> click.Command:
-    from ..compare.autoseeds import DEFAULT_CAP as AUTO_CAP
-    from ..compare.autoseeds import START as AUTO_START
-    from ..compare.executors import DEFAULT, names
-    from ..compare.grid import MAX_JOBS, MAX_SEEDS, MAX_TRIALS
-    from ..compare.results import LOWER_IS_BETTER
-
     axes = _axes_of(run_command)
     params = [_from_run(p, axes) for p in run_command.params if p.name not in _NOT_HERE]
     own = [
@@ -290,8 +279,8 @@ def _build() -> click.Command:
                      help="How trials are drawn: qmc (a seeded Sobol sequence: every cell gets the same points) or "
                           "tpe (Optuna's seeded TPE). [default: qmc]"),
         # --executor and what the cluster executors take
-        click.Option(["--executor", "executor_name"], metavar="NAME", default=DEFAULT, show_default=True,
-                     help=f"Where the runs train: {', '.join(names())} (a package may add more). "
+        click.Option(["--executor", "executor_name"], metavar="NAME", default=executors.DEFAULT, show_default=True,
+                     help=f"Where the runs train: {', '.join(executors.names())} (a package may add more). "
                           f"ray and slurm need --threads and DIR on a file system the nodes share."),
         click.Option(["--detach"], is_flag=True,
                      help="slurm: return once the array is submitted; the same command again collects."),

@@ -13,6 +13,7 @@ from ..host.options import format_value, options_of
 from ..kinds import BY_NAME, KINDS
 from ..run.folder import as_plain
 from . import cli, echo_err, friendly
+from ._help import NBSP
 
 
 @cli.command()
@@ -53,7 +54,7 @@ def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | N
         if p.imported_torch:
             tags.append("imports torch at import time: slows every fmclf command")
         tag = f"  [{'; '.join(tags)}]" if tags else ""
-        rows.append([p.info.name, p.info.describe().replace(" ", _NBSP), p.info.module + tag])
+        rows.append([p.info.name, p.info.describe().replace(" ", NBSP), p.info.module + tag])
     rows += [[f.plugin.name, f.plugin.describe(), f"FAILED at {f.stage}: {f.error}"] for f in host.failures]
     _grid(rows, width, indent=2)
     for k in KINDS if kind is None else (kind,):
@@ -68,7 +69,7 @@ def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | N
         option_width = max([14, *(len(o.name) for r in group for o in options[id(r)])])
         type_width = min(28, max([22, *(len(_type_text(o)) for r in group for o in options[id(r)])]))
         for r, name in zip(group, names):
-            owner = f"[{r.plugin.describe()}]".replace(" ", _NBSP)  # kept on one line
+            owner = f"[{r.plugin.describe()}]".replace(" ", NBSP)  # kept on one line
             _grid([[name, f"{r.help}  {owner}"]], width, indent=2, widths=[name_width])
             _grid([[o.name, _type_text(o), o.help] for o in options[id(r)]], width, indent=6,
                   widths=[option_width, type_width])
@@ -101,22 +102,19 @@ def _grid(rows: list[list[str]], width: int, *, indent: int, widths: list[int] |
         while (long := next((i for i in range(n - 1) if any(len(x) > fixed[i] for x in cells[i])), None)) is not None:
             # the cells before it keep their first line here; the long one is written whole
             head = "".join(f"{c[0]:<{w + 2}}" for c, w in zip(cells[:long], fixed)) + " ".join(cells[long])
-            click.echo((" " * indent + head).rstrip().replace(_NBSP, " "))
+            click.echo((" " * indent + head).rstrip().replace(NBSP, " "))
             cells = [c[1:] or [""] for c in cells[:long]] + [[""]] + cells[long + 1:]
         for i in range(max(map(len, cells))):
             parts = [(c[i] if i < len(c) else "") for c in cells]
             line = "  ".join(f"{p:<{w}}" for p, w in zip(parts[:-1], fixed)) + "  " + parts[-1]
             if line.strip():
-                click.echo((" " * indent + line).rstrip().replace(_NBSP, " "))
+                click.echo((" " * indent + line).rstrip().replace(NBSP, " "))
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    # words joined by _NBSP stay on one line, unless together they are too long for the column
-    text = " ".join(w.replace(_NBSP, " ") if len(w) > width else w for w in text.split(" "))
+    # words joined by NBSP stay on one line, unless together they are too long for the column
+    text = " ".join(w.replace(NBSP, " ") if len(w) > width else w for w in text.split(" "))
     return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False) or [""]
-
-
-_NBSP = "\u00a0"  # textwrap breaks lines at ASCII spaces only
 
 
 def _plugins_json(host, shown, records) -> dict[str, Any]:

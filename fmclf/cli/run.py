@@ -14,13 +14,14 @@ from ..dist.launch import is_root_process
 from ..errors import UsageError
 from ..kinds import ROWS
 from ..run.config import OWN_SETTINGS, RESUMABLE, RunConfig, load_config, merge
+from ..wording import flag
 from . import cli, friendly
 from ._flags import DATA_ROOT, PathArg, complete_component, complete_option, gather_options, require_data_root
 from ._help import epilog
 
 #: The settings a run takes from the command line: every RunConfig field but the options (and from_python,
 #: which only fmclf.fit sets).
-_RUN_KEYS = tuple(f.name for f in fields(RunConfig) if f.name not in ("options", "from_python"))
+RUN_KEYS = tuple(f.name for f in fields(RunConfig) if f.name not in ("options", "from_python"))
 _DEFAULTS = RunConfig()
 
 
@@ -90,10 +91,9 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
     if resume_dir is not None:
         fixed = explicit - set(RESUMABLE)
         if fixed or config_path or cli_options or out:
-            named = sorted({f"--{k.replace('_', '-')}" for k in fixed} | {flag for flag, value in (
+            named = sorted({f"--{k.replace('_', '-')}" for k in fixed} | {name for name, value in (
                 ("--config", config_path), ("-o/--data-root", cli_options), ("--out", out)) if value})
-            # the flag of a setting as --help shows it (--visualizer for visualizers)
-            flags = [next((r.flag for r in ROWS if r.setting == k), f"--{k.replace('_', '-')}") for k in RESUMABLE[1:]]
+            flags = [flag(k) for k in RESUMABLE[1:]]
             raise UsageError(
                 f"--resume continues a run with the settings it started with; {', '.join(named)} cannot change them "
                 f"(metrics and callbacks decide what the run records and when it stops). Only --epochs (to train "
@@ -103,12 +103,8 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
         if dry_run:
             click.echo(_dry_resume(resume_dir, host, overrides))
             return
-        from ..draw.report import RunReport
-        from ..run.runner import run_resume
-
-        result = run_resume(resume_dir, host, overrides=overrides, echo=click.echo, report=RunReport)
     else:
-        config = RunConfig(**{k: given[k] for k in _RUN_KEYS}, options=cli_options)
+        config = RunConfig(**{k: given[k] for k in RUN_KEYS}, options=cli_options)
         file_settings: dict[str, Any] = {}
         if config_path is not None:
             file_settings, file_options = load_config(config_path)
@@ -118,10 +114,11 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
         if dry_run:
             click.echo(_dry_new(config, host, explicit, file_settings, config_path, cli_options, out))
             return
-        from ..draw.report import RunReport
-        from ..run.runner import run_new
+    from ..draw.report import RunReport
+    from ..run import runner
 
-        result = run_new(config, host, out=out, echo=click.echo, report=RunReport)
+    result = (runner.run_resume(resume_dir, host, overrides=overrides, echo=click.echo, report=RunReport)
+              if resume_dir is not None else runner.run_new(config, host, out=out, echo=click.echo, report=RunReport))
     if is_root_process() and result.trained_epochs:
         click.echo(result.describe())
 

@@ -69,14 +69,6 @@ def predictions_of(model: Any, batches: Any, classes: Sequence[str], *, n: int =
     return fig, sum(t == p for t, p in zip(true, guessed)), len(true)
 
 
-def write_predictions(model: Any, batches: Any, classes: Sequence[str], path: pathlib.Path, *, n: int = 18,
-                      title: str | None = None) -> tuple[int, int]:
-    """:func:`predictions_of`, written to ``path``. Returns ``(right, shown)``."""
-    fig, right, shown = predictions_of(model, batches, classes, n=n, title=title)
-    pictures.save(fig, path)
-    return right, shown
-
-
 @dataclass
 class Predicted:
     """What ``fmclf predict`` drew."""

@@ -12,12 +12,10 @@ from typing import Any
 from .. import atomic
 from ..errors import CheckpointError, WriteError
 from ..run import folder
+from ..run.folder import CONFUSION, CURVES, METRICS_PNG, PREDICTIONS, REPORT
 from ..run.plan import Plan
 from ..train.blame import component_fault
 from . import gallery, pictures
-
-REPORT = folder.REPORT
-CONFUSION, CURVES, METRICS, PREDICTIONS = folder.CONFUSION, folder.CURVES, folder.METRICS_PNG, folder.PREDICTIONS
 
 
 class RunReport:
@@ -57,12 +55,13 @@ class RunReport:
         pictures.save(pictures.confusion_figure(end.confusion, end.classes), run_dir / CONFUSION)
         drawn = [CURVES, CONFUSION]
         if gallery.is_image_shape(self.dataset.input_shape):
-            gallery.write_predictions(end.model, self.dataset.test, end.classes, run_dir / PREDICTIONS,
-                                      n=self.n_predictions, title=f"{config.model} + {config.loss}: first test images")
+            fig, _, _ = gallery.predictions_of(end.model, self.dataset.test, end.classes, n=self.n_predictions,
+                                               title=f"{config.model} + {config.loss}: first test images")
+            pictures.save(fig, run_dir / PREDICTIONS)
             drawn.append(PREDICTIONS)
         pictures.save(pictures.curves_figure(end.history, epochs=config.epochs), run_dir / CURVES)
-        pictures.save(pictures.metrics_figure(end.history, epochs=config.epochs), run_dir / METRICS)
-        drawn.append(METRICS)
+        pictures.save(pictures.metrics_figure(end.history, epochs=config.epochs), run_dir / METRICS_PNG)
+        drawn.append(METRICS_PNG)
         write_report(run_dir, self.plan, end.history, end.confusion, end.classes, seconds=seconds, device=str(device),
                      pictures_drawn=drawn, stopped=end.control.record())
         return drawn
@@ -138,9 +137,9 @@ def write_report(run_dir: pathlib.Path, plan: Plan, history: Sequence[dict[str, 
         "",
         *([f"Learning rate of the last step: {_value(final['lr'])}.", ""] if _value(final.get("lr")) != "-" else []),
     ]
-    present = [name for name in (CURVES, METRICS, CONFUSION, PREDICTIONS)
+    present = [name for name in (CURVES, METRICS_PNG, CONFUSION, PREDICTIONS)
                if name in pictures_drawn or (run_dir / name).exists()]
-    captions = {CURVES: "Training curves", METRICS: "Every metric and the learning rate, per epoch",
+    captions = {CURVES: "Training curves", METRICS_PNG: "Every metric and the learning rate, per epoch",
                 CONFUSION: "Confusion matrix (test set)", PREDICTIONS: "Predictions on the first test images"}
     if present:
         lines += ["## Pictures", ""]
