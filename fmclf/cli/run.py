@@ -91,7 +91,7 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
     if resume_dir is not None:
         fixed = explicit - set(RESUMABLE)
         if fixed or config_path or cli_options or out:
-            named = sorted({f"--{k.replace('_', '-')}" for k in fixed} | {name for name, value in (
+            named = sorted({flag(k) for k in fixed} | {name for name, value in (
                 ("--config", config_path), ("-o/--data-root", cli_options), ("--out", out)) if value})
             flags = [flag(k) for k in RESUMABLE[1:]]
             raise UsageError(

@@ -186,6 +186,10 @@ def test_resume_needs_a_run_folder_and_keeps_its_settings(tmp_path, finished):
     result = invoke("run", "--resume", str(finished), "--batch-size", "8", "-o", "model.x=1")
     assert result.exit_code == 2
     assert "--batch-size, -o/--data-root cannot change them" in result.stderr
+    # a setting is named by the flag the user typed: --callback, not the field's name
+    result = invoke("run", "--resume", str(finished), "--callback", "early-stop", "--metric", "f1")
+    assert result.exit_code == 2
+    assert "--callback, --metric cannot change them" in result.stderr, result.stderr
 
 
 def test_a_finished_run_missing_its_final_files_is_finished_on_resume(finished):
