@@ -43,10 +43,6 @@ from . import folder
 
 FORMAT = "fmclf-checkpoint/1"
 
-_DAMAGED = ("It is damaged or truncated, or was not written by fmclf. Start a new run, or restore the file "
-            "from a backup.")
-
-
 def save_torch(path: pathlib.Path, obj: Any, writer: Any = None) -> None:
     """``torch.save``, atomically; by ``writer`` (a :class:`~fmclf.run.writer.BackgroundWriter`) when given."""
     import torch
@@ -73,17 +69,18 @@ def load_torch(path: pathlib.Path, what: str) -> Any:
     except pickle.UnpicklingError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         refused = next((line for line in lines if "GLOBAL" in line), None)
-        if refused is None:  # not an object it refused: bytes that are no pickle at all
-            why = next((line for line in lines if line.startswith("Unsupported")), "not a file torch.save wrote")
-            raise CheckpointError(f"{path}: the {what} cannot be loaded ({why[:200]}). {_DAMAGED}") from None
-        raise CheckpointError(f"{path}: the {what} cannot be loaded: it holds Python objects other than tensors and "
-                              f"plain data ({refused[:300]}), and unpickling such objects can run arbitrary code, so "
-                              f"fmclf refuses. It was not written by fmclf, or it was tampered with. Start a new run, "
-                              f"or restore the file from a backup.") from None
+        if refused is not None:
+            raise CheckpointError(f"{path}: the {what} cannot be loaded: it holds Python objects other than tensors "
+                                  f"and plain data ({refused[:300]}), and unpickling such objects can run arbitrary "
+                                  f"code, so fmclf refuses. It was not written by fmclf, or it was tampered with. "
+                                  f"Start a new run, or restore the file from a backup.") from None
+        # not an object it refused: bytes that are no pickle at all
+        why = next((line for line in lines if line.startswith("Unsupported")), "not a file torch.save wrote")[:200]
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError, KeyError,
             IndexError) as exc:
-        first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: the {what} cannot be loaded ({first[:300]}). {_DAMAGED}") from None
+        why = (str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__)[:300]
+    raise CheckpointError(f"{path}: the {what} cannot be loaded ({why}). It is damaged or truncated, or was not "
+                          f"written by fmclf. Start a new run, or restore the file from a backup.")
 
 
 def rng_state() -> dict[str, Any]:
@@ -368,10 +365,8 @@ def final_weights(run_dir: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
     path = run_dir / folder.WEIGHTS
     if os.path.lexists(path):  # a link is there to be refused, not passed over
         return load_torch(path, "final weights"), path
-    if os.path.lexists(run_dir / folder.CHECKPOINT):
-        checkpoint = load(run_dir)
-        if checkpoint is not None and isinstance(checkpoint.get("model"), dict):
-            return checkpoint["model"], run_dir / folder.CHECKPOINT
+    if os.path.lexists(run_dir / folder.CHECKPOINT) and (checkpoint := load(run_dir)) is not None:
+        return checkpoint["model"], run_dir / folder.CHECKPOINT  # load checked that it is a state_dict
     raise CheckpointError(f"{run_dir} holds no weights ({folder.WEIGHTS} is written when a run finishes, "
                           f"{folder.CHECKPOINT} after its first epoch). Train it first, or continue it with "
                           f"`fmclf run --resume {run_dir}`.")
