@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import atomic
 from ..errors import CheckpointError, ComponentError, DivergenceError
+from ..kinds import BY_NAME
 from ..train.blame import blame, component_fault
 from ..train.engine import Parts, TrainState
 from ..train.updaters import change_lr, scheduler_of
@@ -131,23 +132,11 @@ def global_state(state: TrainState, comm: Any) -> dict[str, Any]:
     return saved
 
 
-def local_state(saved: dict[str, Any], comm: Any) -> TrainState:
-    """A checkpoint's state for this process: rank 0 carries the partial sums, the others start from zero."""
-    state = TrainState(**saved)
-    if not comm.is_root:
-        state.loss_sum, state.correct, state.examples = 0.0, 0, 0
-    return state
-
-
 def keeps(value: Any) -> bool:
     """Whether ``weights_only=True`` reads ``value`` back: tensors, bytes, numbers, strings and containers of them."""
     import torch
 
     return folder.is_plain(value, leaves=(bytes, torch.Tensor), keys=(str, int))
-
-
-def _target(record: Any) -> str:
-    return f"callback.{record.name}"
 
 
 def callback_states(parts: Parts) -> dict[str, Any]:
@@ -168,7 +157,7 @@ def callback_states(parts: Parts) -> dict[str, Any]:
                                  f"only those (it is read back with weights_only=True). Return plain data from "
                                  f"state_dict().")
         round_trip(record, state)
-        out[_target(record)] = state
+        out[BY_NAME["callback"].target(record.name)] = state
     return out
 
 
@@ -285,12 +274,10 @@ def problem(checkpoint: dict[str, Any]) -> str | None:
     for key in ("epoch", "batch", "correct", "examples"):
         if key in state and not whole(state[key]):
             return f"its state.{key} is {short(state[key])}, not a whole number of 0 or more"
-    if not finite(state.get("seconds", 0.0)):
-        return f"its state.seconds is {short(state['seconds'])}, not a time in seconds"
-    if not finite(state.get("loss_sum", 0.0)):
-        return f"its state.loss_sum is {short(state['loss_sum'])}, not a finite sum of losses"
-    if state.get("lr") is not None and not finite(state["lr"]):
-        return f"its state.lr is {short(state['lr'])}, not a learning rate"
+    for key, what in (("seconds", "a time in seconds"), ("loss_sum", "a finite sum of losses"),
+                      ("lr", "a learning rate")):
+        if key in state and not finite(state[key]) and not (key == "lr" and state[key] is None):  # lr None: none set
+            return f"its state.{key} is {short(state[key])}, not {what}"
     if state.get("correct", 0) > state.get("examples", 0):
         return f"its state has {state['correct']} correct of {state.get('examples', 0)} examples"
     if why := folder.check_rows(state["history"]):
@@ -310,7 +297,9 @@ def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) ->
         if checkpoint.get("scheduler") is not None and scheduler is not None:
             scheduler.load_state_dict(checkpoint["scheduler"])
         restore_callbacks(parts, checkpoint.get("callbacks") or {})
-        state = local_state(checkpoint["state"], comm)
+        state = TrainState(**checkpoint["state"])
+        if not comm.is_root:  # rank 0 carries the partial sums (global_state), the others start from zero
+            state.loss_sum, state.correct, state.examples = 0.0, 0, 0
         if state.lr is not None and not hasattr(parts.updater, "state_dict"):  # else its state_dict holds the rate
             change_lr(parts.updater, "set", state.lr)
         set_rng_state(checkpoint["rng"])
@@ -329,7 +318,7 @@ def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) ->
 def restore_callbacks(parts: Parts, states: dict[str, Any]) -> None:
     """Give each callback its saved state (a callback new to the run starts afresh)."""
     for record, callback in parts.callbacks:
-        state = states.get(_target(record))
+        state = states.get(BY_NAME["callback"].target(record.name))
         if state is None or not callable(getattr(callback, "load_state_dict", None)):
             continue
         try:
