@@ -94,7 +94,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         except OSError as exc:
             raise write_error(path, exc) from None
         try:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+            mask = os.umask(0)  # read by setting it: mkstemp makes 0600, and the file gets the usual mode
+            os.umask(mask)
+            os.fchmod(fd, 0o666 & ~mask)
             with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
                 yield fh
                 fh.flush()
@@ -107,27 +109,17 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             if isinstance(exc, OSError) and exc.filename in (None, tmp, str(path)):
                 raise write_error(path, exc) from None
             raise
-        _fsync_dir(path.parent)
+        with contextlib.suppress(OSError):  # some file systems cannot fsync a folder
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
 
 
 def is_temporary(name: str) -> bool:
     """Whether ``name`` is the temporary file of an atomic write (a killed process can leave one behind)."""
     return name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: pathlib.Path) -> None:
-    with contextlib.suppress(OSError):  # some file systems cannot fsync a folder
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -204,7 +196,10 @@ def open_owned(path: str | os.PathLike, flags: int = os.O_RDONLY, mode: int = 0o
         if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a link (EMLINK on FreeBSD)
             raise refused(path, "a symbolic link") from None
         if exc.errno in (errno.ENXIO, errno.EISDIR):  # a FIFO without a reader, a device; a folder
-            raise refused(path, _kind(path)) from None
+            mode = 0  # gone meanwhile: "not a regular file"
+            with contextlib.suppress(OSError):
+                mode = os.lstat(path).st_mode
+            raise refused(path, kind_of(mode)) from None
         raise
     kind = stat.S_IFMT(os.fstat(fd).st_mode)
     if kind != stat.S_IFREG:
@@ -216,13 +211,6 @@ def open_owned(path: str | os.PathLike, flags: int = os.O_RDONLY, mode: int = 0o
 def kind_of(mode: int) -> str:
     """What a file of ``mode`` (``st_mode``) is, in words: "a symbolic link", "a FIFO (named pipe)" ..."""
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
-
-
-def _kind(path: str | os.PathLike) -> str:
-    try:
-        return kind_of(os.lstat(path).st_mode)
-    except OSError:
-        return "not a regular file"
 
 
 def open_append(path: str | os.PathLike, mode: str = "ab") -> IO:

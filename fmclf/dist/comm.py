@@ -145,12 +145,14 @@ class Comm(Solo):
         self._stop_every = 1
         self._buffers: list[Any] = []
 
-    def _collective(self, what: str, op: str, *args: Any, **kwargs: Any) -> None:
-        """Call ``torch.distributed.<op>(*args, **kwargs)``; a RuntimeError means contact was lost while ``what``."""
+    def _collective(self, what: str, op: str, *args: Any, **kwargs: Any) -> Any:
+        """``torch.distributed.<op>(*args, **kwargs)``, returning the first argument, which every collective fills in
+        place; a RuntimeError means contact was lost while ``what``."""
         import torch.distributed as dist
 
         try:
             getattr(dist, op)(*args, **kwargs)
+            return args[0]
         except RuntimeError as exc:  # gloo, nccl and store errors are all RuntimeErrors
             raise DistributedError(
                 f"process {self.rank} of {self.world_size} lost contact with the others while {what} "
@@ -159,14 +161,10 @@ class Comm(Solo):
                 f"compilation), set {TIMEOUT_ENV} to more than {self.timeout:g} seconds.") from None
 
     def gather(self, what: str, value: Any) -> list[Any]:
-        out: list[Any] = [None] * self.world_size
-        self._collective(what, "all_gather_object", out, value)
-        return out
+        return self._collective(what, "all_gather_object", [None] * self.world_size, value)
 
     def broadcast(self, value: T, what: str = "receiving rank 0's settings") -> T:
-        box = [value]
-        self._collective(what, "broadcast_object_list", box, src=0)
-        return box[0]
+        return self._collective(what, "broadcast_object_list", [value], src=0)[0]
 
     def agree(self, what: str, fn: Callable[[], T]) -> T:
         result, error, failure = _attempt(fn)
@@ -218,8 +216,7 @@ class Comm(Solo):
         with torch.no_grad():
             for group in _groups([*module.parameters(), *module.buffers()]):
                 flat = torch.cat([t.detach().reshape(-1) for t in group])
-                self._collective("receiving rank 0's initial weights", "broadcast", flat, src=0)
-                _unflatten(flat, group)
+                _unflatten(self._collective("receiving rank 0's initial weights", "broadcast", flat, src=0), group)
 
     def watch(self, flag: Flag, device: Any = None) -> Flag:
         self._local = flag
@@ -246,8 +243,7 @@ class Comm(Solo):
                 if carries_stop:
                     asked = 1.0 if self._local else 0.0
                     pieces.append(torch.full((1,), asked, dtype=group[0].dtype, device=group[0].device))
-                flat = torch.cat(pieces)
-                self._collective("averaging gradients", "all_reduce", flat)
+                flat = self._collective("averaging gradients", "all_reduce", torch.cat(pieces))
                 flat.div_(self.world_size)
                 _unflatten(flat, group)
                 if carries_stop and not self.stop and float(flat[-1]) > 0:
@@ -255,9 +251,7 @@ class Comm(Solo):
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over the processes (a new tensor)."""
-        out = tensor.detach().clone()
-        self._collective("adding up the metrics", "all_reduce", out)
-        return out
+        return self._collective("adding up the metrics", "all_reduce", tensor.detach().clone())
 
 
 @contextlib.contextmanager

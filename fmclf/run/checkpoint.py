@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import atomic
 from ..errors import CheckpointError, ComponentError, DivergenceError
+from ..kinds import BY_NAME
 from ..train.blame import blame, component_fault
 from ..train.engine import Parts, TrainState
 from ..train.updaters import change_lr, scheduler_of
@@ -42,10 +43,6 @@ from ..wording import flag
 from . import folder
 
 FORMAT = "fmclf-checkpoint/1"
-
-_DAMAGED = ("It is damaged or truncated, or was not written by fmclf. Start a new run, or restore the file "
-            "from a backup.")
-
 
 def save_torch(path: pathlib.Path, obj: Any, writer: Any = None) -> None:
     """``torch.save``, atomically; by ``writer`` (a :class:`~fmclf.run.writer.BackgroundWriter`) when given."""
@@ -73,17 +70,18 @@ def load_torch(path: pathlib.Path, what: str) -> Any:
     except pickle.UnpicklingError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         refused = next((line for line in lines if "GLOBAL" in line), None)
-        if refused is None:  # not an object it refused: bytes that are no pickle at all
-            why = next((line for line in lines if line.startswith("Unsupported")), "not a file torch.save wrote")
-            raise CheckpointError(f"{path}: the {what} cannot be loaded ({why[:200]}). {_DAMAGED}") from None
-        raise CheckpointError(f"{path}: the {what} cannot be loaded: it holds Python objects other than tensors and "
-                              f"plain data ({refused[:300]}), and unpickling such objects can run arbitrary code, so "
-                              f"fmclf refuses. It was not written by fmclf, or it was tampered with. Start a new run, "
-                              f"or restore the file from a backup.") from None
+        if refused is not None:
+            raise CheckpointError(f"{path}: the {what} cannot be loaded: it holds Python objects other than tensors "
+                                  f"and plain data ({refused[:300]}), and unpickling such objects can run arbitrary "
+                                  f"code, so fmclf refuses. It was not written by fmclf, or it was tampered with. "
+                                  f"Start a new run, or restore the file from a backup.") from None
+        # not an object it refused: bytes that are no pickle at all
+        why = next((line for line in lines if line.startswith("Unsupported")), "not a file torch.save wrote")[:200]
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError, KeyError,
             IndexError) as exc:
-        first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: the {what} cannot be loaded ({first[:300]}). {_DAMAGED}") from None
+        why = (str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__)[:300]
+    raise CheckpointError(f"{path}: the {what} cannot be loaded ({why}). It is damaged or truncated, or was not "
+                          f"written by fmclf. Start a new run, or restore the file from a backup.")
 
 
 def rng_state() -> dict[str, Any]:
@@ -134,23 +132,11 @@ def global_state(state: TrainState, comm: Any) -> dict[str, Any]:
     return saved
 
 
-def local_state(saved: dict[str, Any], comm: Any) -> TrainState:
-    """A checkpoint's state for this process: rank 0 carries the partial sums, the others start from zero."""
-    state = TrainState(**saved)
-    if not comm.is_root:
-        state.loss_sum, state.correct, state.examples = 0.0, 0, 0
-    return state
-
-
 def keeps(value: Any) -> bool:
     """Whether ``weights_only=True`` reads ``value`` back: tensors, bytes, numbers, strings and containers of them."""
     import torch
 
     return folder.is_plain(value, leaves=(bytes, torch.Tensor), keys=(str, int))
-
-
-def _target(record: Any) -> str:
-    return f"callback.{record.name}"
 
 
 def callback_states(parts: Parts) -> dict[str, Any]:
@@ -171,7 +157,7 @@ def callback_states(parts: Parts) -> dict[str, Any]:
                                  f"only those (it is read back with weights_only=True). Return plain data from "
                                  f"state_dict().")
         round_trip(record, state)
-        out[_target(record)] = state
+        out[BY_NAME["callback"].target(record.name)] = state
     return out
 
 
@@ -288,12 +274,10 @@ def problem(checkpoint: dict[str, Any]) -> str | None:
     for key in ("epoch", "batch", "correct", "examples"):
         if key in state and not whole(state[key]):
             return f"its state.{key} is {short(state[key])}, not a whole number of 0 or more"
-    if not finite(state.get("seconds", 0.0)):
-        return f"its state.seconds is {short(state['seconds'])}, not a time in seconds"
-    if not finite(state.get("loss_sum", 0.0)):
-        return f"its state.loss_sum is {short(state['loss_sum'])}, not a finite sum of losses"
-    if state.get("lr") is not None and not finite(state["lr"]):
-        return f"its state.lr is {short(state['lr'])}, not a learning rate"
+    for key, what in (("seconds", "a time in seconds"), ("loss_sum", "a finite sum of losses"),
+                      ("lr", "a learning rate")):
+        if key in state and not finite(state[key]) and not (key == "lr" and state[key] is None):  # lr None: none set
+            return f"its state.{key} is {short(state[key])}, not {what}"
     if state.get("correct", 0) > state.get("examples", 0):
         return f"its state has {state['correct']} correct of {state.get('examples', 0)} examples"
     if why := folder.check_rows(state["history"]):
@@ -313,7 +297,9 @@ def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) ->
         if checkpoint.get("scheduler") is not None and scheduler is not None:
             scheduler.load_state_dict(checkpoint["scheduler"])
         restore_callbacks(parts, checkpoint.get("callbacks") or {})
-        state = local_state(checkpoint["state"], comm)
+        state = TrainState(**checkpoint["state"])
+        if not comm.is_root:  # rank 0 carries the partial sums (global_state), the others start from zero
+            state.loss_sum, state.correct, state.examples = 0.0, 0, 0
         if state.lr is not None and not hasattr(parts.updater, "state_dict"):  # else its state_dict holds the rate
             change_lr(parts.updater, "set", state.lr)
         set_rng_state(checkpoint["rng"])
@@ -332,7 +318,7 @@ def restore(parts: Parts, checkpoint: dict, run_dir: pathlib.Path, comm: Any) ->
 def restore_callbacks(parts: Parts, states: dict[str, Any]) -> None:
     """Give each callback its saved state (a callback new to the run starts afresh)."""
     for record, callback in parts.callbacks:
-        state = states.get(_target(record))
+        state = states.get(BY_NAME["callback"].target(record.name))
         if state is None or not callable(getattr(callback, "load_state_dict", None)):
             continue
         try:
@@ -368,10 +354,8 @@ def final_weights(run_dir: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
     path = run_dir / folder.WEIGHTS
     if os.path.lexists(path):  # a link is there to be refused, not passed over
         return load_torch(path, "final weights"), path
-    if os.path.lexists(run_dir / folder.CHECKPOINT):
-        checkpoint = load(run_dir)
-        if checkpoint is not None and isinstance(checkpoint.get("model"), dict):
-            return checkpoint["model"], run_dir / folder.CHECKPOINT
+    if os.path.lexists(run_dir / folder.CHECKPOINT) and (checkpoint := load(run_dir)) is not None:
+        return checkpoint["model"], run_dir / folder.CHECKPOINT  # load checked that it is a state_dict
     raise CheckpointError(f"{run_dir} holds no weights ({folder.WEIGHTS} is written when a run finishes, "
                           f"{folder.CHECKPOINT} after its first epoch). Train it first, or continue it with "
                           f"`fmclf run --resume {run_dir}`.")

@@ -394,9 +394,8 @@ def write_predictions(run_dir: pathlib.Path, labels: Any, predicted: Any) -> Non
     """Write :data:`TEST_PREDICTIONS`: the test labels and the predicted classes (int16, one column per example)."""
     import numpy as np
 
-    buffer = io.BytesIO()
-    np.save(buffer, np.stack([np.asarray(labels), np.asarray(predicted)]).astype(np.int16), allow_pickle=False)
-    atomic.write_bytes(run_dir / TEST_PREDICTIONS, buffer.getvalue())
+    table = np.stack([np.asarray(labels), np.asarray(predicted)]).astype(np.int16)
+    atomic.write_with(run_dir / TEST_PREDICTIONS, lambda fh: np.save(fh, table, allow_pickle=False))
 
 
 def read_correct(run_dir: pathlib.Path) -> Any:

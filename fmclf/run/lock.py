@@ -75,7 +75,13 @@ class RunLock:
             raise self._cannot(exc, what) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            stale = _read(fd)
+            record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      "command": " ".join(["fmclf", *sys.argv[1:]])[:500]}
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, (json.dumps(record, ensure_ascii=True) + "\n").encode("utf-8"))
+        except BlockingIOError:  # only flock blocks: the descriptor is a regular file's
             holder: dict[str, Any] = {}
             with contextlib.suppress(OSError):  # who holds it only words the message: the folder is in use anyway
                 holder = _read(fd) or {}
@@ -83,16 +89,6 @@ class RunLock:
             raise RunLocked(f"the run folder {str(self.run_dir)!r} is in use by {_describe(holder)} "
                             f"({holder.get('command', 'fmclf')}), so this command cannot {what}. A run folder has one "
                             f"writer at a time: wait for that run to end (or stop it with Ctrl-C), or {fix}.") from None
-        except OSError as exc:
-            os.close(fd)
-            raise self._cannot(exc, what) from None
-        try:
-            stale = _read(fd)
-            record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                      "command": " ".join(["fmclf", *sys.argv[1:]])[:500]}
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, (json.dumps(record, ensure_ascii=True) + "\n").encode("utf-8"))
         except OSError as exc:
             os.close(fd)
             raise self._cannot(exc, what) from None

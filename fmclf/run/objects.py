@@ -133,7 +133,9 @@ def updater_record(updater: Any, names: Sequence[str] = ()) -> ComponentRecord:
         hint = f" (the class {updater.__name__}: build one first, such as {updater.__name__}(net.parameters(), lr=0.1))"
     elif callable(updater):
         try:
-            hint = (f" ({name} takes {_arguments(updater)}; a function of the batch size is called as "
+            params = list(inspect.signature(updater).parameters)
+            takes = "no arguments" if not params else "(" + ", ".join(params) + ")"
+            hint = (f" ({name} takes {takes}; a function of the batch size is called as "
                     f"updater(batch_size) after each backward, and a factory takes params (and lr, epochs, "
                     f"steps_per_epoch, by name) and returns an optimizer or (optimizer, scheduler))")
         except (TypeError, ValueError):
@@ -144,11 +146,6 @@ def updater_record(updater: Any, names: Sequence[str] = ()) -> ComponentRecord:
         f"batch size like the chapter's updater(batch_size), a factory of params, nor an object with zero_grad() "
         f"and step(batch_size){hint}; pass one of those, or the name of a registered updater{listing}."
     )
-
-
-def _arguments(fn: Callable[..., Any]) -> str:
-    params = list(inspect.signature(fn).parameters)
-    return "no arguments" if not params else "(" + ", ".join(params) + ")"
 
 
 def loss_record(loss: Any) -> ComponentRecord:

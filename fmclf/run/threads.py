@@ -112,17 +112,14 @@ class ContentionWatch:
         if self.said or seconds < max(self.slowdown * self.fastest, self.min_seconds):
             return
         self.said = True
+        if self.threads > 1:
+            advice = (f"With several threads, each operation waits for the slowest of them; {flag('threads', 1)} is "
+                      "often faster on a busy machine.")
+        elif (cpus := usable_cpus()) > 1:  # on an overcommitted machine each thread gets its own share of the cores
+            advice = (f"The run trains on one thread; where other processes hold every core, {flag('threads', cpus)} "
+                      f"gets it a larger share of them.")
+        else:
+            advice = "The run trains on one thread already; it speeds up again when the other work ends."
         self.echo(f"Note: epoch {event.metrics.get('epoch', '?')} took {seconds:.2f} s, "
                   f"{seconds / max(self.fastest, 1e-9):.1f}x the fastest so far ({self.fastest:.2f} s): other "
-                  f"work is sharing the CPU. {self._advice()}")
-
-    def _advice(self) -> str:
-        """What the run could do about the contention, for its thread count."""
-        if self.threads > 1:
-            return (f"With several threads, each operation waits for the slowest of them; {flag('threads', 1)} is "
-                    "often faster on a busy machine.")
-        cpus = usable_cpus()
-        if cpus > 1:  # on an overcommitted machine each thread gets its own share of the cores
-            return (f"The run trains on one thread; where other processes hold every core, {flag('threads', cpus)} "
-                    f"gets it a larger share of them.")
-        return "The run trains on one thread already; it speeds up again when the other work ends."
+                  f"work is sharing the CPU. {advice}")
