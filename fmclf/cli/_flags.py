@@ -101,8 +101,8 @@ def complete_component(kind: str) -> Callable[[click.Context, click.Parameter, s
             registry = _completion_host().registry
         except Exception:  # noqa: BLE001 - a completion never fails the prompt
             return []
-        return [CompletionItem(registry.name_to_type(r), help=r.help) for r in registry.list(kind)
-                if registry.name_to_type(r).startswith(incomplete)]
+        return [CompletionItem(registry.select_as(r), help=r.help) for r in registry.list(kind)
+                if registry.select_as(r).startswith(incomplete)]
 
     return complete
 

@@ -153,7 +153,7 @@ def _compare(ctx: click.Context, **given: Any) -> None:
     fmclf compare --model scratch --model nn --threads 2 --executor ray --ray-address auto --out cmp
     fmclf compare --model nn --threads 2 --executor slurm --slurm-partition gpu --detach --out cmp
     """
-    from ..compare.engine import run_comparison
+    from ..compare.comparison import run_comparison
 
     scalar_axes = _single_values(given)
     out, seeds, jobs = given.pop("out"), given.pop("seeds"), given.pop("jobs")
@@ -211,7 +211,7 @@ def _seeds(seeds: str, seed: int | None) -> tuple[list[int], Any]:
 
 def _failed(failed: list[str], out: pathlib.Path, command: str) -> None:
     """Exit 1 naming the failed runs: a script must not take a comparison with holes for a whole one."""
-    from ..compare.engine import RunsFailed
+    from ..compare.comparison import RunsFailed
 
     shown = "; ".join(failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")
     if "--retry-failed" not in command.split():

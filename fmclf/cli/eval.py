@@ -35,7 +35,7 @@ def eval_run(ctx: click.Context, run_dir: pathlib.Path, split: str, device: str,
     run's data set or on another one (--dataset NAME, its options with -o dataset.OPTION=VALUE).
     """
     from ..draw.report import per_class_rows
-    from ..run.saved import evaluate_split, load_run_config, load_trained
+    from ..run.trained import evaluate_split, load_run_config, load_trained
 
     host = ctx.obj.host()
     options = None

@@ -36,7 +36,7 @@ def predict(ctx: click.Context, run_dir: pathlib.Path, n: int, out: pathlib.Path
     Uses RUN_DIR/model.pt (or the last checkpoint of an unfinished run), or --weights NAME.
     """
     from ..draw.gallery import predict_run
-    from ..run.saved import load_run_config
+    from ..run.trained import load_run_config
 
     host = ctx.obj.host()
     if data_root is not None:

@@ -63,7 +63,7 @@ def plugins(ctx: click.Context, kind: str | None, as_json: bool, filter: str | N
             continue
         row = BY_NAME[k]
         click.echo(f"\n{row.plural}  (options: -o {row.option_prefix}.OPTION=VALUE)")
-        names = [host.registry.name_to_type(r) for r in group]
+        names = [host.registry.select_as(r) for r in group]
         options = {id(r): options_of(r) for r in group}
         name_width = max(16, *map(len, names))
         option_width = max([14, *(len(o.name) for r in group for o in options[id(r)])])
@@ -130,7 +130,7 @@ def _plugins_json(host, shown, records) -> dict[str, Any]:
         "components": [
             {
                 "kind": r.kind, "name": r.name, "qualified_name": r.qualified_name,
-                "select_as": host.registry.name_to_type(r), "help": r.help, "plugin": info(r.plugin),
+                "select_as": host.registry.select_as(r), "help": r.help, "plugin": info(r.plugin),
                 "options": [
                     {"name": o.name, "type": str(o.type), "default": None if o.required else as_plain(o.default),
                      "required": o.required, "help": o.help, "bounds": _bounds(o)}

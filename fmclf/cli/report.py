@@ -26,7 +26,7 @@ def report(ctx: click.Context, run_dir: pathlib.Path, device: str, data_root: pa
     saved weights (model.pt, or the last checkpoint), evaluated again on the test set.
     """
     from ..draw.report import REPORT, rebuild
-    from ..run.saved import load_run_config
+    from ..run.trained import load_run_config
 
     host = ctx.obj.host()
     if data_root is not None:

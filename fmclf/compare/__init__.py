@@ -6,7 +6,7 @@ stress grid against a float64 reference, and its speed by pytest-benchmark).
     jobs       the runs on disk and what each needs next (continuation)
     executor   where runs execute: a job's Call, the Executor interface, the local process pool
     worker     python -m fmclf.compare.worker: one job's call in a process of its own
-    engine     running a comparison, then writing its results
+    comparison running a comparison, then writing its results
     tuning     --tune: the search space, the Optuna studies, the choice on validation
     dryrun     --dry-run: the grid printed
     stats      scipy.stats: t intervals, IQM, the paired t-test, Holm, P(A>B), bootstrap

@@ -86,7 +86,7 @@ def contenders(host: PluginHost, names: Sequence[str]) -> list[Contender]:
     out = [Contender(BASELINE, f"torch {torch.__version__} F.cross_entropy(reduction='none')", _torch_cross_entropy)]
     records = [host.registry.get("loss", n) for n in names] if names else host.registry.list("loss")
     for record in records:
-        name = host.registry.name_to_type(record)
+        name = host.registry.select_as(record)
         try:
             options = resolve_options(record, {})
         except OptionError as exc:

@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..host.loading import PluginHost
 from ..host.options import resolve_options
 from ..run import folder, lock
-from ..run.saved import load_run_config, load_trained
+from ..run.trained import load_run_config, load_trained
 from ..train.blame import blame
 from . import pictures
 

@@ -169,7 +169,7 @@ def rebuild(run_dir: pathlib.Path, host: Any, *, device: str = "cpu",
     which the confusion matrix is computed again. Returns the pictures drawn."""
     from ..events import Control, FitEnd
     from ..run import lock
-    from ..run.saved import evaluate_split, load_trained
+    from ..run.trained import evaluate_split, load_trained
 
     with lock.writing(pathlib.Path(run_dir), "redraw its report", "wait until the run has finished"):
         trained = load_trained(run_dir, host, device=device, data_root=data_root,

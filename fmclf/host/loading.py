@@ -350,7 +350,7 @@ def _collect(host: PluginHost, infos: dict[str, PluginInfo]) -> None:
             host.notes.append(
                 f"{_who(other.plugin)} registers {builtin.kind} {builtin.name!r}, the name of a built-in; the plain "
                 f"name {builtin.name!r} stays the built-in's, so commands and run folders keep their meaning. "
-                f"Select the plugin's with `--{other.kind} {host.registry.name_to_type(other)}`."
+                f"Select the plugin's with `--{other.kind} {host.registry.select_as(other)}`."
             )
 
 

@@ -106,9 +106,9 @@ class Registry:
 
     def names(self, kind: str) -> builtins.list[str]:
         """The names a user can type for ``kind`` (qualified where ambiguous)."""
-        return [self.name_to_type(r) for r in self.list(kind)]
+        return [self.select_as(r) for r in self.list(kind)]
 
-    def name_to_type(self, record: ComponentRecord) -> str:
+    def select_as(self, record: ComponentRecord) -> str:
         """What selects ``record``: its plain name, or a qualified one when that is ambiguous."""
         rivals = self._records[record.kind].get(record.name, [])
         if len(rivals) <= 1 or self._builtin_of(rivals) is record:

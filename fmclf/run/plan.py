@@ -94,7 +94,7 @@ def resolve(config: RunConfig, host: PluginHost, objects: Mapping[str, Component
     # A Python object keeps its own name: it is no registry's, and a run folder records it by name only.
     qualified = {t: r.name if t in objects else host.registry.qualified(r) for t, r in records.items()}
     # Each component as a user reads it (plain unless ambiguous), whatever spelling selected it.
-    shown = {t: r.name if t in objects else host.registry.name_to_type(r) for t, r in records.items()}
+    shown = {t: r.name if t in objects else host.registry.select_as(r) for t, r in records.items()}
     plan = Plan(_renamed(replace(config, options={t: dict(v) for t, v in options.items()}), shown),
                 {_retarget(t, shown[t]): r for t, r in records.items()},
                 {_retarget(t, shown[t]): o for t, o in options.items()}, {},

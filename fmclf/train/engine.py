@@ -209,7 +209,7 @@ class Trainer:
         try:
             return self._fit(state)
         except BaseException as exc:
-            self._told(exc, state)
+            self._tell_exception(exc, state)
             raise
 
     def _fit(self, state: TrainState) -> TrainState:
@@ -259,7 +259,7 @@ class Trainer:
                                                self.parts.model, self.run_dir, control=control))
         return state
 
-    def _told(self, exc: BaseException, state: TrainState) -> None:
+    def _tell_exception(self, exc: BaseException, state: TrainState) -> None:
         """Tell every listener's ``on_exception`` about ``exc``; one that fails there is a warning, not the error."""
         if not self._listeners["on_exception"]:
             return

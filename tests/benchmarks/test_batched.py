@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from fmclf.compare.engine import run_comparison
+from fmclf.compare.comparison import run_comparison
 from fmclf.compare.executor import InProcessExecutor
 from fmclf.compare.grid import Cell
 from fmclf.host.loading import load_plugins

@@ -109,7 +109,7 @@ def test_within_noise_and_one_shared_seed_are_said_so():
 def test_the_failures_that_make_compare_exit_1(comparison):
     """A reported run that failed or diverged counts; a diverged trial is an answer of the search and does
     not; a trial that failed otherwise does, and so does a cell whose trials all ended without a value."""
-    from fmclf.compare.engine import failures
+    from fmclf.compare.comparison import failures
 
     _, _, runs = comparison
     assert failures(runs, None) == ["nn-c-seed0: training diverged: the loss became inf",

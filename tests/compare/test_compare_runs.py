@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from fmclf.cli import cli
-from fmclf.compare.engine import threads_per_run
+from fmclf.compare.comparison import threads_per_run
 
 from helpers import run_fmclf
 from picture_checks import assert_picture
