@@ -21,7 +21,7 @@ from typing import IO
 
 from .errors import UsageError, WriteError
 
-#: The signals that end fmclf as documented (fmclf.run.signals), which a write holds back until it is done
+#: The signals that end fmclf as documented (fmclf.signals), which a write holds back until it is done
 #: (SIGKILL cannot be caught; SIGQUIT keeps its core dump).
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 

@@ -170,7 +170,7 @@ def linear(*, num_inputs: int, num_classes: int, signal_at_eval: int = 0, signal
             return super().train(mode)
 
         def forward(self, X):
-            from fmclf.run.signals import training
+            from fmclf.signals import training
 
             sig = getattr(signal, signal_name)
             # only while fmclf trains: a model is also evaluated after training (the pictures),

@@ -73,7 +73,7 @@ def _signal_handlers(request):
     import signal
     import warnings
 
-    from fmclf.run import signals
+    from fmclf import signals
 
     handlers = {s: signal.getsignal(s) for s in signals.SIGNALS}
     state = {k: getattr(signals._state, k) for k in ("flag", "echo", "ending", "warned", "again")}

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import click
 
+from .. import signals
 from ..dist.launch import is_root_process, process_label
 from ..errors import FmclfError, said, stopped
-from ..run import signals
 from ..run.threads import calm_openmp
 from ..train.blame import torch_failed
 from ._help import Group, epilog
@@ -109,7 +109,7 @@ def cli(ctx: click.Context, plugin_flags: tuple[str, ...]) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: fmclf's signal handler first (see :mod:`fmclf.run.signals`), then
+    """Console-script entry point: fmclf's signal handler first (see :mod:`fmclf.signals`), then
     standard output that cannot stop the work (see :mod:`fmclf.cli._streams`), then the command."""
     calm_openmp()  # before anything imports torch: OpenMP reads it once, when it loads
     signals.install()

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from .. import atomic
 from ..errors import FmclfError, Interrupted, UsageError, said, stopped, to_stderr
 from ..run import folder
-from ..run.signals import say
+from ..signals import say
 from ..wording import COMMAND_LINE, flag, speaking
 
 
@@ -256,7 +256,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 def run_job(call: Call) -> int:
     """Make ``call`` through the Python API in this process, printing what ``fmclf`` with its
     :attr:`~Call.args` prints; its exit code."""
-    from ..run import signals
+    from .. import signals
     from ..train.blame import torch_failed
 
     try:
@@ -318,7 +318,7 @@ class InProcessExecutor:
     note: Callable[[str], None] = say
 
     def run(self, jobs: Sequence[Job], done: Callable[[Outcome], None]) -> None:
-        from ..run import signals
+        from .. import signals
 
         for i, job in enumerate(jobs):
             job.log.parent.mkdir(parents=True, exist_ok=True)

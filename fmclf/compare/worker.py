@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from ..run import signals
+from .. import signals
 from ..run.threads import calm_openmp
 
 

@@ -40,7 +40,7 @@ import pluggy
 from .. import hookspecs
 from ..errors import PluginError, Stopped
 from ..kinds import BY_NAME, ROWS
-from ..run.signals import handled
+from ..signals import handled
 from .options import lookalike_options
 from .registry import ComponentRecord, PluginInfo, Registry, check_name, did_you_mean, first_doc_line, normalize
 

@@ -152,9 +152,9 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
     """Train the group described by ``spec_path``; returns the exit code (0, or 130 after a stop). ``report``
     writes each finished member's report.md (the front end passes :func:`fmclf.draw.report.write_report`)."""
     from ..dist.comm import Solo
+    from ..signals import handled, say, stop_on_signals
     from ..train.engine import StopFlag
     from .lock import RunLock
-    from .signals import handled, say, stop_on_signals
 
     members = [_member(spec, host) for spec in read_spec(pathlib.Path(spec_path))]
     reasons = [(m, *batch_key(m.plan)) for m in members]

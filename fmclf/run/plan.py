@@ -19,6 +19,7 @@ from ..host.loading import PluginHost, env_flag
 from ..host.options import accepted_core_params, options_of, resolve_options
 from ..host.registry import ComponentRecord
 from ..kinds import BY_NAME, core_params
+from ..signals import import_torch
 from ..train.blame import component_fault, memory_message, out_of_memory, torch_failed
 from ..train.engine import Parts
 from ..train.heldout import Metric
@@ -26,7 +27,6 @@ from ..wording import flag
 from . import folder
 from .config import RECORDED_METRICS, RunConfig
 from .devices import launch_device
-from .signals import import_torch
 
 #: Set to 1, a run that would draw its seed refuses instead (tests/conftest.py sets it for the test suite).
 REQUIRE_SEED = "FMCLF_REQUIRE_SEED"

@@ -11,17 +11,18 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from .. import signals
 from ..dist.comm import Solo, connect
 from ..errors import Interrupted, Stopped, UsageError
 from ..host.loading import PluginHost
 from ..host.registry import ComponentRecord
+from ..signals import handled
 from ..wording import flag
-from . import folder, processes, provenance, signals
+from . import folder, processes, provenance
 from .config import RunConfig
 from .lock import RunLock
 from .plan import Plan, prepare, python_only
 from .session import ReportMaker, RunResult, Session, Start, read_run, run_summary
-from .signals import handled
 
 __all__ = ["RunResult", "run_new", "run_resume", "run_summary"]
 

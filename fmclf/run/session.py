@@ -15,19 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .. import atomic, wording
+from .. import atomic, signals, wording
 from ..dist.comm import Solo
 from ..errors import ComponentError, DistributedError, DivergenceError, Interrupted, WriteError, to_stderr
+from ..signals import say, stop_on_signals
 from ..train.engine import StopFlag, Trainer, TrainState
 from ..train.graphs import choose as choose_graphs
 from ..train.updaters import scheduler_of
 from . import checkpoint as checkpoint_io
-from . import folder, processes, provenance, signals, threads
+from . import folder, processes, provenance, threads
 from .config import divergence_advice
 from .memory import describe as describe_memory
 from .memory import peak_memory
 from .plan import Plan, assemble, check_seed, check_shards
-from .signals import say, stop_on_signals
 from .writer import BackgroundWriter
 
 Echo = Callable[[str], None]

@@ -81,7 +81,7 @@ def component_fault(exc: BaseException) -> bool:
     if isinstance(exc, (FmclfError, Stopped)):
         return False
     if isinstance(exc, KeyboardInterrupt):
-        from ..run.signals import installed
+        from ..signals import installed
 
         return installed()
     return True

@@ -116,7 +116,7 @@ def test_a_run_cut_short_after_its_summary_is_resumed_not_counted_finished(tiny_
 def test_a_signal_a_run_absorbed_after_its_last_batch_stops_the_comparison(tmp_path):
     """SIGINT while the last epoch is evaluated: the run stops after that epoch, which is its last, and exits 0;
     the comparison must not start the next run."""
-    from fmclf.run import signals
+    from fmclf import signals
     from fmclf.train.engine import StopFlag
 
     started = []

@@ -57,7 +57,7 @@ def test_a_signal_while_torch_loads_waits_for_it_then_stops():
     script = (
         "import os, signal, sys, threading\n"
         "from fmclf.errors import Stopped\n"
-        "from fmclf.run import signals\n"
+        "from fmclf import signals\n"
         "signals.install()\n"
         "threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
         "try:\n"

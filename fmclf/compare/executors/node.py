@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from ...run.lock import NAME as LOCK_NAME
-from ...run.signals import SIGNALS
+from ...signals import SIGNALS
 from ..executor import Call, _die_with_parent
 
 try:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ... import atomic
 from ...errors import Interrupted, UsageError
-from ...run.signals import say
+from ...signals import say
 from ..executor import Job, Outcome, _signals
 from . import ExecutorSettings
 from .node import STOP_FILE, forwarded_env, run_job

@@ -34,7 +34,7 @@ from typing import Any
 
 from ... import atomic
 from ...errors import Interrupted, UsageError
-from ...run.signals import say
+from ...signals import say
 from ..executor import Call, Job, Outcome, _signals
 from . import ExecutorSettings, SlurmSettings
 from .node import run_job, wait_for_exit

@@ -23,11 +23,11 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from ..atomic import SIGNALS, signals_deferred
-from ..errors import Stopped
+from .atomic import SIGNALS, signals_deferred
+from .errors import Stopped
 
 if TYPE_CHECKING:
-    from ..train.engine import StopFlag
+    from .train.engine import StopFlag
 
 Echo = Callable[[str], None]
 
