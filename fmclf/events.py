@@ -10,13 +10,13 @@ decide and keep in ``state_dict()`` is saved with it), visualizers' after it.
 
 from __future__ import annotations
 
-import math
 import pathlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ComponentError
+from .numbers import is_number
 from .wording import flag
 
 EVENTS = ("on_fit_start", "on_batch_end", "on_epoch_end", "on_fit_end", "on_exception")
@@ -76,8 +76,7 @@ class Control:
     def _ask_lr(self, how: str, number: Any) -> None:
         call = f"{how}_lr({number!r})"
         who = self._steering(call)
-        if not (isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number)
-                and number > 0):
+        if not (is_number(number, finite=True) and number > 0):
             raise ComponentError(f"{who} called control.{call}; it takes a finite number above 0.")
         if self._event is not None and self._event not in LR_EVENTS:
             raise ComponentError(f"{who} called control.{call} in {self._event}; the rate changes between epochs, "

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .kinds import BY_NAME, ROWS
+from .numbers import is_number
 from .run.config import NOTEBOOK_VISUALIZERS, OWN_SETTINGS, RESUMABLE, RunConfig
 from .wording import PYTHON, Wording, speaking
 
@@ -68,7 +69,7 @@ class FitResult:
         """The last epoch's numbers: losses, accuracies and every other metric recorded."""
         row = self.history[-1] if self.history else {}
         return {k: v for k, v in row.items()
-                if k not in ("epoch", "seconds") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+                if k not in ("epoch", "seconds") and is_number(v)}
 
     def headline(self) -> str:
         """One line: the components, the epochs, how long and where."""

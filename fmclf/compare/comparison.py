@@ -22,6 +22,7 @@ from typing import Any
 from .. import __version__, atomic
 from ..errors import FmclfError, Interrupted, UsageError, said
 from ..host.loading import PluginHost
+from ..numbers import is_number
 from ..run import folder, lock
 from ..run.config import RunConfig
 from ..run.plan import resolve
@@ -446,7 +447,7 @@ def _final(run: Run, key: str) -> str:
     if not rows:
         return ""
     value = rows[-1].get(key)
-    return f", {key} {value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+    return f", {key} {value:.4f}" if is_number(value) else ""
 
 
 def _signal_text(returncode: int) -> str:

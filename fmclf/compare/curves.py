@@ -10,6 +10,7 @@ import pathlib
 from collections.abc import Sequence
 
 from ..draw import pictures
+from ..numbers import is_number
 from . import stats
 from .grid import varying
 from .results import NOT_METRICS, CellResult
@@ -25,7 +26,7 @@ def curve(histories: Sequence[list[dict]], key: str) -> tuple[list[int], list[fl
     for history in histories:
         for row in history:
             value = row.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if is_number(value, finite=True):
                 by_epoch.setdefault(int(row["epoch"]), []).append(float(value))
     epochs = sorted(by_epoch)
     summaries = [stats.summarize(by_epoch[e]) for e in epochs]
@@ -45,7 +46,7 @@ def wall_time(histories: Sequence[list[dict]], key: str) -> tuple[list[float], l
         total, mine = 0.0, []
         for row in sorted(history, key=lambda row: int(row["epoch"])):
             seconds = row.get("seconds")
-            if not (_number(seconds) and _number(row.get(key))):
+            if not (is_number(seconds, finite=True) and is_number(row.get(key), finite=True)):
                 break
             total += float(seconds)
             mine.append(total)
@@ -60,10 +61,6 @@ def wall_time(histories: Sequence[list[dict]], key: str) -> tuple[list[float], l
     return out_x, out_y
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _time_key(keys: Sequence[str]) -> str | None:
     """The metric drawn against wall time: test accuracy, else the first accuracy, else none."""
     return "test_acc" if "test_acc" in keys else next((k for k in keys if k.endswith("acc")), None)
@@ -73,7 +70,7 @@ def figure(results: Sequence[CellResult]):
     """One panel per metric, one mean curve with its band per cell; then the learning rate as the schedule
     set it (each epoch's last rate, mean over seeds) and the accuracy against wall time."""
     keys = list(dict.fromkeys(k for r in results for h in r.histories.values() for row in h for k, v in row.items()
-                              if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)))
+                              if k not in NOT_METRICS and is_number(v)))
     has_lr = any("lr" in row for r in results for h in r.histories.values() for row in h)
     time_key = _time_key(keys)
     panels = [*keys, *([LR_PANEL] if has_lr else []), *([TIME_PANEL.format(key=time_key)] if time_key else [])]

@@ -21,6 +21,7 @@ from ..errors import UsageError
 from ..host.loading import PluginHost
 from ..host.options import options_of
 from ..kinds import BY_NAME
+from ..numbers import is_number
 from ..run.config import RunConfig
 
 #: The run settings a comparison may vary, in the order cells and tables show them.
@@ -177,7 +178,7 @@ def _set(config: RunConfig, setting: str, value: str) -> RunConfig:
     new: Any = value
     if isinstance(now, list):
         new = [value]
-    elif isinstance(now, (int, float)) and not isinstance(now, bool):  # a scalar axis: --lr 0.1 --lr 0.01
+    elif is_number(now):  # a scalar axis: --lr 0.1 --lr 0.01
         try:
             new = type(now)(value)
         except ValueError:

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..numbers import is_number
 from ..run import folder
 from .jobs import FAILED, FINISHED, Run
 
@@ -69,7 +70,7 @@ def value_at(run: Run, metric: str, epoch: int) -> float | None:
     for row in folder.read_metrics(run.run_dir):
         if row.get("epoch") == epoch:
             value = row.get(metric)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = is_number(value, finite=True)
             return float(value) if ok else None
     return None
 

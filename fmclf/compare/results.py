@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..numbers import is_number
 from ..run import folder
 from . import stats
 from .grid import Cell, varying
@@ -105,20 +106,16 @@ def collect(cells: Sequence[Cell], runs: Sequence[Run]) -> list[CellResult]:
                 continue
             result.histories[run.seed] = history
             for key, value in history[-1].items():
-                if key not in NOT_METRICS and _number(value):
+                if key not in NOT_METRICS and is_number(value, finite=True):
                     result.values.setdefault(key, {})[run.seed] = float(value)
             correct = folder.read_correct(run.run_dir)
             if correct is not None:
                 result.correct[run.seed] = correct
-            seconds = [float(row["seconds"]) for row in history if _number(row.get("seconds"))]
+            seconds = [float(row["seconds"]) for row in history if is_number(row.get("seconds"), finite=True)]
             if seconds:
                 result.epoch_seconds[run.seed] = math.fsum(seconds) / len(seconds)
         out.append(result)
     return out
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def metric_names(results: Sequence[CellResult]) -> list[str]:
@@ -172,7 +169,7 @@ def final_value(run_dir: pathlib.Path, metric: str) -> float | None:
     """``metric`` at the last epoch the run recorded (None when absent or not a finite number)."""
     rows = folder.read_metrics(run_dir)
     value = rows[-1].get(metric) if rows else None
-    return float(value) if _number(value) else None
+    return float(value) if is_number(value, finite=True) else None
 
 
 def to_json(results: Sequence[CellResult], ranking: Ranking | None, *, root: pathlib.Path, seeds: list[int],

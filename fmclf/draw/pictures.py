@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import atomic
 from ..errors import UsageError
+from ..numbers import is_number
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -224,7 +225,7 @@ def metric_families(history: Sequence[dict[str, Any]]) -> dict[str, dict[str, li
 def numeric_keys(row: dict[str, Any]) -> list[str]:
     """A metrics row's numeric keys but epoch and seconds, in its order: whatever it holds (a plugin's metrics too)."""
     return [k for k, v in row.items()
-            if k not in ("epoch", "seconds") and isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if k not in ("epoch", "seconds") and is_number(v)]
 
 
 def metrics_figure(history: Sequence[dict[str, Any]], *, epochs: int | None = None) -> Figure:

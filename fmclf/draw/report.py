@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import atomic
 from ..errors import CheckpointError, WriteError
+from ..numbers import is_number
 from ..run import folder
 from ..run.folder import CONFUSION, CURVES, METRICS_PNG, PREDICTIONS, REPORT
 from ..run.plan import Plan
@@ -87,7 +88,7 @@ def per_class_rows(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -
 
 
 def _value(value: Any) -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not is_number(value):
         return "-"
     return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
 

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..numbers import is_number
+
 
 @dataclass(frozen=True)
 class Range:
@@ -27,8 +29,7 @@ class Range:
     def __post_init__(self) -> None:
         for name in ("min", "max"):
             bound = getattr(self, name)
-            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))
-                                      or math.isnan(bound)):
+            if bound is not None and (not is_number(bound) or math.isnan(bound)):
                 raise TypeError(f"Range({name}=...) must be a number or None, got {bound!r}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"Range: min {self.min} is above max {self.max}")

@@ -36,6 +36,7 @@ from typing import Any
 from .. import atomic
 from ..errors import CheckpointError, ComponentError, DivergenceError
 from ..kinds import BY_NAME
+from ..numbers import is_number, is_whole
 from ..train.blame import blame, component_fault
 from ..train.engine import Parts, TrainState
 from ..train.updaters import change_lr, scheduler_of
@@ -244,10 +245,10 @@ def problem(checkpoint: dict[str, Any]) -> str | None:
     short = folder.short
 
     def whole(value: Any, low: int = 0) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+        return is_whole(value) and value >= low
 
     def finite(value: Any) -> bool:  # 0 or more, not inf or nan
-        return folder.is_number(value) and 0 <= value < math.inf
+        return is_number(value) and 0 <= value < math.inf
 
     model = checkpoint.get("model")
     if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import pathlib
 import tomllib
 import types
@@ -18,6 +17,7 @@ import tomli_w
 from ..atomic import TooLarge, read_limited
 from ..errors import ConfigError, UsageError
 from ..kinds import BY_NAME, ROWS
+from ..numbers import is_number, is_whole
 from ..wording import flag
 from .devices import check_spec
 from .folder import CONFIG, FILES
@@ -64,7 +64,7 @@ def setting(default: Any, help: str, check: Check | None = None) -> Any:
 def _counted(most: int, fix: str, fewer: str, most_shown: str = "") -> Check:
     """A whole number from 1 to ``most`` (a count of epochs, of examples)."""
     def check(name: str, value: Any, default: Any) -> str | None:
-        if not _is_int(value) or value < 1:
+        if not is_whole(value) or value < 1:
             return f"{flag(name)} must be a whole number of at least 1, got {value!r}. {fix.format(default=default)}"
         if value > most:
             return f"{flag(name)} must be at most {most:,}{most_shown}, got {value:,}. {fewer}"
@@ -75,7 +75,7 @@ def _counted(most: int, fix: str, fewer: str, most_shown: str = "") -> Check:
 def _whole_or_none(least: int, most: int, fix: str, most_shown: str = "") -> Check:
     """None (the run chooses, or draws), or a whole number from ``least`` to ``most``."""
     def check(name: str, value: Any, default: Any) -> str | None:
-        if value is not None and (not _is_int(value) or not least <= value <= most):
+        if value is not None and (not is_whole(value) or not least <= value <= most):
             return f"{flag(name)} must be a whole number from {least} to {most_shown or most}, got {value!r}. {fix}"
         return None
     return check
@@ -83,7 +83,7 @@ def _whole_or_none(least: int, most: int, fix: str, most_shown: str = "") -> Che
 
 def _positive(name: str, value: Any, default: Any) -> str | None:
     """A finite number above 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not is_number(value, finite=True) or value <= 0:
         return f"{flag(name)} must be a finite number above 0, got {value!r}. The textbook uses {default}."
     return None
 
@@ -227,10 +227,6 @@ class Settings:
         if provenance:
             doc["provenance"] = provenance
         return header + dumps(doc)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 #: The name most of fmclf knows the settings by (config.toml, ``--config``).

@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import atomic
 from ..errors import CheckpointError, OptionError, UsageError
+from ..numbers import is_number, is_whole
 from ..wording import flag
 
 MiB = 2**20
@@ -279,11 +280,6 @@ def check_rows(rows: Any) -> str | None:
     return None
 
 
-def is_number(value: Any) -> bool:
-    """Whether ``value`` is an int or float (a bool is not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def is_plain(value: Any, *, leaves: tuple[type, ...] = (), keys: tuple[type, ...] = (str,),
              depth: float = math.inf) -> bool:
     """Whether ``value`` is plain data: None, booleans, numbers, text (and ``leaves``) in lists, tuples and
@@ -424,4 +420,4 @@ def read_status(run_dir: pathlib.Path) -> dict[str, Any] | None:
     if data is None or data.get("status") not in ENDINGS:
         return None
     done = data.get("epochs_done")
-    return data if isinstance(done, int) and not isinstance(done, bool) and done >= 0 else None
+    return data if is_whole(done) and done >= 0 else None

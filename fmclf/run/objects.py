@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..host.registry import ComponentRecord, PluginInfo
+from ..numbers import is_whole
 
 #: What plays the plugin of a component given as an object, in messages and records.
 YOUR_CODE = "your code"
@@ -219,4 +220,4 @@ def batch_size_of(dataset: Any) -> int | None:
     """The batch size the user's own batches come in, where it is recorded (a ``DataLoader``'s)."""
     train = dataset[0] if isinstance(dataset, (tuple, list)) else getattr(dataset, "train", None)
     size = getattr(train, "batch_size", None)
-    return size if isinstance(size, int) and not isinstance(size, bool) else None
+    return size if is_whole(size) else None

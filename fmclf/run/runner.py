@@ -16,6 +16,7 @@ from ..dist.comm import Solo, connect
 from ..errors import Interrupted, Stopped, UsageError
 from ..host.loading import PluginHost
 from ..host.registry import ComponentRecord
+from ..numbers import is_whole
 from ..signals import handled
 from ..wording import flag
 from . import folder, processes, provenance
@@ -141,7 +142,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
 def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -> None:
     """Refuse ``--epochs`` below what the checkpoint has trained: the run would end with the weights
     of a later point than the metrics it reports (half of epoch 2 under epoch 1's accuracy)."""
-    if checkpoint is None or not isinstance(epochs, int) or isinstance(epochs, bool):
+    if checkpoint is None or not is_whole(epochs):
         return
     done, batch = checkpoint["state"]["epoch"], checkpoint["state"].get("batch", 0)
     reached = done + (1 if batch else 0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..numbers import is_number
+
 
 class OptimizerUpdater:
     """A ``torch.optim.Optimizer`` behind the updater contract (``step`` ignores the batch size).
@@ -108,7 +110,7 @@ def change_lr(updater: Any, how: str, number: float) -> float:
     groups = getattr(holder, "param_groups", None)
     if groups:
         now = float(groups[0]["lr"])
-    elif _number(getattr(holder, "lr", None)):
+    elif is_number(getattr(holder, "lr", None)):
         now = float(holder.lr)
     else:
         raise TypeError("it keeps its learning rate where fmclf cannot change it (it has neither param_groups nor "
@@ -119,7 +121,7 @@ def change_lr(updater: Any, how: str, number: float) -> float:
     if groups:
         for group in groups:
             for key in ("lr", "initial_lr"):
-                if _number(group.get(key)):
+                if is_number(group.get(key)):
                     group[key] = group[key] * factor
         scheduler = scheduler_of(updater)
         if getattr(scheduler, "base_lrs", None) is not None:
@@ -127,7 +129,3 @@ def change_lr(updater: Any, how: str, number: float) -> float:
         return float(groups[0]["lr"])
     holder.lr = number if how == "set" else holder.lr * factor
     return float(holder.lr)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
