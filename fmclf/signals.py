@@ -20,16 +20,15 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .atomic import SIGNALS, signals_deferred
 from .errors import Stopped
+from .wording import Echo
 
 if TYPE_CHECKING:
     from .train.engine import StopFlag
-
-Echo = Callable[[str], None]
 
 
 class _State:

@@ -17,7 +17,10 @@ from typing import Any
 
 from .kinds import ROWS
 
-__all__ = ["COMMAND_LINE", "PYTHON", "Bare", "Wording", "current", "flag", "option", "speaking"]
+__all__ = ["COMMAND_LINE", "PYTHON", "Bare", "Echo", "Wording", "current", "flag", "option", "speaking"]
+
+#: Where a run's lines go, one at a time: ``click.echo``, ``print``, a comparison's log of a job.
+Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import os
 import pathlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +26,11 @@ from ..numbers import is_number
 from ..run import folder, lock
 from ..run.config import RunConfig
 from ..run.plan import resolve
+from ..wording import Echo
 from . import autoseeds, batching, curves, dryrun, halving, jobs, markdown, results, scores, tuning
 from .executor import Executor, Outcome
 from .grid import MAX_RUNS, Cell, seeds_from
 from .jobs import EXTEND, FAILED, FINISHED, NEW, RESUME, Run
-
-Echo = Callable[[str], None]
 
 
 @dataclass

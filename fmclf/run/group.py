@@ -30,6 +30,7 @@ from .. import atomic
 from ..errors import ConfigError, DivergenceError, FmclfError, Interrupted, UsageError
 from ..host.batchable import batchable_of
 from ..host.loading import PluginHost
+from ..wording import Echo
 from . import folder
 from .config import RunConfig, divergence_advice, load_config
 from .plan import Plan, resolve
@@ -39,8 +40,6 @@ SPEC_FORMAT = "fmclf-group/1"
 PER_MEMBER = ("seed", "lr")
 #: The kinds whose factories must declare they can be batched; anything else in a run keeps it alone.
 BATCHED_KINDS = ("dataset", "model", "loss", "updater")
-
-Echo = Callable[[str], None]
 
 
 def batch_key(plan: Plan) -> tuple[str | None, Any]:

@@ -18,11 +18,10 @@ from typing import Any
 from ..errors import UsageError
 from ..host.registry import ComponentRecord, PluginInfo
 from ..numbers import is_whole
+from ..wording import Echo
 
 #: What plays the plugin of a component given as an object, in messages and records.
 YOUR_CODE = "your code"
-
-Echo = Callable[[str], None]
 
 
 def readable_name(obj: Any) -> str:

@@ -6,16 +6,16 @@ and every process's final weights are compared by digest.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from ..wording import Echo
 
 if TYPE_CHECKING:
     import torch
 
     from ..dist.comm import Solo
     from ..dist.launch import Launch
-
-Echo = Callable[[str], None]
 
 
 def restart_command(launch: Launch) -> str:

@@ -18,7 +18,7 @@ from ..host.loading import PluginHost
 from ..host.registry import ComponentRecord
 from ..numbers import is_whole
 from ..signals import handled
-from ..wording import flag
+from ..wording import Echo, flag
 from . import folder, processes, provenance
 from .config import RunConfig
 from .lock import RunLock
@@ -26,8 +26,6 @@ from .plan import Plan, prepare, python_only
 from .session import ReportMaker, RunResult, Session, Start, read_run, run_summary
 
 __all__ = ["RunResult", "run_new", "run_resume", "run_summary"]
-
-Echo = Callable[[str], None]
 
 
 def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[False] | None = None,

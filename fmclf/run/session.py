@@ -22,6 +22,7 @@ from ..signals import say, stop_on_signals
 from ..train.engine import StopFlag, Trainer, TrainState
 from ..train.graphs import choose as choose_graphs
 from ..train.updaters import scheduler_of
+from ..wording import Echo
 from . import checkpoint as checkpoint_io
 from . import folder, processes, provenance, threads
 from .config import divergence_advice
@@ -29,8 +30,6 @@ from .memory import describe as describe_memory
 from .memory import peak_memory
 from .plan import Plan, assemble, check_seed, check_shards
 from .writer import BackgroundWriter
-
-Echo = Callable[[str], None]
 
 #: What config.toml starts with.
 HEADER = (
