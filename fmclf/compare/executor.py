@@ -371,15 +371,14 @@ def _torch_settings() -> list[tuple[str, Callable[[], object], Callable[[object]
 
 @contextlib.contextmanager
 def torch_state_kept():
-    """Put torch's global state (the settings above and the CPU and CUDA random generators) back as it
+    """Put torch's global state (the settings above and the random generators a checkpoint keeps) back as it
     was when the block ends; yields the list the names of the settings the block changed are added to
     (the threads and generators, which every run sets, are restored without a note)."""
-    import torch
+    from ..run.checkpoint import rng_state, set_rng_state
 
     settings = _torch_settings()
     saved = [read() for _, read, _ in settings]
-    rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    rng = rng_state()
     changed: list[str] = []
     try:
         yield changed
@@ -390,6 +389,4 @@ def torch_state_kept():
                 if name != "threads":
                     changed.append(f"{name} {value} -> {now}")
                 write(value)
-        torch.set_rng_state(rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
+        set_rng_state(rng)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import random
 import signal
 
 import pytest
@@ -140,17 +141,18 @@ def test_an_in_process_run_cannot_change_what_the_next_one_sees(tmp_path):
     seen, notes = [], []
 
     def main(call: Call) -> int:
-        seen.append((torch.get_default_dtype(), torch.is_grad_enabled(), torch.rand(1).item()))
+        seen.append((torch.get_default_dtype(), torch.is_grad_enabled(), torch.rand(1).item(), random.random()))
         if call.out.name == "bad":
             torch.set_default_dtype(torch.float64)
             torch.set_grad_enabled(False)
         return 0
 
     torch.manual_seed(0)
+    random.seed(0)
     jobs = [Job(name, Call(out=tmp_path / name), tmp_path / f"{name}.log") for name in ("bad", "good")]
     InProcessExecutor(main=main, note=notes.append).run(jobs, lambda outcome: None)
     assert seen[1][:2] == (torch.float32, True) and torch.get_default_dtype() == torch.float32
-    assert seen[0][2] == seen[1][2]  # the random generator is put back too
+    assert seen[0][2:] == seen[1][2:]  # the random generators are put back too: torch's and Python's
     assert len(notes) == 1 and "bad changed torch's global state" in notes[0] and "default dtype" in notes[0]
 
 
