@@ -538,19 +538,10 @@ def _examples(data: Any, n: int, split: str, classes: Sequence[str] | None) -> t
     import torch
 
     from .draw import gallery
-    from .train.adapters import classes_of
 
     if _is_array(data):
         return torch.as_tensor(data)[:n].detach().float().cpu().numpy(), None
-    if isinstance(data, (tuple, list)) and len(data) == 2 and _is_array(data[0]):  # one batch (X, y)
-        batches, names = [(torch.as_tensor(data[0]), torch.as_tensor(data[1]))], classes
-    elif hasattr(data, "train") and hasattr(data, "test"):
-        batches, names = getattr(data, split), classes or classes_of(data, getattr(data, split))
-    elif isinstance(data, (tuple, list)) and len(data) == 2:  # (train_iter, test_iter)
-        batches = data[0] if split == "train" else data[1]
-        names = classes or classes_of(batches)
-    else:
-        batches, names = data, classes or classes_of(data)
+    batches, names = _split(data, split, classes)
     X, y = gallery.first_examples(batches, n)
     names = list(names) if names else [str(i) for i in range(int(y.max()) + 1)]
     return X.detach().float().cpu().numpy(), gallery.labels_of(y, names)
@@ -587,7 +578,7 @@ def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str]
                 classes = list(result.history[-1].get("per_class_test_acc", {})) or None
         if data is None or isinstance(data, str):
             data = gallery.load_dataset(_host(), RunConfig.dataset if data is None else data, batch_size=n)
-        batches, names = _test_batches(data, classes)
+        batches, names = _split(data, "test", classes)
         module = _as_module(model)
         X, y = gallery.first_examples(batches, n)
         if not names:  # the classes by index, as many as the model has outputs
@@ -609,17 +600,21 @@ def _named_test(config: RunConfig, n: int) -> Any:
                                 options=config.options.get("dataset", {}))
 
 
-def _test_batches(data: Any, classes: Sequence[str] | None) -> tuple[Any, Sequence[str] | None]:
+def _split(data: Any, split: str, classes: Sequence[str] | None) -> tuple[Any, Sequence[str] | None]:
+    """The batches of ``split`` in ``data`` (a data-set object, ``(train_iter, test_iter)``, batches, or one batch
+    ``(X, y)``) and the names of their classes: ``classes``, else the data's own, looked for in the split first and
+    then in the rest of the data, so that :func:`show` and :func:`predict` name the same data's classes alike."""
     import torch
 
     from .train.adapters import classes_of
 
+    if isinstance(data, (tuple, list)) and len(data) == 2 and _is_array(data[0]):
+        return [(torch.as_tensor(data[0]), torch.as_tensor(data[1]))], classes
     if hasattr(data, "train") and hasattr(data, "test"):
-        return data.test, classes or classes_of(data, data.test)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        if _is_array(data[0]):
-            return [(torch.as_tensor(data[0]), torch.as_tensor(data[1]))], classes
-        return data[1], classes or classes_of(data[1], data[0])
+        return getattr(data, split), classes or classes_of(data, getattr(data, split))
+    if isinstance(data, (tuple, list)) and len(data) == 2:  # (train_iter, test_iter)
+        batches, rest = (data[0], data[1]) if split == "train" else (data[1], data[0])
+        return batches, classes or classes_of(batches, rest)
     return data, classes or classes_of(data)
 
 

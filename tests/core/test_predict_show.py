@@ -236,3 +236,23 @@ def test_real_run_pictures(real_data, tmp_path):
 def test_predict_on_cuda(tiny_run):
     result = fmclf("predict", tiny_run, "-n", 6, "--device", "cuda")
     assert result.exit_code == 0 and " of 6 right" in result.output, result.output
+
+
+def test_show_and_predict_name_the_classes_of_the_same_data_alike():
+    """(train_iter, test_iter) whose class names only the test loader's data set keeps: show draws the train
+    images under those names, as predict does the test images (show looked in the train loader only)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fmclf.interactive import predict, show
+
+    class Named(TensorDataset):
+        classes = ["even", "odd"]
+
+    X, y = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 2
+    data = (DataLoader(TensorDataset(X, y), batch_size=4), DataLoader(Named(X, y), batch_size=4))
+    shown = [ax.get_title() for ax in show(data, n=4).axes if ax.get_title()]
+    assert shown == ["even", "odd", "even", "odd"], shown
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2))
+    predicted = [ax.get_title().split("\n")[0] for ax in predict(net, data, n=4).axes if ax.get_title()]
+    assert predicted == ["even", "odd", "even", "odd"], predicted
