@@ -257,9 +257,7 @@ def _recorded(resume: Any) -> RunConfig:
     from .run import folder
 
     run_dir = pathlib.Path(resume)
-    if not (run_dir / folder.CONFIG).is_file():
-        raise UsageError(f"resume={str(run_dir)!r} is not a run folder (it has no {folder.CONFIG}): pass the run_dir "
-                         f"a fit returned, or the folder a run printed at its start.")
+    folder.check_resumable(run_dir)
     if not (run_dir / folder.CHECKPOINT).exists() and folder.read_metrics(run_dir):
         raise UsageError(f"resume={str(run_dir)!r}: the run has no checkpoint to continue from, though it finished "
                          f"epochs: it kept none (its model was a function without params) or the file was deleted. "

@@ -156,9 +156,7 @@ def _dry_resume(run_dir: pathlib.Path, host, overrides: dict[str, Any]) -> str:
     from ..run import folder
     from ..run.explain import COMMAND_LINE, explain
 
-    if not (run_dir / folder.CONFIG).is_file():
-        raise UsageError(f"--resume {str(run_dir)!r}: not a run folder (no {folder.CONFIG}). Pass the folder a run "
-                         f"printed at its start.")
+    folder.check_resumable(run_dir)
     settings, options = folder.read_config(run_dir)
     config = RunConfig(**settings, options=options).resumed_with(overrides)
     recorded = f"run folder ({run_dir / folder.CONFIG})"

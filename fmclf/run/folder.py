@@ -21,7 +21,7 @@ from typing import Any
 from .. import atomic
 from ..errors import CheckpointError, OptionError, UsageError
 from ..numbers import is_number, is_whole
-from ..wording import flag
+from ..wording import current, flag
 
 MiB = 2**20
 #: The most metrics.jsonl may hold (some 600 bytes an epoch: over 400000 epochs).
@@ -175,6 +175,15 @@ def create_new(path: pathlib.Path, *, unique: bool = False) -> tuple[pathlib.Pat
 def holds_run(path: pathlib.Path) -> bool:
     """Whether ``path`` already holds (part of) a run."""
     return any((path / name).exists() for name in (CONFIG, CHECKPOINT, METRICS, WEIGHTS))
+
+
+def check_resumable(run_dir: pathlib.Path) -> None:
+    """Refuse, in the front end's words, a folder to resume that holds no run (`fmclf run --resume`, its
+    ``--dry-run`` and ``fmclf.fit(resume=)`` all ask here)."""
+    if not (pathlib.Path(run_dir) / CONFIG).is_file():
+        fit = ", or the run_dir a fit returned" if current().python else ""
+        raise UsageError(f"{flag('resume', run_dir, quoted=True)} is not a run folder (no {CONFIG}). Pass the folder "
+                         f"a run printed at its start{fit}.")
 
 
 def check_new(path: pathlib.Path) -> pathlib.Path:

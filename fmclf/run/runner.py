@@ -171,9 +171,7 @@ def _agreed(config: RunConfig, host: PluginHost, comm: Solo, check: Callable[[Pl
 
 def _read_run(run_dir: pathlib.Path, comm: Solo) -> tuple[dict[str, Any], dict[str, Any], dict | None]:
     """A run folder's settings and checkpoint (None: it never wrote one), checked to fit this many processes."""
-    if not (run_dir / folder.CONFIG).is_file():
-        raise UsageError(f"{flag('resume', run_dir, quoted=True)}: not a run folder (no {folder.CONFIG}). Pass the "
-                         f"folder a run printed at its start.")
+    folder.check_resumable(run_dir)
     settings, options, checkpoint = read_run(run_dir)
     trained_by = checkpoint.get("world_size", 1) if checkpoint is not None else comm.world_size
     if trained_by != comm.world_size:
