@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import os
 import pathlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from ..numbers import is_number
 from ..run import folder, lock
 from ..run.config import RunConfig
 from ..run.plan import resolve
+from ..run.threads import usable_cpus
 from ..wording import Echo
 from . import autoseeds, batching, curves, dryrun, halving, jobs, markdown, results, scores, tuning
 from .executor import Executor, Outcome
@@ -62,17 +62,9 @@ def failures(runs: Sequence[Run], tuned: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def cpu_threads() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def threads_per_run(workers: int, given: int | None = None) -> int:
     """``given``, or this machine's cores divided among ``workers`` runs (at least 1 each)."""
-    return given if given is not None else max(1, cpu_threads() // max(1, workers))
+    return given if given is not None else max(1, usable_cpus() // max(1, workers))
 
 
 def run_comparison(
