@@ -18,7 +18,7 @@ import textwrap
 import threading
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
@@ -34,8 +34,12 @@ if TYPE_CHECKING:
 
 __all__ = ["FitResult", "fit", "predict", "show"]
 
-#: The kinds a run has one of, in the order fit takes them.
-_SINGLE = ("model", "loss", "updater", "dataset")
+#: The kinds a run has one of.
+_SINGLE = tuple(row.name for row in ROWS if not row.many)
+#: Every setting fit takes as a keyword (all of a run's but the records of options and of Python objects), each with
+#: fit's default: the setting's own, or none of a kind a run has several of.
+_KEYWORDS = {f.name: () if f.default is MISSING else f.default for f in fields(RunConfig)
+             if f.name not in ("options", "from_python")}
 
 
 def in_jupyter() -> bool:
@@ -132,12 +136,12 @@ def _noting_given(fn: Callable[..., FitResult]) -> Callable[..., FitResult]:
     """Pass ``fn`` the names of the arguments its caller gave (``_given``): ``fit(..., resume=)`` keeps a run's
     recorded settings for those left out, whatever their defaults say. Each run setting ``fn`` does not name
     comes in ``**component_options``; the signature shows it as a keyword of its own, with its default, so a
-    new setting is a keyword of ``fit`` (and completes in Jupyter) from its field alone."""
+    new setting (or kind) is a keyword of ``fit`` (and completes in Jupyter) from its field alone."""
     sig = inspect.signature(fn)
     *named, rest = (p for p in sig.parameters.values() if p.name != "_given")
     keyword, hints = inspect.Parameter.KEYWORD_ONLY, typing.get_type_hints(RunConfig)
-    added = [inspect.Parameter(name, keyword, default=getattr(RunConfig, name), annotation=hints[name])
-             for name in OWN_SETTINGS if name not in sig.parameters]
+    added = [inspect.Parameter(name, keyword, default=default, annotation=hints[name])
+             for name, default in _KEYWORDS.items() if name not in sig.parameters]
     public = sig.replace(parameters=[*named, *added, rest])
 
     @functools.wraps(fn)
@@ -195,7 +199,7 @@ def fit(model: Any = RunConfig.model, loss: Any = RunConfig.loss, updater: Any =
     {settings}
     """
     component_options = dict(component_options)
-    args = {**{name: component_options.pop(name, getattr(RunConfig, name)) for name in OWN_SETTINGS}, **locals()}
+    args = {**{name: component_options.pop(name, default) for name, default in _KEYWORDS.items()}, **locals()}
     with speaking(PYTHON):  # until _fit knows the objects that its resume advice names
         return _fit(args, _given, _host(plugins))
 
