@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import pathlib
 from typing import Any
 
 from fmclf.errors import OptionError
+from fmclf.host.registry import did_you_mean
+from fmclf.numbers import is_number
 from fmclf.run import folder
 from fmclf.wording import flag, option
 
@@ -65,9 +66,8 @@ class Monitor:
     def value(self, metrics: dict[str, Any]) -> float:
         """This epoch's value; an absent key is an error listing the recorded ones."""
         if self.key not in metrics:
-            keys = [k for k, v in metrics.items() if isinstance(v, (int, float)) and k.startswith(SPLITS)]
-            close = difflib.get_close_matches(self.key, keys, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            keys = [k for k, v in metrics.items() if is_number(v) and k.startswith(SPLITS)]
+            hint = did_you_mean(self.key, keys)
             raise OptionError(
                 f"callback {self.who!r} monitors {self.key!r}, which this run does not record.{hint} It records: "
                 f"{', '.join(keys)} (add a metric with {flag('metrics', 'NAME')})."

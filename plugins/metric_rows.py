@@ -11,11 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-
-def _number(value: Any) -> int | float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value
+from fmclf.numbers import is_number
 
 
 def scalars(row: dict[str, Any], *, nested: bool = True, sep: str = "/") -> dict[str, int | float]:
@@ -23,14 +19,12 @@ def scalars(row: dict[str, Any], *, nested: bool = True, sep: str = "/") -> dict
     ``KEY/SUBKEY`` entries (``per_class_test_acc/t-shirt``). Other values are left out."""
     out: dict[str, int | float] = {}
     for key, value in row.items():
-        number = _number(value)
-        if number is not None:
-            out[str(key)] = number
+        if is_number(value):
+            out[str(key)] = value
         elif nested and isinstance(value, dict):
             for sub, inner in value.items():
-                number = _number(inner)
-                if number is not None:
-                    out[f"{key}{sep}{sub}"] = number
+                if is_number(inner):
+                    out[f"{key}{sep}{sub}"] = inner
     return out
 
 
