@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import ComponentError, DivergenceError, FmclfError, Stopped
 from ..host.registry import ComponentRecord
+from ..numbers import is_number
 from ..wording import Bare, flag, option
 
 
@@ -65,6 +66,12 @@ def guarded(batches: Any, who: ComponentRecord | str, where: str) -> Iterator[An
         if item is _END:
             return
         yield item
+
+
+def blamed(records: Mapping[str, ComponentRecord], kind: str) -> ComponentRecord | str:
+    """Who is named for a fault of the run's ``kind`` component: its record in ``records``, or, for a component built
+    without one (a Trainer used on its own, as the contract kit uses it), ``"the model"``, ``"the data set"`` ..."""
+    return records.get(kind) or ("the data set" if kind == "dataset" else f"the {kind}")
 
 
 def describe(who: ComponentRecord | str) -> str:
@@ -161,7 +168,7 @@ class blame_update(blame):
     def diagnose(self, exc: BaseException) -> FmclfError | None:
         if not (isinstance(exc, OverflowError) or "overflow" in str(exc).lower()):
             return None
-        lr = flag("lr", Bare(f"{self.lr:g}")) if isinstance(self.lr, (int, float)) else "the learning rate"
+        lr = flag("lr", Bare(f"{self.lr:g}")) if is_number(self.lr) else "the learning rate"
         at = self.where.replace("while updating ", "")
         return DivergenceError(f"training diverged: {describe(self.who)} could not take a step {at} with {lr}: "
                                f"{type(exc).__name__}: {' '.join(str(exc).split())}. A step of that size overflows "

@@ -20,7 +20,7 @@ from ..errors import ComponentError, DivergenceError, Interrupted, to_stderr
 from ..host.registry import ComponentRecord
 from ..wording import flag
 from . import graphs
-from .blame import blame, blame_gradients, blame_labels, blame_update, component_fault, describe, guarded
+from .blame import blame, blame_gradients, blame_labels, blame_update, blamed, component_fault, describe, guarded
 from .graphs import GraphFailed
 from .heldout import HeldOut, Metric
 from .inputs import check_inputs, check_split_inputs
@@ -122,8 +122,8 @@ class Trainer:
         self.params = [p for p in parts.model.parameters() if p.requires_grad]
         self.classes = list(parts.dataset.classes)
         self.input_shape = getattr(parts.dataset, "input_shape", None)  #: what every split's examples must fit
-        # who is blamed for a fault: the component's record, or its kind when built without one (tests)
-        self._who = {kind: parts.records.get(kind) or kind for kind in ("dataset", "model", "loss", "updater")}
+        # who is blamed for a fault: the component's record, or "the model" ... when built without one (tests)
+        self._who = {kind: blamed(parts.records, kind) for kind in ("dataset", "model", "loss", "updater")}
         listeners = [("callback", rec, obj) for rec, obj in parts.callbacks]
         listeners += [("visualizer", rec, obj) for rec, obj in parts.visualizers]
         self._listeners = {name: [(kind, rec, getattr(obj, name)) for kind, rec, obj in listeners
@@ -169,10 +169,11 @@ class Trainer:
         for kind, record, method in self._listeners[name]:
             if only is not None and kind != only:
                 continue
-            control._caller = (kind, describe(record or f"a {kind}"))
+            who = record or f"a {kind}"  # one name for it, whether it steers or fails
+            control._caller = (kind, describe(who))
             control._event = name
             try:
-                with blame(record or kind, f"in {name}"):
+                with blame(who, f"in {name}"):
                     method(event)
             finally:
                 control._caller = control._event = None
@@ -186,7 +187,7 @@ class Trainer:
         try:
             state.lr = change_lr(self.updater, how, number)
         except TypeError as exc:
-            name = describe(self.parts.records.get("updater") or "the updater")
+            name = describe(self._who["updater"])
             raise ComponentError(
                 f"{who} called control.{how}_lr({number!r}), but {name} cannot take it: {exc}. Choose an updater "
                 f"whose rate fmclf can change (a torch optimizer, or one with an lr attribute), or drop the callback."
@@ -430,7 +431,7 @@ class Trainer:
                        f"num_classes its factory is given.")
         else:
             return
-        raise ComponentError(f"{describe(self.parts.records.get('model') or 'the model')} {problem}")
+        raise ComponentError(f"{describe(self._who['model'])} {problem}")
 
     def _check_losses(self, losses: Any, n: int, logits: Any = None) -> None:
         """Refuse, on the first batch, a loss that is not one value per example, or that cut the gradient's way
@@ -443,7 +444,7 @@ class Trainer:
         else:
             problem = loss_shape_problem(losses, n)
         if problem:
-            raise ComponentError(f"{describe(self.parts.records.get('loss') or 'the loss')} {problem}")
+            raise ComponentError(f"{describe(self._who['loss'])} {problem}")
 
     def _diverged(self, value: float, b: int, epoch: int, num_batches: int) -> None:
         """Raise the error for a batch whose summed loss was ``value`` (inf or nan) (see :func:`divergence_message`);
@@ -451,7 +452,7 @@ class Trainer:
         hint = None
         seen, self._logits = self._logits, None
         if seen is not None and seen[0] == b and not bool(seen[1].detach().isfinite().all()):
-            model = describe(self.parts.records.get("model") or "the model")
+            model = describe(self._who["model"])
             hint = (f"The logits of {model} were already inf or nan on that "
                     f"batch, before the loss: its weights (or its computation) overflowed. Try a smaller {flag('lr')}.")
         raise DivergenceError(

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ComponentError, DataError
 from ..host.registry import ComponentRecord
-from .blame import blame, blame_labels, describe, guarded
+from .blame import blame, blame_labels, blamed, describe, guarded
 from .inputs import check_inputs
 from .labels import check_batch, check_kind
 
@@ -74,7 +74,7 @@ class HeldOut:
                  who: dict[str, ComponentRecord | str] | None = None, chunk: int = CHUNK,
                  input_shape: Any = None) -> None:
         self.model, self.loss, self.metrics, self.num_classes, self.comm = model, loss, list(metrics), num_classes, comm
-        who = {"model": "the model", "dataset": "the data set", "loss": "the loss", **(who or {})}
+        who = {**{kind: blamed({}, kind) for kind in ("model", "dataset", "loss")}, **(who or {})}
         self.who_model, self.who_data, self.who_loss = who["model"], who["dataset"], who["loss"]
         self.chunk = chunk
         self.input_shape = input_shape  #: the data set's; a split of another example size is its fault
