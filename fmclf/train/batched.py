@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,10 @@ from torch.func import functional_call, vmap
 
 from ..data import TensorBatches
 from ..errors import Interrupted
+from ..host.registry import ComponentRecord
+from .blame import blamed
+from .inputs import check_split_inputs
+from .labels import check_splits
 from .metrics import per_class_accuracy
 
 
@@ -61,14 +65,19 @@ class BatchedTrainer:
     ``stacked`` is the updater's vectorised factory (:func:`fmclf.batchable`'s ``stacked``); ``forward`` the model's
     stacked form, ``forward(params, buffers, X) -> (K, N, classes)`` (default: ``vmap``). :meth:`epoch` trains one epoch
     and evaluates, appending a metrics row to each member still alive; :meth:`export` copies the stacked state back into
-    each member's own model and updater.
+    each member's own model and updater. ``records`` (by kind, as :class:`fmclf.train.engine.Parts` holds them) name
+    the data set when its labels or examples are refused, before anything trains, as a run alone refuses them.
     """
 
     def __init__(self, members: Sequence[Member], dataset: Any, stacked: Callable[..., Any], *, device: Any,
-                 forward: Callable[..., Any] | None = None) -> None:
+                 forward: Callable[..., Any] | None = None,
+                 records: Mapping[str, ComponentRecord] | None = None) -> None:
         seeds = [m.seed for m in members]
         if seeds != sorted(seeds):
             raise ValueError("the members of a batched group must be sorted by seed")
+        who = blamed(records or {}, "dataset")  # named as a run alone names it
+        check_splits(dataset, who, len(dataset.classes))
+        check_split_inputs(dataset, who)
         self.members, self.dataset, self.device, self.classes = list(members), dataset, device, list(dataset.classes)
         models = [m.model for m in members]
         self.params = {name: _stack([dict(m.named_parameters())[name] for m in models])

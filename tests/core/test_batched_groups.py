@@ -403,3 +403,52 @@ def test_members_match_runs_alone_after_ten_epochs_on_the_real_data(real_data, t
     alone = run_new(configs[1], host, out=tmp_path / "alone", echo=_quiet, report=RunReport)
     for mine, theirs in zip(folder.read_metrics(dirs[1]), alone.history, strict=True):
         _close(mine, theirs)
+
+
+def _scratch_members(seeds: list[int]) -> tuple[list, object]:
+    """Members with the built-in scratch model, fused loss and sgd updater on 4 inputs and 3 classes; and sgd's
+    stacked update."""
+    from fmclf.host.batchable import batchable_of
+    from fmclf.train.batched import Member
+    from fmclf.train.updaters import adapt_updater
+
+    registry = load_plugins().registry
+    model_rec, loss_rec, updater_rec = (registry.get(k, n) for k, n in
+                                        (("model", "scratch"), ("loss", "fused"), ("updater", "sgd")))
+    members = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = model_rec.factory(num_inputs=4, num_classes=3)
+        updater = updater_rec.factory(params=list(model.parameters()), lr=0.1)
+        members.append(Member(model, adapt_updater(updater), loss_rec.factory(num_classes=3), seed))
+    return members, batchable_of(updater_rec.factory).stacked
+
+
+@pytest.mark.parametrize("fault", ["label", "inputs"])
+def test_a_group_refuses_bad_labels_and_inputs_as_a_run_alone_does(fault):
+    """Labels out of range and examples of the wrong size are the data set's fault, found before training, in a
+    group as in a run alone: the same DataError, not a loss's IndexError or a model's shape error."""
+    import dataclasses
+
+    from fmclf.errors import DataError
+    from fmclf.testing import _tiny_dataset
+    from fmclf.train.batched import BatchedTrainer
+    from fmclf.train.engine import Parts, Trainer
+
+    data = _tiny_dataset(torch.device("cpu"))
+    test = data.test
+    if fault == "label":
+        y = test.y.clone()
+        y[3] = 5
+        test = type(test)(test.X, y, test.batch_size, shuffle=False)
+    else:
+        test = type(test)(test.X[:, :, :1], test.y, test.batch_size, shuffle=False)
+    data = dataclasses.replace(data, test=test)
+    members, stacked = _scratch_members([0])
+    m = members[0]
+    with pytest.raises(DataError) as alone:
+        Trainer(Parts(data, m.model, m.loss, m.updater), device="cpu", epochs=1, cuda_graphs=False).fit()
+    members, stacked = _scratch_members([0, 1])
+    with pytest.raises(DataError) as grouped:
+        BatchedTrainer(members, data, stacked, device=torch.device("cpu")).epoch(1)
+    assert str(grouped.value) == str(alone.value)
