@@ -392,7 +392,7 @@ def _check_listener(kind: str, component: Component, options: Mapping[str, Any] 
     try:
         state = Trainer(parts, device=device, epochs=2, run_dir=run_dir, warn=warnings.append).fit(TrainState())
         if kind == "callback" and all(stateful):
-            _check_callback_state(record, obj)
+            _check_callback_state(parts)
         Trainer(parts, device=device, epochs=3, run_dir=run_dir, warn=warnings.append).fit(state)  # a resumed run
         # Ctrl-C twice, as the first batch is fetched: on_exception hears of it (cause "interrupt")
         interrupted = dataclasses.replace(parts,
@@ -422,22 +422,19 @@ class _Interrupting:
         raise KeyboardInterrupt
 
 
-def _check_callback_state(record: ComponentRecord, callback: Any) -> None:
+def _check_callback_state(parts: Any) -> None:
+    """Save the callbacks' state as a checkpoint does and give it back as ``--resume`` does, each refused (naming the
+    callback) where a run would refuse it: :mod:`fmclf.run.checkpoint` owns both steps."""
     import io
 
     import torch
 
-    from .run.checkpoint import keeps
+    from .run.checkpoint import callback_states, restore_callbacks
 
-    state = callback.state_dict()
-    if not keeps(state):
-        raise _fail(record, f"state_dict() returned {state!r}, which holds objects other than tensors, numbers, "
-                            f"strings, lists and dicts; a checkpoint is read back with weights_only=True and keeps "
-                            f"only those")
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(callback_states(parts), buf)
     buf.seek(0)
-    callback.load_state_dict(torch.load(buf, weights_only=True))
+    restore_callbacks(parts, torch.load(buf, weights_only=True))
 
 
 def check_metric(metric: Component, *, options: Mapping[str, Any] | None = None, num_classes: int = 10,

@@ -4,6 +4,7 @@ registers a plugin for one test."""
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import sys
@@ -378,8 +379,21 @@ class Unsaveable:
         pass
 
 
+class Mode(enum.IntEnum):
+    LOW = 1
+
+
+class EnumState(Unsaveable):
+    """A state a type check of plain data lets through (an IntEnum is an int) but a checkpoint cannot read back:
+    the kit refuses it as a run's checkpoint does, naming the callback."""
+
+    def state_dict(self):
+        return {"mode": Mode.LOW}
+
+
 @pytest.mark.parametrize(("factory", "fragment"), [
-    (lambda *, run_dir: Unsaveable(), "holds objects other than tensors"),
+    (lambda *, run_dir: Unsaveable(), "holding objects other than tensors"),
+    (lambda *, run_dir: EnumState(), "cannot be saved in a checkpoint and read back"),
     (lambda *, run_dir: type("Half", (), {"state_dict": lambda s: {}})(),
      "only one of state_dict() and load_state_dict()"),
     (lambda *, run_dir: type("Typo", (), {"on_epoch_ends": lambda s, e: None})(), "did you mean 'on_epoch_end'"),
