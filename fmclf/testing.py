@@ -25,7 +25,7 @@ from .events import EVENTS
 from .host import loading as plugins
 from .host.loading import get_host, load_plugins
 from .host.options import accepted_core_params, resolve_options
-from .host.registry import ComponentRecord, PluginInfo, did_you_mean, first_doc_line
+from .host.registry import IN_SENTENCE, ComponentRecord, PluginInfo, did_you_mean, first_doc_line
 from .kinds import BY_NAME, KINDS
 from .run.plan import call_factory
 from .train.labels import out_of_range
@@ -374,7 +374,7 @@ def _check_listener(kind: str, component: Component, options: Mapping[str, Any] 
     run_dir, device = pathlib.Path(run_dir), torch.device(device)
     record, obj = _build(kind, component, {"run_dir": run_dir}, options)
     if strays := [a for a in dir(obj) if a.startswith("on_") and a not in EVENTS and callable(getattr(obj, a))]:
-        hints = [f"{a!r}{did_you_mean(a, EVENTS, form=' (did you mean {!r}?)')}" for a in strays]
+        hints = [f"{a!r}{did_you_mean(a, EVENTS, form=IN_SENTENCE)}" for a in strays]
         raise _fail(record,
                     f"{', '.join(hints)} is no event, so it is never called; the events are {', '.join(EVENTS)}")
     stateful = [callable(getattr(obj, m, None)) for m in ("state_dict", "load_state_dict")]

@@ -42,10 +42,18 @@ from ..errors import PluginError, Stopped
 from ..kinds import BY_NAME, ROWS
 from ..signals import handled
 from .options import lookalike_options
-from .registry import ComponentRecord, PluginInfo, Registry, check_name, did_you_mean, first_doc_line, normalize
+from .registry import (
+    IN_SENTENCE,
+    ComponentRecord,
+    PluginInfo,
+    Registry,
+    check_name,
+    did_you_mean,
+    first_doc_line,
+    normalize,
+)
 
 HOOKS = [k.hook for k in ROWS]
-_PAREN = " (did you mean {!r}?)"  #: did_you_mean's form inside a sentence
 
 ENTRY_POINT_GROUP = "fmclf"
 BUILTIN_DIST = "fmclf"
@@ -269,7 +277,7 @@ def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
             if opts.get("optionalhook"):
                 continue
             problems.append(f"hook implementation {hook!r} names no fmclf hook"
-                            f"{did_you_mean(hook, HOOKS, form=_PAREN)}; the hooks are: {', '.join(HOOKS)}")
+                            f"{did_you_mean(hook, HOOKS, form=IN_SENTENCE)}; the hooks are: {', '.join(HOOKS)}")
             continue
         if opts.get("hookwrapper") or opts.get("wrapper"):
             problems.append(f"{attr} is marked as a wrapper; fmclf hooks are plain functions that call register(...)")
@@ -284,7 +292,7 @@ def _check_hookimpls(pm: pluggy.PluginManager, obj: object) -> list[str]:
                    and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         by_keyword = [p.name for p in params if p.name in passed and p.kind is p.KEYWORD_ONLY]
         if unknown:
-            hint = did_you_mean(unknown[0], passed, form=_PAREN)
+            hint = did_you_mean(unknown[0], passed, form=IN_SENTENCE)
             why = (f"it asks for {', '.join(map(repr, unknown))}{hint}, and the hook passes only "
                    f"{', '.join(map(repr, passed))}")
         elif by_keyword:
@@ -305,7 +313,7 @@ def _registrar(kind: str, info: PluginInfo, out: list[ComponentRecord]) -> Calla
 
     def register(name: str, factory: Callable, *, help: str | None = None, **unknown: object) -> None:
         if unknown:
-            words = [f"{key!r}{did_you_mean(key, REGISTER_KEYWORDS, form=_PAREN, cutoff=0.5)}" for key in unknown]
+            words = [f"{key!r}{did_you_mean(key, REGISTER_KEYWORDS, form=IN_SENTENCE, cutoff=0.5)}" for key in unknown]
             lead = "an unexpected keyword argument " if len(words) == 1 else "unexpected keyword arguments "
             raise TypeError(f"register() got {lead}{', '.join(words)} for {kind} {name!r}; it takes "
                             f"register(name, factory, *, {', '.join(f'{k}=...' for k in REGISTER_KEYWORDS)})")

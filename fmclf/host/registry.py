@@ -73,8 +73,13 @@ def first_doc_line(obj: object) -> str:
     return next(iter((getattr(obj, "__doc__", None) or "").strip().splitlines()), "").strip()
 
 
+#: did_you_mean's form inside a sentence: "'on_epoch_ends' (did you mean 'on_epoch_end'?) is no event"
+IN_SENTENCE = " (did you mean {!r}?)"
+
+
 def did_you_mean(word: str, names: Iterable[str], *, form: str = " Did you mean {!r}?", cutoff: float = 0.6) -> str:
-    """``form`` holding the one of ``names`` closest to ``word``, or '' when none is close."""
+    """``form`` holding the one of ``names`` closest to ``word``, or '' when none is close: by default a sentence
+    of its own, :data:`IN_SENTENCE` inside one."""
     close = difflib.get_close_matches(word, list(names), n=1, cutoff=cutoff)
     return form.format(close[0]) if close else ""
 
