@@ -8,7 +8,7 @@ import click
 
 from ..run.config import RunConfig
 from . import cli, friendly
-from ._flags import PathArg, complete_component, dataset_options, require_data_root
+from ._flags import PathArg, complete_component, dataset_options, require_run_data_root
 
 _PATH = PathArg()
 
@@ -36,11 +36,9 @@ def predict(ctx: click.Context, run_dir: pathlib.Path, n: int, out: pathlib.Path
     Uses RUN_DIR/model.pt (or the last checkpoint of an unfinished run), or --weights NAME.
     """
     from ..draw.gallery import predict_run
-    from ..run.trained import load_run_config
 
     host = ctx.obj.host()
-    if data_root is not None:
-        require_data_root(host, load_run_config(run_dir).dataset)
+    require_run_data_root(host, run_dir, data_root)
     result = predict_run(run_dir, host, n=n, out=out, device=device, data_root=data_root, weights=weights)
     click.echo(f"{result.right} of {result.shown} right ({100 * result.right / result.shown:.1f}%), "
                f"weights from {result.weights}")
