@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from .draw.pictures import SHOWN, check_shown, numeric_keys
 from .errors import UsageError
 from .kinds import BY_NAME, ROWS
 from .numbers import is_number
@@ -72,20 +73,23 @@ class FitResult:
     def final(self) -> dict[str, float]:
         """The last epoch's numbers: losses, accuracies and every other metric recorded."""
         row = self.history[-1] if self.history else {}
-        return {k: v for k, v in row.items()
-                if k not in ("epoch", "seconds") and is_number(v)}
+        return {k: row[k] for k in numeric_keys(row)}
+
+    def _per_class(self) -> dict[str, float]:
+        """The last epoch's test accuracy of each class, by the class's name (its keys name the classes)."""
+        return self.history[-1].get("per_class_test_acc", {}) if self.history else {}
 
     def headline(self) -> str:
         """One line: the components, the epochs, how long and where."""
         c = self.config
         seconds = self.summary.get("seconds")
-        took = f" in {seconds:.2f} s" if isinstance(seconds, (int, float)) else ""
+        took = f" in {seconds:.2f} s" if is_number(seconds) else ""
         n = len(self.history)
         return (f"{c.model} + {c.loss} + {c.updater} on {c.dataset}: {n} epoch{'s' if n != 1 else ''}{took} "
                 f"on {self.summary.get('device', c.device)}")
 
     def __str__(self) -> str:
-        per_class = self.history[-1].get("per_class_test_acc", {}) if self.history else {}
+        per_class = self._per_class()
         lines = [f"done: {self.headline()}",
                  "final: " + "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in self.final().items())]
         if per_class:
@@ -107,7 +111,7 @@ class FitResult:
         """The summary as an HTML table (what Jupyter shows)."""
         e = html.escape
         final = self.final()
-        per_class = self.history[-1].get("per_class_test_acc", {}) if self.history else {}
+        per_class = self._per_class()
         cell = "padding:2px 8px;text-align:right"
         rows = [
             f"<p><b>fmclf.fit</b>: {e(self.headline())}</p>",
@@ -506,7 +510,7 @@ def _host(plugins: Sequence[Any] = ()) -> PluginHost:
     return host
 
 
-def show(data: Any = None, n: int = 18, *, split: str = "train", seed: int = 0, titles: Sequence[str] | None = None,
+def show(data: Any = None, n: int = SHOWN, *, split: str = "train", seed: int = 0, titles: Sequence[str] | None = None,
          classes: Sequence[str] | None = None, options: Mapping[str, Any] | None = None,
          **dataset_options: Any) -> Picture:
     """Draw images with their labels: the chapter's ``show_images``, returned as a figure that Jupyter displays
@@ -520,6 +524,7 @@ def show(data: Any = None, n: int = 18, *, split: str = "train", seed: int = 0, 
     from .draw import gallery, pictures
 
     with speaking(PYTHON):
+        check_shown(n)
         if data is None or isinstance(data, str):
             fig, _ = gallery.samples_of(_host(), data or RunConfig.dataset, n=n, split=split, seed=seed,
                                         options={**(options or {}), **dataset_options})
@@ -554,7 +559,7 @@ def _is_array(value: Any) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (str, bytes))
 
 
-def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str] | None = None,
+def predict(model: Any, data: Any = None, n: int = SHOWN, *, classes: Sequence[str] | None = None,
             device: str = "cpu") -> Picture:
     """Draw the first ``n`` test images titled true label over predicted label, the wrong ones in red: the chapter's
     ``predict_ch3``, returned as a figure that Jupyter displays inline.
@@ -567,6 +572,7 @@ def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str]
     from .draw import gallery
 
     with speaking(PYTHON):
+        check_shown(n)
         if isinstance(model, (str, os.PathLike)):
             if data is not None:
                 raise UsageError("predict: a run folder predicts on its own test set; leave data out.")
@@ -576,8 +582,8 @@ def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str]
             result, model = model, model.model
             if data is None:
                 data = result._data if result._data is not None else _named_test(result.config, n)
-            if classes is None and result.history:
-                classes = list(result.history[-1].get("per_class_test_acc", {})) or None
+            if classes is None:
+                classes = list(result._per_class()) or None
         if data is None or isinstance(data, str):
             data = gallery.load_dataset(_host(), RunConfig.dataset if data is None else data, batch_size=n)
         batches, names = _split(data, "test", classes)
