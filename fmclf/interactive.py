@@ -456,13 +456,13 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
             if kind not in objects:
                 raise UsageError(f"the run's {kind} {was!r} was a Python object, which a run folder records by name "
                                  f"only: pass the same object again, {kind}=..., with resume=.")
-            if names[kind] != was:
+            if _refused(recorded, kind, names[kind]):
                 raise UsageError(f"resume continues a run with its own components: its {kind} was {was!r}, this is "
                                  f"{names[kind]!r}. Pass the same object, or start a new run (leave resume out).")
         elif kind in objects:
             raise UsageError(f"the run's {kind} is {was!r}, by name: leave {kind} out (or pass {kind}={was!r}) "
                              f"with resume=.")
-        elif kind in given and names[kind] != was:
+        elif kind in given and _refused(recorded, kind, names[kind]):
             raise UsageError(f"resume continues a run with its own components: its {kind} is {was!r}, not "
                              f"{names[kind]!r}; leave {kind} out.")
     for row in ROWS:
@@ -471,24 +471,36 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
             raise UsageError(f"the run's {row.name} {mine[0].split('.', 1)[1]!r} was a Python object, which a run "
                              f"folder records by name only: pass {row.plural}=[...] again with resume= (the same "
                              f"objects, or others).")
-    for setting in (s for s in OWN_SETTINGS if s not in RESUMABLE):
-        if setting in given and args[setting] != getattr(recorded, setting):
+    for setting in OWN_SETTINGS:
+        if setting in given and _refused(recorded, setting, args[setting]):
             raise UsageError(f"resume continues a run with the settings it started with: its {setting} is "
                              f"{getattr(recorded, setting)!r}, not {args[setting]!r}; leave {setting} out (only "
                              f"{', '.join(RESUMABLE[:-1])} and {RESUMABLE[-1]} may change).")
     if args["options"] or args["component_options"]:
         raise UsageError("resume continues a run with the options it started with (its config.toml has them all); "
                          "leave options out.")
-    overrides: dict[str, Any] = {s: args[s] for s in RESUMABLE if s in given and s != "visualizers"}
+    overrides: dict[str, Any] = {s: args[s] for s in OWN_SETTINGS if s in given and s in RESUMABLE}
+    changing = " and ".join(r.plural for r in ROWS if r.many and r.setting in RESUMABLE)
     for row in (r for r in ROWS if r.many and r.plural in given):
         was = list(getattr(recorded, row.setting))
-        if row.name != "visualizer" and list(names[row.setting]) != was:
+        if _refused(recorded, row.setting, list(names[row.setting])):
             # As `fmclf run --resume`: metrics and callbacks decide what a run records and when it stops.
             raise UsageError(f"resume continues a run with its own {row.plural}: it has {was or 'none'}, not "
                              f"{list(names[row.setting]) or 'none'}; pass the same {row.plural} (objects again where "
-                             f"they were objects) or leave {row.plural} out. Only visualizers may change.")
+                             f"they were objects) or leave {row.plural} out. Only {changing} may change.")
         overrides[row.setting] = names[row.setting]
     return overrides
+
+
+def _refused(recorded: RunConfig, setting: str, value: Any) -> bool:
+    """Whether resuming the run ``recorded`` with ``setting=value`` is refused; the rule is
+    :meth:`~fmclf.run.config.Settings.resumed_with`'s (what may change, and that a setting restated as it was
+    changes nothing), asked here so that fit can say it in its own words first."""
+    try:
+        recorded.resumed_with({setting: value})
+    except UsageError:
+        return True
+    return False
 
 
 def _host(plugins: Sequence[Any] = ()) -> PluginHost:
