@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from .draw.pictures import SHOWN, check_shown, numeric_keys
 from .errors import UsageError
 from .kinds import BY_NAME, ROWS
 from .numbers import is_number
@@ -72,20 +73,23 @@ class FitResult:
     def final(self) -> dict[str, float]:
         """The last epoch's numbers: losses, accuracies and every other metric recorded."""
         row = self.history[-1] if self.history else {}
-        return {k: v for k, v in row.items()
-                if k not in ("epoch", "seconds") and is_number(v)}
+        return {k: row[k] for k in numeric_keys(row)}
+
+    def _per_class(self) -> dict[str, float]:
+        """The last epoch's test accuracy of each class, by the class's name (its keys name the classes)."""
+        return self.history[-1].get("per_class_test_acc", {}) if self.history else {}
 
     def headline(self) -> str:
         """One line: the components, the epochs, how long and where."""
         c = self.config
         seconds = self.summary.get("seconds")
-        took = f" in {seconds:.2f} s" if isinstance(seconds, (int, float)) else ""
+        took = f" in {seconds:.2f} s" if is_number(seconds) else ""
         n = len(self.history)
         return (f"{c.model} + {c.loss} + {c.updater} on {c.dataset}: {n} epoch{'s' if n != 1 else ''}{took} "
                 f"on {self.summary.get('device', c.device)}")
 
     def __str__(self) -> str:
-        per_class = self.history[-1].get("per_class_test_acc", {}) if self.history else {}
+        per_class = self._per_class()
         lines = [f"done: {self.headline()}",
                  "final: " + "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in self.final().items())]
         if per_class:
@@ -107,7 +111,7 @@ class FitResult:
         """The summary as an HTML table (what Jupyter shows)."""
         e = html.escape
         final = self.final()
-        per_class = self.history[-1].get("per_class_test_acc", {}) if self.history else {}
+        per_class = self._per_class()
         cell = "padding:2px 8px;text-align:right"
         rows = [
             f"<p><b>fmclf.fit</b>: {e(self.headline())}</p>",
@@ -452,13 +456,13 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
             if kind not in objects:
                 raise UsageError(f"the run's {kind} {was!r} was a Python object, which a run folder records by name "
                                  f"only: pass the same object again, {kind}=..., with resume=.")
-            if names[kind] != was:
+            if _refused(recorded, kind, names[kind]):
                 raise UsageError(f"resume continues a run with its own components: its {kind} was {was!r}, this is "
                                  f"{names[kind]!r}. Pass the same object, or start a new run (leave resume out).")
         elif kind in objects:
             raise UsageError(f"the run's {kind} is {was!r}, by name: leave {kind} out (or pass {kind}={was!r}) "
                              f"with resume=.")
-        elif kind in given and names[kind] != was:
+        elif kind in given and _refused(recorded, kind, names[kind]):
             raise UsageError(f"resume continues a run with its own components: its {kind} is {was!r}, not "
                              f"{names[kind]!r}; leave {kind} out.")
     for row in ROWS:
@@ -467,24 +471,36 @@ def _overrides(args: dict[str, Any], given: frozenset[str], recorded: RunConfig,
             raise UsageError(f"the run's {row.name} {mine[0].split('.', 1)[1]!r} was a Python object, which a run "
                              f"folder records by name only: pass {row.plural}=[...] again with resume= (the same "
                              f"objects, or others).")
-    for setting in (s for s in OWN_SETTINGS if s not in RESUMABLE):
-        if setting in given and args[setting] != getattr(recorded, setting):
+    for setting in OWN_SETTINGS:
+        if setting in given and _refused(recorded, setting, args[setting]):
             raise UsageError(f"resume continues a run with the settings it started with: its {setting} is "
                              f"{getattr(recorded, setting)!r}, not {args[setting]!r}; leave {setting} out (only "
                              f"{', '.join(RESUMABLE[:-1])} and {RESUMABLE[-1]} may change).")
     if args["options"] or args["component_options"]:
         raise UsageError("resume continues a run with the options it started with (its config.toml has them all); "
                          "leave options out.")
-    overrides: dict[str, Any] = {s: args[s] for s in RESUMABLE if s in given and s != "visualizers"}
+    overrides: dict[str, Any] = {s: args[s] for s in OWN_SETTINGS if s in given and s in RESUMABLE}
+    changing = " and ".join(r.plural for r in ROWS if r.many and r.setting in RESUMABLE)
     for row in (r for r in ROWS if r.many and r.plural in given):
         was = list(getattr(recorded, row.setting))
-        if row.name != "visualizer" and list(names[row.setting]) != was:
+        if _refused(recorded, row.setting, list(names[row.setting])):
             # As `fmclf run --resume`: metrics and callbacks decide what a run records and when it stops.
             raise UsageError(f"resume continues a run with its own {row.plural}: it has {was or 'none'}, not "
                              f"{list(names[row.setting]) or 'none'}; pass the same {row.plural} (objects again where "
-                             f"they were objects) or leave {row.plural} out. Only visualizers may change.")
+                             f"they were objects) or leave {row.plural} out. Only {changing} may change.")
         overrides[row.setting] = names[row.setting]
     return overrides
+
+
+def _refused(recorded: RunConfig, setting: str, value: Any) -> bool:
+    """Whether resuming the run ``recorded`` with ``setting=value`` is refused; the rule is
+    :meth:`~fmclf.run.config.Settings.resumed_with`'s (what may change, and that a setting restated as it was
+    changes nothing), asked here so that fit can say it in its own words first."""
+    try:
+        recorded.resumed_with({setting: value})
+    except UsageError:
+        return True
+    return False
 
 
 def _host(plugins: Sequence[Any] = ()) -> PluginHost:
@@ -506,7 +522,7 @@ def _host(plugins: Sequence[Any] = ()) -> PluginHost:
     return host
 
 
-def show(data: Any = None, n: int = 18, *, split: str = "train", seed: int = 0, titles: Sequence[str] | None = None,
+def show(data: Any = None, n: int = SHOWN, *, split: str = "train", seed: int = 0, titles: Sequence[str] | None = None,
          classes: Sequence[str] | None = None, options: Mapping[str, Any] | None = None,
          **dataset_options: Any) -> Picture:
     """Draw images with their labels: the chapter's ``show_images``, returned as a figure that Jupyter displays
@@ -520,6 +536,7 @@ def show(data: Any = None, n: int = 18, *, split: str = "train", seed: int = 0, 
     from .draw import gallery, pictures
 
     with speaking(PYTHON):
+        check_shown(n)
         if data is None or isinstance(data, str):
             fig, _ = gallery.samples_of(_host(), data or RunConfig.dataset, n=n, split=split, seed=seed,
                                         options={**(options or {}), **dataset_options})
@@ -554,7 +571,7 @@ def _is_array(value: Any) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (str, bytes))
 
 
-def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str] | None = None,
+def predict(model: Any, data: Any = None, n: int = SHOWN, *, classes: Sequence[str] | None = None,
             device: str = "cpu") -> Picture:
     """Draw the first ``n`` test images titled true label over predicted label, the wrong ones in red: the chapter's
     ``predict_ch3``, returned as a figure that Jupyter displays inline.
@@ -567,6 +584,7 @@ def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str]
     from .draw import gallery
 
     with speaking(PYTHON):
+        check_shown(n)
         if isinstance(model, (str, os.PathLike)):
             if data is not None:
                 raise UsageError("predict: a run folder predicts on its own test set; leave data out.")
@@ -576,8 +594,8 @@ def predict(model: Any, data: Any = None, n: int = 18, *, classes: Sequence[str]
             result, model = model, model.model
             if data is None:
                 data = result._data if result._data is not None else _named_test(result.config, n)
-            if classes is None and result.history:
-                classes = list(result.history[-1].get("per_class_test_acc", {})) or None
+            if classes is None:
+                classes = list(result._per_class()) or None
         if data is None or isinstance(data, str):
             data = gallery.load_dataset(_host(), RunConfig.dataset if data is None else data, batch_size=n)
         batches, names = _split(data, "test", classes)

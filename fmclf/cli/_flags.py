@@ -58,6 +58,16 @@ def require_data_root(host: Any, dataset: str) -> None:
     )
 
 
+def require_run_data_root(host: Any, run_dir: pathlib.Path, data_root: pathlib.Path | None) -> None:
+    """Refuse ``--data-root`` for a command that opens the run folder ``run_dir`` (``eval``, ``predict``,
+    ``report``) when the data set the run trained on takes no ``data_root`` option; before any work."""
+    if data_root is None:
+        return
+    from ..run.trained import load_run_config  # lazily: the run layer is not needed for --help
+
+    require_data_root(host, load_run_config(run_dir).dataset)
+
+
 class PathArg(click.ParamType):
     """A path flag: refuses the empty string (``pathlib.Path("")`` is the current folder, which
     ``--out ""`` would silently make the run folder) and, where fmclf records the path in its

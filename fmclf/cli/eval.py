@@ -9,16 +9,16 @@ import click
 
 from ..kinds import SPLITS
 from . import cli, friendly
-from ._flags import complete_component, dataset_options, require_data_root
+from ._flags import PathArg, complete_component, dataset_options, require_run_data_root
 
 
 @cli.command(name="eval")
-@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=pathlib.Path))
+@click.argument("run_dir", metavar="RUN", type=PathArg(recorded=False))
 @click.option("--split", default="test", show_default=True, type=click.Choice(SPLITS),
               help="Which part of the data set to evaluate: test, or train (or valid, for a data set that has it).")
 @click.option("--device", default="cpu", show_default=True,
               help="Device to evaluate on: cpu, cuda, cuda:N, mps or auto.")
-@click.option("--data-root", type=click.Path(path_type=pathlib.Path), default=None,
+@click.option("--data-root", type=PathArg(), default=None,
               help="Folder with the data set's files, if not where the run found them.")
 @click.option("--dataset", default=None, metavar="NAME", shell_complete=complete_component("dataset"),
               help="Score the weights on data set NAME instead of the run's own (one with the same classes and input "
@@ -35,7 +35,7 @@ def eval_run(ctx: click.Context, run_dir: pathlib.Path, split: str, device: str,
     run's data set or on another one (--dataset NAME, its options with -o dataset.OPTION=VALUE).
     """
     from ..draw.report import per_class_rows
-    from ..run.trained import evaluate_split, load_run_config, load_trained
+    from ..run.trained import evaluate_split, load_trained
 
     host = ctx.obj.host()
     options = None
@@ -44,8 +44,8 @@ def eval_run(ctx: click.Context, run_dir: pathlib.Path, split: str, device: str,
     elif option_args:
         raise click.UsageError("-o sets options of the --dataset data set; a run's own data set keeps the options it "
                                "trained with. Add --dataset NAME, or leave -o out.")
-    elif data_root is not None:
-        require_data_root(host, load_run_config(run_dir).dataset)
+    else:
+        require_run_data_root(host, run_dir, data_root)
     trained = load_trained(run_dir, host, device=device, data_root=None if dataset else data_root,
                            dataset=dataset, dataset_options=options)
     result = evaluate_split(trained, split)

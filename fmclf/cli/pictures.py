@@ -6,16 +6,20 @@ import pathlib
 
 import click
 
+from ..draw.pictures import SHOWN
+from ..kinds import SPLITS
 from ..run.config import RunConfig
 from . import cli, friendly
-from ._flags import PathArg, complete_component, dataset_options, require_data_root
+from ._flags import PathArg, complete_component, dataset_options, require_run_data_root
 
 _PATH = PathArg()
+#: The most images one picture of the command line draws.
+_MOST = 100
 
 
 @cli.command()
 @click.argument("run_dir", type=_PATH)
-@click.option("-n", "n", type=click.IntRange(1, 100), default=18, show_default=True,
+@click.option("-n", "n", type=click.IntRange(1, _MOST), default=SHOWN, show_default=True,
               help="How many test images to predict and draw.")
 @click.option("--out", type=_PATH, default=None,
               help="Picture to write (.png, .svg or .pdf). [default: RUN_DIR/predictions.png]")
@@ -36,11 +40,9 @@ def predict(ctx: click.Context, run_dir: pathlib.Path, n: int, out: pathlib.Path
     Uses RUN_DIR/model.pt (or the last checkpoint of an unfinished run), or --weights NAME.
     """
     from ..draw.gallery import predict_run
-    from ..run.trained import load_run_config
 
     host = ctx.obj.host()
-    if data_root is not None:
-        require_data_root(host, load_run_config(run_dir).dataset)
+    require_run_data_root(host, run_dir, data_root)
     result = predict_run(run_dir, host, n=n, out=out, device=device, data_root=data_root, weights=weights)
     click.echo(f"{result.right} of {result.shown} right ({100 * result.right / result.shown:.1f}%), "
                f"weights from {result.weights}")
@@ -50,9 +52,10 @@ def predict(ctx: click.Context, run_dir: pathlib.Path, n: int, out: pathlib.Path
 @cli.command()
 @click.option("--dataset", default=RunConfig().dataset, show_default=True, shell_complete=complete_component("dataset"),
               help="Data-set component whose inputs are images (`fmclf plugins --kind dataset` lists them).")
-@click.option("-n", "n", type=click.IntRange(1, 100), default=18, show_default=True, help="How many images.")
-@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
-              help="Training images (shuffled by --seed) or the first test images.")
+@click.option("-n", "n", type=click.IntRange(1, _MOST), default=SHOWN, show_default=True, help="How many images.")
+@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True,
+              help="Training images (shuffled by --seed) or the first test images (or valid, for a data set that "
+                   "holds one out).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Shuffling seed for the training images.")
 @click.option("--out", type=_PATH, default=None,
               help="Picture to write (.png, .svg or .pdf). [default: DATASET-SPLIT.png]")

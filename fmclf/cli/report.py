@@ -7,14 +7,14 @@ import pathlib
 import click
 
 from . import cli, friendly
-from ._flags import require_data_root
+from ._flags import PathArg, require_run_data_root
 
 
 @cli.command()
-@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=pathlib.Path))
+@click.argument("run_dir", metavar="RUN", type=PathArg())
 @click.option("--device", default="cpu", show_default=True,
               help="Device to evaluate on for the confusion matrix and predictions: cpu, cuda, cuda:N, mps or auto.")
-@click.option("--data-root", type=click.Path(path_type=pathlib.Path), default=None,
+@click.option("--data-root", type=PathArg(), default=None,
               help="Folder with the data set's files, if not where the run found them.")
 @click.pass_context
 @friendly
@@ -26,10 +26,8 @@ def report(ctx: click.Context, run_dir: pathlib.Path, device: str, data_root: pa
     saved weights (model.pt, or the last checkpoint), evaluated again on the test set.
     """
     from ..draw.report import REPORT, rebuild
-    from ..run.trained import load_run_config
 
     host = ctx.obj.host()
-    if data_root is not None:
-        require_data_root(host, load_run_config(run_dir).dataset)
+    require_run_data_root(host, run_dir, data_root)
     drawn = rebuild(run_dir, host, device=device, data_root=data_root)
     click.echo(f"wrote {run_dir / REPORT} and {', '.join(drawn)}")

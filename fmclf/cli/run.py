@@ -93,11 +93,11 @@ def run(ctx: click.Context, config_path, option_args, data_root, out, resume_dir
         if fixed or config_path or cli_options or out:
             named = sorted({flag(k) for k in fixed} | {name for name, value in (
                 ("--config", config_path), ("-o/--data-root", cli_options), ("--out", out)) if value})
-            flags = [flag(k) for k in RESUMABLE[1:]]
+            may = [flag(k) + (" (to train further)" if k == "epochs" else "") for k in RESUMABLE]
             raise UsageError(
                 f"--resume continues a run with the settings it started with; {', '.join(named)} cannot change them "
-                f"(metrics and callbacks decide what the run records and when it stops). Only --epochs (to train "
-                f"further), {', '.join(flags[:-1])} and {flags[-1]} may be given with --resume."
+                f"(metrics and callbacks decide what the run records and when it stops). Only {', '.join(may[:-1])} "
+                f"and {may[-1]} may be given with --resume."
             )
         overrides = {k: given[k] for k in explicit}
         if dry_run:

@@ -13,6 +13,7 @@ from .. import atomic
 from ..errors import UsageError
 from ..host.loading import PluginHost
 from ..host.options import resolve_options
+from ..kinds import SPLITS
 from ..run import folder, lock
 from ..run.trained import load_run_config, load_trained
 from ..train.blame import blame
@@ -55,7 +56,7 @@ def labels_of(indices: Any, classes: Sequence[str]) -> list[str]:
     return [str(classes[int(i)]) for i in indices]
 
 
-def predictions_of(model: Any, batches: Any, classes: Sequence[str], *, n: int = 18,
+def predictions_of(model: Any, batches: Any, classes: Sequence[str], *, n: int = pictures.SHOWN,
                    title: str | None = None) -> tuple[Any, int, int]:
     """Predict the first ``n`` examples of ``batches`` (on the device of the model's parameters) and draw them titled
     true / predicted, the wrong ones in red (d2l's ``predict_ch3``). Returns ``(figure, right, shown)``."""
@@ -79,8 +80,9 @@ class Predicted:
     weights: pathlib.Path
 
 
-def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, out: pathlib.Path | None = None,
-                device: str = "cpu", data_root: pathlib.Path | None = None, weights: str = "final") -> Predicted:
+def predict_run(run_dir: pathlib.Path, host: PluginHost, *, n: int = pictures.SHOWN,
+                out: pathlib.Path | None = None, device: str = "cpu", data_root: pathlib.Path | None = None,
+                weights: str = "final") -> Predicted:
     """Rebuild a run's data set and model from its config.toml, load its saved weights (``weights``: final, or the NAME
     of RUN_DIR/NAME.pt, such as best), and draw its predictions for the first ``n`` test images."""
     run_dir = pathlib.Path(run_dir)
@@ -114,7 +116,7 @@ def check_picture_path(out: pathlib.Path, what: str = "--out") -> None:
     atomic.check_writable(out.parent, what=f"write {str(out)!r}", target=out)
 
 
-def run_predictions(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, device: str = "cpu",
+def run_predictions(run_dir: pathlib.Path, host: PluginHost, *, n: int = pictures.SHOWN, device: str = "cpu",
                     data_root: pathlib.Path | None = None,
                     weights: str = "final") -> tuple[Any, int, int, pathlib.Path]:
     """The work of :func:`predict_run`: ``(figure, right, shown, weights file)``."""
@@ -127,8 +129,8 @@ def run_predictions(run_dir: pathlib.Path, host: PluginHost, *, n: int = 18, dev
     return fig, right, shown, trained.weights
 
 
-def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Path, split: str = "train", seed: int = 0,
-                 options: dict[str, Any] | None = None) -> tuple[pathlib.Path, list[str]]:
+def show_samples(host: PluginHost, dataset: str, *, n: int = pictures.SHOWN, out: pathlib.Path, split: str = "train",
+                 seed: int = 0, options: dict[str, Any] | None = None) -> tuple[pathlib.Path, list[str]]:
     """Draw ``n`` images of a data set's ``split`` with their text labels (d2l's ``show_images``); the training split is
     shuffled by ``seed``, as epoch 1 of a run is. Returns the path and labels."""
     check_picture_path(pathlib.Path(out))
@@ -137,7 +139,7 @@ def show_samples(host: PluginHost, dataset: str, *, n: int = 18, out: pathlib.Pa
     return pathlib.Path(out), labels
 
 
-def samples_of(host: PluginHost, dataset: str, *, n: int = 18, split: str = "train", seed: int = 0,
+def samples_of(host: PluginHost, dataset: str, *, n: int = pictures.SHOWN, split: str = "train", seed: int = 0,
                options: dict[str, Any] | None = None) -> tuple[Any, list[str]]:
     """The work of :func:`show_samples`: ``(figure, labels)``.
 
@@ -153,7 +155,10 @@ def samples_of(host: PluginHost, dataset: str, *, n: int = 18, split: str = "tra
     else:  # built whole on the CPU, as a run builds it, and its first n examples taken
         data = load_dataset(host, dataset, batch_size=n, seed=seed, options=options)
         require_images(dataset, getattr(data, "input_shape", ()), "show")
-        batches = getattr(data, split)
+        batches = getattr(data, split, None) if split in SPLITS else None  # an attribute is no split (classes)
+        if batches is None:
+            raise UsageError(f"data set {dataset!r} has no {split!r} split: choose train or test (or valid, where "
+                             f"the data set holds one out).")
         if hasattr(batches, "set_epoch"):
             batches.set_epoch(1)  # the order the first training epoch sees
         (X, y), classes = first_examples(batches, n), data.classes

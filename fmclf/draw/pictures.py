@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import atomic
 from ..errors import UsageError
-from ..numbers import is_number
+from ..numbers import is_number, is_whole
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -29,6 +29,15 @@ CURVE_LEGEND = ("train loss", "train acc", "test acc")
 CURVE_FMTS = ("-", "m--", "g-.")
 TEXTBOOK_YLIM = (0.3, 0.9)
 WRONG = "#d62728"  # misclassified: red title and frame
+#: How many images show and predict draw unless told, and a run's predictions.png holds: the textbook's 18.
+SHOWN = 18
+
+
+def check_shown(n: Any) -> None:
+    """Refuse a count of images to draw that is no whole number of at least 1 (``fmclf.show(n=0)``); the command
+    line's ``-n`` holds the same bound through click."""
+    if not is_whole(n) or n < 1:
+        raise UsageError(f"n must be a whole number of at least 1 (the images to draw), got {n!r}.")
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -24,7 +24,8 @@ class RunReport:
     matrix from ``on_fit_end``; :meth:`finish` draws and writes once the weights
     and summary are safely on disk, so a drawing problem never costs a run."""
 
-    def __init__(self, run_dir: pathlib.Path, dataset: Any, plan: Plan, *, n_predictions: int = 18) -> None:
+    def __init__(self, run_dir: pathlib.Path, dataset: Any, plan: Plan, *,
+                 n_predictions: int = pictures.SHOWN) -> None:
         self.run_dir = pathlib.Path(run_dir)
         self.dataset = dataset
         self.plan = plan
@@ -189,6 +190,6 @@ def rebuild(run_dir: pathlib.Path, host: Any, *, device: str = "cpu",
         report.end = FitEnd(trained.history, trained.history[-1], test["confusion"], classes, trained.parts.model,
                             trained.run_dir, control)
         seconds = summary.get("seconds")
-        if not isinstance(seconds, (int, float)):
-            seconds = sum(r.get("seconds", 0) for r in trained.history if isinstance(r.get("seconds", 0), (int, float)))
+        if not is_number(seconds):
+            seconds = sum(r["seconds"] for r in trained.history if is_number(r.get("seconds")))
         return report.write(seconds, summary.get("device") or device)

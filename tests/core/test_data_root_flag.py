@@ -1,5 +1,5 @@
 """`--data-root` is the data set's `data_root` option: for a data set without one,
-`run`, `show` and `predict` refuse the flag in words, before any work starts."""
+`run`, `show`, `predict`, `eval` and `report` refuse the flag in words, before any work starts."""
 
 from __future__ import annotations
 
@@ -59,11 +59,12 @@ def test_show_refuses_data_root_for_a_data_set_without_one(no_root, tmp_path):
     assert not (tmp_path / "s.png").exists()
 
 
-def test_predict_refuses_data_root_for_the_data_set_the_run_used(no_root, tmp_path):
+@pytest.mark.parametrize("command", ["predict", "eval", "report"])
+def test_the_run_folder_commands_refuse_data_root_for_the_data_set_the_run_used(no_root, tmp_path, command):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.toml").write_text('dataset = "synthetic"\nvisualizers = ["none"]\n')
-    result = CliRunner().invoke(cli, ["predict", str(run_dir), "--data-root", str(tmp_path)])
+    result = CliRunner().invoke(cli, [command, str(run_dir), "--data-root", str(tmp_path)])
     refused(result)
 
 

@@ -54,7 +54,8 @@ def test_an_empty_folder_and_one_a_killed_run_left_take_a_run(tiny_data, tmp_pat
 @pytest.mark.parametrize("args", [
     ["run", "--out", ""], ["run", "--out", " "], ["run", "--data-root", ""], ["run", "--resume", ""],
     ["run", "--config", ""], ["run", "-o", "dataset.data_root="], ["predict", ""], ["show", "--out", ""],
-    ["show", "--data-root", ""],
+    ["show", "--data-root", ""], ["eval", ""], ["eval", "x", "--data-root", ""], ["report", ""],
+    ["report", "x", "--data-root", ""], ["predict", "x", "--data-root", ""],
 ])
 def test_empty_paths_are_refused_instead_of_meaning_the_current_folder(tmp_path, monkeypatch, args):
     monkeypatch.chdir(tmp_path)

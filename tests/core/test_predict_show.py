@@ -256,3 +256,65 @@ def test_show_and_predict_name_the_classes_of_the_same_data_alike():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2))
     predicted = [ax.get_title().split("\n")[0] for ax in predict(net, data, n=4).axes if ax.get_title()]
     assert predicted == ["even", "odd", "even", "odd"], predicted
+
+
+@pytest.mark.parametrize("n", [0, -2, 2.5])
+def test_show_and_predict_from_python_hold_n_to_the_command_lines_bound(n):
+    """fmclf.show and fmclf.predict refuse the counts `-n` refuses (n=-2 drew all but the last two images of a
+    batch, n=0 failed inside matplotlib or torch)."""
+    import torch
+
+    from fmclf.errors import UsageError
+    from fmclf.interactive import predict, show
+
+    X, y = torch.rand(6, 1, 8, 8), torch.arange(6) % 3
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    for draw in (lambda: show((X, y), n=n), lambda: predict(net, (X, y), n=n)):
+        with pytest.raises(UsageError, match="n must be a whole number of at least 1"):
+            draw()
+    assert fmclf("show", "-n", str(n)).exit_code == 2
+
+
+def test_show_draws_a_held_out_valid_split_from_the_command_line_as_from_python(tiny_data, tmp_path):
+    """`--split valid` is a split as fmclf.show(split="valid") takes it (the command line refused it)."""
+    from fmclf.interactive import show
+
+    out = tmp_path / "valid.png"
+    result = fmclf("show", "--data-root", tiny_data, "-o", "dataset.verify=false", "-o", "dataset.valid=0.25",
+                   "--split", "valid", "-n", "4", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.exists() and result.output.startswith("4 valid images: ")
+    python = show(data_root=str(tiny_data), verify=False, valid=0.25, split="valid", n=4)
+    assert [ax.get_title() for ax in python.axes if ax.get_title()][:4] == \
+        result.output.split(": ", 1)[1].splitlines()[0].split(", ")
+    refused = fmclf("show", "--data-root", tiny_data, "-o", "dataset.verify=false", "--split", "valid")
+    assert refused.exit_code == 2 and "no 'valid' split" in refused.output, refused.output
+
+
+def test_a_data_set_without_the_split_asked_for_is_refused_in_words(fmclf_plugin):
+    """A data set built whole (no preview) asked for a split it lacks: said, not an AttributeError (nor the data
+    set's class names drawn as a split)."""
+    import fmclf as fm
+    from fmclf.data import InMemoryDataset, TensorBatches
+    from fmclf.errors import UsageError
+    from fmclf.interactive import show
+
+    class Whole:
+        @fm.hookimpl
+        def register_datasets(self, register):
+            register("whole", self.whole)
+
+        @staticmethod
+        def whole(*, batch_size: int, device):
+            import torch
+
+            X, y = torch.rand(4, 1, 8, 8), torch.arange(4) % 2
+            batches = TensorBatches(X, y, batch_size, shuffle=False)
+            return InMemoryDataset(batches, batches, ["a", "b"], (1, 8, 8))
+
+    fmclf_plugin(Whole(), "whole")
+    for split in ("valid", "classes"):
+        with pytest.raises(UsageError, match=f"data set 'whole' has no '{split}' split"):
+            show("whole", split=split, n=2)
+    result = fmclf("show", "--dataset", "whole", "--split", "valid")
+    assert result.exit_code == 2 and "data set 'whole' has no 'valid' split" in result.output, result.output
