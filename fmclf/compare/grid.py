@@ -78,11 +78,13 @@ def check_count(flag: str, n: int, most: int, what: str) -> None:
                          f"at most {most}.")
 
 
-def check_jobs(n: int) -> None:
-    """``--jobs`` is at least 1 and at most :data:`MAX_JOBS`."""
+def check_jobs(n: int, most: int | None = MAX_JOBS) -> None:
+    """``--jobs`` is at least 1 and at most ``most`` (None: no bound above; an executor's factory holds its
+    settings to the floor only, the command line has already held them to :data:`MAX_JOBS`)."""
     if n < 1:
         raise UsageError(f"--jobs must be at least 1, got {n}. It is how many runs train side by side.")
-    check_count("--jobs", n, MAX_JOBS, "runs that train side by side")
+    if most is not None:
+        check_count("--jobs", n, most, "runs that train side by side")
 
 
 def option_axes(assignments: Sequence[tuple[str, str, str]]) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:

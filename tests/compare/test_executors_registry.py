@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from fmclf.cli import cli
-from fmclf.compare import executors
+from fmclf.compare import executors, grid
 from fmclf.compare.executor import Call, InProcessExecutor, Job, LocalExecutor
 from fmclf.compare.executors import ExecutorSettings, local, node, slurm_array
 from fmclf.errors import Interrupted, UsageError
@@ -305,3 +305,20 @@ def test_a_task_that_ended_without_a_result_counts_as_stopped_and_says_so_in_its
     task = _FakeTask(tmp_path, "7_3")
     assert slurm_array._exit_code(task, job) == -signal.SIGKILL
     assert "the SLURM task 7_3 ended without a result" in job.log.read_text()
+
+
+@pytest.mark.parametrize("name", ["local", "ray", "slurm"])
+@pytest.mark.parametrize("jobs", [0, -2])
+def test_every_built_in_executor_refuses_fewer_than_one_job_in_the_same_words(monkeypatch, name, jobs):
+    # from Python too (the command line checks --jobs first): slurm took a 0 for "not given" and a -2 as the
+    # array's parallelism; ray said it otherwise
+    monkeypatch.setitem(sys.modules, "ray", None)  # the check comes before the package's
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    with pytest.raises(UsageError) as caught:
+        executors.make(name, ExecutorSettings(jobs=jobs, threads=1))
+    assert str(caught.value) == f"--jobs must be at least 1, got {jobs}. It is how many runs train side by side."
+
+
+def test_an_executor_made_from_python_takes_more_jobs_than_the_command_line_allows():
+    pool = executors.make("local", ExecutorSettings(jobs=grid.MAX_JOBS + 1))
+    assert isinstance(pool, LocalExecutor) and pool.workers == grid.MAX_JOBS + 1

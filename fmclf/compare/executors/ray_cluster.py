@@ -27,6 +27,7 @@ from ... import atomic
 from ...errors import Interrupted, UsageError
 from ...signals import say
 from ..executor import Job, Outcome, _signals
+from ..grid import check_jobs
 from . import ExecutorSettings
 from .node import STOP_FILE, forwarded_env, run_job
 
@@ -44,8 +45,8 @@ def make(settings: ExecutorSettings) -> RayExecutor:
     if settings.threads is None:
         raise UsageError("--executor ray needs --threads N: each run reserves N CPUs of the cluster and trains with "
                          "N threads (this machine's cores say nothing about the nodes'). Give --threads 1, say.")
-    if settings.jobs is not None and settings.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {settings.jobs}. With Ray it caps the runs at once.")
+    if settings.jobs is not None:
+        check_jobs(settings.jobs, most=None)
     try:
         import ray  # noqa: F401 - only whether it is there
     except ImportError:

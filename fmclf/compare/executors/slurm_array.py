@@ -36,6 +36,7 @@ from ... import atomic
 from ...errors import Interrupted, UsageError
 from ...signals import say
 from ..executor import Call, Job, Outcome, _signals
+from ..grid import check_jobs
 from . import ExecutorSettings, SlurmSettings
 from .node import run_job, wait_for_exit
 
@@ -72,6 +73,8 @@ def make(settings: ExecutorSettings) -> SlurmExecutor:
     if settings.threads is None:
         raise UsageError("--executor slurm needs --threads N: each task of the array gets N CPUs (or --slurm-cpus) "
                          "and its run trains with N threads. Give --threads 1, say.")
+    if settings.jobs is not None:  # below, a 0 would read as "not given": no cap at all
+        check_jobs(settings.jobs, most=None)
     for name, value in (("--slurm-cpus", settings.slurm.cpus), ("--slurm-gpus", settings.slurm.gpus),
                         ("--slurm-array-parallelism", settings.slurm.array_parallelism)):
         if value is not None and value < (0 if name == "--slurm-gpus" else 1):
