@@ -26,7 +26,8 @@ from ..run.config import RunConfig
 
 #: The run settings a comparison may vary, in the order cells and tables show them.
 AXIS_SETTINGS = ("model", "loss", "updater", "dataset")
-#: The scalar run settings that become an axis when given more than once (``--lr 0.1 --lr 0.01``).
+#: The scalar run settings that become an axis when given more than once (``--lr 0.1 --lr 0.01``), and the ones
+#: --tune may tune (:data:`fmclf.compare.tuning.TUNABLE_SETTINGS`).
 SCALAR_AXES = ("lr", "batch_size")
 
 #: Bounds on every count a comparison takes, so a typo is a message, not a machine out of memory.
