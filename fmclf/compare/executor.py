@@ -213,7 +213,9 @@ def _signals(handler):
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    # as atomic.signals_deferred does: a handler set outside Python (None) cannot be put back, so leave it
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not None}
     try:
         yield
     finally:

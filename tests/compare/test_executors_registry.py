@@ -322,3 +322,24 @@ def test_every_built_in_executor_refuses_fewer_than_one_job_in_the_same_words(mo
 def test_an_executor_made_from_python_takes_more_jobs_than_the_command_line_allows():
     pool = executors.make("local", ExecutorSettings(jobs=grid.MAX_JOBS + 1))
     assert isinstance(pool, LocalExecutor) and pool.workers == grid.MAX_JOBS + 1
+
+
+def test_a_stop_handler_set_outside_python_is_left_as_it_was(monkeypatch):
+    # signal.getsignal says None for a handler C code set: it cannot be put back, so the executors leave it (as
+    # atomic.signals_deferred does), where restoring it raised TypeError once the jobs had ended
+    from fmclf.compare import executor
+
+    real_get, real_set, set_calls = signal.getsignal, signal.signal, []
+
+    def fake_set(s, h):
+        set_calls.append(s)
+        if s == signal.SIGTERM and h is not None:
+            return None  # what signal.signal gives back for a handler set outside Python
+        return real_set(s, h)  # None: TypeError, as Python's own says
+
+    monkeypatch.setattr(signal, "getsignal", lambda s: None if s == signal.SIGTERM else real_get(s))
+    monkeypatch.setattr(signal, "signal", fake_set)
+    before = real_get(signal.SIGINT)
+    with executor._signals(lambda signum, frame: None):
+        assert real_get(signal.SIGINT) is not before
+    assert real_get(signal.SIGINT) is before and signal.SIGTERM not in set_calls
