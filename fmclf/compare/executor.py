@@ -110,9 +110,14 @@ class Job:
         return self.call.args
 
 
+#: A job's exit code when a signal stopped it and it kept its checkpoint: the command's own for a stop.
+STOPPED = Interrupted.exit_code
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """How a job ended: its exit code (negative: killed by that signal) and how long it took."""
+    """How a job ended: its exit code (negative: killed by that signal; :data:`STOPPED`: stopped with its
+    checkpoint) and how long it took."""
 
     job: Job
     returncode: int
@@ -270,7 +275,7 @@ def run_job(call: Call) -> int:
     except KeyboardInterrupt as exc:  # a signal outside a run (a run's own stops say what they kept)
         signals.ending()
         to_stderr(stopped(exc))
-        return 130
+        return STOPPED
     except (ImportError, OSError) as exc:
         text = torch_failed(exc)
         if text is None:
@@ -334,7 +339,7 @@ class InProcessExecutor:
                         try:
                             code = self.main(job.call)
                         except KeyboardInterrupt:
-                            code = 130
+                            code = STOPPED
                         except Exception as exc:  # a crash in one run is that run's failure, not the comparison's
                             print(f"Error: {type(exc).__name__}: {exc}", flush=True)
                             code = 1
@@ -343,8 +348,8 @@ class InProcessExecutor:
                               f"components does that. Put back before the next run.\n")
                 done(Outcome(job, code, time.perf_counter() - started))
             except KeyboardInterrupt:  # a signal between two runs
-                code = 130
-            if code == 130 or signals.received() > before:
+                code = STOPPED
+            if code == STOPPED or signals.received() > before:
                 raise Interrupted(f"stopped by a signal while {job.name} trained; {len(jobs) - i - 1} job(s) were not "
                                   f"started")
 

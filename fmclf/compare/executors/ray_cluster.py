@@ -26,7 +26,7 @@ from typing import Any
 from ... import atomic
 from ...errors import Interrupted, UsageError
 from ...signals import say
-from ..executor import Job, Outcome, _signals
+from ..executor import STOPPED, Job, Outcome, _signals
 from ..grid import check_jobs
 from . import ExecutorSettings
 from .node import STOP_FILE, forwarded_env, run_job
@@ -120,12 +120,12 @@ class RayExecutor:
 
 
 def _exit_code(ray: Any, ref: Any, job: Job) -> int:
-    """A task's exit code; a cancelled task stopped with its checkpoint (130); one that Ray
+    """A task's exit code; a cancelled task stopped with its checkpoint (:data:`STOPPED`); one that Ray
     lost after its retries counts as killed (the next invocation resumes it), said in its log."""
     try:
         return int(ray.get(ref))
     except ray.exceptions.TaskCancelledError:
-        return 130
+        return STOPPED
     except ray.exceptions.RayError as exc:
         with open(job.log, "a", encoding="utf-8") as log:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
