@@ -50,7 +50,7 @@ class Call:
 
     out: pathlib.Path | None = None
     settings: pathlib.Path | None = None
-    overrides: tuple[tuple[str, Any], ...] = ()  #: ``(setting, value)``: epochs, device, cuda_graphs, threads
+    overrides: tuple[tuple[str, Any], ...] = ()  #: ``(setting, value)`` of run.config.RESUMABLE: epochs, device ...
     group: pathlib.Path | None = None
     plugins: tuple[str, ...] = ()
 

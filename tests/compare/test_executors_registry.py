@@ -343,3 +343,16 @@ def test_a_stop_handler_set_outside_python_is_left_as_it_was(monkeypatch):
     with executor._signals(lambda signum, frame: None):
         assert real_get(signal.SIGINT) is not before
     assert real_get(signal.SIGINT) is before and signal.SIGTERM not in set_calls
+
+
+def test_a_resumed_comparison_run_is_told_every_resumable_setting_it_has_but_the_visualizers(tmp_path):
+    from types import SimpleNamespace
+
+    from fmclf.compare.jobs import RESUME, Run
+    from fmclf.run.config import RESUMABLE, RunConfig
+
+    config = RunConfig(epochs=4, device="cpu", threads=2, cuda_graphs=False)
+    told = dict(Run(SimpleNamespace(name="cell"), 1, config, tmp_path, RESUME).call().overrides)
+    assert told == {k: getattr(config, k) for k in RESUMABLE if k != "visualizers"}
+    unset = dict(Run(SimpleNamespace(name="cell"), 1, RunConfig(), tmp_path, RESUME).call().overrides)
+    assert set(unset) == {"epochs", "device"}  # threads and cuda_graphs unset: the resumed run decides
