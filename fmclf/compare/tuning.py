@@ -147,6 +147,13 @@ def _sampler_text(name: str) -> str:
     return {"qmc": "Optuna QMCSampler (Sobol, seed 0)", "tpe": "Optuna TPESampler (seed 0)"}[name]
 
 
+def space_text(space: Sequence[dict[str, Any]]) -> str:
+    """A search space in words, from its JSON form (:meth:`Dimension.as_dict`, as compare.json keeps it), for
+    compare.md and the dry run alike: ``lr log:0.001..1, updater.momentum in {0.5, 0.9}``."""
+    return ", ".join(d["key"] + (" in {" + ", ".join(f"{v:g}" for v in d["values"]) + "}" if "values" in d
+                                 else f" {d['scale']}:{d['low']:g}..{d['high']:g}") for d in space)
+
+
 def parse_dimension(text: str, config: RunConfig, host: PluginHost) -> Dimension:
     """One ``--tune`` value, checked against the components of ``config`` (and ``host``'s options)."""
     key, sep, space = text.partition("=")
