@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from .. import atomic
 from ..errors import FmclfError, Interrupted, UsageError, said, stopped, to_stderr
@@ -108,6 +108,24 @@ class Job:
     def args(self) -> tuple[str, ...]:
         """The arguments after ``fmclf`` that do this job in a process of its own."""
         return self.call.args
+
+
+def open_log(log: str | os.PathLike, args: Sequence[str], mode: str = "ab") -> IO:
+    """A job's log, opened for appending (``mode``) as fmclf's own files are (:func:`fmclf.atomic.open_append`: no
+    link), its first line the command the job runs: every executor starts a job's output so."""
+    path = pathlib.Path(log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = atomic.open_append(path, mode)
+    line = f"$ fmclf {' '.join(args)}\n"
+    out.write(line.encode() if "b" in mode else line)
+    out.flush()
+    return out
+
+
+def note(log: str | os.PathLike, text: str) -> None:
+    """Add a line of the comparison's own to a job's log: why its task ended without the run's exit code."""
+    with atomic.open_append(log, "a") as out:
+        out.write(f"fmclf compare: {text}\n")
 
 
 #: A job's exit code when a signal stopped it and it kept its checkpoint: the command's own for a stop.
@@ -201,10 +219,7 @@ class LocalExecutor:
             raise Interrupted(f"stopped by {name}; {len(pending)} job(s) were not started")
 
     def _start(self, job: Job) -> _Running:
-        job.log.parent.mkdir(parents=True, exist_ok=True)
-        log = atomic.open_append(job.log)  # closed when the job ends
-        log.write(f"$ fmclf {' '.join(job.args)}\n".encode())
-        log.flush()
+        log = open_log(job.log, job.args)  # closed when the job ends
         argv = job.call.worker() if self.command is None else [*self.command, *job.args]
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -328,13 +343,11 @@ class InProcessExecutor:
         from .. import signals
 
         for i, job in enumerate(jobs):
-            job.log.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
             before = signals.received()
             try:
-                with (atomic.open_append(job.log, "a") as log, contextlib.redirect_stdout(log),
+                with (open_log(job.log, job.args, "a") as log, contextlib.redirect_stdout(log),
                       contextlib.redirect_stderr(log)):
-                    print(f"$ fmclf {' '.join(job.args)}", flush=True)
                     with torch_state_kept() as changed:
                         try:
                             code = self.main(job.call)

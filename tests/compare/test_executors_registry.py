@@ -356,3 +356,34 @@ def test_a_resumed_comparison_run_is_told_every_resumable_setting_it_has_but_the
     assert told == {k: getattr(config, k) for k in RESUMABLE if k != "visualizers"}
     unset = dict(Run(SimpleNamespace(name="cell"), 1, RunConfig(), tmp_path, RESUME).call().overrides)
     assert set(unset) == {"epochs", "device"}  # threads and cuda_graphs unset: the resumed run decides
+
+
+def test_every_executor_opens_a_jobs_log_as_fmclfs_own_file_and_refuses_a_link(tmp_path):
+    # the cluster executors' run_job and their notes opened it with open(): they followed a link the local
+    # executors refuse, and appended to whatever file it named
+    from fmclf.atomic import RefusedFile
+    from fmclf.compare.executor import note
+
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("mine\n")
+    log = tmp_path / "jobs" / "a.log"
+    log.parent.mkdir()
+    log.symlink_to(elsewhere)
+    job = Job("a", Call(out=tmp_path / "run"), log)
+    with pytest.raises(RefusedFile):
+        LocalExecutor(command=[sys.executable, "-c", "pass"]).run([job], lambda outcome: None)
+    with pytest.raises(RefusedFile):
+        node.run_job(["-c", "pass"], log, command=[sys.executable])
+    with pytest.raises(RefusedFile):
+        note(log, "the task was lost")
+    assert elsewhere.read_text() == "mine\n"
+
+
+def test_a_note_and_the_command_line_start_a_jobs_log_as_before(tmp_path):
+    from fmclf.compare.executor import note
+
+    log = tmp_path / "jobs" / "a.log"
+    assert node.run_job(["-c", "print('hi')"], log, command=[sys.executable]) == 0
+    note(log, "the SLURM task 7_1 ended without a result (cancelled or killed)")
+    assert log.read_text() == ("$ fmclf -c print('hi')\nhi\n"
+                               "fmclf compare: the SLURM task 7_1 ended without a result (cancelled or killed)\n")

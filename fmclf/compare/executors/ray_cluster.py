@@ -26,7 +26,7 @@ from typing import Any
 from ... import atomic
 from ...errors import Interrupted, UsageError
 from ...signals import say
-from ..executor import STOPPED, Job, Outcome, _signals
+from ..executor import STOPPED, Job, Outcome, _signals, note
 from ..grid import check_jobs
 from . import ExecutorSettings
 from .node import STOP_FILE, forwarded_env, run_job
@@ -127,7 +127,6 @@ def _exit_code(ray: Any, ref: Any, job: Job) -> int:
     except ray.exceptions.TaskCancelledError:
         return STOPPED
     except ray.exceptions.RayError as exc:
-        with open(job.log, "a", encoding="utf-8") as log:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            log.write(f"fmclf compare: the Ray task of this run was lost ({type(exc).__name__}: {first})\n")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        note(job.log, f"the Ray task of this run was lost ({type(exc).__name__}: {first})")
         return -int(signal.SIGKILL)

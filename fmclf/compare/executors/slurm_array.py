@@ -35,7 +35,7 @@ from typing import Any
 from ... import atomic
 from ...errors import Interrupted, UsageError
 from ...signals import say
-from ..executor import Call, Job, Outcome, _signals
+from ..executor import Call, Job, Outcome, _signals, note
 from ..grid import check_jobs
 from . import ExecutorSettings, SlurmSettings
 from .node import run_job, wait_for_exit
@@ -245,16 +245,11 @@ def _exit_code(task: Any, job: Job) -> int:
             return int(task.result())
         except Exception as exc:  # the task's own failure, as submitit reports it
             text = str(exc).strip().splitlines()
-            note = text[-1] if text else type(exc).__name__
-            _note(job, f"the SLURM task {task.job_id} ended without its run's exit code ({note})")
+            said = text[-1] if text else type(exc).__name__
+            note(job.log, f"the SLURM task {task.job_id} ended without its run's exit code ({said})")
             return -int(signal.SIGTERM)
-    _note(job, f"the SLURM task {task.job_id} ended without a result (cancelled or killed)")
+    note(job.log, f"the SLURM task {task.job_id} ended without a result (cancelled or killed)")
     return -int(signal.SIGKILL)
-
-
-def _note(job: Job, text: str) -> None:
-    with open(job.log, "a", encoding="utf-8") as log:
-        log.write(f"fmclf compare: {text}\n")
 
 
 def _read(path: pathlib.Path) -> dict[str, str]:
