@@ -19,18 +19,20 @@ import pathlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..errors import DivergenceError, FmclfError
 from ..host.loading import PluginHost
 from ..run import folder
 from ..run.group import MemberSpec, batch_key, write_spec
 from ..run.plan import resolve
-from .executor import Call, Job, Outcome
+from .executor import STOPPED, Call, Job, Outcome
 from .jobs import JOBS, NEW, RESUME, Run
 
 #: Members of one group when ``--batch-models`` does not say: the parameters, gradients and gathered
 #: batches of this many softmax regressions fit in well under 1 GB.
 DEFAULT_MAX_MODELS = 256
 #: How a member's status.json ending maps to the exit code the run alone would have given.
-EXIT_CODES = {"finished": 0, "interrupted": 130, "diverged": 1, "failed": 1}
+EXIT_CODES = {"finished": 0, "interrupted": STOPPED, "diverged": DivergenceError.exit_code,
+              "failed": FmclfError.exit_code}
 
 
 @dataclass
@@ -127,7 +129,7 @@ def unfold(outcome: Outcome, grouping: Grouping, done: Callable[[Outcome], None]
         return
     for run in runs:
         status = (folder.read_status(run.run_dir) or {}).get("status", "")
-        if status == "diverged" or (outcome.returncode in (0, 130) and status in EXIT_CODES):
+        if status == "diverged" or (outcome.returncode in (0, STOPPED) and status in EXIT_CODES):
             code = EXIT_CODES[status]
         else:  # the group failed as a whole: its error is each member's reason
             code = outcome.returncode or 1

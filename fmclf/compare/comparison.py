@@ -28,7 +28,7 @@ from ..run.plan import resolve
 from ..run.threads import usable_cpus
 from ..wording import Echo
 from . import autoseeds, batching, curves, dryrun, halving, jobs, markdown, results, scores, tuning
-from .executor import Executor, Outcome
+from .executor import STOPPED, Executor, Outcome
 from .grid import MAX_RUNS, Cell, seeds_from
 from .jobs import EXTEND, FAILED, FINISHED, NEW, RESUME, Run
 
@@ -352,7 +352,7 @@ class _Plan:
                 run.state = FINISHED
                 jobs.forget_failure(run)
                 self.echo(f"{head}: finished in {outcome.seconds:.1f} s{_final(run, shown)}")
-            elif outcome.returncode in (0, 130) or outcome.returncode < 0:  # 0 without a complete folder: cut short
+            elif outcome.returncode in (0, STOPPED) or outcome.returncode < 0:  # 0 without a complete folder: cut short
                 run.state = RESUME
                 self.echo(f"{head}: stopped ({_signal_text(outcome.returncode)}); the next invocation resumes it")
             else:

@@ -15,7 +15,7 @@ from ..wording import COMMAND_LINE, flag, speaking
 from .executor import Call
 from .grid import Cell, varying
 from .jobs import FAILED, FINISHED, NEW, Run
-from .tuning import Protocol
+from .tuning import Protocol, space_text
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,11 @@ def show(preview: Preview, out: pathlib.Path, echo: Callable[[str], None]) -> No
     echo(f"dry run: {len(cells)} cell(s) x {len(seeds)} seed(s) ({seed_text}, the same in every cell) into {out}; "
          f"nothing is trained or written.")
     if preview.protocol is not None and preview.metric is not None:
-        p = preview.protocol
-        space = ", ".join(f"{d.key} {_space_text(d)}" for d in p.space)
-        echo(f"tuning: {p.trials} trial(s) per cell over {space}, drawn by {p.sampler}, on the validation split "
-             f"(-o dataset.valid={cells[0].config.options.get('dataset', {}).get('valid')}); each cell's best "
-             f"{preview.metric[0]} is then trained on the {len(seeds)} seed(s) above and reported on test.")
+        p, said = preview.protocol, preview.protocol.as_dict()  # worded as compare.md words it
+        valid = cells[0].config.options.get("dataset", {}).get("valid")
+        echo(f"tuning: {p.trials} trial(s) per cell over {space_text(said['space'])}, drawn by {said['sampler']}, "
+             f"on the validation split (-o dataset.valid={valid}); each cell's best {preview.metric[0]} is then "
+             f"trained on the {len(seeds)} seed(s) above and reported on test.")
         if p.prune == "halving":
             echo("successive halving: " + ", ".join(f"{r.trials} trial(s) to {r.epochs} epoch(s)" for r in p.ladder())
                  + "; each rung's better half resumes from its checkpoint, the rest stop there.")
@@ -78,9 +78,3 @@ def show(preview: Preview, out: pathlib.Path, echo: Callable[[str], None]) -> No
             echo(f"  {run.name}: the cell's best trial's configuration with --seed {run.seed}")
             continue
         echo(f"  [{run.state}] {_command(run, preview.plugins)}")
-
-
-def _space_text(d: Any) -> str:
-    if d.scale == "list":
-        return "in {" + ", ".join(f"{v:g}" for v in d.values) + "}"
-    return f"{d.scale}:{d.low:g}..{d.high:g}"

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from .. import atomic
 from ..errors import FmclfError, Interrupted, UsageError, said, stopped, to_stderr
@@ -50,7 +50,7 @@ class Call:
 
     out: pathlib.Path | None = None
     settings: pathlib.Path | None = None
-    overrides: tuple[tuple[str, Any], ...] = ()  #: ``(setting, value)``: epochs, device, cuda_graphs, threads
+    overrides: tuple[tuple[str, Any], ...] = ()  #: ``(setting, value)`` of run.config.RESUMABLE: epochs, device ...
     group: pathlib.Path | None = None
     plugins: tuple[str, ...] = ()
 
@@ -110,9 +110,32 @@ class Job:
         return self.call.args
 
 
+def open_log(log: str | os.PathLike, args: Sequence[str], mode: str = "ab") -> IO:
+    """A job's log, opened for appending (``mode``) as fmclf's own files are (:func:`fmclf.atomic.open_append`: no
+    link), its first line the command the job runs: every executor starts a job's output so."""
+    path = pathlib.Path(log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = atomic.open_append(path, mode)
+    line = f"$ fmclf {' '.join(args)}\n"
+    out.write(line.encode() if "b" in mode else line)
+    out.flush()
+    return out
+
+
+def note(log: str | os.PathLike, text: str) -> None:
+    """Add a line of the comparison's own to a job's log: why its task ended without the run's exit code."""
+    with atomic.open_append(log, "a") as out:
+        out.write(f"fmclf compare: {text}\n")
+
+
+#: A job's exit code when a signal stopped it and it kept its checkpoint: the command's own for a stop.
+STOPPED = Interrupted.exit_code
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """How a job ended: its exit code (negative: killed by that signal) and how long it took."""
+    """How a job ended: its exit code (negative: killed by that signal; :data:`STOPPED`: stopped with its
+    checkpoint) and how long it took."""
 
     job: Job
     returncode: int
@@ -196,10 +219,7 @@ class LocalExecutor:
             raise Interrupted(f"stopped by {name}; {len(pending)} job(s) were not started")
 
     def _start(self, job: Job) -> _Running:
-        job.log.parent.mkdir(parents=True, exist_ok=True)
-        log = atomic.open_append(job.log)  # closed when the job ends
-        log.write(f"$ fmclf {' '.join(job.args)}\n".encode())
-        log.flush()
+        log = open_log(job.log, job.args)  # closed when the job ends
         argv = job.call.worker() if self.command is None else [*self.command, *job.args]
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -213,7 +233,9 @@ def _signals(handler):
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    # as atomic.signals_deferred does: a handler set outside Python (None) cannot be put back, so leave it
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not None}
     try:
         yield
     finally:
@@ -268,7 +290,7 @@ def run_job(call: Call) -> int:
     except KeyboardInterrupt as exc:  # a signal outside a run (a run's own stops say what they kept)
         signals.ending()
         to_stderr(stopped(exc))
-        return 130
+        return STOPPED
     except (ImportError, OSError) as exc:
         text = torch_failed(exc)
         if text is None:
@@ -321,18 +343,16 @@ class InProcessExecutor:
         from .. import signals
 
         for i, job in enumerate(jobs):
-            job.log.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
             before = signals.received()
             try:
-                with (atomic.open_append(job.log, "a") as log, contextlib.redirect_stdout(log),
+                with (open_log(job.log, job.args, "a") as log, contextlib.redirect_stdout(log),
                       contextlib.redirect_stderr(log)):
-                    print(f"$ fmclf {' '.join(job.args)}", flush=True)
                     with torch_state_kept() as changed:
                         try:
                             code = self.main(job.call)
                         except KeyboardInterrupt:
-                            code = 130
+                            code = STOPPED
                         except Exception as exc:  # a crash in one run is that run's failure, not the comparison's
                             print(f"Error: {type(exc).__name__}: {exc}", flush=True)
                             code = 1
@@ -341,8 +361,8 @@ class InProcessExecutor:
                               f"components does that. Put back before the next run.\n")
                 done(Outcome(job, code, time.perf_counter() - started))
             except KeyboardInterrupt:  # a signal between two runs
-                code = 130
-            if code == 130 or signals.received() > before:
+                code = STOPPED
+            if code == STOPPED or signals.received() > before:
                 raise Interrupted(f"stopped by a signal while {job.name} trained; {len(jobs) - i - 1} job(s) were not "
                                   f"started")
 

@@ -26,7 +26,8 @@ from ..run.config import RunConfig
 
 #: The run settings a comparison may vary, in the order cells and tables show them.
 AXIS_SETTINGS = ("model", "loss", "updater", "dataset")
-#: The scalar run settings that become an axis when given more than once (``--lr 0.1 --lr 0.01``).
+#: The scalar run settings that become an axis when given more than once (``--lr 0.1 --lr 0.01``), and the ones
+#: --tune may tune (:data:`fmclf.compare.tuning.TUNABLE_SETTINGS`).
 SCALAR_AXES = ("lr", "batch_size")
 
 #: Bounds on every count a comparison takes, so a typo is a message, not a machine out of memory.
@@ -78,11 +79,13 @@ def check_count(flag: str, n: int, most: int, what: str) -> None:
                          f"at most {most}.")
 
 
-def check_jobs(n: int) -> None:
-    """``--jobs`` is at least 1 and at most :data:`MAX_JOBS`."""
+def check_jobs(n: int, most: int | None = MAX_JOBS) -> None:
+    """``--jobs`` is at least 1 and at most ``most`` (None: no bound above; an executor's factory holds its
+    settings to the floor only, the command line has already held them to :data:`MAX_JOBS`)."""
     if n < 1:
         raise UsageError(f"--jobs must be at least 1, got {n}. It is how many runs train side by side.")
-    check_count("--jobs", n, MAX_JOBS, "runs that train side by side")
+    if most is not None:
+        check_count("--jobs", n, most, "runs that train side by side")
 
 
 def option_axes(assignments: Sequence[tuple[str, str, str]]) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:

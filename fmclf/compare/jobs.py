@@ -73,12 +73,10 @@ class Run:
         c = self.config
         if self.state == NEW:
             return Call(out=self.run_dir, settings=self.settings_file, plugins=tuple(plugins))
-        overrides: dict[str, Any] = {"epochs": c.epochs, "device": c.device}
-        if c.cuda_graphs is not None:  # unset: the resumed run decides, as the first one did
-            overrides["cuda_graphs"] = c.cuda_graphs
-        if c.threads is not None:
-            overrides["threads"] = c.threads
-        return Call(out=self.run_dir, overrides=tuple(overrides.items()), plugins=tuple(plugins))
+        # What a resumed run may be told (RESUMABLE); unset (cuda_graphs, threads): it decides, as the first one
+        # did. The visualizers stay those its folder records.
+        overrides = [(k, getattr(c, k)) for k in RESUMABLE if k != "visualizers" and getattr(c, k) is not None]
+        return Call(out=self.run_dir, overrides=tuple(overrides), plugins=tuple(plugins))
 
 
 def runs_of(cells: list[Cell], seeds: list[int], root: pathlib.Path, threads: int | None) -> list[Run]:

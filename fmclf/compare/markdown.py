@@ -10,6 +10,7 @@ from typing import Any
 from . import stats
 from .grid import varying
 from .results import EXAMPLE_METRIC, NOT_METRICS, CellResult, Ranking, metric_names
+from .tuning import space_text
 
 COMPARE_MD = "compare.md"
 
@@ -151,8 +152,7 @@ def render(results: Sequence[CellResult], ranking: Ranking | None, *, seeds: lis
 
 def _protocol_lines(protocol: dict[str, Any]) -> list[str]:
     """The tuning protocol and each cell's choice."""
-    space = ", ".join(d["key"] + (f" in {d['values']}" if "values" in d
-                                  else f" {d['scale']}:{d['low']:g}..{d['high']:g}") for d in protocol["space"])
+    space = space_text(protocol["space"])
     lines = [f"Tuned: every cell got the same {protocol['trials_per_cell']} trial(s) over {space}, drawn by "
              f"{protocol['sampler']}, scored on the validation split with seeds disjoint from the reported ones "
              f"({protocol['trial_seeds']}); each cell's best trial is what the table reports.", ""]

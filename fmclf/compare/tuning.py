@@ -24,16 +24,17 @@ from typing import Any
 from ..errors import UsageError
 from ..host.loading import PluginHost
 from ..host.options import options_of
-from ..run.config import RunConfig
-from .grid import MAX_SEEDS, MAX_TRIALS, Cell, check_count
+from ..run.config import OWN_SETTINGS, RunConfig
+from .grid import MAX_SEEDS, MAX_TRIALS, SCALAR_AXES, Cell, check_count
 
 JOURNAL = "tuning.journal"
 #: The fraction of the training set held out for validation when tuning and none is given.
 DEFAULT_VALID = "0.1"
 DEFAULT_TRIALS = 8
 SAMPLERS = ("qmc", "tpe")
-#: Run settings a trial may tune (any other numeric setting decides how, not what, a run computes).
-TUNABLE_SETTINGS = {"lr": float, "batch_size": int}
+#: Run settings a trial may tune, the ones a grid may vary too (any other numeric setting decides how, not what,
+#: a run computes), each with the type it holds.
+TUNABLE_SETTINGS = {name: OWN_SETTINGS[name][0] for name in SCALAR_AXES}
 _SPACE_HELP = "Write --tune SETTING=log:A..B, SETTING=lin:A..B or SETTING=V1,V2,... (for example lr=log:0.001..1)."
 
 
@@ -144,6 +145,13 @@ def trial_seed(base: int, k: int) -> int:
 
 def _sampler_text(name: str) -> str:
     return {"qmc": "Optuna QMCSampler (Sobol, seed 0)", "tpe": "Optuna TPESampler (seed 0)"}[name]
+
+
+def space_text(space: Sequence[dict[str, Any]]) -> str:
+    """A search space in words, from its JSON form (:meth:`Dimension.as_dict`, as compare.json keeps it), for
+    compare.md and the dry run alike: ``lr log:0.001..1, updater.momentum in {0.5, 0.9}``."""
+    return ", ".join(d["key"] + (" in {" + ", ".join(f"{v:g}" for v in d["values"]) + "}" if "values" in d
+                                 else f" {d['scale']}:{d['low']:g}..{d['high']:g}") for d in space)
 
 
 def parse_dimension(text: str, config: RunConfig, host: PluginHost) -> Dimension:

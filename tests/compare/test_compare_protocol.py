@@ -273,3 +273,21 @@ def test_the_comparison_lock_is_never_a_links_target(tiny_data, tmp_path):
     result = compare(*tiny(tiny_data), "--seeds", "1", "--out", str(out))
     assert result.exit_code == 2 and ".lock" in result.output and "symbolic link" in result.output, result.output
     assert target.read_text() == "mine" and not (out / "runs").exists()
+
+
+def test_the_dry_run_and_compare_md_word_the_search_space_and_the_sampler_alike(tiny_data, tmp_path):
+    # the dry run said "drawn by tpe" and "in {0.1, 0.2}" where compare.md said the sampler's name and "in [0.1, 0.2]"
+    from fmclf.compare import markdown, tuning
+
+    result = compare("--tune", "lr=0.1,0.2", "--tune", "batch_size=lin:8..16", "--trials", "2", "--sampler", "tpe",
+                     "--seeds", "1",
+                     *tiny(tiny_data), "--out", str(tmp_path / "dry"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    said = "over lr in {0.1, 0.2}, batch_size lin:8..16, drawn by Optuna TPESampler (seed 0),"
+    assert said in result.output
+    space = [{"key": "lr", "values": [0.1, 0.2]},
+             {"key": "batch_size", "scale": "lin", "low": 8.0, "high": 16.0, "integer": True}]
+    assert tuning.space_text(space) == "lr in {0.1, 0.2}, batch_size lin:8..16"
+    md = markdown._protocol_lines({"trials_per_cell": 2, "sampler": "Optuna TPESampler (seed 0)", "space": space,
+                                   "trial_seeds": "SEED + 1000 + K for trial K", "cells": {}})
+    assert "over lr in {0.1, 0.2}, batch_size lin:8..16, drawn by Optuna TPESampler (seed 0)," in md[0]

@@ -65,3 +65,12 @@ def test_the_best_trial_is_the_best_value_then_the_lowest_number():
     assert tuning.best(trials, maximize=True)["number"] == 1
     assert tuning.best(trials, maximize=False)["number"] == 0
     assert tuning.best([{"number": 0, "value": None}], maximize=True) is None
+
+
+def test_the_settings_tune_takes_are_the_grids_scalar_axes_with_the_types_the_settings_hold():
+    from fmclf.compare.grid import SCALAR_AXES
+    from fmclf.run.config import OWN_SETTINGS
+
+    assert tuple(tuning.TUNABLE_SETTINGS) == SCALAR_AXES
+    assert all(tuning.TUNABLE_SETTINGS[name] is OWN_SETTINGS[name][0] for name in SCALAR_AXES)
+    assert tuning.TUNABLE_SETTINGS == {"lr": float, "batch_size": int}

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from fmclf.cli import cli
-from fmclf.compare import executors
+from fmclf.compare import executors, grid
 from fmclf.compare.executor import Call, InProcessExecutor, Job, LocalExecutor
 from fmclf.compare.executors import ExecutorSettings, local, node, slurm_array
 from fmclf.errors import Interrupted, UsageError
@@ -305,3 +305,85 @@ def test_a_task_that_ended_without_a_result_counts_as_stopped_and_says_so_in_its
     task = _FakeTask(tmp_path, "7_3")
     assert slurm_array._exit_code(task, job) == -signal.SIGKILL
     assert "the SLURM task 7_3 ended without a result" in job.log.read_text()
+
+
+@pytest.mark.parametrize("name", ["local", "ray", "slurm"])
+@pytest.mark.parametrize("jobs", [0, -2])
+def test_every_built_in_executor_refuses_fewer_than_one_job_in_the_same_words(monkeypatch, name, jobs):
+    # from Python too (the command line checks --jobs first): slurm took a 0 for "not given" and a -2 as the
+    # array's parallelism; ray said it otherwise
+    monkeypatch.setitem(sys.modules, "ray", None)  # the check comes before the package's
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    with pytest.raises(UsageError) as caught:
+        executors.make(name, ExecutorSettings(jobs=jobs, threads=1))
+    assert str(caught.value) == f"--jobs must be at least 1, got {jobs}. It is how many runs train side by side."
+
+
+def test_an_executor_made_from_python_takes_more_jobs_than_the_command_line_allows():
+    pool = executors.make("local", ExecutorSettings(jobs=grid.MAX_JOBS + 1))
+    assert isinstance(pool, LocalExecutor) and pool.workers == grid.MAX_JOBS + 1
+
+
+def test_a_stop_handler_set_outside_python_is_left_as_it_was(monkeypatch):
+    # signal.getsignal says None for a handler C code set: it cannot be put back, so the executors leave it (as
+    # atomic.signals_deferred does), where restoring it raised TypeError once the jobs had ended
+    from fmclf.compare import executor
+
+    real_get, real_set, set_calls = signal.getsignal, signal.signal, []
+
+    def fake_set(s, h):
+        set_calls.append(s)
+        if s == signal.SIGTERM and h is not None:
+            return None  # what signal.signal gives back for a handler set outside Python
+        return real_set(s, h)  # None: TypeError, as Python's own says
+
+    monkeypatch.setattr(signal, "getsignal", lambda s: None if s == signal.SIGTERM else real_get(s))
+    monkeypatch.setattr(signal, "signal", fake_set)
+    before = real_get(signal.SIGINT)
+    with executor._signals(lambda signum, frame: None):
+        assert real_get(signal.SIGINT) is not before
+    assert real_get(signal.SIGINT) is before and signal.SIGTERM not in set_calls
+
+
+def test_a_resumed_comparison_run_is_told_every_resumable_setting_it_has_but_the_visualizers(tmp_path):
+    from types import SimpleNamespace
+
+    from fmclf.compare.jobs import RESUME, Run
+    from fmclf.run.config import RESUMABLE, RunConfig
+
+    config = RunConfig(epochs=4, device="cpu", threads=2, cuda_graphs=False)
+    told = dict(Run(SimpleNamespace(name="cell"), 1, config, tmp_path, RESUME).call().overrides)
+    assert told == {k: getattr(config, k) for k in RESUMABLE if k != "visualizers"}
+    unset = dict(Run(SimpleNamespace(name="cell"), 1, RunConfig(), tmp_path, RESUME).call().overrides)
+    assert set(unset) == {"epochs", "device"}  # threads and cuda_graphs unset: the resumed run decides
+
+
+def test_every_executor_opens_a_jobs_log_as_fmclfs_own_file_and_refuses_a_link(tmp_path):
+    # the cluster executors' run_job and their notes opened it with open(): they followed a link the local
+    # executors refuse, and appended to whatever file it named
+    from fmclf.atomic import RefusedFile
+    from fmclf.compare.executor import note
+
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("mine\n")
+    log = tmp_path / "jobs" / "a.log"
+    log.parent.mkdir()
+    log.symlink_to(elsewhere)
+    job = Job("a", Call(out=tmp_path / "run"), log)
+    with pytest.raises(RefusedFile):
+        LocalExecutor(command=[sys.executable, "-c", "pass"]).run([job], lambda outcome: None)
+    with pytest.raises(RefusedFile):
+        node.run_job(["-c", "pass"], log, command=[sys.executable])
+    with pytest.raises(RefusedFile):
+        note(log, "the task was lost")
+    assert elsewhere.read_text() == "mine\n"
+
+
+def test_a_note_and_the_command_line_start_a_jobs_log_as_before(tmp_path):
+    from fmclf.compare.executor import note
+
+    log = tmp_path / "jobs" / "a.log"
+    assert node.run_job(["-c", "print('hi')"], log, command=[sys.executable]) == 0
+    note(log, "the SLURM task 7_1 ended without a result (cancelled or killed)")
+    assert log.read_text() == ("$ fmclf -c print('hi')\nhi\n"
+                               "fmclf compare: the SLURM task 7_1 ended without a result (cancelled or killed)\n")

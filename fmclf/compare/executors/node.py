@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ...run.lock import NAME as LOCK_NAME
 from ...signals import SIGNALS
-from ..executor import Call, _die_with_parent
+from ..executor import Call, _die_with_parent, open_log
 
 try:
     import fcntl
@@ -82,14 +82,10 @@ def run_job(job: Call | Sequence[str], log: str | os.PathLike, *, env: Mapping[s
     else:
         args = tuple(job)
         argv = [*(command or (sys.executable, "-m", "fmclf")), *args]
-    log = pathlib.Path(log)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        out.write(f"$ fmclf {' '.join(args)}\n".encode())
-        out.flush()
+    with open_log(log, args) as out:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-            process_group=0,            preexec_fn=_child_setup(ignore),  # noqa: PLW1509 - the task starts one child from one thread
+            process_group=0, preexec_fn=_child_setup(ignore),  # noqa: PLW1509 - the task starts one child, one thread
         )
         if started is not None:
             started(process)

@@ -26,7 +26,8 @@ from typing import Any
 from ... import atomic
 from ...errors import Interrupted, UsageError
 from ...signals import say
-from ..executor import Job, Outcome, _signals
+from ..executor import STOPPED, Job, Outcome, _signals, note
+from ..grid import check_jobs
 from . import ExecutorSettings
 from .node import STOP_FILE, forwarded_env, run_job
 
@@ -44,8 +45,8 @@ def make(settings: ExecutorSettings) -> RayExecutor:
     if settings.threads is None:
         raise UsageError("--executor ray needs --threads N: each run reserves N CPUs of the cluster and trains with "
                          "N threads (this machine's cores say nothing about the nodes'). Give --threads 1, say.")
-    if settings.jobs is not None and settings.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {settings.jobs}. With Ray it caps the runs at once.")
+    if settings.jobs is not None:
+        check_jobs(settings.jobs, most=None)
     try:
         import ray  # noqa: F401 - only whether it is there
     except ImportError:
@@ -119,14 +120,13 @@ class RayExecutor:
 
 
 def _exit_code(ray: Any, ref: Any, job: Job) -> int:
-    """A task's exit code; a cancelled task stopped with its checkpoint (130); one that Ray
+    """A task's exit code; a cancelled task stopped with its checkpoint (:data:`STOPPED`); one that Ray
     lost after its retries counts as killed (the next invocation resumes it), said in its log."""
     try:
         return int(ray.get(ref))
     except ray.exceptions.TaskCancelledError:
-        return 130
+        return STOPPED
     except ray.exceptions.RayError as exc:
-        with open(job.log, "a", encoding="utf-8") as log:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            log.write(f"fmclf compare: the Ray task of this run was lost ({type(exc).__name__}: {first})\n")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        note(job.log, f"the Ray task of this run was lost ({type(exc).__name__}: {first})")
         return -int(signal.SIGKILL)

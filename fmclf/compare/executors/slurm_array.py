@@ -35,7 +35,8 @@ from typing import Any
 from ... import atomic
 from ...errors import Interrupted, UsageError
 from ...signals import say
-from ..executor import Call, Job, Outcome, _signals
+from ..executor import Call, Job, Outcome, _signals, note
+from ..grid import check_jobs
 from . import ExecutorSettings, SlurmSettings
 from .node import run_job, wait_for_exit
 
@@ -72,6 +73,8 @@ def make(settings: ExecutorSettings) -> SlurmExecutor:
     if settings.threads is None:
         raise UsageError("--executor slurm needs --threads N: each task of the array gets N CPUs (or --slurm-cpus) "
                          "and its run trains with N threads. Give --threads 1, say.")
+    if settings.jobs is not None:  # below, a 0 would read as "not given": no cap at all
+        check_jobs(settings.jobs, most=None)
     for name, value in (("--slurm-cpus", settings.slurm.cpus), ("--slurm-gpus", settings.slurm.gpus),
                         ("--slurm-array-parallelism", settings.slurm.array_parallelism)):
         if value is not None and value < (0 if name == "--slurm-gpus" else 1):
@@ -242,16 +245,11 @@ def _exit_code(task: Any, job: Job) -> int:
             return int(task.result())
         except Exception as exc:  # the task's own failure, as submitit reports it
             text = str(exc).strip().splitlines()
-            note = text[-1] if text else type(exc).__name__
-            _note(job, f"the SLURM task {task.job_id} ended without its run's exit code ({note})")
+            said = text[-1] if text else type(exc).__name__
+            note(job.log, f"the SLURM task {task.job_id} ended without its run's exit code ({said})")
             return -int(signal.SIGTERM)
-    _note(job, f"the SLURM task {task.job_id} ended without a result (cancelled or killed)")
+    note(job.log, f"the SLURM task {task.job_id} ended without a result (cancelled or killed)")
     return -int(signal.SIGKILL)
-
-
-def _note(job: Job, text: str) -> None:
-    with open(job.log, "a", encoding="utf-8") as log:
-        log.write(f"fmclf compare: {text}\n")
 
 
 def _read(path: pathlib.Path) -> dict[str, str]:
