@@ -7,7 +7,6 @@ inline. Messages are worded for Python (:mod:`fmclf.wording`). Importing this mo
 
 from __future__ import annotations
 
-import difflib
 import functools
 import html
 import inspect
@@ -361,6 +360,7 @@ def _options(args: dict[str, Any], names: dict[str, Any], objects: Mapping[str, 
     """``options={...}`` (by target, or flat ``"loss.label_smoothing"`` keys) and the keyword
     arguments, each given to the one named component of this run that has such an option."""
     from .host.options import options_of, parse_assignment
+    from .host.registry import IN_SENTENCE, did_you_mean
 
     out: dict[str, dict[str, Any]] = {}
     for key, value in (args["options"] or {}).items():
@@ -382,10 +382,9 @@ def _options(args: dict[str, Any], names: dict[str, Any], objects: Mapping[str, 
         if owners:
             raise UsageError(f"{option}= is an option of {' and '.join(owners)}, so fmclf cannot tell which one you "
                              f"mean; say it with options={{{owners[0]!r}: {{{option!r}: {value!r}}}}}.")
-        close = difflib.get_close_matches(option, list(offered), n=1)
         raise UsageError(
             f"fmclf.fit() has no argument {option!r}, and no component of this run takes an option of that name"
-            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + did_you_mean(option, offered, form=IN_SENTENCE)
             + (f"; their options: {', '.join(sorted(offered))}." if offered else "; they have no options.")
         )
     return out

@@ -239,6 +239,8 @@ def test_other_misuse_is_refused_in_words(tiny_data, tmp_path):
         ({**ch.args(), "dataset": (iter([_batches(4, 0)]), [_batches(4, 1)])}, "the train batches are an iterator"),
         ({**ch.args(), "dataset": 42}, "dataset must be a registered name, (train_iter, test_iter)"),
         ({"hidden": 3}, "fmclf.fit() has no argument 'hidden'"),
+        ({"label_smothing": 0.1}, "no argument 'label_smothing', and no component of this run takes an option of "
+                                  "that name (did you mean 'label_smoothing'?); their options:"),
         ({"epochs": 0}, "epochs must be a whole number of at least 1"),
         ({"out": True}, "out must be a folder, None"),
     ]
