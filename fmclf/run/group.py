@@ -176,8 +176,7 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
             m.spec.run_dir.mkdir(parents=True, exist_ok=True)
             lock = RunLock(m.spec.run_dir)
             held.callback(lock.release)
-            lock.acquire("train it in a group")
-            folder.remove_temporaries(m.spec.run_dir)
+            lock.claim("train it in a group", echo)
         with stop_on_signals(flag, say):
             return _train(members, host, Solo(), flag, next(iter(done))[0], echo, report)
 

@@ -60,10 +60,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
             path, created = folder.create_new(out_dirs[0], unique=out is None)
             lock = RunLock(path)
             locks.append((lock, created))
-            note = lock.acquire("start a run in it")
-            if note:
-                echo(f"Note: {note}.")
-            folder.remove_temporaries(path)
+            lock.claim("start a run in it", echo)
             return folder.check_new(path)  # again, now that it is ours: another run may have filled it meanwhile
 
         try:
@@ -102,10 +99,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
 
         def read() -> tuple[dict[str, Any], dict[str, Any], dict | None]:
             if (run_dir / folder.CONFIG).is_file():  # a folder that is no run gets no lock file
-                note = lock.acquire("resume it")
-                if note:
-                    echo(f"Note: {note}.")
-                folder.remove_temporaries(run_dir)  # what a killed writer left: the folder is ours now
+                lock.claim("resume it", echo)
             return _read_run(run_dir, comm)
 
         try:

@@ -403,3 +403,14 @@ def test_members_match_runs_alone_after_ten_epochs_on_the_real_data(real_data, t
     alone = run_new(configs[1], host, out=tmp_path / "alone", echo=_quiet, report=RunReport)
     for mine, theirs in zip(folder.read_metrics(dirs[1]), alone.history, strict=True):
         _close(mine, theirs)
+
+
+def test_a_group_taking_over_a_killed_members_lock_says_so_as_a_run_alone_does(tiny_data, tmp_path):
+    host = load_plugins()
+    spec, dirs = _group(tmp_path / "cmp", [_config(tiny_data, s, 0.1, epochs=1) for s in (0, 1)])
+    dirs[0].mkdir(parents=True)
+    (dirs[0] / folder.LOCK).write_text('{"pid": 4242, "host": "elsewhere"}\n')  # named, but nobody holds it
+    lines: list[str] = []
+    assert run_group(spec, host, echo=lines.append, report=write_report) == 0
+    notes = [line for line in lines if line.startswith("Note: took over the lock of")]
+    assert len(notes) == 1 and str(dirs[0]) in notes[0] and "process 4242 on elsewhere" in notes[0]
