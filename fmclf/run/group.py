@@ -218,7 +218,7 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
     Returns the first member's plan, the device, the data set and the thread choice (None: the user's)."""
     from ..data import TensorBatches
     from . import checkpoint as checkpoint_io
-    from . import processes, provenance
+    from . import provenance
     from .plan import assemble, assemble_on, prepare
     from .session import HEADER, choose_threads
 
@@ -236,10 +236,10 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
     for m in members:
         m.plan = m.plan.decided(threads=plan.config.threads)
         m.parts = parts if m is first else assemble_on(m.plan, dataset, device=device)
-        prov = provenance.record(m.plan, host, device, processes.describe(comm, device))
-        if m.checkpoint is not None:
+        resumed = m.checkpoint is not None
+        prov = provenance.of_session(m.plan, host, comm, device, m.spec.run_dir if resumed else None)
+        if resumed:
             checkpoint_io.restore(m.parts, m.checkpoint, m.spec.run_dir, comm)
-            prov = provenance.resumed(m.spec.run_dir, prov)
         atomic.write_text(m.spec.run_dir / folder.CONFIG, m.plan.recorded().to_toml(prov, HEADER))
     return plan, device, dataset, chosen
 

@@ -51,7 +51,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
                 folder.check_new(out_dirs[0])
 
         plan = _agreed(config, host, comm, check_out if out is not False else None, objects)
-        prov = provenance.record(plan, host, plan.device, processes.describe(comm, plan.device))
+        prov = provenance.of_session(plan, host, comm, plan.device)
         if out is False:
             return Session(plan, Start(None, prov=prov, checkpoints=checkpoints), comm, echo, report).run()
         locks: list[tuple[RunLock, bool]] = []  # rank 0's: the lock, and whether this run made the folder
@@ -113,8 +113,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
                     f"resume it from Python instead, with the call that started it plus "
                     f"resume={str(run_dir)!r}: fmclf.fit(..., resume={str(run_dir)!r})")))
             plan = _agreed(config, host, comm, objects=objects)
-            now = provenance.record(plan, host, plan.device, processes.describe(comm, plan.device))
-            prov = provenance.resumed(run_dir, now) if comm.is_root else {}
+            prov = provenance.of_session(plan, host, comm, plan.device, run_dir) if comm.is_root else {}
             if checkpoint is None:
                 echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at "
                      f"epoch 1.")
