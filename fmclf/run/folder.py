@@ -177,10 +177,16 @@ def holds_run(path: pathlib.Path) -> bool:
     return any((path / name).exists() for name in (CONFIG, CHECKPOINT, METRICS, WEIGHTS))
 
 
+def is_run(path: pathlib.Path) -> bool:
+    """Whether ``path`` is a run folder: it holds the run's settings (config.toml), so it can be resumed,
+    listed and shown (:func:`holds_run` also counts what a run writes later, which a new run must not overwrite)."""
+    return (pathlib.Path(path) / CONFIG).is_file()
+
+
 def check_resumable(run_dir: pathlib.Path) -> None:
     """Refuse, in the front end's words, a folder to resume that holds no run (`fmclf run --resume`, its
     ``--dry-run`` and ``fmclf.fit(resume=)`` all ask here)."""
-    if not (pathlib.Path(run_dir) / CONFIG).is_file():
+    if not is_run(run_dir):
         fit = ", or the run_dir a fit returned" if current().python else ""
         raise UsageError(f"{flag('resume', run_dir, quoted=True)} is not a run folder (no {CONFIG}). Pass the folder "
                          f"a run printed at its start{fit}.")

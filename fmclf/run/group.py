@@ -135,7 +135,7 @@ def _member(spec: MemberSpec, host: PluginHost) -> _Member:
 
     checkpoint = None
     try:
-        if (spec.run_dir / folder.CONFIG).is_file():  # read as a run resumed alone reads it
+        if folder.is_run(spec.run_dir):  # read as a run resumed alone reads it
             settings, options, checkpoint = read_run(spec.run_dir)
         elif spec.settings is None:
             raise UsageError(f"{spec.run_dir} holds no run and the group spec gives no settings for {spec.name}.")
@@ -171,7 +171,7 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
     flag = StopFlag()
     with handled(), contextlib.ExitStack() as held:
         for m in members:
-            if m.checkpoint is None and not (m.spec.run_dir / folder.CONFIG).is_file():
+            if m.checkpoint is None and not folder.is_run(m.spec.run_dir):
                 folder.check_new(m.spec.run_dir)  # a new member's folder is new or empty, as for a run alone
             m.spec.run_dir.mkdir(parents=True, exist_ok=True)
             lock = RunLock(m.spec.run_dir)

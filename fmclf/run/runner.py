@@ -98,7 +98,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
         lock = RunLock(run_dir)
 
         def read() -> tuple[dict[str, Any], dict[str, Any], dict | None]:
-            if (run_dir / folder.CONFIG).is_file():  # a folder that is no run gets no lock file
+            if folder.is_run(run_dir):  # a folder that is no run gets no lock file
                 lock.claim("resume it", echo)
             return _read_run(run_dir, comm)
 
