@@ -41,7 +41,7 @@ from ..train.blame import blame, component_fault
 from ..train.engine import Parts, TrainState
 from ..train.updaters import change_lr, scheduler_of
 from ..wording import flag
-from . import folder
+from . import folder, processes
 
 FORMAT = "fmclf-checkpoint/1"
 
@@ -359,7 +359,7 @@ def final_weights(run_dir: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
         return checkpoint["model"], run_dir / folder.CHECKPOINT  # load checked that it is a state_dict
     raise CheckpointError(f"{run_dir} holds no weights ({folder.WEIGHTS} is written when a run finishes, "
                           f"{folder.CHECKPOINT} after its first epoch). Train it first, or continue it with "
-                          f"`fmclf run --resume {run_dir}`.")
+                          f"`{processes.resume_command(run_dir)}`.")
 
 
 def named_weights(run_dir: pathlib.Path, name: str) -> tuple[dict[str, Any], pathlib.Path]:

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import pathlib
-import shlex
 import stat
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from .. import atomic
 from ..errors import CheckpointError, OptionError, UsageError
 from ..numbers import is_number, is_whole
 from ..wording import current, flag
+from .processes import resume_command
 
 MiB = 2**20
 #: The most metrics.jsonl may hold (some 600 bytes an epoch: over 400000 epochs).
@@ -201,8 +201,8 @@ def check_new(path: pathlib.Path) -> pathlib.Path:
     if not path.is_dir():
         return path
     if holds_run(path):
-        raise UsageError(f"{flag('out', path, quoted=True)} already holds a run. Continue it with `fmclf run --resume "
-                         f"{shlex.quote(str(path))}`, or choose another {flag('out')} (leave it out for a fresh "
+        raise UsageError(f"{flag('out', path, quoted=True)} already holds a run. Continue it with "
+                         f"`{resume_command(path)}`, or choose another {flag('out')} (leave it out for a fresh "
                          f"runs/... folder).")
     try:
         others = sorted(name for name in os.listdir(path) if not is_own_leftover(name))

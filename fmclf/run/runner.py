@@ -188,7 +188,7 @@ def _after_stop(signal_name: str, run_dir: pathlib.Path | None, comm: Solo) -> s
     if not run_dir.is_dir():
         return (f"{head} before training started; nothing was written to {run_dir} (the folder this run had made "
                 f"is removed again, so the same command can use it)")
-    resume = f"`{processes.restart_command(comm.launch)} run --resume {shlex.quote(str(run_dir))}`"
+    resume = f"`{processes.resume_command(run_dir, comm.launch)}`"
     has = {name: (run_dir / name).exists() for name in (folder.CONFIG, folder.CHECKPOINT, folder.WEIGHTS,
                                                         folder.SUMMARY, folder.REPORT)}
     if not has[folder.CONFIG]:
