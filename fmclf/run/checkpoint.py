@@ -28,7 +28,6 @@ import os
 import pathlib
 import pickle
 import random
-import shlex
 import warnings
 import zipfile
 from typing import Any
@@ -222,7 +221,7 @@ def save_checkpoint(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, 
 def load(run_dir: pathlib.Path) -> dict | None:
     """The run's checkpoint, checked to be one; None when it never wrote one (nothing was trained)."""
     path = run_dir / folder.CHECKPOINT
-    new_run = f"start a new run with `fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))}`"
+    new_run = f"start a new run with `{folder.new_run_command(run_dir)}`"
     if not os.path.lexists(path):
         if done := len(folder.read_metrics(run_dir)):
             raise CheckpointError(f"{path} is missing, but {folder.METRICS} records {done} finished epoch(s): the "

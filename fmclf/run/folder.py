@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pathlib
+import shlex
 import stat
 import time
 from dataclasses import dataclass
@@ -181,6 +182,12 @@ def is_run(path: pathlib.Path) -> bool:
     """Whether ``path`` is a run folder: it holds the run's settings (config.toml), so it can be resumed,
     listed and shown (:func:`holds_run` also counts what a run writes later, which a new run must not overwrite)."""
     return (pathlib.Path(path) / CONFIG).is_file()
+
+
+def new_run_command(run_dir: pathlib.Path, more: str = "") -> str:
+    """The command that starts a new run from the settings ``run_dir`` recorded (``more``: flags to add),
+    for messages that offer it instead of resuming."""
+    return f"fmclf run --config {shlex.quote(str(pathlib.Path(run_dir) / CONFIG))}{more}"
 
 
 def check_resumable(run_dir: pathlib.Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import pathlib
-import shlex
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -145,7 +144,7 @@ def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -
         f"{flag('epochs', epochs)} is fewer than {run_dir} has reached: it {where}, and its weights are those of "
         f"that point, so it cannot end at epoch {epochs}. Pass {flag('epochs', reached)} or more (or leave "
         f"{flag('epochs')} out), or "
-        f"start a new run with `fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))} --epochs {epochs}`."
+        f"start a new run with `{folder.new_run_command(run_dir, f' --epochs {epochs}')}`."
     )
 
 
