@@ -147,18 +147,26 @@ def callback_states(parts: Parts) -> dict[str, Any]:
             continue
         with blame(record, "in state_dict()"):
             state = callback.state_dict()
-        try:
-            plain = keeps(state)
-        except RecursionError:  # nested too deep to look through: the round trip below says so
-            plain = True
-        if not plain:
-            raise ComponentError(f"{record.describe()}: state_dict() returned {type(state).__name__} holding "
-                                 f"objects other than tensors, numbers, strings, lists and dicts; a checkpoint keeps "
-                                 f"only those (it is read back with weights_only=True). Return plain data from "
-                                 f"state_dict().")
-        round_trip(record, state)
+        check_state(record, state)
         out[BY_NAME["callback"].target(record.name)] = state
     return out
+
+
+def check_state(record: Any, state: Any) -> None:
+    """Refuse, as a :class:`~fmclf.errors.ComponentError` naming the callback (``record``: a ComponentRecord, or a
+    plain description), a ``state_dict()`` a checkpoint cannot keep: no plain data (:func:`keeps`), or no
+    :func:`round_trip`. What every checkpoint asks of a callback's state, callable alone (a plugin's own tests)."""
+    try:
+        plain = keeps(state)
+    except RecursionError:  # nested too deep to look through: the round trip below says so
+        plain = True
+    if not plain:
+        who = record if isinstance(record, str) else record.describe()
+        raise ComponentError(f"{who}: state_dict() returned {type(state).__name__} holding "
+                             f"objects other than tensors, numbers, strings, lists and dicts; a checkpoint keeps "
+                             f"only those (it is read back with weights_only=True). Return plain data from "
+                             f"state_dict().")
+    round_trip(record, state)
 
 
 #: The most a callback's state may take in a checkpoint, written after every epoch.
