@@ -245,6 +245,14 @@ def load(run_dir: pathlib.Path) -> dict | None:
     return checkpoint
 
 
+def progress(checkpoint: dict[str, Any] | None) -> tuple[int, int]:
+    """How far a loaded checkpoint has trained: ``(finished epochs, batches of the next)``; ``(0, 0)`` for none.
+    (A checkpoint written at an epoch's end has no batch.)"""
+    if checkpoint is None:
+        return 0, 0
+    return checkpoint["state"]["epoch"], checkpoint["state"].get("batch", 0)
+
+
 def problem(checkpoint: dict[str, Any]) -> str | None:
     """What in a loaded checkpoint is not what fmclf writes (fields, types, ranges, the history), or None."""
     import torch

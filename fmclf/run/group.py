@@ -153,6 +153,7 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
     from ..dist.comm import Solo
     from ..signals import handled, say, stop_on_signals
     from ..train.engine import StopFlag
+    from .checkpoint import progress
     from .lock import RunLock
 
     members = [_member(spec, host) for spec in read_spec(pathlib.Path(spec_path))]
@@ -163,7 +164,7 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
     if len({key for _, _, key in reasons}) != 1:
         raise UsageError(f"the members of {spec_path} differ in more than seed, --lr and per-model options; "
                          f"a comparison groups only runs that may train together. Run it again to regroup them.")
-    done = {(c["state"]["epoch"], c["state"].get("batch", 0)) if c else (0, 0) for c in (m.checkpoint for m in members)}
+    done = {progress(m.checkpoint) for m in members}
     if len(done) != 1 or next(iter(done))[1]:
         raise UsageError(f"the members of {spec_path} stopped at different points ({sorted(done)}); a group resumes "
                          f"only members at the same epoch's end. Resume them with `fmclf run --resume RUN_DIR`.")

@@ -19,6 +19,7 @@ from ..numbers import is_whole
 from ..signals import handled
 from ..wording import Echo, flag
 from . import folder, processes, provenance
+from .checkpoint import progress
 from .config import RunConfig
 from .lock import RunLock
 from .plan import Plan, prepare, python_only
@@ -134,7 +135,7 @@ def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -
     of a later point than the metrics it reports (half of epoch 2 under epoch 1's accuracy)."""
     if checkpoint is None or not is_whole(epochs):
         return
-    done, batch = checkpoint["state"]["epoch"], checkpoint["state"].get("batch", 0)
+    done, batch = progress(checkpoint)
     reached = done + (1 if batch else 0)
     if epochs >= reached:
         return
