@@ -28,7 +28,6 @@ import os
 import pathlib
 import pickle
 import random
-import shlex
 import warnings
 import zipfile
 from typing import Any
@@ -41,7 +40,7 @@ from ..train.blame import blame, component_fault
 from ..train.engine import Parts, TrainState
 from ..train.updaters import change_lr, scheduler_of
 from ..wording import flag
-from . import folder
+from . import folder, processes
 
 FORMAT = "fmclf-checkpoint/1"
 
@@ -148,18 +147,26 @@ def callback_states(parts: Parts) -> dict[str, Any]:
             continue
         with blame(record, "in state_dict()"):
             state = callback.state_dict()
-        try:
-            plain = keeps(state)
-        except RecursionError:  # nested too deep to look through: the round trip below says so
-            plain = True
-        if not plain:
-            raise ComponentError(f"{record.describe()}: state_dict() returned {type(state).__name__} holding "
-                                 f"objects other than tensors, numbers, strings, lists and dicts; a checkpoint keeps "
-                                 f"only those (it is read back with weights_only=True). Return plain data from "
-                                 f"state_dict().")
-        round_trip(record, state)
+        check_state(record, state)
         out[BY_NAME["callback"].target(record.name)] = state
     return out
+
+
+def check_state(record: Any, state: Any) -> None:
+    """Refuse, as a :class:`~fmclf.errors.ComponentError` naming the callback (``record``: a ComponentRecord, or a
+    plain description), a ``state_dict()`` a checkpoint cannot keep: no plain data (:func:`keeps`), or no
+    :func:`round_trip`. What every checkpoint asks of a callback's state, callable alone (a plugin's own tests)."""
+    try:
+        plain = keeps(state)
+    except RecursionError:  # nested too deep to look through: the round trip below says so
+        plain = True
+    if not plain:
+        who = record if isinstance(record, str) else record.describe()
+        raise ComponentError(f"{who}: state_dict() returned {type(state).__name__} holding "
+                             f"objects other than tensors, numbers, strings, lists and dicts; a checkpoint keeps "
+                             f"only those (it is read back with weights_only=True). Return plain data from "
+                             f"state_dict().")
+    round_trip(record, state)
 
 
 #: The most a callback's state may take in a checkpoint, written after every epoch.
@@ -222,7 +229,7 @@ def save_checkpoint(run_dir: pathlib.Path, parts: Parts, saved_state: dict[str, 
 def load(run_dir: pathlib.Path) -> dict | None:
     """The run's checkpoint, checked to be one; None when it never wrote one (nothing was trained)."""
     path = run_dir / folder.CHECKPOINT
-    new_run = f"start a new run with `fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))}`"
+    new_run = f"start a new run with `{folder.new_run_command(run_dir)}`"
     if not os.path.lexists(path):
         if done := len(folder.read_metrics(run_dir)):
             raise CheckpointError(f"{path} is missing, but {folder.METRICS} records {done} finished epoch(s): the "
@@ -236,6 +243,14 @@ def load(run_dir: pathlib.Path) -> dict | None:
     if why := problem(checkpoint):
         raise CheckpointError(f"{path}: {why}. It is damaged or was edited: restore it from a backup, or {new_run}.")
     return checkpoint
+
+
+def progress(checkpoint: dict[str, Any] | None) -> tuple[int, int]:
+    """How far a loaded checkpoint has trained: ``(finished epochs, batches of the next)``; ``(0, 0)`` for none.
+    (A checkpoint written at an epoch's end has no batch.)"""
+    if checkpoint is None:
+        return 0, 0
+    return checkpoint["state"]["epoch"], checkpoint["state"].get("batch", 0)
 
 
 def problem(checkpoint: dict[str, Any]) -> str | None:
@@ -359,7 +374,7 @@ def final_weights(run_dir: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
         return checkpoint["model"], run_dir / folder.CHECKPOINT  # load checked that it is a state_dict
     raise CheckpointError(f"{run_dir} holds no weights ({folder.WEIGHTS} is written when a run finishes, "
                           f"{folder.CHECKPOINT} after its first epoch). Train it first, or continue it with "
-                          f"`fmclf run --resume {run_dir}`.")
+                          f"`{processes.resume_command(run_dir)}`.")
 
 
 def named_weights(run_dir: pathlib.Path, name: str) -> tuple[dict[str, Any], pathlib.Path]:

@@ -330,15 +330,22 @@ CONFIG_LIMIT: int = FILES[CONFIG].limit or 0
 
 #: What each setting of a config file must be, from its field's type (lists are checked apart, options by their
 #: components).
-_TYPES = {f.name: (int, float) if held is float else held for f in fields(Settings) if (held := _held(f.name))}
+_TYPES = {f.name: held for f in fields(Settings) if (held := _held(f.name))}
+#: How a value of each type a setting holds is told (numbers as :mod:`fmclf.numbers` counts them), and named.
+_ACCEPTS: dict[type, tuple[Callable[[Any], bool], str]] = {
+    str: (lambda v: isinstance(v, str), "a name (a string)"),
+    int: (is_whole, "a whole number"),
+    float: (is_number, "a number"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+}
 
 
 def _check_types(data: dict[str, Any], path: pathlib.Path) -> None:
     """Refuse a setting of the wrong type, naming the file (a damaged or edited config.toml)."""
-    for key, want in _TYPES.items():
+    for key, held in _TYPES.items():
         value = data.get(key)
-        if key in data and (isinstance(value, bool) and want is not bool or not isinstance(value, want)):
-            kind = {str: "a name (a string)", int: "a whole number", bool: "true or false"}.get(want, "a number")
+        accepts, kind = _ACCEPTS[held]
+        if key in data and not accepts(value):
             raise ConfigError(f"config file {str(path)!r}: {key} must be {kind}, got {value!r}. Fix or remove "
                               f"that line.")
 

@@ -22,6 +22,7 @@ from .. import atomic
 from ..errors import CheckpointError, OptionError, UsageError
 from ..numbers import is_number, is_whole
 from ..wording import current, flag
+from .processes import resume_command
 
 MiB = 2**20
 #: The most metrics.jsonl may hold (some 600 bytes an epoch: over 400000 epochs).
@@ -177,10 +178,22 @@ def holds_run(path: pathlib.Path) -> bool:
     return any((path / name).exists() for name in (CONFIG, CHECKPOINT, METRICS, WEIGHTS))
 
 
+def is_run(path: pathlib.Path) -> bool:
+    """Whether ``path`` is a run folder: it holds the run's settings (config.toml), so it can be resumed,
+    listed and shown (:func:`holds_run` also counts what a run writes later, which a new run must not overwrite)."""
+    return (pathlib.Path(path) / CONFIG).is_file()
+
+
+def new_run_command(run_dir: pathlib.Path, more: str = "") -> str:
+    """The command that starts a new run from the settings ``run_dir`` recorded (``more``: flags to add),
+    for messages that offer it instead of resuming."""
+    return f"fmclf run --config {shlex.quote(str(pathlib.Path(run_dir) / CONFIG))}{more}"
+
+
 def check_resumable(run_dir: pathlib.Path) -> None:
     """Refuse, in the front end's words, a folder to resume that holds no run (`fmclf run --resume`, its
     ``--dry-run`` and ``fmclf.fit(resume=)`` all ask here)."""
-    if not (pathlib.Path(run_dir) / CONFIG).is_file():
+    if not is_run(run_dir):
         fit = ", or the run_dir a fit returned" if current().python else ""
         raise UsageError(f"{flag('resume', run_dir, quoted=True)} is not a run folder (no {CONFIG}). Pass the folder "
                          f"a run printed at its start{fit}.")
@@ -195,8 +208,8 @@ def check_new(path: pathlib.Path) -> pathlib.Path:
     if not path.is_dir():
         return path
     if holds_run(path):
-        raise UsageError(f"{flag('out', path, quoted=True)} already holds a run. Continue it with `fmclf run --resume "
-                         f"{shlex.quote(str(path))}`, or choose another {flag('out')} (leave it out for a fresh "
+        raise UsageError(f"{flag('out', path, quoted=True)} already holds a run. Continue it with "
+                         f"`{resume_command(path)}`, or choose another {flag('out')} (leave it out for a fresh "
                          f"runs/... folder).")
     try:
         others = sorted(name for name in os.listdir(path) if not is_own_leftover(name))

@@ -135,7 +135,7 @@ def _member(spec: MemberSpec, host: PluginHost) -> _Member:
 
     checkpoint = None
     try:
-        if (spec.run_dir / folder.CONFIG).is_file():  # read as a run resumed alone reads it
+        if folder.is_run(spec.run_dir):  # read as a run resumed alone reads it
             settings, options, checkpoint = read_run(spec.run_dir)
         elif spec.settings is None:
             raise UsageError(f"{spec.run_dir} holds no run and the group spec gives no settings for {spec.name}.")
@@ -153,6 +153,7 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
     from ..dist.comm import Solo
     from ..signals import handled, say, stop_on_signals
     from ..train.engine import StopFlag
+    from .checkpoint import progress
     from .lock import RunLock
 
     members = [_member(spec, host) for spec in read_spec(pathlib.Path(spec_path))]
@@ -163,7 +164,7 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
     if len({key for _, _, key in reasons}) != 1:
         raise UsageError(f"the members of {spec_path} differ in more than seed, --lr and per-model options; "
                          f"a comparison groups only runs that may train together. Run it again to regroup them.")
-    done = {(c["state"]["epoch"], c["state"].get("batch", 0)) if c else (0, 0) for c in (m.checkpoint for m in members)}
+    done = {progress(m.checkpoint) for m in members}
     if len(done) != 1 or next(iter(done))[1]:
         raise UsageError(f"the members of {spec_path} stopped at different points ({sorted(done)}); a group resumes "
                          f"only members at the same epoch's end. Resume them with `fmclf run --resume RUN_DIR`.")
@@ -171,13 +172,12 @@ def run_group(spec_path: pathlib.Path, host: PluginHost, *, echo: Echo = print,
     flag = StopFlag()
     with handled(), contextlib.ExitStack() as held:
         for m in members:
-            if m.checkpoint is None and not (m.spec.run_dir / folder.CONFIG).is_file():
+            if m.checkpoint is None and not folder.is_run(m.spec.run_dir):
                 folder.check_new(m.spec.run_dir)  # a new member's folder is new or empty, as for a run alone
             m.spec.run_dir.mkdir(parents=True, exist_ok=True)
             lock = RunLock(m.spec.run_dir)
             held.callback(lock.release)
-            lock.acquire("train it in a group")
-            folder.remove_temporaries(m.spec.run_dir)
+            lock.claim("train it in a group", echo)
         with stop_on_signals(flag, say):
             return _train(members, host, Solo(), flag, next(iter(done))[0], echo, report)
 
@@ -219,7 +219,7 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
     Returns the first member's plan, the device, the data set and the thread choice (None: the user's)."""
     from ..data import TensorBatches
     from . import checkpoint as checkpoint_io
-    from . import processes, provenance
+    from . import provenance
     from .plan import assemble, assemble_on, prepare
     from .session import HEADER, choose_threads
 
@@ -237,10 +237,10 @@ def _assemble(members: list[_Member], host: PluginHost, comm: Any) -> tuple[Plan
     for m in members:
         m.plan = m.plan.decided(threads=plan.config.threads)
         m.parts = parts if m is first else assemble_on(m.plan, dataset, device=device)
-        prov = provenance.record(m.plan, host, device, processes.describe(comm, device))
-        if m.checkpoint is not None:
+        resumed = m.checkpoint is not None
+        prov = provenance.of_session(m.plan, host, comm, device, m.spec.run_dir if resumed else None)
+        if resumed:
             checkpoint_io.restore(m.parts, m.checkpoint, m.spec.run_dir, comm)
-            prov = provenance.resumed(m.spec.run_dir, prov)
         atomic.write_text(m.spec.run_dir / folder.CONFIG, m.plan.recorded().to_toml(prov, HEADER))
     return plan, device, dataset, chosen
 

@@ -106,7 +106,7 @@ def _describe(path: pathlib.Path) -> tuple[float, RunInfo]:
 
 
 def _folders(root: pathlib.Path, depth: int) -> list[pathlib.Path]:
-    if (root / folder.CONFIG).is_file():
+    if folder.is_run(root):
         return [root]
     if depth == 0:
         return []

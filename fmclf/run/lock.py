@@ -18,7 +18,8 @@ from typing import Any
 
 from ..atomic import RefusedFile, advice, open_owned
 from ..errors import UsageError, WriteError
-from .folder import FILES, LOCK
+from ..wording import Echo
+from .folder import FILES, LOCK, remove_temporaries
 
 NAME = LOCK
 
@@ -98,6 +99,17 @@ class RunLock:
                     f"releasing it (it was killed)")
         return None
 
+    def noted(self, what: str, echo: Echo | None, fix: str = "choose another folder") -> None:
+        """:meth:`acquire`, and say a taken-over lock's note through ``echo`` (None: say nothing)."""
+        if (note := self.acquire(what, fix)) and echo is not None:
+            echo(f"Note: {note}.")
+
+    def claim(self, what: str, echo: Echo | None) -> None:
+        """Take the folder to write a run in it: :meth:`noted`, then remove the temporaries a killed writer
+        left, now that the folder is ours (a run started, resumed or trained in a group all take it so)."""
+        self.noted(what, echo)
+        remove_temporaries(self.run_dir)
+
     def _cannot(self, exc: OSError, what: str) -> WriteError:
         return WriteError(f"cannot write to the run folder {str(self.run_dir)!r} (its lock file {self.path.name}: "
                           f"{exc.strerror or exc}), so this command cannot {what}. {advice(exc, self.path)}",
@@ -117,11 +129,11 @@ class RunLock:
 
 
 @contextlib.contextmanager
-def writing(run_dir: pathlib.Path, what: str, fix: str = "choose another folder", echo=None) -> Iterator[RunLock]:
-    """Hold the lock of ``run_dir`` for the block (:meth:`RunLock.acquire`); ``echo`` prints a stale lock's note."""
+def writing(run_dir: pathlib.Path, what: str, fix: str = "choose another folder",
+            echo: Echo | None = None) -> Iterator[RunLock]:
+    """Hold the lock of ``run_dir`` for the block (:meth:`RunLock.noted`); ``echo`` prints a stale lock's note."""
     lock = RunLock(run_dir)
-    if (note := lock.acquire(what, fix)) and echo is not None:
-        echo(f"Note: {note}.")
+    lock.noted(what, echo, fix)
     try:
         yield lock
     finally:

@@ -6,10 +6,12 @@ and every process's final weights are compared by digest.
 from __future__ import annotations
 
 import hashlib
+import pathlib
+import shlex
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..wording import Echo
+from ..wording import Echo, current
 
 if TYPE_CHECKING:
     import torch
@@ -26,6 +28,16 @@ def restart_command(launch: Launch) -> str:
     if nodes == 1:
         return f"torchrun --nproc-per-node {per} -m fmclf"
     return f"torchrun --nnodes {nodes} --nproc-per-node {per} --rdzv-endpoint HOST:PORT -m fmclf"
+
+
+def resume_command(run_dir: pathlib.Path | None, launch: Launch | None = None) -> str:
+    """How to continue the run in ``run_dir``, for messages: the front end's call (``fmclf.fit(resume=...)``)
+    where it words one, else ``fmclf run --resume DIR`` started as ``launch`` started this run (None: alone)."""
+    resume = current().resume
+    if resume is not None:
+        return resume(run_dir)
+    start = "fmclf" if launch is None else restart_command(launch)
+    return f"{start} run --resume {shlex.quote(str(run_dir))}"
 
 
 def describe(comm: Solo, device: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from .. import __version__
 from ..host.loading import PluginHost
 from ..kinds import ROWS
-from . import folder
+from . import folder, processes
 from .plan import Plan
 
 
@@ -29,6 +29,15 @@ def record(plan: Plan, host: PluginHost, device: Any, extra: dict[str, Any] | No
         "plugins": {p.info.name: f"{p.info.describe()} ({p.info.module})" for p in host.plugins},
         **(extra or {}),
     }
+
+
+def of_session(plan: Plan, host: PluginHost, comm: Any, device: Any,
+               resumed_from: pathlib.Path | None = None) -> dict[str, Any]:
+    """The [provenance] a session writes into its run's config.toml: :func:`record`, with the processes it
+    trains in (:func:`fmclf.run.processes.describe`); ``resumed_from``: the run folder it continues, whose
+    recorded provenance it extends (:func:`resumed`). A run started, resumed or trained in a group all ask here."""
+    now = record(plan, host, device, processes.describe(comm, device))
+    return now if resumed_from is None else resumed(resumed_from, now)
 
 
 def recorded_provenance(run_dir: pathlib.Path) -> dict[str, Any] | None:

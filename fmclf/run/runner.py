@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import pathlib
-import shlex
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ from ..numbers import is_whole
 from ..signals import handled
 from ..wording import Echo, flag
 from . import folder, processes, provenance
+from .checkpoint import progress
 from .config import RunConfig
 from .lock import RunLock
 from .plan import Plan, prepare, python_only
@@ -51,7 +51,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
                 folder.check_new(out_dirs[0])
 
         plan = _agreed(config, host, comm, check_out if out is not False else None, objects)
-        prov = provenance.record(plan, host, plan.device, processes.describe(comm, plan.device))
+        prov = provenance.of_session(plan, host, comm, plan.device)
         if out is False:
             return Session(plan, Start(None, prov=prov, checkpoints=checkpoints), comm, echo, report).run()
         locks: list[tuple[RunLock, bool]] = []  # rank 0's: the lock, and whether this run made the folder
@@ -60,10 +60,7 @@ def run_new(config: RunConfig, host: PluginHost, *, out: pathlib.Path | Literal[
             path, created = folder.create_new(out_dirs[0], unique=out is None)
             lock = RunLock(path)
             locks.append((lock, created))
-            note = lock.acquire("start a run in it")
-            if note:
-                echo(f"Note: {note}.")
-            folder.remove_temporaries(path)
+            lock.claim("start a run in it", echo)
             return folder.check_new(path)  # again, now that it is ours: another run may have filled it meanwhile
 
         try:
@@ -101,11 +98,8 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
         lock = RunLock(run_dir)
 
         def read() -> tuple[dict[str, Any], dict[str, Any], dict | None]:
-            if (run_dir / folder.CONFIG).is_file():  # a folder that is no run gets no lock file
-                note = lock.acquire("resume it")
-                if note:
-                    echo(f"Note: {note}.")
-                folder.remove_temporaries(run_dir)  # what a killed writer left: the folder is ours now
+            if folder.is_run(run_dir):  # a folder that is no run gets no lock file
+                lock.claim("resume it", echo)
             return _read_run(run_dir, comm)
 
         try:
@@ -119,8 +113,7 @@ def run_resume(run_dir: pathlib.Path, host: PluginHost, *, overrides: dict[str, 
                     f"resume it from Python instead, with the call that started it plus "
                     f"resume={str(run_dir)!r}: fmclf.fit(..., resume={str(run_dir)!r})")))
             plan = _agreed(config, host, comm, objects=objects)
-            now = provenance.record(plan, host, plan.device, processes.describe(comm, plan.device))
-            prov = provenance.resumed(run_dir, now) if comm.is_root else {}
+            prov = provenance.of_session(plan, host, comm, plan.device, run_dir) if comm.is_root else {}
             if checkpoint is None:
                 echo(f"{run_dir} has no checkpoint (the run stopped before its first one), so training starts at "
                      f"epoch 1.")
@@ -142,7 +135,7 @@ def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -
     of a later point than the metrics it reports (half of epoch 2 under epoch 1's accuracy)."""
     if checkpoint is None or not is_whole(epochs):
         return
-    done, batch = checkpoint["state"]["epoch"], checkpoint["state"].get("batch", 0)
+    done, batch = progress(checkpoint)
     reached = done + (1 if batch else 0)
     if epochs >= reached:
         return
@@ -152,7 +145,7 @@ def _check_epochs(run_dir: pathlib.Path, checkpoint: dict | None, epochs: Any) -
         f"{flag('epochs', epochs)} is fewer than {run_dir} has reached: it {where}, and its weights are those of "
         f"that point, so it cannot end at epoch {epochs}. Pass {flag('epochs', reached)} or more (or leave "
         f"{flag('epochs')} out), or "
-        f"start a new run with `fmclf run --config {shlex.quote(str(run_dir / folder.CONFIG))} --epochs {epochs}`."
+        f"start a new run with `{folder.new_run_command(run_dir, f' --epochs {epochs}')}`."
     )
 
 
@@ -195,7 +188,7 @@ def _after_stop(signal_name: str, run_dir: pathlib.Path | None, comm: Solo) -> s
     if not run_dir.is_dir():
         return (f"{head} before training started; nothing was written to {run_dir} (the folder this run had made "
                 f"is removed again, so the same command can use it)")
-    resume = f"`{processes.restart_command(comm.launch)} run --resume {shlex.quote(str(run_dir))}`"
+    resume = f"`{processes.resume_command(run_dir, comm.launch)}`"
     has = {name: (run_dir / name).exists() for name in (folder.CONFIG, folder.CHECKPOINT, folder.WEIGHTS,
                                                         folder.SUMMARY, folder.REPORT)}
     if not has[folder.CONFIG]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -301,10 +300,7 @@ class Session:
 
     def resume_how(self) -> str:
         """The command (or call) that continues this run."""
-        resume = wording.current().resume
-        if resume is not None:
-            return resume(self.run_dir)
-        return f"{processes.restart_command(self.comm.launch)} run --resume {shlex.quote(str(self.run_dir))}"
+        return processes.resume_command(self.run_dir, self.comm.launch)
 
     def _kept_instead(self) -> str | None:
         """What is left after a stop when it is not a checkpoint to resume from."""

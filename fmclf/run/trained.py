@@ -18,8 +18,7 @@ from .plan import Plan, assemble, resolve
 
 def load_run_config(run_dir: pathlib.Path) -> RunConfig:
     """The settings a run folder's config.toml records."""
-    path = pathlib.Path(run_dir) / folder.CONFIG
-    if not path.is_file():
+    if not folder.is_run(run_dir):
         raise UsageError(f"{str(run_dir)!r} is not a run folder (no {folder.CONFIG}). Pass the folder `fmclf run` "
                          f"printed (`fmclf runs` lists them).")
     settings, options = folder.read_config(run_dir)  # refuses unknown settings, so the call below cannot fail

@@ -452,3 +452,14 @@ def test_a_group_refuses_bad_labels_and_inputs_as_a_run_alone_does(fault):
     with pytest.raises(DataError) as grouped:
         BatchedTrainer(members, data, stacked, device=torch.device("cpu")).epoch(1)
     assert str(grouped.value) == str(alone.value)
+
+
+def test_a_group_taking_over_a_killed_members_lock_says_so_as_a_run_alone_does(tiny_data, tmp_path):
+    host = load_plugins()
+    spec, dirs = _group(tmp_path / "cmp", [_config(tiny_data, s, 0.1, epochs=1) for s in (0, 1)])
+    dirs[0].mkdir(parents=True)
+    (dirs[0] / folder.LOCK).write_text('{"pid": 4242, "host": "elsewhere"}\n')  # named, but nobody holds it
+    lines: list[str] = []
+    assert run_group(spec, host, echo=lines.append, report=write_report) == 0
+    notes = [line for line in lines if line.startswith("Note: took over the lock of")]
+    assert len(notes) == 1 and str(dirs[0]) in notes[0] and "process 4242 on elsewhere" in notes[0]

@@ -3,6 +3,7 @@ every way one can be wrong is a clear error."""
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import pathlib
@@ -204,3 +205,17 @@ def test_a_finished_run_missing_its_final_files_is_finished_on_resume(finished):
     again = torch.load(finished / "model.pt", weights_only=True)
     assert all(torch.equal(weights[k], again[k]) for k in weights)
     assert json.loads((finished / "summary.json").read_text())["test_acc"] == summary["test_acc"]
+
+
+class _Phase(enum.IntEnum):
+    WARMUP = 1
+
+
+@pytest.mark.parametrize("state, why", [({"f": lambda: 0}, "holding objects other than tensors"),
+                                        ({"phase": _Phase.WARMUP}, "cannot be saved in a checkpoint and read back")])
+def test_check_state_refuses_what_a_checkpoint_cannot_keep_naming_the_callback(state, why):
+    from fmclf.errors import ComponentError
+
+    checkpoints.check_state("callback 'mine'", {"step": 3, "best": torch.ones(2), "seen": [1, "a"]})
+    with pytest.raises(ComponentError, match=f"^callback 'mine': .*{why}"):
+        checkpoints.check_state("callback 'mine'", state)

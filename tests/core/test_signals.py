@@ -190,3 +190,19 @@ def test_sigterm_at_random_moments_never_leaves_a_broken_folder(tiny_data, tmp_p
             assert (out / "report.md").exists() and len((out / "metrics.jsonl").read_text().splitlines()) == 3
         else:
             assert sorted(os.listdir(out)) in ([], [".lock"])
+
+
+@pytest.mark.parametrize("written", [["config.toml"], ["config.toml", "checkpoint.pt", "model.pt", "summary.json"]])
+def test_a_stop_outside_training_advises_the_front_ends_resume_as_a_stop_inside_it_does(tmp_path, written):
+    """fmclf.fit stopped while its data loads or its pictures are drawn says to resume with fmclf.fit, as a stop
+    mid-epoch does, not with `fmclf run --resume`, which cannot rebuild its Python objects."""
+    from fmclf.dist.comm import Solo
+    from fmclf.run.runner import _after_stop
+    from fmclf.wording import Wording, speaking
+
+    for name in written:
+        (tmp_path / name).write_text("")
+    with speaking(Wording(python=True, resume=lambda run_dir: f"fmclf.fit(model=..., resume={str(run_dir)!r})")):
+        text = _after_stop("SIGINT", tmp_path, Solo())
+    assert f"`fmclf.fit(model=..., resume={str(tmp_path)!r})`" in text and "fmclf run --resume" not in text, text
+    assert f"`fmclf run --resume {tmp_path}`" in _after_stop("SIGINT", tmp_path, Solo())
