@@ -28,7 +28,7 @@ class Wording:
     """Who started a run, and so how its messages name settings and say to go on."""
 
     python: bool = False  #: True: fmclf.fit's keywords; False: the command line's flags
-    #: the call that continues a run folder; None: `fmclf run --resume` (the session words it)
+    #: the call that continues a run folder; None: `fmclf run --resume` (run.processes.resume_command)
     resume: Callable[[pathlib.Path | None], str] | None = None
     again: str = "Ctrl-C again"  #: how to stop at once after the first interrupt
     notice: Callable[[str], None] | None = None  #: says so from the signal handler; None: straight to stderr's fd

@@ -91,7 +91,7 @@ class Call:
     def continuing(self) -> Call:
         """This call, or, when it starts a new run whose folder an earlier attempt already began (a cluster
         ran the job again), the call that resumes that folder: its settings are in its config.toml."""
-        if self.settings is None or self.out is None or not (self.out / folder.CONFIG).is_file():
+        if self.settings is None or self.out is None or not folder.is_run(self.out):
             return self
         return Call(out=self.out, plugins=self.plugins)
 

@@ -97,7 +97,7 @@ def assess(run: Run, host: PluginHost, *, retry_failed: bool = False) -> Run:
     recorded = _read_failure(run.failure_file)
     has_run = run.run_dir.is_dir() and folder.holds_run(run.run_dir)
     trained: dict[str, Any] = {}
-    if has_run and (run.run_dir / folder.CONFIG).is_file():
+    if has_run and folder.is_run(run.run_dir):
         trained = _check_same(run, host)
     complete = has_run and folder.complete(run.run_dir)
     if complete and trained.get("epochs", run.config.epochs) >= run.config.epochs:

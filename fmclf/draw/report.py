@@ -12,7 +12,7 @@ from typing import Any
 from .. import atomic
 from ..errors import CheckpointError, WriteError
 from ..numbers import is_number
-from ..run import folder
+from ..run import folder, processes
 from ..run.folder import CONFUSION, CURVES, METRICS_PNG, PREDICTIONS, REPORT
 from ..run.plan import Plan
 from ..train.blame import component_fault
@@ -178,7 +178,7 @@ def rebuild(run_dir: pathlib.Path, host: Any, *, device: str = "cpu",
                                python_instead="draw its pictures from Python instead: fmclf.predict(model, data)")
         if not trained.history:
             raise CheckpointError(f"{run_dir} records no finished epoch in {folder.METRICS}, so there is nothing to "
-                                  f"report yet. Train it further with `fmclf run --resume {run_dir}`.")
+                                  f"report yet. Train it further with `{processes.resume_command(run_dir)}`.")
         test = evaluate_split(trained, "test")
         classes = [str(c) for c in trained.parts.dataset.classes]
         report = RunReport(trained.run_dir, trained.parts.dataset, trained.plan)

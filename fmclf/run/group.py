@@ -195,7 +195,7 @@ def _train(members: list[_Member], host: PluginHost, comm: Any, flag: Any, start
                       m.plan.config.seed, list(m.checkpoint["state"]["history"]) if m.checkpoint else [])
                for m in members]
     trainer = BatchedTrainer(batched, dataset, batchable_of(plan.records["updater"].factory).stacked, device=device,
-                             forward=batchable_of(plan.records["model"].factory).stacked)
+                             forward=batchable_of(plan.records["model"].factory).stacked, records=plan.records)
     config = plan.config
     echo(f"training {len(members)} runs of {config.model} + {config.loss} + {config.updater} on {config.dataset} "
          f"as one group on {device}{f' ({config.threads} threads)' if chosen else ''}, "

@@ -87,6 +87,7 @@ def evaluate_split(trained: Trained, split: str = "test") -> dict[str, Any]:
     ``{split}_acc``, ``{split}_loss``, ``{split}_KEY`` for each metric component, ``per_class_{split}_acc``,
     ``examples`` and ``confusion`` (rows: true class)."""
     from ..dist.comm import Solo
+    from ..train.blame import blamed
     from ..train.heldout import HeldOut
     from ..train.metrics import per_class_accuracy
 
@@ -98,7 +99,7 @@ def evaluate_split(trained: Trained, split: str = "test") -> dict[str, Any]:
         raise UsageError(f"the data set of {trained.run_dir} has no {split!r} split (a valid split is held out "
                          f"when the run chose it, e.g. with -o dataset.valid=0.1). Choose train or test.")
     classes = [str(c) for c in parts.dataset.classes]
-    who = {kind: parts.records.get(kind) or kind for kind in ("dataset", "model", "loss")}
+    who = {kind: blamed(parts.records, kind) for kind in ("dataset", "model", "loss")}
     result = HeldOut(parts.model, parts.loss, parts.metrics, len(classes), Solo(), who=who).evaluate(split, batches)
     confusion = result.confusion.cpu()
     return {**{f"{split}_{key}": value for key, value in result.values.items()},
