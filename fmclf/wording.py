@@ -31,7 +31,7 @@ class Wording:
     #: the call that continues a run folder; None: `fmclf run --resume` (run.processes.resume_command)
     resume: Callable[[pathlib.Path | None], str] | None = None
     again: str = "Ctrl-C again"  #: how to stop at once after the first interrupt
-    notice: Callable[[str], None] | None = None  #: says so from the signal handler; None: straight to stderr's fd
+    notice: Echo | None = None  #: says so from the signal handler; None: straight to stderr's fd
 
 
 COMMAND_LINE = Wording()

@@ -34,9 +34,10 @@ from typing import Any
 
 from .. import atomic
 from ..errors import CheckpointError, ComponentError, DivergenceError
+from ..host.registry import ComponentRecord
 from ..kinds import BY_NAME
 from ..numbers import is_number, is_whole
-from ..train.blame import blame, component_fault
+from ..train.blame import blame, component_fault, describe
 from ..train.engine import Parts, TrainState
 from ..train.updaters import change_lr, scheduler_of
 from ..wording import flag
@@ -152,7 +153,7 @@ def callback_states(parts: Parts) -> dict[str, Any]:
     return out
 
 
-def check_state(record: Any, state: Any) -> None:
+def check_state(record: ComponentRecord | str, state: Any) -> None:
     """Refuse, as a :class:`~fmclf.errors.ComponentError` naming the callback (``record``: a ComponentRecord, or a
     plain description), a ``state_dict()`` a checkpoint cannot keep: no plain data (:func:`keeps`), or no
     :func:`round_trip`. What every checkpoint asks of a callback's state, callable alone (a plugin's own tests)."""
@@ -161,8 +162,7 @@ def check_state(record: Any, state: Any) -> None:
     except RecursionError:  # nested too deep to look through: the round trip below says so
         plain = True
     if not plain:
-        who = record if isinstance(record, str) else record.describe()
-        raise ComponentError(f"{who}: state_dict() returned {type(state).__name__} holding "
+        raise ComponentError(f"{describe(record)}: state_dict() returned {type(state).__name__} holding "
                              f"objects other than tensors, numbers, strings, lists and dicts; a checkpoint keeps "
                              f"only those (it is read back with weights_only=True). Return plain data from "
                              f"state_dict().")
@@ -173,13 +173,13 @@ def check_state(record: Any, state: Any) -> None:
 MAX_CALLBACK_STATE = 64 * 2**20
 
 
-def round_trip(record: Any, state: Any) -> None:  # record: a ComponentRecord, or a plain description
+def round_trip(record: ComponentRecord | str, state: Any) -> None:
     """Save ``state`` and read it back as ``--resume`` would: what passes the type check but cannot make that trip
     (an IntEnum, a dict subclass holding a lambda, a tensor subclass, deep nesting) or is too big is refused now,
     naming the callback, rather than in a checkpoint ``--resume`` would refuse."""
     import torch
 
-    who = record if isinstance(record, str) else record.describe()
+    who = describe(record)
     buf = io.BytesIO()
     try:
         torch.save(state, buf)
